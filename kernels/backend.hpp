@@ -1,0 +1,99 @@
+// Backend: the op set a GPT training step needs, implemented once per device kind.
+// The CPU backend (kernels/cpu, fp32, OpenBLAS GEMMs, OpenMP elsewhere) is the reference; the CUDA
+// backend implements the same ops with the same semantics. Every pointer is memory the backend
+// allocated (host memory on CPU, device memory on CUDA). Layouts are row-major:
+//   activations [B, T, C] (N = B*T rows), linear weights [OC, C] (out = inp @ W^T + bias),
+//   attention qkv [B, T, 3C] packed as (q | k | v), heads NH of size hs = C/NH inside each third,
+//   attention probabilities [B, NH, T, T], logits/probs [N, Vp] with V real columns (Vp >= V pads).
+// Backward ops ACCUMULATE (+=) into parameter and input gradients, so callers zero them first;
+// the exception is crossentropy_backward, which writes dlogits. Every op is deterministic: the same
+// inputs and thread count give bit-identical outputs (no racy reductions).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/status.hpp"
+
+namespace perigee::kernels {
+
+enum class DeviceKind { kCpu, kCuda };
+
+struct AdamWParams {
+  float lr = 3e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // decoupled: p -= lr * weight_decay * p
+  int64_t step = 1;           // 1-based, for bias correction
+  float grad_scale = 1.0f;    // multiplies every gradient first (global-norm clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceKind kind() const = 0;
+  virtual const char* name() const = 0;
+
+  // ---- memory
+  virtual Status allocate(void** ptr, size_t bytes) = 0;  // zero-filled, 64-byte aligned
+  virtual void release(void* ptr) = 0;
+  virtual Status memset_zero(void* ptr, size_t bytes) = 0;
+  virtual Status copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual Status copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual Status synchronize() = 0;
+
+  // ---- forward / backward ops
+  // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
+  virtual Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                                 int B, int T, int C) = 0;
+  virtual Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+                                  int B, int T, int C) = 0;
+
+  // out = (inp - mean) * rstd * weight + bias per row, eps = 1e-5; saves mean[N], rstd[N].
+  virtual Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                                   const float* weight, const float* bias, int N, int C) = 0;
+  virtual Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                    const float* inp, const float* weight, const float* mean,
+                                    const float* rstd, int N, int C) = 0;
+
+  // out[N, OC] = inp[N, C] @ weight[OC, C]^T + bias[OC] (bias may be null).
+  virtual Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                                int N, int C, int OC) = 0;
+  // dinp, dweight, dbias may each be null (not needed); dbias null when there is no bias.
+  virtual Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                 const float* inp, const float* weight, int N, int C, int OC) = 0;
+
+  // Causal multi-head self-attention: out[B,T,C] from qkv[B,T,3C]; saves att[B,NH,T,T] softmax
+  // probabilities (zero above the diagonal). Scale 1/sqrt(C/NH).
+  virtual Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
+                                   int NH) = 0;
+  virtual Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                                    int B, int T, int C, int NH) = 0;
+
+  // GELU, tanh approximation (GPT-2).
+  virtual Status gelu_forward(float* out, const float* inp, size_t n) = 0;
+  virtual Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) = 0;
+
+  // out = a + b (out may alias a or b).
+  virtual Status residual_forward(float* out, const float* a, const float* b, size_t n) = 0;
+
+  // Fused softmax + cross-entropy over the first V of Vp columns. probs may alias logits (in place);
+  // padded columns get probability 0. losses[i] = -log(probs[i, targets[i]]).
+  virtual Status crossentropy_forward(float* losses, float* probs, const float* logits,
+                                      const int32_t* targets, int N, int V, int Vp) = 0;
+  // dlogits = dloss * (probs - onehot(targets)), padded columns 0 (written, not accumulated;
+  // may alias probs).
+  virtual Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets,
+                                       float dloss, int N, int V, int Vp) = 0;
+
+  // ---- optimizer and reductions over flat buffers
+  virtual Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
+                              const AdamWParams& hp) = 0;
+  // *out = sum of x[i]^2 in double, with a fixed summation order (independent of thread count).
+  virtual Status sum_squares(const float* x, size_t n, double* out) = 0;
+  virtual Status scale(float* x, float s, size_t n) = 0;
+};
+
+}  // namespace perigee::kernels

@@ -1,0 +1,89 @@
+// Config: the resolved settings of one training run. Read from a TOML file, then command-line
+// overrides (--section.key=value), then validated; every key is documented in docs/config.md.
+// Unknown sections/keys and bad values are errors that name the file, the key and the reason.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.hpp"
+
+namespace perigee::runtime {
+
+struct ModelConfig {
+  int n_layer = 4;
+  int n_head = 4;
+  int n_embd = 128;        // channels C; must be divisible by n_head
+  int context = 128;       // maximum sequence length (position embeddings)
+  int vocab_size = 256;    // byte-level tokenizer
+  int padded_vocab = 0;    // 0 = vocab_size rounded up to a multiple of 128 (derived)
+};
+
+struct TrainConfig {
+  int batch_size = 16;       // GLOBAL batch (sequences per step over all ranks); divisible by world size
+  int seq_len = 128;         // T, <= model.context
+  int64_t steps = 300;
+  double lr = 1e-3;          // peak learning rate
+  double min_lr_ratio = 0.1; // cosine decays to lr * min_lr_ratio
+  int64_t warmup_steps = 30; // linear warmup from 0
+  double weight_decay = 0.1; // decoupled, applied to 2-D weights only
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;    // global-norm clip; 0 disables
+  uint64_t seed = 1337;      // parameter init and data order
+  int64_t val_every = 50;    // validation every K steps (and at the end); 0 disables
+  int val_batches = 4;       // global batches of validation data per evaluation
+  int64_t log_every = 1;
+  int sample_tokens = 200;   // text sampled by rank 0 at the end; 0 disables
+  double sample_temperature = 0.8;
+  std::string sample_prompt = "";
+};
+
+struct DataConfig {
+  std::string train_file = "data/fortunes_train.bin";
+  std::string val_file = "data/fortunes_val.bin";
+};
+
+struct DeviceConfig {
+  std::string device = "auto";  // "cpu" | "cuda" | "auto"
+  int threads = 0;               // CPU threads per rank; 0 = hardware threads / ranks on this host
+};
+
+struct CommConfig {
+  std::string backend = "mpi";  // "mpi"
+};
+
+struct RunConfig {
+  std::string dir = "runs";     // run directory root
+  std::string name = "";        // run name; "" = "run-<timestamp>"
+  std::string progress = "auto"; // "auto" | "on" | "off": progress bar on a terminal
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+  DeviceConfig device;
+  CommConfig comm;
+  RunConfig run;
+
+  std::string source;  // the file it was read from ("" for defaults only)
+};
+
+// Reads path (TOML), applies overrides ("section.key=value" strings, a leading "--" allowed),
+// fills derived values and validates. On error the Status names the file, the key and why.
+Status load_config(const std::string& path, const std::vector<std::string>& overrides, Config* out);
+
+// Parses TOML text (source_name is used in messages) then the same as load_config.
+Status parse_config(const std::string& toml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides, Config* out);
+
+// Checks ranges and cross-field rules; fills derived values (model.padded_vocab).
+Status validate_config(Config* config);
+
+// The resolved config as pretty JSON text (every key, including defaults and derived values).
+std::string config_to_json(const Config& config);
+
+}  // namespace perigee::runtime

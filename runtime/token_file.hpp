@@ -1,0 +1,32 @@
+// Token file: what perigee-data writes and the data loader reads.
+// Layout (little-endian): 64-byte header, then `count` tokens as uint16.
+//   offset 0  char[8]  magic "PRGTOK01"
+//   offset 8  uint32   version (1)
+//   offset 12 uint32   vocab_size
+//   offset 16 uint64   count (tokens that follow)
+//   offset 24 uint32   bytes_per_token (2)
+//   offset 28 uint32   crc32 of the token bytes (IEEE, zlib's)
+//   offset 32 ..63     reserved, zero
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.hpp"
+
+namespace perigee::runtime {
+
+struct TokenFileHeader {
+  uint32_t version = 1;
+  uint32_t vocab_size = 256;
+  uint64_t count = 0;
+};
+
+Status write_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size);
+
+// Reads and verifies (magic, version, size, crc, every token < vocab_size). Errors name the path
+// and what is wrong; a missing file says how to build it (scripts/build_data.sh / perigee-data).
+Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header);
+
+}  // namespace perigee::runtime
