@@ -6,6 +6,9 @@
 // contiguous slice [r * B/W, (r + 1) * B/W). So 1 rank with batch B sees exactly the samples that
 // W ranks with B/W each see together, which is what data-parallel equivalence needs.
 // The cursor (next global sample position) is all the state a checkpoint must save.
+// next_batch reads the global positions [cursor, cursor + B) (a batch may span two epochs) and
+// advances the cursor by B. The permutation cache makes const methods unsafe to call concurrently
+// on one loader. Details: docs/data.md.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +29,7 @@ struct DataLoaderOptions {
   int rank = 0;
   int world_size = 1;
   uint64_t seed = 1337;
-  bool shuffle = true;    // false: samples in file order (validation)
+  bool shuffle = true;  // false: samples in file order (validation)
 };
 
 class DataLoader {
@@ -46,12 +49,16 @@ class DataLoader {
   void batch_at(uint64_t batch_index, int32_t* inputs, int32_t* targets) const;
 
   DataCursor cursor() const { return cursor_; }
+  // Epoch of the next sample (cursor position / num_samples); 0 before open.
+  uint64_t epoch() const { return num_samples_ ? cursor_.position / num_samples_ : 0; }
   void set_cursor(const DataCursor& cursor) { cursor_ = cursor; }
   void reset() { cursor_ = DataCursor{}; }
 
  private:
   uint64_t sample_index(uint64_t global_position) const;  // permuted sample for a position
   void fill_sample(uint64_t sample, int32_t* inputs, int32_t* targets) const;
+  // This rank's slice of the global batch whose first global position is first_position.
+  void fill_from(uint64_t first_position, int32_t* inputs, int32_t* targets) const;
 
   DataLoaderOptions options_;
   std::vector<int32_t> tokens_;

@@ -9,6 +9,7 @@
 //   offset 32 ..63     reserved, zero
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +17,10 @@
 #include "core/status.hpp"
 
 namespace perigee::runtime {
+
+inline constexpr char kTokenFileMagic[8] = {'P', 'R', 'G', 'T', 'O', 'K', '0', '1'};
+inline constexpr uint32_t kTokenFileVersion = 1;
+inline constexpr size_t kTokenFileHeaderBytes = 64;
 
 struct TokenFileHeader {
   uint32_t version = 1;
@@ -28,5 +33,9 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& tok
 // Reads and verifies (magic, version, size, crc, every token < vocab_size). Errors name the path
 // and what is wrong; a missing file says how to build it (scripts/build_data.sh / perigee-data).
 Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header);
+
+// CRC-32 (IEEE 802.3 / zlib: reflected polynomial 0xEDB88320). Pass the previous result as `crc`
+// to continue a running checksum; crc32("123456789") == 0xCBF43926.
+uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
 
 }  // namespace perigee::runtime

@@ -1,1 +1,52 @@
-int main() { return 1; }  // replaced by the perigee-data tool
+// perigee-data: builds byte-level token files <out>_train.bin / <out>_val.bin from text (the
+// fortunes package and/or plain text files). Thin CLI over runtime/corpus.hpp; see docs/data.md.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "runtime/corpus.hpp"
+
+namespace {
+
+void print_split(const char* name, const perigee::runtime::SplitSummary& s) {
+  std::printf("  %-5s %8llu documents  %10llu text bytes  %10llu tokens  -> %s\n", name,
+              static_cast<unsigned long long>(s.documents), static_cast<unsigned long long>(s.text_bytes),
+              static_cast<unsigned long long>(s.tokens), s.path.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  perigee::runtime::CorpusOptions options;
+  CLI::App app{
+      "perigee-data: text -> byte-level token files <out>_train.bin and <out>_val.bin.\n"
+      "Fortune files are split at lines holding only '%', other inputs at blank lines; each document\n"
+      "goes to val with probability --val-fraction (seeded hash of its text). See docs/data.md."};
+  app.add_option("--out", options.out_prefix, "output prefix: writes <out>_train.bin and <out>_val.bin")
+      ->required();
+  app.add_flag("--fortunes", options.fortunes, "include the fortunes package's English fortune files");
+  app.add_option("--fortunes-dir", options.fortunes_dir, "where the fortune files are")
+      ->default_val(std::string(perigee::runtime::kDefaultFortunesDir));
+  app.add_option("--input", options.inputs, "plain text file(s), split into blank-line separated paragraphs");
+  app.add_option("--val-fraction", options.val_fraction, "probability that a document goes to val, in [0, 1)")
+      ->default_val(0.05);
+  app.add_option("--seed", options.seed, "seed of the train/val assignment")->default_val(1);
+  CLI11_PARSE(app, argc, argv);
+
+  perigee::runtime::CorpusSummary summary;
+  const perigee::Status status = perigee::runtime::build_corpus(options, &summary);
+  if (!status.is_ok()) {
+    std::fprintf(stderr, "perigee-data: error: %s\n", status.to_string().c_str());
+    return 1;
+  }
+  std::printf("perigee-data: %zu input files, val fraction %g, seed %llu\n", summary.files.size(),
+              options.val_fraction, static_cast<unsigned long long>(options.seed));
+  print_split("train", summary.train);
+  print_split("val", summary.val);
+  if (summary.val.documents == 0 && options.val_fraction > 0) {
+    std::fprintf(stderr, "perigee-data: warning: the validation split is empty (too little text?)\n");
+  }
+  return 0;
+}
