@@ -1,1 +1,128 @@
-int main() { return 1; }  // replaced by the training driver
+// perigee-train: the data-parallel training job, one MPI rank per satellite node.
+//   mpirun -np 4 perigee-train configs/demo.toml [--train.lr=3e-4 ...]
+// Every setup error (config, data, device, world size) is reported once with its cause and all
+// ranks exit with status 2; an error during training aborts the whole job (no rank is left
+// waiting in a collective).
+#include <mpi.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/mpi_communicator.hpp"
+#include "kernels/cuda/device_probe.cuh"
+#include "runtime/config.hpp"
+#include "runtime/device.hpp"
+#include "runtime/log.hpp"
+#include "runtime/trainer.hpp"
+
+namespace {
+
+using namespace perigee;
+namespace rt = perigee::runtime;
+
+int local_rank_count() {
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
+  int n = 1;
+  MPI_Comm_size(local, &n);
+  MPI_Comm_free(&local);
+  return n;
+}
+
+// All ranks learn whether any rank failed. Returns 0 when none did; otherwise the lowest failing
+// rank's number + 1. A rank whose own step failed logs its message (rank 0 also logs a summary).
+int agree_on_failure(const Status& local, const char* stage) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  int mine = local.is_ok() ? 1 << 30 : rank;
+  int first = 0;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first == 1 << 30) return 0;
+  if (!local.is_ok()) rt::log::error(stage, " failed: ", local.to_string());
+  if (rank == 0 && local.is_ok()) rt::log::error(stage, " failed on rank ", first, " (message above)");
+  return first + 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  rt::log::set_rank(rank);
+
+  CLI::App app{"perigee-train: data-parallel GPT training (one MPI rank per node).\n"
+               "Overrides: --section.key=value, e.g. --train.lr=3e-4 --model.n_layer=6"};
+  std::string config_path;
+  bool print_only = false;
+  app.add_option("config", config_path, "TOML config file (see docs/config.md)")->required();
+  app.add_flag("--print-config", print_only, "print the resolved config as JSON and exit");
+  app.allow_extras();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 2);
+    MPI_Finalize();
+    return code == 0 ? 0 : 2;
+  }
+  const std::vector<std::string> overrides = app.remaining();
+
+  rt::Config config;
+  Status s = rt::load_config(config_path, overrides, &config);
+  if (agree_on_failure(s, "config") != 0) {
+    MPI_Finalize();
+    return 2;
+  }
+  if (print_only) {
+    if (rank == 0) std::printf("%s\n", rt::config_to_json(config).c_str());
+    MPI_Finalize();
+    return 0;
+  }
+
+  std::unique_ptr<collectives::MpiCommunicator> comm;
+  rt::DeviceSelection device;
+  s = collectives::MpiCommunicator::create(MPI_COMM_WORLD, &comm);
+  if (s.is_ok()) s = rt::select_device(config.device, local_rank_count(), &device);
+  if (agree_on_failure(s, "device setup") != 0) {
+    MPI_Finalize();
+    return 2;
+  }
+
+  rt::TrainerOptions options;
+  const bool tty = isatty(STDOUT_FILENO) != 0;
+  options.progress_bar = rank == 0 && (config.run.progress == "on" || (config.run.progress == "auto" && tty));
+  rt::Trainer trainer(config, comm.get(), device.backend.get(), options);
+  s = trainer.setup();
+  if (agree_on_failure(s, "setup") != 0) {
+    MPI_Finalize();
+    return 2;
+  }
+
+  rt::log::info("perigee-train: ", world, " rank(s), comm ", comm->name(), ", device ", device.description);
+  rt::log::info("cuda probe (built with CUDA ", kernels::cuda::compiled_runtime_version(), "): ", device.cuda_probe);
+  const auto& m = trainer.model();
+  rt::log::info("model: GPT ", config.model.n_layer, " layers, ", config.model.n_head, " heads, ",
+                config.model.n_embd, " channels, context ", config.model.context, ", vocab ", config.model.vocab_size,
+                " (padded ", config.model.padded_vocab, "): ", m.num_parameters(), " parameters, ",
+                m.activation_bytes() / (1024 * 1024), " MiB activations per rank");
+  rt::log::info("data: ", config.data.train_file, " (", trainer.train_loader().num_tokens(), " tokens, ",
+                trainer.train_loader().num_samples(), " samples of ", config.train.seq_len, "); global batch ",
+                config.train.batch_size, " = ", world, " x ", config.train.batch_size / world);
+  rt::log::info("run directory: ", trainer.run_dir(), "\nresolved config:\n", rt::config_to_json(config));
+
+  s = trainer.run();
+  if (!s.is_ok()) {
+    rt::log::error("training failed: ", s.to_string());
+    MPI_Abort(MPI_COMM_WORLD, 3);
+    return 3;
+  }
+  comm.reset();
+  rt::log::close_file();
+  MPI_Finalize();
+  return 0;
+}

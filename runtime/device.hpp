@@ -1,0 +1,24 @@
+// Device selection: turns [device] settings into a kernels::Backend for this rank.
+// "cpu": the CPU backend. "auto": a CUDA device when this build has a CUDA training backend and
+// a device answers, otherwise the CPU. "cuda": a CUDA device or a clear error saying why not.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/status.hpp"
+#include "kernels/backend.hpp"
+#include "runtime/config.hpp"
+
+namespace perigee::runtime {
+
+struct DeviceSelection {
+  std::unique_ptr<kernels::Backend> backend;
+  std::string description;  // one line for the log: backend, threads or device name
+  std::string cuda_probe;   // what the CUDA probe found (device list or why none)
+};
+
+// local_ranks: ranks sharing this host (splits the CPU threads when device.threads == 0).
+Status select_device(const DeviceConfig& device, int local_ranks, DeviceSelection* out);
+
+}  // namespace perigee::runtime

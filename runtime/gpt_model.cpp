@@ -1,0 +1,339 @@
+#include "runtime/gpt_model.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "runtime/random.hpp"
+
+namespace perigee::runtime {
+
+// ---------------------------------------------------------------- parameter table
+
+void ParameterTable::add(std::string name, std::vector<int> shape, bool decay) {
+  size_t n = 1;
+  for (int d : shape) n *= static_cast<size_t>(d);
+  views_.push_back(TensorView{std::move(name), total_, std::move(shape), n, decay});
+  total_ += n;
+}
+
+ParameterTable ParameterTable::for_shape(const GptShape& s) {
+  ParameterTable t;
+  const int C = s.n_embd;
+  t.add("wte.weight", {s.padded_vocab, C}, true);
+  t.add("wpe.weight", {s.context, C}, true);
+  for (int l = 0; l < s.n_layer; ++l) {
+    const std::string p = str_cat("h.", l, ".");
+    t.add(p + "ln_1.weight", {C}, false);
+    t.add(p + "ln_1.bias", {C}, false);
+    t.add(p + "attn.c_attn.weight", {3 * C, C}, true);
+    t.add(p + "attn.c_attn.bias", {3 * C}, false);
+    t.add(p + "attn.c_proj.weight", {C, C}, true);
+    t.add(p + "attn.c_proj.bias", {C}, false);
+    t.add(p + "ln_2.weight", {C}, false);
+    t.add(p + "ln_2.bias", {C}, false);
+    t.add(p + "mlp.c_fc.weight", {4 * C, C}, true);
+    t.add(p + "mlp.c_fc.bias", {4 * C}, false);
+    t.add(p + "mlp.c_proj.weight", {C, 4 * C}, true);
+    t.add(p + "mlp.c_proj.bias", {C}, false);
+  }
+  t.add("ln_f.weight", {C}, false);
+  t.add("ln_f.bias", {C}, false);
+  return t;
+}
+
+const TensorView* ParameterTable::find(const std::string& name) const {
+  for (const auto& v : views_) {
+    if (v.name == name) return &v;
+  }
+  return nullptr;
+}
+
+// ---------------------------------------------------------------- activation layout
+
+// Offsets (in floats) of every activation and scratch tensor inside act_, sized for the maximum
+// (B, T); a smaller forward uses the leading part of each tensor. Per-layer tensors have a fixed
+// per-layer stride.
+struct GptModel::Acts {
+  size_t encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch,
+      fch_gelu, residual3, lnf, lnf_mean, lnf_rstd, logits, losses;
+  // backward scratch
+  size_t d_residual, d_ln, d_qkv, d_atty, d_fch, d_fch_gelu, tmp;
+  // per-layer strides
+  size_t s_nc, s_n, s_3nc, s_att, s_4nc;
+  size_t total;
+
+  Acts(const GptShape& sh, int max_b, int max_t) {
+    const size_t N = static_cast<size_t>(max_b) * max_t;
+    const size_t C = sh.n_embd, L = sh.n_layer;
+    s_nc = N * C;
+    s_n = N;
+    s_3nc = 3 * N * C;
+    s_4nc = 4 * N * C;
+    s_att = static_cast<size_t>(max_b) * sh.n_head * max_t * max_t;
+    size_t off = 0;
+    auto take = [&off](size_t n) {
+      const size_t o = off;
+      off += (n + 15) / 16 * 16;  // keep every tensor 64-byte aligned
+      return o;
+    };
+    encoded = take(s_nc);
+    ln1 = take(L * s_nc);
+    ln1_mean = take(L * s_n);
+    ln1_rstd = take(L * s_n);
+    qkv = take(L * s_3nc);
+    atty = take(L * s_nc);
+    att = take(L * s_att);
+    residual2 = take(L * s_nc);
+    ln2 = take(L * s_nc);
+    ln2_mean = take(L * s_n);
+    ln2_rstd = take(L * s_n);
+    fch = take(L * s_4nc);
+    fch_gelu = take(L * s_4nc);
+    residual3 = take(L * s_nc);
+    lnf = take(s_nc);
+    lnf_mean = take(s_n);
+    lnf_rstd = take(s_n);
+    logits = take(N * sh.padded_vocab);
+    losses = take(N);
+    d_residual = take(s_nc);
+    d_ln = take(s_nc);
+    d_qkv = take(s_3nc);
+    d_atty = take(s_nc);
+    d_fch = take(s_4nc);
+    d_fch_gelu = take(s_4nc);
+    tmp = take(s_nc);
+    total = off;
+  }
+};
+
+// ---------------------------------------------------------------- lifetime
+
+GptModel::~GptModel() {
+  if (backend_ == nullptr) return;
+  for (void* p : {static_cast<void*>(params_), static_cast<void*>(grads_), static_cast<void*>(m_),
+                  static_cast<void*>(v_), static_cast<void*>(act_), static_cast<void*>(tokens_),
+                  static_cast<void*>(targets_)}) {
+    if (p != nullptr) backend_->release(p);
+  }
+}
+
+Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq) {
+  PERIGEE_REQUIRE(backend_ == nullptr, StatusCode::kInternal, "GptModel::init called twice");
+  PERIGEE_REQUIRE(shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd % shape.n_head == 0 &&
+                      shape.padded_vocab >= shape.vocab && shape.vocab > 0,
+                  StatusCode::kInvalidArgument, "bad model shape: layers ", shape.n_layer, ", heads ",
+                  shape.n_head, ", channels ", shape.n_embd, ", vocab ", shape.vocab, "/", shape.padded_vocab);
+  PERIGEE_REQUIRE(max_batch > 0 && max_seq > 0 && max_seq <= shape.context, StatusCode::kInvalidArgument,
+                  "bad activation size: batch ", max_batch, ", seq ", max_seq, " (context ", shape.context, ")");
+  shape_ = shape;
+  table_ = ParameterTable::for_shape(shape);
+  backend_ = backend;
+  max_batch_ = max_batch;
+  max_seq_ = max_seq;
+  const size_t np = table_.total() * sizeof(float);
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&params_), np));
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&grads_), np));
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&m_), np));
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&v_), np));
+  act_count_ = Acts(shape_, max_batch, max_seq).total;
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&act_), act_count_ * sizeof(float)));
+  const size_t ntok = static_cast<size_t>(max_batch) * max_seq * sizeof(int32_t);
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&tokens_), ntok));
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&targets_), ntok));
+  return Status::ok();
+}
+
+Status GptModel::init_parameters(uint64_t seed) {
+  PERIGEE_REQUIRE(params_ != nullptr, StatusCode::kInternal, "init_parameters before init");
+  std::vector<float> host(table_.total(), 0.0f);
+  SplitMix64 rng(seed);
+  const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(shape_.n_layer));
+  for (const auto& v : table_.views()) {
+    float* p = host.data() + v.offset;
+    const bool is_ln_weight = v.name.find("ln_") != std::string::npos && v.name.ends_with(".weight");
+    if (is_ln_weight) {
+      std::fill(p, p + v.size, 1.0f);
+    } else if (v.shape.size() >= 2) {
+      const bool residual_proj = v.name.ends_with("c_proj.weight");
+      const float std_dev = residual_proj ? residual_std : 0.02f;
+      size_t n = v.size;
+      if (v.name == "wte.weight") n = static_cast<size_t>(shape_.vocab) * shape_.n_embd;  // pad rows stay 0
+      for (size_t i = 0; i < n; ++i) p[i] = static_cast<float>(rng.normal()) * std_dev;
+    }
+    // biases stay zero
+  }
+  PERIGEE_CHECK(set_parameters(host));
+  const size_t bytes = table_.total() * sizeof(float);
+  PERIGEE_CHECK(backend_->memset_zero(m_, bytes));
+  PERIGEE_CHECK(backend_->memset_zero(v_, bytes));
+  PERIGEE_CHECK(backend_->memset_zero(grads_, bytes));
+  return Status::ok();
+}
+
+Status GptModel::get_parameters(std::vector<float>* host) const {
+  host->resize(table_.total());
+  return backend_->copy_to_host(host->data(), params_, table_.total() * sizeof(float));
+}
+
+Status GptModel::set_parameters(const std::vector<float>& host) {
+  PERIGEE_REQUIRE(host.size() == table_.total(), StatusCode::kInvalidArgument, "set_parameters: got ",
+                  host.size(), " values, the model has ", table_.total());
+  return backend_->copy_to_device(params_, host.data(), table_.total() * sizeof(float));
+}
+
+// ---------------------------------------------------------------- forward
+
+Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss) {
+  PERIGEE_REQUIRE(act_ != nullptr, StatusCode::kInternal, "forward before init");
+  PERIGEE_REQUIRE(B >= 1 && B <= max_batch_ && T >= 1 && T <= max_seq_, StatusCode::kInvalidArgument,
+                  "forward: batch ", B, " x seq ", T, " exceeds the allocated ", max_batch_, " x ", max_seq_);
+  const int V = shape_.vocab;
+  for (size_t i = 0, n = static_cast<size_t>(B) * T; i < n; ++i) {
+    PERIGEE_REQUIRE(inputs[i] >= 0 && inputs[i] < V, StatusCode::kInvalidArgument, "forward: input token ",
+                    inputs[i], " at position ", i, " outside the vocabulary [0, ", V, ")");
+    PERIGEE_REQUIRE(targets == nullptr || (targets[i] >= 0 && targets[i] < V), StatusCode::kInvalidArgument,
+                    "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
+  }
+  kernels::Backend& k = *backend_;
+  const Acts a(shape_, max_batch_, max_seq_);
+  const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
+  const int N = B * T;
+  const size_t ntok = static_cast<size_t>(N) * sizeof(int32_t);
+  PERIGEE_CHECK(k.copy_to_device(tokens_, inputs, ntok));
+  if (targets != nullptr) PERIGEE_CHECK(k.copy_to_device(targets_, targets, ntok));
+
+  auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
+  PERIGEE_CHECK(k.encoder_forward(act(a.encoded), tokens_, P("wte.weight"), P("wpe.weight"), B, T, C));
+  const float* residual = act(a.encoded);
+  for (int l = 0; l < L; ++l) {
+    const std::string p = str_cat("h.", l, ".");
+    float* ln1 = act(a.ln1 + l * a.s_nc);
+    float* ln1_mean = act(a.ln1_mean + l * a.s_n);
+    float* ln1_rstd = act(a.ln1_rstd + l * a.s_n);
+    float* qkv = act(a.qkv + l * a.s_3nc);
+    float* atty = act(a.atty + l * a.s_nc);
+    float* att = act(a.att + l * a.s_att);
+    float* residual2 = act(a.residual2 + l * a.s_nc);
+    float* ln2 = act(a.ln2 + l * a.s_nc);
+    float* ln2_mean = act(a.ln2_mean + l * a.s_n);
+    float* ln2_rstd = act(a.ln2_rstd + l * a.s_n);
+    float* fch = act(a.fch + l * a.s_4nc);
+    float* fch_gelu = act(a.fch_gelu + l * a.s_4nc);
+    float* residual3 = act(a.residual3 + l * a.s_nc);
+    float* tmp = act(a.tmp);
+
+    PERIGEE_CHECK(k.layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, P(p + "ln_1.weight"),
+                                      P(p + "ln_1.bias"), N, C));
+    PERIGEE_CHECK(k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
+    PERIGEE_CHECK(k.attention_forward(atty, att, qkv, B, T, C, NH));
+    PERIGEE_CHECK(k.matmul_forward(tmp, atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"), N, C, C));
+    PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, static_cast<size_t>(N) * C));
+    PERIGEE_CHECK(k.layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, P(p + "ln_2.weight"),
+                                      P(p + "ln_2.bias"), N, C));
+    PERIGEE_CHECK(k.matmul_forward(fch, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"), N, C, 4 * C));
+    PERIGEE_CHECK(k.gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C));
+    PERIGEE_CHECK(k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
+    PERIGEE_CHECK(k.residual_forward(residual3, residual2, tmp, static_cast<size_t>(N) * C));
+    residual = residual3;
+  }
+  PERIGEE_CHECK(k.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), residual, P("ln_f.weight"),
+                                    P("ln_f.bias"), N, C));
+  PERIGEE_CHECK(k.matmul_forward(act(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
+  last_B_ = B;
+  last_T_ = T;
+  last_has_targets_ = targets != nullptr;
+  if (targets == nullptr) return Status::ok();
+
+  PERIGEE_CHECK(k.crossentropy_forward(act(a.losses), act(a.logits), act(a.logits), targets_, N, V, Vp));
+  host_losses_.resize(N);
+  PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), act(a.losses), N * sizeof(float)));
+  double sum = 0.0;
+  for (float x : host_losses_) sum += x;
+  if (mean_loss != nullptr) *mean_loss = sum / N;
+  return Status::ok();
+}
+
+Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
+  PERIGEE_REQUIRE(!last_has_targets_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
+                  "copy_logits needs a forward without targets covering (", b, ", ", t, ")");
+  const Acts a(shape_, max_batch_, max_seq_);
+  out->resize(shape_.vocab);
+  const size_t row = static_cast<size_t>(b) * last_T_ + t;
+  return backend_->copy_to_host(out->data(), act(a.logits + row * shape_.padded_vocab),
+                                shape_.vocab * sizeof(float));
+}
+
+// ---------------------------------------------------------------- backward
+
+Status GptModel::zero_grad() { return backend_->memset_zero(grads_, table_.total() * sizeof(float)); }
+
+Status GptModel::backward() {
+  PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
+  kernels::Backend& k = *backend_;
+  const Acts a(shape_, max_batch_, max_seq_);
+  const int B = last_B_, T = last_T_, N = B * T;
+  const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, V = shape_.vocab, Vp = shape_.padded_vocab;
+  const size_t nc = static_cast<size_t>(N) * C;
+  auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
+  auto G = [this](const std::string& name) { return grads_ + table_.find(name)->offset; };
+  auto zero = [&k](float* p, size_t n) { return k.memset_zero(p, n * sizeof(float)); };
+
+  float* d_residual = act(a.d_residual);
+  float* d_ln = act(a.d_ln);
+  // logits buffer holds probs after the forward; overwrite it with dlogits of the mean loss.
+  float* dlogits = act(a.logits);
+  PERIGEE_CHECK(k.crossentropy_backward(dlogits, dlogits, targets_, 1.0f / static_cast<float>(N), N, V, Vp));
+  PERIGEE_CHECK(zero(d_ln, nc));
+  PERIGEE_CHECK(k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));
+  PERIGEE_CHECK(zero(d_residual, nc));
+  const float* last_residual = L > 0 ? act(a.residual3 + (L - 1) * a.s_nc) : act(a.encoded);
+  PERIGEE_CHECK(k.layernorm_backward(d_residual, G("ln_f.weight"), G("ln_f.bias"), d_ln, last_residual,
+                                     P("ln_f.weight"), act(a.lnf_mean), act(a.lnf_rstd), N, C));
+
+  for (int l = L - 1; l >= 0; --l) {
+    const std::string p = str_cat("h.", l, ".");
+    const float* residual = l == 0 ? act(a.encoded) : act(a.residual3 + (l - 1) * a.s_nc);
+    const float* ln1 = act(a.ln1 + l * a.s_nc);
+    const float* qkv = act(a.qkv + l * a.s_3nc);
+    const float* atty = act(a.atty + l * a.s_nc);
+    const float* att = act(a.att + l * a.s_att);
+    const float* residual2 = act(a.residual2 + l * a.s_nc);
+    const float* ln2 = act(a.ln2 + l * a.s_nc);
+    const float* fch = act(a.fch + l * a.s_4nc);
+    const float* fch_gelu = act(a.fch_gelu + l * a.s_4nc);
+    float* d_fch_gelu = act(a.d_fch_gelu);
+    float* d_fch = act(a.d_fch);
+    float* d_qkv = act(a.d_qkv);
+    float* d_atty = act(a.d_atty);
+
+    // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
+    PERIGEE_CHECK(zero(d_fch_gelu, 4 * nc));
+    PERIGEE_CHECK(k.matmul_backward(d_fch_gelu, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,
+                                    fch_gelu, P(p + "mlp.c_proj.weight"), N, 4 * C, C));
+    PERIGEE_CHECK(zero(d_fch, 4 * nc));
+    PERIGEE_CHECK(k.gelu_backward(d_fch, fch, d_fch_gelu, 4 * nc));
+    PERIGEE_CHECK(zero(d_ln, nc));
+    PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "mlp.c_fc.weight"), G(p + "mlp.c_fc.bias"), d_fch, ln2,
+                                    P(p + "mlp.c_fc.weight"), N, C, 4 * C));
+    PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_2.weight"), G(p + "ln_2.bias"), d_ln, residual2,
+                                       P(p + "ln_2.weight"), act(a.ln2_mean + l * a.s_n),
+                                       act(a.ln2_rstd + l * a.s_n), N, C));
+    // residual2 = residual + attn(ln1(residual)).
+    PERIGEE_CHECK(zero(d_atty, nc));
+    PERIGEE_CHECK(k.matmul_backward(d_atty, G(p + "attn.c_proj.weight"), G(p + "attn.c_proj.bias"), d_residual,
+                                    atty, P(p + "attn.c_proj.weight"), N, C, C));
+    PERIGEE_CHECK(zero(d_qkv, 3 * nc));
+    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, att, B, T, C, NH));
+    PERIGEE_CHECK(zero(d_ln, nc));
+    PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "attn.c_attn.weight"), G(p + "attn.c_attn.bias"), d_qkv, ln1,
+                                    P(p + "attn.c_attn.weight"), N, C, 3 * C));
+    PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_1.weight"), G(p + "ln_1.bias"), d_ln, residual,
+                                       P(p + "ln_1.weight"), act(a.ln1_mean + l * a.s_n),
+                                       act(a.ln1_rstd + l * a.s_n), N, C));
+  }
+  PERIGEE_CHECK(k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C));
+  last_has_targets_ = false;  // dlogits overwrote the probabilities
+  return Status::ok();
+}
+
+}  // namespace perigee::runtime

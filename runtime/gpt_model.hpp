@@ -1,0 +1,111 @@
+// GptModel: GPT-2 (token + position embeddings, L pre-LayerNorm blocks of causal multi-head
+// attention and a GELU MLP, final LayerNorm, LM head tied to the token embedding) over a Backend.
+// Parameters, gradients and the AdamW moments are four flat buffers (one allocation each) with a
+// table of named views (HF GPT-2 names; linear weights stored [out, in]). Activations are one
+// more flat buffer sized for (max_batch, max_seq). fp32 on the CPU backend.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.hpp"
+#include "kernels/backend.hpp"
+
+namespace perigee::runtime {
+
+struct GptShape {
+  int n_layer = 4;
+  int n_head = 4;
+  int n_embd = 128;
+  int context = 128;
+  int vocab = 256;
+  int padded_vocab = 256;
+};
+
+struct TensorView {
+  std::string name;
+  size_t offset = 0;        // in elements, into the flat buffer
+  std::vector<int> shape;
+  size_t size = 0;          // product of shape
+  bool decay = false;       // AdamW weight decay applies (2-D weights and embeddings)
+};
+
+class ParameterTable {
+ public:
+  static ParameterTable for_shape(const GptShape& shape);
+  const std::vector<TensorView>& views() const { return views_; }
+  const TensorView* find(const std::string& name) const;
+  size_t total() const { return total_; }
+
+ private:
+  void add(std::string name, std::vector<int> shape, bool decay);
+  std::vector<TensorView> views_;
+  size_t total_ = 0;
+};
+
+class GptModel {
+ public:
+  GptModel() = default;
+  ~GptModel();
+  GptModel(const GptModel&) = delete;
+  GptModel& operator=(const GptModel&) = delete;
+
+  // Allocates all buffers on `backend` (not owned; must outlive the model).
+  Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq);
+
+  const GptShape& shape() const { return shape_; }
+  const ParameterTable& table() const { return table_; }
+  size_t num_parameters() const { return table_.total(); }
+  size_t activation_bytes() const { return act_count_ * sizeof(float); }
+  kernels::Backend* backend() const { return backend_; }
+
+  float* params() { return params_; }
+  float* grads() { return grads_; }
+  float* adam_m() { return m_; }
+  float* adam_v() { return v_; }
+
+  // GPT-2 initialisation from a seed (normal 0.02, residual projections 0.02/sqrt(2L), zero
+  // biases, unit LayerNorm weights, zero padded-vocab rows); the moments are zeroed.
+  Status init_parameters(uint64_t seed);
+
+  // Host <-> backend copies of the whole parameter buffer.
+  Status get_parameters(std::vector<float>* host) const;
+  Status set_parameters(const std::vector<float>& host);
+
+  // inputs/targets: host arrays of B*T tokens (targets may be null: logits only).
+  // With targets, *mean_loss receives the mean cross-entropy over the B*T positions.
+  Status forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss);
+  Status zero_grad();
+  // Gradient of the mean loss of the last forward (which must have had targets).
+  Status backward();
+  // Logits of position t of sequence b of the last forward (targets null), first `vocab` entries.
+  Status copy_logits(int b, int t, std::vector<float>* out) const;
+
+ private:
+  struct Acts;  // offsets into act_ for one (B, T)
+  float* act(size_t offset) const { return act_ + offset; }
+  size_t layer_offset(size_t base, int l, size_t per_layer) const { return base + l * per_layer; }
+
+  GptShape shape_;
+  ParameterTable table_;
+  kernels::Backend* backend_ = nullptr;
+  int max_batch_ = 0;
+  int max_seq_ = 0;
+  int last_B_ = 0;
+  int last_T_ = 0;
+  bool last_has_targets_ = false;
+
+  float* params_ = nullptr;
+  float* grads_ = nullptr;
+  float* m_ = nullptr;
+  float* v_ = nullptr;
+  float* act_ = nullptr;      // activations + backward scratch, one allocation
+  size_t act_count_ = 0;
+  int32_t* tokens_ = nullptr;   // [max_batch * max_seq] inputs on the backend
+  int32_t* targets_ = nullptr;  // [max_batch * max_seq]
+  std::vector<float> host_losses_;
+};
+
+}  // namespace perigee::runtime

@@ -1,0 +1,38 @@
+#include "runtime/metrics.hpp"
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+namespace perigee::runtime {
+
+MetricsWriter::~MetricsWriter() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+Status MetricsWriter::open(const std::string& path) {
+  file_ = std::fopen(path.c_str(), "a");
+  PERIGEE_REQUIRE(file_ != nullptr, StatusCode::kIoError, "cannot open metrics file ", path);
+  path_ = path;
+  return Status::ok();
+}
+
+Status MetricsWriter::write(const std::vector<MetricField>& fields) {
+  if (file_ == nullptr) return Status::ok();
+  nlohmann::ordered_json j;
+  for (const auto& f : fields) {
+    if (f.is_text) {
+      j[f.key] = f.text;
+    } else if (std::isfinite(f.number)) {
+      j[f.key] = f.number;
+    } else {
+      j[f.key] = std::isnan(f.number) ? "nan" : (f.number > 0 ? "inf" : "-inf");
+    }
+  }
+  const std::string line = j.dump() + "\n";
+  PERIGEE_REQUIRE(std::fwrite(line.data(), 1, line.size(), file_) == line.size() && std::fflush(file_) == 0,
+                  StatusCode::kIoError, "cannot write metrics file ", path_);
+  return Status::ok();
+}
+
+}  // namespace perigee::runtime

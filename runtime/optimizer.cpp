@@ -1,0 +1,58 @@
+#include "runtime/optimizer.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace perigee::runtime {
+
+double learning_rate(const TrainConfig& train, int64_t step) {
+  const double peak = train.lr;
+  const double floor = train.lr * train.min_lr_ratio;
+  if (step < train.warmup_steps) return peak * static_cast<double>(step + 1) / static_cast<double>(train.warmup_steps);
+  const int64_t decay_steps = train.steps - train.warmup_steps;
+  if (decay_steps <= 1) return peak;
+  const double progress =
+      std::clamp(static_cast<double>(step - train.warmup_steps) / static_cast<double>(decay_steps - 1), 0.0, 1.0);
+  return floor + 0.5 * (peak - floor) * (1.0 + std::cos(M_PI * progress));
+}
+
+Status gradient_norm(GptModel& model, double* norm) {
+  double sum = 0.0;
+  PERIGEE_CHECK(model.backend()->sum_squares(model.grads(), model.num_parameters(), &sum));
+  *norm = std::sqrt(sum);
+  return Status::ok();
+}
+
+Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats) {
+  UpdateStats s;
+  s.lr = learning_rate(train, step);
+  PERIGEE_CHECK(gradient_norm(model, &s.grad_norm));
+  PERIGEE_REQUIRE(std::isfinite(s.grad_norm), StatusCode::kInternal, "gradient norm is ", s.grad_norm,
+                  " at step ", step, ": the update would corrupt the parameters");
+  if (train.grad_clip > 0.0 && s.grad_norm > train.grad_clip) s.clip_scale = train.grad_clip / (s.grad_norm + 1e-6);
+
+  kernels::AdamWParams hp;
+  hp.lr = static_cast<float>(s.lr);
+  hp.beta1 = static_cast<float>(train.beta1);
+  hp.beta2 = static_cast<float>(train.beta2);
+  hp.eps = static_cast<float>(train.eps);
+  hp.step = step + 1;
+  hp.grad_scale = static_cast<float>(s.clip_scale);
+  // One call per run of consecutive views with the same decay flag (a handful per model).
+  const auto& views = model.table().views();
+  size_t i = 0;
+  while (i < views.size()) {
+    size_t j = i;
+    size_t count = 0;
+    while (j < views.size() && views[j].decay == views[i].decay) count += views[j++].size;
+    hp.weight_decay = views[i].decay ? static_cast<float>(train.weight_decay) : 0.0f;
+    const size_t off = views[i].offset;
+    PERIGEE_CHECK(model.backend()->adamw_update(model.params() + off, model.grads() + off, model.adam_m() + off,
+                                                model.adam_v() + off, count, hp));
+    i = j;
+  }
+  if (stats != nullptr) *stats = s;
+  return Status::ok();
+}
+
+}  // namespace perigee::runtime

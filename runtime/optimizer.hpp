@@ -1,0 +1,30 @@
+// Optimizer step for GptModel: learning-rate schedule (linear warmup, then cosine decay to
+// lr * min_lr_ratio), global-norm gradient clipping and AdamW with decoupled weight decay on the
+// 2-D weights only. Runs on the gradients after they were averaged over ranks, so every replica
+// computes the same update.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.hpp"
+#include "runtime/config.hpp"
+#include "runtime/gpt_model.hpp"
+
+namespace perigee::runtime {
+
+// Learning rate for 0-based step `step` of `train.steps`.
+double learning_rate(const TrainConfig& train, int64_t step);
+
+struct UpdateStats {
+  double lr = 0.0;
+  double grad_norm = 0.0;   // before clipping
+  double clip_scale = 1.0;  // factor applied to the gradients (1 = not clipped)
+};
+
+// L2 norm of the whole gradient buffer (double accumulation, deterministic).
+Status gradient_norm(GptModel& model, double* norm);
+
+// One AdamW update for 0-based step `step` (bias correction uses step + 1).
+Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats);
+
+}  // namespace perigee::runtime

@@ -1,0 +1,262 @@
+#include "runtime/trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/log.hpp"
+#include "runtime/optimizer.hpp"
+#include "runtime/random.hpp"
+#include "runtime/tokenizer.hpp"
+
+namespace perigee::runtime {
+namespace {
+
+using collectives::DataType;
+using collectives::ReduceOp;
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string format_duration(double seconds) {
+  const long s = std::lround(std::max(0.0, seconds));
+  if (s >= 3600) return str_cat(s / 3600, "h", (s % 3600) / 60, "m");
+  if (s >= 60) return str_cat(s / 60, "m", s % 60, "s");
+  return str_cat(s, "s");
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+std::string sci(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.2e", v);
+  return buf;
+}
+
+}  // namespace
+
+Trainer::Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options)
+    : config_(std::move(config)), comm_(comm), backend_(backend), options_(options) {}
+
+Status Trainer::setup() {
+  const TrainConfig& tc = config_.train;
+  const int world = comm_->size();
+  PERIGEE_REQUIRE(tc.batch_size % world == 0, StatusCode::kInvalidArgument, "[train] batch_size = ", tc.batch_size,
+                  " is the global batch and must be divisible by the world size ", world,
+                  " (each rank takes batch_size / world sequences)");
+  DataLoaderOptions lo;
+  lo.global_batch = tc.batch_size;
+  lo.seq_len = tc.seq_len;
+  lo.rank = comm_->rank();
+  lo.world_size = world;
+  lo.seed = tc.seed;
+  PERIGEE_CHECK(DataLoader::open(config_.data.train_file, lo, &train_));
+  if (tc.val_every > 0 || tc.val_batches > 0) {
+    lo.shuffle = false;
+    Status s = DataLoader::open(config_.data.val_file, lo, &val_);
+    PERIGEE_REQUIRE(s.is_ok() || tc.val_every == 0, s.code(), s.message(),
+                    "\n  (validation needs [data] val_file; set [train] val_every = 0 to train without it)");
+    has_val_ = s.is_ok();
+  }
+
+  const ModelConfig& mc = config_.model;
+  GptShape shape{mc.n_layer, mc.n_head, mc.n_embd, mc.context, mc.vocab_size, mc.padded_vocab};
+  PERIGEE_CHECK(model_.init(shape, backend_, train_.local_batch(), tc.seq_len));
+  PERIGEE_CHECK(model_.init_parameters(tc.seed));
+  // Replicas start identical: rank 0's parameters go to every rank.
+  if (world > 1) {
+    std::vector<float> host;
+    PERIGEE_CHECK(model_.get_parameters(&host));
+    PERIGEE_CHECK(comm_->broadcast(host.data(), host.size(), DataType::kFloat32, 0));
+    PERIGEE_CHECK(model_.set_parameters(host));
+  }
+  const size_t ntok = static_cast<size_t>(train_.local_batch()) * tc.seq_len;
+  inputs_.resize(ntok);
+  targets_.resize(ntok);
+  if (options_.write_run_dir) PERIGEE_CHECK(make_run_dir());
+  return Status::ok();
+}
+
+Status Trainer::make_run_dir() {
+  // Rank 0 picks the name (timestamp when unset) and every rank uses the same one.
+  std::string name = config_.run.name;
+  char buf[256] = {0};
+  if (comm_->rank() == 0) {
+    if (name.empty()) {
+      const std::time_t t = std::time(nullptr);
+      std::tm tm{};
+      localtime_r(&t, &tm);
+      std::strftime(buf, sizeof(buf), "run-%Y%m%d-%H%M%S", &tm);
+    } else {
+      std::snprintf(buf, sizeof(buf), "%s", name.c_str());
+    }
+  }
+  PERIGEE_CHECK(comm_->broadcast(buf, sizeof(buf), DataType::kUInt8, 0));
+  run_dir_ = (std::filesystem::path(config_.run.dir) / buf).string();
+  if (comm_->rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(run_dir_, ec);
+    PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create run directory ", run_dir_, ": ", ec.message());
+    std::ofstream f(run_dir_ + "/config.json");
+    f << config_to_json(config_) << "\n";
+    PERIGEE_REQUIRE(f.good(), StatusCode::kIoError, "cannot write ", run_dir_, "/config.json");
+    PERIGEE_CHECK(metrics_.open(run_dir_ + "/metrics.jsonl"));
+  }
+  PERIGEE_CHECK(comm_->barrier());
+  PERIGEE_CHECK(log::set_file(run_dir_));
+  return Status::ok();
+}
+
+Status Trainer::step(StepResult* result) {
+  const auto t0 = Clock::now();
+  const int B = train_.local_batch(), T = config_.train.seq_len;
+  train_.next_batch(inputs_.data(), targets_.data());
+  double loss = 0.0;
+  PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, &loss));
+  PERIGEE_CHECK(model_.zero_grad());
+  PERIGEE_CHECK(model_.backward());
+  PERIGEE_CHECK(backend_->synchronize());
+  const auto tc0 = Clock::now();
+  if (comm_->size() > 1) {
+    PERIGEE_CHECK(comm_->all_reduce(model_.grads(), model_.grads(), model_.num_parameters(), DataType::kFloat32,
+                                    ReduceOp::kAvg));
+    PERIGEE_CHECK(comm_->all_reduce(&loss, &loss, 1, DataType::kFloat64, ReduceOp::kAvg));
+  }
+  const double comm_ms = ms_since(tc0);
+  PERIGEE_REQUIRE(std::isfinite(loss), StatusCode::kInternal, "loss is ", loss, " at step ", next_step_);
+  UpdateStats us;
+  PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us));
+  PERIGEE_CHECK(backend_->synchronize());
+
+  StepResult r;
+  r.step = next_step_;
+  r.loss = loss;
+  r.lr = us.lr;
+  r.grad_norm = us.grad_norm;
+  r.ms = ms_since(t0);
+  r.comm_ms = comm_ms;
+  r.tokens_per_s = static_cast<double>(config_.train.batch_size) * T / (r.ms / 1000.0);
+  ++next_step_;
+  if (result != nullptr) *result = r;
+  return Status::ok();
+}
+
+Status Trainer::evaluate(double* val_loss) {
+  PERIGEE_REQUIRE(has_val_, StatusCode::kInvalidArgument, "no validation data ([data] val_file)");
+  val_.reset();
+  const int B = val_.local_batch(), T = config_.train.seq_len;
+  // Cap at the batches the split holds, so a small val file is evaluated once, not repeated.
+  const uint64_t available = std::max<uint64_t>(1, val_.num_samples() / config_.train.batch_size);
+  const int batches = static_cast<int>(std::min<uint64_t>(config_.train.val_batches, available));
+  double sum = 0.0;
+  for (int i = 0; i < batches; ++i) {
+    val_.next_batch(inputs_.data(), targets_.data());
+    double loss = 0.0;
+    PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, &loss));
+    sum += loss;
+  }
+  double mean = sum / batches;
+  if (comm_->size() > 1) PERIGEE_CHECK(comm_->all_reduce(&mean, &mean, 1, DataType::kFloat64, ReduceOp::kAvg));
+  *val_loss = mean;
+  return Status::ok();
+}
+
+Status Trainer::sample(int tokens, std::string* text) {
+  const int max_t = config_.train.seq_len;
+  std::vector<int32_t> ctx = encode_bytes(config_.train.sample_prompt.empty() ? "\n" : config_.train.sample_prompt);
+  const size_t prompt_len = ctx.size();
+  SplitMix64 rng(config_.train.seed ^ 0x5A4D504C45ull);
+  const double temperature = config_.train.sample_temperature;
+  std::vector<float> logits;
+  std::vector<double> probs;
+  for (int i = 0; i < tokens; ++i) {
+    const size_t start = ctx.size() > static_cast<size_t>(max_t) ? ctx.size() - max_t : 0;
+    const int T = static_cast<int>(ctx.size() - start);
+    PERIGEE_CHECK(model_.forward(ctx.data() + start, nullptr, 1, T, nullptr));
+    PERIGEE_CHECK(model_.copy_logits(0, T - 1, &logits));
+    const float mx = *std::max_element(logits.begin(), logits.end());
+    probs.resize(logits.size());
+    double z = 0.0;
+    for (size_t v = 0; v < logits.size(); ++v) z += probs[v] = std::exp((logits[v] - mx) / temperature);
+    double u = rng.uniform() * z;
+    size_t pick = probs.size() - 1;
+    for (size_t v = 0; v < probs.size(); ++v) {
+      if ((u -= probs[v]) <= 0.0) {
+        pick = v;
+        break;
+      }
+    }
+    ctx.push_back(static_cast<int32_t>(pick));
+  }
+  *text = decode_bytes(std::vector<int32_t>(ctx.begin() + static_cast<long>(prompt_len), ctx.end()));
+  return Status::ok();
+}
+
+void Trainer::log_step(const StepResult& r) const {
+  const int64_t total = config_.train.steps;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+  const int64_t done = r.step + 1;
+  const double eta = elapsed / static_cast<double>(done) * static_cast<double>(total - done);
+  std::string bar;
+  if (options_.progress_bar) {
+    const int width = 20;
+    const int filled = static_cast<int>(width * done / std::max<int64_t>(1, total));
+    bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
+  }
+  log::info(bar, "step ", done, "/", total, " | loss ", fixed(r.loss, 4), " | lr ", sci(r.lr), " | norm ",
+            fixed(r.grad_norm, 3), " | ", fixed(r.ms, 1), " ms (comm ", fixed(r.comm_ms, 1), ") | ",
+            static_cast<long>(r.tokens_per_s), " tok/s | eta ", format_duration(eta));
+}
+
+Status Trainer::run() {
+  const TrainConfig& tc = config_.train;
+  start_ = Clock::now();
+  double first_loss = 0.0, last_loss = 0.0;
+  auto validate = [&](int64_t step) -> Status {
+    if (!has_val_) return Status::ok();
+    double vl = 0.0;
+    PERIGEE_CHECK(evaluate(&vl));
+    log::info("validation at step ", step, ": loss ", fixed(vl, 4), " (", fixed(vl / std::log(2.0), 3),
+              " bits/byte)");
+    return metrics_.write({metric_text("type", "val"), metric("step", static_cast<double>(step)), metric("val_loss", vl)});
+  };
+  if (tc.val_every > 0) PERIGEE_CHECK(validate(0));
+  while (next_step_ < tc.steps) {
+    StepResult r;
+    PERIGEE_CHECK(step(&r));
+    if (r.step == 0) first_loss = r.loss;
+    last_loss = r.loss;
+    if (options_.log_steps && (tc.log_every > 0) && (r.step % tc.log_every == 0 || next_step_ == tc.steps)) {
+      log_step(r);
+    }
+    PERIGEE_CHECK(metrics_.write({metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
+                                  metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm),
+                                  metric("ms", r.ms), metric("comm_ms", r.comm_ms),
+                                  metric("tokens_per_s", r.tokens_per_s)}));
+    if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
+      PERIGEE_CHECK(validate(next_step_));
+    }
+  }
+  if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  log::info("trained ", tc.steps, " steps in ", format_duration(seconds), ": loss ", fixed(first_loss, 4), " -> ",
+            fixed(last_loss, 4));
+  if (comm_->rank() == 0 && tc.sample_tokens > 0) {
+    std::string text;
+    PERIGEE_CHECK(sample(tc.sample_tokens, &text));
+    log::info("sample (", tc.sample_tokens, " bytes, temperature ", tc.sample_temperature, "):\n", "----\n",
+              config_.train.sample_prompt, text, "\n----");
+  }
+  return Status::ok();
+}
+
+}  // namespace perigee::runtime

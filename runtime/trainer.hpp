@@ -1,0 +1,79 @@
+// Trainer: config -> model -> data-parallel step loop -> validation, metrics, sample.
+// One Trainer per rank. Parameters are initialised on rank 0 and broadcast; each step every rank
+// runs forward/backward on its slice of the global batch, gradients are averaged through the
+// Communicator, and every replica applies the same AdamW update.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.hpp"
+#include "core/status.hpp"
+#include "kernels/backend.hpp"
+#include "runtime/config.hpp"
+#include "runtime/data_loader.hpp"
+#include "runtime/gpt_model.hpp"
+#include "runtime/metrics.hpp"
+
+namespace perigee::runtime {
+
+struct TrainerOptions {
+  bool write_run_dir = true;  // run directory with config.json, metrics.jsonl, rank logs
+  bool log_steps = true;      // per-step console lines (rank 0)
+  bool progress_bar = false;  // draw a bar in the step lines (rank 0 on a terminal)
+};
+
+struct StepResult {
+  int64_t step = 0;         // 0-based step that just ran
+  double loss = 0.0;        // mean over the global batch
+  double lr = 0.0;
+  double grad_norm = 0.0;
+  double ms = 0.0;          // wall time of the step on this rank
+  double comm_ms = 0.0;     // time in the gradient allreduce
+  double tokens_per_s = 0.0;  // global tokens / step time
+};
+
+class Trainer {
+ public:
+  Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options = {});
+
+  // Checks world size against the batch, opens data, builds and initialises the model
+  // (rank 0's parameters broadcast to all), creates the run directory.
+  Status setup();
+  Status step(StepResult* result);
+  // Mean validation loss over train.val_batches global batches (same value on every rank).
+  Status evaluate(double* val_loss);
+  // Rank 0 only: sample `tokens` bytes after the prompt (temperature from the config).
+  Status sample(int tokens, std::string* text);
+  // The whole run: steps, periodic validation, final validation and sample.
+  Status run();
+
+  GptModel& model() { return model_; }
+  const Config& config() const { return config_; }
+  int64_t next_step() const { return next_step_; }
+  const std::string& run_dir() const { return run_dir_; }
+  const DataLoader& train_loader() const { return train_; }
+
+ private:
+  Status make_run_dir();
+  void log_step(const StepResult& r) const;
+
+  Config config_;
+  collectives::Communicator* comm_;
+  kernels::Backend* backend_;
+  TrainerOptions options_;
+  GptModel model_;
+  DataLoader train_;
+  DataLoader val_;
+  bool has_val_ = false;
+  int64_t next_step_ = 0;
+  std::string run_dir_;
+  MetricsWriter metrics_;
+  std::vector<int32_t> inputs_, targets_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace perigee::runtime
