@@ -14,51 +14,63 @@ namespace perigee::runtime {
 struct ModelConfig {
   int n_layer = 4;
   int n_head = 4;
-  int n_embd = 128;        // channels C; must be divisible by n_head
-  int context = 128;       // maximum sequence length (position embeddings)
-  int vocab_size = 256;    // byte-level tokenizer
-  int padded_vocab = 0;    // 0 = vocab_size rounded up to a multiple of 128 (derived)
+  int n_embd = 128;      // channels C; must be divisible by n_head
+  int context = 128;     // maximum sequence length (position embeddings)
+  int vocab_size = 256;  // byte-level tokenizer
+  int padded_vocab = 0;  // 0 = vocab_size rounded up to a multiple of 128 (derived)
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct TrainConfig {
-  int batch_size = 16;       // GLOBAL batch (sequences per step over all ranks); divisible by world size
-  int seq_len = 128;         // T, <= model.context
+  int batch_size = 16;  // GLOBAL batch (sequences per step over all ranks); divisible by world size
+  int seq_len = 128;    // T, <= model.context
   int64_t steps = 300;
-  double lr = 1e-3;          // peak learning rate
-  double min_lr_ratio = 0.1; // cosine decays to lr * min_lr_ratio
-  int64_t warmup_steps = 30; // linear warmup from 0
-  double weight_decay = 0.1; // decoupled, applied to 2-D weights only
+  double lr = 1e-3;           // peak learning rate
+  double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio
+  int64_t warmup_steps = 30;  // linear warmup from 0
+  double weight_decay = 0.1;  // decoupled, applied to 2-D weights only
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double grad_clip = 1.0;    // global-norm clip; 0 disables
-  uint64_t seed = 1337;      // parameter init and data order
-  int64_t val_every = 50;    // validation every K steps (and at the end); 0 disables
-  int val_batches = 4;       // global batches of validation data per evaluation
+  double grad_clip = 1.0;  // global-norm clip; 0 disables
+  uint64_t seed = 1337;    // parameter init and data order
+  int64_t val_every = 50;  // validation every K steps (and at the end); 0 disables
+  int val_batches = 4;     // global batches of validation data per evaluation
   int64_t log_every = 1;
-  int sample_tokens = 200;   // text sampled by rank 0 at the end; 0 disables
+  int sample_tokens = 200;  // text sampled by rank 0 at the end; 0 disables
   double sample_temperature = 0.8;
   std::string sample_prompt = "";
+
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct DataConfig {
   std::string train_file = "data/fortunes_train.bin";
   std::string val_file = "data/fortunes_val.bin";
+
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct DeviceConfig {
   std::string device = "auto";  // "cpu" | "cuda" | "auto"
-  int threads = 0;               // CPU threads per rank; 0 = hardware threads / ranks on this host
+  int threads = 0;              // CPU threads per rank; 0 = hardware threads / ranks on this host
+
+  bool operator==(const DeviceConfig&) const = default;
 };
 
 struct CommConfig {
   std::string backend = "mpi";  // "mpi"
+
+  bool operator==(const CommConfig&) const = default;
 };
 
 struct RunConfig {
-  std::string dir = "runs";     // run directory root
-  std::string name = "";        // run name; "" = "run-<timestamp>"
-  std::string progress = "auto"; // "auto" | "on" | "off": progress bar on a terminal
+  std::string dir = "runs";       // run directory root
+  std::string name = "";          // run name; "" = "run-<timestamp>"
+  std::string progress = "auto";  // "auto" | "on" | "off": progress bar on a terminal
+
+  bool operator==(const RunConfig&) const = default;
 };
 
 struct Config {
@@ -70,20 +82,40 @@ struct Config {
   RunConfig run;
 
   std::string source;  // the file it was read from ("" for defaults only)
+
+  bool operator==(const Config&) const = default;
 };
 
 // Reads path (TOML), applies overrides ("section.key=value" strings, a leading "--" allowed),
 // fills derived values and validates. On error the Status names the file, the key and why.
+// An empty path reads no file (defaults, then overrides); a missing file is kNotFound.
 Status load_config(const std::string& path, const std::vector<std::string>& overrides, Config* out);
 
 // Parses TOML text (source_name is used in messages) then the same as load_config.
 Status parse_config(const std::string& toml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides, Config* out);
 
+// Applies overrides ("section.key=value", a leading "--" allowed) to config in order; no validation.
+// Errors name "command line" and the key (with a did-you-mean suggestion for unknown keys).
+Status apply_overrides(const std::vector<std::string>& overrides, Config* config);
+
 // Checks ranges and cross-field rules; fills derived values (model.padded_vocab).
 Status validate_config(Config* config);
 
 // The resolved config as pretty JSON text (every key, including defaults and derived values).
 std::string config_to_json(const Config& config);
+
+// One key of the schema, for key listings (--help) and documentation checks.
+struct ConfigKeyInfo {
+  std::string section;        // "train"
+  std::string key;            // "lr"
+  std::string type;           // "int" (32-bit), "int64", "uint64", "float", "bool" or "string"
+  std::string default_value;  // the default as TOML text: 0.001, "auto"
+  std::string allowed;        // the per-key rule: "> 0", "in [0, 1]", "one of cpu, cuda, auto"; "" = any
+  std::string doc;            // one line
+};
+
+// Every key in schema order (section by section).
+std::vector<ConfigKeyInfo> config_schema();
 
 }  // namespace perigee::runtime
