@@ -1,0 +1,94 @@
+// MpiCommunicator on 1-4 real MPI ranks: exact results for every collective, type and op
+// (integer-valued floats so sums are exact), in place and out of place.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "collectives/mpi_communicator.hpp"
+
+namespace perigee::collectives {
+namespace {
+
+std::unique_ptr<MpiCommunicator> world() {
+  std::unique_ptr<MpiCommunicator> c;
+  PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &c));
+  return c;
+}
+
+TEST(MpiCommunicator, RankAndSizeMatchMpi) {
+  auto c = world();
+  int r = -1, n = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  EXPECT_EQ(c->rank(), r);
+  EXPECT_EQ(c->size(), n);
+  EXPECT_STREQ(c->name(), "mpi");
+}
+
+TEST(MpiCommunicator, AllReduceSumFloatOutOfPlaceAndInPlace) {
+  auto c = world();
+  const int p = c->size(), r = c->rank();
+  const size_t n = 1000;
+  std::vector<float> send(n), recv(n, -1.0f);
+  for (size_t i = 0; i < n; ++i) send[i] = static_cast<float>((r + 1) * static_cast<int>(i % 97));
+  ASSERT_TRUE(c->all_reduce(send.data(), recv.data(), n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  const int rank_sum = p * (p + 1) / 2;
+  int wrong = 0;
+  for (size_t i = 0; i < n; ++i) wrong += recv[i] != static_cast<float>(rank_sum * static_cast<int>(i % 97));
+  EXPECT_EQ(wrong, 0);
+  ASSERT_TRUE(c->all_reduce(send.data(), send.data(), n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  EXPECT_EQ(send, recv);
+}
+
+TEST(MpiCommunicator, AllReduceMaxMinInt) {
+  auto c = world();
+  const int p = c->size(), r = c->rank();
+  std::vector<int32_t> v = {r, -r, r * 10};
+  std::vector<int32_t> mx(3), mn(3);
+  ASSERT_TRUE(c->all_reduce(v.data(), mx.data(), 3, DataType::kInt32, ReduceOp::kMax).is_ok());
+  ASSERT_TRUE(c->all_reduce(v.data(), mn.data(), 3, DataType::kInt32, ReduceOp::kMin).is_ok());
+  EXPECT_EQ(mx, (std::vector<int32_t>{p - 1, 0, (p - 1) * 10}));
+  EXPECT_EQ(mn, (std::vector<int32_t>{0, -(p - 1), 0}));
+}
+
+TEST(MpiCommunicator, AllReduceAvgDoubleAndRejectsIntAvg) {
+  auto c = world();
+  const int p = c->size();
+  double x = static_cast<double>(c->rank()) * 2.0;
+  ASSERT_TRUE(c->all_reduce(&x, &x, 1, DataType::kFloat64, ReduceOp::kAvg).is_ok());
+  EXPECT_DOUBLE_EQ(x, static_cast<double>(p - 1));
+  int32_t i = 1;
+  Status s = c->all_reduce(&i, &i, 1, DataType::kInt32, ReduceOp::kAvg);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("kAvg"), std::string::npos);
+}
+
+TEST(MpiCommunicator, BroadcastFromEveryRoot) {
+  auto c = world();
+  for (int root = 0; root < c->size(); ++root) {
+    std::vector<int64_t> v(17, c->rank() == root ? 1000 + root : -1);
+    ASSERT_TRUE(c->broadcast(v.data(), v.size(), DataType::kInt64, root).is_ok());
+    for (int64_t x : v) EXPECT_EQ(x, 1000 + root);
+  }
+  uint8_t b = 0;
+  EXPECT_EQ(c->broadcast(&b, 1, DataType::kUInt8, c->size()).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(MpiCommunicator, AllGatherPlacesBlocksByRank) {
+  auto c = world();
+  const int p = c->size();
+  std::vector<float> mine = {static_cast<float>(c->rank()), static_cast<float>(c->rank()) + 0.5f};
+  std::vector<float> all(2 * p, -1.0f);
+  ASSERT_TRUE(c->all_gather(mine.data(), all.data(), 2, DataType::kFloat32).is_ok());
+  for (int r = 0; r < p; ++r) {
+    EXPECT_EQ(all[2 * r], static_cast<float>(r));
+    EXPECT_EQ(all[2 * r + 1], static_cast<float>(r) + 0.5f);
+  }
+  EXPECT_TRUE(c->barrier().is_ok());
+}
+
+}  // namespace
+}  // namespace perigee::collectives

@@ -1,0 +1,166 @@
+// GptModel on the CPU backend: parameter layout, loss at initialisation, whole-model gradient
+// against finite differences (directional derivatives, one per parameter tensor), and learning
+// (overfitting one batch).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/gpt_model.hpp"
+#include "runtime/optimizer.hpp"
+#include "runtime/random.hpp"
+
+namespace perigee::runtime {
+namespace {
+
+std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
+  SplitMix64 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng.next() % vocab);
+  return t;
+}
+
+TEST(GptModel, Gpt2SmallHas124MParameters) {
+  // GPT-2 124M with the vocabulary padded to 50304: the well-known 124,475,904.
+  ParameterTable t = ParameterTable::for_shape(GptShape{12, 12, 768, 1024, 50257, 50304});
+  EXPECT_EQ(t.total(), 124475904u);
+  ASSERT_NE(t.find("h.11.mlp.c_proj.weight"), nullptr);
+  EXPECT_EQ(t.find("h.11.mlp.c_proj.weight")->shape, (std::vector<int>{768, 3072}));
+  EXPECT_TRUE(t.find("wte.weight")->decay);
+  EXPECT_FALSE(t.find("h.0.ln_1.bias")->decay);
+  // Views tile the buffer exactly, in order.
+  size_t expect = 0;
+  for (const auto& v : t.views()) {
+    EXPECT_EQ(v.offset, expect) << v.name;
+    expect += v.size;
+  }
+  EXPECT_EQ(expect, t.total());
+}
+
+TEST(GptModel, LossAtInitIsNearLogVocab) {
+  kernels::cpu::CpuBackend cpu(2);
+  GptModel m;
+  const GptShape shape{2, 4, 64, 32, 256, 256};
+  ASSERT_TRUE(m.init(shape, &cpu, 4, 32).is_ok());
+  ASSERT_TRUE(m.init_parameters(7).is_ok());
+  auto x = random_tokens(4 * 32, 256, 1), y = random_tokens(4 * 32, 256, 2);
+  double loss = 0.0;
+  ASSERT_TRUE(m.forward(x.data(), y.data(), 4, 32, &loss).is_ok());
+  EXPECT_NEAR(loss, std::log(256.0), 0.05);
+}
+
+TEST(GptModel, RejectsTokensOutsideVocabulary) {
+  kernels::cpu::CpuBackend cpu(1);
+  GptModel m;
+  ASSERT_TRUE(m.init(GptShape{1, 2, 16, 8, 256, 256}, &cpu, 1, 8).is_ok());
+  ASSERT_TRUE(m.init_parameters(1).is_ok());
+  std::vector<int32_t> x(8, 3), y(8, 4);
+  x[5] = 300;
+  Status s = m.forward(x.data(), y.data(), 1, 8, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("300"), std::string::npos);
+  x[5] = 3;
+  EXPECT_EQ(m.forward(x.data(), y.data(), 2, 8, nullptr).code(), StatusCode::kInvalidArgument);  // B > max
+}
+
+// For each parameter tensor w: d/de L(w + e*u) at e = 0 by central differences, against g . u,
+// with u a random +-1 direction over that tensor. The model runs with random (not GPT-2-small)
+// parameters so that every tensor, LayerNorm and biases included, has a sizeable gradient.
+TEST(GptModel, GradientMatchesFiniteDifferencesForEveryTensor) {
+  kernels::cpu::CpuBackend cpu(2);
+  GptModel m;
+  const GptShape shape{2, 2, 8, 6, 256, 320};  // padded vocab > vocab on purpose
+  const int B = 2, T = 5;
+  ASSERT_TRUE(m.init(shape, &cpu, B, T).is_ok());
+  std::vector<float> p0(m.num_parameters());
+  SplitMix64 rng(11);
+  for (const auto& v : m.table().views()) {
+    const bool ln_weight = v.name.find("ln_") != std::string::npos && v.name.ends_with(".weight");
+    for (size_t i = 0; i < v.size; ++i) {
+      p0[v.offset + i] = static_cast<float>((ln_weight ? 1.0 : 0.0) + 0.3 * rng.normal());
+    }
+  }
+  auto x = random_tokens(B * T, 256, 3), y = random_tokens(B * T, 256, 4);
+
+  ASSERT_TRUE(m.set_parameters(p0).is_ok());
+  double loss = 0.0;
+  ASSERT_TRUE(m.forward(x.data(), y.data(), B, T, &loss).is_ok());
+  ASSERT_TRUE(m.zero_grad().is_ok());
+  ASSERT_TRUE(m.backward().is_ok());
+  std::vector<float> g(m.num_parameters());
+  ASSERT_TRUE(cpu.copy_to_host(g.data(), m.grads(), g.size() * sizeof(float)).is_ok());
+
+  const double eps = 1e-3;
+  for (const auto& v : m.table().views()) {
+    size_t n = v.size;
+    if (v.name == "wte.weight") n = static_cast<size_t>(shape.vocab) * shape.n_embd;  // padded rows: 0 grad
+    std::vector<float> u(v.size, 0.0f);
+    double analytic = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      u[i] = (rng.next() & 1) ? 1.0f : -1.0f;
+      analytic += static_cast<double>(g[v.offset + i]) * u[i];
+    }
+    double lp = 0.0, lm = 0.0;
+    std::vector<float> p = p0;
+    for (size_t i = 0; i < v.size; ++i) p[v.offset + i] = p0[v.offset + i] + static_cast<float>(eps) * u[i];
+    ASSERT_TRUE(m.set_parameters(p).is_ok());
+    ASSERT_TRUE(m.forward(x.data(), y.data(), B, T, &lp).is_ok());
+    for (size_t i = 0; i < v.size; ++i) p[v.offset + i] = p0[v.offset + i] - static_cast<float>(eps) * u[i];
+    ASSERT_TRUE(m.set_parameters(p).is_ok());
+    ASSERT_TRUE(m.forward(x.data(), y.data(), B, T, &lm).is_ok());
+    const double numeric = (lp - lm) / (2.0 * eps);
+    // atol covers fp32 rounding of the loss (~1e-6 / eps); rtol the O(eps^2) truncation.
+    EXPECT_NEAR(analytic, numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << v.name;
+  }
+  // Padded vocabulary rows never receive gradient.
+  const auto* wte = m.table().find("wte.weight");
+  double pad = 0.0;
+  for (size_t i = static_cast<size_t>(shape.vocab) * shape.n_embd; i < wte->size; ++i) pad += std::fabs(g[wte->offset + i]);
+  EXPECT_EQ(pad, 0.0);
+}
+
+TEST(GptModel, OverfitsASingleBatch) {
+  kernels::cpu::CpuBackend cpu(2);
+  GptModel m;
+  const GptShape shape{2, 4, 64, 16, 256, 256};
+  const int B = 4, T = 16;
+  ASSERT_TRUE(m.init(shape, &cpu, B, T).is_ok());
+  ASSERT_TRUE(m.init_parameters(5).is_ok());
+  auto x = random_tokens(B * T, 256, 8), y = random_tokens(B * T, 256, 9);
+  TrainConfig tc;
+  tc.steps = 200;
+  tc.lr = 3e-3;
+  tc.warmup_steps = 10;
+  tc.min_lr_ratio = 1.0;
+  tc.weight_decay = 0.0;
+  double first = 0.0, last = 0.0;
+  for (int64_t s = 0; s < tc.steps; ++s) {
+    double loss = 0.0;
+    ASSERT_TRUE(m.forward(x.data(), y.data(), B, T, &loss).is_ok());
+    ASSERT_TRUE(m.zero_grad().is_ok());
+    ASSERT_TRUE(m.backward().is_ok());
+    ASSERT_TRUE(optimizer_step(m, tc, s, nullptr).is_ok());
+    if (s == 0) first = loss;
+    last = loss;
+  }
+  EXPECT_GT(first, 5.0);
+  EXPECT_LT(last, 0.1) << "a 2-layer model must memorise 64 random tokens";
+}
+
+TEST(LearningRate, WarmupThenCosineToFloor) {
+  TrainConfig tc;
+  tc.lr = 1.0;
+  tc.min_lr_ratio = 0.1;
+  tc.warmup_steps = 10;
+  tc.steps = 110;
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 0), 0.1);
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 9), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 10), 1.0);
+  EXPECT_NEAR(learning_rate(tc, 59), 0.55, 0.01);
+  EXPECT_NEAR(learning_rate(tc, 109), 0.1, 1e-12);
+  for (int64_t s = 11; s < 110; ++s) EXPECT_LE(learning_rate(tc, s), learning_rate(tc, s - 1));
+}
+
+}  // namespace
+}  // namespace perigee::runtime
