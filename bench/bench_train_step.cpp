@@ -46,8 +46,8 @@ void reset_peak_rss() {
   f << "5";
 }
 
-// Training FLOPs per step: 6 * params * tokens for the GEMMs (forward 2, backward 4) plus the
-// attention score and value GEMMs: 6 * 2 * L * T * C per token... counted as in llm.c's MFU.
+// Training FLOPs per step: 6 * params per token for the weight GEMMs (forward 2, backward 4), plus
+// attention scores and values: 4 * T * C per token and layer forward, 3x that with the backward.
 double step_flops(const rt::GptShape& s, size_t params, int B, int T) {
   const double tokens = static_cast<double>(B) * T;
   const double attention = 6.0 * 2.0 * s.n_layer * static_cast<double>(T) * s.n_embd;  // per token
