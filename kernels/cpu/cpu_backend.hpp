@@ -1,0 +1,82 @@
+// CpuBackend: the fp32 reference implementation of kernels::Backend on the host.
+// GEMMs go to OpenBLAS (cblas_sgemm); every other op is an OpenMP loop over independent outputs, so
+// results are deterministic and do not depend on the thread count (apart from OpenBLAS's own GEMM
+// blocking). Memory is ordinary host memory (64-byte aligned, zero-filled on allocation). One op runs
+// at a time per backend; every op runs to completion before it returns, so synchronize() is a no-op.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/backend.hpp"
+
+namespace perigee::kernels::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  // threads <= 0: the OpenMP default (OMP_NUM_THREADS when set, else every hardware thread).
+  // Sets the OpenMP and OpenBLAS thread counts; every parallel region of this backend uses threads().
+  explicit CpuBackend(int threads = 0);
+
+  int threads() const { return threads_; }
+
+  DeviceKind kind() const override { return DeviceKind::kCpu; }
+  const char* name() const override { return "cpu"; }
+
+  // ---- memory (cpu_backend.cpp)
+  Status allocate(void** ptr, size_t bytes) override;
+  void release(void* ptr) override;
+  Status memset_zero(void* ptr, size_t bytes) override;
+  Status copy_to_device(void* dst, const void* host_src, size_t bytes) override;
+  Status copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  Status synchronize() override;
+
+  // ---- encoder.cpp
+  Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                         int C) override;
+  Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                          int C) override;
+
+  // ---- layernorm.cpp
+  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                           const float* bias, int N, int C) override;
+  Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, const float* mean, const float* rstd, int N, int C) override;
+
+  // ---- matmul.cpp
+  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                        int OC) override;
+  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                         const float* weight, int N, int C, int OC) override;
+
+  // ---- attention.cpp
+  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
+  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
+                            int C, int NH) override;
+
+  // ---- gelu.cpp
+  Status gelu_forward(float* out, const float* inp, size_t n) override;
+  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+
+  // ---- residual.cpp
+  Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
+
+  // ---- crossentropy.cpp
+  Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
+                              int V, int Vp) override;
+  Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
+                               int V, int Vp) override;
+
+  // ---- adamw.cpp
+  Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
+                      const AdamWParams& hp) override;
+
+  // ---- reduce.cpp
+  Status sum_squares(const float* x, size_t n, double* out) override;
+  Status scale(float* x, float s, size_t n) override;
+
+ private:
+  int threads_;
+};
+
+}  // namespace perigee::kernels::cpu

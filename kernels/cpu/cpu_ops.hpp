@@ -1,0 +1,103 @@
+// Private helpers shared by the CPU backend's op files (kernels/cpu/*.cpp): argument checks, the
+// cache-line partition of channel ranges, and small fp32 vector kernels. Not part of the public API.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+
+#include "core/status.hpp"
+
+// Compiles the marked function for AVX-512, AVX2+FMA and baseline x86-64 and picks one at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PERIGEE_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PERIGEE_CPU_CLONES
+#endif
+
+namespace perigee::kernels::cpu {
+
+inline constexpr size_t kAlignment = 64;          // bytes, of every allocation
+inline constexpr int64_t kLineFloats = 16;        // floats per 64-byte cache line
+inline constexpr float kLayerNormEps = 1e-5f;     // fixed by the Backend interface
+inline constexpr size_t kSumSquaresBlock = 4096;  // fixed summation blocks of sum_squares
+inline constexpr int64_t kParallelMin = 1 << 14;  // elements below which flat ops stay serial
+
+// kInvalidArgument naming `op` unless every pointer is non-null.
+inline Status check_pointers(const char* op, std::initializer_list<const void*> ptrs) {
+  int index = 0;
+  for (const void* p : ptrs) {
+    PERIGEE_REQUIRE(p != nullptr, StatusCode::kInvalidArgument, op, ": pointer argument ", index, " is null");
+    ++index;
+  }
+  return Status::ok();
+}
+
+// kInvalidArgument naming `op` unless every dimension is positive.
+inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
+  int index = 0;
+  for (int64_t d : dims) {
+    PERIGEE_REQUIRE(d > 0, StatusCode::kInvalidArgument, op, ": dimension argument ", index, " is ", d,
+                    ", must be positive");
+    ++index;
+  }
+  return Status::ok();
+}
+
+// Half-open range of columns [begin, end).
+struct ColumnRange {
+  int64_t begin;
+  int64_t end;
+};
+
+// The columns of C that thread `tid` of `nthreads` owns: contiguous, split on cache-line boundaries so
+// no two threads write the same line of a row. Together the ranges cover [0, C) exactly once.
+inline ColumnRange column_range(int64_t C, int tid, int nthreads) {
+  const int64_t lines = (C + kLineFloats - 1) / kLineFloats;
+  const int64_t first = lines * tid / nthreads;
+  const int64_t last = lines * (tid + 1) / nthreads;
+  return {std::min(C, first * kLineFloats), std::min(C, last * kLineFloats)};
+}
+
+// sum_i a[i] * b[i] in fp32, in a fixed (compiler-chosen, vectorised) order.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// exp(x) in fp32, vectorisable (no libm call): Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, and a
+// degree-7 Taylor polynomial for e^r (truncation error < 1e-8 relative); within a few ulp of exp for
+// x in [-87.3, 88]. Returns 0 below -87.3 (where exp is subnormal) and exp(88) above 88; NaN stays NaN.
+inline float exp_clamped(float x) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f;  // 9 significant bits: k * kLn2Hi is exact for |k| <= 128
+  constexpr float kLn2Lo = -2.12194440e-4f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  constexpr float kMin = -87.3f;
+  constexpr float kMax = 88.0f;
+  const float xc = std::min(std::max(x, kMin), kMax);
+  const float k = (xc * kLog2e + kRound) - kRound;
+  const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float two_k = std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
+  return x < kMin ? 0.0f : p * two_k;
+}
+
+// y += alpha * x.
+inline void axpy(float* y, float alpha, const float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace perigee::kernels::cpu

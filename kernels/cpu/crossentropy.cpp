@@ -1,0 +1,91 @@
+// Fused softmax + cross-entropy, fp32 storage with a double softmax denominator. logits/probs/dlogits
+// [N, Vp]; the first V columns are real, columns V..Vp-1 are padding and get probability 0 and gradient 0.
+// Forward, one row per task: m = max, e_j = exp(x_j - m), probs = e / sum(e),
+// losses[i] = log(sum(e)) - (x_target - m) (= -log probs[target], without rounding the probability).
+// probs may alias logits. Backward writes dlogits = dloss * (probs - onehot(target)); may alias probs.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/cpu_ops.hpp"
+
+namespace perigee::kernels::cpu {
+namespace {
+
+Status check_targets(const char* op, const int32_t* targets, int N, int V) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < N && bad < 0; ++i) {
+    if (targets[i] < 0 || targets[i] >= V) bad = i;
+  }
+  PERIGEE_REQUIRE(bad < 0, StatusCode::kInvalidArgument, op, ": target ", bad, " = ",
+                  bad >= 0 ? targets[bad] : 0, " is outside [0, ", V, ")");
+  return Status::ok();
+}
+
+Status check_shape(const char* op, int N, int V, int Vp) {
+  PERIGEE_CHECK(check_dims(op, {N, V, Vp}));
+  PERIGEE_REQUIRE(Vp >= V, StatusCode::kInvalidArgument, op, ": Vp = ", Vp, " is smaller than V = ", V);
+  return Status::ok();
+}
+
+// One row; p may alias x. Returns the loss.
+PERIGEE_CPU_CLONES
+float softmax_row(float* p, const float* x, int32_t target, int64_t V, int64_t Vp) {
+  float max_logit = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max_logit)
+  for (int64_t j = 0; j < V; ++j) max_logit = std::max(max_logit, x[j]);
+  const float shifted_target = x[target] - max_logit;  // read before p (maybe x) is overwritten
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < V; ++j) {
+    const float e = exp_clamped(x[j] - max_logit);
+    p[j] = e;
+    sum += e;
+  }
+  const float inv_sum = static_cast<float>(1.0 / sum);
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j) p[j] *= inv_sum;
+#pragma omp simd
+  for (int64_t j = V; j < Vp; ++j) p[j] = 0.0f;
+  return static_cast<float>(std::log(sum) - static_cast<double>(shifted_target));
+}
+
+PERIGEE_CPU_CLONES
+void softmax_grad_row(float* d, const float* p, int32_t target, float dloss, int64_t V, int64_t Vp) {
+  const float p_target = p[target];  // read before d (maybe p) is overwritten
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j) d[j] = dloss * p[j];
+  d[target] = dloss * (p_target - 1.0f);
+#pragma omp simd
+  for (int64_t j = V; j < Vp; ++j) d[j] = 0.0f;
+}
+
+}  // namespace
+
+Status CpuBackend::crossentropy_forward(float* losses, float* probs, const float* logits,
+                                        const int32_t* targets, int N, int V, int Vp) {
+  PERIGEE_CHECK(check_pointers("crossentropy_forward", {losses, probs, logits, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_forward", N, V, Vp));
+  PERIGEE_CHECK(check_targets("crossentropy_forward", targets, N, V));
+#pragma omp parallel for schedule(static) num_threads(threads_) if (int64_t{N} * Vp >= kParallelMin)
+  for (int64_t i = 0; i < N; ++i) {
+    losses[i] = softmax_row(probs + i * Vp, logits + i * Vp, targets[i], V, Vp);
+  }
+  return Status::ok();
+}
+
+Status CpuBackend::crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets,
+                                         float dloss, int N, int V, int Vp) {
+  PERIGEE_CHECK(check_pointers("crossentropy_backward", {dlogits, probs, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_backward", N, V, Vp));
+  PERIGEE_CHECK(check_targets("crossentropy_backward", targets, N, V));
+#pragma omp parallel for schedule(static) num_threads(threads_) if (int64_t{N} * Vp >= kParallelMin)
+  for (int64_t i = 0; i < N; ++i) {
+    softmax_grad_row(dlogits + i * Vp, probs + i * Vp, targets[i], dloss, V, Vp);
+  }
+  return Status::ok();
+}
+
+}  // namespace perigee::kernels::cpu
