@@ -126,15 +126,17 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(train, eps, "AdamW denominator epsilon").in(above(0)),
       PERIGEE_FIELD(train, grad_clip, "global gradient-norm clip; 0 disables").in(at_least(0)),
       PERIGEE_FIELD(train, seed, "seed of parameter init and data order"),
-      PERIGEE_FIELD(train, val_every, "validate every K steps and at the end; 0 disables").in(at_least(0)),
+      PERIGEE_FIELD(train, val_every, "validate at the start, every K steps and at the end; 0 disables")
+          .in(at_least(0)),
       PERIGEE_FIELD(train, val_batches,
                     "global batches of validation data per evaluation; >= 1 when val_every > 0")
           .in(at_least(0)),
-      PERIGEE_FIELD(train, log_every, "log a training line every K steps").in(at_least(1)),
+      PERIGEE_FIELD(train, log_every, "log a training line every K steps (and the last); 0 = none")
+          .in(at_least(0)),
       PERIGEE_FIELD(train, sample_tokens, "tokens rank 0 samples at the end of training; 0 disables")
           .in(at_least(0)),
       PERIGEE_FIELD(train, sample_temperature, "softmax temperature of sampling").in(above(0)),
-      PERIGEE_FIELD(train, sample_prompt, "text the final sample continues (\"\" = none)"),
+      PERIGEE_FIELD(train, sample_prompt, "text the final sample continues (\"\" = start from a newline)"),
       // [data]
       PERIGEE_FIELD(data, train_file, "training token file (written by perigee_data)").required(),
       PERIGEE_FIELD(data, val_file, "validation token file; needed when train.val_every > 0"),
@@ -468,9 +470,10 @@ std::optional<std::string> set_from_text(FieldRef ref, std::string_view raw) {
             auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
             const bool whole = end == digits.data() + digits.size() && !digits.empty();
             if (ec == std::errc::result_out_of_range && whole) {
-              return str_cat(shown, " is out of range for a ", std::is_same_v<T, uint64_t> ? "u" : "",
-                             "int64 [", std::numeric_limits<Parsed>::min(), ", ",
-                             std::numeric_limits<Parsed>::max(), "]");
+              return str_cat(shown, " is out of range for ",
+                             std::is_same_v<T, uint64_t> ? "an unsigned 64-bit" : "a 64-bit", " integer [",
+                             std::numeric_limits<Parsed>::min(), ", ", std::numeric_limits<Parsed>::max(),
+                             "]");
             }
             if (ec != std::errc() || !whole) return wrong;
             if constexpr (std::is_same_v<T, uint64_t>) {
