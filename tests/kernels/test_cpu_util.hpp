@@ -76,18 +76,15 @@ template <typename Got>
 void expect_close(const std::string& what, const Got* got, const std::vector<double>& ref, double atol,
                   double rtol) {
   int failures = 0;
-  double worst = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
     const double tol = atol + rtol * std::fabs(ref[i]);
-    worst = std::max(worst, err / tol);
     if (!(err <= tol) && failures < 5) {
       ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", expected " << ref[i] << " (error " << err
                     << " > tolerance " << tol << ")";
       ++failures;
     }
   }
-  if (getenv("TUNE")) printf("TUNE %s worst %.3f\n", what.c_str(), worst);
 }
 
 // Bitwise equality of two float ranges.
@@ -115,7 +112,6 @@ struct GradTolerance {
 inline void check_gradient(const std::string& what, float* x, const float* grad, size_t n,
                            const std::function<double()>& loss, const GradTolerance& tol) {
   int failures = 0;
-  double worst = 0;
   for (size_t i = 0; i < n; ++i) {
     const float saved = x[i];
     const float plus = saved + tol.eps;
@@ -128,14 +124,12 @@ inline void check_gradient(const std::string& what, float* x, const float* grad,
     const double fd = (lp - lm) / (static_cast<double>(plus) - static_cast<double>(minus));
     const double err = std::fabs(static_cast<double>(grad[i]) - fd);
     const double bound = tol.atol + tol.rtol * std::fabs(fd);
-    worst = std::max(worst, err / bound);
     if (!(err <= bound) && failures < 5) {
       ADD_FAILURE() << what << "[" << i << "]: analytic " << grad[i] << ", finite difference " << fd
                     << " (error " << err << " > tolerance " << bound << ")";
       ++failures;
     }
   }
-  if (getenv("TUNE")) printf("TUNE %s worst %.3f\n", what.c_str(), worst);
 }
 
 }  // namespace perigee::kernels::cpu::testing
