@@ -1,12 +1,18 @@
 // Causal multi-head self-attention, fp32. qkv [B, T, 3C] packed (q | k | v), head h in columns
 // [h*hs, (h+1)*hs) of each third, hs = C/NH; att [B, NH, T, T] softmax probabilities (zero above the
 // diagonal); out/dout [B, T, C]; dqkv [B, T, 3C] accumulated. Scores are scaled by 1/sqrt(hs).
-// Forward: one task per (b, h, t) query row. Backward, in two race-free passes:
-//   1. per query row (b, h, t): datt[t2] = dout_t . v_t2, D_t = sum_t2 att*datt (kept, [B, NH, T]),
-//      dq_t += scale * sum_t2 att*(datt - D_t) * k_t2, with a thread-local T-length scratch;
-//   2. per block of kKeyBlock key rows (b, h, t2..): dk_t2 += scale * sum_t att*(datt - D_t) * q_t and
-//      dv_t2 += sum_t att * dout_t over t >= t2, recomputing datt.
-// Each output element is written by one task in a fixed order, so results are thread-count free.
+// Work is split into tasks over (b, h, block of kBlock rows) and every matrix product inside a task is a
+// single-threaded cblas_sgemm on strided views of qkv/att/out (OpenBLAS runs with one thread while the
+// OpenMP tasks run). Forward task (b, h, query rows [t0, t1)):
+//   att[t0:t1, 0:t1] = scale * Q K^T, causal softmax per row in place, out[t0:t1] = P V.
+// Backward, in two race-free passes (the thread-local scratch holds one kBlock x T tile):
+//   1. per query block: dP = dO V^T, D_t = sum_t2 P dP (kept, [B, NH, T]), dS = P (dP - D_t) scale,
+//      dQ += dS K;
+//   2. per key block [k0, k1): dP = dO[k0:T] V[k0:k1]^T, dS as above, dK += dS^T Q[k0:T],
+//      dV += P[k0:T, k0:k1]^T dO[k0:T].
+// Each output element belongs to one task and every task's arithmetic is fixed, so results do not
+// depend on the thread count.
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -21,102 +27,96 @@
 namespace perigee::kernels::cpu {
 namespace {
 
-constexpr int64_t kKeyBlock = 16;  // key rows per backward pass-2 task
+constexpr int64_t kBlock = 64;  // query rows (forward, pass 1) or key rows (pass 2) per task
 
-// Geometry of one (b, h) slice. Row r of q/k/v starts at base + r * qkv_stride, row r of out/dout at
-// base + r * out_stride, row r of att at base + r * T.
-struct HeadView {
+// Strided views of one (b, h) slice.
+struct Head {
+  const float* q;  // row t at q + t * ld_qkv; k and v likewise
+  const float* k;
+  const float* v;
+  int64_t ld_qkv;  // 3C
+  int64_t ld_out;  // C
   int64_t T;
   int64_t hs;
-  int64_t qkv_stride;  // 3C
-  int64_t out_stride;  // C
   float scale;
 };
 
-// att_row[0..t] = softmax(scale * q . k_t2), att_row[t+1..T) = 0, out_row = sum_t2 att_row[t2] v_t2.
+// row[0..t] holds scaled scores: replaced by their softmax; row[t+1..T) is zeroed.
 PERIGEE_CPU_CLONES
-void forward_row(float* out_row, float* att_row, const float* q, const float* k0, const float* v0, int64_t t,
-                 const HeadView& h) {
+void causal_softmax_row(float* row, int64_t t, int64_t T) {
   float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t t2 = 0; t2 <= t; ++t2) {
-    const float s = dot(q, k0 + t2 * h.qkv_stride, h.hs) * h.scale;
-    att_row[t2] = s;
-    max_score = std::max(max_score, s);
-  }
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t t2 = 0; t2 <= t; ++t2) {
-    const float e = exp_clamped(att_row[t2] - max_score);
-    att_row[t2] = e;
-    sum += e;
-  }
-  const float inv_sum = 1.0f / sum;
+#pragma omp simd reduction(max : max_score)
+  for (int64_t j = 0; j <= t; ++j) max_score = row[j] > max_score ? row[j] : max_score;
 #pragma omp simd
-  for (int64_t t2 = 0; t2 <= t; ++t2) att_row[t2] *= inv_sum;
+  for (int64_t j = 0; j <= t; ++j) row[j] = exp_clamped(row[j] - max_score);
+  const float inv_sum =
+      static_cast<float>(1.0 / lane_sum(t + 1, [row](int64_t j) { return static_cast<double>(row[j]); }));
 #pragma omp simd
-  for (int64_t t2 = t + 1; t2 < h.T; ++t2) att_row[t2] = 0.0f;
+  for (int64_t j = 0; j <= t; ++j) row[j] *= inv_sum;
 #pragma omp simd
-  for (int64_t c = 0; c < h.hs; ++c) out_row[c] = 0.0f;
-  for (int64_t t2 = 0; t2 <= t; ++t2) axpy(out_row, att_row[t2], v0 + t2 * h.qkv_stride, h.hs);
+  for (int64_t j = t + 1; j < T; ++j) row[j] = 0.0f;
 }
 
-// Pass 1 for query row t: dq_t += scale * sum_t2 att*(datt - D) * k_t2; returns D.
-// scratch holds T + hs floats.
+// ds[0..n) holds dP for probabilities p[0..n): returns D = sum p * dP and replaces ds with
+// p * (dP - D) * scale.
 PERIGEE_CPU_CLONES
-float backward_query_row(float* dq, float* scratch, const float* dout_t, const float* att_row,
-                         const float* k0, const float* v0, int64_t t, const HeadView& h) {
-  float* datt = scratch;
-  float* acc = scratch + h.T;
-  float D = 0.0f;
-  for (int64_t t2 = 0; t2 <= t; ++t2) {
-    datt[t2] = dot(dout_t, v0 + t2 * h.qkv_stride, h.hs);
-    D += att_row[t2] * datt[t2];
-  }
+float softmax_backward_row(float* ds, const float* p, int64_t n, float scale) {
+  const float D =
+      static_cast<float>(lane_sum(n, [ds, p](int64_t j) { return static_cast<double>(p[j] * ds[j]); }));
 #pragma omp simd
-  for (int64_t c = 0; c < h.hs; ++c) acc[c] = 0.0f;
-  for (int64_t t2 = 0; t2 <= t; ++t2) {
-    axpy(acc, att_row[t2] * (datt[t2] - D) * h.scale, k0 + t2 * h.qkv_stride, h.hs);
-  }
-#pragma omp simd
-  for (int64_t c = 0; c < h.hs; ++c) dq[c] += acc[c];
+  for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - D) * scale;
   return D;
 }
 
-// Pass 2 for key rows [t2_begin, t2_end): accumulates dk and dv over every query row t >= t2.
-// acc holds 2 * kKeyBlock * hs floats.
+// ds[0..n) holds dP: replaced by p * (dP - D) * scale with a known D.
 PERIGEE_CPU_CLONES
-void backward_key_block(float* dk0, float* dv0, float* acc, const float* q0, const float* v0,
-                        const float* dout0, const float* att0, const float* dsum, int64_t t2_begin,
-                        int64_t t2_end, const HeadView& h) {
-  const int64_t width = (t2_end - t2_begin) * h.hs;
-  float* dk_acc = acc;
-  float* dv_acc = acc + width;
+void softmax_backward_apply(float* ds, const float* p, int64_t n, float D, float scale) {
 #pragma omp simd
-  for (int64_t i = 0; i < 2 * width; ++i) acc[i] = 0.0f;
-  for (int64_t t = t2_begin; t < h.T; ++t) {
-    const float* q_t = q0 + t * h.qkv_stride;
-    const float* dout_t = dout0 + t * h.out_stride;
-    const float* att_row = att0 + t * h.T;
-    const float D = dsum[t];
-    const int64_t last = std::min(t + 1, t2_end);
-    for (int64_t t2 = t2_begin; t2 < last; ++t2) {
-      const float a = att_row[t2];
-      const float datt = dot(dout_t, v0 + t2 * h.qkv_stride, h.hs);
-      const int64_t off = (t2 - t2_begin) * h.hs;
-      axpy(dk_acc + off, a * (datt - D) * h.scale, q_t, h.hs);
-      axpy(dv_acc + off, a, dout_t, h.hs);
-    }
-  }
-  for (int64_t t2 = t2_begin; t2 < t2_end; ++t2) {
-    const int64_t off = (t2 - t2_begin) * h.hs;
-    float* dk = dk0 + t2 * h.qkv_stride;
-    float* dv = dv0 + t2 * h.qkv_stride;
+  for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - D) * scale;
+}
+
+void forward_block(float* out, float* att, const Head& h, int64_t t0, int64_t t1) {
+  const int64_t m = t1 - t0;
+  float* s = att + t0 * h.T;  // rows t0..t1-1 of this head's [T, T] probabilities
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, t1, h.hs, h.scale, h.q + t0 * h.ld_qkv, h.ld_qkv,
+              h.k, h.ld_qkv, 0.0f, s, h.T);
+  for (int64_t i = 0; i < m; ++i) causal_softmax_row(s + i * h.T, t0 + i, h.T);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, h.hs, t1, 1.0f, s, h.T, h.v, h.ld_qkv, 0.0f,
+              out + t0 * h.ld_out, h.ld_out);
+}
+
+// Pass 1 for query rows [t0, t1): dQ += dS K, D_t into dsum[t].
+void backward_query_block(float* dq, float* dsum, float* scratch, const float* dout, const float* att,
+                          const Head& h, int64_t t0, int64_t t1) {
+  const int64_t m = t1 - t0;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, t1, h.hs, 1.0f, dout + t0 * h.ld_out, h.ld_out, h.v,
+              h.ld_qkv, 0.0f, scratch, t1);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t t = t0 + i;
+    float* ds = scratch + i * t1;
+    dsum[t] = softmax_backward_row(ds, att + t * h.T, t + 1, h.scale);
 #pragma omp simd
-    for (int64_t c = 0; c < h.hs; ++c) {
-      dk[c] += dk_acc[off + c];
-      dv[c] += dv_acc[off + c];
-    }
+    for (int64_t j = t + 1; j < t1; ++j) ds[j] = 0.0f;
   }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, h.hs, t1, 1.0f, scratch, t1, h.k, h.ld_qkv, 1.0f,
+              dq + t0 * h.ld_qkv, h.ld_qkv);
+}
+
+// Pass 2 for key rows [k0, k1): dK += dS^T Q and dV += P^T dO over query rows [k0, T).
+void backward_key_block(float* dk, float* dv, float* scratch, const float* dout, const float* att,
+                        const float* dsum, const Head& h, int64_t k0, int64_t k1) {
+  const int64_t kw = k1 - k0;
+  const int64_t rows = h.T - k0;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kw, h.hs, 1.0f, dout + k0 * h.ld_out, h.ld_out,
+              h.v + k0 * h.ld_qkv, h.ld_qkv, 0.0f, scratch, kw);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t t = k0 + i;
+    softmax_backward_apply(scratch + i * kw, att + t * h.T + k0, kw, dsum[t], h.scale);
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kw, h.hs, rows, 1.0f, scratch, kw, h.q + k0 * h.ld_qkv,
+              h.ld_qkv, 1.0f, dk + k0 * h.ld_qkv, h.ld_qkv);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kw, h.hs, rows, 1.0f, att + k0 * h.T + k0, h.T,
+              dout + k0 * h.ld_out, h.ld_out, 1.0f, dv + k0 * h.ld_qkv, h.ld_qkv);
 }
 
 Status check_attention(const char* op, int B, int T, int C, int NH) {
@@ -126,28 +126,43 @@ Status check_attention(const char* op, int B, int T, int C, int NH) {
   return Status::ok();
 }
 
-HeadView head_view(int T, int C, int NH) {
+// The (b, h) slice of qkv.
+Head head_view(const float* qkv, int64_t b, int64_t hd, int64_t T, int64_t C, int64_t NH) {
   const int64_t hs = C / NH;
-  return {T, hs, 3 * int64_t{C}, C, 1.0f / std::sqrt(static_cast<float>(hs))};
+  const float* base = qkv + b * T * 3 * C + hd * hs;
+  return {base, base + C, base + 2 * C, 3 * C, C, T, hs, 1.0f / std::sqrt(static_cast<float>(hs))};
 }
+
+// Runs the OpenMP tasks of one attention op with OpenBLAS single-threaded, then restores it.
+class SerialBlas {
+ public:
+  explicit SerialBlas(int restore) : restore_(restore) { openblas_set_num_threads(1); }
+  ~SerialBlas() { openblas_set_num_threads(restore_); }
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+
+ private:
+  int restore_;
+};
 
 }  // namespace
 
 Status CpuBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
   PERIGEE_CHECK(check_pointers("attention_forward", {out, att, qkv}));
   PERIGEE_CHECK(check_attention("attention_forward", B, T, C, NH));
-  const HeadView h = head_view(T, C, NH);
-  const int64_t tasks = int64_t{B} * NH * T;
-  // Query rows interleave across threads (row t costs O(t)), so the static schedule stays balanced.
-#pragma omp parallel for schedule(static, 1) num_threads(threads_) if (tasks * T * h.hs >= kParallelMin)
+  const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;
+  const int64_t tasks = int64_t{B} * NH * blocks_per_head;
+  SerialBlas serial(threads_);
+  // Largest blocks (last query rows) first, so the dynamic schedule ends balanced.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t t = task % T;
-    const int64_t bh = task / T;
+    const int64_t blk = blocks_per_head - 1 - task % blocks_per_head;
+    const int64_t bh = task / blocks_per_head;
     const int64_t b = bh / NH;
     const int64_t hd = bh % NH;
-    const float* base = qkv + b * T * h.qkv_stride + hd * h.hs;
-    forward_row(out + (b * T + t) * C + hd * h.hs, att + task * T, base + t * h.qkv_stride, base + C,
-                base + 2 * int64_t{C}, t, h);
+    const Head h = head_view(qkv, b, hd, T, C, NH);
+    const int64_t t0 = blk * kBlock;
+    forward_block(out + b * T * C + hd * h.hs, att + bh * T * T, h, t0, std::min<int64_t>(T, t0 + kBlock));
   }
   return Status::ok();
 }
@@ -156,39 +171,38 @@ Status CpuBackend::attention_backward(float* dqkv, const float* dout, const floa
                                       int B, int T, int C, int NH) {
   PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, att}));
   PERIGEE_CHECK(check_attention("attention_backward", B, T, C, NH));
-  const HeadView h = head_view(T, C, NH);
-  const int64_t rows = int64_t{B} * NH * T;
-  const int64_t blocks_per_head = (T + kKeyBlock - 1) / kKeyBlock;
-  const int64_t blocks = int64_t{B} * NH * blocks_per_head;
-  std::vector<float> dsum(rows);
-#pragma omp parallel num_threads(threads_) if (rows * T * h.hs >= kParallelMin)
+  const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;
+  const int64_t tasks = int64_t{B} * NH * blocks_per_head;
+  std::vector<float> dsum(int64_t{B} * NH * T);
+  SerialBlas serial(threads_);
+#pragma omp parallel num_threads(threads_) if (tasks > 1)
   {
-    std::vector<float> scratch(std::max(T + h.hs, 2 * kKeyBlock * h.hs));
-#pragma omp for schedule(static, 1)
-    for (int64_t task = 0; task < rows; ++task) {
-      const int64_t t = task % T;
-      const int64_t bh = task / T;
-      const int64_t b = bh / NH;
-      const int64_t hd = bh % NH;
-      const float* base = qkv + b * T * h.qkv_stride + hd * h.hs;
-      float* dq = dqkv + (b * T + t) * h.qkv_stride + hd * h.hs;
-      dsum[task] = backward_query_row(dq, scratch.data(), dout + (b * T + t) * C + hd * h.hs, att + task * T,
-                                      base + C, base + 2 * int64_t{C}, t, h);
-    }
-    // The implicit barrier above makes every D_t visible to pass 2.
+    std::vector<float> scratch(kBlock * static_cast<int64_t>(T));
+    // Pass 1: largest query blocks first.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < blocks; ++task) {
-      const int64_t kb = task % blocks_per_head;
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t blk = blocks_per_head - 1 - task % blocks_per_head;
       const int64_t bh = task / blocks_per_head;
       const int64_t b = bh / NH;
       const int64_t hd = bh % NH;
-      const int64_t t2_begin = kb * kKeyBlock;
-      const int64_t t2_end = std::min<int64_t>(T, t2_begin + kKeyBlock);
-      const float* base = qkv + b * T * h.qkv_stride + hd * h.hs;
-      float* dbase = dqkv + b * T * h.qkv_stride + hd * h.hs;
-      backward_key_block(dbase + C, dbase + 2 * int64_t{C}, scratch.data(), base, base + 2 * int64_t{C},
-                         dout + b * T * C + hd * h.hs, att + bh * T * T, dsum.data() + bh * T, t2_begin,
-                         t2_end, h);
+      const Head h = head_view(qkv, b, hd, T, C, NH);
+      const int64_t t0 = blk * kBlock;
+      backward_query_block(dqkv + b * T * 3 * C + hd * h.hs, dsum.data() + bh * T, scratch.data(),
+                           dout + b * T * C + hd * h.hs, att + bh * T * T, h, t0,
+                           std::min<int64_t>(T, t0 + kBlock));
+    }
+    // The implicit barrier above publishes every D_t. Pass 2: largest key blocks (first keys) first.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t blk = task % blocks_per_head;
+      const int64_t bh = task / blocks_per_head;
+      const int64_t b = bh / NH;
+      const int64_t hd = bh % NH;
+      const Head h = head_view(qkv, b, hd, T, C, NH);
+      const int64_t k0 = blk * kBlock;
+      float* dbase = dqkv + b * T * 3 * C + hd * h.hs;
+      backward_key_block(dbase + C, dbase + 2 * int64_t{C}, scratch.data(), dout + b * T * C + hd * h.hs,
+                         att + bh * T * T, dsum.data() + bh * T, h, k0, std::min<int64_t>(T, k0 + kBlock));
     }
   }
   return Status::ok();

@@ -11,7 +11,8 @@
 #include "core/status.hpp"
 
 // Compiles the marked function for AVX-512, AVX2+FMA and baseline x86-64 and picks one at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Define PERIGEE_CPU_NO_CLONES to compile only for the target given by the compiler flags.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PERIGEE_CPU_NO_CLONES)
 #define PERIGEE_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PERIGEE_CPU_CLONES
@@ -69,6 +70,20 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// sum_{i < n} term(i) in double with 8 interleaved accumulators (lane = i % 8) combined in a fixed tree:
+// one summation order on every instruction set and thread count, and the lanes vectorise.
+template <typename Term>
+inline double lane_sum(int64_t n, Term term) {
+  constexpr int64_t kLanes = 8;
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += term(i + l);
+  }
+  for (int64_t l = 0; i + l < n; ++l) acc[l] += term(i + l);
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
 // exp(x) in fp32, vectorisable (no libm call): Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, and a
 // degree-7 Taylor polynomial for e^r (truncation error < 1e-8 relative); within a few ulp of exp for
 // x in [-87.3, 88]. Returns 0 below -87.3 (where exp is subnormal) and exp(88) above 88; NaN stays NaN.
@@ -79,7 +94,9 @@ inline float exp_clamped(float x) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   constexpr float kMin = -87.3f;
   constexpr float kMax = 88.0f;
-  const float xc = std::min(std::max(x, kMin), kMax);
+  // Selects on values (not std::min/max, whose references block if-conversion) so loops vectorise.
+  float xc = x < kMin ? kMin : x;
+  xc = xc > kMax ? kMax : xc;
   const float k = (xc * kLog2e + kRound) - kRound;
   const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
   float p = 1.0f / 5040.0f;

@@ -35,15 +35,11 @@ PERIGEE_CPU_CLONES
 float softmax_row(float* p, const float* x, int32_t target, int64_t V, int64_t Vp) {
   float max_logit = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_logit)
-  for (int64_t j = 0; j < V; ++j) max_logit = std::max(max_logit, x[j]);
+  for (int64_t j = 0; j < V; ++j) max_logit = x[j] > max_logit ? x[j] : max_logit;
   const float shifted_target = x[target] - max_logit;  // read before p (maybe x) is overwritten
-  double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < V; ++j) {
-    const float e = exp_clamped(x[j] - max_logit);
-    p[j] = e;
-    sum += e;
-  }
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j) p[j] = exp_clamped(x[j] - max_logit);
+  const double sum = lane_sum(V, [p](int64_t j) { return static_cast<double>(p[j]); });
   const float inv_sum = static_cast<float>(1.0 / sum);
 #pragma omp simd
   for (int64_t j = 0; j < V; ++j) p[j] *= inv_sum;

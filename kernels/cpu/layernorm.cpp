@@ -1,4 +1,5 @@
-// LayerNorm over the last dimension, fp32 storage with double accumulation of the row statistics.
+// LayerNorm over the last dimension, fp32 storage with double accumulation of the row statistics
+// (lane_sum) and of dweight/dbias.
 // inp/out/dout/dinp [N, C], weight/bias [C], mean/rstd [N]; eps = 1e-5, biased variance.
 // Forward and dinp run one row per iteration; dweight/dbias give each thread a cache-line-aligned
 // column range and sum every row in order (double accumulators), so results are thread-count free.
@@ -20,16 +21,11 @@ Status CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const
 #pragma omp parallel for schedule(static) num_threads(threads_) if (int64_t{N} * C >= kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = inp + n * C;
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < C; ++c) sum += x[c];
-    const double m = sum / C;
-    double sq = 0.0;
-#pragma omp simd reduction(+ : sq)
-    for (int64_t c = 0; c < C; ++c) {
+    const double m = lane_sum(C, [x](int64_t c) { return static_cast<double>(x[c]); }) / C;
+    const double sq = lane_sum(C, [x, m](int64_t c) {
       const double d = x[c] - m;
-      sq += d * d;
-    }
+      return d * d;
+    });
     const float mf = static_cast<float>(m);
     const float s = static_cast<float>(1.0 / std::sqrt(sq / C + kLayerNormEps));
     float* o = out + n * C;
@@ -56,14 +52,11 @@ Status CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias,
       const float* d = dout + n * C;
       const float m = mean[n];
       const float s = rstd[n];
-      double g_sum = 0.0;
-      double gx_sum = 0.0;
-#pragma omp simd reduction(+ : g_sum, gx_sum)
-      for (int64_t c = 0; c < C; ++c) {
-        const float g = d[c] * weight[c];
-        g_sum += g;
-        gx_sum += g * ((x[c] - m) * s);
-      }
+      const double g_sum =
+          lane_sum(C, [d, weight](int64_t c) { return static_cast<double>(d[c] * weight[c]); });
+      const double gx_sum = lane_sum(C, [=](int64_t c) {
+        return static_cast<double>(d[c] * weight[c]) * static_cast<double>((x[c] - m) * s);
+      });
       const float g_mean = static_cast<float>(g_sum / C);
       const float gx_mean = static_cast<float>(gx_sum / C);
       float* dx = dinp + n * C;

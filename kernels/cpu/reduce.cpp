@@ -1,7 +1,7 @@
 // Reductions and scaling over flat fp32 buffers of n floats.
 // sum_squares: double result; x is cut into fixed blocks of kSumSquaresBlock elements, each block is
-// summed in double (one fixed vectorised order), and the block sums are added in block order, so the
-// result does not depend on the thread count. scale: x *= s in fp32.
+// summed in double (lane_sum: one fixed order), and the block sums are added in block order, so the
+// result depends neither on the thread count nor on the instruction set. scale: x *= s in fp32.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -14,13 +14,10 @@ namespace {
 
 PERIGEE_CPU_CLONES
 double block_sum_squares(const float* x, int64_t n) {
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) {
+  return lane_sum(n, [x](int64_t i) {
     const double xi = x[i];
-    s += xi * xi;
-  }
-  return s;
+    return xi * xi;  // exact: a float squared fits in a double
+  });
 }
 
 PERIGEE_CPU_CLONES

@@ -31,7 +31,7 @@ void expect_deterministic(const std::string& what, const std::vector<float>& ini
 
 TEST(CpuDeterminism, AllOps) {
   CpuBackend alloc(2);
-  const int B = 2, T = 64, C = 96, NH = 4, V = 50, Vp = 64, OC = 80;
+  const int B = 2, T = 100, C = 96, NH = 4, V = 50, Vp = 64, OC = 80;
   const int N = B * T;
   const size_t NC = size_t(N) * C;
   Buffer<float> x(alloc, random_vector(NC, 1)), y(alloc, random_vector(NC, 2));
