@@ -235,7 +235,9 @@ Status Trainer::run() {
     PERIGEE_CHECK(step(&r));
     if (r.step == 0) first_loss = r.loss;
     last_loss = r.loss;
-    if (options_.log_steps && (tc.log_every > 0) && (r.step % tc.log_every == 0 || next_step_ == tc.steps)) {
+    const bool log_this = tc.log_every > 0 &&
+                          (next_step_ == 1 || next_step_ == tc.steps || next_step_ % tc.log_every == 0);
+    if (options_.log_steps && log_this) {
       log_step(r);
     }
     PERIGEE_CHECK(metrics_.write({metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
