@@ -2,8 +2,7 @@
 // [h*hs, (h+1)*hs) of each third, hs = C/NH; att [B, NH, T, T] softmax probabilities (zero above the
 // diagonal); out/dout [B, T, C]; dqkv [B, T, 3C] accumulated. Scores are scaled by 1/sqrt(hs).
 // Work is split into tasks over (b, h, block of kBlock rows) and every matrix product inside a task is a
-// single-threaded cblas_sgemm on strided views of qkv/att/out (OpenBLAS runs with one thread while the
-// OpenMP tasks run). Forward task (b, h, query rows [t0, t1)):
+// single-threaded cblas_sgemm on strided views of qkv/att/out. Forward task (b, h, query rows [t0, t1)):
 //   att[t0:t1, 0:t1] = scale * Q K^T, causal softmax per row in place, out[t0:t1] = P V.
 // Backward, in two race-free passes (the thread-local scratch holds one kBlock x T tile):
 //   1. per query block: dP = dO V^T, D_t = sum_t2 P dP (kept, [B, NH, T]), dS = P (dP - D_t) scale,
@@ -133,18 +132,6 @@ Head head_view(const float* qkv, int64_t b, int64_t hd, int64_t T, int64_t C, in
   return {base, base + C, base + 2 * C, 3 * C, C, T, hs, 1.0f / std::sqrt(static_cast<float>(hs))};
 }
 
-// Runs the OpenMP tasks of one attention op with OpenBLAS single-threaded, then restores it.
-class SerialBlas {
- public:
-  explicit SerialBlas(int restore) : restore_(restore) { openblas_set_num_threads(1); }
-  ~SerialBlas() { openblas_set_num_threads(restore_); }
-  SerialBlas(const SerialBlas&) = delete;
-  SerialBlas& operator=(const SerialBlas&) = delete;
-
- private:
-  int restore_;
-};
-
 }  // namespace
 
 Status CpuBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
@@ -152,7 +139,7 @@ Status CpuBackend::attention_forward(float* out, float* att, const float* qkv, i
   PERIGEE_CHECK(check_attention("attention_forward", B, T, C, NH));
   const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;
   const int64_t tasks = int64_t{B} * NH * blocks_per_head;
-  SerialBlas serial(threads_);
+  serial_blas();
   // Largest blocks (last query rows) first, so the dynamic schedule ends balanced.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
@@ -174,7 +161,7 @@ Status CpuBackend::attention_backward(float* dqkv, const float* dout, const floa
   const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;
   const int64_t tasks = int64_t{B} * NH * blocks_per_head;
   std::vector<float> dsum(int64_t{B} * NH * T);
-  SerialBlas serial(threads_);
+  serial_blas();
 #pragma omp parallel num_threads(threads_) if (tasks > 1)
   {
     std::vector<float> scratch(kBlock * static_cast<int64_t>(T));

@@ -2,7 +2,6 @@
 // memcpy (split into fixed chunks across threads for large buffers; plain bytes, no precision).
 #include "kernels/cpu/cpu_backend.hpp"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <cstdint>
@@ -52,7 +51,7 @@ Status copy_bytes(const char* op, void* dst, const void* src, size_t bytes, int 
 
 CpuBackend::CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_max_threads()) {
   omp_set_num_threads(threads_);
-  openblas_set_num_threads(threads_);
+  serial_blas();
 }
 
 Status CpuBackend::allocate(void** ptr, size_t bytes) {

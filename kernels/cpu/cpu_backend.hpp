@@ -1,8 +1,10 @@
 // CpuBackend: the fp32 reference implementation of kernels::Backend on the host.
-// GEMMs go to OpenBLAS (cblas_sgemm); every other op is an OpenMP loop over independent outputs, so
-// results are deterministic and do not depend on the thread count (apart from OpenBLAS's own GEMM
-// blocking). Memory is ordinary host memory (64-byte aligned, zero-filled on allocation). One op runs
-// at a time per backend; every op runs to completion before it returns, so synchronize() is a no-op.
+// Parallelism is OpenMP only: GEMMs are split into fixed output tiles, each a single-threaded OpenBLAS
+// cblas_sgemm (OpenBLAS's own thread pool stays at one thread), and every other op is an OpenMP loop
+// over independent outputs. Partitions depend on shapes only, so results are deterministic and do not
+// depend on the thread count. Memory is ordinary host memory (64-byte aligned, zero-filled on
+// allocation). Every op runs to completion before it returns, so synchronize() is a no-op; one backend
+// runs one op at a time.
 #pragma once
 
 #include <cstddef>
@@ -15,7 +17,8 @@ namespace perigee::kernels::cpu {
 class CpuBackend final : public Backend {
  public:
   // threads <= 0: the OpenMP default (OMP_NUM_THREADS when set, else every hardware thread).
-  // Sets the OpenMP and OpenBLAS thread counts; every parallel region of this backend uses threads().
+  // Sets the calling thread's OpenMP thread count and OpenBLAS's to 1; every parallel region of this
+  // backend uses threads().
   explicit CpuBackend(int threads = 0);
 
   int threads() const { return threads_; }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include <cblas.h>
+
 #include "core/status.hpp"
 
 // Compiles the marked function for AVX-512, AVX2+FMA and baseline x86-64 and picks one at load time.
@@ -25,6 +27,12 @@ inline constexpr int64_t kLineFloats = 16;        // floats per 64-byte cache li
 inline constexpr float kLayerNormEps = 1e-5f;     // fixed by the Backend interface
 inline constexpr size_t kSumSquaresBlock = 4096;  // fixed summation blocks of sum_squares
 inline constexpr int64_t kParallelMin = 1 << 14;  // elements below which flat ops stay serial
+
+// Keeps OpenBLAS single-threaded: the backend runs GEMMs inside its own OpenMP tasks. Re-checked before
+// each use because the OpenBLAS setting is process-wide.
+inline void serial_blas() {
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
 
 // kInvalidArgument naming `op` unless every pointer is non-null.
 inline Status check_pointers(const char* op, std::initializer_list<const void*> ptrs) {

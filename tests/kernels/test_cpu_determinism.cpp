@@ -1,6 +1,7 @@
-// Determinism of the CPU backend: every op run twice gives bit-identical outputs, and every op that is
-// not an OpenBLAS GEMM gives bit-identical outputs with 1 and 2 threads. Shapes are large enough that
-// the parallel paths (and several column ranges) are taken.
+// Determinism of the CPU backend: every op run twice gives bit-identical outputs, and every op gives
+// bit-identical outputs with 1 and 2 threads (GEMMs included: their tiling depends on shapes only).
+// Shapes are large enough that the parallel paths, several GEMM tiles and several attention blocks are
+// taken.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -11,10 +12,10 @@
 namespace perigee::kernels::cpu::testing {
 namespace {
 
-// Runs op(backend, out) on a fresh zeroed copy of `init` for backends with 1 and 2 threads and again
-// with 2; the outputs must match bitwise (only the repeat when across_threads is false).
+// Runs op(backend, out) on a fresh copy of `init` for backends with 1 and 2 threads and again with 2;
+// the outputs must match bitwise.
 void expect_deterministic(const std::string& what, const std::vector<float>& init,
-                          const std::function<Status(Backend&, float*)>& op, bool across_threads = true) {
+                          const std::function<Status(Backend&, float*)>& op) {
   CpuBackend one(1), two(2);
   Buffer<float> r1(two, init), r2(two, init), r3(two, init);
   ASSERT_TRUE(op(two, r2.data()).is_ok()) << what;
@@ -23,15 +24,13 @@ void expect_deterministic(const std::string& what, const std::vector<float>& ini
   bool changed = false;
   for (size_t i = 0; i < init.size() && !changed; ++i) changed = r2[i] != init[i];
   EXPECT_TRUE(changed) << what << ": op wrote nothing";
-  if (across_threads) {
-    ASSERT_TRUE(op(one, r1.data()).is_ok()) << what;
-    EXPECT_TRUE(bit_identical(r1.data(), r2.data(), init.size())) << what << ": 1 vs 2 threads differ";
-  }
+  ASSERT_TRUE(op(one, r1.data()).is_ok()) << what;
+  EXPECT_TRUE(bit_identical(r1.data(), r2.data(), init.size())) << what << ": 1 vs 2 threads differ";
 }
 
 TEST(CpuDeterminism, AllOps) {
   CpuBackend alloc(2);
-  const int B = 2, T = 100, C = 96, NH = 4, V = 50, Vp = 64, OC = 80;
+  const int B = 2, T = 100, C = 96, NH = 4, V = 50, Vp = 64, OC = 600;
   const int N = B * T;
   const size_t NC = size_t(N) * C;
   Buffer<float> x(alloc, random_vector(NC, 1)), y(alloc, random_vector(NC, 2));
@@ -69,18 +68,13 @@ TEST(CpuDeterminism, AllOps) {
     return be.layernorm_backward(g, g + NC, g + NC + C, y.data(), x.data(), lnw.data(), mean.data(),
                                  rstd.data(), N, C);
   });
-  expect_deterministic(
-      "matmul_forward", std::vector<float>(size_t(N) * OC, 0.0f),
-      [&](Backend& be, float* out) {
-        return be.matmul_forward(out, x.data(), w.data(), bias.data(), N, C, OC);
-      },
-      /*across_threads=*/false);
-  expect_deterministic(
-      "matmul_backward", random_vector(NC + size_t(OC) * C, 23),
-      [&](Backend& be, float* g) {
-        return be.matmul_backward(g, g + NC, nullptr, dout_oc.data(), x.data(), w.data(), N, C, OC);
-      },
-      /*across_threads=*/false);
+  expect_deterministic("matmul_forward", std::vector<float>(size_t(N) * OC, 0.0f),
+                       [&](Backend& be, float* out) {
+                         return be.matmul_forward(out, x.data(), w.data(), bias.data(), N, C, OC);
+                       });
+  expect_deterministic("matmul_backward", random_vector(NC + size_t(OC) * C, 23), [&](Backend& be, float* g) {
+    return be.matmul_backward(g, g + NC, nullptr, dout_oc.data(), x.data(), w.data(), N, C, OC);
+  });
   expect_deterministic("matmul_backward dbias", random_vector(OC, 24), [&](Backend& be, float* g) {
     return be.matmul_backward(nullptr, nullptr, g, dout_oc.data(), nullptr, nullptr, N, C, OC);
   });

@@ -5,6 +5,8 @@
 // difference carries ~1e-7 / eps of noise plus O(eps^2) truncation; eps = 1e-2 for the ops that are
 // linear in the perturbed input (no truncation error) and 3e-3 for the nonlinear ones, with
 // |analytic - fd| <= atol + rtol * |fd| as stated per test.
+// The finite-difference tests use one thread (thousands of tiny forwards, no parallel-region cost;
+// test_cpu_determinism shows 1 and 2 threads give bit-identical results).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,7 +33,7 @@ void expect_doubled(const std::string& what, const float* grad2, const std::vect
 }
 
 TEST(CpuGrad, Encoder) {
-  CpuBackend be(2);
+  CpuBackend be(1);
   const int B = 2, T = 3, C = 5, V = 4;
   Buffer<float> wte(be, random_vector(size_t(V) * C, 1)), wpe(be, random_vector(size_t(T) * C, 2));
   Buffer<int32_t> tokens(be, std::vector<int32_t>{1, 3, 1, 1, 0, 1});  // repeats accumulate; 2 unused
@@ -53,7 +55,7 @@ TEST(CpuGrad, Encoder) {
 }
 
 TEST(CpuGrad, LayerNorm) {
-  CpuBackend be(2);
+  CpuBackend be(1);
   const int N = 3, C = 7;
   Buffer<float> inp(be, random_vector(size_t(N) * C, 10)), w(be, random_vector(C, 11, 0.5f, 1.5f)),
       bias(be, random_vector(C, 12));
@@ -83,7 +85,7 @@ TEST(CpuGrad, LayerNorm) {
 }
 
 TEST(CpuGrad, Matmul) {
-  CpuBackend be(2);
+  CpuBackend be(1);
   const int N = 4, C = 5, OC = 3;
   Buffer<float> inp(be, random_vector(size_t(N) * C, 20)), w(be, random_vector(size_t(OC) * C, 21)),
       bias(be, random_vector(OC, 22));
@@ -120,8 +122,41 @@ TEST(CpuGrad, Matmul) {
   EXPECT_TRUE(bit_identical(only_b.data(), g_b.data(), g_b.size()));
 }
 
-TEST(CpuGrad, Attention) {
+// The backward GEMMs on a shape split into many tiles (partial tiles on both edges) against double
+// references; the finite-difference test above covers the formulas on a single tile.
+TEST(CpuGrad, MatmulTiledAgainstReference) {
   CpuBackend be(2);
+  const int N = 300, C = 150, OC = 700;
+  const std::vector<float> inp = random_vector(size_t(N) * C, 24), w = random_vector(size_t(OC) * C, 25),
+                           dout = random_vector(size_t(N) * OC, 26), g0 = random_vector(size_t(N) * C, 27);
+  Buffer<float> d_inp(be, inp), d_w(be, w), d_dout(be, dout);
+  Buffer<float> dinp(be, g0), dw(be, w.size()), db(be, OC);  // dinp starts non-zero: accumulation
+  ASSERT_TRUE(
+      be.matmul_backward(dinp.data(), dw.data(), db.data(), d_dout.data(), d_inp.data(), d_w.data(), N, C, OC)
+          .is_ok());
+  std::vector<double> r_inp(inp.size()), r_w(w.size(), 0.0), r_b(OC, 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c) {
+      double acc = g0[size_t(n) * C + c];
+      for (int o = 0; o < OC; ++o) acc += double(dout[size_t(n) * OC + o]) * w[size_t(o) * C + c];
+      r_inp[size_t(n) * C + c] = acc;
+    }
+  for (int o = 0; o < OC; ++o) {
+    for (int n = 0; n < N; ++n) {
+      const double d = dout[size_t(n) * OC + o];
+      r_b[o] += d;
+      for (int c = 0; c < C; ++c) r_w[size_t(o) * C + c] += d * inp[size_t(n) * C + c];
+    }
+  }
+  // fp32 sums of 700 (dinp) or 300 (dweight) terms bounded by 1, partial sums up to ~20: rounding
+  // ~ sqrt(K) * ulp(20) ~ 2e-5 absolute, hence 1e-4.
+  expect_close("matmul dinp (tiled)", dinp.data(), r_inp, 1e-4, 1e-6);
+  expect_close("matmul dweight (tiled)", dw.data(), r_w, 1e-4, 1e-6);
+  expect_close("matmul dbias (tiled)", db.data(), r_b, 1e-6, 1e-6);  // double accumulation
+}
+
+TEST(CpuGrad, Attention) {
+  CpuBackend be(1);
   struct Shape {
     int B, T, C, NH;
   };
@@ -150,7 +185,7 @@ TEST(CpuGrad, Attention) {
 }
 
 TEST(CpuGrad, Gelu) {
-  CpuBackend be(2);
+  CpuBackend be(1);
   std::vector<float> x = random_vector(60, 40, -5.0f, 5.0f);
   x.push_back(0.0f);
   Buffer<float> inp(be, x);
@@ -169,7 +204,7 @@ TEST(CpuGrad, Gelu) {
 }
 
 TEST(CpuGrad, CrossEntropy) {
-  CpuBackend be(2);
+  CpuBackend be(1);
   const int N = 3, V = 7, Vp = 9;
   std::vector<float> x = random_vector(size_t(N) * Vp, 50, -3.0f, 3.0f);
   for (int n = 0; n < N; ++n) x[size_t(n) * Vp + V] = 50.0f;  // padding would dominate if used

@@ -76,25 +76,32 @@ TEST(CpuOpsForward, LayerNorm) {
 
 TEST(CpuOpsForward, Matmul) {
   CpuBackend be(2);
-  const int N = 13, C = 40, OC = 21;
-  const std::vector<float> inp = random_vector(size_t(N) * C, 20), w = random_vector(size_t(OC) * C, 21),
-                           bias = random_vector(OC, 22);
-  Buffer<float> d_inp(be, inp), d_w(be, w), d_b(be, bias);
-  Buffer<float> out(be, size_t(N) * OC), out_nb(be, size_t(N) * OC);
-  out.fill(123.0f);  // the forward writes, not accumulates
-  ASSERT_TRUE(be.matmul_forward(out.data(), d_inp.data(), d_w.data(), d_b.data(), N, C, OC).is_ok());
-  ASSERT_TRUE(be.matmul_forward(out_nb.data(), d_inp.data(), d_w.data(), nullptr, N, C, OC).is_ok());
-  std::vector<double> ref(out.size()), ref_nb(out.size());
-  for (int n = 0; n < N; ++n)
-    for (int o = 0; o < OC; ++o) {
-      double s = 0.0;
-      for (int c = 0; c < C; ++c) s += double(inp[size_t(n) * C + c]) * w[size_t(o) * C + c];
-      ref_nb[size_t(n) * OC + o] = s;
-      ref[size_t(n) * OC + o] = s + bias[o];
-    }
-  // fp32 dot products of length 40 with |terms| <= 1: error <= ~C * 6e-8 absolute.
-  expect_close("matmul out", out.data(), ref, 2e-6, 1e-6);
-  expect_close("matmul out (no bias)", out_nb.data(), ref_nb, 2e-6, 1e-6);
+  struct Shape {
+    int N, C, OC;
+  };
+  // The second shape is split into many GEMM tiles, with partial tiles on both edges.
+  for (const Shape& s : {Shape{13, 40, 21}, Shape{300, 40, 700}}) {
+    const int N = s.N, C = s.C, OC = s.OC;
+    const std::vector<float> inp = random_vector(size_t(N) * C, 20), w = random_vector(size_t(OC) * C, 21),
+                             bias = random_vector(OC, 22);
+    Buffer<float> d_inp(be, inp), d_w(be, w), d_b(be, bias);
+    Buffer<float> out(be, size_t(N) * OC), out_nb(be, size_t(N) * OC);
+    out.fill(123.0f);  // the forward writes, not accumulates
+    ASSERT_TRUE(be.matmul_forward(out.data(), d_inp.data(), d_w.data(), d_b.data(), N, C, OC).is_ok());
+    ASSERT_TRUE(be.matmul_forward(out_nb.data(), d_inp.data(), d_w.data(), nullptr, N, C, OC).is_ok());
+    std::vector<double> ref(out.size()), ref_nb(out.size());
+    for (int n = 0; n < N; ++n)
+      for (int o = 0; o < OC; ++o) {
+        double acc = 0.0;
+        for (int c = 0; c < C; ++c) acc += double(inp[size_t(n) * C + c]) * w[size_t(o) * C + c];
+        ref_nb[size_t(n) * OC + o] = acc;
+        ref[size_t(n) * OC + o] = acc + bias[o];
+      }
+    // fp32 dot products of length 40 with |terms| <= 1: error <= ~C * 6e-8 absolute.
+    const std::string tag = " N=" + std::to_string(N);
+    expect_close("matmul out" + tag, out.data(), ref, 2e-6, 1e-6);
+    expect_close("matmul out (no bias)" + tag, out_nb.data(), ref_nb, 2e-6, 1e-6);
+  }
 }
 
 // out and att references of causal attention in double.
