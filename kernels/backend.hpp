@@ -65,8 +65,11 @@ class Backend {
   virtual Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                  const float* inp, const float* weight, int N, int C, int OC) = 0;
 
-  // Causal multi-head self-attention: out[B,T,C] from qkv[B,T,3C]; saves att[B,NH,T,T] softmax
-  // probabilities (zero above the diagonal). Scale 1/sqrt(C/NH).
+  // Causal multi-head self-attention: out[B,T,C] from qkv[B,T,3C], scale 1/sqrt(C/NH). `att` is the
+  // state forward saves for backward, attention_state_size() floats: the CPU backend stores the
+  // softmax probabilities [B,NH,T,T] (zero above the diagonal); a flash-style backend may store
+  // only the per-row log-sum-exp [B,NH,T].
+  virtual size_t attention_state_size(int B, int T, int C, int NH) const = 0;
   virtual Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
                                    int NH) = 0;
   virtual Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,

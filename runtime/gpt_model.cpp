@@ -62,14 +62,14 @@ struct GptModel::Acts {
   size_t s_nc, s_n, s_3nc, s_att, s_4nc;
   size_t total;
 
-  Acts(const GptShape& sh, int max_b, int max_t) {
+  Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t) {
     const size_t N = static_cast<size_t>(max_b) * max_t;
     const size_t C = sh.n_embd, L = sh.n_layer;
     s_nc = N * C;
     s_n = N;
     s_3nc = 3 * N * C;
     s_4nc = 4 * N * C;
-    s_att = static_cast<size_t>(max_b) * sh.n_head * max_t * max_t;
+    s_att = backend.attention_state_size(max_b, max_t, sh.n_embd, sh.n_head);
     size_t off = 0;
     auto take = [&off](size_t n) {
       const size_t o = off;
@@ -135,7 +135,7 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&grads_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&m_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&v_), np));
-  act_count_ = Acts(shape_, max_batch, max_seq).total;
+  act_count_ = Acts(shape_, *backend_, max_batch, max_seq).total;
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&act_), act_count_ * sizeof(float)));
   const size_t ntok = static_cast<size_t>(max_batch) * max_seq * sizeof(int32_t);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&tokens_), ntok));
@@ -195,7 +195,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, max_batch_, max_seq_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
   const size_t ntok = static_cast<size_t>(N) * sizeof(int32_t);
@@ -256,7 +256,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
   PERIGEE_REQUIRE(!last_has_targets_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
                   "copy_logits needs a forward without targets covering (", b, ", ", t, ")");
-  const Acts a(shape_, max_batch_, max_seq_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_);
   out->resize(shape_.vocab);
   const size_t row = static_cast<size_t>(b) * last_T_ + t;
   return backend_->copy_to_host(out->data(), act(a.logits + row * shape_.padded_vocab),
@@ -270,7 +270,7 @@ Status GptModel::zero_grad() { return backend_->memset_zero(grads_, table_.total
 Status GptModel::backward() {
   PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, max_batch_, max_seq_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_);
   const int B = last_B_, T = last_T_, N = B * T;
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, V = shape_.vocab, Vp = shape_.padded_vocab;
   const size_t nc = static_cast<size_t>(N) * C;

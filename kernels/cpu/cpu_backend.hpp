@@ -53,6 +53,9 @@ class CpuBackend final : public Backend {
                          const float* weight, int N, int C, int OC) override;
 
   // ---- attention.cpp
+  size_t attention_state_size(int B, int T, int /*C*/, int NH) const override {
+    return static_cast<size_t>(B) * NH * T * T;
+  }
   Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
   Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
                             int C, int NH) override;
