@@ -1,5 +1,6 @@
 // Private helpers shared by the CPU backend's op files (kernels/cpu/*.cpp): argument checks, the
-// cache-line partition of channel ranges, and small fp32 vector kernels. Not part of the public API.
+// cache-line partition of column ranges, a fixed-order double summation and a vectorisable fp32 exp.
+// Not part of the public API.
 #pragma once
 
 #include <algorithm>
@@ -70,14 +71,6 @@ inline ColumnRange column_range(int64_t C, int tid, int nthreads) {
   return {std::min(C, first * kLineFloats), std::min(C, last * kLineFloats)};
 }
 
-// sum_i a[i] * b[i] in fp32, in a fixed (compiler-chosen, vectorised) order.
-inline float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // sum_{i < n} term(i) in double with 8 interleaved accumulators (lane = i % 8) combined in a fixed tree:
 // one summation order on every instruction set and thread count, and the lanes vectorise.
 template <typename Term>
@@ -115,14 +108,9 @@ inline float exp_clamped(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const float two_k = std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
+  const float k_int = k == k ? k : 0.0f;  // NaN x: keeps the conversion defined (p is NaN anyway)
+  const float two_k = std::bit_cast<float>((static_cast<int32_t>(k_int) + 127) << 23);
   return x < kMin ? 0.0f : p * two_k;
-}
-
-// y += alpha * x.
-inline void axpy(float* y, float alpha, const float* x, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
 }  // namespace perigee::kernels::cpu
