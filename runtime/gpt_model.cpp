@@ -12,6 +12,7 @@ namespace perigee::runtime {
 void ParameterTable::add(std::string name, std::vector<int> shape, bool decay) {
   size_t n = 1;
   for (int d : shape) n *= static_cast<size_t>(d);
+  index_.emplace(name, views_.size());
   views_.push_back(TensorView{std::move(name), total_, std::move(shape), n, decay});
   total_ += n;
 }
@@ -42,10 +43,8 @@ ParameterTable ParameterTable::for_shape(const GptShape& s) {
 }
 
 const TensorView* ParameterTable::find(const std::string& name) const {
-  for (const auto& v : views_) {
-    if (v.name == name) return &v;
-  }
-  return nullptr;
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &views_[it->second];
 }
 
 // ---------------------------------------------------------------- activation layout

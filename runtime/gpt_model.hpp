@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/status.hpp"
@@ -42,6 +43,7 @@ class ParameterTable {
  private:
   void add(std::string name, std::vector<int> shape, bool decay);
   std::vector<TensorView> views_;
+  std::unordered_map<std::string, size_t> index_;  // name -> position in views_
   size_t total_ = 0;
 };
 
