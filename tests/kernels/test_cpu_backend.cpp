@@ -19,6 +19,7 @@ TEST(CpuBackend, Identity) {
   CpuBackend def;
   EXPECT_GE(def.threads(), 1);
   EXPECT_TRUE(be.synchronize().is_ok());
+  EXPECT_EQ(be.attention_state_size(2, 5, 12, 3), size_t{2 * 3 * 5 * 5});  // probabilities [B, NH, T, T]
 }
 
 TEST(CpuBackend, AllocateIsAlignedAndZeroed) {
