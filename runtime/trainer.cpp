@@ -45,7 +45,7 @@ std::string sci(double v) {
 }  // namespace
 
 Trainer::Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options)
-    : config_(std::move(config)), comm_(comm), backend_(backend), options_(options) {}
+    : config_(std::move(config)), comm_(comm), grad_comm_(comm), backend_(backend), options_(options) {}
 
 Status Trainer::setup() {
   const TrainConfig& tc = config_.train;
@@ -127,8 +127,8 @@ Status Trainer::step(StepResult* result) {
   PERIGEE_CHECK(backend_->synchronize());
   const auto tc0 = Clock::now();
   if (comm_->size() > 1) {
-    PERIGEE_CHECK(comm_->all_reduce(model_.grads(), model_.grads(), model_.num_parameters(), DataType::kFloat32,
-                                    ReduceOp::kAvg));
+    PERIGEE_CHECK(grad_comm_->all_reduce(model_.grads(), model_.grads(), model_.num_parameters(),
+                                         DataType::kFloat32, ReduceOp::kAvg));
     PERIGEE_CHECK(comm_->all_reduce(&loss, &loss, 1, DataType::kFloat64, ReduceOp::kAvg));
   }
   const double comm_ms = ms_since(tc0);

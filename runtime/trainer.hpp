@@ -38,7 +38,11 @@ struct StepResult {
 
 class Trainer {
  public:
+  // comm carries host buffers (scalars, the initial broadcast, run-directory name); it also
+  // averages the gradients unless set_gradient_communicator() names one for backend buffers
+  // (NCCL on device memory, or MPI behind host staging).
   Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options = {});
+  void set_gradient_communicator(collectives::Communicator* grad_comm) { grad_comm_ = grad_comm; }
 
   // Checks world size against the batch, opens data, builds and initialises the model
   // (rank 0's parameters broadcast to all), creates the run directory.
@@ -63,6 +67,7 @@ class Trainer {
 
   Config config_;
   collectives::Communicator* comm_;
+  collectives::Communicator* grad_comm_;
   kernels::Backend* backend_;
   TrainerOptions options_;
   GptModel model_;
