@@ -1,0 +1,385 @@
+#include "collectives/nccl_communicator.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "collectives/mpi_communicator.hpp"
+#include "kernels/cuda/cuda_check.cuh"
+
+namespace perigee::collectives {
+namespace {
+
+// NCCL_VERSION(2, 30, 0): the first NCCL with NCCL_MULTI_RANK_GPU_ENABLE.
+constexpr int kNcclMultiRankGpuVersion = 23000;
+
+ncclDataType_t to_nccl(DataType type) {
+  switch (type) {
+    case DataType::kFloat32:
+      return ncclFloat32;
+    case DataType::kFloat64:
+      return ncclFloat64;
+    case DataType::kInt32:
+      return ncclInt32;
+    case DataType::kInt64:
+      return ncclInt64;
+    case DataType::kUInt8:
+      return ncclUint8;
+  }
+  return ncclNumTypes;
+}
+
+ncclRedOp_t to_nccl(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+  }
+  return ncclNumOps;
+}
+
+bool is_floating(DataType type) {
+  return type == DataType::kFloat32 || type == DataType::kFloat64;
+}
+
+// 64-bit FNV-1a: a stable hash of the host identity, equal in every process on one host.
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char ch : s) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string host_name() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
+  return buf;
+}
+
+// NCCL's notion of "same host": NCCL_HOSTID when set, else hostname + kernel boot id.
+uint64_t host_hash(const std::string& name) {
+  if (const char* id = std::getenv("NCCL_HOSTID"); id != nullptr && *id != '\0') return fnv1a(id);
+  std::string key = name;
+  std::ifstream boot("/proc/sys/kernel/random/boot_id");
+  std::string boot_id;
+  if (boot >> boot_id) key += boot_id;
+  return fnv1a(key);
+}
+
+void copy_text(char* dst, size_t cap, const std::string& src) {
+  const size_t n = std::min(cap - 1, src.size());
+  std::memcpy(dst, src.data(), n);
+  dst[n] = '\0';
+}
+
+// What each rank contributes to the all-gather in create(); plain bytes over MPI.
+struct RankRecord {
+  uint64_t host_hash;
+  int32_t device;
+  int32_t status_code;  // StatusCode of this rank's local setup
+  int32_t shared_gpu_opt_in;
+  int32_t reserved;
+  char bus_id[32];
+  char host_name[64];
+  char error[320];
+};
+
+// The ncclUniqueId as rank 0 broadcasts it, with rank 0's error when ncclGetUniqueId failed.
+struct IdRecord {
+  int32_t status_code;
+  char error[320];
+  ncclUniqueId id;
+};
+
+// A private MPI communicator (errors returned, not fatal) for the bootstrap.
+class MpiBootstrap {
+ public:
+  ~MpiBootstrap() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+  }
+  Status init(MPI_Comm base) {
+    PERIGEE_CHECK_MPI(MPI_Comm_dup(base, &comm_));
+    PERIGEE_CHECK_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    return Status::ok();
+  }
+  MPI_Comm comm() const { return comm_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+};
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string s;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (i > 0) s += i + 1 == ranks.size() ? " and " : ", ";
+    s += std::to_string(ranks[i]);
+  }
+  return s;
+}
+
+}  // namespace
+
+Status nccl_status(ncclResult_t result, const char* what, ncclComm_t comm) {
+  if (result == ncclSuccess) return Status::ok();
+  std::string text =
+      str_cat(what, " failed: ", ncclGetErrorString(result), " (", static_cast<int>(result), ")");
+  const char* last = ncclGetLastError(comm);
+  if (last != nullptr && *last != '\0') text += str_cat("; NCCL: ", last);
+  return Status(StatusCode::kNcclError, std::move(text));
+}
+
+Status check_distinct_gpus(const std::vector<GpuIdentity>& ranks) {
+  std::map<std::pair<uint64_t, std::string>, std::vector<int>> by_gpu;
+  bool all_opted_in = !ranks.empty();
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    by_gpu[{ranks[r].host_hash, ranks[r].bus_id}].push_back(static_cast<int>(r));
+    all_opted_in = all_opted_in && ranks[r].shared_gpu_opt_in;
+  }
+  std::vector<std::vector<int>> shared;
+  for (auto& [gpu, members] : by_gpu) {
+    if (members.size() > 1) shared.push_back(members);
+  }
+  if (shared.empty() || all_opted_in) return Status::ok();
+  std::sort(shared.begin(), shared.end());
+  std::string groups;
+  for (const auto& members : shared) {
+    const GpuIdentity& g = ranks[members.front()];
+    if (!groups.empty()) groups += "; ";
+    groups += str_cat("ranks ", rank_list(members), " share GPU ", g.bus_id, " (CUDA device ", g.device,
+                      ") on host ", g.host_name);
+  }
+  return make_error(
+      StatusCode::kUnavailable, "NCCL backend unavailable: ", groups,
+      ". NCCL does not run several ranks of one communicator on one GPU (ncclCommInitRank fails "
+      "with ncclInvalidUsage, \"Duplicate GPU detected\"; NCCL >= 2.30 allows it only with the "
+      "experimental NCCL_MULTI_RANK_GPU_ENABLE=1 on every rank). Run one rank per GPU, or use the "
+      "MPI backend with host staging (HostStagingCommunicator via "
+      "make_cuda_staging_communicator, collectives/cuda_staging.hpp).");
+}
+
+Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
+                                std::unique_ptr<NcclCommunicator>* out, bool async) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  PERIGEE_REQUIRE(initialized, StatusCode::kInternal, "NcclCommunicator::create called before MPI_Init");
+  MpiBootstrap boot;
+  PERIGEE_CHECK(boot.init(comm));
+  std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
+  PERIGEE_CHECK_MPI(MPI_Comm_rank(boot.comm(), &c->rank_));
+  PERIGEE_CHECK_MPI(MPI_Comm_size(boot.comm(), &c->size_));
+  c->async_ = async;
+  c->device_ = cuda_device;
+
+  // 1. Local setup on every rank; its outcome travels with the all-gather so that every rank takes
+  //    the same decision (a rank that returned early would leave the others in a collective).
+  GpuIdentity me;
+  me.host_name = host_name();
+  me.host_hash = host_hash(me.host_name);
+  me.device = cuda_device;
+  auto local_setup = [&]() -> Status {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      return make_error(StatusCode::kUnavailable, "no usable CUDA device on ", me.host_name,
+                        ": cudaGetDeviceCount returned ", cudaGetErrorName(err), " (",
+                        cudaGetErrorString(err), ")");
+    }
+    PERIGEE_REQUIRE(count > 0, StatusCode::kUnavailable, "no CUDA device on ", me.host_name);
+    PERIGEE_REQUIRE(cuda_device >= 0 && cuda_device < count, StatusCode::kInvalidArgument, "CUDA device ",
+                    cuda_device, " outside [0, ", count, ") on ", me.host_name);
+    PERIGEE_CHECK_CUDA(cudaSetDevice(cuda_device));
+    char bus[32] = {0};
+    PERIGEE_CHECK_CUDA(cudaDeviceGetPCIBusId(bus, sizeof(bus), cuda_device));
+    me.bus_id = bus;
+    std::transform(me.bus_id.begin(), me.bus_id.end(), me.bus_id.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    int version = 0;
+    PERIGEE_CHECK_NCCL(ncclGetVersion(&version));
+    const char* multi = std::getenv("NCCL_MULTI_RANK_GPU_ENABLE");
+    me.shared_gpu_opt_in =
+        version >= kNcclMultiRankGpuVersion && multi != nullptr && std::strcmp(multi, "1") == 0;
+    if (stream == nullptr) {
+      PERIGEE_CHECK_CUDA(cudaStreamCreateWithFlags(&c->stream_, cudaStreamNonBlocking));
+      c->owns_stream_ = true;
+    } else {
+      c->stream_ = stream;
+    }
+    PERIGEE_CHECK_CUDA(cudaMalloc(reinterpret_cast<void**>(&c->scratch_), sizeof(int)));
+    PERIGEE_CHECK_CUDA(cudaMemset(c->scratch_, 0, sizeof(int)));  // barrier() sums zeros
+    return Status::ok();
+  };
+  Status local = local_setup();
+
+  RankRecord mine{};
+  mine.host_hash = me.host_hash;
+  mine.device = cuda_device;
+  mine.status_code = static_cast<int32_t>(local.code());
+  mine.shared_gpu_opt_in = me.shared_gpu_opt_in ? 1 : 0;
+  copy_text(mine.bus_id, sizeof(mine.bus_id), me.bus_id);
+  copy_text(mine.host_name, sizeof(mine.host_name), me.host_name);
+  copy_text(mine.error, sizeof(mine.error), local.message());
+  std::vector<RankRecord> all(static_cast<size_t>(c->size_));
+  PERIGEE_CHECK_MPI(MPI_Allgather(&mine, sizeof(RankRecord), MPI_BYTE, all.data(), sizeof(RankRecord),
+                                  MPI_BYTE, boot.comm()));
+  if (!local.is_ok()) return std::move(local.add_trace(__FILE__, __LINE__));
+  for (int r = 0; r < c->size_; ++r) {
+    const RankRecord& rec = all[static_cast<size_t>(r)];
+    PERIGEE_REQUIRE(rec.status_code == static_cast<int32_t>(StatusCode::kOk),
+                    static_cast<StatusCode>(rec.status_code), "NcclCommunicator::create: rank ", r,
+                    " could not set up CUDA device ", rec.device, ": ", rec.error);
+  }
+
+  // 2. No two ranks on one GPU (the same verdict everywhere: every rank sees the same table).
+  std::vector<GpuIdentity> ids(all.size());
+  for (size_t r = 0; r < all.size(); ++r) {
+    ids[r].host_hash = all[r].host_hash;
+    ids[r].host_name = all[r].host_name;
+    ids[r].device = all[r].device;
+    ids[r].bus_id = all[r].bus_id;
+    ids[r].shared_gpu_opt_in = all[r].shared_gpu_opt_in != 0;
+  }
+  PERIGEE_CHECK(check_distinct_gpus(ids));
+
+  // 3. Rank 0 creates the unique id; MPI broadcasts it with rank 0's outcome.
+  IdRecord id{};
+  if (c->rank_ == 0) {
+    Status s = nccl_status(ncclGetUniqueId(&id.id), "ncclGetUniqueId");
+    id.status_code = static_cast<int32_t>(s.code());
+    copy_text(id.error, sizeof(id.error), s.message());
+  }
+  PERIGEE_CHECK_MPI(MPI_Bcast(&id, sizeof(IdRecord), MPI_BYTE, 0, boot.comm()));
+  PERIGEE_REQUIRE(id.status_code == static_cast<int32_t>(StatusCode::kOk),
+                  static_cast<StatusCode>(id.status_code), "NcclCommunicator::create: rank 0: ", id.error);
+
+  // 4. The communicator; then agree that every rank has one (a rank whose init failed would
+  //    otherwise leave the others waiting in their first collective).
+  Status init = nccl_status(ncclCommInitRank(&c->comm_, c->size_, id.id, c->rank_), "ncclCommInitRank");
+  // A failed blocking init may still hand back a communicator (in its error state): abort it.
+  if (!init.is_ok()) c->failed_ = true;
+  int ok = init.is_ok() ? 1 : 0;
+  int all_ok = 0;
+  PERIGEE_CHECK_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, boot.comm()));
+  if (!init.is_ok()) return std::move(init.add_trace(__FILE__, __LINE__));
+  if (!all_ok) {
+    c->failed_ = true;  // the destructor aborts instead of destroying
+    return make_error(StatusCode::kNcclError,
+                      "NcclCommunicator::create: ncclCommInitRank failed on another rank");
+  }
+  *out = std::move(c);
+  return Status::ok();
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (comm_ != nullptr) {
+    if (failed_) {
+      (void)ncclCommAbort(comm_);
+    } else {
+      (void)ncclCommDestroy(comm_);
+    }
+    comm_ = nullptr;
+  }
+  if (scratch_ != nullptr) (void)cudaFree(scratch_);
+  if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+}
+
+Status NcclCommunicator::usable() const {
+  PERIGEE_REQUIRE(comm_ != nullptr, StatusCode::kUnavailable,
+                  "NCCL communicator was aborted; create a new one");
+  return Status::ok();
+}
+
+Status NcclCommunicator::complete(ncclResult_t result, const char* what) {
+  Status s = nccl_status(result, what, comm_);
+  // NCCL: an invalid argument leaves the communicator working; other errors are fatal for it.
+  if (!s.is_ok() && result != ncclInvalidArgument) failed_ = true;
+  if (s.is_ok() && !async_) s = synchronize();
+  return s;
+}
+
+Status NcclCommunicator::async_error() {
+  PERIGEE_CHECK(usable());
+  ncclResult_t state = ncclSuccess;
+  PERIGEE_CHECK(nccl_status(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError", comm_));
+  if (state != ncclSuccess && state != ncclInProgress) {
+    failed_ = true;
+    PERIGEE_CHECK(nccl_status(state, "NCCL asynchronous error", comm_));
+  }
+  return Status::ok();
+}
+
+Status NcclCommunicator::synchronize() {
+  PERIGEE_CHECK(usable());
+  for (;;) {
+    const cudaError_t q = cudaStreamQuery(stream_);
+    if (q == cudaSuccess) return Status::ok();
+    if (q != cudaErrorNotReady) {
+      failed_ = true;
+      PERIGEE_CHECK_CUDA(q);
+    }
+    PERIGEE_CHECK(async_error());
+    std::this_thread::yield();
+  }
+}
+
+Status NcclCommunicator::abort() {
+  if (comm_ == nullptr) return Status::ok();
+  ncclComm_t c = comm_;
+  comm_ = nullptr;
+  PERIGEE_CHECK_NCCL(ncclCommAbort(c));
+  return Status::ok();
+}
+
+Status NcclCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
+  PERIGEE_CHECK(usable());
+  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
+                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
+  if (count == 0) return Status::ok();
+  PERIGEE_CHECK(complete(ncclAllReduce(send, recv, count, to_nccl(type), to_nccl(op), comm_, stream_),
+                         "ncclAllReduce"));
+  return Status::ok();
+}
+
+Status NcclCommunicator::broadcast(void* buffer, size_t count, DataType type, int root) {
+  PERIGEE_CHECK(usable());
+  PERIGEE_REQUIRE(root >= 0 && root < size_, StatusCode::kInvalidArgument, "broadcast: root ", root,
+                  " outside [0, ", size_, ")");
+  if (count == 0) return Status::ok();
+  PERIGEE_CHECK(
+      complete(ncclBroadcast(buffer, buffer, count, to_nccl(type), root, comm_, stream_), "ncclBroadcast"));
+  return Status::ok();
+}
+
+Status NcclCommunicator::all_gather(const void* send, void* recv, size_t count, DataType type) {
+  PERIGEE_CHECK(usable());
+  if (count == 0) return Status::ok();
+  PERIGEE_CHECK(complete(ncclAllGather(send, recv, count, to_nccl(type), comm_, stream_), "ncclAllGather"));
+  return Status::ok();
+}
+
+Status NcclCommunicator::barrier() {
+  PERIGEE_CHECK(usable());
+  PERIGEE_CHECK(
+      complete(ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, stream_), "ncclAllReduce"));
+  if (async_) PERIGEE_CHECK(synchronize());
+  return Status::ok();
+}
+
+}  // namespace perigee::collectives

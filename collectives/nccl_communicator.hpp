@@ -1,0 +1,105 @@
+// NcclCommunicator: Communicator over NCCL for DEVICE buffers, one MPI rank per GPU. MPI carries the
+// bootstrap (the ncclUniqueId and a check that no two ranks drive the same GPU, which NCCL rejects).
+// Every operation is enqueued on one CUDA stream; by default the call waits for it (polling NCCL for
+// asynchronous errors while it waits), so results are ready when it returns, as the Communicator
+// contract says. See docs/collectives.md.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.hpp"
+
+namespace perigee::collectives {
+
+// NCCL member of the PERIGEE_CHECK family: kNcclError with ncclGetErrorString and, when NCCL has
+// one, the text of ncclGetLastError (the detail NCCL would print with NCCL_DEBUG=WARN).
+Status nccl_status(ncclResult_t result, const char* what, ncclComm_t comm = nullptr);
+#define PERIGEE_CHECK_NCCL(call) PERIGEE_CHECK(::perigee::collectives::nccl_status((call), #call))
+
+// The GPU one rank drives, identified as NCCL identifies it: the host (hash of hostname + boot id,
+// or of NCCL_HOSTID when set) and the PCI bus id of the device.
+struct GpuIdentity {
+  uint64_t host_hash = 0;
+  std::string host_name;
+  int device = -1;
+  std::string bus_id;  // lower case, "0000:65:00.0"
+  // This rank asked for NCCL's experimental multi-rank-per-GPU mode (NCCL_MULTI_RANK_GPU_ENABLE=1)
+  // and runs an NCCL that has it (>= 2.30).
+  bool shared_gpu_opt_in = false;
+};
+
+// ok when no two ranks (index = rank) drive the same GPU, or when every rank opted in to NCCL's
+// multi-rank-per-GPU mode. Otherwise kUnavailable naming the ranks that share each GPU and advising
+// the MPI backend with host staging.
+Status check_distinct_gpus(const std::vector<GpuIdentity>& ranks);
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Collective over `comm` (MPI must be initialised): every rank selects `cuda_device`, the ranks
+  // exchange their GpuIdentity over MPI and stop with kUnavailable (on every rank alike) when GPUs
+  // are shared; rank 0 creates the ncclUniqueId, MPI broadcasts it, ncclCommInitRank follows.
+  // `stream` 0 makes the communicator create (and own) a non-blocking stream.
+  // `async` = false: every call waits until its operation has finished on the stream.
+  // `async` = true: calls only enqueue; the caller orders its own work on stream() (or calls
+  // synchronize()) before it reads results or reuses buffers. barrier() always waits.
+  static Status create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
+                       std::unique_ptr<NcclCommunicator>* out, bool async = false);
+  // ncclCommDestroy, or ncclCommAbort when an operation failed (NCCL: such errors are fatal for the
+  // communicator and the only recovery is abort + re-create).
+  ~NcclCommunicator() override;
+
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  const char* name() const override { return "nccl"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  // Device buffers (on cuda_device). kAvg is ncclAvg, floating types only (as in every backend).
+  Status all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
+  Status broadcast(void* buffer, size_t count, DataType type, int root) override;
+  // In place when send == recv + rank() * count (NCCL's in-place rule).
+  Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
+  // A one-element all_reduce on the stream, waited for even when async.
+  Status barrier() override;
+
+  // Waits until the stream is idle, polling ncclCommGetAsyncError meanwhile (NCCL's recommended
+  // replacement for cudaStreamSynchronize: a failed peer or link surfaces as an error, not a hang).
+  Status synchronize();
+  // ncclCommGetAsyncError as a Status (ok while operations are in progress).
+  Status async_error();
+  // ncclCommAbort: stops outstanding operations and frees the communicator without waiting for
+  // peers. Later calls return kUnavailable; recovery means creating a new communicator.
+  Status abort();
+
+  bool aborted() const { return comm_ == nullptr; }
+  bool async() const { return async_; }
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  ncclComm_t nccl_comm() const { return comm_; }
+
+ private:
+  NcclCommunicator() = default;
+  Status usable() const;
+  // Turns the result of an enqueue into a Status and, unless async, waits for the operation.
+  Status complete(ncclResult_t result, const char* what);
+
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  bool owns_stream_ = false;
+  bool async_ = false;
+  bool failed_ = false;
+  int device_ = -1;
+  int rank_ = 0;
+  int size_ = 1;
+  int* scratch_ = nullptr;  // one device int for barrier()
+};
+
+}  // namespace perigee::collectives

@@ -1,0 +1,487 @@
+// NcclCommunicator under mpiexec.
+// Everywhere (also without a GPU): the shared-GPU verdict (check_distinct_gpus), nccl_status and
+// PERIGEE_CHECK_NCCL, and create() failing with the same code on every rank instead of hanging.
+// On GPUs: every collective, type and op on device buffers with exact expected values (#wrong = 0),
+// in place and out of place, async mode, abort; and, when ranks share one GPU (np 2 on one H100),
+// create() must refuse up front with kUnavailable on every rank, and raw ncclCommInitRank must
+// report ncclInvalidUsage (the NCCL behaviour docs/collectives.md cites).
+// Whether to skip is decided from data all ranks share (MPI_Allreduce / MPI_Allgather), so every rank
+// skips the same tests and no rank is left waiting in a collective.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "collectives/nccl_communicator.hpp"
+
+namespace perigee::collectives {
+namespace {
+
+// ---- the plan every rank agrees on
+
+struct GpuPlan {
+  bool all_have_gpu = false;  // identical on all ranks
+  bool distinct = false;      // identical on all ranks: no two ranks on one GPU
+  bool all_share = false;     // identical on all ranks: every rank shares its GPU with another
+  int device = 0;             // this rank's device: local rank % device count
+  std::string why;            // why there is no GPU run (this rank's view)
+};
+
+GpuPlan make_plan() {
+  GpuPlan plan;
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    count = 0;
+    plan.why = std::string("no usable CUDA device: cudaGetDeviceCount returned ") + cudaGetErrorName(err);
+  } else if (count == 0) {
+    plan.why = "no CUDA device";
+  }
+  int have = count > 0 ? 1 : 0, all = 0;
+  MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  plan.all_have_gpu = all != 0;
+  if (!plan.all_have_gpu) {
+    if (have) plan.why = "another rank has no CUDA device";
+    return plan;
+  }
+  MPI_Comm node;
+  int local_rank = 0;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_free(&node);
+  plan.device = local_rank % count;
+
+  // The same identity create() uses (host + PCI bus id), gathered so every rank sees one table.
+  struct Record {
+    char host[64];
+    char bus[32];
+  } mine{}, *all_records = nullptr;
+  gethostname(mine.host, sizeof(mine.host) - 1);
+  if (cudaDeviceGetPCIBusId(mine.bus, sizeof(mine.bus), plan.device) != cudaSuccess) (void)cudaGetLastError();
+  int p = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &p);
+  std::vector<Record> records(static_cast<size_t>(p));
+  all_records = records.data();
+  MPI_Allgather(&mine, sizeof(Record), MPI_BYTE, all_records, sizeof(Record), MPI_BYTE, MPI_COMM_WORLD);
+  std::vector<GpuIdentity> ids(records.size());
+  for (size_t r = 0; r < records.size(); ++r) {
+    ids[r].host_hash = std::hash<std::string>{}(records[r].host);
+    ids[r].host_name = records[r].host;
+    ids[r].bus_id = records[r].bus;
+  }
+  plan.distinct = check_distinct_gpus(ids).is_ok();
+  std::map<std::pair<uint64_t, std::string>, int> users;
+  for (const GpuIdentity& g : ids) ++users[{g.host_hash, g.bus_id}];
+  plan.all_share = std::all_of(ids.begin(), ids.end(), [&](const GpuIdentity& g) {
+    return users[{g.host_hash, g.bus_id}] > 1;
+  });
+  return plan;
+}
+
+// Computed once, at the first test that asks (the same test on every rank).
+const GpuPlan& plan() {
+  static const GpuPlan p = make_plan();
+  return p;
+}
+
+int comm_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+int comm_size() {
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// All ranks got the same status code.
+bool same_code_everywhere(const Status& s) {
+  int code = static_cast<int>(s.code()), lo = 0, hi = 0;
+  MPI_Allreduce(&code, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&code, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return lo == hi;
+}
+
+// ---- everywhere: the shared-GPU verdict and the error helpers
+
+GpuIdentity gpu(uint64_t host, const char* bus, int device = 0) {
+  GpuIdentity g;
+  g.host_hash = host;
+  g.host_name = "host" + std::to_string(host);
+  g.bus_id = bus;
+  g.device = device;
+  return g;
+}
+
+TEST(CheckDistinctGpus, DistinctGpusAndSameBusOnOtherHostsAreFine) {
+  EXPECT_TRUE(check_distinct_gpus({gpu(1, "0000:18:00.0"), gpu(1, "0000:2a:00.0", 1)}).is_ok());
+  EXPECT_TRUE(check_distinct_gpus({gpu(1, "0000:18:00.0"), gpu(2, "0000:18:00.0")}).is_ok());
+  EXPECT_TRUE(check_distinct_gpus({gpu(1, "0000:18:00.0")}).is_ok());
+}
+
+TEST(CheckDistinctGpus, SharedGpuNamesTheRanksAndAdvisesStaging) {
+  Status s = check_distinct_gpus({gpu(7, "0000:65:00.0"), gpu(7, "0000:65:00.0")});
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("ranks 0 and 1 share GPU 0000:65:00.0 (CUDA device 0) on host host7"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("Duplicate GPU detected"), std::string::npos);
+  EXPECT_NE(s.message().find("MPI backend with host staging"), std::string::npos);
+
+  // Two groups on two hosts, one rank alone.
+  s = check_distinct_gpus({gpu(1, "0000:18:00.0"), gpu(2, "0000:18:00.0"), gpu(1, "0000:18:00.0"),
+                           gpu(2, "0000:18:00.0"), gpu(1, "0000:2a:00.0", 1), gpu(1, "0000:18:00.0")});
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("ranks 0, 2 and 5 share GPU 0000:18:00.0"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("ranks 1 and 3 share GPU 0000:18:00.0"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("and 4"), std::string::npos);  // rank 4 has its own GPU
+  EXPECT_EQ(s.message().find(", 4"), std::string::npos);
+}
+
+TEST(CheckDistinctGpus, SharingNeedsEveryRankToOptIn) {
+  std::vector<GpuIdentity> ids = {gpu(1, "0000:18:00.0"), gpu(1, "0000:18:00.0")};
+  ids[0].shared_gpu_opt_in = true;
+  EXPECT_EQ(check_distinct_gpus(ids).code(), StatusCode::kUnavailable);
+  ids[1].shared_gpu_opt_in = true;
+  EXPECT_TRUE(check_distinct_gpus(ids).is_ok());
+}
+
+Status failing_nccl_call() {
+  PERIGEE_CHECK_NCCL(ncclInvalidUsage);
+  return Status::ok();
+}
+
+TEST(NcclStatus, CarriesNcclTextAndTrace) {
+  EXPECT_TRUE(nccl_status(ncclSuccess, "ncclAllReduce").is_ok());
+  Status s = nccl_status(ncclInvalidArgument, "ncclAllReduce");
+  EXPECT_EQ(s.code(), StatusCode::kNcclError);
+  EXPECT_NE(s.message().find("ncclAllReduce failed"), std::string::npos);
+  EXPECT_NE(s.message().find(ncclGetErrorString(ncclInvalidArgument)), std::string::npos);
+  Status t = failing_nccl_call();
+  EXPECT_EQ(t.code(), StatusCode::kNcclError);
+  EXPECT_NE(t.to_string().find("test_nccl_communicator.cpp"), std::string::npos) << t.to_string();
+}
+
+// Without a GPU: kUnavailable on every rank; with one: an invalid device, kInvalidArgument on every
+// rank. Either way create() returns instead of leaving a rank in a collective.
+TEST(NcclCommunicatorCreate, FailsAlikeOnEveryRank) {
+  std::unique_ptr<NcclCommunicator> c;
+  if (!plan().all_have_gpu) {
+    Status s = NcclCommunicator::create(MPI_COMM_WORLD, 0, nullptr, &c);
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.to_string();
+    EXPECT_TRUE(same_code_everywhere(s));
+  } else {
+    Status s = NcclCommunicator::create(MPI_COMM_WORLD, -1, nullptr, &c);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_TRUE(same_code_everywhere(s));
+  }
+  EXPECT_EQ(c, nullptr);
+}
+
+// ---- on GPUs
+
+template <typename T>
+struct DeviceVector {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DeviceVector(const std::vector<T>& host) : n(host.size()) {
+    if (cudaMalloc(&ptr, std::max<size_t>(1, n) * sizeof(T)) != cudaSuccess) std::abort();
+    if (cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess) std::abort();
+  }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  ~DeviceVector() { cudaFree(ptr); }
+  std::vector<T> get() const {
+    std::vector<T> h(n);
+    if (cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) std::abort();
+    return h;
+  }
+};
+
+class NcclOnGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const GpuPlan& g = plan();
+    if (!g.all_have_gpu) GTEST_SKIP() << g.why;
+    if (!g.distinct) GTEST_SKIP() << "ranks share a GPU, which NCCL refuses (see SharedGpu tests)";
+    PERIGEE_CHECK_OR_DIE(NcclCommunicator::create(MPI_COMM_WORLD, g.device, nullptr, &comm_));
+  }
+  std::unique_ptr<NcclCommunicator> comm_;
+};
+
+TEST_F(NcclOnGpu, IdentityMatchesMpi) {
+  int r = -1, n = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  EXPECT_EQ(comm_->rank(), r);
+  EXPECT_EQ(comm_->size(), n);
+  EXPECT_STREQ(comm_->name(), "nccl");
+  EXPECT_EQ(comm_->device(), plan().device);
+  EXPECT_NE(comm_->stream(), nullptr);  // created and owned
+  EXPECT_FALSE(comm_->async());
+}
+
+TEST_F(NcclOnGpu, AllReduceSumFloatAndIntOutOfPlaceAndInPlace) {
+  const int p = comm_->size(), r = comm_->rank();
+  const size_t n = 1 << 20;
+  std::vector<float> hf(n);
+  std::vector<int32_t> hi(n);
+  for (size_t i = 0; i < n; ++i) {
+    hf[i] = static_cast<float>((r + 1) * static_cast<int>(i % 97));
+    hi[i] = (r + 1) * static_cast<int32_t>(i % 1000) - 500;
+  }
+  DeviceVector<float> f(hf), fout(std::vector<float>(n, -1.0f));
+  DeviceVector<int32_t> in(hi), iout(std::vector<int32_t>(n, -1));
+  ASSERT_TRUE(comm_->all_reduce(f.ptr, fout.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(f.ptr, f.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(in.ptr, iout.ptr, n, DataType::kInt32, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(in.ptr, in.ptr, n, DataType::kInt32, ReduceOp::kSum).is_ok());
+  const int rank_sum = p * (p + 1) / 2;
+  const std::vector<float> a = fout.get(), b = f.get();
+  const std::vector<int32_t> c = iout.get(), d = in.get();
+  long wrong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float ef = static_cast<float>(rank_sum * static_cast<int>(i % 97));
+    const int32_t ei = rank_sum * static_cast<int32_t>(i % 1000) - 500 * p;
+    wrong += (a[i] != ef) + (b[i] != ef) + (c[i] != ei) + (d[i] != ei);
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST_F(NcclOnGpu, AllReduceAvgMaxMinAndEveryType) {
+  const int p = comm_->size(), r = comm_->rank();
+  const size_t n = 4099;
+  // kAvg (ncclAvg): integer-valued inputs whose mean is an integer. NCCL may pre-multiply by 1/p,
+  // which is exact only for p a power of two: otherwise allow 4 ulp.
+  const bool exact = (p & (p - 1)) == 0;
+  std::vector<float> hf(n);
+  std::vector<double> hd(n);
+  for (size_t i = 0; i < n; ++i) {
+    hf[i] = static_cast<float>(2 * r + static_cast<int>(i % 300));
+    hd[i] = static_cast<double>(2 * r) + static_cast<double>(i);
+  }
+  DeviceVector<float> f(hf);
+  DeviceVector<double> d(hd);
+  ASSERT_TRUE(comm_->all_reduce(f.ptr, f.ptr, n, DataType::kFloat32, ReduceOp::kAvg).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(d.ptr, d.ptr, n, DataType::kFloat64, ReduceOp::kAvg).is_ok());
+  const std::vector<float> af = f.get();
+  const std::vector<double> ad = d.get();
+  long wrong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float ef = static_cast<float>(p - 1 + static_cast<int>(i % 300));
+    const double ed = static_cast<double>(p - 1) + static_cast<double>(i);
+    if (exact) {
+      wrong += (af[i] != ef) + (ad[i] != ed);
+    } else {
+      wrong += std::fabs(af[i] - ef) > 4 * std::fabs(ef) * 1.2e-7f;
+      wrong += std::fabs(ad[i] - ed) > 4 * std::fabs(ed) * 2.3e-16;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+
+  std::vector<int32_t> hi(n);
+  for (size_t i = 0; i < n; ++i) hi[i] = (i % 2 == 0 ? r : -r) * static_cast<int32_t>(i % 50 + 1);
+  DeviceVector<int32_t> in(hi), mx(hi), mn(hi);
+  ASSERT_TRUE(comm_->all_reduce(in.ptr, mx.ptr, n, DataType::kInt32, ReduceOp::kMax).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(in.ptr, mn.ptr, n, DataType::kInt32, ReduceOp::kMin).is_ok());
+  const std::vector<int32_t> amx = mx.get(), amn = mn.get();
+  wrong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t k = static_cast<int32_t>(i % 50 + 1);
+    wrong += amx[i] != (i % 2 == 0 ? (p - 1) * k : 0);
+    wrong += amn[i] != (i % 2 == 0 ? 0 : -(p - 1) * k);
+  }
+  EXPECT_EQ(wrong, 0);
+
+  DeviceVector<int64_t> big(std::vector<int64_t>(n, (int64_t{1} << 40) + r));
+  ASSERT_TRUE(comm_->all_reduce(big.ptr, big.ptr, n, DataType::kInt64, ReduceOp::kSum).is_ok());
+  const std::vector<int64_t> abig = big.get();
+  EXPECT_EQ(std::count(abig.begin(), abig.end(), p * (int64_t{1} << 40) + p * (p - 1) / 2),
+            static_cast<long>(n));
+
+  std::vector<uint8_t> hb(n);
+  for (size_t i = 0; i < n; ++i) hb[i] = static_cast<uint8_t>((i + r * 7) % 251);
+  DeviceVector<uint8_t> bytes(hb);
+  ASSERT_TRUE(comm_->all_reduce(bytes.ptr, bytes.ptr, n, DataType::kUInt8, ReduceOp::kMax).is_ok());
+  const std::vector<uint8_t> ab = bytes.get();
+  wrong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t e = 0;
+    for (int q = 0; q < p; ++q) e = std::max(e, static_cast<uint8_t>((i + q * 7) % 251));
+    wrong += ab[i] != e;
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST_F(NcclOnGpu, RejectsIntAvgAndBadRootWithoutCallingNccl) {
+  DeviceVector<int32_t> v(std::vector<int32_t>(4, 1));
+  Status s = comm_->all_reduce(v.ptr, v.ptr, 4, DataType::kInt32, ReduceOp::kAvg);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("kAvg"), std::string::npos);
+  EXPECT_EQ(comm_->broadcast(v.ptr, 4, DataType::kInt32, comm_->size()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(comm_->broadcast(v.ptr, 4, DataType::kInt32, -1).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(comm_->barrier().is_ok());  // still usable
+}
+
+TEST_F(NcclOnGpu, BroadcastFromEveryRoot) {
+  const int p = comm_->size(), r = comm_->rank();
+  for (int root = 0; root < p; ++root) {
+    std::vector<int64_t> hv(1000);
+    std::vector<float> hf(333);
+    for (size_t i = 0; i < hv.size(); ++i) hv[i] = r == root ? 1000 * root + static_cast<int64_t>(i) : -1;
+    for (size_t i = 0; i < hf.size(); ++i) hf[i] = r == root ? static_cast<float>(root) + 0.25f * i : -1.0f;
+    DeviceVector<int64_t> v(hv);
+    DeviceVector<float> f(hf);
+    ASSERT_TRUE(comm_->broadcast(v.ptr, v.n, DataType::kInt64, root).is_ok());
+    ASSERT_TRUE(comm_->broadcast(f.ptr, f.n, DataType::kFloat32, root).is_ok());
+    const std::vector<int64_t> av = v.get();
+    const std::vector<float> af = f.get();
+    long wrong = 0;
+    for (size_t i = 0; i < av.size(); ++i) wrong += av[i] != 1000 * root + static_cast<int64_t>(i);
+    for (size_t i = 0; i < af.size(); ++i) wrong += af[i] != static_cast<float>(root) + 0.25f * i;
+    EXPECT_EQ(wrong, 0) << "root " << root;
+  }
+}
+
+TEST_F(NcclOnGpu, AllGatherOutOfPlaceAndInPlace) {
+  const int p = comm_->size(), r = comm_->rank();
+  const size_t count = 12345;
+  std::vector<float> mine(count);
+  for (size_t i = 0; i < count; ++i) mine[i] = static_cast<float>(r * 100000 + static_cast<int>(i));
+  DeviceVector<float> send(mine), out(std::vector<float>(count * p, -1.0f));
+  ASSERT_TRUE(comm_->all_gather(send.ptr, out.ptr, count, DataType::kFloat32).is_ok());
+  std::vector<float> in_place_h(count * p, -1.0f);
+  std::copy(mine.begin(), mine.end(), in_place_h.begin() + r * count);
+  DeviceVector<float> in_place(in_place_h);
+  ASSERT_TRUE(comm_->all_gather(in_place.ptr + r * count, in_place.ptr, count, DataType::kFloat32).is_ok());
+  const std::vector<float> a = out.get(), b = in_place.get();
+  long wrong = 0;
+  for (int q = 0; q < p; ++q) {
+    for (size_t i = 0; i < count; ++i) {
+      const float e = static_cast<float>(q * 100000 + static_cast<int>(i));
+      wrong += (a[q * count + i] != e) + (b[q * count + i] != e);
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST_F(NcclOnGpu, BarrierAndEmptyBuffers) {
+  EXPECT_TRUE(comm_->barrier().is_ok());
+  EXPECT_TRUE(comm_->all_reduce(nullptr, nullptr, 0, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  EXPECT_TRUE(comm_->broadcast(nullptr, 0, DataType::kInt32, 0).is_ok());
+  EXPECT_TRUE(comm_->all_gather(nullptr, nullptr, 0, DataType::kUInt8).is_ok());
+  EXPECT_TRUE(comm_->synchronize().is_ok());
+  EXPECT_TRUE(comm_->async_error().is_ok());
+}
+
+TEST_F(NcclOnGpu, AsyncModeEnqueuesOnTheCallersStream) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  {
+    std::unique_ptr<NcclCommunicator> c;
+    ASSERT_TRUE(NcclCommunicator::create(MPI_COMM_WORLD, plan().device, stream, &c, /*async=*/true).is_ok());
+    EXPECT_TRUE(c->async());
+    EXPECT_EQ(c->stream(), stream);
+    const int p = c->size();
+    const size_t n = 1 << 22;
+    DeviceVector<float> v(std::vector<float>(n, 1.0f));
+    std::vector<float> host(n, -1.0f);
+    // Ordered on the stream: reduce twice, then copy back; nothing waits until the stream sync.
+    ASSERT_TRUE(c->all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    ASSERT_TRUE(c->all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    ASSERT_EQ(cudaMemcpyAsync(host.data(), v.ptr, n * sizeof(float), cudaMemcpyDeviceToHost, stream),
+              cudaSuccess);
+    ASSERT_TRUE(c->synchronize().is_ok());
+    EXPECT_EQ(std::count(host.begin(), host.end(), static_cast<float>(p * p)), static_cast<long>(n));
+    EXPECT_TRUE(c->barrier().is_ok());
+  }
+  cudaStreamDestroy(stream);
+}
+
+TEST_F(NcclOnGpu, AbortMakesLaterCallsUnavailable) {
+  ASSERT_TRUE(comm_->abort().is_ok());
+  EXPECT_TRUE(comm_->aborted());
+  DeviceVector<float> v(std::vector<float>(8, 1.0f));
+  Status s = comm_->all_reduce(v.ptr, v.ptr, 8, DataType::kFloat32, ReduceOp::kSum);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("aborted"), std::string::npos);
+  EXPECT_EQ(comm_->barrier().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(comm_->abort().is_ok());  // idempotent; the destructor has nothing left to free
+}
+
+// ---- ranks sharing one GPU (e.g. np 2 on one H100)
+
+class SharedGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const GpuPlan& g = plan();
+    if (!g.all_have_gpu) GTEST_SKIP() << g.why;
+    if (g.distinct) GTEST_SKIP() << "every rank has its own GPU";
+    // The same on every rank only if the launcher exports it everywhere (mpiexec -x does).
+    const char* multi = std::getenv("NCCL_MULTI_RANK_GPU_ENABLE");
+    if (multi != nullptr && std::strcmp(multi, "1") == 0) {
+      GTEST_SKIP() << "NCCL_MULTI_RANK_GPU_ENABLE=1 is set: NCCL >= 2.30 may accept shared GPUs";
+    }
+  }
+};
+
+TEST_F(SharedGpu, CreateRefusesUpFrontOnEveryRank) {
+  std::unique_ptr<NcclCommunicator> c;
+  Status s = NcclCommunicator::create(MPI_COMM_WORLD, plan().device, nullptr, &c);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.to_string();
+  EXPECT_TRUE(same_code_everywhere(s));
+  EXPECT_NE(s.message().find("share GPU"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("MPI backend with host staging"), std::string::npos);
+  if (comm_size() == 2) {
+    EXPECT_NE(s.message().find("ranks 0 and 1 share GPU"), std::string::npos) << s.message();
+  }
+  EXPECT_EQ(c, nullptr);
+  if (comm_rank() == 0) std::printf("[ message ] %s\n", s.message().c_str());
+}
+
+// What NCCL itself does without our check: ncclCommInitRank returns ncclInvalidUsage on the ranks
+// that share a GPU ("Duplicate GPU detected" up to 2.29, "Multiple Ranks are using the same
+// GPU/Partition" from 2.30), after its first bootstrap all-gather. Only run when every rank shares
+// its GPU: a rank alone on its GPU would pass that check and wait for the others.
+TEST_F(SharedGpu, RawNcclInitRankReportsInvalidUsage) {
+  if (!plan().all_share) GTEST_SKIP() << "some rank has a GPU of its own";
+  // No early return before the collectives below: every rank must reach them.
+  EXPECT_EQ(cudaSetDevice(plan().device), cudaSuccess);
+  ncclUniqueId id{};
+  int id_result = ncclSuccess;
+  if (comm_rank() == 0) id_result = ncclGetUniqueId(&id);
+  MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
+  MPI_Bcast(&id_result, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  ASSERT_EQ(id_result, ncclSuccess);  // the same on every rank
+  ncclComm_t comm = nullptr;
+  const ncclResult_t res = ncclCommInitRank(&comm, comm_size(), id, comm_rank());
+  const std::string last = ncclGetLastError(nullptr);
+  int version = 0;
+  ncclGetVersion(&version);
+  if (comm != nullptr) (void)ncclCommAbort(comm);
+  if (comm_rank() == 0)
+    std::printf("[ nccl    ] version %d: %s (%d); last error: %s\n", version, ncclGetErrorString(res),
+                static_cast<int>(res), last.c_str());
+  EXPECT_EQ(res, ncclInvalidUsage);
+  EXPECT_TRUE(last.find("Duplicate GPU detected") != std::string::npos ||
+              last.find("Multiple Ranks are using the same GPU") != std::string::npos)
+      << last;
+}
+
+}  // namespace
+}  // namespace perigee::collectives
