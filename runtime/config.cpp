@@ -146,7 +146,9 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(device, threads, "CPU threads per rank; 0 = hardware threads / ranks on this host")
           .in(at_least(0)),
       // [comm]
-      PERIGEE_FIELD(comm, backend, "gradient all-reduce backend").one_of({"mpi"}),
+      PERIGEE_FIELD(comm, backend,
+                    "gradient all-reduce: mpi, nccl (GPU buffers) or auto (nccl on GPUs when it can run, else mpi)")
+          .one_of({"mpi", "nccl", "auto"}),
       // [run]
       PERIGEE_FIELD(run, dir, "root folder of run directories").required(),
       PERIGEE_FIELD(run, name, "run name (\"\" = run-<timestamp>)"),

@@ -60,7 +60,7 @@ struct DeviceConfig {
 };
 
 struct CommConfig {
-  std::string backend = "mpi";  // "mpi"
+  std::string backend = "auto";  // "mpi" | "nccl" | "auto" (see runtime/comm_setup.hpp)
 
   bool operator==(const CommConfig&) const = default;
 };

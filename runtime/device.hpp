@@ -16,6 +16,7 @@ struct DeviceSelection {
   std::unique_ptr<kernels::Backend> backend;
   std::string description;  // one line for the log: backend, threads or device name
   std::string cuda_probe;   // what the CUDA probe found (device list or why none)
+  int cuda_device = -1;     // the CUDA device the backend runs on; -1 = CPU backend
 };
 
 // local_ranks: ranks sharing this host (splits the CPU threads when device.threads == 0).

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "collectives/mpi_communicator.hpp"
 #include "kernels/cuda/device_probe.cuh"
+#include "runtime/comm_setup.hpp"
 #include "runtime/config.hpp"
 #include "runtime/device.hpp"
 #include "runtime/log.hpp"
@@ -47,10 +47,8 @@ int agree_on_failure(const Status& local, const char* stage) {
   return first + 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+// The job; returns the exit status. Every object is destroyed before MPI_Finalize.
+int run_job(int argc, char** argv) {
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -66,44 +64,36 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 2);
-    MPI_Finalize();
+    const int code = rank == 0 ? app.exit(e) : e.get_exit_code();
     return code == 0 ? 0 : 2;
   }
   const std::vector<std::string> overrides = app.remaining();
 
   rt::Config config;
   Status s = rt::load_config(config_path, overrides, &config);
-  if (agree_on_failure(s, "config") != 0) {
-    MPI_Finalize();
-    return 2;
-  }
+  if (agree_on_failure(s, "config") != 0) return 2;
   if (print_only) {
     if (rank == 0) std::printf("%s\n", rt::config_to_json(config).c_str());
-    MPI_Finalize();
     return 0;
   }
 
-  std::unique_ptr<collectives::MpiCommunicator> comm;
   rt::DeviceSelection device;
-  s = collectives::MpiCommunicator::create(MPI_COMM_WORLD, &comm);
-  if (s.is_ok()) s = rt::select_device(config.device, local_rank_count(), &device);
-  if (agree_on_failure(s, "device setup") != 0) {
-    MPI_Finalize();
-    return 2;
-  }
+  s = rt::select_device(config.device, local_rank_count(), &device);
+  if (agree_on_failure(s, "device setup") != 0) return 2;
+  rt::CommSetup comm;
+  s = rt::setup_communicators(config.comm, device, MPI_COMM_WORLD, &comm);
+  if (agree_on_failure(s, "communicator setup") != 0) return 2;
 
   rt::TrainerOptions options;
   const bool tty = isatty(STDOUT_FILENO) != 0;
   options.progress_bar = rank == 0 && (config.run.progress == "on" || (config.run.progress == "auto" && tty));
-  rt::Trainer trainer(config, comm.get(), device.backend.get(), options);
+  rt::Trainer trainer(config, comm.host.get(), device.backend.get(), options);
+  trainer.set_gradient_communicator(&comm.gradient_comm());
   s = trainer.setup();
-  if (agree_on_failure(s, "setup") != 0) {
-    MPI_Finalize();
-    return 2;
-  }
+  if (agree_on_failure(s, "setup") != 0) return 2;
 
-  rt::log::info("perigee-train: ", world, " rank(s), comm ", comm->name(), ", device ", device.description);
+  rt::log::info("perigee-train: ", world, " rank(s), device ", device.description, ", gradients over ",
+                comm.description);
   rt::log::info("cuda probe (built with CUDA ", kernels::cuda::compiled_runtime_version(), "): ", device.cuda_probe);
   const auto& m = trainer.model();
   rt::log::info("model: GPT ", config.model.n_layer, " layers, ", config.model.n_head, " heads, ",
@@ -121,8 +111,15 @@ int main(int argc, char** argv) {
     MPI_Abort(MPI_COMM_WORLD, 3);
     return 3;
   }
-  comm.reset();
-  rt::log::close_file();
-  MPI_Finalize();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  const int rc = run_job(argc, argv);
+  perigee::runtime::log::close_file();
+  MPI_Finalize();
+  return rc;
 }
