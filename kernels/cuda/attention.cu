@@ -1,0 +1,529 @@
+// Causal multi-head self-attention, fp32 flash-style forward and two-kernel backward (see attention.cuh).
+#include "kernels/cuda/attention.cuh"
+
+#include <cmath>
+
+namespace perigee::kernels::cuda {
+namespace {
+
+constexpr int kTile = 64;               // query rows and key rows per tile
+constexpr int kThreads = 256;           // 16 x 16: ty = threadIdx.x / 16, tx = threadIdx.x % 16
+constexpr int kLanes = 16;              // threads sharing one row group (the tx of a ty)
+constexpr int kScoreStride = kTile + 4;  // row stride of [kTile][kTile] score tiles in shared memory
+
+// Shared-memory geometry for a compiled head width D (hs <= D, padded with zeros).
+template <int D>
+struct Geometry {
+  static_assert(D == 32 || D == 64 || D == 128, "compiled head widths are 32, 64 and 128");
+  static constexpr int kStride = D + 4;                // row stride of [kTile][D] tiles
+  static constexpr int kTileFloats = kTile * kStride;  // one [kTile][D] tile
+  static constexpr int kCols = D / kLanes;             // output columns per thread
+  static constexpr int kVec = kCols < 4 ? kCols : 4;   // contiguous columns per vector read
+  static constexpr int kGroups = kCols / kVec;         // vector reads per output row
+
+  // Column of a thread's output element e: groups of kLanes * kVec columns, kVec per thread.
+  __device__ static constexpr int column(int tx, int e) {
+    return (e / kVec) * (kLanes * kVec) + tx * kVec + e % kVec;
+  }
+};
+
+// ---- CUDA kernels (device helpers first)
+
+__device__ __forceinline__ float component(const float4& v, int i) {
+  return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
+}
+
+// dst[0..V) = src[0..V) with one vector read (src aligned to V floats).
+template <int V>
+__device__ __forceinline__ void load_vector(float* dst, const float* src) {
+  static_assert(V == 2 || V == 4, "vector width 2 or 4");
+  if constexpr (V == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(src);
+    dst[0] = t.x;
+    dst[1] = t.y;
+    dst[2] = t.z;
+    dst[3] = t.w;
+  } else {
+    const float2 t = *reinterpret_cast<const float2*>(src);
+    dst[0] = t.x;
+    dst[1] = t.y;
+  }
+}
+
+// tile[r][d] = src[(row0 + r) * ld + d] for rows < T and d < hs, else 0 (reads coalesced along d).
+template <int D>
+__device__ __forceinline__ void load_tile(float* tile, const float* src, int64_t ld, int row0, int T, int hs) {
+  for (int idx = threadIdx.x; idx < kTile * D; idx += kThreads) {
+    const int r = idx / D;
+    const int d = idx % D;
+    const int row = row0 + r;
+    tile[r * Geometry<D>::kStride + d] = (row < T && d < hs) ? src[static_cast<int64_t>(row) * ld + d] : 0.0f;
+  }
+}
+
+// acc[a][j] = sum_d A[4 ty + a][d] * B[tx + 16 j][d], d ascending (A, B: [kTile][D] tiles).
+template <int D>
+__device__ __forceinline__ void score_tile(float (&acc)[4][4], const float* A, const float* B, int ty, int tx) {
+  constexpr int S = Geometry<D>::kStride;
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[a][j] = 0.0f;
+  }
+#pragma unroll 4
+  for (int d = 0; d < D; d += 4) {
+    float4 av[4];
+    float4 bv[4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a) av[a] = *reinterpret_cast<const float4*>(A + (4 * ty + a) * S + d);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) bv[j] = *reinterpret_cast<const float4*>(B + (tx + kLanes * j) * S + d);
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        acc[a][j] += av[a].x * bv[j].x;
+        acc[a][j] += av[a].y * bv[j].y;
+        acc[a][j] += av[a].z * bv[j].z;
+        acc[a][j] += av[a].w * bv[j].w;
+      }
+    }
+  }
+}
+
+// acc[a][e] += sum_j P[4 ty + a][j] * X[j][column(e)], j ascending (P: [kTile][kTile] scores,
+// X: [kTile][D] tile).
+template <int D>
+__device__ __forceinline__ void accumulate_rows(float (&acc)[4][Geometry<D>::kCols], const float* P, const float* X,
+                                                int ty, int tx) {
+  using G = Geometry<D>;
+#pragma unroll 2
+  for (int j = 0; j < kTile; j += 4) {
+    float4 pv[4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a) pv[a] = *reinterpret_cast<const float4*>(P + (4 * ty + a) * kScoreStride + j);
+#pragma unroll
+    for (int jj = 0; jj < 4; ++jj) {
+      float x[G::kCols];
+#pragma unroll
+      for (int g = 0; g < G::kGroups; ++g) {
+        load_vector<G::kVec>(x + g * G::kVec, X + (j + jj) * G::kStride + g * kLanes * G::kVec + tx * G::kVec);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const float p = component(pv[a], jj);
+#pragma unroll
+        for (int e = 0; e < G::kCols; ++e) acc[a][e] += p * x[e];
+      }
+    }
+  }
+}
+
+// acc[a][e] += sum_i P[i][4 ty + a] * X[i][column(e)], i ascending (P: [kTile][kTile] stored with the
+// query index i as its row, X: [kTile][D] tile of query rows).
+template <int D>
+__device__ __forceinline__ void accumulate_columns(float (&acc)[4][Geometry<D>::kCols], const float* P,
+                                                   const float* X, int ty, int tx) {
+  using G = Geometry<D>;
+#pragma unroll 4
+  for (int i = 0; i < kTile; ++i) {
+    const float4 p = *reinterpret_cast<const float4*>(P + i * kScoreStride + 4 * ty);
+    float x[G::kCols];
+#pragma unroll
+    for (int g = 0; g < G::kGroups; ++g) {
+      load_vector<G::kVec>(x + g * G::kVec, X + i * G::kStride + g * kLanes * G::kVec + tx * G::kVec);
+    }
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) {
+      acc[0][e] += p.x * x[e];
+      acc[1][e] += p.y * x[e];
+      acc[2][e] += p.z * x[e];
+      acc[3][e] += p.w * x[e];
+    }
+  }
+}
+
+// One block per (b*NH + h = blockIdx.x, query tile). Online softmax over key tiles 0..q_tile; saves
+// lse = m + log(l) per row.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(float* out, float* lse, const float* qkv, int T, int C, int NH, float scale) {
+  using G = Geometry<D>;
+  extern __shared__ __align__(16) float smem[];
+  float* q_s = smem;
+  float* k_s = q_s + G::kTileFloats;
+  float* v_s = k_s + G::kTileFloats;
+  float* p_s = v_s + G::kTileFloats;  // [kTile][kScoreStride]
+
+  const int tx = threadIdx.x % kLanes;
+  const int ty = threadIdx.x / kLanes;
+  const int bh = blockIdx.x;
+  const int b = bh / NH;
+  const int h = bh % NH;
+  const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows start first
+  const int q0 = q_tile * kTile;
+  const int hs = C / NH;
+  const int64_t ld = 3 * static_cast<int64_t>(C);
+  const float* q_g = qkv + static_cast<int64_t>(b) * T * ld + h * hs;
+  const float* k_g = q_g + C;
+  const float* v_g = q_g + 2 * C;
+
+  load_tile<D>(q_s, q_g, ld, q0, T, hs);
+  float m[4];
+  float l[4];
+  float o[4][G::kCols];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    m[a] = -INFINITY;
+    l[a] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) o[a][e] = 0.0f;
+  }
+
+  for (int kt = 0; kt <= q_tile; ++kt) {
+    const int k0 = kt * kTile;
+    __syncthreads();  // every thread is done with the previous k_s, v_s, p_s
+    load_tile<D>(k_s, k_g, ld, k0, T, hs);
+    load_tile<D>(v_s, v_g, ld, k0, T, hs);
+    __syncthreads();
+    float s[4][4];
+    score_tile<D>(s, q_s, k_s, ty, tx);
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      const int row = q0 + 4 * ty + a;
+      float row_max = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int col = k0 + tx + kLanes * j;
+        s[a][j] = col <= row ? s[a][j] * scale : -INFINITY;  // causal (also hides keys >= T)
+        row_max = fmaxf(row_max, s[a][j]);
+      }
+      // Key 0 is visible to every row, so m_new is finite from the first tile on; exp(-inf) = 0 gives
+      // alpha = 0 on the first tile and p = 0 for masked scores.
+      const float m_new = fmaxf(m[a], group_max<kLanes>(row_max));
+      const float alpha = expf(m[a] - m_new);
+      float row_sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        s[a][j] = expf(s[a][j] - m_new);
+        row_sum += s[a][j];
+      }
+      l[a] = l[a] * alpha + group_sum<float, kLanes>(row_sum);
+      m[a] = m_new;
+#pragma unroll
+      for (int e = 0; e < G::kCols; ++e) o[a][e] *= alpha;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) p_s[(4 * ty + a) * kScoreStride + tx + kLanes * j] = s[a][j];
+    }
+    __syncthreads();
+    accumulate_rows<D>(o, p_s, v_s, ty, tx);
+  }
+
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    const int row = q0 + 4 * ty + a;
+    if (row >= T) continue;
+    const float inv_l = 1.0f / l[a];
+    float* o_g = out + (static_cast<int64_t>(b) * T + row) * C + h * hs;
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) {
+      const int d = G::column(tx, e);
+      if (d < hs) o_g[d] = o[a][e] * inv_l;
+    }
+    if (tx == 0) lse[static_cast<int64_t>(bh) * T + row] = m[a] + logf(l[a]);
+  }
+}
+
+// P of a score s (unscaled) in row `row` and key column `col`: exp(s * scale - lse), 0 above the diagonal.
+__device__ __forceinline__ float probability(float s, int row, int col, float scale, float row_lse) {
+  return col <= row ? expf(s * scale - row_lse) : 0.0f;
+}
+
+// Backward pass 1, one block per (b*NH + h, query tile): D_i = sum_j P_ij dP_ij (saved to dsum), then
+// dQ_i += sum_j dS_ij K_j with dS = P (dP - D) scale.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dq_kernel(float* dqkv, float* dsum, const float* dout, const float* qkv, const float* lse,
+                                 int T, int C, int NH, float scale) {
+  using G = Geometry<D>;
+  extern __shared__ __align__(16) float smem[];
+  float* q_s = smem;
+  float* do_s = q_s + G::kTileFloats;
+  float* k_s = do_s + G::kTileFloats;
+  float* v_s = k_s + G::kTileFloats;
+  float* ds_s = v_s + G::kTileFloats;  // [kTile][kScoreStride]
+
+  const int tx = threadIdx.x % kLanes;
+  const int ty = threadIdx.x / kLanes;
+  const int bh = blockIdx.x;
+  const int b = bh / NH;
+  const int h = bh % NH;
+  const int q_tile = gridDim.y - 1 - blockIdx.y;
+  const int q0 = q_tile * kTile;
+  const int hs = C / NH;
+  const int64_t ld = 3 * static_cast<int64_t>(C);
+  const float* q_g = qkv + static_cast<int64_t>(b) * T * ld + h * hs;
+  const float* k_g = q_g + C;
+  const float* v_g = q_g + 2 * C;
+  const float* do_g = dout + static_cast<int64_t>(b) * T * C + h * hs;
+
+  load_tile<D>(q_s, q_g, ld, q0, T, hs);
+  load_tile<D>(do_s, do_g, C, q0, T, hs);
+  float row_lse[4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    const int row = q0 + 4 * ty + a;
+    row_lse[a] = row < T ? lse[static_cast<int64_t>(bh) * T + row] : 0.0f;
+  }
+
+  // D_i: each thread sums its 4 columns of every key tile in double, then the 16 lanes of a row combine.
+  double d_acc[4] = {0.0, 0.0, 0.0, 0.0};
+  for (int kt = 0; kt <= q_tile; ++kt) {
+    const int k0 = kt * kTile;
+    __syncthreads();
+    load_tile<D>(k_s, k_g, ld, k0, T, hs);
+    load_tile<D>(v_s, v_g, ld, k0, T, hs);
+    __syncthreads();
+    float s[4][4];
+    float dp[4][4];
+    score_tile<D>(s, q_s, k_s, ty, tx);
+    score_tile<D>(dp, do_s, v_s, ty, tx);
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      const int row = q0 + 4 * ty + a;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float p = probability(s[a][j], row, k0 + tx + kLanes * j, scale, row_lse[a]);
+        d_acc[a] += static_cast<double>(p * dp[a][j]);
+      }
+    }
+  }
+  float row_d[4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    row_d[a] = static_cast<float>(group_sum<double, kLanes>(d_acc[a]));
+    const int row = q0 + 4 * ty + a;
+    if (tx == 0 && row < T) dsum[static_cast<int64_t>(bh) * T + row] = row_d[a];
+  }
+
+  float dq[4][G::kCols];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) dq[a][e] = 0.0f;
+  }
+  for (int kt = 0; kt <= q_tile; ++kt) {
+    const int k0 = kt * kTile;
+    __syncthreads();  // every thread is done with the previous k_s, v_s, ds_s
+    load_tile<D>(k_s, k_g, ld, k0, T, hs);
+    load_tile<D>(v_s, v_g, ld, k0, T, hs);
+    __syncthreads();
+    float s[4][4];
+    float dp[4][4];
+    score_tile<D>(s, q_s, k_s, ty, tx);
+    score_tile<D>(dp, do_s, v_s, ty, tx);
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      const int row = q0 + 4 * ty + a;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float p = probability(s[a][j], row, k0 + tx + kLanes * j, scale, row_lse[a]);
+        ds_s[(4 * ty + a) * kScoreStride + tx + kLanes * j] = p * (dp[a][j] - row_d[a]) * scale;
+      }
+    }
+    __syncthreads();
+    accumulate_rows<D>(dq, ds_s, k_s, ty, tx);
+  }
+
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    const int row = q0 + 4 * ty + a;
+    if (row >= T) continue;
+    float* dq_g = dqkv + (static_cast<int64_t>(b) * T + row) * ld + h * hs;
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) {
+      const int d = G::column(tx, e);
+      if (d < hs) dq_g[d] += dq[a][e];
+    }
+  }
+}
+
+// Backward pass 2, one block per (b*NH + h, key tile): over query tiles from the diagonal on,
+// dV_j += sum_i P_ij dO_i and dK_j += sum_i dS_ij Q_i. Thread rows are keys, columns queries.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dkv_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
+                                  const float* dsum, int T, int C, int NH, float scale) {
+  using G = Geometry<D>;
+  extern __shared__ __align__(16) float smem[];
+  float* k_s = smem;
+  float* v_s = k_s + G::kTileFloats;
+  float* q_s = v_s + G::kTileFloats;
+  float* do_s = q_s + G::kTileFloats;
+  float* p_s = do_s + G::kTileFloats;     // [kTile queries][kScoreStride]: P[i][j]
+  float* ds_s = p_s + kTile * kScoreStride;  // dS[i][j]
+  float* lse_s = ds_s + kTile * kScoreStride;
+  float* d_s = lse_s + kTile;
+
+  const int tx = threadIdx.x % kLanes;
+  const int ty = threadIdx.x / kLanes;
+  const int bh = blockIdx.x;
+  const int b = bh / NH;
+  const int h = bh % NH;
+  const int k_tile = blockIdx.y;  // the first key tiles see the most queries and start first
+  const int k0 = k_tile * kTile;
+  const int hs = C / NH;
+  const int64_t ld = 3 * static_cast<int64_t>(C);
+  const float* q_g = qkv + static_cast<int64_t>(b) * T * ld + h * hs;
+  const float* k_g = q_g + C;
+  const float* v_g = q_g + 2 * C;
+  const float* do_g = dout + static_cast<int64_t>(b) * T * C + h * hs;
+
+  load_tile<D>(k_s, k_g, ld, k0, T, hs);
+  load_tile<D>(v_s, v_g, ld, k0, T, hs);
+  float dk[4][G::kCols];
+  float dv[4][G::kCols];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) {
+      dk[a][e] = 0.0f;
+      dv[a][e] = 0.0f;
+    }
+  }
+
+  for (int qt = k_tile; qt < static_cast<int>(gridDim.y); ++qt) {
+    const int q0 = qt * kTile;
+    __syncthreads();  // every thread is done with the previous query tile
+    load_tile<D>(q_s, q_g, ld, q0, T, hs);
+    load_tile<D>(do_s, do_g, C, q0, T, hs);
+    if (threadIdx.x < kTile) {
+      const int row = q0 + threadIdx.x;
+      lse_s[threadIdx.x] = row < T ? lse[static_cast<int64_t>(bh) * T + row] : 0.0f;
+      d_s[threadIdx.x] = row < T ? dsum[static_cast<int64_t>(bh) * T + row] : 0.0f;
+    }
+    __syncthreads();
+    float s[4][4];   // s[a][j]: key 4 ty + a, query tx + 16 j (bit-identical to the forward's score)
+    float dp[4][4];  // dP likewise
+    score_tile<D>(s, k_s, q_s, ty, tx);
+    score_tile<D>(dp, v_s, do_s, ty, tx);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int i_local = tx + kLanes * j;
+      const int i = q0 + i_local;
+      float p[4];
+      float ds[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int key = k0 + 4 * ty + a;
+        p[a] = i < T ? probability(s[a][j], i, key, scale, lse_s[i_local]) : 0.0f;
+        ds[a] = p[a] * (dp[a][j] - d_s[i_local]) * scale;
+      }
+      *reinterpret_cast<float4*>(p_s + i_local * kScoreStride + 4 * ty) = make_float4(p[0], p[1], p[2], p[3]);
+      *reinterpret_cast<float4*>(ds_s + i_local * kScoreStride + 4 * ty) = make_float4(ds[0], ds[1], ds[2], ds[3]);
+    }
+    __syncthreads();
+    accumulate_columns<D>(dv, p_s, do_s, ty, tx);
+    accumulate_columns<D>(dk, ds_s, q_s, ty, tx);
+  }
+
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    const int key = k0 + 4 * ty + a;
+    if (key >= T) continue;
+    float* base = dqkv + (static_cast<int64_t>(b) * T + key) * ld + h * hs;
+#pragma unroll
+    for (int e = 0; e < G::kCols; ++e) {
+      const int d = G::column(tx, e);
+      if (d < hs) {
+        base[C + d] += dk[a][e];
+        base[2 * C + d] += dv[a][e];
+      }
+    }
+  }
+}
+
+// ---- host helpers
+
+struct Problem {
+  int B, T, C, NH, hs;
+  float scale;
+  dim3 grid;
+};
+
+Status make_problem(const char* op, int B, int T, int C, int NH, Problem* p) {
+  PERIGEE_CHECK(check_dims(op, {B, T, C, NH}));
+  PERIGEE_REQUIRE(C % NH == 0, StatusCode::kInvalidArgument, op, ": C = ", C, " is not a multiple of NH = ", NH);
+  const int hs = C / NH;
+  PERIGEE_REQUIRE(hs <= kAttentionMaxHeadSize, StatusCode::kInvalidArgument, op, ": head size ", hs,
+                  " exceeds the CUDA backend's maximum of ", kAttentionMaxHeadSize);
+  const int tiles = ceil_div(T, kTile);
+  PERIGEE_REQUIRE(tiles <= 65535, StatusCode::kInvalidArgument, op, ": T = ", T, " is too long");
+  PERIGEE_REQUIRE(static_cast<int64_t>(B) * NH <= INT32_MAX, StatusCode::kInvalidArgument, op, ": B*NH = ",
+                  static_cast<int64_t>(B) * NH, " is too large");
+  *p = Problem{B, T, C, NH, hs, 1.0f / std::sqrt(static_cast<float>(hs)),
+               dim3(static_cast<unsigned>(B * NH), static_cast<unsigned>(tiles))};
+  return Status::ok();
+}
+
+// Raises the dynamic shared-memory limit of `kernel` to `bytes` (above the default 48 KiB).
+template <typename Kernel>
+Status allow_shared_memory(Kernel kernel, size_t bytes) {
+  PERIGEE_CHECK_CUDA(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  return Status::ok();
+}
+
+template <int D>
+Status launch_forward(float* out, float* lse, const float* qkv, const Problem& p, cudaStream_t stream) {
+  const size_t smem = (3 * Geometry<D>::kTileFloats + kTile * kScoreStride) * sizeof(float);
+  PERIGEE_CHECK(allow_shared_memory(attention_forward_kernel<D>, smem));
+  attention_forward_kernel<D><<<p.grid, kThreads, smem, stream>>>(out, lse, qkv, p.T, p.C, p.NH, p.scale);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+template <int D>
+Status launch_backward(float* dqkv, float* dsum, const float* dout, const float* qkv, const float* lse,
+                       const Problem& p, cudaStream_t stream) {
+  const size_t dq_smem = (4 * Geometry<D>::kTileFloats + kTile * kScoreStride) * sizeof(float);
+  PERIGEE_CHECK(allow_shared_memory(attention_backward_dq_kernel<D>, dq_smem));
+  attention_backward_dq_kernel<D>
+      <<<p.grid, kThreads, dq_smem, stream>>>(dqkv, dsum, dout, qkv, lse, p.T, p.C, p.NH, p.scale);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  const size_t dkv_smem = (4 * Geometry<D>::kTileFloats + 2 * kTile * kScoreStride + 2 * kTile) * sizeof(float);
+  PERIGEE_CHECK(allow_shared_memory(attention_backward_dkv_kernel<D>, dkv_smem));
+  attention_backward_dkv_kernel<D>
+      <<<p.grid, kThreads, dkv_smem, stream>>>(dqkv, dout, qkv, lse, dsum, p.T, p.C, p.NH, p.scale);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+}  // namespace
+
+// ---- kernel launchers
+
+Status attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+                         cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("attention_forward", {out, lse, qkv}));
+  Problem p{};
+  PERIGEE_CHECK(make_problem("attention_forward", B, T, C, NH, &p));
+  if (p.hs <= 32) return launch_forward<32>(out, lse, qkv, p, stream);
+  if (p.hs <= 64) return launch_forward<64>(out, lse, qkv, p, stream);
+  return launch_forward<128>(out, lse, qkv, p, stream);
+}
+
+Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T, int C,
+                          int NH, DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, lse}));
+  Problem p{};
+  PERIGEE_CHECK(make_problem("attention_backward", B, T, C, NH, &p));
+  void* base = nullptr;
+  PERIGEE_CHECK(scratch.get(scratch_bytes<float>(attention_state_floats(B, T, NH)), stream, &base));
+  float* dsum = static_cast<float*>(base);
+  if (p.hs <= 32) return launch_backward<32>(dqkv, dsum, dout, qkv, lse, p, stream);
+  if (p.hs <= 64) return launch_backward<64>(dqkv, dsum, dout, qkv, lse, p, stream);
+  return launch_backward<128>(dqkv, dsum, dout, qkv, lse, p, stream);
+}
+
+}  // namespace perigee::kernels::cuda

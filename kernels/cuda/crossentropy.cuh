@@ -1,0 +1,24 @@
+// Fused softmax + cross-entropy over the first V of Vp columns, fp32 storage with a double softmax
+// denominator. logits/probs/dlogits [N, Vp], targets [N] and losses [N] on the device.
+// Forward, one block per row: m = max, e_j = exp(x_j - m), probs = e / sum(e) (padded columns 0),
+// losses[i] = log(sum(e)) - (x_target - m), as the CPU backend computes it. probs may alias logits: every
+// element is read and rewritten by the same thread, and x_target is read before any write.
+// Backward writes (not accumulates) dlogits = dloss * (probs - onehot(target)), padded columns 0; may
+// alias probs. A target outside [0, V) yields a NaN loss and no one-hot term (it is never dereferenced).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/status.hpp"
+
+namespace perigee::kernels::cuda {
+
+Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N, int V,
+                            int Vp, cudaStream_t stream);
+
+Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N, int V,
+                             int Vp, cudaStream_t stream);
+
+}  // namespace perigee::kernels::cuda

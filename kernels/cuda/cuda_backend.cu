@@ -1,0 +1,241 @@
+// CudaBackend: lifetime, memory ops on the backend stream, and the op table that forwards each Backend
+// op to its kernel family's launcher (see cuda_backend.cuh).
+#include "kernels/cuda/cuda_backend.cuh"
+
+#include <algorithm>
+
+#include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/crossentropy.cuh"
+#include "kernels/cuda/cublas_check.cuh"
+#include "kernels/cuda/cuda_backend_factory.hpp"
+#include "kernels/cuda/encoder.cuh"
+#include "kernels/cuda/gelu.cuh"
+#include "kernels/cuda/layernorm.cuh"
+#include "kernels/cuda/matmul.cuh"
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/residual.cuh"
+
+namespace perigee::kernels::cuda {
+namespace {
+
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
+constexpr size_t kMinAllocation = 256;                       // cudaMalloc's alignment; 0 bytes still get a block
+
+}  // namespace
+
+// ---- lifetime
+
+Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
+  PERIGEE_REQUIRE(out != nullptr, StatusCode::kInvalidArgument, "CudaBackend::create: null output pointer");
+  out->reset();
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return make_error(StatusCode::kUnavailable, "CudaBackend: no usable CUDA device: cudaGetDeviceCount returned ",
+                      cudaGetErrorName(err), " (", static_cast<int>(err), ": ", cudaGetErrorString(err), ")");
+  }
+  PERIGEE_REQUIRE(count > 0, StatusCode::kUnavailable, "CudaBackend: the driver reports 0 CUDA devices");
+  PERIGEE_REQUIRE(device >= 0 && device < count, StatusCode::kInvalidArgument, "CudaBackend: device ", device,
+                  " does not exist (", count, " device(s))");
+
+  std::unique_ptr<CudaBackend> be(new CudaBackend());
+  be->device_ = device;
+  PERIGEE_CHECK_CUDA(cudaSetDevice(device));
+  PERIGEE_CHECK_CUDA(cudaStreamCreateWithFlags(&be->stream_, cudaStreamNonBlocking));
+  PERIGEE_CHECK_CUBLAS(cublasCreate(&be->cublas_));
+  PERIGEE_CHECK_CUBLAS(cublasSetStream(be->cublas_, be->stream_));  // resets the workspace: set it after
+  PERIGEE_CHECK_CUDA(cudaMalloc(&be->cublas_workspace_, kCublasWorkspaceBytes));
+  PERIGEE_CHECK_CUBLAS(cublasSetWorkspace(be->cublas_, be->cublas_workspace_, kCublasWorkspaceBytes));
+  PERIGEE_CHECK_CUBLAS(cublasSetMathMode(be->cublas_, CUBLAS_DEFAULT_MATH));
+  PERIGEE_CHECK_CUBLAS(cublasSetAtomicsMode(be->cublas_, CUBLAS_ATOMICS_NOT_ALLOWED));
+  PERIGEE_CHECK_CUBLAS(cublasSetPointerMode(be->cublas_, CUBLAS_POINTER_MODE_HOST));
+  PERIGEE_CHECK_CUDA(cudaMalloc(&be->device_result_, sizeof(double)));
+  PERIGEE_CHECK_CUDA(cudaMallocHost(&be->host_result_, sizeof(double)));
+  *out = std::move(be);
+  return Status::ok();
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
+  if (device_result_ != nullptr) cudaFree(device_result_);
+  if (host_result_ != nullptr) cudaFreeHost(host_result_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+Status make_cuda_backend(int device, std::unique_ptr<Backend>* out) {
+  PERIGEE_REQUIRE(out != nullptr, StatusCode::kInvalidArgument, "make_cuda_backend: null output pointer");
+  std::unique_ptr<CudaBackend> be;
+  PERIGEE_CHECK(CudaBackend::create(device, &be));
+  *out = std::move(be);
+  return Status::ok();
+}
+
+// ---- memory
+
+Status CudaBackend::allocate(void** ptr, size_t bytes) {
+  PERIGEE_REQUIRE(ptr != nullptr, StatusCode::kInvalidArgument, "allocate: null output pointer");
+  *ptr = nullptr;
+  const size_t size = std::max(bytes, kMinAllocation);
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, size);
+  if (err == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    return make_error(StatusCode::kOutOfMemory, "allocate: cannot allocate ", bytes, " bytes on CUDA device ",
+                      device_);
+  }
+  PERIGEE_CHECK_CUDA(err);
+  const cudaError_t zero = cudaMemsetAsync(p, 0, size, stream_);
+  const cudaError_t sync = zero == cudaSuccess ? cudaStreamSynchronize(stream_) : zero;
+  if (sync != cudaSuccess) {
+    cudaFree(p);
+    PERIGEE_CHECK_CUDA(sync);
+  }
+  *ptr = p;
+  return Status::ok();
+}
+
+void CudaBackend::release(void* ptr) {
+  if (ptr == nullptr) return;
+  cudaStreamSynchronize(stream_);
+  cudaFree(ptr);
+}
+
+Status CudaBackend::memset_zero(void* ptr, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("memset_zero", {ptr}));
+  PERIGEE_CHECK_CUDA(cudaMemsetAsync(ptr, 0, bytes, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::copy_to_device(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("copy_to_device", {dst, host_src}));
+  PERIGEE_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyDefault, stream_));
+  PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("copy_to_host", {host_dst, src}));
+  PERIGEE_CHECK_CUDA(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDefault, stream_));
+  PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::synchronize() {
+  PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream_));
+  return Status::ok();
+}
+
+// ---- forward / backward ops
+
+Status CudaBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
+                                    int T, int C) {
+  PERIGEE_CHECK(cuda::encoder_forward(out, tokens, wte, wpe, B, T, C, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
+                                     int T, int C) {
+  PERIGEE_CHECK(cuda::encoder_backward(dwte, dwpe, dout, tokens, B, T, C, scratch_, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                                      const float* bias, int N, int C) {
+  PERIGEE_CHECK(cuda::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                       const float* inp, const float* weight, const float* mean, const float* rstd,
+                                       int N, int C) {
+  PERIGEE_CHECK(
+      cuda::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, scratch_, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
+                                   int C, int OC) {
+  PERIGEE_CHECK(cuda::matmul_forward(out, inp, weight, bias, N, C, OC, GemmContext{cublas_, allow_tf32_}, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                                    const float* weight, int N, int C, int OC) {
+  PERIGEE_CHECK(cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC,
+                                      GemmContext{cublas_, allow_tf32_}, scratch_, stream_));
+  return Status::ok();
+}
+
+size_t CudaBackend::attention_state_size(int B, int T, int /*C*/, int NH) const {
+  return attention_state_floats(B, T, NH);
+}
+
+Status CudaBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+  PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B,
+                                       int T, int C, int NH) {
+  PERIGEE_CHECK(cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {
+  PERIGEE_CHECK(cuda::gelu_forward(out, inp, n, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+  PERIGEE_CHECK(cuda::gelu_backward(dinp, inp, dout, n, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::residual_forward(float* out, const float* a, const float* b, size_t n) {
+  PERIGEE_CHECK(cuda::residual_forward(out, a, b, n, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
+                                         int N, int V, int Vp) {
+  PERIGEE_CHECK(cuda::crossentropy_forward(losses, probs, logits, targets, N, V, Vp, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss,
+                                          int N, int V, int Vp) {
+  PERIGEE_CHECK(cuda::crossentropy_backward(dlogits, probs, targets, dloss, N, V, Vp, stream_));
+  return Status::ok();
+}
+
+// ---- optimizer and reductions
+
+Status CudaBackend::adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
+                                 const AdamWParams& hp) {
+  PERIGEE_CHECK(cuda::adamw_update(params, grads, m, v, n, hp, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::sum_squares(const float* x, size_t n, double* out) {
+  PERIGEE_CHECK(check_pointers("sum_squares", {out}));
+  *out = 0.0;
+  PERIGEE_CHECK(cuda::sum_squares(x, n, device_result_, scratch_, stream_));
+  PERIGEE_CHECK_CUDA(cudaMemcpyAsync(host_result_, device_result_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream_));
+  *out = *host_result_;
+  return Status::ok();
+}
+
+Status CudaBackend::scale(float* x, float s, size_t n) {
+  PERIGEE_CHECK(cuda::scale(x, s, n, stream_));
+  return Status::ok();
+}
+
+}  // namespace perigee::kernels::cuda

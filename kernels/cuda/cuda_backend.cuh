@@ -1,0 +1,91 @@
+// CudaBackend: the fp32 CUDA implementation of kernels::Backend on one device.
+// Every op is enqueued on the backend's own stream (non-blocking) and returns without waiting, except
+// where the interface hands host data back: copy_to_host, copy_to_device (the host buffer may be reused
+// as soon as it returns), sum_squares (writes a host double) and allocate. GEMMs run through cuBLAS in
+// fp32 (no TF32 unless set_allow_tf32(true)); every other op is a kernel family of this folder. All
+// reductions run in a fixed order without atomics, so every op is bit-reproducible on one device.
+// Temporary device memory comes from one grow-on-demand scratch buffer. One backend runs one op at a
+// time; callers use it from threads whose current device is device() (create() sets it).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "kernels/backend.hpp"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace perigee::kernels::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  // Makes `device` current, creates the stream, the cuBLAS handle and its workspace.
+  static Status create(int device, std::unique_ptr<CudaBackend>* out);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  // Lets the GEMMs use TF32 tensor cores (faster, about 1e-3 relative error; off by default).
+  void set_allow_tf32(bool allow) { allow_tf32_ = allow; }
+  bool allow_tf32() const { return allow_tf32_; }
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  const char* name() const override { return "cuda"; }
+
+  // ---- memory
+  Status allocate(void** ptr, size_t bytes) override;
+  void release(void* ptr) override;
+  Status memset_zero(void* ptr, size_t bytes) override;
+  Status copy_to_device(void* dst, const void* host_src, size_t bytes) override;
+  Status copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  Status synchronize() override;
+
+  // ---- forward / backward ops
+  Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                         int C) override;
+  Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                          int C) override;
+  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                           const float* bias, int N, int C) override;
+  Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, const float* mean, const float* rstd, int N, int C) override;
+  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                        int OC) override;
+  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                         const float* weight, int N, int C, int OC) override;
+  // The per-row log-sum-exp [B, NH, T] (flash-style: the probabilities are recomputed in the backward).
+  size_t attention_state_size(int B, int T, int C, int NH) const override;
+  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
+  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
+                            int C, int NH) override;
+  Status gelu_forward(float* out, const float* inp, size_t n) override;
+  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
+  Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
+                              int V, int Vp) override;
+  Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
+                               int V, int Vp) override;
+
+  // ---- optimizer and reductions
+  Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
+                      const AdamWParams& hp) override;
+  Status sum_squares(const float* x, size_t n, double* out) override;
+  Status scale(float* x, float s, size_t n) override;
+
+ private:
+  CudaBackend() = default;
+
+  int device_ = 0;
+  bool allow_tf32_ = false;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  double* device_result_ = nullptr;  // sum_squares result on the device
+  double* host_result_ = nullptr;    // pinned host copy of it
+  DeviceScratch scratch_;
+};
+
+}  // namespace perigee::kernels::cuda

@@ -1,0 +1,59 @@
+// GELU (tanh approximation), fp32 elementwise (see gelu.cuh).
+#include "kernels/cuda/gelu.cuh"
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace perigee::kernels::cuda {
+namespace {
+
+constexpr int kBlock = 256;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCubic = 0.044715f;
+
+// ---- CUDA kernels
+
+// sigmoid(2u) for the GELU argument x (expf overflows to inf for very negative x: the gate is then 0).
+__device__ __forceinline__ float gelu_gate(float x) {
+  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+  return 1.0f / (1.0f + expf(-2.0f * u));
+}
+
+__global__ void gelu_forward_kernel(float* out, const float* inp, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float x = inp[i];
+    out[i] = x * gelu_gate(x);
+  }
+}
+
+__global__ void gelu_backward_kernel(float* dinp, const float* inp, const float* dout, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float x = inp[i];
+    const float s = gelu_gate(x);
+    const float du_dx = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+    dinp[i] += (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i];
+  }
+}
+
+}  // namespace
+
+// ---- kernel launchers
+
+Status gelu_forward(float* out, const float* inp, size_t n, cudaStream_t stream) {
+  if (n == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("gelu_forward", {out, inp}));
+  gelu_forward_kernel<<<flat_grid(n, kBlock), kBlock, 0, stream>>>(out, inp, n);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, cudaStream_t stream) {
+  if (n == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("gelu_backward", {dinp, inp, dout}));
+  gelu_backward_kernel<<<flat_grid(n, kBlock), kBlock, 0, stream>>>(dinp, inp, dout, n);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+}  // namespace perigee::kernels::cuda

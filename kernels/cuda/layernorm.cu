@@ -1,0 +1,161 @@
+// LayerNorm, fp32 storage with double reductions (see layernorm.cuh).
+#include "kernels/cuda/layernorm.cuh"
+
+#include <cmath>
+
+namespace perigee::kernels::cuda {
+namespace {
+
+constexpr int kRowBlock = 256;                     // 8 warps = 8 rows per block
+constexpr int kRowsPerBlock = kRowBlock / kWarpSize;
+constexpr float kEps = 1e-5f;                      // fixed by the Backend interface
+constexpr int kColumnTile = 32;                    // columns per block in the dweight/dbias stage 1
+constexpr int kRowThreads = 8;                     // threads along the rows in stage 1
+constexpr int kFinishBlock = 128;
+
+// ---- CUDA kernels
+
+__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp,
+                                         const float* weight, const float* bias, int N, int C) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= N) return;  // whole warps leave together
+  const float* x = inp + row * C;
+  double sum = 0.0;
+  for (int c = lane; c < C; c += kWarpSize) sum += static_cast<double>(x[c]);
+  const double m = group_sum(sum) / C;
+  double sq = 0.0;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const double d = static_cast<double>(x[c]) - m;
+    sq += d * d;
+  }
+  sq = group_sum(sq);
+  const float mf = static_cast<float>(m);
+  const float s = static_cast<float>(1.0 / sqrt(sq / C + static_cast<double>(kEps)));
+  float* o = out + row * C;
+  for (int c = lane; c < C; c += kWarpSize) o[c] = (x[c] - mf) * s * weight[c] + bias[c];
+  if (lane == 0) {
+    mean[row] = mf;
+    rstd[row] = s;
+  }
+}
+
+// dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * weight, xhat = (x - mean) * rstd.
+__global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp,
+                                               const float* weight, const float* mean, const float* rstd, int N,
+                                               int C) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= N) return;
+  const float* x = inp + row * C;
+  const float* d = dout + row * C;
+  const float m = mean[row];
+  const float s = rstd[row];
+  double g_sum = 0.0;
+  double gx_sum = 0.0;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const float g = d[c] * weight[c];
+    g_sum += static_cast<double>(g);
+    gx_sum += static_cast<double>(g) * static_cast<double>((x[c] - m) * s);
+  }
+  const float g_mean = static_cast<float>(group_sum(g_sum) / C);
+  const float gx_mean = static_cast<float>(group_sum(gx_sum) / C);
+  float* dx = dinp + row * C;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const float xhat = (x[c] - m) * s;
+    dx[c] += s * (d[c] * weight[c] - g_mean - xhat * gx_mean);
+  }
+}
+
+// Stage 1: block (row range bx, column tile by); thread (tx, ty) sums rows bx*R + ty, + kRowThreads, ...
+// then the kRowThreads partial sums of a column are added in ty order. partial_dw/partial_db [P, C].
+__global__ void layernorm_backward_partial_kernel(double* partial_dw, double* partial_db, const float* dout,
+                                                  const float* inp, const float* mean, const float* rstd, int N,
+                                                  int C) {
+  __shared__ double s_dw[kRowThreads][kColumnTile];
+  __shared__ double s_db[kRowThreads][kColumnTile];
+  const int tx = threadIdx.x;
+  const int ty = threadIdx.y;
+  const int c = blockIdx.y * kColumnTile + tx;
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * kLayerNormRowsPerPartial;
+  const int64_t row_end = min(static_cast<int64_t>(N), row_begin + kLayerNormRowsPerPartial);
+  double dw = 0.0;
+  double db = 0.0;
+  if (c < C) {
+    for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads) {
+      const float d = dout[n * C + c];
+      dw += static_cast<double>(d * ((inp[n * C + c] - mean[n]) * rstd[n]));
+      db += static_cast<double>(d);
+    }
+  }
+  s_dw[ty][tx] = dw;
+  s_db[ty][tx] = db;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    for (int k = 1; k < kRowThreads; ++k) {
+      dw += s_dw[k][tx];
+      db += s_db[k][tx];
+    }
+    partial_dw[static_cast<int64_t>(blockIdx.x) * C + c] = dw;
+    partial_db[static_cast<int64_t>(blockIdx.x) * C + c] = db;
+  }
+}
+
+// Stage 2: dweight[c] += sum_p partial_dw[p, c] (p in order); dbias likewise.
+__global__ void layernorm_backward_finish_kernel(float* dweight, float* dbias, const double* partial_dw,
+                                                 const double* partial_db, int P, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double dw = 0.0;
+  double db = 0.0;
+  for (int p = 0; p < P; ++p) {
+    dw += partial_dw[static_cast<int64_t>(p) * C + c];
+    db += partial_db[static_cast<int64_t>(p) * C + c];
+  }
+  dweight[c] += static_cast<float>(dw);
+  dbias[c] += static_cast<float>(db);
+}
+
+}  // namespace
+
+// ---- kernel launchers
+
+Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                         const float* bias, int N, int C, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("layernorm_forward", {out, mean, rstd, inp, weight, bias}));
+  PERIGEE_CHECK(check_dims("layernorm_forward", {N, C}));
+  layernorm_forward_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(out, mean, rstd, inp, weight,
+                                                                                  bias, N, C);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const float* mean, const float* rstd, int N, int C,
+                          DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("layernorm_backward", {dinp, dweight, dbias, dout, inp, weight, mean, rstd}));
+  PERIGEE_CHECK(check_dims("layernorm_backward", {N, C}));
+  const int P = ceil_div(N, kLayerNormRowsPerPartial);
+  const size_t part = scratch_bytes<double>(static_cast<size_t>(P) * C);
+  void* base = nullptr;
+  PERIGEE_CHECK(scratch.get(2 * part, stream, &base));
+  ScratchCarver carve(base);
+  double* partial_dw = carve.take<double>(static_cast<size_t>(P) * C);
+  double* partial_db = carve.take<double>(static_cast<size_t>(P) * C);
+
+  layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(dinp, dout, inp, weight,
+                                                                                        mean, rstd, N, C);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument, "layernorm_backward: C = ", C,
+                  " is too large");
+  const dim3 grid(P, ceil_div(C, kColumnTile));
+  layernorm_backward_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(partial_dw, partial_db,
+                                                                                          dout, inp, mean, rstd, N, C);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  layernorm_backward_finish_kernel<<<ceil_div(C, kFinishBlock), kFinishBlock, 0, stream>>>(
+      dweight, dbias, partial_dw, partial_db, P, C);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+}  // namespace perigee::kernels::cuda

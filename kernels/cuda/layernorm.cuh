@@ -1,0 +1,26 @@
+// LayerNorm over the last dimension, fp32 storage, double accumulation of every reduction.
+// inp/out/dout/dinp [N, C], weight/bias [C], mean/rstd [N]; eps = 1e-5f, biased variance.
+// Forward: one warp per row (two-pass mean and variance in double, butterfly lane sums).
+// Backward, accumulating (+=): dinp one warp per row; dweight/dbias as a deterministic two-stage
+// reduction: stage 1 gives each block a fixed range of kLayerNormRowsPerPartial rows and 32 columns and
+// writes per-range partial sums (double) to scratch; stage 2 adds the partials of each column in range
+// order and adds the total to dweight/dbias. The order depends on the shape only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "core/status.hpp"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace perigee::kernels::cuda {
+
+inline constexpr int kLayerNormRowsPerPartial = 64;
+
+Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                         const float* bias, int N, int C, cudaStream_t stream);
+
+Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const float* mean, const float* rstd, int N, int C,
+                          DeviceScratch& scratch, cudaStream_t stream);
+
+}  // namespace perigee::kernels::cuda

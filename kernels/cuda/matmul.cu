@@ -1,0 +1,114 @@
+// Linear layer: cuBLAS fp32 GEMMs, bias add, deterministic bias gradient (see matmul.cuh).
+#include "kernels/cuda/matmul.cuh"
+
+#include "kernels/cuda/cublas_check.cuh"
+
+namespace perigee::kernels::cuda {
+namespace {
+
+constexpr int kBiasBlock = 256;
+constexpr int kColumnTile = 32;  // columns per block in the dbias stage 1
+constexpr int kRowThreads = 8;   // threads along the rows in the dbias stage 1
+constexpr int kFinishBlock = 128;
+
+// ---- CUDA kernels
+
+// out[n, o] += bias[o], one block per row.
+__global__ void add_bias_kernel(float* out, const float* bias, int OC) {
+  float* row = out + static_cast<int64_t>(blockIdx.x) * OC;
+  for (int o = threadIdx.x; o < OC; o += blockDim.x) row[o] += bias[o];
+}
+
+// Stage 1: block (row range bx, column tile by); thread (tx, ty) sums rows bx*R + ty, + kRowThreads, ...
+// and the kRowThreads sums of a column are added in ty order. partial [P, OC].
+__global__ void bias_grad_partial_kernel(double* partial, const float* dout, int N, int OC) {
+  __shared__ double shared[kRowThreads][kColumnTile];
+  const int tx = threadIdx.x;
+  const int ty = threadIdx.y;
+  const int o = blockIdx.y * kColumnTile + tx;
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * kMatmulRowsPerPartial;
+  const int64_t row_end = min(static_cast<int64_t>(N), row_begin + kMatmulRowsPerPartial);
+  double acc = 0.0;
+  if (o < OC) {
+    for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads) acc += static_cast<double>(dout[n * OC + o]);
+  }
+  shared[ty][tx] = acc;
+  __syncthreads();
+  if (ty == 0 && o < OC) {
+    for (int k = 1; k < kRowThreads; ++k) acc += shared[k][tx];
+    partial[static_cast<int64_t>(blockIdx.x) * OC + o] = acc;
+  }
+}
+
+// Stage 2: dbias[o] += sum_p partial[p, o] (p in order).
+__global__ void bias_grad_finish_kernel(float* dbias, const double* partial, int P, int OC) {
+  const int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= OC) return;
+  double acc = 0.0;
+  for (int p = 0; p < P; ++p) acc += partial[static_cast<int64_t>(p) * OC + o];
+  dbias[o] += static_cast<float>(acc);
+}
+
+// Column-major C[m, n] = op(A) op(B) + beta C, fp32 in and out.
+Status gemm(const GemmContext& ctx, cublasOperation_t trans_a, cublasOperation_t trans_b, int m, int n, int k,
+            const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  const float alpha = 1.0f;
+  const cublasComputeType_t compute = ctx.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  PERIGEE_CHECK_CUBLAS(cublasGemmEx(ctx.handle, trans_a, trans_b, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
+                                    CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+  return Status::ok();
+}
+
+}  // namespace
+
+// ---- kernel launchers
+
+Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC,
+                      const GemmContext& ctx, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp, weight, ctx.handle}));
+  PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
+  // out^T [OC, N] = weight [OC, C] (stored as weight^T, col-major C x OC) . inp^T [C, N].
+  PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, 0.0f, out, OC));
+  if (bias != nullptr) {
+    add_bias_kernel<<<N, kBiasBlock, 0, stream>>>(out, bias, OC);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+  }
+  return Status::ok();
+}
+
+Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, int N, int C, int OC, const GemmContext& ctx, DeviceScratch& scratch,
+                       cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_backward", {dout, ctx.handle}));
+  PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
+  if (dinp != nullptr) {
+    PERIGEE_CHECK(check_pointers("matmul_backward (dinp needs weight)", {weight}));
+  }
+  if (dweight != nullptr) {
+    PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp}));
+  }
+  if (dbias != nullptr) {
+    PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument, "matmul_backward: OC = ", OC,
+                    " is too large");
+    const int P = ceil_div(N, kMatmulRowsPerPartial);
+    void* base = nullptr;
+    PERIGEE_CHECK(scratch.get(scratch_bytes<double>(static_cast<size_t>(P) * OC), stream, &base));
+    double* partial = static_cast<double*>(base);
+    const dim3 grid(P, ceil_div(OC, kColumnTile));
+    bias_grad_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(partial, dout, N, OC);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+    bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+  }
+  if (dinp != nullptr) {
+    // dinp^T [C, N] += weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
+    PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, 1.0f, dinp, C));
+  }
+  if (dweight != nullptr) {
+    // dweight^T [C, OC] += inp^T [C, N] . dout [N, OC] (dout^T in col-major, transposed back).
+    PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dweight, C));
+  }
+  return Status::ok();
+}
+
+}  // namespace perigee::kernels::cuda

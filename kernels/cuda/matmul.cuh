@@ -1,0 +1,35 @@
+// Linear layer, fp32 GEMMs through cuBLAS (cublasGemmEx, CUBLAS_COMPUTE_32F: no TF32 unless the caller
+// allows it, so results stay close to the CPU backend). Row-major inp [N, C], weight [OC, C],
+// bias [OC], out [N, OC]; out = inp @ weight^T + bias. Row-major matrices are handed to column-major
+// cuBLAS as their transposes, so out^T = weight . inp^T is one GEMM.
+// Backward accumulates (cuBLAS beta = 1): dinp += dout @ weight, dweight += dout^T @ inp, and
+// dbias += column sums of dout, a deterministic two-stage reduction without atomics (fixed ranges of
+// kMatmulRowsPerPartial rows give double partial sums, added in range order). cuBLAS is run with atomics
+// disallowed (its default) on one stream, so its results are reproducible too.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "core/status.hpp"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace perigee::kernels::cuda {
+
+inline constexpr int kMatmulRowsPerPartial = 64;
+
+// The cuBLAS handle (bound to `stream`) and whether GEMMs may use TF32 tensor cores.
+struct GemmContext {
+  cublasHandle_t handle = nullptr;
+  bool allow_tf32 = false;
+};
+
+Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC,
+                      const GemmContext& gemm, cudaStream_t stream);
+
+// dinp, dweight, dbias may each be null (not needed).
+Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, int N, int C, int OC, const GemmContext& gemm, DeviceScratch& scratch,
+                       cudaStream_t stream);
+
+}  // namespace perigee::kernels::cuda

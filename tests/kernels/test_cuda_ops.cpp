@@ -1,0 +1,633 @@
+// CUDA backend against the CPU reference backend: every op, forward and backward, on random inputs of
+// several shapes (sizes that are not multiples of the kernels' tiles, T = 1..130, head sizes 6..128,
+// Vp > V), each check |gpu - cpu| <= atol + rtol * |cpu| with the tolerances stated next to it; the
+// accumulate semantics of the backward ops (initial gradients are random; a second backward adds the
+// same again); the aliasing cases; and determinism (each op run twice on the GPU is bit-identical).
+// Compiled by the C++ compiler: only the Backend interface, the factory and the device probe are used.
+// Without a usable CUDA device every test is skipped with the probe's message.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/cuda_backend_factory.hpp"
+#include "kernels/cuda/device_probe.cuh"
+
+namespace perigee::kernels {
+namespace {
+
+// ---- fixture: one CPU and one CUDA backend for the whole binary
+
+struct Backends {
+  std::unique_ptr<cpu::CpuBackend> cpu;
+  std::unique_ptr<Backend> gpu;
+  std::string skip_reason;  // non-empty: no usable device, skip
+  Status error;             // a device was found but the backend could not be made: fail
+};
+
+Backends& backends() {
+  static Backends b = [] {
+    Backends r;
+    std::vector<cuda::DeviceInfo> devices;
+    Status probe = cuda::probe_devices(&devices);
+    if (!probe.is_ok()) {
+      r.skip_reason = probe.message();
+      return r;
+    }
+    r.error = cuda::make_cuda_backend(0, &r.gpu);
+    r.cpu = std::make_unique<cpu::CpuBackend>(2);
+    return r;
+  }();
+  return b;
+}
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Backends& b = backends();
+    if (!b.skip_reason.empty()) GTEST_SKIP() << b.skip_reason;
+    ASSERT_TRUE(b.error.is_ok()) << b.error.to_string();
+    ASSERT_NE(b.gpu, nullptr);
+    cpu_ = b.cpu.get();
+    gpu_ = b.gpu.get();
+  }
+
+  Backend* cpu_ = nullptr;
+  Backend* gpu_ = nullptr;
+};
+
+// ---- helpers
+
+// A buffer allocated by (and released to) a backend; filled and read through the backend's copies.
+template <typename T>
+class Array {
+ public:
+  Array(Backend& backend, size_t n) : backend_(&backend), n_(n) {
+    void* p = nullptr;
+    PERIGEE_CHECK_OR_DIE(backend.allocate(&p, n * sizeof(T)));
+    data_ = static_cast<T*>(p);
+  }
+  Array(Backend& backend, const std::vector<T>& values) : Array(backend, values.size()) { upload(values); }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+  ~Array() { backend_->release(data_); }
+
+  T* data() { return data_; }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& values) {
+    ASSERT_EQ(values.size(), n_);
+    PERIGEE_CHECK_OR_DIE(backend_->copy_to_device(data_, values.data(), n_ * sizeof(T)));
+  }
+  std::vector<T> download() const {
+    std::vector<T> out(n_);
+    PERIGEE_CHECK_OR_DIE(backend_->copy_to_host(out.data(), data_, n_ * sizeof(T)));
+    return out;
+  }
+
+ private:
+  Backend* backend_;
+  size_t n_;
+  T* data_ = nullptr;
+};
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+std::vector<int32_t> random_tokens(size_t n, int32_t vocab, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
+  std::vector<int32_t> v(n);
+  for (int32_t& x : v) x = dist(gen);
+  return v;
+}
+
+// Expects |got[i] - ref[i]| <= atol + rtol * |ref[i]| for every i; reports the first few failures and the
+// largest error.
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
+                  double atol, double rtol) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  int failures = 0;
+  size_t worst = 0;
+  double worst_ratio = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    const double tol = atol + rtol * std::fabs(static_cast<double>(ref[i]));
+    const double ratio = tol > 0.0 ? err / tol : (err > 0.0 ? INFINITY : 0.0);
+    if (!(ratio <= worst_ratio)) {
+      worst_ratio = ratio;
+      worst = i;
+    }
+    if (!(err <= tol) && failures < 5) {
+      ADD_FAILURE() << what << "[" << i << "]: gpu " << got[i] << ", cpu " << ref[i] << " (error " << err
+                    << " > tolerance " << tol << ")";
+      ++failures;
+    }
+  }
+  if (failures > 0 && !ref.empty()) {
+    ADD_FAILURE() << what << ": worst element " << worst << " at " << worst_ratio << " x tolerance";
+  }
+}
+
+template <typename T>
+bool bit_identical(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+std::vector<float> twice(const std::vector<float>& v) {
+  std::vector<float> r(v);
+  for (float& x : r) x *= 2.0f;
+  return r;
+}
+
+// ---- memory
+
+TEST_F(CudaOps, IdentifiesItself) {
+  EXPECT_EQ(gpu_->kind(), DeviceKind::kCuda);
+  EXPECT_STREQ(gpu_->name(), "cuda");
+}
+
+TEST_F(CudaOps, MemoryIsZeroFilledAndCopiesRoundTrip) {
+  Array<float> a(*gpu_, 1000);
+  EXPECT_TRUE(bit_identical(a.download(), std::vector<float>(1000, 0.0f)));
+  const std::vector<float> v = random_vector(1000, 1);
+  a.upload(v);
+  EXPECT_TRUE(bit_identical(a.download(), v));
+  ASSERT_TRUE(gpu_->memset_zero(a.data() + 100, 200 * sizeof(float)).is_ok());
+  std::vector<float> expect = v;
+  std::fill(expect.begin() + 100, expect.begin() + 300, 0.0f);
+  EXPECT_TRUE(bit_identical(a.download(), expect));
+  ASSERT_TRUE(gpu_->synchronize().is_ok());
+
+  void* empty = nullptr;
+  ASSERT_TRUE(gpu_->allocate(&empty, 0).is_ok());
+  EXPECT_NE(empty, nullptr);
+  gpu_->release(empty);
+  gpu_->release(nullptr);
+  EXPECT_TRUE(gpu_->copy_to_host(nullptr, nullptr, 0).is_ok());
+  EXPECT_EQ(gpu_->copy_to_host(nullptr, a.data(), 4).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->allocate(nullptr, 4).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(CudaOps, ReportsOutOfMemory) {
+  void* p = nullptr;
+  const Status s = gpu_->allocate(&p, size_t{1} << 50);  // 1 PiB
+  EXPECT_EQ(s.code(), StatusCode::kOutOfMemory) << s.to_string();
+  EXPECT_EQ(p, nullptr);
+  // The backend keeps working afterwards.
+  Array<float> a(*gpu_, 10);
+  EXPECT_TRUE(bit_identical(a.download(), std::vector<float>(10, 0.0f)));
+}
+
+// ---- encoder
+
+struct EncoderResult {
+  std::vector<float> out, dwte, dwpe;
+};
+
+EncoderResult run_encoder(Backend& be, int B, int T, int C, const std::vector<int32_t>& tokens,
+                          const std::vector<float>& wte, const std::vector<float>& wpe, const std::vector<float>& dout,
+                          const std::vector<float>& dwte0, const std::vector<float>& dwpe0, int backward_calls) {
+  Array<int32_t> tok(be, tokens);
+  Array<float> w(be, wte), p(be, wpe), d(be, dout), gw(be, dwte0), gp(be, dwpe0);
+  Array<float> out(be, static_cast<size_t>(B) * T * C);
+  PERIGEE_CHECK_OR_DIE(be.encoder_forward(out.data(), tok.data(), w.data(), p.data(), B, T, C));
+  for (int i = 0; i < backward_calls; ++i) {
+    PERIGEE_CHECK_OR_DIE(be.encoder_backward(gw.data(), gp.data(), d.data(), tok.data(), B, T, C));
+  }
+  return {out.download(), gw.download(), gp.download()};
+}
+
+TEST_F(CudaOps, EncoderMatchesCpuBitForBit) {
+  struct Shape {
+    int B, T, C, V;
+  };
+  // V = 2 with 300 positions: runs of one token longer than a block of the dwte kernel.
+  for (const Shape& s : {Shape{1, 1, 5, 3}, Shape{2, 7, 37, 11}, Shape{4, 64, 128, 50}, Shape{3, 100, 768, 2}}) {
+    const std::string tag = "B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " C=" + std::to_string(s.C);
+    const size_t n = static_cast<size_t>(s.B) * s.T * s.C;
+    const auto tokens = random_tokens(static_cast<size_t>(s.B) * s.T, s.V, 1);
+    const auto wte = random_vector(static_cast<size_t>(s.V) * s.C, 2);
+    const auto wpe = random_vector(static_cast<size_t>(s.T) * s.C, 3);
+    const auto dout = random_vector(n, 4);
+    const auto dwte0 = random_vector(wte.size(), 5);  // backward accumulates into these
+    const auto dwpe0 = random_vector(wpe.size(), 6);
+    const EncoderResult ref = run_encoder(*cpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
+    const EncoderResult got = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
+    // One fp32 add per element forward; backward adds the same fp32 terms in the same (position) order.
+    expect_close("encoder out " + tag, got.out, ref.out, 0.0, 0.0);
+    expect_close("encoder dwte " + tag, got.dwte, ref.dwte, 0.0, 0.0);
+    expect_close("encoder dwpe " + tag, got.dwpe, ref.dwpe, 0.0, 0.0);
+    const EncoderResult again = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
+    EXPECT_TRUE(bit_identical(got.out, again.out) && bit_identical(got.dwte, again.dwte) &&
+                bit_identical(got.dwpe, again.dwpe))
+        << tag;
+    // Accumulation: two backward calls from zero add the gradient twice (fp32 sums: 1e-6 relative).
+    const std::vector<float> zte(wte.size(), 0.0f), zpe(wpe.size(), 0.0f);
+    const EncoderResult one = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, zte, zpe, 1);
+    const EncoderResult two = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, zte, zpe, 2);
+    expect_close("encoder dwte x2 " + tag, two.dwte, twice(one.dwte), 1e-6, 1e-6);
+    expect_close("encoder dwpe x2 " + tag, two.dwpe, twice(one.dwpe), 1e-6, 1e-6);
+  }
+}
+
+// ---- layernorm
+
+struct LayerNormResult {
+  std::vector<float> out, mean, rstd, dinp, dweight, dbias;
+};
+
+LayerNormResult run_layernorm(Backend& be, int N, int C, const std::vector<float>& inp, const std::vector<float>& w,
+                              const std::vector<float>& bias, const std::vector<float>& dout,
+                              const std::vector<float>& dinp0, const std::vector<float>& dw0,
+                              const std::vector<float>& db0, int backward_calls) {
+  Array<float> x(be, inp), wt(be, w), bs(be, bias), d(be, dout), dx(be, dinp0), dw(be, dw0), db(be, db0);
+  Array<float> out(be, inp.size()), mean(be, N), rstd(be, N);
+  PERIGEE_CHECK_OR_DIE(
+      be.layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), wt.data(), bs.data(), N, C));
+  for (int i = 0; i < backward_calls; ++i) {
+    PERIGEE_CHECK_OR_DIE(be.layernorm_backward(dx.data(), dw.data(), db.data(), d.data(), x.data(), wt.data(),
+                                               mean.data(), rstd.data(), N, C));
+  }
+  return {out.download(), mean.download(), rstd.download(), dx.download(), dw.download(), db.download()};
+}
+
+TEST_F(CudaOps, LayerNormMatchesCpu) {
+  struct Shape {
+    int N, C;
+  };
+  // N = 300 spans several fixed row ranges of the dweight/dbias partial sums, with a partial last one.
+  for (const Shape& s : {Shape{9, 1}, Shape{9, 7}, Shape{300, 48}, Shape{130, 130}, Shape{64, 768}}) {
+    const int N = s.N, C = s.C;
+    const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C);
+    std::vector<float> inp = random_vector(static_cast<size_t>(N) * C, 10 + C, -2.0f, 3.0f);
+    for (float& x : inp) x += 5.0f;  // a large mean tests the two-pass variance
+    const auto w = random_vector(C, 11), bias = random_vector(C, 12);
+    const auto dout = random_vector(inp.size(), 13);
+    const auto dinp0 = random_vector(inp.size(), 14), dw0 = random_vector(C, 15), db0 = random_vector(C, 16);
+    const LayerNormResult ref = run_layernorm(*cpu_, N, C, inp, w, bias, dout, dinp0, dw0, db0, 1);
+    const LayerNormResult got = run_layernorm(*gpu_, N, C, inp, w, bias, dout, dinp0, dw0, db0, 1);
+    // Statistics are double sums in another order (identical after rounding to fp32 but for rare ties);
+    // the fp32 normalisation may fuse one multiply-add: a few ulp of O(1) values.
+    expect_close("layernorm out " + tag, got.out, ref.out, 2e-6, 2e-6);
+    expect_close("layernorm mean " + tag, got.mean, ref.mean, 0.0, 2e-7);
+    expect_close("layernorm rstd " + tag, got.rstd, ref.rstd, 0.0, 2e-7);
+    // dinp: double row sums, fp32 per element (a few ulp of values up to ~10); dweight/dbias: double sums
+    // of N fp32 products.
+    expect_close("layernorm dinp " + tag, got.dinp, ref.dinp, 1e-5, 1e-5);
+    expect_close("layernorm dweight " + tag, got.dweight, ref.dweight, 1e-5, 1e-5);
+    expect_close("layernorm dbias " + tag, got.dbias, ref.dbias, 1e-5, 1e-5);
+    const LayerNormResult again = run_layernorm(*gpu_, N, C, inp, w, bias, dout, dinp0, dw0, db0, 1);
+    EXPECT_TRUE(bit_identical(got.out, again.out) && bit_identical(got.mean, again.mean) &&
+                bit_identical(got.rstd, again.rstd) && bit_identical(got.dinp, again.dinp) &&
+                bit_identical(got.dweight, again.dweight) && bit_identical(got.dbias, again.dbias))
+        << tag;
+    const std::vector<float> zx(inp.size(), 0.0f), zc(C, 0.0f);
+    const LayerNormResult one = run_layernorm(*gpu_, N, C, inp, w, bias, dout, zx, zc, zc, 1);
+    const LayerNormResult two = run_layernorm(*gpu_, N, C, inp, w, bias, dout, zx, zc, zc, 2);
+    expect_close("layernorm dinp x2 " + tag, two.dinp, twice(one.dinp), 1e-6, 1e-6);
+    expect_close("layernorm dweight x2 " + tag, two.dweight, twice(one.dweight), 1e-6, 1e-6);
+    expect_close("layernorm dbias x2 " + tag, two.dbias, twice(one.dbias), 1e-6, 1e-6);
+  }
+}
+
+// ---- matmul
+
+struct MatmulResult {
+  std::vector<float> out, dinp, dweight, dbias;
+};
+
+// Runs the forward (with bias when use_bias) and backward_calls backward passes into the given initial
+// gradients; a gradient whose `want` flag is false is passed as null.
+MatmulResult run_matmul(Backend& be, int N, int C, int OC, bool use_bias, const std::vector<float>& inp,
+                        const std::vector<float>& w, const std::vector<float>& bias, const std::vector<float>& dout,
+                        const std::vector<float>& dinp0, const std::vector<float>& dw0,
+                        const std::vector<float>& db0, bool want_dinp, bool want_dw, bool want_db,
+                        int backward_calls) {
+  Array<float> x(be, inp), wt(be, w), bs(be, bias), d(be, dout), dx(be, dinp0), dw(be, dw0), db(be, db0);
+  Array<float> out(be, static_cast<size_t>(N) * OC);
+  out.upload(std::vector<float>(out.size(), 123.0f));  // the forward writes, not accumulates
+  PERIGEE_CHECK_OR_DIE(be.matmul_forward(out.data(), x.data(), wt.data(), use_bias ? bs.data() : nullptr, N, C, OC));
+  for (int i = 0; i < backward_calls; ++i) {
+    PERIGEE_CHECK_OR_DIE(be.matmul_backward(want_dinp ? dx.data() : nullptr, want_dw ? dw.data() : nullptr,
+                                            want_db ? db.data() : nullptr, d.data(), x.data(), wt.data(), N, C,
+                                            OC));
+  }
+  return {out.download(), dx.download(), dw.download(), db.download()};
+}
+
+TEST_F(CudaOps, MatmulMatchesCpu) {
+  struct Shape {
+    int N, C, OC;
+  };
+  for (const Shape& s : {Shape{1, 5, 3}, Shape{13, 40, 21}, Shape{300, 40, 700}, Shape{64, 768, 2304}}) {
+    const int N = s.N, C = s.C, OC = s.OC;
+    const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C) + " OC=" + std::to_string(OC);
+    const auto inp = random_vector(static_cast<size_t>(N) * C, 20), w = random_vector(static_cast<size_t>(OC) * C, 21);
+    const auto bias = random_vector(OC, 22), dout = random_vector(static_cast<size_t>(N) * OC, 23);
+    const auto dinp0 = random_vector(inp.size(), 24), dw0 = random_vector(w.size(), 25),
+               db0 = random_vector(OC, 26);
+    for (bool use_bias : {true, false}) {
+      const std::string t = tag + (use_bias ? " bias" : " no bias");
+      const MatmulResult ref =
+          run_matmul(*cpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, true, true, use_bias, 1);
+      const MatmulResult got =
+          run_matmul(*gpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, true, true, use_bias, 1);
+      // fp32 dot products of length K with terms |x| <= 1, summed in another order than OpenBLAS:
+      // atol grows with K (2e-7 K + 1e-6), rtol 1e-5.
+      auto atol = [](int K) { return 2e-7 * K + 1e-6; };
+      expect_close("matmul out " + t, got.out, ref.out, atol(C), 1e-5);
+      expect_close("matmul dinp " + t, got.dinp, ref.dinp, atol(OC), 1e-5);
+      expect_close("matmul dweight " + t, got.dweight, ref.dweight, atol(N), 1e-5);
+      // dbias: double column sums, one fp32 rounding.
+      expect_close("matmul dbias " + t, got.dbias, ref.dbias, 1e-6, 1e-6);
+      const MatmulResult again =
+          run_matmul(*gpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, true, true, use_bias, 1);
+      EXPECT_TRUE(bit_identical(got.out, again.out) && bit_identical(got.dinp, again.dinp) &&
+                  bit_identical(got.dweight, again.dweight) && bit_identical(got.dbias, again.dbias))
+          << t;
+    }
+    // Only some gradients wanted: the others stay untouched.
+    const MatmulResult part =
+        run_matmul(*gpu_, N, C, OC, true, inp, w, bias, dout, dinp0, dw0, db0, true, false, false, 1);
+    EXPECT_TRUE(bit_identical(part.dweight, dw0) && bit_identical(part.dbias, db0)) << tag;
+    const MatmulResult part2 =
+        run_matmul(*gpu_, N, C, OC, true, inp, w, bias, dout, dinp0, dw0, db0, false, true, true, 1);
+    EXPECT_TRUE(bit_identical(part2.dinp, dinp0)) << tag;
+    // Two backward calls from zero.
+    const std::vector<float> zx(inp.size(), 0.0f), zw(w.size(), 0.0f), zb(OC, 0.0f);
+    const MatmulResult one = run_matmul(*gpu_, N, C, OC, true, inp, w, bias, dout, zx, zw, zb, true, true, true, 1);
+    const MatmulResult two = run_matmul(*gpu_, N, C, OC, true, inp, w, bias, dout, zx, zw, zb, true, true, true, 2);
+    expect_close("matmul dinp x2 " + tag, two.dinp, twice(one.dinp), 1e-6, 1e-6);
+    expect_close("matmul dweight x2 " + tag, two.dweight, twice(one.dweight), 1e-6, 1e-6);
+    expect_close("matmul dbias x2 " + tag, two.dbias, twice(one.dbias), 1e-6, 1e-6);
+  }
+}
+
+// ---- attention
+
+struct AttentionResult {
+  std::vector<float> out, dqkv;
+};
+
+AttentionResult run_attention(Backend& be, int B, int T, int C, int NH, const std::vector<float>& qkv,
+                              const std::vector<float>& dout, const std::vector<float>& dqkv0, int backward_calls) {
+  Array<float> x(be, qkv), d(be, dout), dx(be, dqkv0);
+  Array<float> out(be, static_cast<size_t>(B) * T * C);
+  Array<float> att(be, be.attention_state_size(B, T, C, NH));
+  PERIGEE_CHECK_OR_DIE(be.attention_forward(out.data(), att.data(), x.data(), B, T, C, NH));
+  for (int i = 0; i < backward_calls; ++i) {
+    PERIGEE_CHECK_OR_DIE(be.attention_backward(dx.data(), d.data(), x.data(), att.data(), B, T, C, NH));
+  }
+  return {out.download(), dx.download()};
+}
+
+TEST_F(CudaOps, AttentionMatchesCpu) {
+  struct Shape {
+    int B, T, C, NH;
+  };
+  // Head sizes 16, 64, 128 and the odd ones 6 and 96 (padded to the compiled widths); T = 1, 7, 64, 100
+  // and 130 (one, two and three 64-row tiles, partial last tiles).
+  for (const Shape& s : {Shape{2, 1, 32, 2}, Shape{2, 7, 64, 4}, Shape{1, 64, 128, 2}, Shape{2, 100, 128, 2},
+                         Shape{1, 100, 256, 2}, Shape{1, 70, 36, 6}, Shape{1, 130, 96, 1}, Shape{2, 130, 64, 4}}) {
+    const int B = s.B, T = s.T, C = s.C, NH = s.NH;
+    const std::string tag = "B=" + std::to_string(B) + " T=" + std::to_string(T) + " hs=" + std::to_string(C / NH);
+    const size_t n = static_cast<size_t>(B) * T * C;
+    const auto qkv = random_vector(3 * n, 30 + T, -1.5f, 1.5f);
+    const auto dout = random_vector(n, 31);
+    const auto dqkv0 = random_vector(3 * n, 32);
+    const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    // Scores are fp32 dot products of up to 128 terms in another order, the softmax is online (rescaled
+    // per key tile) instead of normalised first: out is a convex combination of O(1) values.
+    expect_close("attention out " + tag, got.out, ref.out, 1e-5, 1e-4);
+    // Gradients recompute P from the saved log-sum-exp; sums of up to T terms of O(1).
+    expect_close("attention dqkv " + tag, got.dqkv, ref.dqkv, 2e-5, 2e-4);
+    const AttentionResult again = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    EXPECT_TRUE(bit_identical(got.out, again.out)) << tag;
+    EXPECT_TRUE(bit_identical(got.dqkv, again.dqkv)) << tag;
+    const std::vector<float> zero(3 * n, 0.0f);
+    const AttentionResult one = run_attention(*gpu_, B, T, C, NH, qkv, dout, zero, 1);
+    const AttentionResult two = run_attention(*gpu_, B, T, C, NH, qkv, dout, zero, 2);
+    expect_close("attention dqkv x2 " + tag, two.dqkv, twice(one.dqkv), 1e-6, 1e-6);
+  }
+}
+
+TEST_F(CudaOps, AttentionStateIsTheLogSumExpRows) {
+  EXPECT_EQ(gpu_->attention_state_size(4, 1024, 768, 12), size_t{4} * 12 * 1024);
+}
+
+TEST_F(CudaOps, AttentionRejectsHeadsOver128) {
+  Array<float> qkv(*gpu_, 3 * 129), out(*gpu_, 129), att(*gpu_, 1);
+  EXPECT_EQ(gpu_->attention_forward(out.data(), att.data(), qkv.data(), 1, 1, 129, 1).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->attention_forward(out.data(), att.data(), qkv.data(), 1, 1, 30, 4).code(),
+            StatusCode::kInvalidArgument);  // C not a multiple of NH
+  EXPECT_EQ(gpu_->attention_forward(nullptr, att.data(), qkv.data(), 1, 1, 32, 1).code(),
+            StatusCode::kInvalidArgument);
+}
+
+// ---- gelu, residual
+
+TEST_F(CudaOps, GeluMatchesCpu) {
+  for (size_t n : {size_t{1}, size_t{1000}, size_t{100003}}) {
+    const std::string tag = "n=" + std::to_string(n);
+    const auto inp = random_vector(n, 40, -6.0f, 6.0f), dout = random_vector(n, 41), dinp0 = random_vector(n, 42);
+    auto run = [&](Backend& be, const std::vector<float>& d0, int calls) {
+      Array<float> x(be, inp), d(be, dout), dx(be, d0), out(be, n);
+      PERIGEE_CHECK_OR_DIE(be.gelu_forward(out.data(), x.data(), n));
+      for (int i = 0; i < calls; ++i) PERIGEE_CHECK_OR_DIE(be.gelu_backward(dx.data(), x.data(), d.data(), n));
+      return std::vector<std::vector<float>>{out.download(), dx.download()};
+    };
+    const auto ref = run(*cpu_, dinp0, 1);
+    const auto got = run(*gpu_, dinp0, 1);
+    // expf against the CPU's polynomial exp: a few ulp of the gate, relative.
+    expect_close("gelu out " + tag, got[0], ref[0], 1e-7, 5e-6);
+    // gelu' = s + 2 x s (1 - s) du/dx cancels near its zero at x ~ -0.75: absolute term.
+    expect_close("gelu dinp " + tag, got[1], ref[1], 1e-6, 1e-5);
+    const auto again = run(*gpu_, dinp0, 1);
+    EXPECT_TRUE(bit_identical(got[0], again[0]) && bit_identical(got[1], again[1])) << tag;
+    const std::vector<float> zero(n, 0.0f);
+    expect_close("gelu dinp x2 " + tag, run(*gpu_, zero, 2)[1], twice(run(*gpu_, zero, 1)[1]), 1e-6, 1e-6);
+  }
+}
+
+TEST_F(CudaOps, ResidualIsExactAndMayAlias) {
+  const size_t n = 70001;
+  const auto a = random_vector(n, 50), b = random_vector(n, 51);
+  std::vector<float> sum(n);
+  for (size_t i = 0; i < n; ++i) sum[i] = a[i] + b[i];
+  Array<float> da(*gpu_, a), db(*gpu_, b), out(*gpu_, n);
+  ASSERT_TRUE(gpu_->residual_forward(out.data(), da.data(), db.data(), n).is_ok());
+  EXPECT_TRUE(bit_identical(out.download(), sum));  // one fp32 add: exact
+  ASSERT_TRUE(gpu_->residual_forward(da.data(), da.data(), db.data(), n).is_ok());  // out aliases a
+  EXPECT_TRUE(bit_identical(da.download(), sum));
+  da.upload(a);
+  ASSERT_TRUE(gpu_->residual_forward(db.data(), da.data(), db.data(), n).is_ok());  // out aliases b
+  EXPECT_TRUE(bit_identical(db.download(), sum));
+  EXPECT_TRUE(gpu_->residual_forward(out.data(), da.data(), db.data(), 0).is_ok());
+}
+
+// ---- crossentropy
+
+struct CrossEntropyForward {
+  std::vector<float> losses, probs;
+};
+
+// in_place: probs is the logits buffer. The probs buffer starts with garbage in every column.
+CrossEntropyForward run_ce_forward(Backend& be, int N, int V, int Vp, const std::vector<float>& logits,
+                                   const std::vector<int32_t>& targets, bool in_place) {
+  Array<float> x(be, logits), probs(be, random_vector(logits.size(), 60, 5.0f, 9.0f)), losses(be, N);
+  Array<int32_t> t(be, targets);
+  float* p = in_place ? x.data() : probs.data();
+  PERIGEE_CHECK_OR_DIE(be.crossentropy_forward(losses.data(), p, x.data(), t.data(), N, V, Vp));
+  return {losses.download(), in_place ? x.download() : probs.download()};
+}
+
+TEST_F(CudaOps, CrossEntropyForwardMatchesCpu) {
+  struct Shape {
+    int N, V, Vp;
+  };
+  for (const Shape& s : {Shape{2, 1, 1}, Shape{5, 7, 8}, Shape{33, 1000, 1024}, Shape{3, 50257, 50304}}) {
+    const std::string tag = "N=" + std::to_string(s.N) + " V=" + std::to_string(s.V);
+    std::vector<float> logits = random_vector(static_cast<size_t>(s.N) * s.Vp, 61, -6.0f, 6.0f);
+    for (int i = 0; i < s.N; ++i) {
+      for (int j = s.V; j < s.Vp; ++j) logits[static_cast<size_t>(i) * s.Vp + j] = 1e30f;  // padding is ignored
+    }
+    const auto targets = random_tokens(s.N, s.V, 62);
+    for (bool in_place : {false, true}) {
+      const std::string t = tag + (in_place ? " in place" : "");
+      const CrossEntropyForward ref = run_ce_forward(*cpu_, s.N, s.V, s.Vp, logits, targets, in_place);
+      const CrossEntropyForward got = run_ce_forward(*gpu_, s.N, s.V, s.Vp, logits, targets, in_place);
+      // expf against the CPU's polynomial exp (a few ulp), double denominators.
+      expect_close("crossentropy probs " + t, got.probs, ref.probs, 1e-12, 2e-6);
+      expect_close("crossentropy losses " + t, got.losses, ref.losses, 1e-6, 1e-6);
+      const CrossEntropyForward again = run_ce_forward(*gpu_, s.N, s.V, s.Vp, logits, targets, in_place);
+      EXPECT_TRUE(bit_identical(got.probs, again.probs) && bit_identical(got.losses, again.losses)) << t;
+      for (int i = 0; i < s.N; ++i) {
+        for (int j = s.V; j < s.Vp; ++j) ASSERT_EQ(got.probs[static_cast<size_t>(i) * s.Vp + j], 0.0f) << t;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, CrossEntropyBackwardMatchesCpuExactly) {
+  struct Shape {
+    int N, V, Vp;
+  };
+  for (const Shape& s : {Shape{5, 7, 8}, Shape{33, 1000, 1024}, Shape{3, 50257, 50304}}) {
+    const std::string tag = "N=" + std::to_string(s.N) + " V=" + std::to_string(s.V);
+    std::vector<float> probs = random_vector(static_cast<size_t>(s.N) * s.Vp, 70, 0.0f, 1.0f);
+    for (int i = 0; i < s.N; ++i) {
+      float* row = probs.data() + static_cast<size_t>(i) * s.Vp;
+      double sum = 0.0;
+      for (int j = 0; j < s.V; ++j) sum += row[j];
+      for (int j = 0; j < s.V; ++j) row[j] = static_cast<float>(row[j] / sum);
+      for (int j = s.V; j < s.Vp; ++j) row[j] = 0.0f;
+    }
+    const auto targets = random_tokens(s.N, s.V, 71);
+    const float dloss = 1.0f / static_cast<float>(s.N);
+    for (bool in_place : {false, true}) {
+      const std::string t = tag + (in_place ? " in place" : "");
+      auto run = [&](Backend& be) {
+        Array<float> p(be, probs), d(be, random_vector(probs.size(), 72, 3.0f, 4.0f));  // garbage to overwrite
+        Array<int32_t> tg(be, targets);
+        float* out = in_place ? p.data() : d.data();
+        PERIGEE_CHECK_OR_DIE(be.crossentropy_backward(out, p.data(), tg.data(), dloss, s.N, s.V, s.Vp));
+        return in_place ? p.download() : d.download();
+      };
+      const auto ref = run(*cpu_);
+      const auto got = run(*gpu_);
+      // dloss * p and dloss * (p - 1): the same single fp32 operations as the CPU.
+      expect_close("crossentropy dlogits " + t, got, ref, 0.0, 0.0);
+      EXPECT_TRUE(bit_identical(got, run(*gpu_))) << t;
+    }
+  }
+}
+
+TEST_F(CudaOps, CrossEntropyRejectsBadShapes) {
+  Array<float> x(*gpu_, 8), l(*gpu_, 1);
+  Array<int32_t> t(*gpu_, 1);
+  EXPECT_EQ(gpu_->crossentropy_forward(l.data(), x.data(), x.data(), t.data(), 1, 8, 4).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->crossentropy_backward(x.data(), x.data(), t.data(), 1.0f, 0, 8, 8).code(),
+            StatusCode::kInvalidArgument);
+}
+
+// ---- adamw, sum_squares, scale
+
+TEST_F(CudaOps, AdamWMatchesCpu) {
+  AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.weight_decay = 0.1f;
+  hp.step = 3;
+  hp.grad_scale = 0.5f;
+  for (size_t n : {size_t{1}, size_t{1000}, size_t{70001}}) {
+    const std::string tag = "n=" + std::to_string(n);
+    const auto p0 = random_vector(n, 80), g = random_vector(n, 81), m0 = random_vector(n, 82, -0.1f, 0.1f),
+               v0 = random_vector(n, 83, 0.0f, 0.01f);
+    auto run = [&](Backend& be) {
+      Array<float> p(be, p0), gr(be, g), m(be, m0), v(be, v0);
+      PERIGEE_CHECK_OR_DIE(be.adamw_update(p.data(), gr.data(), m.data(), v.data(), n, hp));
+      return std::vector<std::vector<float>>{p.download(), m.download(), v.download()};
+    };
+    const auto ref = run(*cpu_);
+    const auto got = run(*gpu_);
+    // The same fp32 formula; the GPU may fuse multiply-adds: m can cancel to ~0 (absolute 1e-8), v
+    // does not; p moves by ~lr per step.
+    expect_close("adamw params " + tag, got[0], ref[0], 1e-7, 1e-6);
+    expect_close("adamw m " + tag, got[1], ref[1], 1e-8, 1e-6);
+    expect_close("adamw v " + tag, got[2], ref[2], 1e-12, 1e-6);
+    const auto again = run(*gpu_);
+    EXPECT_TRUE(bit_identical(got[0], again[0]) && bit_identical(got[1], again[1]) &&
+                bit_identical(got[2], again[2]))
+        << tag;
+  }
+  AdamWParams bad = hp;
+  bad.step = 0;
+  Array<float> x(*gpu_, 4);
+  EXPECT_EQ(gpu_->adamw_update(x.data(), x.data(), x.data(), x.data(), 4, bad).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(CudaOps, SumSquaresMatchesCpuAndIsDeterministic) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{8191}, size_t{8192}, size_t{8193}, size_t{1000003}}) {
+    const std::string tag = "n=" + std::to_string(n);
+    const auto x = random_vector(n, 90, -3.0f, 3.0f);
+    auto run = [&](Backend& be) {
+      Array<float> d(be, x);
+      double out = -1.0;
+      PERIGEE_CHECK_OR_DIE(be.sum_squares(d.data(), n, &out));
+      return out;
+    };
+    const double ref = run(*cpu_);
+    const double got = run(*gpu_);
+    // Exact squares summed in double in another fixed order: relative 1e-12.
+    EXPECT_NEAR(got, ref, 1e-12 * std::fabs(ref)) << tag;
+    const double again = run(*gpu_);
+    EXPECT_EQ(std::memcmp(&got, &again, sizeof(double)), 0) << tag;
+  }
+}
+
+TEST_F(CudaOps, ScaleIsExact) {
+  const size_t n = 100003;
+  const auto x = random_vector(n, 95);
+  std::vector<float> expect(x);
+  for (float& v : expect) v *= 0.37f;
+  Array<float> d(*gpu_, x);
+  ASSERT_TRUE(gpu_->scale(d.data(), 0.37f, n).is_ok());
+  EXPECT_TRUE(bit_identical(d.download(), expect));
+}
+
+}  // namespace
+}  // namespace perigee::kernels
