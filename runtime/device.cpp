@@ -5,15 +5,13 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
 
 namespace perigee::runtime {
 namespace {
 
-std::string describe_cuda() {
-  std::vector<kernels::cuda::DeviceInfo> devices;
-  Status s = kernels::cuda::probe_devices(&devices);
-  if (!s.is_ok()) return s.message();
+std::string describe(const std::vector<kernels::cuda::DeviceInfo>& devices) {
   std::string out = str_cat(devices.size(), " CUDA device(s):");
   for (const auto& d : devices) {
     out += str_cat(" [", d.index, "] ", d.name, " sm_", d.sm_major, d.sm_minor, " ",
@@ -24,25 +22,30 @@ std::string describe_cuda() {
 
 }  // namespace
 
-Status select_device(const DeviceConfig& device, int local_ranks, DeviceSelection* out) {
-  out->cuda_probe = describe_cuda();
-  const bool cuda_present = out->cuda_probe.find("CUDA device(s)") != std::string::npos;
-  if (device.device == "cuda") {
-    if (!cuda_present) {
-      return make_error(StatusCode::kUnavailable, "[device] device = \"cuda\" but ", out->cuda_probe,
-                        "; use device = \"cpu\" or \"auto\"");
-    }
-    return make_error(StatusCode::kUnavailable, "[device] device = \"cuda\": ", out->cuda_probe,
-                      " found, but this build's training backends are: cpu. Use device = \"auto\" or \"cpu\"");
+Status select_device(const DeviceConfig& device, int local_rank, int local_ranks, DeviceSelection* out) {
+  PERIGEE_REQUIRE(device.device == "cpu" || device.device == "cuda" || device.device == "auto",
+                  StatusCode::kInvalidArgument, "[device] device = \"", device.device,
+                  "\": expected cpu, cuda or auto");
+  std::vector<kernels::cuda::DeviceInfo> gpus;
+  const Status probe = kernels::cuda::probe_devices(&gpus);
+  out->cuda_probe = probe.is_ok() ? describe(gpus) : probe.message();
+  if (device.device == "cuda" || (device.device == "auto" && probe.is_ok())) {
+    PERIGEE_REQUIRE(probe.is_ok(), StatusCode::kUnavailable, "[device] device = \"cuda\" but ", probe.message(),
+                    "; use device = \"cpu\" or \"auto\"");
+    // Ranks on one host take devices round-robin; more ranks than GPUs share them (see docs/collectives.md).
+    const int index = local_rank % static_cast<int>(gpus.size());
+    PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend));
+    out->cuda_device = index;
+    out->description = str_cat("cuda:", index, " (", gpus[index].name, ", fp32)");
+    return Status::ok();
   }
-  PERIGEE_REQUIRE(device.device == "cpu" || device.device == "auto", StatusCode::kInvalidArgument,
-                  "[device] device = \"", device.device, "\": expected cpu, cuda or auto");
   int threads = device.threads;
   if (threads <= 0) {
     const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     threads = std::max(1, hw / std::max(1, local_ranks));
   }
   out->backend = std::make_unique<kernels::cpu::CpuBackend>(threads);
+  out->cuda_device = -1;
   out->description = str_cat("cpu (fp32, OpenBLAS + OpenMP, ", threads, " thread(s) per rank)");
   return Status::ok();
 }

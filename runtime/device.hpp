@@ -1,6 +1,6 @@
 // Device selection: turns [device] settings into a kernels::Backend for this rank.
-// "cpu": the CPU backend. "auto": a CUDA device when this build has a CUDA training backend and
-// a device answers, otherwise the CPU. "cuda": a CUDA device or a clear error saying why not.
+// "cpu": the CPU backend. "cuda": the CUDA backend on device local_rank % devices, or a clear error
+// saying why there is none. "auto": CUDA when a device answers, otherwise the CPU.
 #pragma once
 
 #include <memory>
@@ -19,7 +19,8 @@ struct DeviceSelection {
   int cuda_device = -1;     // the CUDA device the backend runs on; -1 = CPU backend
 };
 
-// local_ranks: ranks sharing this host (splits the CPU threads when device.threads == 0).
-Status select_device(const DeviceConfig& device, int local_ranks, DeviceSelection* out);
+// local_rank / local_ranks: this rank's index among the ranks on this host, and their number (GPU
+// choice; CPU threads are split between them when device.threads == 0).
+Status select_device(const DeviceConfig& device, int local_rank, int local_ranks, DeviceSelection* out);
 
 }  // namespace perigee::runtime

@@ -24,13 +24,13 @@ namespace {
 using namespace perigee;
 namespace rt = perigee::runtime;
 
-int local_rank_count() {
+// This rank's index among the ranks on its host, and their number.
+void local_ranks(int* local_rank, int* local_size) {
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
-  int n = 1;
-  MPI_Comm_size(local, &n);
+  MPI_Comm_rank(local, local_rank);
+  MPI_Comm_size(local, local_size);
   MPI_Comm_free(&local);
-  return n;
 }
 
 // All ranks learn whether any rank failed. Returns 0 when none did; otherwise the lowest failing
@@ -78,7 +78,9 @@ int run_job(int argc, char** argv) {
   }
 
   rt::DeviceSelection device;
-  s = rt::select_device(config.device, local_rank_count(), &device);
+  int local_rank = 0, local_size = 1;
+  local_ranks(&local_rank, &local_size);
+  s = rt::select_device(config.device, local_rank, local_size, &device);
   if (agree_on_failure(s, "device setup") != 0) return 2;
   rt::CommSetup comm;
   s = rt::setup_communicators(config.comm, device, MPI_COMM_WORLD, &comm);
