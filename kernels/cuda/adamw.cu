@@ -18,7 +18,8 @@ struct AdamWConstants {
 
 // ---- CUDA kernels
 
-__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, size_t n, AdamWConstants k) {
+__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, size_t n,
+                             AdamWConstants k) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const float g = grads[i] * k.grad_scale;
@@ -39,7 +40,8 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
 
 Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n, const AdamWParams& hp,
                     cudaStream_t stream) {
-  PERIGEE_REQUIRE(hp.step >= 1, StatusCode::kInvalidArgument, "adamw_update: step = ", hp.step, ", must be >= 1");
+  PERIGEE_REQUIRE(hp.step >= 1, StatusCode::kInvalidArgument, "adamw_update: step = ", hp.step,
+                  ", must be >= 1");
   PERIGEE_REQUIRE(hp.beta1 >= 0.0f && hp.beta1 < 1.0f && hp.beta2 >= 0.0f && hp.beta2 < 1.0f,
                   StatusCode::kInvalidArgument, "adamw_update: betas (", hp.beta1, ", ", hp.beta2,
                   ") must lie in [0, 1)");

@@ -6,9 +6,9 @@
 namespace perigee::kernels::cuda {
 namespace {
 
-constexpr int kTile = 64;               // query rows and key rows per tile
-constexpr int kThreads = 256;           // 16 x 16: ty = threadIdx.x / 16, tx = threadIdx.x % 16
-constexpr int kLanes = 16;              // threads sharing one row group (the tx of a ty)
+constexpr int kTile = 64;                // query rows and key rows per tile
+constexpr int kThreads = 256;            // 16 x 16: ty = threadIdx.x / 16, tx = threadIdx.x % 16
+constexpr int kLanes = 16;               // threads sharing one row group (the tx of a ty)
 constexpr int kScoreStride = kTile + 4;  // row stride of [kTile][kTile] score tiles in shared memory
 
 // Shared-memory geometry for a compiled head width D (hs <= D, padded with zeros).
@@ -52,7 +52,8 @@ __device__ __forceinline__ void load_vector(float* dst, const float* src) {
 
 // tile[r][d] = src[(row0 + r) * ld + d] for rows < T and d < hs, else 0 (reads coalesced along d).
 template <int D>
-__device__ __forceinline__ void load_tile(float* tile, const float* src, int64_t ld, int row0, int T, int hs) {
+__device__ __forceinline__ void load_tile(float* tile, const float* src, int64_t ld, int row0, int T,
+                                          int hs) {
   for (int idx = threadIdx.x; idx < kTile * D; idx += kThreads) {
     const int r = idx / D;
     const int d = idx % D;
@@ -63,7 +64,8 @@ __device__ __forceinline__ void load_tile(float* tile, const float* src, int64_t
 
 // acc[a][j] = sum_d A[4 ty + a][d] * B[tx + 16 j][d], d ascending (A, B: [kTile][D] tiles).
 template <int D>
-__device__ __forceinline__ void score_tile(float (&acc)[4][4], const float* A, const float* B, int ty, int tx) {
+__device__ __forceinline__ void score_tile(float (&acc)[4][4], const float* A, const float* B, int ty,
+                                           int tx) {
   constexpr int S = Geometry<D>::kStride;
 #pragma unroll
   for (int a = 0; a < 4; ++a) {
@@ -94,8 +96,8 @@ __device__ __forceinline__ void score_tile(float (&acc)[4][4], const float* A, c
 // acc[a][e] += sum_j P[4 ty + a][j] * X[j][column(e)], j ascending (P: [kTile][kTile] scores,
 // X: [kTile][D] tile).
 template <int D>
-__device__ __forceinline__ void accumulate_rows(float (&acc)[4][Geometry<D>::kCols], const float* P, const float* X,
-                                                int ty, int tx) {
+__device__ __forceinline__ void accumulate_rows(float (&acc)[4][Geometry<D>::kCols], const float* P,
+                                                const float* X, int ty, int tx) {
   using G = Geometry<D>;
 #pragma unroll 2
   for (int j = 0; j < kTile; j += 4) {
@@ -107,7 +109,8 @@ __device__ __forceinline__ void accumulate_rows(float (&acc)[4][Geometry<D>::kCo
       float x[G::kCols];
 #pragma unroll
       for (int g = 0; g < G::kGroups; ++g) {
-        load_vector<G::kVec>(x + g * G::kVec, X + (j + jj) * G::kStride + g * kLanes * G::kVec + tx * G::kVec);
+        load_vector<G::kVec>(x + g * G::kVec,
+                             X + (j + jj) * G::kStride + g * kLanes * G::kVec + tx * G::kVec);
       }
 #pragma unroll
       for (int a = 0; a < 4; ++a) {
@@ -243,8 +246,8 @@ __device__ __forceinline__ float probability(float s, int row, int col, float sc
 // dQ_i += sum_j dS_ij K_j with dS = P (dP - D) scale.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
-    attention_backward_dq_kernel(float* dqkv, float* dsum, const float* dout, const float* qkv, const float* lse,
-                                 int T, int C, int NH, float scale) {
+    attention_backward_dq_kernel(float* dqkv, float* dsum, const float* dout, const float* qkv,
+                                 const float* lse, int T, int C, int NH, float scale) {
   using G = Geometry<D>;
   extern __shared__ __align__(16) float smem[];
   float* q_s = smem;
@@ -360,7 +363,7 @@ __global__ void __launch_bounds__(kThreads)
   float* v_s = k_s + G::kTileFloats;
   float* q_s = v_s + G::kTileFloats;
   float* do_s = q_s + G::kTileFloats;
-  float* p_s = do_s + G::kTileFloats;     // [kTile queries][kScoreStride]: P[i][j]
+  float* p_s = do_s + G::kTileFloats;        // [kTile queries][kScoreStride]: P[i][j]
   float* ds_s = p_s + kTile * kScoreStride;  // dS[i][j]
   float* lse_s = ds_s + kTile * kScoreStride;
   float* d_s = lse_s + kTile;
@@ -420,7 +423,8 @@ __global__ void __launch_bounds__(kThreads)
         ds[a] = p[a] * (dp[a][j] - d_s[i_local]) * scale;
       }
       *reinterpret_cast<float4*>(p_s + i_local * kScoreStride + 4 * ty) = make_float4(p[0], p[1], p[2], p[3]);
-      *reinterpret_cast<float4*>(ds_s + i_local * kScoreStride + 4 * ty) = make_float4(ds[0], ds[1], ds[2], ds[3]);
+      *reinterpret_cast<float4*>(ds_s + i_local * kScoreStride + 4 * ty) =
+          make_float4(ds[0], ds[1], ds[2], ds[3]);
     }
     __syncthreads();
     accumulate_columns<D>(dv, p_s, do_s, ty, tx);
@@ -453,15 +457,21 @@ struct Problem {
 
 Status make_problem(const char* op, int B, int T, int C, int NH, Problem* p) {
   PERIGEE_CHECK(check_dims(op, {B, T, C, NH}));
-  PERIGEE_REQUIRE(C % NH == 0, StatusCode::kInvalidArgument, op, ": C = ", C, " is not a multiple of NH = ", NH);
+  PERIGEE_REQUIRE(C % NH == 0, StatusCode::kInvalidArgument, op, ": C = ", C,
+                  " is not a multiple of NH = ", NH);
   const int hs = C / NH;
   PERIGEE_REQUIRE(hs <= kAttentionMaxHeadSize, StatusCode::kInvalidArgument, op, ": head size ", hs,
                   " exceeds the CUDA backend's maximum of ", kAttentionMaxHeadSize);
   const int tiles = ceil_div(T, kTile);
   PERIGEE_REQUIRE(tiles <= 65535, StatusCode::kInvalidArgument, op, ": T = ", T, " is too long");
-  PERIGEE_REQUIRE(static_cast<int64_t>(B) * NH <= INT32_MAX, StatusCode::kInvalidArgument, op, ": B*NH = ",
-                  static_cast<int64_t>(B) * NH, " is too large");
-  *p = Problem{B, T, C, NH, hs, 1.0f / std::sqrt(static_cast<float>(hs)),
+  PERIGEE_REQUIRE(static_cast<int64_t>(B) * NH <= INT32_MAX, StatusCode::kInvalidArgument, op,
+                  ": B*NH = ", static_cast<int64_t>(B) * NH, " is too large");
+  *p = Problem{B,
+               T,
+               C,
+               NH,
+               hs,
+               1.0f / std::sqrt(static_cast<float>(hs)),
                dim3(static_cast<unsigned>(B * NH), static_cast<unsigned>(tiles))};
   return Status::ok();
 }
@@ -491,7 +501,8 @@ Status launch_backward(float* dqkv, float* dsum, const float* dout, const float*
   attention_backward_dq_kernel<D>
       <<<p.grid, kThreads, dq_smem, stream>>>(dqkv, dsum, dout, qkv, lse, p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  const size_t dkv_smem = (4 * Geometry<D>::kTileFloats + 2 * kTile * kScoreStride + 2 * kTile) * sizeof(float);
+  const size_t dkv_smem =
+      (4 * Geometry<D>::kTileFloats + 2 * kTile * kScoreStride + 2 * kTile) * sizeof(float);
   PERIGEE_CHECK(allow_shared_memory(attention_backward_dkv_kernel<D>, dkv_smem));
   attention_backward_dkv_kernel<D>
       <<<p.grid, kThreads, dkv_smem, stream>>>(dqkv, dout, qkv, lse, dsum, p.T, p.C, p.NH, p.scale);
@@ -513,8 +524,8 @@ Status attention_forward(float* out, float* lse, const float* qkv, int B, int T,
   return launch_forward<128>(out, lse, qkv, p, stream);
 }
 
-Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T, int C,
-                          int NH, DeviceScratch& scratch, cudaStream_t stream) {
+Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T,
+                          int C, int NH, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward", B, T, C, NH, &p));

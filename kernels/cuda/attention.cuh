@@ -36,7 +36,7 @@ Status attention_forward(float* out, float* lse, const float* qkv, int B, int T,
                          cudaStream_t stream);
 
 // Uses `scratch` for D (B*NH*T floats).
-Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T, int C,
-                          int NH, DeviceScratch& scratch, cudaStream_t stream);
+Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T,
+                          int C, int NH, DeviceScratch& scratch, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

@@ -14,10 +14,9 @@ constexpr int kBackwardBlock = 256;
 // ---- CUDA kernels
 
 // One block per row. Each thread owns columns threadIdx.x + k * kForwardBlock in every pass.
-__global__ void __launch_bounds__(kForwardBlock) crossentropy_forward_kernel(float* losses, float* probs,
-                                                                             const float* logits,
-                                                                             const int32_t* targets, int V,
-                                                                             int Vp) {
+__global__ void __launch_bounds__(kForwardBlock)
+    crossentropy_forward_kernel(float* losses, float* probs, const float* logits, const int32_t* targets,
+                                int V, int Vp) {
   __shared__ float shared_max[kForwardBlock / kWarpSize];
   __shared__ double shared_sum[kForwardBlock / kWarpSize];
   const int64_t row = blockIdx.x;
@@ -69,8 +68,8 @@ Status check_shape(const char* op, int N, int V, int Vp) {
 
 // ---- kernel launchers
 
-Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N, int V,
-                            int Vp, cudaStream_t stream) {
+Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
+                            int V, int Vp, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward", {losses, probs, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward", N, V, Vp));
   crossentropy_forward_kernel<<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
@@ -78,8 +77,8 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
   return Status::ok();
 }
 
-Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N, int V,
-                             int Vp, cudaStream_t stream) {
+Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
+                             int V, int Vp, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("crossentropy_backward", {dlogits, probs, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_backward", N, V, Vp));
   crossentropy_backward_kernel<<<N, kBackwardBlock, 0, stream>>>(dlogits, probs, targets, dloss, V, Vp);

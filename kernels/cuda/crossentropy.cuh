@@ -15,10 +15,10 @@
 
 namespace perigee::kernels::cuda {
 
-Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N, int V,
-                            int Vp, cudaStream_t stream);
+Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
+                            int V, int Vp, cudaStream_t stream);
 
-Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N, int V,
-                             int Vp, cudaStream_t stream);
+Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
+                             int V, int Vp, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

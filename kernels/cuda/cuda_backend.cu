@@ -20,7 +20,7 @@ namespace perigee::kernels::cuda {
 namespace {
 
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
-constexpr size_t kMinAllocation = 256;                       // cudaMalloc's alignment; 0 bytes still get a block
+constexpr size_t kMinAllocation = 256;  // cudaMalloc's alignment; 0 bytes still get a block
 
 }  // namespace
 
@@ -33,7 +33,8 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
-    return make_error(StatusCode::kUnavailable, "CudaBackend: no usable CUDA device: cudaGetDeviceCount returned ",
+    return make_error(StatusCode::kUnavailable,
+                      "CudaBackend: no usable CUDA device: cudaGetDeviceCount returned ",
                       cudaGetErrorName(err), " (", static_cast<int>(err), ": ", cudaGetErrorString(err), ")");
   }
   PERIGEE_REQUIRE(count > 0, StatusCode::kUnavailable, "CudaBackend: the driver reports 0 CUDA devices");
@@ -134,40 +135,41 @@ Status CudaBackend::synchronize() {
 
 // ---- forward / backward ops
 
-Status CudaBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
-                                    int T, int C) {
+Status CudaBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                                    int B, int T, int C) {
   PERIGEE_CHECK(cuda::encoder_forward(out, tokens, wte, wpe, B, T, C, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
-                                     int T, int C) {
+Status CudaBackend::encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+                                     int B, int T, int C) {
   PERIGEE_CHECK(cuda::encoder_backward(dwte, dwpe, dout, tokens, B, T, C, scratch_, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                                      const float* bias, int N, int C) {
+Status CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                                      const float* weight, const float* bias, int N, int C) {
   PERIGEE_CHECK(cuda::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream_));
   return Status::ok();
 }
 
 Status CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                       const float* inp, const float* weight, const float* mean, const float* rstd,
-                                       int N, int C) {
+                                       const float* inp, const float* weight, const float* mean,
+                                       const float* rstd, int N, int C) {
   PERIGEE_CHECK(
       cuda::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, scratch_, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                                   int C, int OC) {
-  PERIGEE_CHECK(cuda::matmul_forward(out, inp, weight, bias, N, C, OC, GemmContext{cublas_, allow_tf32_}, stream_));
+Status CudaBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                                   int N, int C, int OC) {
+  PERIGEE_CHECK(
+      cuda::matmul_forward(out, inp, weight, bias, N, C, OC, GemmContext{cublas_, allow_tf32_}, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                                    const float* weight, int N, int C, int OC) {
+Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                    const float* inp, const float* weight, int N, int C, int OC) {
   PERIGEE_CHECK(cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC,
                                       GemmContext{cublas_, allow_tf32_}, scratch_, stream_));
   return Status::ok();
@@ -182,8 +184,8 @@ Status CudaBackend::attention_forward(float* out, float* att, const float* qkv, 
   return Status::ok();
 }
 
-Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B,
-                                       int T, int C, int NH) {
+Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                                       int B, int T, int C, int NH) {
   PERIGEE_CHECK(cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));
   return Status::ok();
 }
@@ -203,14 +205,14 @@ Status CudaBackend::residual_forward(float* out, const float* a, const float* b,
   return Status::ok();
 }
 
-Status CudaBackend::crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
-                                         int N, int V, int Vp) {
+Status CudaBackend::crossentropy_forward(float* losses, float* probs, const float* logits,
+                                         const int32_t* targets, int N, int V, int Vp) {
   PERIGEE_CHECK(cuda::crossentropy_forward(losses, probs, logits, targets, N, V, Vp, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss,
-                                          int N, int V, int Vp) {
+Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets,
+                                          float dloss, int N, int V, int Vp) {
   PERIGEE_CHECK(cuda::crossentropy_backward(dlogits, probs, targets, dloss, N, V, Vp, stream_));
   return Status::ok();
 }
@@ -227,7 +229,8 @@ Status CudaBackend::sum_squares(const float* x, size_t n, double* out) {
   PERIGEE_CHECK(check_pointers("sum_squares", {out}));
   *out = 0.0;
   PERIGEE_CHECK(cuda::sum_squares(x, n, device_result_, scratch_, stream_));
-  PERIGEE_CHECK_CUDA(cudaMemcpyAsync(host_result_, device_result_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  PERIGEE_CHECK_CUDA(
+      cudaMemcpyAsync(host_result_, device_result_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
   PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream_));
   *out = *host_result_;
   return Status::ok();

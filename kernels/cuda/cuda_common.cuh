@@ -18,8 +18,8 @@ namespace perigee::kernels::cuda {
 
 inline constexpr int kWarpSize = 32;
 inline constexpr unsigned kFullMask = 0xffffffffu;
-inline constexpr size_t kScratchAlignment = 256;  // bytes, of every carved scratch piece
-inline constexpr unsigned kMaxFlatBlocks = 32768;   // grid cap of grid-stride elementwise kernels
+inline constexpr size_t kScratchAlignment = 256;   // bytes, of every carved scratch piece
+inline constexpr unsigned kMaxFlatBlocks = 32768;  // grid cap of grid-stride elementwise kernels
 
 // ---- host helpers
 
@@ -99,7 +99,8 @@ class DeviceScratch {
       if (err == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         data_ = nullptr;
-        return make_error(StatusCode::kOutOfMemory, "scratch: cannot allocate ", grown, " bytes of device memory");
+        return make_error(StatusCode::kOutOfMemory, "scratch: cannot allocate ", grown,
+                          " bytes of device memory");
       }
       PERIGEE_CHECK_CUDA(err);
       size_ = grown;

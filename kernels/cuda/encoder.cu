@@ -67,8 +67,8 @@ __global__ void encoder_backward_wte_kernel(float* dwte, const float* dout, cons
 
 // ---- kernel launchers
 
-Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
-                       cudaStream_t stream) {
+Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                       int C, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("encoder_forward", {out, tokens, wte, wpe}));
   PERIGEE_CHECK(check_dims("encoder_forward", {B, T, C}));
   const unsigned rows = static_cast<unsigned>(static_cast<int64_t>(B) * T);
@@ -78,8 +78,8 @@ Status encoder_forward(float* out, const int32_t* tokens, const float* wte, cons
   return Status::ok();
 }
 
-Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C,
-                        DeviceScratch& scratch, cudaStream_t stream) {
+Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                        int C, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("encoder_backward", {dwte, dwpe, dout, tokens}));
   PERIGEE_CHECK(check_dims("encoder_backward", {B, T, C}));
   const int64_t rows64 = static_cast<int64_t>(B) * T;
@@ -87,16 +87,15 @@ Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32
                   " is too large");
   const int n = static_cast<int>(rows64);
 
-  encoder_backward_wpe_kernel<<<flat_grid(static_cast<size_t>(T) * C, kBlock), kBlock, 0, stream>>>(dwpe, dout, B,
-                                                                                                     T, C);
+  encoder_backward_wpe_kernel<<<flat_grid(static_cast<size_t>(T) * C, kBlock), kBlock, 0, stream>>>(
+      dwpe, dout, B, T, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
 
   // Stable sort of (token, position) pairs by token.
   size_t sort_bytes = 0;
-  PERIGEE_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const int32_t*>(nullptr),
-                                                     static_cast<int32_t*>(nullptr),
-                                                     static_cast<const int32_t*>(nullptr),
-                                                     static_cast<int32_t*>(nullptr), n, 0, 32, stream));
+  PERIGEE_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(
+      nullptr, sort_bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n, 0, 32, stream));
   const size_t ints = scratch_bytes<int32_t>(n);
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(3 * ints + scratch_bytes<char>(sort_bytes), stream, &base));
@@ -111,7 +110,8 @@ Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32
   PERIGEE_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, tokens, sorted_tokens, positions,
                                                      sorted_rows, n, 0, 32, stream));
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(ceil_div(C, kChannelBlock)));
-  encoder_backward_wte_kernel<<<grid, kChannelBlock, 0, stream>>>(dwte, dout, sorted_tokens, sorted_rows, n, C);
+  encoder_backward_wte_kernel<<<grid, kChannelBlock, 0, stream>>>(dwte, dout, sorted_tokens, sorted_rows, n,
+                                                                  C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }

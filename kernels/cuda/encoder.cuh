@@ -17,11 +17,11 @@
 
 namespace perigee::kernels::cuda {
 
-Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
-                       cudaStream_t stream);
+Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                       int C, cudaStream_t stream);
 
 // Uses `scratch` for the sort (about 3 B*T ints plus CUB's temporary storage).
-Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C,
-                        DeviceScratch& scratch, cudaStream_t stream);
+Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                        int C, DeviceScratch& scratch, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

@@ -6,11 +6,11 @@
 namespace perigee::kernels::cuda {
 namespace {
 
-constexpr int kRowBlock = 256;                     // 8 warps = 8 rows per block
+constexpr int kRowBlock = 256;  // 8 warps = 8 rows per block
 constexpr int kRowsPerBlock = kRowBlock / kWarpSize;
-constexpr float kEps = 1e-5f;                      // fixed by the Backend interface
-constexpr int kColumnTile = 32;                    // columns per block in the dweight/dbias stage 1
-constexpr int kRowThreads = 8;                     // threads along the rows in stage 1
+constexpr float kEps = 1e-5f;    // fixed by the Backend interface
+constexpr int kColumnTile = 32;  // columns per block in the dweight/dbias stage 1
+constexpr int kRowThreads = 8;   // threads along the rows in stage 1
 constexpr int kFinishBlock = 128;
 
 // ---- CUDA kernels
@@ -42,8 +42,8 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
 
 // dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * weight, xhat = (x - mean) * rstd.
 __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp,
-                                               const float* weight, const float* mean, const float* rstd, int N,
-                                               int C) {
+                                               const float* weight, const float* mean, const float* rstd,
+                                               int N, int C) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= N) return;
@@ -62,16 +62,19 @@ __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, c
   const float gx_mean = static_cast<float>(group_sum(gx_sum) / C);
   float* dx = dinp + row * C;
   for (int c = lane; c < C; c += kWarpSize) {
+    // g rounded as in the sums above (__fmul_rn is never fused into the subtraction), so a row whose
+    // g equals its mean (C = 1) gives exactly 0 instead of rstd times the product's rounding error.
+    const float g = __fmul_rn(d[c], weight[c]);
     const float xhat = (x[c] - m) * s;
-    dx[c] += s * (d[c] * weight[c] - g_mean - xhat * gx_mean);
+    dx[c] += s * (g - g_mean - xhat * gx_mean);
   }
 }
 
 // Stage 1: block (row range bx, column tile by); thread (tx, ty) sums rows bx*R + ty, + kRowThreads, ...
 // then the kRowThreads partial sums of a column are added in ty order. partial_dw/partial_db [P, C].
 __global__ void layernorm_backward_partial_kernel(double* partial_dw, double* partial_db, const float* dout,
-                                                  const float* inp, const float* mean, const float* rstd, int N,
-                                                  int C) {
+                                                  const float* inp, const float* mean, const float* rstd,
+                                                  int N, int C) {
   __shared__ double s_dw[kRowThreads][kColumnTile];
   __shared__ double s_db[kRowThreads][kColumnTile];
   const int tx = threadIdx.x;
@@ -125,7 +128,7 @@ Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
   PERIGEE_CHECK(check_pointers("layernorm_forward", {out, mean, rstd, inp, weight, bias}));
   PERIGEE_CHECK(check_dims("layernorm_forward", {N, C}));
   layernorm_forward_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(out, mean, rstd, inp, weight,
-                                                                                  bias, N, C);
+                                                                                 bias, N, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
@@ -143,14 +146,14 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
   double* partial_dw = carve.take<double>(static_cast<size_t>(P) * C);
   double* partial_db = carve.take<double>(static_cast<size_t>(P) * C);
 
-  layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(dinp, dout, inp, weight,
-                                                                                        mean, rstd, N, C);
+  layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(
+      dinp, dout, inp, weight, mean, rstd, N, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument, "layernorm_backward: C = ", C,
-                  " is too large");
+  PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                  "layernorm_backward: C = ", C, " is too large");
   const dim3 grid(P, ceil_div(C, kColumnTile));
-  layernorm_backward_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(partial_dw, partial_db,
-                                                                                          dout, inp, mean, rstd, N, C);
+  layernorm_backward_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(
+      partial_dw, partial_db, dout, inp, mean, rstd, N, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   layernorm_backward_finish_kernel<<<ceil_div(C, kFinishBlock), kFinishBlock, 0, stream>>>(
       dweight, dbias, partial_dw, partial_db, P, C);

@@ -30,7 +30,8 @@ __global__ void bias_grad_partial_kernel(double* partial, const float* dout, int
   const int64_t row_end = min(static_cast<int64_t>(N), row_begin + kMatmulRowsPerPartial);
   double acc = 0.0;
   if (o < OC) {
-    for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads) acc += static_cast<double>(dout[n * OC + o]);
+    for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads)
+      acc += static_cast<double>(dout[n * OC + o]);
   }
   shared[ty][tx] = acc;
   __syncthreads();
@@ -55,7 +56,8 @@ Status gemm(const GemmContext& ctx, cublasOperation_t trans_a, cublasOperation_t
   const float alpha = 1.0f;
   const cublasComputeType_t compute = ctx.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   PERIGEE_CHECK_CUBLAS(cublasGemmEx(ctx.handle, trans_a, trans_b, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
-                                    CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+                                    CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc, compute,
+                                    CUBLAS_GEMM_DEFAULT));
   return Status::ok();
 }
 
@@ -63,8 +65,8 @@ Status gemm(const GemmContext& ctx, cublasOperation_t trans_a, cublasOperation_t
 
 // ---- kernel launchers
 
-Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC,
-                      const GemmContext& ctx, cudaStream_t stream) {
+Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                      int OC, const GemmContext& ctx, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp, weight, ctx.handle}));
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
   // out^T [OC, N] = weight [OC, C] (stored as weight^T, col-major C x OC) . inp^T [C, N].
@@ -77,8 +79,8 @@ Status matmul_forward(float* out, const float* inp, const float* weight, const f
 }
 
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int N, int C, int OC, const GemmContext& ctx, DeviceScratch& scratch,
-                       cudaStream_t stream) {
+                       const float* weight, int N, int C, int OC, const GemmContext& ctx,
+                       DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("matmul_backward", {dout, ctx.handle}));
   PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
   if (dinp != nullptr) {
@@ -88,8 +90,8 @@ Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* d
     PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp}));
   }
   if (dbias != nullptr) {
-    PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument, "matmul_backward: OC = ", OC,
-                    " is too large");
+    PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                    "matmul_backward: OC = ", OC, " is too large");
     const int P = ceil_div(N, kMatmulRowsPerPartial);
     void* base = nullptr;
     PERIGEE_CHECK(scratch.get(scratch_bytes<double>(static_cast<size_t>(P) * OC), stream, &base));

@@ -24,12 +24,12 @@ struct GemmContext {
   bool allow_tf32 = false;
 };
 
-Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C, int OC,
-                      const GemmContext& gemm, cudaStream_t stream);
+Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                      int OC, const GemmContext& gemm, cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int N, int C, int OC, const GemmContext& gemm, DeviceScratch& scratch,
-                       cudaStream_t stream);
+                       const float* weight, int N, int C, int OC, const GemmContext& gemm,
+                       DeviceScratch& scratch, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

@@ -10,8 +10,8 @@ constexpr int kScaleBlock = 256;
 // ---- CUDA kernels
 
 // partial[chunk] = sum of squares of x[chunk * kSumSquaresChunk, ...) (kSumSquaresBlock threads).
-__global__ void __launch_bounds__(kSumSquaresBlock) sum_squares_partial_kernel(double* partial, const float* x,
-                                                                               size_t n) {
+__global__ void __launch_bounds__(kSumSquaresBlock)
+    sum_squares_partial_kernel(double* partial, const float* x, size_t n) {
   __shared__ double shared[kSumSquaresBlock / kWarpSize];
   const size_t begin = blockIdx.x * kSumSquaresChunk;
   const size_t end = min(n, begin + kSumSquaresChunk);
@@ -25,8 +25,8 @@ __global__ void __launch_bounds__(kSumSquaresBlock) sum_squares_partial_kernel(d
 }
 
 // *result = sum of partial[0..count) (kFinalBlock threads, one block).
-__global__ void __launch_bounds__(kFinalBlock) sum_partials_kernel(double* result, const double* partial,
-                                                                   size_t count) {
+__global__ void __launch_bounds__(kFinalBlock)
+    sum_partials_kernel(double* result, const double* partial, size_t count) {
   __shared__ double shared[kFinalBlock / kWarpSize];
   double acc = 0.0;
   for (size_t i = threadIdx.x; i < count; i += kFinalBlock) acc += partial[i];
@@ -53,7 +53,8 @@ Status sum_squares(const float* x, size_t n, double* result, DeviceScratch& scra
   }
   PERIGEE_CHECK(check_pointers("sum_squares", {x}));
   const size_t chunks = ceil_div(n, kSumSquaresChunk);
-  PERIGEE_REQUIRE(chunks <= 0x7fffffffu, StatusCode::kInvalidArgument, "sum_squares: n = ", n, " is too large");
+  PERIGEE_REQUIRE(chunks <= 0x7fffffffu, StatusCode::kInvalidArgument, "sum_squares: n = ", n,
+                  " is too large");
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<double>(chunks), stream, &base));
   double* partial = static_cast<double*>(base);

@@ -5,8 +5,10 @@
 // bit-identical to the first (losses and final parameters). Skipped without a usable CUDA device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -56,7 +58,8 @@ struct TrainResult {
   std::vector<float> params;
 };
 
-TrainResult train(kernels::Backend& backend, const std::vector<float>& init, const std::vector<Batch>& batches) {
+TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
+                  const std::vector<Batch>& batches) {
   TrainConfig tc;
   tc.batch_size = kBatch;
   tc.seq_len = kSeq;
@@ -103,10 +106,16 @@ TEST(CudaTraining, TwentyStepsMatchTheCpuAndRepeatBitForBit) {
   const TrainResult ref = train(cpu, init, batches);
   const TrainResult got = train(*gpu, init, batches);
   ASSERT_EQ(got.losses.size(), ref.losses.size());
+  double worst = 0.0;
   for (int step = 0; step < kSteps; ++step) {
     EXPECT_TRUE(std::isfinite(got.losses[step])) << "step " << step;
     EXPECT_NEAR(got.losses[step], ref.losses[step], 1e-4 * std::fabs(ref.losses[step])) << "step " << step;
+    worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
+  std::printf(
+      "cuda vs cpu over %d steps: loss %.6f -> %.6f (cpu), largest relative loss difference %.3g "
+      "(tolerance 1e-4)\n",
+      kSteps, ref.losses.front(), ref.losses.back(), worst);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
 
   const TrainResult again = train(*gpu, init, batches);
