@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# On the GPU machine (no apt): unpack the carried Debian runtime packages into device/root (never
+# into /), point MPI and the loader at them and at the machine's own CUDA libraries (its Python
+# nvidia-* packages), then run the test suite from the carried build folder, and optionally more.
+#   scripts/device/run_on_device.sh                 # whole ctest suite
+#   scripts/device/run_on_device.sh -- <command>    # any command in the same environment
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEV="$ROOT/device/root"
+mkdir -p "$DEV"
+for deb in "$ROOT"/device/debs/*.deb; do dpkg -x "$deb" "$DEV"; done
+export OPAL_PREFIX="$DEV/usr"
+export PATH="$DEV/usr/bin:$PATH"
+ln -sf mpiexec.openmpi "$DEV/usr/bin/mpiexec"
+NV_LIBS=$(python3 - <<'PY'
+import glob, os, site
+dirs = set()
+for base in site.getsitepackages():
+    for lib in glob.glob(os.path.join(base, "nvidia", "*", "lib")):
+        dirs.add(lib)
+print(":".join(sorted(dirs)))
+PY
+)
+export LD_LIBRARY_PATH="$DEV/usr/lib/x86_64-linux-gnu:$DEV/usr/lib/x86_64-linux-gnu/openmpi/lib:$DEV/usr/lib/x86_64-linux-gnu/pmix2/lib:$DEV/lib/x86_64-linux-gnu:$DEV/usr/lib/x86_64-linux-gnu/openblas-pthread:${NV_LIBS}:${LD_LIBRARY_PATH:-}"
+export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_mtl='^ofi,psm,psm2'
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+# The build folder was configured on the CPU machine: rewrite its absolute paths to this copy.
+OLD_ROOT=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$ROOT/build/CMakeCache.txt")
+if [[ -n "$OLD_ROOT" && "$OLD_ROOT" != "$ROOT" ]]; then
+  grep -rl --include=CTestTestfile.cmake "$OLD_ROOT" "$ROOT/build" | xargs -r sed -i "s#$OLD_ROOT#$ROOT#g"
+  sed -i "s#$OLD_ROOT#$ROOT#g" "$ROOT/build/CMakeCache.txt"
+fi
+# mpiexec in the tests points at /usr/bin/mpiexec on the CPU machine; use the unpacked one.
+grep -rl --include=CTestTestfile.cmake '"/usr/bin/mpiexec"' "$ROOT/build" |
+  xargs -r sed -i "s#\"/usr/bin/mpiexec\"#\"$DEV/usr/bin/mpiexec.openmpi\"#g"
+
+if [[ "${1:-}" == "--" ]]; then
+  shift
+  exec "$@"
+fi
+cd "$ROOT/build"
+ctest --output-on-failure -j 8 --timeout 600 2>&1 | tee "${OUT:-/tmp}/ctest.log" | tail -40
