@@ -1,0 +1,173 @@
+// AbftBackend: a kernels::Backend decorator that checks every GEMM with ABFT (fault/abft_gemm.hpp).
+// Every op is forwarded to an inner Backend (not owned). matmul_forward and matmul_backward run the
+// inner op unchanged (so a clean step is bit-identical to the inner backend alone), then verify
+// each output: out, dinp, dweight and dbias. A single located error is corrected in place; anything
+// else is recomputed by the inner backend (accumulating outputs are first restored from a snapshot
+// taken before the GEMM); a mismatch that survives the recompute returns a kInternal Status
+// ("ABFT escalation: ..."), unless every residual is within the worst-case rounding bound
+// (kTolerated: a threshold calibration miss, counted, not a fault).
+//
+// Accumulating outputs (dinp, dweight, dbias: +=) are checked as increments: the output is copied
+// to a scratch snapshot before the GEMM, the snapshot's sums enter the prediction, and a recompute
+// starts again from the snapshot. Scratch is allocated from the inner backend and grows to the
+// largest backward call (dinp + dweight + dbias).
+//
+// Devices: the checksum work goes through a ChecksumKernels; the default HostChecksumKernels reads
+// host memory, so it serves a CPU inner backend only (other kinds get kUnavailable from the matmul
+// ops unless a device ChecksumKernels is given). The fault hook and the snapshot live in the inner
+// backend's memory: device pointers for a CUDA inner backend.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "fault/abft_gemm.hpp"
+#include "kernels/backend.hpp"
+
+namespace perigee::fault {
+
+struct AbftStats {
+  uint64_t gemms_checked = 0;    // outputs verified (out, dinp, dweight, dbias each count)
+  uint64_t faults_detected = 0;  // checks whose first verification flagged a line
+  uint64_t corrected = 0;        // single elements corrected in place
+  uint64_t recomputed = 0;       // outputs recomputed, then clean
+  uint64_t escalated = 0;        // still wrong after a recompute (error returned)
+  uint64_t tolerated = 0;        // over tau after a recompute but within the rounding bound
+  uint64_t unverifiable = 0;     // operands not finite or beyond fp32 range
+  double max_clean_ratio = 0.0;  // largest residual / threshold among clean checks (calibration telemetry)
+};
+
+// One check that was not clean on the first verification (or was unverifiable).
+struct AbftEvent {
+  GemmKind kind = GemmKind::kForward;
+  AbftOutcome outcome = AbftOutcome::kClean;
+  uint64_t gemm_index = 0;  // stats().gemms_checked when it happened (1-based)
+  int N = 0, C = 0, OC = 0;
+  int64_t rows_flagged = 0;
+  int64_t cols_flagged = 0;
+  double max_ratio = 0.0;
+  bool corrected = false;
+  Correction correction;
+  std::string detail;
+};
+
+class AbftBackend final : public kernels::Backend {
+ public:
+  using EventCallback = std::function<void(const AbftEvent&)>;
+  // Called on each output after the inner GEMM (and after each recompute) and before verification.
+  using OutputFaultHook = std::function<void(float* out, size_t n, GemmKind kind)>;
+
+  // inner: not owned, outlives this object. checksum_kernels: null = HostChecksumKernels(options.threads).
+  explicit AbftBackend(kernels::Backend* inner, const AbftOptions& options = {},
+                       std::unique_ptr<ChecksumKernels> checksum_kernels = nullptr);
+  ~AbftBackend() override;
+  AbftBackend(const AbftBackend&) = delete;
+  AbftBackend& operator=(const AbftBackend&) = delete;
+
+  kernels::Backend* inner() const { return inner_; }
+  const AbftOptions& options() const { return options_; }
+  const AbftStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = AbftStats{}; }
+  void set_event_callback(EventCallback callback) { on_event_ = std::move(callback); }
+  void set_output_fault_hook(OutputFaultHook hook) { fault_hook_ = std::move(hook); }
+
+  kernels::DeviceKind kind() const override { return inner_->kind(); }
+  const char* name() const override { return name_.c_str(); }
+
+  Status allocate(void** ptr, size_t bytes) override { return inner_->allocate(ptr, bytes); }
+  void release(void* ptr) override { inner_->release(ptr); }
+  Status memset_zero(void* ptr, size_t bytes) override { return inner_->memset_zero(ptr, bytes); }
+  Status copy_to_device(void* dst, const void* host_src, size_t bytes) override {
+    return inner_->copy_to_device(dst, host_src, bytes);
+  }
+  Status copy_to_host(void* host_dst, const void* src, size_t bytes) override {
+    return inner_->copy_to_host(host_dst, src, bytes);
+  }
+  Status synchronize() override { return inner_->synchronize(); }
+
+  Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                         int C) override {
+    return inner_->encoder_forward(out, tokens, wte, wpe, B, T, C);
+  }
+  Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                          int C) override {
+    return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
+  }
+  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                           const float* bias, int N, int C) override {
+    return inner_->layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+  }
+  Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, const float* mean, const float* rstd, int N,
+                            int C) override {
+    return inner_->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+  }
+
+  // The checked ops.
+  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                        int OC) override;
+  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                         const float* weight, int N, int C, int OC) override;
+
+  size_t attention_state_size(int B, int T, int C, int NH) const override {
+    return inner_->attention_state_size(B, T, C, NH);
+  }
+  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override {
+    return inner_->attention_forward(out, att, qkv, B, T, C, NH);
+  }
+  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
+                            int C, int NH) override {
+    return inner_->attention_backward(dqkv, dout, qkv, att, B, T, C, NH);
+  }
+  Status gelu_forward(float* out, const float* inp, size_t n) override {
+    return inner_->gelu_forward(out, inp, n);
+  }
+  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override {
+    return inner_->gelu_backward(dinp, inp, dout, n);
+  }
+  Status residual_forward(float* out, const float* a, const float* b, size_t n) override {
+    return inner_->residual_forward(out, a, b, n);
+  }
+  Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
+                              int V, int Vp) override {
+    return inner_->crossentropy_forward(losses, probs, logits, targets, N, V, Vp);
+  }
+  Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
+                               int V, int Vp) override {
+    return inner_->crossentropy_backward(dlogits, probs, targets, dloss, N, V, Vp);
+  }
+  Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
+                      const kernels::AdamWParams& hp) override {
+    return inner_->adamw_update(params, grads, m, v, n, hp);
+  }
+  Status sum_squares(const float* x, size_t n, double* out) override {
+    return inner_->sum_squares(x, n, out);
+  }
+  Status scale(float* x, float s, size_t n) override { return inner_->scale(x, s, n); }
+
+ private:
+  // Hook, verify, correct or recompute (via `recompute`, after restoring `snapshot` when given), and
+  // escalate one output of an inner GEMM that has already run.
+  Status finish_output(AbftGemm* gemm, float* out, const float* snapshot,
+                       const std::function<Status()>& recompute);
+  Status reserve_scratch(size_t floats);
+  Status require_kernels() const;
+  void emit(const AbftGemm& gemm, const AbftCheck& check, AbftOutcome outcome);
+
+  kernels::Backend* inner_;
+  AbftOptions options_;
+  std::unique_ptr<ChecksumKernels> kernels_;
+  bool host_kernels_ = false;
+  std::string name_;
+  AbftGemm forward_, backward_input_, backward_weight_, backward_bias_;
+  float* scratch_ = nullptr;
+  size_t scratch_floats_ = 0;
+  AbftStats stats_;
+  EventCallback on_event_;
+  OutputFaultHook fault_hook_;
+};
+
+}  // namespace perigee::fault
