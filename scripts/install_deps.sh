@@ -10,6 +10,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libbenchmark-dev
   fortunes
+  hdf5-tools python3-h5py libhdf5-dev
 )
 
 missing=()

@@ -1,0 +1,380 @@
+// CheckpointStore: atomic durable commit, retention, verifying load with fallback.
+#include "checkpoint/store.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+namespace perigee::checkpoint {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
+
+constexpr const char* kPrefix = "ckpt-";
+constexpr const char* kSuffix = ".h5";
+constexpr const char* kTmpSuffix = ".tmp";
+
+bool is_leftover_tmp(const std::string& name) {
+  if (name == std::string(CheckpointStore::kLatestName) + kTmpSuffix) return true;
+  const size_t n = name.size(), t = std::strlen(kTmpSuffix);
+  int64_t step = 0;
+  return n > t && name.compare(n - t, t, kTmpSuffix) == 0 &&
+         CheckpointStore::parse_file_name(name.substr(0, n - t), &step);
+}
+
+Status remove_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return make_error(StatusCode::kIoError, "removing '", path, "': ", errno_text());
+  return Status::ok();
+}
+
+}  // namespace
+
+Status fsync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return make_error(StatusCode::kIoError, "opening '", path, "' for fsync: ", errno_text());
+  const int rc = ::fsync(fd);
+  const std::string err = rc != 0 ? errno_text() : "";
+  ::close(fd);
+  PERIGEE_REQUIRE(rc == 0, StatusCode::kIoError, "fsync of '", path, "' failed: ", err);
+  return Status::ok();
+}
+
+Status fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return make_error(StatusCode::kIoError, "opening folder '", dir, "' for fsync: ", errno_text());
+  const int rc = ::fsync(fd);
+  const std::string err = rc != 0 ? errno_text() : "";
+  ::close(fd);
+  PERIGEE_REQUIRE(rc == 0, StatusCode::kIoError, "fsync of folder '", dir, "' failed: ", err);
+  return Status::ok();
+}
+
+Status write_file_atomic(const std::string& dir, const std::string& name, const std::string& content) {
+  const std::string final_path = (fs::path(dir) / name).string();
+  const std::string tmp = final_path + kTmpSuffix;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return make_error(StatusCode::kIoError, "creating '", tmp, "': ", errno_text());
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string err = errno_text();
+      ::close(fd);
+      (void)remove_file(tmp);
+      return make_error(StatusCode::kIoError, "writing '", tmp, "': ", err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const std::string err = errno_text();
+    ::close(fd);
+    return make_error(StatusCode::kIoError, "fsync of '", tmp, "' failed: ", err);
+  }
+  if (::close(fd) != 0) return make_error(StatusCode::kIoError, "closing '", tmp, "': ", errno_text());
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0)
+    return make_error(StatusCode::kIoError, "renaming '", tmp, "' to '", final_path, "': ", errno_text());
+  PERIGEE_CHECK(fsync_dir(dir));
+  return Status::ok();
+}
+
+// ------------------------------------------------------------------ compatibility
+
+Status check_compatible(const std::string& path, const CheckpointHeader& header, const Expectation& expected,
+                        Compatibility* out) {
+  const auto& stored = header.meta.model_shape;
+  if (!expected.model_shape.empty()) {
+    for (const auto& [key, value] : expected.model_shape) {
+      const auto it = stored.find(key);
+      PERIGEE_REQUIRE(it != stored.end(), StatusCode::kInvalidArgument, "checkpoint '", path,
+                      "': incompatible model shape: key '", key, "' is missing (expected ", value, ")");
+      PERIGEE_REQUIRE(it->second == value, StatusCode::kInvalidArgument, "checkpoint '", path,
+                      "': incompatible model shape: ", key, " is ", it->second, " in the checkpoint, ", value,
+                      " expected");
+    }
+    for (const auto& [key, value] : stored)
+      PERIGEE_REQUIRE(expected.model_shape.count(key), StatusCode::kInvalidArgument, "checkpoint '", path,
+                      "': incompatible model shape: the checkpoint has key '", key, "' (= ", value,
+                      ") that this model does not");
+  }
+  if (!expected.buffer_sizes.empty()) {
+    for (const auto& [name, size] : expected.buffer_sizes) {
+      const BufferInfo* b = header.find_buffer(name);
+      PERIGEE_REQUIRE(b, StatusCode::kInvalidArgument, "checkpoint '", path, "': buffer '", name,
+                      "' is missing (expected ", size, " elements)");
+      PERIGEE_REQUIRE(b->size == size, StatusCode::kInvalidArgument, "checkpoint '", path, "': buffer '",
+                      name, "' holds ", b->size, " elements in the checkpoint, ", size, " expected");
+    }
+    for (const BufferInfo& b : header.buffers)
+      PERIGEE_REQUIRE(expected.buffer_sizes.count(b.name), StatusCode::kInvalidArgument, "checkpoint '", path,
+                      "': the checkpoint has buffer '", b.name, "' that this run does not expect");
+  }
+  if (out) {
+    out->stored_world_size = header.meta.world_size;
+    out->world_size_changed = expected.world_size > 0 && expected.world_size != header.meta.world_size;
+  }
+  return Status::ok();
+}
+
+// ------------------------------------------------------------------ store
+
+std::string CheckpointStore::file_name(int64_t step) {
+  std::string digits = std::to_string(step);
+  if (digits.size() < 8) digits.insert(0, 8 - digits.size(), '0');
+  return kPrefix + digits + kSuffix;
+}
+
+bool CheckpointStore::parse_file_name(const std::string& name, int64_t* step) {
+  const size_t p = std::strlen(kPrefix), s = std::strlen(kSuffix);
+  if (name.size() <= p + s || name.compare(0, p, kPrefix) != 0 ||
+      name.compare(name.size() - s, s, kSuffix) != 0)
+    return false;
+  const std::string digits = name.substr(p, name.size() - p - s);
+  if (digits.empty() || digits.size() > 18) return false;
+  int64_t v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *step = v;
+  return true;
+}
+
+std::string CheckpointStore::path_for_step(int64_t step) const {
+  return (fs::path(dir_) / file_name(step)).string();
+}
+
+Status CheckpointStore::open(const std::string& dir, const StoreOptions& options, CheckpointStore* out) {
+  PERIGEE_REQUIRE(!dir.empty(), StatusCode::kInvalidArgument, "checkpoint folder is empty");
+  PERIGEE_REQUIRE(options.keep_last >= 1, StatusCode::kInvalidArgument,
+                  "checkpoint keep_last must be >= 1 (got ", options.keep_last, ")");
+  std::error_code ec;
+  const bool existed = fs::exists(dir, ec);
+  if (!existed) {
+    fs::create_directories(dir, ec);
+    if (ec) return make_error(StatusCode::kIoError, "creating checkpoint folder '", dir, "': ", ec.message());
+    const fs::path parent = fs::absolute(dir, ec).parent_path();
+    if (!ec) PERIGEE_CHECK(fsync_dir(parent.string()));
+  }
+  PERIGEE_REQUIRE(fs::is_directory(dir, ec), StatusCode::kIoError, "checkpoint folder '", dir,
+                  "' is not a folder");
+  CheckpointStore store;
+  store.dir_ = dir;
+  store.options_ = options;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && is_leftover_tmp(name)) {
+      PERIGEE_CHECK(remove_file(entry.path().string()));
+      store.cleaned_.push_back(entry.path().string());
+    }
+  }
+  if (ec) return make_error(StatusCode::kIoError, "listing checkpoint folder '", dir, "': ", ec.message());
+  if (!store.cleaned_.empty()) PERIGEE_CHECK(fsync_dir(dir));
+  *out = std::move(store);
+  return Status::ok();
+}
+
+Status CheckpointStore::list(std::vector<CheckpointEntry>* out) const {
+  out->clear();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    int64_t step = 0;
+    if (entry.is_regular_file() && parse_file_name(entry.path().filename().string(), &step))
+      out->push_back(CheckpointEntry{step, entry.path().string()});
+  }
+  if (ec) return make_error(StatusCode::kIoError, "listing checkpoint folder '", dir_, "': ", ec.message());
+  std::sort(out->begin(), out->end(),
+            [](const CheckpointEntry& a, const CheckpointEntry& b) { return a.step > b.step; });
+  return Status::ok();
+}
+
+Status CheckpointStore::read_latest_pointer(std::string* name) const {
+  const std::string path = (fs::path(dir_) / kLatestName).string();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return make_error(StatusCode::kNotFound, "'", path, "' does not exist");
+    return make_error(StatusCode::kIoError, "opening '", path, "': ", errno_text());
+  }
+  char buf[256];
+  const ssize_t n = ::read(fd, buf, sizeof(buf));
+  ::close(fd);
+  if (n < 0) return make_error(StatusCode::kIoError, "reading '", path, "': ", errno_text());
+  std::string content(buf, static_cast<size_t>(n));
+  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
+  int64_t step = 0;
+  if (!parse_file_name(content, &step))
+    return make_error(StatusCode::kIoError, "'", path, "' does not name a checkpoint file (content '",
+                      content.substr(0, 64), "')");
+  *name = content;
+  return Status::ok();
+}
+
+Status CheckpointStore::commit(const Snapshot& snapshot, CommitStats* stats) {
+  CommitStats local;
+  CommitStats& st = stats ? *stats : local;
+  st = CommitStats{};
+  const auto t_start = Clock::now();
+  const int64_t step = snapshot.meta.step;
+  const std::string name = file_name(step);
+  const std::string final_path = path_for_step(step);
+  const std::string tmp = final_path + kTmpSuffix;
+  st.path = final_path;
+  st.step = step;
+
+  // 1. New file next to the old ones, durable before anything points at it.
+  auto t0 = Clock::now();
+  Status s = write_snapshot(tmp, snapshot, options_.write, &st.write);
+  st.write_seconds = seconds_since(t0);
+  if (s) {
+    t0 = Clock::now();
+    s = fsync_file(tmp);
+    st.fsync_seconds = seconds_since(t0);
+  }
+  if (s && options_.verify_after_commit) {
+    t0 = Clock::now();
+    Snapshot check;
+    s = read_snapshot(tmp, &check);
+    if (s && !bit_equal(check, snapshot))
+      s = make_error(StatusCode::kIoError, "checkpoint '", tmp,
+                     "': read-back differs from the snapshot written");
+    st.verify_seconds = seconds_since(t0);
+  }
+  if (!s) {
+    (void)remove_file(tmp);
+    return std::move(s.add_trace(__FILE__, __LINE__));
+  }
+  std::error_code ec;
+  st.file_bytes = fs::file_size(tmp, ec);
+
+  // 2. Checkpoints newer than this one belong to an abandoned timeline.
+  t0 = Clock::now();
+  std::vector<CheckpointEntry> entries;
+  PERIGEE_CHECK(list(&entries));
+  bool removed_newer = false;
+  for (const CheckpointEntry& e : entries) {
+    if (e.step > step) {
+      PERIGEE_CHECK(remove_file(e.path));
+      st.removed.push_back(e.path);
+      removed_newer = true;
+    }
+  }
+  if (removed_newer) PERIGEE_CHECK(fsync_dir(dir_));
+
+  // 3. The commit point.
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0)
+    return make_error(StatusCode::kIoError, "renaming '", tmp, "' to '", final_path, "': ", errno_text());
+  PERIGEE_CHECK(fsync_dir(dir_));
+
+  // 4. The pointer, only after the file it names is durable.
+  PERIGEE_CHECK(write_file_atomic(dir_, kLatestName, name + "\n"));
+
+  // 5. Retention.
+  PERIGEE_CHECK(list(&entries));
+  bool removed_old = false;
+  for (size_t i = static_cast<size_t>(options_.keep_last); i < entries.size(); ++i) {
+    if (entries[i].step == step) continue;
+    PERIGEE_CHECK(remove_file(entries[i].path));
+    st.removed.push_back(entries[i].path);
+    removed_old = true;
+  }
+  if (removed_old) PERIGEE_CHECK(fsync_dir(dir_));
+  st.publish_seconds = seconds_since(t0);
+  st.total_seconds = seconds_since(t_start);
+  return Status::ok();
+}
+
+Status CheckpointStore::load(const std::string& path, const Expectation& expected, Snapshot* out,
+                             Compatibility* compatibility) const {
+  CheckpointHeader header;
+  PERIGEE_CHECK(read_header(path, &header));
+  PERIGEE_CHECK(check_compatible(path, header, expected, compatibility));
+  PERIGEE_CHECK(read_snapshot(path, out, &header));
+  return Status::ok();
+}
+
+Status CheckpointStore::load_latest(const Expectation& expected, Snapshot* out, LoadReport* report,
+                                    const LoadLogFn& log) const {
+  LoadReport local;
+  LoadReport& rep = report ? *report : local;
+  rep = LoadReport{};
+  auto note = [&](std::string line) {
+    if (log) log(line);
+    rep.notes.push_back(std::move(line));
+  };
+
+  std::vector<CheckpointEntry> entries;
+  PERIGEE_CHECK(list(&entries));
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (is_leftover_tmp(name))
+      note(str_cat("ignoring '", entry.path().string(), "' (left by an interrupted write)"));
+  }
+
+  std::string latest;
+  if (Status s = read_latest_pointer(&latest); !s) {
+    if (s.code() == StatusCode::kNotFound)
+      note(str_cat("no '", kLatestName, "' pointer in '", dir_, "': choosing from the folder"));
+    else
+      note(str_cat("ignoring the '", kLatestName, "' pointer: ", first_line(s.message())));
+  } else {
+    int64_t latest_step = 0;
+    parse_file_name(latest, &latest_step);
+    const bool exists = std::any_of(entries.begin(), entries.end(),
+                                    [&](const CheckpointEntry& e) { return e.step == latest_step; });
+    if (!exists)
+      note(str_cat("stale '", kLatestName, "' pointer: '", latest, "' does not exist in '", dir_, "'"));
+    else if (entries.front().step > latest_step)
+      note(str_cat(
+          "'", kLatestName, "' names '", latest, "' but '", file_name(entries.front().step),
+          "' is newer and complete (cut between its rename and the pointer update): trying it first"));
+  }
+
+  if (entries.empty()) return make_error(StatusCode::kNotFound, "no checkpoint in '", dir_, "'");
+
+  for (const CheckpointEntry& e : entries) {
+    Compatibility compat;
+    Status s = load(e.path, expected, out, &compat);
+    if (s) {
+      rep.path = e.path;
+      rep.step = e.step;
+      rep.compatibility = compat;
+      if (log) {
+        log(str_cat("loaded '", e.path, "' (step ", e.step, ")",
+                    compat.world_size_changed ? str_cat("; written by ", compat.stored_world_size,
+                                                        " ranks, this run has ", expected.world_size)
+                                              : std::string()));
+      }
+      return Status::ok();
+    }
+    if (log) log(str_cat("skipping '", e.path, "': ", first_line(s.message())));
+    rep.skipped.push_back(SkippedCheckpoint{e.path, e.step, std::move(s)});
+  }
+  std::string why;
+  for (const SkippedCheckpoint& k : rep.skipped) why += str_cat("\n  ", first_line(k.reason.message()));
+  return make_error(rep.skipped.front().reason.code(), "no usable checkpoint in '", dir_, "' (",
+                    rep.skipped.size(), " tried):", why);
+}
+
+}  // namespace perigee::checkpoint

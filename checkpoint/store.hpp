@@ -1,0 +1,140 @@
+// CheckpointStore: a folder of checkpoint files with an atomic, durable commit and a verifying
+// load that falls back to the newest good checkpoint.
+//
+// Commit of step s (every step is durable before the next one starts):
+//   1. write ckpt-<s>.h5.tmp in the folder (checkpoint/hdf5_io.hpp), fsync it, close it;
+//      optionally read it back and verify it (StoreOptions::verify_after_commit);
+//   2. remove checkpoints with a step > s (an abandoned timeline, e.g. after a rollback), fsync
+//      the folder;
+//   3. rename ckpt-<s>.h5.tmp -> ckpt-<s>.h5, fsync the folder: this rename is the commit point;
+//   4. write latest.tmp ("ckpt-<s>.h5\n"), fsync, rename to `latest`, fsync the folder;
+//   5. retention: remove all but the newest keep_last checkpoints, fsync the folder.
+// A cut at any point leaves the previous checkpoints intact; a leftover .tmp is ignored by loads
+// and removed by open(). The newest complete ckpt-*.h5 is authoritative; `latest` is the pointer
+// tools and people read, and load_latest reports when it is missing, stale or behind.
+// Not thread-safe: one thread uses a store at a time (AsyncCheckpointWriter owns one). One
+// process writes a folder. Details: docs/checkpoint.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "checkpoint/hdf5_io.hpp"
+#include "checkpoint/snapshot.hpp"
+#include "core/status.hpp"
+
+namespace perigee::checkpoint {
+
+struct StoreOptions {
+  int keep_last = 3;                 // retention: checkpoints kept after a commit (>= 1)
+  bool verify_after_commit = false;  // read the .tmp back and verify it before the rename
+  WriteOptions write;
+};
+
+struct CommitStats {
+  std::string path;  // the committed file
+  int64_t step = 0;
+  uint64_t file_bytes = 0;
+  WriteStats write;              // CRC and HDF5 split of write_seconds
+  double write_seconds = 0.0;    // CRCs + HDF5 write of the .tmp
+  double fsync_seconds = 0.0;    // fsync of the .tmp
+  double verify_seconds = 0.0;   // read-back verification (0 when off)
+  double publish_seconds = 0.0;  // renames, folder fsyncs, `latest`, retention
+  double total_seconds = 0.0;
+  std::vector<std::string> removed;  // files removed (superseded and by retention)
+};
+
+// What the resuming run needs. Empty maps / 0 are not checked.
+struct Expectation {
+  std::map<std::string, int64_t> model_shape;    // must equal the stored shape (same keys)
+  std::map<std::string, uint64_t> buffer_sizes;  // buffer name -> elements (same buffers)
+  int32_t world_size = 0;                        // compared, never an error (see Compatibility)
+};
+
+// A resume on another world size is the caller's decision: it gets the stored world size here
+// and the stored per-rank cursors in the snapshot's meta, and may re-shard or refuse.
+struct Compatibility {
+  int32_t stored_world_size = 0;
+  bool world_size_changed = false;
+};
+
+// Checks a checkpoint header against `expected`. A model shape or buffer mismatch is
+// kInvalidArgument naming the file, the key or buffer, and both values.
+Status check_compatible(const std::string& path, const CheckpointHeader& header, const Expectation& expected,
+                        Compatibility* out = nullptr);
+
+struct SkippedCheckpoint {
+  std::string path;
+  int64_t step = 0;
+  Status reason;
+};
+
+struct LoadReport {
+  std::string path;  // the checkpoint loaded
+  int64_t step = -1;
+  Compatibility compatibility;
+  std::vector<SkippedCheckpoint> skipped;  // newer checkpoints that failed, newest first
+  std::vector<std::string> notes;          // `latest` problems, ignored leftovers
+};
+
+// Receives one line per note, per skipped checkpoint and for the one loaded.
+using LoadLogFn = std::function<void(const std::string& line)>;
+
+struct CheckpointEntry {
+  int64_t step = 0;
+  std::string path;
+};
+
+class CheckpointStore {
+ public:
+  static constexpr const char* kLatestName = "latest";
+
+  CheckpointStore() = default;
+
+  // Opens (creating it if needed) the folder `dir` and removes leftover .tmp files of cut writes.
+  static Status open(const std::string& dir, const StoreOptions& options, CheckpointStore* out);
+
+  // Writes and commits `snapshot` as ckpt-<step>.h5 (protocol above).
+  Status commit(const Snapshot& snapshot, CommitStats* stats = nullptr);
+
+  // Loads the newest checkpoint that verifies and is compatible, newest step first, skipping (and
+  // reporting) each bad one. kNotFound when the folder holds no checkpoint; otherwise the error of
+  // the newest candidate, with every candidate's reason in the message.
+  Status load_latest(const Expectation& expected, Snapshot* out, LoadReport* report = nullptr,
+                     const LoadLogFn& log = {}) const;
+
+  // Loads and verifies one file, then checks compatibility.
+  Status load(const std::string& path, const Expectation& expected, Snapshot* out,
+              Compatibility* compatibility = nullptr) const;
+
+  // Committed checkpoints (ckpt-<step>.h5, not verified), newest first.
+  Status list(std::vector<CheckpointEntry>* out) const;
+  // The file name `latest` holds (kNotFound when there is none, kIoError when it is malformed).
+  Status read_latest_pointer(std::string* name) const;
+
+  std::string path_for_step(int64_t step) const;
+  const std::string& dir() const { return dir_; }
+  const StoreOptions& options() const { return options_; }
+  // Leftover files open() removed.
+  const std::vector<std::string>& cleaned_at_open() const { return cleaned_; }
+
+  // "ckpt-00000120.h5" for 120; parse accepts any number of digits.
+  static std::string file_name(int64_t step);
+  static bool parse_file_name(const std::string& name, int64_t* step);
+
+ private:
+  std::string dir_;
+  StoreOptions options_;
+  std::vector<std::string> cleaned_;
+};
+
+// Durability helpers (POSIX): fsync a file or a folder; write a small file atomically and durably
+// (name.tmp, fsync, rename, fsync the folder).
+Status fsync_file(const std::string& path);
+Status fsync_dir(const std::string& dir);
+Status write_file_atomic(const std::string& dir, const std::string& name, const std::string& content);
+
+}  // namespace perigee::checkpoint

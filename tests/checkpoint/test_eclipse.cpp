@@ -1,0 +1,238 @@
+// Eclipse model and schedules: period and shadow length against the reference table (550 km,
+// beta 0: 95.6 min and 35.6 min), no shadow at high beta, entry/exit times consistent with the
+// period and with an independent 3-D shadow test, beta from elements and a date, and the three
+// CheckpointSchedule policies under a compressed clock.
+#include "checkpoint/eclipse.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace perigee::checkpoint {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kDeg = kPi / 180.0;
+
+EclipseModel model(double altitude_km, double beta_deg, double phase_deg = 0.0) {
+  EclipseModel m;
+  PERIGEE_CHECK_OR_DIE(EclipseModel::from_beta(altitude_km, beta_deg, phase_deg, &m));
+  return m;
+}
+
+void expect_within(double got, double want, double rel, const char* what) {
+  EXPECT_LE(std::abs(got - want), rel * want)
+      << what << ": got " << got << ", want " << want << " +- " << rel * 100 << " %";
+}
+
+TEST(Eclipse, Reference550kmBetaZero) {
+  const EclipseModel m = model(550.0, 0.0);
+  expect_within(m.period_s() / 60.0, 95.6, 0.005, "period (min)");
+  expect_within(m.eclipse_duration_s() / 60.0, 35.6, 0.005, "shadow (min)");
+  expect_within(m.eclipse_fraction(), 0.372, 0.005, "shadow fraction");
+  EXPECT_TRUE(m.has_eclipse());
+  std::printf("[ info ] 550 km, beta 0: period %.2f min, shadow %.2f min (%.1f %%), critical beta %.2f deg\n",
+              m.period_s() / 60.0, m.eclipse_duration_s() / 60.0, 100.0 * m.eclipse_fraction(),
+              m.critical_beta_deg());
+}
+
+TEST(Eclipse, ReferenceTableOtherAltitudes) {
+  const struct {
+    double h, period_min, shadow_min;
+  } rows[] = {{400, 92.6, 36.1}, {500, 94.6, 35.8}, {600, 96.7, 35.5}};
+  for (const auto& r : rows) {
+    const EclipseModel m = model(r.h, 0.0);
+    expect_within(m.period_s() / 60.0, r.period_min, 0.005, "period");
+    expect_within(m.eclipse_duration_s() / 60.0, r.shadow_min, 0.005, "shadow");
+  }
+}
+
+TEST(Eclipse, HighBetaHasNoShadow) {
+  const EclipseModel m = model(550.0, 75.0);
+  EXPECT_NEAR(m.critical_beta_deg(), 67.0, 0.1);
+  EXPECT_FALSE(m.has_eclipse());
+  EXPECT_EQ(m.eclipse_duration_s(), 0.0);
+  EXPECT_FALSE(m.next_shadow(0.0).has_value());
+  EXPECT_FALSE(m.next_checkpoint_time(0.0, 60.0).has_value());
+  EXPECT_TRUE(m.shadows(0.0, 1e5).empty());
+  for (double t = 0; t < m.period_s(); t += 30.0) EXPECT_FALSE(m.in_shadow(t));
+  // Shadows shrink as beta grows, and vanish just above the critical angle.
+  double last = 1e9;
+  for (double beta = 0.0; beta <= 66.0; beta += 6.0) {
+    const double d = model(550.0, beta).eclipse_duration_s();
+    EXPECT_LT(d, last);
+    last = d;
+  }
+  EXPECT_TRUE(model(550.0, 66.9).has_eclipse());
+  EXPECT_FALSE(model(550.0, 67.1).has_eclipse());
+  EXPECT_FALSE(model(550.0, -75.0).has_eclipse());
+}
+
+TEST(Eclipse, EntryAndExitAreConsistentWithThePeriod) {
+  const EclipseModel m = model(550.0, 20.0, 37.0);
+  const std::vector<ShadowInterval> s = m.shadows(0.0, 5.0 * m.period_s());
+  ASSERT_EQ(s.size(), 5u);
+  for (size_t k = 0; k < s.size(); ++k) {
+    EXPECT_NEAR(s[k].duration_s(), m.eclipse_duration_s(), 1e-6);
+    if (k) {
+      EXPECT_NEAR(s[k].entry_s - s[k - 1].entry_s, m.period_s(), 1e-6);
+      EXPECT_NEAR(s[k].exit_s - s[k - 1].exit_s, m.period_s(), 1e-6);
+    }
+    EXPECT_TRUE(m.in_shadow(0.5 * (s[k].entry_s + s[k].exit_s)));
+    EXPECT_TRUE(m.in_shadow(s[k].entry_s + 1.0));
+    EXPECT_TRUE(m.in_shadow(s[k].exit_s - 1.0));
+    EXPECT_FALSE(m.in_shadow(s[k].entry_s - 1.0));
+    EXPECT_FALSE(m.in_shadow(s[k].exit_s + 1.0));
+    // next_shadow from inside a shadow is that shadow; from just after, the next one.
+    EXPECT_NEAR(m.next_shadow(s[k].entry_s + 10.0)->entry_s, s[k].entry_s, 1e-6);
+    EXPECT_NEAR(m.next_shadow(s[k].exit_s + 10.0)->entry_s, s[k].entry_s + m.period_s(), 1e-6);
+  }
+  // Phase 37 deg from noon: the first shadow starts at (180 - 37 - half angle) / 360 of a period.
+  const double half_deg = 180.0 * m.eclipse_fraction();
+  EXPECT_NEAR(s[0].entry_s, (180.0 - 37.0 - half_deg) / 360.0 * m.period_s(), 1e-6);
+}
+
+// Independent check: satellite and sun as 3-D vectors, cylindrical shadow test.
+TEST(Eclipse, AgreesWithAVectorShadowTest) {
+  for (double beta : {0.0, 35.0, 60.0, -50.0}) {
+    const EclipseModel m = model(550.0, beta, 100.0);
+    const double a = kEarthRadiusKm + 550.0;
+    const double b = beta * kDeg;
+    const double sun[3] = {std::cos(b), 0.0, std::sin(b)};
+    int shadow_samples = 0;
+    for (double t = 0.0; t < 2.0 * m.period_s(); t += 7.0) {
+      const double theta = 100.0 * kDeg + 2.0 * kPi * t / m.period_s();
+      const double r[3] = {a * std::cos(theta), a * std::sin(theta), 0.0};
+      const double along = r[0] * sun[0] + r[1] * sun[1] + r[2] * sun[2];
+      const double perp2 = a * a - along * along;
+      const bool shadow = along < 0.0 && perp2 < kEarthRadiusKm * kEarthRadiusKm;
+      // Skip samples within 1 s of a boundary.
+      const auto s = m.next_shadow(t);
+      if (s && (std::abs(t - s->entry_s) < 1.0 || std::abs(t - s->exit_s) < 1.0)) continue;
+      ASSERT_EQ(m.in_shadow(t), shadow) << "beta " << beta << " t " << t;
+      shadow_samples += shadow;
+    }
+    // Share of shadow samples ~ the predicted fraction.
+    EXPECT_NEAR(shadow_samples * 7.0 / (2.0 * m.period_s()), m.eclipse_fraction(), 0.01) << "beta " << beta;
+  }
+}
+
+TEST(Eclipse, NextCheckpointTimeIsBeforeEntry) {
+  const EclipseModel m = model(550.0, 0.0, 0.0);  // starts at orbit noon
+  const ShadowInterval s = *m.next_shadow(0.0);
+  EXPECT_NEAR(*m.next_checkpoint_time(0.0, 120.0), s.entry_s - 120.0, 1e-9);
+  EXPECT_EQ(*m.next_checkpoint_time(s.entry_s - 60.0, 120.0), s.entry_s - 60.0);  // inside the margin: now
+  EXPECT_EQ(*m.next_checkpoint_time(s.entry_s + 60.0, 120.0), s.entry_s + 60.0);  // in shadow: now
+  EXPECT_NEAR(*m.next_checkpoint_time(s.exit_s + 1.0, 120.0), s.entry_s + m.period_s() - 120.0, 1e-6);
+}
+
+TEST(Eclipse, BetaFromElementsAndDate) {
+  // March equinox 2024-03-20 03:06 UTC: the sun is at the vernal point.
+  const double equinox = 1710903960.0;
+  const auto sun = sun_direction_eci(equinox);
+  EXPECT_NEAR(sun[0], 1.0, 1e-4);
+  EXPECT_NEAR(std::atan2(sun[1], sun[0]) / kDeg, 0.0, 0.05);
+  // June solstice 2024-06-20 20:51 UTC: an equatorial orbit has beta = obliquity.
+  EXPECT_NEAR(beta_angle_deg(0.0, 0.0, 1718916660.0), 23.44, 0.05);
+  // December solstice: -obliquity.
+  EXPECT_NEAR(beta_angle_deg(0.0, 0.0, 1734772860.0), -23.44, 0.05);
+  // Dawn-dusk sun-synchronous orbit (i = 97.6, node 90 deg from the sun): |beta| ~ 82 deg, no shadow.
+  EclipseModel sso;
+  PERIGEE_CHECK_OR_DIE(EclipseModel::from_elements(550.0, 97.6, 90.0, 0.0, equinox, &sso));
+  EXPECT_NEAR(std::abs(sso.beta_deg()), 82.4, 0.1);
+  EXPECT_FALSE(sso.has_eclipse());
+  // Equatorial orbit at the equinox, satellite opposite the sun: in the middle of the shadow.
+  EclipseModel eq;
+  PERIGEE_CHECK_OR_DIE(EclipseModel::from_elements(550.0, 0.0, 0.0, 180.0, equinox, &eq));
+  EXPECT_NEAR(eq.beta_deg(), 0.0, 0.05);
+  EXPECT_TRUE(eq.in_shadow(0.0));
+  const ShadowInterval s = *eq.next_shadow(0.0);
+  EXPECT_NEAR(0.5 * (s.entry_s + s.exit_s), 0.0, 0.01 * eq.period_s());
+}
+
+TEST(Eclipse, InvalidArguments) {
+  EclipseModel m;
+  EXPECT_EQ(EclipseModel::from_beta(-1.0, 0.0, 0.0, &m).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(EclipseModel::from_beta(550.0, 91.0, 0.0, &m).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(EclipseModel::from_beta(550.0, NAN, 0.0, &m).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(EclipseModel::from_elements(550.0, 200.0, 0.0, 0.0, 0.0, &m).code(),
+            StatusCode::kInvalidArgument);
+}
+
+// ------------------------------------------------------------------ schedules
+
+TEST(Schedule, EveryNSteps) {
+  StepSchedule s(100);
+  EXPECT_FALSE(s.due(0, 0.0));
+  EXPECT_FALSE(s.due(99, 0.0));
+  EXPECT_TRUE(s.due(100, 0.0));
+  s.mark_taken(100, 0.0);
+  EXPECT_FALSE(s.due(100, 0.0));
+  EXPECT_TRUE(s.due(200, 0.0));
+  EXPECT_FALSE(s.next_time(0.0).has_value());
+  EXPECT_FALSE(StepSchedule(0).due(100, 0.0));
+}
+
+TEST(Schedule, EveryTSecondsOfCompressedTime) {
+  IntervalSchedule s(60.0, ScheduleClock{60.0});  // one mission minute = one wall second
+  EXPECT_FALSE(s.due(1, 0.5));
+  EXPECT_TRUE(s.due(1, 1.0));
+  EXPECT_NEAR(*s.next_time(0.0), 1.0, 1e-12);
+  s.mark_taken(1, 1.2);
+  EXPECT_FALSE(s.due(2, 2.0));
+  EXPECT_TRUE(s.due(2, 2.2));
+  EXPECT_NEAR(*s.next_time(1.5), 2.2, 1e-12);
+}
+
+// Simulates a run with steps of 0.05 wall s at time scale 60 over three orbits: exactly one
+// checkpoint per shadow, each inside [entry - margin, entry - margin + one step).
+TEST(Schedule, EclipseCheckpointsOncePerShadowBeforeEntry) {
+  const EclipseModel m = model(550.0, 10.0, 0.0);
+  const double scale = 60.0, margin = 180.0, step_wall = 0.05;
+  EclipseSchedule s(m, margin, ScheduleClock{scale});
+  std::vector<double> taken;  // mission times
+  const double end_wall = 3.0 * m.period_s() / scale;
+  for (int64_t step = 1; step * step_wall <= end_wall; ++step) {
+    const double wall = step * step_wall;
+    if (s.due(step, wall)) {
+      s.mark_taken(step, wall);
+      taken.push_back(wall * scale);
+    }
+  }
+  const std::vector<ShadowInterval> shadows = m.shadows(0.0, 3.0 * m.period_s());
+  ASSERT_EQ(taken.size(), shadows.size());
+  for (size_t k = 0; k < taken.size(); ++k) {
+    EXPECT_GE(taken[k], shadows[k].entry_s - margin);
+    EXPECT_LT(taken[k], shadows[k].entry_s - margin + step_wall * scale + 1e-9);
+  }
+  // next_time points at the next target; after taking it, at the following orbit's.
+  EclipseSchedule fresh(m, margin, ScheduleClock{scale});
+  EXPECT_NEAR(*fresh.next_time(0.0) * scale, shadows[0].entry_s - margin, 1e-6);
+  fresh.mark_taken(0, (shadows[0].entry_s - margin) / scale);
+  EXPECT_NEAR(*fresh.next_time((shadows[0].entry_s - margin) / scale) * scale,
+              shadows[0].entry_s + m.period_s() - margin, 1e-6);
+  EXPECT_NE(fresh.describe().find("before each shadow entry"), std::string::npos);
+}
+
+TEST(Schedule, EclipseStartingInShadowCheckpointsAtOnce) {
+  const EclipseModel m = model(550.0, 0.0, 180.0);  // orbit midnight
+  EclipseSchedule s(m, 120.0);
+  EXPECT_TRUE(s.due(1, 0.0));
+  s.mark_taken(1, 0.0);
+  EXPECT_FALSE(s.due(2, 60.0));
+}
+
+TEST(Schedule, EclipseWithoutShadowsFallsBack) {
+  const EclipseModel m = model(550.0, 75.0);
+  EclipseSchedule none(m, 120.0);
+  EXPECT_FALSE(none.due(1, 1e6));
+  EXPECT_FALSE(none.next_time(0.0).has_value());
+  EclipseSchedule fallback(m, 120.0, ScheduleClock{}, m.period_s());
+  EXPECT_FALSE(fallback.due(1, 0.5 * m.period_s()));
+  EXPECT_TRUE(fallback.due(1, m.period_s()));
+  fallback.mark_taken(1, m.period_s());
+  EXPECT_NEAR(*fallback.next_time(m.period_s()), 2.0 * m.period_s(), 1e-9);
+}
+
+}  // namespace
+}  // namespace perigee::checkpoint

@@ -1,0 +1,313 @@
+// CheckpointStore: the commit protocol's visible results, retention, and the corruption campaign
+// (truncated files, flipped data and metadata bytes, missing / stale / behind `latest`, .tmp
+// leftovers, other model shapes and buffer sizes, another world size), each detected with a
+// clear reason and a fallback to the newest good checkpoint.
+#include "checkpoint/store.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/checkpoint/test_support.hpp"
+
+namespace perigee::checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+using test_support::make_snapshot;
+using test_support::ScratchDir;
+
+Expectation expectation_for(const Snapshot& s, int32_t world_size = 2) {
+  Expectation e;
+  e.model_shape = s.meta.model_shape;
+  for (const Buffer& b : s.buffers) e.buffer_sizes[b.name] = b.data.size();
+  e.world_size = world_size;
+  return e;
+}
+
+std::vector<std::string> folder_names(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string latest_content(const std::string& dir) {
+  return test_support::read_bytes((fs::path(dir) / "latest").string());
+}
+
+class Store : public ::testing::Test {
+ protected:
+  Store() : dir_("store") {}
+  void SetUp() override { PERIGEE_CHECK_OR_DIE(CheckpointStore::open(dir_.path(), options_, &store_)); }
+  // Commits steps 10, 20, 30 (snapshots kept for comparison).
+  void commit_three() {
+    for (int64_t step : {10, 20, 30}) {
+      snaps_[step] = make_snapshot(step, static_cast<uint64_t>(step));
+      PERIGEE_CHECK_OR_DIE(store_.commit(snaps_[step]));
+    }
+  }
+  // Loads and expects step `want` (bit-exact) after skipping `skipped` newer ones.
+  LoadReport expect_load(int64_t want, size_t skipped) {
+    Snapshot out;
+    LoadReport rep;
+    std::vector<std::string> lines;
+    const Status s = store_.load_latest(expectation_for(snaps_[want]), &out, &rep,
+                                        [&](const std::string& l) { lines.push_back(l); });
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+    EXPECT_EQ(rep.step, want);
+    EXPECT_EQ(rep.skipped.size(), skipped);
+    std::string why;
+    EXPECT_TRUE(bit_equal(out, snaps_[want], &why)) << why;
+    EXPECT_FALSE(lines.empty());
+    EXPECT_NE(lines.back().find("loaded"), std::string::npos);
+    return rep;
+  }
+  std::string reason0(const LoadReport& rep) {
+    return rep.skipped.empty() ? std::string() : rep.skipped[0].reason.message();
+  }
+
+  ScratchDir dir_;
+  StoreOptions options_;
+  CheckpointStore store_;
+  std::map<int64_t, Snapshot> snaps_;
+};
+
+TEST_F(Store, CommitWritesFileAndPointerAndNoTmp) {
+  const Snapshot s = make_snapshot(7, 1);
+  CommitStats st;
+  PERIGEE_CHECK_OR_DIE(store_.commit(s, &st));
+  EXPECT_EQ(folder_names(dir_.path()), (std::vector<std::string>{"ckpt-00000007.h5", "latest"}));
+  EXPECT_EQ(latest_content(dir_.path()), "ckpt-00000007.h5\n");
+  EXPECT_EQ(st.path, store_.path_for_step(7));
+  EXPECT_GT(st.file_bytes, s.data_bytes());
+  EXPECT_GT(st.total_seconds, 0.0);
+  std::string name;
+  PERIGEE_CHECK_OR_DIE(store_.read_latest_pointer(&name));
+  EXPECT_EQ(name, "ckpt-00000007.h5");
+  int64_t step = 0;
+  EXPECT_TRUE(CheckpointStore::parse_file_name("ckpt-7.h5", &step));
+  EXPECT_EQ(step, 7);
+  EXPECT_FALSE(CheckpointStore::parse_file_name("ckpt-7.h5.tmp", &step));
+  EXPECT_FALSE(CheckpointStore::parse_file_name("ckpt-x.h5", &step));
+}
+
+TEST_F(Store, RoundTripThroughLoadLatest) {
+  commit_three();
+  const LoadReport rep = expect_load(30, 0);
+  EXPECT_TRUE(rep.notes.empty());
+  EXPECT_FALSE(rep.compatibility.world_size_changed);
+}
+
+TEST_F(Store, RetentionKeepsTheLastK) {
+  for (int64_t step = 1; step <= 6; ++step) {
+    CommitStats st;
+    PERIGEE_CHECK_OR_DIE(store_.commit(make_snapshot(step, 1), &st));
+    EXPECT_EQ(st.removed.size(), step > 3 ? 1u : 0u);
+  }
+  EXPECT_EQ(folder_names(dir_.path()),
+            (std::vector<std::string>{"ckpt-00000004.h5", "ckpt-00000005.h5", "ckpt-00000006.h5", "latest"}));
+  CheckpointStore one;
+  StoreOptions keep_one;
+  keep_one.keep_last = 1;
+  PERIGEE_CHECK_OR_DIE(CheckpointStore::open(dir_.path(), keep_one, &one));
+  PERIGEE_CHECK_OR_DIE(one.commit(make_snapshot(7, 1)));
+  EXPECT_EQ(folder_names(dir_.path()), (std::vector<std::string>{"ckpt-00000007.h5", "latest"}));
+  CheckpointStore none;
+  keep_one.keep_last = 0;
+  EXPECT_EQ(CheckpointStore::open(dir_.path(), keep_one, &none).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(Store, CommitSupersedesNewerCheckpoints) {
+  commit_three();
+  CommitStats st;
+  snaps_[25] = make_snapshot(25, 25);
+  PERIGEE_CHECK_OR_DIE(store_.commit(snaps_[25], &st));  // a rollback to 20 went on to 25
+  ASSERT_EQ(st.removed.size(), 1u);
+  EXPECT_EQ(fs::path(st.removed[0]).filename(), "ckpt-00000030.h5");
+  expect_load(25, 0);
+}
+
+TEST_F(Store, VerifyAfterCommit) {
+  CheckpointStore verifying;
+  StoreOptions o;
+  o.verify_after_commit = true;
+  PERIGEE_CHECK_OR_DIE(CheckpointStore::open(dir_.path(), o, &verifying));
+  CommitStats st;
+  PERIGEE_CHECK_OR_DIE(verifying.commit(make_snapshot(3, 3), &st));
+  EXPECT_GT(st.verify_seconds, 0.0);
+}
+
+TEST_F(Store, FailedCommitLeavesNoTraceAndKeepsLatest) {
+  commit_three();
+  Snapshot bad = make_snapshot(40, 1);
+  bad.buffers[0].views.pop_back();  // views no longer cover the buffer
+  const Status s = store_.commit(bad);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("ckpt-00000040.h5.tmp"), std::string::npos) << s.message();
+  EXPECT_EQ(latest_content(dir_.path()), "ckpt-00000030.h5\n");
+  EXPECT_FALSE(fs::exists(store_.path_for_step(40) + ".tmp"));
+  expect_load(30, 0);
+}
+
+TEST_F(Store, EmptyFolderIsNotFound) {
+  Snapshot out;
+  LoadReport rep;
+  const Status s = store_.load_latest({}, &out, &rep);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  EXPECT_NE(s.message().find("no checkpoint"), std::string::npos);
+  ASSERT_EQ(rep.notes.size(), 1u);
+  EXPECT_NE(rep.notes[0].find("no 'latest' pointer"), std::string::npos);
+}
+
+// ------------------------------------------------------------------ corruption campaign
+
+TEST_F(Store, TruncatedNewestFallsBack) {
+  commit_three();
+  const std::string newest = store_.path_for_step(30);
+  const std::string bytes = test_support::read_bytes(newest);
+  test_support::write_bytes(newest, bytes.substr(0, bytes.size() / 2));
+  const LoadReport rep = expect_load(20, 1);
+  EXPECT_EQ(rep.skipped[0].path, newest);
+  EXPECT_NE(reason0(rep).find("ckpt-00000030.h5"), std::string::npos) << reason0(rep);
+  EXPECT_NE(reason0(rep).find("truncated"), std::string::npos) << reason0(rep);
+}
+
+TEST_F(Store, FlippedDataByteFallsBack) {
+  commit_three();
+  const Buffer& v = snaps_[30].buffers[2];
+  const size_t at = test_support::find_floats(store_.path_for_step(30), v.data.data() + v.views[4].offset, 8);
+  ASSERT_NE(at, std::string::npos);
+  test_support::flip_byte(store_.path_for_step(30), at + 9, 0x80);
+  const LoadReport rep = expect_load(20, 1);
+  EXPECT_NE(reason0(rep).find("/buffers/adam_v/" + v.views[4].name), std::string::npos) << reason0(rep);
+  EXPECT_NE(reason0(rep).find("Fletcher32"), std::string::npos) << reason0(rep);
+}
+
+TEST_F(Store, FlippedMetadataBytesFallBack) {
+  commit_three();
+  // An attribute name in /meta and a buffer group's header: both checksummed by HDF5.
+  test_support::flip_byte(store_.path_for_step(30),
+                          test_support::find_in_file(store_.path_for_step(30), "min_lr_ratio") + 3);
+  test_support::flip_byte(store_.path_for_step(20),
+                          test_support::find_in_file(store_.path_for_step(20), "world_size") + 1);
+  const LoadReport rep = expect_load(10, 2);
+  EXPECT_NE(rep.skipped[0].reason.message().find("ckpt-00000030.h5"), std::string::npos);
+  EXPECT_NE(rep.skipped[1].reason.message().find("ckpt-00000020.h5"), std::string::npos);
+  for (const SkippedCheckpoint& k : rep.skipped)
+    EXPECT_NE(k.reason.message().find("checksum"), std::string::npos) << k.reason.message();
+}
+
+TEST_F(Store, MissingLatestIsReportedAndTheFolderDecides) {
+  commit_three();
+  fs::remove(fs::path(dir_.path()) / "latest");
+  const LoadReport rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 1u);
+  EXPECT_NE(rep.notes[0].find("no 'latest' pointer"), std::string::npos);
+}
+
+TEST_F(Store, StaleLatestIsReported) {
+  commit_three();
+  test_support::write_bytes(dir_.file("latest"), "ckpt-00000040.h5\n");
+  LoadReport rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 1u);
+  EXPECT_NE(rep.notes[0].find("stale 'latest' pointer: 'ckpt-00000040.h5' does not exist"), std::string::npos)
+      << rep.notes[0];
+  test_support::write_bytes(dir_.file("latest"), "../../etc/passwd\n");
+  rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 1u);
+  EXPECT_NE(rep.notes[0].find("does not name a checkpoint file"), std::string::npos) << rep.notes[0];
+}
+
+TEST_F(Store, LatestBehindTheNewestCompleteFile) {
+  commit_three();
+  test_support::write_bytes(dir_.file("latest"),
+                            "ckpt-00000020.h5\n");  // cut between rename and pointer update
+  const LoadReport rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 1u);
+  EXPECT_NE(rep.notes[0].find("is newer and complete"), std::string::npos) << rep.notes[0];
+}
+
+TEST_F(Store, TmpLeftoverIsIgnoredThenCleaned) {
+  commit_three();
+  const std::string tmp = store_.path_for_step(40) + ".tmp";
+  const std::string bytes = test_support::read_bytes(store_.path_for_step(30));
+  test_support::write_bytes(tmp, bytes.substr(0, bytes.size() / 3));  // a write cut mid-way
+  test_support::write_bytes(dir_.file("latest.tmp"), "ckpt-000");
+  LoadReport rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 2u);
+  for (const std::string& n : rep.notes) EXPECT_NE(n.find("interrupted write"), std::string::npos) << n;
+  CheckpointStore reopened;
+  PERIGEE_CHECK_OR_DIE(CheckpointStore::open(dir_.path(), options_, &reopened));
+  EXPECT_EQ(reopened.cleaned_at_open().size(), 2u);
+  EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_FALSE(fs::exists(dir_.file("latest.tmp")));
+  // A commit of the same step as a leftover replaces it cleanly.
+  test_support::write_bytes(tmp, "garbage");
+  PERIGEE_CHECK_OR_DIE(reopened.commit(make_snapshot(40, 40)));
+  EXPECT_FALSE(fs::exists(tmp));
+}
+
+TEST_F(Store, OtherModelShapeIsSkipped) {
+  commit_three();
+  PERIGEE_CHECK_OR_DIE(store_.commit(make_snapshot(40, 40, /*n_layer=*/2, /*n_embd=*/8)));
+  const LoadReport rep = expect_load(30, 1);
+  EXPECT_EQ(rep.skipped[0].reason.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(reason0(rep).find(
+                "ckpt-00000040.h5': incompatible model shape: n_embd is 8 in the checkpoint, 16 expected"),
+            std::string::npos)
+      << reason0(rep);
+}
+
+TEST_F(Store, OtherBufferSizeIsSkipped) {
+  commit_three();
+  Expectation e = expectation_for(snaps_[30]);
+  e.model_shape.clear();  // only the buffers are checked
+  e.buffer_sizes["adam_v"] += 1;
+  Snapshot out;
+  LoadReport rep;
+  const Status s = store_.load_latest(e, &out, &rep);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  ASSERT_EQ(rep.skipped.size(), 3u);
+  EXPECT_NE(s.message().find("no usable checkpoint"), std::string::npos);
+  EXPECT_NE(reason0(rep).find("buffer 'adam_v' holds"), std::string::npos) << reason0(rep);
+  e = expectation_for(snaps_[30]);
+  e.buffer_sizes.erase("adam_m");
+  EXPECT_NE(store_.load_latest(e, &out).message().find("has buffer 'adam_m' that this run does not expect"),
+            std::string::npos);
+}
+
+TEST_F(Store, AllBadListsEveryReason) {
+  commit_three();
+  for (int64_t step : {10, 20, 30}) {
+    const std::string p = store_.path_for_step(step);
+    test_support::write_bytes(p, test_support::read_bytes(p).substr(0, 100));
+  }
+  Snapshot out;
+  LoadReport rep;
+  const Status s = store_.load_latest(expectation_for(snaps_[30]), &out, &rep);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_EQ(rep.skipped.size(), 3u);
+  for (int64_t step : {10, 20, 30})
+    EXPECT_NE(s.message().find(CheckpointStore::file_name(step)), std::string::npos) << s.message();
+}
+
+TEST_F(Store, OtherWorldSizeIsTheCallersDecision) {
+  snaps_[10] = make_snapshot(10, 10, 2, 16, /*world_size=*/2);
+  PERIGEE_CHECK_OR_DIE(store_.commit(snaps_[10]));
+  Snapshot out;
+  LoadReport rep;
+  std::vector<std::string> lines;
+  PERIGEE_CHECK_OR_DIE(store_.load_latest(expectation_for(snaps_[10], /*world_size=*/4), &out, &rep,
+                                          [&](const std::string& l) { lines.push_back(l); }));
+  EXPECT_TRUE(rep.compatibility.world_size_changed);
+  EXPECT_EQ(rep.compatibility.stored_world_size, 2);
+  ASSERT_EQ(out.meta.data_cursors.size(), 2u);  // the stored cursors, to re-shard or refuse
+  EXPECT_EQ(out.meta.data_cursors[1][0], 10u * 16 + 1);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines.back().find("written by 2 ranks, this run has 4"), std::string::npos) << lines.back();
+}
+
+}  // namespace
+}  // namespace perigee::checkpoint
