@@ -149,6 +149,14 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(comm, backend,
                     "gradient all-reduce: mpi, nccl (GPU buffers) or auto (nccl on GPUs when it can run, else mpi)")
           .one_of({"mpi", "nccl", "auto"}),
+      // [checkpoint]
+      PERIGEE_FIELD(checkpoint, dir, "checkpoint folder (\"\" = <run dir>/checkpoints)"),
+      PERIGEE_FIELD(checkpoint, every_steps, "checkpoint every K steps (and at the end); 0 = off").in(at_least(0)),
+      PERIGEE_FIELD(checkpoint, every_seconds, "checkpoint every T seconds of training; 0 = off").in(at_least(0)),
+      PERIGEE_FIELD(checkpoint, keep_last, "checkpoints kept (retention)").in(at_least(1)),
+      PERIGEE_FIELD(checkpoint, async, "write in a background thread while training goes on"),
+      PERIGEE_FIELD(checkpoint, resume, "auto: continue from the newest good checkpoint in dir; never: start fresh")
+          .one_of({"auto", "never"}),
       // [run]
       PERIGEE_FIELD(run, dir, "root folder of run directories").required(),
       PERIGEE_FIELD(run, name, "run name (\"\" = run-<timestamp>)"),

@@ -65,6 +65,17 @@ struct CommConfig {
   bool operator==(const CommConfig&) const = default;
 };
 
+struct CheckpointConfig {
+  std::string dir = "";         // "" = <run dir>/checkpoints
+  int64_t every_steps = 0;      // checkpoint every K steps; 0 = off
+  double every_seconds = 0.0;   // checkpoint every T seconds of training; 0 = off
+  int keep_last = 3;            // retention
+  bool async = true;            // background writer thread (training continues during the write)
+  std::string resume = "auto";  // "auto": continue from the newest good checkpoint in dir; "never"
+
+  bool operator==(const CheckpointConfig&) const = default;
+};
+
 struct RunConfig {
   std::string dir = "runs";       // run directory root
   std::string name = "";          // run name; "" = "run-<timestamp>"
@@ -79,6 +90,7 @@ struct Config {
   DataConfig data;
   DeviceConfig device;
   CommConfig comm;
+  CheckpointConfig checkpoint;
   RunConfig run;
 
   std::string source;  // the file it was read from ("" for defaults only)

@@ -110,7 +110,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 32u);  // 6 model + 18 train + 2 data + 2 device + 1 comm + 3 run
+  ASSERT_EQ(schema.size(), 38u);  // 6 model + 18 train + 2 data + 2 device + 1 comm + 6 checkpoint + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -282,7 +282,7 @@ TEST(ConfigParse, UnknownSection) {
   EXPECT_CONTAINS(message, "unknown section [trian] (did you mean [train]?)");
   EXPECT_CONTAINS(
       parse_error("[optimizer]\nlr = 0.1\n"),
-      "unknown section [optimizer] (sections: [model], [train], [data], [device], [comm], [run])");
+      "unknown section [optimizer] (sections: [model], [train], [data], [device], [comm], [checkpoint], [run])");
 }
 
 TEST(ConfigParse, KeyOutsideSection) {
@@ -627,14 +627,17 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   const std::string text = config_to_json(c);
   EXPECT_CONTAINS(text, "{\n  \"source\": \"configs/x.toml\",\n  \"model\": {\n    \"n_layer\": 4,");
   const nlohmann::json j = nlohmann::json::parse(text);
-  ASSERT_EQ(j.size(), 7u);  // source + 6 sections
+  ASSERT_EQ(j.size(), 8u);  // source + 7 sections
   EXPECT_EQ(j["source"], "configs/x.toml");
   EXPECT_EQ(j["model"].size(), 6u);
   EXPECT_EQ(j["train"].size(), 18u);
   EXPECT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["device"].size(), 2u);
   EXPECT_EQ(j["comm"].size(), 1u);
+  EXPECT_EQ(j["checkpoint"].size(), 6u);
   EXPECT_EQ(j["run"].size(), 3u);
+  EXPECT_EQ(j["checkpoint"]["async"], true);  // bool keys are JSON booleans
+  EXPECT_EQ(j["checkpoint"]["every_seconds"].get<double>(), 0.0);
 
   EXPECT_EQ(j["model"]["n_layer"], c.model.n_layer);
   EXPECT_EQ(j["model"]["n_head"], c.model.n_head);
@@ -686,13 +689,29 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 32u);
+    EXPECT_EQ(overrides.size(), 38u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
     back.source = original.source;
     EXPECT_EQ(back, original) << config_to_json(back) << "\nvs\n" << config_to_json(original);
   }
+}
+
+}  // namespace
+}  // namespace perigee::runtime
+
+namespace perigee::runtime {
+namespace {
+
+TEST(ConfigBool, FileAndOverrideValuesAndErrors) {
+  EXPECT_FALSE(parse_ok("[checkpoint]\nasync = false\n").checkpoint.async);
+  EXPECT_TRUE(parse_ok("[checkpoint]\nasync = false\n", {"checkpoint.async=true"}).checkpoint.async);
+  EXPECT_FALSE(parse_ok("", {"--checkpoint.async=false"}).checkpoint.async);
+  EXPECT_CONTAINS(parse_error("[checkpoint]\nasync = 1\n"), "configs/x.toml:2: [checkpoint] async");
+  EXPECT_CONTAINS(parse_error("", {"checkpoint.async=maybe"}), "checkpoint.async=maybe");
+  EXPECT_CONTAINS(parse_error("", {"checkpoint.resume=always"}), "[checkpoint] resume");
+  EXPECT_CONTAINS(parse_error("", {"checkpoint.keep_last=0"}), "[checkpoint] keep_last");
 }
 
 }  // namespace
