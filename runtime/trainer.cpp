@@ -11,6 +11,7 @@
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
 #include "runtime/tokenizer.hpp"
+#include "runtime/trainer_checkpoint.hpp"
 
 namespace perigee::runtime {
 namespace {
@@ -83,6 +84,112 @@ Status Trainer::setup() {
   inputs_.resize(ntok);
   targets_.resize(ntok);
   if (options_.write_run_dir) PERIGEE_CHECK(make_run_dir());
+  PERIGEE_CHECK(setup_checkpoints());
+  return Status::ok();
+}
+
+Status Trainer::setup_checkpoints() {
+  const CheckpointConfig& cc = config_.checkpoint;
+  checkpoint_dir_ = !cc.dir.empty() ? cc.dir : (run_dir_.empty() ? "" : run_dir_ + "/checkpoints");
+  checkpoint_enabled_ = !checkpoint_dir_.empty() && (cc.every_steps > 0 || cc.every_seconds > 0.0);
+  last_checkpoint_time_ = Clock::now();
+  if (checkpoint_dir_.empty()) return Status::ok();
+  const bool try_resume = cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_);
+  if (comm_->rank() == 0 && (checkpoint_enabled_ || try_resume)) {
+    checkpoint::StoreOptions so;
+    so.keep_last = cc.keep_last;
+    store_ = std::make_unique<checkpoint::CheckpointStore>();
+    PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
+  }
+  if (try_resume) {
+    checkpoint::Snapshot snapshot;
+    PERIGEE_CHECK(resume_from(&snapshot));
+  }
+  if (comm_->rank() == 0 && checkpoint_enabled_) {
+    writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
+  }
+  return Status::ok();
+}
+
+// Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
+Status Trainer::resume_from(checkpoint::Snapshot* snapshot) {
+  int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
+  Status load_status;
+  if (comm_->rank() == 0) {
+    checkpoint::LoadReport report;
+    load_status = store_->load_latest(checkpoint_expectation(model_, comm_->size()), snapshot, &report,
+                                      [](const std::string& line) { log::info("checkpoint: ", line); });
+    outcome = load_status.is_ok() ? 1 : (load_status.code() == StatusCode::kNotFound ? 0 : 2);
+  }
+  PERIGEE_CHECK(comm_->broadcast(&outcome, 1, DataType::kInt32, 0));
+  if (outcome == 2) {
+    if (comm_->rank() == 0) {
+      return make_error(load_status.code(), "cannot resume from ", checkpoint_dir_, ": ", load_status.message(),
+                        "\n  (no checkpoint there verifies; set [checkpoint] resume = \"never\" to start fresh)");
+    }
+    return make_error(StatusCode::kUnavailable, "rank 0 could not resume from ", checkpoint_dir_);
+  }
+  if (outcome == 0) return Status::ok();
+
+  int64_t header[3] = {0, 0, 0};  // step, cursor, stored world size
+  DataCursor cursor;
+  if (comm_->rank() == 0) {
+    PERIGEE_CHECK(restore_checkpoint(*snapshot, model_, &header[0], &cursor));
+    header[1] = static_cast<int64_t>(cursor.position);
+    header[2] = snapshot->meta.world_size;
+  }
+  PERIGEE_CHECK(comm_->broadcast(header, 3, DataType::kInt64, 0));
+  if (comm_->size() > 1) {
+    std::vector<float> host(model_.num_parameters());
+    for (float* live : {model_.params(), model_.adam_m(), model_.adam_v()}) {
+      if (comm_->rank() == 0) PERIGEE_CHECK(backend_->copy_to_host(host.data(), live, host.size() * sizeof(float)));
+      PERIGEE_CHECK(comm_->broadcast(host.data(), host.size(), DataType::kFloat32, 0));
+      if (comm_->rank() != 0) PERIGEE_CHECK(backend_->copy_to_device(live, host.data(), host.size() * sizeof(float)));
+    }
+  }
+  next_step_ = header[0];
+  train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
+  resumed_from_step_ = next_step_;
+  last_checkpoint_step_ = next_step_;
+  if (next_step_ > 0) last_lr_ = learning_rate(config_.train, next_step_ - 1);
+  log::info("resumed from step ", next_step_, " (data position ", header[1], ")",
+            header[2] != comm_->size()
+                ? str_cat("; written by ", header[2], " ranks, re-sharded to ", comm_->size(),
+                          " (the data position is global, so the sample order is unchanged)")
+                : std::string());
+  return Status::ok();
+}
+
+Status Trainer::save_checkpoint() {
+  PERIGEE_REQUIRE(checkpoint_enabled_, StatusCode::kInvalidArgument,
+                  "checkpointing is off: set [checkpoint] every_steps or every_seconds");
+  last_checkpoint_step_ = next_step_;
+  last_checkpoint_time_ = Clock::now();
+  if (comm_->rank() != 0) return Status::ok();
+  checkpoint::StageStats st;
+  PERIGEE_CHECK(writer_->stage(make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_,
+                                                                              comm_->size(), train_.cursor(),
+                                                                              last_lr_)),
+                               &st));
+  checkpoint::WriteRecord rec;
+  if (!config_.checkpoint.async) PERIGEE_CHECK(writer_->wait(&rec));
+  log::info("checkpoint at step ", next_step_, ": ", st.bytes / (1 << 20), " MiB staged, training stalled ",
+            fixed(st.stall_seconds * 1e3, 1), " ms",
+            config_.checkpoint.async ? " (written in the background)"
+                                     : str_cat(", written in ", fixed(rec.write_seconds, 2), " s -> ", rec.commit.path));
+  return metrics_.write({metric_text("type", "checkpoint"), metric("step", static_cast<double>(next_step_)),
+                         metric("stall_ms", st.stall_seconds * 1e3), metric("wait_ms", st.wait_seconds * 1e3),
+                         metric("bytes", static_cast<double>(st.bytes))});
+}
+
+Status Trainer::finish_checkpoints() {
+  if (!writer_) return Status::ok();
+  checkpoint::WriteRecord rec;
+  PERIGEE_CHECK(writer_->wait(&rec));
+  if (writer_->writes_completed() > 0) {
+    log::info("last checkpoint: step ", rec.step, " written in ", fixed(rec.write_seconds, 2), " s -> ",
+              rec.commit.path);
+  }
   return Status::ok();
 }
 
@@ -141,6 +248,7 @@ Status Trainer::step(StepResult* result) {
   r.step = next_step_;
   r.loss = loss;
   r.lr = us.lr;
+  last_lr_ = us.lr;
   r.grad_norm = us.grad_norm;
   r.ms = ms_since(t0);
   r.comm_ms = comm_ms;
@@ -205,7 +313,7 @@ void Trainer::log_step(const StepResult& r) const {
   const int64_t total = config_.train.steps;
   const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
   const int64_t done = r.step + 1;
-  const double eta = elapsed / static_cast<double>(done) * static_cast<double>(total - done);
+  const double eta = elapsed / static_cast<double>(done - start_step_) * static_cast<double>(total - done);
   std::string bar;
   if (options_.progress_bar) {
     const int width = 20;
@@ -220,6 +328,8 @@ void Trainer::log_step(const StepResult& r) const {
 Status Trainer::run() {
   const TrainConfig& tc = config_.train;
   start_ = Clock::now();
+  start_step_ = next_step_;
+  const int64_t first_step = next_step_;
   double first_loss = 0.0, last_loss = 0.0;
   auto validate = [&](int64_t step) -> Status {
     if (!has_val_) return Status::ok();
@@ -229,11 +339,11 @@ Status Trainer::run() {
               " bits/byte)");
     return metrics_.write({metric_text("type", "val"), metric("step", static_cast<double>(step)), metric("val_loss", vl)});
   };
-  if (tc.val_every > 0) PERIGEE_CHECK(validate(0));
+  if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
   while (next_step_ < tc.steps) {
     StepResult r;
     PERIGEE_CHECK(step(&r));
-    if (r.step == 0) first_loss = r.loss;
+    if (r.step == first_step) first_loss = r.loss;
     last_loss = r.loss;
     const bool log_this = tc.log_every > 0 &&
                           (next_step_ == 1 || next_step_ == tc.steps || next_step_ % tc.log_every == 0);
@@ -247,11 +357,21 @@ Status Trainer::run() {
     if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
       PERIGEE_CHECK(validate(next_step_));
     }
+    if (checkpoint_enabled_ && next_step_ != tc.steps) {
+      const CheckpointConfig& cc = config_.checkpoint;
+      const double since = std::chrono::duration<double>(Clock::now() - last_checkpoint_time_).count();
+      // Time-based checkpoints are decided by rank 0 alone: only rank 0 writes.
+      if ((cc.every_steps > 0 && next_step_ % cc.every_steps == 0) || (cc.every_seconds > 0 && since >= cc.every_seconds)) {
+        PERIGEE_CHECK(save_checkpoint());
+      }
+    }
   }
+  if (checkpoint_enabled_ && last_checkpoint_step_ != next_step_) PERIGEE_CHECK(save_checkpoint());
+  PERIGEE_CHECK(finish_checkpoints());
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  log::info("trained ", tc.steps, " steps in ", format_duration(seconds), ": loss ", fixed(first_loss, 4), " -> ",
-            fixed(last_loss, 4));
+  log::info("trained steps ", first_step + 1, "..", tc.steps, " in ", format_duration(seconds), ": loss ",
+            fixed(first_loss, 4), " -> ", fixed(last_loss, 4));
   if (comm_->rank() == 0 && tc.sample_tokens > 0) {
     std::string text;
     PERIGEE_CHECK(sample(tc.sample_tokens, &text));

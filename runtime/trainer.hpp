@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/async_writer.hpp"
+#include "checkpoint/store.hpp"
 #include "collectives/communicator.hpp"
 #include "core/status.hpp"
 #include "kernels/backend.hpp"
@@ -52,8 +54,16 @@ class Trainer {
   Status evaluate(double* val_loss);
   // Rank 0 only: sample `tokens` bytes after the prompt (temperature from the config).
   Status sample(int tokens, std::string* text);
-  // The whole run: steps, periodic validation, final validation and sample.
+  // The whole run: steps, periodic validation and checkpoints, final validation, checkpoint and sample.
   Status run();
+  // Rank 0 stages a checkpoint of the current state (async: written in the background); other
+  // ranks do nothing. Needs [checkpoint] every_steps or every_seconds (a checkpoint folder).
+  Status save_checkpoint();
+  // Waits for a checkpoint write in flight (rank 0) and returns its error, if any.
+  Status finish_checkpoints();
+  bool checkpointing() const { return !checkpoint_dir_.empty() && checkpoint_enabled_; }
+  const std::string& checkpoint_dir() const { return checkpoint_dir_; }
+  int64_t resumed_from_step() const { return resumed_from_step_; }
 
   GptModel& model() { return model_; }
   const Config& config() const { return config_; }
@@ -63,6 +73,10 @@ class Trainer {
 
  private:
   Status make_run_dir();
+  // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
+  // checkpoint (rank 0 loads and verifies, every rank receives the state).
+  Status setup_checkpoints();
+  Status resume_from(checkpoint::Snapshot* snapshot);
   void log_step(const StepResult& r) const;
 
   Config config_;
@@ -79,6 +93,16 @@ class Trainer {
   MetricsWriter metrics_;
   std::vector<int32_t> inputs_, targets_;
   std::chrono::steady_clock::time_point start_;
+  int64_t start_step_ = 0;  // first step of this process (ETA)
+
+  std::string checkpoint_dir_;
+  bool checkpoint_enabled_ = false;
+  int64_t resumed_from_step_ = -1;  // -1: fresh start
+  int64_t last_checkpoint_step_ = -1;
+  double last_lr_ = 0.0;
+  std::chrono::steady_clock::time_point last_checkpoint_time_;
+  std::unique_ptr<checkpoint::CheckpointStore> store_;         // rank 0
+  std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer_;  // rank 0, when checkpointing
 };
 
 }  // namespace perigee::runtime

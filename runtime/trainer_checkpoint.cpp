@@ -1,0 +1,89 @@
+#include "runtime/trainer_checkpoint.hpp"
+
+#include "runtime/optimizer.hpp"
+
+namespace perigee::runtime {
+namespace {
+
+std::map<std::string, int64_t> shape_map(const GptShape& s) {
+  return {{"n_layer", s.n_layer}, {"n_head", s.n_head}, {"n_embd", s.n_embd},
+          {"context", s.context}, {"vocab", s.vocab},   {"padded_vocab", s.padded_vocab}};
+}
+
+std::vector<checkpoint::View> views_of(const ParameterTable& table) {
+  std::vector<checkpoint::View> out;
+  out.reserve(table.views().size());
+  for (const auto& v : table.views()) {
+    out.push_back(checkpoint::View{v.name, v.offset, std::vector<int64_t>(v.shape.begin(), v.shape.end())});
+  }
+  return out;
+}
+
+}  // namespace
+
+checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
+                                              int world_size, const DataCursor& cursor, double last_lr) {
+  checkpoint::SnapshotMeta m;
+  m.step = step;
+  m.world_size = world_size;
+  m.rng_states["init_and_data_seed"] = {config.train.seed};
+  // The cursor is a global sample position (every rank holds the same one); one row per rank.
+  m.data_cursors.assign(world_size, std::vector<uint64_t>{cursor.position});
+  m.lr_schedule.kind = "warmup_cosine";
+  m.lr_schedule.base_lr = config.train.lr;
+  m.lr_schedule.min_lr_ratio = config.train.min_lr_ratio;
+  m.lr_schedule.warmup_steps = config.train.warmup_steps;
+  m.lr_schedule.total_steps = config.train.steps;
+  m.lr_schedule.last_lr = last_lr;
+  m.model_shape = shape_map(model.shape());
+  m.config_json = config_to_json(config);
+  return m;
+}
+
+checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotMeta meta) {
+  checkpoint::StateSource src;
+  src.meta = std::move(meta);
+  const auto views = views_of(model.table());
+  const uint64_t n = model.num_parameters();
+  kernels::Backend* backend = model.backend();
+  for (auto [name, ptr] : {std::pair{kParamsBuffer, model.params()}, std::pair{kAdamMBuffer, model.adam_m()},
+                           std::pair{kAdamVBuffer, model.adam_v()}}) {
+    checkpoint::BufferSource b;
+    b.name = name;
+    b.views = views;
+    b.size = n;
+    const float* live = ptr;
+    b.copy_out = [backend, live](float* dst, uint64_t count) {
+      return backend->copy_to_host(dst, live, count * sizeof(float));
+    };
+    src.buffers.push_back(std::move(b));
+  }
+  return src;
+}
+
+checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size) {
+  checkpoint::Expectation e;
+  e.model_shape = shape_map(model.shape());
+  for (const char* name : {kParamsBuffer, kAdamMBuffer, kAdamVBuffer}) e.buffer_sizes[name] = model.num_parameters();
+  e.world_size = world_size;
+  return e;
+}
+
+Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step, DataCursor* cursor) {
+  const size_t n = model.num_parameters();
+  for (auto [name, ptr] : {std::pair{kParamsBuffer, model.params()}, std::pair{kAdamMBuffer, model.adam_m()},
+                           std::pair{kAdamVBuffer, model.adam_v()}}) {
+    const checkpoint::Buffer* b = snapshot.find_buffer(name);
+    PERIGEE_REQUIRE(b != nullptr && b->data.size() == n, StatusCode::kInvalidArgument, "checkpoint buffer ", name,
+                    b == nullptr ? " is missing" : str_cat(" has ", b->data.size(), " values, the model has ", n));
+    PERIGEE_CHECK(model.backend()->copy_to_device(ptr, b->data.data(), n * sizeof(float)));
+  }
+  const auto& meta = snapshot.meta;
+  PERIGEE_REQUIRE(!meta.data_cursors.empty() && !meta.data_cursors[0].empty(), StatusCode::kInvalidArgument,
+                  "checkpoint has no data cursor");
+  *step = meta.step;
+  cursor->position = meta.data_cursors[0][0];
+  return Status::ok();
+}
+
+}  // namespace perigee::runtime

@@ -1,0 +1,37 @@
+// The trainer's state as a checkpoint: parameters and AdamW moments as three named flat buffers
+// ("params", "adam_m", "adam_v", views = the model's ParameterTable), plus step, LR schedule, data
+// cursors, model shape and resolved config. The checkpoint/ layer stays model-agnostic; this file
+// is where the runtime composes the two.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "checkpoint/async_writer.hpp"
+#include "checkpoint/snapshot.hpp"
+#include "checkpoint/store.hpp"
+#include "core/status.hpp"
+#include "runtime/config.hpp"
+#include "runtime/data_loader.hpp"
+#include "runtime/gpt_model.hpp"
+
+namespace perigee::runtime {
+
+inline constexpr const char* kParamsBuffer = "params";
+inline constexpr const char* kAdamMBuffer = "adam_m";
+inline constexpr const char* kAdamVBuffer = "adam_v";
+
+// Metadata of the state after `step` completed steps.
+checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
+                                              int world_size, const DataCursor& cursor, double last_lr);
+
+// Live buffers of `model` (copied out through its backend when staged).
+checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotMeta meta);
+
+// What a checkpoint must match to resume `model` (shape and buffer sizes; world size reported).
+checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size);
+
+// Writes a loaded snapshot into the model; returns the step to continue with and the data cursor.
+Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step, DataCursor* cursor);
+
+}  // namespace perigee::runtime
