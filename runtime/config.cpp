@@ -149,6 +149,9 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(comm, backend,
                     "gradient all-reduce: mpi, nccl (GPU buffers) or auto (nccl on GPUs when it can run, else mpi)")
           .one_of({"mpi", "nccl", "auto"}),
+      PERIGEE_FIELD(comm, timeout_s,
+                    "seconds a collective may take before the job is declared hung (dead or stopped rank)")
+          .in(above(0)),
       // [checkpoint]
       PERIGEE_FIELD(checkpoint, dir, "checkpoint folder (\"\" = <run dir>/checkpoints)"),
       PERIGEE_FIELD(checkpoint, every_steps, "checkpoint every K steps (and at the end); 0 = off").in(at_least(0)),

@@ -61,6 +61,7 @@ struct DeviceConfig {
 
 struct CommConfig {
   std::string backend = "auto";  // "mpi" | "nccl" | "auto" (see runtime/comm_setup.hpp)
+  double timeout_s = 60.0;        // a collective not done after this long fails (dead/stopped peer)
 
   bool operator==(const CommConfig&) const = default;
 };

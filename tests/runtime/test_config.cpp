@@ -110,7 +110,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 38u);  // 6 model + 18 train + 2 data + 2 device + 1 comm + 6 checkpoint + 3 run
+  ASSERT_EQ(schema.size(), 39u);  // 6 model + 18 train + 2 data + 2 device + 2 comm + 6 checkpoint + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -271,7 +271,7 @@ TEST(ConfigParse, UnknownKeySuggestsOtherSection) {
 
 TEST(ConfigParse, UnknownKeyWithoutSuggestionListsKeys) {
   EXPECT_CONTAINS(parse_error("[comm]\nzzzzzzzz = 1\n"),
-                  "configs/x.toml:2: unknown key [comm] zzzzzzzz (keys of [comm]: backend)");
+                  "configs/x.toml:2: unknown key [comm] zzzzzzzz (keys of [comm]: backend, timeout_s)");
   // A sub-table of a section is an unknown key too.
   EXPECT_CONTAINS(parse_error("[train.extra]\nx = 1\n"), "unknown key [train] extra");
 }
@@ -421,7 +421,7 @@ TEST(ConfigOverride, UnknownKeys) {
   EXPECT_CONTAINS(parse_error("", {"train.n_layer=2"}),
                   "unknown key train.n_layer (did you mean model.n_layer?)");
   EXPECT_CONTAINS(parse_error("", {"lr=1"}), "command line: unknown key lr (did you mean train.lr?)");
-  EXPECT_CONTAINS(parse_error("", {"comm.zzzzzzz=1"}), "unknown key comm.zzzzzzz (keys of [comm]: backend)");
+  EXPECT_CONTAINS(parse_error("", {"comm.zzzzzzz=1"}), "unknown key comm.zzzzzzz (keys of [comm]: backend, timeout_s)");
   EXPECT_CONTAINS(parse_error("", {"qqqq.zzzzzzz=1"}), "unknown key qqqq.zzzzzzz (sections: model, train");
 }
 
@@ -633,7 +633,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["train"].size(), 18u);
   EXPECT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["device"].size(), 2u);
-  EXPECT_EQ(j["comm"].size(), 1u);
+  EXPECT_EQ(j["comm"].size(), 2u);
   EXPECT_EQ(j["checkpoint"].size(), 6u);
   EXPECT_EQ(j["run"].size(), 3u);
   EXPECT_EQ(j["checkpoint"]["async"], true);  // bool keys are JSON booleans
@@ -689,7 +689,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 38u);
+    EXPECT_EQ(overrides.size(), 39u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
