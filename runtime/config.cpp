@@ -160,6 +160,16 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(checkpoint, async, "write in a background thread while training goes on"),
       PERIGEE_FIELD(checkpoint, resume, "auto: continue from the newest good checkpoint in dir; never: start fresh")
           .one_of({"auto", "never"}),
+      // [fault]
+      PERIGEE_FIELD(fault, abft, "checksum-verify every training GEMM (ABFT: detect, locate, correct, recompute)"),
+      PERIGEE_FIELD(fault, plan, "fault-injection plan file (docs/faults.md); \"\" = none"),
+      PERIGEE_FIELD(fault, loss_spike, "loss above factor * window mean triggers the ladder; 0 = off").in(at_least(0)),
+      PERIGEE_FIELD(fault, grad_spike, "grad norm above factor * window mean triggers the ladder; 0 = off")
+          .in(at_least(0)),
+      PERIGEE_FIELD(fault, window, "steps in the invariants' moving window").in(at_least(1)),
+      PERIGEE_FIELD(fault, rerun, "on a trigger, re-run the step to tell transient from reproducible"),
+      PERIGEE_FIELD(fault, digest_every, "cross-replica digest of parameters and moments every K steps; 0 = off")
+          .in(at_least(0)),
       // [run]
       PERIGEE_FIELD(run, dir, "root folder of run directories").required(),
       PERIGEE_FIELD(run, name, "run name (\"\" = run-<timestamp>)"),

@@ -77,6 +77,18 @@ struct CheckpointConfig {
   bool operator==(const CheckpointConfig&) const = default;
 };
 
+struct FaultConfig {
+  bool abft = false;           // checksum-verify every training GEMM (detect, locate, correct, recompute)
+  std::string plan = "";       // fault-injection plan file (docs/faults.md); "" = none
+  double loss_spike = 4.0;     // invariant: loss > factor * window mean triggers; 0 = off
+  double grad_spike = 20.0;    // invariant: grad norm > factor * window mean triggers; 0 = off
+  int window = 20;             // steps in the invariants' moving window
+  bool rerun = true;           // on a trigger, re-run the step and compare (transient vs reproducible)
+  int64_t digest_every = 0;    // cross-replica parameter/moment digest every K steps; 0 = off
+
+  bool operator==(const FaultConfig&) const = default;
+};
+
 struct RunConfig {
   std::string dir = "runs";       // run directory root
   std::string name = "";          // run name; "" = "run-<timestamp>"
@@ -92,6 +104,7 @@ struct Config {
   DeviceConfig device;
   CommConfig comm;
   CheckpointConfig checkpoint;
+  FaultConfig fault;
   RunConfig run;
 
   std::string source;  // the file it was read from ("" for defaults only)
