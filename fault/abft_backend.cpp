@@ -63,7 +63,7 @@ void AbftBackend::emit(const AbftGemm& gemm, const AbftCheck& check, AbftOutcome
   on_event_(e);
 }
 
-Status AbftBackend::finish_output(AbftGemm* gemm, float* out, const float* snapshot,
+Status AbftBackend::finish_output(AbftGemm* gemm, float* out, const float* snapshot, bool zero_before,
                                   const std::function<Status()>& recompute) {
   const GemmProblem& p = gemm->problem();
   const size_t n = p.size();
@@ -89,6 +89,7 @@ Status AbftBackend::finish_output(AbftGemm* gemm, float* out, const float* snaps
   }
   ++stats_.faults_detected;
   if (snapshot != nullptr) PERIGEE_CHECK(kernels_->copy(out, snapshot, n));
+  if (zero_before) PERIGEE_CHECK(inner_->memset_zero(out, n * sizeof(float)));
   PERIGEE_CHECK(recompute());
   if (fault_hook_) fault_hook_(out, n, p.kind);
   AbftCheck second;
@@ -124,7 +125,7 @@ Status AbftBackend::matmul_forward(float* out, const float* inp, const float* we
   PERIGEE_CHECK(forward_.encode(p, nullptr));
   auto run = [&] { return inner_->matmul_forward(out, inp, weight, bias, N, C, OC); };
   PERIGEE_CHECK(run());
-  PERIGEE_CHECK(finish_output(&forward_, out, nullptr, run));
+  PERIGEE_CHECK(finish_output(&forward_, out, nullptr, false, run));
   return Status::ok();
 }
 
@@ -142,31 +143,38 @@ Status AbftBackend::matmul_backward(float* dinp, float* dweight, float* dbias, c
     AbftGemm* gemm;
     float* out;
     GemmProblem problem;
+    bool zero_before;
     float* snapshot;
   };
   std::vector<Output> outputs;
   if (dinp != nullptr) {
-    outputs.push_back({&backward_input_, dinp, GemmProblem::backward_input(dout, weight, N, C, OC), nullptr});
+    outputs.push_back(
+        {&backward_input_, dinp, GemmProblem::backward_input(dout, weight, N, C, OC), false, nullptr});
   }
   if (dweight != nullptr) {
     outputs.push_back(
-        {&backward_weight_, dweight, GemmProblem::backward_weight(dout, inp, N, C, OC), nullptr});
+        {&backward_weight_, dweight, GemmProblem::backward_weight(dout, inp, N, C, OC), false, nullptr});
   }
   if (dbias != nullptr) {
-    outputs.push_back({&backward_bias_, dbias, GemmProblem::backward_bias(dout, N, OC), nullptr});
-  }
-  size_t total = 0;
-  for (const auto& o : outputs) {
-    PERIGEE_CHECK(o.problem.validate());
-    total += o.problem.size();
+    outputs.push_back({&backward_bias_, dbias, GemmProblem::backward_bias(dout, N, OC), false, nullptr});
   }
   if (outputs.empty()) return inner_->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
-  PERIGEE_CHECK(reserve_scratch(total));
+  // An output that is still all zero (the usual case: gradients zeroed before the backward pass)
+  // needs no snapshot: a recompute starts again from zero. The others are copied to scratch.
+  size_t total = 0;
+  for (auto& o : outputs) {
+    PERIGEE_CHECK(o.problem.validate());
+    PERIGEE_CHECK(kernels_->all_zero(o.out, o.problem.size(), &o.zero_before));
+    if (!o.zero_before) total += o.problem.size();
+  }
+  if (total > 0) PERIGEE_CHECK(reserve_scratch(total));
   size_t offset = 0;
   for (auto& o : outputs) {
-    o.snapshot = scratch_ + offset;
-    offset += o.problem.size();
-    PERIGEE_CHECK(kernels_->copy(o.snapshot, o.out, o.problem.size()));
+    if (!o.zero_before) {
+      o.snapshot = scratch_ + offset;
+      offset += o.problem.size();
+      PERIGEE_CHECK(kernels_->copy(o.snapshot, o.out, o.problem.size()));
+    }
     PERIGEE_CHECK(o.gemm->encode(o.problem, o.snapshot));
   }
   PERIGEE_CHECK(inner_->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC));
@@ -178,7 +186,7 @@ Status AbftBackend::matmul_backward(float* dinp, float* dweight, float* dbias, c
           k == GemmKind::kBackwardInput ? dinp : nullptr, k == GemmKind::kBackwardWeight ? dweight : nullptr,
           k == GemmKind::kBackwardBias ? dbias : nullptr, dout, inp, weight, N, C, OC);
     };
-    PERIGEE_CHECK(finish_output(o.gemm, o.out, o.snapshot, run));
+    PERIGEE_CHECK(finish_output(o.gemm, o.out, o.snapshot, o.zero_before, run));
   }
   return Status::ok();
 }

@@ -7,10 +7,11 @@
 // ("ABFT escalation: ..."), unless every residual is within the worst-case rounding bound
 // (kTolerated: a threshold calibration miss, counted, not a fault).
 //
-// Accumulating outputs (dinp, dweight, dbias: +=) are checked as increments: the output is copied
-// to a scratch snapshot before the GEMM, the snapshot's sums enter the prediction, and a recompute
-// starts again from the snapshot. Scratch is allocated from the inner backend and grows to the
-// largest backward call (dinp + dweight + dbias).
+// Accumulating outputs (dinp, dweight, dbias: +=) are checked as increments: an output that is not
+// all zero before the GEMM is copied to a scratch snapshot, whose sums enter the prediction, and a
+// recompute starts again from the snapshot; an all-zero output (gradients zeroed before backward)
+// needs no copy and is zeroed again for a recompute. Scratch is allocated from the inner backend and
+// grows to the largest set of non-zero outputs of one backward call.
 //
 // Devices: the checksum work goes through a ChecksumKernels; the default HostChecksumKernels reads
 // host memory, so it serves a CPU inner backend only (other kinds get kUnavailable from the matmul
@@ -149,9 +150,9 @@ class AbftBackend final : public kernels::Backend {
   Status scale(float* x, float s, size_t n) override { return inner_->scale(x, s, n); }
 
  private:
-  // Hook, verify, correct or recompute (via `recompute`, after restoring `snapshot` when given), and
-  // escalate one output of an inner GEMM that has already run.
-  Status finish_output(AbftGemm* gemm, float* out, const float* snapshot,
+  // Hook, verify, correct or recompute (via `recompute`, after restoring `snapshot` when given, or
+  // zeroing the output when it was zero), and escalate one output of an inner GEMM that has run.
+  Status finish_output(AbftGemm* gemm, float* out, const float* snapshot, bool zero_before,
                        const std::function<Status()>& recompute);
   Status reserve_scratch(size_t floats);
   Status require_kernels() const;

@@ -17,164 +17,201 @@
 namespace perigee::fault {
 namespace {
 
-// Compiles the marked function for AVX-512, AVX2 and baseline x86-64 and picks one at load time
-// (the lanes are explicit in the source and contraction is off, so every clone gives the same bits).
+// Compiles the marked function for AVX-512, AVX2 and baseline x86-64 and picks one at load time.
+// The lanes are explicit vectors in the source and contraction is off (CMakeLists), so every clone
+// computes the same sums in the same order and gives the same bits.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PERIGEE_FAULT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PERIGEE_FAULT_CLONES
 #endif
 
-constexpr int64_t kLanes = 8;
-constexpr int64_t kColBlock = 64;               // columns per column-sum task
-constexpr int64_t kRowBlock = 1024;             // rows per column-sum task
-constexpr int64_t kParallelMin = 1 << 15;       // elements below which a pass stays serial
-constexpr size_t kCopyChunk = size_t{1} << 18;  // floats per parallel copy chunk
+// Eight doubles, eight floats, eight 64-bit integers (GCC vector extensions: element-wise, exact
+// IEEE operations in every instruction set).
+typedef double V8 __attribute__((vector_size(64)));
+typedef float F8 __attribute__((vector_size(32)));
+typedef int64_t I8 __attribute__((vector_size(64)));
+
+constexpr int64_t kTileRows = 256;  // a pass works on tiles of rows x columns
+constexpr int64_t kTileCols = 512;
+constexpr int64_t kParallelMin = 1 << 17;       // elements below which a pass stays serial (~50 us)
+constexpr size_t kCopyChunk = size_t{1} << 18;  // floats per parallel copy / zero-scan chunk
 constexpr double kDoubleEps = 0x1p-53;
 constexpr double kFloatTiny = 0x1p-149;  // smallest fp32 subnormal: absolute rounding floor
 
-inline double lane_tree(const double* a) {
-  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+inline V8 load8(const float* p) {
+  F8 f;
+  std::memcpy(&f, p, sizeof f);
+  return __builtin_convertvector(f, V8);
+}
+inline V8 load8(const double* p) {
+  V8 d;
+  std::memcpy(&d, p, sizeof d);
+  return d;
+}
+inline void store8(double* p, V8 v) {
+  std::memcpy(p, &v, sizeof v);
+}
+inline V8 abs8(V8 v) {
+  return reinterpret_cast<V8>(reinterpret_cast<I8>(v) & 0x7FFFFFFFFFFFFFFFll);
+}
+inline V8 splat(double a) {
+  return V8{} + a;
+}
+// Sum of 16 lanes (two vectors) in a fixed tree.
+inline double tree16(V8 a, V8 b) {
+  const V8 s = a + b;
+  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
 }
 
-// out[0] = sum x v0, out[1] = sum x v1, out[2] = sum |x| v2 over one row of n floats.
-PERIGEE_FAULT_CLONES
-void row_dot3(const float* x, int64_t n, const double* v0, const double* v1, const double* v2, double* out) {
-  double s0[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {};
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const double v = x[c + l];
-      s0[l] += v * v0[c + l];
-      s1[l] += v * v1[c + l];
-      s2[l] += std::fabs(v) * v2[c + l];
+// What one pass over a row-major X[R, Cc] computes (null pointers: not computed):
+//   row_out[r] = X[r, :] . row_v        row_abs[r] = |X[r, :]| . row_vabs
+//   col_out[c] = col_u . X[:, c]        col_abs[c] = col_uabs . |X[:, c]|
+struct Pass {
+  const double* row_v = nullptr;
+  const double* row_vabs = nullptr;
+  const double* col_u = nullptr;
+  const double* col_uabs = nullptr;
+  double* row_out = nullptr;
+  double* row_abs = nullptr;
+  double* col_out = nullptr;
+  double* col_abs = nullptr;
+};
+
+// One tile (rows x w, stride ld; v, vabs point at the tile's first column, u, uabs at its first
+// row): partial row sums over the tile's columns (element c in lane c % 16) into prow/prow_abs,
+// partial column sums over the tile's rows, in row order, into pcol/pcol_abs.
+template <bool kRow, bool kCol, bool kAbs>
+inline __attribute__((always_inline)) void tile_body(const float* X, int64_t ld, int64_t rows, int64_t w,
+                                                     const double* v, const double* vabs, const double* u,
+                                                     const double* uabs, double* prow, double* prow_abs,
+                                                     double* pcol, double* pcol_abs) {
+  if constexpr (kCol) {
+    for (int64_t j = 0; j < w; ++j) {
+      pcol[j] = 0.0;
+      if constexpr (kAbs) pcol_abs[j] = 0.0;
     }
   }
-  for (int64_t l = 0; c + l < n; ++l) {
-    const double v = x[c + l];
-    s0[l] += v * v0[c + l];
-    s1[l] += v * v1[c + l];
-    s2[l] += std::fabs(v) * v2[c + l];
-  }
-  out[0] = lane_tree(s0);
-  out[1] = lane_tree(s1);
-  out[2] = lane_tree(s2);
-}
-
-PERIGEE_FAULT_CLONES
-void row_dot2(const float* x, int64_t n, const double* v0, const double* v1, double* out) {
-  double s0[kLanes] = {}, s1[kLanes] = {};
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const double v = x[c + l];
-      s0[l] += v * v0[c + l];
-      s1[l] += v * v1[c + l];
-    }
-  }
-  for (int64_t l = 0; c + l < n; ++l) {
-    const double v = x[c + l];
-    s0[l] += v * v0[c + l];
-    s1[l] += v * v1[c + l];
-  }
-  out[0] = lane_tree(s0);
-  out[1] = lane_tree(s1);
-}
-
-// s_k[j] += sum over rows r in [0, rows) of u_k[r] * X[r, j] (|X| for k = 2), j < w <= kColBlock.
-PERIGEE_FAULT_CLONES
-void col_block3(const float* X, int64_t ld, int64_t rows, int64_t w, const double* u0, const double* u1,
-                const double* u2, double* s0, double* s1, double* s2) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = X + r * ld;
-    const double a = u0[r], b = u1[r], c = u2[r];
-    for (int64_t j = 0; j < w; ++j) {
-      const double v = x[j];
-      s0[j] += a * v;
-      s1[j] += b * v;
-      s2[j] += c * std::fabs(v);
-    }
-  }
-}
-
-PERIGEE_FAULT_CLONES
-void col_block2(const float* X, int64_t ld, int64_t rows, int64_t w, const double* u0, const double* u1,
-                double* s0, double* s1) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = X + r * ld;
-    const double a = u0[r], b = u1[r];
-    for (int64_t j = 0; j < w; ++j) {
-      const double v = x[j];
-      s0[j] += a * v;
-      s1[j] += b * v;
-    }
-  }
-}
-
-// For a row-major X[R, Cc]: o0[r] = X[r,:] . v0, o1[r] = X[r,:] . v1, o2[r] = |X[r,:]| . v2 (o2, v2
-// null: not computed).
-void row_dots(const float* X, int64_t R, int64_t Cc, const double* v0, const double* v1, const double* v2,
-              double* o0, double* o1, double* o2, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (R * Cc >= kParallelMin && R > 1)
-  for (int64_t r = 0; r < R; ++r) {
-    double out[3];
-    if (o2 != nullptr) {
-      row_dot3(X + r * Cc, Cc, v0, v1, v2, out);
-      o2[r] = out[2];
-    } else {
-      row_dot2(X + r * Cc, Cc, v0, v1, out);
-    }
-    o0[r] = out[0];
-    o1[r] = out[1];
-  }
-}
-
-// For a row-major X[R, Cc]: o0[c] = u0 . X[:,c], o1[c] = u1 . X[:,c], o2[c] = u2 . |X[:,c]| (o2, u2
-// null: not computed). Tasks are (64-column block, 1024-row block); row blocks are added in order.
-void col_dots(const float* X, int64_t R, int64_t Cc, const double* u0, const double* u1, const double* u2,
-              double* o0, double* o1, double* o2, int threads, std::vector<double>* scratch) {
-  const int64_t cblocks = (Cc + kColBlock - 1) / kColBlock;
-  const int64_t rblocks = (R + kRowBlock - 1) / kRowBlock;
-  const int64_t tasks = cblocks * rblocks;
-  const int64_t stride = 3 * kColBlock;
-  scratch->assign(static_cast<size_t>(tasks * stride), 0.0);
-  double* part = scratch->data();
-#pragma omp parallel for schedule(static) num_threads(threads) if (R * Cc >= kParallelMin && tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t cb = t % cblocks, rb = t / cblocks;
-    const int64_t c0 = cb * kColBlock, r0 = rb * kRowBlock;
-    const int64_t w = std::min(kColBlock, Cc - c0), rows = std::min(kRowBlock, R - r0);
-    double* s = part + t * stride;
-    if (o2 != nullptr) {
-      col_block3(X + r0 * Cc + c0, Cc, rows, w, u0 + r0, u1 + r0, u2 + r0, s, s + kColBlock,
-                 s + 2 * kColBlock);
-    } else {
-      col_block2(X + r0 * Cc + c0, Cc, rows, w, u0 + r0, u1 + r0, s, s + kColBlock);
-    }
-  }
-#pragma omp parallel for schedule(static) num_threads(threads) if (tasks > 64)
-  for (int64_t cb = 0; cb < cblocks; ++cb) {
-    const int64_t c0 = cb * kColBlock, w = std::min(kColBlock, Cc - c0);
-    for (int64_t j = 0; j < w; ++j) {
-      double a = 0.0, b = 0.0, c = 0.0;
-      for (int64_t rb = 0; rb < rblocks; ++rb) {
-        const double* s = part + (rb * cblocks + cb) * stride;
-        a += s[j];
-        b += s[kColBlock + j];
-        c += s[2 * kColBlock + j];
+    V8 s0 = {}, s1 = {}, a0 = {}, a1 = {};
+    const V8 ur = kCol ? splat(u[r]) : V8{};
+    const V8 uar = kCol && kAbs ? splat(uabs[r]) : V8{};
+    int64_t c = 0;
+    for (; c + 16 <= w; c += 16) {
+      const V8 xa = load8(x + c), xb = load8(x + c + 8);
+      if constexpr (kRow) {
+        s0 += xa * load8(v + c);
+        s1 += xb * load8(v + c + 8);
+        if constexpr (kAbs) {
+          a0 += abs8(xa) * load8(vabs + c);
+          a1 += abs8(xb) * load8(vabs + c + 8);
+        }
       }
-      o0[c0 + j] = a;
-      o1[c0 + j] = b;
-      if (o2 != nullptr) o2[c0 + j] = c;
+      if constexpr (kCol) {
+        store8(pcol + c, load8(pcol + c) + ur * xa);
+        store8(pcol + c + 8, load8(pcol + c + 8) + ur * xb);
+        if constexpr (kAbs) {
+          store8(pcol_abs + c, load8(pcol_abs + c) + uar * abs8(xa));
+          store8(pcol_abs + c + 8, load8(pcol_abs + c + 8) + uar * abs8(xb));
+        }
+      }
+    }
+    for (int64_t l = 0; c + l < w; ++l) {
+      const double xv = x[c + l], xa = std::fabs(xv);
+      if constexpr (kRow) {
+        V8& s = l < 8 ? s0 : s1;
+        V8& a = l < 8 ? a0 : a1;
+        s[l % 8] += xv * v[c + l];
+        if constexpr (kAbs) a[l % 8] += xa * vabs[c + l];
+      }
+      if constexpr (kCol) {
+        pcol[c + l] += ur[0] * xv;
+        if constexpr (kAbs) pcol_abs[c + l] += uar[0] * xa;
+      }
+    }
+    if constexpr (kRow) {
+      prow[r] = tree16(s0, s1);
+      if constexpr (kAbs) prow_abs[r] = tree16(a0, a1);
     }
   }
 }
 
-void resize_lines(LineSums* s, int64_t M, int64_t Nn) {
-  s->row.assign(static_cast<size_t>(M), 0.0);
-  s->row_weighted.assign(static_cast<size_t>(M), 0.0);
-  s->col.assign(static_cast<size_t>(Nn), 0.0);
-  s->col_weighted.assign(static_cast<size_t>(Nn), 0.0);
+#define PERIGEE_FAULT_TILE(name, kRow, kCol, kAbs)                                                    \
+  PERIGEE_FAULT_CLONES                                                                                \
+  void name(const float* X, int64_t ld, int64_t rows, int64_t w, const double* v, const double* vabs, \
+            const double* u, const double* uabs, double* prow, double* prow_abs, double* pcol,        \
+            double* pcol_abs) {                                                                       \
+    tile_body<kRow, kCol, kAbs>(X, ld, rows, w, v, vabs, u, uabs, prow, prow_abs, pcol, pcol_abs);    \
+  }
+PERIGEE_FAULT_TILE(tile_row_col_abs, true, true, true)
+PERIGEE_FAULT_TILE(tile_row_abs, true, false, true)
+PERIGEE_FAULT_TILE(tile_col_abs, false, true, true)
+PERIGEE_FAULT_TILE(tile_row_col, true, true, false)
+PERIGEE_FAULT_TILE(tile_row, true, false, false)
+PERIGEE_FAULT_TILE(tile_col, false, true, false)
+#undef PERIGEE_FAULT_TILE
+
+// Runs `pass` over X[R, Cc] tile by tile; a row's tile partials are added in column-tile order, a
+// column's in row-tile order. With abs requested, both twins of every requested side must be given.
+void run_pass(const float* X, int64_t R, int64_t Cc, const Pass& pass, int threads,
+              std::vector<double>* scratch) {
+  const bool row = pass.row_v != nullptr, col = pass.col_u != nullptr;
+  const bool abs = pass.row_vabs != nullptr || pass.col_uabs != nullptr;
+  auto* tile = row && col ? (abs ? tile_row_col_abs : tile_row_col)
+               : row      ? (abs ? tile_row_abs : tile_row)
+                          : (abs ? tile_col_abs : tile_col);
+  const int64_t rt = (R + kTileRows - 1) / kTileRows, ct = (Cc + kTileCols - 1) / kTileCols;
+  const int64_t planes = abs ? 2 : 1;
+  // Partials: rows [planes][ct][R], then columns [planes][rt][Cc].
+  scratch->resize(static_cast<size_t>(planes * (ct * R + rt * Cc)));
+  double* prow = scratch->data();
+  double* pcol = prow + planes * ct * R;
+  const int64_t tasks = rt * ct;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (R * Cc >= kParallelMin && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t i = t / ct, j = t % ct;
+    const int64_t r0 = i * kTileRows, c0 = j * kTileCols;
+    tile(X + r0 * Cc + c0, Cc, std::min(kTileRows, R - r0), std::min(kTileCols, Cc - c0),
+         row ? pass.row_v + c0 : nullptr, row && abs ? pass.row_vabs + c0 : nullptr,
+         col ? pass.col_u + r0 : nullptr, col && abs ? pass.col_uabs + r0 : nullptr, prow + j * R + r0,
+         abs ? prow + (ct + j) * R + r0 : nullptr, pcol + i * Cc + c0,
+         abs ? pcol + (rt + i) * Cc + c0 : nullptr);
+  }
+  if (row) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (R * ct >= kParallelMin)
+    for (int64_t r = 0; r < R; ++r) {
+      double s = 0.0, a = 0.0;
+      for (int64_t j = 0; j < ct; ++j) {
+        s += prow[j * R + r];
+        if (abs) a += prow[(ct + j) * R + r];
+      }
+      pass.row_out[r] = s;
+      if (abs) pass.row_abs[r] = a;
+    }
+  }
+  if (col) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (Cc * rt >= kParallelMin)
+    for (int64_t c = 0; c < Cc; ++c) {
+      double s = 0.0, a = 0.0;
+      for (int64_t i = 0; i < rt; ++i) {
+        s += pcol[i * Cc + c];
+        if (abs) a += pcol[(rt + i) * Cc + c];
+      }
+      pass.col_out[c] = s;
+      if (abs) pass.col_abs[c] = a;
+    }
+  }
+}
+
+void resize_lines(LineSums* s, int64_t M, int64_t Nn, bool weighted) {
+  if (weighted) {
+    s->row_weighted.assign(static_cast<size_t>(M), 0.0);
+    s->col_weighted.assign(static_cast<size_t>(Nn), 0.0);
+  } else {
+    s->row.assign(static_cast<size_t>(M), 0.0);
+    s->col.assign(static_cast<size_t>(Nn), 0.0);
+  }
 }
 
 bool finite_and_bounded(const std::vector<double>& v, double limit) {
@@ -335,116 +372,236 @@ const double* HostChecksumKernels::weights(int64_t n) {
   return weights_.data();
 }
 
+// Plain sums (the prediction) and magnitude sums (S). Notation: the output is A[M, K] B[K, Nn];
+// alpha = e^T A and beta = B e (with their |.| twins), then expected column sums alpha B and row
+// sums A beta. Three passes: the operand whose two reductions depend on the other's is read twice
+// (the smaller one), the other once with both of its reductions fused. Either order gives the same
+// bits: every output is the same sum whichever pass computes it.
 Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, GemmEncoding* out) {
   PERIGEE_CHECK(p.validate());
   const int64_t N = p.N, C = p.C, OC = p.OC;
   const int64_t M = p.rows(), Nn = p.cols(), K = p.inner();
-  const int64_t longest = std::max({N, C, OC});
-  ones(longest);  // grow both caches first: the pointers below must stay valid
-  weights(longest);
-  resize_lines(&out->expected, M, Nn);
+  const double* one = ones(std::max({N, C, OC}));
+  resize_lines(&out->expected, M, Nn, false);
   out->row_abs.assign(static_cast<size_t>(M), 0.0);
   out->col_abs.assign(static_cast<size_t>(Nn), 0.0);
-  for (auto* v : {&a0_, &a1_, &a2_, &b0_, &b1_, &b2_}) v->assign(static_cast<size_t>(K), 0.0);
-  LineSums& e = out->expected;
-  std::vector<double> scratch;
+  for (auto* v : {&a0_, &a1_, &b0_, &b1_}) v->assign(static_cast<size_t>(K), 0.0);
+  double *a0 = a0_.data(), *a1 = a1_.data(), *b0 = b0_.data(), *b1 = b1_.data();
+  double *erow = out->expected.row.data(), *ecol = out->expected.col.data();
+  double *srow = out->row_abs.data(), *scol = out->col_abs.data();
   const int t = threads_;
+  std::vector<double>* sc = &scratch_;
   switch (p.kind) {
-    case GemmKind::kForward: {
-      // A = inp [N, C], B = weight^T: alpha = (e, w, |.|)^T inp, beta = weight^T (e, w, |.|).
-      col_dots(p.inp, N, C, ones(N), weights(N), ones(N), a0_.data(), a1_.data(), a2_.data(), t, &scratch);
-      col_dots(p.weight, OC, C, ones(OC), weights(OC), ones(OC), b0_.data(), b1_.data(), b2_.data(), t,
-               &scratch);
-      row_dots(p.weight, OC, C, a0_.data(), a1_.data(), a2_.data(), e.col.data(), e.col_weighted.data(),
-               out->col_abs.data(), t);
-      row_dots(p.inp, N, C, b0_.data(), b1_.data(), b2_.data(), e.row.data(), e.row_weighted.data(),
-               out->row_abs.data(), t);
+    case GemmKind::kForward:  // A = inp [N, C], B = weight^T; alpha, beta over C
+      if (N <= OC) {
+        run_pass(p.inp, N, C, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1}, t, sc);
+        run_pass(p.weight, OC, C,
+                 {.row_v = a0,
+                  .row_vabs = a1,
+                  .col_u = one,
+                  .col_uabs = one,
+                  .row_out = ecol,
+                  .row_abs = scol,
+                  .col_out = b0,
+                  .col_abs = b1},
+                 t, sc);
+        run_pass(p.inp, N, C, {.row_v = b0, .row_vabs = b1, .row_out = erow, .row_abs = srow}, t, sc);
+      } else {
+        run_pass(p.weight, OC, C, {.col_u = one, .col_uabs = one, .col_out = b0, .col_abs = b1}, t, sc);
+        run_pass(p.inp, N, C,
+                 {.row_v = b0,
+                  .row_vabs = b1,
+                  .col_u = one,
+                  .col_uabs = one,
+                  .row_out = erow,
+                  .row_abs = srow,
+                  .col_out = a0,
+                  .col_abs = a1},
+                 t, sc);
+        run_pass(p.weight, OC, C, {.row_v = a0, .row_vabs = a1, .row_out = ecol, .row_abs = scol}, t, sc);
+      }
       if (p.bias != nullptr) {
-        const double n = static_cast<double>(N), nw = n * (n + 1.0) / 2.0;
-        double sb = 0.0, sbw = 0.0, sba = 0.0;
+        const double n = static_cast<double>(N);
+        double sb = 0.0, sba = 0.0;
         for (int64_t j = 0; j < OC; ++j) {
           const double b = p.bias[j];
-          e.col[j] += n * b;
-          e.col_weighted[j] += nw * b;
-          out->col_abs[j] += n * std::fabs(b);
+          ecol[j] += n * b;
+          scol[j] += n * std::fabs(b);
           sb += b;
-          sbw += static_cast<double>(j + 1) * b;
           sba += std::fabs(b);
         }
         for (int64_t i = 0; i < N; ++i) {
-          e.row[i] += sb;
-          e.row_weighted[i] += sbw;
-          out->row_abs[i] += sba;
+          erow[i] += sb;
+          srow[i] += sba;
         }
       }
       break;
-    }
-    case GemmKind::kBackwardInput: {
-      // A = dout [N, OC], B = weight [OC, C].
-      col_dots(p.dout, N, OC, ones(N), weights(N), ones(N), a0_.data(), a1_.data(), a2_.data(), t, &scratch);
-      row_dots(p.weight, OC, C, ones(C), weights(C), ones(C), b0_.data(), b1_.data(), b2_.data(), t);
-      col_dots(p.weight, OC, C, a0_.data(), a1_.data(), a2_.data(), e.col.data(), e.col_weighted.data(),
-               out->col_abs.data(), t, &scratch);
-      row_dots(p.dout, N, OC, b0_.data(), b1_.data(), b2_.data(), e.row.data(), e.row_weighted.data(),
-               out->row_abs.data(), t);
-      break;
-    }
-    case GemmKind::kBackwardWeight: {
-      // A = dout^T [OC, N], B = inp [N, C]: alpha_k = row k of dout against (e, w, |.|).
-      row_dots(p.dout, N, OC, ones(OC), weights(OC), ones(OC), a0_.data(), a1_.data(), a2_.data(), t);
-      row_dots(p.inp, N, C, ones(C), weights(C), ones(C), b0_.data(), b1_.data(), b2_.data(), t);
-      col_dots(p.inp, N, C, a0_.data(), a1_.data(), a2_.data(), e.col.data(), e.col_weighted.data(),
-               out->col_abs.data(), t, &scratch);
-      col_dots(p.dout, N, OC, b0_.data(), b1_.data(), b2_.data(), e.row.data(), e.row_weighted.data(),
-               out->row_abs.data(), t, &scratch);
-      break;
-    }
-    case GemmKind::kBackwardBias: {
-      // A = e^T [1, N], B = dout [N, OC]: each column is one element; row 0 has weight 1.
-      col_dots(p.dout, N, OC, ones(N), ones(N), ones(N), e.col.data(), e.col_weighted.data(),
-               out->col_abs.data(), t, &scratch);
-      double s = 0.0, sw = 0.0, sa = 0.0;
-      for (int64_t j = 0; j < OC; ++j) {
-        s += e.col[j];
-        sw += static_cast<double>(j + 1) * e.col[j];
-        sa += out->col_abs[j];
+    case GemmKind::kBackwardInput:  // A = dout [N, OC], B = weight [OC, C]; alpha, beta over OC
+      if (N <= C) {
+        run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1}, t, sc);
+        run_pass(p.weight, OC, C,
+                 {.row_v = one,
+                  .row_vabs = one,
+                  .col_u = a0,
+                  .col_uabs = a1,
+                  .row_out = b0,
+                  .row_abs = b1,
+                  .col_out = ecol,
+                  .col_abs = scol},
+                 t, sc);
+        run_pass(p.dout, N, OC, {.row_v = b0, .row_vabs = b1, .row_out = erow, .row_abs = srow}, t, sc);
+      } else {
+        run_pass(p.weight, OC, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1}, t, sc);
+        run_pass(p.dout, N, OC,
+                 {.row_v = b0,
+                  .row_vabs = b1,
+                  .col_u = one,
+                  .col_uabs = one,
+                  .row_out = erow,
+                  .row_abs = srow,
+                  .col_out = a0,
+                  .col_abs = a1},
+                 t, sc);
+        run_pass(p.weight, OC, C, {.col_u = a0, .col_uabs = a1, .col_out = ecol, .col_abs = scol}, t, sc);
       }
-      e.row[0] = s;
-      e.row_weighted[0] = sw;
-      out->row_abs[0] = sa;
+      break;
+    case GemmKind::kBackwardWeight:  // A = dout^T [OC, N], B = inp [N, C]; alpha, beta over N
+      if (OC <= C) {
+        run_pass(p.dout, N, OC, {.row_v = one, .row_vabs = one, .row_out = a0, .row_abs = a1}, t, sc);
+        run_pass(p.inp, N, C,
+                 {.row_v = one,
+                  .row_vabs = one,
+                  .col_u = a0,
+                  .col_uabs = a1,
+                  .row_out = b0,
+                  .row_abs = b1,
+                  .col_out = ecol,
+                  .col_abs = scol},
+                 t, sc);
+        run_pass(p.dout, N, OC, {.col_u = b0, .col_uabs = b1, .col_out = erow, .col_abs = srow}, t, sc);
+      } else {
+        run_pass(p.inp, N, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1}, t, sc);
+        run_pass(p.dout, N, OC,
+                 {.row_v = one,
+                  .row_vabs = one,
+                  .col_u = b0,
+                  .col_uabs = b1,
+                  .row_out = a0,
+                  .row_abs = a1,
+                  .col_out = erow,
+                  .col_abs = srow},
+                 t, sc);
+        run_pass(p.inp, N, C, {.col_u = a0, .col_uabs = a1, .col_out = ecol, .col_abs = scol}, t, sc);
+      }
+      break;
+    case GemmKind::kBackwardBias: {  // A = e^T [1, N], B = dout [N, OC]: one element per column
+      run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = ecol, .col_abs = scol}, t, sc);
+      double sum = 0.0, sum_abs = 0.0;
+      for (int64_t j = 0; j < OC; ++j) {
+        sum += ecol[j];
+        sum_abs += scol[j];
+      }
+      erow[0] = sum;
+      srow[0] = sum_abs;
       break;
     }
   }
   if (before != nullptr && p.accumulates()) {
     // The prior content is one more term of every element: its sums add to the prediction and S.
-    std::vector<double> r0(M), r1(M), r2(M), c0(Nn), c1(Nn), c2(Nn);
-    row_dots(before, M, Nn, ones(Nn), weights(Nn), ones(Nn), r0.data(), r1.data(), r2.data(), t);
-    col_dots(before, M, Nn, ones(M), weights(M), ones(M), c0.data(), c1.data(), c2.data(), t, &scratch);
+    std::vector<double> r0(M), r1(M), c0(Nn), c1(Nn);
+    run_pass(before, M, Nn,
+             {.row_v = one,
+              .row_vabs = one,
+              .col_u = one,
+              .col_uabs = one,
+              .row_out = r0.data(),
+              .row_abs = r1.data(),
+              .col_out = c0.data(),
+              .col_abs = c1.data()},
+             t, sc);
     for (int64_t i = 0; i < M; ++i) {
-      e.row[i] += r0[i];
-      e.row_weighted[i] += r1[i];
-      out->row_abs[i] += r2[i];
+      erow[i] += r0[i];
+      srow[i] += r1[i];
     }
     for (int64_t j = 0; j < Nn; ++j) {
-      e.col[j] += c0[j];
-      e.col_weighted[j] += c1[j];
-      out->col_abs[j] += c2[j];
+      ecol[j] += c0[j];
+      scol[j] += c1[j];
     }
   }
   return Status::ok();
 }
 
-Status HostChecksumKernels::measure(const GemmProblem& p, const float* c, LineSums* out) {
+// The same predictions with index weights 1..n on the other side: row sums weighted by column index,
+// column sums weighted by row index (only needed to locate an error; one fixed pass order).
+Status HostChecksumKernels::encode_weighted(const GemmProblem& p, const float* before, GemmEncoding* out) {
+  PERIGEE_CHECK(p.validate());
+  const int64_t N = p.N, C = p.C, OC = p.OC;
+  const int64_t M = p.rows(), Nn = p.cols(), K = p.inner();
+  const int64_t longest = std::max({N, C, OC});
+  const double* one = ones(longest);
+  const double* w = weights(longest);
+  resize_lines(&out->expected, M, Nn, true);
+  double *rw = out->expected.row_weighted.data(), *cw = out->expected.col_weighted.data();
+  std::vector<double> aw(K), bw(K);
+  const int t = threads_;
+  std::vector<double>* sc = &scratch_;
+  switch (p.kind) {
+    case GemmKind::kForward:
+      run_pass(p.inp, N, C, {.col_u = w, .col_out = aw.data()}, t, sc);
+      run_pass(p.weight, OC, C, {.row_v = aw.data(), .col_u = w, .row_out = cw, .col_out = bw.data()}, t, sc);
+      run_pass(p.inp, N, C, {.row_v = bw.data(), .row_out = rw}, t, sc);
+      if (p.bias != nullptr) {
+        const double n = static_cast<double>(N), nw = n * (n + 1.0) / 2.0;
+        double sbw = 0.0;
+        for (int64_t j = 0; j < OC; ++j) {
+          cw[j] += nw * p.bias[j];
+          sbw += static_cast<double>(j + 1) * p.bias[j];
+        }
+        for (int64_t i = 0; i < N; ++i) rw[i] += sbw;
+      }
+      break;
+    case GemmKind::kBackwardInput:
+      run_pass(p.dout, N, OC, {.col_u = w, .col_out = aw.data()}, t, sc);
+      run_pass(p.weight, OC, C, {.row_v = w, .col_u = aw.data(), .row_out = bw.data(), .col_out = cw}, t, sc);
+      run_pass(p.dout, N, OC, {.row_v = bw.data(), .row_out = rw}, t, sc);
+      break;
+    case GemmKind::kBackwardWeight:
+      run_pass(p.dout, N, OC, {.row_v = w, .row_out = aw.data()}, t, sc);
+      run_pass(p.inp, N, C, {.row_v = w, .col_u = aw.data(), .row_out = bw.data(), .col_out = cw}, t, sc);
+      run_pass(p.dout, N, OC, {.col_u = bw.data(), .col_out = rw}, t, sc);
+      break;
+    case GemmKind::kBackwardBias: {
+      run_pass(p.dout, N, OC, {.col_u = one, .col_out = cw}, t, sc);  // one row, weight 1
+      double sum = 0.0;
+      for (int64_t j = 0; j < OC; ++j) sum += static_cast<double>(j + 1) * cw[j];
+      rw[0] = sum;
+      break;
+    }
+  }
+  if (before != nullptr && p.accumulates()) {
+    std::vector<double> r(M), c(Nn);
+    run_pass(before, M, Nn, {.row_v = w, .col_u = w, .row_out = r.data(), .col_out = c.data()}, t, sc);
+    for (int64_t i = 0; i < M; ++i) rw[i] += r[i];
+    for (int64_t j = 0; j < Nn; ++j) cw[j] += c[j];
+  }
+  return Status::ok();
+}
+
+Status HostChecksumKernels::measure(const GemmProblem& p, const float* c, bool weighted, LineSums* out) {
   PERIGEE_REQUIRE(c != nullptr, StatusCode::kInvalidArgument, "abft measure: null output");
   const int64_t M = p.rows(), Nn = p.cols();
-  ones(std::max(M, Nn));
-  weights(std::max(M, Nn));
-  resize_lines(out, M, Nn);
-  std::vector<double> scratch;
-  row_dots(c, M, Nn, ones(Nn), weights(Nn), nullptr, out->row.data(), out->row_weighted.data(), nullptr,
-           threads_);
-  col_dots(c, M, Nn, ones(M), weights(M), nullptr, out->col.data(), out->col_weighted.data(), nullptr,
-           threads_, &scratch);
+  const double* one = ones(std::max(M, Nn));
+  resize_lines(out, M, Nn, false);
+  run_pass(c, M, Nn, {.row_v = one, .col_u = one, .row_out = out->row.data(), .col_out = out->col.data()},
+           threads_, &scratch_);
+  if (weighted) {
+    const double* w = weights(std::max(M, Nn));
+    resize_lines(out, M, Nn, true);
+    run_pass(
+        c, M, Nn,
+        {.row_v = w, .col_u = w, .row_out = out->row_weighted.data(), .col_out = out->col_weighted.data()},
+        threads_, &scratch_);
+  }
   return Status::ok();
 }
 
@@ -502,6 +659,20 @@ Status HostChecksumKernels::copy(float* dst, const float* src, size_t n) {
   return Status::ok();
 }
 
+Status HostChecksumKernels::all_zero(const float* x, size_t n, bool* zero) {
+  PERIGEE_REQUIRE(x != nullptr || n == 0, StatusCode::kInvalidArgument, "abft all_zero: null pointer");
+  *zero = true;
+  // Chunks in order, each scanned whole; the first non-zero chunk ends the scan (a non-zero
+  // gradient usually shows in the first chunk).
+  for (size_t begin = 0; begin < n && *zero; begin += kCopyChunk) {
+    const size_t end = std::min(n, begin + kCopyChunk);
+    uint32_t any = 0;
+    for (size_t i = begin; i < end; ++i) any |= std::bit_cast<uint32_t>(x[i]);
+    *zero = any == 0;
+  }
+  return Status::ok();
+}
+
 // ---------------------------------------------------------------- AbftGemm
 
 AbftGemm::AbftGemm(ChecksumKernels* kernels, const AbftOptions& options)
@@ -513,6 +684,7 @@ Status AbftGemm::encode(const GemmProblem& p, const float* before) {
   problem_ = p;
   before_ = p.accumulates() ? before : nullptr;
   verifiable_ = false;
+  weighted_encoded_ = false;
   unverifiable_reason_.clear();
   actual_ = {};
   PERIGEE_CHECK(kernels_->encode(p, before_, &enc_));
@@ -692,7 +864,7 @@ Status AbftGemm::check(float* c, AbftCheck* result, bool allow_correction) {
     result->detail = unverifiable_reason_;
     return Status::ok();
   }
-  PERIGEE_CHECK(kernels_->measure(problem_, c, &actual_));
+  PERIGEE_CHECK(kernels_->measure(problem_, c, /*weighted=*/false, &actual_));
   const Verdict v = evaluate();
   result->rows_flagged = v.rows_flagged;
   result->cols_flagged = v.cols_flagged;
@@ -714,12 +886,19 @@ Status AbftGemm::check(float* c, AbftCheck* result, bool allow_correction) {
   }
   // One flagged line of each kind at most: the wrong element is at their crossing, or along the one
   // flagged line where its weighted sum points.
-  const LineSums first = actual_;
   int64_t i = v.rows_flagged == 1 ? v.rows[0] : -1;
   int64_t j = v.cols_flagged == 1 ? v.cols[0] : -1;
   const bool row_only = j < 0, col_only = i < 0;
-  if (i < 0) i = locate_by_weight(false, j);
-  if (j < 0) j = locate_by_weight(true, i);
+  if (row_only || col_only) {
+    if (!weighted_encoded_) {
+      PERIGEE_CHECK(kernels_->encode_weighted(problem_, before_, &enc_));
+      weighted_encoded_ = true;
+    }
+    PERIGEE_CHECK(kernels_->measure(problem_, c, /*weighted=*/true, &actual_));
+    if (i < 0) i = locate_by_weight(false, j);
+    if (j < 0) j = locate_by_weight(true, i);
+  }
+  const LineSums first = actual_;
 
   auto attempt = [&](int64_t ei, int64_t ej, bool* done) -> Status {
     *done = false;
@@ -727,7 +906,7 @@ Status AbftGemm::check(float* c, AbftCheck* result, bool allow_correction) {
     Correction corr;
     PERIGEE_CHECK(try_element(c, ei, ej, &changed, &corr));
     if (!changed) return Status::ok();
-    PERIGEE_CHECK(kernels_->measure(problem_, c, &actual_));
+    PERIGEE_CHECK(kernels_->measure(problem_, c, /*weighted=*/false, &actual_));
     const Verdict after = evaluate();
     if (after.rows_flagged == 0 && after.cols_flagged == 0) {
       *done = true;

@@ -94,16 +94,23 @@ struct ElementReference {
 
 // Memory-touching half of ABFT; pointers are memory of the device the implementation serves.
 // `before` is the output's content before an accumulating GEMM (a snapshot), null when it was zero.
+// The weighted sums are only needed to locate an error, so they have calls of their own.
 class ChecksumKernels {
  public:
   virtual ~ChecksumKernels() = default;
+  // expected.row, expected.col, row_abs, col_abs.
   virtual Status encode(const GemmProblem& p, const float* before, GemmEncoding* out) = 0;
-  virtual Status measure(const GemmProblem& p, const float* c, LineSums* out) = 0;
+  // expected.row_weighted, expected.col_weighted.
+  virtual Status encode_weighted(const GemmProblem& p, const float* before, GemmEncoding* out) = 0;
+  // row and col of c; also row_weighted and col_weighted when `weighted`.
+  virtual Status measure(const GemmProblem& p, const float* c, bool weighted, LineSums* out) = 0;
   virtual Status reference(const GemmProblem& p, const float* before, int64_t row, int64_t col,
                            ElementReference* out) = 0;
   virtual Status read(const float* c, size_t index, float* value) = 0;
   virtual Status write(float* c, size_t index, float value) = 0;
   virtual Status copy(float* dst, const float* src, size_t n) = 0;
+  // *zero = every one of the n floats has all bits zero (+0.0).
+  virtual Status all_zero(const float* x, size_t n, bool* zero) = 0;
 };
 
 // ChecksumKernels on host memory (the CPU backend).
@@ -113,19 +120,22 @@ class HostChecksumKernels final : public ChecksumKernels {
   int threads() const { return threads_; }
 
   Status encode(const GemmProblem& p, const float* before, GemmEncoding* out) override;
-  Status measure(const GemmProblem& p, const float* c, LineSums* out) override;
+  Status encode_weighted(const GemmProblem& p, const float* before, GemmEncoding* out) override;
+  Status measure(const GemmProblem& p, const float* c, bool weighted, LineSums* out) override;
   Status reference(const GemmProblem& p, const float* before, int64_t row, int64_t col,
                    ElementReference* out) override;
   Status read(const float* c, size_t index, float* value) override;
   Status write(float* c, size_t index, float value) override;
   Status copy(float* dst, const float* src, size_t n) override;
+  Status all_zero(const float* x, size_t n, bool* zero) override;
 
  private:
   const double* ones(int64_t n);     // 1, 1, ..., 1
   const double* weights(int64_t n);  // 1, 2, ..., n
   int threads_;
   std::vector<double> ones_, weights_;
-  std::vector<double> a0_, a1_, a2_, b0_, b1_, b2_;  // operand-side vectors of length K
+  std::vector<double> a0_, a1_, b0_, b1_;  // operand-side vectors of length K
+  std::vector<double> scratch_;            // partial sums of the column passes
 };
 
 enum class AbftOutcome : uint8_t {
@@ -203,6 +213,7 @@ class AbftGemm {
   GemmProblem problem_;
   const float* before_ = nullptr;
   bool verifiable_ = false;
+  bool weighted_encoded_ = false;
   std::string unverifiable_reason_;
   GemmEncoding enc_;
   LineSums actual_;
