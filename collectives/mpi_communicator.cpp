@@ -1,26 +1,51 @@
 #include "collectives/mpi_communicator.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <cmath>
+#include <thread>
 
 namespace perigee::collectives {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 MPI_Datatype to_mpi(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return MPI_FLOAT;
-    case DataType::kFloat64: return MPI_DOUBLE;
-    case DataType::kInt32: return MPI_INT32_T;
-    case DataType::kInt64: return MPI_INT64_T;
-    case DataType::kUInt8: return MPI_UINT8_T;
+    case DataType::kFloat32:
+      return MPI_FLOAT;
+    case DataType::kFloat64:
+      return MPI_DOUBLE;
+    case DataType::kInt32:
+      return MPI_INT32_T;
+    case DataType::kInt64:
+      return MPI_INT64_T;
+    case DataType::kUInt8:
+      return MPI_UINT8_T;
   }
   return MPI_DATATYPE_NULL;
 }
 
-bool is_floating(DataType type) { return type == DataType::kFloat32 || type == DataType::kFloat64; }
+bool is_floating(DataType type) {
+  return type == DataType::kFloat32 || type == DataType::kFloat64;
+}
 
-// MPI counts are int: large buffers go in chunks of at most kMaxChunk elements.
-constexpr size_t kMaxChunk = size_t{1} << 30;
+// Polling schedule of a collective with a deadline: MPI_Test back to back for the first
+// kSpinSeconds (a collective between ranks in step completes here, at full MPI speed), then
+// MPI_Test + sched_yield until kYieldSeconds (still fast, but an oversubscribed core goes to the
+// rank that computes), then MPI_Test every kMinSleep..kMaxSleep (a peer that is far behind, or
+// dead: little CPU). Nonblocking collectives progress only inside MPI calls, so the sleeps stay short.
+constexpr double kSpinSeconds = 2e-3;
+constexpr double kYieldSeconds = 20e-3;
+constexpr std::chrono::microseconds kMinSleep{50};
+constexpr std::chrono::microseconds kMaxSleep{200};
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 }  // namespace
 
@@ -32,11 +57,12 @@ Status mpi_status(int err, const char* what) {
   return make_error(StatusCode::kMpiError, what, " failed (", err, "): ", text);
 }
 
-Status MpiCommunicator::create(MPI_Comm base, std::unique_ptr<MpiCommunicator>* out) {
+Status MpiCommunicator::create(MPI_Comm base, std::unique_ptr<MpiCommunicator>* out, double timeout_s) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   PERIGEE_REQUIRE(initialized, StatusCode::kInternal, "MpiCommunicator::create called before MPI_Init");
   std::unique_ptr<MpiCommunicator> c(new MpiCommunicator());
+  PERIGEE_CHECK(c->set_timeout(timeout_s));
   PERIGEE_CHECK_MPI(MPI_Comm_dup(base, &c->comm_));
   PERIGEE_CHECK_MPI(MPI_Comm_set_errhandler(c->comm_, MPI_ERRORS_RETURN));
   PERIGEE_CHECK_MPI(MPI_Comm_rank(c->comm_, &c->rank_));
@@ -48,10 +74,87 @@ Status MpiCommunicator::create(MPI_Comm base, std::unique_ptr<MpiCommunicator>* 
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+  // A communicator with abandoned collectives is left alone: MPI may still progress them, and the
+  // job is ending anyway.
+  if (comm_ != MPI_COMM_NULL && !finalized && abandoned_.empty()) MPI_Comm_free(&comm_);
+}
+
+Status MpiCommunicator::set_timeout(double timeout_s) {
+  PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
+                  "MpiCommunicator: timeout_s must be >= 0 seconds (0 = blocking), got ", timeout_s);
+  timeout_s_ = timeout_s;
+  return Status::ok();
+}
+
+Status MpiCommunicator::set_chunk_elements(size_t elements) {
+  PERIGEE_REQUIRE(elements >= 1 && elements <= static_cast<size_t>(INT_MAX), StatusCode::kInvalidArgument,
+                  "MpiCommunicator: chunk_elements must be in [1, INT_MAX], got ", elements);
+  chunk_elements_ = elements;
+  return Status::ok();
+}
+
+Status MpiCommunicator::usable() const {
+  PERIGEE_REQUIRE(abandoned_.empty(), StatusCode::kUnavailable,
+                  "MPI communicator unusable: ", abandoned_what_,
+                  " timed out earlier and is still pending (end the job, or wait_abandoned())");
+  return Status::ok();
+}
+
+Status MpiCommunicator::wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes) {
+  if (requests->empty()) return Status::ok();
+  const int n = static_cast<int>(requests->size());
+  if (timeout_s_ <= 0.0) {
+    PERIGEE_CHECK(mpi_status(MPI_Waitall(n, requests->data(), MPI_STATUSES_IGNORE), op));
+    return Status::ok();
+  }
+  const auto start = Clock::now();
+  auto sleep = kMinSleep;
+  while (true) {
+    int done = 0;
+    PERIGEE_CHECK(mpi_status(MPI_Testall(n, requests->data(), &done, MPI_STATUSES_IGNORE), op));
+    if (done) return Status::ok();
+    const double waited = seconds_since(start);
+    if (waited >= timeout_s_) break;
+    if (waited < kSpinSeconds) continue;
+    if (waited < kYieldSeconds) {
+      sched_yield();
+      continue;
+    }
+    std::this_thread::sleep_for(sleep);
+    sleep = std::min(sleep * 2, kMaxSleep);
+  }
+  // Not all done: MPI_Testall left every request as it was.
+  for (MPI_Request r : *requests) {
+    if (r != MPI_REQUEST_NULL) abandoned_.push_back(r);
+  }
+  requests->clear();
+  abandoned_what_ = str_cat(op, " of ", bytes, " bytes");
+  return make_error(StatusCode::kUnavailable, abandoned_what_, " did not complete within ", timeout_s_,
+                    " s: a peer rank died or stopped responding (rank ", rank_, " of ", size_,
+                    "; MPI cannot cancel the collective, so the job must end)");
+}
+
+Status MpiCommunicator::wait_abandoned(double seconds) {
+  if (abandoned_.empty()) return Status::ok();
+  const auto start = Clock::now();
+  while (true) {
+    int done = 0;
+    PERIGEE_CHECK(mpi_status(
+        MPI_Testall(static_cast<int>(abandoned_.size()), abandoned_.data(), &done, MPI_STATUSES_IGNORE),
+        "MPI_Testall (abandoned collective)"));
+    if (done) {
+      abandoned_.clear();
+      abandoned_what_.clear();
+      return Status::ok();
+    }
+    PERIGEE_REQUIRE(seconds_since(start) < seconds, StatusCode::kUnavailable, abandoned_what_,
+                    " is still pending after another ", seconds, " s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 Status MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
+  PERIGEE_CHECK(usable());
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   MPI_Op mpi_op = MPI_SUM;
@@ -59,12 +162,20 @@ Status MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, D
   if (op == ReduceOp::kMin) mpi_op = MPI_MIN;
   const size_t elem = data_type_size(type);
   const bool in_place = send == recv;
-  for (size_t off = 0; off < count; off += kMaxChunk) {
-    const int n = static_cast<int>(std::min(kMaxChunk, count - off));
+  std::vector<MPI_Request> requests;
+  for (size_t off = 0; off < count; off += chunk_elements_) {
+    const int n = static_cast<int>(std::min(chunk_elements_, count - off));
     char* r = static_cast<char*>(recv) + off * elem;
     const void* s = in_place ? MPI_IN_PLACE : static_cast<const char*>(send) + off * elem;
-    PERIGEE_CHECK_MPI(MPI_Allreduce(s, r, n, to_mpi(type), mpi_op, comm_));
+    if (timeout_s_ <= 0.0) {
+      PERIGEE_CHECK_MPI(MPI_Allreduce(s, r, n, to_mpi(type), mpi_op, comm_));
+    } else {
+      // Every chunk is issued before the wait, so a timeout abandons all of them together.
+      requests.push_back(MPI_REQUEST_NULL);
+      PERIGEE_CHECK_MPI(MPI_Iallreduce(s, r, n, to_mpi(type), mpi_op, comm_, &requests.back()));
+    }
   }
+  PERIGEE_CHECK(wait(&requests, "all_reduce", count * elem));
   if (op == ReduceOp::kAvg && size_ > 1) {
     if (type == DataType::kFloat32) {
       const float inv = 1.0f / static_cast<float>(size_);
@@ -80,27 +191,47 @@ Status MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, D
 }
 
 Status MpiCommunicator::broadcast(void* buffer, size_t count, DataType type, int root) {
+  PERIGEE_CHECK(usable());
   PERIGEE_REQUIRE(root >= 0 && root < size_, StatusCode::kInvalidArgument, "broadcast: root ", root,
                   " outside [0, ", size_, ")");
   const size_t elem = data_type_size(type);
-  for (size_t off = 0; off < count; off += kMaxChunk) {
-    const int n = static_cast<int>(std::min(kMaxChunk, count - off));
-    PERIGEE_CHECK_MPI(MPI_Bcast(static_cast<char*>(buffer) + off * elem, n, to_mpi(type), root, comm_));
+  std::vector<MPI_Request> requests;
+  for (size_t off = 0; off < count; off += chunk_elements_) {
+    const int n = static_cast<int>(std::min(chunk_elements_, count - off));
+    char* p = static_cast<char*>(buffer) + off * elem;
+    if (timeout_s_ <= 0.0) {
+      PERIGEE_CHECK_MPI(MPI_Bcast(p, n, to_mpi(type), root, comm_));
+    } else {
+      requests.push_back(MPI_REQUEST_NULL);
+      PERIGEE_CHECK_MPI(MPI_Ibcast(p, n, to_mpi(type), root, comm_, &requests.back()));
+    }
   }
-  return Status::ok();
+  return wait(&requests, "broadcast", count * elem);
 }
 
 Status MpiCommunicator::all_gather(const void* send, void* recv, size_t count, DataType type) {
-  PERIGEE_REQUIRE(count <= static_cast<size_t>(INT_MAX), StatusCode::kInvalidArgument,
-                  "all_gather: count ", count, " exceeds INT_MAX per rank");
-  PERIGEE_CHECK_MPI(MPI_Allgather(send, static_cast<int>(count), to_mpi(type), recv, static_cast<int>(count),
-                                  to_mpi(type), comm_));
-  return Status::ok();
+  PERIGEE_CHECK(usable());
+  PERIGEE_REQUIRE(count <= static_cast<size_t>(INT_MAX), StatusCode::kInvalidArgument, "all_gather: count ",
+                  count, " exceeds INT_MAX per rank");
+  const int n = static_cast<int>(count);
+  if (timeout_s_ <= 0.0) {
+    PERIGEE_CHECK_MPI(MPI_Allgather(send, n, to_mpi(type), recv, n, to_mpi(type), comm_));
+    return Status::ok();
+  }
+  std::vector<MPI_Request> requests(1, MPI_REQUEST_NULL);
+  PERIGEE_CHECK_MPI(MPI_Iallgather(send, n, to_mpi(type), recv, n, to_mpi(type), comm_, &requests[0]));
+  return wait(&requests, "all_gather", count * data_type_size(type) * static_cast<size_t>(size_));
 }
 
 Status MpiCommunicator::barrier() {
-  PERIGEE_CHECK_MPI(MPI_Barrier(comm_));
-  return Status::ok();
+  PERIGEE_CHECK(usable());
+  if (timeout_s_ <= 0.0) {
+    PERIGEE_CHECK_MPI(MPI_Barrier(comm_));
+    return Status::ok();
+  }
+  std::vector<MPI_Request> requests(1, MPI_REQUEST_NULL);
+  PERIGEE_CHECK_MPI(MPI_Ibarrier(comm_, &requests[0]));
+  return wait(&requests, "barrier", 0);
 }
 
 }  // namespace perigee::collectives

@@ -1,10 +1,24 @@
 // MpiCommunicator: Communicator over an MPI communicator (a private duplicate of the one given),
 // host buffers. MPI errors come back as Status (MPI_ERRORS_RETURN is set on the duplicate).
+//
+// Timeout (no hang when a peer dies or stops): with timeout_s > 0 every collective is the
+// nonblocking MPI call (MPI_Iallreduce, MPI_Ibcast, MPI_Iallgather, MPI_Ibarrier) followed by an
+// MPI_Test polling loop against a deadline: it spins for a moment, then yields, then sleeps
+// 50-200 us between tests (low CPU use while a slow peer computes, small latency otherwise). A
+// collective that has not completed at the deadline returns kUnavailable ("<op> of N bytes did not
+// complete within T s: a peer rank died or stopped responding"). MPI offers no portable way to
+// cancel a collective, so the request stays pending: MPI may still read the send buffer and write
+// the receive buffer until it completes, and the communicator refuses every later collective. The
+// caller must end the job (perigee-train calls MPI_Abort) or, when the peer was only late,
+// wait_abandoned() until the abandoned collectives complete. timeout_s = 0 keeps the blocking MPI
+// calls (no deadline).
 #pragma once
 
 #include <mpi.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "collectives/communicator.hpp"
 
@@ -16,9 +30,16 @@ Status mpi_status(int err, const char* what);
 
 class MpiCommunicator final : public Communicator {
  public:
-  // Duplicates `base` (MPI must be initialised).
-  static Status create(MPI_Comm base, std::unique_ptr<MpiCommunicator>* out);
+  // MPI counts are int: buffers go in chunks of at most this many elements.
+  static constexpr size_t kDefaultChunkElements = size_t{1} << 30;
+
+  // Duplicates `base` (MPI must be initialised). timeout_s: see the file comment (0 = blocking,
+  // negative or not finite is kInvalidArgument).
+  static Status create(MPI_Comm base, std::unique_ptr<MpiCommunicator>* out, double timeout_s = 0.0);
   ~MpiCommunicator() override;
+
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
 
   const char* name() const override { return "mpi"; }
   int rank() const override { return rank_; }
@@ -30,11 +51,33 @@ class MpiCommunicator final : public Communicator {
   Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
   Status barrier() override;
 
+  // Deadline of each later collective, in seconds from its start; 0 = blocking.
+  Status set_timeout(double timeout_s);
+  double timeout_s() const { return timeout_s_; }
+  // Largest element count of one MPI call (>= 1); smaller than the default only to test chunking.
+  Status set_chunk_elements(size_t elements);
+  size_t chunk_elements() const { return chunk_elements_; }
+
+  // True after a collective timed out, until wait_abandoned() sees its requests complete.
+  bool broken() const { return !abandoned_.empty(); }
+  // Polls the abandoned requests of a timed-out collective for up to `seconds`. When they all
+  // complete (the late peers joined), every rank has finished the same collectives again and the
+  // communicator is usable; otherwise kUnavailable and it stays broken.
+  Status wait_abandoned(double seconds);
+
  private:
   MpiCommunicator() = default;
+  Status usable() const;
+  // Waits for all `requests` (blocking, or polling against the deadline when a timeout is set).
+  Status wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes);
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
+  double timeout_s_ = 0.0;
+  size_t chunk_elements_ = kDefaultChunkElements;
+  std::vector<MPI_Request> abandoned_;  // requests of the collective that timed out
+  std::string abandoned_what_;          // its description, for later refusals
 };
 
 }  // namespace perigee::collectives

@@ -7,16 +7,19 @@
 
 namespace perigee::runtime {
 
-Status setup_communicators(const CommConfig& comm, const DeviceSelection& device, MPI_Comm world, CommSetup* out) {
+Status setup_communicators(const CommConfig& comm, const DeviceSelection& device, MPI_Comm world,
+                           CommSetup* out) {
+  // Host collectives (and the gradients on the CPU or behind host staging) carry the [comm]
+  // timeout: a dead or stopped peer makes them fail instead of blocking forever.
   std::unique_ptr<collectives::MpiCommunicator> mpi;
-  PERIGEE_CHECK(collectives::MpiCommunicator::create(world, &mpi));
+  PERIGEE_CHECK(collectives::MpiCommunicator::create(world, &mpi, comm.timeout_s));
   out->host = std::move(mpi);
   const bool on_gpu = device.cuda_device >= 0;
   if (!on_gpu) {
     PERIGEE_REQUIRE(comm.backend != "nccl", StatusCode::kInvalidArgument,
                     "[comm] backend = \"nccl\" needs GPU buffers, but the device is the CPU (",
                     device.description, "); use backend = \"mpi\" or \"auto\"");
-    out->description = "mpi (host buffers)";
+    out->description = str_cat("mpi (host buffers; collectives time out after ", comm.timeout_s, " s)");
     return Status::ok();
   }
   if (comm.backend == "nccl" || comm.backend == "auto") {
@@ -24,7 +27,9 @@ Status setup_communicators(const CommConfig& comm, const DeviceSelection& device
     Status s = collectives::NcclCommunicator::create(world, device.cuda_device, nullptr, &nccl);
     if (s.is_ok()) {
       out->gradients = std::move(nccl);
-      out->description = "nccl (device buffers)";
+      // NCCL calls carry no deadline here: a stopped peer leaves the stream waiting, and the
+      // supervisor's stall watchdog (perigee-run --stall-timeout) ends the job (docs/supervisor.md).
+      out->description = "nccl (device buffers; no collective timeout)";
       return Status::ok();
     }
     // The shared-GPU check answers alike on every rank, so every rank falls back together.
@@ -34,7 +39,8 @@ Status setup_communicators(const CommConfig& comm, const DeviceSelection& device
   std::unique_ptr<collectives::HostStagingCommunicator> staged;
   PERIGEE_CHECK(collectives::make_cuda_staging_communicator(out->host, nullptr, &staged));
   out->gradients = std::move(staged);
-  out->description = "mpi + pinned host staging (device buffers)";
+  out->description = str_cat("mpi + pinned host staging (device buffers; collectives time out after ",
+                             comm.timeout_s, " s)");
   return Status::ok();
 }
 
