@@ -76,12 +76,13 @@ struct Pass {
   double* row_abs = nullptr;
   double* col_out = nullptr;
   double* col_abs = nullptr;
+  bool unit = false;  // every given vector is all ones: plain sums (same bits, less work)
 };
 
 // One tile (rows x w, stride ld; v, vabs point at the tile's first column, u, uabs at its first
 // row): partial row sums over the tile's columns (element c in lane c % 16) into prow/prow_abs,
 // partial column sums over the tile's rows, in row order, into pcol/pcol_abs.
-template <bool kRow, bool kCol, bool kAbs>
+template <bool kRow, bool kCol, bool kAbs, bool kUnit>
 inline __attribute__((always_inline)) void tile_body(const float* X, int64_t ld, int64_t rows, int64_t w,
                                                      const double* v, const double* vabs, const double* u,
                                                      const double* uabs, double* prow, double* prow_abs,
@@ -95,25 +96,26 @@ inline __attribute__((always_inline)) void tile_body(const float* X, int64_t ld,
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = X + r * ld;
     V8 s0 = {}, s1 = {}, a0 = {}, a1 = {};
-    const V8 ur = kCol ? splat(u[r]) : V8{};
-    const V8 uar = kCol && kAbs ? splat(uabs[r]) : V8{};
+    const V8 ur = kCol && !kUnit ? splat(u[r]) : splat(1.0);
+    const V8 uar = kCol && kAbs && !kUnit ? splat(uabs[r]) : splat(1.0);
     int64_t c = 0;
     for (; c + 16 <= w; c += 16) {
       const V8 xa = load8(x + c), xb = load8(x + c + 8);
+      // With kUnit every weight is 1: the products are the values themselves (same bits).
       if constexpr (kRow) {
-        s0 += xa * load8(v + c);
-        s1 += xb * load8(v + c + 8);
+        s0 += kUnit ? xa : xa * load8(v + c);
+        s1 += kUnit ? xb : xb * load8(v + c + 8);
         if constexpr (kAbs) {
-          a0 += abs8(xa) * load8(vabs + c);
-          a1 += abs8(xb) * load8(vabs + c + 8);
+          a0 += kUnit ? abs8(xa) : abs8(xa) * load8(vabs + c);
+          a1 += kUnit ? abs8(xb) : abs8(xb) * load8(vabs + c + 8);
         }
       }
       if constexpr (kCol) {
-        store8(pcol + c, load8(pcol + c) + ur * xa);
-        store8(pcol + c + 8, load8(pcol + c + 8) + ur * xb);
+        store8(pcol + c, load8(pcol + c) + (kUnit ? xa : ur * xa));
+        store8(pcol + c + 8, load8(pcol + c + 8) + (kUnit ? xb : ur * xb));
         if constexpr (kAbs) {
-          store8(pcol_abs + c, load8(pcol_abs + c) + uar * abs8(xa));
-          store8(pcol_abs + c + 8, load8(pcol_abs + c + 8) + uar * abs8(xb));
+          store8(pcol_abs + c, load8(pcol_abs + c) + (kUnit ? abs8(xa) : uar * abs8(xa)));
+          store8(pcol_abs + c + 8, load8(pcol_abs + c + 8) + (kUnit ? abs8(xb) : uar * abs8(xb)));
         }
       }
     }
@@ -122,12 +124,12 @@ inline __attribute__((always_inline)) void tile_body(const float* X, int64_t ld,
       if constexpr (kRow) {
         V8& s = l < 8 ? s0 : s1;
         V8& a = l < 8 ? a0 : a1;
-        s[l % 8] += xv * v[c + l];
-        if constexpr (kAbs) a[l % 8] += xa * vabs[c + l];
+        s[l % 8] += kUnit ? xv : xv * v[c + l];
+        if constexpr (kAbs) a[l % 8] += kUnit ? xa : xa * vabs[c + l];
       }
       if constexpr (kCol) {
-        pcol[c + l] += ur[0] * xv;
-        if constexpr (kAbs) pcol_abs[c + l] += uar[0] * xa;
+        pcol[c + l] += kUnit ? xv : ur[0] * xv;
+        if constexpr (kAbs) pcol_abs[c + l] += kUnit ? xa : uar[0] * xa;
       }
     }
     if constexpr (kRow) {
@@ -137,19 +139,25 @@ inline __attribute__((always_inline)) void tile_body(const float* X, int64_t ld,
   }
 }
 
-#define PERIGEE_FAULT_TILE(name, kRow, kCol, kAbs)                                                    \
-  PERIGEE_FAULT_CLONES                                                                                \
-  void name(const float* X, int64_t ld, int64_t rows, int64_t w, const double* v, const double* vabs, \
-            const double* u, const double* uabs, double* prow, double* prow_abs, double* pcol,        \
-            double* pcol_abs) {                                                                       \
-    tile_body<kRow, kCol, kAbs>(X, ld, rows, w, v, vabs, u, uabs, prow, prow_abs, pcol, pcol_abs);    \
+#define PERIGEE_FAULT_TILE(name, kRow, kCol, kAbs, kUnit)                                                 \
+  PERIGEE_FAULT_CLONES                                                                                    \
+  void name(const float* X, int64_t ld, int64_t rows, int64_t w, const double* v, const double* vabs,     \
+            const double* u, const double* uabs, double* prow, double* prow_abs, double* pcol,            \
+            double* pcol_abs) {                                                                           \
+    tile_body<kRow, kCol, kAbs, kUnit>(X, ld, rows, w, v, vabs, u, uabs, prow, prow_abs, pcol, pcol_abs); \
   }
-PERIGEE_FAULT_TILE(tile_row_col_abs, true, true, true)
-PERIGEE_FAULT_TILE(tile_row_abs, true, false, true)
-PERIGEE_FAULT_TILE(tile_col_abs, false, true, true)
-PERIGEE_FAULT_TILE(tile_row_col, true, true, false)
-PERIGEE_FAULT_TILE(tile_row, true, false, false)
-PERIGEE_FAULT_TILE(tile_col, false, true, false)
+PERIGEE_FAULT_TILE(tile_row_col_abs, true, true, true, false)
+PERIGEE_FAULT_TILE(tile_row_abs, true, false, true, false)
+PERIGEE_FAULT_TILE(tile_col_abs, false, true, true, false)
+PERIGEE_FAULT_TILE(tile_row_col, true, true, false, false)
+PERIGEE_FAULT_TILE(tile_row, true, false, false, false)
+PERIGEE_FAULT_TILE(tile_col, false, true, false, false)
+PERIGEE_FAULT_TILE(sum_row_col_abs, true, true, true, true)
+PERIGEE_FAULT_TILE(sum_row_abs, true, false, true, true)
+PERIGEE_FAULT_TILE(sum_col_abs, false, true, true, true)
+PERIGEE_FAULT_TILE(sum_row_col, true, true, false, true)
+PERIGEE_FAULT_TILE(sum_row, true, false, false, true)
+PERIGEE_FAULT_TILE(sum_col, false, true, false, true)
 #undef PERIGEE_FAULT_TILE
 
 // Runs `pass` over X[R, Cc] tile by tile; a row's tile partials are added in column-tile order, a
@@ -158,9 +166,12 @@ void run_pass(const float* X, int64_t R, int64_t Cc, const Pass& pass, int threa
               std::vector<double>* scratch) {
   const bool row = pass.row_v != nullptr, col = pass.col_u != nullptr;
   const bool abs = pass.row_vabs != nullptr || pass.col_uabs != nullptr;
-  auto* tile = row && col ? (abs ? tile_row_col_abs : tile_row_col)
-               : row      ? (abs ? tile_row_abs : tile_row)
-                          : (abs ? tile_col_abs : tile_col);
+  auto* tile = pass.unit ? (row && col ? (abs ? sum_row_col_abs : sum_row_col)
+                            : row      ? (abs ? sum_row_abs : sum_row)
+                                       : (abs ? sum_col_abs : sum_col))
+                         : (row && col ? (abs ? tile_row_col_abs : tile_row_col)
+                            : row      ? (abs ? tile_row_abs : tile_row)
+                                       : (abs ? tile_col_abs : tile_col));
   const int64_t rt = (R + kTileRows - 1) / kTileRows, ct = (Cc + kTileCols - 1) / kTileCols;
   const int64_t planes = abs ? 2 : 1;
   // Partials: rows [planes][ct][R], then columns [planes][rt][Cc].
@@ -394,7 +405,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
   switch (p.kind) {
     case GemmKind::kForward:  // A = inp [N, C], B = weight^T; alpha, beta over C
       if (N <= OC) {
-        run_pass(p.inp, N, C, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1}, t, sc);
+        run_pass(p.inp, N, C, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1, .unit = true}, t,
+                 sc);
         run_pass(p.weight, OC, C,
                  {.row_v = a0,
                   .row_vabs = a1,
@@ -407,7 +419,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
                  t, sc);
         run_pass(p.inp, N, C, {.row_v = b0, .row_vabs = b1, .row_out = erow, .row_abs = srow}, t, sc);
       } else {
-        run_pass(p.weight, OC, C, {.col_u = one, .col_uabs = one, .col_out = b0, .col_abs = b1}, t, sc);
+        run_pass(p.weight, OC, C, {.col_u = one, .col_uabs = one, .col_out = b0, .col_abs = b1, .unit = true},
+                 t, sc);
         run_pass(p.inp, N, C,
                  {.row_v = b0,
                   .row_vabs = b1,
@@ -438,7 +451,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
       break;
     case GemmKind::kBackwardInput:  // A = dout [N, OC], B = weight [OC, C]; alpha, beta over OC
       if (N <= C) {
-        run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1}, t, sc);
+        run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1, .unit = true},
+                 t, sc);
         run_pass(p.weight, OC, C,
                  {.row_v = one,
                   .row_vabs = one,
@@ -451,7 +465,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
                  t, sc);
         run_pass(p.dout, N, OC, {.row_v = b0, .row_vabs = b1, .row_out = erow, .row_abs = srow}, t, sc);
       } else {
-        run_pass(p.weight, OC, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1}, t, sc);
+        run_pass(p.weight, OC, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1, .unit = true},
+                 t, sc);
         run_pass(p.dout, N, OC,
                  {.row_v = b0,
                   .row_vabs = b1,
@@ -467,7 +482,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
       break;
     case GemmKind::kBackwardWeight:  // A = dout^T [OC, N], B = inp [N, C]; alpha, beta over N
       if (OC <= C) {
-        run_pass(p.dout, N, OC, {.row_v = one, .row_vabs = one, .row_out = a0, .row_abs = a1}, t, sc);
+        run_pass(p.dout, N, OC, {.row_v = one, .row_vabs = one, .row_out = a0, .row_abs = a1, .unit = true},
+                 t, sc);
         run_pass(p.inp, N, C,
                  {.row_v = one,
                   .row_vabs = one,
@@ -480,7 +496,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
                  t, sc);
         run_pass(p.dout, N, OC, {.col_u = b0, .col_uabs = b1, .col_out = erow, .col_abs = srow}, t, sc);
       } else {
-        run_pass(p.inp, N, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1}, t, sc);
+        run_pass(p.inp, N, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1, .unit = true}, t,
+                 sc);
         run_pass(p.dout, N, OC,
                  {.row_v = one,
                   .row_vabs = one,
@@ -495,7 +512,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
       }
       break;
     case GemmKind::kBackwardBias: {  // A = e^T [1, N], B = dout [N, OC]: one element per column
-      run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = ecol, .col_abs = scol}, t, sc);
+      run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = ecol, .col_abs = scol, .unit = true},
+               t, sc);
       double sum = 0.0, sum_abs = 0.0;
       for (int64_t j = 0; j < OC; ++j) {
         sum += ecol[j];
@@ -517,7 +535,8 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
               .row_out = r0.data(),
               .row_abs = r1.data(),
               .col_out = c0.data(),
-              .col_abs = c1.data()},
+              .col_abs = c1.data(),
+              .unit = true},
              t, sc);
     for (int64_t i = 0; i < M; ++i) {
       erow[i] += r0[i];
@@ -571,7 +590,7 @@ Status HostChecksumKernels::encode_weighted(const GemmProblem& p, const float* b
       run_pass(p.dout, N, OC, {.col_u = bw.data(), .col_out = rw}, t, sc);
       break;
     case GemmKind::kBackwardBias: {
-      run_pass(p.dout, N, OC, {.col_u = one, .col_out = cw}, t, sc);  // one row, weight 1
+      run_pass(p.dout, N, OC, {.col_u = one, .col_out = cw, .unit = true}, t, sc);  // one row, weight 1
       double sum = 0.0;
       for (int64_t j = 0; j < OC; ++j) sum += static_cast<double>(j + 1) * cw[j];
       rw[0] = sum;
@@ -592,7 +611,8 @@ Status HostChecksumKernels::measure(const GemmProblem& p, const float* c, bool w
   const int64_t M = p.rows(), Nn = p.cols();
   const double* one = ones(std::max(M, Nn));
   resize_lines(out, M, Nn, false);
-  run_pass(c, M, Nn, {.row_v = one, .col_u = one, .row_out = out->row.data(), .col_out = out->col.data()},
+  run_pass(c, M, Nn,
+           {.row_v = one, .col_u = one, .row_out = out->row.data(), .col_out = out->col.data(), .unit = true},
            threads_, &scratch_);
   if (weighted) {
     const double* w = weights(std::max(M, Nn));
