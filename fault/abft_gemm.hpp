@@ -15,7 +15,7 @@
 // Split for devices: ChecksumKernels does the work that reads operand or output memory (O(MK + KNn
 // + MNn) matrix-vector passes and single elements); AbftGemm is host logic on the small vectors it
 // returns. HostChecksumKernels is the CPU implementation (OpenMP, deterministic: every sum has a
-// fixed order whatever the thread count); a CUDA implementation supplies the same five calls.
+// fixed order whatever the thread count); a CUDA implementation supplies the same calls.
 #pragma once
 
 #include <cstddef>
@@ -39,8 +39,9 @@ enum class GemmKind : uint8_t {
 const char* gemm_kind_name(GemmKind kind);
 
 inline constexpr double kFp32UnitRoundoff = 0x1p-24;
-// c in tau above: the largest residual / tau measured over the clean-GEMM calibration suite
-// (tests/fault/test_abft_gemm.cpp, docs/faults.md) is well below 1 with this value.
+// c in tau above. Calibration (tests/fault/test_abft_gemm.cpp, docs/faults.md): the largest residual /
+// tau over 4096 clean GEMMs of realistic and adversarial value ranges, fp32 and bf16-rounded inputs,
+// is 0.22 (a margin of 4.6x).
 inline constexpr double kDefaultThresholdScale = 1.0;
 
 struct AbftOptions {
@@ -135,7 +136,7 @@ class HostChecksumKernels final : public ChecksumKernels {
   int threads_;
   std::vector<double> ones_, weights_;
   std::vector<double> a0_, a1_, b0_, b1_;  // operand-side vectors of length K
-  std::vector<double> scratch_;            // partial sums of the column passes
+  std::vector<double> scratch_;            // tile partial sums of the passes
 };
 
 enum class AbftOutcome : uint8_t {
