@@ -5,7 +5,7 @@
 // asynchronous writer off (commit inside the step loop) and on (stage, then write in the
 // background). The step is simulated by a sleep, as a GPU step leaves the host CPU idle. Prints a
 // table and writes JSON.
-//   bench_checkpoint [--dir d] [--scale 1] [--reps 2] [--step-ms 100] [--interval-s 60]
+//   bench_checkpoint [--dir d] [--scale 1] [--reps 3] [--step-ms 100] [--interval-s 60]
 //                    [--checkpoints 3] [--json f]
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -132,7 +132,10 @@ struct LoopResult {
 Status run_loop(bool async, CheckpointStore* store, Snapshot* state, double step_s, double interval_s,
                 int checkpoints, LoopResult* out) {
   std::unique_ptr<AsyncCheckpointWriter> writer;
-  if (async) writer = std::make_unique<AsyncCheckpointWriter>(store);
+  if (async) {
+    writer = std::make_unique<AsyncCheckpointWriter>(store);
+    PERIGEE_CHECK(writer->prepare(*state));  // at startup, as a training loop would
+  }
   const int64_t steps_per_ckpt = std::max<int64_t>(1, std::llround(interval_s / step_s));
   const int64_t total = steps_per_ckpt * checkpoints;
   const auto t0 = Clock::now();
@@ -176,7 +179,7 @@ int main(int argc, char** argv) {
   CLI::App app{"bench_checkpoint: checkpoint throughput vs dd, and training stall with async on/off"};
   std::string dir = (std::filesystem::temp_directory_path() / "perigee-bench-checkpoint").string();
   double scale = 1.0, step_ms = 100.0, interval_s = 60.0;
-  int reps = 2, checkpoints = 3;
+  int reps = 3, checkpoints = 3;
   std::string json_path;
   app.add_option("--dir", dir, "folder to write to (created; emptied first)");
   app.add_option("--scale", scale, "fraction of the GPT-2 124M state (1 = 1.49 GB)")

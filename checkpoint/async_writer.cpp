@@ -97,17 +97,16 @@ Status AsyncCheckpointWriter::stage(const StateSource& source, StageStats* stats
   // The thread is idle: the staging snapshot is ours until the job is handed over.
   PERIGEE_CHECK(validate_meta(source.meta));
   const auto t_copy = Clock::now();
-  staging_.meta = source.meta;
-  staging_.buffers.resize(source.buffers.size());
-  for (size_t i = 0; i < source.buffers.size(); ++i) {
-    const BufferSource& src = source.buffers[i];
+  for (const BufferSource& src : source.buffers) {
     PERIGEE_CHECK(validate_buffer_layout(src.name, src.views, src.size));
     PERIGEE_REQUIRE(src.host || src.copy_out, StatusCode::kInvalidArgument, "buffer '", src.name,
                     "' has neither a host pointer nor a copy-out");
+  }
+  staging_.meta = source.meta;
+  size_staging(source);
+  for (size_t i = 0; i < source.buffers.size(); ++i) {
+    const BufferSource& src = source.buffers[i];
     Buffer& dst = staging_.buffers[i];
-    dst.name = src.name;
-    dst.views = src.views;
-    dst.data.resize(src.size);
     if (src.host) {
       std::memcpy(dst.data.data(), src.host, src.size * sizeof(float));
     } else {
@@ -130,12 +129,49 @@ Status AsyncCheckpointWriter::stage(const StateSource& source, StageStats* stats
   return Status::ok();
 }
 
-Status AsyncCheckpointWriter::stage(const Snapshot& snapshot, StageStats* stats) {
+StateSource AsyncCheckpointWriter::host_source(const Snapshot& snapshot) {
   StateSource source;
   source.meta = snapshot.meta;
   for (const Buffer& b : snapshot.buffers)
     source.buffers.push_back(BufferSource{b.name, b.views, b.data.size(), b.data.data(), {}});
-  return stage(source, stats);
+  return source;
+}
+
+Status AsyncCheckpointWriter::stage(const Snapshot& snapshot, StageStats* stats) {
+  return stage(host_source(snapshot), stats);
+}
+
+void AsyncCheckpointWriter::wait_idle(std::unique_lock<std::mutex>& lock) {
+  cv_.wait(lock, [&] { return !busy_; });
+}
+
+void AsyncCheckpointWriter::size_staging(const StateSource& source) {
+  staging_.buffers.resize(source.buffers.size());
+  for (size_t i = 0; i < source.buffers.size(); ++i) {
+    Buffer& dst = staging_.buffers[i];
+    dst.name = source.buffers[i].name;
+    dst.views = source.buffers[i].views;
+    dst.data.resize(source.buffers[i].size);  // zero-fills new memory: every page is touched here
+  }
+}
+
+Status AsyncCheckpointWriter::prepare(const StateSource& layout) {
+  for (const BufferSource& b : layout.buffers) PERIGEE_CHECK(validate_buffer_layout(b.name, b.views, b.size));
+  std::unique_lock<std::mutex> lock(mu_);
+  wait_idle(lock);
+  size_staging(layout);
+  return Status::ok();
+}
+
+Status AsyncCheckpointWriter::prepare(const Snapshot& layout) {
+  return prepare(host_source(layout));
+}
+
+uint64_t AsyncCheckpointWriter::staging_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t n = 0;
+  for (const Buffer& b : staging_.buffers) n += b.data.capacity() * sizeof(float);
+  return n;
 }
 
 Status AsyncCheckpointWriter::wait(WriteRecord* last) {

@@ -15,6 +15,7 @@
 // - stage()/wait() are called from one thread (the training loop). The destructor waits for the
 //   write in flight, so a staged checkpoint is never dropped; call wait() first to see its error.
 // - All HDF5 calls of the library hold hdf5_mutex(), so loads on other threads stay safe.
+// - prepare() at startup allocates the staging memory, so the first stage() is only a copy.
 #pragma once
 
 #include <condition_variable>
@@ -77,6 +78,12 @@ class AsyncCheckpointWriter {
   AsyncCheckpointWriter(const AsyncCheckpointWriter&) = delete;
   AsyncCheckpointWriter& operator=(const AsyncCheckpointWriter&) = delete;
 
+  // Allocates (and touches) the staging buffers for this layout ahead of time, so that the first
+  // stage() costs a copy, not an allocation of the whole state. Waits for a write in flight.
+  Status prepare(const StateSource& layout);
+  Status prepare(const Snapshot& layout);
+  uint64_t staging_bytes() const;
+
   // Copies `source` into the staging snapshot and starts its background commit.
   Status stage(const StateSource& source, StageStats* stats = nullptr);
   // Same for host state held in a Snapshot (memcpy copy-out).
@@ -92,6 +99,11 @@ class AsyncCheckpointWriter {
 
  private:
   void run();
+  // Waits until no write is in flight (mu_ held through `lock`).
+  void wait_idle(std::unique_lock<std::mutex>& lock);
+  // Sizes the staging buffers for `source` (thread idle).
+  void size_staging(const StateSource& source);
+  static StateSource host_source(const Snapshot& snapshot);
   // With mu_ held: hands out (and clears) the pending background error.
   Status take_error_locked();
 

@@ -282,8 +282,11 @@ Status CheckpointStore::commit(const Snapshot& snapshot, CommitStats* stats) {
   if (removed_newer) PERIGEE_CHECK(fsync_dir(dir_));
 
   // 3. The commit point.
-  if (::rename(tmp.c_str(), final_path.c_str()) != 0)
-    return make_error(StatusCode::kIoError, "renaming '", tmp, "' to '", final_path, "': ", errno_text());
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    Status e = make_error(StatusCode::kIoError, "renaming '", tmp, "' to '", final_path, "': ", errno_text());
+    (void)remove_file(tmp);
+    return e;
+  }
   PERIGEE_CHECK(fsync_dir(dir_));
 
   // 4. The pointer, only after the file it names is durable.

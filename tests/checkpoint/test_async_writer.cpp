@@ -70,6 +70,21 @@ TEST(AsyncWriter, StagedCopyIsIndependentOfTheLiveState) {
   EXPECT_TRUE(bit_equal(back, at_stage, &why)) << why;
 }
 
+TEST(AsyncWriter, PrepareAllocatesTheStagingAhead) {
+  SlowCommit commit;
+  AsyncCheckpointWriter writer(commit.fn());
+  const Snapshot s = make_snapshot(2, 2);
+  EXPECT_EQ(writer.staging_bytes(), 0u);
+  PERIGEE_CHECK_OR_DIE(writer.prepare(s));
+  EXPECT_EQ(writer.staging_bytes(), s.data_bytes());
+  PERIGEE_CHECK_OR_DIE(writer.stage(s));
+  PERIGEE_CHECK_OR_DIE(writer.wait());
+  EXPECT_EQ(writer.staging_bytes(), s.data_bytes());  // reused, not grown
+  Snapshot bad = s;
+  bad.buffers[0].views.pop_back();
+  EXPECT_EQ(writer.prepare(bad).code(), StatusCode::kInvalidArgument);
+}
+
 TEST(AsyncWriter, StallIsTheCopyNotTheWrite) {
   SlowCommit commit;
   commit.delay = 300ms;
