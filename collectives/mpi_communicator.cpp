@@ -130,7 +130,7 @@ Status MpiCommunicator::wait(std::vector<MPI_Request>* requests, const char* op,
   requests->clear();
   abandoned_what_ = str_cat(op, " of ", bytes, " bytes");
   return make_error(StatusCode::kUnavailable, abandoned_what_, " did not complete within ", timeout_s_,
-                    " s: a peer rank died or stopped responding (rank ", rank_, " of ", size_,
+                    " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_,
                     "; MPI cannot cancel the collective, so the job must end)");
 }
 

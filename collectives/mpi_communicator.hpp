@@ -24,6 +24,9 @@
 
 namespace perigee::collectives {
 
+// The cause every timed-out collective names (perigee-run looks for it in the job's output).
+inline constexpr char kPeerLostMessage[] = "a peer rank died or stopped responding";
+
 // MPI member of the PERIGEE_CHECK family.
 Status mpi_status(int err, const char* what);
 #define PERIGEE_CHECK_MPI(call) PERIGEE_CHECK(::perigee::collectives::mpi_status((call), #call))

@@ -8,6 +8,7 @@
 // the restart policy, the stall watchdog and what it catches that the MPI timeouts cannot.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 
 #include "checkpoint/hdf5_io.hpp"
 #include "checkpoint/store.hpp"
+#include "collectives/mpi_communicator.hpp"
 #include "runtime/config.hpp"
 
 namespace {
@@ -254,11 +256,98 @@ NewestCheckpoint newest_checkpoint(const std::string& dir, int np) {
   return out;
 }
 
+// ---- the job's output ------------------------------------------------------------------------------
+
+// Copies mpirun's stdout and stderr to ours as they come and watches them for the message of a
+// collective that timed out (collectives/mpi_communicator.hpp). perigee-train exits 2 on every
+// setup failure; when the cause is a peer that died or stopped during setup, that is not a config
+// error and the job is relaunched.
+class OutputRelay {
+ public:
+  ~OutputRelay() {
+    for (int i = 0; i < 2; ++i) {
+      for (int fd : pipes_[i]) {
+        if (fd >= 0) close(fd);
+      }
+    }
+  }
+  bool open() {
+    for (auto& p : pipes_) {
+      if (pipe2(p, O_CLOEXEC) != 0) return false;
+      fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
+    }
+    return true;
+  }
+  // In the child, before exec: the write ends become stdout and stderr.
+  void attach_child() {
+    dup2(pipes_[0][1], STDOUT_FILENO);
+    dup2(pipes_[1][1], STDERR_FILENO);
+  }
+  void close_write_ends() {
+    for (auto& p : pipes_) {
+      close(p[1]);
+      p[1] = -1;
+    }
+  }
+  // Waits up to timeout_ms for output and copies what is there.
+  void pump(int timeout_ms) {
+    pollfd fds[2];
+    int n = 0;
+    for (int i = 0; i < 2; ++i) {
+      if (pipes_[i][0] >= 0) fds[n++] = pollfd{pipes_[i][0], POLLIN, 0};
+    }
+    if (n == 0) {
+      usleep(static_cast<useconds_t>(timeout_ms) * 1000);
+      return;
+    }
+    if (poll(fds, static_cast<nfds_t>(n), timeout_ms) <= 0) return;
+    for (int i = 0; i < 2; ++i) copy(i);
+  }
+  // Copies everything left (the writers are gone).
+  void drain() {
+    for (int i = 0; i < 2; ++i) copy(i);
+  }
+  bool saw_peer_timeout() const { return peer_timeout_; }
+
+ private:
+  void copy(int i) {
+    const int fd = pipes_[i][0];
+    if (fd < 0) return;
+    char buf[65536];
+    while (true) {
+      const ssize_t got = read(fd, buf, sizeof(buf));
+      if (got > 0) {
+        const int out = i == 0 ? STDOUT_FILENO : STDERR_FILENO;
+        for (ssize_t done = 0; done < got;) {
+          const ssize_t w = write(out, buf + done, static_cast<size_t>(got - done));
+          if (w <= 0) break;
+          done += w;
+        }
+        // Keep a tail, so that a message split across reads is still found.
+        tail_[i].append(buf, static_cast<size_t>(got));
+        if (tail_[i].find(perigee::collectives::kPeerLostMessage) != std::string::npos) peer_timeout_ = true;
+        if (tail_[i].size() > 512) tail_[i].erase(0, tail_[i].size() - 512);
+        continue;
+      }
+      if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+        close(fd);
+        pipes_[i][0] = -1;
+      }
+      return;
+    }
+  }
+
+  int pipes_[2][2] = {{-1, -1}, {-1, -1}};  // [stdout, stderr][read end, write end]
+  std::string tail_[2];
+  bool peer_timeout_ = false;
+};
+
 // ---- one launch ------------------------------------------------------------------------------------
 
 struct LaunchResult {
   int status = 0;               // wait status of mpirun
   bool stalled = false;         // killed by the stall watchdog
+  bool peer_timeout = false;    // the output shows a collective that timed out
   int stop_signal = 0;          // SIGINT/SIGTERM/SIGHUP received: do not relaunch
   bool exec_failed = false;     // mpirun could not be started
   double seconds = 0.0;         // launch to exit
@@ -277,6 +366,14 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
     result.exec_failed = true;
     return result;
   }
+  OutputRelay relay;
+  if (!relay.open()) {
+    say("error: pipe2: ", std::strerror(errno));
+    result.exec_failed = true;
+    return result;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
   const pid_t child = fork();
   if (child < 0) {
     say("error: fork: ", std::strerror(errno));
@@ -287,6 +384,7 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);  // the supervisor died: mpirun ends the job
     sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+    relay.attach_child();
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -296,6 +394,7 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
     _exit(127);
   }
   setpgid(child, child);
+  relay.close_write_ends();
   close(exec_pipe[1]);
   int exec_errno = 0;
   const bool exec_error = read(exec_pipe[0], &exec_errno, sizeof(exec_errno)) == sizeof(exec_errno);
@@ -316,11 +415,9 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   Progress progress = read_progress(run_dir, checkpoint_dir);
   auto last_progress = Clock::now();
   std::optional<Clock::time_point> last_step;
-  std::optional<Clock::time_point> kill_at;  // after a stop signal: SIGKILL when the grace ends
-  while (!child_status) {
-    timespec tick{0, 100 * 1000 * 1000};
-    siginfo_t info{};
-    const int sig = sigtimedwait(&handled, &info, &tick);
+  bool kill_pending = false;  // after a stop signal: SIGKILL at kill_at, when the grace ends
+  Clock::time_point kill_at = Clock::now();
+  const auto handle_signal = [&](int sig) {
     if (sig == SIGCHLD) {
       reap(child, &child_status);
     } else if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
@@ -329,6 +426,7 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
         say("received ", signal_text(sig), ": forwarding it to mpirun (SIGKILL in ", fixed(opt.grace_s, 0),
             " s if the job has not ended)");
         kill(-child, sig);
+        kill_pending = true;
         kill_at = Clock::now() +
                   std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt.grace_s));
       } else {
@@ -336,11 +434,22 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
         kill_all_descendants(child, &child_status);
       }
     }
+  };
+  while (!child_status) {
+    relay.pump(100);
+    // Signals stay blocked and are collected here (SIGCHLD is seen within one pump).
+    while (true) {
+      timespec zero{0, 0};
+      siginfo_t info{};
+      const int sig = sigtimedwait(&handled, &info, &zero);
+      if (sig <= 0) break;
+      handle_signal(sig);
+    }
     if (child_status) break;
-    if (kill_at && Clock::now() >= *kill_at) {
+    if (kill_pending && Clock::now() >= kill_at) {
       say("the job did not end within ", fixed(opt.grace_s, 0), " s of the signal: SIGKILL");
       kill_all_descendants(child, &child_status);
-      kill_at.reset();
+      kill_pending = false;
       continue;
     }
     const Progress now = read_progress(run_dir, checkpoint_dir);
@@ -364,6 +473,8 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   // Ranks that outlive mpirun (e.g. mpirun itself was killed) must not run next to the next launch.
   const int leftovers = kill_all_descendants(child, &child_status);
   if (leftovers > 0) say("killed ", leftovers, " leftover process(es) of the ended job");
+  relay.drain();
+  result.peer_timeout = relay.saw_peer_timeout();
   return result;
 }
 
@@ -446,6 +557,12 @@ int run(const Options& opt) {
   }
   const std::string run_dir = (fs::path(config.run.dir) / config.run.name).string();
   const std::string checkpoint_dir = !cc.dir.empty() ? cc.dir : run_dir + "/checkpoints";
+  // perigee-train decides on each rank whether to look for a checkpoint from the folder's existence,
+  // and rank 0 creates the folder: on a first launch the ranks could disagree (rank 1 in a broadcast
+  // that rank 0 never makes). Creating it up front gives every rank the same answer.
+  std::error_code ec;
+  fs::create_directories(checkpoint_dir, ec);
+  if (ec) say("warning: cannot create ", checkpoint_dir, ": ", ec.message());
 
   std::vector<std::string> argv = {opt.mpirun, "-np", std::to_string(opt.np)};
   if (opt.local_flags) {
@@ -498,8 +615,12 @@ int run(const Options& opt) {
                           : std::string("before its first training step"),
         " (", fixed(r.since_progress, 1), " s after its last output)");
     if (!r.stalled && WIFEXITED(r.status) && WEXITSTATUS(r.status) == kSetupErrorStatus) {
-      say("not relaunching: a setup or config error does not heal (see the message above)");
-      return kSetupErrorStatus;
+      if (!r.peer_timeout) {
+        say("not relaunching: a setup or config error does not heal (see the message above)");
+        return kSetupErrorStatus;
+      }
+      say("the setup error is a collective that timed out (a peer rank died or stopped responding during "
+          "setup), not a config error: relaunching");
     }
     if (restarts >= opt.max_restarts) {
       say("giving up: ", opt.max_restarts, " restart(s) spent");
@@ -554,6 +675,10 @@ int main(int argc, char** argv) {
                "supervise a config without checkpoints (every restart starts over)");
   app.add_option("config", opt.config, "TOML config file (see docs/config.md)")->required();
   app.allow_extras();
+  // A repeated option takes its last value (scripts append to a base command line).
+  for (CLI::Option* o : app.get_options()) {
+    if (o->get_expected_max() == 1) o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Hang test: no rank may leave the job blocked. First the supervisor's policy against a fake mpirun
+# (a script that fails on purpose): a config error is not retried, a setup error caused by a
+# collective timeout is; restarts are bounded with a doubling back-off; SIGTERM is forwarded;
+# processes left by a launch are killed before the next one; a silent job is killed by the stall
+# watchdog. Then the real thing: one job runs 2 ranks under perigee-run with
+# [comm] timeout_s = 5 and --stall-timeout 8, and three faults hit it one after the other:
+#   1. rank 1 stops responding (SIGSTOP) mid-run: rank 0's collective times out, it aborts the job;
+#   2. rank 0 stops (rank 1 is then inside an allreduce, waiting), and is killed (-9) a second later:
+#      mpirun sees the death and ends the job;
+#   3. every rank stops at once: no collective can time out, the supervisor's stall watchdog kills
+#      the job.
+# Each time the supervisor must relaunch within BOUND seconds of the fault (measured from the
+# signal to the supervisor's "launch N" line), the stopped processes must be gone, and in the end
+# the run completes from its checkpoints, every checkpoint verifies, and no process is left.
+#   hang.sh <perigee-data> <perigee-train> <perigee-run> <perigee-ckpt> <mpiexec>
+set -uo pipefail
+DATA_BIN=$1 RUN_BIN=$3 CKPT_BIN=$4 MPIEXEC=$5
+TRAIN_BIN=$2
+BOUND=30
+WORK=$(mktemp -d /tmp/perigee_hang.XXXXXX)
+SUP_PID=""
+declare -a SEEN_PIDS=()
+cleanup() {
+  # Only processes this test started; stopped ones get SIGCONT too (harmless after SIGKILL).
+  [[ -n $SUP_PID ]] && kill -9 "$SUP_PID" 2>/dev/null
+  for p in "${SEEN_PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null
+    kill -CONT "$p" 2>/dev/null
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  [[ -f $WORK/sup.log ]] && { echo "--- supervisor log"; grep -a "perigee-run\|resumed\|error\|did not complete" "$WORK/sup.log" | tail -40; }
+  exit 1
+}
+exec {SLEEP_FD}<> <(:)
+nap() { read -r -t "$1" -u "$SLEEP_FD"; }
+now() { date +%s.%N; }
+diff_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+T_START=$(now)
+
+for i in $(seq 1 400); do
+  echo "Satellite $i lost its laser link to the next plane and waited for it to come back."
+  echo
+done > "$WORK/corpus.txt"
+"$DATA_BIN" --input "$WORK/corpus.txt" --out "$WORK/tok" --val-fraction 0.1 > "$WORK/data.log" 2>&1 \
+  || { cat "$WORK/data.log"; fail "perigee-data failed"; }
+[[ -x $TRAIN_BIN ]] || fail "perigee-train not found at $TRAIN_BIN"
+
+STEPS=400
+cat > "$WORK/tiny.toml" <<TOML
+[model]
+n_layer = 2
+n_head = 2
+n_embd = 32
+context = 32
+
+[train]
+batch_size = 4
+seq_len = 32
+steps = $STEPS
+warmup_steps = 10
+val_every = 0
+val_batches = 0
+log_every = 100
+sample_tokens = 0
+
+[data]
+train_file = "$WORK/tok_train.bin"
+val_file = "$WORK/tok_val.bin"
+
+[device]
+device = "cpu"
+threads = 1
+
+[comm]
+timeout_s = 5
+
+[checkpoint]
+every_steps = 4
+keep_last = 2
+
+[run]
+dir = "$WORK/runs"
+name = "hang"
+progress = "off"
+TOML
+
+# ---- the policy, against a fake mpirun -----------------------------------------------------------
+# The fake ignores its arguments; FAKE_MODE and the launch number ($WORK/fake.n) decide what it does.
+cat > "$WORK/fake-mpirun" <<'FAKE'
+#!/usr/bin/env bash
+n=$(( $(cat "$FAKE_DIR/fake.n" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$FAKE_DIR/fake.n"
+echo "fake mpirun launch $n ($FAKE_MODE)"
+case $FAKE_MODE in
+  config) echo "config: unknown key" >&2; exit 2 ;;
+  setup-timeout)
+    (( n == 1 )) && { echo "error: setup failed: broadcast of 4 bytes did not complete within 5 s: a peer rank died or stopped responding (rank 1 of 2)" >&2; exit 2; }
+    exit 0 ;;
+  abort) exit 3 ;;
+  term) trap 'echo "fake got SIGTERM"; exit 143' TERM; sleep 30 & wait; exit 0 ;;
+  orphan)
+    if (( n == 1 )); then
+      sleep 300 &
+      echo $! > "$FAKE_DIR/orphan.pid"
+      disown
+      exit 3
+    fi
+    kill -0 "$(cat "$FAKE_DIR/orphan.pid")" 2>/dev/null && { echo "orphan of launch 1 still alive"; exit 5; }
+    exit 0 ;;
+  silent) (( n == 1 )) && { sleep 30; exit 0; }; exit 0 ;;
+esac
+FAKE
+chmod +x "$WORK/fake-mpirun"
+export FAKE_DIR=$WORK
+policy() {  # policy <mode> <expected rc> <expected launches> <pattern> [perigee-run options]
+  local mode=$1 want_rc=$2 want_launches=$3 pattern=$4 rc n
+  shift 4
+  rm -f "$WORK/fake.n"
+  FAKE_MODE=$mode "$RUN_BIN" --np 2 --mpirun "$WORK/fake-mpirun" --backoff 0.1 --stall-timeout 0 "$@" \
+    "$WORK/tiny.toml" --run.name=policy > "$WORK/policy.log" 2>&1 &
+  SUP_PID=$!
+  if [[ $mode == term ]]; then
+    until grep -q "fake mpirun launch 1" "$WORK/policy.log"; do nap 0.02; done
+    nap 0.2
+    kill -TERM "$SUP_PID"
+  fi
+  wait "$SUP_PID"
+  rc=$?
+  SUP_PID=""
+  n=$(grep -c "^fake mpirun launch" "$WORK/policy.log")
+  if [[ $rc -ne $want_rc || $n -ne $want_launches ]] || ! grep -q -- "$pattern" "$WORK/policy.log"; then
+    cat "$WORK/policy.log"
+    fail "policy $mode: exit $rc after $n launch(es), expected exit $want_rc after $want_launches with '$pattern'"
+  fi
+  echo "policy $mode: exit $rc after $n launch(es): $(grep -m1 -- "$pattern" "$WORK/policy.log" | sed 's/^\[perigee-run [0-9:.]*\] //' | cut -c1-150)"
+}
+policy config 2 1 "not relaunching: a setup or config error does not heal"
+policy setup-timeout 0 2 "not a config error: relaunching"
+policy abort 3 3 "giving up: 2 restart(s) spent" --max-restarts 2
+grep -q "restart 2 of 2 in 0.2 s" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "back-off did not double"; }
+policy term 143 1 "fake got SIGTERM"
+policy orphan 0 2 "killed 1 leftover process"
+policy silent 0 2 "stall watchdog: no progress" --stall-timeout 1
+"$RUN_BIN" --np 2 --mpirun "$WORK/fake-mpirun" "$WORK/tiny.toml" --checkpoint.every_steps=0 > "$WORK/policy.log" 2>&1
+rc=$?
+[[ $rc -eq 2 ]] && grep -q "a restart would start over" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "a config without checkpoints was not refused (exit $rc)"; }
+echo "policy no-checkpoint: refused with exit 2"
+
+# ---- the real job -----------------------------------------------------------------------------------
+METRICS="$WORK/runs/hang/metrics.jsonl"
+"$RUN_BIN" --np 2 --max-restarts 5 --backoff 0.5 --backoff-max 2 --stall-timeout 8 --mpirun "$MPIEXEC" \
+  --train-bin "$TRAIN_BIN" "$WORK/tiny.toml" > "$WORK/sup.log" 2>&1 &
+SUP_PID=$!
+MPIRUN_NAME=$(basename "$MPIEXEC" | cut -c1-15)
+launches() { grep -ac "\] launch [0-9]* of at most" "$WORK/sup.log"; }
+train_lines() {
+  local n=0
+  [[ -f $METRICS ]] && n=$(grep -ac '"type":"train"' "$METRICS")
+  echo "${n:-0}"
+}
+sup_alive() { kill -0 "$SUP_PID" 2>/dev/null; }
+# Sets MPIRUN_PID and RANK0/RANK1 (by MPI rank) of the current launch.
+job_pids() {
+  MPIRUN_PID=$(pgrep -P "$SUP_PID" -x "$MPIRUN_NAME" 2>/dev/null | head -1) || true
+  RANK0="" RANK1=""
+  [[ -n $MPIRUN_PID ]] || return 0
+  for p in $(pgrep -P "$MPIRUN_PID" 2>/dev/null); do
+    case $(tr '\0' '\n' 2>/dev/null < "/proc/$p/environ" | grep -x "OMPI_COMM_WORLD_RANK=[0-9]*") in
+      OMPI_COMM_WORLD_RANK=0) RANK0=$p ;;
+      OMPI_COMM_WORLD_RANK=1) RANK1=$p ;;
+    esac
+  done
+  SEEN_PIDS+=("$MPIRUN_PID" $RANK0 $RANK1)
+}
+# Waits until launch $1 runs both ranks and has trained $2 more steps.
+wait_training() {
+  local want=$1 more=$2 base deadline
+  deadline=$(( $(date +%s) + 60 ))
+  while (( $(launches) < want )); do
+    sup_alive || fail "supervisor ended before launch $want"
+    (( $(date +%s) < deadline )) || fail "launch $want did not start within 60 s"
+    nap 0.02
+  done
+  base=$(train_lines)
+  while true; do
+    sup_alive || fail "supervisor ended during launch $want"
+    (( $(date +%s) < deadline )) || fail "launch $want trained no $more steps within 60 s"
+    job_pids
+    [[ -n $RANK0 && -n $RANK1 ]] && (( $(train_lines) >= base + more )) && return 0
+    nap 0.01
+  done
+}
+# Waits for launch $1 and checks it came within BOUND s of $2 (the fault); prints the times.
+expect_relaunch() {
+  local want=$1 t_fault=$2 what=$3 t_fail="" line
+  while (( $(launches) < want )); do
+    sup_alive || fail "$what: supervisor ended instead of relaunching"
+    if [[ -z $t_fail ]] && (( $(grep -ac "\] launch $((want - 1)) failed" "$WORK/sup.log") > 0 )); then t_fail=$(now); fi
+    [[ $(diff_s "$t_fault" "$(now)" | cut -d. -f1) -lt $((BOUND + 30)) ]] || fail "$what: no relaunch within $((BOUND + 30)) s"
+    nap 0.02
+  done
+  local t_launch
+  t_launch=$(now)
+  [[ -n $t_fail ]] || t_fail=$t_launch
+  line=$(grep -a "\] launch $((want - 1)) failed" "$WORK/sup.log" | tail -1)
+  local total
+  total=$(diff_s "$t_fault" "$t_launch")
+  echo "$what: failure seen after $(diff_s "$t_fault" "$t_fail") s, relaunched after $total s (bound $BOUND s)"
+  echo "  supervisor: ${line#*] }"
+  awk -v t="$total" -v b="$BOUND" 'BEGIN { exit !(t <= b) }' || fail "$what: relaunch took $total s > $BOUND s"
+}
+expect_gone() {  # the processes $@ of an ended launch must be dead (or reaped)
+  local p state
+  for p in "$@"; do
+    for _ in $(seq 1 300); do
+      state=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null) || break
+      [[ -z $state || $state == Z ]] && break
+      nap 0.01
+    done
+    state=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)
+    [[ -z $state || $state == Z ]] || fail "process $p (state $state) outlived its launch"
+  done
+}
+
+# 1. Rank 1 stops responding.
+wait_training 1 40
+job_pids
+STOPPED=("$RANK1")
+kill -STOP "$RANK1"
+T=$(now)
+expect_relaunch 2 "$T" "rank 1 SIGSTOP (MPI timeout)"
+grep -aq "launch 1 failed.*exit status 3" "$WORK/sup.log" || fail "launch 1 did not end by the aborting collective timeout (exit 3)"
+grep -aq "did not complete within 5 s: a peer rank died or stopped responding" "$WORK/sup.log" \
+  || fail "no collective timeout message from rank 0"
+expect_gone "$MPIRUN_PID" "${STOPPED[@]}"
+
+# 2. Rank 0 stops while rank 1 waits in the allreduce, then dies.
+wait_training 2 20
+job_pids
+kill -STOP "$RANK0"
+nap 1
+kill -9 "$RANK0"
+T=$(now)
+expect_relaunch 3 "$T" "rank 0 killed (-9) inside an allreduce"
+grep -aq "launch 2 failed.*exit status 137" "$WORK/sup.log" || fail "launch 2 did not end by the rank's death (137)"
+expect_gone "$MPIRUN_PID" "$RANK0" "$RANK1"
+
+# 3. Every rank stops: only the stall watchdog can see it.
+wait_training 3 20
+job_pids
+kill -STOP "$RANK0" "$RANK1"
+T=$(now)
+expect_relaunch 4 "$T" "all ranks SIGSTOP (stall watchdog)"
+grep -aq "launch 3 failed.*killed by the watchdog" "$WORK/sup.log" || fail "launch 3 was not ended by the stall watchdog"
+expect_gone "$MPIRUN_PID" "$RANK0" "$RANK1"
+
+wait "$SUP_PID"
+SUP_RC=$?
+SUP_PID=""
+[[ $SUP_RC -eq 0 ]] || fail "perigee-run exited $SUP_RC"
+grep -aq "job completed: launch 4" "$WORK/sup.log" || fail "launch 4 did not complete the job"
+FINAL=$(printf "%s/runs/hang/checkpoints/ckpt-%08d.h5" "$WORK" "$STEPS")
+[[ -f $FINAL ]] || fail "final checkpoint $FINAL missing"
+"$CKPT_BIN" verify "$WORK/runs/hang/checkpoints" > "$WORK/verify.log" 2>&1 \
+  || { cat "$WORK/verify.log"; fail "a checkpoint fails verification"; }
+(( $(grep -ac '"type":"train","step":'"$STEPS"'.0' "$METRICS") >= 1 )) || fail "step $STEPS never logged"
+for p in "${SEEN_PIDS[@]}"; do
+  state=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)
+  [[ -z $state || $state == Z ]] || fail "process $p is still alive (state $state)"
+done
+echo "PASS in $(diff_s "$T_START" "$(now)") s"
