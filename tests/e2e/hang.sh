@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hang test: no rank may leave the job blocked. First the supervisor's policy against a fake mpirun
+# Hang test: no process may leave the job blocked. First the supervisor's policy against a fake mpirun
 # (a script that fails on purpose): a config error is not retried, a setup error caused by a
 # collective timeout is; restarts are bounded with a doubling back-off; SIGTERM is forwarded;
 # processes left by a launch are killed before the next one; a silent job is killed by the stall
@@ -9,7 +9,9 @@
 #   2. rank 0 stops (rank 1 is then inside an allreduce, waiting), and is killed (-9) a second later:
 #      mpirun sees the death and ends the job;
 #   3. every rank stops at once: no collective can time out, the supervisor's stall watchdog kills
-#      the job.
+#      the job;
+#   4. mpirun stops: the ranks finish training and then wait forever in MPI_Finalize; the stall
+#      watchdog again.
 # Each time the supervisor must relaunch within BOUND seconds of the fault (measured from the
 # signal to the supervisor's "launch N" line), the stopped processes must be gone, and in the end
 # the run completes from its checkpoints, every checkpoint verifies, and no process is left.
@@ -195,13 +197,13 @@ wait_training() {
     nap 0.01
   done
 }
-# Waits for launch $1 and checks it came within BOUND s of $2 (the fault); prints the times.
+# Waits for launch $1 and checks it came within $4 (default BOUND) s of $2 (the fault); prints the times.
 expect_relaunch() {
-  local want=$1 t_fault=$2 what=$3 t_fail="" line
+  local want=$1 t_fault=$2 what=$3 bound=${4:-$BOUND} t_fail="" line
   while (( $(launches) < want )); do
     sup_alive || fail "$what: supervisor ended instead of relaunching"
     if [[ -z $t_fail ]] && (( $(grep -ac "\] launch $((want - 1)) failed" "$WORK/sup.log") > 0 )); then t_fail=$(now); fi
-    [[ $(diff_s "$t_fault" "$(now)" | cut -d. -f1) -lt $((BOUND + 30)) ]] || fail "$what: no relaunch within $((BOUND + 30)) s"
+    [[ $(diff_s "$t_fault" "$(now)" | cut -d. -f1) -lt $((bound + 30)) ]] || fail "$what: no relaunch within $((bound + 30)) s"
     nap 0.02
   done
   local t_launch
@@ -210,9 +212,9 @@ expect_relaunch() {
   line=$(grep -a "\] launch $((want - 1)) failed" "$WORK/sup.log" | tail -1)
   local total
   total=$(diff_s "$t_fault" "$t_launch")
-  echo "$what: failure seen after $(diff_s "$t_fault" "$t_fail") s, relaunched after $total s (bound $BOUND s)"
+  echo "$what: failure seen after $(diff_s "$t_fault" "$t_fail") s, relaunched after $total s (bound $bound s)"
   echo "  supervisor: ${line#*] }"
-  awk -v t="$total" -v b="$BOUND" 'BEGIN { exit !(t <= b) }' || fail "$what: relaunch took $total s > $BOUND s"
+  awk -v t="$total" -v b="$bound" 'BEGIN { exit !(t <= b) }' || fail "$what: relaunch took $total s > $bound s"
 }
 expect_gone() {  # the processes $@ of an ended launch must be dead (or reaped)
   local p state
@@ -259,11 +261,27 @@ expect_relaunch 4 "$T" "all ranks SIGSTOP (stall watchdog)"
 grep -aq "launch 3 failed.*killed by the watchdog" "$WORK/sup.log" || fail "launch 3 was not ended by the stall watchdog"
 expect_gone "$MPIRUN_PID" "$RANK0" "$RANK1"
 
+# 4. mpirun itself stops. The ranks talk to each other directly, so they train on to the last step,
+#    then wait forever in MPI_Finalize (a fence through mpirun) where no collective timeout applies:
+#    the stall watchdog sees that metrics.jsonl stopped growing and kills the job; the relaunch finds
+#    the final checkpoint and ends at once. The bound counts the training that went on meanwhile.
+wait_training 4 20
+job_pids
+SEEN_PIDS+=("$MPIRUN_PID")
+kill -STOP "$MPIRUN_PID"
+T=$(now)
+expect_relaunch 5 "$T" "mpirun SIGSTOP (ranks finish, then hang in MPI_Finalize)" 60
+line=$(grep -a "\] launch 4 failed" "$WORK/sup.log")
+[[ $line == *"killed by the watchdog"* ]] || fail "launch 4 was not ended by the stall watchdog"
+detected=$(sed 's/.*detected \([0-9.]*\) s after its last training step.*/\1/' <<< "$line")
+awk -v d="$detected" 'BEGIN { exit !(d <= 10) }' || fail "launch 4: stall detected $detected s after the last step (> 10 s)"
+expect_gone "$MPIRUN_PID" "$RANK0" "$RANK1"
+
 wait "$SUP_PID"
 SUP_RC=$?
 SUP_PID=""
 [[ $SUP_RC -eq 0 ]] || fail "perigee-run exited $SUP_RC"
-grep -aq "job completed: launch 4" "$WORK/sup.log" || fail "launch 4 did not complete the job"
+grep -aq "job completed: launch 5" "$WORK/sup.log" || fail "launch 5 did not complete the job"
 FINAL=$(printf "%s/runs/hang/checkpoints/ckpt-%08d.h5" "$WORK" "$STEPS")
 [[ -f $FINAL ]] || fail "final checkpoint $FINAL missing"
 "$CKPT_BIN" verify "$WORK/runs/hang/checkpoints" > "$WORK/verify.log" 2>&1 \
