@@ -23,10 +23,15 @@ Status gradient_norm(GptModel& model, double* norm) {
   return Status::ok();
 }
 
-Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats) {
+Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats,
+                      const double* grad_norm) {
   UpdateStats s;
   s.lr = learning_rate(train, step);
-  PERIGEE_CHECK(gradient_norm(model, &s.grad_norm));
+  if (grad_norm != nullptr) {
+    s.grad_norm = *grad_norm;
+  } else {
+    PERIGEE_CHECK(gradient_norm(model, &s.grad_norm));
+  }
   PERIGEE_REQUIRE(std::isfinite(s.grad_norm), StatusCode::kInternal, "gradient norm is ", s.grad_norm,
                   " at step ", step, ": the update would corrupt the parameters");
   if (train.grad_clip > 0.0 && s.grad_norm > train.grad_clip) s.clip_scale = train.grad_clip / (s.grad_norm + 1e-6);

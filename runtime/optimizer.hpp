@@ -24,7 +24,9 @@ struct UpdateStats {
 // L2 norm of the whole gradient buffer (double accumulation, deterministic).
 Status gradient_norm(GptModel& model, double* norm);
 
-// One AdamW update for 0-based step `step` (bias correction uses step + 1).
-Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats);
+// One AdamW update for 0-based step `step` (bias correction uses step + 1). `grad_norm`: the
+// gradient norm when the caller already has it (else it is computed here).
+Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats,
+                      const double* grad_norm = nullptr);
 
 }  // namespace perigee::runtime

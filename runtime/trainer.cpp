@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <csignal>
 #include <fstream>
+#include <iterator>
 
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
@@ -48,8 +50,41 @@ std::string sci(double v) {
 Trainer::Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options)
     : config_(std::move(config)), comm_(comm), grad_comm_(comm), backend_(backend), options_(options) {}
 
+Status Trainer::setup_faults() {
+  const FaultConfig& fc = config_.fault;
+  invariants_ = StepInvariants(fc.loss_spike, fc.grad_spike, fc.window);
+  if (!fc.plan.empty()) {
+    PERIGEE_REQUIRE(backend_->kind() == kernels::DeviceKind::kCpu, StatusCode::kUnavailable,
+                    "[fault] plan: fault injection reaches host memory only; use device = \"cpu\"");
+    std::ifstream f(fc.plan);
+    PERIGEE_REQUIRE(f.good(), StatusCode::kNotFound, "[fault] plan: cannot read ", fc.plan);
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    fault::FaultPlan plan;
+    Status s = fault::parse_fault_plan(text, &plan);
+    PERIGEE_REQUIRE(s.is_ok(), s.code(), "[fault] plan ", fc.plan, ": ", s.message());
+    injector_ = std::make_unique<fault::FaultInjector>(std::move(plan), comm_->rank());
+  }
+  if (fc.abft) {
+    PERIGEE_REQUIRE(backend_->kind() == kernels::DeviceKind::kCpu, StatusCode::kUnavailable,
+                    "[fault] abft = true: the ABFT checksums of this build run on the CPU backend only");
+    abft_ = std::make_unique<fault::AbftBackend>(backend_);
+    abft_->set_event_callback([this](const fault::AbftEvent& e) {
+      log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C, "x", e.OC,
+                ": ", fault::abft_outcome_name(e.outcome), e.detail.empty() ? "" : " (" + e.detail + ")");
+    });
+    if (injector_) {
+      abft_->set_output_fault_hook([this](float* out, size_t n, fault::GemmKind) {
+        inject(fault::FaultTarget::kGemmOutput, out, n);
+      });
+    }
+    backend_ = abft_.get();
+  }
+  return Status::ok();
+}
+
 Status Trainer::setup() {
   const TrainConfig& tc = config_.train;
+  PERIGEE_CHECK(setup_faults());
   const int world = comm_->size();
   PERIGEE_REQUIRE(tc.batch_size % world == 0, StatusCode::kInvalidArgument, "[train] batch_size = ", tc.batch_size,
                   " is the global batch and must be divisible by the world size ", world,
@@ -223,25 +258,72 @@ Status Trainer::make_run_dir() {
   return Status::ok();
 }
 
-Status Trainer::step(StepResult* result) {
-  const auto t0 = Clock::now();
+Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_ms) {
   const int B = train_.local_batch(), T = config_.train.seq_len;
-  train_.next_batch(inputs_.data(), targets_.data());
-  double loss = 0.0;
-  PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, &loss));
+  PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, loss));
   PERIGEE_CHECK(model_.zero_grad());
   PERIGEE_CHECK(model_.backward());
   PERIGEE_CHECK(backend_->synchronize());
+  const size_t n = model_.num_parameters();
+  inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);
   const auto tc0 = Clock::now();
   if (comm_->size() > 1) {
-    PERIGEE_CHECK(grad_comm_->all_reduce(model_.grads(), model_.grads(), model_.num_parameters(),
-                                         DataType::kFloat32, ReduceOp::kAvg));
-    PERIGEE_CHECK(comm_->all_reduce(&loss, &loss, 1, DataType::kFloat64, ReduceOp::kAvg));
+    PERIGEE_CHECK(grad_comm_->all_reduce(model_.grads(), model_.grads(), n, DataType::kFloat32, ReduceOp::kAvg));
+    PERIGEE_CHECK(comm_->all_reduce(loss, loss, 1, DataType::kFloat64, ReduceOp::kAvg));
   }
-  const double comm_ms = ms_since(tc0);
-  PERIGEE_REQUIRE(std::isfinite(loss), StatusCode::kInternal, "loss is ", loss, " at step ", next_step_);
+  *comm_ms = ms_since(tc0);
+  inject(fault::FaultTarget::kGradientPostAllreduce, model_.grads(), n);
+  return gradient_norm(model_, grad_norm);
+}
+
+Status Trainer::step(StepResult* result) {
+  const auto t0 = Clock::now();
+  const int T = config_.train.seq_len;
+  train_.next_batch(inputs_.data(), targets_.data());
+  double loss = 0.0, norm = 0.0, comm_ms = 0.0;
+  PERIGEE_CHECK(compute_gradients(&loss, &norm, &comm_ms));
+
+  // Rungs 2 and 3: invariants, then a re-run from the unchanged state (parameters and moments are
+  // only written by the update below). loss and norm are global, so every rank decides alike.
+  bool apply = true;
+  const FaultConfig& fc = config_.fault;
+  const InvariantVerdict verdict = invariants_.check(loss, norm);
+  if (verdict.triggered) {
+    ++counters_.triggers;
+    log::warn("step ", next_step_ + 1, ": invariant fired: ", verdict.reason);
+    apply = false;
+    if (fc.rerun) {
+      double loss2 = 0.0, norm2 = 0.0, comm2 = 0.0;
+      PERIGEE_CHECK(compute_gradients(&loss2, &norm2, &comm2));
+      comm_ms += comm2;
+      if (loss2 == loss && norm2 == norm) {
+        ++counters_.reproducible;
+        log::warn("step ", next_step_ + 1, ": the re-run reproduces it (loss ", loss2,
+                  "): numerical or data anomaly, this batch is skipped");
+      } else if (invariants_.check(loss2, norm2).triggered) {
+        ++counters_.reproducible;
+        log::warn("step ", next_step_ + 1, ": the re-run differs but still fires (loss ", loss2, ", norm ", norm2,
+                  "): batch skipped");
+      } else {
+        ++counters_.transient;
+        log::warn("step ", next_step_ + 1, ": transient fault: the re-run gives loss ", loss2, ", norm ", norm2,
+                  " (was ", loss, ", ", norm, "); the re-run is kept");
+        loss = loss2, norm = norm2, apply = true;
+      }
+    }
+    PERIGEE_CHECK(metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(next_step_ + 1)),
+                                  metric_text("rung", "invariants"), metric_text("reason", verdict.reason),
+                                  metric_text("action", apply ? "rerun_kept" : "skipped")}));
+  }
   UpdateStats us;
-  PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us));
+  us.lr = learning_rate(config_.train, next_step_);
+  us.grad_norm = norm;
+  if (apply) {
+    PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us, &norm));
+    invariants_.accept(loss, norm);
+  } else {
+    ++counters_.skipped;
+  }
   PERIGEE_CHECK(backend_->synchronize());
 
   StepResult r;
@@ -250,12 +332,79 @@ Status Trainer::step(StepResult* result) {
   r.lr = us.lr;
   last_lr_ = us.lr;
   r.grad_norm = us.grad_norm;
-  r.ms = ms_since(t0);
   r.comm_ms = comm_ms;
-  r.tokens_per_s = static_cast<double>(config_.train.batch_size) * T / (r.ms / 1000.0);
+  r.applied = apply;
   ++next_step_;
+  PERIGEE_CHECK(after_update());
+  r.ms = ms_since(t0);
+  r.tokens_per_s = static_cast<double>(config_.train.batch_size) * T / (r.ms / 1000.0);
   if (result != nullptr) *result = r;
   return Status::ok();
+}
+
+size_t Trainer::inject(fault::FaultTarget target, float* buffer, size_t n) {
+  // A replayed step after a rollback does not meet the same upset again.
+  if (!injector_ || next_step_ <= replay_through_) return 0;
+  const size_t hits = injector_->inject(target, next_step_, buffer, n);
+  counters_.injected += hits;
+  return hits;
+}
+
+Status Trainer::after_update() {
+  const int64_t done = next_step_;  // steps completed
+  const size_t n = model_.num_parameters();
+  // Memory upsets land in the state that persists between steps.
+  inject(fault::FaultTarget::kParameter, model_.params(), n);
+  inject(fault::FaultTarget::kAdamM, model_.adam_m(), n);
+  inject(fault::FaultTarget::kAdamV, model_.adam_v(), n);
+  // A planned rank death (first launch only, so that a relaunch past it does not die again).
+  if (injector_ && resumed_from_step_ < 0 && injector_->rank_dead(comm_->rank(), done)) {
+    log::warn("fault plan: rank ", comm_->rank(), " dies (SIGKILL) after step ", done);
+    std::fflush(nullptr);
+    ::raise(SIGKILL);
+  }
+  const int64_t k = config_.fault.digest_every;
+  if (k > 0 && done % k == 0) {
+    ++counters_.replica_checks;
+    ReplicaCheck rc;
+    PERIGEE_CHECK(check_and_repair_replicas(*comm_, model_, &rc));
+    if (!rc.consistent) {
+      std::string ranks;
+      for (int r : rc.minority) ranks += str_cat(ranks.empty() ? "" : ",", r);
+      if (rc.needs_rollback) {
+        PERIGEE_CHECK(rollback(str_cat("replicas disagree after step ", done, " with no majority (ranks ", ranks, ")")));
+      } else {
+        ++counters_.replica_repairs;
+        log::warn("replica digest after step ", done, ": rank(s) ", ranks, " differed; repaired from rank ", rc.source);
+        PERIGEE_CHECK(metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(done)),
+                                      metric_text("rung", "replica_digest"), metric_text("ranks", ranks),
+                                      metric_text("action", "repaired")}));
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status Trainer::rollback(const std::string& why) {
+  constexpr uint64_t kMaxRollbacks = 8;  // a fault that keeps coming back must end the run, not loop
+  PERIGEE_REQUIRE(counters_.rollbacks < kMaxRollbacks, StatusCode::kInternal, why, ", after ", kMaxRollbacks,
+                  " rollbacks already: giving up (persistent fault?)");
+  log::warn(why, ": rolling back to the newest good checkpoint in ", checkpoint_dir_);
+  // checkpoint_enabled_ comes from the config, so every rank takes the same branch.
+  PERIGEE_REQUIRE(checkpoint_enabled_, StatusCode::kUnavailable, why,
+                  ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
+  if (writer_) PERIGEE_CHECK(writer_->wait());
+  const int64_t before = next_step_;
+  checkpoint::Snapshot snapshot;
+  resumed_from_step_ = -1;
+  PERIGEE_CHECK(resume_from(&snapshot));
+  PERIGEE_REQUIRE(resumed_from_step_ >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
+                  " holds no checkpoint to roll back to");
+  ++counters_.rollbacks;
+  replay_through_ = std::max(replay_through_, before);
+  return metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(before)),
+                         metric_text("rung", "rollback"), metric_text("reason", why),
+                         metric("to_step", static_cast<double>(next_step_))});
 }
 
 Status Trainer::evaluate(double* val_loss) {
@@ -368,6 +517,29 @@ Status Trainer::run() {
   }
   if (checkpoint_enabled_ && last_checkpoint_step_ != next_step_) PERIGEE_CHECK(save_checkpoint());
   PERIGEE_CHECK(finish_checkpoints());
+  if (abft_ || injector_ || counters_.triggers > 0 || counters_.replica_checks > 0) {
+    const FaultCounters& c = counters_;
+    std::vector<MetricField> fields = {metric_text("type", "fault_summary"), metric("injected", c.injected),
+                                       metric("triggers", c.triggers), metric("transient", c.transient),
+                                       metric("reproducible", c.reproducible), metric("skipped", c.skipped),
+                                       metric("replica_checks", c.replica_checks),
+                                       metric("replica_repairs", c.replica_repairs), metric("rollbacks", c.rollbacks)};
+    std::string abft_line;
+    if (abft_) {
+      const fault::AbftStats& a = abft_->stats();
+      abft_line = str_cat("; ABFT: ", a.gemms_checked, " GEMM outputs checked, ", a.faults_detected, " detected, ",
+                          a.corrected, " corrected, ", a.recomputed, " recomputed, ", a.escalated, " escalated");
+      for (auto [k, v] : {std::pair{"abft_checked", a.gemms_checked}, std::pair{"abft_detected", a.faults_detected},
+                          std::pair{"abft_corrected", a.corrected}, std::pair{"abft_recomputed", a.recomputed},
+                          std::pair{"abft_escalated", a.escalated}}) {
+        fields.push_back(metric(k, static_cast<double>(v)));
+      }
+    }
+    log::info("faults (rank 0): ", c.injected, " injected, ", c.triggers, " invariant triggers (", c.transient,
+              " transient, ", c.reproducible, " reproducible, ", c.skipped, " updates skipped), ", c.replica_checks,
+              " replica checks, ", c.replica_repairs, " repairs, ", c.rollbacks, " rollbacks", abft_line);
+    PERIGEE_CHECK(metrics_.write(fields));
+  }
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
   log::info("trained steps ", first_step + 1, "..", tc.steps, " in ", format_duration(seconds), ": loss ",

@@ -13,10 +13,13 @@
 #include "checkpoint/async_writer.hpp"
 #include "checkpoint/store.hpp"
 #include "collectives/communicator.hpp"
+#include "fault/abft_backend.hpp"
+#include "fault/injector.hpp"
 #include "core/status.hpp"
 #include "kernels/backend.hpp"
 #include "runtime/config.hpp"
 #include "runtime/data_loader.hpp"
+#include "runtime/fault_ladder.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/metrics.hpp"
 
@@ -28,6 +31,18 @@ struct TrainerOptions {
   bool progress_bar = false;  // draw a bar in the step lines (rank 0 on a terminal)
 };
 
+// What the detection ladder saw and did (docs/faults.md).
+struct FaultCounters {
+  uint64_t injected = 0;           // upsets the injector applied on this rank
+  uint64_t triggers = 0;           // steps whose invariants fired
+  uint64_t transient = 0;          // re-run differed: transient fault, re-run kept
+  uint64_t reproducible = 0;       // re-run identical: batch skipped
+  uint64_t skipped = 0;            // updates not applied
+  uint64_t replica_checks = 0;
+  uint64_t replica_repairs = 0;    // minority replicas repaired from the majority
+  uint64_t rollbacks = 0;          // returns to the newest good checkpoint
+};
+
 struct StepResult {
   int64_t step = 0;         // 0-based step that just ran
   double loss = 0.0;        // mean over the global batch
@@ -36,6 +51,7 @@ struct StepResult {
   double ms = 0.0;          // wall time of the step on this rank
   double comm_ms = 0.0;     // time in the gradient allreduce
   double tokens_per_s = 0.0;  // global tokens / step time
+  bool applied = true;        // false: the ladder skipped this update
 };
 
 class Trainer {
@@ -70,9 +86,20 @@ class Trainer {
   int64_t next_step() const { return next_step_; }
   const std::string& run_dir() const { return run_dir_; }
   const DataLoader& train_loader() const { return train_; }
+  const FaultCounters& fault_counters() const { return counters_; }
+  // ABFT statistics (null when [fault] abft is off).
+  const fault::AbftBackend* abft() const { return abft_.get(); }
+  const fault::FaultInjector* injector() const { return injector_.get(); }
 
  private:
   Status make_run_dir();
+  Status setup_faults();
+  // forward, backward, gradient allreduce (with the injector's gradient faults), loss average, norm.
+  Status compute_gradients(double* loss, double* grad_norm, double* comm_ms);
+  // Post-update rungs: memory upsets (injection), rank death, replica digests.
+  Status after_update();
+  Status rollback(const std::string& why);
+  size_t inject(fault::FaultTarget target, float* buffer, size_t n);
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).
   Status setup_checkpoints();
@@ -84,6 +111,9 @@ class Trainer {
   collectives::Communicator* grad_comm_;
   kernels::Backend* backend_;
   TrainerOptions options_;
+  // Declared before model_: the model releases its buffers through the ABFT wrapper.
+  std::unique_ptr<fault::AbftBackend> abft_;        // wraps the caller's backend when [fault] abft
+  std::unique_ptr<fault::FaultInjector> injector_;  // when [fault] plan is set
   GptModel model_;
   DataLoader train_;
   DataLoader val_;
@@ -94,6 +124,10 @@ class Trainer {
   std::vector<int32_t> inputs_, targets_;
   std::chrono::steady_clock::time_point start_;
   int64_t start_step_ = 0;  // first step of this process (ETA)
+
+  StepInvariants invariants_{0.0, 0.0, 1};
+  FaultCounters counters_;
+  int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
 
   std::string checkpoint_dir_;
   bool checkpoint_enabled_ = false;

@@ -1,0 +1,170 @@
+// The detection ladder in real training runs on real MPI ranks, with faults from the injector:
+// - correctable faults (GEMM-output flips for ABFT, gradient flips for invariants + re-run) leave the
+//   parameters bit-identical to the clean run, and the counters say what happened;
+// - a flipped parameter on one of 3 replicas is found by the replica digest and repaired within K
+//   steps (replicas bit-identical again);
+// - with 2 replicas there is no majority: the run rolls back to the last checkpoint, and since the
+//   replayed steps are clean it still ends bit-identical to the clean run.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "collectives/mpi_communicator.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/random.hpp"
+#include "runtime/token_file.hpp"
+#include "runtime/trainer.hpp"
+
+namespace perigee::runtime {
+namespace {
+
+using collectives::MpiCommunicator;
+namespace fs = std::filesystem;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// Rank 0 makes a folder with a token file and the given plan files; all ranks get the folder.
+std::string shared_folder(const std::vector<std::pair<std::string, std::string>>& files) {
+  char path[512] = {0};
+  if (world_rank() == 0) {
+    const fs::path dir = fs::temp_directory_path() / ("perigee_ladder_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::vector<int32_t> tokens(12000);
+    SplitMix64 rng(17);
+    for (auto& t : tokens) t = static_cast<int32_t>(97 + rng.next() % 26);
+    PERIGEE_CHECK_OR_DIE(write_token_file((dir / "train.bin").string(), tokens, 256));
+    for (const auto& [name, text] : files) std::ofstream(dir / name) << text;
+    std::snprintf(path, sizeof(path), "%s", dir.c_str());
+  }
+  MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, MPI_COMM_WORLD);
+  return path;
+}
+
+Config base_config(const std::string& dir) {
+  Config c;
+  c.model = ModelConfig{2, 2, 32, 16, 256, 256};
+  c.train.batch_size = 6;  // divisible by 1, 2 and 3 ranks
+  c.train.seq_len = 16;
+  c.train.steps = 10;
+  c.train.lr = 3e-3;
+  c.train.warmup_steps = 2;
+  c.train.val_every = 0;
+  c.train.sample_tokens = 0;
+  c.data.train_file = dir + "/train.bin";
+  c.data.val_file = "";
+  c.fault.window = 4;
+  return c;
+}
+
+struct Outcome {
+  std::vector<float> params;
+  FaultCounters counters;
+  fault::AbftStats abft;
+};
+
+Outcome train(const Config& config) {
+  std::unique_ptr<MpiCommunicator> comm;
+  PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm));
+  kernels::cpu::CpuBackend cpu(1);
+  TrainerOptions opt;
+  opt.write_run_dir = false;
+  opt.log_steps = false;
+  Trainer t(config, comm.get(), &cpu, opt);
+  PERIGEE_CHECK_OR_DIE(t.setup());
+  PERIGEE_CHECK_OR_DIE(t.run());
+  Outcome o;
+  PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
+  o.counters = t.fault_counters();
+  if (t.abft() != nullptr) o.abft = t.abft()->stats();
+  return o;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Every rank's parameters equal rank 0's, bit for bit.
+bool replicas_identical(const std::vector<float>& params) {
+  std::vector<float> root = params;
+  MPI_Bcast(root.data(), static_cast<int>(root.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
+  int same = same_bits(root, params) ? 1 : 0, all = 0;
+  MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+TEST(FaultLadder, CorrectableFaultsLeaveTrainingBitIdentical) {
+  // Exponent-bit flips: in GEMM outputs (forward and backward, several steps) for ABFT, and in one
+  // rank's gradients before the allreduce (after the invariants' window is warm) for re-run.
+  const std::string plan =
+      "seed 7\n"
+      "fault target=gemm_output step=1 occurrence=0 bit=30\n"
+      "fault target=gemm_output step=2 occurrence=5 bit=29\n"
+      "fault target=gemm_output step=4 occurrence=9 bit=27 burst=4\n"
+      "fault target=gemm_output step=6 occurrence=14 bit=30 rank=0\n"
+      "fault target=gradient_pre_allreduce step=5 bit=30 rank=0\n"
+      "fault target=gradient_post_allreduce step=8 bit=30\n";
+  const std::string dir = shared_folder({{"plan.txt", plan}});
+  const Outcome clean = train(base_config(dir));
+  Config faulty = base_config(dir);
+  faulty.fault.abft = true;
+  faulty.fault.plan = dir + "/plan.txt";
+  const Outcome hit = train(faulty);
+
+  EXPECT_TRUE(same_bits(hit.params, clean.params)) << "correctable faults must leave no trace";
+  EXPECT_GE(hit.counters.injected, 3u);
+  EXPECT_EQ(hit.counters.triggers, 2u);   // the two gradient faults
+  EXPECT_EQ(hit.counters.transient, 2u);  // both gone on the re-run
+  EXPECT_EQ(hit.counters.skipped, 0u);
+  EXPECT_GE(hit.abft.faults_detected, 3u);
+  EXPECT_EQ(hit.abft.escalated, 0u);
+  EXPECT_GE(hit.abft.corrected + hit.abft.recomputed, hit.abft.faults_detected);
+  EXPECT_EQ(clean.counters.triggers, 0u);  // no false alarm in the clean run
+}
+
+TEST(FaultLadder, FlippedParameterOnOneOfThreeReplicasIsRepairedWithinK) {
+  if (world_size() != 3) GTEST_SKIP() << "needs exactly 3 ranks";  // same decision on every rank
+  const std::string dir = shared_folder({{"plan.txt", "fault target=parameter step=3 rank=1 bit=30\n"}});
+  Config c = base_config(dir);
+  c.fault.plan = dir + "/plan.txt";
+  c.fault.digest_every = 2;
+  const Outcome o = train(c);
+  EXPECT_EQ(o.counters.replica_repairs, 1u);  // after step 4, within K = 2 steps of the flip
+  EXPECT_EQ(o.counters.replica_checks, 5u);
+  EXPECT_TRUE(replicas_identical(o.params));
+}
+
+TEST(FaultLadder, TwoReplicasWithoutMajorityRollBackAndEndClean) {
+  if (world_size() != 2) GTEST_SKIP() << "needs exactly 2 ranks";
+  const std::string dir = shared_folder({{"plan.txt", "fault target=parameter step=3 rank=1 bit=30\n"}});
+  const Outcome clean = train(base_config(dir));
+  Config c = base_config(dir);
+  c.fault.plan = dir + "/plan.txt";
+  c.fault.digest_every = 2;
+  c.checkpoint.dir = dir + "/ckpt";
+  c.checkpoint.every_steps = 2;
+  c.checkpoint.async = false;
+  const Outcome o = train(c);
+  EXPECT_EQ(o.counters.rollbacks, 1u);
+  EXPECT_TRUE(replicas_identical(o.params));
+  EXPECT_TRUE(same_bits(o.params, clean.params)) << "the replayed steps are clean";
+}
+
+}  // namespace
+}  // namespace perigee::runtime
