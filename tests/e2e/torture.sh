@@ -133,11 +133,24 @@ wait_training() {
   done
 }
 
+last_step() {  # the step of the newest train record
+  local l
+  l=$(tail -c 4000 "$METRICS" 2>/dev/null | grep -ao '"type":"train","step":[0-9]*' | tail -1)
+  echo "${l##*:}"
+}
+# Cut k (0-based) lands at a random step in the (k+1)-th of NCUT + 2 equal slices of the run, so
+# every cut lands before the end however fast the machine is.
 MODES=(rank writer-mid-write all all-mid-write mpirun-only writer-mid-write rank all-mid-write)
+NCUT=${#MODES[@]}
+SLICE=$(( STEPS / (NCUT + 2) ))
 CUTS=0 MID_WRITE=0
 for mode in "${MODES[@]}"; do
+  target=$(( (CUTS + 1) * SLICE + RANDOM % SLICE ))
   wait_training $((CUTS + 1)) || break
-  [[ $mode == *mid-write ]] || nap "0.$(( 5 + RANDOM % 60 ))"
+  while (( $(last_step) < target )); do
+    sup_alive || break 2
+    nap 0.02
+  done
   job_pids
   [[ -n $MPIRUN_PID && ${#RANK_PIDS[@]} -eq 2 ]] || { sup_alive || break; fail "job processes not found for a cut"; }
   case $mode in
@@ -183,6 +196,7 @@ wait "$SUP_PID"
 SUP_RC=$?
 SUP_PID=""
 echo "supervised run: $CUTS cuts, $(launches) launches, $(elapsed "$T_SUP") s, exit $SUP_RC"
+grep -a "\] launch [0-9]* failed" "$WORK/sup.log" | sed 's/^\[perigee-run [0-9:.]*\] /  /' 
 [[ $SUP_RC -eq 0 ]] || fail "perigee-run exited $SUP_RC"
 (( CUTS >= 5 )) || fail "only $CUTS cuts landed before the run finished (need >= 5)"
 (( $(launches) == CUTS + 1 )) || fail "expected $((CUTS + 1)) launches for $CUTS cuts, saw $(launches)"
