@@ -170,6 +170,16 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(fault, rerun, "on a trigger, re-run the step to tell transient from reproducible"),
       PERIGEE_FIELD(fault, digest_every, "cross-replica digest of parameters and moments every K steps; 0 = off")
           .in(at_least(0)),
+      // [orbit]
+      PERIGEE_FIELD(orbit, eclipse,
+                    "off, checkpoint (right before each shadow entry) or pause (also no compute in shadow)")
+          .one_of({"off", "checkpoint", "pause"}),
+      PERIGEE_FIELD(orbit, altitude_km, "circular orbit altitude").in(above(0)),
+      PERIGEE_FIELD(orbit, beta_deg, "sun angle to the orbit plane (0 = longest shadow)").in(closed(-90, 90)),
+      PERIGEE_FIELD(orbit, phase_deg, "angle from orbit noon when the run starts (180 = mid-shadow)")
+          .in(half_open(0, 360)),
+      PERIGEE_FIELD(orbit, time_scale, "mission seconds per wall second (60: one orbit in about 96 s)").in(above(0)),
+      PERIGEE_FIELD(orbit, margin_s, "mission seconds before shadow entry at which to checkpoint").in(at_least(0)),
       // [run]
       PERIGEE_FIELD(run, dir, "root folder of run directories").required(),
       PERIGEE_FIELD(run, name, "run name (\"\" = run-<timestamp>)"),

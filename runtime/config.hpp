@@ -89,6 +89,17 @@ struct FaultConfig {
   bool operator==(const FaultConfig&) const = default;
 };
 
+struct OrbitConfig {
+  std::string eclipse = "off";  // "off" | "checkpoint" (right before each shadow) | "pause" (and no compute in shadow)
+  double altitude_km = 550.0;   // circular orbit
+  double beta_deg = 0.0;        // sun angle to the orbit plane (0 = longest shadow)
+  double phase_deg = 0.0;       // angle from orbit noon at the start of the run (180 = mid-shadow)
+  double time_scale = 1.0;      // mission seconds per wall second (60: one orbit in 96 s)
+  double margin_s = 60.0;       // mission seconds before shadow entry at which to checkpoint
+
+  bool operator==(const OrbitConfig&) const = default;
+};
+
 struct RunConfig {
   std::string dir = "runs";       // run directory root
   std::string name = "";          // run name; "" = "run-<timestamp>"
@@ -105,6 +116,7 @@ struct Config {
   CommConfig comm;
   CheckpointConfig checkpoint;
   FaultConfig fault;
+  OrbitConfig orbit;
   RunConfig run;
 
   std::string source;  // the file it was read from ("" for defaults only)

@@ -110,7 +110,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 46u);  // 6 model + 18 train + 2 data + 2 device + 2 comm + 6 checkpoint + 7 fault + 3 run
+  ASSERT_EQ(schema.size(), 52u);  // 6 model + 18 train + 2 data + 2 device + 2 comm + 6 checkpoint + 7 fault + 6 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -282,7 +282,7 @@ TEST(ConfigParse, UnknownSection) {
   EXPECT_CONTAINS(message, "unknown section [trian] (did you mean [train]?)");
   EXPECT_CONTAINS(
       parse_error("[optimizer]\nlr = 0.1\n"),
-      "unknown section [optimizer] (sections: [model], [train], [data], [device], [comm], [checkpoint], [fault], [run])");
+      "unknown section [optimizer] (sections: [model], [train], [data], [device], [comm], [checkpoint], [fault], [orbit], [run])");
 }
 
 TEST(ConfigParse, KeyOutsideSection) {
@@ -627,7 +627,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   const std::string text = config_to_json(c);
   EXPECT_CONTAINS(text, "{\n  \"source\": \"configs/x.toml\",\n  \"model\": {\n    \"n_layer\": 4,");
   const nlohmann::json j = nlohmann::json::parse(text);
-  ASSERT_EQ(j.size(), 9u);  // source + 8 sections
+  ASSERT_EQ(j.size(), 10u);  // source + 9 sections
   EXPECT_EQ(j["source"], "configs/x.toml");
   EXPECT_EQ(j["model"].size(), 6u);
   EXPECT_EQ(j["train"].size(), 18u);
@@ -636,6 +636,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["comm"].size(), 2u);
   EXPECT_EQ(j["checkpoint"].size(), 6u);
   EXPECT_EQ(j["fault"].size(), 7u);
+  EXPECT_EQ(j["orbit"].size(), 6u);
   EXPECT_EQ(j["run"].size(), 3u);
   EXPECT_EQ(j["checkpoint"]["async"], true);  // bool keys are JSON booleans
   EXPECT_EQ(j["checkpoint"]["every_seconds"].get<double>(), 0.0);
@@ -690,7 +691,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 46u);
+    EXPECT_EQ(overrides.size(), 52u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
