@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
@@ -126,10 +127,25 @@ Status Trainer::setup() {
 Status Trainer::setup_checkpoints() {
   const CheckpointConfig& cc = config_.checkpoint;
   checkpoint_dir_ = !cc.dir.empty() ? cc.dir : (run_dir_.empty() ? "" : run_dir_ + "/checkpoints");
-  checkpoint_enabled_ = !checkpoint_dir_.empty() && (cc.every_steps > 0 || cc.every_seconds > 0.0);
+  const OrbitConfig& oc = config_.orbit;
+  if (oc.eclipse != "off") {
+    PERIGEE_REQUIRE(!checkpoint_dir_.empty(), StatusCode::kInvalidArgument, "[orbit] eclipse = \"", oc.eclipse,
+                    "\" needs a checkpoint folder: set [checkpoint] dir");
+    checkpoint::EclipseModel model;
+    PERIGEE_CHECK(checkpoint::EclipseModel::from_beta(oc.altitude_km, oc.beta_deg, oc.phase_deg, &model));
+    eclipse_ = model;
+    mission_clock_.time_scale = oc.time_scale;
+    log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ", fixed(model.period_s() / 60, 1),
+              " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1), " min per orbit; eclipse policy ", oc.eclipse,
+              ", time scale ", oc.time_scale, "x");
+  }
+  checkpoint_enabled_ =
+      !checkpoint_dir_.empty() && (cc.every_steps > 0 || cc.every_seconds > 0.0 || eclipse_.has_value());
   last_checkpoint_time_ = Clock::now();
   if (checkpoint_dir_.empty()) return Status::ok();
-  const bool try_resume = cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_);
+  // Rank 0 decides (the folder may appear while other ranks look), every rank follows.
+  int32_t try_resume = comm_->rank() == 0 && cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_);
+  PERIGEE_CHECK(comm_->broadcast(&try_resume, 1, DataType::kInt32, 0));
   if (comm_->rank() == 0 && (checkpoint_enabled_ || try_resume)) {
     checkpoint::StoreOptions so;
     so.keep_last = cc.keep_last;
@@ -407,6 +423,42 @@ Status Trainer::rollback(const std::string& why) {
                          metric("to_step", static_cast<double>(next_step_))});
 }
 
+Status Trainer::eclipse_gate() {
+  if (!eclipse_) return Status::ok();
+  // decision[0]: 0 nothing, 1 checkpoint now, 2 idle; decision[1]: idle wall seconds.
+  double decision[2] = {0.0, 0.0};
+  if (comm_->rank() == 0) {
+    const double wall = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double t = mission_clock_.mission(wall);
+    const auto shadow = eclipse_->next_shadow(t);
+    if (shadow) {
+      const bool inside = t >= shadow->entry_s;
+      const bool near = t >= shadow->entry_s - config_.orbit.margin_s;
+      if (near && shadow_checkpointed_ != shadow->entry_s && last_checkpoint_step_ != next_step_) {
+        decision[0] = 1.0;
+        shadow_checkpointed_ = shadow->entry_s;
+      } else if (inside && config_.orbit.eclipse == "pause") {
+        decision[0] = 2.0;
+        decision[1] = (shadow->exit_s - t) / mission_clock_.time_scale;
+      }
+    }
+  }
+  PERIGEE_CHECK(comm_->broadcast(decision, 2, DataType::kFloat64, 0));
+  if (decision[0] == 1.0) {
+    log::info("orbit: shadow entry in ", fixed(config_.orbit.margin_s, 0), " s or less: checkpoint before the power drops");
+    PERIGEE_CHECK(save_checkpoint());
+    PERIGEE_CHECK(finish_checkpoints());  // durable before the shadow
+  } else if (decision[0] == 2.0) {
+    log::info("orbit: in shadow, compute paused for ", fixed(decision[1] * mission_clock_.time_scale / 60.0, 1),
+              " mission min (", fixed(decision[1], 1), " s wall)");
+    PERIGEE_CHECK(metrics_.write({metric_text("type", "eclipse"), metric("step", static_cast<double>(next_step_)),
+                                  metric("pause_s", decision[1])}));
+    std::this_thread::sleep_for(std::chrono::duration<double>(decision[1]));
+    log::info("orbit: sunlight again, training resumes at step ", next_step_ + 1);
+  }
+  return Status::ok();
+}
+
 Status Trainer::evaluate(double* val_loss) {
   PERIGEE_REQUIRE(has_val_, StatusCode::kInvalidArgument, "no validation data ([data] val_file)");
   val_.reset();
@@ -490,6 +542,7 @@ Status Trainer::run() {
   };
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
   while (next_step_ < tc.steps) {
+    PERIGEE_CHECK(eclipse_gate());
     StepResult r;
     PERIGEE_CHECK(step(&r));
     if (r.step == first_step) first_loss = r.loss;

@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "checkpoint/async_writer.hpp"
+#include "checkpoint/eclipse.hpp"
 #include "checkpoint/store.hpp"
 #include "collectives/communicator.hpp"
 #include "fault/abft_backend.hpp"
@@ -99,6 +101,9 @@ class Trainer {
   // Post-update rungs: memory upsets (injection), rank death, replica digests.
   Status after_update();
   Status rollback(const std::string& why);
+  // [orbit] eclipse policy before each step: checkpoint ahead of the shadow, idle inside it
+  // (rank 0 decides from the mission clock; every rank follows).
+  Status eclipse_gate();
   size_t inject(fault::FaultTarget target, float* buffer, size_t n);
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).
@@ -128,6 +133,10 @@ class Trainer {
   StepInvariants invariants_{0.0, 0.0, 1};
   FaultCounters counters_;
   int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
+
+  std::optional<checkpoint::EclipseModel> eclipse_;
+  checkpoint::ScheduleClock mission_clock_;
+  double shadow_checkpointed_ = -1.0;  // entry time of the shadow already checkpointed for
 
   std::string checkpoint_dir_;
   bool checkpoint_enabled_ = false;
