@@ -10,6 +10,7 @@
 #include <iterator>
 #include <thread>
 
+#include "fault/cuda/abft_checksums_factory.hpp"
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
@@ -66,9 +67,11 @@ Status Trainer::setup_faults() {
     injector_ = std::make_unique<fault::FaultInjector>(std::move(plan), comm_->rank());
   }
   if (fc.abft) {
-    PERIGEE_REQUIRE(backend_->kind() == kernels::DeviceKind::kCpu, StatusCode::kUnavailable,
-                    "[fault] abft = true: the ABFT checksums of this build run on the CPU backend only");
-    abft_ = std::make_unique<fault::AbftBackend>(backend_);
+    std::unique_ptr<fault::ChecksumKernels> device_checksums;  // null: host checksums (CPU backend)
+    if (backend_->kind() == kernels::DeviceKind::kCuda) {
+      PERIGEE_CHECK(fault::cuda::make_cuda_checksum_kernels(backend_, &device_checksums));
+    }
+    abft_ = std::make_unique<fault::AbftBackend>(backend_, fault::AbftOptions{}, std::move(device_checksums));
     abft_->set_event_callback([this](const fault::AbftEvent& e) {
       log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C, "x", e.OC,
                 ": ", fault::abft_outcome_name(e.outcome), e.detail.empty() ? "" : " (" + e.detail + ")");
