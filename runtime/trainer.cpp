@@ -161,6 +161,9 @@ Status Trainer::setup_checkpoints() {
   }
   if (comm_->rank() == 0 && checkpoint_enabled_) {
     writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
+    // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
+    PERIGEE_CHECK(writer_->prepare(make_state_source(
+        model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_))));
   }
   return Status::ok();
 }
