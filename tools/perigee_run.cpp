@@ -213,6 +213,26 @@ Progress read_progress(const std::string& run_dir, const std::string& checkpoint
   return p;
 }
 
+// The pause an eclipse announces: when the newest metrics.jsonl record is {"type":"eclipse", ...,
+// "pause_s":P}, the trainer idles P seconds in the shadow (runtime/trainer.cpp, [orbit] eclipse =
+// "pause") and writes nothing meanwhile; the stall watchdog allows for it. 0 otherwise.
+double announced_pause_s(const std::string& metrics_path) {
+  std::ifstream f(metrics_path, std::ios::binary | std::ios::ate);
+  if (!f) return 0.0;
+  const std::streamoff size = f.tellg();
+  const std::streamoff from = std::max<std::streamoff>(0, size - 4096);
+  std::string tail(static_cast<size_t>(size - from), '\0');
+  f.seekg(from);
+  f.read(tail.data(), static_cast<std::streamsize>(tail.size()));
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.pop_back();
+  const std::string last = tail.substr(tail.rfind('\n') == std::string::npos ? 0 : tail.rfind('\n') + 1);
+  if (last.find("\"type\":\"eclipse\"") == std::string::npos) return 0.0;
+  const size_t at = last.find("\"pause_s\":");
+  if (at == std::string::npos) return 0.0;
+  const double pause = std::strtod(last.c_str() + at + 10, nullptr);
+  return std::isfinite(pause) && pause > 0.0 ? pause : 0.0;
+}
+
 // ---- checkpoints ---------------------------------------------------------------------------------
 
 struct NewestCheckpoint {
@@ -415,6 +435,7 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   Progress progress = read_progress(run_dir, checkpoint_dir);
   auto last_progress = Clock::now();
   std::optional<Clock::time_point> last_step;
+  double pause_s = 0.0;       // an announced eclipse pause, added to the stall timeout
   bool kill_pending = false;  // after a stop signal: SIGKILL at kill_at, when the grace ends
   Clock::time_point kill_at = Clock::now();
   const auto handle_signal = [&](int sig) {
@@ -453,12 +474,17 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
       continue;
     }
     const Progress now = read_progress(run_dir, checkpoint_dir);
-    if (now.metrics_bytes != progress.metrics_bytes) last_step = Clock::now();
+    if (now.metrics_bytes != progress.metrics_bytes) {
+      last_step = Clock::now();
+      pause_s = announced_pause_s(run_dir + "/metrics.jsonl");
+      if (pause_s > 0)
+        say("the job announced an eclipse pause of ", fixed(pause_s, 1), " s: the stall watchdog waits");
+    }
     if (now.fingerprint != progress.fingerprint) {
       progress = now;
       last_progress = Clock::now();
     } else if (opt.stall_timeout_s > 0 && !result.stalled && result.stop_signal == 0 &&
-               seconds_since(last_progress) >= opt.stall_timeout_s) {
+               seconds_since(last_progress) >= opt.stall_timeout_s + pause_s) {
       result.stalled = true;
       say("stall watchdog: no progress for ", fixed(seconds_since(last_progress), 1),
           " s (no change in metrics.jsonl, the rank logs or the checkpoints; --stall-timeout ",
@@ -522,12 +548,15 @@ int run(const Options& opt) {
     return kSetupErrorStatus;
   }
   const rt::CheckpointConfig& cc = config.checkpoint;
-  const bool checkpointing = cc.every_steps > 0 || cc.every_seconds > 0.0;
+  // An eclipse policy checkpoints before every shadow on its own.
+  const bool checkpointing = cc.every_steps > 0 || cc.every_seconds > 0.0 || config.orbit.eclipse != "off";
   const bool resumes = cc.resume == "auto";
   if (!checkpointing || !resumes) {
     const std::string why =
-        !checkpointing ? "the config writes no checkpoints ([checkpoint] every_steps and every_seconds are 0)"
-                       : "the config never resumes ([checkpoint] resume = \"never\")";
+        !checkpointing
+            ? "the config writes no checkpoints ([checkpoint] every_steps and every_seconds are 0, "
+              "[orbit] eclipse is off)"
+            : "the config never resumes ([checkpoint] resume = \"never\")";
     if (!opt.allow_no_checkpoint) {
       std::fprintf(stderr,
                    "perigee-run: %s, so a restart would start over and lose every step done. Set "
@@ -557,12 +586,6 @@ int run(const Options& opt) {
   }
   const std::string run_dir = (fs::path(config.run.dir) / config.run.name).string();
   const std::string checkpoint_dir = !cc.dir.empty() ? cc.dir : run_dir + "/checkpoints";
-  // perigee-train decides on each rank whether to look for a checkpoint from the folder's existence,
-  // and rank 0 creates the folder: on a first launch the ranks could disagree (rank 1 in a broadcast
-  // that rank 0 never makes). Creating it up front gives every rank the same answer.
-  std::error_code ec;
-  fs::create_directories(checkpoint_dir, ec);
-  if (ec) say("warning: cannot create ", checkpoint_dir, ": ", ec.message());
 
   std::vector<std::string> argv = {opt.mpirun, "-np", std::to_string(opt.np)};
   if (opt.local_flags) {

@@ -12,6 +12,7 @@
 #      the job;
 #   4. mpirun stops: the ranks finish training and then wait forever in MPI_Finalize; the stall
 #      watchdog again.
+# Last, an eclipse pause longer than the stall timeout must not count as a stall.
 # Each time the supervisor must relaunch within BOUND seconds of the fault (measured from the
 # signal to the supervisor's "launch N" line), the stopped processes must be gone, and in the end
 # the run completes from its checkpoints, every checkpoint verifies, and no process is left.
@@ -291,4 +292,14 @@ for p in "${SEEN_PIDS[@]}"; do
   state=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)
   [[ -z $state || $state == Z ]] || fail "process $p is still alive (state $state)"
 done
+
+# 5. An eclipse pause ([orbit] eclipse = "pause") is silence by design: the trainer announces it in
+#    metrics.jsonl and the stall watchdog waits for it. Mid-shadow at 200x: about 5 s of pause
+#    against a 2 s stall timeout; no [checkpoint] every_steps (the eclipse policy checkpoints).
+"$RUN_BIN" --np 2 --max-restarts 0 --stall-timeout 2 --mpirun "$MPIEXEC" --train-bin "$TRAIN_BIN" "$WORK/tiny.toml" \
+  --run.name=eclipse --train.steps=30 --checkpoint.every_steps=0 --orbit.eclipse=pause --orbit.phase_deg=180 \
+  --orbit.time_scale=200 > "$WORK/eclipse.log" 2>&1 || { cat "$WORK/eclipse.log"; fail "the eclipse run failed"; }
+grep -aq "announced an eclipse pause" "$WORK/eclipse.log" || { cat "$WORK/eclipse.log"; fail "no eclipse pause seen"; }
+grep -aq "stall watchdog: no progress" "$WORK/eclipse.log" && { cat "$WORK/eclipse.log"; fail "the watchdog killed an eclipse pause"; }
+echo "eclipse pause: $(grep -a "compute paused" "$WORK/eclipse.log" | sed 's/.*paused for //'), not a stall"
 echo "PASS in $(diff_s "$T_START" "$(now)") s"

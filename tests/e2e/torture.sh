@@ -81,9 +81,7 @@ dir = "$WORK/runs"
 progress = "off"
 TOML
 
-# Reference: one uninterrupted run. Its checkpoint folder exists up front, as perigee-run makes
-# it: perigee-train's ranks decide separately whether to resume from the folder's existence.
-mkdir -p "$WORK/runs/ref/checkpoints"
+# Reference: one uninterrupted run.
 t0=$(now)
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=ref > "$WORK/ref.log" 2>&1 \
   || { cat "$WORK/ref.log"; fail "reference run failed"; }
