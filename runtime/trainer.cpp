@@ -169,13 +169,28 @@ Status Trainer::setup_checkpoints() {
 }
 
 // Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
-Status Trainer::resume_from(checkpoint::Snapshot* snapshot) {
+Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
   Status load_status;
   if (comm_->rank() == 0) {
-    checkpoint::LoadReport report;
-    load_status = store_->load_latest(checkpoint_expectation(model_, comm_->size()), snapshot, &report,
-                                      [](const std::string& line) { log::info("checkpoint: ", line); });
+    const auto expected = checkpoint_expectation(model_, comm_->size());
+    if (max_step == INT64_MAX) {
+      checkpoint::LoadReport report;
+      load_status = store_->load_latest(expected, snapshot, &report,
+                                        [](const std::string& line) { log::info("checkpoint: ", line); });
+    } else {
+      // Newest checkpoint of at most max_step that verifies.
+      std::vector<checkpoint::CheckpointEntry> entries;
+      load_status = store_->list(&entries);
+      Status found = make_error(StatusCode::kNotFound, "no checkpoint of step <= ", max_step, " in ", checkpoint_dir_);
+      for (const auto& e : entries) {
+        if (!load_status.is_ok() || e.step > max_step) continue;
+        found = store_->load(e.path, expected, snapshot);
+        if (found.is_ok()) break;
+        log::warn("checkpoint: skipping ", e.path, ": ", found.message());
+      }
+      if (load_status.is_ok()) load_status = found;
+    }
     outcome = load_status.is_ok() ? 1 : (load_status.code() == StatusCode::kNotFound ? 0 : 2);
   }
   PERIGEE_CHECK(comm_->broadcast(&outcome, 1, DataType::kInt32, 0));
@@ -343,8 +358,19 @@ Status Trainer::step(StepResult* result) {
   if (apply) {
     PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us, &norm));
     invariants_.accept(loss, norm);
+    consecutive_skips_ = 0;
   } else {
     ++counters_.skipped;
+    // One bad batch is data; several in a row mean corrupt state (e.g. a flipped moment): rung 5.
+    constexpr int kSkipsBeforeRollback = 3;
+    if (++consecutive_skips_ >= kSkipsBeforeRollback) {
+      consecutive_skips_ = 0;
+      ++next_step_;
+      PERIGEE_CHECK(rollback(str_cat(kSkipsBeforeRollback, " steps in a row failed their invariants reproducibly (last: ",
+                                     verdict.reason, ")")));
+      if (result != nullptr) *result = StepResult{next_step_ - 1, loss, us.lr, norm, ms_since(t0), comm_ms, 0.0, false};
+      return Status::ok();
+    }
   }
   PERIGEE_CHECK(backend_->synchronize());
 
@@ -417,13 +443,19 @@ Status Trainer::rollback(const std::string& why) {
                   ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
   if (writer_) PERIGEE_CHECK(writer_->wait());
   const int64_t before = next_step_;
+  // The fault came back right after the previous rollback: that checkpoint already held it, so
+  // go further back.
+  const bool again = last_rollback_to_ >= 0 && before <= last_rollback_from_ + 3;
+  const int64_t max_step = again ? last_rollback_to_ - 1 : INT64_MAX;
   checkpoint::Snapshot snapshot;
   resumed_from_step_ = -1;
-  PERIGEE_CHECK(resume_from(&snapshot));
+  PERIGEE_CHECK(resume_from(&snapshot, max_step));
   PERIGEE_REQUIRE(resumed_from_step_ >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
                   " holds no checkpoint to roll back to");
   ++counters_.rollbacks;
   replay_through_ = std::max(replay_through_, before);
+  last_rollback_from_ = before;
+  last_rollback_to_ = next_step_;
   return metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(before)),
                          metric_text("rung", "rollback"), metric_text("reason", why),
                          metric("to_step", static_cast<double>(next_step_))});
@@ -565,7 +597,7 @@ Status Trainer::run() {
     if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
       PERIGEE_CHECK(validate(next_step_));
     }
-    if (checkpoint_enabled_ && next_step_ != tc.steps) {
+    if (checkpoint_enabled_ && next_step_ != tc.steps && consecutive_skips_ == 0) {  // never save suspect state
       const CheckpointConfig& cc = config_.checkpoint;
       const double since = std::chrono::duration<double>(Clock::now() - last_checkpoint_time_).count();
       // Time-based checkpoints are decided by rank 0 alone: only rank 0 writes.

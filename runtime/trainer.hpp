@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -108,7 +109,8 @@ class Trainer {
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).
   Status setup_checkpoints();
-  Status resume_from(checkpoint::Snapshot* snapshot);
+  // max_step: only checkpoints of at most that step (a rollback that must go further back).
+  Status resume_from(checkpoint::Snapshot* snapshot, int64_t max_step = INT64_MAX);
   void log_step(const StepResult& r) const;
 
   Config config_;
@@ -133,6 +135,8 @@ class Trainer {
   StepInvariants invariants_{0.0, 0.0, 1};
   FaultCounters counters_;
   int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
+  int consecutive_skips_ = 0;    // reproducible anomalies in a row: the state itself is suspect
+  int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
 
   std::optional<checkpoint::EclipseModel> eclipse_;
   checkpoint::ScheduleClock mission_clock_;
