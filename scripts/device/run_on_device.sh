@@ -22,6 +22,9 @@ print(":".join(sorted(dirs)))
 PY
 )
 export LD_LIBRARY_PATH="$DEV/usr/lib/x86_64-linux-gnu:$DEV/usr/lib/x86_64-linux-gnu/openmpi/lib:$DEV/usr/lib/x86_64-linux-gnu/pmix2/lib:$DEV/lib/x86_64-linux-gnu:$DEV/usr/lib/x86_64-linux-gnu/openblas-pthread:${NV_LIBS}:${LD_LIBRARY_PATH:-}"
+# A shared-library build (see fetch_debs.sh): its RPATHs name the CPU machine's folders.
+BUILD_LIBS=$(find "$ROOT/build" -name 'libperigee_*.so' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)
+[[ -n "$BUILD_LIBS" ]] && export LD_LIBRARY_PATH="$BUILD_LIBS:$LD_LIBRARY_PATH"
 export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_mtl='^ofi,psm,psm2'
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
