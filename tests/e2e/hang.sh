@@ -45,12 +45,8 @@ now() { date +%s.%N; }
 diff_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 T_START=$(now)
 
-for i in $(seq 1 400); do
-  echo "Satellite $i lost its laser link to the next plane and waited for it to come back."
-  echo
-done > "$WORK/corpus.txt"
-"$DATA_BIN" --input "$WORK/corpus.txt" --out "$WORK/tok" --val-fraction 0.1 > "$WORK/data.log" 2>&1 \
-  || { cat "$WORK/data.log"; fail "perigee-data failed"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_make_tokens "$DATA_BIN" "$WORK" "lost its laser link to the next plane and waited for it to come back."
 [[ -x $TRAIN_BIN ]] || fail "perigee-train not found at $TRAIN_BIN"
 
 STEPS=400

@@ -23,13 +23,13 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-MPI=("$MPIEXEC" --oversubscribe --bind-to none --mca btl self,vader)
-[[ $(id -u) -eq 0 ]] && MPI+=(--allow-run-as-root)
 fail() {
   echo "FAIL: $*"
   [[ -f $WORK/sup.log ]] && { echo "--- supervisor log (perigee-run lines)"; grep -a "perigee-run\|resumed\|error" "$WORK/sup.log" | tail -60; }
   exit 1
 }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_mpi_flags "$MPIEXEC"
 SEED=${PERIGEE_TORTURE_SEED:-$(( $(date +%s) % 100000 ))}
 RANDOM=$SEED
 echo "seed $SEED (PERIGEE_TORTURE_SEED=$SEED replays the cut schedule)"
@@ -39,12 +39,7 @@ nap() { read -r -t "$1" -u "$SLEEP_FD"; }  # sleep without a fork, for tight pol
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-for i in $(seq 1 400); do
-  echo "Satellite $i crossed the terminator and resumed training after the eclipse."
-  echo
-done > "$WORK/corpus.txt"
-"$DATA_BIN" --input "$WORK/corpus.txt" --out "$WORK/tok" --val-fraction 0.1 > "$WORK/data.log" 2>&1 \
-  || { cat "$WORK/data.log"; fail "perigee-data failed"; }
+e2e_make_tokens "$DATA_BIN" "$WORK"
 
 STEPS=300
 cat > "$WORK/tiny.toml" <<TOML

@@ -8,18 +8,11 @@ set -uo pipefail
 DATA_BIN=$1 TRAIN_BIN=$2 MPIEXEC=$3
 WORK=$(mktemp -d /tmp/perigee_e2e.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-MPI=("$MPIEXEC" --oversubscribe --bind-to none --mca btl self,vader)
-[[ $(id -u) -eq 0 ]] && MPI+=(--allow-run-as-root)
 fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_mpi_flags "$MPIEXEC"
 
-# A corpus: 400 short paragraphs.
-for i in $(seq 1 400); do
-  echo "Satellite $i crossed the terminator and resumed training after the eclipse."
-  echo
-done > "$WORK/corpus.txt"
-"$DATA_BIN" --input "$WORK/corpus.txt" --out "$WORK/tok" --val-fraction 0.1 > "$WORK/data.log" 2>&1 \
-  || { cat "$WORK/data.log"; fail "perigee-data failed"; }
-[[ -s "$WORK/tok_train.bin" && -s "$WORK/tok_val.bin" ]] || fail "token files missing"
+e2e_make_tokens "$DATA_BIN" "$WORK"
 
 cat > "$WORK/tiny.toml" <<TOML
 [model]
