@@ -12,6 +12,7 @@
 #include <cblas.h>
 
 #include "core/status.hpp"
+#include "kernels/op_checks.hpp"
 
 // Compiles the marked function for AVX-512, AVX2+FMA and baseline x86-64 and picks one at load time.
 // Define PERIGEE_CPU_NO_CLONES to compile only for the target given by the compiler flags.
@@ -35,26 +36,8 @@ inline void serial_blas() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
-// kInvalidArgument naming `op` unless every pointer is non-null.
-inline Status check_pointers(const char* op, std::initializer_list<const void*> ptrs) {
-  int index = 0;
-  for (const void* p : ptrs) {
-    PERIGEE_REQUIRE(p != nullptr, StatusCode::kInvalidArgument, op, ": pointer argument ", index, " is null");
-    ++index;
-  }
-  return Status::ok();
-}
-
-// kInvalidArgument naming `op` unless every dimension is positive.
-inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
-  int index = 0;
-  for (int64_t d : dims) {
-    PERIGEE_REQUIRE(d > 0, StatusCode::kInvalidArgument, op, ": dimension argument ", index, " is ", d,
-                    ", must be positive");
-    ++index;
-  }
-  return Status::ok();
-}
+using kernels::check_dims;      // kernels/op_checks.hpp
+using kernels::check_pointers;
 
 // Half-open range of columns [begin, end).
 struct ColumnRange {

@@ -12,6 +12,7 @@
 #include <initializer_list>
 
 #include "core/status.hpp"
+#include "kernels/op_checks.hpp"
 #include "kernels/cuda/cuda_check.cuh"
 
 namespace perigee::kernels::cuda {
@@ -34,26 +35,8 @@ inline unsigned flat_grid(size_t n, int block) {
   return static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(blocks, kMaxFlatBlocks)));
 }
 
-// kInvalidArgument naming `op` unless every pointer is non-null.
-inline Status check_pointers(const char* op, std::initializer_list<const void*> ptrs) {
-  int index = 0;
-  for (const void* p : ptrs) {
-    PERIGEE_REQUIRE(p != nullptr, StatusCode::kInvalidArgument, op, ": pointer argument ", index, " is null");
-    ++index;
-  }
-  return Status::ok();
-}
-
-// kInvalidArgument naming `op` unless every dimension is positive.
-inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
-  int index = 0;
-  for (int64_t d : dims) {
-    PERIGEE_REQUIRE(d > 0, StatusCode::kInvalidArgument, op, ": dimension argument ", index, " is ", d,
-                    ", must be positive");
-    ++index;
-  }
-  return Status::ok();
-}
+using kernels::check_dims;      // kernels/op_checks.hpp
+using kernels::check_pointers;
 
 // Bytes of `count` values of T rounded up to the scratch alignment.
 template <typename T>
