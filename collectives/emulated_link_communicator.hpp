@@ -1,0 +1,98 @@
+// EmulatedLinkCommunicator: a Communicator whose messages travel over emulated laser links.
+// Data moves between real MPI ranks (point-to-point); each collective runs as a schedule of
+// transfers (collectives/algorithms) and every transfer is delayed as its route over the
+// constellation at that moment dictates (per-hop latency, bytes / bandwidth, contention), computed
+// by the deterministic timing model (algorithms/timing.hpp) that every rank evaluates identically.
+//
+// Emulated time: seconds since the constellation epoch. It advances with wall time divided by
+// time_scale (time_scale 0.01: one emulated second takes 10 ms), so a 95-minute orbit or a 6.58 ms
+// hop can run fast in tests. Each collective starts at the latest emulated "now" over the ranks
+// (one small MPI_Allreduce of the clocks, not itself delayed), so all ranks agree on its timeline;
+// a rank then sleeps until the emulated arrival of each message it receives.
+//
+// Failure: a link that is down when a round starts is routed around when the graph allows; when no
+// route exists every rank returns the same kUnavailable error ("no route from rank 3 (sat 17) to
+// rank 4 (sat 18) at t=...: links ... down") at the same round, so nothing hangs. A peer that dies
+// is caught by the MPI deadline (timeout_s), as in MpiCommunicator.
+#pragma once
+
+#include <mpi.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/algorithms/route.hpp"
+#include "collectives/algorithms/schedule.hpp"
+#include "collectives/algorithms/timing.hpp"
+#include "collectives/communicator.hpp"
+#include "collectives/mpi_communicator.hpp"
+
+namespace perigee::collectives {
+
+struct EmulationOptions {
+  algorithms::Algorithm algorithm = algorithms::Algorithm::kAuto;
+  algorithms::ScheduleParams shape;  // grid_x/grid_y/ranks_per_node (ranks, count filled per call)
+  double time_scale = 1.0;           // wall seconds per emulated second
+  double t0_s = 0.0;                 // emulated time at creation (orbit phase)
+  double timeout_s = 60.0;           // wall deadline of each MPI wait (dead peer)
+  algorithms::TimingOptions timing;  // software overhead, reduction cost in the model
+};
+
+// What the last collective cost: emulated seconds the model charged, wall seconds it took.
+struct CollectiveStats {
+  std::string op;                  // "all_reduce", "broadcast", ...
+  algorithms::Algorithm algorithm = algorithms::Algorithm::kRing;
+  size_t bytes = 0;
+  double model_s = 0.0;            // emulated duration (timing model)
+  double wall_s = 0.0;             // measured wall time
+};
+
+class EmulatedLinkCommunicator final : public Communicator {
+ public:
+  // Duplicates `base`. routes: rank-to-rank routes over the constellation (links/rank_map.hpp).
+  static Status create(MPI_Comm base, algorithms::RouteFn routes, const EmulationOptions& opt,
+                       std::unique_ptr<EmulatedLinkCommunicator>* out);
+  ~EmulatedLinkCommunicator() override;
+
+  const char* name() const override { return "links"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  // all_reduce runs the configured algorithm (auto: cheapest predicted for this size at this
+  // time); broadcast and all_gather run ring schedules; kNative uses MPI's own collective with the
+  // ring schedule's emulated delay. Integer and floating sums are exact per the schedule's order.
+  Status all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
+  Status broadcast(void* buffer, size_t count, DataType type, int root) override;
+  Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
+  Status barrier() override;
+
+  // All-reduce with an explicit algorithm (benchmarks compare them on one communicator).
+  Status all_reduce_with(algorithms::Algorithm a, const void* send, void* recv, size_t count,
+                         DataType type, ReduceOp op);
+
+  // Emulated seconds since the constellation epoch, now.
+  double now_s() const;
+  const CollectiveStats& last() const { return last_; }
+  double total_model_s() const { return total_model_s_; }
+  double total_wall_s() const { return total_wall_s_; }
+  const EmulationOptions& options() const { return opt_; }
+  const algorithms::RouteFn& routes() const { return routes_; }
+
+ private:
+  EmulatedLinkCommunicator() = default;
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  algorithms::RouteFn routes_;
+  EmulationOptions opt_;
+  double wall_epoch_ = 0.0;  // MPI_Wtime at creation
+  CollectiveStats last_;
+  double total_model_s_ = 0.0;
+  double total_wall_s_ = 0.0;
+  std::map<std::pair<int, size_t>, algorithms::Schedule> cache_;  // (algorithm, count) -> schedule
+};
+
+}  // namespace perigee::collectives
