@@ -51,7 +51,8 @@ struct CollectiveStats {
 
 class EmulatedLinkCommunicator final : public Communicator {
  public:
-  // Duplicates `base`. routes: rank-to-rank routes over the constellation (links/rank_map.hpp).
+  // Duplicates `base` (collective: every rank calls it). routes: rank-to-rank routes over the
+  // constellation (links/rank_map.hpp make_route_fn).
   static Status create(MPI_Comm base, algorithms::RouteFn routes, const EmulationOptions& opt,
                        std::unique_ptr<EmulatedLinkCommunicator>* out);
   ~EmulatedLinkCommunicator() override;
@@ -82,8 +83,20 @@ class EmulatedLinkCommunicator final : public Communicator {
 
  private:
   EmulatedLinkCommunicator() = default;
+  // Emulated start time every rank agrees on (max of the ranks' clocks).
+  Status agree_start(double* t0_s);
+  // Schedule for (algorithm, count), built once and cached.
+  Status schedule_for(algorithms::Algorithm a, size_t count, const algorithms::Schedule** out);
+  // Runs `s` on buf (this rank's part; every rank runs the same schedule) as the timeline says.
+  Status execute(const algorithms::Schedule& s, const algorithms::Timeline& tl, char* buf,
+                 DataType type, ReduceOp op, const char* what);
+  // Sleeps until the wall time of emulated time t_s.
+  void sleep_until_emulated(double t_s) const;
+  // Model + execute + stats for one scheduled collective.
+  Status run_collective(const algorithms::Schedule& s, char* buf, DataType type, ReduceOp op,
+                        const char* what, double t0_s, double wall_start);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::unique_ptr<MpiCommunicator> mpi_;
   int rank_ = 0;
   int size_ = 1;
   algorithms::RouteFn routes_;
@@ -93,6 +106,7 @@ class EmulatedLinkCommunicator final : public Communicator {
   double total_model_s_ = 0.0;
   double total_wall_s_ = 0.0;
   std::map<std::pair<int, size_t>, algorithms::Schedule> cache_;  // (algorithm, count) -> schedule
+  std::map<std::pair<int, size_t>, algorithms::Schedule> gather_cache_;  // (kind/root, count)
 };
 
 }  // namespace perigee::collectives

@@ -68,11 +68,15 @@ class MpiCommunicator final : public Communicator {
   // communicator is usable; otherwise kUnavailable and it stays broken.
   Status wait_abandoned(double seconds);
 
+  // Waits for all `requests` on comm() (blocking, or polling against the deadline when a timeout is
+  // set; on expiry they are abandoned as above). For layers that post their own point-to-point
+  // requests on comm() (the emulated-link communicator).
+  Status wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes);
+  // kUnavailable while an abandoned collective is pending.
+  Status usable() const;
+
  private:
   MpiCommunicator() = default;
-  Status usable() const;
-  // Waits for all `requests` (blocking, or polling against the deadline when a timeout is set).
-  Status wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
