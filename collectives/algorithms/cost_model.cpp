@@ -1,0 +1,127 @@
+// Topology-aware all-reduce prediction and the ranking behind `auto`. Each algorithm is a list of
+// phases (cost_phases.hpp); a phase of S steps, each moving m bytes over the same pairs, costs
+//   S * (overhead + a_phase + m * b_phase)
+// with a_phase = the largest latency of the phase's routes and b_phase = the largest, over directed
+// links, of (routes of the phase crossing the link / link bandwidth): the busiest link sets the pace.
+#include "collectives/algorithms/cost_model.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "collectives/algorithms/cost_phases.hpp"
+
+namespace perigee::collectives::algorithms {
+namespace {
+
+std::string fmt(double v, const char* unit) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3g%s", v, unit);
+  return buf;
+}
+
+struct PhaseCost {
+  double alpha_s = 0.0;
+  double beta_s_per_byte = 0.0;
+  int max_sharing = 0;  // routes on the busiest link
+};
+
+Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, double t_s,
+                  PhaseCost* out) {
+  struct LinkUse {
+    int routes = 0;
+    double bandwidth_Bps = 0.0;
+  };
+  std::map<int, LinkUse> links;
+  PhaseCost cost;
+  Route route;
+  for (const auto& [src, dst] : ph.pairs) {
+    Status st = routes(src, dst, t_s, &route);
+    if (!st.is_ok()) {
+      return make_error(st.code(), "predict_allreduce(", algorithm_name(a), "): phase ", ph.label,
+                        ", route ", src, " -> ", dst, " at t=", t_s, " s: ", st.message());
+    }
+    cost.alpha_s = std::max(cost.alpha_s, route.latency_s());
+    for (const RouteHop& h : route.hops) {
+      PERIGEE_REQUIRE(h.bandwidth_Bps > 0.0, StatusCode::kInvalidArgument, "predict_allreduce(",
+                      algorithm_name(a), "): link ", h.link, " on route ", src, " -> ", dst,
+                      " has bandwidth ", h.bandwidth_Bps, " B/s");
+      LinkUse& use = links[h.link];
+      use.bandwidth_Bps = use.routes == 0 ? h.bandwidth_Bps : std::min(use.bandwidth_Bps, h.bandwidth_Bps);
+      ++use.routes;
+    }
+  }
+  for (const auto& [link, use] : links) {
+    const double beta = use.routes / use.bandwidth_Bps;
+    if (beta > cost.beta_s_per_byte) {
+      cost.beta_s_per_byte = beta;
+      cost.max_sharing = use.routes;
+    }
+  }
+  *out = cost;
+  return Status::ok();
+}
+
+}  // namespace
+
+Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_bytes,
+                         const RouteFn& routes, double t_s, double overhead_s, Prediction* out) {
+  PERIGEE_REQUIRE(static_cast<bool>(routes), StatusCode::kInvalidArgument, "predict_allreduce(",
+                  algorithm_name(a), "): no RouteFn");
+  if (a == Algorithm::kAuto) {
+    std::vector<Prediction> ranked;
+    PERIGEE_CHECK(rank_algorithms(p, element_bytes, routes, t_s, overhead_s, &ranked));
+    *out = ranked.front();
+    return Status::ok();
+  }
+  std::vector<detail::Phase> phases;
+  PERIGEE_CHECK(detail::allreduce_phases(a, p, element_bytes, &phases));
+  Prediction pred;
+  pred.algorithm = a;
+  pred.formula = std::string(algorithm_name(a)) + ": " + detail::symbolic_formula(a);
+  if (p.count == 0) phases.clear();  // nothing to move
+  for (const detail::Phase& ph : phases) {
+    PhaseCost c;
+    PERIGEE_CHECK(phase_cost(a, ph, routes, t_s, &c));
+    pred.seconds += ph.steps * (overhead_s + c.alpha_s + ph.bytes * c.beta_s_per_byte);
+    pred.formula += str_cat("; ", ph.label, ": ", ph.steps, " x (", fmt(overhead_s, "s"), " + ",
+                            fmt(c.alpha_s, "s"), " + ", fmt(ph.bytes, "B"), " x ",
+                            fmt(c.beta_s_per_byte, "s/B"), ", busiest link shared by ",
+                            c.max_sharing, ")");
+  }
+  pred.formula += str_cat(" = ", fmt(pred.seconds, "s"));
+  *out = std::move(pred);
+  return Status::ok();
+}
+
+Status rank_algorithms(const ScheduleParams& p, size_t element_bytes, const RouteFn& routes,
+                       double t_s, double overhead_s, std::vector<Prediction>* out) {
+  std::vector<Prediction> ranked;
+  Status first_failure;
+  for (Algorithm a : {Algorithm::kRing, Algorithm::kRabenseifner, Algorithm::kTorus2d,
+                      Algorithm::kHierarchical, Algorithm::kDoubleBinaryTree}) {
+    if (a == Algorithm::kTorus2d && !detail::torus2d_fits(p)) continue;
+    if (a == Algorithm::kHierarchical && !detail::hierarchical_fits(p)) continue;
+    Prediction pred;
+    Status st = predict_allreduce(a, p, element_bytes, routes, t_s, overhead_s, &pred);
+    if (st.code() == StatusCode::kUnavailable) {  // a route it needs is down: others may work
+      if (first_failure.is_ok()) first_failure = std::move(st);
+      continue;
+    }
+    PERIGEE_CHECK(st);
+    ranked.push_back(std::move(pred));
+  }
+  if (ranked.empty()) {
+    PERIGEE_REQUIRE(!first_failure.is_ok(), StatusCode::kInvalidArgument,
+                    "rank_algorithms: no algorithm fits ", p.ranks, " ranks");
+    return make_error(StatusCode::kUnavailable, "rank_algorithms: no algorithm has its routes: ",
+                      first_failure.message());
+  }
+  std::stable_sort(ranked.begin(), ranked.end(), [](const Prediction& x, const Prediction& y) {
+    return x.seconds < y.seconds;
+  });
+  *out = std::move(ranked);
+  return Status::ok();
+}
+
+}  // namespace perigee::collectives::algorithms
