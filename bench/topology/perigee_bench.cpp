@@ -88,6 +88,8 @@ int main(int argc, char** argv) {
   app.add_option("--graph-file", graph_file, "file topology: the graph (suite and --topology file)");
   app.add_option("--mapping", single.map.mapping, "rank map: linear, spread, grid, list");
   app.add_option("--ranks-per-satellite", single.map.ranks_per_satellite, "ranks (GPUs) per satellite");
+  app.add_option("--grid-x", single.map.grid_x, "mapping grid: satellites along a plane (0 = most square block)");
+  app.add_option("--grid-y", single.map.grid_y, "mapping grid: planes");
   app.add_option("--satellites", single.map.satellites, "mapping list: satellite of each rank")->delimiter(',');
   app.add_option("--algorithms", algorithm_names,
                  "ring, rabenseifner, torus2d, hierarchical, double_binary_tree, native, or all")->delimiter(',');
@@ -143,7 +145,7 @@ int main(int argc, char** argv) {
       cases.push_back(single);
       suite.clear();
     } else {
-      st = suite_cases(suite, graph_file, &cases);
+      st = suite_cases(suite, ranks, graph_file, &cases);
     }
   }
   if (!st.is_ok()) {

@@ -14,13 +14,23 @@ TopologyCase make_case(std::string label, std::string kind, std::string mapping,
   return c;
 }
 
-void issue7(const std::string& graph_file, std::vector<TopologyCase>* out) {
-  // One 22-satellite plane of shell 1 (a ring of 6.58 ms hops); ranks spread around it.
-  out->push_back(make_case("starlink_plane", "starlink_plane", "spread"));
+void issue7(int ranks, const std::string& graph_file, std::vector<TopologyCase>* out) {
+  // One 22-satellite plane of shell 1 (a ring of 6.58 ms hops); ranks evenly around it (satellite
+  // floor(r * 22 / ranks): 8 ranks are 2-3 hops apart all the way round, the wrap included, where
+  // "spread" (every 2nd satellite) would leave an 8-hop gap between the last rank and the first).
+  TopologyCase plane = make_case("starlink_plane", "starlink_plane", "list");
+  const int plane_sats = 22;
+  for (int r = 0; r < ranks && ranks <= plane_sats; ++r) plane.map.satellites.push_back(r * plane_sats / ranks);
+  if (ranks > plane_sats) plane.map.mapping = "spread";  // more ranks than satellites: make_rank_map says so
+  out->push_back(plane);
 
   // Abstract 8 x 8 +Grid torus, 1 ms per hop, 100 Gb/s; ranks on a grid block (8 ranks: 4 x 2), so
   // torus2d runs along the block's rows and columns.
   TopologyCase grid = make_case("grid8x8", "grid", "grid");
+  if (ranks == 8) {
+    grid.map.grid_x = 4;
+    grid.map.grid_y = 2;
+  }
   grid.spec.planes = 8;
   grid.spec.sats_per_plane = 8;
   grid.spec.fixed_latency_s = 1e-3;
@@ -44,10 +54,11 @@ void issue7(const std::string& graph_file, std::vector<TopologyCase>* out) {
 
 std::string suite_names() { return "issue7"; }
 
-Status suite_cases(const std::string& suite, const std::string& graph_file, std::vector<TopologyCase>* out) {
+Status suite_cases(const std::string& suite, int ranks, const std::string& graph_file,
+                   std::vector<TopologyCase>* out) {
   out->clear();
   if (suite == "issue7") {
-    issue7(graph_file, out);
+    issue7(ranks, graph_file, out);
     return Status::ok();
   }
   return make_error(StatusCode::kInvalidArgument, "unknown suite '", suite, "' (known: ", suite_names(), ")");

@@ -18,8 +18,10 @@ struct TopologyCase {
   collectives::links::RankMapSpec map;
 };
 
-// The cases of a named suite; graph_file is the "file" topology's graph. Errors list the suites.
-Status suite_cases(const std::string& suite, const std::string& graph_file, std::vector<TopologyCase>* out);
+// The cases of a named suite for `ranks` ranks; graph_file is the "file" topology's graph. Errors
+// list the suites.
+Status suite_cases(const std::string& suite, int ranks, const std::string& graph_file,
+                   std::vector<TopologyCase>* out);
 
 // Names of the suites, for help texts.
 std::string suite_names();

@@ -19,6 +19,14 @@ namespace {
 
 std::string wrong_text(long long w) { return std::to_string(w); }
 
+// Bandwidths over satellite links are often far below 0.01 GB/s: keep 3 significant digits there.
+std::string format_bw(double v, int width) {
+  if (v == 0.0 || v >= 0.01) return format_fixed(v, width);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%*.3g", width, v);
+  return buf;
+}
+
 }  // namespace
 
 void TablePrinter::run_header(const RunInfo& info) {
@@ -57,7 +65,7 @@ void TablePrinter::algorithm_header(const AlgorithmResult& a) {
   std::fprintf(out_, "# time scale %.6g (%s)\n", a.time_scale, a.time_scale_reason.c_str());
   std::fprintf(out_, "# predicted: %s%s%s\n", a.formula.c_str(), a.predicted_note.empty() ? "" : "  ",
                a.predicted_note.c_str());
-  std::fprintf(out_, "#%70s%44s\n", "out-of-place", "in-place");
+  std::fprintf(out_, "#%71s%33s\n", "out-of-place", "in-place");
   std::fprintf(out_, "#%11s %12s %8s %6s %6s %10s %8s %8s %6s %10s %8s %8s %6s %12s %9s\n", "size", "count", "type",
                "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong", "predicted",
                "meas/pred");
@@ -70,9 +78,9 @@ void TablePrinter::row(const RowResult& r) {
   const PlacementResult& o = r.out_of_place;
   const PlacementResult& i = r.in_place;
   std::fprintf(out_, "%12zu %12zu %8s %6s %6d %s %s %s %6s %s %s %s %6s %s %s\n", r.bytes, r.count, "float", "sum", -1,
-               format_fixed(o.time_us, 10).c_str(), format_fixed(o.alg_bw, 8).c_str(),
-               format_fixed(o.bus_bw, 8).c_str(), wrong_text(o.wrong).c_str(), format_fixed(i.time_us, 10).c_str(),
-               format_fixed(i.alg_bw, 8).c_str(), format_fixed(i.bus_bw, 8).c_str(), wrong_text(i.wrong).c_str(),
+               format_fixed(o.time_us, 10).c_str(), format_bw(o.alg_bw, 8).c_str(),
+               format_bw(o.bus_bw, 8).c_str(), wrong_text(o.wrong).c_str(), format_fixed(i.time_us, 10).c_str(),
+               format_bw(i.alg_bw, 8).c_str(), format_bw(i.bus_bw, 8).c_str(), wrong_text(i.wrong).c_str(),
                format_fixed(r.predicted_us, 12).c_str(), format_fixed(r.meas_over_pred(), 9).c_str());
   std::fflush(out_);
 }
@@ -81,6 +89,11 @@ void TablePrinter::algorithm_footer(const AlgorithmResult& a) {
   const long long wrong = a.wrong_total();
   std::fprintf(out_, "# Out of bounds values : %lld %s\n", wrong, wrong == 0 ? "OK" : "FAILED");
   std::fprintf(out_, "# Avg bus bandwidth    : %g\n", a.avg_bus_bw());
+  if (!a.rows.empty()) {
+    const RowResult& r = a.rows.back();
+    std::fprintf(out_, "# Largest size: emulated %.6g us, timing model %.6g us, alpha-beta %.6g us, meas/pred %.3f\n",
+                 r.out_of_place.time_us, r.out_of_place.model_us, r.predicted_us, r.meas_over_pred());
+  }
   std::fflush(out_);
 }
 
@@ -90,13 +103,15 @@ void TablePrinter::skipped(const AlgorithmResult& a) {
 }
 
 void TablePrinter::summary(const std::vector<TopologyResult>& topologies) {
-  std::fprintf(out_, "#\n# ==== summary: largest size, emulated out-of-place time (meas/pred)\n");
+  std::fprintf(out_, "#\n# ==== summary: largest size, emulated out-of-place time (meas/pred, meas/model)\n");
   for (const auto& t : topologies) {
     std::fprintf(out_, "# %-16s", t.label.c_str());
     for (const auto& a : t.algorithms) {
       if (a.skipped || a.rows.empty()) continue;
       const RowResult& r = a.rows.back();
-      std::fprintf(out_, "  %s %.4g ms (%.2f)", a.algorithm.c_str(), r.out_of_place.time_us / 1e3, r.meas_over_pred());
+      const double model = r.out_of_place.model_us > 0 ? r.out_of_place.time_us / r.out_of_place.model_us : 0.0;
+      std::fprintf(out_, "  %s %.4g ms (%.2f, %.2f)", a.algorithm.c_str(), r.out_of_place.time_us / 1e3,
+                   r.meas_over_pred(), model);
     }
     std::fprintf(out_, "\n");
   }
