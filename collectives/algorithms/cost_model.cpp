@@ -3,6 +3,11 @@
 //   S * (overhead + a_phase + m * b_phase)
 // with a_phase = the largest latency of the phase's routes and b_phase = the largest, over directed
 // links, of (routes of the phase crossing the link / link bandwidth): the busiest link sets the pace.
+// Pipelined phases (the double binary tree's rounds) do not synchronise all ranks each step: there
+// each rank's ready time advances by the recurrence of timing.hpp with every edge's own cost
+//   ready'(v) = max(ready(v), ready(u) + bytes / bottleneck(u->w) for its sends u = v,
+//                   ready(u) + overhead + latency(u->v) + bytes * max over hops (share / bw))
+// so a slow edge delays the ranks after it rather than every round.
 #include "collectives/algorithms/cost_model.hpp"
 
 #include <algorithm>
@@ -20,10 +25,19 @@ std::string fmt(double v, const char* unit) {
   return buf;
 }
 
+struct EdgeCost {
+  int src = 0;
+  int dst = 0;
+  double latency_s = 0.0;
+  double beta_s_per_byte = 0.0;  // max over its hops of (routes on the hop / hop bandwidth)
+  double inject_s_per_byte = 0.0;  // 1 / bottleneck bandwidth
+};
+
 struct PhaseCost {
   double alpha_s = 0.0;
   double beta_s_per_byte = 0.0;
   int max_sharing = 0;  // routes on the busiest link
+  std::vector<EdgeCost> edges;
 };
 
 Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, double t_s,
@@ -34,8 +48,10 @@ Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, d
   };
   std::map<int, LinkUse> links;
   PhaseCost cost;
-  Route route;
-  for (const auto& [src, dst] : ph.pairs) {
+  std::vector<Route> route_of(ph.pairs.size());
+  for (size_t i = 0; i < ph.pairs.size(); ++i) {
+    const auto [src, dst] = ph.pairs[i];
+    Route& route = route_of[i];
     Status st = routes(src, dst, t_s, &route);
     if (!st.is_ok()) {
       return make_error(st.code(), "predict_allreduce(", algorithm_name(a), "): phase ", ph.label,
@@ -58,7 +74,19 @@ Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, d
       cost.max_sharing = use.routes;
     }
   }
-  *out = cost;
+  for (size_t i = 0; i < ph.pairs.size(); ++i) {
+    EdgeCost e;
+    e.src = ph.pairs[i].first;
+    e.dst = ph.pairs[i].second;
+    e.latency_s = route_of[i].latency_s();
+    e.inject_s_per_byte = 1.0 / route_of[i].bottleneck_Bps();
+    for (const RouteHop& h : route_of[i].hops) {
+      const LinkUse& use = links[h.link];
+      e.beta_s_per_byte = std::max(e.beta_s_per_byte, use.routes / use.bandwidth_Bps);
+    }
+    cost.edges.push_back(e);
+  }
+  *out = std::move(cost);
   return Status::ok();
 }
 
@@ -80,15 +108,36 @@ Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_by
   pred.algorithm = a;
   pred.formula = std::string(algorithm_name(a)) + ": " + detail::symbolic_formula(a);
   if (p.count == 0) phases.clear();  // nothing to move
+  std::vector<double> ready(static_cast<size_t>(p.ranks), 0.0);
+  std::vector<double> next;
   for (const detail::Phase& ph : phases) {
     PhaseCost c;
     PERIGEE_CHECK(phase_cost(a, ph, routes, t_s, &c));
-    pred.seconds += ph.steps * (overhead_s + c.alpha_s + ph.bytes * c.beta_s_per_byte);
+    const double before = *std::max_element(ready.begin(), ready.end());
+    if (ph.pipelined) {
+      for (int step = 0; step < static_cast<int>(ph.steps); ++step) {
+        next = ready;
+        for (const EdgeCost& e : c.edges) {
+          const double start = ready[static_cast<size_t>(e.src)];
+          double& s_next = next[static_cast<size_t>(e.src)];
+          s_next = std::max(s_next, start + ph.bytes * e.inject_s_per_byte);
+          double& d_next = next[static_cast<size_t>(e.dst)];
+          d_next = std::max(d_next, start + overhead_s + e.latency_s + ph.bytes * e.beta_s_per_byte);
+        }
+        ready.swap(next);
+      }
+    } else {
+      const double step = overhead_s + c.alpha_s + ph.bytes * c.beta_s_per_byte;
+      std::fill(ready.begin(), ready.end(), before + ph.steps * step);
+    }
+    const double after = *std::max_element(ready.begin(), ready.end());
     pred.formula += str_cat("; ", ph.label, ": ", ph.steps, " x (", fmt(overhead_s, "s"), " + ",
                             fmt(c.alpha_s, "s"), " + ", fmt(ph.bytes, "B"), " x ",
                             fmt(c.beta_s_per_byte, "s/B"), ", busiest link shared by ",
-                            c.max_sharing, ")");
+                            c.max_sharing, ph.pipelined ? ", pipelined" : "", ") -> +",
+                            fmt(after - before, "s"));
   }
+  pred.seconds = *std::max_element(ready.begin(), ready.end());
   pred.formula += str_cat(" = ", fmt(pred.seconds, "s"));
   *out = std::move(pred);
   return Status::ok();

@@ -1,6 +1,7 @@
-// Internal to the cost model: each algorithm as a list of phases. A phase is `steps` synchronous
-// steps in which the same set of rank pairs each move `bytes`; the topology-aware model charges a
-// step overhead + max route latency + bytes * max over links (routes crossing it / bandwidth).
+// Internal to the cost model: each algorithm as a list of phases. A phase is `steps` steps in which
+// the same set of rank pairs each move `bytes`. The topology-aware model charges a synchronous step
+// overhead + max route latency + bytes * max over links (routes crossing it / bandwidth); a
+// pipelined phase (the tree rounds) instead advances per-rank ready times edge by edge.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +19,7 @@ struct Phase {
   double steps = 0.0;
   double bytes = 0.0;                     // per transfer in one step
   std::vector<std::pair<int, int>> pairs; // (src, dst) transfers of one step
+  bool pipelined = false;                 // ranks wait only for their own partners
 };
 
 // The textbook formula in words, e.g. "2(p-1)(a + n/p b)".
