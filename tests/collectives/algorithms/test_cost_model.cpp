@@ -63,6 +63,16 @@ TEST(AlgoCostModel, UniformClosedFormsByHand) {
               predict_uniform_s(Algorithm::kRabenseifner, params_of(8, 250), n, ab), 1e-12);
 }
 
+// The worked numbers of the reference (section 2.2): S = 1 GB, 8 ranks, 6.58 ms hops, 100 Gb/s.
+TEST(AlgoCostModel, ReferenceWorkedNumbers) {
+  const AlphaBeta ab{6.58e-3, 1.0 / 12.5e9};
+  const size_t gigabyte = 1000000000;
+  EXPECT_NEAR(predict_uniform_s(Algorithm::kRing, params_of(8, gigabyte / 4), gigabyte, ab), 0.232,
+              0.0005);
+  EXPECT_NEAR(predict_uniform_s(Algorithm::kRabenseifner, params_of(8, gigabyte / 4), gigabyte, ab),
+              0.179, 0.0005);
+}
+
 TEST(AlgoCostModel, TopologyAwareEqualsClosedFormOnAUniformMesh) {
   const double alpha = 2e-3;
   const double bw = 1e9;
@@ -153,6 +163,20 @@ TEST(AlgoCostModel, RabenseifnerLosesToRingOnARingForLargeMessagesWinsOnAMeshFor
             0.5 * predicted_s(Algorithm::kRing, small, mesh, 0.0));
   EXPECT_LT(simulated_s(Algorithm::kRabenseifner, small, mesh, 0.0),
             0.5 * simulated_s(Algorithm::kRing, small, mesh, 0.0));
+}
+
+TEST(AlgoCostModel, TreePipeliningPaysOffForLargeMessages) {
+  // Bandwidth-bound mesh: one chunk per tree costs 2H rounds of half the buffer; 16 chunks cost
+  // 16 + 2H - 1 rounds of 1/32 of it.
+  const RouteFn mesh = uniform_route_fn(8, 1e-6, 1e9);
+  ScheduleParams one = params_of(8, 1 << 20);
+  one.pipeline_chunks = 1;
+  ScheduleParams sixteen = one;
+  sixteen.pipeline_chunks = 16;
+  const double t1 = simulated_s(Algorithm::kDoubleBinaryTree, one, mesh, 0.0);
+  const double t16 = simulated_s(Algorithm::kDoubleBinaryTree, sixteen, mesh, 0.0);
+  EXPECT_LT(t16, 0.5 * t1);
+  EXPECT_NEAR(predicted_s(Algorithm::kDoubleBinaryTree, sixteen, mesh, 0.0), t16, 0.10 * t16);
 }
 
 TEST(AlgoCostModel, AutoPicksRingOnABandwidthBoundRingAndRabenseifnerOnALatencyBoundMesh) {
