@@ -29,8 +29,8 @@ struct Dim {
 };
 
 // Ring dimension over `pairs` of (rank, next rank in the ring).
-Status ring_dim(const algorithms::RouteFn& routes, const std::vector<std::pair<int, int>>& pairs, int npus, double t_s,
-                Dim* out) {
+Status ring_dim(const algorithms::RouteFn& routes, const std::vector<std::pair<int, int>>& pairs, int npus,
+                double t_s, Dim* out) {
   double sum = 0.0, bw = std::numeric_limits<double>::infinity();
   for (const auto& [a, b] : pairs) {
     algorithms::Route r;
@@ -93,8 +93,8 @@ Status write_astra_sim(const Topology& topo, const RankMap& map, algorithms::Alg
   if (rps > 1) {
     dims.push_back(Dim{"Switch", rps, map.intra_bandwidth_Bps / 1e9, map.intra_latency_s * 1e9});
   }
-  const bool grid = map.grid_x > 0 && map.grid_y > 0 && static_cast<long long>(map.grid_x) * map.grid_y == ranks &&
-                    map.grid_x % rps == 0;
+  const bool grid = map.grid_x > 0 && map.grid_y > 0 &&
+                    static_cast<long long>(map.grid_x) * map.grid_y == ranks && map.grid_x % rps == 0;
   if (grid) {
     const int gx = map.grid_x / rps, gy = map.grid_y;
     auto rank_of = [&](int x, int y) { return y * map.grid_x + x * rps; };
@@ -123,7 +123,8 @@ Status write_astra_sim(const Topology& topo, const RankMap& map, algorithms::Alg
   std::ostringstream yml;
   yml << "# ASTRA-sim analytical network written by Perigee\n"
       << "# topology: " << topo.name() << "\n"
-      << "# " << ranks << " ranks, " << rps << " per satellite, at t = " << t_s << " s; bandwidth in GB/s per link "
+      << "# " << ranks << " ranks, " << rps << " per satellite, at t = " << t_s
+      << " s; bandwidth in GB/s per link "
       << "per direction, latency in ns (mean route latency between ring neighbours)\n";
   auto list = [&](const char* key, auto field) {
     yml << key << ": [ ";

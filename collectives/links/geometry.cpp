@@ -7,11 +7,15 @@
 namespace perigee::collectives::links {
 
 namespace {
-double dot(const Vec3& a, const Vec3& b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+double dot(const Vec3& a, const Vec3& b) {
+  return a.x * b.x + a.y * b.y + a.z * b.z;
+}
 constexpr double kDeg = kPi / 180.0;
 }  // namespace
 
-double norm_m(const Vec3& v) { return std::sqrt(dot(v, v)); }
+double norm_m(const Vec3& v) {
+  return std::sqrt(dot(v, v));
+}
 
 double distance_m(const Vec3& a, const Vec3& b) {
   return norm_m(Vec3{a.x - b.x, a.y - b.y, a.z - b.z});
@@ -48,9 +52,13 @@ double latitude_deg(const Vec3& p) {
   return std::asin(std::clamp(p.z / r, -1.0, 1.0)) / kDeg;
 }
 
-double WalkerShell::radius_m() const { return kEarthRadiusM + altitude_m; }
+double WalkerShell::radius_m() const {
+  return kEarthRadiusM + altitude_m;
+}
 
-double WalkerShell::period_s() const { return orbital_period_s(altitude_m); }
+double WalkerShell::period_s() const {
+  return orbital_period_s(altitude_m);
+}
 
 Vec3 WalkerShell::position(int plane, int index, double t_s) const {
   const double r = radius_m();

@@ -6,9 +6,9 @@
 
 namespace perigee::collectives::links {
 
-inline constexpr double kEarthRadiusM = 6378135.0;      // WGS72, as Hypatia uses
-inline constexpr double kEarthMu = 3.986004418e14;      // m^3/s^2
-inline constexpr double kSpeedOfLight = 299792458.0;    // m/s
+inline constexpr double kEarthRadiusM = 6378135.0;    // WGS72, as Hypatia uses
+inline constexpr double kEarthMu = 3.986004418e14;    // m^3/s^2
+inline constexpr double kSpeedOfLight = 299792458.0;  // m/s
 inline constexpr double kPi = 3.14159265358979323846;
 
 struct Vec3 {

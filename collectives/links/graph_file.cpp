@@ -61,8 +61,8 @@ Status parse_graph_text(const std::string& text, const std::string& source, doub
       PERIGEE_REQUIRE(tok.size() == 2 || tok.size() == 3, StatusCode::kInvalidArgument, where(),
                       "expected 'node <id> [name]', got ", tok.size() - 1, " fields");
       long long id = 0;
-      PERIGEE_REQUIRE(parse_int(tok[1], &id) && id >= 0 && id < kMaxNodes, StatusCode::kInvalidArgument, where(),
-                      "node id '", tok[1], "' is not an integer in [0, ", kMaxNodes, ")");
+      PERIGEE_REQUIRE(parse_int(tok[1], &id) && id >= 0 && id < kMaxNodes, StatusCode::kInvalidArgument,
+                      where(), "node id '", tok[1], "' is not an integer in [0, ", kMaxNodes, ")");
       if (id >= static_cast<long long>(declared.size())) {
         declared.resize(id + 1, false);
         names.resize(id + 1);
@@ -84,29 +84,31 @@ Status parse_graph_text(const std::string& text, const std::string& source, doub
       PERIGEE_REQUIRE(ab[0] != ab[1], StatusCode::kInvalidArgument, where(), "link joins node ", ab[0],
                       " to itself");
       const int a = static_cast<int>(ab[0]), b = static_cast<int>(ab[1]);
-      PERIGEE_REQUIRE(pairs.insert({std::min(a, b), std::max(a, b)}).second, StatusCode::kInvalidArgument, where(),
-                      "second link between nodes ", a, " and ", b);
+      PERIGEE_REQUIRE(pairs.insert({std::min(a, b), std::max(a, b)}).second, StatusCode::kInvalidArgument,
+                      where(), "second link between nodes ", a, " and ", b);
       double latency_ms = -1.0, distance_km = -1.0, bandwidth_gbps = default_bandwidth_gbps;
       for (size_t k = 3; k < tok.size(); ++k) {
         const size_t eq = tok[k].find('=');
-        PERIGEE_REQUIRE(eq != std::string::npos, StatusCode::kInvalidArgument, where(), "expected key=value, got '",
-                        tok[k], "'");
+        PERIGEE_REQUIRE(eq != std::string::npos, StatusCode::kInvalidArgument, where(),
+                        "expected key=value, got '", tok[k], "'");
         const std::string key = tok[k].substr(0, eq), value = tok[k].substr(eq + 1);
         double v = 0.0;
         PERIGEE_REQUIRE(parse_double(value, &v), StatusCode::kInvalidArgument, where(), key, "='", value,
                         "' is not a number");
         if (key == "latency_ms") {
           PERIGEE_REQUIRE(latency_ms < 0.0, StatusCode::kInvalidArgument, where(), "latency_ms given twice");
-          PERIGEE_REQUIRE(v >= 0.0, StatusCode::kInvalidArgument, where(), "latency_ms must be >= 0 (got ", v, ")");
+          PERIGEE_REQUIRE(v >= 0.0, StatusCode::kInvalidArgument, where(), "latency_ms must be >= 0 (got ", v,
+                          ")");
           latency_ms = v;
         } else if (key == "distance_km") {
-          PERIGEE_REQUIRE(distance_km < 0.0, StatusCode::kInvalidArgument, where(), "distance_km given twice");
-          PERIGEE_REQUIRE(v >= 0.0, StatusCode::kInvalidArgument, where(), "distance_km must be >= 0 (got ", v,
-                          ")");
+          PERIGEE_REQUIRE(distance_km < 0.0, StatusCode::kInvalidArgument, where(),
+                          "distance_km given twice");
+          PERIGEE_REQUIRE(v >= 0.0, StatusCode::kInvalidArgument, where(), "distance_km must be >= 0 (got ",
+                          v, ")");
           distance_km = v;
         } else if (key == "bandwidth_gbps") {
-          PERIGEE_REQUIRE(v > 0.0, StatusCode::kInvalidArgument, where(), "bandwidth_gbps must be > 0 (got ", v,
-                          ")");
+          PERIGEE_REQUIRE(v > 0.0, StatusCode::kInvalidArgument, where(), "bandwidth_gbps must be > 0 (got ",
+                          v, ")");
           bandwidth_gbps = v;
         } else {
           return make_error(StatusCode::kInvalidArgument, where(), "unknown key '", key,
@@ -144,7 +146,8 @@ Status parse_graph_text(const std::string& text, const std::string& source, doub
 }
 
 Status make_file_topology(const TopologySpec& spec, std::unique_ptr<LinkModelTopology>* out) {
-  PERIGEE_REQUIRE(!spec.file.empty(), StatusCode::kInvalidArgument, "links.file must name a graph file for kind file");
+  PERIGEE_REQUIRE(!spec.file.empty(), StatusCode::kInvalidArgument,
+                  "links.file must name a graph file for kind file");
   std::ifstream f(spec.file);
   PERIGEE_REQUIRE(f.good(), StatusCode::kNotFound, "links.file: cannot open '", spec.file, "'");
   std::ostringstream text;

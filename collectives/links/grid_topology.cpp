@@ -38,8 +38,9 @@ LinkState GridTopology::raw_link(int i, double) const {
 Status make_grid_topology(const TopologySpec& spec, std::unique_ptr<LinkModelTopology>* out) {
   PERIGEE_REQUIRE(spec.planes >= 1 && spec.sats_per_plane >= 1 &&
                       static_cast<long long>(spec.planes) * spec.sats_per_plane <= 100000,
-                  StatusCode::kInvalidArgument, "links.planes and links.sats_per_plane must be >= 1 for grid (got ",
-                  spec.planes, " x ", spec.sats_per_plane, ")");
+                  StatusCode::kInvalidArgument,
+                  "links.planes and links.sats_per_plane must be >= 1 for grid (got ", spec.planes, " x ",
+                  spec.sats_per_plane, ")");
   PERIGEE_REQUIRE(spec.fixed_latency_s >= 0.0 && std::isfinite(spec.fixed_latency_s),
                   StatusCode::kInvalidArgument, "links.fixed_latency_s must be >= 0 for grid (got ",
                   spec.fixed_latency_s, ")");

@@ -31,8 +31,8 @@ Status LinkModelTopology::set_rules(double setup_delay_s, const std::vector<Outa
   for (auto& o : outages_) o.clear();
   for (size_t k = 0; k < outages.size(); ++k) {
     const Outage& o = outages[k];
-    PERIGEE_REQUIRE(o.end_s >= o.start_s, StatusCode::kInvalidArgument, "links: outage ", k, " (", o.a,
-                    "-", o.b, ") ends before it starts (", o.start_s, " > ", o.end_s, ")");
+    PERIGEE_REQUIRE(o.end_s >= o.start_s, StatusCode::kInvalidArgument, "links: outage ", k, " (", o.a, "-",
+                    o.b, ") ends before it starts (", o.start_s, " > ", o.end_s, ")");
     const int i = find_link(o.a, o.b);
     PERIGEE_REQUIRE(i >= 0, StatusCode::kInvalidArgument, "links: outage ", k, " names satellites ", o.a,
                     " and ", o.b, ", which no link joins in ", name());
@@ -77,8 +77,8 @@ std::string LinkModelTopology::down_reason(int i, double t_s) const {
   const Outage* o = nullptr;
   if (in_outage(i, t_s, t_s, &o)) return str_cat("outage [", o->start_s, ", ", o->end_s, ") s");
   if (in_outage(i, t_s - setup_delay_s_, t_s, &o)) {
-    return str_cat("setting up after outage [", o->start_s, ", ", o->end_s, ") s until t=", o->end_s + setup_delay_s_,
-                   " s");
+    return str_cat("setting up after outage [", o->start_s, ", ", o->end_s,
+                   ") s until t=", o->end_s + setup_delay_s_, " s");
   }
   if (!link(i, t_s).up) return str_cat("setting up (available again less than ", setup_delay_s_, " s ago)");
   return "up";

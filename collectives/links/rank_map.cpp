@@ -16,7 +16,8 @@ bool square_block(int sats, int per_plane, int planes, int* gx, int* gy) {
   for (int x = 1; x <= per_plane && x <= sats; ++x) {
     if (sats % x != 0 || sats / x > planes) continue;
     const int y = sats / x;
-    if (best < 0 || std::abs(x - y) < std::abs(*gx - *gy) || (std::abs(x - y) == std::abs(*gx - *gy) && x > *gx)) {
+    if (best < 0 || std::abs(x - y) < std::abs(*gx - *gy) ||
+        (std::abs(x - y) == std::abs(*gx - *gy) && x > *gx)) {
       *gx = x;
       *gy = y;
       best = x;
@@ -25,19 +26,20 @@ bool square_block(int sats, int per_plane, int planes, int* gx, int* gy) {
   return best > 0;
 }
 
-Status grid_satellites(const Topology& topo, int sats, const RankMapSpec& spec, std::vector<int>* out, int* gx,
-                       int* gy) {
+Status grid_satellites(const Topology& topo, int sats, const RankMapSpec& spec, std::vector<int>* out,
+                       int* gx, int* gy) {
   const GridShape g = topo.grid();
   PERIGEE_REQUIRE(g.planes > 0 && g.per_plane > 0, StatusCode::kInvalidArgument,
                   "rank map 'grid' needs a +Grid topology (walker_delta, walker_star, starlink_*, grid); ",
                   topo.name(), " is not one");
   if (spec.grid_x > 0 || spec.grid_y > 0) {
-    PERIGEE_REQUIRE(spec.grid_x > 0 && spec.grid_y > 0 && static_cast<long long>(spec.grid_x) * spec.grid_y == sats,
-                    StatusCode::kInvalidArgument, "rank map 'grid': grid_x * grid_y = ", spec.grid_x, " * ",
-                    spec.grid_y, " must equal the ", sats, " satellites in use");
+    PERIGEE_REQUIRE(
+        spec.grid_x > 0 && spec.grid_y > 0 && static_cast<long long>(spec.grid_x) * spec.grid_y == sats,
+        StatusCode::kInvalidArgument, "rank map 'grid': grid_x * grid_y = ", spec.grid_x, " * ", spec.grid_y,
+        " must equal the ", sats, " satellites in use");
     PERIGEE_REQUIRE(spec.grid_x <= g.per_plane && spec.grid_y <= g.planes, StatusCode::kInvalidArgument,
-                    "rank map 'grid': a ", spec.grid_x, " x ", spec.grid_y, " block does not fit in ", g.per_plane,
-                    " satellites per plane x ", g.planes, " planes");
+                    "rank map 'grid': a ", spec.grid_x, " x ", spec.grid_y, " block does not fit in ",
+                    g.per_plane, " satellites per plane x ", g.planes, " planes");
     *gx = spec.grid_x;
     *gy = spec.grid_y;
   } else {
@@ -57,9 +59,10 @@ Status grid_satellites(const Topology& topo, int sats, const RankMapSpec& spec, 
 Status make_rank_map(const Topology& topo, int ranks, const RankMapSpec& spec, RankMap* out) {
   PERIGEE_REQUIRE(ranks >= 1, StatusCode::kInvalidArgument, "rank map: ranks must be >= 1 (got ", ranks, ")");
   const int rps = spec.ranks_per_satellite;
-  PERIGEE_REQUIRE(rps >= 1, StatusCode::kInvalidArgument, "rank map: ranks_per_satellite must be >= 1 (got ", rps,
-                  ")");
-  PERIGEE_REQUIRE(spec.intra_bandwidth_gbps > 0.0 && spec.intra_latency_s >= 0.0, StatusCode::kInvalidArgument,
+  PERIGEE_REQUIRE(rps >= 1, StatusCode::kInvalidArgument, "rank map: ranks_per_satellite must be >= 1 (got ",
+                  rps, ")");
+  PERIGEE_REQUIRE(spec.intra_bandwidth_gbps > 0.0 && spec.intra_latency_s >= 0.0,
+                  StatusCode::kInvalidArgument,
                   "rank map: intra_bandwidth_gbps must be > 0 and intra_latency_s >= 0 (got ",
                   spec.intra_bandwidth_gbps, ", ", spec.intra_latency_s, ")");
   const int nodes = topo.num_nodes();
@@ -104,8 +107,8 @@ Status make_rank_map(const Topology& topo, int ranks, const RankMapSpec& spec, R
       const int sat = spec.satellites[s];
       PERIGEE_REQUIRE(sat >= 0 && sat < nodes, StatusCode::kInvalidArgument, "rank map 'list': entry ", s,
                       " is satellite ", sat, ", outside [0, ", nodes, ")");
-      PERIGEE_REQUIRE(seen.insert(sat).second, StatusCode::kInvalidArgument, "rank map 'list': satellite ", sat,
-                      " is listed twice (use ranks_per_satellite for several ranks on one satellite)");
+      PERIGEE_REQUIRE(seen.insert(sat).second, StatusCode::kInvalidArgument, "rank map 'list': satellite ",
+                      sat, " is listed twice (use ranks_per_satellite for several ranks on one satellite)");
       group_sat.push_back(sat);
     }
   } else {

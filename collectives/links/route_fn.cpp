@@ -24,25 +24,25 @@ class RouteCache {
   Status route(int src, int dst, double t_s, algorithms::Route* out) {
     const int ranks = static_cast<int>(map_.satellite_of_rank.size());
     PERIGEE_REQUIRE(src >= 0 && src < ranks && dst >= 0 && dst < ranks, StatusCode::kInvalidArgument,
-                    "route from rank ", src, " to rank ", dst, " at t=", t_s, " s: ranks must be in [0, ", ranks,
-                    ")");
-    PERIGEE_REQUIRE(std::isfinite(t_s), StatusCode::kInvalidArgument, "route from rank ", src, " to rank ", dst,
-                    ": time ", t_s, " is not finite");
+                    "route from rank ", src, " to rank ", dst, " at t=", t_s, " s: ranks must be in [0, ",
+                    ranks, ")");
+    PERIGEE_REQUIRE(std::isfinite(t_s), StatusCode::kInvalidArgument, "route from rank ", src, " to rank ",
+                    dst, ": time ", t_s, " is not finite");
     out->hops.clear();
     if (src == dst) return Status::ok();
     const int a = map_.satellite_of_rank[src], b = map_.satellite_of_rank[dst];
     if (a == b) {
-      out->hops.push_back(algorithms::RouteHop{2 * topo_->num_links() + src, map_.intra_latency_s,
-                                               map_.intra_bandwidth_Bps});
+      out->hops.push_back(
+          algorithms::RouteHop{2 * topo_->num_links() + src, map_.intra_latency_s, map_.intra_bandwidth_Bps});
       return Status::ok();
     }
     std::lock_guard<std::mutex> lock(mu_);
     RouteSnapshot& snap = snapshot(t_s);
     if (snap.path(a, b, &out->hops)) return Status::ok();
-    return make_error(StatusCode::kUnavailable, "no route from rank ", src, " (sat ", a, ") to rank ", dst, " (sat ",
-                      b, ") at t=", snap.time_s(), " s in ", topo_->name(), ": links down at sat ", a, ": ",
-                      snap.down_links_at(a), "; at sat ", b, ": ", snap.down_links_at(b), "; ", snap.num_down(),
-                      " of ", topo_->num_links(), " links down");
+    return make_error(StatusCode::kUnavailable, "no route from rank ", src, " (sat ", a, ") to rank ", dst,
+                      " (sat ", b, ") at t=", snap.time_s(), " s in ", topo_->name(), ": links down at sat ",
+                      a, ": ", snap.down_links_at(a), "; at sat ", b, ": ", snap.down_links_at(b), "; ",
+                      snap.num_down(), " of ", topo_->num_links(), " links down");
   }
 
  private:
@@ -52,7 +52,8 @@ class RouteCache {
     if (snaps_.size() >= kMaxSnapshots) {
       // Evict the snapshot farthest in time from the one asked for.
       auto far = snaps_.begin();
-      if (std::abs(std::prev(snaps_.end())->first - at) > std::abs(far->first - at)) far = std::prev(snaps_.end());
+      if (std::abs(std::prev(snaps_.end())->first - at) > std::abs(far->first - at))
+        far = std::prev(snaps_.end());
       snaps_.erase(far);
     }
     return *snaps_.emplace(at, std::make_unique<RouteSnapshot>(*topo_, at)).first->second;
@@ -69,7 +70,9 @@ class RouteCache {
 
 algorithms::RouteFn make_route_fn(std::shared_ptr<const Topology> topo, RankMap map, double cache_s) {
   auto cache = std::make_shared<RouteCache>(std::move(topo), std::move(map), cache_s);
-  return [cache](int src, int dst, double t_s, algorithms::Route* out) { return cache->route(src, dst, t_s, out); };
+  return [cache](int src, int dst, double t_s, algorithms::Route* out) {
+    return cache->route(src, dst, t_s, out);
+  };
 }
 
 }  // namespace perigee::collectives::links

@@ -25,20 +25,24 @@ RouteSnapshot::RouteSnapshot(const Topology& topo, double t_s) : topo_(topo), t_
   }
 }
 
-const RouteSnapshot::Tree& RouteSnapshot::tree(int source) {
+RouteSnapshot::Tree& RouteSnapshot::tree(int source) {
   if (auto it = trees_.find(source); it != trees_.end()) return it->second;
   const int n = static_cast<int>(incident_.size());
   Tree t;
   t.dist.assign(n, std::numeric_limits<double>::infinity());
   t.via.assign(n, -1);
-  using Item = std::pair<double, int>;  // (distance, node): ties broken by node id, deterministically
-  std::priority_queue<Item, std::vector<Item>, std::greater<Item>> queue;
+  t.settled.assign(n, false);
   t.dist[source] = 0.0;
-  queue.push({0.0, source});
-  while (!queue.empty()) {
-    const auto [d, u] = queue.top();
-    queue.pop();
-    if (d > t.dist[u]) continue;
+  t.queue.push({0.0, source});
+  return trees_.emplace(source, std::move(t)).first->second;
+}
+
+void RouteSnapshot::settle_until(Tree& t, int target) {
+  while (!t.settled[target] && !t.queue.empty()) {
+    const auto [d, u] = t.queue.top();
+    t.queue.pop();
+    if (t.settled[u]) continue;
+    t.settled[u] = true;
     for (int i : incident_[u]) {
       const LinkState& s = links_[i];
       if (!s.up) continue;
@@ -48,15 +52,15 @@ const RouteSnapshot::Tree& RouteSnapshot::tree(int source) {
       if (nd < t.dist[v]) {
         t.dist[v] = nd;
         t.via[v] = forward ? 2 * i : 2 * i + 1;
-        queue.push({nd, v});
+        t.queue.push({nd, v});
       }
     }
   }
-  return trees_.emplace(source, std::move(t)).first->second;
 }
 
 bool RouteSnapshot::path(int a, int b, std::vector<algorithms::RouteHop>* hops) {
-  const Tree& t = tree(a);
+  Tree& t = tree(a);
+  settle_until(t, b);
   hops->clear();
   if (t.via[b] < 0) return false;
   for (int v = b; v != a;) {

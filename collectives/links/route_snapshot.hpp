@@ -1,11 +1,15 @@
 // RouteSnapshot: the links of a topology frozen at one time, with shortest-latency paths (Dijkstra
-// over the links that are up) computed lazily per source satellite. Directed link ids: link i
+// over the links that are up) computed lazily per source satellite, each search stopping once the
+// asked-for satellite is settled and resuming from there for later queries. Directed link ids: link i
 // crossed from its first end to its second is 2i, the other way 2i+1.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <queue>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "collectives/algorithms/route.hpp"
@@ -29,11 +33,17 @@ class RouteSnapshot {
   std::string down_links_at(int s) const;
 
  private:
+  // Dijkstra from one source, run only as far as the queries so far needed (resumable).
   struct Tree {
     std::vector<double> dist;
     std::vector<int> via;  // directed link id used to reach the node, -1 at the source / unreached
+    std::vector<bool> settled;
+    std::priority_queue<std::pair<double, int>, std::vector<std::pair<double, int>>,
+                        std::greater<std::pair<double, int>>>
+        queue;  // (distance, node): ties broken by node id, deterministically
   };
-  const Tree& tree(int source);
+  Tree& tree(int source);
+  void settle_until(Tree& t, int target);
 
   const Topology& topo_;
   double t_s_;

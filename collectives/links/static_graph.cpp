@@ -60,7 +60,8 @@ Status make_cluster_topology(const TopologySpec& spec, std::unique_ptr<LinkModel
     }
   }
   auto topo = std::make_unique<StaticGraphTopology>(
-      "cluster (81 satellites, 9x9 lattice, 150 m pitch, 650 km, 1.6 Tb/s)", std::move(names), std::move(links));
+      "cluster (81 satellites, 9x9 lattice, 150 m pitch, 650 km, 1.6 Tb/s)", std::move(names),
+      std::move(links));
   PERIGEE_CHECK(topo->set_rules(spec.setup_delay_s, spec.outages));
   if (positions) *positions = pos;
   *out = std::move(topo);

@@ -82,9 +82,10 @@ TEST(LinksAstraSim, GridMapIsRingByRing) {
   ASSERT_FALSE(w.sys.is_discarded());
   EXPECT_EQ(w.sys["all-reduce-implementation"], nlohmann::json({"ring", "ring"}));
   EXPECT_EQ(w.sys["all-gather-implementation"].size(), 2u);
-  for (const char* key : {"scheduling-policy", "endpoint-delay", "active-chunks-per-dimension",
-                          "preferred-dataset-splits", "reduce-scatter-implementation", "all-to-all-implementation",
-                          "collective-optimization", "local-mem-bw", "boost-mode", "roofline-enabled", "peak-perf"}) {
+  for (const char* key :
+       {"scheduling-policy", "endpoint-delay", "active-chunks-per-dimension", "preferred-dataset-splits",
+        "reduce-scatter-implementation", "all-to-all-implementation", "collective-optimization",
+        "local-mem-bw", "boost-mode", "roofline-enabled", "peak-perf"}) {
     EXPECT_TRUE(w.sys.contains(key)) << key;
   }
 }

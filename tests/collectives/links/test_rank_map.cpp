@@ -156,7 +156,8 @@ TEST(LinksRankMap, Errors) {
   st = map_error(*plane, 12, spec);  // one plane only
   EXPECT_NE(st.message().find("does not fit"), std::string::npos) << st.message();
   spec.grid_x = spec.grid_y = 0;
-  st = map_error(*build(kind("starlink_shell1")), 23 * 2, spec);  // 46 = 2 * 23: no X <= 22 with Y = 46/X... X=2,Y=23 fits
+  st = map_error(*build(kind("starlink_shell1")), 23 * 2,
+                 spec);  // 46 = 2 * 23: no X <= 22 with Y = 46/X... X=2,Y=23 fits
   EXPECT_TRUE(st.is_ok()) << st.to_string();
   st = map_error(*build(kind("starlink_shell1")), 23 * 73, spec);  // 1679 > 1584 satellites
   EXPECT_FALSE(st.is_ok());

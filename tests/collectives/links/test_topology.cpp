@@ -331,8 +331,8 @@ TEST(LinksGraphFile, ErrorsNameFileAndLine) {
   expect_parse_error("node 0\nnode 1\nlink 0 1 latency_ms=1 distance_km=3\n", "g.txt:3:", "exactly one");
   expect_parse_error("node 0\nnode 1\nlink 0 1 speed=3\n", "g.txt:3:", "unknown key 'speed'");
   expect_parse_error("node 0\nnode 1\nlink 0 0 latency_ms=1\n", "g.txt:3:", "to itself");
-  expect_parse_error("node 0\nnode 1\nlink 0 1 latency_ms=1\nlink 1 0 latency_ms=2\n", "g.txt:4:",
-                     "second link");
+  expect_parse_error("node 0\nnode 1\nlink 0 1 latency_ms=1\nlink 1 0 latency_ms=2\n",
+                     "g.txt:4:", "second link");
   expect_parse_error("node 0\nnode 1\nlink 0 1 latency_ms=-1\n", "g.txt:3:", ">= 0");
   expect_parse_error("node 0\nnode 1\nlink 0 1 latency_ms=1 bandwidth_gbps=0\n", "g.txt:3:", "> 0");
   expect_parse_error("nodes 0\n", "g.txt:1:", "unknown statement 'nodes'");
