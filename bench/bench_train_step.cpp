@@ -1,9 +1,15 @@
-// bench_train_step: time one training step (forward + backward + AdamW) of a GPT on one process
-// of the CPU backend, for a small model and the GPT-2 124M shape (12 layers, 12 heads, 768
-// channels, context 1024, vocab 50257 padded to 50304), batch 1..4. Prints a table and writes
-// JSON (ms/step, tokens/s, achieved GFLOP/s, peak RSS). Peak RSS is reset between cases
-// (/proc/self/clear_refs), so each row is that case's own peak.
-//   bench_train_step [--models small,gpt2] [--batches 1,2,4] [--iters 3] [--warmup 1] [--json f]
+// bench_train_step: time one training step (forward + backward + global-norm clip + AdamW) of a GPT
+// on one process, CPU or CUDA backend, for a small model and the GPT-2 124M shape (12 layers, 12
+// heads, 768 channels, context 1024, vocab 50257 padded to 50304). Prints a table and writes JSON:
+// ms/step (median of the timed steps), tokens/s, achieved TFLOP/s, MFU against a stated peak, peak
+// memory (CPU: VmHWM, reset between cases; CUDA: device memory in use, cudaMemGetInfo, sampled after
+// init and after every step), and with --profile the per-op time breakdown of extra profiled steps
+// (kernels/profiling_backend.hpp; cudaEvent pairs on CUDA, sync + steady_clock on the CPU).
+//   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
+//                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1] [--tf32] [--profile]
+//                    [--peak-tflops P] [--json f]
+// Exit codes: 0 ok, 2 bad arguments or no CUDA device for --device cuda.
+#include <cuda_runtime.h>
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -11,12 +17,18 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/cuda_backend.cuh"
+#include "kernels/cuda/cuda_backend_factory.hpp"
+#include "kernels/cuda/device_probe.cuh"
+#include "kernels/cuda/event_timer.cuh"
+#include "kernels/profiling_backend.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
@@ -25,6 +37,14 @@ namespace {
 
 using namespace perigee;
 namespace rt = perigee::runtime;
+
+// Dense peaks of an H100 SXM5 (NVIDIA datasheet; H200 has the same compute): the defaults of
+// --peak-tflops for the CUDA path. Perigee's GEMMs run in fp32 on the CUDA cores (TF32 tensor cores
+// with --tf32), so its MFU is stated against the matching peak, and also against bf16 for comparison
+// with a bf16 PyTorch run.
+constexpr double kH100Fp32Tflops = 66.9;
+constexpr double kH100Tf32Tflops = 494.7;
+constexpr double kH100Bf16Tflops = 989.4;
 
 struct ModelCase {
   std::string name;
@@ -47,54 +67,158 @@ void reset_peak_rss() {
 }
 
 // Training FLOPs per step: 6 * params per token for the weight GEMMs (forward 2, backward 4), plus
-// attention scores and values: 4 * T * C per token and layer forward, 3x that with the backward.
+// attention scores and values: 4 * T * C per token and layer forward, 3x that with the backward
+// (12 * L * T * C per token; the causal mask is not discounted, as in the PaLM MFU formula).
 double step_flops(const rt::GptShape& s, size_t params, int B, int T) {
   const double tokens = static_cast<double>(B) * T;
   const double attention = 6.0 * 2.0 * s.n_layer * static_cast<double>(T) * s.n_embd;  // per token
   return 6.0 * static_cast<double>(params) * tokens + attention * tokens;
 }
 
+struct DeviceMemory {
+  bool cuda = false;
+  double baseline_mib = 0.0;  // in use before the case's model was created
+  double peak_mib = 0.0;      // largest sample
+  void sample() {
+    if (!cuda) return;
+    size_t used = 0;
+    PERIGEE_CHECK_OR_DIE(kernels::cuda::device_memory_used(&used, nullptr));
+    peak_mib = std::max(peak_mib, used / (1024.0 * 1024.0));
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"bench_train_step: GPT training step time on the CPU backend"};
+  CLI::App app{"bench_train_step: GPT training step time on the CPU or CUDA backend"};
   std::vector<std::string> models = {"small", "gpt2"};
   std::vector<int> batches = {1, 2, 4};
-  int iters = 3, warmup = 1, threads = 0;
-  std::string json_path = "bench_train_step.json";
+  int iters = 3, warmup = 1, threads = 0, seq = 0, profile_steps = 3, cuda_device = 0;
+  std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto";
+  bool tf32 = false, profile = false, by_shape = false;
+  double peak_tflops = 0.0;
+  app.add_option("--device", device, "cpu, cuda or auto (cuda when a device answers)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--cuda-device", cuda_device, "CUDA device index");
+  app.add_option("--preset", preset, "gpt2-124m: model gpt2, batch 16, seq 1024 (overrides --models/--batches)")
+      ->check(CLI::IsMember({"gpt2-124m"}));
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
   app.add_option("--batches", batches, "batch sizes")->delimiter(',');
-  app.add_option("--iters", iters, "timed steps per case");
-  app.add_option("--warmup", warmup, "untimed steps first");
+  app.add_option("--seq", seq, "sequence length (0 = the model's default: small 256, gpt2 1024)");
+  app.add_option("--iters", iters, "timed steps per case")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "CPU threads (0 = all)");
+  app.add_flag("--tf32", tf32, "CUDA: let the fp32 GEMMs use TF32 tensor cores");
+  app.add_option("--peak-tflops", peak_tflops,
+                 "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, or TF32 494.7 with --tf32; CPU: none)");
+  app.add_flag("--profile", profile, "per-op time breakdown over extra profiled steps");
+  app.add_option("--profile-steps", profile_steps, "profiled steps after the timed ones")->check(CLI::PositiveNumber);
+  app.add_flag("--profile-by-shape", by_shape, "one profile row per op and shape (splits the GEMMs)");
+  app.add_option("--timer", timer, "profile timer: auto (cudaEvent on CUDA), events or sync")
+      ->check(CLI::IsMember({"auto", "events", "sync"}));
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
+  if (preset == "gpt2-124m") {
+    models = {"gpt2"};
+    batches = {16};
+    seq = 1024;
+  }
+
+  // ---- backend
+  std::unique_ptr<kernels::Backend> backend;
+  std::string device_name = "cpu";
+  std::vector<kernels::cuda::DeviceInfo> gpus;
+  const Status probe = kernels::cuda::probe_devices(&gpus);
+  if (device == "cuda" || (device == "auto" && probe.is_ok())) {
+    if (!probe.is_ok()) {
+      std::fprintf(stderr, "bench_train_step: --device cuda: %s\n", probe.message().c_str());
+      return 2;
+    }
+    const Status made = kernels::cuda::make_cuda_backend(cuda_device, &backend);
+    if (!made.is_ok()) {
+      std::fprintf(stderr, "bench_train_step: cannot create the CUDA backend: %s\n", made.to_string().c_str());
+      return 2;
+    }
+    static_cast<kernels::cuda::CudaBackend*>(backend.get())->set_allow_tf32(tf32);
+    device_name = gpus[cuda_device].name;
+    device = "cuda";
+  } else {
+    backend = std::make_unique<kernels::cpu::CpuBackend>(threads);
+    device = "cpu";
+    tf32 = false;
+  }
+  const bool on_cuda = device == "cuda";
+  const int cpu_threads = on_cuda ? 0 : static_cast<kernels::cpu::CpuBackend*>(backend.get())->threads();
+  const std::string precision = on_cuda ? (tf32 ? "fp32 (TF32 GEMMs)" : "fp32") : "fp32";
+  if (peak_tflops <= 0.0 && on_cuda) peak_tflops = tf32 ? kH100Tf32Tflops : kH100Fp32Tflops;
+  const std::string peak_note =
+      peak_tflops <= 0.0 ? "none (CPU: give --peak-tflops)"
+                         : (on_cuda && !app.count("--peak-tflops")
+                                ? (tf32 ? "H100 SXM dense TF32 494.7" : "H100 SXM fp32 (CUDA cores) 66.9")
+                                : "--peak-tflops");
+
+  // The profiler wraps the backend for the whole case but only counts the profiled steps.
+  std::unique_ptr<kernels::ProfilingBackend> prof;
+  if (profile) {
+    std::unique_ptr<kernels::OpTimer> op_timer;
+    if (on_cuda && timer != "sync") {
+      PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_event_timer(backend.get(), &op_timer));
+    }
+    prof = std::make_unique<kernels::ProfilingBackend>(backend.get(), std::move(op_timer),
+                                                       kernels::ProfilingOptions{by_shape});
+    prof->set_enabled(false);
+  }
+  kernels::Backend* be = prof ? static_cast<kernels::Backend*>(prof.get()) : backend.get();
 
   std::vector<ModelCase> cases;
   for (const auto& m : models) {
-    if (m == "small") cases.push_back({"small (4L 4H 128C)", rt::GptShape{4, 4, 128, 256, 256, 256}, 256});
-    else if (m == "gpt2") cases.push_back({"gpt2-124M (12L 12H 768C)", rt::GptShape{12, 12, 768, 1024, 50257, 50304}, 1024});
+    if (m == "small") cases.push_back({"small (4L 4H 128C)", rt::GptShape{4, 4, 128, 256, 256, 256}, seq > 0 ? seq : 256});
+    else if (m == "gpt2") cases.push_back({"gpt2-124M (12L 12H 768C)", rt::GptShape{12, 12, 768, 1024, 50257, 50304}, seq > 0 ? seq : 1024});
     else {
       std::fprintf(stderr, "unknown model '%s' (small, gpt2)\n", m.c_str());
       return 2;
     }
+    if (cases.back().seq > cases.back().shape.context) {
+      std::fprintf(stderr, "--seq %d exceeds the context %d of %s\n", cases.back().seq, cases.back().shape.context,
+                   m.c_str());
+      return 2;
+    }
   }
-  kernels::cpu::CpuBackend cpu(threads);
-  std::printf("# bench_train_step: CPU backend, %d thread(s), fp32, %d warm-up + %d timed steps\n", cpu.threads(),
-              warmup, iters);
-  std::printf("# %-26s %6s %6s %12s %12s %12s %10s %10s\n", "model", "batch", "seq", "params", "ms/step",
-              "tokens/s", "GFLOP/s", "peakRSS MiB");
+
+  if (on_cuda) {
+    std::printf("# bench_train_step: CUDA device %d (%s), %s, %d warm-up + %d timed steps\n", cuda_device,
+                device_name.c_str(), precision.c_str(), warmup, iters);
+  } else {
+    std::printf("# bench_train_step: CPU backend, %d thread(s), fp32, %d warm-up + %d timed steps\n", cpu_threads,
+                warmup, iters);
+  }
+  if (peak_tflops > 0.0) std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
+  else std::printf("# MFU peak: %s\n", peak_note.c_str());
+  std::printf("# %-26s %6s %6s %12s %10s %12s %9s %7s %10s\n", "model", "batch", "seq", "params", "ms/step",
+              "tokens/s", "TFLOP/s", "MFU", on_cuda ? "peakGPU MiB" : "peakRSS MiB");
   nlohmann::ordered_json results = nlohmann::json::array();
   for (const auto& mc : cases) {
     for (int B : batches) {
       reset_peak_rss();
+      DeviceMemory mem;
+      mem.cuda = on_cuda;
+      if (on_cuda) {
+        PERIGEE_CHECK_OR_DIE(backend->synchronize());
+        mem.sample();
+        mem.baseline_mib = mem.peak_mib;
+      }
       std::vector<double> times;
-      size_t params = 0;
+      size_t params = 0, model_bytes = 0;
+      double profiled_ms = 0.0, final_loss = 0.0;
+      nlohmann::ordered_json breakdown = nlohmann::json::array();
+      std::string profile_table;
       {
         rt::GptModel model;
-        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, &cpu, B, mc.seq));
+        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
         params = model.num_parameters();
+        model_bytes = 4 * params * sizeof(float) + model.activation_bytes();
+        mem.sample();
         rt::SplitMix64 rng(2);
         std::vector<int32_t> x(static_cast<size_t>(B) * mc.seq), y(x.size());
         for (size_t i = 0; i < x.size(); ++i) {
@@ -102,34 +226,86 @@ int main(int argc, char** argv) {
           y[i] = static_cast<int32_t>(rng.next() % mc.shape.vocab);
         }
         rt::TrainConfig tc;
-        tc.steps = warmup + iters;
-        for (int i = 0; i < warmup + iters; ++i) {
-          const auto t0 = std::chrono::steady_clock::now();
+        const int total = warmup + iters + (profile ? profile_steps : 0);
+        tc.steps = total;
+        auto run_step = [&](int i) {
           double loss = 0.0;
           PERIGEE_CHECK_OR_DIE(model.forward(x.data(), y.data(), B, mc.seq, &loss));
           PERIGEE_CHECK_OR_DIE(model.zero_grad());
           PERIGEE_CHECK_OR_DIE(model.backward());
           PERIGEE_CHECK_OR_DIE(rt::optimizer_step(model, tc, i, nullptr));
+          PERIGEE_CHECK_OR_DIE(be->synchronize());
+          final_loss = loss;
+        };
+        for (int i = 0; i < warmup + iters; ++i) {
+          const auto t0 = std::chrono::steady_clock::now();
+          run_step(i);
           const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
           if (i >= warmup) times.push_back(ms);
+          mem.sample();
+        }
+        if (profile) {
+          prof->reset();
+          prof->set_enabled(true);
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int i = warmup + iters; i < total; ++i) run_step(i);
+          PERIGEE_CHECK_OR_DIE(prof->collect());
+          profiled_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          prof->set_enabled(false);
+          mem.sample();
+          profile_table = prof->report(profiled_ms, profile_steps);
+          for (const auto& s : prof->stats()) {
+            breakdown.push_back({{"op", s.op}, {"calls_per_step", static_cast<double>(s.calls) / profile_steps},
+                                 {"ms_per_step", s.total_ms / profile_steps},
+                                 {"pct_of_step", 100.0 * s.total_ms / profiled_ms}});
+          }
         }
       }
       std::sort(times.begin(), times.end());
       const double median = times[times.size() / 2];
       const double tokens = static_cast<double>(B) * mc.seq;
-      const double gflops = step_flops(mc.shape, params, B, mc.seq) / (median * 1e-3) / 1e9;
+      const double flops = step_flops(mc.shape, params, B, mc.seq);
+      const double tflops = flops / (median * 1e-3) / 1e12;
+      const double mfu = peak_tflops > 0.0 ? tflops / peak_tflops : 0.0;
       const double rss_mib = peak_rss_kib() / 1024.0;
-      std::printf("  %-26s %6d %6d %12zu %12.1f %12.0f %10.1f %10.0f\n", mc.name.c_str(), B, mc.seq, params, median,
-                  tokens / (median * 1e-3), gflops, rss_mib);
+      const double peak_mem = on_cuda ? mem.peak_mib : rss_mib;
+      char mfu_text[16] = "-";
+      if (peak_tflops > 0.0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100.0 * mfu);
+      std::printf("  %-26s %6d %6d %12zu %10.2f %12.0f %9.3f %7s %10.0f\n", mc.name.c_str(), B, mc.seq, params, median,
+                  tokens / (median * 1e-3), tflops, mfu_text, peak_mem);
+      if (profile) {
+        std::printf("# per-op breakdown, %d profiled step(s), %.2f ms/step wall (timer: %s)\n%s", profile_steps,
+                    profiled_ms / profile_steps, prof->timer().name(), profile_table.c_str());
+      }
       std::fflush(stdout);
-      results.push_back({{"model", mc.name}, {"batch", B}, {"seq", mc.seq}, {"params", params},
-                         {"ms_per_step", median}, {"ms_min", times.front()}, {"ms_max", times.back()},
-                         {"tokens_per_s", tokens / (median * 1e-3)}, {"gflops", gflops}, {"peak_rss_mib", rss_mib}});
+      nlohmann::ordered_json r = {
+          {"model", mc.name}, {"batch", B}, {"seq", mc.seq}, {"params", params}, {"tokens_per_step", tokens},
+          {"ms_per_step", median}, {"ms_min", times.front()}, {"ms_max", times.back()},
+          {"tokens_per_s", tokens / (median * 1e-3)}, {"flops_per_step", flops}, {"tflops", tflops},
+          {"gflops", tflops * 1e3}, {"loss_last", final_loss}, {"peak_rss_mib", rss_mib},
+          {"model_buffer_mib", model_bytes / (1024.0 * 1024.0)}};
+      if (peak_tflops > 0.0) {
+        r["mfu"] = mfu;
+        r["mfu_peak_tflops"] = peak_tflops;
+      }
+      if (on_cuda) {
+        r["mfu_vs_bf16_dense"] = tflops / kH100Bf16Tflops;
+        r["device_mem_peak_mib"] = mem.peak_mib;  // cudaMemGetInfo: includes the CUDA context
+        r["device_mem_case_mib"] = mem.peak_mib - mem.baseline_mib;
+      }
+      if (profile) {
+        r["profile"] = {{"steps", profile_steps}, {"timer", prof->timer().name()},
+                        {"wall_ms_per_step", profiled_ms / profile_steps},
+                        {"ops_ms_per_step", prof->total_ms() / profile_steps}, {"ops", breakdown}};
+      }
+      results.push_back(r);
     }
   }
-  nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", "cpu"}, {"threads", cpu.threads()},
+  nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", device}, {"device_name", device_name},
+                                {"precision", precision}, {"tf32", tf32}, {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
-                                {"warmup", warmup}, {"iters", iters}, {"results", results}};
+                                {"mfu_peak", peak_note}, {"warmup", warmup}, {"iters", iters},
+                                {"results", results}};
   std::ofstream(json_path) << doc.dump(2) << "\n";
   std::printf("# wrote %s (%zu cases)\n", json_path.c_str(), results.size());
   return 0;

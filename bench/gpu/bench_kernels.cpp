@@ -1,0 +1,429 @@
+// bench_kernels: CUDA micro-benchmarks of the CudaBackend's kernel families at the GPT-2 124M
+// training shapes (B 16, T 1024, C 768, 12 heads, vocab 50257 padded to 50304): device copy,
+// layernorm, GELU, residual, cross-entropy and AdamW as achieved GB/s, attention and the matmul
+// GEMMs (fp32 and TF32) as achieved TFLOP/s, each against a stated peak. Every case is first checked
+// against the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the
+// backend's stream with cudaEvents (warm-up, then the mean of --reps calls).
+// Bytes are the algorithmic minimum (each operand read once, each output written once; an
+// accumulated output counts as read + written); attention FLOPs are 4 * B * NH * T^2 * hs / 2
+// forward (causal) and 2.5x that backward. Without a CUDA device it prints "no CUDA device: skipped"
+// and exits 0. Exit 1 when a correctness check fails, 2 on bad arguments.
+//   bench_kernels [--reps 20] [--warmup 3] [--peak-gbps 3000] [--peak-fp32-tflops 66.9]
+//                 [--peak-tf32-tflops 494.7] [--only name,...] [--json bench_kernels.json]
+#include <cuda_runtime.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/cuda_backend.cuh"
+#include "kernels/cuda/cuda_backend_factory.hpp"
+#include "kernels/cuda/device_probe.cuh"
+
+namespace {
+
+using namespace perigee;
+using kernels::Backend;
+
+void die_cuda(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return;
+  std::fprintf(stderr, "bench_kernels: %s failed: %s (%s)\n", what, cudaGetErrorName(err), cudaGetErrorString(err));
+  std::exit(3);
+}
+
+// The shapes of one run: the small check shape and the timed (GPT-2) shape use the same struct.
+struct Dims {
+  int B, T, C, NH, V, Vp;
+  size_t params;  // AdamW length
+  int N() const { return B * T; }
+  size_t nc() const { return static_cast<size_t>(B) * T * C; }
+};
+
+// A buffer: its length in 4-byte elements and how to fill it (uniform [lo, hi], or tokens < vocab).
+struct BufSpec {
+  size_t n = 0;
+  float lo = 0.0f, hi = 0.0f;
+  int vocab = 0;  // > 0: int32 tokens
+};
+
+using Bufs = std::vector<float*>;
+using OpFn = std::function<Status(Backend*, const Bufs&, const Dims&)>;
+
+struct Case {
+  std::string name;
+  std::string unit;  // "GB/s" or "TFLOP/s"
+  std::function<std::vector<BufSpec>(Backend*, const Dims&)> buffers;
+  OpFn prepare;  // untimed, once (may be empty)
+  OpFn op;       // the timed op
+  std::function<double(const Dims&)> amount;  // bytes or FLOPs per call
+  std::vector<int> outputs;                    // buffers compared with the CPU
+  double atol = 0.0, rtol = 0.0;
+  bool tf32 = false;                           // GEMM with TF32 on (peak and tolerance)
+};
+
+// Deterministic fill without a slow generator (these buffers reach 3 GB).
+void fill_host(std::vector<uint32_t>* host, const BufSpec& s, uint64_t seed) {
+  host->resize(s.n);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < s.n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    if (s.vocab > 0) {
+      (*host)[i] = static_cast<uint32_t>(x % static_cast<uint64_t>(s.vocab));
+    } else {
+      const float u = static_cast<float>((x >> 40) * (1.0 / 16777216.0));
+      const float f = s.lo + (s.hi - s.lo) * u;
+      std::memcpy(&(*host)[i], &f, sizeof f);
+    }
+  }
+}
+
+class Arena {
+ public:
+  Arena(Backend* be, const std::vector<BufSpec>& specs, uint64_t seed) : be_(be) {
+    std::vector<uint32_t> host;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      void* p = nullptr;
+      PERIGEE_CHECK_OR_DIE(be->allocate(&p, std::max<size_t>(specs[i].n, 1) * 4));
+      const bool zero = specs[i].vocab == 0 && specs[i].lo == 0.0f && specs[i].hi == 0.0f;
+      if (specs[i].n > 0 && !zero) {  // allocate() already zero-fills
+        fill_host(&host, specs[i], seed + i);
+        PERIGEE_CHECK_OR_DIE(be->copy_to_device(p, host.data(), specs[i].n * 4));
+      }
+      bufs_.push_back(static_cast<float*>(p));
+      sizes_.push_back(specs[i].n);
+    }
+  }
+  ~Arena() {
+    for (float* p : bufs_) be_->release(p);
+  }
+  const Bufs& bufs() const { return bufs_; }
+  std::vector<float> read(int i) const {
+    std::vector<float> h(sizes_[i]);
+    PERIGEE_CHECK_OR_DIE(be_->copy_to_host(h.data(), bufs_[i], sizes_[i] * 4));
+    return h;
+  }
+
+ private:
+  Backend* be_;
+  Bufs bufs_;
+  std::vector<size_t> sizes_;
+};
+
+const int32_t* tok(float* p) { return reinterpret_cast<const int32_t*>(p); }
+
+std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
+  std::vector<Case> cases;
+  const auto fp = [](size_t n, float lo = -1.0f, float hi = 1.0f) { return BufSpec{n, lo, hi, 0}; };
+  const auto zero = [](size_t n) { return BufSpec{n, 0.0f, 0.0f, 0}; };
+
+  // ---- layernorm: bufs out, mean, rstd, inp, weight, bias | dinp, dweight, dbias, dout
+  const auto ln_bufs = [=](Backend*, const Dims& d) {
+    return std::vector<BufSpec>{zero(d.nc()), zero(d.N()), zero(d.N()), fp(d.nc(), -2.0f, 2.0f),
+                                fp(d.C, 0.5f, 1.5f), fp(d.C), fp(d.nc()), zero(d.C), zero(d.C), fp(d.nc())};
+  };
+  const OpFn ln_fwd = [](Backend* be, const Bufs& b, const Dims& d) {
+    return be->layernorm_forward(b[0], b[1], b[2], b[3], b[4], b[5], d.N(), d.C);
+  };
+  cases.push_back({"layernorm_forward", "GB/s", ln_bufs, nullptr, ln_fwd,
+                   [](const Dims& d) { return 4.0 * (2.0 * d.nc() + 2.0 * d.N() + 2.0 * d.C); }, {0, 1, 2},
+                   1e-5, 1e-5});
+  cases.push_back({"layernorm_backward", "GB/s", ln_bufs, ln_fwd,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->layernorm_backward(b[6], b[7], b[8], b[9], b[3], b[4], b[1], b[2], d.N(), d.C);
+                   },
+                   [](const Dims& d) { return 4.0 * (4.0 * d.nc() + 2.0 * d.N() + 5.0 * d.C); }, {6, 7, 8},
+                   1e-4, 1e-4});
+
+  // ---- attention: bufs out, state, qkv | dqkv, dout
+  const auto att_bufs = [=](Backend* be, const Dims& d) {
+    return std::vector<BufSpec>{zero(d.nc()), zero(be->attention_state_size(d.B, d.T, d.C, d.NH)),
+                                fp(3 * d.nc()), zero(3 * d.nc()), fp(d.nc())};
+  };
+  const OpFn att_fwd = [](Backend* be, const Bufs& b, const Dims& d) {
+    return be->attention_forward(b[0], b[1], b[2], d.B, d.T, d.C, d.NH);
+  };
+  const auto att_flops = [](const Dims& d) {
+    return 4.0 * d.B * d.NH * static_cast<double>(d.T) * d.T * (d.C / d.NH) / 2.0;
+  };
+  cases.push_back({"attention_forward", "TFLOP/s", att_bufs, nullptr, att_fwd, att_flops, {0}, 1e-5, 1e-4});
+  cases.push_back({"attention_backward", "TFLOP/s", att_bufs, att_fwd,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->attention_backward(b[3], b[4], b[2], b[1], d.B, d.T, d.C, d.NH);
+                   },
+                   [=](const Dims& d) { return 2.5 * att_flops(d); }, {3}, 1e-5, 1e-4});
+
+  // ---- GELU and residual on the MLP activation [N, 4C]: bufs out, inp, dinp, dout
+  const auto gelu_bufs = [=](Backend*, const Dims& d) {
+    return std::vector<BufSpec>{zero(4 * d.nc()), fp(4 * d.nc(), -3.0f, 3.0f), zero(4 * d.nc()), fp(4 * d.nc())};
+  };
+  cases.push_back({"gelu_forward", "GB/s", gelu_bufs, nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) { return be->gelu_forward(b[0], b[1], 4 * d.nc()); },
+                   [](const Dims& d) { return 4.0 * 2.0 * 4.0 * d.nc(); }, {0}, 1e-7, 5e-6});
+  cases.push_back({"gelu_backward", "GB/s", gelu_bufs, nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->gelu_backward(b[2], b[1], b[3], 4 * d.nc());
+                   },
+                   [](const Dims& d) { return 4.0 * 4.0 * 4.0 * d.nc(); }, {2}, 1e-6, 1e-5});
+  cases.push_back({"residual_forward", "GB/s",
+                   [=](Backend*, const Dims& d) { return std::vector<BufSpec>{zero(d.nc()), fp(d.nc()), fp(d.nc())}; },
+                   nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) { return be->residual_forward(b[0], b[1], b[2], d.nc()); },
+                   [](const Dims& d) { return 4.0 * 3.0 * d.nc(); }, {0}, 0.0, 0.0});
+
+  // ---- cross-entropy over [N, Vp]: bufs losses, probs, logits, targets, dlogits
+  const auto ce_bufs = [=](Backend*, const Dims& d) {
+    const size_t nv = static_cast<size_t>(d.N()) * d.Vp;
+    return std::vector<BufSpec>{zero(d.N()), zero(nv), fp(nv, -4.0f, 4.0f), BufSpec{static_cast<size_t>(d.N()), 0, 0, d.V},
+                                zero(nv)};
+  };
+  const OpFn ce_fwd = [](Backend* be, const Bufs& b, const Dims& d) {
+    return be->crossentropy_forward(b[0], b[1], b[2], tok(b[3]), d.N(), d.V, d.Vp);
+  };
+  cases.push_back({"crossentropy_forward", "GB/s", ce_bufs, nullptr, ce_fwd,
+                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + 2.0 * d.N()); },
+                   {0, 1}, 1e-6, 2e-6});
+  cases.push_back({"crossentropy_backward", "GB/s", ce_bufs, ce_fwd,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->crossentropy_backward(b[4], b[1], tok(b[3]), 1.0f / d.N(), d.N(), d.V, d.Vp);
+                   },
+                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + d.N()); }, {4},
+                   1e-9, 1e-6});
+
+  // ---- AdamW over the whole parameter buffer: params, grads, m, v
+  cases.push_back({"adamw_update", "GB/s",
+                   [=](Backend*, const Dims& d) {
+                     return std::vector<BufSpec>{fp(d.params, -0.1f, 0.1f), fp(d.params, -0.01f, 0.01f),
+                                                 fp(d.params, -1e-3f, 1e-3f), fp(d.params, 0.0f, 1e-5f)};
+                   },
+                   nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     kernels::AdamWParams hp;
+                     hp.lr = 1e-4f;
+                     hp.weight_decay = 0.1f;
+                     hp.step = 10;
+                     return be->adamw_update(b[0], b[1], b[2], b[3], d.params, hp);
+                   },
+                   [](const Dims& d) { return 28.0 * static_cast<double>(d.params); }, {0, 2, 3}, 1e-7, 1e-5});
+
+  // ---- GEMMs of the model through matmul_forward / matmul_backward: out, inp, weight, bias, dinp, dweight, dbias, dout
+  struct Gemm {
+    const char* name;
+    int oc_mult;    // OC = oc_mult * C (0: Vp)
+    int c_mult;     // C_in = c_mult * C
+  };
+  for (bool tf32 : {false, true}) {
+    for (const Gemm g : {Gemm{"qkv", 3, 1}, Gemm{"fc", 4, 1}, Gemm{"fc_proj", 1, 4}, Gemm{"lm_head", 0, 1}}) {
+      const auto oc = [=](const Dims& d) { return g.oc_mult > 0 ? g.oc_mult * d.C : d.Vp; };
+      const auto ic = [=](const Dims& d) { return g.c_mult * d.C; };
+      const auto bufs = [=](Backend*, const Dims& d) {
+        const size_t n = d.N(), k = ic(d), o = oc(d);
+        return std::vector<BufSpec>{zero(n * o), fp(n * k), fp(o * k, -0.1f, 0.1f), fp(o, -0.1f, 0.1f),
+                                    zero(n * k), zero(o * k), zero(o), fp(n * o, -0.1f, 0.1f)};
+      };
+      const auto set_tf32 = [=](Backend* be) {
+        if (be == gpu) gpu->set_allow_tf32(tf32);
+      };
+      const std::string suffix = std::string(" ") + g.name + (tf32 ? " tf32" : " fp32");
+      // Tolerances: fp32 as the unit tests (atol grows with K); TF32 has a 10-bit mantissa.
+      const double atol = tf32 ? 3e-2 : 1e-4, rtol = tf32 ? 1e-2 : 1e-5;
+      cases.push_back({"matmul_forward" + suffix, "TFLOP/s", bufs, nullptr,
+                       [=](Backend* be, const Bufs& b, const Dims& d) {
+                         set_tf32(be);
+                         return be->matmul_forward(b[0], b[1], b[2], g.oc_mult > 0 ? b[3] : nullptr, d.N(), ic(d),
+                                                   oc(d));
+                       },
+                       [=](const Dims& d) { return 2.0 * d.N() * static_cast<double>(ic(d)) * oc(d); }, {0}, atol,
+                       rtol, tf32});
+      cases.push_back({"matmul_backward" + suffix, "TFLOP/s", bufs, nullptr,
+                       [=](Backend* be, const Bufs& b, const Dims& d) {
+                         set_tf32(be);
+                         return be->matmul_backward(b[4], b[5], g.oc_mult > 0 ? b[6] : nullptr, b[7], b[1], b[2],
+                                                    d.N(), ic(d), oc(d));
+                       },
+                       [=](const Dims& d) { return 4.0 * d.N() * static_cast<double>(ic(d)) * oc(d); }, {4, 5, 6},
+                       atol, rtol, tf32});
+    }
+  }
+  return cases;
+}
+
+struct CheckResult {
+  bool ok = true;
+  double worst_ratio = 0.0;  // max |gpu - cpu| / (atol + rtol |cpu|)
+  std::string detail;
+};
+
+CheckResult check_case(const Case& c, Backend* cpu, Backend* gpu, const Dims& small) {
+  CheckResult r;
+  Arena a(cpu, c.buffers(cpu, small), 11), b(gpu, c.buffers(gpu, small), 11);
+  for (auto [be, arena] : {std::pair{cpu, &a}, std::pair{gpu, &b}}) {
+    if (c.prepare) PERIGEE_CHECK_OR_DIE(c.prepare(be, arena->bufs(), small));
+    PERIGEE_CHECK_OR_DIE(c.op(be, arena->bufs(), small));
+    PERIGEE_CHECK_OR_DIE(be->synchronize());
+  }
+  for (int i : c.outputs) {
+    const std::vector<float> ref = a.read(i), got = b.read(i);
+    for (size_t k = 0; k < ref.size(); ++k) {
+      const double err = std::fabs(static_cast<double>(got[k]) - ref[k]);
+      const double tol = c.atol + c.rtol * std::fabs(static_cast<double>(ref[k]));
+      const double ratio = tol > 0.0 ? err / tol : (err > 0.0 ? INFINITY : 0.0);
+      if (!(ratio <= r.worst_ratio)) r.worst_ratio = ratio;
+      if (!(err <= tol) && r.ok) {
+        r.ok = false;
+        r.detail = "buffer " + std::to_string(i) + " element " + std::to_string(k) + ": gpu " +
+                   std::to_string(got[k]) + " cpu " + std::to_string(ref[k]);
+      }
+    }
+  }
+  return r;
+}
+
+// Mean ms per call of c.op on the GPU at the timed shape.
+double time_case(const Case& c, kernels::cuda::CudaBackend* gpu, const Dims& d, int warmup, int reps) {
+  Arena a(gpu, c.buffers(gpu, d), 7);
+  if (c.prepare) PERIGEE_CHECK_OR_DIE(c.prepare(gpu, a.bufs(), d));
+  for (int i = 0; i < warmup; ++i) PERIGEE_CHECK_OR_DIE(c.op(gpu, a.bufs(), d));
+  cudaEvent_t start, stop;
+  die_cuda(cudaEventCreate(&start), "cudaEventCreate");
+  die_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  PERIGEE_CHECK_OR_DIE(gpu->synchronize());
+  die_cuda(cudaEventRecord(start, gpu->stream()), "cudaEventRecord");
+  for (int i = 0; i < reps; ++i) PERIGEE_CHECK_OR_DIE(c.op(gpu, a.bufs(), d));
+  die_cuda(cudaEventRecord(stop, gpu->stream()), "cudaEventRecord");
+  die_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+  float ms = 0.0f;
+  die_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  gpu->set_allow_tf32(false);
+  return ms / reps;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bench_kernels: CUDA kernel micro-benchmarks at the GPT-2 124M shapes"};
+  int reps = 20, warmup = 3;
+  double peak_gbps = 3000.0, peak_fp32 = 66.9, peak_tf32 = 494.7;
+  double copy_gib = 1.0;
+  Dims d{16, 1024, 768, 12, 50257, 50304, 124475904};
+  std::vector<std::string> only;
+  std::string json_path = "bench_kernels.json";
+  app.add_option("--reps", reps, "timed calls per case")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed calls first")->check(CLI::NonNegativeNumber);
+  app.add_option("--peak-gbps", peak_gbps, "memory peak, GB/s (H100 measured D2D copy about 3000)");
+  app.add_option("--peak-fp32-tflops", peak_fp32, "fp32 CUDA-core peak (H100 SXM 66.9 dense)");
+  app.add_option("--peak-tf32-tflops", peak_tf32, "TF32 tensor-core peak (H100 SXM 494.7 dense)");
+  app.add_option("--copy-gib", copy_gib, "size of the device copy, GiB");
+  app.add_option("--batch", d.B, "B");
+  app.add_option("--seq", d.T, "T");
+  app.add_option("--channels", d.C, "C");
+  app.add_option("--heads", d.NH, "NH");
+  app.add_option("--params", d.params, "AdamW length (GPT-2 124M with the padded vocab: 124475904)");
+  app.add_option("--only", only, "run only the cases whose names start with one of these")->delimiter(',');
+  app.add_option("--json", json_path, "JSON output file");
+  CLI11_PARSE(app, argc, argv);
+  if (d.C % d.NH != 0) {
+    std::fprintf(stderr, "bench_kernels: --channels %d not divisible by --heads %d\n", d.C, d.NH);
+    return 2;
+  }
+
+  std::vector<kernels::cuda::DeviceInfo> devices;
+  const Status probe = kernels::cuda::probe_devices(&devices);
+  if (!probe.is_ok()) {
+    std::printf("no CUDA device: skipped (%s)\n", probe.message().c_str());
+    nlohmann::ordered_json doc = {{"benchmark", "kernels"}, {"skipped", probe.message()}};
+    std::ofstream(json_path) << doc.dump(2) << "\n";
+    return 0;
+  }
+  std::unique_ptr<Backend> made;
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_backend(0, &made));
+  auto* gpu = static_cast<kernels::cuda::CudaBackend*>(made.get());
+  kernels::cpu::CpuBackend cpu(0);
+  const Dims small{2, 64, 64, 4, 100, 128, 10007};
+  const auto selected = [&](const std::string& name) {
+    if (only.empty()) return true;
+    for (const auto& o : only) {
+      if (name.rfind(o, 0) == 0) return true;
+    }
+    return false;
+  };
+
+  std::printf("# bench_kernels on %s (sm_%d%d, %d SMs): B %d T %d C %d NH %d Vp %d, AdamW %zu params; "
+              "%d warm-up + %d timed calls\n",
+              devices[0].name.c_str(), devices[0].sm_major, devices[0].sm_minor, devices[0].multiprocessors, d.B, d.T,
+              d.C, d.NH, d.Vp, d.params, warmup, reps);
+  std::printf("# peaks: memory %.0f GB/s, fp32 %.1f TFLOP/s, TF32 %.1f TFLOP/s\n", peak_gbps, peak_fp32, peak_tf32);
+  std::printf("%-32s %10s %12s %9s %8s %6s %s\n", "case", "ms", "achieved", "unit", "% peak", "check", "worst err/tol");
+  nlohmann::ordered_json results = nlohmann::json::array();
+  bool all_ok = true;
+
+  // ---- device-to-device copy (bytes moved = read + write)
+  if (selected("copy")) {
+    const size_t bytes = static_cast<size_t>(copy_gib * (1ull << 30));
+    void *src = nullptr, *dst = nullptr;
+    PERIGEE_CHECK_OR_DIE(gpu->allocate(&src, bytes));
+    PERIGEE_CHECK_OR_DIE(gpu->allocate(&dst, bytes));
+    for (int i = 0; i < warmup; ++i) die_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gpu->stream()), "copy");
+    cudaEvent_t start, stop;
+    die_cuda(cudaEventCreate(&start), "cudaEventCreate");
+    die_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+    die_cuda(cudaEventRecord(start, gpu->stream()), "cudaEventRecord");
+    for (int i = 0; i < reps; ++i) die_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gpu->stream()), "copy");
+    die_cuda(cudaEventRecord(stop, gpu->stream()), "cudaEventRecord");
+    die_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0.0f;
+    die_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    gpu->release(src);
+    gpu->release(dst);
+    const double per = ms / reps, gbps = 2.0 * bytes / (per * 1e-3) / 1e9;
+    std::printf("%-32s %10.4f %12.1f %9s %7.1f%% %6s\n", "copy_d2d", per, gbps, "GB/s", 100.0 * gbps / peak_gbps, "-");
+    results.push_back({{"case", "copy_d2d"}, {"bytes", 2.0 * bytes}, {"ms", per}, {"achieved", gbps}, {"unit", "GB/s"},
+                       {"peak", peak_gbps}, {"pct_of_peak", 100.0 * gbps / peak_gbps}, {"check", "-"}});
+    std::fflush(stdout);
+  }
+
+  for (const Case& c : make_cases(gpu)) {
+    if (!selected(c.name)) continue;
+    const CheckResult chk = check_case(c, &cpu, gpu, small);
+    gpu->set_allow_tf32(false);
+    all_ok = all_ok && chk.ok;
+    const double ms = time_case(c, gpu, d, warmup, reps);
+    const double amount = c.amount(d);
+    const bool bw = c.unit == "GB/s";
+    const double achieved = bw ? amount / (ms * 1e-3) / 1e9 : amount / (ms * 1e-3) / 1e12;
+    const double peak = bw ? peak_gbps : (c.tf32 ? peak_tf32 : peak_fp32);
+    std::printf("%-32s %10.4f %12.2f %9s %7.1f%% %6s %.3g%s%s\n", c.name.c_str(), ms, achieved, c.unit.c_str(),
+                100.0 * achieved / peak, chk.ok ? "ok" : "FAIL", chk.worst_ratio, chk.ok ? "" : "  ",
+                chk.detail.c_str());
+    std::fflush(stdout);
+    results.push_back({{"case", c.name}, {bw ? "bytes" : "flops", amount}, {"ms", ms}, {"achieved", achieved},
+                       {"unit", c.unit}, {"peak", peak}, {"pct_of_peak", 100.0 * achieved / peak},
+                       {"check", chk.ok ? "ok" : "FAIL"}, {"worst_err_over_tol", chk.worst_ratio},
+                       {"check_detail", chk.detail}});
+  }
+  nlohmann::ordered_json doc = {
+      {"benchmark", "kernels"}, {"device", devices[0].name}, {"shape", {{"B", d.B}, {"T", d.T}, {"C", d.C},
+      {"NH", d.NH}, {"V", d.V}, {"Vp", d.Vp}, {"adamw_params", d.params}}},
+      {"check_shape", {{"B", small.B}, {"T", small.T}, {"C", small.C}, {"NH", small.NH}, {"V", small.V},
+      {"Vp", small.Vp}, {"adamw_params", small.params}}},
+      {"peaks", {{"gbps", peak_gbps}, {"fp32_tflops", peak_fp32}, {"tf32_tflops", peak_tf32}}},
+      {"warmup", warmup}, {"reps", reps}, {"all_checks_ok", all_ok}, {"results", results}};
+  std::ofstream(json_path) << doc.dump(2) << "\n";
+  std::printf("# wrote %s; checks %s\n", json_path.c_str(), all_ok ? "all ok" : "FAILED");
+  return all_ok ? 0 : 1;
+}
