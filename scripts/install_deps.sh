@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libbenchmark-dev
   fortunes
   hdf5-tools python3-h5py libhdf5-dev
+  python3-matplotlib
 )
 
 missing=()
