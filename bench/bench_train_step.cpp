@@ -7,8 +7,10 @@
 // (kernels/profiling_backend.hpp; cudaEvent pairs on CUDA, sync + steady_clock on the CPU).
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
 //                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1] [--tf32] [--profile]
-//                    [--peak-tflops P] [--json f]
+//                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
+//                    [--cuda-profiler-range] [--json f]
 // Exit codes: 0 ok, 2 bad arguments or no CUDA device for --device cuda.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <sys/resource.h>
 
@@ -95,7 +97,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches = {1, 2, 4};
   int iters = 3, warmup = 1, threads = 0, seq = 0, profile_steps = 3, cuda_device = 0;
   std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto";
-  bool tf32 = false, profile = false, by_shape = false;
+  bool tf32 = false, profile = false, by_shape = false, profiler_range = false;
   double peak_tflops = 0.0;
   app.add_option("--device", device, "cpu, cuda or auto (cuda when a device answers)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
@@ -116,6 +118,8 @@ int main(int argc, char** argv) {
   app.add_flag("--profile-by-shape", by_shape, "one profile row per op and shape (splits the GEMMs)");
   app.add_option("--timer", timer, "profile timer: auto (cudaEvent on CUDA), events or sync")
       ->check(CLI::IsMember({"auto", "events", "sync"}));
+  app.add_flag("--cuda-profiler-range", profiler_range,
+               "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
   if (preset == "gpt2-124m") {
@@ -238,8 +242,11 @@ int main(int argc, char** argv) {
           final_loss = loss;
         };
         for (int i = 0; i < warmup + iters; ++i) {
+          const bool ranged = on_cuda && profiler_range && i == warmup;
+          if (ranged) (void)cudaProfilerStart();
           const auto t0 = std::chrono::steady_clock::now();
           run_step(i);
+          if (ranged) (void)cudaProfilerStop();
           const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
           if (i >= warmup) times.push_back(ms);
           mem.sample();

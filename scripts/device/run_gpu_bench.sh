@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# GPU benchmarks of issue 4 in one command: nvidia-smi, the profiling test, bench_kernels,
+# bench_train_step (GPT-2 124M, B 16, T 1024, fp32 and TF32, --profile), the PyTorch anchor
+# (shared/anchors/torch_gpt2.py: eager bf16, eager fp32, compile bf16) and bench/gpu/summarize.py,
+# which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s, breakdown, kernels).
+#
+#   On the CPU machine (build and pack, about 10 MB):
+#     scripts/device/run_gpu_bench.sh --prepare
+#   On the GPU machine (the device `run` tool, carry ["build-gpu/carry"]):
+#     scripts/device/run_gpu_bench.sh --require-gpu [--ncu] [--skip-torch]
+#
+# --prepare configures build-gpu (Release, sm_90), builds only bench_train_step, bench_kernels and
+# kernels_test_profiling_backend, and copies them stripped, with the Debian runtime packages they
+# need (OpenBLAS, gfortran, gomp: .deb files from device/debs or apt-get download) and the anchor,
+# into build-gpu/carry/. On the GPU machine the packages are unpacked there with dpkg -x (never
+# into /) and the CUDA libraries come from the machine's Python nvidia-* packages.
+# Without a GPU the run prints why and exits 0 (--require-gpu: exit 2).
+# --ncu adds `ncu --set basic` over the kernels of one training step (slow; optional).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD="${BUILD:-$ROOT/build-gpu}"
+CARRY="$BUILD/carry"
+OUT="${OUT:-$ROOT/out/gpu_bench}"
+PREPARE=0 REQUIRE_GPU=0 NCU=0 SKIP_TORCH=0
+for arg in "$@"; do
+  case "$arg" in
+    --prepare) PREPARE=1 ;;
+    --require-gpu) REQUIRE_GPU=1 ;;
+    --ncu) NCU=1 ;;
+    --skip-torch) SKIP_TORCH=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) echo "run_gpu_bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
+DEBS=(libopenblas0 libopenblas0-pthread libgfortran5 libgomp1)
+
+find_anchor() {
+  local c
+  for c in "${ANCHOR:-}" "$ROOT/shared/anchors/torch_gpt2.py" "$ROOT/../shared/anchors/torch_gpt2.py" \
+           "$CARRY/anchors/torch_gpt2.py"; do
+    [[ -n "$c" && -f "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- CPU machine: build and pack
+if (( PREPARE )); then
+  set -e
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 > /dev/null
+  cmake --build "$BUILD" --target bench_train_step bench_kernels kernels_test_profiling_backend -j2
+  rm -rf "$CARRY"
+  mkdir -p "$CARRY/bin" "$CARRY/debs" "$CARRY/anchors"
+  cp "$BUILD/bench/bench_train_step" "$BUILD/bench/gpu/bench_kernels" \
+     "$BUILD/tests/kernels/kernels_test_profiling_backend" "$CARRY/bin/"
+  strip --strip-unneeded "$CARRY/bin/"*
+  for p in "${DEBS[@]}"; do
+    if ls "$ROOT/device/debs/${p}"_*.deb > /dev/null 2>&1; then
+      cp "$ROOT/device/debs/${p}"_*.deb "$CARRY/debs/"
+    else
+      (cd "$CARRY/debs" && apt-get download "$p")
+    fi
+  done
+  anchor=$(find_anchor) || { echo "run_gpu_bench.sh: no shared/anchors/torch_gpt2.py found" >&2; exit 1; }
+  cp "$anchor" "$CARRY/anchors/"
+  cp "$ROOT/bench/gpu/torch_anchor.py" "$ROOT/bench/gpu/summarize.py" "$CARRY/"
+  du -sh "$CARRY"
+  echo "ready: carry [\"build-gpu/carry\"], run: scripts/device/run_gpu_bench.sh --require-gpu"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- GPU machine: run
+mkdir -p "$OUT"
+LOG="$OUT/run_gpu_bench.log"
+exec > >(tee -a "$LOG") 2>&1
+echo "# run_gpu_bench.sh $(date -u +%FT%TZ) on $(hostname); results in $OUT"
+
+BIN="$CARRY/bin"
+if [[ ! -x "$BIN/bench_train_step" ]]; then  # an unpacked build folder (this machine)
+  BIN=""
+  for b in bench_train_step gpu/bench_kernels; do [[ -x "$BUILD/bench/$b" ]] || BIN=missing; done
+  if [[ "$BIN" == missing ]]; then
+    echo "run_gpu_bench.sh: no binaries: run scripts/device/run_gpu_bench.sh --prepare on the CPU machine" >&2
+    exit 2
+  fi
+fi
+bin() {
+  if [[ -x "$CARRY/bin/$1" ]]; then echo "$CARRY/bin/$1"
+  elif [[ "$1" == bench_kernels ]]; then echo "$BUILD/bench/gpu/bench_kernels"
+  elif [[ "$1" == kernels_test_profiling_backend ]]; then echo "$BUILD/tests/kernels/kernels_test_profiling_backend"
+  else echo "$BUILD/bench/$1"; fi
+}
+
+# Runtime libraries: carried .deb files unpacked into carry/root; CUDA from Python nvidia-* packages.
+if compgen -G "$CARRY/debs/*.deb" > /dev/null; then
+  mkdir -p "$CARRY/root"
+  for deb in "$CARRY"/debs/*.deb; do dpkg -x "$deb" "$CARRY/root"; done
+  LIB="$CARRY/root/usr/lib/x86_64-linux-gnu"
+  export LD_LIBRARY_PATH="$LIB:$LIB/openblas-pthread:${LD_LIBRARY_PATH:-}"
+fi
+NV_LIBS=$(python3 - 2> /dev/null <<'PY'
+import glob, os, site
+dirs = set()
+for base in site.getsitepackages() + [site.getusersitepackages()]:
+    for lib in glob.glob(os.path.join(base, "nvidia", "*", "lib")) + glob.glob(os.path.join(base, "nvidia", "cu*", "lib")):
+        dirs.add(lib)
+print(":".join(sorted(dirs)))
+PY
+)
+[[ -n "$NV_LIBS" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$NV_LIBS"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}"
+
+if ! command -v nvidia-smi > /dev/null || ! nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1; then
+  echo "no NVIDIA GPU here (nvidia-smi missing or failing): GPU benchmarks skipped"
+  "$(bin bench_kernels)" --json "$OUT/bench_kernels.json" || true  # shows the probe's reason; exits 0
+  echo '{"skipped": "no NVIDIA GPU (nvidia-smi)"}' > "$OUT/gpu_bench.json"
+  (( REQUIRE_GPU )) && { echo "run_gpu_bench.sh: --require-gpu and no GPU" >&2; exit 2; }
+  exit 0
+fi
+cat "$OUT/nvidia-smi.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv \
+  | tee "$OUT/gpu.csv"
+echo "# LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+
+STATUS=0
+step() {  # step NAME CMD...: run, log its exit status, keep going
+  local name=$1; shift
+  echo; echo "## $name: $*"
+  local t0=$SECONDS
+  "$@"
+  local rc=$?
+  echo "## $name: exit $rc, $((SECONDS - t0)) s"
+  (( rc != 0 )) && STATUS=1
+  return 0
+}
+
+step profiling_test "$(bin kernels_test_profiling_backend)"
+step bench_kernels "$(bin bench_kernels)" --json "$OUT/bench_kernels.json"
+step train_fp32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --json "$OUT/train_step_fp32.json"
+step train_tf32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --tf32 --json "$OUT/train_step_tf32.json"
+step train_tf32_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
+  --profile-steps 2 --profile-by-shape --tf32 --json "$OUT/train_step_tf32_by_shape.json"
+
+if (( ! SKIP_TORCH )); then
+  if anchor=$(find_anchor); then
+    ta="$ROOT/bench/gpu/torch_anchor.py"; [[ -f "$ta" ]] || ta="$CARRY/torch_anchor.py"
+    step torch_anchor python3 "$ta" --anchor "$anchor" --json "$OUT/torch_anchor.json"
+  else
+    echo "no shared/anchors/torch_gpt2.py found (looked in ./shared, ../shared, $CARRY/anchors): torch skipped"
+    STATUS=1
+  fi
+fi
+
+if (( NCU )) && command -v ncu > /dev/null; then
+  # The kernels of one training step (after a warm-up step), inside cudaProfilerStart/Stop.
+  step ncu ncu --set basic --profile-from-start off --csv --page details --log-file "$OUT/ncu_step.csv" \
+    "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --tf32 --cuda-profiler-range \
+    --json "$OUT/train_step_ncu.json"
+fi
+
+su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
+step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" \
+  --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
+echo "# done, status $STATUS; $OUT/gpu_bench.json"
+exit $STATUS
