@@ -93,7 +93,11 @@ bin() {
 # Runtime libraries: carried .deb files unpacked into carry/root; CUDA from Python nvidia-* packages.
 if compgen -G "$CARRY/debs/*.deb" > /dev/null; then
   mkdir -p "$CARRY/root"
-  for deb in "$CARRY"/debs/*.deb; do dpkg -x "$deb" "$CARRY/root"; done
+  for deb in "$CARRY"/debs/*.deb; do
+    if command -v dpkg > /dev/null; then dpkg -x "$deb" "$CARRY/root"
+    else (cd "$CARRY/root" && ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -xJ 2> /dev/null ||
+          ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -x); fi
+  done
   LIB="$CARRY/root/usr/lib/x86_64-linux-gnu"
   export LD_LIBRARY_PATH="$LIB:$LIB/openblas-pthread:${LD_LIBRARY_PATH:-}"
 fi
