@@ -32,6 +32,10 @@ class Communicator {
   // recv holds size() * count elements, rank r's block at r * count.
   virtual Status all_gather(const void* send, void* recv, size_t count, DataType type) = 0;
   virtual Status barrier() = 0;
+
+  // Emulated seconds all collectives so far took on a modelled network (the emulated laser links);
+  // 0 for real networks. Callers take differences around a collective.
+  virtual double modelled_seconds() const { return 0.0; }
 };
 
 }  // namespace perigee::collectives

@@ -77,6 +77,7 @@ class EmulatedLinkCommunicator final : public Communicator {
   double now_s() const;
   const CollectiveStats& last() const { return last_; }
   double total_model_s() const { return total_model_s_; }
+  double modelled_seconds() const override { return total_model_s_; }
   double total_wall_s() const { return total_wall_s_; }
   const EmulationOptions& options() const { return opt_; }
   const algorithms::RouteFn& routes() const { return routes_; }

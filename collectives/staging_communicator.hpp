@@ -53,6 +53,7 @@ class HostStagingCommunicator final : public Communicator {
   // In place when send == recv + rank() * count.
   Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
   Status barrier() override;
+  double modelled_seconds() const override { return host_->modelled_seconds(); }
 
   Communicator& host() { return *host_; }
   size_t chunk_bytes() const { return chunk_bytes_; }

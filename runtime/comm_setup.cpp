@@ -3,18 +3,36 @@
 #include "collectives/cuda_staging.hpp"
 #include "collectives/mpi_communicator.hpp"
 #include "collectives/nccl_communicator.hpp"
+#include "runtime/links_setup.hpp"
 #include "runtime/log.hpp"
 
 namespace perigee::runtime {
 
-Status setup_communicators(const CommConfig& comm, const DeviceSelection& device, MPI_Comm world,
-                           CommSetup* out) {
+Status setup_communicators(const CommConfig& comm, const LinksConfig& links, const DeviceSelection& device,
+                           MPI_Comm world, CommSetup* out) {
   // Host collectives (and the gradients on the CPU or behind host staging) carry the [comm]
   // timeout: a dead or stopped peer makes them fail instead of blocking forever.
   std::unique_ptr<collectives::MpiCommunicator> mpi;
   PERIGEE_CHECK(collectives::MpiCommunicator::create(world, &mpi, comm.timeout_s));
   out->host = std::move(mpi);
   const bool on_gpu = device.cuda_device >= 0;
+  if (comm.backend == "links") {
+    std::unique_ptr<collectives::EmulatedLinkCommunicator> emulated;
+    std::string description;
+    PERIGEE_CHECK(make_links_communicator(comm, links, world, &emulated, &description));
+    if (!on_gpu) {
+      out->gradients = std::move(emulated);
+      out->description = description;
+      return Status::ok();
+    }
+    // Device buffers go through pinned host staging, then over the emulated links.
+    std::shared_ptr<collectives::Communicator> inner(std::move(emulated));
+    std::unique_ptr<collectives::HostStagingCommunicator> staged;
+    PERIGEE_CHECK(collectives::make_cuda_staging_communicator(inner, nullptr, &staged));
+    out->gradients = std::move(staged);
+    out->description = description + " + pinned host staging";
+    return Status::ok();
+  }
   if (!on_gpu) {
     PERIGEE_REQUIRE(comm.backend != "nccl", StatusCode::kInvalidArgument,
                     "[comm] backend = \"nccl\" needs GPU buffers, but the device is the CPU (",

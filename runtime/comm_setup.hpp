@@ -26,6 +26,8 @@ struct CommSetup {
 };
 
 // Collective over `world`: every rank must call it with the same config.
-Status setup_communicators(const CommConfig& comm, const DeviceSelection& device, MPI_Comm world, CommSetup* out);
+// links: used when comm.backend == "links" (emulated laser links, runtime/links_setup.hpp).
+Status setup_communicators(const CommConfig& comm, const LinksConfig& links, const DeviceSelection& device,
+                           MPI_Comm world, CommSetup* out);
 
 }  // namespace perigee::runtime

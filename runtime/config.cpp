@@ -147,11 +147,37 @@ const std::vector<Field>& schema() {
           .in(at_least(0)),
       // [comm]
       PERIGEE_FIELD(comm, backend,
-                    "gradient all-reduce: mpi, nccl (GPU buffers) or auto (nccl on GPUs when it can run, else mpi)")
-          .one_of({"mpi", "nccl", "auto"}),
+                    "gradient all-reduce: mpi, nccl (GPU buffers), links (emulated laser links, [links]) or auto "
+                    "(nccl on GPUs when it can run, else mpi)")
+          .one_of({"mpi", "nccl", "links", "auto"}),
       PERIGEE_FIELD(comm, timeout_s,
                     "seconds a collective may take before the job is declared hung (dead or stopped rank)")
           .in(above(0)),
+      PERIGEE_FIELD(comm, algorithm,
+                    "all-reduce algorithm over links: ring, rabenseifner, torus2d, hierarchical, "
+                    "double_binary_tree, native or auto (cheapest predicted for the topology and size)")
+          .one_of({"auto", "ring", "rabenseifner", "torus2d", "hierarchical", "double_binary_tree", "native"}),
+      // [links]
+      PERIGEE_FIELD(links, topology,
+                    "constellation: walker_delta, walker_star, starlink_shell1, starlink_plane, grid, cluster or file")
+          .one_of({"walker_delta", "walker_star", "starlink_shell1", "starlink_plane", "grid", "cluster", "file"}),
+      PERIGEE_FIELD(links, planes, "orbital planes (walker_*, grid)").in(at_least(1)),
+      PERIGEE_FIELD(links, sats_per_plane, "satellites per plane (walker_*, grid)").in(at_least(1)),
+      PERIGEE_FIELD(links, inclination_deg, "orbit inclination (walker_*)").in(closed(0, 180)),
+      PERIGEE_FIELD(links, altitude_km, "circular orbit altitude (walker_*)").in(above(0)),
+      PERIGEE_FIELD(links, phasing, "Walker phasing F, 0 <= F < planes").in(at_least(0)),
+      PERIGEE_FIELD(links, bandwidth_gbps, "laser link bandwidth per direction, Gb/s").in(above(0)),
+      PERIGEE_FIELD(links, setup_delay_s, "seconds a link needs after (re)gaining line of sight").in(at_least(0)),
+      PERIGEE_FIELD(links, fixed_latency_ms, "per-hop latency of the abstract grid topology").in(at_least(0)),
+      PERIGEE_FIELD(links, cross_plane_max_lat_deg, "cross-plane links off above this latitude (walker_star)")
+          .in(closed(0, 90)),
+      PERIGEE_FIELD(links, file, "graph file of topology = file (docs/topologies.md)"),
+      PERIGEE_FIELD(links, outages, "links down, \"a-b@start:end;...\" in emulated seconds (\"\" = none)"),
+      PERIGEE_FIELD(links, mapping, "ranks onto satellites: linear, spread or grid").one_of({"linear", "spread", "grid"}),
+      PERIGEE_FIELD(links, ranks_per_satellite, "GPUs (ranks) per satellite").in(at_least(1)),
+      PERIGEE_FIELD(links, time_scale, "wall seconds per emulated second (0.01 = 100x faster)").in(above(0)),
+      PERIGEE_FIELD(links, start_s, "emulated time (orbit position, s) when the run starts").in(at_least(0)),
+      PERIGEE_FIELD(links, overhead_us, "modelled software cost per message, microseconds").in(at_least(0)),
       // [checkpoint]
       PERIGEE_FIELD(checkpoint, dir, "checkpoint folder (\"\" = <run dir>/checkpoints)"),
       PERIGEE_FIELD(checkpoint, every_steps, "checkpoint every K steps (and at the end); 0 = off").in(at_least(0)),
@@ -731,6 +757,13 @@ Status validate_config(Config* config) {
   if (m.context > 0 && t.seq_len > m.context) {
     errors.push_back(str_cat("[train] seq_len: must be in [1, [model] context] = [1, ", m.context, "] (got ",
                              t.seq_len, ")"));
+  }
+  if (config->comm.backend != "links" && config->comm.algorithm != "auto" && config->comm.algorithm != "native") {
+    errors.push_back(str_cat("[comm] algorithm: \"", config->comm.algorithm,
+                             "\" needs [comm] backend = \"links\" (the mpi and nccl backends run their own)"));
+  }
+  if (config->links.topology == "file" && config->links.file.empty()) {
+    errors.push_back("[links] file: must name the graph file when [links] topology = \"file\"");
   }
   if (t.val_every > 0 && t.val_batches < 1) {
     errors.push_back(str_cat("[train] val_batches: must be >= 1 when [train] val_every > 0 (got ",

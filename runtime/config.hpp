@@ -60,10 +60,37 @@ struct DeviceConfig {
 };
 
 struct CommConfig {
-  std::string backend = "auto";  // "mpi" | "nccl" | "auto" (see runtime/comm_setup.hpp)
+  std::string backend = "auto";  // "mpi" | "nccl" | "links" | "auto" (see runtime/comm_setup.hpp)
   double timeout_s = 60.0;        // a collective not done after this long fails (dead/stopped peer)
+  std::string algorithm = "auto";  // links: ring | rabenseifner | torus2d | hierarchical |
+                                   // double_binary_tree | native | auto (cheapest predicted)
 
   bool operator==(const CommConfig&) const = default;
+};
+
+// Emulated laser links ([comm] backend = "links"): the constellation, where the ranks sit, and how
+// fast emulated time runs. See docs/topologies.md.
+struct LinksConfig {
+  std::string topology = "starlink_plane";  // walker_delta | walker_star | starlink_shell1 |
+                                            // starlink_plane | grid | cluster | file
+  int planes = 1;                  // walker_*, grid
+  int sats_per_plane = 22;         // walker_*, grid
+  double inclination_deg = 53.0;   // walker_*
+  double altitude_km = 550.0;      // walker_*
+  int phasing = 0;                 // Walker F
+  double bandwidth_gbps = 100.0;   // per link and direction
+  double setup_delay_s = 0.0;      // link (re)acquisition time
+  double fixed_latency_ms = 1.0;   // grid: per-hop latency
+  double cross_plane_max_lat_deg = 90.0;  // walker_star: cross-plane links off above this latitude
+  std::string file = "";           // file: the graph
+  std::string outages = "";        // "a-b@start:end;..." links down (emulated seconds)
+  std::string mapping = "linear";  // linear | spread | grid
+  int ranks_per_satellite = 1;
+  double time_scale = 1.0;         // wall seconds per emulated second (0.01 = 100x faster)
+  double start_s = 0.0;            // emulated time (orbit position) when the run starts
+  double overhead_us = 0.0;        // modelled software cost per message
+
+  bool operator==(const LinksConfig&) const = default;
 };
 
 struct CheckpointConfig {
@@ -114,6 +141,7 @@ struct Config {
   DataConfig data;
   DeviceConfig device;
   CommConfig comm;
+  LinksConfig links;
   CheckpointConfig checkpoint;
   FaultConfig fault;
   OrbitConfig orbit;

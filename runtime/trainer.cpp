@@ -304,11 +304,13 @@ Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_
   const size_t n = model_.num_parameters();
   inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);
   const auto tc0 = Clock::now();
+  const double modelled0 = grad_comm_->modelled_seconds();
   if (comm_->size() > 1) {
     PERIGEE_CHECK(grad_comm_->all_reduce(model_.grads(), model_.grads(), n, DataType::kFloat32, ReduceOp::kAvg));
     PERIGEE_CHECK(comm_->all_reduce(loss, loss, 1, DataType::kFloat64, ReduceOp::kAvg));
   }
   *comm_ms = ms_since(tc0);
+  link_ms_ += (grad_comm_->modelled_seconds() - modelled0) * 1e3;
   inject(fault::FaultTarget::kGradientPostAllreduce, model_.grads(), n);
   return gradient_norm(model_, grad_norm);
 }
@@ -318,6 +320,7 @@ Status Trainer::step(StepResult* result) {
   const int T = config_.train.seq_len;
   train_.next_batch(inputs_.data(), targets_.data());
   double loss = 0.0, norm = 0.0, comm_ms = 0.0;
+  link_ms_ = 0.0;
   PERIGEE_CHECK(compute_gradients(&loss, &norm, &comm_ms));
 
   // Rungs 2 and 3: invariants, then a re-run from the unchanged state (parameters and moments are
@@ -381,6 +384,7 @@ Status Trainer::step(StepResult* result) {
   last_lr_ = us.lr;
   r.grad_norm = us.grad_norm;
   r.comm_ms = comm_ms;
+  r.link_ms = link_ms_;
   r.applied = apply;
   ++next_step_;
   PERIGEE_CHECK(after_update());
@@ -560,7 +564,8 @@ void Trainer::log_step(const StepResult& r) const {
     bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
   }
   log::info(bar, "step ", done, "/", total, " | loss ", fixed(r.loss, 4), " | lr ", sci(r.lr), " | norm ",
-            fixed(r.grad_norm, 3), " | ", fixed(r.ms, 1), " ms (comm ", fixed(r.comm_ms, 1), ") | ",
+            fixed(r.grad_norm, 3), " | ", fixed(r.ms, 1), " ms (comm ", fixed(r.comm_ms, 1),
+            r.link_ms > 0.0 ? str_cat(", links ", fixed(r.link_ms, 2), " ms emulated") : std::string(), ") | ",
             static_cast<long>(r.tokens_per_s), " tok/s | eta ", format_duration(eta));
 }
 
@@ -592,7 +597,7 @@ Status Trainer::run() {
     }
     PERIGEE_CHECK(metrics_.write({metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
                                   metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm),
-                                  metric("ms", r.ms), metric("comm_ms", r.comm_ms),
+                                  metric("ms", r.ms), metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms),
                                   metric("tokens_per_s", r.tokens_per_s)}));
     if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
       PERIGEE_CHECK(validate(next_step_));

@@ -53,6 +53,7 @@ struct StepResult {
   double grad_norm = 0.0;
   double ms = 0.0;          // wall time of the step on this rank
   double comm_ms = 0.0;     // time in the gradient allreduce
+  double link_ms = 0.0;     // emulated time the gradient allreduce took on the modelled links (0: real network)
   double tokens_per_s = 0.0;  // global tokens / step time
   bool applied = true;        // false: the ladder skipped this update
 };
@@ -136,6 +137,7 @@ class Trainer {
   FaultCounters counters_;
   int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
   int consecutive_skips_ = 0;    // reproducible anomalies in a row: the state itself is suspect
+  double link_ms_ = 0.0;         // emulated link time of this step's gradient all-reduces
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
 
   std::optional<checkpoint::EclipseModel> eclipse_;

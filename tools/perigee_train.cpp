@@ -83,7 +83,7 @@ int run_job(int argc, char** argv) {
   s = rt::select_device(config.device, local_rank, local_size, &device);
   if (agree_on_failure(s, "device setup") != 0) return 2;
   rt::CommSetup comm;
-  s = rt::setup_communicators(config.comm, device, MPI_COMM_WORLD, &comm);
+  s = rt::setup_communicators(config.comm, config.links, device, MPI_COMM_WORLD, &comm);
   if (agree_on_failure(s, "communicator setup") != 0) return 2;
 
   rt::TrainerOptions options;

@@ -110,7 +110,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 52u);  // 6 model + 18 train + 2 data + 2 device + 2 comm + 6 checkpoint + 7 fault + 6 orbit + 3 run
+  ASSERT_EQ(schema.size(), 70u);  // 6 model + 18 train + 2 data + 2 device + 3 comm + 17 links + 6 checkpoint + 7 fault + 6 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -271,7 +271,7 @@ TEST(ConfigParse, UnknownKeySuggestsOtherSection) {
 
 TEST(ConfigParse, UnknownKeyWithoutSuggestionListsKeys) {
   EXPECT_CONTAINS(parse_error("[comm]\nzzzzzzzz = 1\n"),
-                  "configs/x.toml:2: unknown key [comm] zzzzzzzz (keys of [comm]: backend, timeout_s)");
+                  "configs/x.toml:2: unknown key [comm] zzzzzzzz (keys of [comm]: backend, timeout_s, algorithm)");
   // A sub-table of a section is an unknown key too.
   EXPECT_CONTAINS(parse_error("[train.extra]\nx = 1\n"), "unknown key [train] extra");
 }
@@ -282,7 +282,7 @@ TEST(ConfigParse, UnknownSection) {
   EXPECT_CONTAINS(message, "unknown section [trian] (did you mean [train]?)");
   EXPECT_CONTAINS(
       parse_error("[optimizer]\nlr = 0.1\n"),
-      "unknown section [optimizer] (sections: [model], [train], [data], [device], [comm], [checkpoint], [fault], [orbit], [run])");
+      "unknown section [optimizer] (sections: [model], [train], [data], [device], [comm], [links], [checkpoint], [fault], [orbit], [run])");
 }
 
 TEST(ConfigParse, KeyOutsideSection) {
@@ -421,7 +421,7 @@ TEST(ConfigOverride, UnknownKeys) {
   EXPECT_CONTAINS(parse_error("", {"train.n_layer=2"}),
                   "unknown key train.n_layer (did you mean model.n_layer?)");
   EXPECT_CONTAINS(parse_error("", {"lr=1"}), "command line: unknown key lr (did you mean train.lr?)");
-  EXPECT_CONTAINS(parse_error("", {"comm.zzzzzzz=1"}), "unknown key comm.zzzzzzz (keys of [comm]: backend, timeout_s)");
+  EXPECT_CONTAINS(parse_error("", {"comm.zzzzzzz=1"}), "unknown key comm.zzzzzzz (keys of [comm]: backend, timeout_s, algorithm)");
   EXPECT_CONTAINS(parse_error("", {"qqqq.zzzzzzz=1"}), "unknown key qqqq.zzzzzzz (sections: model, train");
 }
 
@@ -524,7 +524,7 @@ TEST(ConfigValidate, EveryRuleFails) {
        "must be one of cpu, cuda, auto (got \"gpu\")"},
       {"threads", [](Config& c) { c.device.threads = -1; }, "[device] threads", "must be >= 0 (got -1)"},
       {"backend", [](Config& c) { c.comm.backend = "gloo"; }, "[comm] backend",
-       "must be one of mpi, nccl, auto (got \"gloo\")"},
+       "must be one of mpi, nccl, links, auto (got \"gloo\")"},
       {"run dir", [](Config& c) { c.run.dir = ""; }, "[run] dir", "must not be empty"},
       {"progress", [](Config& c) { c.run.progress = "yes"; }, "[run] progress",
        "must be one of auto, on, off (got \"yes\")"},
@@ -627,13 +627,14 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   const std::string text = config_to_json(c);
   EXPECT_CONTAINS(text, "{\n  \"source\": \"configs/x.toml\",\n  \"model\": {\n    \"n_layer\": 4,");
   const nlohmann::json j = nlohmann::json::parse(text);
-  ASSERT_EQ(j.size(), 10u);  // source + 9 sections
+  ASSERT_EQ(j.size(), 11u);  // source + 10 sections
   EXPECT_EQ(j["source"], "configs/x.toml");
   EXPECT_EQ(j["model"].size(), 6u);
   EXPECT_EQ(j["train"].size(), 18u);
   EXPECT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["device"].size(), 2u);
-  EXPECT_EQ(j["comm"].size(), 2u);
+  EXPECT_EQ(j["comm"].size(), 3u);
+  EXPECT_EQ(j["links"].size(), 17u);
   EXPECT_EQ(j["checkpoint"].size(), 6u);
   EXPECT_EQ(j["fault"].size(), 7u);
   EXPECT_EQ(j["orbit"].size(), 6u);
@@ -691,7 +692,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 52u);
+    EXPECT_EQ(overrides.size(), 70u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
@@ -714,6 +715,20 @@ TEST(ConfigBool, FileAndOverrideValuesAndErrors) {
   EXPECT_CONTAINS(parse_error("", {"checkpoint.async=maybe"}), "checkpoint.async=maybe");
   EXPECT_CONTAINS(parse_error("", {"checkpoint.resume=always"}), "[checkpoint] resume");
   EXPECT_CONTAINS(parse_error("", {"checkpoint.keep_last=0"}), "[checkpoint] keep_last");
+}
+
+
+TEST(ConfigLinks, AlgorithmNeedsTheLinksBackendAndFileNeedsAPath) {
+  EXPECT_CONTAINS(parse_error("", {"comm.backend=mpi", "comm.algorithm=ring"}),
+                  "[comm] algorithm: \"ring\" needs [comm] backend = \"links\"");
+  EXPECT_CONTAINS(parse_error("", {"comm.backend=links", "links.topology=file"}),
+                  "[links] file: must name the graph file");
+  EXPECT_CONTAINS(parse_error("", {"links.mapping=diagonal"}), "[links] mapping");
+  Config c = parse_ok("", {"comm.backend=links", "comm.algorithm=torus2d", "links.topology=grid",
+                           "links.planes=2", "links.sats_per_plane=4", "links.time_scale=0.01"});
+  EXPECT_EQ(c.comm.algorithm, "torus2d");
+  EXPECT_EQ(c.links.planes, 2);
+  EXPECT_DOUBLE_EQ(c.links.time_scale, 0.01);
 }
 
 }  // namespace

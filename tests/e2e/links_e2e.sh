@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# End-to-end over emulated laser links: perigee-train on 4 real ranks with [comm] backend = "links"
+# on a 2 x 2 +Grid (torus2d, grid mapping) must train like the plain MPI run (same first loss, final
+# loss within 1e-4 relative: only the summation order differs), log the emulated link time per step
+# and record link_ms in metrics.jsonl. A constellation cut in two (outages on every link of a
+# satellite) must end the run with an error naming the missing route, not hang.
+#   links_e2e.sh <perigee-data> <perigee-train> <mpiexec>
+set -uo pipefail
+DATA_BIN=$1 TRAIN_BIN=$2 MPIEXEC=$3
+WORK=$(mktemp -d /tmp/perigee_links.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_mpi_flags "$MPIEXEC"
+e2e_make_tokens "$DATA_BIN" "$WORK"
+
+cat > "$WORK/base.toml" <<TOML
+[model]
+n_layer = 2
+n_head = 2
+n_embd = 32
+context = 32
+
+[train]
+batch_size = 8
+seq_len = 32
+steps = 5
+warmup_steps = 1
+val_every = 0
+sample_tokens = 0
+
+[data]
+train_file = "$WORK/tok_train.bin"
+
+[device]
+device = "cpu"
+threads = 1
+
+[run]
+dir = "$WORK/runs"
+TOML
+
+final_loss() { grep '"type":"train"' "$1" | tail -1 | sed 's/.*"loss":\([^,}]*\).*/\1/'; }
+first_loss() { grep '"type":"train"' "$1" | head -1 | sed 's/.*"loss":\([^,}]*\).*/\1/'; }
+
+"${MPI[@]}" -np 4 "$TRAIN_BIN" "$WORK/base.toml" --run.name=mpi --comm.backend=mpi > "$WORK/mpi.log" 2>&1 \
+  || { cat "$WORK/mpi.log"; fail "MPI reference run failed"; }
+"${MPI[@]}" -np 4 "$TRAIN_BIN" "$WORK/base.toml" --run.name=links --comm.backend=links --comm.algorithm=torus2d \
+  --links.topology=grid --links.planes=2 --links.sats_per_plane=2 --links.fixed_latency_ms=5 \
+  --links.bandwidth_gbps=10 --links.mapping=grid --links.time_scale=0.2 > "$WORK/links.log" 2>&1 \
+  || { cat "$WORK/links.log"; fail "links run failed"; }
+grep -q "gradients over links (" "$WORK/links.log" || { cat "$WORK/links.log"; fail "the log does not name the links backend"; }
+grep -q "ms emulated" "$WORK/links.log" || { cat "$WORK/links.log"; fail "no emulated link time in the step lines"; }
+M="$WORK/runs/links/metrics.jsonl"
+grep '"type":"train"' "$M" | grep -q '"link_ms":[1-9]' || { cat "$M"; fail "link_ms not recorded (or zero)"; }
+a=$(first_loss "$WORK/runs/mpi/metrics.jsonl") b=$(first_loss "$M")
+[[ "$a" == "$b" ]] || fail "first loss differs: mpi $a vs links $b"
+a=$(final_loss "$WORK/runs/mpi/metrics.jsonl") b=$(final_loss "$M")
+python3 - "$a" "$b" <<'PY' || fail "final loss differs: mpi $a vs links $b"
+import sys
+a, b = float(sys.argv[1]), float(sys.argv[2])
+sys.exit(0 if abs(a - b) <= 1e-4 * abs(a) else 1)
+PY
+
+# A cut constellation: satellite 1 of a 3-satellite ring loses both its links.
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=cut --comm.backend=links --comm.algorithm=ring \
+  --links.topology=grid --links.planes=1 --links.sats_per_plane=3 --links.fixed_latency_ms=1 \
+  "--links.outages=0-1@0:1e9;1-2@0:1e9" --comm.timeout_s=20 > "$WORK/cut.log" 2>&1
+rc=$?
+[[ $rc -ne 0 ]] || { cat "$WORK/cut.log"; fail "the cut constellation trained anyway"; }
+grep -qi "no route" "$WORK/cut.log" || { cat "$WORK/cut.log"; fail "the error does not name the missing route"; }
+echo "links e2e: OK (loss mpi $a, links $b)"
