@@ -63,7 +63,8 @@ struct TopologyResult {
   RankMapInfo rank_map;
   std::vector<AlgorithmResult> algorithms;
   std::vector<std::string> astra_sim_files;
-  // The algorithm with the lowest emulated out-of-place time at the largest size ("" if none ran).
+  // The algorithm with the lowest emulated out-of-place time at the largest size ("" if none ran);
+  // native is left out: its emulated delay is the ring schedule's.
   std::string winner() const;
 };
 

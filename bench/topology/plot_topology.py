@@ -4,7 +4,7 @@
 One PNG per topology: emulated all-reduce time vs message size per algorithm, log-log, measured
 (out-of-place) solid with markers and the alpha-beta prediction dashed in the same colour. Plus
 meas_over_pred.png: measured / predicted at the largest size, grouped by topology, with the
-+-15% band of the issue's target.
++-15% band of the issue's target, and (x) measured / the timing model's own timeline.
 
     plot_topology.py results/topology/suite.json --out-dir results/topology
 """
@@ -78,6 +78,9 @@ def plot_ratios(doc, path):
                     xs.append(i - 0.4 + (k + 0.5) * width)
                     ys.append(a["rows"][-1]["meas_over_pred"])
         ax.bar(xs, ys, width, label=name)
+        fidelity = [a["rows"][-1]["out_of_place"]["time"] / a["rows"][-1]["out_of_place"]["model_us"]
+                    for t in topologies for a in ran(t) if a["algorithm"] == name]
+        ax.plot(xs, fidelity, "kx", markersize=6, label="measured / timing model" if k == 0 else None)
     ax.axhspan(0.85, 1.15, color="green", alpha=0.12, label="within 15%")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(topologies)))
