@@ -148,6 +148,11 @@ int main(int argc, char** argv) {
       st = suite_cases(suite, ranks, graph_file, &cases);
     }
   }
+  for (const auto& c : cases) {
+    if (!st.is_ok()) break;
+    st = check_case(c, ranks);
+    if (!st.is_ok()) st = make_error(st.code(), "topology ", c.label, ": ", st.message());
+  }
   if (!st.is_ok()) {
     if (rank == 0) std::fprintf(stderr, "perigee-bench: %s\n", st.message().c_str());
     MPI_Finalize();

@@ -224,6 +224,14 @@ Status run_algorithm(alg::Algorithm a, const alg::ScheduleParams& shape, const a
 
 }  // namespace
 
+Status check_case(const TopologyCase& c, int ranks) {
+  std::unique_ptr<lk::Topology> topo;
+  PERIGEE_CHECK(lk::make_topology(c.spec, &topo));
+  lk::RankMap map;
+  PERIGEE_CHECK(lk::make_rank_map(*topo, ranks, c.map, &map));
+  return Status::ok();
+}
+
 Status run_topology(const TopologyCase& c, const RunnerOptions& opt, TablePrinter* printer, TopologyResult* out) {
   PERIGEE_REQUIRE(!opt.sizes.empty(), StatusCode::kInvalidArgument, "no sizes to run");
   PERIGEE_REQUIRE(opt.iters >= 1, StatusCode::kInvalidArgument, "iters must be >= 1");

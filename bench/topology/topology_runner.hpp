@@ -30,6 +30,10 @@ struct RunnerOptions {
   std::string astra_sim_dir;                              // "" = no ASTRA-sim files
 };
 
+// Builds the case's topology and rank map without running anything (no MPI): the same verdict on
+// every rank, so a bad spec can end the program before any collective.
+Status check_case(const TopologyCase& c, int ranks);
+
 Status run_topology(const TopologyCase& c, const RunnerOptions& opt, TablePrinter* printer, TopologyResult* out);
 
 }  // namespace perigee::bench::topology
