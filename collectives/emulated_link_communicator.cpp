@@ -145,13 +145,11 @@ Status EmulatedLinkCommunicator::agree_start(double* t0_s) {
   return Status::ok();
 }
 
-Status EmulatedLinkCommunicator::schedule_for(Algorithm a, size_t count, const Schedule** out) {
-  const auto key = std::make_pair(static_cast<int>(a), count);
+Status EmulatedLinkCommunicator::schedule_for(Algorithm a, const algorithms::ScheduleParams& params,
+                                              const Schedule** out) {
+  const auto key = std::make_tuple(static_cast<int>(a), params.count, params.pipeline_chunks);
   auto it = cache_.find(key);
   if (it == cache_.end()) {
-    algorithms::ScheduleParams params = opt_.shape;
-    params.ranks = size_;
-    params.count = count;
     Schedule s;
     PERIGEE_CHECK(algorithms::build_allreduce_schedule(a, params, &s));
     if (cache_.size() > 64) cache_.clear();  // bounded: training uses a handful of sizes
@@ -265,20 +263,26 @@ Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, 
   const size_t elem = data_type_size(type);
   double t0 = 0.0;
   PERIGEE_CHECK(agree_start(&t0));
+  algorithms::ScheduleParams params = opt_.shape;
+  params.ranks = size_;
+  params.count = count;
   if (a == Algorithm::kAuto) {
-    algorithms::ScheduleParams params = opt_.shape;
-    params.ranks = size_;
-    params.count = count;
     std::vector<algorithms::Prediction> ranked;
     PERIGEE_CHECK(algorithms::rank_algorithms(params, elem, routes_, t0, opt_.timing.overhead_s, &ranked));
     PERIGEE_REQUIRE(!ranked.empty(), StatusCode::kUnavailable, "links: no all-reduce algorithm fits ", size_,
                     " ranks");
     a = ranked.front().algorithm;
+    if (params.pipeline_chunks == 0) params.pipeline_chunks = ranked.front().pipeline_chunks;
+  } else if (a == Algorithm::kDoubleBinaryTree && params.pipeline_chunks == 0 && count > 0) {
+    // The chunk count that suits these links now (few on long hops, many on short ones).
+    algorithms::Prediction pred;
+    PERIGEE_CHECK(algorithms::predict_allreduce(a, params, elem, routes_, t0, opt_.timing.overhead_s, &pred));
+    params.pipeline_chunks = pred.pipeline_chunks;
   }
   if (a == Algorithm::kNative) {
     // The backend's own collective moves the data; the links charge what a ring would take.
     const Schedule* ring = nullptr;
-    PERIGEE_CHECK(schedule_for(Algorithm::kRing, count, &ring));
+    PERIGEE_CHECK(schedule_for(Algorithm::kRing, params, &ring));
     Timeline tl;
     PERIGEE_CHECK(algorithms::simulate_schedule(*ring, elem, routes_, t0, opt_.timing, &tl));
     PERIGEE_CHECK(mpi_->all_reduce(send, recv, count, type, op));
@@ -291,7 +295,7 @@ Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, 
   }
   if (send != recv && count > 0) std::memcpy(recv, send, count * elem);
   const Schedule* s = nullptr;
-  PERIGEE_CHECK(schedule_for(a, count, &s));
+  PERIGEE_CHECK(schedule_for(a, params, &s));
   PERIGEE_CHECK(run_collective(*s, static_cast<char*>(recv), type, op, "all_reduce", t0, wall_start));
   if (op == ReduceOp::kAvg && size_ > 1) {
     if (type == DataType::kFloat32) {

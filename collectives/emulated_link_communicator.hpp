@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "collectives/algorithms/route.hpp"
@@ -86,8 +87,9 @@ class EmulatedLinkCommunicator final : public Communicator {
   EmulatedLinkCommunicator() = default;
   // Emulated start time every rank agrees on (max of the ranks' clocks).
   Status agree_start(double* t0_s);
-  // Schedule for (algorithm, count), built once and cached.
-  Status schedule_for(algorithms::Algorithm a, size_t count, const algorithms::Schedule** out);
+  // Schedule for (algorithm, count, pipeline chunks), built once and cached.
+  Status schedule_for(algorithms::Algorithm a, const algorithms::ScheduleParams& params,
+                      const algorithms::Schedule** out);
   // Runs `s` on buf (this rank's part; every rank runs the same schedule) as the timeline says.
   Status execute(const algorithms::Schedule& s, const algorithms::Timeline& tl, char* buf,
                  DataType type, ReduceOp op, const char* what);
@@ -106,7 +108,7 @@ class EmulatedLinkCommunicator final : public Communicator {
   CollectiveStats last_;
   double total_model_s_ = 0.0;
   double total_wall_s_ = 0.0;
-  std::map<std::pair<int, size_t>, algorithms::Schedule> cache_;  // (algorithm, count) -> schedule
+  std::map<std::tuple<int, size_t, int>, algorithms::Schedule> cache_;  // (algorithm, count, chunks)
   std::map<std::pair<int, size_t>, algorithms::Schedule> gather_cache_;  // (kind/root, count)
 };
 

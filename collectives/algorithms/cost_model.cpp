@@ -1,13 +1,16 @@
 // Topology-aware all-reduce prediction and the ranking behind `auto`. Each algorithm is a list of
-// phases (cost_phases.hpp); a phase of S steps, each moving m bytes over the same pairs, costs
-//   S * (overhead + a_phase + m * b_phase)
-// with a_phase = the largest latency of the phase's routes and b_phase = the largest, over directed
-// links, of (routes of the phase crossing the link / link bandwidth): the busiest link sets the pace.
-// Pipelined phases (the double binary tree's rounds) do not synchronise all ranks each step: there
-// each rank's ready time advances by the recurrence of timing.hpp with every edge's own cost
-//   ready'(v) = max(ready(v), ready(u) + bytes / bottleneck(u->w) for its sends u = v,
-//                   ready(u) + overhead + latency(u->v) + bytes * max over hops (share / bw))
-// so a slow edge delays the ranks after it rather than every round.
+// phases (cost_phases.hpp); a phase is S steps, each moving m bytes over the same pairs of ranks.
+// Every pair (edge u -> v) gets its own alpha-beta terms from the topology:
+//   alpha_e = latency of its route,  beta_e = max over its hops of (routes of the phase on the hop
+//   / hop bandwidth)  (contention: partners 2^k apart on a ring share links)
+// and the phase is evaluated along its dependency structure, as the algorithm runs: a rank waits
+// only for its own partners, not for the slowest pair of the whole step,
+//   ready'(v) = max(ready(v), ready(u) + m / bottleneck(u->w) for its sends u = v,
+//                   ready(u) + overhead + alpha_e + m * beta_e  for its receives e = u -> v).
+// On a uniform network this is exactly the textbook closed form (cost_uniform.cpp); on a ring of
+// unequal hops the critical path averages the hop latencies instead of charging the worst hop every
+// step (a ring whose wrap-around neighbour is 4 hops away pays 4 hops twice, not 2(p-1) times).
+// The formula string also reports each phase's worst-pair alpha and busiest-link beta.
 #include "collectives/algorithms/cost_model.hpp"
 
 #include <algorithm>
@@ -102,11 +105,27 @@ Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_by
     *out = ranked.front();
     return Status::ok();
   }
+  if (a == Algorithm::kDoubleBinaryTree && p.pipeline_chunks == 0) {
+    Prediction best;
+    bool have = false;
+    for (int chunks = 1; chunks <= 64; chunks *= 2) {
+      ScheduleParams q = p;
+      q.pipeline_chunks = chunks;
+      Prediction pred;
+      PERIGEE_CHECK(predict_allreduce(a, q, element_bytes, routes, t_s, overhead_s, &pred));
+      if (!have || pred.seconds < best.seconds) best = std::move(pred), have = true;
+      if (static_cast<size_t>(2 * chunks) > p.count) break;  // no more chunks to split into
+    }
+    *out = std::move(best);
+    return Status::ok();
+  }
   std::vector<detail::Phase> phases;
   PERIGEE_CHECK(detail::allreduce_phases(a, p, element_bytes, &phases));
   Prediction pred;
   pred.algorithm = a;
+  pred.pipeline_chunks = p.pipeline_chunks;
   pred.formula = std::string(algorithm_name(a)) + ": " + detail::symbolic_formula(a);
+  if (a == Algorithm::kDoubleBinaryTree) pred.formula += str_cat(", C = ", p.pipeline_chunks, " chunks");
   if (p.count == 0) phases.clear();  // nothing to move
   std::vector<double> ready(static_cast<size_t>(p.ranks), 0.0);
   std::vector<double> next;
@@ -114,7 +133,7 @@ Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_by
     PhaseCost c;
     PERIGEE_CHECK(phase_cost(a, ph, routes, t_s, &c));
     const double before = *std::max_element(ready.begin(), ready.end());
-    if (ph.pipelined) {
+    {
       for (int step = 0; step < static_cast<int>(ph.steps); ++step) {
         next = ready;
         for (const EdgeCost& e : c.edges) {
@@ -126,9 +145,6 @@ Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_by
         }
         ready.swap(next);
       }
-    } else {
-      const double step = overhead_s + c.alpha_s + ph.bytes * c.beta_s_per_byte;
-      std::fill(ready.begin(), ready.end(), before + ph.steps * step);
     }
     const double after = *std::max_element(ready.begin(), ready.end());
     pred.formula += str_cat("; ", ph.label, ": ", ph.steps, " x (", fmt(overhead_s, "s"), " + ",

@@ -29,10 +29,14 @@ struct Prediction {
   Algorithm algorithm = Algorithm::kRing;
   double seconds = 0.0;
   std::string formula;  // human-readable, e.g. "2(p-1)a + 2(p-1)/p n b, a=6.58ms b=80ps/B"
+  int pipeline_chunks = 0;  // double binary tree: the chunk count this prediction assumes
 };
 
 // Topology-aware closed form: alpha/beta per phase from `routes` at time t_s (see above), plus
 // overhead_s per message. Fails when a needed route is missing or the algorithm does not fit p.
+// Double binary tree with p.pipeline_chunks == 0: the chunk count (1, 2, 4, ... 64) with the
+// lowest prediction, returned in Prediction::pipeline_chunks (long hops want few chunks: every
+// chunk adds a round of latency; fast hops want many: the tree's depth is hidden).
 Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_bytes,
                          const RouteFn& routes, double t_s, double overhead_s, Prediction* out);
 

@@ -92,11 +92,33 @@ TEST(AlgoCostModel, TopologyAwareEqualsClosedFormOnAUniformMesh) {
   EXPECT_NEAR(predicted_s(Algorithm::kRabenseifner, params_of(6, count), mesh6, 0.0), closed6,
               1e-9 * closed6);
   // The tree's closed form ignores the edges both trees use in opposite directions: at most 2x.
-  const double tree_closed =
-      predict_uniform_s(Algorithm::kDoubleBinaryTree, params_of(8, count), count * 4, ab);
-  const double tree_aware = predicted_s(Algorithm::kDoubleBinaryTree, params_of(8, count), mesh, 0.0);
+  ScheduleParams tree = params_of(8, count);
+  tree.pipeline_chunks = 2;  // the same chunk count on both sides
+  const double tree_closed = predict_uniform_s(Algorithm::kDoubleBinaryTree, tree, count * 4, ab);
+  const double tree_aware = predicted_s(Algorithm::kDoubleBinaryTree, tree, mesh, 0.0);
   EXPECT_GE(tree_aware, tree_closed * (1 - 1e-9));
   EXPECT_LE(tree_aware, tree_closed * 2);
+}
+
+// pipeline_chunks = 0: the tree's chunk count is chosen per prediction, never worse than a fixed
+// one; long hops want few chunks (each adds a round of latency), short hops many.
+TEST(AlgoCostModel, TreeChunksFollowTheLinks) {
+  const size_t count = 1 << 20;
+  auto chosen = [&](double latency_s, Prediction* pred) {
+    const RouteFn mesh = uniform_route_fn(8, latency_s, 12.5e9);
+    ASSERT_TRUE(predict_allreduce(Algorithm::kDoubleBinaryTree, params_of(8, count), 4, mesh, 0.0, 0.0, pred).is_ok());
+    for (int c = 1; c <= 64; c *= 2) {
+      ScheduleParams fixed = params_of(8, count);
+      fixed.pipeline_chunks = c;
+      EXPECT_LE(pred->seconds, predicted_s(Algorithm::kDoubleBinaryTree, fixed, mesh, 0.0) * (1 + 1e-12)) << c;
+    }
+  };
+  Prediction slow, fast;
+  chosen(6.58e-3, &slow);
+  chosen(0.5e-6, &fast);
+  EXPECT_LT(slow.pipeline_chunks, fast.pipeline_chunks);
+  EXPECT_GE(slow.pipeline_chunks, 1);
+  EXPECT_LE(fast.pipeline_chunks, 64);
 }
 
 struct Topology {
