@@ -208,7 +208,11 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
         }
       }
     }
-    PERIGEE_CHECK(mpi_->wait(&requests, what, 0));
+    size_t round_bytes = 0;
+    for (const Transfer& t : transfers) {
+      if (t.src == rank_ || t.dst == rank_) round_bytes += t.count * elem;
+    }
+    PERIGEE_CHECK(mpi_->wait(&requests, what, round_bytes));
     // The data is here; it is due when the emulated links would have delivered it.
     double due = tl.start_s;
     for (size_t i : incoming) due = std::max(due, tl.rounds[k][i].arrive_s);
