@@ -301,6 +301,9 @@ struct DeviceVector {
   explicit DeviceVector(const std::vector<T>& host) : n(host.size()) {
     if (cudaMalloc(&ptr, n * sizeof(T)) != cudaSuccess) std::abort();
     cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice);
+    // From pageable memory cudaMemcpy may return before its DMA lands; the communicator copies on
+    // its own non-blocking stream, so the data must be on the device first.
+    if (cudaDeviceSynchronize() != cudaSuccess) std::abort();
   }
   ~DeviceVector() { cudaFree(ptr); }
   std::vector<T> download() const {

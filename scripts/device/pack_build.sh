@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# On the CPU machine: pack a built tree for the GPU machine (carry limit 64 MiB). Writes
+# device/build.tgz (the build folder's CTest files and stripped executables, no objects or static
+# libraries), device/anchors/torch_gpt2.py (the PyTorch anchor) and the Debian runtime packages
+# (fetch_debs.sh) into device/, which is git-ignored: carry ["device"].
+#   scripts/build.sh && scripts/device/pack_build.sh [BUILD_DIR]
+# On the GPU machine:
+#   tar xzf device/build.tgz && scripts/device/run_on_device.sh            # whole ctest suite
+#   tar xzf device/build.tgz && scripts/device/run_on_device.sh -- \
+#     env BUILD=$PWD/build ANCHOR=$PWD/device/anchors/torch_gpt2.py scripts/device/run_gpu_bench.sh --require-gpu
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE"' EXIT
+
+bash "$ROOT/scripts/device/fetch_debs.sh" > /dev/null
+mkdir -p "$ROOT/device/anchors"
+for a in "$ROOT/shared/anchors/torch_gpt2.py" "$ROOT/../shared/anchors/torch_gpt2.py"; do
+  [[ -f "$a" ]] && { cp "$a" "$ROOT/device/anchors/"; break; }
+done
+
+# Everything but build products the tests never read (objects, archives, make/ninja state).
+(cd "$BUILD" && find . -type f \
+   ! -path '*/CMakeFiles/*' ! -name '*.o' ! -name '*.a' ! -name 'Makefile' ! -name '*.ninja' \
+   ! -name 'cmake_install.cmake' ! -path './Testing/*' ! -path './carry/*' -print0 |
+   tar cf - --null -T -) | (mkdir -p "$STAGE/build" && tar xf - -C "$STAGE/build")
+find "$STAGE/build" -type f -perm -u+x -exec sh -c \
+  'file -b "$1" | grep -q ELF && strip --strip-unneeded "$1"' _ {} \;
+tar czf "$ROOT/device/build.tgz" -C "$STAGE" build
+du -sh "$ROOT/device/build.tgz" "$ROOT/device"
+echo "carry [\"device\"]; on the GPU machine: tar xzf device/build.tgz && scripts/device/run_on_device.sh"
