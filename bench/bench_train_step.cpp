@@ -6,7 +6,8 @@
 // init and after every step), and with --profile the per-op time breakdown of extra profiled steps
 // (kernels/profiling_backend.hpp; cudaEvent pairs on CUDA, sync + steady_clock on the CPU).
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
-//                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1] [--tf32] [--profile]
+//                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1]
+//                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)] [--profile]
 //                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
 //                    [--cuda-profiler-range] [--json f]
 // Exit codes: 0 ok, 2 bad arguments or no CUDA device for --device cuda.
@@ -41,9 +42,9 @@ using namespace perigee;
 namespace rt = perigee::runtime;
 
 // Dense peaks of an H100 SXM5 (NVIDIA datasheet; H200 has the same compute): the defaults of
-// --peak-tflops for the CUDA path. Perigee's GEMMs run in fp32 on the CUDA cores (TF32 tensor cores
-// with --tf32), so its MFU is stated against the matching peak, and also against bf16 for comparison
-// with a bf16 PyTorch run.
+// --peak-tflops for the CUDA path. Perigee's GEMMs run in fp32 on the CUDA cores, on TF32 tensor
+// cores with --precision tf32, on bf16 tensor cores with --precision bf16; its MFU is stated against
+// the matching peak, and also against bf16 for comparison with a bf16 PyTorch run.
 constexpr double kH100Fp32Tflops = 66.9;
 constexpr double kH100Tf32Tflops = 494.7;
 constexpr double kH100Bf16Tflops = 989.4;
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> models = {"small", "gpt2"};
   std::vector<int> batches = {1, 2, 4};
   int iters = 3, warmup = 1, threads = 0, seq = 0, profile_steps = 3, cuda_device = 0;
-  std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto";
+  std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto", precision_arg = "fp32";
   bool tf32 = false, profile = false, by_shape = false, profiler_range = false;
   double peak_tflops = 0.0;
   app.add_option("--device", device, "cpu, cuda or auto (cuda when a device answers)")
@@ -110,9 +111,12 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed steps per case")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "CPU threads (0 = all)");
-  app.add_flag("--tf32", tf32, "CUDA: let the fp32 GEMMs use TF32 tensor cores");
+  app.add_option("--precision", precision_arg, "CUDA GEMM and attention arithmetic: fp32, tf32 or bf16")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  app.add_flag("--tf32", tf32, "CUDA: --precision tf32 (the fp32 GEMMs on TF32 tensor cores)");
   app.add_option("--peak-tflops", peak_tflops,
-                 "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, or TF32 494.7 with --tf32; CPU: none)");
+                 "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
+                 "--precision; CPU: none)");
   app.add_flag("--profile", profile, "per-op time breakdown over extra profiled steps");
   app.add_option("--profile-steps", profile_steps, "profiled steps after the timed ones")->check(CLI::PositiveNumber);
   app.add_flag("--profile-by-shape", by_shape, "one profile row per op and shape (splits the GEMMs)");
@@ -122,6 +126,7 @@ int main(int argc, char** argv) {
                "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
+  if (tf32) precision_arg = "tf32";
   if (preset == "gpt2-124m") {
     models = {"gpt2"};
     batches = {16};
@@ -138,27 +143,34 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_train_step: --device cuda: %s\n", probe.message().c_str());
       return 2;
     }
-    const Status made = kernels::cuda::make_cuda_backend(cuda_device, &backend);
+    kernels::cuda::GpuPrecision gpu_precision{};
+    PERIGEE_CHECK_OR_DIE(kernels::cuda::parse_gpu_precision(precision_arg, &gpu_precision));
+    const Status made = kernels::cuda::make_cuda_backend(cuda_device, &backend, gpu_precision);
     if (!made.is_ok()) {
       std::fprintf(stderr, "bench_train_step: cannot create the CUDA backend: %s\n", made.to_string().c_str());
       return 2;
     }
-    static_cast<kernels::cuda::CudaBackend*>(backend.get())->set_allow_tf32(tf32);
     device_name = gpus[cuda_device].name;
     device = "cuda";
   } else {
     backend = std::make_unique<kernels::cpu::CpuBackend>(threads);
     device = "cpu";
-    tf32 = false;
+    precision_arg = "fp32";
   }
+  tf32 = precision_arg == "tf32";
+  const bool bf16 = precision_arg == "bf16";
   const bool on_cuda = device == "cuda";
   const int cpu_threads = on_cuda ? 0 : static_cast<kernels::cpu::CpuBackend*>(backend.get())->threads();
-  const std::string precision = on_cuda ? (tf32 ? "fp32 (TF32 GEMMs)" : "fp32") : "fp32";
-  if (peak_tflops <= 0.0 && on_cuda) peak_tflops = tf32 ? kH100Tf32Tflops : kH100Fp32Tflops;
+  const std::string precision = bf16   ? "bf16 mixed (bf16 tensor-core GEMMs and attention, fp32 memory)"
+                                : tf32 ? "fp32 (TF32 GEMMs)"
+                                       : "fp32";
+  if (peak_tflops <= 0.0 && on_cuda) peak_tflops = bf16 ? kH100Bf16Tflops : tf32 ? kH100Tf32Tflops : kH100Fp32Tflops;
   const std::string peak_note =
       peak_tflops <= 0.0 ? "none (CPU: give --peak-tflops)"
                          : (on_cuda && !app.count("--peak-tflops")
-                                ? (tf32 ? "H100 SXM dense TF32 494.7" : "H100 SXM fp32 (CUDA cores) 66.9")
+                                ? (bf16   ? "H100 SXM dense bf16 989.4"
+                                   : tf32 ? "H100 SXM dense TF32 494.7"
+                                          : "H100 SXM fp32 (CUDA cores) 66.9")
                                 : "--peak-tflops");
 
   // The profiler wraps the backend for the whole case but only counts the profiled steps.
@@ -309,7 +321,7 @@ int main(int argc, char** argv) {
     }
   }
   nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", device}, {"device_name", device_name},
-                                {"precision", precision}, {"tf32", tf32}, {"threads", cpu_threads},
+                                {"precision", precision}, {"precision_mode", precision_arg}, {"tf32", tf32}, {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
                                 {"mfu_peak", peak_note}, {"warmup", warmup}, {"iters", iters},
                                 {"results", results}};

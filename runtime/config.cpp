@@ -145,6 +145,10 @@ const std::vector<Field>& schema() {
           .one_of({"cpu", "cuda", "auto"}),
       PERIGEE_FIELD(device, threads, "CPU threads per rank; 0 = hardware threads / ranks on this host")
           .in(at_least(0)),
+      PERIGEE_FIELD(device, precision,
+                    "CUDA GEMM and attention arithmetic: fp32, tf32 (TF32 GEMMs) or bf16 (bf16 tensor cores, "
+                    "fp32 accumulation and memory); the CPU computes in fp32")
+          .one_of({"fp32", "tf32", "bf16"}),
       // [comm]
       PERIGEE_FIELD(comm, backend,
                     "gradient all-reduce: mpi, nccl (GPU buffers), links (emulated laser links, [links]) or auto "

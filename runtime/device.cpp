@@ -34,9 +34,16 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
                     "; use device = \"cpu\" or \"auto\"");
     // Ranks on one host take devices round-robin; more ranks than GPUs share them (see docs/collectives.md).
     const int index = local_rank % static_cast<int>(gpus.size());
-    PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend));
+    kernels::cuda::GpuPrecision precision{};
+    PERIGEE_CHECK(kernels::cuda::parse_gpu_precision(device.precision, &precision));
+    PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend, precision));
     out->cuda_device = index;
-    out->description = str_cat("cuda:", index, " (", gpus[index].name, ", fp32)");
+    out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
+                               precision == kernels::cuda::GpuPrecision::kFp32 ? "fp32"
+                               : precision == kernels::cuda::GpuPrecision::kTf32
+                                   ? "fp32 memory, TF32 GEMMs"
+                                   : "fp32 memory, bf16 tensor-core GEMMs and attention",
+                               ")");
     return Status::ok();
   }
   int threads = device.threads;

@@ -1,7 +1,7 @@
 // bench_kernels: CUDA micro-benchmarks of the CudaBackend's kernel families at the GPT-2 124M
 // training shapes (B 16, T 1024, C 768, 12 heads, vocab 50257 padded to 50304): device copy,
 // layernorm, GELU, residual, cross-entropy and AdamW as achieved GB/s, attention and the matmul
-// GEMMs (fp32 and TF32) as achieved TFLOP/s, each against a stated peak. Every case is first checked
+// GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved TFLOP/s, each against a stated peak. Every case is first checked
 // against the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the
 // backend's stream with cudaEvents (warm-up, then the mean of --reps calls).
 // Bytes are the algorithmic minimum (each operand read once, each output written once; an
@@ -9,7 +9,8 @@
 // forward (causal) and 2.5x that backward. Without a CUDA device it prints "no CUDA device: skipped"
 // and exits 0. Exit 1 when a correctness check fails, 2 on bad arguments.
 //   bench_kernels [--reps 20] [--warmup 3] [--peak-gbps 3000] [--peak-fp32-tflops 66.9]
-//                 [--peak-tf32-tflops 494.7] [--only name,...] [--json bench_kernels.json]
+//                 [--peak-tf32-tflops 494.7] [--peak-bf16-tflops 790] [--only name,...]
+//                 [--json bench_kernels.json]
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +35,7 @@ namespace {
 
 using namespace perigee;
 using kernels::Backend;
+using kernels::cuda::GpuPrecision;
 
 void die_cuda(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
@@ -68,7 +70,7 @@ struct Case {
   std::function<double(const Dims&)> amount;  // bytes or FLOPs per call
   std::vector<int> outputs;                    // buffers compared with the CPU
   double atol = 0.0, rtol = 0.0;
-  bool tf32 = false;                           // GEMM with TF32 on (peak and tolerance)
+  GpuPrecision precision = GpuPrecision::kFp32;  // the GPU's arithmetic (peak and tolerance)
 };
 
 // Deterministic fill without a slow generator (these buffers reach 3 GB).
@@ -157,12 +159,24 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
   const auto att_flops = [](const Dims& d) {
     return 4.0 * d.B * d.NH * static_cast<double>(d.T) * d.T * (d.C / d.NH) / 2.0;
   };
+  const OpFn att_bwd = [](Backend* be, const Bufs& b, const Dims& d) {
+    return be->attention_backward(b[3], b[4], b[2], b[1], d.B, d.T, d.C, d.NH);
+  };
+  // The bf16 cases run the same ops with the backend in bf16 mode (tensor-core kernel); operands are
+  // rounded to bf16 (8-bit mantissa), hence the tolerances.
+  const auto in_bf16 = [=](OpFn op) -> OpFn {
+    return [=](Backend* be, const Bufs& b, const Dims& d) {
+      if (be == gpu) gpu->set_precision(GpuPrecision::kBf16);
+      return op(be, b, d);
+    };
+  };
   cases.push_back({"attention_forward", "TFLOP/s", att_bufs, nullptr, att_fwd, att_flops, {0}, 1e-5, 1e-4});
-  cases.push_back({"attention_backward", "TFLOP/s", att_bufs, att_fwd,
-                   [](Backend* be, const Bufs& b, const Dims& d) {
-                     return be->attention_backward(b[3], b[4], b[2], b[1], d.B, d.T, d.C, d.NH);
-                   },
+  cases.push_back({"attention_backward", "TFLOP/s", att_bufs, att_fwd, att_bwd,
                    [=](const Dims& d) { return 2.5 * att_flops(d); }, {3}, 2e-5, 2e-4});
+  cases.push_back({"attention_forward bf16", "TFLOP/s", att_bufs, nullptr, in_bf16(att_fwd), att_flops, {0}, 2e-2,
+                   2e-2, GpuPrecision::kBf16});
+  cases.push_back({"attention_backward bf16", "TFLOP/s", att_bufs, in_bf16(att_fwd), in_bf16(att_bwd),
+                   [=](const Dims& d) { return 2.5 * att_flops(d); }, {3}, 5e-2, 5e-2, GpuPrecision::kBf16});
 
   // ---- GELU and residual on the MLP activation [N, 4C]: bufs out, inp, dinp, dout
   const auto gelu_bufs = [=](Backend*, const Dims& d) {
@@ -223,7 +237,7 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
     int oc_mult;    // OC = oc_mult * C (0: Vp)
     int c_mult;     // C_in = c_mult * C
   };
-  for (bool tf32 : {false, true}) {
+  for (GpuPrecision precision : {GpuPrecision::kFp32, GpuPrecision::kTf32, GpuPrecision::kBf16}) {
     for (const Gemm g : {Gemm{"qkv", 3, 1}, Gemm{"fc", 4, 1}, Gemm{"fc_proj", 1, 4}, Gemm{"lm_head", 0, 1}}) {
       const auto oc = [=](const Dims& d) { return g.oc_mult > 0 ? g.oc_mult * d.C : d.Vp; };
       const auto ic = [=](const Dims& d) { return g.c_mult * d.C; };
@@ -232,28 +246,32 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
         return std::vector<BufSpec>{zero(n * o), fp(n * k), fp(o * k, -0.1f, 0.1f), fp(o, -0.1f, 0.1f),
                                     zero(n * k), zero(o * k), zero(o), fp(n * o, -0.1f, 0.1f)};
       };
-      const auto set_tf32 = [=](Backend* be) {
-        if (be == gpu) gpu->set_allow_tf32(tf32);
+      const auto set_mode = [=](Backend* be) {
+        if (be == gpu) gpu->set_precision(precision);
       };
-      const std::string suffix = std::string(" ") + g.name + (tf32 ? " tf32" : " fp32");
-      // Tolerances: fp32 as the unit tests (atol grows with K); TF32 has a 10-bit mantissa.
-      const double atol = tf32 ? 3e-2 : 1e-4, rtol = tf32 ? 1e-2 : 1e-5;
+      const std::string suffix = std::string(" ") + g.name + " " + kernels::cuda::gpu_precision_name(precision);
+      // Tolerances: fp32 as the unit tests (atol grows with K); TF32 has a 10-bit mantissa, bf16 an 8-bit
+      // one (operands rounded: relative error about 2^-9 per product, sums of up to 4C terms).
+      const double atol = precision == GpuPrecision::kBf16   ? 1e-1
+                          : precision == GpuPrecision::kTf32 ? 3e-2
+                                                             : 1e-4;
+      const double rtol = precision == GpuPrecision::kFp32 ? 1e-5 : 2e-2;
       cases.push_back({"matmul_forward" + suffix, "TFLOP/s", bufs, nullptr,
                        [=](Backend* be, const Bufs& b, const Dims& d) {
-                         set_tf32(be);
+                         set_mode(be);
                          return be->matmul_forward(b[0], b[1], b[2], g.oc_mult > 0 ? b[3] : nullptr, d.N(), ic(d),
                                                    oc(d));
                        },
                        [=](const Dims& d) { return 2.0 * d.N() * static_cast<double>(ic(d)) * oc(d); }, {0}, atol,
-                       rtol, tf32});
+                       rtol, precision});
       cases.push_back({"matmul_backward" + suffix, "TFLOP/s", bufs, nullptr,
                        [=](Backend* be, const Bufs& b, const Dims& d) {
-                         set_tf32(be);
+                         set_mode(be);
                          return be->matmul_backward(b[4], b[5], g.oc_mult > 0 ? b[6] : nullptr, b[7], b[1], b[2],
                                                     d.N(), ic(d), oc(d));
                        },
                        [=](const Dims& d) { return 4.0 * d.N() * static_cast<double>(ic(d)) * oc(d); }, {4, 5, 6},
-                       atol, rtol, tf32});
+                       atol, rtol, precision});
     }
   }
   return cases;
@@ -307,7 +325,7 @@ double time_case(const Case& c, kernels::cuda::CudaBackend* gpu, const Dims& d, 
   die_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  gpu->set_allow_tf32(false);
+  gpu->set_precision(GpuPrecision::kFp32);
   return ms / reps;
 }
 
@@ -316,7 +334,7 @@ double time_case(const Case& c, kernels::cuda::CudaBackend* gpu, const Dims& d, 
 int main(int argc, char** argv) {
   CLI::App app{"bench_kernels: CUDA kernel micro-benchmarks at the GPT-2 124M shapes"};
   int reps = 20, warmup = 3;
-  double peak_gbps = 3000.0, peak_fp32 = 66.9, peak_tf32 = 494.7;
+  double peak_gbps = 3000.0, peak_fp32 = 66.9, peak_tf32 = 494.7, peak_bf16 = 790.0;
   double copy_gib = 1.0;
   Dims d{16, 1024, 768, 12, 50257, 50304, 124475904};
   std::vector<std::string> only;
@@ -326,6 +344,8 @@ int main(int argc, char** argv) {
   app.add_option("--peak-gbps", peak_gbps, "memory peak, GB/s (H100 measured D2D copy about 3000)");
   app.add_option("--peak-fp32-tflops", peak_fp32, "fp32 CUDA-core peak (H100 SXM 66.9 dense)");
   app.add_option("--peak-tf32-tflops", peak_tf32, "TF32 tensor-core peak (H100 SXM 494.7 dense)");
+  app.add_option("--peak-bf16-tflops", peak_bf16,
+                 "bf16 tensor-core peak (H100 measured: an 8192^3 bf16 GEMM at about 790; datasheet 989.4)");
   app.add_option("--copy-gib", copy_gib, "size of the device copy, GiB");
   app.add_option("--batch", d.B, "B");
   app.add_option("--seq", d.T, "T");
@@ -365,7 +385,8 @@ int main(int argc, char** argv) {
               "%d warm-up + %d timed calls\n",
               devices[0].name.c_str(), devices[0].sm_major, devices[0].sm_minor, devices[0].multiprocessors, d.B, d.T,
               d.C, d.NH, d.Vp, d.params, warmup, reps);
-  std::printf("# peaks: memory %.0f GB/s, fp32 %.1f TFLOP/s, TF32 %.1f TFLOP/s\n", peak_gbps, peak_fp32, peak_tf32);
+  std::printf("# peaks: memory %.0f GB/s, fp32 %.1f TFLOP/s, TF32 %.1f TFLOP/s, bf16 %.1f TFLOP/s\n", peak_gbps,
+              peak_fp32, peak_tf32, peak_bf16);
   std::printf("%-32s %10s %12s %9s %8s %6s %s\n", "case", "ms", "achieved", "unit", "% peak", "check", "worst err/tol");
   nlohmann::ordered_json results = nlohmann::json::array();
   bool all_ok = true;
@@ -400,13 +421,16 @@ int main(int argc, char** argv) {
   for (const Case& c : make_cases(gpu)) {
     if (!selected(c.name)) continue;
     const CheckResult chk = check_case(c, &cpu, gpu, small);
-    gpu->set_allow_tf32(false);
+    gpu->set_precision(GpuPrecision::kFp32);
     all_ok = all_ok && chk.ok;
     const double ms = time_case(c, gpu, d, warmup, reps);
     const double amount = c.amount(d);
     const bool bw = c.unit == "GB/s";
     const double achieved = bw ? amount / (ms * 1e-3) / 1e9 : amount / (ms * 1e-3) / 1e12;
-    const double peak = bw ? peak_gbps : (c.tf32 ? peak_tf32 : peak_fp32);
+    const double peak = bw                                       ? peak_gbps
+                        : c.precision == GpuPrecision::kBf16 ? peak_bf16
+                        : c.precision == GpuPrecision::kTf32 ? peak_tf32
+                                                             : peak_fp32;
     std::printf("%-32s %10.4f %12.2f %9s %7.1f%% %6s %.3g%s%s\n", c.name.c_str(), ms, achieved, c.unit.c_str(),
                 100.0 * achieved / peak, chk.ok ? "ok" : "FAIL", chk.worst_ratio, chk.ok ? "" : "  ",
                 chk.detail.c_str());
@@ -421,7 +445,7 @@ int main(int argc, char** argv) {
       {"NH", d.NH}, {"V", d.V}, {"Vp", d.Vp}, {"adamw_params", d.params}}},
       {"check_shape", {{"B", small.B}, {"T", small.T}, {"C", small.C}, {"NH", small.NH}, {"V", small.V},
       {"Vp", small.Vp}, {"adamw_params", small.params}}},
-      {"peaks", {{"gbps", peak_gbps}, {"fp32_tflops", peak_fp32}, {"tf32_tflops", peak_tf32}}},
+      {"peaks", {{"gbps", peak_gbps}, {"fp32_tflops", peak_fp32}, {"tf32_tflops", peak_tf32}, {"bf16_tflops", peak_bf16}}},
       {"warmup", warmup}, {"reps", reps}, {"all_checks_ok", all_ok}, {"results", results}};
   std::ofstream(json_path) << doc.dump(2) << "\n";
   std::printf("# wrote %s; checks %s\n", json_path.c_str(), all_ok ? "all ok" : "FAILED");

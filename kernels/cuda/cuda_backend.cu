@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_bf16.cuh"
 #include "kernels/cuda/crossentropy.cuh"
 #include "kernels/cuda/cublas_check.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
@@ -13,6 +14,7 @@
 #include "kernels/cuda/gelu.cuh"
 #include "kernels/cuda/layernorm.cuh"
 #include "kernels/cuda/matmul.cuh"
+#include "kernels/cuda/matmul_bf16.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/residual.cuh"
 
@@ -52,6 +54,7 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
   PERIGEE_CHECK_CUBLAS(cublasSetMathMode(be->cublas_, CUBLAS_DEFAULT_MATH));
   PERIGEE_CHECK_CUBLAS(cublasSetAtomicsMode(be->cublas_, CUBLAS_ATOMICS_NOT_ALLOWED));
   PERIGEE_CHECK_CUBLAS(cublasSetPointerMode(be->cublas_, CUBLAS_POINTER_MODE_HOST));
+  PERIGEE_CHECK(LtGemm::create(&be->lt_));
   PERIGEE_CHECK_CUDA(cudaMalloc(&be->device_result_, sizeof(double)));
   PERIGEE_CHECK_CUDA(cudaMallocHost(&be->host_result_, sizeof(double)));
   *out = std::move(be);
@@ -60,6 +63,7 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  lt_.reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
   if (device_result_ != nullptr) cudaFree(device_result_);
@@ -67,10 +71,30 @@ CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
-Status make_cuda_backend(int device, std::unique_ptr<Backend>* out) {
+const char* gpu_precision_name(GpuPrecision precision) {
+  switch (precision) {
+    case GpuPrecision::kFp32: return "fp32";
+    case GpuPrecision::kTf32: return "tf32";
+    case GpuPrecision::kBf16: return "bf16";
+  }
+  return "?";
+}
+
+Status parse_gpu_precision(const std::string& name, GpuPrecision* out) {
+  for (GpuPrecision p : {GpuPrecision::kFp32, GpuPrecision::kTf32, GpuPrecision::kBf16}) {
+    if (name == gpu_precision_name(p)) {
+      *out = p;
+      return Status::ok();
+    }
+  }
+  return make_error(StatusCode::kInvalidArgument, "GPU precision \"", name, "\": expected fp32, tf32 or bf16");
+}
+
+Status make_cuda_backend(int device, std::unique_ptr<Backend>* out, GpuPrecision precision) {
   PERIGEE_REQUIRE(out != nullptr, StatusCode::kInvalidArgument, "make_cuda_backend: null output pointer");
   std::unique_ptr<CudaBackend> be;
   PERIGEE_CHECK(CudaBackend::create(device, &be));
+  be->set_precision(precision);
   *out = std::move(be);
   return Status::ok();
 }
@@ -163,15 +187,24 @@ Status CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias
 
 Status CudaBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                                    int N, int C, int OC) {
+  if (precision_ == GpuPrecision::kBf16) {
+    PERIGEE_CHECK(cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
+    return Status::ok();
+  }
   PERIGEE_CHECK(
-      cuda::matmul_forward(out, inp, weight, bias, N, C, OC, GemmContext{cublas_, allow_tf32_}, stream_));
+      cuda::matmul_forward(out, inp, weight, bias, N, C, OC, GemmContext{cublas_, allow_tf32()}, stream_));
   return Status::ok();
 }
 
 Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                     const float* inp, const float* weight, int N, int C, int OC) {
+  if (precision_ == GpuPrecision::kBf16) {
+    PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_, scratch_,
+                                             stream_));
+    return Status::ok();
+  }
   PERIGEE_CHECK(cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC,
-                                      GemmContext{cublas_, allow_tf32_}, scratch_, stream_));
+                                      GemmContext{cublas_, allow_tf32()}, scratch_, stream_));
   return Status::ok();
 }
 
@@ -180,12 +213,20 @@ size_t CudaBackend::attention_state_size(int B, int T, int /*C*/, int NH) const 
 }
 
 Status CudaBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
+    PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_));
+    return Status::ok();
+  }
   PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, stream_));
   return Status::ok();
 }
 
 Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
                                        int B, int T, int C, int NH) {
+  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
+    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));
+    return Status::ok();
+  }
   PERIGEE_CHECK(cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));
   return Status::ok();
 }

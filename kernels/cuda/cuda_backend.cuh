@@ -1,8 +1,10 @@
-// CudaBackend: the fp32 CUDA implementation of kernels::Backend on one device.
+// CudaBackend: the CUDA implementation of kernels::Backend on one device (fp32 memory everywhere).
 // Every op is enqueued on the backend's own stream (non-blocking) and returns without waiting, except
 // where the interface hands host data back: copy_to_host, copy_to_device (the host buffer may be reused
-// as soon as it returns), sum_squares (writes a host double) and allocate. GEMMs run through cuBLAS in
-// fp32 (no TF32 unless set_allow_tf32(true)); every other op is a kernel family of this folder. All
+// as soon as it returns), sum_squares (writes a host double) and allocate. The precision
+// (cuda_backend_factory.hpp) picks the GEMMs and attention: kFp32 cuBLAS fp32 and the fp32 attention
+// kernel, kTf32 cuBLAS on TF32 tensor cores, kBf16 cuBLASLt on bf16 tensor cores (matmul_bf16.cuh)
+// and the bf16 tensor-core attention (attention_bf16.cuh); every other op is fp32. All
 // reductions run in a fixed order without atomics, so every op is bit-reproducible on one device.
 // Temporary device memory comes from one grow-on-demand scratch buffer. One backend runs one op at a
 // time; callers use it from threads whose current device is device() (create() sets it).
@@ -14,7 +16,9 @@
 #include <memory>
 
 #include "kernels/backend.hpp"
+#include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/matmul_bf16.cuh"
 
 namespace perigee::kernels::cuda {
 
@@ -28,9 +32,12 @@ class CudaBackend final : public Backend {
 
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
-  // Lets the GEMMs use TF32 tensor cores (faster, about 1e-3 relative error; off by default).
-  void set_allow_tf32(bool allow) { allow_tf32_ = allow; }
-  bool allow_tf32() const { return allow_tf32_; }
+  // The arithmetic of GEMMs and attention (kFp32 by default); takes effect from the next op.
+  void set_precision(GpuPrecision precision) { precision_ = precision; }
+  GpuPrecision precision() const { return precision_; }
+  // Lets the GEMMs use TF32 tensor cores (faster, about 1e-3 relative error): set_precision(kTf32).
+  void set_allow_tf32(bool allow) { precision_ = allow ? GpuPrecision::kTf32 : GpuPrecision::kFp32; }
+  bool allow_tf32() const { return precision_ == GpuPrecision::kTf32; }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   const char* name() const override { return "cuda"; }
@@ -79,10 +86,11 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
 
   int device_ = 0;
-  bool allow_tf32_ = false;
+  GpuPrecision precision_ = GpuPrecision::kFp32;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
+  std::unique_ptr<LtGemm> lt_;  // bf16 GEMMs
   double* device_result_ = nullptr;  // sum_squares result on the device
   double* host_result_ = nullptr;    // pinned host copy of it
   DeviceScratch scratch_;

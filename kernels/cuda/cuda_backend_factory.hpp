@@ -3,14 +3,29 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "core/status.hpp"
 #include "kernels/backend.hpp"
 
 namespace perigee::kernels::cuda {
 
+// The arithmetic of the CUDA backend's GEMMs and attention. Memory stays fp32 in every mode (weights,
+// gradients, optimizer state and the activations the ops exchange); the modes differ in what the
+// tensor cores are fed:
+//   kFp32  fp32 everywhere (cuBLAS CUDA-core GEMMs, fp32 attention): closest to the CPU backend.
+//   kTf32  GEMMs on TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation), fp32 attention.
+//   kBf16  mixed precision: GEMM and attention operands rounded to bf16 (8-bit mantissa) on the way
+//          into bf16 tensor cores (cuBLASLt, our attention kernel), fp32 accumulation and outputs.
+enum class GpuPrecision { kFp32, kTf32, kBf16 };
+
+const char* gpu_precision_name(GpuPrecision precision);
+// "fp32" | "tf32" | "bf16"; kInvalidArgument naming the accepted values otherwise.
+Status parse_gpu_precision(const std::string& name, GpuPrecision* out);
+
 // A CudaBackend on CUDA device `device`. kUnavailable when there is no usable CUDA driver or device,
 // kInvalidArgument when `device` is out of range; other failures (stream, cuBLAS) as their own codes.
-Status make_cuda_backend(int device, std::unique_ptr<Backend>* out);
+Status make_cuda_backend(int device, std::unique_ptr<Backend>* out,
+                         GpuPrecision precision = GpuPrecision::kFp32);
 
 }  // namespace perigee::kernels::cuda

@@ -78,6 +78,24 @@ Status matmul_forward(float* out, const float* inp, const float* weight, const f
   return Status::ok();
 }
 
+Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
+                        cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout}));
+  PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
+  PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                  "matmul_bias_grad: OC = ", OC, " is too large");
+  const int P = ceil_div(N, kMatmulRowsPerPartial);
+  void* base = nullptr;
+  PERIGEE_CHECK(scratch.get(scratch_bytes<double>(static_cast<size_t>(P) * OC), stream, &base));
+  double* partial = static_cast<double*>(base);
+  const dim3 grid(P, ceil_div(OC, kColumnTile));
+  bias_grad_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(partial, dout, N, OC);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int N, int C, int OC, const GemmContext& ctx,
                        DeviceScratch& scratch, cudaStream_t stream) {
@@ -89,19 +107,7 @@ Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* d
   if (dweight != nullptr) {
     PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp}));
   }
-  if (dbias != nullptr) {
-    PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
-                    "matmul_backward: OC = ", OC, " is too large");
-    const int P = ceil_div(N, kMatmulRowsPerPartial);
-    void* base = nullptr;
-    PERIGEE_CHECK(scratch.get(scratch_bytes<double>(static_cast<size_t>(P) * OC), stream, &base));
-    double* partial = static_cast<double*>(base);
-    const dim3 grid(P, ceil_div(OC, kColumnTile));
-    bias_grad_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(partial, dout, N, OC);
-    PERIGEE_CHECK_CUDA(cudaGetLastError());
-    bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
-    PERIGEE_CHECK_CUDA(cudaGetLastError());
-  }
+  if (dbias != nullptr) PERIGEE_CHECK(matmul_bias_grad(dbias, dout, N, OC, scratch, stream));
   if (dinp != nullptr) {
     // dinp^T [C, N] += weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
     PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, 1.0f, dinp, C));

@@ -27,6 +27,10 @@ struct GemmContext {
 Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
                       int OC, const GemmContext& gemm, cudaStream_t stream);
 
+// dbias[OC] += column sums of dout [N, OC]: the deterministic two-stage reduction (double partials).
+Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
+                        cudaStream_t stream);
+
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int N, int C, int OC, const GemmContext& gemm,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU benchmarks of issue 4 in one command: nvidia-smi, the profiling test, bench_kernels,
-# bench_train_step (GPT-2 124M, B 16, T 1024, fp32 and TF32, --profile), the PyTorch anchor
+# bench_train_step (GPT-2 124M, B 16, T 1024, fp32, TF32 and bf16, --profile), the PyTorch anchor
 # (shared/anchors/torch_gpt2.py: eager bf16, eager fp32, compile bf16) and bench/gpu/summarize.py,
 # which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s, breakdown, kernels).
 #
@@ -143,8 +143,10 @@ step train_fp32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --war
   --profile-steps 3 --json "$OUT/train_step_fp32.json"
 step train_tf32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --tf32 --json "$OUT/train_step_tf32.json"
-step train_tf32_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
-  --profile-steps 2 --profile-by-shape --tf32 --json "$OUT/train_step_tf32_by_shape.json"
+step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --precision bf16 --json "$OUT/train_step_bf16.json"
+step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
+  --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
 
 if (( ! SKIP_TORCH )); then
   if anchor=$(find_anchor); then
@@ -159,12 +161,12 @@ fi
 if (( NCU )) && command -v ncu > /dev/null; then
   # The kernels of one training step (after a warm-up step), inside cudaProfilerStart/Stop.
   step ncu ncu --set basic --profile-from-start off --csv --page details --log-file "$OUT/ncu_step.csv" \
-    "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --tf32 --cuda-profiler-range \
+    "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --precision bf16 --cuda-profiler-range \
     --json "$OUT/train_step_ncu.json"
 fi
 
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
-step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" \
+step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
   --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
 echo "# done, status $STATUS; $OUT/gpu_bench.json"
 exit $STATUS

@@ -28,6 +28,7 @@ namespace {
 struct Backends {
   std::unique_ptr<cpu::CpuBackend> cpu;
   std::unique_ptr<Backend> gpu;
+  std::unique_ptr<Backend> gpu_bf16;  // precision kBf16
   std::string skip_reason;  // non-empty: no usable device, skip
   Status error;             // a device was found but the backend could not be made: fail
 };
@@ -42,6 +43,7 @@ Backends& backends() {
       return r;
     }
     r.error = cuda::make_cuda_backend(0, &r.gpu);
+    if (r.error.is_ok()) r.error = cuda::make_cuda_backend(0, &r.gpu_bf16, cuda::GpuPrecision::kBf16);
     r.cpu = std::make_unique<cpu::CpuBackend>(2);
     return r;
   }();
@@ -57,10 +59,12 @@ class CudaOps : public ::testing::Test {
     ASSERT_NE(b.gpu, nullptr);
     cpu_ = b.cpu.get();
     gpu_ = b.gpu.get();
+    gpu_bf16_ = b.gpu_bf16.get();
   }
 
   Backend* cpu_ = nullptr;
   Backend* gpu_ = nullptr;
+  Backend* gpu_bf16_ = nullptr;
 };
 
 // ---- helpers
@@ -383,6 +387,68 @@ TEST_F(CudaOps, MatmulMatchesCpu) {
     expect_close("matmul dinp x2 " + tag, two.dinp, twice(one.dinp), 2e-7 * OC + 1e-6, 1e-5);
     expect_close("matmul dweight x2 " + tag, two.dweight, twice(one.dweight), 2e-7 * N + 1e-6, 1e-5);
     expect_close("matmul dbias x2 " + tag, two.dbias, twice(one.dbias), 0.0, 0.0);
+  }
+}
+
+// The value bf16 round-to-nearest-even keeps of x (as a float): what the bf16 GEMMs multiply.
+std::vector<float> bf16_rounded(const std::vector<float>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t u = 0;
+    std::memcpy(&u, &v[i], sizeof u);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    std::memcpy(&out[i], &u, sizeof u);
+  }
+  return out;
+}
+
+TEST_F(CudaOps, MatmulBf16MatchesCpuOnRoundedOperands) {
+  struct Shape {
+    int N, C, OC;
+  };
+  for (const Shape& s : {Shape{1, 5, 3}, Shape{13, 40, 21}, Shape{300, 40, 700}, Shape{64, 768, 2304}}) {
+    const int N = s.N, C = s.C, OC = s.OC;
+    const std::string tag =
+        "N=" + std::to_string(N) + " C=" + std::to_string(C) + " OC=" + std::to_string(OC);
+    const auto inp = random_vector(static_cast<size_t>(N) * C, 40),
+               w = random_vector(static_cast<size_t>(OC) * C, 41);
+    const auto bias = random_vector(OC, 42), dout = random_vector(static_cast<size_t>(N) * OC, 43);
+    const auto dinp0 = random_vector(inp.size(), 44), dw0 = random_vector(w.size(), 45),
+               db0 = random_vector(OC, 46);
+    for (bool use_bias : {true, false}) {
+      const std::string t = tag + (use_bias ? " bias" : " no bias");
+      const MatmulResult got = run_matmul(*gpu_bf16_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0,
+                                          true, true, use_bias, 1);
+      // Products of bf16 values are exact in fp32, and the tensor cores accumulate in fp32: with the
+      // operands rounded to bf16 first, the CPU's fp32 GEMM is the same sum in another order (fp32
+      // tolerances, atol growing with K). Bias and dbias stay fp32 (dbias sums the unrounded dout).
+      const MatmulResult ref = run_matmul(*cpu_, N, C, OC, use_bias, bf16_rounded(inp), bf16_rounded(w), bias,
+                                          bf16_rounded(dout), dinp0, dw0, db0, true, true, false, 1);
+      const MatmulResult ref_db =
+          run_matmul(*cpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, false, false, use_bias, 1);
+      auto atol = [](int K) { return 4e-7 * K + 2e-6; };
+      expect_close("bf16 matmul out " + t, got.out, ref.out, atol(C), 2e-5);
+      expect_close("bf16 matmul dinp " + t, got.dinp, ref.dinp, atol(OC), 2e-5);
+      expect_close("bf16 matmul dweight " + t, got.dweight, ref.dweight, atol(N), 2e-5);
+      expect_close("bf16 matmul dbias " + t, got.dbias, ref_db.dbias, 1e-6, 1e-6);
+      // Against the unrounded fp32 GEMM: the bf16 rounding error itself (relative 2^-9 per operand,
+      // random signs over K terms of |x| <= 1): about 4e-3 sqrt(K) absolute at most.
+      const MatmulResult exact =
+          run_matmul(*cpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, true, true, false, 1);
+      expect_close("bf16 matmul out vs fp32 " + t, got.out, exact.out, 4e-3 * std::sqrt(C) + 1e-3, 1e-2);
+      const MatmulResult again = run_matmul(*gpu_bf16_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0,
+                                            true, true, use_bias, 1);
+      EXPECT_TRUE(bit_identical(got.out, again.out) && bit_identical(got.dinp, again.dinp) &&
+                  bit_identical(got.dweight, again.dweight) && bit_identical(got.dbias, again.dbias))
+          << t;
+    }
+    // Only some gradients wanted: the others stay untouched.
+    const MatmulResult part =
+        run_matmul(*gpu_bf16_, N, C, OC, true, inp, w, bias, dout, dinp0, dw0, db0, true, false, false, 1);
+    EXPECT_TRUE(bit_identical(part.dweight, dw0) && bit_identical(part.dbias, db0)) << tag;
+    const MatmulResult part2 =
+        run_matmul(*gpu_bf16_, N, C, OC, true, inp, w, bias, dout, dinp0, dw0, db0, false, true, true, 1);
+    EXPECT_TRUE(bit_identical(part2.dinp, dinp0)) << tag;
   }
 }
 

@@ -110,7 +110,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 70u);  // 6 model + 18 train + 2 data + 2 device + 3 comm + 17 links + 6 checkpoint + 7 fault + 6 orbit + 3 run
+  ASSERT_EQ(schema.size(), 71u);  // 6 model + 18 train + 2 data + 3 device + 3 comm + 17 links + 6 checkpoint + 7 fault + 6 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -632,7 +632,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["model"].size(), 6u);
   EXPECT_EQ(j["train"].size(), 18u);
   EXPECT_EQ(j["data"].size(), 2u);
-  EXPECT_EQ(j["device"].size(), 2u);
+  EXPECT_EQ(j["device"].size(), 3u);
   EXPECT_EQ(j["comm"].size(), 3u);
   EXPECT_EQ(j["links"].size(), 17u);
   EXPECT_EQ(j["checkpoint"].size(), 6u);
@@ -692,7 +692,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 70u);
+    EXPECT_EQ(overrides.size(), 71u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
