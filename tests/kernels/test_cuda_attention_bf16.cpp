@@ -1,0 +1,308 @@
+// The bf16 tensor-core attention (kernels/cuda/attention_bf16.cu), reached through a CudaBackend made
+// with GpuPrecision::kBf16, against the fp32 CPU backend: out and dqkv for head sizes 16, 32, 64 and 128
+// and T = 1, 7, 64, 100, 130, 257 (one to five 64-row tiles, partial last tiles), the saved log-sum-exp
+// rows against a double-precision host computation, determinism (two runs bit-identical), the
+// accumulate semantics of the backward, operands that are not 16-byte aligned (the kernels' scalar
+// load path), and the fallback to the fp32 kernel for a head size the bf16 kernels do not take.
+// Compiled by the C++ compiler: only the Backend interface, the factory and the device probe are used.
+// Without a usable CUDA device every test is skipped with the probe's message.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/cuda_backend_factory.hpp"
+#include "kernels/cuda/device_probe.cuh"
+
+namespace perigee::kernels {
+namespace {
+
+// ---- fixture: one CPU and one bf16 CUDA backend for the whole binary
+
+struct Backends {
+  std::unique_ptr<cpu::CpuBackend> cpu;
+  std::unique_ptr<Backend> gpu;
+  std::string skip_reason;  // non-empty: no usable device, skip
+  Status error;             // a device was found but the backend could not be made: fail
+};
+
+Backends& backends() {
+  static Backends b = [] {
+    Backends r;
+    std::vector<cuda::DeviceInfo> devices;
+    Status probe = cuda::probe_devices(&devices);
+    if (!probe.is_ok()) {
+      r.skip_reason = probe.message();
+      return r;
+    }
+    r.error = cuda::make_cuda_backend(0, &r.gpu, cuda::GpuPrecision::kBf16);
+    r.cpu = std::make_unique<cpu::CpuBackend>(2);
+    return r;
+  }();
+  return b;
+}
+
+class CudaAttentionBf16 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Backends& b = backends();
+    if (!b.skip_reason.empty()) GTEST_SKIP() << b.skip_reason;
+    ASSERT_TRUE(b.error.is_ok()) << b.error.to_string();
+    ASSERT_NE(b.gpu, nullptr);
+    cpu_ = b.cpu.get();
+    gpu_ = b.gpu.get();
+  }
+
+  Backend* cpu_ = nullptr;
+  Backend* gpu_ = nullptr;
+};
+
+// ---- helpers
+
+// A buffer allocated by (and released to) a backend; filled and read through the backend's copies.
+template <typename T>
+class Array {
+ public:
+  Array(Backend& backend, size_t n) : backend_(&backend), n_(n) {
+    void* p = nullptr;
+    PERIGEE_CHECK_OR_DIE(backend.allocate(&p, n * sizeof(T)));
+    data_ = static_cast<T*>(p);
+  }
+  Array(Backend& backend, const std::vector<T>& values) : Array(backend, values.size()) { upload(values); }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+  ~Array() { backend_->release(data_); }
+
+  T* data() { return data_; }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& values) {
+    ASSERT_EQ(values.size(), n_);
+    PERIGEE_CHECK_OR_DIE(backend_->copy_to_device(data_, values.data(), n_ * sizeof(T)));
+  }
+  std::vector<T> download() const {
+    std::vector<T> out(n_);
+    PERIGEE_CHECK_OR_DIE(backend_->copy_to_host(out.data(), data_, n_ * sizeof(T)));
+    return out;
+  }
+
+ private:
+  Backend* backend_;
+  size_t n_;
+  T* data_ = nullptr;
+};
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+// Expects |got[i] - ref[i]| <= atol + rtol * |ref[i]| for every i; reports the first few failures and the
+// largest error.
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
+                  double atol, double rtol) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  int failures = 0;
+  size_t worst = 0;
+  double worst_ratio = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    const double tol = atol + rtol * std::fabs(static_cast<double>(ref[i]));
+    const double ratio = tol > 0.0 ? err / tol : (err > 0.0 ? INFINITY : 0.0);
+    if (!(ratio <= worst_ratio)) {
+      worst_ratio = ratio;
+      worst = i;
+    }
+    if (!(err <= tol) && failures < 5) {
+      ADD_FAILURE() << what << "[" << i << "]: gpu " << got[i] << ", cpu " << ref[i] << " (error " << err
+                    << " > tolerance " << tol << ")";
+      ++failures;
+    }
+  }
+  if (failures > 0 && !ref.empty()) {
+    ADD_FAILURE() << what << ": worst element " << worst << " at " << worst_ratio << " x tolerance";
+  }
+}
+
+bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<float> twice(const std::vector<float>& v) {
+  std::vector<float> r(v);
+  for (float& x : r) x *= 2.0f;
+  return r;
+}
+
+// Row log-sum-exp [B, NH, T] of the scaled causal scores, in double from the fp32 inputs.
+std::vector<float> reference_lse(const std::vector<float>& qkv, int B, int T, int C, int NH) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  std::vector<float> lse(static_cast<size_t>(B) * NH * T);
+  std::vector<double> s(T);
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int i = 0; i < T; ++i) {
+        const float* q = qkv.data() + (static_cast<size_t>(b) * T + i) * 3 * C + h * hs;
+        double m = -INFINITY;
+        for (int j = 0; j <= i; ++j) {
+          const float* k = qkv.data() + (static_cast<size_t>(b) * T + j) * 3 * C + C + h * hs;
+          double dot = 0.0;
+          for (int d = 0; d < hs; ++d) dot += static_cast<double>(q[d]) * k[d];
+          s[j] = dot * scale;
+          m = std::max(m, s[j]);
+        }
+        double sum = 0.0;
+        for (int j = 0; j <= i; ++j) sum += std::exp(s[j] - m);
+        lse[(static_cast<size_t>(b) * NH + h) * T + i] = static_cast<float>(m + std::log(sum));
+      }
+    }
+  }
+  return lse;
+}
+
+struct AttentionResult {
+  std::vector<float> out, dqkv, state;
+};
+
+// Forward, then `backward_calls` backward calls accumulating into dqkv0. `offset` > 0 shifts qkv and dout
+// by that many floats inside their allocations (operands not 16-byte aligned).
+AttentionResult run_attention(Backend& be, int B, int T, int C, int NH, const std::vector<float>& qkv,
+                              const std::vector<float>& dout, const std::vector<float>& dqkv0,
+                              int backward_calls, int offset = 0) {
+  std::vector<float> qkv_padded(offset, 0.0f), dout_padded(offset, 0.0f);
+  qkv_padded.insert(qkv_padded.end(), qkv.begin(), qkv.end());
+  dout_padded.insert(dout_padded.end(), dout.begin(), dout.end());
+  Array<float> x(be, qkv_padded), d(be, dout_padded), dx(be, dqkv0);
+  Array<float> out(be, static_cast<size_t>(B) * T * C);
+  Array<float> att(be, be.attention_state_size(B, T, C, NH));
+  PERIGEE_CHECK_OR_DIE(be.attention_forward(out.data(), att.data(), x.data() + offset, B, T, C, NH));
+  for (int i = 0; i < backward_calls; ++i) {
+    PERIGEE_CHECK_OR_DIE(
+        be.attention_backward(dx.data(), d.data() + offset, x.data() + offset, att.data(), B, T, C, NH));
+  }
+  return {out.download(), dx.download(), att.download()};
+}
+
+// Tolerances. Q, K, V, dO are rounded to bf16 (relative error <= 2^-9 = 0.2%) and P, dS are rounded
+// again as operands; accumulation is fp32. A scaled score q.k/sqrt(hs) of inputs in [-1.5, 1.5] is
+// O(1) with an error of about 1e-3 (the rounding errors of the hs products add like a random walk and
+// the 1/sqrt(hs) scale cancels their growth), which moves P by about 0.1% relative; out is a convex
+// combination of bf16-rounded V rows, so its error stays a few 1e-3 (observed at most 5.5e-3 on an
+// H100 against the fp32 kernel): atol = rtol = 2e-2 leaves about a 4x margin and is still 1000x looser
+// than fp32 agreement only because bf16 has 8 mantissa bits instead of 24. dqkv sums up to T terms whose
+// errors are of the same relative size (observed at most 7e-3), with values up to a few units: 3e-2.
+// The lse error is the score error (observed at most 4.6e-3): atol 1.5e-2 on values of order log(T).
+constexpr double kOutAtol = 2e-2, kOutRtol = 2e-2;
+constexpr double kGradAtol = 3e-2, kGradRtol = 3e-2;
+constexpr double kLseAtol = 1.5e-2;
+
+TEST_F(CudaAttentionBf16, MatchesCpu) {
+  for (int hs : {16, 32, 64, 128}) {
+    for (int T : {1, 7, 64, 100, 130, 257}) {
+      const int B = T <= 130 ? 2 : 1;
+      const int NH = hs == 32 ? 3 : 2;
+      const int C = hs * NH;
+      const std::string tag =
+          "B=" + std::to_string(B) + " T=" + std::to_string(T) + " hs=" + std::to_string(hs);
+      const size_t n = static_cast<size_t>(B) * T * C;
+      const auto qkv = random_vector(3 * n, 30 + T + hs, -1.5f, 1.5f);
+      const auto dout = random_vector(n, 31 + hs);
+      const auto dqkv0 = random_vector(3 * n, 32);
+      const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+      const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+      expect_close("attention out " + tag, got.out, ref.out, kOutAtol, kOutRtol);
+      expect_close("attention dqkv " + tag, got.dqkv, ref.dqkv, kGradAtol, kGradRtol);
+      expect_close("attention lse " + tag, got.state, reference_lse(qkv, B, T, C, NH), kLseAtol, 0.0);
+    }
+  }
+}
+
+TEST_F(CudaAttentionBf16, GptShapeMatchesCpu) {
+  const int B = 1, T = 130, C = 768, NH = 12;  // GPT-2's head size 64 with 12 heads
+  const size_t n = static_cast<size_t>(B) * T * C;
+  const auto qkv = random_vector(3 * n, 50, -1.5f, 1.5f);
+  const auto dout = random_vector(n, 51);
+  const auto dqkv0 = random_vector(3 * n, 52);
+  const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+  const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+  expect_close("attention out", got.out, ref.out, kOutAtol, kOutRtol);
+  expect_close("attention dqkv", got.dqkv, ref.dqkv, kGradAtol, kGradRtol);
+}
+
+TEST_F(CudaAttentionBf16, UnalignedOperandsMatchCpu) {
+  // qkv and dout one float past a 16-byte boundary: the kernels read them element by element.
+  const int B = 2, T = 100, C = 128, NH = 2;
+  const size_t n = static_cast<size_t>(B) * T * C;
+  const auto qkv = random_vector(3 * n, 60, -1.5f, 1.5f);
+  const auto dout = random_vector(n, 61);
+  const auto dqkv0 = random_vector(3 * n, 62);
+  const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+  const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1, /*offset=*/1);
+  const AttentionResult aligned = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+  expect_close("attention out", got.out, ref.out, kOutAtol, kOutRtol);
+  expect_close("attention dqkv", got.dqkv, ref.dqkv, kGradAtol, kGradRtol);
+  // Same bf16 values staged either way: the results are the same bits.
+  EXPECT_TRUE(bit_identical(got.out, aligned.out));
+  EXPECT_TRUE(bit_identical(got.dqkv, aligned.dqkv));
+}
+
+TEST_F(CudaAttentionBf16, DeterministicAndAccumulating) {
+  for (int hs : {32, 64, 128}) {
+    const int B = 2, T = 257, NH = 2, C = hs * NH;
+    const std::string tag = "hs=" + std::to_string(hs);
+    const size_t n = static_cast<size_t>(B) * T * C;
+    const auto qkv = random_vector(3 * n, 70 + hs, -1.5f, 1.5f);
+    const auto dout = random_vector(n, 71);
+    const auto dqkv0 = random_vector(3 * n, 72);
+    const AttentionResult first = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    const AttentionResult again = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    EXPECT_TRUE(bit_identical(first.out, again.out)) << tag;
+    EXPECT_TRUE(bit_identical(first.dqkv, again.dqkv)) << tag;
+    EXPECT_TRUE(bit_identical(first.state, again.state)) << tag;
+    // From zero, a second backward adds the same gradient again (x + x == 2x exactly in fp32).
+    const std::vector<float> zero(3 * n, 0.0f);
+    const AttentionResult one = run_attention(*gpu_, B, T, C, NH, qkv, dout, zero, 1);
+    const AttentionResult two = run_attention(*gpu_, B, T, C, NH, qkv, dout, zero, 2);
+    expect_close("attention dqkv x2 " + tag, two.dqkv, twice(one.dqkv), 1e-6, 1e-6);
+  }
+}
+
+TEST_F(CudaAttentionBf16, UnsupportedHeadSizeFallsBackToFp32) {
+  // hs = 8 is not a multiple of 16: the backend runs the fp32 kernel, which agrees with the CPU to fp32
+  // tolerances (the same as test_cuda_ops).
+  const int B = 2, T = 70, C = 16, NH = 2;
+  const size_t n = static_cast<size_t>(B) * T * C;
+  const auto qkv = random_vector(3 * n, 80, -1.5f, 1.5f);
+  const auto dout = random_vector(n, 81);
+  const auto dqkv0 = random_vector(3 * n, 82);
+  const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+  const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+  expect_close("attention out hs=8", got.out, ref.out, 1e-5, 1e-4);
+  expect_close("attention dqkv hs=8", got.dqkv, ref.dqkv, 2e-5, 2e-4);
+}
+
+TEST_F(CudaAttentionBf16, RejectsBadArguments) {
+  Array<float> qkv(*gpu_, 3 * 272), out(*gpu_, 272), att(*gpu_, 2);
+  // Head sizes the fp32 kernel does not take either are errors in every mode.
+  EXPECT_EQ(gpu_->attention_forward(out.data(), att.data(), qkv.data(), 1, 1, 136, 1).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->attention_forward(out.data(), att.data(), qkv.data(), 1, 1, 30, 4).code(),
+            StatusCode::kInvalidArgument);  // C not a multiple of NH
+  EXPECT_EQ(gpu_->attention_forward(nullptr, att.data(), qkv.data(), 1, 1, 32, 1).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->attention_forward(out.data(), att.data(), qkv.data(), 1, 0, 32, 1).code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace perigee::kernels
