@@ -10,6 +10,10 @@
 // Deterministic: no atomics, every output element written by one thread in a fixed loop order.
 // Head sizes: hs a multiple of 16, at most 128 (others: kInvalidArgument; callers fall back to the
 // fp32 kernel of attention.cuh). Any T >= 1.
+// Tiling: blocks of 4 warps own 64 rows (16 per warp) and walk the other side in tiles of 64 keys or
+// queries; the head is padded with zeros to 32, 64 or 128 columns. The forward stages fp32 tiles itself;
+// the backward converts qkv and dout once into bf16 copies in scratch (B*T*4C bf16 plus D, B*NH*T fp32)
+// and streams tiles from them with cp.async, double-buffered.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,7 +30,7 @@ bool attention_bf16_supports(int C, int NH);
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                               cudaStream_t stream);
 
-// Uses `scratch` for temporaries (D and any bf16 staging); dqkv is accumulated (+=).
+// Uses `scratch` for D and the bf16 copies of qkv and dout; dqkv is accumulated (+=).
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* lse, int B,
                                int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream);
 
