@@ -2,6 +2,7 @@
 #include "kernels/cuda/crossentropy.cuh"
 
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -13,7 +14,26 @@ constexpr int kBackwardBlock = 256;
 
 // ---- CUDA kernels
 
-// One block per row. Each thread owns columns threadIdx.x + k * kForwardBlock in every pass.
+// The running (max, sum of exp(x - max)) of one thread's columns: one read of each logit. The sum is
+// a double; a new maximum rescales it by exp(old - new) (rare after the first few columns).
+struct OnlineSoftmax {
+  float m = -INFINITY;
+  double s = 0.0;
+  __device__ __forceinline__ void add(float x) {
+    if (x > m) {
+      s = s * static_cast<double>(expf(m - x)) + 1.0;
+      m = x;
+    } else {
+      s += static_cast<double>(expf(x - m));
+    }
+  }
+};
+
+// One block per row, two passes over it: (1) per-thread online max and sum, combined in a fixed order
+// (block max, then each thread's sum rescaled to it, block sum); (2) probs = exp(x - max) / sum.
+// kVec: float4 columns (Vp % 4 == 0 and 16-byte aligned rows); thread t owns columns (or column
+// quadruples) t + k * kForwardBlock in both passes.
+template <bool kVec>
 __global__ void __launch_bounds__(kForwardBlock)
     crossentropy_forward_kernel(float* losses, float* probs, const float* logits, const int32_t* targets,
                                 int V, int Vp) {
@@ -24,23 +44,44 @@ __global__ void __launch_bounds__(kForwardBlock)
   float* p = probs + row * Vp;
   const int32_t target = targets[row];
   const bool valid = target >= 0 && target < V;
-  // Read before any thread writes p (the block_max below synchronises the block).
+  // Read before any thread writes p (the block reductions below synchronise the block).
   const float x_target = (threadIdx.x == 0 && valid) ? x[target] : 0.0f;
 
-  float thread_max = -INFINITY;
-  for (int j = threadIdx.x; j < V; j += kForwardBlock) thread_max = fmaxf(thread_max, x[j]);
-  const float max_logit = block_max<kForwardBlock>(thread_max, shared_max);
-
-  double thread_sum = 0.0;
-  for (int j = threadIdx.x; j < V; j += kForwardBlock) {
-    const float e = expf(x[j] - max_logit);
-    p[j] = e;
-    thread_sum += static_cast<double>(e);
+  OnlineSoftmax acc;
+  if constexpr (kVec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int q = threadIdx.x; 4 * q < V; q += kForwardBlock) {
+      const float4 v = x4[q];
+      const int j = 4 * q;
+      acc.add(v.x);
+      if (j + 1 < V) acc.add(v.y);
+      if (j + 2 < V) acc.add(v.z);
+      if (j + 3 < V) acc.add(v.w);
+    }
+  } else {
+    for (int j = threadIdx.x; j < V; j += kForwardBlock) acc.add(x[j]);
   }
-  const double sum = block_sum<kForwardBlock>(thread_sum, shared_sum);
+  const float max_logit = block_max<kForwardBlock>(acc.m, shared_max);
+  const double mine = acc.s == 0.0 ? 0.0 : acc.s * static_cast<double>(expf(acc.m - max_logit));
+  const double sum = block_sum<kForwardBlock>(mine, shared_sum);
   const float inv_sum = static_cast<float>(1.0 / sum);
-  for (int j = threadIdx.x; j < V; j += kForwardBlock) p[j] *= inv_sum;
-  for (int j = V + threadIdx.x; j < Vp; j += kForwardBlock) p[j] = 0.0f;
+
+  if constexpr (kVec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* p4 = reinterpret_cast<float4*>(p);
+    for (int q = threadIdx.x; 4 * q < Vp; q += kForwardBlock) {
+      const int j = 4 * q;
+      const float4 v = x4[q];
+      float4 out;
+      out.x = j < V ? expf(v.x - max_logit) * inv_sum : 0.0f;
+      out.y = j + 1 < V ? expf(v.y - max_logit) * inv_sum : 0.0f;
+      out.z = j + 2 < V ? expf(v.z - max_logit) * inv_sum : 0.0f;
+      out.w = j + 3 < V ? expf(v.w - max_logit) * inv_sum : 0.0f;
+      p4[q] = out;
+    }
+  } else {
+    for (int j = threadIdx.x; j < Vp; j += kForwardBlock) p[j] = j < V ? expf(x[j] - max_logit) * inv_sum : 0.0f;
+  }
   if (threadIdx.x == 0) {
     losses[row] = valid ? static_cast<float>(log(sum) - static_cast<double>(x_target - max_logit)) : NAN;
   }
@@ -72,7 +113,13 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
                             int V, int Vp, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward", {losses, probs, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward", N, V, Vp));
-  crossentropy_forward_kernel<<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
+  const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(probs) % 16 == 0;
+  if (vec) {
+    crossentropy_forward_kernel<true><<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
+  } else {
+    crossentropy_forward_kernel<false><<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
+  }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }

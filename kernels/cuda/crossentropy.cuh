@@ -1,7 +1,9 @@
 // Fused softmax + cross-entropy over the first V of Vp columns, fp32 storage with a double softmax
 // denominator. logits/probs/dlogits [N, Vp], targets [N] and losses [N] on the device.
-// Forward, one block per row: m = max, e_j = exp(x_j - m), probs = e / sum(e) (padded columns 0),
-// losses[i] = log(sum(e)) - (x_target - m), as the CPU backend computes it. probs may alias logits: every
+// Forward, one block per row, two passes (one read for the statistics: per-thread online max and
+// sum, combined in a fixed order; then read and write): m = max, probs = exp(x - m) / sum(exp(x - m))
+// (padded columns 0), losses[i] = log(sum) - (x_target - m), as the CPU backend computes it; float4
+// columns when Vp % 4 == 0. probs may alias logits: every
 // element is read and rewritten by the same thread, and x_target is read before any write.
 // Backward writes (not accumulates) dlogits = dloss * (probs - onehot(target)), padded columns 0; may
 // alias probs. A target outside [0, V) yields a NaN loss and no one-hot term (it is never dereferenced).
