@@ -12,6 +12,9 @@ constexpr float kEps = 1e-5f;    // fixed by the Backend interface
 constexpr int kColumnTile = 32;  // columns per block in the dweight/dbias stage 1
 constexpr int kRowThreads = 8;   // threads along the rows in stage 1
 constexpr int kFinishBlock = 128;
+// Largest dynamic shared memory of the fused backward (2 * 8 * C doubles: C <= 1600); wider rows
+// take the two-kernel path. Hopper allows 227 KB per block.
+constexpr size_t kFusedSharedLimit = 200 * 1024;
 
 // ---- CUDA kernels
 
@@ -104,6 +107,63 @@ __global__ void layernorm_backward_partial_kernel(double* partial_dw, double* pa
   }
 }
 
+// Fused stage 1: block bx owns rows [bx * kLayerNormRowsPerPartial, ...); warp w takes rows w, w + 8, ...
+// of them, writes dinp as layernorm_backward_dinp_kernel does and adds d * xhat and d per column into
+// its own shared row (double); the 8 warp rows are then added in warp order: the sums and the order
+// of the dinp kernel plus layernorm_backward_partial_kernel, with one read of dout and inp less.
+// Dynamic shared memory: 2 * kRowsPerBlock * C doubles.
+__global__ void __launch_bounds__(kRowBlock)
+    layernorm_backward_fused_kernel(float* dinp, double* partial_dw, double* partial_db, const float* dout,
+                                    const float* inp, const float* weight, const float* mean,
+                                    const float* rstd, int N, int C) {
+  extern __shared__ double s_acc[];  // [kRowsPerBlock][C] dw, then [kRowsPerBlock][C] db
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  double* s_dw = s_acc + static_cast<size_t>(warp) * C;
+  double* s_db = s_acc + static_cast<size_t>(kRowsPerBlock + warp) * C;
+  for (int c = lane; c < C; c += kWarpSize) {
+    s_dw[c] = 0.0;
+    s_db[c] = 0.0;
+  }
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * kLayerNormRowsPerPartial;
+  const int64_t row_end = min(static_cast<int64_t>(N), row_begin + kLayerNormRowsPerPartial);
+  for (int64_t row = row_begin + warp; row < row_end; row += kRowsPerBlock) {
+    const float* x = inp + row * C;
+    const float* d = dout + row * C;
+    const float m = mean[row];
+    const float s = rstd[row];
+    double g_sum = 0.0;
+    double gx_sum = 0.0;
+    for (int c = lane; c < C; c += kWarpSize) {
+      const float g = d[c] * weight[c];
+      g_sum += static_cast<double>(g);
+      gx_sum += static_cast<double>(g) * static_cast<double>((x[c] - m) * s);
+    }
+    const float g_mean = static_cast<float>(group_sum(g_sum) / C);
+    const float gx_mean = static_cast<float>(group_sum(gx_sum) / C);
+    float* dx = dinp + row * C;
+    for (int c = lane; c < C; c += kWarpSize) {
+      const float dc = d[c];
+      const float g = __fmul_rn(dc, weight[c]);
+      const float xhat = (x[c] - m) * s;
+      dx[c] += s * (g - g_mean - xhat * gx_mean);
+      s_dw[c] += static_cast<double>(dc * xhat);
+      s_db[c] += static_cast<double>(dc);
+    }
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += kRowBlock) {
+    double dw = s_acc[c];
+    double db = s_acc[static_cast<size_t>(kRowsPerBlock) * C + c];
+    for (int w = 1; w < kRowsPerBlock; ++w) {
+      dw += s_acc[static_cast<size_t>(w) * C + c];
+      db += s_acc[static_cast<size_t>(kRowsPerBlock + w) * C + c];
+    }
+    partial_dw[static_cast<int64_t>(blockIdx.x) * C + c] = dw;
+    partial_db[static_cast<int64_t>(blockIdx.x) * C + c] = db;
+  }
+}
+
 // Stage 2: dweight[c] += sum_p partial_dw[p, c] (p in order); dbias likewise.
 __global__ void layernorm_backward_finish_kernel(float* dweight, float* dbias, const double* partial_dw,
                                                  const double* partial_db, int P, int C) {
@@ -146,15 +206,26 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
   double* partial_dw = carve.take<double>(static_cast<size_t>(P) * C);
   double* partial_db = carve.take<double>(static_cast<size_t>(P) * C);
 
-  layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(
-      dinp, dout, inp, weight, mean, rstd, N, C);
-  PERIGEE_CHECK_CUDA(cudaGetLastError());
-  PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
-                  "layernorm_backward: C = ", C, " is too large");
-  const dim3 grid(P, ceil_div(C, kColumnTile));
-  layernorm_backward_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(
-      partial_dw, partial_db, dout, inp, mean, rstd, N, C);
-  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  const size_t fused_shared = 2 * kRowsPerBlock * static_cast<size_t>(C) * sizeof(double);
+  if (fused_shared <= kFusedSharedLimit) {
+    // Per call (a few microseconds of host time): the attribute belongs to the current device.
+    PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_fused_kernel,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(fused_shared)));
+    layernorm_backward_fused_kernel<<<P, kRowBlock, fused_shared, stream>>>(dinp, partial_dw, partial_db, dout,
+                                                                            inp, weight, mean, rstd, N, C);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+  } else {
+    layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(
+        dinp, dout, inp, weight, mean, rstd, N, C);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+    PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                    "layernorm_backward: C = ", C, " is too large");
+    const dim3 grid(P, ceil_div(C, kColumnTile));
+    layernorm_backward_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(
+        partial_dw, partial_db, dout, inp, mean, rstd, N, C);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+  }
   layernorm_backward_finish_kernel<<<ceil_div(C, kFinishBlock), kFinishBlock, 0, stream>>>(
       dweight, dbias, partial_dw, partial_db, P, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
