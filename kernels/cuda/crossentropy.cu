@@ -80,7 +80,8 @@ __global__ void __launch_bounds__(kForwardBlock)
       p4[q] = out;
     }
   } else {
-    for (int j = threadIdx.x; j < Vp; j += kForwardBlock) p[j] = j < V ? expf(x[j] - max_logit) * inv_sum : 0.0f;
+    for (int j = threadIdx.x; j < Vp; j += kForwardBlock)
+      p[j] = j < V ? expf(x[j] - max_logit) * inv_sum : 0.0f;
   }
   if (threadIdx.x == 0) {
     losses[row] = valid ? static_cast<float>(log(sum) - static_cast<double>(x_target - max_logit)) : NAN;
@@ -118,7 +119,8 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
   if (vec) {
     crossentropy_forward_kernel<true><<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
   } else {
-    crossentropy_forward_kernel<false><<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
+    crossentropy_forward_kernel<false>
+        <<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
   }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();

@@ -73,9 +73,12 @@ CudaBackend::~CudaBackend() {
 
 const char* gpu_precision_name(GpuPrecision precision) {
   switch (precision) {
-    case GpuPrecision::kFp32: return "fp32";
-    case GpuPrecision::kTf32: return "tf32";
-    case GpuPrecision::kBf16: return "bf16";
+    case GpuPrecision::kFp32:
+      return "fp32";
+    case GpuPrecision::kTf32:
+      return "tf32";
+    case GpuPrecision::kBf16:
+      return "bf16";
   }
   return "?";
 }
@@ -87,7 +90,8 @@ Status parse_gpu_precision(const std::string& name, GpuPrecision* out) {
       return Status::ok();
     }
   }
-  return make_error(StatusCode::kInvalidArgument, "GPU precision \"", name, "\": expected fp32, tf32 or bf16");
+  return make_error(StatusCode::kInvalidArgument, "GPU precision \"", name,
+                    "\": expected fp32, tf32 or bf16");
 }
 
 Status make_cuda_backend(int device, std::unique_ptr<Backend>* out, GpuPrecision precision) {
@@ -199,8 +203,8 @@ Status CudaBackend::matmul_forward(float* out, const float* inp, const float* we
 Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                     const float* inp, const float* weight, int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
-    PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_, scratch_,
-                                             stream_));
+    PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
+                                             scratch_, stream_));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC,

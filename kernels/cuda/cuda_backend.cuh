@@ -90,7 +90,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
-  std::unique_ptr<LtGemm> lt_;  // bf16 GEMMs
+  std::unique_ptr<LtGemm> lt_;       // bf16 GEMMs
   double* device_result_ = nullptr;  // sum_squares result on the device
   double* host_result_ = nullptr;    // pinned host copy of it
   DeviceScratch scratch_;

@@ -43,6 +43,22 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
   }
 }
 
+// One warp over one row: mean(g) and mean(g * xhat), g = dout * weight, xhat = (x - mean) * rstd, summed
+// in double per lane and across the lanes by butterfly (every lane gets the same values).
+__device__ __forceinline__ void row_gradient_means(const float* d, const float* x, const float* weight,
+                                                   float m, float s, int C, int lane, float* g_mean,
+                                                   float* gx_mean) {
+  double g_sum = 0.0;
+  double gx_sum = 0.0;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const float g = d[c] * weight[c];
+    g_sum += static_cast<double>(g);
+    gx_sum += static_cast<double>(g) * static_cast<double>((x[c] - m) * s);
+  }
+  *g_mean = static_cast<float>(group_sum(g_sum) / C);
+  *gx_mean = static_cast<float>(group_sum(gx_sum) / C);
+}
+
 // dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * weight, xhat = (x - mean) * rstd.
 __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp,
                                                const float* weight, const float* mean, const float* rstd,
@@ -54,15 +70,8 @@ __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, c
   const float* d = dout + row * C;
   const float m = mean[row];
   const float s = rstd[row];
-  double g_sum = 0.0;
-  double gx_sum = 0.0;
-  for (int c = lane; c < C; c += kWarpSize) {
-    const float g = d[c] * weight[c];
-    g_sum += static_cast<double>(g);
-    gx_sum += static_cast<double>(g) * static_cast<double>((x[c] - m) * s);
-  }
-  const float g_mean = static_cast<float>(group_sum(g_sum) / C);
-  const float gx_mean = static_cast<float>(group_sum(gx_sum) / C);
+  float g_mean = 0.0f, gx_mean = 0.0f;
+  row_gradient_means(d, x, weight, m, s, C, lane, &g_mean, &gx_mean);
   float* dx = dinp + row * C;
   for (int c = lane; c < C; c += kWarpSize) {
     // g rounded as in the sums above (__fmul_rn is never fused into the subtraction), so a row whose
@@ -132,15 +141,8 @@ __global__ void __launch_bounds__(kRowBlock)
     const float* d = dout + row * C;
     const float m = mean[row];
     const float s = rstd[row];
-    double g_sum = 0.0;
-    double gx_sum = 0.0;
-    for (int c = lane; c < C; c += kWarpSize) {
-      const float g = d[c] * weight[c];
-      g_sum += static_cast<double>(g);
-      gx_sum += static_cast<double>(g) * static_cast<double>((x[c] - m) * s);
-    }
-    const float g_mean = static_cast<float>(group_sum(g_sum) / C);
-    const float gx_mean = static_cast<float>(group_sum(gx_sum) / C);
+    float g_mean = 0.0f, gx_mean = 0.0f;
+    row_gradient_means(d, x, weight, m, s, C, lane, &g_mean, &gx_mean);
     float* dx = dinp + row * C;
     for (int c = lane; c < C; c += kWarpSize) {
       const float dc = d[c];
@@ -212,8 +214,8 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
     PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_fused_kernel,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(fused_shared)));
-    layernorm_backward_fused_kernel<<<P, kRowBlock, fused_shared, stream>>>(dinp, partial_dw, partial_db, dout,
-                                                                            inp, weight, mean, rstd, N, C);
+    layernorm_backward_fused_kernel<<<P, kRowBlock, fused_shared, stream>>>(
+        dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C);
     PERIGEE_CHECK_CUDA(cudaGetLastError());
   } else {
     layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(

@@ -32,7 +32,9 @@ __global__ void convert_to_bf16_kernel(__nv_bfloat16* dst, const float* src, siz
     dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+bool aligned(const void* p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
 
 }  // namespace
 
@@ -49,7 +51,8 @@ Status convert_to_bf16(__nv_bfloat16* dst, const float* src, size_t n, cudaStrea
     done = n4 * 4;
   }
   if (done < n) {
-    convert_to_bf16_kernel<<<flat_grid(n - done, kConvertBlock), kConvertBlock, 0, stream>>>(dst, src, done, n);
+    convert_to_bf16_kernel<<<flat_grid(n - done, kConvertBlock), kConvertBlock, 0, stream>>>(dst, src, done,
+                                                                                             n);
     PERIGEE_CHECK_CUDA(cudaGetLastError());
   }
   return Status::ok();
@@ -139,15 +142,16 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
                     const __nv_bfloat16* B, int ldb, float beta, float* D, int ldd, const float* bias,
                     cudaStream_t stream) {
   const Plan* plan = nullptr;
-  PERIGEE_CHECK(plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f}, &plan));
+  PERIGEE_CHECK(
+      plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f}, &plan));
   if (bias != nullptr) {
     // The pointer is per call; the descriptor is this plan's own (one op at a time per backend).
-    PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                        sizeof(bias)));
+    PERIGEE_CHECK_CUBLAS(
+        cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const float alpha = 1.0f;
-  PERIGEE_CHECK_CUBLAS(cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d, D,
-                                      plan->d, &plan->algo, workspace_, kLtWorkspaceBytes, stream));
+  PERIGEE_CHECK_CUBLAS(cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d,
+                                      D, plan->d, &plan->algo, workspace_, kLtWorkspaceBytes, stream));
   return Status::ok();
 }
 
@@ -159,8 +163,8 @@ Status matmul_forward_bf16(float* out, const float* inp, const float* weight, co
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
   const size_t n_inp = static_cast<size_t>(N) * C, n_w = static_cast<size_t>(OC) * C;
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w), stream,
-                            &base));
+  PERIGEE_CHECK(
+      scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w), stream, &base));
   ScratchCarver carve(base);
   __nv_bfloat16* inp16 = carve.take<__nv_bfloat16>(n_inp);
   __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);

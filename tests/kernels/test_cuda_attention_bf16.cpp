@@ -20,34 +20,12 @@
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
+#include "tests/kernels/cuda_test_util.hpp"
 
 namespace perigee::kernels {
 namespace {
 
-// ---- fixture: one CPU and one bf16 CUDA backend for the whole binary
-
-struct Backends {
-  std::unique_ptr<cpu::CpuBackend> cpu;
-  std::unique_ptr<Backend> gpu;
-  std::string skip_reason;  // non-empty: no usable device, skip
-  Status error;             // a device was found but the backend could not be made: fail
-};
-
-Backends& backends() {
-  static Backends b = [] {
-    Backends r;
-    std::vector<cuda::DeviceInfo> devices;
-    Status probe = cuda::probe_devices(&devices);
-    if (!probe.is_ok()) {
-      r.skip_reason = probe.message();
-      return r;
-    }
-    r.error = cuda::make_cuda_backend(0, &r.gpu, cuda::GpuPrecision::kBf16);
-    r.cpu = std::make_unique<cpu::CpuBackend>(2);
-    return r;
-  }();
-  return b;
-}
+using namespace cuda_testing;
 
 class CudaAttentionBf16 : public ::testing::Test {
  protected:
@@ -55,9 +33,9 @@ class CudaAttentionBf16 : public ::testing::Test {
     Backends& b = backends();
     if (!b.skip_reason.empty()) GTEST_SKIP() << b.skip_reason;
     ASSERT_TRUE(b.error.is_ok()) << b.error.to_string();
-    ASSERT_NE(b.gpu, nullptr);
+    ASSERT_NE(b.gpu_bf16, nullptr);
     cpu_ = b.cpu.get();
-    gpu_ = b.gpu.get();
+    gpu_ = b.gpu_bf16.get();
   }
 
   Backend* cpu_ = nullptr;
@@ -65,83 +43,6 @@ class CudaAttentionBf16 : public ::testing::Test {
 };
 
 // ---- helpers
-
-// A buffer allocated by (and released to) a backend; filled and read through the backend's copies.
-template <typename T>
-class Array {
- public:
-  Array(Backend& backend, size_t n) : backend_(&backend), n_(n) {
-    void* p = nullptr;
-    PERIGEE_CHECK_OR_DIE(backend.allocate(&p, n * sizeof(T)));
-    data_ = static_cast<T*>(p);
-  }
-  Array(Backend& backend, const std::vector<T>& values) : Array(backend, values.size()) { upload(values); }
-  Array(const Array&) = delete;
-  Array& operator=(const Array&) = delete;
-  ~Array() { backend_->release(data_); }
-
-  T* data() { return data_; }
-  size_t size() const { return n_; }
-  void upload(const std::vector<T>& values) {
-    ASSERT_EQ(values.size(), n_);
-    PERIGEE_CHECK_OR_DIE(backend_->copy_to_device(data_, values.data(), n_ * sizeof(T)));
-  }
-  std::vector<T> download() const {
-    std::vector<T> out(n_);
-    PERIGEE_CHECK_OR_DIE(backend_->copy_to_host(out.data(), data_, n_ * sizeof(T)));
-    return out;
-  }
-
- private:
-  Backend* backend_;
-  size_t n_;
-  T* data_ = nullptr;
-};
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
-
-// Expects |got[i] - ref[i]| <= atol + rtol * |ref[i]| for every i; reports the first few failures and the
-// largest error.
-void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
-                  double atol, double rtol) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  int failures = 0;
-  size_t worst = 0;
-  double worst_ratio = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    const double tol = atol + rtol * std::fabs(static_cast<double>(ref[i]));
-    const double ratio = tol > 0.0 ? err / tol : (err > 0.0 ? INFINITY : 0.0);
-    if (!(ratio <= worst_ratio)) {
-      worst_ratio = ratio;
-      worst = i;
-    }
-    if (!(err <= tol) && failures < 5) {
-      ADD_FAILURE() << what << "[" << i << "]: gpu " << got[i] << ", cpu " << ref[i] << " (error " << err
-                    << " > tolerance " << tol << ")";
-      ++failures;
-    }
-  }
-  if (failures > 0 && !ref.empty()) {
-    ADD_FAILURE() << what << ": worst element " << worst << " at " << worst_ratio << " x tolerance";
-  }
-}
-
-bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-std::vector<float> twice(const std::vector<float>& v) {
-  std::vector<float> r(v);
-  for (float& x : r) x *= 2.0f;
-  return r;
-}
 
 // Row log-sum-exp [B, NH, T] of the scaled causal scores, in double from the fp32 inputs.
 std::vector<float> reference_lse(const std::vector<float>& qkv, int B, int T, int C, int NH) {

@@ -19,36 +19,12 @@
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
+#include "tests/kernels/cuda_test_util.hpp"
 
 namespace perigee::kernels {
 namespace {
 
-// ---- fixture: one CPU and one CUDA backend for the whole binary
-
-struct Backends {
-  std::unique_ptr<cpu::CpuBackend> cpu;
-  std::unique_ptr<Backend> gpu;
-  std::unique_ptr<Backend> gpu_bf16;  // precision kBf16
-  std::string skip_reason;  // non-empty: no usable device, skip
-  Status error;             // a device was found but the backend could not be made: fail
-};
-
-Backends& backends() {
-  static Backends b = [] {
-    Backends r;
-    std::vector<cuda::DeviceInfo> devices;
-    Status probe = cuda::probe_devices(&devices);
-    if (!probe.is_ok()) {
-      r.skip_reason = probe.message();
-      return r;
-    }
-    r.error = cuda::make_cuda_backend(0, &r.gpu);
-    if (r.error.is_ok()) r.error = cuda::make_cuda_backend(0, &r.gpu_bf16, cuda::GpuPrecision::kBf16);
-    r.cpu = std::make_unique<cpu::CpuBackend>(2);
-    return r;
-  }();
-  return b;
-}
+using namespace cuda_testing;
 
 class CudaOps : public ::testing::Test {
  protected:
@@ -66,94 +42,6 @@ class CudaOps : public ::testing::Test {
   Backend* gpu_ = nullptr;
   Backend* gpu_bf16_ = nullptr;
 };
-
-// ---- helpers
-
-// A buffer allocated by (and released to) a backend; filled and read through the backend's copies.
-template <typename T>
-class Array {
- public:
-  Array(Backend& backend, size_t n) : backend_(&backend), n_(n) {
-    void* p = nullptr;
-    PERIGEE_CHECK_OR_DIE(backend.allocate(&p, n * sizeof(T)));
-    data_ = static_cast<T*>(p);
-  }
-  Array(Backend& backend, const std::vector<T>& values) : Array(backend, values.size()) { upload(values); }
-  Array(const Array&) = delete;
-  Array& operator=(const Array&) = delete;
-  ~Array() { backend_->release(data_); }
-
-  T* data() { return data_; }
-  size_t size() const { return n_; }
-  void upload(const std::vector<T>& values) {
-    ASSERT_EQ(values.size(), n_);
-    PERIGEE_CHECK_OR_DIE(backend_->copy_to_device(data_, values.data(), n_ * sizeof(T)));
-  }
-  std::vector<T> download() const {
-    std::vector<T> out(n_);
-    PERIGEE_CHECK_OR_DIE(backend_->copy_to_host(out.data(), data_, n_ * sizeof(T)));
-    return out;
-  }
-
- private:
-  Backend* backend_;
-  size_t n_;
-  T* data_ = nullptr;
-};
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
-
-std::vector<int32_t> random_tokens(size_t n, int32_t vocab, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
-  std::vector<int32_t> v(n);
-  for (int32_t& x : v) x = dist(gen);
-  return v;
-}
-
-// Expects |got[i] - ref[i]| <= atol + rtol * |ref[i]| for every i; reports the first few failures and the
-// largest error.
-void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
-                  double atol, double rtol) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  int failures = 0;
-  size_t worst = 0;
-  double worst_ratio = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    const double tol = atol + rtol * std::fabs(static_cast<double>(ref[i]));
-    const double ratio = tol > 0.0 ? err / tol : (err > 0.0 ? INFINITY : 0.0);
-    if (!(ratio <= worst_ratio)) {
-      worst_ratio = ratio;
-      worst = i;
-    }
-    if (!(err <= tol) && failures < 5) {
-      ADD_FAILURE() << what << "[" << i << "]: gpu " << got[i] << ", cpu " << ref[i] << " (error " << err
-                    << " > tolerance " << tol << ")";
-      ++failures;
-    }
-  }
-  if (failures > 0 && !ref.empty()) {
-    ADD_FAILURE() << what << ": worst element " << worst << " at " << worst_ratio << " x tolerance";
-  }
-}
-
-template <typename T>
-bool bit_identical(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
-std::vector<float> twice(const std::vector<float>& v) {
-  std::vector<float> r(v);
-  for (float& x : r) x *= 2.0f;
-  return r;
-}
 
 // ---- memory
 
@@ -424,8 +312,8 @@ TEST_F(CudaOps, MatmulBf16MatchesCpuOnRoundedOperands) {
       // tolerances, atol growing with K). Bias and dbias stay fp32 (dbias sums the unrounded dout).
       const MatmulResult ref = run_matmul(*cpu_, N, C, OC, use_bias, bf16_rounded(inp), bf16_rounded(w), bias,
                                           bf16_rounded(dout), dinp0, dw0, db0, true, true, false, 1);
-      const MatmulResult ref_db =
-          run_matmul(*cpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, false, false, use_bias, 1);
+      const MatmulResult ref_db = run_matmul(*cpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0,
+                                             false, false, use_bias, 1);
       auto atol = [](int K) { return 4e-7 * K + 2e-6; };
       expect_close("bf16 matmul out " + t, got.out, ref.out, atol(C), 2e-5);
       expect_close("bf16 matmul dinp " + t, got.dinp, ref.dinp, atol(OC), 2e-5);
@@ -436,8 +324,8 @@ TEST_F(CudaOps, MatmulBf16MatchesCpuOnRoundedOperands) {
       const MatmulResult exact =
           run_matmul(*cpu_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0, true, true, false, 1);
       expect_close("bf16 matmul out vs fp32 " + t, got.out, exact.out, 4e-3 * std::sqrt(C) + 1e-3, 1e-2);
-      const MatmulResult again = run_matmul(*gpu_bf16_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0,
-                                            true, true, use_bias, 1);
+      const MatmulResult again = run_matmul(*gpu_bf16_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0,
+                                            db0, true, true, use_bias, 1);
       EXPECT_TRUE(bit_identical(got.out, again.out) && bit_identical(got.dinp, again.dinp) &&
                   bit_identical(got.dweight, again.dweight) && bit_identical(got.dbias, again.dbias))
           << t;

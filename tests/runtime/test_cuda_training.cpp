@@ -111,20 +111,24 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol) {
   double worst = 0.0;
   for (int step = 0; step < kSteps; ++step) {
     EXPECT_TRUE(std::isfinite(got.losses[step])) << name << " step " << step;
-    EXPECT_NEAR(got.losses[step], ref.losses[step], rtol * std::fabs(ref.losses[step])) << name << " step " << step;
+    EXPECT_NEAR(got.losses[step], ref.losses[step], rtol * std::fabs(ref.losses[step]))
+        << name << " step " << step;
     worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
   std::printf(
       "cuda %s vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), largest relative loss "
       "difference %.3g (tolerance %.0e)\n",
-      name, kSteps, ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst, rtol);
+      name, kSteps, ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst,
+      rtol);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
   EXPECT_LT(got.losses.back(), got.losses.front()) << name;
 
   const TrainResult again = train(*gpu, init, batches);
-  EXPECT_EQ(std::memcmp(got.losses.data(), again.losses.data(), got.losses.size() * sizeof(double)), 0) << name;
+  EXPECT_EQ(std::memcmp(got.losses.data(), again.losses.data(), got.losses.size() * sizeof(double)), 0)
+      << name;
   ASSERT_EQ(got.params.size(), again.params.size());
-  EXPECT_EQ(std::memcmp(got.params.data(), again.params.data(), got.params.size() * sizeof(float)), 0) << name;
+  EXPECT_EQ(std::memcmp(got.params.data(), again.params.data(), got.params.size() * sizeof(float)), 0)
+      << name;
 }
 
 TEST(CudaTraining, TwentyStepsMatchTheCpuAndRepeatBitForBit) {
