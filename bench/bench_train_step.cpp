@@ -161,9 +161,9 @@ int main(int argc, char** argv) {
   const bool bf16 = precision_arg == "bf16";
   const bool on_cuda = device == "cuda";
   const int cpu_threads = on_cuda ? 0 : static_cast<kernels::cpu::CpuBackend*>(backend.get())->threads();
-  const std::string precision = bf16   ? "bf16 mixed (bf16 tensor-core GEMMs and attention, fp32 memory)"
-                                : tf32 ? "fp32 (TF32 GEMMs)"
-                                       : "fp32";
+  kernels::cuda::GpuPrecision mode{};
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::parse_gpu_precision(precision_arg, &mode));
+  const std::string precision = kernels::cuda::gpu_precision_description(mode);
   if (peak_tflops <= 0.0 && on_cuda) peak_tflops = bf16 ? kH100Bf16Tflops : tf32 ? kH100Tf32Tflops : kH100Fp32Tflops;
   const std::string peak_note =
       peak_tflops <= 0.0 ? "none (CPU: give --peak-tflops)"

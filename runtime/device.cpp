@@ -39,11 +39,7 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
     PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend, precision));
     out->cuda_device = index;
     out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
-                               precision == kernels::cuda::GpuPrecision::kFp32 ? "fp32"
-                               : precision == kernels::cuda::GpuPrecision::kTf32
-                                   ? "fp32 memory, TF32 GEMMs"
-                                   : "fp32 memory, bf16 tensor-core GEMMs and attention",
-                               ")");
+                               kernels::cuda::gpu_precision_description(precision), ")");
     return Status::ok();
   }
   int threads = device.threads;

@@ -83,6 +83,18 @@ const char* gpu_precision_name(GpuPrecision precision) {
   return "?";
 }
 
+const char* gpu_precision_description(GpuPrecision precision) {
+  switch (precision) {
+    case GpuPrecision::kFp32:
+      return "fp32";
+    case GpuPrecision::kTf32:
+      return "fp32 memory, TF32 GEMMs";
+    case GpuPrecision::kBf16:
+      return "bf16 mixed: bf16 tensor-core GEMMs and attention, fp32 memory";
+  }
+  return "?";
+}
+
 Status parse_gpu_precision(const std::string& name, GpuPrecision* out) {
   for (GpuPrecision p : {GpuPrecision::kFp32, GpuPrecision::kTf32, GpuPrecision::kBf16}) {
     if (name == gpu_precision_name(p)) {
@@ -195,8 +207,8 @@ Status CudaBackend::matmul_forward(float* out, const float* inp, const float* we
     PERIGEE_CHECK(cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
     return Status::ok();
   }
-  PERIGEE_CHECK(
-      cuda::matmul_forward(out, inp, weight, bias, N, C, OC, GemmContext{cublas_, allow_tf32()}, stream_));
+  PERIGEE_CHECK(cuda::matmul_forward(out, inp, weight, bias, N, C, OC,
+                                     GemmContext{cublas_, precision_ == GpuPrecision::kTf32}, stream_));
   return Status::ok();
 }
 
@@ -208,7 +220,8 @@ Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, c
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC,
-                                      GemmContext{cublas_, allow_tf32()}, scratch_, stream_));
+                                      GemmContext{cublas_, precision_ == GpuPrecision::kTf32}, scratch_,
+                                      stream_));
   return Status::ok();
 }
 

@@ -35,9 +35,6 @@ class CudaBackend final : public Backend {
   // The arithmetic of GEMMs and attention (kFp32 by default); takes effect from the next op.
   void set_precision(GpuPrecision precision) { precision_ = precision; }
   GpuPrecision precision() const { return precision_; }
-  // Lets the GEMMs use TF32 tensor cores (faster, about 1e-3 relative error): set_precision(kTf32).
-  void set_allow_tf32(bool allow) { precision_ = allow ? GpuPrecision::kTf32 : GpuPrecision::kFp32; }
-  bool allow_tf32() const { return precision_ == GpuPrecision::kTf32; }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   const char* name() const override { return "cuda"; }

@@ -20,6 +20,8 @@ namespace perigee::kernels::cuda {
 enum class GpuPrecision { kFp32, kTf32, kBf16 };
 
 const char* gpu_precision_name(GpuPrecision precision);
+// What a run log says of the precision, e.g. "fp32 memory, TF32 GEMMs".
+const char* gpu_precision_description(GpuPrecision precision);
 // "fp32" | "tf32" | "bf16"; kInvalidArgument naming the accepted values otherwise.
 Status parse_gpu_precision(const std::string& name, GpuPrecision* out);
 
