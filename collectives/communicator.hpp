@@ -16,6 +16,7 @@ enum class ReduceOp { kSum, kMax, kMin, kAvg };
 
 size_t data_type_size(DataType type);
 const char* data_type_name(DataType type);
+inline bool is_floating(DataType type) { return type == DataType::kFloat32 || type == DataType::kFloat64; }
 
 class Communicator {
  public:
@@ -32,6 +33,21 @@ class Communicator {
   // recv holds size() * count elements, rank r's block at r * count.
   virtual Status all_gather(const void* send, void* recv, size_t count, DataType type) = 0;
   virtual Status barrier() = 0;
+
+  // Overlapped all-reduce (the gradient buckets of collectives/gradient_buckets.hpp):
+  // start_all_reduce has all_reduce's semantics but may return before the data has moved; send and
+  // recv belong to the collective until wait_all() returns. Every rank starts the same all-reduces
+  // in the same order and calls wait_all() before any other collective on this communicator.
+  // progress() lets started all-reduces advance without blocking (MPI moves nonblocking collectives
+  // only inside MPI calls), and may be called at any time. These defaults run the blocking
+  // all_reduce at start: correct everywhere, without overlap.
+  virtual Status start_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
+    return all_reduce(send, recv, count, type, op);
+  }
+  virtual Status progress() { return Status::ok(); }
+  virtual Status wait_all() { return Status::ok(); }
+  // True when start_all_reduce returns before the data has moved (MPI, NCCL).
+  virtual bool overlaps() const { return false; }
 
   // Emulated seconds all collectives so far took on a modelled network (the emulated laser links);
   // 0 for real networks. Callers take differences around a collective.

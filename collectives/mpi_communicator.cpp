@@ -29,10 +29,6 @@ MPI_Datatype to_mpi(DataType type) {
   return MPI_DATATYPE_NULL;
 }
 
-bool is_floating(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat64;
-}
-
 // Polling schedule of a collective with a deadline: MPI_Test back to back for the first
 // kSpinSeconds (a collective between ranks in step completes here, at full MPI speed), then
 // MPI_Test + sched_yield until kYieldSeconds (still fast, but an oversubscribed core goes to the
@@ -42,6 +38,20 @@ constexpr double kSpinSeconds = 2e-3;
 constexpr double kYieldSeconds = 20e-3;
 constexpr std::chrono::microseconds kMinSleep{50};
 constexpr std::chrono::microseconds kMaxSleep{200};
+
+// recv[i] /= size for kAvg (sum then divide, as MPI has no average).
+void divide_by_size(void* recv, size_t count, DataType type, int size) {
+  if (size <= 1) return;
+  if (type == DataType::kFloat32) {
+    const float inv = 1.0f / static_cast<float>(size);
+    float* p = static_cast<float*>(recv);
+    for (size_t i = 0; i < count; ++i) p[i] *= inv;
+  } else if (type == DataType::kFloat64) {
+    const double inv = 1.0 / static_cast<double>(size);
+    double* p = static_cast<double*>(recv);
+    for (size_t i = 0; i < count; ++i) p[i] *= inv;
+  }
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -153,8 +163,14 @@ Status MpiCommunicator::wait_abandoned(double seconds) {
   }
 }
 
-Status MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
-  PERIGEE_CHECK(usable());
+Status MpiCommunicator::idle(const char* op) const {
+  PERIGEE_REQUIRE(started_.empty(), StatusCode::kInternal, op, " called while ", started_.size(),
+                  " overlapped all-reduce(s) are pending: call wait_all() first");
+  return Status::ok();
+}
+
+Status MpiCommunicator::post_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
+                                        std::vector<MPI_Request>* requests) {
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   MPI_Op mpi_op = MPI_SUM;
@@ -162,36 +178,80 @@ Status MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, D
   if (op == ReduceOp::kMin) mpi_op = MPI_MIN;
   const size_t elem = data_type_size(type);
   const bool in_place = send == recv;
-  std::vector<MPI_Request> requests;
   for (size_t off = 0; off < count; off += chunk_elements_) {
     const int n = static_cast<int>(std::min(chunk_elements_, count - off));
     char* r = static_cast<char*>(recv) + off * elem;
     const void* s = in_place ? MPI_IN_PLACE : static_cast<const char*>(send) + off * elem;
-    if (timeout_s_ <= 0.0) {
+    if (requests == nullptr) {
       PERIGEE_CHECK_MPI(MPI_Allreduce(s, r, n, to_mpi(type), mpi_op, comm_));
     } else {
       // Every chunk is issued before the wait, so a timeout abandons all of them together.
-      requests.push_back(MPI_REQUEST_NULL);
-      PERIGEE_CHECK_MPI(MPI_Iallreduce(s, r, n, to_mpi(type), mpi_op, comm_, &requests.back()));
+      requests->push_back(MPI_REQUEST_NULL);
+      PERIGEE_CHECK_MPI(MPI_Iallreduce(s, r, n, to_mpi(type), mpi_op, comm_, &requests->back()));
     }
   }
-  PERIGEE_CHECK(wait(&requests, "all_reduce", count * elem));
-  if (op == ReduceOp::kAvg && size_ > 1) {
-    if (type == DataType::kFloat32) {
-      const float inv = 1.0f / static_cast<float>(size_);
-      float* p = static_cast<float*>(recv);
-      for (size_t i = 0; i < count; ++i) p[i] *= inv;
-    } else {
-      const double inv = 1.0 / static_cast<double>(size_);
-      double* p = static_cast<double*>(recv);
-      for (size_t i = 0; i < count; ++i) p[i] *= inv;
-    }
+  return Status::ok();
+}
+
+Status MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
+  PERIGEE_CHECK(usable());
+  PERIGEE_CHECK(idle("all_reduce"));
+  std::vector<MPI_Request> requests;
+  PERIGEE_CHECK(post_all_reduce(send, recv, count, type, op, timeout_s_ <= 0.0 ? nullptr : &requests));
+  PERIGEE_CHECK(wait(&requests, "all_reduce", count * data_type_size(type)));
+  if (op == ReduceOp::kAvg) divide_by_size(recv, count, type, size_);
+  return Status::ok();
+}
+
+Status MpiCommunicator::start_all_reduce(const void* send, void* recv, size_t count, DataType type,
+                                         ReduceOp op) {
+  PERIGEE_CHECK(usable());
+  Started st;
+  st.recv = recv;
+  st.count = count;
+  st.type = type;
+  st.average = op == ReduceOp::kAvg;
+  Status s = post_all_reduce(send, recv, count, type, op, &st.requests);
+  // Chunks already posted before a failure still belong to MPI: keep them for wait_all().
+  started_.push_back(std::move(st));
+  return s;
+}
+
+Status MpiCommunicator::progress() {
+  PERIGEE_CHECK(usable());
+  for (Started& st : started_) {
+    if (st.requests.empty()) continue;
+    int done = 0;
+    PERIGEE_CHECK_MPI(
+        MPI_Testall(static_cast<int>(st.requests.size()), st.requests.data(), &done, MPI_STATUSES_IGNORE));
+    // Collectives complete in the order they were started: stop at the first one still running.
+    if (!done) break;
+    st.requests.clear();
+  }
+  return Status::ok();
+}
+
+Status MpiCommunicator::wait_all() {
+  PERIGEE_CHECK(usable());
+  if (started_.empty()) return Status::ok();
+  std::vector<MPI_Request> requests;
+  size_t bytes = 0;
+  for (const Started& st : started_) {
+    requests.insert(requests.end(), st.requests.begin(), st.requests.end());
+    bytes += st.count * data_type_size(st.type);
+  }
+  std::vector<Started> started;
+  started.swap(started_);
+  PERIGEE_CHECK(wait(&requests, "overlapped all_reduce", bytes));
+  for (const Started& st : started) {
+    if (st.average) divide_by_size(st.recv, st.count, st.type, size_);
   }
   return Status::ok();
 }
 
 Status MpiCommunicator::broadcast(void* buffer, size_t count, DataType type, int root) {
   PERIGEE_CHECK(usable());
+  PERIGEE_CHECK(idle("broadcast"));
   PERIGEE_REQUIRE(root >= 0 && root < size_, StatusCode::kInvalidArgument, "broadcast: root ", root,
                   " outside [0, ", size_, ")");
   const size_t elem = data_type_size(type);
@@ -211,6 +271,7 @@ Status MpiCommunicator::broadcast(void* buffer, size_t count, DataType type, int
 
 Status MpiCommunicator::all_gather(const void* send, void* recv, size_t count, DataType type) {
   PERIGEE_CHECK(usable());
+  PERIGEE_CHECK(idle("all_gather"));
   PERIGEE_REQUIRE(count <= static_cast<size_t>(INT_MAX), StatusCode::kInvalidArgument, "all_gather: count ",
                   count, " exceeds INT_MAX per rank");
   const int n = static_cast<int>(count);
@@ -225,6 +286,7 @@ Status MpiCommunicator::all_gather(const void* send, void* recv, size_t count, D
 
 Status MpiCommunicator::barrier() {
   PERIGEE_CHECK(usable());
+  PERIGEE_CHECK(idle("barrier"));
   if (timeout_s_ <= 0.0) {
     PERIGEE_CHECK_MPI(MPI_Barrier(comm_));
     return Status::ok();

@@ -54,6 +54,16 @@ class MpiCommunicator final : public Communicator {
   Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
   Status barrier() override;
 
+  // MPI_Iallreduce per chunk; progress() is MPI_Testall over what was started; wait_all() waits
+  // with the same deadline as a blocking collective (on expiry the requests are abandoned as above)
+  // and then divides kAvg results. Other collectives are refused while any is pending.
+  Status start_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
+  Status progress() override;
+  Status wait_all() override;
+  bool overlaps() const override { return true; }
+  // All-reduces started and not yet waited for.
+  size_t pending() const { return started_.size(); }
+
   // Deadline of each later collective, in seconds from its start; 0 = blocking.
   Status set_timeout(double timeout_s);
   double timeout_s() const { return timeout_s_; }
@@ -77,12 +87,28 @@ class MpiCommunicator final : public Communicator {
 
  private:
   MpiCommunicator() = default;
+  // kInternal while started all-reduces wait for wait_all() (collectives must not interleave).
+  Status idle(const char* op) const;
+  // Posts `count` elements as MPI calls of at most chunk_elements_ (blocking, or nonblocking
+  // into *requests when requests is not null).
+  Status post_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
+                         std::vector<MPI_Request>* requests);
+
+  // An overlapped all-reduce: its requests, and what to divide once it is done (kAvg).
+  struct Started {
+    std::vector<MPI_Request> requests;
+    void* recv = nullptr;
+    size_t count = 0;
+    DataType type = DataType::kFloat32;
+    bool average = false;
+  };
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   double timeout_s_ = 0.0;
   size_t chunk_elements_ = kDefaultChunkElements;
+  std::vector<Started> started_;        // overlapped all-reduces not yet waited for
   std::vector<MPI_Request> abandoned_;  // requests of the collective that timed out
   std::string abandoned_what_;          // its description, for later refusals
 };

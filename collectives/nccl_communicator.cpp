@@ -51,10 +51,6 @@ ncclRedOp_t to_nccl(ReduceOp op) {
   return ncclNumOps;
 }
 
-bool is_floating(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat64;
-}
-
 // 64-bit FNV-1a: a stable hash of the host identity, equal in every process on one host.
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 14695981039346656037ull;
@@ -355,6 +351,31 @@ Status NcclCommunicator::all_reduce(const void* send, void* recv, size_t count, 
   PERIGEE_CHECK(complete(ncclAllReduce(send, recv, count, to_nccl(type), to_nccl(op), comm_, stream_),
                          "ncclAllReduce"));
   return Status::ok();
+}
+
+Status NcclCommunicator::start_all_reduce(const void* send, void* recv, size_t count, DataType type,
+                                          ReduceOp op) {
+  PERIGEE_CHECK(usable());
+  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
+                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
+  if (count == 0) return Status::ok();
+  const ncclResult_t result = ncclAllReduce(send, recv, count, to_nccl(type), to_nccl(op), comm_, stream_);
+  // As in complete(): an invalid argument leaves the communicator working, other errors do not.
+  if (result != ncclSuccess && result != ncclInvalidArgument) failed_ = true;
+  PERIGEE_CHECK(nccl_status(result, "ncclAllReduce (overlapped)", comm_));
+  started_ = true;
+  return Status::ok();
+}
+
+Status NcclCommunicator::progress() {
+  if (!started_) return Status::ok();
+  return async_error();
+}
+
+Status NcclCommunicator::wait_all() {
+  if (!started_) return Status::ok();
+  started_ = false;
+  return synchronize();
 }
 
 Status NcclCommunicator::broadcast(void* buffer, size_t count, DataType type, int root) {

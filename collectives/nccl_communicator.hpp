@@ -70,6 +70,14 @@ class NcclCommunicator final : public Communicator {
   // A one-element all_reduce on the stream, waited for even when async.
   Status barrier() override;
 
+  // Overlap: start_all_reduce only enqueues ncclAllReduce on stream() (the caller has made the send
+  // buffer's producers finish, e.g. by synchronizing its compute stream); progress() checks NCCL's
+  // asynchronous error; wait_all() is synchronize() when anything was started.
+  Status start_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
+  Status progress() override;
+  Status wait_all() override;
+  bool overlaps() const override { return true; }
+
   // Waits until the stream is idle, polling ncclCommGetAsyncError meanwhile (NCCL's recommended
   // replacement for cudaStreamSynchronize: a failed peer or link surfaces as an error, not a hang).
   Status synchronize();
@@ -96,6 +104,7 @@ class NcclCommunicator final : public Communicator {
   bool owns_stream_ = false;
   bool async_ = false;
   bool failed_ = false;
+  bool started_ = false;  // start_all_reduce enqueued work that wait_all() has not waited for
   int device_ = -1;
   int rank_ = 0;
   int size_ = 1;

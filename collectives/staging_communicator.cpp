@@ -6,10 +6,6 @@
 namespace perigee::collectives {
 namespace {
 
-bool is_floating(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat64;
-}
-
 const char* byte_ptr(const void* p, size_t offset) {
   return static_cast<const char*>(p) + offset;
 }

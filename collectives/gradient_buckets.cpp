@@ -1,0 +1,65 @@
+#include "collectives/gradient_buckets.hpp"
+
+#include <chrono>
+
+namespace perigee::collectives {
+
+GradientBuckets::GradientBuckets(Communicator* comm, size_t bucket_bytes) : comm_(comm) {
+  if (comm_ != nullptr && comm_->overlaps() && comm_->size() > 1 && bucket_bytes > 0) {
+    bucket_elements_ = (bucket_bytes + sizeof(float) - 1) / sizeof(float);
+  }
+}
+
+Status GradientBuckets::begin(float* buffer, size_t count) {
+  PERIGEE_REQUIRE(comm_ != nullptr, StatusCode::kInvalidArgument, "GradientBuckets: no communicator");
+  PERIGEE_REQUIRE(!in_pass_, StatusCode::kInternal,
+                  "GradientBuckets::begin: the previous pass was not finished (", buckets_,
+                  " bucket(s) may still be in flight)");
+  buffer_ = buffer;
+  count_ = ready_ = started_ = count;
+  in_pass_ = true;
+  buckets_ = 0;
+  wait_seconds_ = 0.0;
+  return Status::ok();
+}
+
+Status GradientBuckets::start(size_t first, size_t end) {
+  ++buckets_;
+  started_ = first;
+  return comm_->start_all_reduce(buffer_ + first, buffer_ + first, end - first, DataType::kFloat32,
+                                 ReduceOp::kAvg);
+}
+
+Status GradientBuckets::ready_from(size_t first) {
+  PERIGEE_REQUIRE(in_pass_, StatusCode::kInternal, "GradientBuckets::ready_from outside a pass (call begin)");
+  PERIGEE_REQUIRE(first <= ready_, StatusCode::kInternal, "GradientBuckets::ready_from(", first,
+                  "): elements from ", ready_, " were already final; the ready point only moves down");
+  ready_ = first;
+  if (!overlapping()) return Status::ok();
+  if (started_ - ready_ >= bucket_elements_) return start(ready_, started_);
+  return comm_->progress();
+}
+
+Status GradientBuckets::finish() {
+  PERIGEE_REQUIRE(in_pass_, StatusCode::kInternal, "GradientBuckets::finish outside a pass (call begin)");
+  in_pass_ = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = Status::ok();
+  if (started_ > 0 && comm_->size() > 1) {  // one rank: already its own average
+    if (overlapping()) {
+      s = start(0, started_);
+    } else {
+      ++buckets_;
+      started_ = 0;
+      s = comm_->all_reduce(buffer_, buffer_, count_, DataType::kFloat32, ReduceOp::kAvg);
+    }
+  }
+  // Whatever was started must be waited for, even after a failed start.
+  Status w = comm_->wait_all();
+  wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  PERIGEE_CHECK(s);
+  PERIGEE_CHECK(w);
+  return Status::ok();
+}
+
+}  // namespace perigee::collectives
