@@ -44,16 +44,10 @@ Status GradientBuckets::finish() {
   PERIGEE_REQUIRE(in_pass_, StatusCode::kInternal, "GradientBuckets::finish outside a pass (call begin)");
   in_pass_ = false;
   const auto t0 = std::chrono::steady_clock::now();
+  // The rest goes through start_all_reduce even without buckets: one bucket of the whole buffer is
+  // then the same collective whether or not buckets were asked for (same sums, bit for bit).
   Status s = Status::ok();
-  if (started_ > 0 && comm_->size() > 1) {  // one rank: already its own average
-    if (overlapping()) {
-      s = start(0, started_);
-    } else {
-      ++buckets_;
-      started_ = 0;
-      s = comm_->all_reduce(buffer_, buffer_, count_, DataType::kFloat32, ReduceOp::kAvg);
-    }
-  }
+  if (started_ > 0 && comm_->size() > 1) s = start(0, started_);  // one rank: already its own average
   // Whatever was started must be waited for, even after a failed start.
   Status w = comm_->wait_all();
   wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

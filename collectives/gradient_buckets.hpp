@@ -9,7 +9,10 @@
 // Bucket boundaries follow only from the ready_from calls and bucket_bytes, so every rank that runs
 // the same model cuts the buffer alike (the Communicator contract: same collectives, same order).
 // bucket_bytes 0, or a communicator that cannot overlap (Communicator::overlaps() false), gives one
-// all-reduce of the whole buffer in finish(), after the backward pass.
+// all-reduce of the whole buffer in finish(), after the backward pass. finish() always uses
+// start_all_reduce + wait_all, so a model small enough for one bucket reduces exactly alike with
+// and without buckets. With several buckets on 3+ ranks MPI may add the ranks' values in another
+// order than one whole-buffer all-reduce would (fp32 rounding); on 2 ranks every sum is a + b.
 #pragma once
 
 #include <cstddef>

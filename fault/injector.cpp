@@ -358,4 +358,14 @@ bool FaultInjector::rank_dead(int rank, int64_t step) const {
   return d && step >= *d;
 }
 
+bool FaultInjector::targets(FaultTarget target) const {
+  for (const FaultSpec& f : plan_.faults) {
+    if (f.target == target) return true;
+  }
+  for (const FaultRate& r : plan_.rates) {
+    if (r.target == target && (r.per_bit_per_day > 0.0 || r.probability_per_call > 0.0)) return true;
+  }
+  return false;
+}
+
 }  // namespace perigee::fault

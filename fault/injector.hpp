@@ -148,6 +148,10 @@ class FaultInjector {
   std::optional<int64_t> death_step(int rank) const;
   bool rank_dead(int rank, int64_t step) const;
 
+  // True when a scheduled fault or a rate of the plan can hit `target` on any rank (the same answer
+  // on every rank, so ranks can agree on how to run a collective).
+  bool targets(FaultTarget target) const;
+
  private:
   FaultRng stream(FaultTarget target, int64_t step, int occurrence, uint64_t source) const;
   uint32_t draw_mask(FaultRng& rng, int bit, int bits, uint32_t mask) const;

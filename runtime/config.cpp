@@ -161,6 +161,10 @@ const std::vector<Field>& schema() {
                     "all-reduce algorithm over links: ring, rabenseifner, torus2d, hierarchical, "
                     "double_binary_tree, native or auto (cheapest predicted for the topology and size)")
           .one_of({"auto", "ring", "rabenseifner", "torus2d", "hierarchical", "double_binary_tree", "native"}),
+      PERIGEE_FIELD(comm, bucket_mb,
+                    "MiB of gradients per all-reduce started during the backward pass (overlap with compute, "
+                    "mpi and nccl); 0 = one all-reduce after the backward pass")
+          .in(at_least(0)),
       // [links]
       PERIGEE_FIELD(links, topology,
                     "constellation: walker_delta, walker_star, starlink_shell1, starlink_plane, grid, cluster or file")

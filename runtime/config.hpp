@@ -65,6 +65,8 @@ struct CommConfig {
   double timeout_s = 60.0;        // a collective not done after this long fails (dead/stopped peer)
   std::string algorithm = "auto";  // links: ring | rabenseifner | torus2d | hierarchical |
                                    // double_binary_tree | native | auto (cheapest predicted)
+  double bucket_mb = 25.0;  // gradient buckets overlapped with the backward pass (MiB); 0 = one
+                            // all-reduce after the backward pass
 
   bool operator==(const CommConfig&) const = default;
 };

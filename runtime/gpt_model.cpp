@@ -276,6 +276,9 @@ Status GptModel::backward() {
   auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
   auto G = [this](const std::string& name) { return grads_ + table_.find(name)->offset; };
   auto zero = [&k](float* p, size_t n) { return k.memset_zero(p, n * sizeof(float)); };
+  auto final_from = [this](const std::string& name) {
+    return gradient_ready_ ? gradient_ready_(table_.find(name)->offset) : Status::ok();
+  };
 
   float* d_residual = act(a.d_residual);
   float* d_ln = act(a.d_ln);
@@ -288,6 +291,7 @@ Status GptModel::backward() {
   const float* last_residual = L > 0 ? act(a.residual3 + (L - 1) * a.s_nc) : act(a.encoded);
   PERIGEE_CHECK(k.layernorm_backward(d_residual, G("ln_f.weight"), G("ln_f.bias"), d_ln, last_residual,
                                      P("ln_f.weight"), act(a.lnf_mean), act(a.lnf_rstd), N, C));
+  PERIGEE_CHECK(final_from("ln_f.weight"));
 
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = str_cat("h.", l, ".");
@@ -329,8 +333,10 @@ Status GptModel::backward() {
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_1.weight"), G(p + "ln_1.bias"), d_ln, residual,
                                        P(p + "ln_1.weight"), act(a.ln1_mean + l * a.s_n),
                                        act(a.ln1_rstd + l * a.s_n), N, C));
+    PERIGEE_CHECK(final_from(p + "ln_1.weight"));
   }
   PERIGEE_CHECK(k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C));
+  PERIGEE_CHECK(final_from("wte.weight"));
   last_has_targets_ = false;  // dlogits overwrote the probabilities
   return Status::ok();
 }

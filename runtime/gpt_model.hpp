@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -82,6 +83,13 @@ class GptModel {
   Status zero_grad();
   // Gradient of the mean loss of the last forward (which must have had targets).
   Status backward();
+  // Called by backward() (when set) each time grads()[first, num_parameters()) holds its final
+  // values: after the final LayerNorm, after each block (top block first), and with first = 0 after
+  // the embeddings (the tied token embedding also receives the LM head's gradient, so it is final
+  // only then). The backend's queued work may still be running: a caller that reads the buffer
+  // from another stream or the host synchronizes first. An error stops the backward pass.
+  using GradientReadyFn = std::function<Status(size_t first)>;
+  void set_gradient_ready(GradientReadyFn fn) { gradient_ready_ = std::move(fn); }
   // Logits of position t of sequence b of the last forward (targets null), first `vocab` entries.
   Status copy_logits(int b, int t, std::vector<float>* out) const;
 
@@ -108,6 +116,7 @@ class GptModel {
   int32_t* tokens_ = nullptr;   // [max_batch * max_seq] inputs on the backend
   int32_t* targets_ = nullptr;  // [max_batch * max_seq]
   std::vector<float> host_losses_;
+  GradientReadyFn gradient_ready_;
 };
 
 }  // namespace perigee::runtime

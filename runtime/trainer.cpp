@@ -119,12 +119,40 @@ Status Trainer::setup() {
     PERIGEE_CHECK(comm_->broadcast(host.data(), host.size(), DataType::kFloat32, 0));
     PERIGEE_CHECK(model_.set_parameters(host));
   }
+  setup_gradient_buckets();
   const size_t ntok = static_cast<size_t>(train_.local_batch()) * tc.seq_len;
   inputs_.resize(ntok);
   targets_.resize(ntok);
   if (options_.write_run_dir) PERIGEE_CHECK(make_run_dir());
   PERIGEE_CHECK(setup_checkpoints());
   return Status::ok();
+}
+
+void Trainer::setup_gradient_buckets() {
+  size_t bucket_bytes = static_cast<size_t>(config_.comm.bucket_mb * 1024.0 * 1024.0);
+  // Upsets "before the all-reduce" are drawn over the whole gradient buffer once the backward pass
+  // is done; buckets would already have sent most of it.
+  if (bucket_bytes > 0 && injector_ && injector_->targets(fault::FaultTarget::kGradientPreAllreduce)) {
+    log::info("[comm] bucket_mb: the fault plan corrupts gradients before the all-reduce, so they are "
+              "averaged after the backward pass (no buckets)");
+    bucket_bytes = 0;
+  }
+  buckets_ = std::make_unique<collectives::GradientBuckets>(grad_comm_, bucket_bytes);
+  if (!buckets_->overlapping()) {
+    model_.set_gradient_ready(nullptr);
+    if (bucket_bytes > 0 && comm_->size() > 1) {
+      log::info("gradients: one all-reduce after the backward pass (", grad_comm_->name(),
+                " does not overlap collectives with computation)");
+    }
+    return;
+  }
+  log::info("gradients: all-reduce overlapped with the backward pass in buckets of ",
+            fixed(config_.comm.bucket_mb, 1), " MiB over ", grad_comm_->name());
+  model_.set_gradient_ready([this](size_t first) {
+    // The communicator reads the buffer outside the backend's queue (another stream, or the host).
+    PERIGEE_CHECK(backend_->synchronize());
+    return buckets_->ready_from(first);
+  });
 }
 
 Status Trainer::setup_checkpoints() {
@@ -299,16 +327,16 @@ Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_
   const int B = train_.local_batch(), T = config_.train.seq_len;
   PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, loss));
   PERIGEE_CHECK(model_.zero_grad());
+  const size_t n = model_.num_parameters();
+  const double modelled0 = grad_comm_->modelled_seconds();
+  // With buckets, the backward pass starts the all-reduces of the upper blocks as it goes.
+  PERIGEE_CHECK(buckets_->begin(model_.grads(), n));
   PERIGEE_CHECK(model_.backward());
   PERIGEE_CHECK(backend_->synchronize());
-  const size_t n = model_.num_parameters();
-  inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);
+  inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);  // never with buckets (setup)
   const auto tc0 = Clock::now();
-  const double modelled0 = grad_comm_->modelled_seconds();
-  if (comm_->size() > 1) {
-    PERIGEE_CHECK(grad_comm_->all_reduce(model_.grads(), model_.grads(), n, DataType::kFloat32, ReduceOp::kAvg));
-    PERIGEE_CHECK(comm_->all_reduce(loss, loss, 1, DataType::kFloat64, ReduceOp::kAvg));
-  }
+  PERIGEE_CHECK(buckets_->finish());
+  if (comm_->size() > 1) PERIGEE_CHECK(comm_->all_reduce(loss, loss, 1, DataType::kFloat64, ReduceOp::kAvg));
   *comm_ms = ms_since(tc0);
   link_ms_ += (grad_comm_->modelled_seconds() - modelled0) * 1e3;
   inject(fault::FaultTarget::kGradientPostAllreduce, model_.grads(), n);

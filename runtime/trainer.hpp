@@ -16,6 +16,7 @@
 #include "checkpoint/eclipse.hpp"
 #include "checkpoint/store.hpp"
 #include "collectives/communicator.hpp"
+#include "collectives/gradient_buckets.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
 #include "core/status.hpp"
@@ -52,7 +53,7 @@ struct StepResult {
   double lr = 0.0;
   double grad_norm = 0.0;
   double ms = 0.0;          // wall time of the step on this rank
-  double comm_ms = 0.0;     // time in the gradient allreduce
+  double comm_ms = 0.0;     // time the gradient allreduce added after the backward pass
   double link_ms = 0.0;     // emulated time the gradient allreduce took on the modelled links (0: real network)
   double tokens_per_s = 0.0;  // global tokens / step time
   bool applied = true;        // false: the ladder skipped this update
@@ -94,10 +95,14 @@ class Trainer {
   // ABFT statistics (null when [fault] abft is off).
   const fault::AbftBackend* abft() const { return abft_.get(); }
   const fault::FaultInjector* injector() const { return injector_.get(); }
+  // The gradient all-reduce of the last step (buckets started, time it added); null before setup().
+  const collectives::GradientBuckets* gradient_buckets() const { return buckets_.get(); }
 
  private:
   Status make_run_dir();
   Status setup_faults();
+  // Gradient buckets over grad_comm_ ([comm] bucket_mb), hooked into the model's backward pass.
+  void setup_gradient_buckets();
   // forward, backward, gradient allreduce (with the injector's gradient faults), loss average, norm.
   Status compute_gradients(double* loss, double* grad_norm, double* comm_ms);
   // Post-update rungs: memory upsets (injection), rank death, replica digests.
@@ -123,6 +128,7 @@ class Trainer {
   std::unique_ptr<fault::AbftBackend> abft_;        // wraps the caller's backend when [fault] abft
   std::unique_ptr<fault::FaultInjector> injector_;  // when [fault] plan is set
   GptModel model_;
+  std::unique_ptr<collectives::GradientBuckets> buckets_;
   DataLoader train_;
   DataLoader val_;
   bool has_val_ = false;

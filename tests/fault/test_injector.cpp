@@ -226,6 +226,25 @@ TEST(FaultInjector, RankDeathsAreQueryable) {
   EXPECT_FALSE(inj.rank_dead(0, 1000));
 }
 
+TEST(FaultInjector, TargetsAnswersAlikeOnEveryRank) {
+  FaultPlan plan;
+  plan.faults.push_back(FaultSpec{FaultTarget::kGradientPreAllreduce, 3, 0, /*rank=*/1});
+  FaultRate rate;
+  rate.target = FaultTarget::kParameter;
+  rate.per_bit_per_day = 1e-6;
+  plan.rates.push_back(rate);
+  FaultRate off;  // a rate of zero never fires
+  off.target = FaultTarget::kAdamM;
+  plan.rates.push_back(off);
+  for (int rank : {0, 1, 2}) {
+    FaultInjector inj(plan, rank);
+    EXPECT_TRUE(inj.targets(FaultTarget::kGradientPreAllreduce)) << rank;
+    EXPECT_TRUE(inj.targets(FaultTarget::kParameter)) << rank;
+    EXPECT_FALSE(inj.targets(FaultTarget::kAdamM)) << rank;
+    EXPECT_FALSE(inj.targets(FaultTarget::kGemmOutput)) << rank;
+  }
+}
+
 TEST(FaultPlanText, ParsesEveryEntry) {
   FaultPlan plan;
   const char* text =
