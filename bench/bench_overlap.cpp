@@ -1,0 +1,223 @@
+// bench_overlap: what overlapping the gradient all-reduce with the backward pass buys, on real MPI
+// ranks (run it under mpirun; CPU backend, MPI communicator). For each bucket size it times the
+// data-parallel part of a step (forward, backward, gradient average over the ranks; no optimizer)
+// and reports, nccl-tests style, one row per size:
+//   bucket_MiB  buckets  step_ms  exposed_ms  hidden_%  speedup  #wrong
+// step_ms: median over the timed steps of the slowest rank; exposed_ms: median time the step spent
+// waiting for all-reduces after its backward pass (GradientBuckets::wait_seconds); hidden_%: the
+// share of the stand-alone all-reduce time (allreduce_ms: start_all_reduce + wait_all of the whole
+// buffer after a barrier, measured in the same run) that did not show as exposed time; speedup: anchor step_ms / step_ms, the anchor being bucket 0 (one all-reduce after
+// the backward pass, Perigee's behaviour before buckets); #wrong: gradient elements that differ from
+// the anchor's average by more than 1e-6 + 1e-5 |g| (on 2 ranks they must be identical bit for bit).
+//   mpirun -np 2 bench_overlap [--layers 6] [--channels 384] [--heads 6] [--seq 128] [--batch 2]
+//          [--vocab 50304] [--buckets 0,1,4,25] [--iters 5] [--warmup 1] [--threads 1]
+//          [--timeout 60] [--json f]
+// --timeout is [comm] timeout_s (perigee-train's default 60 s: collectives poll against a deadline).
+// Exit codes: 0 ok, 1 a wrong gradient, 2 bad arguments.
+#include <mpi.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "collectives/gradient_buckets.hpp"
+#include "collectives/mpi_communicator.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/gpt_model.hpp"
+#include "runtime/random.hpp"
+
+namespace {
+
+using namespace perigee;
+namespace rt = perigee::runtime;
+using collectives::DataType;
+using collectives::ReduceOp;
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// The largest value over the ranks (a data-parallel step lasts as long as its slowest rank).
+double max_over_ranks(collectives::Communicator& comm, double v) {
+  PERIGEE_CHECK_OR_DIE(comm.all_reduce(&v, &v, 1, DataType::kFloat64, ReduceOp::kMax));
+  return v;
+}
+
+struct Row {
+  double bucket_mib = 0.0;
+  int buckets = 0;
+  double step_ms = 0.0;
+  double exposed_ms = 0.0;
+  double hidden_pct = 0.0;
+  double speedup = 0.0;
+  long wrong = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  CLI::App app{"bench_overlap: gradient all-reduce overlapped with the backward pass, by bucket size"};
+  double timeout_s = 60.0;
+  int layers = 6, channels = 384, heads = 6, seq = 128, batch = 2, vocab = 50304, iters = 5, warmup = 1, threads = 1;
+  std::vector<double> bucket_mibs = {0, 1, 4, 25};
+  std::string json_path = "bench_overlap.json";
+  app.add_option("--layers", layers)->check(CLI::PositiveNumber);
+  app.add_option("--channels", channels)->check(CLI::PositiveNumber);
+  app.add_option("--heads", heads)->check(CLI::PositiveNumber);
+  app.add_option("--seq", seq, "sequence length (also the context)")->check(CLI::PositiveNumber);
+  app.add_option("--batch", batch, "sequences per rank")->check(CLI::PositiveNumber);
+  app.add_option("--vocab", vocab, "vocabulary (padded to a multiple of 128)")->check(CLI::PositiveNumber);
+  app.add_option("--buckets", bucket_mibs, "bucket sizes in MiB; 0 (the anchor) is always run first")
+      ->delimiter(',');
+  app.add_option("--iters", iters, "timed steps per bucket size")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "CPU threads per rank");
+  app.add_option("--timeout", timeout_s, "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--json", json_path, "JSON output (rank 0)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    const int code = rank == 0 ? app.exit(e) : 0;
+    MPI_Finalize();
+    return code == 0 ? 0 : 2;
+  }
+  std::erase_if(bucket_mibs, [](double b) { return !(b > 0.0); });
+  bucket_mibs.insert(bucket_mibs.begin(), 0.0);
+
+  std::unique_ptr<collectives::MpiCommunicator> comm;
+  PERIGEE_CHECK_OR_DIE(collectives::MpiCommunicator::create(MPI_COMM_WORLD, &comm, timeout_s));
+  const int rank = comm->rank(), ranks = comm->size();
+  kernels::cpu::CpuBackend cpu(threads);
+  rt::GptShape shape{layers, heads, channels, seq, vocab, (vocab + 127) / 128 * 128};
+  rt::GptModel model;
+  PERIGEE_CHECK_OR_DIE(model.init(shape, &cpu, batch, seq));
+  PERIGEE_CHECK_OR_DIE(model.init_parameters(1234));
+  const size_t n = model.num_parameters();
+  // Each rank its own tokens: the gradients differ between ranks, as in training.
+  std::vector<int32_t> inputs(static_cast<size_t>(batch) * seq), targets(inputs.size());
+  rt::SplitMix64 rng(77 + static_cast<uint64_t>(rank));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(vocab));
+    targets[i] = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(vocab));
+  }
+
+  // Stand-alone all-reduce of the whole gradient buffer: the time overlap can hide at most.
+  std::vector<float> scratch(model.grads(), model.grads() + n);
+  std::vector<double> ar;
+  for (int i = 0; i < warmup + iters; ++i) {
+    PERIGEE_CHECK_OR_DIE(comm->barrier());
+    const auto t0 = Clock::now();
+    PERIGEE_CHECK_OR_DIE(
+        comm->start_all_reduce(scratch.data(), scratch.data(), n, DataType::kFloat32, ReduceOp::kAvg));
+    PERIGEE_CHECK_OR_DIE(comm->wait_all());
+    if (i >= warmup) ar.push_back(max_over_ranks(*comm, ms_since(t0)));
+  }
+  const double allreduce_ms = median(ar);
+  if (rank == 0) {
+    std::printf("# bench_overlap: %d ranks, GPT %d layers x %d channels, seq %d, batch %d per rank, vocab %d: "
+                "%zu parameters (%.1f MiB of fp32 gradients), %d CPU thread(s) per rank\n",
+                ranks, layers, channels, seq, batch, vocab, n, n * 4.0 / (1 << 20), cpu.threads());
+    std::printf("# all-reduce of the whole gradient alone: %.2f ms (%.2f GB/s algbw)\n", allreduce_ms,
+                n * 4.0 / 1e9 / (allreduce_ms / 1e3));
+    std::printf("%12s %8s %10s %11s %9s %8s %7s\n", "bucket_MiB", "buckets", "step_ms", "exposed_ms", "hidden_%",
+                "speedup", "#wrong");
+  }
+
+  std::vector<float> anchor;  // the averaged gradient of the anchor's last step
+  std::vector<Row> rows;
+  long total_wrong = 0;
+  for (double mib : bucket_mibs) {
+    collectives::GradientBuckets buckets(comm.get(), static_cast<size_t>(mib * 1024.0 * 1024.0));
+    model.set_gradient_ready(
+        buckets.overlapping() ? rt::GptModel::GradientReadyFn([&](size_t first) { return buckets.ready_from(first); })
+                              : rt::GptModel::GradientReadyFn());
+    std::vector<double> step, exposed;
+    for (int i = 0; i < warmup + iters; ++i) {
+      PERIGEE_CHECK_OR_DIE(comm->barrier());
+      const auto t0 = Clock::now();
+      double loss = 0.0;
+      PERIGEE_CHECK_OR_DIE(model.forward(inputs.data(), targets.data(), batch, seq, &loss));
+      PERIGEE_CHECK_OR_DIE(model.zero_grad());
+      PERIGEE_CHECK_OR_DIE(buckets.begin(model.grads(), n));
+      PERIGEE_CHECK_OR_DIE(model.backward());
+      PERIGEE_CHECK_OR_DIE(buckets.finish());
+      const double ms = ms_since(t0);
+      if (i < warmup) continue;
+      step.push_back(max_over_ranks(*comm, ms));
+      exposed.push_back(max_over_ranks(*comm, buckets.wait_seconds() * 1e3));
+    }
+    Row r;
+    r.bucket_mib = mib;
+    r.buckets = buckets.buckets();
+    r.step_ms = median(step);
+    r.exposed_ms = median(exposed);
+    r.hidden_pct = allreduce_ms > 0.0 ? 100.0 * std::max(0.0, 1.0 - r.exposed_ms / allreduce_ms) : 0.0;
+    const float* g = model.grads();
+    if (anchor.empty()) {
+      anchor.assign(g, g + n);
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        const bool same = ranks <= 2 ? g[i] == anchor[i]
+                                     : std::fabs(g[i] - anchor[i]) <= 1e-6f + 1e-5f * std::fabs(anchor[i]);
+        r.wrong += !same;
+      }
+    }
+    double wrong = static_cast<double>(r.wrong);
+    wrong = max_over_ranks(*comm, wrong);
+    r.wrong = static_cast<long>(wrong);
+    total_wrong += r.wrong;
+    r.speedup = rows.empty() ? 1.0 : rows.front().step_ms / r.step_ms;
+    rows.push_back(r);
+    if (rank == 0) {
+      std::printf("%12.2f %8d %10.2f %11.2f %9.1f %8.3f %7ld\n", r.bucket_mib, r.buckets, r.step_ms, r.exposed_ms,
+                  r.hidden_pct, r.speedup, r.wrong);
+    }
+  }
+  model.set_gradient_ready(nullptr);
+
+  if (rank == 0) {
+    const Row* best = &rows.front();
+    for (const Row& r : rows) {
+      if (r.step_ms < best->step_ms) best = &r;
+    }
+    std::printf("# best: bucket %.2f MiB, %.2f ms/step vs %.2f ms with one all-reduce after the backward pass "
+                "(%.3fx); exposed all-reduce %.2f -> %.2f ms; #wrong total %ld\n",
+                best->bucket_mib, best->step_ms, rows.front().step_ms, best->speedup, rows.front().exposed_ms,
+                best->exposed_ms, total_wrong);
+    nlohmann::json j;
+    j["bench"] = "overlap";
+    j["ranks"] = ranks;
+    j["threads_per_rank"] = cpu.threads();
+    j["timeout_s"] = timeout_s;
+    j["model"] = {{"layers", layers}, {"channels", channels}, {"heads", heads}, {"seq", seq},
+                  {"batch_per_rank", batch}, {"vocab", vocab}, {"parameters", n}};
+    j["allreduce_ms"] = allreduce_ms;
+    j["anchor"] = "bucket 0: one all-reduce after the backward pass";
+    for (const Row& r : rows) {
+      j["rows"].push_back({{"bucket_mib", r.bucket_mib}, {"buckets", r.buckets}, {"step_ms", r.step_ms},
+                           {"exposed_ms", r.exposed_ms}, {"hidden_pct", r.hidden_pct}, {"speedup", r.speedup},
+                           {"wrong", r.wrong}});
+    }
+    j["best"] = {{"bucket_mib", best->bucket_mib}, {"speedup", best->speedup}};
+    std::ofstream(json_path) << j.dump(2) << "\n";
+  }
+  MPI_Finalize();
+  return total_wrong == 0 ? 0 : 1;
+}
