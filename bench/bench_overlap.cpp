@@ -6,9 +6,10 @@
 // step_ms: median over the timed steps of the slowest rank; exposed_ms: median time the step spent
 // waiting for all-reduces after its backward pass (GradientBuckets::wait_seconds); hidden_%: the
 // share of the stand-alone all-reduce time (allreduce_ms: start_all_reduce + wait_all of the whole
-// buffer after a barrier, measured in the same run) that did not show as exposed time; speedup: anchor step_ms / step_ms, the anchor being bucket 0 (one all-reduce after
-// the backward pass, Perigee's behaviour before buckets); #wrong: gradient elements that differ from
-// the anchor's average by more than 1e-6 + 1e-5 |g| (on 2 ranks they must be identical bit for bit).
+// buffer after a barrier, measured in the same run) that did not show as exposed time; speedup: anchor
+// step_ms / step_ms, the anchor being bucket 0 (one all-reduce after the backward pass, Perigee's behaviour
+// before buckets); #wrong: gradient elements that differ from the anchor's average by more than 1e-6 + 1e-5
+// |g| (on 2 ranks they must be identical bit for bit).
 //   mpirun -np 2 bench_overlap [--layers 6] [--channels 384] [--heads 6] [--seq 128] [--batch 2]
 //          [--vocab 50304] [--buckets 0,1,4,25] [--iters 5] [--warmup 1] [--threads 1]
 //          [--timeout 60] [--json f]
@@ -72,7 +73,8 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   CLI::App app{"bench_overlap: gradient all-reduce overlapped with the backward pass, by bucket size"};
   double timeout_s = 60.0;
-  int layers = 6, channels = 384, heads = 6, seq = 128, batch = 2, vocab = 50304, iters = 5, warmup = 1, threads = 1;
+  int layers = 6, channels = 384, heads = 6, seq = 128, batch = 2, vocab = 50304, iters = 5, warmup = 1,
+      threads = 1;
   std::vector<double> bucket_mibs = {0, 1, 4, 25};
   std::string json_path = "bench_overlap.json";
   app.add_option("--layers", layers)->check(CLI::PositiveNumber);
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed steps per bucket size")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "CPU threads per rank");
-  app.add_option("--timeout", timeout_s, "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
+  app.add_option("--timeout", timeout_s,
+                 "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "JSON output (rank 0)");
   try {
@@ -131,13 +134,14 @@ int main(int argc, char** argv) {
   }
   const double allreduce_ms = median(ar);
   if (rank == 0) {
-    std::printf("# bench_overlap: %d ranks, GPT %d layers x %d channels, seq %d, batch %d per rank, vocab %d: "
-                "%zu parameters (%.1f MiB of fp32 gradients), %d CPU thread(s) per rank\n",
-                ranks, layers, channels, seq, batch, vocab, n, n * 4.0 / (1 << 20), cpu.threads());
+    std::printf(
+        "# bench_overlap: %d ranks, GPT %d layers x %d channels, seq %d, batch %d per rank, vocab %d: "
+        "%zu parameters (%.1f MiB of fp32 gradients), %d CPU thread(s) per rank\n",
+        ranks, layers, channels, seq, batch, vocab, n, n * 4.0 / (1 << 20), cpu.threads());
     std::printf("# all-reduce of the whole gradient alone: %.2f ms (%.2f GB/s algbw)\n", allreduce_ms,
                 n * 4.0 / 1e9 / (allreduce_ms / 1e3));
-    std::printf("%12s %8s %10s %11s %9s %8s %7s\n", "bucket_MiB", "buckets", "step_ms", "exposed_ms", "hidden_%",
-                "speedup", "#wrong");
+    std::printf("%12s %8s %10s %11s %9s %8s %7s\n", "bucket_MiB", "buckets", "step_ms", "exposed_ms",
+                "hidden_%", "speedup", "#wrong");
   }
 
   std::vector<float> anchor;  // the averaged gradient of the anchor's last step
@@ -145,9 +149,10 @@ int main(int argc, char** argv) {
   long total_wrong = 0;
   for (double mib : bucket_mibs) {
     collectives::GradientBuckets buckets(comm.get(), static_cast<size_t>(mib * 1024.0 * 1024.0));
-    model.set_gradient_ready(
-        buckets.overlapping() ? rt::GptModel::GradientReadyFn([&](size_t first) { return buckets.ready_from(first); })
-                              : rt::GptModel::GradientReadyFn());
+    model.set_gradient_ready(buckets.overlapping() ? rt::GptModel::GradientReadyFn([&](size_t first) {
+      return buckets.ready_from(first);
+    })
+                                                   : rt::GptModel::GradientReadyFn());
     std::vector<double> step, exposed;
     for (int i = 0; i < warmup + iters; ++i) {
       PERIGEE_CHECK_OR_DIE(comm->barrier());
@@ -186,8 +191,8 @@ int main(int argc, char** argv) {
     r.speedup = rows.empty() ? 1.0 : rows.front().step_ms / r.step_ms;
     rows.push_back(r);
     if (rank == 0) {
-      std::printf("%12.2f %8d %10.2f %11.2f %9.1f %8.3f %7ld\n", r.bucket_mib, r.buckets, r.step_ms, r.exposed_ms,
-                  r.hidden_pct, r.speedup, r.wrong);
+      std::printf("%12.2f %8d %10.2f %11.2f %9.1f %8.3f %7ld\n", r.bucket_mib, r.buckets, r.step_ms,
+                  r.exposed_ms, r.hidden_pct, r.speedup, r.wrong);
     }
   }
   model.set_gradient_ready(nullptr);
@@ -197,22 +202,27 @@ int main(int argc, char** argv) {
     for (const Row& r : rows) {
       if (r.step_ms < best->step_ms) best = &r;
     }
-    std::printf("# best: bucket %.2f MiB, %.2f ms/step vs %.2f ms with one all-reduce after the backward pass "
-                "(%.3fx); exposed all-reduce %.2f -> %.2f ms; #wrong total %ld\n",
-                best->bucket_mib, best->step_ms, rows.front().step_ms, best->speedup, rows.front().exposed_ms,
-                best->exposed_ms, total_wrong);
+    std::printf(
+        "# best: bucket %.2f MiB, %.2f ms/step vs %.2f ms with one all-reduce after the backward pass "
+        "(%.3fx); exposed all-reduce %.2f -> %.2f ms; #wrong total %ld\n",
+        best->bucket_mib, best->step_ms, rows.front().step_ms, best->speedup, rows.front().exposed_ms,
+        best->exposed_ms, total_wrong);
     nlohmann::json j;
     j["bench"] = "overlap";
     j["ranks"] = ranks;
     j["threads_per_rank"] = cpu.threads();
     j["timeout_s"] = timeout_s;
-    j["model"] = {{"layers", layers}, {"channels", channels}, {"heads", heads}, {"seq", seq},
-                  {"batch_per_rank", batch}, {"vocab", vocab}, {"parameters", n}};
+    j["model"] = {{"layers", layers},        {"channels", channels}, {"heads", heads}, {"seq", seq},
+                  {"batch_per_rank", batch}, {"vocab", vocab},       {"parameters", n}};
     j["allreduce_ms"] = allreduce_ms;
     j["anchor"] = "bucket 0: one all-reduce after the backward pass";
     for (const Row& r : rows) {
-      j["rows"].push_back({{"bucket_mib", r.bucket_mib}, {"buckets", r.buckets}, {"step_ms", r.step_ms},
-                           {"exposed_ms", r.exposed_ms}, {"hidden_pct", r.hidden_pct}, {"speedup", r.speedup},
+      j["rows"].push_back({{"bucket_mib", r.bucket_mib},
+                           {"buckets", r.buckets},
+                           {"step_ms", r.step_ms},
+                           {"exposed_ms", r.exposed_ms},
+                           {"hidden_pct", r.hidden_pct},
+                           {"speedup", r.speedup},
                            {"wrong", r.wrong}});
     }
     j["best"] = {{"bucket_mib", best->bucket_mib}, {"speedup", best->speedup}};

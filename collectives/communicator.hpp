@@ -16,7 +16,9 @@ enum class ReduceOp { kSum, kMax, kMin, kAvg };
 
 size_t data_type_size(DataType type);
 const char* data_type_name(DataType type);
-inline bool is_floating(DataType type) { return type == DataType::kFloat32 || type == DataType::kFloat64; }
+inline bool is_floating(DataType type) {
+  return type == DataType::kFloat32 || type == DataType::kFloat64;
+}
 
 class Communicator {
  public:

@@ -169,8 +169,8 @@ Status MpiCommunicator::idle(const char* op) const {
   return Status::ok();
 }
 
-Status MpiCommunicator::post_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
-                                        std::vector<MPI_Request>* requests) {
+Status MpiCommunicator::post_all_reduce(const void* send, void* recv, size_t count, DataType type,
+                                        ReduceOp op, std::vector<MPI_Request>* requests) {
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   MPI_Op mpi_op = MPI_SUM;

@@ -20,7 +20,9 @@ std::unique_ptr<MpiCommunicator> world(double timeout_s = 0.0) {
 }
 
 // Rank r's value at i, and the exact sum over p ranks.
-float value(int r, size_t i) { return static_cast<float>((r + 1) * static_cast<int>(i % 13) - 6); }
+float value(int r, size_t i) {
+  return static_cast<float>((r + 1) * static_cast<int>(i % 13) - 6);
+}
 float sum_over_ranks(int p, size_t i) {
   float s = 0.0f;
   for (int r = 0; r < p; ++r) s += value(r, i);
@@ -37,7 +39,8 @@ std::vector<float> rank_values(int r, size_t n) {
 int wrong_averages(const std::vector<float>& got, int p) {
   const float inv = 1.0f / static_cast<float>(p);
   int wrong = 0;
-  for (size_t i = 0; i < got.size(); ++i) wrong += got[i] != (p > 1 ? sum_over_ranks(p, i) * inv : value(0, i));
+  for (size_t i = 0; i < got.size(); ++i)
+    wrong += got[i] != (p > 1 ? sum_over_ranks(p, i) * inv : value(0, i));
   return wrong;
 }
 
@@ -49,8 +52,10 @@ TEST(OverlappedAllReduce, SeveralStartedThenWaitedGiveExactResults) {
     std::vector<float> a = rank_values(r, 5000);
     std::vector<float> b_send = rank_values(r, 777), b(777, -1.0f);
     std::vector<int32_t> m = {r, -r, 3 * r};
-    ASSERT_TRUE(c->start_all_reduce(a.data(), a.data(), a.size(), DataType::kFloat32, ReduceOp::kAvg).is_ok());
-    ASSERT_TRUE(c->start_all_reduce(b_send.data(), b.data(), b.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
+    ASSERT_TRUE(
+        c->start_all_reduce(a.data(), a.data(), a.size(), DataType::kFloat32, ReduceOp::kAvg).is_ok());
+    ASSERT_TRUE(
+        c->start_all_reduce(b_send.data(), b.data(), b.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
     ASSERT_TRUE(c->start_all_reduce(m.data(), m.data(), m.size(), DataType::kInt32, ReduceOp::kMax).is_ok());
     EXPECT_EQ(c->pending(), 3u);
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(c->progress().is_ok());
@@ -135,7 +140,8 @@ TEST(GradientBuckets, ZeroBucketBytesIsOneAllReduceAfterTheBackward) {
 TEST(GradientBuckets, SameResultAsOneBlockingAllReduceForAnyBucketSize) {
   auto c = world();
   std::vector<float> reference = rank_values(c->rank(), 1000);
-  ASSERT_TRUE(c->all_reduce(reference.data(), reference.data(), 1000, DataType::kFloat32, ReduceOp::kAvg).is_ok());
+  ASSERT_TRUE(
+      c->all_reduce(reference.data(), reference.data(), 1000, DataType::kFloat32, ReduceOp::kAvg).is_ok());
   for (size_t bytes : {size_t{4}, size_t{400}, size_t{4000}, size_t{1} << 20}) {
     GradientBuckets buckets(c.get(), bytes);
     std::vector<float> g = rank_values(c->rank(), 1000);
