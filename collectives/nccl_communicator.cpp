@@ -302,11 +302,11 @@ Status NcclCommunicator::usable() const {
   return Status::ok();
 }
 
-Status NcclCommunicator::complete(ncclResult_t result, const char* what) {
+Status NcclCommunicator::complete(ncclResult_t result, const char* what, bool wait) {
   Status s = nccl_status(result, what, comm_);
   // NCCL: an invalid argument leaves the communicator working; other errors are fatal for it.
   if (!s.is_ok() && result != ncclInvalidArgument) failed_ = true;
-  if (s.is_ok() && !async_) s = synchronize();
+  if (s.is_ok() && wait) s = synchronize();
   return s;
 }
 
@@ -343,26 +343,24 @@ Status NcclCommunicator::abort() {
   return Status::ok();
 }
 
-Status NcclCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
+Status NcclCommunicator::enqueue_all_reduce(const void* send, void* recv, size_t count, DataType type,
+                                            ReduceOp op, bool wait) {
   PERIGEE_CHECK(usable());
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   if (count == 0) return Status::ok();
   PERIGEE_CHECK(complete(ncclAllReduce(send, recv, count, to_nccl(type), to_nccl(op), comm_, stream_),
-                         "ncclAllReduce"));
+                         "ncclAllReduce", wait));
   return Status::ok();
+}
+
+Status NcclCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) {
+  return enqueue_all_reduce(send, recv, count, type, op, !async_);
 }
 
 Status NcclCommunicator::start_all_reduce(const void* send, void* recv, size_t count, DataType type,
                                           ReduceOp op) {
-  PERIGEE_CHECK(usable());
-  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
-                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
-  if (count == 0) return Status::ok();
-  const ncclResult_t result = ncclAllReduce(send, recv, count, to_nccl(type), to_nccl(op), comm_, stream_);
-  // As in complete(): an invalid argument leaves the communicator working, other errors do not.
-  if (result != ncclSuccess && result != ncclInvalidArgument) failed_ = true;
-  PERIGEE_CHECK(nccl_status(result, "ncclAllReduce (overlapped)", comm_));
+  PERIGEE_CHECK(enqueue_all_reduce(send, recv, count, type, op, /*wait=*/false));
   started_ = true;
   return Status::ok();
 }

@@ -97,7 +97,12 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator() = default;
   Status usable() const;
   // Turns the result of an enqueue into a Status and, unless async, waits for the operation.
-  Status complete(ncclResult_t result, const char* what);
+  Status complete(ncclResult_t result, const char* what) { return complete(result, what, !async_); }
+  // The same, waiting for the operation only when `wait`.
+  Status complete(ncclResult_t result, const char* what, bool wait);
+  // all_reduce's checks and enqueue; waits for it when `wait` (all_reduce and start_all_reduce).
+  Status enqueue_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
+                            bool wait);
 
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
