@@ -159,18 +159,19 @@ Status AbftBackend::matmul_backward(float* dinp, float* dweight, float* dbias, c
     outputs.push_back({&backward_bias_, dbias, GemmProblem::backward_bias(dout, N, OC), false, nullptr});
   }
   if (outputs.empty()) return inner_->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
-  // An output that is still all zero (the usual case: gradients zeroed before the backward pass)
-  // needs no snapshot: a recompute starts again from zero. The others are copied to scratch.
+  // A written output (dinp, see GemmProblem::accumulates) needs no snapshot, and neither does an
+  // accumulated one that is still all zero (the usual case: gradients zeroed before the backward
+  // pass): a recompute starts again from zero. The other accumulated outputs are copied to scratch.
   size_t total = 0;
   for (auto& o : outputs) {
     PERIGEE_CHECK(o.problem.validate());
-    PERIGEE_CHECK(kernels_->all_zero(o.out, o.problem.size(), &o.zero_before));
-    if (!o.zero_before) total += o.problem.size();
+    if (o.problem.accumulates()) PERIGEE_CHECK(kernels_->all_zero(o.out, o.problem.size(), &o.zero_before));
+    if (o.problem.accumulates() && !o.zero_before) total += o.problem.size();
   }
   if (total > 0) PERIGEE_CHECK(reserve_scratch(total));
   size_t offset = 0;
   for (auto& o : outputs) {
-    if (!o.zero_before) {
+    if (o.problem.accumulates() && !o.zero_before) {
       o.snapshot = scratch_ + offset;
       offset += o.problem.size();
       PERIGEE_CHECK(kernels_->copy(o.snapshot, o.out, o.problem.size()));

@@ -119,9 +119,9 @@ class AbftBackend final : public kernels::Backend {
   Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override {
     return inner_->attention_forward(out, att, qkv, B, T, C, NH);
   }
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
-                            int C, int NH) override {
-    return inner_->attention_backward(dqkv, dout, qkv, att, B, T, C, NH);
+  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                            const float* att, int B, int T, int C, int NH) override {
+    return inner_->attention_backward(dqkv, dout, qkv, out, att, B, T, C, NH);
   }
   Status gelu_forward(float* out, const float* inp, size_t n) override {
     return inner_->gelu_forward(out, inp, n);

@@ -31,7 +31,7 @@ namespace perigee::fault {
 // The four outputs of kernels::Backend::matmul_forward / matmul_backward.
 enum class GemmKind : uint8_t {
   kForward,         // out[N, OC] = inp[N, C] @ weight[OC, C]^T + bias      (K = C, overwrites)
-  kBackwardInput,   // dinp[N, C] += dout[N, OC] @ weight[OC, C]            (K = OC, accumulates)
+  kBackwardInput,   // dinp[N, C] = dout[N, OC] @ weight[OC, C]             (K = OC, written)
   kBackwardWeight,  // dweight[OC, C] += dout[N, OC]^T @ inp[N, C]          (K = N, accumulates)
   kBackwardBias,    // dbias[OC] += column sums of dout, as a [1, OC] GEMM  (K = N, accumulates)
 };
@@ -68,7 +68,9 @@ struct GemmProblem {
   int64_t cols() const;   // Nn of the output
   int64_t inner() const;  // K, terms per output element
   size_t size() const { return static_cast<size_t>(rows() * cols()); }
-  bool accumulates() const { return kind != GemmKind::kForward; }
+  // Whether the backend adds the product onto the output (dweight, dbias) or writes it (out, dinp):
+  // the Backend contract of kernels/backend.hpp.
+  bool accumulates() const { return kind == GemmKind::kBackwardWeight || kind == GemmKind::kBackwardBias; }
   // kInvalidArgument unless the dimensions are positive and the operands this kind reads are set.
   Status validate() const;
 };

@@ -5,8 +5,11 @@
 //   activations [B, T, C] (N = B*T rows), linear weights [OC, C] (out = inp @ W^T + bias),
 //   attention qkv [B, T, 3C] packed as (q | k | v), heads NH of size hs = C/NH inside each third,
 //   attention probabilities [B, NH, T, T], logits/probs [N, Vp] with V real columns (Vp >= V pads).
-// Backward ops ACCUMULATE (+=) into parameter and input gradients, so callers zero them first;
-// the exception is crossentropy_backward, which writes dlogits. Every op is deterministic: the same
+// Backward ops ACCUMULATE (+=) into parameter gradients (dweight, dbias, dwte, dwpe: tied weights and
+// gradient accumulation add up), so callers zero them first. Input gradients of ops whose input has a
+// single consumer are WRITTEN (=): dinp of matmul_backward and gelu_backward, dqkv of
+// attention_backward, dlogits of crossentropy_backward; the residual stream's gradient (dinp of
+// layernorm_backward) is accumulated, as two branches meet there. Every op is deterministic: the same
 // inputs and thread count give bit-identical outputs (no racy reductions).
 #pragma once
 
@@ -62,20 +65,22 @@ class Backend {
   virtual Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                                 int N, int C, int OC) = 0;
   // dinp, dweight, dbias may each be null (not needed); dbias null when there is no bias.
+  // dinp is written; dweight and dbias are accumulated.
   virtual Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                  const float* inp, const float* weight, int N, int C, int OC) = 0;
 
   // Causal multi-head self-attention: out[B,T,C] from qkv[B,T,3C], scale 1/sqrt(C/NH). `att` is the
   // state forward saves for backward, attention_state_size() floats: the CPU backend stores the
   // softmax probabilities [B,NH,T,T] (zero above the diagonal); a flash-style backend may store
-  // only the per-row log-sum-exp [B,NH,T].
+  // only the per-row log-sum-exp [B,NH,T]. The backward takes the forward's `out` too (a flash-style
+  // backward needs D_i = dout_i . out_i) and WRITES dqkv.
   virtual size_t attention_state_size(int B, int T, int C, int NH) const = 0;
   virtual Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
                                    int NH) = 0;
-  virtual Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                                    int B, int T, int C, int NH) = 0;
+  virtual Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                    const float* att, int B, int T, int C, int NH) = 0;
 
-  // GELU, tanh approximation (GPT-2).
+  // GELU, tanh approximation (GPT-2). The backward writes dinp.
   virtual Status gelu_forward(float* out, const float* inp, size_t n) = 0;
   virtual Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) = 0;
 

@@ -219,10 +219,10 @@ Status ProfilingBackend::attention_forward(float* out, float* att, const float* 
                [&] { return inner_->attention_forward(out, att, qkv, B, T, C, NH); });
 }
 
-Status ProfilingBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                                            int B, int T, int C, int NH) {
+Status ProfilingBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                            const float* att, int B, int T, int C, int NH) {
   return timed(slot("attention_backward", {{"B", B}, {"T", T}, {"C", C}, {"NH", NH}}),
-               [&] { return inner_->attention_backward(dqkv, dout, qkv, att, B, T, C, NH); });
+               [&] { return inner_->attention_backward(dqkv, dout, qkv, out, att, B, T, C, NH); });
 }
 
 Status ProfilingBackend::gelu_forward(float* out, const float* inp, size_t n) {

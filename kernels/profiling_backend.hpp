@@ -111,8 +111,8 @@ class ProfilingBackend final : public Backend {
     return inner_->attention_state_size(B, T, C, NH);
   }
   Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
-                            int C, int NH) override;
+  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                            const float* att, int B, int T, int C, int NH) override;
   Status gelu_forward(float* out, const float* inp, size_t n) override;
   Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;

@@ -285,7 +285,8 @@ Status GptModel::backward() {
   // logits buffer holds probs after the forward; overwrite it with dlogits of the mean loss.
   float* dlogits = act(a.logits);
   PERIGEE_CHECK(k.crossentropy_backward(dlogits, dlogits, targets_, 1.0f / static_cast<float>(N), N, V, Vp));
-  PERIGEE_CHECK(zero(d_ln, nc));
+  // Input gradients of matmul, GELU and attention are written; only the residual stream's gradient
+  // (layernorm_backward's dinp, where two branches meet) accumulates and starts from zero.
   PERIGEE_CHECK(k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));
   PERIGEE_CHECK(zero(d_residual, nc));
   const float* last_residual = L > 0 ? act(a.residual3 + (L - 1) * a.s_nc) : act(a.encoded);
@@ -310,24 +311,18 @@ Status GptModel::backward() {
     float* d_atty = act(a.d_atty);
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
-    PERIGEE_CHECK(zero(d_fch_gelu, 4 * nc));
     PERIGEE_CHECK(k.matmul_backward(d_fch_gelu, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,
                                     fch_gelu, P(p + "mlp.c_proj.weight"), N, 4 * C, C));
-    PERIGEE_CHECK(zero(d_fch, 4 * nc));
     PERIGEE_CHECK(k.gelu_backward(d_fch, fch, d_fch_gelu, 4 * nc));
-    PERIGEE_CHECK(zero(d_ln, nc));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "mlp.c_fc.weight"), G(p + "mlp.c_fc.bias"), d_fch, ln2,
                                     P(p + "mlp.c_fc.weight"), N, C, 4 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_2.weight"), G(p + "ln_2.bias"), d_ln, residual2,
                                        P(p + "ln_2.weight"), act(a.ln2_mean + l * a.s_n),
                                        act(a.ln2_rstd + l * a.s_n), N, C));
     // residual2 = residual + attn(ln1(residual)).
-    PERIGEE_CHECK(zero(d_atty, nc));
     PERIGEE_CHECK(k.matmul_backward(d_atty, G(p + "attn.c_proj.weight"), G(p + "attn.c_proj.bias"), d_residual,
                                     atty, P(p + "attn.c_proj.weight"), N, C, C));
-    PERIGEE_CHECK(zero(d_qkv, 3 * nc));
-    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, att, B, T, C, NH));
-    PERIGEE_CHECK(zero(d_ln, nc));
+    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, atty, att, B, T, C, NH));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "attn.c_attn.weight"), G(p + "attn.c_attn.bias"), d_qkv, ln1,
                                     P(p + "attn.c_attn.weight"), N, C, 3 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_1.weight"), G(p + "ln_1.bias"), d_ln, residual,

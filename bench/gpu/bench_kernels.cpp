@@ -160,7 +160,7 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
     return 4.0 * d.B * d.NH * static_cast<double>(d.T) * d.T * (d.C / d.NH) / 2.0;
   };
   const OpFn att_bwd = [](Backend* be, const Bufs& b, const Dims& d) {
-    return be->attention_backward(b[3], b[4], b[2], b[1], d.B, d.T, d.C, d.NH);
+    return be->attention_backward(b[3], b[4], b[2], b[0], b[1], d.B, d.T, d.C, d.NH);
   };
   // The bf16 cases run the same ops with the backend in bf16 mode (tensor-core kernel); operands are
   // rounded to bf16 (8-bit mantissa), hence the tolerances.

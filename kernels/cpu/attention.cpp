@@ -1,14 +1,15 @@
 // Causal multi-head self-attention, fp32. qkv [B, T, 3C] packed (q | k | v), head h in columns
 // [h*hs, (h+1)*hs) of each third, hs = C/NH; att [B, NH, T, T] softmax probabilities (zero above the
-// diagonal); out/dout [B, T, C]; dqkv [B, T, 3C] accumulated. Scores are scaled by 1/sqrt(hs).
+// diagonal); out/dout [B, T, C]; dqkv [B, T, 3C] written (every element by one task). Scores are scaled by 1/sqrt(hs).
 // Work is split into tasks over (b, h, block of kBlock rows) and every matrix product inside a task is a
 // single-threaded cblas_sgemm on strided views of qkv/att/out. Forward task (b, h, query rows [t0, t1)):
 //   att[t0:t1, 0:t1] = scale * Q K^T, causal softmax per row in place, out[t0:t1] = P V.
 // Backward, in two race-free passes (the thread-local scratch holds one kBlock x T tile):
 //   1. per query block: dP = dO V^T, D_t = sum_t2 P dP (kept, [B, NH, T]), dS = P (dP - D_t) scale,
-//      dQ += dS K;
-//   2. per key block [k0, k1): dP = dO[k0:T] V[k0:k1]^T, dS as above, dK += dS^T Q[k0:T],
-//      dV += P[k0:T, k0:k1]^T dO[k0:T].
+//      dQ = dS K;
+//   2. per key block [k0, k1): dP = dO[k0:T] V[k0:k1]^T, dS as above, dK = dS^T Q[k0:T],
+//      dV = P[k0:T, k0:k1]^T dO[k0:T].
+// D_t is computed here from P and dP; the forward's `out` (which gives D_t = dO_t . O_t) is not needed.
 // Each output element belongs to one task and every task's arithmetic is fixed, so results do not
 // depend on the thread count.
 #include <cblas.h>
@@ -84,7 +85,7 @@ void forward_block(float* out, float* att, const Head& h, int64_t t0, int64_t t1
               out + t0 * h.ld_out, h.ld_out);
 }
 
-// Pass 1 for query rows [t0, t1): dQ += dS K, D_t into dsum[t].
+// Pass 1 for query rows [t0, t1): dQ = dS K, D_t into dsum[t].
 void backward_query_block(float* dq, float* dsum, float* scratch, const float* dout, const float* att,
                           const Head& h, int64_t t0, int64_t t1) {
   const int64_t m = t1 - t0;
@@ -97,11 +98,11 @@ void backward_query_block(float* dq, float* dsum, float* scratch, const float* d
 #pragma omp simd
     for (int64_t j = t + 1; j < t1; ++j) ds[j] = 0.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, h.hs, t1, 1.0f, scratch, t1, h.k, h.ld_qkv, 1.0f,
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, h.hs, t1, 1.0f, scratch, t1, h.k, h.ld_qkv, 0.0f,
               dq + t0 * h.ld_qkv, h.ld_qkv);
 }
 
-// Pass 2 for key rows [k0, k1): dK += dS^T Q and dV += P^T dO over query rows [k0, T).
+// Pass 2 for key rows [k0, k1): dK = dS^T Q and dV = P^T dO over query rows [k0, T).
 void backward_key_block(float* dk, float* dv, float* scratch, const float* dout, const float* att,
                         const float* dsum, const Head& h, int64_t k0, int64_t k1) {
   const int64_t kw = k1 - k0;
@@ -113,9 +114,9 @@ void backward_key_block(float* dk, float* dv, float* scratch, const float* dout,
     softmax_backward_apply(scratch + i * kw, att + t * h.T + k0, kw, dsum[t], h.scale);
   }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kw, h.hs, rows, 1.0f, scratch, kw, h.q + k0 * h.ld_qkv,
-              h.ld_qkv, 1.0f, dk + k0 * h.ld_qkv, h.ld_qkv);
+              h.ld_qkv, 0.0f, dk + k0 * h.ld_qkv, h.ld_qkv);
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kw, h.hs, rows, 1.0f, att + k0 * h.T + k0, h.T,
-              dout + k0 * h.ld_out, h.ld_out, 1.0f, dv + k0 * h.ld_qkv, h.ld_qkv);
+              dout + k0 * h.ld_out, h.ld_out, 0.0f, dv + k0 * h.ld_qkv, h.ld_qkv);
 }
 
 Status check_attention(const char* op, int B, int T, int C, int NH) {
@@ -154,8 +155,8 @@ Status CpuBackend::attention_forward(float* out, float* att, const float* qkv, i
   return Status::ok();
 }
 
-Status CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                                      int B, int T, int C, int NH) {
+Status CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* /*out*/,
+                                      const float* att, int B, int T, int C, int NH) {
   PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, att}));
   PERIGEE_CHECK(check_attention("attention_backward", B, T, C, NH));
   const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;

@@ -57,8 +57,8 @@ class CpuBackend final : public Backend {
     return static_cast<size_t>(B) * NH * T * T;
   }
   Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
-                            int C, int NH) override;
+  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                            const float* att, int B, int T, int C, int NH) override;
 
   // ---- gelu.cpp
   Status gelu_forward(float* out, const float* inp, size_t n) override;

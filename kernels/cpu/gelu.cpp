@@ -1,7 +1,7 @@
 // GELU, tanh approximation (GPT-2), elementwise fp32 over flat buffers of n floats:
 // gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), evaluated as x * sigmoid(2u)
 // (the same function: 0.5 (1 + tanh(u)) = sigmoid(2u)), which keeps full relative precision and
-// vectorises with exp_clamped. The backward accumulates dinp += gelu'(x) dout with
+// vectorises with exp_clamped. The backward writes dinp = gelu'(x) dout with
 // gelu'(x) = s + 2 x s (1 - s) du/dx, s = sigmoid(2u).
 #include <algorithm>
 #include <cstdint>
@@ -35,7 +35,7 @@ void gelu_backward_chunk(float* dinp, const float* inp, const float* dout, int64
     const float x = inp[i];
     const float s = gelu_gate(x);
     const float du_dx = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    dinp[i] += (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i];
+    dinp[i] = (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i];
   }
 }
 

@@ -1,6 +1,6 @@
 // Linear layer, fp32 with OpenBLAS GEMMs. inp [N, C], weight [OC, C] (row-major, out = inp @ W^T),
-// bias [OC], out [N, OC]. Backward accumulates: dinp += dout @ W, dweight += dout^T @ inp (GEMMs with
-// beta = 1), dbias += column sums of dout (double accumulators, rows in order, each thread owning a
+// bias [OC], out [N, OC]. Backward: dinp = dout @ W (written, beta = 0), dweight += dout^T @ inp
+// (accumulated, beta = 1), dbias += column sums of dout (double accumulators, rows in order, each thread owning a
 // cache-line-aligned column range).
 // Every GEMM is cut into output tiles (at most 256 x 512) run as OpenMP tasks, each one single-threaded
 // cblas_sgemm over the whole reduction dimension. The tiling depends only on the shape, so results do
@@ -111,7 +111,7 @@ Status CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, co
     }
   }
   if (dinp != nullptr) {
-    tiled_sgemm(threads_, CblasNoTrans, CblasNoTrans, N, C, OC, dout, OC, weight, C, 1.0f, dinp, C, nullptr);
+    tiled_sgemm(threads_, CblasNoTrans, CblasNoTrans, N, C, OC, dout, OC, weight, C, 0.0f, dinp, C, nullptr);
   }
   if (dweight != nullptr) {
     tiled_sgemm(threads_, CblasTrans, CblasNoTrans, OC, C, N, dout, OC, inp, C, 1.0f, dweight, C, nullptr);

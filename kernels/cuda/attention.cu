@@ -243,7 +243,7 @@ __device__ __forceinline__ float probability(float s, int row, int col, float sc
 }
 
 // Backward pass 1, one block per (b*NH + h, query tile): D_i = sum_j P_ij dP_ij (saved to dsum), then
-// dQ_i += sum_j dS_ij K_j with dS = P (dP - D) scale.
+// dQ_i = sum_j dS_ij K_j with dS = P (dP - D) scale.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     attention_backward_dq_kernel(float* dqkv, float* dsum, const float* dout, const float* qkv,
@@ -346,13 +346,13 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < G::kCols; ++e) {
       const int d = G::column(tx, e);
-      if (d < hs) dq_g[d] += dq[a][e];
+      if (d < hs) dq_g[d] = dq[a][e];
     }
   }
 }
 
 // Backward pass 2, one block per (b*NH + h, key tile): over query tiles from the diagonal on,
-// dV_j += sum_i P_ij dO_i and dK_j += sum_i dS_ij Q_i. Thread rows are keys, columns queries.
+// dV_j = sum_i P_ij dO_i and dK_j = sum_i dS_ij Q_i. Thread rows are keys, columns queries.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     attention_backward_dkv_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
@@ -440,8 +440,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < G::kCols; ++e) {
       const int d = G::column(tx, e);
       if (d < hs) {
-        base[C + d] += dk[a][e];
-        base[2 * C + d] += dv[a][e];
+        base[C + d] = dk[a][e];
+        base[2 * C + d] = dv[a][e];
       }
     }
   }

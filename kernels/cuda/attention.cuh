@@ -1,6 +1,6 @@
 // Causal multi-head self-attention, fp32, flash-style (the T x T probabilities are never stored).
 // qkv [B, T, 3C] packed (q | k | v), head h in columns [h*hs, (h+1)*hs) of each third, hs = C/NH <= 128;
-// out/dout [B, T, C]; dqkv [B, T, 3C] accumulated (+=). Scores are scaled by 1/sqrt(hs).
+// out/dout [B, T, C]; dqkv [B, T, 3C] written (each element by one thread). Scores are scaled by 1/sqrt(hs).
 // State saved for the backward: lse [B, NH, T], the log-sum-exp of each row's scaled scores, so
 // P[i, j] = exp(s[i, j] - lse[i]) can be recomputed exactly as the forward saw it.
 // Tiles of 64 query rows x 64 key rows live in shared memory (rows padded by 4 floats so float4 reads of
@@ -10,9 +10,9 @@
 //   forward, one block per (b, h, query tile): online softmax over the key tiles up to the diagonal;
 //   backward, no atomics, each output element owned by one thread:
 //     1. one block per (b, h, query tile): first D_i = sum_j P_ij dP_ij (dP = dO V^T, double
-//        accumulation; saved to scratch), then dQ += scale * sum_j P_ij (dP_ij - D_i) K_j;
+//        accumulation; saved to scratch), then dQ = scale * sum_j P_ij (dP_ij - D_i) K_j;
 //     2. one block per (b, h, key tile), over the query tiles from the diagonal on:
-//        dV += P^T dO and dK += scale * dS^T Q.
+//        dV = P^T dO and dK = scale * dS^T Q.
 // Every loop runs in a fixed order, so results are bit-reproducible.
 #pragma once
 

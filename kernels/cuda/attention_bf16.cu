@@ -13,7 +13,9 @@
 // ldmatrix conflict-free). A warp skips the tiles its causal mask hides entirely.
 //   forward, one block per (b*NH + h, query block): online softmax, lse in natural-log units; K and V
 //     tiles are read from qkv (fp32) into registers during the tile before, then converted and stored;
-//   backward pass 1, one block per (b*NH + h, query block): D_i = sum_j P_ij dP_ij (to scratch), then dQ;
+//   backward: D_i = dO_i . O_i first (fp32, one warp per row; mathematically sum_j P_ij dP_ij, which a
+//     separate walk over the keys would cost two more products per tile);
+//   backward pass 1, one block per (b*NH + h, query block): dQ;
 //   backward pass 2, one block per (b*NH + h, key block), query tiles from the diagonal on: dK and dV.
 // The backward first converts qkv and dout into head-major bf16 planes in scratch, so that both passes
 // stream their tiles with cp.async, double-buffered.
@@ -327,6 +329,27 @@ __global__ void convert_bf16_kernel(bf16* dst, const float* qkv, const float* do
   }
 }
 
+// D_i = dO_i . O_i (= sum_j P_ij dP_ij) in fp32 from the fp32 operands: one warp per row (b, t), heads
+// in turn, each a fixed-order warp sum (lanes over columns, then xor shuffles): deterministic.
+__global__ void attention_dsum_kernel(float* dsum, const float* dout, const float* out, int BT, int T, int C,
+                                      int NH) {
+  const int64_t bt = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (bt >= BT) return;
+  const int hs = C / NH;
+  const float* d_row = dout + bt * C;
+  const float* o_row = out + bt * C;
+  const int64_t b = bt / T;
+  const int64_t t = bt % T;
+  for (int h = 0; h < NH; ++h) {
+    float acc = 0.0f;
+    for (int d = lane; d < hs; d += 32) acc += __ldg(d_row + h * hs + d) * __ldg(o_row + h * hs + d);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(kFullMask, acc, off);
+    if (lane == 0) dsum[(b * NH + h) * T + t] = acc;
+  }
+}
+
 // Asynchronous copy of `bytes` (<= size, the rest zero-filled) from global to shared memory.
 template <int kSize>
 __device__ __forceinline__ void copy_async(void* dst, const void* src, int bytes) {
@@ -359,13 +382,13 @@ __device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* src, int
   }
 }
 
-// Backward pass 1, one block per (b*NH + h, query block of 16 kWarps rows): D_i = sum_j P_ij dP_ij
-// (saved to dsum), then dQ_i += scale * sum_j P_ij (dP_ij - D_i) K_j: two walks over the key tiles, each
-// tile prefetched (double-buffered) during the step before. P, dP and dS stay in registers.
+// Backward pass 1, one block per (b*NH + h, query block of 16 kWarps rows):
+// dQ_i = scale * sum_j P_ij (dP_ij - D_i) K_j in one walk over the key tiles, each tile prefetched
+// (double-buffered) during the step before. P, dP and dS stay in registers.
 template <int D, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_backward_dq_bf16_kernel(float* dqkv, float* dsum, const bf16* planes, const float* lse, int T,
-                                      int C, int NH, float scale) {
+    attention_backward_dq_bf16_kernel(float* dqkv, const float* dsum, const bf16* planes, const float* lse,
+                                      int T, int C, int NH, float scale) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
   constexpr int kTileElems = kTile * ld;
@@ -384,9 +407,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bf16* q_g = planes + static_cast<int64_t>(bh) * T * hs;
   const float scale2 = scale * kLog2e;
   const int tiles = (min(q0 + kBlockRows, T) - 1) / kTile + 1;
-  const int steps = 2 * tiles;
   auto prefetch = [&](int step) {
-    const int k0 = (step % tiles) * kTile;
+    const int k0 = step * kTile;
     load_tile_async<D, kThreads>(kv_s + (step % 2) * kTileElems, q_g + plane, kTile, k0, T, hs);
     load_tile_async<D, kThreads>(kv_s + (2 + step % 2) * kTileElems, q_g + 2 * plane, kTile, k0, T, hs);
     async_commit();
@@ -396,11 +418,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   load_tile_async<D, kThreads>(do_s, q_g + 3 * plane, kBlockRows, q0, T, hs);
   prefetch(0);
   float row_lse[2];  // rows w0 + g and w0 + g + 8 (g = lane / 4), log2 units
-  float row_d[2] = {0.0f, 0.0f};
+  float row_d[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = w0 + lane / 4 + 8 * r;
     row_lse[r] = row < T ? lse[static_cast<int64_t>(bh) * T + row] * kLog2e : 0.0f;
+    row_d[r] = row < T ? dsum[static_cast<int64_t>(bh) * T + row] : 0.0f;
   }
   const bf16* q_w = q_s + warp * kRows * ld;
   const bf16* do_w = do_s + warp * kRows * ld;
@@ -408,23 +431,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
   for (int t = 0; t < D / 8; ++t) dq[t][0] = dq[t][1] = dq[t][2] = dq[t][3] = 0.0f;
 
-  for (int step = 0; step < steps; ++step) {
-    const bool d_pass = step < tiles;
-    const int k0 = (step % tiles) * kTile;
+  for (int step = 0; step < tiles; ++step) {
+    const int k0 = step * kTile;
     const bf16* k_s = kv_s + (step % 2) * kTileElems;
     const bf16* v_s = kv_s + (2 + step % 2) * kTileElems;
     async_wait_all();
     __syncthreads();  // this step's tiles landed; every warp is done with the other stage
-    if (step + 1 < steps) prefetch(step + 1);
-    if (step == tiles) {  // D complete: reduce each row over its quad (a + b == b + a: lanes agree)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        row_d[r] += __shfl_xor_sync(kFullMask, row_d[r], 1);
-        row_d[r] += __shfl_xor_sync(kFullMask, row_d[r], 2);
-        const int row = w0 + lane / 4 + 8 * r;
-        if (lane % 4 == 0 && row < T) dsum[static_cast<int64_t>(bh) * T + row] = row_d[r];
-      }
-    }
+    if (step + 1 < tiles) prefetch(step + 1);
     if (k0 > w0 + kRows - 1) continue;  // every key of the tile is after every row of the warp
     float s[kNT][4];
     float dp[kNT][4];
@@ -437,16 +450,12 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int col = k0 + 8 * t + (lane % 4) * 2 + (i % 2);
         const int row = w0 + lane / 4 + 8 * (i / 2);
         const float p = col <= row ? exp2f(s[t][i] * scale2 - row_lse[i / 2]) : 0.0f;
-        if (d_pass) {
-          row_d[i / 2] += p * dp[t][i];
-        } else {
-          s[t][i] = p * (dp[t][i] - row_d[i / 2]) * scale;  // dS
-        }
+        s[t][i] = p * (dp[t][i] - row_d[i / 2]) * scale;  // dS
       }
     }
-    if (!d_pass) product_pv<D>(dq, s, k_s, lane);
+    product_pv<D>(dq, s, k_s, lane);
   }
-  store_rows<D, true>(dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs, 3 * C, w0, T, hs, dq,
+  store_rows<D, false>(dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs, 3 * C, w0, T, hs, dq,
                       lane);
 }
 
@@ -538,8 +547,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 
   float* base = dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs;
-  store_rows<D, true>(base + C, 3 * C, w0, T, hs, dk, lane);
-  store_rows<D, true>(base + 2 * C, 3 * C, w0, T, hs, dv, lane);
+  store_rows<D, false>(base + C, 3 * C, w0, T, hs, dk, lane);
+  store_rows<D, false>(base + 2 * C, 3 * C, w0, T, hs, dv, lane);
 }
 
 // ---- host helpers
@@ -595,7 +604,7 @@ Status launch_forward(float* out, float* lse, const float* qkv, const Problem& p
 }
 
 template <int D, int kWarps>
-Status launch_backward(float* dqkv, float* dsum, const bf16* planes, const float* lse, const Problem& p,
+Status launch_backward(float* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
                        cudaStream_t stream) {
   const size_t smem = tile_bytes<D>(2 * kWarps * kRows + 4 * kTile);
   const dim3 grid = grid_of(p, kWarps * kRows);
@@ -617,7 +626,7 @@ Status forward_d(float* out, float* lse, const float* qkv, const Problem& p, cud
 }
 
 template <int D>
-Status backward_d(float* dqkv, float* dsum, const bf16* planes, const float* lse, const Problem& p,
+Status backward_d(float* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
                   cudaStream_t stream) {
   return launch_backward<D, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
 }
@@ -642,9 +651,10 @@ Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, i
   return forward_d<128>(out, lse, qkv, p, stream);
 }
 
-Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* lse, int B,
-                               int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, lse}));
+Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, out, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward_bf16", B, T, C, NH, &p));
   // Scratch: D [B, NH, T] fp32, then the bf16 planes of q, k, v and dout.
@@ -657,6 +667,10 @@ Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv,
   bf16* planes = carver.take<bf16>(4 * elems);
   convert_bf16_kernel<<<flat_grid(elems, 256), 256, 0, stream>>>(planes, qkv, dout, B, T, C, NH,
                                                                  aligned16(qkv) && aligned16(dout));
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  constexpr int kDsumWarps = 8;
+  const int BT = B * T;
+  attention_dsum_kernel<<<ceil_div(BT, kDsumWarps), kDsumWarps * 32, 0, stream>>>(dsum, dout, out, BT, T, C, NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   if (p.hs <= 32) return backward_d<32>(dqkv, dsum, planes, lse, p, stream);
   if (p.hs <= 64) return backward_d<64>(dqkv, dsum, planes, lse, p, stream);

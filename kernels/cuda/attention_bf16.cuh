@@ -1,10 +1,10 @@
 // Causal multi-head self-attention on bf16 tensor cores (mixed precision), flash-style.
 // Same layouts and semantics as attention.cuh: qkv [B, T, 3C] packed (q | k | v), head h in columns
-// [h*hs, (h+1)*hs) of each third; out/dout [B, T, C]; dqkv [B, T, 3C] accumulated (+=); scores scaled
+// [h*hs, (h+1)*hs) of each third; out/dout [B, T, C]; dqkv [B, T, 3C] written; scores scaled
 // by 1/sqrt(hs); state lse [B, NH, T] (log-sum-exp of each row's scaled scores, fp32).
 // Precision: Q, K, V, dO (fp32 in memory) are rounded to bf16 as they are staged into shared memory;
 // the products S = Q K^T, O = P V, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q run on bf16 tensor
-// cores (mma.sync m16n8k16) with fp32 accumulation; softmax statistics, D_i = sum_j P_ij dP_ij and every
+// cores (mma.sync m16n8k16) with fp32 accumulation; softmax statistics, D_i = dO_i . O_i and every
 // output stay fp32. P and dS are rounded to bf16 only as the operands of the next product.
 // Expected error against the fp32 CPU backend: about 1e-2 relative (bf16 has an 8-bit mantissa).
 // Deterministic: no atomics, every output element written by one thread in a fixed loop order.
@@ -32,8 +32,10 @@ bool attention_bf16_supports(int C, int NH);
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                               cudaStream_t stream);
 
-// Uses `scratch` for D and the bf16 copies of qkv and dout; dqkv is accumulated (+=).
-Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* lse, int B,
-                               int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream);
+// `out` is the forward's output (D_i = dO_i . O_i, fp32). Uses `scratch` for D and the bf16 copies of
+// qkv and dout; dqkv is written.
+Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

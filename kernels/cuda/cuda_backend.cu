@@ -238,10 +238,10 @@ Status CudaBackend::attention_forward(float* out, float* att, const float* qkv, 
   return Status::ok();
 }
 
-Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                                       int B, int T, int C, int NH) {
+Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                       const float* att, int B, int T, int C, int NH) {
   if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
-    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));
+    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));

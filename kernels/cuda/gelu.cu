@@ -32,7 +32,7 @@ __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float*
     const float x = inp[i];
     const float s = gelu_gate(x);
     const float du_dx = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    dinp[i] += (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i];
+    dinp[i] = (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i];
   }
 }
 

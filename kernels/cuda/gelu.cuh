@@ -1,7 +1,7 @@
 // GELU, tanh approximation (GPT-2), elementwise fp32 over flat buffers of n floats:
 // gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), evaluated as x * sigmoid(2u) (the same
-// function, full relative precision), as the CPU backend does. The backward accumulates
-// dinp += gelu'(x) dout with gelu'(x) = s + 2 x s (1 - s) du/dx, s = sigmoid(2u). Grid-stride loops.
+// function, full relative precision), as the CPU backend does. The backward writes
+// dinp = gelu'(x) dout with gelu'(x) = s + 2 x s (1 - s) du/dx, s = sigmoid(2u). Grid-stride loops.
 #pragma once
 
 #include <cuda_runtime.h>

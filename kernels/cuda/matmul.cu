@@ -109,8 +109,8 @@ Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* d
   }
   if (dbias != nullptr) PERIGEE_CHECK(matmul_bias_grad(dbias, dout, N, OC, scratch, stream));
   if (dinp != nullptr) {
-    // dinp^T [C, N] += weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
-    PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, 1.0f, dinp, C));
+    // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
+    PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, 0.0f, dinp, C));
   }
   if (dweight != nullptr) {
     // dweight^T [C, OC] += inp^T [C, N] . dout [N, OC] (dout^T in col-major, transposed back).

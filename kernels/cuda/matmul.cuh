@@ -2,7 +2,7 @@
 // allows it, so results stay close to the CPU backend). Row-major inp [N, C], weight [OC, C],
 // bias [OC], out [N, OC]; out = inp @ weight^T + bias. Row-major matrices are handed to column-major
 // cuBLAS as their transposes, so out^T = weight . inp^T is one GEMM.
-// Backward accumulates (cuBLAS beta = 1): dinp += dout @ weight, dweight += dout^T @ inp, and
+// Backward: dinp = dout @ weight (written, cuBLAS beta = 0), dweight += dout^T @ inp (beta = 1), and
 // dbias += column sums of dout, a deterministic two-stage reduction without atomics (fixed ranges of
 // kMatmulRowsPerPartial rows give double partial sums, added in range order). cuBLAS is run with atomics
 // disallowed (its default) on one stream, so its results are reproducible too.

@@ -199,8 +199,8 @@ Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const flo
   PERIGEE_CHECK(convert_to_bf16(dout16, dout, n_dout, stream));
   if (dinp != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
-    // dinp^T [C, N] += weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
-    PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 1.0f, dinp, C, nullptr, stream));
+    // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
+    PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream));
   }
   if (dweight != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(inp16, inp, n_inp, stream));

@@ -1,6 +1,6 @@
 // Linear layer on bf16 tensor cores (mixed precision) through cuBLASLt. Same layouts and semantics as
 // matmul.cuh: row-major inp [N, C], weight [OC, C], bias [OC], out [N, OC]; out = inp @ weight^T + bias;
-// the backward accumulates dinp, dweight and dbias (+=).
+// the backward writes dinp and accumulates dweight and dbias (+=).
 // Precision: inp, weight and dout (fp32 in memory) are rounded to bf16 (round to nearest even) into
 // the backend's scratch buffer just before each GEMM; the GEMMs take bf16 A and B, accumulate in fp32
 // (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the fp32 bias in the GEMM's

@@ -81,7 +81,7 @@ TEST(CpuBackend, RejectsBadArguments) {
   EXPECT_EQ(be.matmul_backward(a.data(), nullptr, nullptr, b.data(), c.data(), nullptr, 2, 2, 2).code(),
             kBad);
   EXPECT_EQ(be.attention_forward(a.data(), b.data(), c.data(), 1, 4, 10, 3).code(), kBad);  // 10 % 3
-  EXPECT_EQ(be.attention_backward(a.data(), b.data(), c.data(), d.data(), 1, 4, 8, 0).code(), kBad);
+  EXPECT_EQ(be.attention_backward(a.data(), b.data(), c.data(), b.data(), d.data(), 1, 4, 8, 0).code(), kBad);
   EXPECT_EQ(be.gelu_forward(nullptr, a.data(), 4).code(), kBad);
   EXPECT_TRUE(be.gelu_forward(nullptr, nullptr, 0).is_ok());
   EXPECT_EQ(be.residual_forward(a.data(), nullptr, b.data(), 4).code(), kBad);

@@ -83,7 +83,7 @@ TEST(CpuDeterminism, AllOps) {
       "attention_forward", std::vector<float>(NC + size_t(B) * NH * T * T, 0.0f),
       [&](Backend& be, float* o) { return be.attention_forward(o, o + NC, qkv.data(), B, T, C, NH); });
   expect_deterministic("attention_backward", random_vector(3 * NC, 25), [&](Backend& be, float* g) {
-    return be.attention_backward(g, y.data(), qkv.data(), att.data(), B, T, C, NH);
+    return be.attention_backward(g, y.data(), qkv.data(), tmp.data(), att.data(), B, T, C, NH);
   });
   expect_deterministic("gelu_forward", zeros_nc,
                        [&](Backend& be, float* out) { return be.gelu_forward(out, x.data(), NC); });

@@ -121,7 +121,7 @@ MiniStep run_mini_step(Backend* be) {
   PERIGEE_CHECK_OR_DIE(be->crossentropy_backward(logits, logits, targets, 1.0f / kN, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->matmul_backward(dres, dwte, nullptr, logits, res, wte, kN, kC, kVp));
   PERIGEE_CHECK_OR_DIE(be->gelu_backward(datt, att, dres, nc));
-  PERIGEE_CHECK_OR_DIE(be->attention_backward(dqkv, datt, qkv, att_state, kB, kT, kC, kNH));
+  PERIGEE_CHECK_OR_DIE(be->attention_backward(dqkv, datt, qkv, att, att_state, kB, kT, kC, kNH));
   PERIGEE_CHECK_OR_DIE(be->matmul_backward(dln, dwqkv, dbqkv, dqkv, ln, wqkv, kN, kC, 3 * kC));
   PERIGEE_CHECK_OR_DIE(be->layernorm_backward(dx, dlnw, dlnb, dln, x, lnw, mean, rstd, kN, kC));
   PERIGEE_CHECK_OR_DIE(be->residual_forward(dx, dx, dres, nc));
