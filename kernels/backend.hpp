@@ -95,6 +95,11 @@ class Backend {
   // may alias probs).
   virtual Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets,
                                        float dloss, int N, int V, int Vp) = 0;
+  // Both in one pass for a training step: losses as crossentropy_forward, and dlogits as
+  // crossentropy_backward would write from those probabilities (same values, bit for bit), without
+  // storing the probabilities. dlogits may alias logits.
+  virtual Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                               const int32_t* targets, float dloss, int N, int V, int Vp) = 0;
 
   // ---- optimizer and reductions over flat buffers
   virtual Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,

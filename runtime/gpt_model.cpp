@@ -243,7 +243,10 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   last_has_targets_ = targets != nullptr;
   if (targets == nullptr) return Status::ok();
 
-  PERIGEE_CHECK(k.crossentropy_forward(act(a.losses), act(a.logits), act(a.logits), targets_, N, V, Vp));
+  // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
+  // the [N, Vp] logits instead of a forward writing probabilities and a backward reading them again.
+  PERIGEE_CHECK(k.crossentropy_forward_backward(act(a.losses), act(a.logits), act(a.logits), targets_,
+                                                1.0f / static_cast<float>(N), N, V, Vp));
   host_losses_.resize(N);
   PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), act(a.losses), N * sizeof(float)));
   double sum = 0.0;
@@ -282,9 +285,8 @@ Status GptModel::backward() {
 
   float* d_residual = act(a.d_residual);
   float* d_ln = act(a.d_ln);
-  // logits buffer holds probs after the forward; overwrite it with dlogits of the mean loss.
-  float* dlogits = act(a.logits);
-  PERIGEE_CHECK(k.crossentropy_backward(dlogits, dlogits, targets_, 1.0f / static_cast<float>(N), N, V, Vp));
+  // The forward with targets left dlogits of the mean loss in the logits buffer.
+  const float* dlogits = act(a.logits);
   // Input gradients of matmul, GELU and attention are written; only the residual stream's gradient
   // (layernorm_backward's dinp, where two branches meet) accumulates and starts from zero.
   PERIGEE_CHECK(k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));
@@ -332,7 +334,7 @@ Status GptModel::backward() {
   }
   PERIGEE_CHECK(k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C));
   PERIGEE_CHECK(final_from("wte.weight"));
-  last_has_targets_ = false;  // dlogits overwrote the probabilities
+  last_has_targets_ = false;  // one backward per forward (the gradient buffers accumulate)
   return Status::ok();
 }
 

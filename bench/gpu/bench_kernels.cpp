@@ -214,6 +214,14 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
                    },
                    [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + d.N()); }, {4},
                    1e-9, 4e-6});
+  // What a training step runs: one pass, logits read once and dlogits written (losses too).
+  cases.push_back({"crossentropy_forward_backward", "GB/s", ce_bufs, nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->crossentropy_forward_backward(b[0], b[4], b[2], tok(b[3]), 1.0f / d.N(), d.N(),
+                                                              d.V, d.Vp);
+                   },
+                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + 2.0 * d.N()); },
+                   {0, 4}, 1e-6, 4e-6});
 
   // ---- AdamW over the whole parameter buffer: params, grads, m, v
   cases.push_back({"adamw_update", "GB/s",

@@ -3,6 +3,7 @@
 // Forward, one row per task: m = max, e_j = exp(x_j - m), probs = e / sum(e),
 // losses[i] = log(sum(e)) - (x_target - m) (= -log probs[target], without rounding the probability).
 // probs may alias logits. Backward writes dlogits = dloss * (probs - onehot(target)); may alias probs.
+// forward_backward runs both per row (probabilities written to dlogits, then turned into the gradient).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -80,6 +81,21 @@ Status CpuBackend::crossentropy_backward(float* dlogits, const float* probs, con
 #pragma omp parallel for schedule(static) num_threads(threads_) if (int64_t{N} * Vp >= kParallelMin)
   for (int64_t i = 0; i < N; ++i) {
     softmax_grad_row(dlogits + i * Vp, probs + i * Vp, targets[i], dloss, V, Vp);
+  }
+  return Status::ok();
+}
+
+Status CpuBackend::crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                                 const int32_t* targets, float dloss, int N, int V, int Vp) {
+  PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
+  PERIGEE_CHECK(check_targets("crossentropy_forward_backward", targets, N, V));
+  // Each row's probabilities go to its dlogits row and are turned into the gradient while still in cache.
+#pragma omp parallel for schedule(static) num_threads(threads_) if (int64_t{N} * Vp >= kParallelMin)
+  for (int64_t i = 0; i < N; ++i) {
+    float* d = dlogits + i * Vp;
+    losses[i] = softmax_row(d, logits + i * Vp, targets[i], V, Vp);
+    softmax_grad_row(d, d, targets[i], dloss, V, Vp);
   }
   return Status::ok();
 }

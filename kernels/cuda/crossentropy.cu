@@ -29,14 +29,26 @@ struct OnlineSoftmax {
   }
 };
 
+// What the second pass stores for column j < V: the probability, or (kGrad) the gradient of the loss
+// scaled by dloss, as crossentropy_backward_kernel computes it from the stored probability (the
+// product is rounded on its own, __fmul_rn, so it is not fused into the subtraction: same bits).
+template <bool kGrad>
+__device__ __forceinline__ float softmax_out(float x, float max_logit, float inv_sum, int j, int target,
+                                             float dloss) {
+  const float p = __fmul_rn(expf(x - max_logit), inv_sum);
+  if constexpr (kGrad) return dloss * (p - (j == target ? 1.0f : 0.0f));
+  return p;
+}
+
 // One block per row, two passes over it: (1) per-thread online max and sum, combined in a fixed order
-// (block max, then each thread's sum rescaled to it, block sum); (2) probs = exp(x - max) / sum.
+// (block max, then each thread's sum rescaled to it, block sum); (2) probs = exp(x - max) / sum, or with
+// kGrad dlogits = dloss * (probs - onehot) (into `probs`).
 // kVec: float4 columns (Vp % 4 == 0 and 16-byte aligned rows); thread t owns columns (or column
 // quadruples) t + k * kForwardBlock in both passes.
-template <bool kVec>
+template <bool kVec, bool kGrad>
 __global__ void __launch_bounds__(kForwardBlock)
     crossentropy_forward_kernel(float* losses, float* probs, const float* logits, const int32_t* targets,
-                                int V, int Vp) {
+                                int V, int Vp, float dloss) {
   __shared__ float shared_max[kForwardBlock / kWarpSize];
   __shared__ double shared_sum[kForwardBlock / kWarpSize];
   const int64_t row = blockIdx.x;
@@ -73,15 +85,15 @@ __global__ void __launch_bounds__(kForwardBlock)
       const int j = 4 * q;
       const float4 v = x4[q];
       float4 out;
-      out.x = j < V ? expf(v.x - max_logit) * inv_sum : 0.0f;
-      out.y = j + 1 < V ? expf(v.y - max_logit) * inv_sum : 0.0f;
-      out.z = j + 2 < V ? expf(v.z - max_logit) * inv_sum : 0.0f;
-      out.w = j + 3 < V ? expf(v.w - max_logit) * inv_sum : 0.0f;
+      out.x = j < V ? softmax_out<kGrad>(v.x, max_logit, inv_sum, j, target, dloss) : 0.0f;
+      out.y = j + 1 < V ? softmax_out<kGrad>(v.y, max_logit, inv_sum, j + 1, target, dloss) : 0.0f;
+      out.z = j + 2 < V ? softmax_out<kGrad>(v.z, max_logit, inv_sum, j + 2, target, dloss) : 0.0f;
+      out.w = j + 3 < V ? softmax_out<kGrad>(v.w, max_logit, inv_sum, j + 3, target, dloss) : 0.0f;
       p4[q] = out;
     }
   } else {
     for (int j = threadIdx.x; j < Vp; j += kForwardBlock)
-      p[j] = j < V ? expf(x[j] - max_logit) * inv_sum : 0.0f;
+      p[j] = j < V ? softmax_out<kGrad>(x[j], max_logit, inv_sum, j, target, dloss) : 0.0f;
   }
   if (threadIdx.x == 0) {
     losses[row] = valid ? static_cast<float>(log(sum) - static_cast<double>(x_target - max_logit)) : NAN;
@@ -106,6 +118,22 @@ Status check_shape(const char* op, int N, int V, int Vp) {
   return Status::ok();
 }
 
+template <bool kGrad>
+Status launch_forward(float* losses, float* out, const float* logits, const int32_t* targets, float dloss, int N,
+                      int V, int Vp, cudaStream_t stream) {
+  const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (vec) {
+    crossentropy_forward_kernel<true, kGrad>
+        <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
+  } else {
+    crossentropy_forward_kernel<false, kGrad>
+        <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
+  }
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
 }  // namespace
 
 // ---- kernel launchers
@@ -114,16 +142,14 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
                             int V, int Vp, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward", {losses, probs, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward", N, V, Vp));
-  const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(probs) % 16 == 0;
-  if (vec) {
-    crossentropy_forward_kernel<true><<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
-  } else {
-    crossentropy_forward_kernel<false>
-        <<<N, kForwardBlock, 0, stream>>>(losses, probs, logits, targets, V, Vp);
-  }
-  PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return Status::ok();
+  return launch_forward<false>(losses, probs, logits, targets, 1.0f, N, V, Vp, stream);
+}
+
+Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits, const int32_t* targets,
+                                     float dloss, int N, int V, int Vp, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
+  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
 }
 
 Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,

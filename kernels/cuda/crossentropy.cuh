@@ -23,4 +23,9 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
 Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
                              int V, int Vp, cudaStream_t stream);
 
+// Forward and backward in one pass (the forward kernel storing dloss * (probs - onehot) instead of
+// probs): the same losses and the same dlogits bits as the two calls; dlogits may alias logits.
+Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits, const int32_t* targets,
+                                     float dloss, int N, int V, int Vp, cudaStream_t stream);
+
 }  // namespace perigee::kernels::cuda

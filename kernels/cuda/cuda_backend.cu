@@ -275,6 +275,12 @@ Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, co
   return Status::ok();
 }
 
+Status CudaBackend::crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                                  const int32_t* targets, float dloss, int N, int V, int Vp) {
+  PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream_));
+  return Status::ok();
+}
+
 // ---- optimizer and reductions
 
 Status CudaBackend::adamw_update(float* params, const float* grads, float* m, float* v, size_t n,

@@ -1,6 +1,8 @@
 // Linear layer: cuBLAS fp32 GEMMs, bias add, deterministic bias gradient (see matmul.cuh).
 #include "kernels/cuda/matmul.cuh"
 
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/cublas_check.cuh"
 
 namespace perigee::kernels::cuda {
@@ -20,8 +22,11 @@ __global__ void add_bias_kernel(float* out, const float* bias, int OC) {
 }
 
 // Stage 1: block (row range bx, column tile by); thread (tx, ty) sums rows bx*R + ty, + kRowThreads, ...
-// and the kRowThreads sums of a column are added in ty order. partial [P, OC].
-__global__ void bias_grad_partial_kernel(double* partial, const float* dout, int N, int OC) {
+// and the kRowThreads sums of a column are added in ty order. partial [P, OC]. With kConvert, each
+// element read is also stored rounded to bf16 in dout16 (same layout): the bf16 GEMMs' operand for free.
+template <bool kConvert>
+__global__ void bias_grad_partial_kernel(double* partial, __nv_bfloat16* dout16, const float* dout, int N,
+                                         int OC) {
   __shared__ double shared[kRowThreads][kColumnTile];
   const int tx = threadIdx.x;
   const int ty = threadIdx.y;
@@ -30,8 +35,11 @@ __global__ void bias_grad_partial_kernel(double* partial, const float* dout, int
   const int64_t row_end = min(static_cast<int64_t>(N), row_begin + kMatmulRowsPerPartial);
   double acc = 0.0;
   if (o < OC) {
-    for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads)
-      acc += static_cast<double>(dout[n * OC + o]);
+    for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads) {
+      const float x = dout[n * OC + o];
+      if constexpr (kConvert) dout16[n * OC + o] = __float2bfloat16_rn(x);
+      acc += static_cast<double>(x);
+    }
   }
   shared[ty][tx] = acc;
   __syncthreads();
@@ -78,18 +86,32 @@ Status matmul_forward(float* out, const float* inp, const float* weight, const f
   return Status::ok();
 }
 
+size_t matmul_bias_grad_partials(int N, int OC) {
+  return static_cast<size_t>(ceil_div(N, kMatmulRowsPerPartial)) * static_cast<size_t>(OC);
+}
+
 Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
                         cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout}));
+  PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
+  void* base = nullptr;
+  PERIGEE_CHECK(scratch.get(scratch_bytes<double>(matmul_bias_grad_partials(N, OC)), stream, &base));
+  return matmul_bias_grad(dbias, nullptr, dout, N, OC, static_cast<double*>(base), stream);
+}
+
+Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC, double* partial,
+                        cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout, partial}));
   PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
   PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
                   "matmul_bias_grad: OC = ", OC, " is too large");
   const int P = ceil_div(N, kMatmulRowsPerPartial);
-  void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(scratch_bytes<double>(static_cast<size_t>(P) * OC), stream, &base));
-  double* partial = static_cast<double*>(base);
   const dim3 grid(P, ceil_div(OC, kColumnTile));
-  bias_grad_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(partial, dout, N, OC);
+  const dim3 block(kColumnTile, kRowThreads);
+  if (dout16 != nullptr) {
+    bias_grad_partial_kernel<true><<<grid, block, 0, stream>>>(partial, dout16, dout, N, OC);
+  } else {
+    bias_grad_partial_kernel<false><<<grid, block, 0, stream>>>(partial, nullptr, dout, N, OC);
+  }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
   PERIGEE_CHECK_CUDA(cudaGetLastError());

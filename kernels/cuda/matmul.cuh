@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "core/status.hpp"
@@ -29,6 +30,11 @@ Status matmul_forward(float* out, const float* inp, const float* weight, const f
 
 // dbias[OC] += column sums of dout [N, OC]: the deterministic two-stage reduction (double partials).
 Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
+                        cudaStream_t stream);
+// The same with the partial sums in `partial` (matmul_bias_grad_partials(N, OC) doubles); when dout16 is
+// set, dout is also written to it rounded to bf16 (one read of dout for both).
+size_t matmul_bias_grad_partials(int N, int OC);
+Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC, double* partial,
                         cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).

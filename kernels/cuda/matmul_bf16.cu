@@ -182,21 +182,27 @@ Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const flo
   PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
   if (dinp != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dinp needs weight)", {weight}));
   if (dweight != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp}));
-  // dbias first: it takes the scratch buffer for its partial sums, which the bf16 copies reuse after.
-  if (dbias != nullptr) PERIGEE_CHECK(matmul_bias_grad(dbias, dout, N, OC, scratch, stream));
-  if (dinp == nullptr && dweight == nullptr) return Status::ok();
+  const bool gemms = dinp != nullptr || dweight != nullptr;
+  if (!gemms) return dbias != nullptr ? matmul_bias_grad(dbias, dout, N, OC, scratch, stream) : Status::ok();
   const size_t n_dout = static_cast<size_t>(N) * OC;
   const size_t n_w = dinp != nullptr ? static_cast<size_t>(OC) * C : 0;
   const size_t n_inp = dweight != nullptr ? static_cast<size_t>(N) * C : 0;
+  const size_t n_partial = dbias != nullptr ? matmul_bias_grad_partials(N, OC) : 0;
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_dout) + scratch_bytes<__nv_bfloat16>(n_w) +
-                                scratch_bytes<__nv_bfloat16>(n_inp),
+                                scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<double>(n_partial),
                             stream, &base));
   ScratchCarver carve(base);
   __nv_bfloat16* dout16 = carve.take<__nv_bfloat16>(n_dout);
   __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);
   __nv_bfloat16* inp16 = carve.take<__nv_bfloat16>(n_inp);
-  PERIGEE_CHECK(convert_to_bf16(dout16, dout, n_dout, stream));
+  double* partial = carve.take<double>(n_partial);
+  // dout is read once: the bias gradient's column sums (fp32 values) and its bf16 copy together.
+  if (dbias != nullptr) {
+    PERIGEE_CHECK(matmul_bias_grad(dbias, dout16, dout, N, OC, partial, stream));
+  } else {
+    PERIGEE_CHECK(convert_to_bf16(dout16, dout, n_dout, stream));
+  }
   if (dinp != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].

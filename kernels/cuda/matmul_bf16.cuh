@@ -4,7 +4,8 @@
 // Precision: inp, weight and dout (fp32 in memory) are rounded to bf16 (round to nearest even) into
 // the backend's scratch buffer just before each GEMM; the GEMMs take bf16 A and B, accumulate in fp32
 // (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the fp32 bias in the GEMM's
-// epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh.
+// epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh, computed
+// in the same pass that rounds dout to bf16.
 // Determinism: one cuBLASLt algorithm is chosen per GEMM shape on first use and kept (the heuristic's
 // first answer for a 32 MiB workspace), so repeated steps run the same kernels in the same order.
 #pragma once

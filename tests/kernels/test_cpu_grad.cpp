@@ -255,6 +255,19 @@ TEST(CpuGrad, CrossEntropy) {
   ASSERT_TRUE(
       be.crossentropy_backward(inplace.data(), inplace.data(), targets.data(), dloss, N, V, Vp).is_ok());
   EXPECT_TRUE(bit_identical(inplace.data(), g.data(), g.size()));
+
+  // forward_backward: the same losses and dlogits bits in one call, separate or in place.
+  Buffer<float> fused(be, x.size()), fused_in_place(be, x), losses3(be, N), losses4(be, N);
+  ASSERT_TRUE(be.crossentropy_forward_backward(losses3.data(), fused.data(), logits.data(), targets.data(), dloss,
+                                               N, V, Vp)
+                  .is_ok());
+  ASSERT_TRUE(be.crossentropy_forward_backward(losses4.data(), fused_in_place.data(), fused_in_place.data(),
+                                               targets.data(), dloss, N, V, Vp)
+                  .is_ok());
+  EXPECT_TRUE(bit_identical(fused.data(), g.data(), g.size()));
+  EXPECT_TRUE(bit_identical(fused_in_place.data(), g.data(), g.size()));
+  EXPECT_TRUE(bit_identical(losses3.data(), losses.data(), N));
+  EXPECT_TRUE(bit_identical(losses4.data(), losses.data(), N));
 }
 
 }  // namespace

@@ -530,12 +530,52 @@ TEST_F(CudaOps, CrossEntropyBackwardMatchesCpuExactly) {
   }
 }
 
+// The fused op against the GPU's own forward + backward (bit for bit: the same per-element operations)
+// and the CPU's fused op (the forward's tolerances; dlogits = dloss * (p - onehot) inherits p's).
+TEST_F(CudaOps, CrossEntropyForwardBackwardIsBothCallsInOne) {
+  struct Shape {
+    int N, V, Vp;
+  };
+  for (const Shape& s : {Shape{5, 7, 8}, Shape{4, 7, 7}, Shape{33, 1000, 1024}, Shape{3, 50257, 50304}}) {
+    const std::string tag = "N=" + std::to_string(s.N) + " V=" + std::to_string(s.V);
+    const auto logits = random_vector(static_cast<size_t>(s.N) * s.Vp, 63, -6.0f, 6.0f);
+    const auto targets = random_tokens(s.N, s.V, 64);
+    const float dloss = 1.0f / static_cast<float>(s.N);
+    auto fused = [&](Backend& be, bool in_place) {
+      Array<float> x(be, logits), d(be, random_vector(logits.size(), 65, 3.0f, 4.0f)), losses(be, s.N);
+      Array<int32_t> t(be, targets);
+      float* out = in_place ? x.data() : d.data();
+      PERIGEE_CHECK_OR_DIE(
+          be.crossentropy_forward_backward(losses.data(), out, x.data(), t.data(), dloss, s.N, s.V, s.Vp));
+      return CrossEntropyForward{losses.download(), in_place ? x.download() : d.download()};
+    };
+    Array<float> x(*gpu_, logits), losses(*gpu_, s.N);
+    Array<int32_t> t(*gpu_, targets);
+    PERIGEE_CHECK_OR_DIE(gpu_->crossentropy_forward(losses.data(), x.data(), x.data(), t.data(), s.N, s.V, s.Vp));
+    PERIGEE_CHECK_OR_DIE(gpu_->crossentropy_backward(x.data(), x.data(), t.data(), dloss, s.N, s.V, s.Vp));
+    const std::vector<float> two_calls = x.download(), two_call_losses = losses.download();
+    const CrossEntropyForward ref = fused(*cpu_, false);
+    for (bool in_place : {false, true}) {
+      const std::string tg = tag + (in_place ? " in place" : "");
+      const CrossEntropyForward got = fused(*gpu_, in_place);
+      EXPECT_TRUE(bit_identical(got.probs, two_calls)) << tg;
+      EXPECT_TRUE(bit_identical(got.losses, two_call_losses)) << tg;
+      expect_close("crossentropy fused dlogits " + tg, got.probs, ref.probs, 1e-12, 2e-6);
+      expect_close("crossentropy fused losses " + tg, got.losses, ref.losses, 1e-6, 1e-6);
+    }
+  }
+}
+
 TEST_F(CudaOps, CrossEntropyRejectsBadShapes) {
   Array<float> x(*gpu_, 8), l(*gpu_, 1);
   Array<int32_t> t(*gpu_, 1);
   EXPECT_EQ(gpu_->crossentropy_forward(l.data(), x.data(), x.data(), t.data(), 1, 8, 4).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(gpu_->crossentropy_backward(x.data(), x.data(), t.data(), 1.0f, 0, 8, 8).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->crossentropy_forward_backward(l.data(), x.data(), x.data(), t.data(), 1.0f, 1, 8, 4).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->crossentropy_forward_backward(l.data(), nullptr, x.data(), t.data(), 1.0f, 1, 8, 8).code(),
             StatusCode::kInvalidArgument);
 }
 

@@ -96,6 +96,8 @@ MiniStep run_mini_step(Backend* be) {
   float* res = a.zeros(nc);
   float* logits = a.zeros(size_t{kN} * kVp);
   float* losses = a.zeros(kN);
+  float* fused = a.zeros(size_t{kN} * kVp);
+  float* fused_losses = a.zeros(kN);
   float* dres = a.zeros(nc);
   float* datt = a.zeros(nc);
   float* dqkv = a.zeros(3 * nc);
@@ -117,6 +119,7 @@ MiniStep run_mini_step(Backend* be) {
   PERIGEE_CHECK_OR_DIE(be->gelu_forward(g, att, nc));
   PERIGEE_CHECK_OR_DIE(be->residual_forward(res, x, g, nc));
   PERIGEE_CHECK_OR_DIE(be->matmul_forward(logits, res, wte, nullptr, kN, kC, kVp));
+  PERIGEE_CHECK_OR_DIE(be->crossentropy_forward_backward(fused_losses, fused, logits, targets, 1.0f / kN, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->crossentropy_forward(losses, logits, logits, targets, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->crossentropy_backward(logits, logits, targets, 1.0f / kN, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->matmul_backward(dres, dwte, nullptr, logits, res, wte, kN, kC, kVp));
@@ -139,7 +142,7 @@ MiniStep run_mini_step(Backend* be) {
       {logits, size_t{kN} * kVp}, {losses, kN}, {dres, nc}, {datt, nc}, {dqkv, 3 * nc}, {dln, nc},
       {dx, nc}, {dwte, size_t{kVp} * kC}, {dwpe, size_t{kT} * kC}, {dlnw, kC}, {dlnb, kC},
       {dwqkv, size_t{3} * kC * kC}, {dbqkv, 3 * kC}, {wte, size_t{kVp} * kC}, {m, size_t{kVp} * kC},
-      {v, size_t{kVp} * kC}};
+      {v, size_t{kVp} * kC}, {fused, size_t{kN} * kVp}, {fused_losses, kN}};
   for (const auto& [p, n] : outs) r.outputs.push_back(a.read(p, n));
   r.allocations = a.count();
   r.reads = outs.size();
@@ -153,7 +156,7 @@ const std::map<std::string, uint64_t>& expected_op_calls() {
       {"crossentropy_forward", 1}, {"crossentropy_backward", 1}, {"matmul_backward", 2},
       {"gelu_backward", 1},        {"attention_backward", 1},    {"layernorm_backward", 1},
       {"encoder_backward", 1},     {"sum_squares", 1},           {"scale", 1},
-      {"adamw_update", 1},         {"memset_zero", 1}};
+      {"adamw_update", 1},         {"memset_zero", 1},           {"crossentropy_forward_backward", 1}};
   return calls;
 }
 
