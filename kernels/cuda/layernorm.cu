@@ -2,6 +2,7 @@
 #include "kernels/cuda/layernorm.cuh"
 
 #include <cmath>
+#include <cstdint>
 
 namespace perigee::kernels::cuda {
 namespace {
@@ -15,6 +16,7 @@ constexpr int kFinishBlock = 128;
 // Largest dynamic shared memory of the fused backward (2 * 8 * C doubles: C <= 1600); wider rows
 // take the two-kernel path. Hopper allows 227 KB per block.
 constexpr size_t kFusedSharedLimit = 200 * 1024;
+constexpr int kMaxVec = 8;  // float4 per lane of the vectorised backward: C <= 4 * 32 * 8 = 1024
 
 // ---- CUDA kernels
 
@@ -166,6 +168,104 @@ __global__ void __launch_bounds__(kRowBlock)
   }
 }
 
+// Fused stage 1 for rows of float4 (C % 4 == 0, 16-byte aligned rows, C <= 128 kVec): the blocks and
+// rows of layernorm_backward_fused_kernel, but each lane loads its columns 4 lane + 128 k (+0..3) of a
+// row once into registers (dout, inp, dinp and, for all rows, weight), and since a lane owns the same
+// columns in every row, it adds d * xhat and d into its own double registers; the warp's sums go to
+// shared memory once at the end and are added in warp order as before. Every sum has a fixed order.
+template <int kVec>
+__global__ void __launch_bounds__(kRowBlock)
+    layernorm_backward_vec_kernel(float* dinp, double* partial_dw, double* partial_db, const float* dout,
+                                  const float* inp, const float* weight, const float* mean, const float* rstd,
+                                  int N, int C) {
+  extern __shared__ double s_acc[];  // [kRowsPerBlock][C] dw, then [kRowsPerBlock][C] db
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int C4 = C / 4;
+  float w[kVec][4];
+  double dw[kVec][4];
+  double db[kVec][4];
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) {
+    const int q = lane + k * kWarpSize;
+    const float4 v =
+        q < C4 ? reinterpret_cast<const float4*>(weight)[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    w[k][0] = v.x, w[k][1] = v.y, w[k][2] = v.z, w[k][3] = v.w;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dw[k][i] = db[k][i] = 0.0;
+  }
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * kLayerNormRowsPerPartial;
+  const int64_t row_end = min(static_cast<int64_t>(N), row_begin + kLayerNormRowsPerPartial);
+  for (int64_t row = row_begin + warp; row < row_end; row += kRowsPerBlock) {
+    const float4* d4 = reinterpret_cast<const float4*>(dout + row * C);
+    const float4* x4 = reinterpret_cast<const float4*>(inp + row * C);
+    float4* dx4 = reinterpret_cast<float4*>(dinp + row * C);
+    float d[kVec][4], x[kVec][4];
+    float4 dx[kVec];
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const int q = lane + k * kWarpSize;
+      const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const float4 dv = q < C4 ? d4[q] : zero;
+      const float4 xv = q < C4 ? x4[q] : zero;
+      dx[k] = q < C4 ? dx4[q] : zero;
+      d[k][0] = dv.x, d[k][1] = dv.y, d[k][2] = dv.z, d[k][3] = dv.w;
+      x[k][0] = xv.x, x[k][1] = xv.y, x[k][2] = xv.z, x[k][3] = xv.w;
+    }
+    const float m = mean[row];
+    const float s = rstd[row];
+    double g_sum = 0.0;
+    double gx_sum = 0.0;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {  // columns past C hold d = 0: g = 0 adds nothing
+        const float g = __fmul_rn(d[k][i], w[k][i]);
+        g_sum += static_cast<double>(g);
+        gx_sum += static_cast<double>(g) * static_cast<double>((x[k][i] - m) * s);
+      }
+    }
+    const float g_mean = static_cast<float>(group_sum(g_sum) / C);
+    const float gx_mean = static_cast<float>(group_sum(gx_sum) / C);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const int q = lane + k * kWarpSize;
+      if (q >= C4) continue;
+      float out[4] = {dx[k].x, dx[k].y, dx[k].z, dx[k].w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float g = __fmul_rn(d[k][i], w[k][i]);
+        const float xhat = (x[k][i] - m) * s;
+        out[i] += s * (g - g_mean - xhat * gx_mean);
+        dw[k][i] += static_cast<double>(d[k][i] * xhat);
+        db[k][i] += static_cast<double>(d[k][i]);
+      }
+      dx4[q] = make_float4(out[0], out[1], out[2], out[3]);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) {
+    const int q = lane + k * kWarpSize;
+    if (q >= C4) continue;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      s_acc[static_cast<size_t>(warp) * C + 4 * q + i] = dw[k][i];
+      s_acc[static_cast<size_t>(kRowsPerBlock + warp) * C + 4 * q + i] = db[k][i];
+    }
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += kRowBlock) {
+    double sum_dw = s_acc[c];
+    double sum_db = s_acc[static_cast<size_t>(kRowsPerBlock) * C + c];
+    for (int wp = 1; wp < kRowsPerBlock; ++wp) {
+      sum_dw += s_acc[static_cast<size_t>(wp) * C + c];
+      sum_db += s_acc[static_cast<size_t>(kRowsPerBlock + wp) * C + c];
+    }
+    partial_dw[static_cast<int64_t>(blockIdx.x) * C + c] = sum_dw;
+    partial_db[static_cast<int64_t>(blockIdx.x) * C + c] = sum_db;
+  }
+}
+
 // Stage 2: dweight[c] += sum_p partial_dw[p, c] (p in order); dbias likewise.
 __global__ void layernorm_backward_finish_kernel(float* dweight, float* dbias, const double* partial_dw,
                                                  const double* partial_db, int P, int C) {
@@ -179,6 +279,58 @@ __global__ void layernorm_backward_finish_kernel(float* dweight, float* dbias, c
   }
   dweight[c] += static_cast<float>(dw);
   dbias[c] += static_cast<float>(db);
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+template <int kVec>
+Status launch_backward_vec(float* dinp, double* partial_dw, double* partial_db, const float* dout,
+                           const float* inp, const float* weight, const float* mean, const float* rstd, int N,
+                           int C, int P, size_t shared, cudaStream_t stream) {
+  PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_vec_kernel<kVec>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(shared)));
+  layernorm_backward_vec_kernel<kVec>
+      <<<P, kRowBlock, shared, stream>>>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+// The float4 kernel for C % 4 == 0, C <= 1024 and 16-byte aligned operands; *done false otherwise.
+Status try_backward_vec(float* dinp, double* partial_dw, double* partial_db, const float* dout,
+                        const float* inp, const float* weight, const float* mean, const float* rstd, int N,
+                        int C, int P, size_t shared, cudaStream_t stream, bool* done) {
+  *done = C % 4 == 0 && C <= 4 * kWarpSize * kMaxVec && aligned16(dinp) && aligned16(dout) &&
+          aligned16(inp) && aligned16(weight);
+  if (!*done) return Status::ok();
+  switch (ceil_div(C / 4, kWarpSize)) {
+    case 1:
+      return launch_backward_vec<1>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    case 2:
+      return launch_backward_vec<2>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    case 3:
+      return launch_backward_vec<3>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    case 4:
+      return launch_backward_vec<4>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    case 5:
+      return launch_backward_vec<5>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    case 6:
+      return launch_backward_vec<6>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    case 7:
+      return launch_backward_vec<7>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+    default:
+      return launch_backward_vec<8>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                    shared, stream);
+  }
 }
 
 }  // namespace
@@ -209,7 +361,12 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
   double* partial_db = carve.take<double>(static_cast<size_t>(P) * C);
 
   const size_t fused_shared = 2 * kRowsPerBlock * static_cast<size_t>(C) * sizeof(double);
-  if (fused_shared <= kFusedSharedLimit) {
+  bool vec = false;
+  PERIGEE_CHECK(try_backward_vec(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                 fused_shared, stream, &vec));
+  if (vec) {
+    // done: the float4 kernel
+  } else if (fused_shared <= kFusedSharedLimit) {
     // Per call (a few microseconds of host time): the attribute belongs to the current device.
     PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_fused_kernel,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
