@@ -1,8 +1,9 @@
 // Causal multi-head self-attention, fp32. qkv [B, T, 3C] packed (q | k | v), head h in columns
 // [h*hs, (h+1)*hs) of each third, hs = C/NH; att [B, NH, T, T] softmax probabilities (zero above the
-// diagonal); out/dout [B, T, C]; dqkv [B, T, 3C] written (every element by one task). Scores are scaled by 1/sqrt(hs).
-// Work is split into tasks over (b, h, block of kBlock rows) and every matrix product inside a task is a
-// single-threaded cblas_sgemm on strided views of qkv/att/out. Forward task (b, h, query rows [t0, t1)):
+// diagonal); out/dout [B, T, C]; dqkv [B, T, 3C] written (every element by one task). Scores are scaled by
+// 1/sqrt(hs). Work is split into tasks over (b, h, block of kBlock rows) and every matrix product inside a
+// task is a single-threaded cblas_sgemm on strided views of qkv/att/out. Forward task (b, h, query rows [t0,
+// t1)):
 //   att[t0:t1, 0:t1] = scale * Q K^T, causal softmax per row in place, out[t0:t1] = P V.
 // Backward, in two race-free passes (the thread-local scratch holds one kBlock x T tile):
 //   1. per query block: dP = dO V^T, D_t = sum_t2 P dP (kept, [B, NH, T]), dS = P (dP - D_t) scale,

@@ -455,8 +455,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     product_pv<D>(dq, s, k_s, lane);
   }
-  store_rows<D, false>(dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs, 3 * C, w0, T, hs, dq,
-                      lane);
+  store_rows<D, false>(dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs, 3 * C, w0, T, hs,
+                       dq, lane);
 }
 
 // Backward pass 2, one block per (b*NH + h, key block of 16 kWarps keys): over query tiles from the
@@ -670,7 +670,8 @@ Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv,
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   constexpr int kDsumWarps = 8;
   const int BT = B * T;
-  attention_dsum_kernel<<<ceil_div(BT, kDsumWarps), kDsumWarps * 32, 0, stream>>>(dsum, dout, out, BT, T, C, NH);
+  attention_dsum_kernel<<<ceil_div(BT, kDsumWarps), kDsumWarps * 32, 0, stream>>>(dsum, dout, out, BT, T, C,
+                                                                                  NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   if (p.hs <= 32) return backward_d<32>(dqkv, dsum, planes, lse, p, stream);
   if (p.hs <= 64) return backward_d<64>(dqkv, dsum, planes, lse, p, stream);

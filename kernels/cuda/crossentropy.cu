@@ -119,8 +119,8 @@ Status check_shape(const char* op, int N, int V, int Vp) {
 }
 
 template <bool kGrad>
-Status launch_forward(float* losses, float* out, const float* logits, const int32_t* targets, float dloss, int N,
-                      int V, int Vp, cudaStream_t stream) {
+Status launch_forward(float* losses, float* out, const float* logits, const int32_t* targets, float dloss,
+                      int N, int V, int Vp, cudaStream_t stream) {
   const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(out) % 16 == 0;
   if (vec) {
@@ -145,8 +145,9 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
   return launch_forward<false>(losses, probs, logits, targets, 1.0f, N, V, Vp, stream);
 }
 
-Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits, const int32_t* targets,
-                                     float dloss, int N, int V, int Vp, cudaStream_t stream) {
+Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
   return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);

@@ -98,8 +98,8 @@ Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceSc
   return matmul_bias_grad(dbias, nullptr, dout, N, OC, static_cast<double*>(base), stream);
 }
 
-Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC, double* partial,
-                        cudaStream_t stream) {
+Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC,
+                        double* partial, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout, partial}));
   PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
   PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,

@@ -103,8 +103,8 @@ TEST(CpuDeterminism, AllOps) {
                        });
   expect_deterministic("crossentropy_forward_backward", std::vector<float>(N + size_t(N) * Vp, 0.0f),
                        [&](Backend& be, float* o) {
-                         return be.crossentropy_forward_backward(o, o + N, logits.data(), targets.data(), 0.25f,
-                                                                 N, V, Vp);
+                         return be.crossentropy_forward_backward(o, o + N, logits.data(), targets.data(),
+                                                                 0.25f, N, V, Vp);
                        });
   // [params | m | v] for AdamW.
   expect_deterministic("adamw_update", random_vector(300000, 27, 0.0f, 1.0f), [&](Backend& be, float* s) {

@@ -178,8 +178,8 @@ TEST(CpuGrad, Attention) {
     loss();
     Buffer<float> dqkv(be, qkv.size());
     auto backward = [&] {
-      return be.attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), att.data(), s.B, s.T, s.C,
-                                    s.NH);
+      return be.attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), att.data(), s.B, s.T,
+                                   s.C, s.NH);
     };
     ASSERT_TRUE(backward().is_ok());
     const std::vector<float> g = dqkv.to_vector();
@@ -258,8 +258,8 @@ TEST(CpuGrad, CrossEntropy) {
 
   // forward_backward: the same losses and dlogits bits in one call, separate or in place.
   Buffer<float> fused(be, x.size()), fused_in_place(be, x), losses3(be, N), losses4(be, N);
-  ASSERT_TRUE(be.crossentropy_forward_backward(losses3.data(), fused.data(), logits.data(), targets.data(), dloss,
-                                               N, V, Vp)
+  ASSERT_TRUE(be.crossentropy_forward_backward(losses3.data(), fused.data(), logits.data(), targets.data(),
+                                               dloss, N, V, Vp)
                   .is_ok());
   ASSERT_TRUE(be.crossentropy_forward_backward(losses4.data(), fused_in_place.data(), fused_in_place.data(),
                                                targets.data(), dloss, N, V, Vp)

@@ -75,8 +75,8 @@ struct AttentionResult {
   std::vector<float> out, dqkv, state;
 };
 
-// Forward, then `backward_calls` backward calls writing dqkv (which starts as dqkv0). `offset` > 0 shifts qkv and dout
-// by that many floats inside their allocations (operands not 16-byte aligned).
+// Forward, then `backward_calls` backward calls writing dqkv (which starts as dqkv0). `offset` > 0 shifts qkv
+// and dout by that many floats inside their allocations (operands not 16-byte aligned).
 AttentionResult run_attention(Backend& be, int B, int T, int C, int NH, const std::vector<float>& qkv,
                               const std::vector<float>& dout, const std::vector<float>& dqkv0,
                               int backward_calls, int offset = 0) {
@@ -88,9 +88,8 @@ AttentionResult run_attention(Backend& be, int B, int T, int C, int NH, const st
   Array<float> att(be, be.attention_state_size(B, T, C, NH));
   PERIGEE_CHECK_OR_DIE(be.attention_forward(out.data(), att.data(), x.data() + offset, B, T, C, NH));
   for (int i = 0; i < backward_calls; ++i) {
-    PERIGEE_CHECK_OR_DIE(
-        be.attention_backward(dx.data(), d.data() + offset, x.data() + offset, out.data(), att.data(), B, T, C,
-                              NH));
+    PERIGEE_CHECK_OR_DIE(be.attention_backward(dx.data(), d.data() + offset, x.data() + offset, out.data(),
+                                               att.data(), B, T, C, NH));
   }
   return {out.download(), dx.download(), att.download()};
 }

@@ -3,9 +3,9 @@
 // Vp > V), each check |gpu - cpu| <= atol + rtol * |cpu| with the tolerances stated next to it; the
 // semantics of the backward ops (initial gradients are random; parameter gradients and the layernorm's
 // dinp accumulate: a second backward adds the same again; matmul, gelu and attention input gradients
-// are written: a second backward changes nothing); the aliasing cases; and determinism (each op run twice on the GPU is bit-identical).
-// Compiled by the C++ compiler: only the Backend interface, the factory and the device probe are used.
-// Without a usable CUDA device every test is skipped with the probe's message.
+// are written: a second backward changes nothing); the aliasing cases; and determinism (each op run twice on
+// the GPU is bit-identical). Compiled by the C++ compiler: only the Backend interface, the factory and the
+// device probe are used. Without a usable CUDA device every test is skipped with the probe's message.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -168,8 +168,8 @@ TEST_F(CudaOps, LayerNormMatchesCpu) {
   // N = 300 spans several fixed row ranges of the dweight/dbias partial sums, with a partial last one.
   // Backward paths: float4 rows (C % 4 == 0, C <= 1024: 48, 132 (a partial last float4 group), 768,
   // 1024), the scalar fused kernel (C = 1, 7, 130, 1028) and the two-kernel path (C = 1700).
-  for (const Shape& s : {Shape{9, 1}, Shape{9, 7}, Shape{300, 48}, Shape{130, 130}, Shape{70, 132}, Shape{64, 768},
-                         Shape{70, 1024}, Shape{70, 1028}, Shape{20, 1700}}) {
+  for (const Shape& s : {Shape{9, 1}, Shape{9, 7}, Shape{300, 48}, Shape{130, 130}, Shape{70, 132},
+                         Shape{64, 768}, Shape{70, 1024}, Shape{70, 1028}, Shape{20, 1700}}) {
     const int N = s.N, C = s.C;
     const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C);
     std::vector<float> inp = random_vector(static_cast<size_t>(N) * C, 10 + C, -2.0f, 3.0f);
@@ -554,7 +554,8 @@ TEST_F(CudaOps, CrossEntropyForwardBackwardIsBothCallsInOne) {
     };
     Array<float> x(*gpu_, logits), losses(*gpu_, s.N);
     Array<int32_t> t(*gpu_, targets);
-    PERIGEE_CHECK_OR_DIE(gpu_->crossentropy_forward(losses.data(), x.data(), x.data(), t.data(), s.N, s.V, s.Vp));
+    PERIGEE_CHECK_OR_DIE(
+        gpu_->crossentropy_forward(losses.data(), x.data(), x.data(), t.data(), s.N, s.V, s.Vp));
     PERIGEE_CHECK_OR_DIE(gpu_->crossentropy_backward(x.data(), x.data(), t.data(), dloss, s.N, s.V, s.Vp));
     const std::vector<float> two_calls = x.download(), two_call_losses = losses.download();
     const CrossEntropyForward ref = fused(*cpu_, false);
