@@ -118,6 +118,23 @@ __global__ void layernorm_backward_partial_kernel(double* partial_dw, double* pa
   }
 }
 
+// The end of both fused stage-1 kernels: the kRowsPerBlock warp rows of s_acc ([kRowsPerBlock][C] dw,
+// then [kRowsPerBlock][C] db, complete after a __syncthreads) added in warp order into the block's
+// partial row.
+__device__ __forceinline__ void write_block_partials(double* partial_dw, double* partial_db,
+                                                     const double* s_acc, int C) {
+  for (int c = threadIdx.x; c < C; c += kRowBlock) {
+    double dw = s_acc[c];
+    double db = s_acc[static_cast<size_t>(kRowsPerBlock) * C + c];
+    for (int w = 1; w < kRowsPerBlock; ++w) {
+      dw += s_acc[static_cast<size_t>(w) * C + c];
+      db += s_acc[static_cast<size_t>(kRowsPerBlock + w) * C + c];
+    }
+    partial_dw[static_cast<int64_t>(blockIdx.x) * C + c] = dw;
+    partial_db[static_cast<int64_t>(blockIdx.x) * C + c] = db;
+  }
+}
+
 // Fused stage 1: block bx owns rows [bx * kLayerNormRowsPerPartial, ...); warp w takes rows w, w + 8, ...
 // of them, writes dinp as layernorm_backward_dinp_kernel does and adds d * xhat and d per column into
 // its own shared row (double); the 8 warp rows are then added in warp order: the sums and the order
@@ -156,16 +173,7 @@ __global__ void __launch_bounds__(kRowBlock)
     }
   }
   __syncthreads();
-  for (int c = threadIdx.x; c < C; c += kRowBlock) {
-    double dw = s_acc[c];
-    double db = s_acc[static_cast<size_t>(kRowsPerBlock) * C + c];
-    for (int w = 1; w < kRowsPerBlock; ++w) {
-      dw += s_acc[static_cast<size_t>(w) * C + c];
-      db += s_acc[static_cast<size_t>(kRowsPerBlock + w) * C + c];
-    }
-    partial_dw[static_cast<int64_t>(blockIdx.x) * C + c] = dw;
-    partial_db[static_cast<int64_t>(blockIdx.x) * C + c] = db;
-  }
+  write_block_partials(partial_dw, partial_db, s_acc, C);
 }
 
 // Fused stage 1 for rows of float4 (C % 4 == 0, 16-byte aligned rows, C <= 128 kVec): the blocks and
@@ -254,16 +262,7 @@ __global__ void __launch_bounds__(kRowBlock)
     }
   }
   __syncthreads();
-  for (int c = threadIdx.x; c < C; c += kRowBlock) {
-    double sum_dw = s_acc[c];
-    double sum_db = s_acc[static_cast<size_t>(kRowsPerBlock) * C + c];
-    for (int wp = 1; wp < kRowsPerBlock; ++wp) {
-      sum_dw += s_acc[static_cast<size_t>(wp) * C + c];
-      sum_db += s_acc[static_cast<size_t>(kRowsPerBlock + wp) * C + c];
-    }
-    partial_dw[static_cast<int64_t>(blockIdx.x) * C + c] = sum_dw;
-    partial_db[static_cast<int64_t>(blockIdx.x) * C + c] = sum_db;
-  }
+  write_block_partials(partial_dw, partial_db, s_acc, C);
 }
 
 // Stage 2: dweight[c] += sum_p partial_dw[p, c] (p in order); dbias likewise.
@@ -285,10 +284,16 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
+// The float4 kernel compiled for kVec float4 per lane, the smallest kVec >= vec (1 <= vec <= kMaxVec).
 template <int kVec>
-Status launch_backward_vec(float* dinp, double* partial_dw, double* partial_db, const float* dout,
+Status launch_backward_vec(int vec, float* dinp, double* partial_dw, double* partial_db, const float* dout,
                            const float* inp, const float* weight, const float* mean, const float* rstd, int N,
                            int C, int P, size_t shared, cudaStream_t stream) {
+  if constexpr (kVec < kMaxVec) {
+    if (kVec < vec)
+      return launch_backward_vec<kVec + 1>(vec, dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd,
+                                           N, C, P, shared, stream);
+  }
   PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_vec_kernel<kVec>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(shared)));
@@ -305,32 +310,8 @@ Status try_backward_vec(float* dinp, double* partial_dw, double* partial_db, con
   *done = C % 4 == 0 && C <= 4 * kWarpSize * kMaxVec && aligned16(dinp) && aligned16(dout) &&
           aligned16(inp) && aligned16(weight);
   if (!*done) return Status::ok();
-  switch (ceil_div(C / 4, kWarpSize)) {
-    case 1:
-      return launch_backward_vec<1>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    case 2:
-      return launch_backward_vec<2>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    case 3:
-      return launch_backward_vec<3>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    case 4:
-      return launch_backward_vec<4>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    case 5:
-      return launch_backward_vec<5>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    case 6:
-      return launch_backward_vec<6>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    case 7:
-      return launch_backward_vec<7>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-    default:
-      return launch_backward_vec<8>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                    shared, stream);
-  }
+  return launch_backward_vec<1>(ceil_div(C / 4, kWarpSize), dinp, partial_dw, partial_db, dout, inp, weight,
+                                mean, rstd, N, C, P, shared, stream);
 }
 
 }  // namespace
