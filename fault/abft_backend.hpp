@@ -152,6 +152,10 @@ class AbftBackend final : public kernels::Backend {
     return inner_->sum_squares(x, n, out);
   }
   Status scale(float* x, float s, size_t n) override { return inner_->scale(x, s, n); }
+  Status to_bf16(uint16_t* out, const float* in, size_t n) override { return inner_->to_bf16(out, in, n); }
+  Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override {
+    return inner_->from_bf16(out, in, s, n);
+  }
 
  private:
   // Hook, verify, correct or recompute (via `recompute`, after restoring `snapshot` when given, or

@@ -107,6 +107,13 @@ class Backend {
   // *out = sum of x[i]^2 in double, with a fixed summation order (independent of thread count).
   virtual Status sum_squares(const float* x, size_t n, double* out) = 0;
   virtual Status scale(float* x, float s, size_t n) = 0;
+
+  // ---- bf16 conversion of flat buffers (gradients averaged as bf16: [comm] grad_dtype = "bf16")
+  // out[i] = the bf16 bits of in[i], rounded as core/bf16.hpp says (nearest, ties to even; a NaN
+  // stays NaN), the same bits on every backend. out and in do not overlap.
+  virtual Status to_bf16(uint16_t* out, const float* in, size_t n) = 0;
+  // out[i] = float(in[i]) * s in fp32 (the widening is exact; one rounding, of the product).
+  virtual Status from_bf16(float* out, const uint16_t* in, float s, size_t n) = 0;
 };
 
 }  // namespace perigee::kernels

@@ -274,4 +274,13 @@ Status ProfilingBackend::scale(float* x, float s, size_t n) {
   return timed(slot("scale", {{"n", static_cast<int64_t>(n)}}), [&] { return inner_->scale(x, s, n); });
 }
 
+Status ProfilingBackend::to_bf16(uint16_t* out, const float* in, size_t n) {
+  return timed(slot("to_bf16", {{"n", static_cast<int64_t>(n)}}), [&] { return inner_->to_bf16(out, in, n); });
+}
+
+Status ProfilingBackend::from_bf16(float* out, const uint16_t* in, float s, size_t n) {
+  return timed(slot("from_bf16", {{"n", static_cast<int64_t>(n)}}),
+               [&] { return inner_->from_bf16(out, in, s, n); });
+}
+
 }  // namespace perigee::kernels

@@ -126,6 +126,8 @@ class ProfilingBackend final : public Backend {
                       const AdamWParams& hp) override;
   Status sum_squares(const float* x, size_t n, double* out) override;
   Status scale(float* x, float s, size_t n) override;
+  Status to_bf16(uint16_t* out, const float* in, size_t n) override;
+  Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
 
  private:
   struct Entry {

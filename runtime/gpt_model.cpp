@@ -274,7 +274,7 @@ Status GptModel::backward() {
   kernels::Backend& k = *backend_;
   const Acts a(shape_, *backend_, max_batch_, max_seq_);
   const int B = last_B_, T = last_T_, N = B * T;
-  const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, V = shape_.vocab, Vp = shape_.padded_vocab;
+  const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const size_t nc = static_cast<size_t>(N) * C;
   auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
   auto G = [this](const std::string& name) { return grads_ + table_.find(name)->offset; };

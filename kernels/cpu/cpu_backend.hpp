@@ -82,6 +82,8 @@ class CpuBackend final : public Backend {
   // ---- reduce.cpp
   Status sum_squares(const float* x, size_t n, double* out) override;
   Status scale(float* x, float s, size_t n) override;
+  Status to_bf16(uint16_t* out, const float* in, size_t n) override;
+  Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
 
  private:
   int threads_;

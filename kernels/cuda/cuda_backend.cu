@@ -7,6 +7,7 @@
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_bf16.cuh"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/crossentropy.cuh"
 #include "kernels/cuda/cublas_check.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
@@ -303,6 +304,16 @@ Status CudaBackend::sum_squares(const float* x, size_t n, double* out) {
 
 Status CudaBackend::scale(float* x, float s, size_t n) {
   PERIGEE_CHECK(cuda::scale(x, s, n, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::to_bf16(uint16_t* out, const float* in, size_t n) {
+  PERIGEE_CHECK(cuda::to_bf16(out, in, n, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::from_bf16(float* out, const uint16_t* in, float s, size_t n) {
+  PERIGEE_CHECK(cuda::from_bf16(out, in, s, n, stream_));
   return Status::ok();
 }
 

@@ -648,5 +648,34 @@ TEST_F(CudaOps, ScaleIsExact) {
   EXPECT_TRUE(bit_identical(d.download(), expect));
 }
 
+// The rounding rule of core/bf16.hpp on the GPU: the CPU's bits for every element, on aligned and
+// unaligned buffers (the float4 and the scalar kernels), special values included.
+TEST_F(CudaOps, Bf16ConversionMatchesCpuBitForBit) {
+  for (size_t n : {size_t{1}, size_t{3}, size_t{1027}, size_t{1000003}}) {
+    std::vector<float> x = random_vector(n + 3, 97, -5e4f, 5e4f);
+    const uint32_t specials[] = {0x7FC00000u, 0x7F800001u, 0xFF800000u, 0x7F7F8000u,
+                                 0x3F808000u, 0x3F818000u, 0x00010000u, 0x80000001u};
+    for (size_t i = 0; i < std::size(specials) && i < x.size(); ++i) {
+      uint32_t u = specials[i];
+      std::memcpy(&x[i], &u, sizeof(u));
+    }
+    auto run = [&](Backend& be, size_t offset, std::vector<float>* widened) {
+      Array<float> in(be, x);
+      Array<uint16_t> out(be, n + 3);
+      Array<float> back(be, n + 3);
+      PERIGEE_CHECK_OR_DIE(be.to_bf16(out.data() + offset, in.data() + offset, n));
+      PERIGEE_CHECK_OR_DIE(be.from_bf16(back.data() + offset, out.data() + offset, 0.37f, n));
+      *widened = back.download();
+      return out.download();
+    };
+    for (size_t offset : {size_t{0}, size_t{1}, size_t{3}}) {
+      const std::string tag = "n=" + std::to_string(n) + " offset " + std::to_string(offset);
+      std::vector<float> cpu_back, gpu_back;
+      EXPECT_EQ(run(*gpu_, offset, &gpu_back), run(*cpu_, offset, &cpu_back)) << tag;
+      EXPECT_EQ(std::memcmp(gpu_back.data(), cpu_back.data(), gpu_back.size() * sizeof(float)), 0) << tag;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace perigee::kernels
