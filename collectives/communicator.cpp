@@ -11,6 +11,7 @@ size_t data_type_size(DataType type) {
     case DataType::kInt32: return 4;
     case DataType::kInt64: return 8;
     case DataType::kUInt8: return 1;
+    case DataType::kBFloat16: return 2;
   }
   return 0;
 }
@@ -22,6 +23,7 @@ const char* data_type_name(DataType type) {
     case DataType::kInt32: return "int32";
     case DataType::kInt64: return "int64";
     case DataType::kUInt8: return "uint8";
+    case DataType::kBFloat16: return "bfloat16";
   }
   return "unknown";
 }

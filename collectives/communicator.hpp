@@ -11,13 +11,16 @@
 
 namespace perigee::collectives {
 
-enum class DataType { kFloat32, kFloat64, kInt32, kInt64, kUInt8 };
+// kBFloat16: raw bf16 bits (uint16_t, core/bf16.hpp). Reductions over it add in fp32 and round each
+// partial result to bf16 (nearest, ties to even), as NCCL does; on 2 ranks every sum is
+// bf16(float(a) + float(b)) on every backend.
+enum class DataType { kFloat32, kFloat64, kInt32, kInt64, kUInt8, kBFloat16 };
 enum class ReduceOp { kSum, kMax, kMin, kAvg };
 
 size_t data_type_size(DataType type);
 const char* data_type_name(DataType type);
 inline bool is_floating(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat64;
+  return type == DataType::kFloat32 || type == DataType::kFloat64 || type == DataType::kBFloat16;
 }
 
 class Communicator {

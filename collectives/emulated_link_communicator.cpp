@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "collectives/algorithms/cost_model.hpp"
+#include "collectives/bf16_reduce.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -50,11 +51,14 @@ Status combine_bytes(char* dst, const char* src, size_t n, DataType type, Reduce
     case DataType::kInt64:
       combine(reinterpret_cast<int64_t*>(dst), reinterpret_cast<const int64_t*>(src), n, op);
       return Status::ok();
+    case DataType::kBFloat16:
+      bf16_combine(reinterpret_cast<uint16_t*>(dst), reinterpret_cast<const uint16_t*>(src), n, op);
+      return Status::ok();
     case DataType::kUInt8:
       break;
   }
   return make_error(StatusCode::kInvalidArgument, "links: reductions over ", data_type_name(type),
-                    " are not supported (float32, float64, int32, int64)");
+                    " are not supported (float32, float64, bfloat16, int32, int64)");
 }
 
 // Binomial-tree broadcast from `root`: in round k, relative rank v < 2^k sends the whole buffer to
@@ -258,9 +262,8 @@ Status EmulatedLinkCommunicator::all_reduce(const void* send, void* recv, size_t
 Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, void* recv, size_t count,
                                                  DataType type, ReduceOp op) {
   PERIGEE_CHECK(mpi_->usable());
-  PERIGEE_REQUIRE(op != ReduceOp::kAvg || type == DataType::kFloat32 || type == DataType::kFloat64,
-                  StatusCode::kInvalidArgument, "all_reduce: kAvg needs a floating type, got ",
-                  data_type_name(type));
+  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
+                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   PERIGEE_REQUIRE(type != DataType::kUInt8, StatusCode::kInvalidArgument,
                   "links all_reduce: uint8 reductions are not supported");
   const double wall_start = MPI_Wtime();
@@ -306,6 +309,8 @@ Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, 
       float* p = static_cast<float*>(recv);
       const float inv = 1.0f / static_cast<float>(size_);
       for (size_t i = 0; i < count; ++i) p[i] *= inv;
+    } else if (type == DataType::kBFloat16) {
+      bf16_scale(static_cast<uint16_t*>(recv), count, 1.0f / static_cast<float>(size_));
     } else {
       double* p = static_cast<double*>(recv);
       const double inv = 1.0 / static_cast<double>(size_);

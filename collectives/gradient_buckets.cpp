@@ -1,6 +1,7 @@
 #include "collectives/gradient_buckets.hpp"
 
 #include <chrono>
+#include <utility>
 
 namespace perigee::collectives {
 
@@ -8,6 +9,16 @@ GradientBuckets::GradientBuckets(Communicator* comm, size_t bucket_bytes) : comm
   if (comm_ != nullptr && comm_->overlaps() && comm_->size() > 1 && bucket_bytes > 0) {
     bucket_elements_ = (bucket_bytes + sizeof(float) - 1) / sizeof(float);
   }
+}
+
+Status GradientBuckets::set_bf16_wire(Bf16WireCodec codec) {
+  PERIGEE_REQUIRE(!in_pass_, StatusCode::kInternal, "GradientBuckets::set_bf16_wire during a pass");
+  PERIGEE_REQUIRE(
+      codec.wire != nullptr && codec.encode && codec.decode && codec.synchronize,
+      StatusCode::kInvalidArgument,
+      "GradientBuckets::set_bf16_wire: the wire buffer, encode, decode and synchronize are all required");
+  codec_ = std::move(codec);
+  return Status::ok();
 }
 
 Status GradientBuckets::begin(float* buffer, size_t count) {
@@ -26,8 +37,14 @@ Status GradientBuckets::begin(float* buffer, size_t count) {
 Status GradientBuckets::start(size_t first, size_t end) {
   ++buckets_;
   started_ = first;
-  return comm_->start_all_reduce(buffer_ + first, buffer_ + first, end - first, DataType::kFloat32,
-                                 ReduceOp::kAvg);
+  if (!codec_) {
+    return comm_->start_all_reduce(buffer_ + first, buffer_ + first, end - first, DataType::kFloat32,
+                                   ReduceOp::kAvg);
+  }
+  uint16_t* wire = codec_->wire + first;
+  PERIGEE_CHECK(codec_->encode(wire, buffer_ + first, end - first));
+  PERIGEE_CHECK(codec_->synchronize());
+  return comm_->start_all_reduce(wire, wire, end - first, DataType::kBFloat16, ReduceOp::kSum);
 }
 
 Status GradientBuckets::ready_from(size_t first) {
@@ -53,6 +70,10 @@ Status GradientBuckets::finish() {
   wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   PERIGEE_CHECK(s);
   PERIGEE_CHECK(w);
+  // bf16 sums back into the fp32 buffer as averages (one rank sent nothing: the buffer is final).
+  if (codec_ && buckets_ > 0) {
+    PERIGEE_CHECK(codec_->decode(buffer_, codec_->wire, 1.0f / static_cast<float>(comm_->size()), count_));
+  }
   return Status::ok();
 }
 

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <thread>
 
+#include "collectives/bf16_reduce.hpp"
+
 namespace perigee::collectives {
 namespace {
 
@@ -25,8 +27,35 @@ MPI_Datatype to_mpi(DataType type) {
       return MPI_INT64_T;
     case DataType::kUInt8:
       return MPI_UINT8_T;
+    case DataType::kBFloat16:
+      return MPI_UINT16_T;  // bf16 bits; reduced by the user-defined ops below
   }
   return MPI_DATATYPE_NULL;
+}
+
+// MPI has no bf16: user-defined, commutative ops over MPI_UINT16_T that widen, combine and round
+// (collectives/bf16_reduce.hpp). inout = in op inout.
+template <ReduceOp kOp>
+void bf16_user_op(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
+  bf16_combine(static_cast<uint16_t*>(inout), static_cast<const uint16_t*>(in), static_cast<size_t>(*len),
+               kOp);
+}
+
+// The three ops, created on first use (after MPI_Init) and kept for the life of the process.
+Status bf16_mpi_op(ReduceOp op, MPI_Op* out) {
+  struct Ops {
+    MPI_Op sum = MPI_OP_NULL, max = MPI_OP_NULL, min = MPI_OP_NULL;
+    int err = MPI_SUCCESS;
+    Ops() {
+      err = MPI_Op_create(&bf16_user_op<ReduceOp::kSum>, 1, &sum);
+      if (err == MPI_SUCCESS) err = MPI_Op_create(&bf16_user_op<ReduceOp::kMax>, 1, &max);
+      if (err == MPI_SUCCESS) err = MPI_Op_create(&bf16_user_op<ReduceOp::kMin>, 1, &min);
+    }
+  };
+  static const Ops ops;
+  PERIGEE_CHECK_MPI(ops.err);
+  *out = op == ReduceOp::kMax ? ops.max : op == ReduceOp::kMin ? ops.min : ops.sum;
+  return Status::ok();
 }
 
 // Polling schedule of a collective with a deadline: MPI_Test back to back for the first
@@ -50,6 +79,8 @@ void divide_by_size(void* recv, size_t count, DataType type, int size) {
     const double inv = 1.0 / static_cast<double>(size);
     double* p = static_cast<double*>(recv);
     for (size_t i = 0; i < count; ++i) p[i] *= inv;
+  } else if (type == DataType::kBFloat16) {
+    bf16_scale(static_cast<uint16_t*>(recv), count, 1.0f / static_cast<float>(size));
   }
 }
 
@@ -176,6 +207,7 @@ Status MpiCommunicator::post_all_reduce(const void* send, void* recv, size_t cou
   MPI_Op mpi_op = MPI_SUM;
   if (op == ReduceOp::kMax) mpi_op = MPI_MAX;
   if (op == ReduceOp::kMin) mpi_op = MPI_MIN;
+  if (type == DataType::kBFloat16) PERIGEE_CHECK(bf16_mpi_op(op, &mpi_op));
   const size_t elem = data_type_size(type);
   const bool in_place = send == recv;
   for (size_t off = 0; off < count; off += chunk_elements_) {

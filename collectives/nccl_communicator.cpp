@@ -33,6 +33,8 @@ ncclDataType_t to_nccl(DataType type) {
       return ncclInt64;
     case DataType::kUInt8:
       return ncclUint8;
+    case DataType::kBFloat16:
+      return ncclBfloat16;
   }
   return ncclNumTypes;
 }

@@ -165,6 +165,10 @@ const std::vector<Field>& schema() {
                     "MiB of gradients per all-reduce started during the backward pass (overlap with compute, "
                     "mpi and nccl); 0 = one all-reduce after the backward pass")
           .in(at_least(0)),
+      PERIGEE_FIELD(comm, grad_dtype,
+                    "gradients on the wire: fp32, or bf16 (rounded to bf16 for the all-reduce, half the bytes; "
+                    "summed as bf16, averaged back into fp32)")
+          .one_of({"fp32", "bf16"}),
       // [links]
       PERIGEE_FIELD(links, topology,
                     "constellation: walker_delta, walker_star, starlink_shell1, starlink_plane, grid, cluster or file")

@@ -67,6 +67,8 @@ struct CommConfig {
                                    // double_binary_tree | native | auto (cheapest predicted)
   double bucket_mb = 25.0;  // gradient buckets overlapped with the backward pass (MiB); 0 = one
                             // all-reduce after the backward pass
+  std::string grad_dtype = "fp32";  // "fp32" | "bf16": what the gradient all-reduce sends (bf16
+                                    // halves the bytes; the sums are rounded to bf16)
 
   bool operator==(const CommConfig&) const = default;
 };

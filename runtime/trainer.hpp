@@ -7,6 +7,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -101,8 +102,9 @@ class Trainer {
  private:
   Status make_run_dir();
   Status setup_faults();
-  // Gradient buckets over grad_comm_ ([comm] bucket_mb), hooked into the model's backward pass.
-  void setup_gradient_buckets();
+  // Gradient buckets over grad_comm_ ([comm] bucket_mb, grad_dtype), hooked into the model's
+  // backward pass.
+  Status setup_gradient_buckets();
   // forward, backward, gradient allreduce (with the injector's gradient faults), loss average, norm.
   Status compute_gradients(double* loss, double* grad_norm, double* comm_ms);
   // Post-update rungs: memory upsets (injection), rank death, replica digests.
@@ -129,6 +131,9 @@ class Trainer {
   std::unique_ptr<fault::FaultInjector> injector_;  // when [fault] plan is set
   GptModel model_;
   std::unique_ptr<collectives::GradientBuckets> buckets_;
+  // [comm] grad_dtype = "bf16" on several ranks: the gradients as bf16 for the all-reduce (backend
+  // memory, released through backend_ before the model and the ABFT wrapper go).
+  std::unique_ptr<uint16_t, std::function<void(uint16_t*)>> grad_wire_;
   DataLoader train_;
   DataLoader val_;
   bool has_val_ = false;

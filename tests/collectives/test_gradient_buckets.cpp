@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/mpi_communicator.hpp"
+#include "core/bf16.hpp"
+#include "tests/collectives/bf16_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -170,6 +173,107 @@ TEST(GradientBuckets, MisuseIsAnInternalError) {
   ASSERT_TRUE(buckets.finish().is_ok());
   GradientBuckets none(nullptr, 64);
   EXPECT_EQ(none.begin(g.data(), g.size()).code(), StatusCode::kInvalidArgument);
+}
+
+// A host codec for the bf16 wire (what the trainer does through the backend's to_bf16/from_bf16),
+// counting its calls.
+struct HostCodec {
+  std::vector<uint16_t> wire;
+  int encodes = 0, decodes = 0, syncs = 0;
+  Bf16WireCodec codec(size_t n) {
+    wire.assign(n, 0xFFFF);
+    Bf16WireCodec c;
+    c.wire = wire.data();
+    c.encode = [this](uint16_t* dst, const float* src, size_t k) {
+      ++encodes;
+      for (size_t i = 0; i < k; ++i) dst[i] = float_to_bf16(src[i]);
+      return Status::ok();
+    };
+    c.decode = [this](float* dst, const uint16_t* src, float scale, size_t k) {
+      ++decodes;
+      for (size_t i = 0; i < k; ++i) dst[i] = bf16_to_float(src[i]) * scale;
+      return Status::ok();
+    };
+    c.synchronize = [this] {
+      ++syncs;
+      return Status::ok();
+    };
+    return c;
+  }
+};
+
+// bf16 on the wire: each bucket is rounded, summed as bf16 and widened back times 1/p. With the
+// small integers of bf16_test_util the sums are exact, so the result is float(sum) * (1/p) for any
+// bucket size, bit for bit; on one rank nothing is rounded or sent.
+TEST(GradientBuckets, Bf16WireAveragesExactSumsForAnyBucketSize) {
+  using namespace testing;
+  auto c = world();
+  const int p = c->size(), r = c->rank();
+  const size_t n = 1000;
+  for (size_t bytes : {size_t{0}, size_t{400}, size_t{1} << 20}) {
+    HostCodec host;
+    GradientBuckets buckets(c.get(), bytes);
+    ASSERT_TRUE(buckets.set_bf16_wire(host.codec(n)).is_ok());
+    EXPECT_EQ(buckets.wire_type(), DataType::kBFloat16);
+    std::vector<float> g(n);
+    for (size_t i = 0; i < n; ++i) g[i] = bf16_to_float(small_value(r, i));
+    const std::vector<float> mine = g;
+    ASSERT_TRUE(buckets.begin(g.data(), n).is_ok());
+    for (size_t first : Pass{}.ready_points) ASSERT_TRUE(buckets.ready_from(first).is_ok());
+    ASSERT_TRUE(buckets.finish().is_ok());
+    if (p == 1) {
+      EXPECT_EQ(g, mine);
+      EXPECT_EQ(host.encodes + host.decodes, 0);
+      continue;
+    }
+    int wrong = 0;
+    for (size_t i = 0; i < n; ++i) wrong += g[i] != small_sum(p, i) * (1.0f / static_cast<float>(p));
+    EXPECT_EQ(wrong, 0) << bytes << " bytes per bucket";
+    EXPECT_EQ(host.encodes, buckets.buckets());
+    EXPECT_EQ(host.syncs, buckets.buckets());
+    EXPECT_EQ(host.decodes, 1);  // the whole buffer once, after every bucket arrived
+  }
+}
+
+// Values that are not bf16 are rounded before they go out: on 2 ranks every element is
+// bf16(bf16(a) + bf16(b)) / 2, whatever the buckets.
+TEST(GradientBuckets, Bf16WireRoundsWhatItSends) {
+  auto c = world();
+  if (c->size() != 2) GTEST_SKIP() << "the exact rounding check needs 2 ranks";
+  const size_t n = 1000;
+  auto value = [](int r, size_t i) {
+    return std::sin(0.37f * static_cast<float>(i) + static_cast<float>(r));
+  };
+  for (size_t bytes : {size_t{0}, size_t{400}}) {
+    HostCodec host;
+    GradientBuckets buckets(c.get(), bytes);
+    ASSERT_TRUE(buckets.set_bf16_wire(host.codec(n)).is_ok());
+    std::vector<float> g(n);
+    for (size_t i = 0; i < n; ++i) g[i] = value(c->rank(), i);
+    ASSERT_TRUE(buckets.begin(g.data(), n).is_ok());
+    for (size_t first : Pass{}.ready_points) ASSERT_TRUE(buckets.ready_from(first).is_ok());
+    ASSERT_TRUE(buckets.finish().is_ok());
+    int wrong = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float a = bf16_to_float(float_to_bf16(value(0, i))),
+                  b = bf16_to_float(float_to_bf16(value(1, i)));
+      wrong += g[i] != bf16_to_float(float_to_bf16(a + b)) * 0.5f;
+    }
+    EXPECT_EQ(wrong, 0) << bytes << " bytes per bucket";
+  }
+}
+
+TEST(GradientBuckets, Bf16WireNeedsACompleteCodec) {
+  auto c = world();
+  GradientBuckets buckets(c.get(), 64);
+  HostCodec host;
+  Bf16WireCodec codec = host.codec(10);
+  codec.synchronize = nullptr;
+  EXPECT_EQ(buckets.set_bf16_wire(codec).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(buckets.wire_type(), DataType::kFloat32);
+  codec = host.codec(10);
+  codec.wire = nullptr;
+  EXPECT_EQ(buckets.set_bf16_wire(codec).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

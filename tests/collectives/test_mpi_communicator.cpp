@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <vector>
 
 #include "collectives/mpi_communicator.hpp"
+#include "tests/collectives/bf16_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -88,6 +90,61 @@ TEST(MpiCommunicator, AllGatherPlacesBlocksByRank) {
     EXPECT_EQ(all[2 * r + 1], static_cast<float>(r) + 0.5f);
   }
   EXPECT_TRUE(c->barrier().is_ok());
+}
+
+// bf16 (MPI has no such type: user-defined ops over 16-bit words) through the blocking and the
+// nonblocking (timeout) paths, several chunks: exact integer sums, max/min, averages rounded once
+// after the sum, and on 2 ranks every rounded sum is bf16(a + b).
+TEST(MpiCommunicator, AllReduceBf16SumMaxMinAvg) {
+  using namespace testing;
+  for (double timeout : {0.0, 30.0}) {
+    auto c = world();
+    ASSERT_TRUE(c->set_timeout(timeout).is_ok());
+    ASSERT_TRUE(c->set_chunk_elements(700).is_ok());
+    const int p = c->size(), r = c->rank();
+    const size_t n = 2000;
+    const std::vector<uint16_t> small = rank_bf16(r, n, small_value);
+    std::vector<uint16_t> sum(n), avg(small), mx(n), mn(n);
+    ASSERT_TRUE(c->all_reduce(small.data(), sum.data(), n, DataType::kBFloat16, ReduceOp::kSum).is_ok());
+    ASSERT_TRUE(c->all_reduce(avg.data(), avg.data(), n, DataType::kBFloat16, ReduceOp::kAvg).is_ok());
+    const std::vector<uint16_t> mixed = rank_bf16(r, n, mixed_value);
+    ASSERT_TRUE(c->all_reduce(mixed.data(), mx.data(), n, DataType::kBFloat16, ReduceOp::kMax).is_ok());
+    ASSERT_TRUE(c->all_reduce(mixed.data(), mn.data(), n, DataType::kBFloat16, ReduceOp::kMin).is_ok());
+    int wrong = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float s = small_sum(p, i);
+      wrong += bf16_to_float(sum[i]) != s;
+      wrong += avg[i] != float_to_bf16(s * (1.0f / static_cast<float>(p)));
+      float hi = -2.0f, lo = 2.0f;
+      for (int q = 0; q < p; ++q) {
+        hi = std::max(hi, bf16_to_float(mixed_value(q, i)));
+        lo = std::min(lo, bf16_to_float(mixed_value(q, i)));
+      }
+      wrong += bf16_to_float(mx[i]) != hi;
+      wrong += bf16_to_float(mn[i]) != lo;
+    }
+    EXPECT_EQ(wrong, 0) << "timeout " << timeout;
+
+    std::vector<uint16_t> rounded(mixed);
+    ASSERT_TRUE(
+        c->all_reduce(rounded.data(), rounded.data(), n, DataType::kBFloat16, ReduceOp::kSum).is_ok());
+    wrong = 0;
+    for (size_t i = 0; i < n; ++i) {
+      double exact = 0.0, mag = 0.0;
+      for (int q = 0; q < p; ++q) {
+        exact += bf16_to_float(mixed_value(q, i));
+        mag += std::fabs(bf16_to_float(mixed_value(q, i)));
+      }
+      if (p == 2) {
+        wrong +=
+            rounded[i] != float_to_bf16(bf16_to_float(mixed_value(0, i)) + bf16_to_float(mixed_value(1, i)));
+      } else {
+        // p - 1 roundings of at most half a bf16 step (2^-8 relative) of partial sums <= mag.
+        wrong += std::fabs(bf16_to_float(rounded[i]) - exact) > (p - 1) * mag / 256.0;
+      }
+    }
+    EXPECT_EQ(wrong, 0) << "timeout " << timeout;
+  }
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/nccl_communicator.hpp"
+#include "tests/collectives/bf16_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -325,6 +326,34 @@ TEST_F(NcclOnGpu, AllReduceAvgMaxMinAndEveryType) {
     uint8_t e = 0;
     for (int q = 0; q < p; ++q) e = std::max(e, static_cast<uint8_t>((i + q * 7) % 251));
     wrong += ab[i] != e;
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+// bf16 (ncclBfloat16): NCCL adds in fp32 and rounds each partial sum to bf16, the rule of the
+// host backends (collectives/bf16_reduce.hpp): exact small-integer sums, max/min, and on 2 ranks
+// bf16(a + b) bit for bit.
+TEST_F(NcclOnGpu, AllReduceBf16FollowsTheHostRule) {
+  using namespace testing;
+  const int p = comm_->size(), r = comm_->rank();
+  const size_t n = 4099;
+  DeviceVector<uint16_t> sum(rank_bf16(r, n, small_value));
+  DeviceVector<uint16_t> mixed(rank_bf16(r, n, mixed_value)), mx(rank_bf16(r, n, mixed_value));
+  ASSERT_TRUE(comm_->all_reduce(sum.ptr, sum.ptr, n, DataType::kBFloat16, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(mx.ptr, mx.ptr, n, DataType::kBFloat16, ReduceOp::kMax).is_ok());
+  ASSERT_TRUE(comm_->all_reduce(mixed.ptr, mixed.ptr, n, DataType::kBFloat16, ReduceOp::kSum).is_ok());
+  const std::vector<uint16_t> hs = sum.get(), hmx = mx.get(), hmixed = mixed.get();
+  long wrong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    wrong += bf16_to_float(hs[i]) != small_sum(p, i);
+    float hi = -2.0f;
+    for (int q = 0; q < p; ++q) hi = std::max(hi, bf16_to_float(mixed_value(q, i)));
+    wrong += bf16_to_float(hmx[i]) != hi;
+    if (p == 1) wrong += hmixed[i] != mixed_value(0, i);
+    if (p == 2) {
+      wrong +=
+          hmixed[i] != float_to_bf16(bf16_to_float(mixed_value(0, i)) + bf16_to_float(mixed_value(1, i)));
+    }
   }
   EXPECT_EQ(wrong, 0);
 }

@@ -18,6 +18,7 @@
 #include "collectives/cuda_staging.hpp"
 #include "collectives/mpi_communicator.hpp"
 #include "collectives/staging_communicator.hpp"
+#include "tests/collectives/bf16_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -150,6 +151,11 @@ TEST(HostStagingCommunicator, AllReduceEveryOpAndType) {
   std::vector<float> f(13, static_cast<float>(r * 4));
   ASSERT_TRUE(c->all_reduce(f.data(), f.data(), 13, DataType::kFloat32, ReduceOp::kAvg).is_ok());
   for (float x : f) EXPECT_FLOAT_EQ(x, static_cast<float>(2 * (p - 1)));
+
+  // bf16 (12 per chunk): exact small-integer sums through the host's user-defined MPI op.
+  std::vector<uint16_t> h = testing::rank_bf16(r, 29, testing::small_value);
+  ASSERT_TRUE(c->all_reduce(h.data(), h.data(), 29, DataType::kBFloat16, ReduceOp::kSum).is_ok());
+  for (size_t k = 0; k < 29; ++k) EXPECT_EQ(bf16_to_float(h[k]), testing::small_sum(p, k)) << k;
 
   const int copies = dev.to_host_calls;
   int32_t i = 1;

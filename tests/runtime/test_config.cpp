@@ -110,7 +110,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 72u);  // 6 model + 18 train + 2 data + 3 device + 4 comm + 17 links + 6 checkpoint + 7 fault + 6 orbit + 3 run
+  ASSERT_EQ(schema.size(), 73u);  // 6 model + 18 train + 2 data + 3 device + 5 comm + 17 links + 6 checkpoint + 7 fault + 6 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -271,7 +271,7 @@ TEST(ConfigParse, UnknownKeySuggestsOtherSection) {
 
 TEST(ConfigParse, UnknownKeyWithoutSuggestionListsKeys) {
   EXPECT_CONTAINS(parse_error("[comm]\nzzzzzzzz = 1\n"),
-                  "configs/x.toml:2: unknown key [comm] zzzzzzzz (keys of [comm]: backend, timeout_s, algorithm, bucket_mb)");
+                  "configs/x.toml:2: unknown key [comm] zzzzzzzz (keys of [comm]: backend, timeout_s, algorithm, bucket_mb, grad_dtype)");
   // A sub-table of a section is an unknown key too.
   EXPECT_CONTAINS(parse_error("[train.extra]\nx = 1\n"), "unknown key [train] extra");
 }
@@ -421,7 +421,7 @@ TEST(ConfigOverride, UnknownKeys) {
   EXPECT_CONTAINS(parse_error("", {"train.n_layer=2"}),
                   "unknown key train.n_layer (did you mean model.n_layer?)");
   EXPECT_CONTAINS(parse_error("", {"lr=1"}), "command line: unknown key lr (did you mean train.lr?)");
-  EXPECT_CONTAINS(parse_error("", {"comm.zzzzzzz=1"}), "unknown key comm.zzzzzzz (keys of [comm]: backend, timeout_s, algorithm, bucket_mb)");
+  EXPECT_CONTAINS(parse_error("", {"comm.zzzzzzz=1"}), "unknown key comm.zzzzzzz (keys of [comm]: backend, timeout_s, algorithm, bucket_mb, grad_dtype)");
   EXPECT_CONTAINS(parse_error("", {"qqqq.zzzzzzz=1"}), "unknown key qqqq.zzzzzzz (sections: model, train");
 }
 
@@ -526,6 +526,8 @@ TEST(ConfigValidate, EveryRuleFails) {
       {"backend", [](Config& c) { c.comm.backend = "gloo"; }, "[comm] backend",
        "must be one of mpi, nccl, links, auto (got \"gloo\")"},
       {"bucket_mb", [](Config& c) { c.comm.bucket_mb = -1; }, "[comm] bucket_mb", "must be >= 0 (got -1)"},
+      {"grad_dtype", [](Config& c) { c.comm.grad_dtype = "fp16"; }, "[comm] grad_dtype",
+       "must be one of fp32, bf16 (got \"fp16\")"},
       {"run dir", [](Config& c) { c.run.dir = ""; }, "[run] dir", "must not be empty"},
       {"progress", [](Config& c) { c.run.progress = "yes"; }, "[run] progress",
        "must be one of auto, on, off (got \"yes\")"},
@@ -634,7 +636,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["train"].size(), 18u);
   EXPECT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["device"].size(), 3u);
-  EXPECT_EQ(j["comm"].size(), 4u);
+  EXPECT_EQ(j["comm"].size(), 5u);
   EXPECT_EQ(j["links"].size(), 17u);
   EXPECT_EQ(j["checkpoint"].size(), 6u);
   EXPECT_EQ(j["fault"].size(), 7u);
@@ -693,7 +695,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 72u);
+    EXPECT_EQ(overrides.size(), 73u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
