@@ -116,7 +116,7 @@ class ChecksumKernels {
   virtual Status all_zero(const float* x, size_t n, bool* zero) = 0;
 };
 
-// ChecksumKernels on host memory (the CPU backend).
+// ChecksumKernels on host memory (the CPU backend); fault/host_checksum_kernels.cpp.
 class HostChecksumKernels final : public ChecksumKernels {
  public:
   explicit HostChecksumKernels(int threads = 0);
