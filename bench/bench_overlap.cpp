@@ -10,9 +10,13 @@
 // step_ms / step_ms, the anchor being bucket 0 (one all-reduce after the backward pass, Perigee's behaviour
 // before buckets); #wrong: gradient elements that differ from the anchor's average by more than 1e-6 + 1e-5
 // |g| (on 2 ranks they must be identical bit for bit).
+// --grad-dtype fp32,bf16 runs the sweep again with bf16 on the wire ([comm] grad_dtype = "bf16":
+// each bucket rounded to bf16 by the CPU backend, summed as bf16 by MPI's user-defined op, widened
+// back): speedup stays against the fp32 anchor, #wrong is counted against bf16's own bucket-0 row,
+// and rel_l2_fp32 is the relative L2 distance of its averaged gradient from fp32's.
 //   mpirun -np 2 bench_overlap [--layers 6] [--channels 384] [--heads 6] [--seq 128] [--batch 2]
 //          [--vocab 50304] [--buckets 0,1,4,25] [--iters 5] [--warmup 1] [--threads 1]
-//          [--timeout 60] [--json f]
+//          [--timeout 60] [--grad-dtype fp32,bf16] [--json f]
 // --timeout is [comm] timeout_s (perigee-train's default 60 s: collectives poll against a deadline).
 // Exit codes: 0 ok, 1 a wrong gradient, 2 bad arguments.
 #include <mpi.h>
@@ -23,6 +27,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -58,6 +63,7 @@ double max_over_ranks(collectives::Communicator& comm, double v) {
 }
 
 struct Row {
+  std::string dtype = "fp32";
   double bucket_mib = 0.0;
   int buckets = 0;
   double step_ms = 0.0;
@@ -65,6 +71,7 @@ struct Row {
   double hidden_pct = 0.0;
   double speedup = 0.0;
   long wrong = 0;
+  double rel_l2_vs_fp32 = 0.0;  // bf16 rows: averaged gradient vs fp32's
 };
 
 }  // namespace
@@ -77,6 +84,7 @@ int main(int argc, char** argv) {
       threads = 1;
   std::vector<double> bucket_mibs = {0, 1, 4, 25};
   std::string json_path = "bench_overlap.json";
+  std::vector<std::string> dtypes = {"fp32"};
   app.add_option("--layers", layers)->check(CLI::PositiveNumber);
   app.add_option("--channels", channels)->check(CLI::PositiveNumber);
   app.add_option("--heads", heads)->check(CLI::PositiveNumber);
@@ -92,6 +100,9 @@ int main(int argc, char** argv) {
                  "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "JSON output (rank 0)");
+  app.add_option("--grad-dtype", dtypes, "gradient types on the wire, in order: fp32 (the anchor's), bf16")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -103,6 +114,8 @@ int main(int argc, char** argv) {
   }
   std::erase_if(bucket_mibs, [](double b) { return !(b > 0.0); });
   bucket_mibs.insert(bucket_mibs.begin(), 0.0);
+  std::erase(dtypes, "fp32");
+  dtypes.insert(dtypes.begin(), "fp32");  // the anchor's type comes first
 
   std::unique_ptr<collectives::MpiCommunicator> comm;
   PERIGEE_CHECK_OR_DIE(collectives::MpiCommunicator::create(MPI_COMM_WORLD, &comm, timeout_s));
@@ -140,59 +153,83 @@ int main(int argc, char** argv) {
         ranks, layers, channels, seq, batch, vocab, n, n * 4.0 / (1 << 20), cpu.threads());
     std::printf("# all-reduce of the whole gradient alone: %.2f ms (%.2f GB/s algbw)\n", allreduce_ms,
                 n * 4.0 / 1e9 / (allreduce_ms / 1e3));
-    std::printf("%12s %8s %10s %11s %9s %8s %7s\n", "bucket_MiB", "buckets", "step_ms", "exposed_ms",
-                "hidden_%", "speedup", "#wrong");
+    std::printf("%6s %12s %8s %10s %11s %9s %8s %7s %12s\n", "dtype", "bucket_MiB", "buckets", "step_ms",
+                "exposed_ms", "hidden_%", "speedup", "#wrong", "rel_l2_fp32");
   }
 
-  std::vector<float> anchor;  // the averaged gradient of the anchor's last step
+  std::map<std::string, std::vector<float>> anchors;  // each type's bucket-0 averaged gradient
   std::vector<Row> rows;
   long total_wrong = 0;
-  for (double mib : bucket_mibs) {
-    collectives::GradientBuckets buckets(comm.get(), static_cast<size_t>(mib * 1024.0 * 1024.0));
-    model.set_gradient_ready(buckets.overlapping() ? rt::GptModel::GradientReadyFn([&](size_t first) {
-      return buckets.ready_from(first);
-    })
-                                                   : rt::GptModel::GradientReadyFn());
-    std::vector<double> step, exposed;
-    for (int i = 0; i < warmup + iters; ++i) {
-      PERIGEE_CHECK_OR_DIE(comm->barrier());
-      const auto t0 = Clock::now();
-      double loss = 0.0;
-      PERIGEE_CHECK_OR_DIE(model.forward(inputs.data(), targets.data(), batch, seq, &loss));
-      PERIGEE_CHECK_OR_DIE(model.zero_grad());
-      PERIGEE_CHECK_OR_DIE(buckets.begin(model.grads(), n));
-      PERIGEE_CHECK_OR_DIE(model.backward());
-      PERIGEE_CHECK_OR_DIE(buckets.finish());
-      const double ms = ms_since(t0);
-      if (i < warmup) continue;
-      step.push_back(max_over_ranks(*comm, ms));
-      exposed.push_back(max_over_ranks(*comm, buckets.wait_seconds() * 1e3));
-    }
-    Row r;
-    r.bucket_mib = mib;
-    r.buckets = buckets.buckets();
-    r.step_ms = median(step);
-    r.exposed_ms = median(exposed);
-    r.hidden_pct = allreduce_ms > 0.0 ? 100.0 * std::max(0.0, 1.0 - r.exposed_ms / allreduce_ms) : 0.0;
-    const float* g = model.grads();
-    if (anchor.empty()) {
-      anchor.assign(g, g + n);
-    } else {
-      for (size_t i = 0; i < n; ++i) {
-        const bool same = ranks <= 2 ? g[i] == anchor[i]
-                                     : std::fabs(g[i] - anchor[i]) <= 1e-6f + 1e-5f * std::fabs(anchor[i]);
-        r.wrong += !same;
+  std::vector<uint16_t> wire(n);
+  for (const std::string& dtype : dtypes) {
+    for (double mib : bucket_mibs) {
+      collectives::GradientBuckets buckets(comm.get(), static_cast<size_t>(mib * 1024.0 * 1024.0));
+      if (dtype == "bf16") {
+        collectives::Bf16WireCodec codec;
+        codec.wire = wire.data();
+        codec.encode = [&cpu](uint16_t* d, const float* src, size_t k) { return cpu.to_bf16(d, src, k); };
+        codec.decode = [&cpu](float* d, const uint16_t* src, float sc, size_t k) {
+          return cpu.from_bf16(d, src, sc, k);
+        };
+        codec.synchronize = [] { return Status::ok(); };
+        PERIGEE_CHECK_OR_DIE(buckets.set_bf16_wire(std::move(codec)));
       }
-    }
-    double wrong = static_cast<double>(r.wrong);
-    wrong = max_over_ranks(*comm, wrong);
-    r.wrong = static_cast<long>(wrong);
-    total_wrong += r.wrong;
-    r.speedup = rows.empty() ? 1.0 : rows.front().step_ms / r.step_ms;
-    rows.push_back(r);
-    if (rank == 0) {
-      std::printf("%12.2f %8d %10.2f %11.2f %9.1f %8.3f %7ld\n", r.bucket_mib, r.buckets, r.step_ms,
-                  r.exposed_ms, r.hidden_pct, r.speedup, r.wrong);
+      model.set_gradient_ready(buckets.overlapping() ? rt::GptModel::GradientReadyFn([&](size_t first) {
+        return buckets.ready_from(first);
+      })
+                                                     : rt::GptModel::GradientReadyFn());
+      std::vector<double> step, exposed;
+      for (int i = 0; i < warmup + iters; ++i) {
+        PERIGEE_CHECK_OR_DIE(comm->barrier());
+        const auto t0 = Clock::now();
+        double loss = 0.0;
+        PERIGEE_CHECK_OR_DIE(model.forward(inputs.data(), targets.data(), batch, seq, &loss));
+        PERIGEE_CHECK_OR_DIE(model.zero_grad());
+        PERIGEE_CHECK_OR_DIE(buckets.begin(model.grads(), n));
+        PERIGEE_CHECK_OR_DIE(model.backward());
+        PERIGEE_CHECK_OR_DIE(buckets.finish());
+        const double ms = ms_since(t0);
+        if (i < warmup) continue;
+        step.push_back(max_over_ranks(*comm, ms));
+        exposed.push_back(max_over_ranks(*comm, buckets.wait_seconds() * 1e3));
+      }
+      Row r;
+      r.dtype = dtype;
+      r.bucket_mib = mib;
+      r.buckets = buckets.buckets();
+      r.step_ms = median(step);
+      r.exposed_ms = median(exposed);
+      r.hidden_pct = allreduce_ms > 0.0 ? 100.0 * std::max(0.0, 1.0 - r.exposed_ms / allreduce_ms) : 0.0;
+      const float* g = model.grads();
+      std::vector<float>& anchor = anchors[dtype];
+      if (dtype != "fp32") {
+        const std::vector<float>& f = anchors["fp32"];
+        double d2 = 0.0, f2 = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+          d2 += (static_cast<double>(g[i]) - f[i]) * (static_cast<double>(g[i]) - f[i]);
+          f2 += static_cast<double>(f[i]) * f[i];
+        }
+        r.rel_l2_vs_fp32 = f2 > 0.0 ? std::sqrt(d2 / f2) : 0.0;
+      }
+      if (anchor.empty()) {
+        anchor.assign(g, g + n);
+      } else {
+        for (size_t i = 0; i < n; ++i) {
+          const bool same = ranks <= 2 ? g[i] == anchor[i]
+                                       : std::fabs(g[i] - anchor[i]) <= 1e-6f + 1e-5f * std::fabs(anchor[i]);
+          r.wrong += !same;
+        }
+      }
+      double wrong = static_cast<double>(r.wrong);
+      wrong = max_over_ranks(*comm, wrong);
+      r.wrong = static_cast<long>(wrong);
+      total_wrong += r.wrong;
+      r.speedup = rows.empty() ? 1.0 : rows.front().step_ms / r.step_ms;
+      rows.push_back(r);
+      if (rank == 0) {
+        std::printf("%6s %12.2f %8d %10.2f %11.2f %9.1f %8.3f %7ld %12.2e\n", r.dtype.c_str(), r.bucket_mib,
+                    r.buckets, r.step_ms, r.exposed_ms, r.hidden_pct, r.speedup, r.wrong, r.rel_l2_vs_fp32);
+      }
     }
   }
   model.set_gradient_ready(nullptr);
@@ -203,10 +240,11 @@ int main(int argc, char** argv) {
       if (r.step_ms < best->step_ms) best = &r;
     }
     std::printf(
-        "# best: bucket %.2f MiB, %.2f ms/step vs %.2f ms with one all-reduce after the backward pass "
+        "# best: %s, bucket %.2f MiB, %.2f ms/step vs %.2f ms with one fp32 all-reduce after the backward "
+        "pass "
         "(%.3fx); exposed all-reduce %.2f -> %.2f ms; #wrong total %ld\n",
-        best->bucket_mib, best->step_ms, rows.front().step_ms, best->speedup, rows.front().exposed_ms,
-        best->exposed_ms, total_wrong);
+        best->dtype.c_str(), best->bucket_mib, best->step_ms, rows.front().step_ms, best->speedup,
+        rows.front().exposed_ms, best->exposed_ms, total_wrong);
     nlohmann::json j;
     j["bench"] = "overlap";
     j["ranks"] = ranks;
@@ -215,9 +253,11 @@ int main(int argc, char** argv) {
     j["model"] = {{"layers", layers},        {"channels", channels}, {"heads", heads}, {"seq", seq},
                   {"batch_per_rank", batch}, {"vocab", vocab},       {"parameters", n}};
     j["allreduce_ms"] = allreduce_ms;
-    j["anchor"] = "bucket 0: one all-reduce after the backward pass";
+    j["anchor"] = "fp32, bucket 0: one all-reduce after the backward pass";
     for (const Row& r : rows) {
-      j["rows"].push_back({{"bucket_mib", r.bucket_mib},
+      j["rows"].push_back({{"grad_dtype", r.dtype},
+                           {"rel_l2_vs_fp32", r.rel_l2_vs_fp32},
+                           {"bucket_mib", r.bucket_mib},
                            {"buckets", r.buckets},
                            {"step_ms", r.step_ms},
                            {"exposed_ms", r.exposed_ms},
@@ -225,7 +265,7 @@ int main(int argc, char** argv) {
                            {"speedup", r.speedup},
                            {"wrong", r.wrong}});
     }
-    j["best"] = {{"bucket_mib", best->bucket_mib}, {"speedup", best->speedup}};
+    j["best"] = {{"grad_dtype", best->dtype}, {"bucket_mib", best->bucket_mib}, {"speedup", best->speedup}};
     std::ofstream(json_path) << j.dump(2) << "\n";
   }
   MPI_Finalize();

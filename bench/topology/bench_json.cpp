@@ -45,7 +45,7 @@ ordered_json algorithm_json(const AlgorithmResult& a) {
   for (const auto& r : a.rows) {
     rows.push_back({{"size", r.bytes},
                     {"count", r.count},
-                    {"type", "float"},
+                    {"type", r.type},
                     {"redop", "sum"},
                     {"root", -1},
                     {"out_of_place", placement_json(r.out_of_place)},

@@ -24,6 +24,7 @@ struct PlacementResult {
 struct RowResult {
   size_t bytes = 0;
   size_t count = 0;
+  std::string type = "float";  // element type, nccl-tests' names (float, bfloat16)
   PlacementResult out_of_place;
   PlacementResult in_place;
   double predicted_us = 0.0;  // alpha-beta prediction (cost_model.hpp)

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"perigee-bench: all-reduce over emulated laser-link topologies (nccl-tests layout)"};
   std::string suite = "issue7", topology_kind, time_scale_text = "auto", json_path, astra_dir;
-  std::string min_text = "8", max_text = "64M", step_text = "0";
+  std::string min_text = "8", max_text = "64M", step_text = "0", datatype = "float";
   std::string graph_file = std::string(PERIGEE_BENCH_TOPOLOGY_DIR) + "/example_graph.txt";
   std::vector<std::string> algorithm_names = {"all"};
   double factor = 2.0, overhead_us = 0.0;
@@ -108,6 +108,8 @@ int main(int argc, char** argv) {
   app.add_option("--overhead-us", overhead_us, "software overhead per message in the model (us)");
   app.add_option("--timeout-s", ro.timeout_s, "wall deadline of each MPI wait");
   app.add_option("--json", json_path, "write every row to this JSON file");
+  app.add_option("-d,--datatype", datatype, "element type: float, or bfloat16 (what [comm] grad_dtype = \"bf16\" sends)")
+      ->check(CLI::IsMember({"float", "bfloat16"}));
   app.add_option("--astra-sim", astra_dir, "write ASTRA-sim network/system files per topology here");
   try {
     app.parse(argc, argv);
@@ -123,7 +125,10 @@ int main(int argc, char** argv) {
   Status st = parse_bytes(min_text, &min_bytes);
   if (st.is_ok()) st = parse_bytes(max_text, &max_bytes);
   if (st.is_ok()) st = parse_bytes(step_text, &step_bytes);
-  if (st.is_ok()) st = make_sizes(min_bytes, max_bytes, factor, step_bytes, sizeof(float), &ro.sizes);
+  ro.type = datatype == "bfloat16" ? collectives::DataType::kBFloat16 : collectives::DataType::kFloat32;
+  if (st.is_ok()) {
+    st = make_sizes(min_bytes, max_bytes, factor, step_bytes, collectives::data_type_size(ro.type), &ro.sizes);
+  }
   if (st.is_ok()) st = parse_algorithms(algorithm_names, &ro.algorithms);
   if (st.is_ok() && time_scale_text != "auto") {
     try {

@@ -77,7 +77,7 @@ void TablePrinter::algorithm_header(const AlgorithmResult& a) {
 void TablePrinter::row(const RowResult& r) {
   const PlacementResult& o = r.out_of_place;
   const PlacementResult& i = r.in_place;
-  std::fprintf(out_, "%12zu %12zu %8s %6s %6d %s %s %s %6s %s %s %s %6s %s %s\n", r.bytes, r.count, "float", "sum", -1,
+  std::fprintf(out_, "%12zu %12zu %8s %6s %6d %s %s %s %6s %s %s %s %6s %s %s\n", r.bytes, r.count, r.type.c_str(), "sum", -1,
                format_fixed(o.time_us, 10).c_str(), format_bw(o.alg_bw, 8).c_str(),
                format_bw(o.bus_bw, 8).c_str(), wrong_text(o.wrong).c_str(), format_fixed(i.time_us, 10).c_str(),
                format_bw(i.alg_bw, 8).c_str(), format_bw(i.bus_bw, 8).c_str(), wrong_text(i.wrong).c_str(),

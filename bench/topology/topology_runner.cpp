@@ -26,8 +26,6 @@ using collectives::EmulatedLinkCommunicator;
 using collectives::EmulationOptions;
 using collectives::ReduceOp;
 
-constexpr size_t kElem = sizeof(float);
-
 int world_rank() {
   int r = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
@@ -76,11 +74,12 @@ alg::Algorithm predicted_as(alg::Algorithm a) { return a == alg::Algorithm::kNat
 Status predict(alg::Algorithm a, alg::ScheduleParams shape, size_t count, const alg::RouteFn& routes,
                const RunnerOptions& opt, alg::Prediction* out) {
   shape.count = count;
-  return alg::predict_allreduce(predicted_as(a), shape, kElem, routes, opt.t0_s, opt.overhead_s, out);
+  return alg::predict_allreduce(predicted_as(a), shape, collectives::data_type_size(opt.type), routes, opt.t0_s,
+                                opt.overhead_s, out);
 }
 
 struct Buffers {
-  std::vector<float> send, recv;
+  std::vector<unsigned char> send, recv;  // elements of RunnerOptions::type
 };
 
 // Times `iters` all-reduces after the warm-up and checks the result: out-of-place from send into
@@ -89,36 +88,37 @@ Status measure(EmulatedLinkCommunicator& comm, alg::Algorithm a, Buffers& buf, s
                const RunnerOptions& opt, double scale, PlacementResult* out) {
   const int rank = comm.rank();
   const int p = comm.size();
-  float* send = buf.send.data();
-  float* recv = buf.recv.data();
+  const DataType type = opt.type;
+  void* send = buf.send.data();
+  void* recv = buf.recv.data();
   long long wrong = 0;
   int warm = opt.warmup;
   if (in_place) {
-    fill_rank_data(recv, count, rank);
-    PERIGEE_CHECK(comm.all_reduce_with(a, recv, recv, count, DataType::kFloat32, ReduceOp::kSum));
-    wrong = count_wrong(recv, count, p);
+    fill_rank_data(recv, count, rank, type);
+    PERIGEE_CHECK(comm.all_reduce_with(a, recv, recv, count, type, ReduceOp::kSum));
+    wrong = count_wrong(recv, count, p, type);
     --warm;
     send = recv;
   } else {
-    fill_rank_data(send, count, rank);
-    for (size_t i = 0; i < count; ++i) recv[i] = -1.0f;
+    fill_rank_data(send, count, rank, type);
+    poison(recv, count, type);
   }
   for (int i = 0; i < warm; ++i) {
-    PERIGEE_CHECK(comm.all_reduce_with(a, send, recv, count, DataType::kFloat32, ReduceOp::kSum));
+    PERIGEE_CHECK(comm.all_reduce_with(a, send, recv, count, type, ReduceOp::kSum));
   }
   MPI_Barrier(MPI_COMM_WORLD);
   double model_s = 0.0;
   const double t0 = MPI_Wtime();
   for (int i = 0; i < opt.iters; ++i) {
-    PERIGEE_CHECK(comm.all_reduce_with(a, send, recv, count, DataType::kFloat32, ReduceOp::kSum));
+    PERIGEE_CHECK(comm.all_reduce_with(a, send, recv, count, type, ReduceOp::kSum));
     model_s += comm.last().model_s;
   }
   const double wall = max_over_ranks(MPI_Wtime() - t0) / opt.iters;
-  if (!in_place) wrong = count_wrong(recv, count, p);
+  if (!in_place) wrong = count_wrong(recv, count, p, type);
   out->wall_us = wall * 1e6;
   out->time_us = wall / scale * 1e6;
   out->model_us = model_s / opt.iters * 1e6;
-  const double bytes = static_cast<double>(count * kElem);
+  const double bytes = static_cast<double>(count * collectives::data_type_size(type));
   out->alg_bw = out->time_us > 0 ? bytes / (out->time_us * 1e-6) / 1e9 : 0.0;
   out->bus_bw = out->alg_bw * 2.0 * (p - 1) / p;
   out->wrong = sum_over_ranks(wrong);
@@ -130,9 +130,10 @@ Status measure(EmulatedLinkCommunicator& comm, alg::Algorithm a, Buffers& buf, s
 // show this machine instead of the links. Cached per (algorithm, shape, count).
 Status calibrate(alg::Algorithm a, const alg::ScheduleParams& shape, size_t count, const RunnerOptions& opt,
                  Buffers& buf, double* real_s) {
-  using Key = std::tuple<int, int, int, int, size_t>;
+  using Key = std::tuple<int, int, int, int, size_t, int>;
   static std::map<Key, double> cache;
-  const Key key{static_cast<int>(a), shape.grid_x, shape.grid_y, shape.ranks_per_node, count};
+  const Key key{static_cast<int>(a), shape.grid_x, shape.grid_y, shape.ranks_per_node, count,
+                static_cast<int>(opt.type)};
   if (auto it = cache.find(key); it != cache.end()) {
     *real_s = it->second;
     return Status::ok();
@@ -157,7 +158,8 @@ Status calibrate(alg::Algorithm a, const alg::ScheduleParams& shape, size_t coun
 
 Status run_algorithm(alg::Algorithm a, const alg::ScheduleParams& shape, const alg::RouteFn& routes,
                      const RunnerOptions& opt, Buffers& buf, TablePrinter* printer, AlgorithmResult* ar) {
-  const size_t largest = opt.sizes.back() / kElem;
+  const size_t elem = collectives::data_type_size(opt.type);
+  const size_t largest = opt.sizes.back() / elem;
   alg::Prediction top;
   Status ps = predict(a, shape, largest, routes, opt, &top);
   if (!ps.is_ok()) {  // deterministic: every rank skips alike
@@ -208,7 +210,8 @@ Status run_algorithm(alg::Algorithm a, const alg::ScheduleParams& shape, const a
   for (size_t bytes : opt.sizes) {
     RowResult row;
     row.bytes = bytes;
-    row.count = bytes / kElem;
+    row.count = bytes / elem;
+    row.type = collectives::data_type_name(opt.type);
     alg::Prediction pr;
     PERIGEE_CHECK(predict(a, shape, row.count, routes, opt, &pr));
     row.predicted_us = pr.seconds * 1e6;
@@ -264,8 +267,11 @@ Status run_topology(const TopologyCase& c, const RunnerOptions& opt, TablePrinte
   shape.ranks_per_node = map.ranks_per_satellite;
 
   Buffers buf;
-  buf.send.resize(opt.sizes.back() / kElem);
-  buf.recv.resize(opt.sizes.back() / kElem);
+  PERIGEE_REQUIRE(opt.type == DataType::kFloat32 || opt.type == DataType::kBFloat16, StatusCode::kInvalidArgument,
+                  "perigee-bench runs float or bfloat16, not ", collectives::data_type_name(opt.type));
+  const size_t elem = collectives::data_type_size(opt.type);
+  buf.send.resize(opt.sizes.back() / elem * elem);
+  buf.recv.resize(opt.sizes.back() / elem * elem);
   for (alg::Algorithm a : opt.algorithms) {
     AlgorithmResult ar;
     ar.algorithm = alg::algorithm_name(a);

@@ -13,12 +13,14 @@
 #include "bench/topology/table_printer.hpp"
 #include "bench/topology/time_scale.hpp"
 #include "collectives/algorithms/schedule.hpp"
+#include "collectives/communicator.hpp"
 #include "core/status.hpp"
 
 namespace perigee::bench::topology {
 
 struct RunnerOptions {
   std::vector<size_t> sizes;                              // bytes, ascending
+  collectives::DataType type = collectives::DataType::kFloat32;  // kFloat32 or kBFloat16
   int warmup = 1;
   int iters = 5;
   std::vector<collectives::algorithms::Algorithm> algorithms;
