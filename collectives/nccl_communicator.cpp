@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -323,8 +325,17 @@ Status NcclCommunicator::async_error() {
   return Status::ok();
 }
 
+Status NcclCommunicator::set_timeout(double timeout_s) {
+  PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
+                  "NcclCommunicator: timeout_s must be >= 0 seconds (0 = no deadline), got ", timeout_s);
+  timeout_s_ = timeout_s;
+  return Status::ok();
+}
+
 Status NcclCommunicator::synchronize() {
   PERIGEE_CHECK(usable());
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
   for (;;) {
     const cudaError_t q = cudaStreamQuery(stream_);
     if (q == cudaSuccess) return Status::ok();
@@ -333,7 +344,22 @@ Status NcclCommunicator::synchronize() {
       PERIGEE_CHECK_CUDA(q);
     }
     PERIGEE_CHECK(async_error());
-    std::this_thread::yield();
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    if (timeout_s_ > 0.0 && waited >= timeout_s_) {
+      // NCCL's kernels wait for a dead peer for ever; only an abort frees the stream.
+      failed_ = true;
+      const Status aborted = abort();
+      return make_error(StatusCode::kUnavailable, "NCCL collective did not complete within ", timeout_s_,
+                        " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_,
+                        "); the NCCL communicator was aborted",
+                        aborted.is_ok() ? std::string() : ": " + aborted.message());
+    }
+    // Spin for the first milliseconds (collectives in step finish here), then poll gently.
+    if (waited < 2e-3) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(waited < 20e-3 ? 20 : 200));
+    }
   }
 }
 

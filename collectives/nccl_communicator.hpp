@@ -80,7 +80,14 @@ class NcclCommunicator final : public Communicator {
 
   // Waits until the stream is idle, polling ncclCommGetAsyncError meanwhile (NCCL's recommended
   // replacement for cudaStreamSynchronize: a failed peer or link surfaces as an error, not a hang).
+  // With a timeout (set_timeout), a stream still busy after timeout_s seconds is taken for a peer
+  // that died or stopped: the communicator is aborted (ncclCommAbort ends the kernels waiting for
+  // that peer) and the call returns kUnavailable naming the rank; later calls return kUnavailable.
   Status synchronize();
+  // Deadline of every wait (synchronize, blocking calls, wait_all, barrier) in seconds; 0 (the
+  // default) waits for ever. kInvalidArgument for a negative or non-finite value.
+  Status set_timeout(double timeout_s);
+  double timeout_s() const { return timeout_s_; }
   // ncclCommGetAsyncError as a Status (ok while operations are in progress).
   Status async_error();
   // ncclCommAbort: stops outstanding operations and frees the communicator without waiting for
@@ -114,6 +121,7 @@ class NcclCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   int* scratch_ = nullptr;  // one device int for barrier()
+  double timeout_s_ = 0.0;  // 0: no deadline
 };
 
 }  // namespace perigee::collectives

@@ -43,11 +43,13 @@ Status setup_communicators(const CommConfig& comm, const LinksConfig& links, con
   if (comm.backend == "nccl" || comm.backend == "auto") {
     std::unique_ptr<collectives::NcclCommunicator> nccl;
     Status s = collectives::NcclCommunicator::create(world, device.cuda_device, nullptr, &nccl);
+    if (s.is_ok()) s = nccl->set_timeout(comm.timeout_s);
     if (s.is_ok()) {
       out->gradients = std::move(nccl);
-      // NCCL calls carry no deadline here: a stopped peer leaves the stream waiting, and the
-      // supervisor's stall watchdog (perigee-run --stall-timeout) ends the job (docs/supervisor.md).
-      out->description = "nccl (device buffers; no collective timeout)";
+      // A collective still running after timeout_s aborts the NCCL communicator and fails the
+      // step (a dead or stopped peer); perigee-run's stall watchdog remains the outer guard.
+      out->description =
+          str_cat("nccl (device buffers; collectives abort after ", comm.timeout_s, " s without progress)");
       return Status::ok();
     }
     // The shared-GPU check answers alike on every rank, so every rank falls back together.

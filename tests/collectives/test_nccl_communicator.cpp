@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "collectives/gradient_buckets.hpp"
@@ -356,6 +358,33 @@ TEST_F(NcclOnGpu, AllReduceBf16FollowsTheHostRule) {
     }
   }
   EXPECT_EQ(wrong, 0);
+}
+
+// A stream that does not drain (here a host function holds the NCCL stream for 3 s, as a dead peer
+// holds NCCL's kernel; no NCCL operation is queued behind it, so nothing runs on the aborted
+// communicator): with timeout_s 0.3 the wait gives up, aborts the communicator and says so; later
+// calls are refused. Every rank does the same locally, so no rank waits for another.
+void CUDART_CB hold_stream(void*) {
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+}
+
+TEST_F(NcclOnGpu, TimeoutAbortsAStalledCollective) {
+  EXPECT_EQ(comm_->set_timeout(-1.0).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(comm_->set_timeout(0.3).is_ok());
+  ASSERT_EQ(cudaLaunchHostFunc(comm_->stream(), hold_stream, nullptr), cudaSuccess);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Status s = comm_->synchronize();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.to_string();
+  EXPECT_NE(s.message().find("did not complete within 0.3 s"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("aborted"), std::string::npos) << s.message();
+  EXPECT_GE(waited, 0.3);
+  EXPECT_LT(waited, 2.5) << "the deadline must end the wait before the stream frees itself";
+  EXPECT_TRUE(comm_->aborted());
+  DeviceVector<float> v(std::vector<float>(4, 1.0f));
+  EXPECT_EQ(comm_->all_reduce(v.ptr, v.ptr, 4, DataType::kFloat32, ReduceOp::kSum).code(),
+            StatusCode::kUnavailable);
+  EXPECT_EQ(cudaStreamSynchronize(comm_->stream()), cudaSuccess);  // the host function ends
 }
 
 TEST_F(NcclOnGpu, RejectsIntAvgAndBadRootWithoutCallingNccl) {
