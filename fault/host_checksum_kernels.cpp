@@ -1,8 +1,9 @@
 // HostChecksumKernels (fault/abft_gemm.hpp): the memory-touching half of ABFT on host memory, for the
-// CPU backend. Every sum is in double with a fixed order: row sums use 8 interleaved lanes combined
-// in a fixed tree, column sums are cut into fixed blocks of 64 columns x 1024 rows whose partial
-// sums are added in row-block order. Partitions depend on shapes only, so checksums do not depend
-// on the thread count.
+// CPU backend. Every sum is in double with a fixed order: a pass walks fixed tiles of kTileRows x
+// kTileCols (256 x 512); inside a tile, row sums use 16 interleaved lanes (element c in lane c % 16)
+// combined in a fixed tree, column sums add the tile's rows in order; a row's tile partials are
+// added in column-tile order and a column's in row-tile order. Partitions depend on shapes only,
+// so checksums do not depend on the thread count.
 #include "fault/abft_gemm.hpp"
 
 #include <omp.h>
