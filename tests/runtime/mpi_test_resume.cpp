@@ -151,8 +151,10 @@ TEST_F(Resume, OnlyCheckpointCorruptRefusesWithTheFileNamed) {
   Trainer t(config, comm_.get(), &cpu, opt);
   Status s = t.setup();
   ASSERT_FALSE(s.is_ok());
-  if (rank == 0) EXPECT_NE(s.message().find("ckpt-00000007.h5"), std::string::npos) << s.message();
-  if (rank == 0) EXPECT_NE(s.message().find("resume = \"never\""), std::string::npos) << s.message();
+  if (rank == 0) {
+    EXPECT_NE(s.message().find("ckpt-00000007.h5"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("resume = \"never\""), std::string::npos) << s.message();
+  }
 }
 
 TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
