@@ -239,6 +239,21 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
                    },
                    [](const Dims& d) { return 28.0 * static_cast<double>(d.params); }, {0, 2, 3}, 1e-7, 1e-5});
 
+  // ---- bf16 gradient wire ([comm] grad_dtype = "bf16"): round the whole gradient to bf16 and widen it
+  // back (what one all-reduce adds on each rank): grads, wire (n bf16 in n/2 4-byte slots), out.
+  // CPU and GPU round alike, so the check is exact.
+  cases.push_back({"to_bf16 + from_bf16", "GB/s",
+                   [=](Backend*, const Dims& d) {
+                     return std::vector<BufSpec>{fp(d.params, -0.01f, 0.01f), zero((d.params + 1) / 2), zero(d.params)};
+                   },
+                   nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     auto* wire = reinterpret_cast<uint16_t*>(b[1]);
+                     PERIGEE_CHECK(be->to_bf16(wire, b[0], d.params));
+                     return be->from_bf16(b[2], wire, 0.5f, d.params);
+                   },
+                   [](const Dims& d) { return 12.0 * static_cast<double>(d.params); }, {2}, 0.0, 0.0});
+
   // ---- GEMMs of the model through matmul_forward / matmul_backward: out, inp, weight, bias, dinp, dweight, dbias, dout
   struct Gemm {
     const char* name;
