@@ -1,0 +1,316 @@
+// Config schema: one table (section, key, member, allowed range or values, doc) drives TOML
+// parsing, command-line overrides, per-key validation, JSON output and the key listing. The per-key
+// and cross-field validation (validate_config) is here too.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "runtime/config.hpp"
+#include "runtime/config_internal.hpp"
+
+namespace perigee::runtime {
+namespace detail {
+namespace {
+
+Range above(double v) {
+  return Range{v, true, kInf, false};
+}
+Range at_least(double v) {
+  return Range{v, false, kInf, false};
+}
+Range closed(double lo, double hi) {
+  return Range{lo, false, hi, false};
+}
+Range half_open(double lo, double hi) {
+  return Range{lo, false, hi, true};
+}
+
+}  // namespace
+
+// Field{"section", "key", <accessor of config.section.key>, doc}; the member's type is the key's type.
+// clang-format off
+#define PERIGEE_FIELD(sec, name, doc) \
+  Field{#sec, #name, [](Config& c) -> FieldRef { return &c.sec.name; }, doc}
+// clang-format on
+
+// The schema: every key of every section, in the order of docs/config.md and the JSON output.
+// Cross-field rules (n_embd % n_head, seq_len <= context, ...) are in validate_config.
+const std::vector<Field>& schema() {
+  static const std::vector<Field> fields = {
+      // [model]
+      PERIGEE_FIELD(model, n_layer, "transformer blocks").in(above(0)),
+      PERIGEE_FIELD(model, n_head, "attention heads per block; must divide n_embd").in(above(0)),
+      PERIGEE_FIELD(model, n_embd, "channels C (embedding width); a multiple of n_head").in(above(0)),
+      PERIGEE_FIELD(model, context, "maximum sequence length (rows of the position embedding)").in(above(0)),
+      PERIGEE_FIELD(model, vocab_size, "tokenizer vocabulary size (256 = bytes)").in(above(0)),
+      PERIGEE_FIELD(
+          model, padded_vocab,
+          "embedding/logit rows: 0 = vocab_size rounded up to a multiple of 128, else >= vocab_size")
+          .in(at_least(0)),
+      // [train]
+      PERIGEE_FIELD(train, batch_size,
+                    "global batch: sequences per step over all ranks (divisible by the world size)")
+          .in(at_least(1)),
+      PERIGEE_FIELD(train, seq_len, "tokens per sequence T; <= model.context").in(at_least(1)),
+      PERIGEE_FIELD(train, steps, "optimizer steps").in(at_least(1)),
+      PERIGEE_FIELD(train, lr, "peak learning rate").in(above(0)),
+      PERIGEE_FIELD(train, min_lr_ratio, "cosine decay ends at lr * min_lr_ratio").in(closed(0, 1)),
+      PERIGEE_FIELD(train, warmup_steps, "linear warmup steps from 0 to lr").in(at_least(0)),
+      PERIGEE_FIELD(train, weight_decay, "AdamW decoupled weight decay, applied to 2-D weights only")
+          .in(at_least(0)),
+      PERIGEE_FIELD(train, beta1, "AdamW first-moment decay").in(half_open(0, 1)),
+      PERIGEE_FIELD(train, beta2, "AdamW second-moment decay").in(half_open(0, 1)),
+      PERIGEE_FIELD(train, eps, "AdamW denominator epsilon").in(above(0)),
+      PERIGEE_FIELD(train, grad_clip, "global gradient-norm clip; 0 disables").in(at_least(0)),
+      PERIGEE_FIELD(train, seed, "seed of parameter init and data order"),
+      PERIGEE_FIELD(train, val_every, "validate at the start, every K steps and at the end; 0 disables")
+          .in(at_least(0)),
+      PERIGEE_FIELD(train, val_batches,
+                    "global batches of validation data per evaluation; >= 1 when val_every > 0")
+          .in(at_least(0)),
+      PERIGEE_FIELD(train, log_every, "log a training line every K steps (and the last); 0 = none")
+          .in(at_least(0)),
+      PERIGEE_FIELD(train, sample_tokens, "tokens rank 0 samples at the end of training; 0 disables")
+          .in(at_least(0)),
+      PERIGEE_FIELD(train, sample_temperature, "softmax temperature of sampling").in(above(0)),
+      PERIGEE_FIELD(train, sample_prompt, "text the final sample continues (\"\" = start from a newline)"),
+      // [data]
+      PERIGEE_FIELD(data, train_file, "training token file (written by perigee_data)").required(),
+      PERIGEE_FIELD(data, val_file, "validation token file; needed when train.val_every > 0"),
+      // [device]
+      PERIGEE_FIELD(device, device, "where to compute: cpu, cuda, or auto (cuda when a GPU is present)")
+          .one_of({"cpu", "cuda", "auto"}),
+      PERIGEE_FIELD(device, threads, "CPU threads per rank; 0 = hardware threads / ranks on this host")
+          .in(at_least(0)),
+      PERIGEE_FIELD(device, precision,
+                    "CUDA GEMM and attention arithmetic: fp32, tf32 (TF32 GEMMs) or bf16 (bf16 tensor cores, "
+                    "fp32 accumulation and memory); the CPU computes in fp32")
+          .one_of({"fp32", "tf32", "bf16"}),
+      // [comm]
+      PERIGEE_FIELD(
+          comm, backend,
+          "gradient all-reduce: mpi, nccl (GPU buffers), links (emulated laser links, [links]) or auto "
+          "(nccl on GPUs when it can run, else mpi)")
+          .one_of({"mpi", "nccl", "links", "auto"}),
+      PERIGEE_FIELD(comm, timeout_s,
+                    "seconds a collective may take before the job is declared hung (dead or stopped rank)")
+          .in(above(0)),
+      PERIGEE_FIELD(comm, algorithm,
+                    "all-reduce algorithm over links: ring, rabenseifner, torus2d, hierarchical, "
+                    "double_binary_tree, native or auto (cheapest predicted for the topology and size)")
+          .one_of(
+              {"auto", "ring", "rabenseifner", "torus2d", "hierarchical", "double_binary_tree", "native"}),
+      PERIGEE_FIELD(comm, bucket_mb,
+                    "MiB of gradients per all-reduce started during the backward pass (overlap with compute, "
+                    "mpi and nccl); 0 = one all-reduce after the backward pass")
+          .in(at_least(0)),
+      PERIGEE_FIELD(
+          comm, grad_dtype,
+          "gradients on the wire: fp32, or bf16 (rounded to bf16 for the all-reduce, half the bytes; "
+          "summed as bf16, averaged back into fp32)")
+          .one_of({"fp32", "bf16"}),
+      // [links]
+      PERIGEE_FIELD(
+          links, topology,
+          "constellation: walker_delta, walker_star, starlink_shell1, starlink_plane, grid, cluster or file")
+          .one_of({"walker_delta", "walker_star", "starlink_shell1", "starlink_plane", "grid", "cluster",
+                   "file"}),
+      PERIGEE_FIELD(links, planes, "orbital planes (walker_*, grid)").in(at_least(1)),
+      PERIGEE_FIELD(links, sats_per_plane, "satellites per plane (walker_*, grid)").in(at_least(1)),
+      PERIGEE_FIELD(links, inclination_deg, "orbit inclination (walker_*)").in(closed(0, 180)),
+      PERIGEE_FIELD(links, altitude_km, "circular orbit altitude (walker_*)").in(above(0)),
+      PERIGEE_FIELD(links, phasing, "Walker phasing F, 0 <= F < planes").in(at_least(0)),
+      PERIGEE_FIELD(links, bandwidth_gbps, "laser link bandwidth per direction, Gb/s").in(above(0)),
+      PERIGEE_FIELD(links, setup_delay_s, "seconds a link needs after (re)gaining line of sight")
+          .in(at_least(0)),
+      PERIGEE_FIELD(links, fixed_latency_ms, "per-hop latency of the abstract grid topology").in(at_least(0)),
+      PERIGEE_FIELD(links, cross_plane_max_lat_deg, "cross-plane links off above this latitude (walker_star)")
+          .in(closed(0, 90)),
+      PERIGEE_FIELD(links, file, "graph file of topology = file (docs/topologies.md)"),
+      PERIGEE_FIELD(links, outages, "links down, \"a-b@start:end;...\" in emulated seconds (\"\" = none)"),
+      PERIGEE_FIELD(links, mapping, "ranks onto satellites: linear, spread or grid")
+          .one_of({"linear", "spread", "grid"}),
+      PERIGEE_FIELD(links, ranks_per_satellite, "GPUs (ranks) per satellite").in(at_least(1)),
+      PERIGEE_FIELD(links, time_scale, "wall seconds per emulated second (0.01 = 100x faster)").in(above(0)),
+      PERIGEE_FIELD(links, start_s, "emulated time (orbit position, s) when the run starts").in(at_least(0)),
+      PERIGEE_FIELD(links, overhead_us, "modelled software cost per message, microseconds").in(at_least(0)),
+      // [checkpoint]
+      PERIGEE_FIELD(checkpoint, dir, "checkpoint folder (\"\" = <run dir>/checkpoints)"),
+      PERIGEE_FIELD(checkpoint, every_steps, "checkpoint every K steps (and at the end); 0 = off")
+          .in(at_least(0)),
+      PERIGEE_FIELD(checkpoint, every_seconds, "checkpoint every T seconds of training; 0 = off")
+          .in(at_least(0)),
+      PERIGEE_FIELD(checkpoint, keep_last, "checkpoints kept (retention)").in(at_least(1)),
+      PERIGEE_FIELD(checkpoint, async, "write in a background thread while training goes on"),
+      PERIGEE_FIELD(checkpoint, resume,
+                    "auto: continue from the newest good checkpoint in dir; never: start fresh")
+          .one_of({"auto", "never"}),
+      // [fault]
+      PERIGEE_FIELD(fault, abft,
+                    "checksum-verify every training GEMM (ABFT: detect, locate, correct, recompute)"),
+      PERIGEE_FIELD(fault, plan, "fault-injection plan file (docs/faults.md); \"\" = none"),
+      PERIGEE_FIELD(fault, loss_spike, "loss above factor * window mean triggers the ladder; 0 = off")
+          .in(at_least(0)),
+      PERIGEE_FIELD(fault, grad_spike, "grad norm above factor * window mean triggers the ladder; 0 = off")
+          .in(at_least(0)),
+      PERIGEE_FIELD(fault, window, "steps in the invariants' moving window").in(at_least(1)),
+      PERIGEE_FIELD(fault, rerun, "on a trigger, re-run the step to tell transient from reproducible"),
+      PERIGEE_FIELD(fault, digest_every,
+                    "cross-replica digest of parameters and moments every K steps; 0 = off")
+          .in(at_least(0)),
+      // [orbit]
+      PERIGEE_FIELD(orbit, eclipse,
+                    "off, checkpoint (right before each shadow entry) or pause (also no compute in shadow)")
+          .one_of({"off", "checkpoint", "pause"}),
+      PERIGEE_FIELD(orbit, altitude_km, "circular orbit altitude").in(above(0)),
+      PERIGEE_FIELD(orbit, beta_deg, "sun angle to the orbit plane (0 = longest shadow)").in(closed(-90, 90)),
+      PERIGEE_FIELD(orbit, phase_deg, "angle from orbit noon when the run starts (180 = mid-shadow)")
+          .in(half_open(0, 360)),
+      PERIGEE_FIELD(orbit, time_scale, "mission seconds per wall second (60: one orbit in about 96 s)")
+          .in(above(0)),
+      PERIGEE_FIELD(orbit, margin_s, "mission seconds before shadow entry at which to checkpoint")
+          .in(at_least(0)),
+      // [run]
+      PERIGEE_FIELD(run, dir, "root folder of run directories").required(),
+      PERIGEE_FIELD(run, name, "run name (\"\" = run-<timestamp>)"),
+      PERIGEE_FIELD(run, progress, "progress bar: auto (on a terminal), on or off")
+          .one_of({"auto", "on", "off"}),
+  };
+  return fields;
+}
+
+#undef PERIGEE_FIELD
+
+// Section names in schema order.
+const std::vector<std::string>& section_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const Field& f : schema()) {
+      if (std::find(out.begin(), out.end(), f.section) == out.end()) out.emplace_back(f.section);
+    }
+    return out;
+  }();
+  return names;
+}
+
+bool is_section(std::string_view name) {
+  const auto& names = section_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+const Field* find_field(std::string_view section, std::string_view key) {
+  for (const Field& f : schema()) {
+    if (f.section == section && f.key == key) return &f;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> keys_of(std::string_view section) {
+  std::vector<std::string> out;
+  for (const Field& f : schema()) {
+    if (f.section == section) out.emplace_back(f.key);
+  }
+  return out;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+namespace {
+
+// Checks one key against its schema rule; returns the reason on failure.
+std::optional<std::string> check_field(const Field& f, const Config& config) {
+  return std::visit(
+      [&](const auto* v) -> std::optional<std::string> {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(v)>>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), *v) == f.choices.end()) {
+            return str_cat("must be ", describe_choices(f.choices), " (got ", quote(*v), ")");
+          }
+          if (f.non_empty && v->empty()) return std::string("must not be empty");
+        } else if constexpr (!std::is_same_v<T, bool>) {
+          if constexpr (std::is_same_v<T, double>) {
+            if (!std::isfinite(*v)) {
+              const std::string rule = describe_range(f.range);
+              return str_cat("must be a finite number", rule.empty() ? "" : " " + rule, " (got ",
+                             format_double(*v), ")");
+            }
+          }
+          if (f.range.bounded() && !f.range.contains(static_cast<double>(*v))) {
+            return str_cat("must be ", describe_range(f.range), " (got ", show_value(*v), ")");
+          }
+        }
+        return std::nullopt;
+      },
+      f.get(config));
+}
+
+}  // namespace
+
+Status validate_config(Config* config) {
+  PERIGEE_REQUIRE(config != nullptr, StatusCode::kInvalidArgument, "validate_config: config is null");
+  std::vector<std::string> errors;
+  for (const Field& f : schema()) {
+    if (auto reason = check_field(f, *config))
+      errors.push_back(str_cat("[", f.section, "] ", f.key, ": ", *reason));
+  }
+
+  // Cross-field rules, each checked only when the keys it reads passed their own rules.
+  ModelConfig& m = config->model;
+  const TrainConfig& t = config->train;
+  if (m.n_head > 0 && m.n_embd > 0 && m.n_embd % m.n_head != 0) {
+    errors.push_back(str_cat("[model] n_embd: must be a multiple of [model] n_head = ", m.n_head, " (got ",
+                             m.n_embd, ")"));
+  }
+  if (m.context > 0 && t.seq_len > m.context) {
+    errors.push_back(str_cat("[train] seq_len: must be in [1, [model] context] = [1, ", m.context, "] (got ",
+                             t.seq_len, ")"));
+  }
+  if (config->comm.backend != "links" && config->comm.algorithm != "auto" &&
+      config->comm.algorithm != "native") {
+    errors.push_back(
+        str_cat("[comm] algorithm: \"", config->comm.algorithm,
+                "\" needs [comm] backend = \"links\" (the mpi and nccl backends run their own)"));
+  }
+  if (config->links.topology == "file" && config->links.file.empty()) {
+    errors.push_back("[links] file: must name the graph file when [links] topology = \"file\"");
+  }
+  if (t.val_every > 0 && t.val_batches < 1) {
+    errors.push_back(str_cat("[train] val_batches: must be >= 1 when [train] val_every > 0 (got ",
+                             t.val_batches, ", val_every = ", t.val_every, ")"));
+  }
+  if (t.val_every > 0 && config->data.val_file.empty()) {
+    errors.push_back(str_cat(
+        "[data] val_file: must not be empty when [train] val_every > 0 (val_every = ", t.val_every, ")"));
+  }
+  if (m.vocab_size > 0) {
+    constexpr int64_t kMultiple = 128;
+    const int64_t rounded = (static_cast<int64_t>(m.vocab_size) + kMultiple - 1) / kMultiple * kMultiple;
+    if (m.padded_vocab == 0) {
+      if (rounded > std::numeric_limits<int>::max()) {
+        errors.push_back(str_cat(
+            "[model] vocab_size: must be <= ", std::numeric_limits<int>::max() / kMultiple * kMultiple,
+            " so that the derived padded_vocab fits in 32 bits (got ", m.vocab_size, ")"));
+      } else {
+        m.padded_vocab = static_cast<int>(rounded);
+      }
+    } else if (m.padded_vocab > 0 && m.padded_vocab < m.vocab_size) {
+      errors.push_back(str_cat("[model] padded_vocab: must be 0 (derive) or >= [model] vocab_size = ",
+                               m.vocab_size, " (got ", m.padded_vocab, ")"));
+    }
+  }
+
+  if (errors.empty()) return Status::ok();
+  const std::string label = config->source.empty() ? "config" : config->source;
+  for (std::string& e : errors) e = str_cat(label, ": ", e);
+  return make_error(StatusCode::kInvalidArgument, join(errors, "\n"));
+}
+
+}  // namespace perigee::runtime
