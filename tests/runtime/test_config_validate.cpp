@@ -1,0 +1,194 @@
+// Tests of config validation: every per-key rule and cross-field rule fails with a message that
+// names the key and the allowed range, boundary values pass, and the derived padded_vocab.
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "runtime/config.hpp"
+#include "tests/runtime/config_test_util.hpp"
+
+namespace perigee::runtime {
+namespace {
+
+// ----------------------------------------------------------------------------------------------
+// Validation: each rule has a failing case whose message names the key and the allowed range.
+
+struct RuleCase {
+  const char* name;
+  std::function<void(Config&)> change;
+  const char* key;   // "[section] key"
+  const char* rule;  // text of the allowed range
+};
+
+TEST(ConfigValidate, EveryRuleFails) {
+  const std::vector<RuleCase> cases = {
+      {"n_layer", [](Config& c) { c.model.n_layer = 0; }, "[model] n_layer", "must be > 0 (got 0)"},
+      {"n_head", [](Config& c) { c.model.n_head = -1; }, "[model] n_head", "must be > 0 (got -1)"},
+      {"n_embd", [](Config& c) { c.model.n_embd = 0; }, "[model] n_embd", "must be > 0"},
+      {"context", [](Config& c) { c.model.context = 0; }, "[model] context", "must be > 0"},
+      {"vocab_size", [](Config& c) { c.model.vocab_size = 0; }, "[model] vocab_size", "must be > 0"},
+      {"n_embd % n_head",
+       [](Config& c) {
+         c.model.n_embd = 130;
+         c.model.n_head = 4;
+       },
+       "[model] n_embd", "must be a multiple of [model] n_head = 4 (got 130)"},
+      {"seq_len <= context", [](Config& c) { c.train.seq_len = 129; }, "[train] seq_len",
+       "must be in [1, [model] context] = [1, 128] (got 129)"},
+      {"seq_len >= 1", [](Config& c) { c.train.seq_len = 0; }, "[train] seq_len", "must be >= 1 (got 0)"},
+      {"batch_size", [](Config& c) { c.train.batch_size = 0; }, "[train] batch_size", "must be >= 1 (got 0)"},
+      {"lr zero", [](Config& c) { c.train.lr = 0; }, "[train] lr", "must be > 0 (got 0)"},
+      {"lr nan", [](Config& c) { c.train.lr = std::numeric_limits<double>::quiet_NaN(); }, "[train] lr",
+       "must be a finite number > 0"},
+      {"lr inf", [](Config& c) { c.train.lr = std::numeric_limits<double>::infinity(); }, "[train] lr",
+       "must be a finite number > 0 (got inf)"},
+      {"min_lr_ratio low", [](Config& c) { c.train.min_lr_ratio = -0.1; }, "[train] min_lr_ratio",
+       "must be in [0, 1] (got -0.1)"},
+      {"min_lr_ratio high", [](Config& c) { c.train.min_lr_ratio = 1.5; }, "[train] min_lr_ratio",
+       "must be in [0, 1] (got 1.5)"},
+      {"warmup_steps", [](Config& c) { c.train.warmup_steps = -1; }, "[train] warmup_steps",
+       "must be >= 0 (got -1)"},
+      {"steps", [](Config& c) { c.train.steps = 0; }, "[train] steps", "must be >= 1 (got 0)"},
+      {"beta1", [](Config& c) { c.train.beta1 = 1.0; }, "[train] beta1", "must be in [0, 1) (got 1)"},
+      {"beta2", [](Config& c) { c.train.beta2 = -0.5; }, "[train] beta2", "must be in [0, 1) (got -0.5)"},
+      {"eps", [](Config& c) { c.train.eps = 0; }, "[train] eps", "must be > 0 (got 0)"},
+      {"weight_decay", [](Config& c) { c.train.weight_decay = -0.1; }, "[train] weight_decay",
+       "must be >= 0"},
+      {"grad_clip", [](Config& c) { c.train.grad_clip = -1; }, "[train] grad_clip", "must be >= 0 (got -1)"},
+      {"val_every", [](Config& c) { c.train.val_every = -1; }, "[train] val_every", "must be >= 0"},
+      {"val_batches", [](Config& c) { c.train.val_batches = 0; }, "[train] val_batches",
+       "must be >= 1 when [train] val_every > 0 (got 0, val_every = 50)"},
+      {"val_batches negative",
+       [](Config& c) {
+         c.train.val_every = 0;
+         c.train.val_batches = -1;
+       },
+       "[train] val_batches", "must be >= 0 (got -1)"},
+      {"log_every", [](Config& c) { c.train.log_every = -1; }, "[train] log_every", "must be >= 0 (got -1)"},
+      {"sample_tokens", [](Config& c) { c.train.sample_tokens = -1; }, "[train] sample_tokens",
+       "must be >= 0"},
+      {"sample_temperature", [](Config& c) { c.train.sample_temperature = 0; }, "[train] sample_temperature",
+       "must be > 0 (got 0)"},
+      {"train_file", [](Config& c) { c.data.train_file = ""; }, "[data] train_file", "must not be empty"},
+      {"val_file", [](Config& c) { c.data.val_file = ""; }, "[data] val_file",
+       "must not be empty when [train] val_every > 0"},
+      {"device", [](Config& c) { c.device.device = "gpu"; }, "[device] device",
+       "must be one of cpu, cuda, auto (got \"gpu\")"},
+      {"threads", [](Config& c) { c.device.threads = -1; }, "[device] threads", "must be >= 0 (got -1)"},
+      {"backend", [](Config& c) { c.comm.backend = "gloo"; }, "[comm] backend",
+       "must be one of mpi, nccl, links, auto (got \"gloo\")"},
+      {"bucket_mb", [](Config& c) { c.comm.bucket_mb = -1; }, "[comm] bucket_mb", "must be >= 0 (got -1)"},
+      {"grad_dtype", [](Config& c) { c.comm.grad_dtype = "fp16"; }, "[comm] grad_dtype",
+       "must be one of fp32, bf16 (got \"fp16\")"},
+      {"run dir", [](Config& c) { c.run.dir = ""; }, "[run] dir", "must not be empty"},
+      {"progress", [](Config& c) { c.run.progress = "yes"; }, "[run] progress",
+       "must be one of auto, on, off (got \"yes\")"},
+      {"padded_vocab negative", [](Config& c) { c.model.padded_vocab = -1; }, "[model] padded_vocab",
+       "must be >= 0 (got -1)"},
+      {"padded_vocab < vocab", [](Config& c) { c.model.padded_vocab = 200; }, "[model] padded_vocab",
+       "must be 0 (derive) or >= [model] vocab_size = 256 (got 200)"},
+      {"vocab_size too large to pad", [](Config& c) { c.model.vocab_size = INT_MAX; }, "[model] vocab_size",
+       "must be <= 2147483520"},
+  };
+  for (const RuleCase& rc : cases) {
+    Config config;
+    rc.change(config);
+    Status s = validate_config(&config);
+    ASSERT_FALSE(s.is_ok()) << rc.name;
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << rc.name;
+    EXPECT_CONTAINS(s.message(), std::string("config: ") + rc.key + ": " + rc.rule);
+  }
+}
+
+TEST(ConfigValidate, BoundaryValuesPass) {
+  Config c;
+  c.model.n_embd = 96;
+  c.model.n_head = 3;
+  c.train.seq_len = c.model.context;
+  c.train.min_lr_ratio = 0;
+  c.train.warmup_steps = 0;
+  c.train.beta1 = 0;
+  c.train.beta2 = 0.999999;
+  c.train.weight_decay = 0;
+  c.train.grad_clip = 0;
+  c.train.val_every = 0;
+  c.train.val_batches = 0;  // allowed when validation is off
+  c.data.val_file = "";     // likewise
+  c.device.threads = 0;
+  c.train.log_every = 0;
+  c.device.device = "cuda";
+  c.run.progress = "off";
+  c.train.seq_len = 1;
+  c.train.batch_size = 1;
+  c.train.steps = 1;
+  Status s = validate_config(&c);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  c.train.min_lr_ratio = 1;
+  c.train.seq_len = c.model.context;
+  s = validate_config(&c);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+}
+
+TEST(ConfigValidate, ReportsEveryErrorAndNamesTheSource) {
+  Config c;
+  c.source = "configs/x.toml";
+  c.train.lr = -1;
+  c.run.progress = "maybe";
+  c.model.n_head = 0;  // the n_embd % n_head rule is skipped, not divided by zero
+  Status s = validate_config(&c);
+  EXPECT_CONTAINS(s.message(), "configs/x.toml: [train] lr: must be > 0 (got -1)");
+  EXPECT_CONTAINS(s.message(), "configs/x.toml: [run] progress: must be one of auto, on, off");
+  EXPECT_CONTAINS(s.message(), "configs/x.toml: [model] n_head: must be > 0 (got 0)");
+  EXPECT_EQ(s.message().find("n_embd"), std::string::npos) << s.message();
+}
+
+TEST(ConfigValidate, NullIsAnError) {
+  EXPECT_FALSE(validate_config(nullptr).is_ok());
+}
+
+// ----------------------------------------------------------------------------------------------
+// padded_vocab
+
+int derived_padded_vocab(int vocab_size) {
+  Config c;
+  c.model.vocab_size = vocab_size;
+  Status s = validate_config(&c);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  return c.model.padded_vocab;
+}
+
+TEST(ConfigPaddedVocab, Derived) {
+  EXPECT_EQ(derived_padded_vocab(256), 256);
+  EXPECT_EQ(derived_padded_vocab(50257), 50304);
+  EXPECT_EQ(derived_padded_vocab(1), 128);
+  EXPECT_EQ(derived_padded_vocab(128), 128);
+  EXPECT_EQ(derived_padded_vocab(129), 256);
+}
+
+TEST(ConfigPaddedVocab, ExplicitValueIsKept) {
+  Config c = parse_ok("[model]\nvocab_size = 50257\npadded_vocab = 50257\n");
+  EXPECT_EQ(c.model.padded_vocab, 50257);
+  c = parse_ok("[model]\npadded_vocab = 1024\n");
+  EXPECT_EQ(c.model.padded_vocab, 1024);
+}
+
+TEST(ConfigLinks, AlgorithmNeedsTheLinksBackendAndFileNeedsAPath) {
+  EXPECT_CONTAINS(parse_error("", {"comm.backend=mpi", "comm.algorithm=ring"}),
+                  "[comm] algorithm: \"ring\" needs [comm] backend = \"links\"");
+  EXPECT_CONTAINS(parse_error("", {"comm.backend=links", "links.topology=file"}),
+                  "[links] file: must name the graph file");
+  EXPECT_CONTAINS(parse_error("", {"links.mapping=diagonal"}), "[links] mapping");
+  Config c = parse_ok("", {"comm.backend=links", "comm.algorithm=torus2d", "links.topology=grid",
+                           "links.planes=2", "links.sats_per_plane=4", "links.time_scale=0.01"});
+  EXPECT_EQ(c.comm.algorithm, "torus2d");
+  EXPECT_EQ(c.links.planes, 2);
+  EXPECT_DOUBLE_EQ(c.links.time_scale, 0.01);
+}
+
+}  // namespace
+}  // namespace perigee::runtime
