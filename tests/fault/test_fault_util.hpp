@@ -9,18 +9,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/bf16.hpp"
 #include "fault/abft_gemm.hpp"
 #include "fault/injector.hpp"
 #include "kernels/backend.hpp"
 
 namespace perigee::fault::fault_test {
 
-// Round to the nearest bf16 (ties to even), kept in fp32.
-inline float bf16_round(float x) {
-  uint32_t u = std::bit_cast<uint32_t>(x);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  return std::bit_cast<float>(u);
-}
+// Round to the nearest bf16 (core/bf16.hpp: ties to even), kept in fp32.
+inline float bf16_round(float x) { return bf16_to_float(float_to_bf16(x)); }
 
 // Standard normal deviates (Box-Muller on FaultRng), generated once and reused at random offsets.
 class NormalPool {

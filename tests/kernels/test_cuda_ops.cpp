@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
@@ -285,12 +286,7 @@ TEST_F(CudaOps, MatmulMatchesCpu) {
 // The value bf16 round-to-nearest-even keeps of x (as a float): what the bf16 GEMMs multiply.
 std::vector<float> bf16_rounded(const std::vector<float>& v) {
   std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    uint32_t u = 0;
-    std::memcpy(&u, &v[i], sizeof u);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    std::memcpy(&out[i], &u, sizeof u);
-  }
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to_float(float_to_bf16(v[i]));
   return out;
 }
 
