@@ -169,7 +169,9 @@ Status Trainer::setup_gradient_buckets() {
             fixed(config_.comm.bucket_mb, 1), " MiB over ", grad_comm_->name());
   model_.set_gradient_ready([this](size_t first) {
     // The communicator reads the buffer outside the backend's queue (another stream, or the host).
-    PERIGEE_CHECK(backend_->synchronize());
+    // With bf16 on the wire it reads the wire buffer instead, and the codec synchronizes after
+    // its to_bf16 (queued behind the backward kernels), so one wait is enough.
+    if (buckets_->wire_type() == DataType::kFloat32) PERIGEE_CHECK(backend_->synchronize());
     return buckets_->ready_from(first);
   });
   return Status::ok();
