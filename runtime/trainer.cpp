@@ -146,11 +146,9 @@ Status Trainer::setup_gradient_buckets() {
     grad_wire_ = {static_cast<uint16_t*>(wire), [backend](uint16_t* p) { backend->release(p); }};
     collectives::Bf16WireCodec codec;
     codec.wire = grad_wire_.get();
-    codec.encode = [backend](uint16_t* dst, const float* src, size_t count) {
-      return backend->to_bf16(dst, src, count);
-    };
-    codec.decode = [backend](float* dst, const uint16_t* src, float scale, size_t count) {
-      return backend->from_bf16(dst, src, scale, count);
+    codec.encode = [backend](uint16_t* dst, const float* src, size_t k) { return backend->to_bf16(dst, src, k); };
+    codec.decode = [backend](float* dst, const uint16_t* src, float s, size_t k) {
+      return backend->from_bf16(dst, src, s, k);
     };
     codec.synchronize = [backend] { return backend->synchronize(); };
     PERIGEE_CHECK(buckets_->set_bf16_wire(std::move(codec)));
@@ -168,9 +166,8 @@ Status Trainer::setup_gradient_buckets() {
   log::info("gradients: all-reduce overlapped with the backward pass in buckets of ",
             fixed(config_.comm.bucket_mb, 1), " MiB over ", grad_comm_->name());
   model_.set_gradient_ready([this](size_t first) {
-    // The communicator reads the buffer outside the backend's queue (another stream, or the host).
-    // With bf16 on the wire it reads the wire buffer instead, and the codec synchronizes after
-    // its to_bf16 (queued behind the backward kernels), so one wait is enough.
+    // The communicator reads the buffer outside the backend's queue (another stream, or the host);
+    // a bf16 wire buffer is synchronized by the codec after its to_bf16.
     if (buckets_->wire_type() == DataType::kFloat32) PERIGEE_CHECK(backend_->synchronize());
     return buckets_->ready_from(first);
   });
