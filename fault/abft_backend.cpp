@@ -2,6 +2,7 @@
 #include "fault/abft_backend.hpp"
 
 #include <algorithm>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -115,9 +116,23 @@ Status AbftBackend::finish_output(AbftGemm* gemm, float* out, const float* snaps
                     "x threshold; first check: ", first.detail);
 }
 
-Status AbftBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
-                                   int N, int C, int OC) {
+namespace {
+
+Status require_f32(const char* op, std::initializer_list<kernels::ConstAct> tensors) {
+  PERIGEE_REQUIRE(kernels::all_f32(tensors), StatusCode::kInvalidArgument, "AbftBackend::", op,
+                  ": ABFT checksums need fp32 activations, got bf16 ones; run with [device] activations = "
+                  "\"fp32\" or without [fault] abft");
+  return Status::ok();
+}
+
+}  // namespace
+
+Status AbftBackend::matmul_forward(kernels::Act out_act, kernels::ConstAct inp_act, const float* weight,
+                                   const float* bias, int N, int C, int OC) {
   PERIGEE_CHECK(require_kernels());
+  PERIGEE_CHECK(require_f32("matmul_forward", {out_act, inp_act}));
+  float* out = out_act.f32();
+  const float* inp = inp_act.f32();
   PERIGEE_REQUIRE(out != nullptr && inp != nullptr && weight != nullptr, StatusCode::kInvalidArgument,
                   "matmul_forward: null out, inp or weight");
   const GemmProblem p = GemmProblem::forward(inp, weight, bias, N, C, OC);
@@ -129,9 +144,14 @@ Status AbftBackend::matmul_forward(float* out, const float* inp, const float* we
   return Status::ok();
 }
 
-Status AbftBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                    const float* inp, const float* weight, int N, int C, int OC) {
+Status AbftBackend::matmul_backward(kernels::Act dinp_act, float* dweight, float* dbias,
+                                    kernels::ConstAct dout_act, kernels::ConstAct inp_act, const float* weight,
+                                    int N, int C, int OC) {
   PERIGEE_CHECK(require_kernels());
+  PERIGEE_CHECK(require_f32("matmul_backward", {dinp_act, dout_act, inp_act}));
+  float* dinp = dinp_act.f32();
+  const float* dout = dout_act.f32();
+  const float* inp = inp_act.f32();
   // The inner backend's own argument rules, checked first because the checksums read these operands.
   PERIGEE_REQUIRE(dout != nullptr, StatusCode::kInvalidArgument, "matmul_backward: null dout");
   PERIGEE_REQUIRE(dinp == nullptr || weight != nullptr, StatusCode::kInvalidArgument,

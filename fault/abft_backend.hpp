@@ -97,7 +97,7 @@ class AbftBackend final : public kernels::Backend {
                           int C) override {
     return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
   }
-  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+  Status layernorm_forward(kernels::Act out, float* mean, float* rstd, const float* inp, const float* weight,
                            const float* bias, int N, int C) override {
     return inner_->layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
   }
@@ -107,26 +107,28 @@ class AbftBackend final : public kernels::Backend {
     return inner_->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
   }
 
-  // The checked ops.
-  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
-                        int OC) override;
-  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                         const float* weight, int N, int C, int OC) override;
+  // The checked ops. Their activation operands must be fp32 (kInvalidArgument otherwise): the checksums
+  // read fp32 operands.
+  Status matmul_forward(kernels::Act out, kernels::ConstAct inp, const float* weight, const float* bias, int N,
+                        int C, int OC) override;
+  Status matmul_backward(kernels::Act dinp, float* dweight, float* dbias, kernels::ConstAct dout,
+                         kernels::ConstAct inp, const float* weight, int N, int C, int OC) override;
 
   size_t attention_state_size(int B, int T, int C, int NH) const override {
     return inner_->attention_state_size(B, T, C, NH);
   }
-  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override {
+  Status attention_forward(kernels::Act out, float* att, kernels::ConstAct qkv, int B, int T, int C,
+                           int NH) override {
     return inner_->attention_forward(out, att, qkv, B, T, C, NH);
   }
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                            const float* att, int B, int T, int C, int NH) override {
+  Status attention_backward(kernels::Act dqkv, kernels::ConstAct dout, kernels::ConstAct qkv,
+                            kernels::ConstAct out, const float* att, int B, int T, int C, int NH) override {
     return inner_->attention_backward(dqkv, dout, qkv, out, att, B, T, C, NH);
   }
-  Status gelu_forward(float* out, const float* inp, size_t n) override {
+  Status gelu_forward(kernels::Act out, kernels::ConstAct inp, size_t n) override {
     return inner_->gelu_forward(out, inp, n);
   }
-  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override {
+  Status gelu_backward(kernels::Act dinp, kernels::ConstAct inp, kernels::ConstAct dout, size_t n) override {
     return inner_->gelu_backward(dinp, inp, dout, n);
   }
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override {

@@ -11,12 +11,17 @@
 // attention_backward, dlogits of crossentropy_backward; the residual stream's gradient (dinp of
 // layernorm_backward) is accumulated, as two branches meet there. Every op is deterministic: the same
 // inputs and thread count give bit-identical outputs (no racy reductions).
+// Activation arguments typed Act/ConstAct (kernels/act.hpp) may be fp32 or bf16 storage, each
+// independently; every backend accepts every combination (ops compute in fp32, widening bf16 inputs
+// and rounding bf16 outputs once), and a backend may have native paths for the combinations it is
+// fast at. Parameters, their gradients, the residual stream and everything else stay fp32.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "core/status.hpp"
+#include "kernels/act.hpp"
 
 namespace perigee::kernels {
 
@@ -55,19 +60,19 @@ class Backend {
                                   int B, int T, int C) = 0;
 
   // out = (inp - mean) * rstd * weight + bias per row, eps = 1e-5; saves mean[N], rstd[N].
-  virtual Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                                   const float* weight, const float* bias, int N, int C) = 0;
+  virtual Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
+                                   const float* bias, int N, int C) = 0;
   virtual Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                     const float* inp, const float* weight, const float* mean,
                                     const float* rstd, int N, int C) = 0;
 
   // out[N, OC] = inp[N, C] @ weight[OC, C]^T + bias[OC] (bias may be null).
-  virtual Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
-                                int N, int C, int OC) = 0;
+  virtual Status matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+                                int OC) = 0;
   // dinp, dweight, dbias may each be null (not needed); dbias null when there is no bias.
   // dinp is written; dweight and dbias are accumulated.
-  virtual Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                 const float* inp, const float* weight, int N, int C, int OC) = 0;
+  virtual Status matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                 const float* weight, int N, int C, int OC) = 0;
 
   // Causal multi-head self-attention: out[B,T,C] from qkv[B,T,3C], scale 1/sqrt(C/NH). `att` is the
   // state forward saves for backward, attention_state_size() floats: the CPU backend stores the
@@ -75,14 +80,13 @@ class Backend {
   // only the per-row log-sum-exp [B,NH,T]. The backward takes the forward's `out` too (a flash-style
   // backward needs D_i = dout_i . out_i) and WRITES dqkv.
   virtual size_t attention_state_size(int B, int T, int C, int NH) const = 0;
-  virtual Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
-                                   int NH) = 0;
-  virtual Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                                    const float* att, int B, int T, int C, int NH) = 0;
+  virtual Status attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) = 0;
+  virtual Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att,
+                                    int B, int T, int C, int NH) = 0;
 
   // GELU, tanh approximation (GPT-2). The backward writes dinp.
-  virtual Status gelu_forward(float* out, const float* inp, size_t n) = 0;
-  virtual Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) = 0;
+  virtual Status gelu_forward(Act out, ConstAct inp, size_t n) = 0;
+  virtual Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) = 0;
 
   // out = a + b (out may alias a or b).
   virtual Status residual_forward(float* out, const float* a, const float* b, size_t n) = 0;

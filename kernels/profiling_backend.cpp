@@ -187,7 +187,7 @@ Status ProfilingBackend::encoder_backward(float* dwte, float* dwpe, const float*
                [&] { return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C); });
 }
 
-Status ProfilingBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+Status ProfilingBackend::layernorm_forward(Act out, float* mean, float* rstd, const float* inp,
                                            const float* weight, const float* bias, int N, int C) {
   return timed(slot("layernorm_forward", {{"N", N}, {"C", C}}),
                [&] { return inner_->layernorm_forward(out, mean, rstd, inp, weight, bias, N, C); });
@@ -201,36 +201,35 @@ Status ProfilingBackend::layernorm_backward(float* dinp, float* dweight, float* 
   });
 }
 
-Status ProfilingBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
-                                        int N, int C, int OC) {
+Status ProfilingBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N,
+                                        int C, int OC) {
   return timed(slot("matmul_forward", {{"N", N}, {"C", C}, {"OC", OC}}),
                [&] { return inner_->matmul_forward(out, inp, weight, bias, N, C, OC); });
 }
 
-Status ProfilingBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                         const float* inp, const float* weight, int N, int C, int OC) {
+Status ProfilingBackend::matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                         const float* weight, int N, int C, int OC) {
   return timed(slot("matmul_backward", {{"N", N}, {"C", C}, {"OC", OC}}),
                [&] { return inner_->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC); });
 }
 
-Status ProfilingBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
-                                           int NH) {
+Status ProfilingBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) {
   return timed(slot("attention_forward", {{"B", B}, {"T", T}, {"C", C}, {"NH", NH}}),
                [&] { return inner_->attention_forward(out, att, qkv, B, T, C, NH); });
 }
 
-Status ProfilingBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+Status ProfilingBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out,
                                             const float* att, int B, int T, int C, int NH) {
   return timed(slot("attention_backward", {{"B", B}, {"T", T}, {"C", C}, {"NH", NH}}),
                [&] { return inner_->attention_backward(dqkv, dout, qkv, out, att, B, T, C, NH); });
 }
 
-Status ProfilingBackend::gelu_forward(float* out, const float* inp, size_t n) {
+Status ProfilingBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
   return timed(slot("gelu_forward", {{"n", static_cast<int64_t>(n)}}),
                [&] { return inner_->gelu_forward(out, inp, n); });
 }
 
-Status ProfilingBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+Status ProfilingBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) {
   return timed(slot("gelu_backward", {{"n", static_cast<int64_t>(n)}}),
                [&] { return inner_->gelu_backward(dinp, inp, dout, n); });
 }

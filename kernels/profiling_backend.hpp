@@ -99,22 +99,22 @@ class ProfilingBackend final : public Backend {
                          int C) override;
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                           int C) override;
-  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+  Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
                            const float* bias, int N, int C) override;
   Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                             const float* weight, const float* mean, const float* rstd, int N, int C) override;
-  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+  Status matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
                         int OC) override;
-  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+  Status matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                          const float* weight, int N, int C, int OC) override;
   size_t attention_state_size(int B, int T, int C, int NH) const override {
     return inner_->attention_state_size(B, T, C, NH);
   }
-  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                            const float* att, int B, int T, int C, int NH) override;
-  Status gelu_forward(float* out, const float* inp, size_t n) override;
-  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  Status attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) override;
+  Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att, int B,
+                            int T, int C, int NH) override;
+  Status gelu_forward(Act out, ConstAct inp, size_t n) override;
+  Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) override;
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
   Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
                               int V, int Vp) override;

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/act_cast.hpp"
 #include "kernels/backend.hpp"
 
 namespace perigee::kernels::cpu {
@@ -40,29 +41,29 @@ class CpuBackend final : public Backend {
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                           int C) override;
 
-  // ---- layernorm.cpp
-  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+  // ---- layernorm.cpp (the forward's Act form: act_dispatch.cpp, as for every Act op below)
+  Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
                            const float* bias, int N, int C) override;
   Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                             const float* weight, const float* mean, const float* rstd, int N, int C) override;
 
   // ---- matmul.cpp
-  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+  Status matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
                         int OC) override;
-  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+  Status matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                          const float* weight, int N, int C, int OC) override;
 
   // ---- attention.cpp
   size_t attention_state_size(int B, int T, int /*C*/, int NH) const override {
     return static_cast<size_t>(B) * NH * T * T;
   }
-  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                            const float* att, int B, int T, int C, int NH) override;
+  Status attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) override;
+  Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att, int B,
+                            int T, int C, int NH) override;
 
   // ---- gelu.cpp
-  Status gelu_forward(float* out, const float* inp, size_t n) override;
-  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  Status gelu_forward(Act out, ConstAct inp, size_t n) override;
+  Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) override;
 
   // ---- residual.cpp
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
@@ -85,8 +86,24 @@ class CpuBackend final : public Backend {
   Status to_bf16(uint16_t* out, const float* in, size_t n) override;
   Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
 
+  // ---- the fp32 implementations of the Act ops (layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp).
+  // A call with bf16 activations widens them into fp32 temporaries, runs these and rounds the
+  // bf16 outputs (kernels/act_ops.hpp): the bf16 reference is fp32 arithmetic on the stored values.
+  Status layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                               const float* bias, int N, int C);
+  Status matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                            int OC);
+  Status matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                             const float* weight, int N, int C, int OC);
+  Status attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C, int NH);
+  Status attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                const float* att, int B, int T, int C, int NH);
+  Status gelu_forward_f32(float* out, const float* inp, size_t n);
+  Status gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n);
+
  private:
   int threads_;
+  CastScratch cast_scratch_;  // fp32 temporaries of bf16 activations
 };
 
 }  // namespace perigee::kernels::cpu

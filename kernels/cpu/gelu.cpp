@@ -41,7 +41,7 @@ void gelu_backward_chunk(float* dinp, const float* inp, const float* dout, int64
 
 }  // namespace
 
-Status CpuBackend::gelu_forward(float* out, const float* inp, size_t n) {
+Status CpuBackend::gelu_forward_f32(float* out, const float* inp, size_t n) {
   if (n == 0) return Status::ok();
   PERIGEE_CHECK(check_pointers("gelu_forward", {out, inp}));
   const auto count = static_cast<int64_t>(n);
@@ -54,7 +54,7 @@ Status CpuBackend::gelu_forward(float* out, const float* inp, size_t n) {
   return Status::ok();
 }
 
-Status CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+Status CpuBackend::gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n) {
   if (n == 0) return Status::ok();
   PERIGEE_CHECK(check_pointers("gelu_backward", {dinp, inp, dout}));
   const auto count = static_cast<int64_t>(n);

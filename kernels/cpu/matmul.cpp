@@ -75,7 +75,7 @@ void tiled_sgemm(int threads, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, 
 
 }  // namespace
 
-Status CpuBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
+Status CpuBackend::matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias, int N,
                                   int C, int OC) {
   PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp, weight}));
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
@@ -83,7 +83,7 @@ Status CpuBackend::matmul_forward(float* out, const float* inp, const float* wei
   return Status::ok();
 }
 
-Status CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+Status CpuBackend::matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout,
                                    const float* inp, const float* weight, int N, int C, int OC) {
   PERIGEE_CHECK(check_pointers("matmul_backward", {dout}));
   PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
