@@ -29,6 +29,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/act_io.cuh"
+
 namespace perigee::kernels::cuda {
 namespace {
 
@@ -124,19 +126,21 @@ __device__ __forceinline__ void product_pv(float (&acc)[D / 8][4], const float (
 
 // dst[(row0 + r) * ld + d] (+)= acc[r][d] for the warp's rows < T and d < hs (8 consecutive floats per
 // lane quad: whole 32-byte sectors).
-template <int D, bool kAccumulate>
-__device__ __forceinline__ void store_rows(float* dst, int64_t ld, int row0, int T, int hs,
+template <int D, bool kAccumulate, typename Dst>
+__device__ __forceinline__ void store_rows(Dst* dst, int64_t ld, int row0, int T, int hs,
                                            const float (&acc)[D / 8][4], int lane) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = row0 + lane / 4 + 8 * half;
     if (row >= T) continue;
-    float* p = dst + static_cast<int64_t>(row) * ld + (lane % 4) * 2;
+    Dst* p = dst + static_cast<int64_t>(row) * ld + (lane % 4) * 2;
 #pragma unroll
     for (int t = 0; t < D / 8; ++t) {
       if (8 * t >= hs) break;
-      p[8 * t] = kAccumulate ? p[8 * t] + acc[t][2 * half] : acc[t][2 * half];
-      p[8 * t + 1] = kAccumulate ? p[8 * t + 1] + acc[t][2 * half + 1] : acc[t][2 * half + 1];
+      for (int j = 0; j < 2; ++j) {
+        const float a = acc[t][2 * half + j];
+        store_act(p, 8 * t + j, kAccumulate ? load_act(p, 8 * t + j) + a : a);
+      }
     }
   }
 }
@@ -177,9 +181,9 @@ struct TileFetch {
 // its 16 x 64 scores in registers, runs the online softmax on them (a row's 64 scores live in the four
 // lanes of a quad: max and sum by two shuffles), rescales O and adds P V. The next K and V tiles are
 // read into registers while the current ones are used (for D = 128 with 4 warps: after).
-template <int D, int kWarps>
+template <int D, int kWarps, typename Out>
 __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
-    attention_forward_bf16_kernel(float* out, float* lse, const float* qkv, int T, int C, int NH, float scale,
+    attention_forward_bf16_kernel(Out* out, float* lse, const float* qkv, int T, int C, int NH, float scale,
                                   bool vec) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
@@ -331,19 +335,19 @@ __global__ void convert_bf16_kernel(bf16* dst, const float* qkv, const float* do
 
 // D_i = dO_i . O_i (= sum_j P_ij dP_ij) in fp32 from the fp32 operands: one warp per row (b, t), heads
 // in turn, each a fixed-order warp sum (lanes over columns, then xor shuffles): deterministic.
-__global__ void attention_dsum_kernel(float* dsum, const float* dout, const float* out, int BT, int T, int C,
-                                      int NH) {
+template <typename O>
+__global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* out, int BT, int T, int C, int NH) {
   const int64_t bt = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (bt >= BT) return;
   const int hs = C / NH;
   const float* d_row = dout + bt * C;
-  const float* o_row = out + bt * C;
+  const O* o_row = out + bt * C;
   const int64_t b = bt / T;
   const int64_t t = bt % T;
   for (int h = 0; h < NH; ++h) {
     float acc = 0.0f;
-    for (int d = lane; d < hs; d += 32) acc += __ldg(d_row + h * hs + d) * __ldg(o_row + h * hs + d);
+    for (int d = lane; d < hs; d += 32) acc += __ldg(d_row + h * hs + d) * load_act(o_row, h * hs + d);
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(kFullMask, acc, off);
     if (lane == 0) dsum[(b * NH + h) * T + t] = acc;
@@ -385,9 +389,9 @@ __device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* src, int
 // Backward pass 1, one block per (b*NH + h, query block of 16 kWarps rows):
 // dQ_i = scale * sum_j P_ij (dP_ij - D_i) K_j in one walk over the key tiles, each tile prefetched
 // (double-buffered) during the step before. P, dP and dS stay in registers.
-template <int D, int kWarps>
+template <int D, int kWarps, typename Out>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_backward_dq_bf16_kernel(float* dqkv, const float* dsum, const bf16* planes, const float* lse,
+    attention_backward_dq_bf16_kernel(Out* dqkv, const float* dsum, const bf16* planes, const float* lse,
                                       int T, int C, int NH, float scale) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
@@ -463,9 +467,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 // diagonal on (each prefetched during the one before), dV_j += sum_i P_ij dO_i and
 // dK_j += scale * sum_i dS_ij Q_i. Each warp owns 16 keys; its accumulators hold P^T and dS^T (rows
 // keys, columns queries), re-packed in registers as the A operands of the two products.
-template <int D, int kWarps>
+template <int D, int kWarps, typename Out>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_backward_dkv_bf16_kernel(float* dqkv, const bf16* planes, const float* lse, const float* dsum,
+    attention_backward_dkv_bf16_kernel(Out* dqkv, const bf16* planes, const float* lse, const float* dsum,
                                        int T, int C, int NH, float scale) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
@@ -546,7 +550,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     product_pv<D>(dk, dp, q_s, lane);
   }
 
-  float* base = dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs;
+  Out* base = dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs;
   store_rows<D, false>(base + C, 3 * C, w0, T, hs, dk, lane);
   store_rows<D, false>(base + 2 * C, 3 * C, w0, T, hs, dv, lane);
 }
@@ -593,67 +597,46 @@ Status allow_shared_memory(Kernel kernel, size_t bytes) {
   return Status::ok();
 }
 
-template <int D, int kWarps>
-Status launch_forward(float* out, float* lse, const float* qkv, const Problem& p, cudaStream_t stream) {
+template <int D, int kWarps, typename Out>
+Status launch_forward(Out* out, float* lse, const float* qkv, const Problem& p, cudaStream_t stream) {
   const size_t smem = tile_bytes<D>(kWarps * kRows + 4 * kTile);
-  PERIGEE_CHECK(allow_shared_memory(attention_forward_bf16_kernel<D, kWarps>, smem));
-  attention_forward_bf16_kernel<D, kWarps><<<grid_of(p, kWarps * kRows), kWarps * 32, smem, stream>>>(
+  PERIGEE_CHECK(allow_shared_memory(attention_forward_bf16_kernel<D, kWarps, Out>, smem));
+  attention_forward_bf16_kernel<D, kWarps, Out><<<grid_of(p, kWarps * kRows), kWarps * 32, smem, stream>>>(
       out, lse, qkv, p.T, p.C, p.NH, p.scale, aligned16(qkv));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
 
-template <int D, int kWarps>
-Status launch_backward(float* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
+template <int D, int kWarps, typename Out>
+Status launch_backward(Out* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
                        cudaStream_t stream) {
   const size_t smem = tile_bytes<D>(2 * kWarps * kRows + 4 * kTile);
   const dim3 grid = grid_of(p, kWarps * kRows);
-  PERIGEE_CHECK(allow_shared_memory(attention_backward_dq_bf16_kernel<D, kWarps>, smem));
-  attention_backward_dq_bf16_kernel<D, kWarps>
+  PERIGEE_CHECK(allow_shared_memory(attention_backward_dq_bf16_kernel<D, kWarps, Out>, smem));
+  attention_backward_dq_bf16_kernel<D, kWarps, Out>
       <<<grid, kWarps * 32, smem, stream>>>(dqkv, dsum, planes, lse, p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   const size_t smem_kv = smem + 4 * kTile * sizeof(float);
-  PERIGEE_CHECK(allow_shared_memory(attention_backward_dkv_bf16_kernel<D, kWarps>, smem_kv));
-  attention_backward_dkv_bf16_kernel<D, kWarps>
+  PERIGEE_CHECK(allow_shared_memory(attention_backward_dkv_bf16_kernel<D, kWarps, Out>, smem_kv));
+  attention_backward_dkv_bf16_kernel<D, kWarps, Out>
       <<<grid, kWarps * 32, smem_kv, stream>>>(dqkv, planes, lse, dsum, p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
 
-template <int D>
-Status forward_d(float* out, float* lse, const float* qkv, const Problem& p, cudaStream_t stream) {
-  return launch_forward<D, kFwdWarps>(out, lse, qkv, p, stream);
-}
-
-template <int D>
-Status backward_d(float* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
-                  cudaStream_t stream) {
-  return launch_backward<D, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
-}
-
-}  // namespace
-
-// ---- kernel launchers
-
-bool attention_bf16_supports(int C, int NH) {
-  if (C <= 0 || NH <= 0 || C % NH != 0) return false;
-  const int hs = C / NH;
-  return hs % 16 == 0 && hs <= kMaxHeadSize;
-}
-
-Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream) {
+template <typename Out>
+Status forward_impl(Out* out, float* lse, const float* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_forward_bf16", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward_bf16", B, T, C, NH, &p));
-  if (p.hs <= 32) return forward_d<32>(out, lse, qkv, p, stream);
-  if (p.hs <= 64) return forward_d<64>(out, lse, qkv, p, stream);
-  return forward_d<128>(out, lse, qkv, p, stream);
+  if (p.hs <= 32) return launch_forward<32, kFwdWarps>(out, lse, qkv, p, stream);
+  if (p.hs <= 64) return launch_forward<64, kFwdWarps>(out, lse, qkv, p, stream);
+  return launch_forward<128, kFwdWarps>(out, lse, qkv, p, stream);
 }
 
-Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
-                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream) {
+template <typename Out>
+Status backward_impl(Out* dqkv, const float* dout, const float* qkv, const Out* out, const float* lse, int B,
+                     int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, out, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward_bf16", B, T, C, NH, &p));
@@ -673,9 +656,41 @@ Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv,
   attention_dsum_kernel<<<ceil_div(BT, kDsumWarps), kDsumWarps * 32, 0, stream>>>(dsum, dout, out, BT, T, C,
                                                                                   NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  if (p.hs <= 32) return backward_d<32>(dqkv, dsum, planes, lse, p, stream);
-  if (p.hs <= 64) return backward_d<64>(dqkv, dsum, planes, lse, p, stream);
-  return backward_d<128>(dqkv, dsum, planes, lse, p, stream);
+  if (p.hs <= 32) return launch_backward<32, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
+  if (p.hs <= 64) return launch_backward<64, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
+  return launch_backward<128, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
+}
+
+}  // namespace
+
+// ---- kernel launchers
+
+bool attention_bf16_supports(int C, int NH) {
+  if (C <= 0 || NH <= 0 || C % NH != 0) return false;
+  const int hs = C / NH;
+  return hs % 16 == 0 && hs <= kMaxHeadSize;
+}
+
+Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+                              cudaStream_t stream) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream);
+}
+
+Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+                              cudaStream_t stream) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream);
+}
+
+Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);
+}
+
+Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);
 }
 
 }  // namespace perigee::kernels::cuda

@@ -20,6 +20,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "core/status.hpp"
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -35,6 +37,14 @@ Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, i
 // `out` is the forward's output (D_i = dO_i . O_i, fp32). Uses `scratch` for D and the bf16 copies of
 // qkv and dout; dqkv is written.
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream);
+
+// The same with bf16 storage (kernels/act.hpp) for the output `out` of the forward and, in the backward,
+// for dqkv (written) and the forward's `out` (read); qkv, dout and lse stay fp32.
+Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+                              cudaStream_t stream);
+Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
                                cudaStream_t stream);
 

@@ -64,6 +64,7 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  cast_scratch_.clear();  // while the stream still exists (release synchronizes it)
   lt_.reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
@@ -188,7 +189,7 @@ Status CudaBackend::encoder_backward(float* dwte, float* dwpe, const float* dout
   return Status::ok();
 }
 
-Status CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+Status CudaBackend::layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
                                       const float* weight, const float* bias, int N, int C) {
   PERIGEE_CHECK(cuda::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream_));
   return Status::ok();
@@ -202,7 +203,7 @@ Status CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias
   return Status::ok();
 }
 
-Status CudaBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+Status CudaBackend::matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias,
                                    int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
     PERIGEE_CHECK(cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
@@ -213,7 +214,7 @@ Status CudaBackend::matmul_forward(float* out, const float* inp, const float* we
   return Status::ok();
 }
 
-Status CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+Status CudaBackend::matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout,
                                     const float* inp, const float* weight, int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
     PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
@@ -230,7 +231,7 @@ size_t CudaBackend::attention_state_size(int B, int T, int /*C*/, int NH) const 
   return attention_state_floats(B, T, NH);
 }
 
-Status CudaBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
   if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
     PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_));
     return Status::ok();
@@ -239,7 +240,7 @@ Status CudaBackend::attention_forward(float* out, float* att, const float* qkv, 
   return Status::ok();
 }
 
-Status CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
                                        const float* att, int B, int T, int C, int NH) {
   if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
     PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_));
@@ -249,12 +250,12 @@ Status CudaBackend::attention_backward(float* dqkv, const float* dout, const flo
   return Status::ok();
 }
 
-Status CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {
+Status CudaBackend::gelu_forward_f32(float* out, const float* inp, size_t n) {
   PERIGEE_CHECK(cuda::gelu_forward(out, inp, n, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+Status CudaBackend::gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n) {
   PERIGEE_CHECK(cuda::gelu_backward(dinp, inp, dout, n, stream_));
   return Status::ok();
 }

@@ -15,6 +15,7 @@
 
 #include <memory>
 
+#include "kernels/act_cast.hpp"
 #include "kernels/backend.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/cuda_common.cuh"
@@ -52,21 +53,23 @@ class CudaBackend final : public Backend {
                          int C) override;
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                           int C) override;
-  Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+  // The Act ops (act_dispatch.cu) run native kernels for the bf16 storage the model uses and ActCast
+  // (kernels/act_ops.hpp) for any other combination.
+  Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
                            const float* bias, int N, int C) override;
   Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                             const float* weight, const float* mean, const float* rstd, int N, int C) override;
-  Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+  Status matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
                         int OC) override;
-  Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+  Status matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                          const float* weight, int N, int C, int OC) override;
   // The per-row log-sum-exp [B, NH, T] (flash-style: the probabilities are recomputed in the backward).
   size_t attention_state_size(int B, int T, int C, int NH) const override;
-  Status attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
-  Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                            const float* att, int B, int T, int C, int NH) override;
-  Status gelu_forward(float* out, const float* inp, size_t n) override;
-  Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  Status attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) override;
+  Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att, int B,
+                            int T, int C, int NH) override;
+  Status gelu_forward(Act out, ConstAct inp, size_t n) override;
+  Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) override;
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
   Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
                               int V, int Vp) override;
@@ -83,6 +86,19 @@ class CudaBackend final : public Backend {
   Status to_bf16(uint16_t* out, const float* in, size_t n) override;
   Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
 
+  // ---- the fp32-storage implementations of the Act ops (cuda_backend.cu)
+  Status layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                               const float* bias, int N, int C);
+  Status matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                            int OC);
+  Status matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                             const float* weight, int N, int C, int OC);
+  Status attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C, int NH);
+  Status attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                const float* att, int B, int T, int C, int NH);
+  Status gelu_forward_f32(float* out, const float* inp, size_t n);
+  Status gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n);
+
  private:
   CudaBackend() = default;
 
@@ -95,6 +111,7 @@ class CudaBackend final : public Backend {
   double* device_result_ = nullptr;  // sum_squares result on the device
   double* host_result_ = nullptr;    // pinned host copy of it
   DeviceScratch scratch_;
+  CastScratch cast_scratch_;  // fp32 temporaries of the ActCast fallback
 };
 
 }  // namespace perigee::kernels::cuda

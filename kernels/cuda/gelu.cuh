@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "core/status.hpp"
 
@@ -14,5 +15,8 @@ namespace perigee::kernels::cuda {
 
 Status gelu_forward(float* out, const float* inp, size_t n, cudaStream_t stream);
 Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, cudaStream_t stream);
+// The same with the output stored as bf16 bits (kernels/act.hpp), rounded once from the fp32 value.
+Status gelu_forward(uint16_t* out, const float* inp, size_t n, cudaStream_t stream);
+Status gelu_backward(uint16_t* dinp, const float* inp, const float* dout, size_t n, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

@@ -1,8 +1,10 @@
-// LayerNorm, fp32 storage with double reductions (see layernorm.cuh).
+// LayerNorm, fp32 storage with double reductions, the forward output fp32 or bf16 (see layernorm.cuh).
 #include "kernels/cuda/layernorm.cuh"
 
 #include <cmath>
 #include <cstdint>
+
+#include "kernels/cuda/act_io.cuh"
 
 namespace perigee::kernels::cuda {
 namespace {
@@ -20,7 +22,8 @@ constexpr int kMaxVec = 8;  // float4 per lane of the vectorised backward: C <= 
 
 // ---- CUDA kernels
 
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp,
+template <typename Out>
+__global__ void layernorm_forward_kernel(Out* out, float* mean, float* rstd, const float* inp,
                                          const float* weight, const float* bias, int N, int C) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
@@ -37,8 +40,8 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
   sq = group_sum(sq);
   const float mf = static_cast<float>(m);
   const float s = static_cast<float>(1.0 / sqrt(sq / C + static_cast<double>(kEps)));
-  float* o = out + row * C;
-  for (int c = lane; c < C; c += kWarpSize) o[c] = (x[c] - mf) * s * weight[c] + bias[c];
+  Out* o = out + row * C;
+  for (int c = lane; c < C; c += kWarpSize) store_act(o, c, (x[c] - mf) * s * weight[c] + bias[c]);
   if (lane == 0) {
     mean[row] = mf;
     rstd[row] = s;
@@ -314,18 +317,29 @@ Status try_backward_vec(float* dinp, double* partial_dw, double* partial_db, con
                                 mean, rstd, N, C, P, shared, stream);
 }
 
-}  // namespace
-
-// ---- kernel launchers
-
-Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                         const float* bias, int N, int C, cudaStream_t stream) {
+template <typename Out>
+Status launch_layernorm_forward(Out* out, float* mean, float* rstd, const float* inp, const float* weight,
+                                const float* bias, int N, int C, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("layernorm_forward", {out, mean, rstd, inp, weight, bias}));
   PERIGEE_CHECK(check_dims("layernorm_forward", {N, C}));
   layernorm_forward_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(out, mean, rstd, inp, weight,
                                                                                  bias, N, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
+}
+
+}  // namespace
+
+// ---- kernel launchers
+
+Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                         const float* bias, int N, int C, cudaStream_t stream) {
+  return launch_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream);
+}
+
+Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* inp, const float* weight,
+                         const float* bias, int N, int C, cudaStream_t stream) {
+  return launch_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream);
 }
 
 Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

@@ -13,6 +13,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "core/status.hpp"
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -21,6 +23,9 @@ namespace perigee::kernels::cuda {
 inline constexpr int kLayerNormRowsPerPartial = 64;
 
 Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                         const float* bias, int N, int C, cudaStream_t stream);
+// The same with `out` stored as bf16 bits (kernels/act.hpp), each rounded once from its fp32 value.
+Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* inp, const float* weight,
                          const float* bias, int N, int C, cudaStream_t stream);
 
 Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/cublas_check.cuh"
 
 namespace perigee::kernels::cuda {
@@ -24,9 +25,8 @@ __global__ void add_bias_kernel(float* out, const float* bias, int OC) {
 // Stage 1: block (row range bx, column tile by); thread (tx, ty) sums rows bx*R + ty, + kRowThreads, ...
 // and the kRowThreads sums of a column are added in ty order. partial [P, OC]. With kConvert, each
 // element read is also stored rounded to bf16 in dout16 (same layout): the bf16 GEMMs' operand for free.
-template <bool kConvert>
-__global__ void bias_grad_partial_kernel(double* partial, __nv_bfloat16* dout16, const float* dout, int N,
-                                         int OC) {
+template <bool kConvert, typename In>
+__global__ void bias_grad_partial_kernel(double* partial, __nv_bfloat16* dout16, const In* dout, int N, int OC) {
   __shared__ double shared[kRowThreads][kColumnTile];
   const int tx = threadIdx.x;
   const int ty = threadIdx.y;
@@ -36,7 +36,7 @@ __global__ void bias_grad_partial_kernel(double* partial, __nv_bfloat16* dout16,
   double acc = 0.0;
   if (o < OC) {
     for (int64_t n = row_begin + ty; n < row_end; n += kRowThreads) {
-      const float x = dout[n * OC + o];
+      const float x = load_act(dout, n * OC + o);
       if constexpr (kConvert) dout16[n * OC + o] = __float2bfloat16_rn(x);
       acc += static_cast<double>(x);
     }
@@ -66,6 +66,12 @@ Status gemm(const GemmContext& ctx, cublasOperation_t trans_a, cublasOperation_t
   PERIGEE_CHECK_CUBLAS(cublasGemmEx(ctx.handle, trans_a, trans_b, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
                                     CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc, compute,
                                     CUBLAS_GEMM_DEFAULT));
+  return Status::ok();
+}
+
+Status finish_bias_grad(float* dbias, const double* partial, int P, int OC, cudaStream_t stream) {
+  bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
 
@@ -113,9 +119,19 @@ Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, 
     bias_grad_partial_kernel<false><<<grid, block, 0, stream>>>(partial, nullptr, dout, N, OC);
   }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
+  return finish_bias_grad(dbias, partial, P, OC, stream);
+}
+
+Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout, partial}));
+  PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
+  PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                  "matmul_bias_grad: OC = ", OC, " is too large");
+  const int P = ceil_div(N, kMatmulRowsPerPartial);
+  bias_grad_partial_kernel<false><<<dim3(P, ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads), 0,
+                                    stream>>>(partial, nullptr, dout, N, OC);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return Status::ok();
+  return finish_bias_grad(dbias, partial, P, OC, stream);
 }
 
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

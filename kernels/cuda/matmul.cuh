@@ -36,6 +36,8 @@ Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceSc
 size_t matmul_bias_grad_partials(int N, int OC);
 Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC, double* partial,
                         cudaStream_t stream);
+// The same from a dout stored as bf16 bits (kernels/act.hpp), widened exactly.
+Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial, cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

@@ -32,6 +32,9 @@ __global__ void convert_to_bf16_kernel(__nv_bfloat16* dst, const float* src, siz
     dst[i] = __float2bfloat16_rn(src[i]);
 }
 
+// The bf16 bits of a bf16 activation tensor as cuBLASLt's element type (the same 16 bits).
+const __nv_bfloat16* as_bf16(ConstAct a) { return reinterpret_cast<const __nv_bfloat16*>(a.bf16()); }
+
 bool aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
@@ -157,59 +160,73 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
 
 // ---- kernel launchers
 
-Status matmul_forward_bf16(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
-                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp, weight}));
+Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C, int OC,
+                           LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp.data, weight}));
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
-  const size_t n_inp = static_cast<size_t>(N) * C, n_w = static_cast<size_t>(OC) * C;
+  const size_t n_w = static_cast<size_t>(OC) * C;
+  const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;  // a bf16 inp needs no copy
   void* base = nullptr;
   PERIGEE_CHECK(
       scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w), stream, &base));
   ScratchCarver carve(base);
-  __nv_bfloat16* inp16 = carve.take<__nv_bfloat16>(n_inp);
+  const __nv_bfloat16* inp16 = as_bf16(inp);
+  if (inp.is_f32()) {
+    __nv_bfloat16* copy = carve.take<__nv_bfloat16>(n_inp);
+    PERIGEE_CHECK(convert_to_bf16(copy, inp.f32(), n_inp, stream));
+    inp16 = copy;
+  }
   __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);
-  PERIGEE_CHECK(convert_to_bf16(inp16, inp, n_inp, stream));
   PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
   // out^T [OC, N] = weight (stored col-major C x OC, transposed) . inp^T [C, N], + bias per row.
   PERIGEE_CHECK(lt.gemm(true, false, OC, N, C, w16, C, inp16, C, 0.0f, out, OC, bias, stream));
   return Status::ok();
 }
 
-Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
                             cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_backward", {dout}));
+  PERIGEE_CHECK(check_pointers("matmul_backward", {dout.data}));
   PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
   if (dinp != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dinp needs weight)", {weight}));
-  if (dweight != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp}));
+  if (dweight != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp.data}));
   const bool gemms = dinp != nullptr || dweight != nullptr;
-  if (!gemms) return dbias != nullptr ? matmul_bias_grad(dbias, dout, N, OC, scratch, stream) : Status::ok();
-  const size_t n_dout = static_cast<size_t>(N) * OC;
-  const size_t n_w = dinp != nullptr ? static_cast<size_t>(OC) * C : 0;
-  const size_t n_inp = dweight != nullptr ? static_cast<size_t>(N) * C : 0;
   const size_t n_partial = dbias != nullptr ? matmul_bias_grad_partials(N, OC) : 0;
+  if (!gemms && dbias == nullptr) return Status::ok();
+  if (!gemms && dout.is_f32()) return matmul_bias_grad(dbias, dout.f32(), N, OC, scratch, stream);
+  // Only fp32 operands are copied: a bf16 dout or inp is used in place.
+  const size_t n_dout = gemms && dout.is_f32() ? static_cast<size_t>(N) * OC : 0;
+  const size_t n_w = dinp != nullptr ? static_cast<size_t>(OC) * C : 0;
+  const size_t n_inp = dweight != nullptr && inp.is_f32() ? static_cast<size_t>(N) * C : 0;
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_dout) + scratch_bytes<__nv_bfloat16>(n_w) +
                                 scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<double>(n_partial),
                             stream, &base));
   ScratchCarver carve(base);
-  __nv_bfloat16* dout16 = carve.take<__nv_bfloat16>(n_dout);
+  __nv_bfloat16* dout_copy = carve.take<__nv_bfloat16>(n_dout);
   __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);
-  __nv_bfloat16* inp16 = carve.take<__nv_bfloat16>(n_inp);
+  __nv_bfloat16* inp_copy = carve.take<__nv_bfloat16>(n_inp);
   double* partial = carve.take<double>(n_partial);
-  // dout is read once: the bias gradient's column sums (fp32 values) and its bf16 copy together.
-  if (dbias != nullptr) {
-    PERIGEE_CHECK(matmul_bias_grad(dbias, dout16, dout, N, OC, partial, stream));
-  } else {
-    PERIGEE_CHECK(convert_to_bf16(dout16, dout, n_dout, stream));
+  const __nv_bfloat16* dout16 = dout.is_f32() ? dout_copy : as_bf16(dout);
+  if (dout.is_f32()) {
+    // dout is read once: the bias gradient's column sums (fp32 values) and its bf16 copy together.
+    if (dbias != nullptr) {
+      PERIGEE_CHECK(matmul_bias_grad(dbias, dout_copy, dout.f32(), N, OC, partial, stream));
+    } else {
+      PERIGEE_CHECK(convert_to_bf16(dout_copy, dout.f32(), n_dout, stream));
+    }
+  } else if (dbias != nullptr) {
+    PERIGEE_CHECK(matmul_bias_grad(dbias, dout.bf16(), N, OC, partial, stream));
   }
+  if (!gemms) return Status::ok();
   if (dinp != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
     PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream));
   }
   if (dweight != nullptr) {
-    PERIGEE_CHECK(convert_to_bf16(inp16, inp, n_inp, stream));
+    const __nv_bfloat16* inp16 = inp.is_f32() ? inp_copy : as_bf16(inp);
+    if (inp.is_f32()) PERIGEE_CHECK(convert_to_bf16(inp_copy, inp.f32(), n_inp, stream));
     // dweight^T [C, OC] += inp^T [C, N] . dout [N, OC] (dout^T in col-major, transposed back).
     PERIGEE_CHECK(lt.gemm(false, true, C, OC, N, inp16, C, dout16, OC, 1.0f, dweight, C, nullptr, stream));
   }

@@ -19,6 +19,7 @@
 #include <tuple>
 
 #include "core/status.hpp"
+#include "kernels/act.hpp"
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace perigee::kernels::cuda {
@@ -52,11 +53,13 @@ class LtGemm {
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 
-Status matmul_forward_bf16(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
-                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
+// inp (and in the backward dout and inp) may be fp32 or bf16 storage (kernels/act.hpp): a bf16 operand
+// is the GEMM's operand as it is, with no rounding pass; an fp32 one is rounded into scratch first.
+Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C, int OC,
+                           LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
-Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
                             cudaStream_t stream);
 

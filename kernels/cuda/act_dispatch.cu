@@ -1,0 +1,85 @@
+// CudaBackend's Act ops: fp32 storage goes to the fp32 implementations (cuda_backend.cu); the bf16
+// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs and the
+// attention and GELU input gradients as bf16, GEMM outputs fp32) runs native kernels that read and write
+// bf16 directly; every other combination takes the ActCast path (widen, fp32 op, round).
+#include "kernels/act_ops.hpp"
+#include "kernels/cuda/attention_bf16.cuh"
+#include "kernels/cuda/cuda_backend.cuh"
+#include "kernels/cuda/gelu.cuh"
+#include "kernels/cuda/layernorm.cuh"
+#include "kernels/cuda/matmul_bf16.cuh"
+
+namespace perigee::kernels::cuda {
+
+Status CudaBackend::layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
+                                      const float* bias, int N, int C) {
+  if (out.is_f32()) return layernorm_forward_f32(out.f32(), mean, rstd, inp, weight, bias, N, C);
+  PERIGEE_CHECK(cuda::layernorm_forward(out.bf16(), mean, rstd, inp, weight, bias, N, C, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+                                   int OC) {
+  if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);
+  if (precision_ == GpuPrecision::kBf16 && out.is_f32()) {
+    PERIGEE_CHECK(cuda::matmul_forward_bf16(out.f32(), inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
+    return Status::ok();
+  }
+  return cast_matmul_forward(*this, cast_scratch_, out, inp, weight, bias, N, C, OC);
+}
+
+Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                    const float* weight, int N, int C, int OC) {
+  if (all_f32({dinp, dout, inp})) {
+    return matmul_backward_f32(dinp.f32(), dweight, dbias, dout.f32(), inp.f32(), weight, N, C, OC);
+  }
+  if (precision_ == GpuPrecision::kBf16 && dinp.is_f32()) {
+    PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp.f32(), dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
+                                             scratch_, stream_));
+    return Status::ok();
+  }
+  return cast_matmul_backward(*this, cast_scratch_, dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+
+Status CudaBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) {
+  if (all_f32({out, qkv})) return attention_forward_f32(out.f32(), att, qkv.f32(), B, T, C, NH);
+  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && qkv.is_f32()) {
+    PERIGEE_CHECK(cuda::attention_forward_bf16(out.bf16(), att, qkv.f32(), B, T, C, NH, stream_));
+    return Status::ok();
+  }
+  return cast_attention_forward(*this, cast_scratch_, out, att, qkv, B, T, C, NH);
+}
+
+Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att,
+                                       int B, int T, int C, int NH) {
+  if (all_f32({dqkv, dout, qkv, out})) {
+    return attention_backward_f32(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), att, B, T, C, NH);
+  }
+  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && all_f32({dout, qkv}) &&
+      !dqkv.is_f32() && !out.is_f32()) {
+    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B, T, C, NH,
+                                                scratch_, stream_));
+    return Status::ok();
+  }
+  return cast_attention_backward(*this, cast_scratch_, dqkv, dout, qkv, out, att, B, T, C, NH);
+}
+
+Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
+  if (all_f32({out, inp})) return gelu_forward_f32(out.f32(), inp.f32(), n);
+  if (inp.is_f32()) {
+    PERIGEE_CHECK(cuda::gelu_forward(out.bf16(), inp.f32(), n, stream_));
+    return Status::ok();
+  }
+  return cast_gelu_forward(*this, cast_scratch_, out, inp, n);
+}
+
+Status CudaBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) {
+  if (all_f32({dinp, inp, dout})) return gelu_backward_f32(dinp.f32(), inp.f32(), dout.f32(), n);
+  if (all_f32({inp, dout})) {
+    PERIGEE_CHECK(cuda::gelu_backward(dinp.bf16(), inp.f32(), dout.f32(), n, stream_));
+    return Status::ok();
+  }
+  return cast_gelu_backward(*this, cast_scratch_, dinp, inp, dout, n);
+}
+
+}  // namespace perigee::kernels::cuda

@@ -1,0 +1,25 @@
+// Element loads and stores of activation tensors in either storage type (kernels/act.hpp) for device
+// code: fp32 as is, bf16 as raw uint16_t bits widened exactly on load and rounded on store with the
+// integer rule of core/bf16.hpp (nearest, ties to even, NaN kept), the bits the CPU backend stores.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/bf16.hpp"
+
+namespace perigee::kernels::cuda {
+
+__device__ __forceinline__ float load_act(const float* p, size_t i) { return p[i]; }
+__device__ __forceinline__ float load_act(const uint16_t* p, size_t i) {
+  return __uint_as_float(f32_bits_from_bf16_bits(p[i]));
+}
+
+__device__ __forceinline__ void store_act(float* p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_act(uint16_t* p, size_t i, float v) {
+  p[i] = bf16_bits_from_f32_bits(__float_as_uint(v));
+}
+
+}  // namespace perigee::kernels::cuda

@@ -1,0 +1,39 @@
+// bf16 activation storage on the CUDA backend: every Act op, in fp32 precision (the ActCast fallback)
+// and in bf16 precision (the native kernels: LayerNorm, GELU and attention storing bf16, the attention
+// backward reading a bf16 `out`, GEMMs reading bf16 operands in place), obeys the storage rule of
+// act_rule_util.hpp bit for bit for every fp32/bf16 combination. Skips without a device.
+#include <gtest/gtest.h>
+
+#include "tests/kernels/act_rule_util.hpp"
+#include "tests/kernels/cuda_test_util.hpp"
+
+namespace perigee::kernels {
+namespace {
+
+class CudaActBf16 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto& b = cuda_testing::backends();
+    if (!b.skip_reason.empty()) GTEST_SKIP() << b.skip_reason;
+    ASSERT_TRUE(b.error.is_ok()) << b.error.message();
+  }
+};
+
+TEST_F(CudaActBf16, Fp32PrecisionFollowsTheStorageRule) {
+  Backend& be = *cuda_testing::backends().gpu;
+  for (const auto& op : testing::act_op_specs(be)) {
+    SCOPED_TRACE(op.name);
+    testing::expect_act_rule(be, op);
+  }
+}
+
+TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
+  Backend& be = *cuda_testing::backends().gpu_bf16;
+  for (const auto& op : testing::act_op_specs(be)) {
+    SCOPED_TRACE(op.name);
+    testing::expect_act_rule(be, op);
+  }
+}
+
+}  // namespace
+}  // namespace perigee::kernels
