@@ -7,7 +7,8 @@
 // (kernels/profiling_backend.hpp; cudaEvent pairs on CUDA, sync + steady_clock on the CPU).
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
 //                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1]
-//                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)] [--profile]
+//                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)]
+//                    [--activations fp32|bf16] [--profile]
 //                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
 //                    [--cuda-profiler-range] [--json f]
 // Exit codes: 0 ok, 2 bad arguments or no CUDA device for --device cuda.
@@ -114,6 +115,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision_arg, "CUDA GEMM and attention arithmetic: fp32, tf32 or bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_flag("--tf32", tf32, "CUDA: --precision tf32 (the fp32 GEMMs on TF32 tensor cores)");
+  std::string activations = "fp32";
+  app.add_option("--activations", activations, "storage of the GEMM-operand activations: fp32 or bf16")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--peak-tflops", peak_tflops,
                  "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
                  "--precision; CPU: none)");
@@ -202,11 +206,11 @@ int main(int argc, char** argv) {
   }
 
   if (on_cuda) {
-    std::printf("# bench_train_step: CUDA device %d (%s), %s, %d warm-up + %d timed steps\n", cuda_device,
-                device_name.c_str(), precision.c_str(), warmup, iters);
+    std::printf("# bench_train_step: CUDA device %d (%s), %s, %s activations, %d warm-up + %d timed steps\n",
+                cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(), warmup, iters);
   } else {
-    std::printf("# bench_train_step: CPU backend, %d thread(s), fp32, %d warm-up + %d timed steps\n", cpu_threads,
-                warmup, iters);
+    std::printf("# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %d warm-up + %d timed steps\n",
+                cpu_threads, activations.c_str(), warmup, iters);
   }
   if (peak_tflops > 0.0) std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
   else std::printf("# MFU peak: %s\n", peak_note.c_str());
@@ -230,7 +234,8 @@ int main(int argc, char** argv) {
       std::string profile_table;
       {
         rt::GptModel model;
-        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq));
+        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq,
+                                        activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
         params = model.num_parameters();
         model_bytes = 4 * params * sizeof(float) + model.activation_bytes();
@@ -321,7 +326,8 @@ int main(int argc, char** argv) {
     }
   }
   nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", device}, {"device_name", device_name},
-                                {"precision", precision}, {"precision_mode", precision_arg}, {"tf32", tf32}, {"threads", cpu_threads},
+                                {"precision", precision}, {"precision_mode", precision_arg}, {"tf32", tf32},
+                                {"activations", activations}, {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
                                 {"mfu_peak", peak_note}, {"warmup", warmup}, {"iters", iters},
                                 {"results", results}};

@@ -56,6 +56,7 @@ struct DeviceConfig {
   std::string device = "auto";  // "cpu" | "cuda" | "auto"
   int threads = 0;              // CPU threads per rank; 0 = hardware threads / ranks on this host
   std::string precision = "fp32";  // CUDA GEMMs and attention: "fp32" | "tf32" | "bf16" (the CPU is fp32)
+  std::string activations = "fp32";  // storage of the GEMM-operand activations: "fp32" | "bf16"
 
   bool operator==(const DeviceConfig&) const = default;
 };

@@ -92,6 +92,11 @@ const std::vector<Field>& schema() {
                     "CUDA GEMM and attention arithmetic: fp32, tf32 (TF32 GEMMs) or bf16 (bf16 tensor cores, "
                     "fp32 accumulation and memory); the CPU computes in fp32")
           .one_of({"fp32", "tf32", "bf16"}),
+      PERIGEE_FIELD(device, activations,
+                    "storage of the activations that feed GEMMs (LayerNorm, attention and GELU outputs, the "
+                    "attention and GELU input gradients): fp32, or bf16 (half the memory and traffic, values "
+                    "rounded once; fastest with precision = bf16 on CUDA)")
+          .one_of({"fp32", "bf16"}),
       // [comm]
       PERIGEE_FIELD(
           comm, backend,
@@ -281,6 +286,11 @@ Status validate_config(Config* config) {
   }
   if (config->links.topology == "file" && config->links.file.empty()) {
     errors.push_back("[links] file: must name the graph file when [links] topology = \"file\"");
+  }
+  if (config->device.activations == "bf16" && config->fault.abft) {
+    errors.push_back(
+        "[device] activations: \"bf16\" cannot run with [fault] abft = true (the ABFT checksums read fp32 GEMM "
+        "operands); use activations = \"fp32\" or turn abft off");
   }
   if (t.val_every > 0 && t.val_batches < 1) {
     errors.push_back(str_cat("[train] val_batches: must be >= 1 when [train] val_every > 0 (got ",

@@ -49,61 +49,66 @@ const TensorView* ParameterTable::find(const std::string& name) const {
 
 // ---------------------------------------------------------------- activation layout
 
-// Offsets (in floats) of every activation and scratch tensor inside act_, sized for the maximum
+// Where every activation and scratch tensor lives inside act_ (byte offsets), sized for the maximum
 // (B, T); a smaller forward uses the leading part of each tensor. Per-layer tensors have a fixed
-// per-layer stride.
+// per-layer stride. With bf16 activations the tensors marked `op` (GEMM operands: the LayerNorm,
+// attention and GELU outputs and the gradients entering the attention and c_fc GEMMs) are bf16; the
+// rest (GEMM outputs, the residual stream and its gradient, statistics, logits) stay fp32.
 struct GptModel::Acts {
-  size_t encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch,
-      fch_gelu, residual3, lnf, lnf_mean, lnf_rstd, logits, losses;
+  Slot encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
+      residual3, lnf, lnf_mean, lnf_rstd, logits, losses;
   // backward scratch
-  size_t d_residual, d_ln, d_qkv, d_atty, d_fch, d_fch_gelu, tmp;
-  // per-layer strides
-  size_t s_nc, s_n, s_3nc, s_att, s_4nc;
-  size_t total;
+  Slot d_residual, d_ln, d_qkv, d_atty, d_fch, d_fch_gelu, tmp;
+  size_t total = 0;  // bytes
 
-  Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t) {
+  Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t, kernels::DType op) {
     const size_t N = static_cast<size_t>(max_b) * max_t;
     const size_t C = sh.n_embd, L = sh.n_layer;
-    s_nc = N * C;
-    s_n = N;
-    s_3nc = 3 * N * C;
-    s_4nc = 4 * N * C;
-    s_att = backend.attention_state_size(max_b, max_t, sh.n_embd, sh.n_head);
-    size_t off = 0;
-    auto take = [&off](size_t n) {
-      const size_t o = off;
-      off += (n + 15) / 16 * 16;  // keep every tensor 64-byte aligned
-      return o;
+    const size_t nc = N * C;
+    const size_t n_att = backend.attention_state_size(max_b, max_t, sh.n_embd, sh.n_head);
+    constexpr kernels::DType f32 = kernels::DType::kF32;
+    auto take = [this](size_t per_layer, size_t layers, kernels::DType dtype) {
+      const Slot slot{total, per_layer, dtype};
+      total += (per_layer * layers * kernels::dtype_size(dtype) + 63) / 64 * 64;  // 64-byte aligned
+      return slot;
     };
-    encoded = take(s_nc);
-    ln1 = take(L * s_nc);
-    ln1_mean = take(L * s_n);
-    ln1_rstd = take(L * s_n);
-    qkv = take(L * s_3nc);
-    atty = take(L * s_nc);
-    att = take(L * s_att);
-    residual2 = take(L * s_nc);
-    ln2 = take(L * s_nc);
-    ln2_mean = take(L * s_n);
-    ln2_rstd = take(L * s_n);
-    fch = take(L * s_4nc);
-    fch_gelu = take(L * s_4nc);
-    residual3 = take(L * s_nc);
-    lnf = take(s_nc);
-    lnf_mean = take(s_n);
-    lnf_rstd = take(s_n);
-    logits = take(N * sh.padded_vocab);
-    losses = take(N);
-    d_residual = take(s_nc);
-    d_ln = take(s_nc);
-    d_qkv = take(s_3nc);
-    d_atty = take(s_nc);
-    d_fch = take(s_4nc);
-    d_fch_gelu = take(s_4nc);
-    tmp = take(s_nc);
-    total = off;
+    encoded = take(nc, 1, f32);
+    ln1 = take(nc, L, op);
+    ln1_mean = take(N, L, f32);
+    ln1_rstd = take(N, L, f32);
+    qkv = take(3 * nc, L, f32);
+    atty = take(nc, L, op);
+    att = take(n_att, L, f32);
+    residual2 = take(nc, L, f32);
+    ln2 = take(nc, L, op);
+    ln2_mean = take(N, L, f32);
+    ln2_rstd = take(N, L, f32);
+    fch = take(4 * nc, L, f32);
+    fch_gelu = take(4 * nc, L, op);
+    residual3 = take(nc, L, f32);
+    lnf = take(nc, 1, op);
+    lnf_mean = take(N, 1, f32);
+    lnf_rstd = take(N, 1, f32);
+    logits = take(N * sh.padded_vocab, 1, f32);
+    losses = take(N, 1, f32);
+    d_residual = take(nc, 1, f32);
+    d_ln = take(nc, 1, f32);
+    d_qkv = take(3 * nc, 1, op);
+    d_atty = take(nc, 1, f32);
+    d_fch = take(4 * nc, 1, op);
+    d_fch_gelu = take(4 * nc, 1, f32);
+    tmp = take(nc, 1, f32);
   }
 };
+
+kernels::Act GptModel::act(const Slot& s, int layer) const {
+  return kernels::Act(act_ + s.offset + static_cast<size_t>(layer) * s.per_layer * kernels::dtype_size(s.dtype),
+                      s.dtype);
+}
+
+float* GptModel::f32(const Slot& s, int layer) const {
+  return static_cast<float*>(act(s, layer).data);  // only fp32 slots are read this way
+}
 
 // ---------------------------------------------------------------- lifetime
 
@@ -116,7 +121,8 @@ GptModel::~GptModel() {
   }
 }
 
-Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq) {
+Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
+                      kernels::DType activations) {
   PERIGEE_REQUIRE(backend_ == nullptr, StatusCode::kInternal, "GptModel::init called twice");
   PERIGEE_REQUIRE(shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd % shape.n_head == 0 &&
                       shape.padded_vocab >= shape.vocab && shape.vocab > 0,
@@ -129,13 +135,14 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
   backend_ = backend;
   max_batch_ = max_batch;
   max_seq_ = max_seq;
+  act_dtype_ = activations;
   const size_t np = table_.total() * sizeof(float);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&params_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&grads_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&m_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&v_), np));
-  act_count_ = Acts(shape_, *backend_, max_batch, max_seq).total;
-  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&act_), act_count_ * sizeof(float)));
+  act_bytes_ = Acts(shape_, *backend_, max_batch, max_seq, act_dtype_).total;
+  PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&act_), act_bytes_));
   const size_t ntok = static_cast<size_t>(max_batch) * max_seq * sizeof(int32_t);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&tokens_), ntok));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&targets_), ntok));
@@ -194,50 +201,44 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, *backend_, max_batch_, max_seq_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
+  const size_t nc = static_cast<size_t>(N) * C;
   const size_t ntok = static_cast<size_t>(N) * sizeof(int32_t);
   PERIGEE_CHECK(k.copy_to_device(tokens_, inputs, ntok));
   if (targets != nullptr) PERIGEE_CHECK(k.copy_to_device(targets_, targets, ntok));
 
   auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
-  PERIGEE_CHECK(k.encoder_forward(act(a.encoded), tokens_, P("wte.weight"), P("wpe.weight"), B, T, C));
-  const float* residual = act(a.encoded);
+  PERIGEE_CHECK(k.encoder_forward(f32(a.encoded), tokens_, P("wte.weight"), P("wpe.weight"), B, T, C));
+  const float* residual = f32(a.encoded);
   for (int l = 0; l < L; ++l) {
     const std::string p = str_cat("h.", l, ".");
-    float* ln1 = act(a.ln1 + l * a.s_nc);
-    float* ln1_mean = act(a.ln1_mean + l * a.s_n);
-    float* ln1_rstd = act(a.ln1_rstd + l * a.s_n);
-    float* qkv = act(a.qkv + l * a.s_3nc);
-    float* atty = act(a.atty + l * a.s_nc);
-    float* att = act(a.att + l * a.s_att);
-    float* residual2 = act(a.residual2 + l * a.s_nc);
-    float* ln2 = act(a.ln2 + l * a.s_nc);
-    float* ln2_mean = act(a.ln2_mean + l * a.s_n);
-    float* ln2_rstd = act(a.ln2_rstd + l * a.s_n);
-    float* fch = act(a.fch + l * a.s_4nc);
-    float* fch_gelu = act(a.fch_gelu + l * a.s_4nc);
-    float* residual3 = act(a.residual3 + l * a.s_nc);
-    float* tmp = act(a.tmp);
+    const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
+    const kernels::Act fch_gelu = act(a.fch_gelu, l);
+    float* qkv = f32(a.qkv, l);
+    float* residual2 = f32(a.residual2, l);
+    float* fch = f32(a.fch, l);
+    float* residual3 = f32(a.residual3, l);
+    float* tmp = f32(a.tmp);
 
-    PERIGEE_CHECK(k.layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, P(p + "ln_1.weight"),
+    PERIGEE_CHECK(k.layernorm_forward(ln1, f32(a.ln1_mean, l), f32(a.ln1_rstd, l), residual, P(p + "ln_1.weight"),
                                       P(p + "ln_1.bias"), N, C));
     PERIGEE_CHECK(k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
-    PERIGEE_CHECK(k.attention_forward(atty, att, qkv, B, T, C, NH));
+    PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, l), qkv, B, T, C, NH));
     PERIGEE_CHECK(k.matmul_forward(tmp, atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"), N, C, C));
-    PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, static_cast<size_t>(N) * C));
-    PERIGEE_CHECK(k.layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, P(p + "ln_2.weight"),
+    PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, nc));
+    PERIGEE_CHECK(k.layernorm_forward(ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l), residual2, P(p + "ln_2.weight"),
                                       P(p + "ln_2.bias"), N, C));
     PERIGEE_CHECK(k.matmul_forward(fch, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"), N, C, 4 * C));
-    PERIGEE_CHECK(k.gelu_forward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C));
+    PERIGEE_CHECK(k.gelu_forward(fch_gelu, fch, 4 * nc));
     PERIGEE_CHECK(k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
-    PERIGEE_CHECK(k.residual_forward(residual3, residual2, tmp, static_cast<size_t>(N) * C));
+    PERIGEE_CHECK(k.residual_forward(residual3, residual2, tmp, nc));
     residual = residual3;
   }
-  PERIGEE_CHECK(k.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), residual, P("ln_f.weight"),
+  PERIGEE_CHECK(k.layernorm_forward(act(a.lnf), f32(a.lnf_mean), f32(a.lnf_rstd), residual, P("ln_f.weight"),
                                     P("ln_f.bias"), N, C));
-  PERIGEE_CHECK(k.matmul_forward(act(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
+  PERIGEE_CHECK(k.matmul_forward(f32(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
   last_B_ = B;
   last_T_ = T;
   last_has_targets_ = targets != nullptr;
@@ -245,10 +246,10 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
   // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
   // the [N, Vp] logits instead of a forward writing probabilities and a backward reading them again.
-  PERIGEE_CHECK(k.crossentropy_forward_backward(act(a.losses), act(a.logits), act(a.logits), targets_,
+  PERIGEE_CHECK(k.crossentropy_forward_backward(f32(a.losses), f32(a.logits), f32(a.logits), targets_,
                                                 1.0f / static_cast<float>(N), N, V, Vp));
   host_losses_.resize(N);
-  PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), act(a.losses), N * sizeof(float)));
+  PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), f32(a.losses), N * sizeof(float)));
   double sum = 0.0;
   for (float x : host_losses_) sum += x;
   if (mean_loss != nullptr) *mean_loss = sum / N;
@@ -258,10 +259,10 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
   PERIGEE_REQUIRE(!last_has_targets_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
                   "copy_logits needs a forward without targets covering (", b, ", ", t, ")");
-  const Acts a(shape_, *backend_, max_batch_, max_seq_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
   out->resize(shape_.vocab);
   const size_t row = static_cast<size_t>(b) * last_T_ + t;
-  return backend_->copy_to_host(out->data(), act(a.logits + row * shape_.padded_vocab),
+  return backend_->copy_to_host(out->data(), f32(a.logits) + row * shape_.padded_vocab,
                                 shape_.vocab * sizeof(float));
 }
 
@@ -272,7 +273,7 @@ Status GptModel::zero_grad() { return backend_->memset_zero(grads_, table_.total
 Status GptModel::backward() {
   PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, *backend_, max_batch_, max_seq_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
   const int B = last_B_, T = last_T_, N = B * T;
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const size_t nc = static_cast<size_t>(N) * C;
@@ -283,34 +284,30 @@ Status GptModel::backward() {
     return gradient_ready_ ? gradient_ready_(table_.find(name)->offset) : Status::ok();
   };
 
-  float* d_residual = act(a.d_residual);
-  float* d_ln = act(a.d_ln);
+  float* d_residual = f32(a.d_residual);
+  float* d_ln = f32(a.d_ln);
   // The forward with targets left dlogits of the mean loss in the logits buffer.
-  const float* dlogits = act(a.logits);
+  const float* dlogits = f32(a.logits);
   // Input gradients of matmul, GELU and attention are written; only the residual stream's gradient
   // (layernorm_backward's dinp, where two branches meet) accumulates and starts from zero.
   PERIGEE_CHECK(k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));
   PERIGEE_CHECK(zero(d_residual, nc));
-  const float* last_residual = L > 0 ? act(a.residual3 + (L - 1) * a.s_nc) : act(a.encoded);
+  const float* last_residual = L > 0 ? f32(a.residual3, L - 1) : f32(a.encoded);
   PERIGEE_CHECK(k.layernorm_backward(d_residual, G("ln_f.weight"), G("ln_f.bias"), d_ln, last_residual,
-                                     P("ln_f.weight"), act(a.lnf_mean), act(a.lnf_rstd), N, C));
+                                     P("ln_f.weight"), f32(a.lnf_mean), f32(a.lnf_rstd), N, C));
   PERIGEE_CHECK(final_from("ln_f.weight"));
 
+  const kernels::Act d_qkv = act(a.d_qkv), d_fch = act(a.d_fch);
+  float* d_fch_gelu = f32(a.d_fch_gelu);
+  float* d_atty = f32(a.d_atty);
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = str_cat("h.", l, ".");
-    const float* residual = l == 0 ? act(a.encoded) : act(a.residual3 + (l - 1) * a.s_nc);
-    const float* ln1 = act(a.ln1 + l * a.s_nc);
-    const float* qkv = act(a.qkv + l * a.s_3nc);
-    const float* atty = act(a.atty + l * a.s_nc);
-    const float* att = act(a.att + l * a.s_att);
-    const float* residual2 = act(a.residual2 + l * a.s_nc);
-    const float* ln2 = act(a.ln2 + l * a.s_nc);
-    const float* fch = act(a.fch + l * a.s_4nc);
-    const float* fch_gelu = act(a.fch_gelu + l * a.s_4nc);
-    float* d_fch_gelu = act(a.d_fch_gelu);
-    float* d_fch = act(a.d_fch);
-    float* d_qkv = act(a.d_qkv);
-    float* d_atty = act(a.d_atty);
+    const float* residual = l == 0 ? f32(a.encoded) : f32(a.residual3, l - 1);
+    const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
+    const kernels::Act fch_gelu = act(a.fch_gelu, l);
+    const float* qkv = f32(a.qkv, l);
+    const float* residual2 = f32(a.residual2, l);
+    const float* fch = f32(a.fch, l);
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
     PERIGEE_CHECK(k.matmul_backward(d_fch_gelu, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,
@@ -319,17 +316,15 @@ Status GptModel::backward() {
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "mlp.c_fc.weight"), G(p + "mlp.c_fc.bias"), d_fch, ln2,
                                     P(p + "mlp.c_fc.weight"), N, C, 4 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_2.weight"), G(p + "ln_2.bias"), d_ln, residual2,
-                                       P(p + "ln_2.weight"), act(a.ln2_mean + l * a.s_n),
-                                       act(a.ln2_rstd + l * a.s_n), N, C));
+                                       P(p + "ln_2.weight"), f32(a.ln2_mean, l), f32(a.ln2_rstd, l), N, C));
     // residual2 = residual + attn(ln1(residual)).
     PERIGEE_CHECK(k.matmul_backward(d_atty, G(p + "attn.c_proj.weight"), G(p + "attn.c_proj.bias"), d_residual,
                                     atty, P(p + "attn.c_proj.weight"), N, C, C));
-    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, atty, att, B, T, C, NH));
+    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, atty, f32(a.att, l), B, T, C, NH));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "attn.c_attn.weight"), G(p + "attn.c_attn.bias"), d_qkv, ln1,
                                     P(p + "attn.c_attn.weight"), N, C, 3 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_1.weight"), G(p + "ln_1.bias"), d_ln, residual,
-                                       P(p + "ln_1.weight"), act(a.ln1_mean + l * a.s_n),
-                                       act(a.ln1_rstd + l * a.s_n), N, C));
+                                       P(p + "ln_1.weight"), f32(a.ln1_mean, l), f32(a.ln1_rstd, l), N, C));
     PERIGEE_CHECK(final_from(p + "ln_1.weight"));
   }
   PERIGEE_CHECK(k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C));

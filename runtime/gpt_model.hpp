@@ -2,7 +2,8 @@
 // attention and a GELU MLP, final LayerNorm, LM head tied to the token embedding) over a Backend.
 // Parameters, gradients and the AdamW moments are four flat buffers (one allocation each) with a
 // table of named views (HF GPT-2 names; linear weights stored [out, in]). Activations are one
-// more flat buffer sized for (max_batch, max_seq). fp32 on the CPU backend.
+// more flat buffer sized for (max_batch, max_seq): fp32, or with bf16 activations the GEMM operands
+// (LayerNorm, attention and GELU outputs, attention and GELU input gradients) as bf16.
 #pragma once
 
 #include <cstddef>
@@ -55,13 +56,16 @@ class GptModel {
   GptModel(const GptModel&) = delete;
   GptModel& operator=(const GptModel&) = delete;
 
-  // Allocates all buffers on `backend` (not owned; must outlive the model).
-  Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq);
+  // Allocates all buffers on `backend` (not owned; must outlive the model). `activations`: the storage
+  // of the GEMM-operand activations ([device] activations).
+  Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
+              kernels::DType activations = kernels::DType::kF32);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }
   size_t num_parameters() const { return table_.total(); }
-  size_t activation_bytes() const { return act_count_ * sizeof(float); }
+  size_t activation_bytes() const { return act_bytes_; }
+  kernels::DType activation_dtype() const { return act_dtype_; }
   kernels::Backend* backend() const { return backend_; }
 
   float* params() { return params_; }
@@ -94,9 +98,14 @@ class GptModel {
   Status copy_logits(int b, int t, std::vector<float>* out) const;
 
  private:
-  struct Acts;  // offsets into act_ for one (B, T)
-  float* act(size_t offset) const { return act_ + offset; }
-  size_t layer_offset(size_t base, int l, size_t per_layer) const { return base + l * per_layer; }
+  struct Slot {
+    size_t offset = 0;     // bytes into act_
+    size_t per_layer = 0;  // elements per layer
+    kernels::DType dtype = kernels::DType::kF32;
+  };
+  struct Acts;  // the slots of every tensor in act_
+  kernels::Act act(const Slot& s, int layer = 0) const;
+  float* f32(const Slot& s, int layer = 0) const;  // an fp32 slot
 
   GptShape shape_;
   ParameterTable table_;
@@ -111,8 +120,9 @@ class GptModel {
   float* grads_ = nullptr;
   float* m_ = nullptr;
   float* v_ = nullptr;
-  float* act_ = nullptr;      // activations + backward scratch, one allocation
-  size_t act_count_ = 0;
+  unsigned char* act_ = nullptr;  // activations + backward scratch, one allocation
+  size_t act_bytes_ = 0;
+  kernels::DType act_dtype_ = kernels::DType::kF32;
   int32_t* tokens_ = nullptr;   // [max_batch * max_seq] inputs on the backend
   int32_t* targets_ = nullptr;  // [max_batch * max_seq]
   std::vector<float> host_losses_;

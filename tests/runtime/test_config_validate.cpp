@@ -85,6 +85,14 @@ TEST(ConfigValidate, EveryRuleFails) {
       {"bucket_mb", [](Config& c) { c.comm.bucket_mb = -1; }, "[comm] bucket_mb", "must be >= 0 (got -1)"},
       {"grad_dtype", [](Config& c) { c.comm.grad_dtype = "fp16"; }, "[comm] grad_dtype",
        "must be one of fp32, bf16 (got \"fp16\")"},
+      {"activations", [](Config& c) { c.device.activations = "fp16"; }, "[device] activations",
+       "must be one of fp32, bf16 (got \"fp16\")"},
+      {"bf16 activations with abft",
+       [](Config& c) {
+         c.device.activations = "bf16";
+         c.fault.abft = true;
+       },
+       "[device] activations", "\"bf16\" cannot run with [fault] abft = true"},
       {"run dir", [](Config& c) { c.run.dir = ""; }, "[run] dir", "must not be empty"},
       {"progress", [](Config& c) { c.run.progress = "yes"; }, "[run] progress",
        "must be one of auto, on, off (got \"yes\")"},

@@ -3,7 +3,10 @@
 // backward, global-norm clipping, AdamW with warmup and weight decay) from identical parameters on
 // identical batches, in each GPU precision. The per-step losses agree with the CPU's within 1e-4
 // relative in fp32, 2e-3 with TF32 GEMMs and 2e-2 in bf16 mixed precision, the loss falls, and a second
-// CUDA run is bit-identical to the first (losses and final parameters). Skipped without a CUDA device.
+// CUDA run is bit-identical to the first (losses and final parameters). With bf16 activation storage
+// ([device] activations = "bf16") both backends store the same tensors as bf16: the CPU is then the
+// reference of the CUDA native bf16 kernels (bf16 precision) and of its ActCast path (fp32 precision).
+// Skipped without a CUDA device.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -59,8 +62,8 @@ struct TrainResult {
   std::vector<float> params;
 };
 
-TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
-                  const std::vector<Batch>& batches) {
+TrainResult train(kernels::Backend& backend, const std::vector<float>& init, const std::vector<Batch>& batches,
+                  kernels::DType activations) {
   TrainConfig tc;
   tc.batch_size = kBatch;
   tc.seq_len = kSeq;
@@ -70,7 +73,7 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
   tc.weight_decay = 0.1;
   tc.grad_clip = 1.0;
   GptModel model;
-  PERIGEE_CHECK_OR_DIE(model.init(kShape, &backend, kBatch, kSeq));
+  PERIGEE_CHECK_OR_DIE(model.init(kShape, &backend, kBatch, kSeq, activations));
   PERIGEE_CHECK_OR_DIE(model.set_parameters(init));  // moments and gradients start zero-filled
   TrainResult r;
   for (int step = 0; step < kSteps; ++step) {
@@ -86,7 +89,8 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
   return r;
 }
 
-void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol) {
+void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
+                       kernels::DType activations = kernels::DType::kF32) {
   std::vector<kernels::cuda::DeviceInfo> devices;
   const Status probe = kernels::cuda::probe_devices(&devices);
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
@@ -105,8 +109,8 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol) {
   }
   const std::vector<Batch> batches = make_batches();
 
-  const TrainResult ref = train(cpu, init, batches);
-  const TrainResult got = train(*gpu, init, batches);
+  const TrainResult ref = train(cpu, init, batches, activations);
+  const TrainResult got = train(*gpu, init, batches, activations);
   ASSERT_EQ(got.losses.size(), ref.losses.size());
   double worst = 0.0;
   for (int step = 0; step < kSteps; ++step) {
@@ -116,14 +120,14 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol) {
     worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
   std::printf(
-      "cuda %s vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), largest relative loss "
-      "difference %.3g (tolerance %.0e)\n",
-      name, kSteps, ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst,
+      "cuda %s (%s activations) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), largest "
+      "relative loss difference %.3g (tolerance %.0e)\n",
+      name, kernels::dtype_name(activations), kSteps, ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst,
       rtol);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
   EXPECT_LT(got.losses.back(), got.losses.front()) << name;
 
-  const TrainResult again = train(*gpu, init, batches);
+  const TrainResult again = train(*gpu, init, batches, activations);
   EXPECT_EQ(std::memcmp(got.losses.data(), again.losses.data(), got.losses.size() * sizeof(double)), 0)
       << name;
   ASSERT_EQ(got.params.size(), again.params.size());
@@ -141,6 +145,14 @@ TEST(CudaTraining, Tf32TwentyStepsMatchTheCpuAndRepeatBitForBit) {
 
 TEST(CudaTraining, Bf16TwentyStepsMatchTheCpuAndRepeatBitForBit) {
   check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2);
+}
+
+TEST(CudaTraining, Bf16ActivationsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16);
+}
+
+TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
+  check_against_cpu(kernels::cuda::GpuPrecision::kFp32, 5e-3, kernels::DType::kBF16);
 }
 
 }  // namespace
