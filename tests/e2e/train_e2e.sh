@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end: the real binaries under a real mpiexec. perigee-data builds token files from a text
 # corpus, perigee-train runs 2 ranks for a few steps and leaves config.json, metrics.jsonl and one
-# log per rank; bad inputs (unknown key, missing data, batch not divisible by ranks, bad value)
+# log per rank; the same run with bf16 activation storage trains alike; bad inputs (unknown key, missing data, batch not divisible by ranks, bad value)
 # exit with status 2 and a message naming the cause.
 #   train_e2e.sh <perigee-data> <perigee-train> <mpiexec>
 set -uo pipefail
@@ -54,6 +54,17 @@ grep -q '"type":"val"' "$RUN/metrics.jsonl" || fail "no validation record"
 grep -q "step 6/6" "$WORK/train.log" || { cat "$WORK/train.log"; fail "step lines missing"; }
 grep -q "sample" "$WORK/train.log" || fail "no text sample"
 
+# bf16 activation storage: the same job with the GEMM operands stored as bf16 trains too, says so in
+# its log, and its first loss is the fp32 run's within 1 %.
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --device.activations=bf16 --run.name=e2e_bf16 \
+  > "$WORK/train_bf16.log" 2>&1 || { cat "$WORK/train_bf16.log"; fail "bf16-activation training failed"; }
+grep -q "GEMM operands bf16" "$WORK/train_bf16.log" || { cat "$WORK/train_bf16.log"; fail "no bf16 activation line"; }
+first_loss() { grep -m1 '"type":"train"' "$1" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
+L32=$(first_loss "$RUN/metrics.jsonl") L16=$(first_loss "$WORK/runs/e2e_bf16/metrics.jsonl")
+awk -v a="$L32" -v b="$L16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 0.01 * a) }' \
+  || fail "first loss with bf16 activations $L16 is not within 1 % of fp32's $L32"
+echo "ok: bf16 activations, first loss $L16 (fp32 $L32)"
+
 expect_error() {  # expect_error <description> <pattern> <args...>
   local what=$1 pattern=$2; shift 2
   "${MPI[@]}" -np 2 "$TRAIN_BIN" "$@" > "$WORK/err.log" 2>&1
@@ -67,4 +78,6 @@ expect_error "bad value" "n_head" "$WORK/tiny.toml" --model.n_head=3
 expect_error "missing data file" "perigee-data" "$WORK/tiny.toml" --data.train_file="$WORK/nope.bin"
 expect_error "batch not divisible" "divisible by the world size" "$WORK/tiny.toml" --train.batch_size=3
 expect_error "missing config file" "$WORK/none.toml" "$WORK/none.toml"
+expect_error "bf16 activations with abft" "cannot run with \\[fault\\] abft" "$WORK/tiny.toml" \
+  --device.activations=bf16 --fault.abft=true
 echo "PASS"
