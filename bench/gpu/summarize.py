@@ -41,7 +41,9 @@ def main():
             continue
         for r in doc.get("results", []):
             out["perigee"].append({
-                "label": f"perigee {doc.get('precision', '?')}", "file": os.path.basename(p),
+                "label": f"perigee {doc.get('precision', '?')}"
+                         + (", bf16 activations" if doc.get("activations") == "bf16" else ""),
+                "file": os.path.basename(p),
                 "device": doc.get("device_name"), "precision": doc.get("precision"), "batch": r["batch"],
                 "seq": r["seq"], "params": r["params"], "ms_per_step": r["ms_per_step"],
                 "flops_per_token": r["flops_per_step"] / r["tokens_per_step"],
