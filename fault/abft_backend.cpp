@@ -145,8 +145,8 @@ Status AbftBackend::matmul_forward(kernels::Act out_act, kernels::ConstAct inp_a
 }
 
 Status AbftBackend::matmul_backward(kernels::Act dinp_act, float* dweight, float* dbias,
-                                    kernels::ConstAct dout_act, kernels::ConstAct inp_act, const float* weight,
-                                    int N, int C, int OC) {
+                                    kernels::ConstAct dout_act, kernels::ConstAct inp_act,
+                                    const float* weight, int N, int C, int OC) {
   PERIGEE_CHECK(require_kernels());
   PERIGEE_CHECK(require_f32("matmul_backward", {dinp_act, dout_act, inp_act}));
   float* dinp = dinp_act.f32();

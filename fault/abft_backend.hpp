@@ -109,8 +109,8 @@ class AbftBackend final : public kernels::Backend {
 
   // The checked ops. Their activation operands must be fp32 (kInvalidArgument otherwise): the checksums
   // read fp32 operands.
-  Status matmul_forward(kernels::Act out, kernels::ConstAct inp, const float* weight, const float* bias, int N,
-                        int C, int OC) override;
+  Status matmul_forward(kernels::Act out, kernels::ConstAct inp, const float* weight, const float* bias,
+                        int N, int C, int OC) override;
   Status matmul_backward(kernels::Act dinp, float* dweight, float* dbias, kernels::ConstAct dout,
                          kernels::ConstAct inp, const float* weight, int N, int C, int OC) override;
 

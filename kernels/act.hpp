@@ -14,8 +14,12 @@ namespace perigee::kernels {
 
 enum class DType : uint8_t { kF32, kBF16 };
 
-constexpr size_t dtype_size(DType t) { return t == DType::kBF16 ? 2 : 4; }
-constexpr const char* dtype_name(DType t) { return t == DType::kBF16 ? "bf16" : "fp32"; }
+constexpr size_t dtype_size(DType t) {
+  return t == DType::kBF16 ? 2 : 4;
+}
+constexpr const char* dtype_name(DType t) {
+  return t == DType::kBF16 ? "bf16" : "fp32";
+}
 
 // A writable activation tensor.
 struct Act {
@@ -23,8 +27,8 @@ struct Act {
   DType dtype = DType::kF32;
 
   constexpr Act() = default;
-  constexpr Act(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
-  constexpr Act(float* p) : data(p) {}  // NOLINT(google-explicit-constructor)
+  constexpr Act(std::nullptr_t) {}                              // NOLINT(google-explicit-constructor)
+  constexpr Act(float* p) : data(p) {}                          // NOLINT(google-explicit-constructor)
   constexpr Act(uint16_t* p) : data(p), dtype(DType::kBF16) {}  // NOLINT(google-explicit-constructor)
   constexpr Act(void* p, DType t) : data(p), dtype(t) {}
 
@@ -44,15 +48,18 @@ struct ConstAct {
   DType dtype = DType::kF32;
 
   constexpr ConstAct() = default;
-  constexpr ConstAct(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
+  constexpr ConstAct(std::nullptr_t) {}            // NOLINT(google-explicit-constructor)
   constexpr ConstAct(const float* p) : data(p) {}  // NOLINT(google-explicit-constructor)
-  constexpr ConstAct(const uint16_t* p) : data(p), dtype(DType::kBF16) {}  // NOLINT(google-explicit-constructor)
+  constexpr ConstAct(const uint16_t* p)
+      : data(p), dtype(DType::kBF16) {}                        // NOLINT(google-explicit-constructor)
   constexpr ConstAct(Act a) : data(a.data), dtype(a.dtype) {}  // NOLINT(google-explicit-constructor)
   constexpr ConstAct(const void* p, DType t) : data(p), dtype(t) {}
 
   bool is_f32() const { return dtype == DType::kF32; }
   const float* f32() const { return dtype == DType::kF32 ? static_cast<const float*>(data) : nullptr; }
-  const uint16_t* bf16() const { return dtype == DType::kBF16 ? static_cast<const uint16_t*>(data) : nullptr; }
+  const uint16_t* bf16() const {
+    return dtype == DType::kBF16 ? static_cast<const uint16_t*>(data) : nullptr;
+  }
 };
 
 // True when every listed tensor is fp32 (null tensors count as fp32).

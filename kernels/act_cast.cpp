@@ -10,11 +10,15 @@ namespace {
 
 constexpr size_t kAlignFloats = 16;  // every temporary starts on a 64-byte boundary
 
-size_t aligned_floats(size_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+size_t aligned_floats(size_t n) {
+  return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+}
 
 }  // namespace
 
-CastScratch::~CastScratch() { clear(); }
+CastScratch::~CastScratch() {
+  clear();
+}
 
 void CastScratch::clear() {
   if (data_ != nullptr) backend_->release(data_);

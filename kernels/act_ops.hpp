@@ -44,8 +44,8 @@ Status cast_matmul_backward(Impl& be, CastScratch& s, Act dinp, float* dweight, 
 }
 
 template <class Impl>
-Status cast_attention_forward(Impl& be, CastScratch& s, Act out, float* att, ConstAct qkv, int B, int T, int C,
-                              int NH) {
+Status cast_attention_forward(Impl& be, CastScratch& s, Act out, float* att, ConstAct qkv, int B, int T,
+                              int C, int NH) {
   const size_t n = static_cast<size_t>(B) * T * C;
   float* o = nullptr;
   const float* q = nullptr;

@@ -289,7 +289,8 @@ Status validate_config(Config* config) {
   }
   if (config->device.activations == "bf16" && config->fault.abft) {
     errors.push_back(
-        "[device] activations: \"bf16\" cannot run with [fault] abft = true (the ABFT checksums read fp32 GEMM "
+        "[device] activations: \"bf16\" cannot run with [fault] abft = true (the ABFT checksums read fp32 "
+        "GEMM "
         "operands); use activations = \"fp32\" or turn abft off");
   }
   if (t.val_every > 0 && t.val_batches < 1) {

@@ -136,7 +136,8 @@ Head head_view(const float* qkv, int64_t b, int64_t hd, int64_t T, int64_t C, in
 
 }  // namespace
 
-Status CpuBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+Status CpuBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
+                                         int NH) {
   PERIGEE_CHECK(check_pointers("attention_forward", {out, att, qkv}));
   PERIGEE_CHECK(check_attention("attention_forward", B, T, C, NH));
   const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;
@@ -156,8 +157,9 @@ Status CpuBackend::attention_forward_f32(float* out, float* att, const float* qk
   return Status::ok();
 }
 
-Status CpuBackend::attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* /*out*/,
-                                      const float* att, int B, int T, int C, int NH) {
+Status CpuBackend::attention_backward_f32(float* dqkv, const float* dout, const float* qkv,
+                                          const float* /*out*/, const float* att, int B, int T, int C,
+                                          int NH) {
   PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, att}));
   PERIGEE_CHECK(check_attention("attention_backward", B, T, C, NH));
   const int64_t blocks_per_head = (T + kBlock - 1) / kBlock;

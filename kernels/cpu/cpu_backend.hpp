@@ -91,8 +91,8 @@ class CpuBackend final : public Backend {
   // bf16 outputs (kernels/act_ops.hpp): the bf16 reference is fp32 arithmetic on the stored values.
   Status layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                                const float* bias, int N, int C);
-  Status matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
-                            int OC);
+  Status matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias, int N,
+                            int C, int OC);
   Status matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                              const float* weight, int N, int C, int OC);
   Status attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C, int NH);

@@ -15,7 +15,7 @@
 namespace perigee::kernels::cpu {
 
 Status CpuBackend::layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
-                                     const float* weight, const float* bias, int N, int C) {
+                                         const float* weight, const float* bias, int N, int C) {
   PERIGEE_CHECK(check_pointers("layernorm_forward", {out, mean, rstd, inp, weight, bias}));
   PERIGEE_CHECK(check_dims("layernorm_forward", {N, C}));
 #pragma omp parallel for schedule(static) num_threads(threads_) if (int64_t{N} * C >= kParallelMin)

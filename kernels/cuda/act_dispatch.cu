@@ -11,15 +11,15 @@
 
 namespace perigee::kernels::cuda {
 
-Status CudaBackend::layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
-                                      const float* bias, int N, int C) {
+Status CudaBackend::layernorm_forward(Act out, float* mean, float* rstd, const float* inp,
+                                      const float* weight, const float* bias, int N, int C) {
   if (out.is_f32()) return layernorm_forward_f32(out.f32(), mean, rstd, inp, weight, bias, N, C);
   PERIGEE_CHECK(cuda::layernorm_forward(out.bf16(), mean, rstd, inp, weight, bias, N, C, stream_));
   return Status::ok();
 }
 
-Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
-                                   int OC) {
+Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N,
+                                   int C, int OC) {
   if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);
   if (precision_ == GpuPrecision::kBf16 && out.is_f32()) {
     PERIGEE_CHECK(cuda::matmul_forward_bf16(out.f32(), inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
@@ -57,8 +57,8 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
   }
   if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && all_f32({dout, qkv}) &&
       !dqkv.is_f32() && !out.is_f32()) {
-    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B, T, C, NH,
-                                                scratch_, stream_));
+    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B, T, C,
+                                                NH, scratch_, stream_));
     return Status::ok();
   }
   return cast_attention_backward(*this, cast_scratch_, dqkv, dout, qkv, out, att, B, T, C, NH);

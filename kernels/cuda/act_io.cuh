@@ -12,12 +12,16 @@
 
 namespace perigee::kernels::cuda {
 
-__device__ __forceinline__ float load_act(const float* p, size_t i) { return p[i]; }
+__device__ __forceinline__ float load_act(const float* p, size_t i) {
+  return p[i];
+}
 __device__ __forceinline__ float load_act(const uint16_t* p, size_t i) {
   return __uint_as_float(f32_bits_from_bf16_bits(p[i]));
 }
 
-__device__ __forceinline__ void store_act(float* p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_act(float* p, size_t i, float v) {
+  p[i] = v;
+}
 __device__ __forceinline__ void store_act(uint16_t* p, size_t i, float v) {
   p[i] = bf16_bits_from_f32_bits(__float_as_uint(v));
 }

@@ -336,7 +336,8 @@ __global__ void convert_bf16_kernel(bf16* dst, const float* qkv, const float* do
 // D_i = dO_i . O_i (= sum_j P_ij dP_ij) in fp32 from the fp32 operands: one warp per row (b, t), heads
 // in turn, each a fixed-order warp sum (lanes over columns, then xor shuffles): deterministic.
 template <typename O>
-__global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* out, int BT, int T, int C, int NH) {
+__global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* out, int BT, int T, int C,
+                                      int NH) {
   const int64_t bt = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (bt >= BT) return;
@@ -625,7 +626,8 @@ Status launch_backward(Out* dqkv, const float* dsum, const bf16* planes, const f
 }
 
 template <typename Out>
-Status forward_impl(Out* out, float* lse, const float* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
+Status forward_impl(Out* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+                    cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_forward_bf16", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward_bf16", B, T, C, NH, &p));

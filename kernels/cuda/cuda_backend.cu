@@ -190,7 +190,7 @@ Status CudaBackend::encoder_backward(float* dwte, float* dwpe, const float* dout
 }
 
 Status CudaBackend::layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
-                                      const float* weight, const float* bias, int N, int C) {
+                                          const float* weight, const float* bias, int N, int C) {
   PERIGEE_CHECK(cuda::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream_));
   return Status::ok();
 }
@@ -204,7 +204,7 @@ Status CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias
 }
 
 Status CudaBackend::matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias,
-                                   int N, int C, int OC) {
+                                       int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
     PERIGEE_CHECK(cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
     return Status::ok();
@@ -215,7 +215,7 @@ Status CudaBackend::matmul_forward_f32(float* out, const float* inp, const float
 }
 
 Status CudaBackend::matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout,
-                                    const float* inp, const float* weight, int N, int C, int OC) {
+                                        const float* inp, const float* weight, int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
     PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
                                              scratch_, stream_));
@@ -231,7 +231,8 @@ size_t CudaBackend::attention_state_size(int B, int T, int /*C*/, int NH) const 
   return attention_state_floats(B, T, NH);
 }
 
-Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
+                                          int NH) {
   if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
     PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_));
     return Status::ok();
@@ -241,7 +242,7 @@ Status CudaBackend::attention_forward_f32(float* out, float* att, const float* q
 }
 
 Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
-                                       const float* att, int B, int T, int C, int NH) {
+                                           const float* att, int B, int T, int C, int NH) {
   if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
     PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_));
     return Status::ok();

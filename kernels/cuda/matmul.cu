@@ -26,7 +26,8 @@ __global__ void add_bias_kernel(float* out, const float* bias, int OC) {
 // and the kRowThreads sums of a column are added in ty order. partial [P, OC]. With kConvert, each
 // element read is also stored rounded to bf16 in dout16 (same layout): the bf16 GEMMs' operand for free.
 template <bool kConvert, typename In>
-__global__ void bias_grad_partial_kernel(double* partial, __nv_bfloat16* dout16, const In* dout, int N, int OC) {
+__global__ void bias_grad_partial_kernel(double* partial, __nv_bfloat16* dout16, const In* dout, int N,
+                                         int OC) {
   __shared__ double shared[kRowThreads][kColumnTile];
   const int tx = threadIdx.x;
   const int ty = threadIdx.y;
@@ -122,14 +123,16 @@ Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, 
   return finish_bias_grad(dbias, partial, P, OC, stream);
 }
 
-Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial, cudaStream_t stream) {
+Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial,
+                        cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout, partial}));
   PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
   PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
                   "matmul_bias_grad: OC = ", OC, " is too large");
   const int P = ceil_div(N, kMatmulRowsPerPartial);
-  bias_grad_partial_kernel<false><<<dim3(P, ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads), 0,
-                                    stream>>>(partial, nullptr, dout, N, OC);
+  bias_grad_partial_kernel<false>
+      <<<dim3(P, ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads), 0, stream>>>(partial, nullptr,
+                                                                                          dout, N, OC);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return finish_bias_grad(dbias, partial, P, OC, stream);
 }

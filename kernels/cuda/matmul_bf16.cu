@@ -33,7 +33,9 @@ __global__ void convert_to_bf16_kernel(__nv_bfloat16* dst, const float* src, siz
 }
 
 // The bf16 bits of a bf16 activation tensor as cuBLASLt's element type (the same 16 bits).
-const __nv_bfloat16* as_bf16(ConstAct a) { return reinterpret_cast<const __nv_bfloat16*>(a.bf16()); }
+const __nv_bfloat16* as_bf16(ConstAct a) {
+  return reinterpret_cast<const __nv_bfloat16*>(a.bf16());
+}
 
 bool aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
@@ -160,8 +162,8 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
 
 // ---- kernel launchers
 
-Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C, int OC,
-                           LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp.data, weight}));
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
   const size_t n_w = static_cast<size_t>(OC) * C;

@@ -55,8 +55,8 @@ class LtGemm {
 
 // inp (and in the backward dout and inp) may be fp32 or bf16 storage (kernels/act.hpp): a bf16 operand
 // is the GEMM's operand as it is, with no rounding pass; an fp32 one is rounded into scratch first.
-Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C, int OC,
-                           LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
+Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,

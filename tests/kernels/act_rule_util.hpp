@@ -29,7 +29,8 @@ struct TensorSpec {
 };
 
 // The op on backend memory: ptrs[i] and types[i] describe tensor i of OpSpec::tensors.
-using ActOpFn = std::function<Status(Backend&, const std::vector<void*>& ptrs, const std::vector<DType>& types)>;
+using ActOpFn =
+    std::function<Status(Backend&, const std::vector<void*>& ptrs, const std::vector<DType>& types)>;
 // Optional: replaces the random start values (e.g. a forward's outputs as a backward's inputs).
 using ActInitFn = std::function<void(Backend&, std::vector<std::vector<float>>* host)>;
 
@@ -40,9 +41,15 @@ struct ActOpSpec {
   ActInitFn init;
 };
 
-inline Act act_of(const std::vector<void*>& p, const std::vector<DType>& t, size_t i) { return Act(p[i], t[i]); }
-inline const float* f32_of(const std::vector<void*>& p, size_t i) { return static_cast<const float*>(p[i]); }
-inline float* mut_f32_of(const std::vector<void*>& p, size_t i) { return static_cast<float*>(p[i]); }
+inline Act act_of(const std::vector<void*>& p, const std::vector<DType>& t, size_t i) {
+  return Act(p[i], t[i]);
+}
+inline const float* f32_of(const std::vector<void*>& p, size_t i) {
+  return static_cast<const float*>(p[i]);
+}
+inline float* mut_f32_of(const std::vector<void*>& p, size_t i) {
+  return static_cast<float*>(p[i]);
+}
 
 namespace detail {
 
@@ -152,17 +159,22 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
   const size_t n_att = be.attention_state_size(B, T, C, NH);
   std::vector<ActOpSpec> ops;
   ops.push_back({"layernorm_forward",
-                 {{"out", N * C, true, true}, {"mean", N, true}, {"rstd", N, true}, {"inp", N * C, false, false, 2.0f},
-                  {"weight", C}, {"bias", C}},
+                 {{"out", N * C, true, true},
+                  {"mean", N, true},
+                  {"rstd", N, true},
+                  {"inp", N * C, false, false, 2.0f},
+                  {"weight", C},
+                  {"bias", C}},
                  [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
-                   return k.layernorm_forward(act_of(p, t, 0), mut_f32_of(p, 1), mut_f32_of(p, 2), f32_of(p, 3),
-                                              f32_of(p, 4), f32_of(p, 5), N, C);
+                   return k.layernorm_forward(act_of(p, t, 0), mut_f32_of(p, 1), mut_f32_of(p, 2),
+                                              f32_of(p, 3), f32_of(p, 4), f32_of(p, 5), N, C);
                  },
                  nullptr});
   ops.push_back({"matmul_forward",
                  {{"out", N * OC, true, true}, {"inp", N * C, false, true}, {"weight", OC * C}, {"bias", OC}},
                  [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
-                   return k.matmul_forward(act_of(p, t, 0), act_of(p, t, 1), f32_of(p, 2), f32_of(p, 3), N, C, OC);
+                   return k.matmul_forward(act_of(p, t, 0), act_of(p, t, 1), f32_of(p, 2), f32_of(p, 3), N, C,
+                                           OC);
                  },
                  nullptr});
   ops.push_back({"matmul_backward",
@@ -173,14 +185,15 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
                   {"inp", N * C, false, true},
                   {"weight", OC * C}},
                  [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
-                   return k.matmul_backward(act_of(p, t, 0), mut_f32_of(p, 1), mut_f32_of(p, 2), act_of(p, t, 3),
-                                            act_of(p, t, 4), f32_of(p, 5), N, C, OC);
+                   return k.matmul_backward(act_of(p, t, 0), mut_f32_of(p, 1), mut_f32_of(p, 2),
+                                            act_of(p, t, 3), act_of(p, t, 4), f32_of(p, 5), N, C, OC);
                  },
                  nullptr});
   ops.push_back({"attention_forward",
                  {{"out", nc, true, true}, {"att", n_att, true}, {"qkv", 3 * nc, false, true}},
                  [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
-                   return k.attention_forward(act_of(p, t, 0), mut_f32_of(p, 1), act_of(p, t, 2), B, T, C, NH);
+                   return k.attention_forward(act_of(p, t, 0), mut_f32_of(p, 1), act_of(p, t, 2), B, T, C,
+                                              NH);
                  },
                  nullptr});
   // The backward's `out` and `att` are the forward's, computed on this backend in fp32.
@@ -191,8 +204,8 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
                   {"out", nc, false, true},
                   {"att", n_att}},
                  [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
-                   return k.attention_backward(act_of(p, t, 0), act_of(p, t, 1), act_of(p, t, 2), act_of(p, t, 3),
-                                               f32_of(p, 4), B, T, C, NH);
+                   return k.attention_backward(act_of(p, t, 0), act_of(p, t, 1), act_of(p, t, 2),
+                                               act_of(p, t, 3), f32_of(p, 4), B, T, C, NH);
                  },
                  [=](Backend& k, std::vector<std::vector<float>>* host) {
                    void *qkv = nullptr, *out = nullptr, *att = nullptr;
@@ -200,7 +213,8 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
                    PERIGEE_CHECK_OR_DIE(k.allocate(&out, nc * sizeof(float)));
                    PERIGEE_CHECK_OR_DIE(k.allocate(&att, n_att * sizeof(float)));
                    PERIGEE_CHECK_OR_DIE(k.copy_to_device(qkv, (*host)[2].data(), 3 * nc * sizeof(float)));
-                   PERIGEE_CHECK_OR_DIE(k.attention_forward(static_cast<float*>(out), static_cast<float*>(att),
+                   PERIGEE_CHECK_OR_DIE(k.attention_forward(static_cast<float*>(out),
+                                                            static_cast<float*>(att),
                                                             static_cast<const float*>(qkv), B, T, C, NH));
                    PERIGEE_CHECK_OR_DIE(k.copy_to_host((*host)[3].data(), out, nc * sizeof(float)));
                    PERIGEE_CHECK_OR_DIE(k.copy_to_host((*host)[4].data(), att, n_att * sizeof(float)));

@@ -62,8 +62,8 @@ struct TrainResult {
   std::vector<float> params;
 };
 
-TrainResult train(kernels::Backend& backend, const std::vector<float>& init, const std::vector<Batch>& batches,
-                  kernels::DType activations) {
+TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
+                  const std::vector<Batch>& batches, kernels::DType activations) {
   TrainConfig tc;
   tc.batch_size = kBatch;
   tc.seq_len = kSeq;
@@ -122,8 +122,8 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
   std::printf(
       "cuda %s (%s activations) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), largest "
       "relative loss difference %.3g (tolerance %.0e)\n",
-      name, kernels::dtype_name(activations), kSteps, ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst,
-      rtol);
+      name, kernels::dtype_name(activations), kSteps, ref.losses.front(), ref.losses.back(),
+      got.losses.front(), got.losses.back(), worst, rtol);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
   EXPECT_LT(got.losses.back(), got.losses.front()) << name;
 

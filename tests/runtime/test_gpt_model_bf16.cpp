@@ -74,7 +74,8 @@ TEST(GptModelBf16, LossAndGradientStayCloseToFp32) {
     norm += std::pow(static_cast<double>(ref.grads[i]), 2);
   }
   const double rel = std::sqrt(diff / norm);
-  std::printf("bf16 activations vs fp32: loss %.6f vs %.6f, gradient relative L2 %.3g\n", got.loss, ref.loss, rel);
+  std::printf("bf16 activations vs fp32: loss %.6f vs %.6f, gradient relative L2 %.3g\n", got.loss, ref.loss,
+              rel);
   EXPECT_LT(rel, 2e-2);  // bf16 keeps 8 significant bits: about 2^-9 relative per rounding
   EXPECT_GT(rel, 1e-5);  // and the rounding is real
 }
