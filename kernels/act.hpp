@@ -36,10 +36,6 @@ struct Act {
   // The typed pointer when the tensor has that type, else null.
   float* f32() const { return dtype == DType::kF32 ? static_cast<float*>(data) : nullptr; }
   uint16_t* bf16() const { return dtype == DType::kBF16 ? static_cast<uint16_t*>(data) : nullptr; }
-  // The tensor starting `elements` further on.
-  Act plus(size_t elements) const {
-    return Act(static_cast<unsigned char*>(data) + elements * dtype_size(dtype), dtype);
-  }
 };
 
 // A read-only activation tensor.

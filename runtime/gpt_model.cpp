@@ -107,7 +107,7 @@ kernels::Act GptModel::act(const Slot& s, int layer) const {
 }
 
 float* GptModel::f32(const Slot& s, int layer) const {
-  return static_cast<float*>(act(s, layer).data);  // only fp32 slots are read this way
+  return act(s, layer).f32();  // null for a bf16 slot: the op's pointer check then names it
 }
 
 // ---------------------------------------------------------------- lifetime
