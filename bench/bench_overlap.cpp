@@ -18,6 +18,12 @@
 //          [--vocab 50304] [--buckets 0,1,4,25] [--iters 5] [--warmup 1] [--threads 1]
 //          [--timeout 60] [--grad-dtype fp32,bf16] [--json f]
 // --timeout is [comm] timeout_s (perigee-train's default 60 s: collectives poll against a deadline).
+// --comm links averages the gradients over emulated laser links instead (EmulatedLinkCommunicator:
+// every hop --link-latency-ms, --link-gbps per link, --algorithm, wall time = emulated time x
+// --time-scale), whose overlapped all-reduces run on the communicator's worker thread; barriers and
+// the max over ranks of the timings go over plain MPI, outside the timed region.
+//   mpirun -np 4 bench_overlap --comm links [--link-latency-ms 5] [--link-gbps 100] [--algorithm auto]
+//          [--time-scale 1]
 // Exit codes: 0 ok, 1 a wrong gradient, 2 bad arguments.
 #include <mpi.h>
 
@@ -33,8 +39,10 @@
 #include <string>
 #include <vector>
 
+#include "collectives/emulated_link_communicator.hpp"
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/mpi_communicator.hpp"
+#include "collectives/mpi_init.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/random.hpp"
@@ -77,7 +85,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  collectives::init_mpi(&argc, &argv);
   CLI::App app{"bench_overlap: gradient all-reduce overlapped with the backward pass, by bucket size"};
   double timeout_s = 60.0;
   int layers = 6, channels = 384, heads = 6, seq = 128, batch = 2, vocab = 50304, iters = 5, warmup = 1,
@@ -85,6 +93,8 @@ int main(int argc, char** argv) {
   std::vector<double> bucket_mibs = {0, 1, 4, 25};
   std::string json_path = "bench_overlap.json";
   std::vector<std::string> dtypes = {"fp32"};
+  std::string backend = "mpi", algorithm = "auto";
+  double link_latency_ms = 5.0, link_gbps = 100.0, time_scale = 1.0;
   app.add_option("--layers", layers)->check(CLI::PositiveNumber);
   app.add_option("--channels", channels)->check(CLI::PositiveNumber);
   app.add_option("--heads", heads)->check(CLI::PositiveNumber);
@@ -100,6 +110,15 @@ int main(int argc, char** argv) {
                  "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "JSON output (rank 0)");
+  app.add_option("--comm", backend, "gradient communicator: mpi, or links (emulated laser links)")
+      ->check(CLI::IsMember({"mpi", "links"}));
+  app.add_option("--link-latency-ms", link_latency_ms, "links: propagation delay of every hop")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--link-gbps", link_gbps, "links: bandwidth of every link, Gb/s")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--algorithm", algorithm, "links: all-reduce algorithm (ring, rabenseifner, ..., auto)");
+  app.add_option("--time-scale", time_scale, "links: wall seconds per emulated second")
+      ->check(CLI::PositiveNumber);
   app.add_option("--grad-dtype", dtypes, "gradient types on the wire, in order: fp32 (the anchor's), bf16")
       ->delimiter(',')
       ->check(CLI::IsMember({"fp32", "bf16"}));
@@ -117,9 +136,32 @@ int main(int argc, char** argv) {
   std::erase(dtypes, "fp32");
   dtypes.insert(dtypes.begin(), "fp32");  // the anchor's type comes first
 
-  std::unique_ptr<collectives::MpiCommunicator> comm;
-  PERIGEE_CHECK_OR_DIE(collectives::MpiCommunicator::create(MPI_COMM_WORLD, &comm, timeout_s));
-  const int rank = comm->rank(), ranks = comm->size();
+  // ctl: barriers and timing maxima (plain MPI); comm: the gradients (MPI, or the emulated links).
+  std::unique_ptr<collectives::MpiCommunicator> ctl;
+  PERIGEE_CHECK_OR_DIE(collectives::MpiCommunicator::create(MPI_COMM_WORLD, &ctl, timeout_s));
+  const int rank = ctl->rank(), ranks = ctl->size();
+  std::unique_ptr<collectives::Communicator> comm;
+  if (backend == "links") {
+    collectives::EmulationOptions opt;
+    opt.time_scale = time_scale;
+    opt.timeout_s = timeout_s;
+    Status parsed = collectives::algorithms::parse_algorithm(algorithm, &opt.algorithm);
+    if (!parsed.is_ok()) {
+      if (rank == 0) std::fprintf(stderr, "bench_overlap: --algorithm: %s\n", parsed.message().c_str());
+      MPI_Finalize();
+      return 2;
+    }
+    std::unique_ptr<collectives::EmulatedLinkCommunicator> links;
+    PERIGEE_CHECK_OR_DIE(collectives::EmulatedLinkCommunicator::create(
+        MPI_COMM_WORLD,
+        collectives::algorithms::uniform_route_fn(ranks, link_latency_ms * 1e-3, link_gbps * 1e9 / 8), opt,
+        &links));
+    comm = std::move(links);
+  } else {
+    std::unique_ptr<collectives::MpiCommunicator> mpi;
+    PERIGEE_CHECK_OR_DIE(collectives::MpiCommunicator::create(MPI_COMM_WORLD, &mpi, timeout_s));
+    comm = std::move(mpi);
+  }
   kernels::cpu::CpuBackend cpu(threads);
   rt::GptShape shape{layers, heads, channels, seq, vocab, (vocab + 127) / 128 * 128};
   rt::GptModel model;
@@ -138,12 +180,12 @@ int main(int argc, char** argv) {
   std::vector<float> scratch(model.grads(), model.grads() + n);
   std::vector<double> ar;
   for (int i = 0; i < warmup + iters; ++i) {
-    PERIGEE_CHECK_OR_DIE(comm->barrier());
+    PERIGEE_CHECK_OR_DIE(ctl->barrier());
     const auto t0 = Clock::now();
     PERIGEE_CHECK_OR_DIE(
         comm->start_all_reduce(scratch.data(), scratch.data(), n, DataType::kFloat32, ReduceOp::kAvg));
     PERIGEE_CHECK_OR_DIE(comm->wait_all());
-    if (i >= warmup) ar.push_back(max_over_ranks(*comm, ms_since(t0)));
+    if (i >= warmup) ar.push_back(max_over_ranks(*ctl, ms_since(t0)));
   }
   const double allreduce_ms = median(ar);
   if (rank == 0) {
@@ -180,7 +222,7 @@ int main(int argc, char** argv) {
                                                      : rt::GptModel::GradientReadyFn());
       std::vector<double> step, exposed;
       for (int i = 0; i < warmup + iters; ++i) {
-        PERIGEE_CHECK_OR_DIE(comm->barrier());
+        PERIGEE_CHECK_OR_DIE(ctl->barrier());
         const auto t0 = Clock::now();
         double loss = 0.0;
         PERIGEE_CHECK_OR_DIE(model.forward(inputs.data(), targets.data(), batch, seq, &loss));
@@ -190,8 +232,8 @@ int main(int argc, char** argv) {
         PERIGEE_CHECK_OR_DIE(buckets.finish());
         const double ms = ms_since(t0);
         if (i < warmup) continue;
-        step.push_back(max_over_ranks(*comm, ms));
-        exposed.push_back(max_over_ranks(*comm, buckets.wait_seconds() * 1e3));
+        step.push_back(max_over_ranks(*ctl, ms));
+        exposed.push_back(max_over_ranks(*ctl, buckets.wait_seconds() * 1e3));
       }
       Row r;
       r.dtype = dtype;
@@ -221,7 +263,7 @@ int main(int argc, char** argv) {
         }
       }
       double wrong = static_cast<double>(r.wrong);
-      wrong = max_over_ranks(*comm, wrong);
+      wrong = max_over_ranks(*ctl, wrong);
       r.wrong = static_cast<long>(wrong);
       total_wrong += r.wrong;
       r.speedup = rows.empty() ? 1.0 : rows.front().step_ms / r.step_ms;
@@ -250,6 +292,14 @@ int main(int argc, char** argv) {
     j["ranks"] = ranks;
     j["threads_per_rank"] = cpu.threads();
     j["timeout_s"] = timeout_s;
+    j["comm"] = backend;
+    if (backend == "links") {
+      j["links"] = {{"latency_ms", link_latency_ms},
+                    {"gbps", link_gbps},
+                    {"algorithm", algorithm},
+                    {"time_scale", time_scale},
+                    {"overlaps", comm->overlaps()}};
+    }
     j["model"] = {{"layers", layers},        {"channels", channels}, {"heads", heads}, {"seq", seq},
                   {"batch_per_rank", batch}, {"vocab", vocab},       {"parameters", n}};
     j["allreduce_ms"] = allreduce_ms;

@@ -111,6 +111,9 @@ Status EmulatedLinkCommunicator::create(MPI_Comm base, algorithms::RouteFn route
   c->routes_ = std::move(routes);
   c->opt_ = opt;
   c->opt_.shape.ranks = c->size_;
+  int provided = MPI_THREAD_SINGLE;
+  PERIGEE_CHECK_MPI(MPI_Query_thread(&provided));
+  c->thread_multiple_ = provided >= MPI_THREAD_MULTIPLE;
   // Fail at creation (on every rank alike) when the algorithm cannot run on this world size.
   if (opt.algorithm != Algorithm::kAuto && opt.algorithm != Algorithm::kNative) {
     algorithms::ScheduleParams probe = c->opt_.shape;
@@ -244,13 +247,63 @@ Status EmulatedLinkCommunicator::run_collective(const Schedule& s, char* buf, Da
     return modelled.add_trace(__FILE__, __LINE__);
   }
   PERIGEE_CHECK(execute(s, tl, buf, type, op, what));
-  last_.op = what;
-  last_.algorithm = s.algorithm;
-  last_.bytes = s.count * data_type_size(type);
-  last_.model_s = tl.duration_s();
-  last_.wall_s = MPI_Wtime() - wall_start;
-  total_model_s_ += last_.model_s;
-  total_wall_s_ += last_.wall_s;
+  record(CollectiveStats{what, s.algorithm, s.count * data_type_size(type), tl.duration_s(),
+                         MPI_Wtime() - wall_start});
+  return Status::ok();
+}
+
+void EmulatedLinkCommunicator::record(const CollectiveStats& s) {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  last_ = s;
+  total_model_s_ += s.model_s;
+  total_wall_s_ += s.wall_s;
+}
+
+CollectiveStats EmulatedLinkCommunicator::last() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return last_;
+}
+
+double EmulatedLinkCommunicator::total_model_s() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return total_model_s_;
+}
+
+double EmulatedLinkCommunicator::total_wall_s() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return total_wall_s_;
+}
+
+Status EmulatedLinkCommunicator::idle(const char* op) {
+  const size_t n = engine_.pending();
+  PERIGEE_REQUIRE(n == 0, StatusCode::kInternal, "links ", op, ": ", n,
+                  " overlapped all-reduce(s) are pending: call wait_all() first");
+  return Status::ok();
+}
+
+Status EmulatedLinkCommunicator::start_all_reduce(const void* send, void* recv, size_t count, DataType type,
+                                                  ReduceOp op) {
+  if (!thread_multiple_) return all_reduce(send, recv, count, type, op);
+  // Argument errors come back now, on every rank alike; the collective itself runs on the worker.
+  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
+                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
+  PERIGEE_REQUIRE(type != DataType::kUInt8, StatusCode::kInvalidArgument,
+                  "links all_reduce: uint8 reductions are not supported");
+  PERIGEE_CHECK(engine_.poll());  // an earlier one failed: report it before starting more
+  const Algorithm a = opt_.algorithm;
+  PERIGEE_CHECK(engine_.submit([this, a, send, recv, count, type, op] {
+    return run_all_reduce(a, send, recv, count, type, op);
+  }));
+  return Status::ok();
+}
+
+Status EmulatedLinkCommunicator::progress() {
+  PERIGEE_CHECK(engine_.poll());
+  return Status::ok();
+}
+
+Status EmulatedLinkCommunicator::wait_all() {
+  PERIGEE_CHECK(engine_.drain());
   return Status::ok();
 }
 
@@ -261,6 +314,13 @@ Status EmulatedLinkCommunicator::all_reduce(const void* send, void* recv, size_t
 
 Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, void* recv, size_t count,
                                                  DataType type, ReduceOp op) {
+  PERIGEE_CHECK(idle("all_reduce"));
+  PERIGEE_CHECK(run_all_reduce(a, send, recv, count, type, op));
+  return Status::ok();
+}
+
+Status EmulatedLinkCommunicator::run_all_reduce(Algorithm a, const void* send, void* recv, size_t count,
+                                                DataType type, ReduceOp op) {
   PERIGEE_CHECK(mpi_->usable());
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
@@ -294,10 +354,8 @@ Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, 
     PERIGEE_CHECK(algorithms::simulate_schedule(*ring, elem, routes_, t0, opt_.timing, &tl));
     PERIGEE_CHECK(mpi_->all_reduce(send, recv, count, type, op));
     sleep_until_emulated(tl.end_s);
-    last_ = CollectiveStats{"all_reduce", Algorithm::kNative, count * elem, tl.duration_s(),
-                            MPI_Wtime() - wall_start};
-    total_model_s_ += last_.model_s;
-    total_wall_s_ += last_.wall_s;
+    record(CollectiveStats{"all_reduce", Algorithm::kNative, count * elem, tl.duration_s(),
+                           MPI_Wtime() - wall_start});
     return Status::ok();
   }
   if (send != recv && count > 0) std::memcpy(recv, send, count * elem);
@@ -321,6 +379,7 @@ Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, 
 }
 
 Status EmulatedLinkCommunicator::broadcast(void* buffer, size_t count, DataType type, int root) {
+  PERIGEE_CHECK(idle("broadcast"));
   PERIGEE_CHECK(mpi_->usable());
   PERIGEE_REQUIRE(root >= 0 && root < size_, StatusCode::kInvalidArgument, "broadcast: root ", root,
                   " outside [0, ", size_, ")");
@@ -338,6 +397,7 @@ Status EmulatedLinkCommunicator::broadcast(void* buffer, size_t count, DataType 
 }
 
 Status EmulatedLinkCommunicator::all_gather(const void* send, void* recv, size_t count, DataType type) {
+  PERIGEE_CHECK(idle("all_gather"));
   PERIGEE_CHECK(mpi_->usable());
   const double wall_start = MPI_Wtime();
   const size_t elem = data_type_size(type);
@@ -356,6 +416,7 @@ Status EmulatedLinkCommunicator::all_gather(const void* send, void* recv, size_t
 }
 
 Status EmulatedLinkCommunicator::barrier() {
+  PERIGEE_CHECK(idle("barrier"));
   PERIGEE_CHECK(mpi_->barrier());
   return Status::ok();
 }

@@ -14,12 +14,23 @@
 // route exists every rank returns the same kUnavailable error ("no route from rank 3 (sat 17) to
 // rank 4 (sat 18) at t=...: links ... down") at the same round, so nothing hangs. A peer that dies
 // is caught by the MPI deadline (timeout_s), as in MpiCommunicator.
+//
+// Overlap (the gradient buckets): start_all_reduce hands the all-reduce to a worker thread of this
+// communicator (BackgroundQueue: one at a time, in order) and returns, so the backward pass goes on
+// computing while the schedule's rounds wait for their emulated arrivals, as a satellite's laser
+// terminal moves data while its GPU computes. Each overlapped all-reduce runs exactly as a blocking
+// one would (same schedule, same emulated start rule, same result). wait_all() waits for them and
+// returns the first error; the others are refused with kInternal while any is pending. The worker
+// makes MPI calls while the caller's thread may make its own, so this needs MPI_THREAD_MULTIPLE
+// (collectives/mpi_init.hpp); under a lower thread level overlaps() is false and start_all_reduce
+// is the blocking all_reduce.
 #pragma once
 
 #include <mpi.h>
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -27,6 +38,7 @@
 #include "collectives/algorithms/route.hpp"
 #include "collectives/algorithms/schedule.hpp"
 #include "collectives/algorithms/timing.hpp"
+#include "collectives/background_queue.hpp"
 #include "collectives/communicator.hpp"
 #include "collectives/mpi_communicator.hpp"
 
@@ -70,21 +82,38 @@ class EmulatedLinkCommunicator final : public Communicator {
   Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
   Status barrier() override;
 
+  // Overlapped all-reduce on the worker thread (see the top of this file).
+  Status start_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
+  Status progress() override;
+  Status wait_all() override;
+  bool overlaps() const override { return thread_multiple_; }
+  // Overlapped all-reduces started and not yet finished.
+  size_t pending() { return engine_.pending(); }
+
   // All-reduce with an explicit algorithm (benchmarks compare them on one communicator).
   Status all_reduce_with(algorithms::Algorithm a, const void* send, void* recv, size_t count,
                          DataType type, ReduceOp op);
 
   // Emulated seconds since the constellation epoch, now.
   double now_s() const;
-  const CollectiveStats& last() const { return last_; }
-  double total_model_s() const { return total_model_s_; }
-  double modelled_seconds() const override { return total_model_s_; }
-  double total_wall_s() const { return total_wall_s_; }
+  // The statistics of the last finished collective and the totals (overlapped ones included once
+  // they finished).
+  CollectiveStats last() const;
+  double total_model_s() const;
+  double modelled_seconds() const override { return total_model_s(); }
+  double total_wall_s() const;
   const EmulationOptions& options() const { return opt_; }
   const algorithms::RouteFn& routes() const { return routes_; }
 
  private:
   EmulatedLinkCommunicator() = default;
+  // kInternal while overlapped all-reduces are pending (collectives must not interleave).
+  Status idle(const char* op);
+  // all_reduce_with without the idle check: the worker thread runs this.
+  Status run_all_reduce(algorithms::Algorithm a, const void* send, void* recv, size_t count, DataType type,
+                        ReduceOp op);
+  // Adds one finished collective to the statistics.
+  void record(const CollectiveStats& s);
   // Emulated start time every rank agrees on (max of the ranks' clocks).
   Status agree_start(double* t0_s);
   // Schedule for (algorithm, count, pipeline chunks), built once and cached.
@@ -105,11 +134,15 @@ class EmulatedLinkCommunicator final : public Communicator {
   algorithms::RouteFn routes_;
   EmulationOptions opt_;
   double wall_epoch_ = 0.0;  // MPI_Wtime at creation
+  bool thread_multiple_ = false;  // MPI_THREAD_MULTIPLE: start_all_reduce may use the worker
+  mutable std::mutex stats_mu_;   // the worker records while the caller may read
   CollectiveStats last_;
   double total_model_s_ = 0.0;
   double total_wall_s_ = 0.0;
   std::map<std::tuple<int, size_t, int>, algorithms::Schedule> cache_;  // (algorithm, count, chunks)
   std::map<std::pair<int, size_t>, algorithms::Schedule> gather_cache_;  // (kind/root, count)
+  // Last member: destroyed first, so pending all-reduces finish while everything they use exists.
+  BackgroundQueue engine_;
 };
 
 }  // namespace perigee::collectives

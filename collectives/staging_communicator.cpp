@@ -36,7 +36,67 @@ Status HostStagingCommunicator::create(std::shared_ptr<Communicator> host, Stagi
 }
 
 HostStagingCommunicator::~HostStagingCommunicator() {
+  // Started all-reduces still own their blocks: let them finish first (errors cannot be reported
+  // from here; the copies back are skipped, the device buffers may be gone).
+  if (!in_flight_.empty()) (void)host_->wait_all();
   if (staging_ != nullptr) callbacks_.free_pinned(staging_);
+  for (Block& b : blocks_) callbacks_.free_pinned(b.data);
+}
+
+size_t HostStagingCommunicator::overlap_pinned_bytes() const {
+  size_t total = 0;
+  for (const Block& b : blocks_) total += b.bytes;
+  return total;
+}
+
+Status HostStagingCommunicator::idle(const char* op) const {
+  PERIGEE_REQUIRE(in_flight_.empty(), StatusCode::kInternal, name_, " ", op, ": ", in_flight_.size(),
+                  " overlapped all-reduce chunk(s) are pending: call wait_all() first");
+  return Status::ok();
+}
+
+Status HostStagingCommunicator::start_all_reduce(const void* send, void* recv, size_t count, DataType type,
+                                                 ReduceOp op) {
+  if (!host_->overlaps()) return all_reduce(send, recv, count, type, op);
+  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
+                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
+  if (count == 0) return Status::ok();
+  const size_t elem = data_type_size(type);
+  const size_t chunk = std::min(count, std::max<size_t>(1, chunk_bytes_ / elem));
+  for (size_t off = 0; off < count; off += chunk) {
+    const size_t bytes = std::min(chunk, count - off) * elem;
+    const size_t slot = in_flight_.size();
+    if (slot == blocks_.size()) blocks_.emplace_back();
+    Block& b = blocks_[slot];
+    if (b.bytes < bytes) {
+      if (b.data != nullptr) callbacks_.free_pinned(b.data);
+      b = Block{};
+      PERIGEE_CHECK(callbacks_.alloc_pinned(&b.data, bytes));
+      PERIGEE_REQUIRE(b.data != nullptr, StatusCode::kOutOfMemory, "HostStagingCommunicator: alloc_pinned(",
+                      bytes, " bytes) returned no memory");
+      b.bytes = bytes;
+    }
+    PERIGEE_CHECK(callbacks_.to_host(b.data, byte_ptr(send, off * elem), bytes));
+    PERIGEE_CHECK(host_->start_all_reduce(b.data, b.data, bytes / elem, type, op));
+    in_flight_.push_back(InFlight{byte_ptr(recv, off * elem), bytes});
+  }
+  return Status::ok();
+}
+
+Status HostStagingCommunicator::progress() {
+  PERIGEE_CHECK(host_->progress());
+  return Status::ok();
+}
+
+Status HostStagingCommunicator::wait_all() {
+  if (in_flight_.empty()) return Status::ok();
+  std::vector<InFlight> done;
+  done.swap(in_flight_);
+  PERIGEE_CHECK(host_->wait_all());
+  for (size_t i = 0; i < done.size(); ++i) {
+    PERIGEE_CHECK(callbacks_.to_device(done[i].recv, blocks_[i].data, done[i].bytes));
+  }
+  return Status::ok();
 }
 
 Status HostStagingCommunicator::ensure_staging(size_t bytes) {
@@ -55,6 +115,7 @@ Status HostStagingCommunicator::ensure_staging(size_t bytes) {
 
 Status HostStagingCommunicator::all_reduce(const void* send, void* recv, size_t count, DataType type,
                                            ReduceOp op) {
+  PERIGEE_CHECK(idle("all_reduce"));
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   if (count == 0) return Status::ok();
@@ -71,6 +132,7 @@ Status HostStagingCommunicator::all_reduce(const void* send, void* recv, size_t 
 }
 
 Status HostStagingCommunicator::broadcast(void* buffer, size_t count, DataType type, int root) {
+  PERIGEE_CHECK(idle("broadcast"));
   PERIGEE_REQUIRE(root >= 0 && root < size(), StatusCode::kInvalidArgument, "broadcast: root ", root,
                   " outside [0, ", size(), ")");
   if (count == 0) return Status::ok();
@@ -88,6 +150,7 @@ Status HostStagingCommunicator::broadcast(void* buffer, size_t count, DataType t
 }
 
 Status HostStagingCommunicator::all_gather(const void* send, void* recv, size_t count, DataType type) {
+  PERIGEE_CHECK(idle("all_gather"));
   if (count == 0) return Status::ok();
   const size_t elem = data_type_size(type);
   const size_t p = static_cast<size_t>(size());
@@ -114,6 +177,7 @@ Status HostStagingCommunicator::all_gather(const void* send, void* recv, size_t 
 }
 
 Status HostStagingCommunicator::barrier() {
+  PERIGEE_CHECK(idle("barrier"));
   PERIGEE_CHECK(host_->barrier());
   return Status::ok();
 }

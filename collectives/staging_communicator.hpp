@@ -3,12 +3,22 @@
 // memory, host -> device. Memory and copies come from callbacks, so this file knows nothing of
 // CUDA; collectives/cuda_staging.hpp fills them with cudaMallocHost/cudaMemcpy. Buffers larger than
 // the chunk size go in chunks, so the pinned buffer never exceeds about one chunk.
+//
+// Overlap (the gradient buckets): when the wrapped communicator overlaps (MPI, the emulated links),
+// start_all_reduce copies each chunk to a pinned block of its own and starts the wrapped
+// all-reduce on it, and wait_all() waits for them and copies every block back to its device
+// buffer. The results equal the blocking all_reduce's; recv changes only in wait_all(). Each chunk
+// in flight needs its own block, so an overlapped pass pins as many bytes as it has in flight (a
+// whole gradient buffer when every bucket is started before the wait); the blocks are kept and
+// reused by the next pass. Over a wrapped communicator that does not overlap, start_all_reduce is
+// the blocking all_reduce.
 #pragma once
 
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "collectives/communicator.hpp"
 
@@ -55,14 +65,36 @@ class HostStagingCommunicator final : public Communicator {
   Status barrier() override;
   double modelled_seconds() const override { return host_->modelled_seconds(); }
 
+  // Overlapped all-reduce through pinned blocks (see the top of this file). A failing copy at start
+  // returns its error after the chunks before it were started: wait_all() still waits for those.
+  Status start_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
+  Status progress() override;
+  Status wait_all() override;
+  bool overlaps() const override { return host_->overlaps(); }
+  // Chunks started and not yet copied back.
+  size_t pending() const { return in_flight_.size(); }
+
   Communicator& host() { return *host_; }
   size_t chunk_bytes() const { return chunk_bytes_; }
   // Current size of the pinned staging buffer (grows on demand, up to about chunk_bytes).
   size_t staging_bytes() const { return staging_bytes_; }
+  // Pinned bytes held for overlapped all-reduces (kept between passes).
+  size_t overlap_pinned_bytes() const;
 
  private:
   HostStagingCommunicator() = default;
   Status ensure_staging(size_t bytes);
+  // kInternal while overlapped all-reduces wait for wait_all().
+  Status idle(const char* op) const;
+
+  struct Block {  // pinned host memory for one chunk in flight
+    void* data = nullptr;
+    size_t bytes = 0;
+  };
+  struct InFlight {  // a started chunk: where its block goes back to
+    void* recv = nullptr;
+    size_t bytes = 0;
+  };
 
   std::shared_ptr<Communicator> host_;
   StagingCallbacks callbacks_;
@@ -70,6 +102,8 @@ class HostStagingCommunicator final : public Communicator {
   std::string name_;
   void* staging_ = nullptr;
   size_t staging_bytes_ = 0;
+  std::vector<Block> blocks_;        // blocks_[i] serves the i-th chunk in flight
+  std::vector<InFlight> in_flight_;  // started chunks, in order
 };
 
 }  // namespace perigee::collectives

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "collectives/mpi_init.hpp"
 #include "kernels/cuda/device_probe.cuh"
 #include "runtime/comm_setup.hpp"
 #include "runtime/config.hpp"
@@ -120,7 +121,7 @@ int run_job(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  collectives::init_mpi(&argc, &argv);
   const int rc = run_job(argc, argv);
   perigee::runtime::log::close_file();
   MPI_Finalize();

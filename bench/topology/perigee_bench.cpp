@@ -18,6 +18,7 @@
 #include "bench/topology/table_printer.hpp"
 #include "bench/topology/topology_runner.hpp"
 #include "collectives/algorithms/schedule.hpp"
+#include "collectives/mpi_init.hpp"
 
 #ifndef PERIGEE_BENCH_TOPOLOGY_DIR
 #define PERIGEE_BENCH_TOPOLOGY_DIR "bench/topology"
@@ -55,7 +56,7 @@ Status parse_algorithms(const std::vector<std::string>& names, std::vector<alg::
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  collectives::init_mpi(&argc, &argv);
   int rank = 0, ranks = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &ranks);

@@ -19,44 +19,10 @@
 #include "collectives/mpi_communicator.hpp"
 #include "collectives/staging_communicator.hpp"
 #include "tests/collectives/bf16_test_util.hpp"
+#include "tests/collectives/fake_device.hpp"
 
 namespace perigee::collectives {
 namespace {
-
-// Host memory standing in for device memory, with counters.
-struct FakeDevice {
-  int allocs = 0;
-  int frees = 0;
-  int to_host_calls = 0;
-  int to_device_calls = 0;
-  size_t max_alloc = 0;
-  int fail_to_host_at = -1;  // 0-based index of the to_host call that fails, -1 = never
-
-  StagingCallbacks callbacks() {
-    StagingCallbacks cb;
-    cb.alloc_pinned = [this](void** p, size_t bytes) -> Status {
-      ++allocs;
-      max_alloc = std::max(max_alloc, bytes);
-      *p = ::operator new(bytes);
-      return Status::ok();
-    };
-    cb.free_pinned = [this](void* p) {
-      ++frees;
-      ::operator delete(p);
-    };
-    cb.to_host = [this](void* host, const void* dev, size_t bytes) -> Status {
-      PERIGEE_REQUIRE(to_host_calls++ != fail_to_host_at, StatusCode::kCudaError, "injected copy failure");
-      std::memcpy(host, dev, bytes);
-      return Status::ok();
-    };
-    cb.to_device = [this](void* dev, const void* host, size_t bytes) -> Status {
-      ++to_device_calls;
-      std::memcpy(dev, host, bytes);
-      return Status::ok();
-    };
-    return cb;
-  }
-};
 
 std::shared_ptr<MpiCommunicator> world() {
   std::unique_ptr<MpiCommunicator> c;

@@ -2,7 +2,8 @@
 # End-to-end over emulated laser links: perigee-train on 4 real ranks with [comm] backend = "links"
 # on a 2 x 2 +Grid (torus2d, grid mapping) must train like the plain MPI run (same first loss, final
 # loss within 1e-4 relative: only the summation order differs), log the emulated link time per step
-# and record link_ms in metrics.jsonl. A constellation cut in two (outages on every link of a
+# and record link_ms in metrics.jsonl; with gradient buckets (overlapped on the links' worker
+# thread) it trains alike. A constellation cut in two (outages on every link of a
 # satellite) must end the run with an error naming the missing route, not hang.
 #   links_e2e.sh <perigee-data> <perigee-train> <mpiexec>
 set -uo pipefail
@@ -82,11 +83,28 @@ a, b = float(sys.argv[3]), float(sys.argv[4])
 sys.exit(0 if bf16 < fp32 and abs(a - b) <= 1e-2 * abs(a) else 1)
 PY
 
-# A cut constellation: satellite 1 of a 3-satellite ring loses both its links.
+# Gradient buckets over the links ([comm] bucket_mb 10 kB: several all-reduces per step, started on
+# the links' worker thread while the backward pass goes on): trains like the run above (final loss
+# within 1e-4 relative: the buckets' schedules sum in another order on 4 ranks).
+"${MPI[@]}" -np 4 "$TRAIN_BIN" "$WORK/base.toml" --run.name=links_buckets --comm.backend=links --comm.algorithm=torus2d \
+  --links.topology=grid --links.planes=2 --links.sats_per_plane=2 --links.fixed_latency_ms=5 \
+  --links.bandwidth_gbps=10 --links.mapping=grid --links.time_scale=0.2 --comm.bucket_mb=0.01 > "$WORK/buckets.log" 2>&1 \
+  || { cat "$WORK/buckets.log"; fail "links run with gradient buckets failed"; }
+grep -q "overlapped with the backward pass in buckets of 0.0 MiB over links" "$WORK/buckets.log" \
+  || { cat "$WORK/buckets.log"; fail "the log does not say the buckets overlap over the links"; }
+d=$(final_loss "$WORK/runs/links_buckets/metrics.jsonl")
+python3 - "$b" "$d" <<'PY' || fail "final loss differs: links $b vs links with buckets $d"
+import sys
+a, b = float(sys.argv[1]), float(sys.argv[2])
+sys.exit(0 if abs(a - b) <= 1e-4 * abs(a) else 1)
+PY
+
+# A cut constellation: satellite 1 of a 3-satellite ring loses both its links. Small buckets, so the
+# failure comes from an all-reduce running on the links' worker thread during the backward pass.
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=cut --comm.backend=links --comm.algorithm=ring \
-  --links.topology=grid --links.planes=1 --links.sats_per_plane=3 --links.fixed_latency_ms=1 \
+  --links.topology=grid --links.planes=1 --links.sats_per_plane=3 --links.fixed_latency_ms=1 --comm.bucket_mb=0.01 \
   "--links.outages=0-1@0:1e9;1-2@0:1e9" --comm.timeout_s=20 > "$WORK/cut.log" 2>&1
 rc=$?
 [[ $rc -ne 0 ]] || { cat "$WORK/cut.log"; fail "the cut constellation trained anyway"; }
 grep -qi "no route" "$WORK/cut.log" || { cat "$WORK/cut.log"; fail "the error does not name the missing route"; }
-echo "links e2e: OK (loss mpi $a, links $b, links with bf16 gradients $c)"
+echo "links e2e: OK (loss mpi $a, links $b, links with bf16 gradients $c, links with buckets $d)"
