@@ -2,8 +2,9 @@
 // "device" buffers are host memory and the callbacks memcpy while counting calls and allocations,
 // so chunking (small chunk sizes, counts that are no multiple of the chunk), in-place and
 // out-of-place, the bounded staging buffer and error propagation are all checked on the CPU.
-// The last test runs the CUDA callbacks (cudaMallocHost/cudaMemcpy) on device buffers; it skips,
-// on every rank alike, unless every rank has a GPU (ranks may share one: staging needs no NCCL).
+// The last test runs the CUDA callbacks (cudaMallocHost/cudaMemcpy) on device buffers, blocking and
+// overlapped; it skips, on every rank alike, unless every rank has a GPU (ranks may share one:
+// staging needs no NCCL).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -329,6 +330,24 @@ TEST(CudaStaging, DeviceBuffersThroughMpi) {
   }
   EXPECT_EQ(wrong, 0);
   EXPECT_LE(c->staging_bytes(), 4096u);
+
+  // Overlapped (the gradient buckets' path): MPI overlaps, so each chunk goes to a pinned block of
+  // its own and the device buffers get the sums in wait_all().
+  ASSERT_TRUE(c->overlaps());
+  DeviceVector<float> x(h), y(h);
+  ASSERT_TRUE(c->start_all_reduce(x.ptr, x.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(c->start_all_reduce(y.ptr, y.ptr, 2500, DataType::kFloat32, ReduceOp::kAvg).is_ok());
+  EXPECT_EQ(c->pending(), 10u + 3u);
+  ASSERT_TRUE(c->wait_all().is_ok());
+  const std::vector<float> xs = x.download(), ys = y.download();
+  wrong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float sum = static_cast<float>(p * (p + 1) / 2 * static_cast<int>(i % 1013));
+    wrong += xs[i] != sum;
+    wrong += ys[i] != (i < 2500 ? (p > 1 ? sum * (1.0f / static_cast<float>(p)) : sum) : h[i]);
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(c->overlap_pinned_bytes(), (n + 2500) * sizeof(float));  // one block per chunk, each its size
   c.reset();
   cudaStreamDestroy(stream);
 }
