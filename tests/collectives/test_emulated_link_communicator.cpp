@@ -12,6 +12,7 @@
 
 #include "collectives/emulated_link_communicator.hpp"
 #include "tests/collectives/bf16_test_util.hpp"
+#include "tests/collectives/links_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -218,14 +219,7 @@ TEST(EmulatedLinkCommunicator, WaitsForTheModelledDelay) {
 TEST(EmulatedLinkCommunicator, MissingRouteFailsEveryRankClearly) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
-  auto base = algorithms::uniform_route_fn(p, 1e-6, 1e12);
-  algorithms::RouteFn cut = [base](int src, int dst, double t, algorithms::Route* out) -> Status {
-    if ((src == 0 && dst == 1) || (src == 1 && dst == 0)) {
-      return make_error(StatusCode::kUnavailable, "no route from rank ", src, " to rank ", dst, " at t=", t,
-                        " s: link 0-1 down");
-    }
-    return base(src, dst, t, out);
-  };
+  algorithms::RouteFn cut = route_fn_without_link_0_1(p);
   EmulationOptions opt;
   opt.algorithm = Algorithm::kRing;
   opt.timeout_s = 30.0;

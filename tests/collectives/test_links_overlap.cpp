@@ -18,6 +18,7 @@
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/staging_communicator.hpp"
 #include "tests/collectives/fake_device.hpp"
+#include "tests/collectives/links_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -177,16 +178,8 @@ TEST(LinksOverlap, OtherCollectivesRefusedWhilePending) {
 TEST(LinksOverlap, AFailureComesBackFromWaitAllOnEveryRank) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
-  auto base = algorithms::uniform_route_fn(p, 1e-6, 1e12);
-  algorithms::RouteFn cut = [base](int src, int dst, double t, algorithms::Route* out) -> Status {
-    if ((src == 0 && dst == 1) || (src == 1 && dst == 0)) {
-      return make_error(StatusCode::kUnavailable, "no route from rank ", src, " to rank ", dst, " at t=", t,
-                        " s: link 0-1 down");
-    }
-    return base(src, dst, t, out);
-  };
   Gate gate;  // both are queued before the first one fails
-  auto comm = make_comm(Algorithm::kRing, 0.0, gate.routes(cut));
+  auto comm = make_comm(Algorithm::kRing, 0.0, gate.routes(route_fn_without_link_0_1(p)));
   std::vector<float> a(100, 1.0f), b(100, 1.0f);
   ASSERT_TRUE(
       comm->start_all_reduce(a.data(), a.data(), a.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
