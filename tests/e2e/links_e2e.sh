@@ -4,7 +4,8 @@
 # loss within 1e-4 relative: only the summation order differs), log the emulated link time per step
 # and record link_ms in metrics.jsonl; with gradient buckets (overlapped on the links' worker
 # thread) it trains alike. A constellation cut in two (outages on every link of a
-# satellite) must end the run with an error naming the missing route, not hang.
+# satellite) must end the run with an error naming the missing route, not hang; so must a peer
+# that stops responding while buckets are in flight (the deadline ends the job).
 #   links_e2e.sh <perigee-data> <perigee-train> <mpiexec>
 set -uo pipefail
 DATA_BIN=$1 TRAIN_BIN=$2 MPIEXEC=$3
@@ -107,4 +108,25 @@ PY
 rc=$?
 [[ $rc -ne 0 ]] || { cat "$WORK/cut.log"; fail "the cut constellation trained anyway"; }
 grep -qi "no route" "$WORK/cut.log" || { cat "$WORK/cut.log"; fail "the error does not name the missing route"; }
+# A peer that stops responding while gradient buckets are in flight on the links' worker thread:
+# the worker's deadline ([comm] timeout_s 3) must end the job with the peer-lost error, not hang.
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=stall --comm.backend=links --comm.algorithm=ring \
+  --links.topology=grid --links.planes=1 --links.sats_per_plane=2 --links.fixed_latency_ms=1 --comm.bucket_mb=0.01 \
+  --comm.timeout_s=3 --train.steps=100000 > "$WORK/stall.log" 2>&1 &
+JOB=$!
+for _ in $(seq 1 300); do grep -q "step " "$WORK/stall.log" 2>/dev/null && break; sleep 0.1; done
+VICTIM=$(pgrep -f "$(basename "$TRAIN_BIN").*run.name=stall" | sort -n | tail -1 || true)
+[[ -n "$VICTIM" ]] || { kill -9 $JOB 2>/dev/null; cat "$WORK/stall.log"; fail "no rank of the stall run found"; }
+kill -STOP "$VICTIM"
+T0=$SECONDS
+for _ in $(seq 1 300); do kill -0 $JOB 2>/dev/null || break; sleep 0.1; done
+if kill -0 $JOB 2>/dev/null; then
+  kill -9 "$VICTIM" $JOB 2>/dev/null; kill -CONT "$VICTIM" 2>/dev/null
+  cat "$WORK/stall.log"; fail "the job hung after a rank stopped (links worker thread)"
+fi
+kill -9 "$VICTIM" 2>/dev/null; kill -CONT "$VICTIM" 2>/dev/null
+grep -q "a peer rank died or stopped responding" "$WORK/stall.log" \
+  || { cat "$WORK/stall.log"; fail "the stalled peer is not named as the cause"; }
+echo "stalled peer over the links: job ended $((SECONDS - T0)) s after the stop"
+
 echo "links e2e: OK (loss mpi $a, links $b, links with bf16 gradients $c, links with buckets $d)"
