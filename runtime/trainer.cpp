@@ -609,7 +609,7 @@ void Trainer::log_step(const StepResult& r) const {
   if (options_.progress_bar) {
     const int width = 20;
     const int filled = static_cast<int>(width * done / std::max<int64_t>(1, total));
-    bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
+    bar.append(1, '[').append(filled, '#').append(width - filled, '.').append("] ");  // no GCC 12 -Wrestrict
   }
   log::info(bar, "step ", done, "/", total, " | loss ", fixed(r.loss, 4), " | lr ", sci(r.lr), " | norm ",
             fixed(r.grad_norm, 3), " | ", fixed(r.ms, 1), " ms (comm ", fixed(r.comm_ms, 1),
