@@ -29,7 +29,8 @@ class BackgroundQueue {
   BackgroundQueue(const BackgroundQueue&) = delete;
   BackgroundQueue& operator=(const BackgroundQueue&) = delete;
 
-  // Queues `job`; kInternal when the worker thread cannot be started.
+  // Queues `job` (from one thread: the communicator's caller); kInternal when the worker thread
+  // cannot be started.
   Status submit(Job job);
   // The first error of the jobs run so far (kept), or ok; never blocks.
   Status poll();

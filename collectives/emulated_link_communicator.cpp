@@ -61,6 +61,15 @@ Status combine_bytes(char* dst, const char* src, size_t n, DataType type, Reduce
                     " are not supported (float32, float64, bfloat16, int32, int64)");
 }
 
+// The all-reduce arguments the links refuse (the same on every rank).
+Status check_reduction(DataType type, ReduceOp op) {
+  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
+                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
+  PERIGEE_REQUIRE(type != DataType::kUInt8, StatusCode::kInvalidArgument,
+                  "links all_reduce: uint8 reductions are not supported");
+  return Status::ok();
+}
+
 // Binomial-tree broadcast from `root`: in round k, relative rank v < 2^k sends the whole buffer to
 // v + 2^k. lg p rounds; every transfer overwrites.
 Schedule broadcast_schedule(int p, size_t count, int root) {
@@ -285,10 +294,7 @@ Status EmulatedLinkCommunicator::start_all_reduce(const void* send, void* recv, 
                                                   ReduceOp op) {
   if (!thread_multiple_) return all_reduce(send, recv, count, type, op);
   // Argument errors come back now, on every rank alike; the collective itself runs on the worker.
-  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
-                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
-  PERIGEE_REQUIRE(type != DataType::kUInt8, StatusCode::kInvalidArgument,
-                  "links all_reduce: uint8 reductions are not supported");
+  PERIGEE_CHECK(check_reduction(type, op));
   PERIGEE_CHECK(engine_.poll());  // an earlier one failed: report it before starting more
   const Algorithm a = opt_.algorithm;
   PERIGEE_CHECK(engine_.submit([this, a, send, recv, count, type, op] {
@@ -322,10 +328,7 @@ Status EmulatedLinkCommunicator::all_reduce_with(Algorithm a, const void* send, 
 Status EmulatedLinkCommunicator::run_all_reduce(Algorithm a, const void* send, void* recv, size_t count,
                                                 DataType type, ReduceOp op) {
   PERIGEE_CHECK(mpi_->usable());
-  PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
-                  "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
-  PERIGEE_REQUIRE(type != DataType::kUInt8, StatusCode::kInvalidArgument,
-                  "links all_reduce: uint8 reductions are not supported");
+  PERIGEE_CHECK(check_reduction(type, op));
   const double wall_start = MPI_Wtime();
   const size_t elem = data_type_size(type);
   double t0 = 0.0;
