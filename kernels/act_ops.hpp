@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/act_cast.hpp"
 
@@ -91,6 +92,16 @@ Status cast_gelu_backward(Impl& be, CastScratch& s, Act dinp, ConstAct inp, Cons
   cast.input(dout, n, &d);
   cast.output(dinp, n, &di);
   return cast.run([&] { return be.gelu_backward_f32(di, i, d, n); });
+}
+
+template <class Impl>
+Status cast_crossentropy_forward_backward(Impl& be, CastScratch& s, float* losses, Act dlogits,
+                                          const float* logits, const int32_t* targets, float dloss, int N,
+                                          int V, int Vp) {
+  float* d = nullptr;
+  ActCast cast(be, s);
+  cast.output(dlogits, static_cast<size_t>(N) * Vp, &d);
+  return cast.run([&] { return be.crossentropy_forward_backward_f32(losses, d, logits, targets, dloss, N, V, Vp); });
 }
 
 }  // namespace perigee::kernels

@@ -101,8 +101,9 @@ class Backend {
                                        float dloss, int N, int V, int Vp) = 0;
   // Both in one pass for a training step: losses as crossentropy_forward, and dlogits as
   // crossentropy_backward would write from those probabilities (same values, bit for bit), without
-  // storing the probabilities. dlogits may alias logits.
-  virtual Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+  // storing the probabilities. An fp32 dlogits may alias logits; a bf16 one (the LM head's backward
+  // GEMMs read it as it is) holds each fp32 gradient rounded once.
+  virtual Status crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
                                                const int32_t* targets, float dloss, int N, int V, int Vp) = 0;
 
   // ---- optimizer and reductions over flat buffers

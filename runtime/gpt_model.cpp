@@ -52,11 +52,13 @@ const TensorView* ParameterTable::find(const std::string& name) const {
 // Where every activation and scratch tensor lives inside act_ (byte offsets), sized for the maximum
 // (B, T); a smaller forward uses the leading part of each tensor. Per-layer tensors have a fixed
 // per-layer stride. With bf16 activations the tensors marked `op` (GEMM operands: the LayerNorm,
-// attention and GELU outputs and the gradients entering the attention and c_fc GEMMs) are bf16; the
-// rest (GEMM outputs, the residual stream and its gradient, statistics, logits) stay fp32.
+// attention and GELU outputs and the gradients entering the attention, c_fc and LM head GEMMs) are
+// bf16; the rest (GEMM outputs, the residual stream and its gradient, statistics, logits) stay fp32.
+// The logits' gradient is written over the fp32 logits, or with bf16 activations into dlogits of its
+// own (bf16 cannot overwrite fp32 rows in place).
 struct GptModel::Acts {
   Slot encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
-      residual3, lnf, lnf_mean, lnf_rstd, logits, losses;
+      residual3, lnf, lnf_mean, lnf_rstd, logits, dlogits, losses;
   // backward scratch
   Slot d_residual, d_ln, d_qkv, d_atty, d_fch, d_fch_gelu, tmp;
   size_t total = 0;  // bytes
@@ -90,6 +92,7 @@ struct GptModel::Acts {
     lnf_mean = take(N, 1, f32);
     lnf_rstd = take(N, 1, f32);
     logits = take(N * sh.padded_vocab, 1, f32);
+    dlogits = take(op == f32 ? 0 : N * sh.padded_vocab, 1, op);
     losses = take(N, 1, f32);
     d_residual = take(nc, 1, f32);
     d_ln = take(nc, 1, f32);
@@ -108,6 +111,10 @@ kernels::Act GptModel::act(const Slot& s, int layer) const {
 
 float* GptModel::f32(const Slot& s, int layer) const {
   return act(s, layer).f32();  // null for a bf16 slot: the op's pointer check then names it
+}
+
+kernels::Act GptModel::dlogits(const Acts& a) const {
+  return a.dlogits.dtype == kernels::DType::kF32 ? act(a.logits) : act(a.dlogits);
 }
 
 // ---------------------------------------------------------------- lifetime
@@ -246,7 +253,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
   // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
   // the [N, Vp] logits instead of a forward writing probabilities and a backward reading them again.
-  PERIGEE_CHECK(k.crossentropy_forward_backward(f32(a.losses), f32(a.logits), f32(a.logits), targets_,
+  PERIGEE_CHECK(k.crossentropy_forward_backward(f32(a.losses), dlogits(a), f32(a.logits), targets_,
                                                 1.0f / static_cast<float>(N), N, V, Vp));
   host_losses_.resize(N);
   PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), f32(a.losses), N * sizeof(float)));
@@ -286,8 +293,8 @@ Status GptModel::backward() {
 
   float* d_residual = f32(a.d_residual);
   float* d_ln = f32(a.d_ln);
-  // The forward with targets left dlogits of the mean loss in the logits buffer.
-  const float* dlogits = f32(a.logits);
+  // The forward with targets left dlogits of the mean loss (in the logits buffer when fp32).
+  const kernels::ConstAct dlogits = this->dlogits(a);
   // Input gradients of matmul, GELU and attention are written; only the residual stream's gradient
   // (layernorm_backward's dinp, where two branches meet) accumulates and starts from zero.
   PERIGEE_CHECK(k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));

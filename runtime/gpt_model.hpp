@@ -106,6 +106,7 @@ class GptModel {
   struct Acts;  // the slots of every tensor in act_
   kernels::Act act(const Slot& s, int layer = 0) const;
   float* f32(const Slot& s, int layer = 0) const;  // an fp32 slot
+  kernels::Act dlogits(const Acts& a) const;  // where the forward leaves the logits' gradient
 
   GptShape shape_;
   ParameterTable table_;

@@ -49,4 +49,13 @@ Status CpuBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n
   return cast_gelu_backward(*this, cast_scratch_, dinp, inp, dout, n);
 }
 
+Status CpuBackend::crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
+                                                 const int32_t* targets, float dloss, int N, int V, int Vp) {
+  if (dlogits.is_f32()) {
+    return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits, targets, dloss, N, V, Vp);
+  }
+  return cast_crossentropy_forward_backward(*this, cast_scratch_, losses, dlogits, logits, targets, dloss, N, V,
+                                            Vp);
+}
+
 }  // namespace perigee::kernels::cpu

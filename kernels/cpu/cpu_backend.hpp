@@ -73,8 +73,8 @@ class CpuBackend final : public Backend {
                               int V, int Vp) override;
   Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
                                int V, int Vp) override;
-  Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
-                                       const int32_t* targets, float dloss, int N, int V, int Vp) override;
+  Status crossentropy_forward_backward(float* losses, Act dlogits, const float* logits, const int32_t* targets,
+                                       float dloss, int N, int V, int Vp) override;
 
   // ---- adamw.cpp
   Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
@@ -86,7 +86,8 @@ class CpuBackend final : public Backend {
   Status to_bf16(uint16_t* out, const float* in, size_t n) override;
   Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
 
-  // ---- the fp32 implementations of the Act ops (layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp).
+  // ---- the fp32 implementations of the Act ops (layernorm.cpp, matmul.cpp, attention.cpp, gelu.cpp,
+  // crossentropy.cpp).
   // A call with bf16 activations widens them into fp32 temporaries, runs these and rounds the
   // bf16 outputs (kernels/act_ops.hpp): the bf16 reference is fp32 arithmetic on the stored values.
   Status layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp, const float* weight,
@@ -100,6 +101,8 @@ class CpuBackend final : public Backend {
                                 const float* att, int B, int T, int C, int NH);
   Status gelu_forward_f32(float* out, const float* inp, size_t n);
   Status gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n);
+  Status crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
+                                           const int32_t* targets, float dloss, int N, int V, int Vp);
 
  private:
   int threads_;

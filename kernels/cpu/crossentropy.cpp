@@ -85,8 +85,8 @@ Status CpuBackend::crossentropy_backward(float* dlogits, const float* probs, con
   return Status::ok();
 }
 
-Status CpuBackend::crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
-                                                 const int32_t* targets, float dloss, int N, int V, int Vp) {
+Status CpuBackend::crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
+                                                     const int32_t* targets, float dloss, int N, int V, int Vp) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
   PERIGEE_CHECK(check_targets("crossentropy_forward_backward", targets, N, V));

@@ -1,9 +1,10 @@
 // CudaBackend's Act ops: fp32 storage goes to the fp32 implementations (cuda_backend.cu); the bf16
-// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs and the
-// attention and GELU input gradients as bf16, GEMM outputs fp32) runs native kernels that read and write
-// bf16 directly; every other combination takes the ActCast path (widen, fp32 op, round).
+// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs, the
+// attention and GELU input gradients and the logits' gradient as bf16, GEMM outputs fp32) runs native
+// kernels that read and write bf16 directly; every other combination takes the ActCast path (widen, fp32 op, round).
 #include "kernels/act_ops.hpp"
 #include "kernels/cuda/attention_bf16.cuh"
+#include "kernels/cuda/crossentropy.cuh"
 #include "kernels/cuda/cuda_backend.cuh"
 #include "kernels/cuda/gelu.cuh"
 #include "kernels/cuda/layernorm.cuh"
@@ -71,6 +72,16 @@ Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
     return Status::ok();
   }
   return cast_gelu_forward(*this, cast_scratch_, out, inp, n);
+}
+
+Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
+                                                  const int32_t* targets, float dloss, int N, int V, int Vp) {
+  if (dlogits.is_f32()) {
+    return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits, targets, dloss, N, V, Vp);
+  }
+  PERIGEE_CHECK(
+      cuda::crossentropy_forward_backward(losses, dlogits.bf16(), logits, targets, dloss, N, V, Vp, stream_));
+  return Status::ok();
 }
 
 Status CudaBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) {

@@ -26,4 +26,13 @@ __device__ __forceinline__ void store_act(uint16_t* p, size_t i, float v) {
   p[i] = bf16_bits_from_f32_bits(__float_as_uint(v));
 }
 
+// Elements i .. i + 3 in one store: 16 bytes (fp32) or 8 bytes (bf16); p + i aligned to that size.
+__device__ __forceinline__ void store_act4(float* p, size_t i, float4 v) {
+  *reinterpret_cast<float4*>(p + i) = v;
+}
+__device__ __forceinline__ void store_act4(uint16_t* p, size_t i, float4 v) {
+  auto b = [](float x) { return static_cast<uint32_t>(bf16_bits_from_f32_bits(__float_as_uint(x))); };
+  *reinterpret_cast<uint2*>(p + i) = make_uint2(b(v.x) | b(v.y) << 16, b(v.z) | b(v.w) << 16);
+}
+
 }  // namespace perigee::kernels::cuda

@@ -1,9 +1,11 @@
-// Fused softmax + cross-entropy forward and its backward, fp32 (see crossentropy.cuh).
+// Fused softmax + cross-entropy forward and its backward, fp32, the fused gradient fp32 or bf16 (see
+// crossentropy.cuh).
 #include "kernels/cuda/crossentropy.cuh"
 
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace perigee::kernels::cuda {
@@ -42,18 +44,18 @@ __device__ __forceinline__ float softmax_out(float x, float max_logit, float inv
 
 // One block per row, two passes over it: (1) per-thread online max and sum, combined in a fixed order
 // (block max, then each thread's sum rescaled to it, block sum); (2) probs = exp(x - max) / sum, or with
-// kGrad dlogits = dloss * (probs - onehot) (into `probs`).
-// kVec: float4 columns (Vp % 4 == 0 and 16-byte aligned rows); thread t owns columns (or column
-// quadruples) t + k * kForwardBlock in both passes.
-template <bool kVec, bool kGrad>
+// kGrad dlogits = dloss * (probs - onehot) (into `probs`, stored as Out: fp32, or bf16 rounded once).
+// kVec: float4 columns (Vp % 4 == 0, 16-byte aligned logits and 4-element aligned outputs); thread t
+// owns columns (or column quadruples) t + k * kForwardBlock in both passes.
+template <bool kVec, bool kGrad, typename Out>
 __global__ void __launch_bounds__(kForwardBlock)
-    crossentropy_forward_kernel(float* losses, float* probs, const float* logits, const int32_t* targets,
+    crossentropy_forward_kernel(float* losses, Out* probs, const float* logits, const int32_t* targets,
                                 int V, int Vp, float dloss) {
   __shared__ float shared_max[kForwardBlock / kWarpSize];
   __shared__ double shared_sum[kForwardBlock / kWarpSize];
   const int64_t row = blockIdx.x;
   const float* x = logits + row * Vp;
-  float* p = probs + row * Vp;
+  Out* p = probs + row * Vp;
   const int32_t target = targets[row];
   const bool valid = target >= 0 && target < V;
   // Read before any thread writes p (the block reductions below synchronise the block).
@@ -80,7 +82,6 @@ __global__ void __launch_bounds__(kForwardBlock)
 
   if constexpr (kVec) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
-    float4* p4 = reinterpret_cast<float4*>(p);
     for (int q = threadIdx.x; 4 * q < Vp; q += kForwardBlock) {
       const int j = 4 * q;
       const float4 v = x4[q];
@@ -89,11 +90,11 @@ __global__ void __launch_bounds__(kForwardBlock)
       out.y = j + 1 < V ? softmax_out<kGrad>(v.y, max_logit, inv_sum, j + 1, target, dloss) : 0.0f;
       out.z = j + 2 < V ? softmax_out<kGrad>(v.z, max_logit, inv_sum, j + 2, target, dloss) : 0.0f;
       out.w = j + 3 < V ? softmax_out<kGrad>(v.w, max_logit, inv_sum, j + 3, target, dloss) : 0.0f;
-      p4[q] = out;
+      store_act4(p, j, out);
     }
   } else {
     for (int j = threadIdx.x; j < Vp; j += kForwardBlock)
-      p[j] = j < V ? softmax_out<kGrad>(x[j], max_logit, inv_sum, j, target, dloss) : 0.0f;
+      store_act(p, j, j < V ? softmax_out<kGrad>(x[j], max_logit, inv_sum, j, target, dloss) : 0.0f);
   }
   if (threadIdx.x == 0) {
     losses[row] = valid ? static_cast<float>(log(sum) - static_cast<double>(x_target - max_logit)) : NAN;
@@ -118,16 +119,16 @@ Status check_shape(const char* op, int N, int V, int Vp) {
   return Status::ok();
 }
 
-template <bool kGrad>
-Status launch_forward(float* losses, float* out, const float* logits, const int32_t* targets, float dloss,
+template <bool kGrad, typename Out>
+Status launch_forward(float* losses, Out* out, const float* logits, const int32_t* targets, float dloss,
                       int N, int V, int Vp, cudaStream_t stream) {
   const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(out) % 16 == 0;
+                   reinterpret_cast<uintptr_t>(out) % (4 * sizeof(Out)) == 0;
   if (vec) {
-    crossentropy_forward_kernel<true, kGrad>
+    crossentropy_forward_kernel<true, kGrad, Out>
         <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
   } else {
-    crossentropy_forward_kernel<false, kGrad>
+    crossentropy_forward_kernel<false, kGrad, Out>
         <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
   }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
@@ -146,6 +147,14 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
 }
 
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
+  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+}
+
+Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
                                      cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));

@@ -27,5 +27,9 @@ Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* 
 // probs): the same losses and the same dlogits bits as the two calls; dlogits may alias logits.
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits, const int32_t* targets,
                                      float dloss, int N, int V, int Vp, cudaStream_t stream);
+// The same with dlogits stored as bf16 bits (kernels/act.hpp), each rounded once from the fp32 value
+// above; it cannot alias the fp32 logits.
+Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
+                                     const int32_t* targets, float dloss, int N, int V, int Vp, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

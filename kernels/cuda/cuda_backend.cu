@@ -278,8 +278,8 @@ Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, co
   return Status::ok();
 }
 
-Status CudaBackend::crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
-                                                  const int32_t* targets, float dloss, int N, int V, int Vp) {
+Status CudaBackend::crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
+                                                      const int32_t* targets, float dloss, int N, int V, int Vp) {
   PERIGEE_CHECK(
       cuda::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream_));
   return Status::ok();

@@ -75,8 +75,8 @@ class CudaBackend final : public Backend {
                               int V, int Vp) override;
   Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
                                int V, int Vp) override;
-  Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
-                                       const int32_t* targets, float dloss, int N, int V, int Vp) override;
+  Status crossentropy_forward_backward(float* losses, Act dlogits, const float* logits, const int32_t* targets,
+                                       float dloss, int N, int V, int Vp) override;
 
   // ---- optimizer and reductions
   Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
@@ -98,6 +98,8 @@ class CudaBackend final : public Backend {
                                 const float* att, int B, int T, int C, int NH);
   Status gelu_forward_f32(float* out, const float* inp, size_t n);
   Status gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n);
+  Status crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
+                                           const int32_t* targets, float dloss, int N, int V, int Vp);
 
  private:
   CudaBackend() = default;

@@ -1,5 +1,6 @@
 // GptModel with bf16 activation storage on the CPU backend ([device] activations = "bf16"): the
-// GEMM-operand tensors take half the bytes (exactly the expected saving), the loss and the whole
+// GEMM-operand tensors take half the bytes (exactly the expected saving, less the bf16 logits
+// gradient's own buffer), the loss and the whole
 // gradient stay close to the fp32 model's (whose gradient test_gpt_model.cpp checks against finite
 // differences) without being equal to them, repeated runs are bit-identical, and the model learns.
 #include <gtest/gtest.h>
@@ -57,10 +58,12 @@ TEST(GptModelBf16, GemmOperandsTakeHalfTheBytes) {
   EXPECT_EQ(f.activation_dtype(), kF32);
   EXPECT_EQ(h.activation_dtype(), kBf16);
   // Per layer ln1, atty, ln2 (N*C each) and fch_gelu (4*N*C); once lnf (N*C), d_qkv (3*N*C), d_fch
-  // (4*N*C): 2 bytes saved per element (N*C = 8192, a multiple of the 64-byte alignment).
+  // (4*N*C): 2 bytes saved per element (N*C = 8192, a multiple of the 64-byte alignment). The logits'
+  // gradient then needs a bf16 buffer of its own (N*Vp, 2 bytes each) instead of the fp32 logits.
   const size_t nc = static_cast<size_t>(B) * T * shape.n_embd;
   const size_t elements = shape.n_layer * 7 * nc + nc + 3 * nc + 4 * nc;
-  EXPECT_EQ(f.activation_bytes() - h.activation_bytes(), 2 * elements);
+  const size_t dlogits = static_cast<size_t>(B) * T * shape.padded_vocab;
+  EXPECT_EQ(f.activation_bytes() - h.activation_bytes(), 2 * elements - 2 * dlogits);
 }
 
 TEST(GptModelBf16, LossAndGradientStayCloseToFp32) {
