@@ -101,7 +101,8 @@ Status cast_crossentropy_forward_backward(Impl& be, CastScratch& s, float* losse
   float* d = nullptr;
   ActCast cast(be, s);
   cast.output(dlogits, static_cast<size_t>(N) * Vp, &d);
-  return cast.run([&] { return be.crossentropy_forward_backward_f32(losses, d, logits, targets, dloss, N, V, Vp); });
+  return cast.run(
+      [&] { return be.crossentropy_forward_backward_f32(losses, d, logits, targets, dloss, N, V, Vp); });
 }
 
 }  // namespace perigee::kernels

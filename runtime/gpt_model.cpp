@@ -51,9 +51,11 @@ const TensorView* ParameterTable::find(const std::string& name) const {
 
 // Where every activation and scratch tensor lives inside act_ (byte offsets), sized for the maximum
 // (B, T); a smaller forward uses the leading part of each tensor. Per-layer tensors have a fixed
-// per-layer stride. With bf16 activations the tensors marked `op` (GEMM operands: the LayerNorm,
-// attention and GELU outputs and the gradients entering the attention, c_fc and LM head GEMMs) are
-// bf16; the rest (GEMM outputs, the residual stream and its gradient, statistics, logits) stay fp32.
+// per-layer stride. With bf16 activations the tensors marked `op` are bf16: the GEMM operands (the
+// LayerNorm, attention and GELU outputs and the gradients entering the attention, c_fc and LM head
+// GEMMs) and the GELU's input and input gradient (the c_fc GEMM's output and the c_proj GEMM's dinp,
+// which only GELU reads). The rest (qkv, the residual stream and its gradient, statistics, logits)
+// stay fp32.
 // The logits' gradient is written over the fp32 logits, or with bf16 activations into dlogits of its
 // own (bf16 cannot overwrite fp32 rows in place).
 struct GptModel::Acts {
@@ -85,7 +87,7 @@ struct GptModel::Acts {
     ln2 = take(nc, L, op);
     ln2_mean = take(N, L, f32);
     ln2_rstd = take(N, L, f32);
-    fch = take(4 * nc, L, f32);
+    fch = take(4 * nc, L, op);
     fch_gelu = take(4 * nc, L, op);
     residual3 = take(nc, L, f32);
     lnf = take(nc, 1, op);
@@ -99,7 +101,7 @@ struct GptModel::Acts {
     d_qkv = take(3 * nc, 1, op);
     d_atty = take(nc, 1, f32);
     d_fch = take(4 * nc, 1, op);
-    d_fch_gelu = take(4 * nc, 1, f32);
+    d_fch_gelu = take(4 * nc, 1, op);
     tmp = take(nc, 1, f32);
   }
 };
@@ -222,10 +224,9 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   for (int l = 0; l < L; ++l) {
     const std::string p = str_cat("h.", l, ".");
     const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
-    const kernels::Act fch_gelu = act(a.fch_gelu, l);
+    const kernels::Act fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
     float* qkv = f32(a.qkv, l);
     float* residual2 = f32(a.residual2, l);
-    float* fch = f32(a.fch, l);
     float* residual3 = f32(a.residual3, l);
     float* tmp = f32(a.tmp);
 
@@ -304,17 +305,15 @@ Status GptModel::backward() {
                                      P("ln_f.weight"), f32(a.lnf_mean), f32(a.lnf_rstd), N, C));
   PERIGEE_CHECK(final_from("ln_f.weight"));
 
-  const kernels::Act d_qkv = act(a.d_qkv), d_fch = act(a.d_fch);
-  float* d_fch_gelu = f32(a.d_fch_gelu);
+  const kernels::Act d_qkv = act(a.d_qkv), d_fch = act(a.d_fch), d_fch_gelu = act(a.d_fch_gelu);
   float* d_atty = f32(a.d_atty);
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = str_cat("h.", l, ".");
     const float* residual = l == 0 ? f32(a.encoded) : f32(a.residual3, l - 1);
     const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
-    const kernels::Act fch_gelu = act(a.fch_gelu, l);
+    const kernels::Act fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
     const float* qkv = f32(a.qkv, l);
     const float* residual2 = f32(a.residual2, l);
-    const float* fch = f32(a.fch, l);
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
     PERIGEE_CHECK(k.matmul_backward(d_fch_gelu, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,

@@ -54,8 +54,8 @@ Status CpuBackend::crossentropy_forward_backward(float* losses, Act dlogits, con
   if (dlogits.is_f32()) {
     return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits, targets, dloss, N, V, Vp);
   }
-  return cast_crossentropy_forward_backward(*this, cast_scratch_, losses, dlogits, logits, targets, dloss, N, V,
-                                            Vp);
+  return cast_crossentropy_forward_backward(*this, cast_scratch_, losses, dlogits, logits, targets, dloss, N,
+                                            V, Vp);
 }
 
 }  // namespace perigee::kernels::cpu

@@ -86,7 +86,8 @@ Status CpuBackend::crossentropy_backward(float* dlogits, const float* probs, con
 }
 
 Status CpuBackend::crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
-                                                     const int32_t* targets, float dloss, int N, int V, int Vp) {
+                                                     const int32_t* targets, float dloss, int N, int V,
+                                                     int Vp) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
   PERIGEE_CHECK(check_targets("crossentropy_forward_backward", targets, N, V));

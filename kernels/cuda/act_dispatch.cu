@@ -1,7 +1,9 @@
 // CudaBackend's Act ops: fp32 storage goes to the fp32 implementations (cuda_backend.cu); the bf16
-// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs, the
-// attention and GELU input gradients and the logits' gradient as bf16, GEMM outputs fp32) runs native
-// kernels that read and write bf16 directly; every other combination takes the ActCast path (widen, fp32 op, round).
+// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs, the FC
+// GEMM's output, the attention and GELU input gradients, the FC projection's input gradient and the
+// logits' gradient as bf16) runs native kernels that read and write bf16 directly: GELU in every
+// combination, GEMMs (bf16 precision) with bf16 operands and fp32 or bf16 outputs; every other
+// combination takes the ActCast path (widen, fp32 op, round).
 #include "kernels/act_ops.hpp"
 #include "kernels/cuda/attention_bf16.cuh"
 #include "kernels/cuda/crossentropy.cuh"
@@ -22,9 +24,9 @@ Status CudaBackend::layernorm_forward(Act out, float* mean, float* rstd, const f
 Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N,
                                    int C, int OC) {
   if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);
-  if (precision_ == GpuPrecision::kBf16 && out.is_f32()) {
-    PERIGEE_CHECK(cuda::matmul_forward_bf16(out.f32(), inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
-    return Status::ok();
+  if (precision_ == GpuPrecision::kBf16) {
+    const Status s = cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_);
+    if (s.code() != StatusCode::kUnavailable) return s;  // else: no bf16 D here, round an fp32 result
   }
   return cast_matmul_forward(*this, cast_scratch_, out, inp, weight, bias, N, C, OC);
 }
@@ -34,10 +36,10 @@ Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, Cons
   if (all_f32({dinp, dout, inp})) {
     return matmul_backward_f32(dinp.f32(), dweight, dbias, dout.f32(), inp.f32(), weight, N, C, OC);
   }
-  if (precision_ == GpuPrecision::kBf16 && dinp.is_f32()) {
-    PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp.f32(), dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
-                                             scratch_, stream_));
-    return Status::ok();
+  if (precision_ == GpuPrecision::kBf16) {
+    const Status s = cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
+                                                scratch_, stream_);
+    if (s.code() != StatusCode::kUnavailable) return s;  // else: no bf16 D here, round an fp32 result
   }
   return cast_matmul_backward(*this, cast_scratch_, dinp, dweight, dbias, dout, inp, weight, N, C, OC);
 }
@@ -66,12 +68,8 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
 }
 
 Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
-  if (all_f32({out, inp})) return gelu_forward_f32(out.f32(), inp.f32(), n);
-  if (inp.is_f32()) {
-    PERIGEE_CHECK(cuda::gelu_forward(out.bf16(), inp.f32(), n, stream_));
-    return Status::ok();
-  }
-  return cast_gelu_forward(*this, cast_scratch_, out, inp, n);
+  PERIGEE_CHECK(cuda::gelu_forward(out, inp, n, stream_));  // every storage combination is native
+  return Status::ok();
 }
 
 Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
@@ -85,12 +83,8 @@ Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, co
 }
 
 Status CudaBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) {
-  if (all_f32({dinp, inp, dout})) return gelu_backward_f32(dinp.f32(), inp.f32(), dout.f32(), n);
-  if (all_f32({inp, dout})) {
-    PERIGEE_CHECK(cuda::gelu_backward(dinp.bf16(), inp.f32(), dout.f32(), n, stream_));
-    return Status::ok();
-  }
-  return cast_gelu_backward(*this, cast_scratch_, dinp, inp, dout, n);
+  PERIGEE_CHECK(cuda::gelu_backward(dinp, inp, dout, n, stream_));  // every storage combination is native
+  return Status::ok();
 }
 
 }  // namespace perigee::kernels::cuda

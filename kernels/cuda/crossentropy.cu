@@ -49,8 +49,8 @@ __device__ __forceinline__ float softmax_out(float x, float max_logit, float inv
 // owns columns (or column quadruples) t + k * kForwardBlock in both passes.
 template <bool kVec, bool kGrad, typename Out>
 __global__ void __launch_bounds__(kForwardBlock)
-    crossentropy_forward_kernel(float* losses, Out* probs, const float* logits, const int32_t* targets,
-                                int V, int Vp, float dloss) {
+    crossentropy_forward_kernel(float* losses, Out* probs, const float* logits, const int32_t* targets, int V,
+                                int Vp, float dloss) {
   __shared__ float shared_max[kForwardBlock / kWarpSize];
   __shared__ double shared_sum[kForwardBlock / kWarpSize];
   const int64_t row = blockIdx.x;

@@ -1,4 +1,4 @@
-// GELU (tanh approximation), fp32 arithmetic, fp32 or bf16 output (see gelu.cuh).
+// GELU (tanh approximation), fp32 arithmetic, fp32 or bf16 storage of every tensor (see gelu.cuh).
 #include "kernels/cuda/gelu.cuh"
 
 #include "kernels/cuda/act_io.cuh"
@@ -19,62 +19,64 @@ __device__ __forceinline__ float gelu_gate(float x) {
   return 1.0f / (1.0f + expf(-2.0f * u));
 }
 
-template <typename Out>
-__global__ void gelu_forward_kernel(Out* out, const float* inp, size_t n) {
+template <typename Out, typename In>
+__global__ void gelu_forward_kernel(Out* out, const In* inp, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = inp[i];
+    const float x = load_act(inp, i);
     store_act(out, i, x * gelu_gate(x));
   }
 }
 
-template <typename Out>
-__global__ void gelu_backward_kernel(Out* dinp, const float* inp, const float* dout, size_t n) {
+template <typename Out, typename In, typename Dout>
+__global__ void gelu_backward_kernel(Out* dinp, const In* inp, const Dout* dout, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = inp[i];
+    const float x = load_act(inp, i);
     const float s = gelu_gate(x);
     const float du_dx = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    store_act(dinp, i, (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i]);
+    store_act(dinp, i, (s + 2.0f * x * s * (1.0f - s) * du_dx) * load_act(dout, i));
   }
 }
 
-template <typename Out>
-Status launch_gelu_forward(Out* out, const float* inp, size_t n, cudaStream_t stream) {
-  if (n == 0) return Status::ok();
-  PERIGEE_CHECK(check_pointers("gelu_forward", {out, inp}));
-  gelu_forward_kernel<<<flat_grid(n, kBlock), kBlock, 0, stream>>>(out, inp, n);
-  PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return Status::ok();
+// Calls f with the typed pointer of a tensor: float* for fp32 storage, uint16_t* for bf16.
+template <typename F>
+Status with_type(Act a, F&& f) {
+  return a.is_f32() ? f(a.f32()) : f(a.bf16());
 }
-
-template <typename Out>
-Status launch_gelu_backward(Out* dinp, const float* inp, const float* dout, size_t n, cudaStream_t stream) {
-  if (n == 0) return Status::ok();
-  PERIGEE_CHECK(check_pointers("gelu_backward", {dinp, inp, dout}));
-  gelu_backward_kernel<<<flat_grid(n, kBlock), kBlock, 0, stream>>>(dinp, inp, dout, n);
-  PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return Status::ok();
+template <typename F>
+Status with_type(ConstAct a, F&& f) {
+  return a.is_f32() ? f(a.f32()) : f(a.bf16());
 }
 
 }  // namespace
 
 // ---- kernel launchers
 
-Status gelu_forward(float* out, const float* inp, size_t n, cudaStream_t stream) {
-  return launch_gelu_forward(out, inp, n, stream);
+Status gelu_forward(Act out, ConstAct inp, size_t n, cudaStream_t stream) {
+  if (n == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("gelu_forward", {out.data, inp.data}));
+  return with_type(out, [&](auto* o) {
+    return with_type(inp, [&](const auto* i) {
+      gelu_forward_kernel<<<flat_grid(n, kBlock), kBlock, 0, stream>>>(o, i, n);
+      PERIGEE_CHECK_CUDA(cudaGetLastError());
+      return Status::ok();
+    });
+  });
 }
 
-Status gelu_forward(uint16_t* out, const float* inp, size_t n, cudaStream_t stream) {
-  return launch_gelu_forward(out, inp, n, stream);
-}
-
-Status gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, cudaStream_t stream) {
-  return launch_gelu_backward(dinp, inp, dout, n, stream);
-}
-
-Status gelu_backward(uint16_t* dinp, const float* inp, const float* dout, size_t n, cudaStream_t stream) {
-  return launch_gelu_backward(dinp, inp, dout, n, stream);
+Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n, cudaStream_t stream) {
+  if (n == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("gelu_backward", {dinp.data, inp.data, dout.data}));
+  return with_type(dinp, [&](auto* di) {
+    return with_type(inp, [&](const auto* i) {
+      return with_type(dout, [&](const auto* d) {
+        gelu_backward_kernel<<<flat_grid(n, kBlock), kBlock, 0, stream>>>(di, i, d, n);
+        PERIGEE_CHECK_CUDA(cudaGetLastError());
+        return Status::ok();
+      });
+    });
+  });
 }
 
 }  // namespace perigee::kernels::cuda

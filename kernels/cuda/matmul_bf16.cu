@@ -94,10 +94,10 @@ LtGemm::~LtGemm() {
 
 Status LtGemm::plan_for(const Key& key, const Plan** out) {
   if (auto it = plans_.find(key); it != plans_.end()) {
-    *out = it->second.get();
+    *out = it->second.get();  // null: a bf16 D without an algorithm
     return Status::ok();
   }
-  const auto [trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate] = key;
+  const auto [trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, d_bf16] = key;
   auto plan = std::make_unique<Plan>();
   PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -119,7 +119,7 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
       cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, trans_a ? k : m, trans_a ? m : k, lda));
   PERIGEE_CHECK_CUBLAS(
       cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, trans_b ? n : k, trans_b ? k : n, ldb));
-  PERIGEE_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, m, n, ldd));
+  PERIGEE_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan->d, d_bf16 ? CUDA_R_16BF : CUDA_R_32F, m, n, ldd));
 
   cublasLtMatmulPreference_t pref = nullptr;
   PERIGEE_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
@@ -133,6 +133,11 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                         &result, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
+  if (d_bf16 && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
+    plans_.emplace(key, nullptr);  // no bf16 D here: callers round an fp32 result instead
+    *out = nullptr;
+    return Status::ok();
+  }
   PERIGEE_CHECK_CUBLAS(st);
   PERIGEE_REQUIRE(found > 0, StatusCode::kCublasError, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n,
                   " k=", k, " (", trans_a ? "T" : "N", trans_b ? "T" : "N", ", bias ", bias ? "yes" : "no",
@@ -143,29 +148,50 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
   return Status::ok();
 }
 
-Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
-                    const __nv_bfloat16* B, int ldb, float beta, float* D, int ldd, const float* bias,
-                    cudaStream_t stream) {
+Status LtGemm::available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd,
+                         DType d_type, bool bias, bool* yes) {
   const Plan* plan = nullptr;
   PERIGEE_CHECK(
-      plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f}, &plan));
+      plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, false, d_type == DType::kBF16}, &plan));
+  *yes = plan != nullptr;
+  return Status::ok();
+}
+
+Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
+                    const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
+                    cudaStream_t stream) {
+  const bool d_bf16 = !D.is_f32();
+  PERIGEE_REQUIRE(!d_bf16 || beta == 0.0f, StatusCode::kInvalidArgument,
+                  "LtGemm: a bf16 D is written, not accumulated (beta must be 0)");
+  const Plan* plan = nullptr;
+  PERIGEE_CHECK(
+      plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16}, &plan));
+  PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable,
+                  "cuBLASLt has no algorithm writing bf16 for m=", m, " n=", n, " k=", k);
   if (bias != nullptr) {
     // The pointer is per call; the descriptor is this plan's own (one op at a time per backend).
     PERIGEE_CHECK_CUBLAS(
         cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const float alpha = 1.0f;
-  PERIGEE_CHECK_CUBLAS(cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d,
-                                      D, plan->d, &plan->algo, workspace_, kLtWorkspaceBytes, stream));
+  PERIGEE_CHECK_CUBLAS(cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D.data,
+                                      plan->d, D.data, plan->d, &plan->algo, workspace_, kLtWorkspaceBytes,
+                                      stream));
   return Status::ok();
 }
 
 // ---- kernel launchers
 
-Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
                            int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp.data, weight}));
+  PERIGEE_CHECK(check_pointers("matmul_forward", {out.data, inp.data, weight}));
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
+  if (!out.is_f32()) {
+    bool ok = false;
+    PERIGEE_CHECK(lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, &ok));
+    PERIGEE_REQUIRE(ok, StatusCode::kUnavailable,
+                    "matmul_forward: no cuBLASLt algorithm writes bf16 for N=", N, " C=", C, " OC=", OC);
+  }
   const size_t n_w = static_cast<size_t>(OC) * C;
   const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;  // a bf16 inp needs no copy
   void* base = nullptr;
@@ -185,20 +211,27 @@ Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const 
   return Status::ok();
 }
 
-Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
                             cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("matmul_backward", {dout.data}));
   PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
-  if (dinp != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dinp needs weight)", {weight}));
+  if (dinp.data != nullptr && !dinp.is_f32()) {
+    bool ok = false;
+    PERIGEE_CHECK(lt.available(false, false, C, N, OC, C, OC, C, dinp.dtype, false, &ok));
+    PERIGEE_REQUIRE(ok, StatusCode::kUnavailable,
+                    "matmul_backward: no cuBLASLt algorithm writes a bf16 dinp for N=", N, " C=", C,
+                    " OC=", OC);
+  }
+  if (dinp.data != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dinp needs weight)", {weight}));
   if (dweight != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp.data}));
-  const bool gemms = dinp != nullptr || dweight != nullptr;
+  const bool gemms = dinp.data != nullptr || dweight != nullptr;
   const size_t n_partial = dbias != nullptr ? matmul_bias_grad_partials(N, OC) : 0;
   if (!gemms && dbias == nullptr) return Status::ok();
   if (!gemms && dout.is_f32()) return matmul_bias_grad(dbias, dout.f32(), N, OC, scratch, stream);
   // Only fp32 operands are copied: a bf16 dout or inp is used in place.
   const size_t n_dout = gemms && dout.is_f32() ? static_cast<size_t>(N) * OC : 0;
-  const size_t n_w = dinp != nullptr ? static_cast<size_t>(OC) * C : 0;
+  const size_t n_w = dinp.data != nullptr ? static_cast<size_t>(OC) * C : 0;
   const size_t n_inp = dweight != nullptr && inp.is_f32() ? static_cast<size_t>(N) * C : 0;
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_dout) + scratch_bytes<__nv_bfloat16>(n_w) +
@@ -221,7 +254,7 @@ Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, ConstAct 
     PERIGEE_CHECK(matmul_bias_grad(dbias, dout.bf16(), N, OC, partial, stream));
   }
   if (!gemms) return Status::ok();
-  if (dinp != nullptr) {
+  if (dinp.data != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
     PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream));

@@ -6,6 +6,10 @@
 // (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the fp32 bias in the GEMM's
 // epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh, computed
 // in the same pass that rounds dout to bf16.
+// Outputs (out, dinp) may be stored as bf16 (kernels/act.hpp): cuBLASLt then writes D as bf16, each
+// element rounded once (to nearest even) from its fp32 accumulator plus the fp32 bias. Where cuBLASLt
+// has no algorithm for a bf16 D, the launchers return kUnavailable before doing any work and the
+// caller takes the fp32-then-round path (kernels/act_cast.hpp).
 // Determinism: one cuBLASLt algorithm is chosen per GEMM shape on first use and kept (the heuristic's
 // first answer for a 32 MiB workspace), so repeated steps run the same kernels in the same order.
 #pragma once
@@ -36,16 +40,21 @@ class LtGemm {
   LtGemm& operator=(const LtGemm&) = delete;
 
   // Column-major D[m, n] = op(A) op(B) + beta * D (+ bias[m] on every column when bias is set),
-  // A and B bf16 (op = transpose when trans_*), D fp32 with leading dimension ldd.
+  // A and B bf16 (op = transpose when trans_*), D fp32 or bf16 (beta 0 only) with leading dimension
+  // ldd. kUnavailable when cuBLASLt has no algorithm for a bf16 D of this shape.
   Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
-              const __nv_bfloat16* B, int ldb, float beta, float* D, int ldd, const float* bias,
+              const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
               cudaStream_t stream);
+  // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D can lack one).
+  Status available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, DType d_type,
+                   bool bias, bool* yes);
 
  private:
   LtGemm() = default;
   struct Plan;
-  // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate)
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool>;
+  // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, D is bf16)
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool>;
+  // *out null (and ok) when a bf16 D has no algorithm; that answer is kept too.
   Status plan_for(const Key& key, const Plan** out);
 
   cublasLtHandle_t handle_ = nullptr;
@@ -55,11 +64,12 @@ class LtGemm {
 
 // inp (and in the backward dout and inp) may be fp32 or bf16 storage (kernels/act.hpp): a bf16 operand
 // is the GEMM's operand as it is, with no rounding pass; an fp32 one is rounded into scratch first.
-Status matmul_forward_bf16(float* out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+// out (dinp) may be bf16: see the top of this file for kUnavailable.
+Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
                            int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
-Status matmul_backward_bf16(float* dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
                             cudaStream_t stream);
 

@@ -39,6 +39,9 @@ struct ActOpSpec {
   std::vector<TensorSpec> tensors;
   ActOpFn run;
   ActInitFn init;
+  // bf16 outputs may differ from the rule by this many bf16 steps (units in the last place): 0 but
+  // where a backend's native kernel for a bf16 output is allowed another fp32 summation order.
+  uint32_t bf16_output_ulps = 0;
 };
 
 inline Act act_of(const std::vector<void*>& p, const std::vector<DType>& t, size_t i) {
@@ -142,7 +145,10 @@ inline void expect_act_rule(Backend& be, const ActOpSpec& op, uint64_t seed = 7)
         const uint32_t rb = ref[k][e];
         std::memcpy(&r, &rb, sizeof(r));
         const uint32_t want = narrow ? float_to_bf16(r) : rb;
-        if (got[k][e] != want && bad++ == 0) first = e;
+        // Same-sign bf16 bit patterns are ordered like their values: the distance counts bf16 steps.
+        const bool near = narrow && ((got[k][e] ^ want) & 0x8000u) == 0 &&
+                          (got[k][e] > want ? got[k][e] - want : want - got[k][e]) <= op.bf16_output_ulps;
+        if (got[k][e] != want && !near && bad++ == 0) first = e;
       }
       EXPECT_EQ(bad, 0u) << be.name() << " " << op.name << " with bf16 {" << combo << "}: " << bad << " of "
                          << op.tensors[i].n << " elements of " << op.tensors[i].name
@@ -234,21 +240,22 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
                  nullptr});
   // Vp 36 pads 6 columns (their gradient is 0 in either storage).
   constexpr int V = 30, Vp = 36;
-  ops.push_back({"crossentropy_forward_backward",
-                 {{"losses", N, true}, {"dlogits", N * Vp, true, true}, {"logits", N * Vp, false, false, 3.0f}},
-                 [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
-                   const std::vector<int32_t> host_targets = {3, 0, 29, 17, 12, 8};
-                   void* targets = nullptr;
-                   PERIGEE_CHECK(k.allocate(&targets, N * sizeof(int32_t)));
-                   Status s = k.copy_to_device(targets, host_targets.data(), N * sizeof(int32_t));
-                   if (s.is_ok()) {
-                     s = k.crossentropy_forward_backward(mut_f32_of(p, 0), act_of(p, t, 1), f32_of(p, 2),
-                                                         static_cast<const int32_t*>(targets), 1.0f / N, N, V, Vp);
-                   }
-                   k.release(targets);
-                   return s;
-                 },
-                 nullptr});
+  ops.push_back(
+      {"crossentropy_forward_backward",
+       {{"losses", N, true}, {"dlogits", N * Vp, true, true}, {"logits", N * Vp, false, false, 3.0f}},
+       [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
+         const std::vector<int32_t> host_targets = {3, 0, 29, 17, 12, 8};
+         void* targets = nullptr;
+         PERIGEE_CHECK(k.allocate(&targets, N * sizeof(int32_t)));
+         Status s = k.copy_to_device(targets, host_targets.data(), N * sizeof(int32_t));
+         if (s.is_ok()) {
+           s = k.crossentropy_forward_backward(mut_f32_of(p, 0), act_of(p, t, 1), f32_of(p, 2),
+                                               static_cast<const int32_t*>(targets), 1.0f / N, N, V, Vp);
+         }
+         k.release(targets);
+         return s;
+       },
+       nullptr});
   return ops;
 }
 

@@ -1,7 +1,9 @@
 // bf16 activation storage on the CUDA backend: every Act op, in fp32 precision (the ActCast fallback)
-// and in bf16 precision (the native kernels: LayerNorm, GELU and attention storing bf16, the attention
-// backward reading a bf16 `out`, GEMMs reading bf16 operands in place), obeys the storage rule of
-// act_rule_util.hpp bit for bit for every fp32/bf16 combination. Skips without a device.
+// and in bf16 precision (the native kernels: LayerNorm, GELU, cross-entropy and attention storing bf16,
+// GELU reading bf16, the attention backward reading a bf16 `out`, GEMMs reading bf16 operands in place
+// and writing bf16 D), obeys the storage rule of act_rule_util.hpp bit for bit for every fp32/bf16
+// combination, except that a bf16 GEMM output may be one bf16 step off (another cuBLASLt algorithm).
+// Skips without a device.
 #include <gtest/gtest.h>
 
 #include "tests/kernels/act_rule_util.hpp"
@@ -29,8 +31,11 @@ TEST_F(CudaActBf16, Fp32PrecisionFollowsTheStorageRule) {
 
 TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
   Backend& be = *cuda_testing::backends().gpu_bf16;
-  for (const auto& op : testing::act_op_specs(be)) {
+  for (auto op : testing::act_op_specs(be)) {
     SCOPED_TRACE(op.name);
+    // A GEMM writing bf16 D is another cuBLASLt plan than the fp32-D reference: its algorithm may sum
+    // in another order, so its fp32 result may differ in the last bits before the one rounding.
+    if (op.name.rfind("matmul_", 0) == 0) op.bf16_output_ulps = 1;
     testing::expect_act_rule(be, op);
   }
 }
