@@ -53,9 +53,10 @@ const TensorView* ParameterTable::find(const std::string& name) const {
 // (B, T); a smaller forward uses the leading part of each tensor. Per-layer tensors have a fixed
 // per-layer stride. With bf16 activations the tensors marked `op` are bf16: the GEMM operands (the
 // LayerNorm, attention and GELU outputs and the gradients entering the attention, c_fc and LM head
-// GEMMs) and the GELU's input and input gradient (the c_fc GEMM's output and the c_proj GEMM's dinp,
-// which only GELU reads). The rest (qkv, the residual stream and its gradient, statistics, logits)
-// stay fp32.
+// GEMMs), attention's input qkv (the c_attn GEMM's output, whose bits the bf16 attention stages as
+// they are) and GELU's input and input gradient (the c_fc GEMM's output and the c_proj GEMM's dinp,
+// which only GELU reads). The rest (the residual stream and its gradient, the c_proj outputs added
+// to it, statistics, logits) stay fp32.
 // The logits' gradient is written over the fp32 logits, or with bf16 activations into dlogits of its
 // own (bf16 cannot overwrite fp32 rows in place).
 struct GptModel::Acts {
@@ -80,7 +81,7 @@ struct GptModel::Acts {
     ln1 = take(nc, L, op);
     ln1_mean = take(N, L, f32);
     ln1_rstd = take(N, L, f32);
-    qkv = take(3 * nc, L, f32);
+    qkv = take(3 * nc, L, op);
     atty = take(nc, L, op);
     att = take(n_att, L, f32);
     residual2 = take(nc, L, f32);
@@ -224,8 +225,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   for (int l = 0; l < L; ++l) {
     const std::string p = str_cat("h.", l, ".");
     const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
-    const kernels::Act fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
-    float* qkv = f32(a.qkv, l);
+    const kernels::Act qkv = act(a.qkv, l), fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
     float* residual2 = f32(a.residual2, l);
     float* residual3 = f32(a.residual3, l);
     float* tmp = f32(a.tmp);
@@ -311,8 +311,7 @@ Status GptModel::backward() {
     const std::string p = str_cat("h.", l, ".");
     const float* residual = l == 0 ? f32(a.encoded) : f32(a.residual3, l - 1);
     const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
-    const kernels::Act fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
-    const float* qkv = f32(a.qkv, l);
+    const kernels::Act qkv = act(a.qkv, l), fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
     const float* residual2 = f32(a.residual2, l);
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.

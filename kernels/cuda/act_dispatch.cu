@@ -1,6 +1,6 @@
 // CudaBackend's Act ops: fp32 storage goes to the fp32 implementations (cuda_backend.cu); the bf16
-// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs, the FC
-// GEMM's output, the attention and GELU input gradients, the FC projection's input gradient and the
+// storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs, the qkv
+// and FC GEMMs' outputs, the attention and GELU input gradients, the FC projection's input gradient and the
 // logits' gradient as bf16) runs native kernels that read and write bf16 directly: GELU in every
 // combination, GEMMs (bf16 precision) with bf16 operands and fp32 or bf16 outputs; every other
 // combination takes the ActCast path (widen, fp32 op, round).
@@ -46,8 +46,10 @@ Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, Cons
 
 Status CudaBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) {
   if (all_f32({out, qkv})) return attention_forward_f32(out.f32(), att, qkv.f32(), B, T, C, NH);
-  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && qkv.is_f32()) {
-    PERIGEE_CHECK(cuda::attention_forward_bf16(out.bf16(), att, qkv.f32(), B, T, C, NH, stream_));
+  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && !out.is_f32()) {
+    PERIGEE_CHECK(qkv.is_f32()
+                      ? cuda::attention_forward_bf16(out.bf16(), att, qkv.f32(), B, T, C, NH, stream_)
+                      : cuda::attention_forward_bf16(out.bf16(), att, qkv.bf16(), B, T, C, NH, stream_));
     return Status::ok();
   }
   return cast_attention_forward(*this, cast_scratch_, out, att, qkv, B, T, C, NH);
@@ -58,10 +60,13 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
   if (all_f32({dqkv, dout, qkv, out})) {
     return attention_backward_f32(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), att, B, T, C, NH);
   }
-  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && all_f32({dout, qkv}) &&
+  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) && dout.is_f32() &&
       !dqkv.is_f32() && !out.is_f32()) {
-    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B, T, C,
-                                                NH, scratch_, stream_));
+    PERIGEE_CHECK(qkv.is_f32()
+                      ? cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B,
+                                                      T, C, NH, scratch_, stream_)
+                      : cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.bf16(), out.bf16(), att, B,
+                                                      T, C, NH, scratch_, stream_));
     return Status::ok();
   }
   return cast_attention_backward(*this, cast_scratch_, dqkv, dout, qkv, out, att, B, T, C, NH);

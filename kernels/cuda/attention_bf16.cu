@@ -1,6 +1,7 @@
 // Causal multi-head self-attention on bf16 tensor cores (see attention_bf16.cuh for the semantics).
-// Layout as attention.cuh: qkv [B, T, 3C] fp32, head h in columns [h*hs, (h+1)*hs) of each third.
-// Precision: tiles are rounded to bf16 as they are staged into shared memory; products run as
+// Layout as attention.cuh: qkv [B, T, 3C] fp32 or bf16, head h in columns [h*hs, (h+1)*hs) of each third.
+// Precision: fp32 tiles are rounded to bf16 as they are staged into shared memory (bf16 ones go as they
+// are: the same bits their widened values would round to); products run as
 // mma.sync m16n8k16 bf16 instructions with fp32 accumulators; softmax statistics, D and outputs are fp32.
 // Fragments follow the PTX ISA layouts of mma.m16n8k16 (lane = 4 g + t: accumulator elements (g, 2t),
 // (g, 2t+1), (g+8, 2t), (g+8, 2t+1) of each 16x8 tile), operands come from shared memory through
@@ -28,6 +29,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/act_io.cuh"
 
@@ -145,23 +147,43 @@ __device__ __forceinline__ void store_rows(Dst* dst, int64_t ld, int row0, int T
   }
 }
 
-// fp32 rows [row0, row0 + 64) x [0, D) of src (row stride ld), zero past T and past hs, in registers:
-// kQuads float4 per thread of kThreads. `vec`: rows are 16-byte aligned.
-template <int D, int kThreads>
+// Four consecutive elements of an fp32 or bf16 (uint16_t bits) row as four bf16 in two words. `vec`:
+// p is aligned to the four elements' size (16 or 8 bytes).
+__device__ __forceinline__ uint2 load_quad_bf16(const float* p, bool vec) {
+  const float4 v = vec ? __ldg(reinterpret_cast<const float4*>(p))
+                       : make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+  return make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+}
+__device__ __forceinline__ uint2 load_quad_bf16(const uint16_t* p, bool vec) {
+  if (vec) return __ldg(reinterpret_cast<const uint2*>(p));
+  return make_uint2(static_cast<uint32_t>(__ldg(p)) | static_cast<uint32_t>(__ldg(p + 1)) << 16,
+                    static_cast<uint32_t>(__ldg(p + 2)) | static_cast<uint32_t>(__ldg(p + 3)) << 16);
+}
+
+// Rows [row0, row0 + 64) x [0, D) of src (fp32 or bf16, row stride ld), zero past T and past hs, in
+// registers: kQuads elements quadruples per thread of kThreads, fp32 ones kept as float4 until stored
+// (a load in flight costs registers, not a conversion). `vec`: rows aligned to a quadruple's size.
+template <int D, int kThreads, typename Src>
 struct TileFetch {
   static constexpr int kQuads = kTile * D / 4 / kThreads;
-  float4 v[kQuads];
-  __device__ __forceinline__ void fetch(const float* src, int64_t ld, int row0, int T, int hs, bool vec) {
+  static constexpr bool kF32 = std::is_same_v<Src, float>;
+  using Quad = std::conditional_t<kF32, float4, uint2>;
+  Quad v[kQuads];
+  __device__ __forceinline__ void fetch(const Src* src, int64_t ld, int row0, int T, int hs, bool vec) {
 #pragma unroll
     for (int i = 0; i < kQuads; ++i) {
       const int idx = threadIdx.x + i * kThreads;
       const int row = row0 + idx / (D / 4);
       const int c = (idx % (D / 4)) * 4;
-      v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      v[i] = Quad{};
       if (row < T && c < hs) {
-        const float* p = src + static_cast<int64_t>(row) * ld + c;
-        v[i] = vec ? __ldg(reinterpret_cast<const float4*>(p))
-                   : make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+        const Src* p = src + static_cast<int64_t>(row) * ld + c;
+        if constexpr (kF32) {
+          v[i] = vec ? __ldg(reinterpret_cast<const float4*>(p))
+                     : make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+        } else {
+          v[i] = load_quad_bf16(p, vec);
+        }
       }
     }
   }
@@ -170,8 +192,11 @@ struct TileFetch {
     for (int i = 0; i < kQuads; ++i) {
       const int idx = threadIdx.x + i * kThreads;
       uint2 packed;
-      packed.x = pack_bf16(v[i].x, v[i].y);
-      packed.y = pack_bf16(v[i].z, v[i].w);
+      if constexpr (kF32) {
+        packed = make_uint2(pack_bf16(v[i].x, v[i].y), pack_bf16(v[i].z, v[i].w));
+      } else {
+        packed = v[i];
+      }
       *reinterpret_cast<uint2*>(tile + (idx / (D / 4)) * ld_of<D>() + (idx % (D / 4)) * 4) = packed;
     }
   }
@@ -181,14 +206,14 @@ struct TileFetch {
 // its 16 x 64 scores in registers, runs the online softmax on them (a row's 64 scores live in the four
 // lanes of a quad: max and sum by two shuffles), rescales O and adds P V. The next K and V tiles are
 // read into registers while the current ones are used (for D = 128 with 4 warps: after).
-template <int D, int kWarps, typename Out>
+template <int D, int kWarps, typename Out, typename Q>
 __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
-    attention_forward_bf16_kernel(Out* out, float* lse, const float* qkv, int T, int C, int NH, float scale,
+    attention_forward_bf16_kernel(Out* out, float* lse, const Q* qkv, int T, int C, int NH, float scale,
                                   bool vec) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
   constexpr int kTileElems = kTile * ld;
-  using Fetch = TileFetch<D, kThreads>;
+  using Fetch = TileFetch<D, kThreads, Q>;
   constexpr bool kPrefetch = Fetch::kQuads <= 4;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* q_s = reinterpret_cast<bf16*>(smem);  // [16 kWarps][ld]
@@ -202,9 +227,9 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
   const int w0 = q0 + warp * kRows;                              // the warp's first query row
   const int hs = C / NH;
   const int64_t ld3 = 3 * static_cast<int64_t>(C);
-  const float* q_g = qkv + static_cast<int64_t>(b) * T * ld3 + h * hs;
-  const float* k_g = q_g + C;
-  const float* v_g = q_g + 2 * C;
+  const Q* q_g = qkv + static_cast<int64_t>(b) * T * ld3 + h * hs;
+  const Q* k_g = q_g + C;
+  const Q* v_g = q_g + 2 * C;
   const float scale2 = scale * kLog2e;  // scores in log2 units: exp(x) = exp2(x log2 e)
   const int tiles = (min(q0 + kWarps * kRows, T) - 1) / kTile + 1;
 
@@ -309,8 +334,9 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
 // The backward reads bf16 copies of qkv and dout made once per call, head-major [which][B*NH][T][hs]
 // (which: q, k, v, then dout), so that tiles stream into shared memory with cp.async (16 bytes a copy,
 // zero-filled past T and past hs) while the previous tile is being used.
-__global__ void convert_bf16_kernel(bf16* dst, const float* qkv, const float* dout, int B, int T, int C,
-                                    int NH, bool vec) {
+template <typename Q>
+__global__ void convert_bf16_kernel(bf16* dst, const Q* qkv, const float* dout, int B, int T, int C, int NH,
+                                    bool vec) {
   const int hs = C / NH;
   const int64_t quads = static_cast<int64_t>(B) * T * (4 * C) / 4;  // 3C of qkv and C of dout per row
   const int64_t plane = static_cast<int64_t>(B) * T * C;            // elements per `which`
@@ -321,14 +347,10 @@ __global__ void convert_bf16_kernel(bf16* dst, const float* qkv, const float* do
     const int which = col / C;
     const int h = (col % C) / hs;
     const int d = col % hs;
-    const float* src = which < 3 ? qkv + bt * 3 * C + col : dout + bt * C + (col - 3 * C);
-    const float4 v = vec ? __ldg(reinterpret_cast<const float4*>(src))
-                         : make_float4(__ldg(src), __ldg(src + 1), __ldg(src + 2), __ldg(src + 3));
+    const uint2 packed = which < 3 ? load_quad_bf16(qkv + bt * 3 * C + col, vec)
+                                   : load_quad_bf16(dout + bt * C + (col - 3 * C), vec);
     const int64_t b = bt / T;
     const int64_t t = bt % T;
-    uint2 packed;
-    packed.x = pack_bf16(v.x, v.y);
-    packed.y = pack_bf16(v.z, v.w);
     *reinterpret_cast<uint2*>(dst + which * plane + ((b * NH + h) * T + t) * hs + d) = packed;
   }
 }
@@ -590,6 +612,12 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
+// Rows of qkv can be read four elements at a time (C is a multiple of 16: every row and head is too).
+template <typename Q>
+bool quad_aligned(const Q* qkv) {
+  return reinterpret_cast<uintptr_t>(qkv) % (4 * sizeof(Q)) == 0;
+}
+
 // Raises the dynamic shared-memory limit of `kernel` to `bytes` (above the default 48 KiB).
 template <typename Kernel>
 Status allow_shared_memory(Kernel kernel, size_t bytes) {
@@ -598,12 +626,12 @@ Status allow_shared_memory(Kernel kernel, size_t bytes) {
   return Status::ok();
 }
 
-template <int D, int kWarps, typename Out>
-Status launch_forward(Out* out, float* lse, const float* qkv, const Problem& p, cudaStream_t stream) {
+template <int D, int kWarps, typename Out, typename Q>
+Status launch_forward(Out* out, float* lse, const Q* qkv, const Problem& p, cudaStream_t stream) {
   const size_t smem = tile_bytes<D>(kWarps * kRows + 4 * kTile);
-  PERIGEE_CHECK(allow_shared_memory(attention_forward_bf16_kernel<D, kWarps, Out>, smem));
-  attention_forward_bf16_kernel<D, kWarps, Out><<<grid_of(p, kWarps * kRows), kWarps * 32, smem, stream>>>(
-      out, lse, qkv, p.T, p.C, p.NH, p.scale, aligned16(qkv));
+  PERIGEE_CHECK(allow_shared_memory(attention_forward_bf16_kernel<D, kWarps, Out, Q>, smem));
+  attention_forward_bf16_kernel<D, kWarps, Out, Q><<<grid_of(p, kWarps * kRows), kWarps * 32, smem, stream>>>(
+      out, lse, qkv, p.T, p.C, p.NH, p.scale, quad_aligned(qkv));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
@@ -625,9 +653,8 @@ Status launch_backward(Out* dqkv, const float* dsum, const bf16* planes, const f
   return Status::ok();
 }
 
-template <typename Out>
-Status forward_impl(Out* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                    cudaStream_t stream) {
+template <typename Out, typename Q>
+Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_forward_bf16", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward_bf16", B, T, C, NH, &p));
@@ -636,8 +663,8 @@ Status forward_impl(Out* out, float* lse, const float* qkv, int B, int T, int C,
   return launch_forward<128, kFwdWarps>(out, lse, qkv, p, stream);
 }
 
-template <typename Out>
-Status backward_impl(Out* dqkv, const float* dout, const float* qkv, const Out* out, const float* lse, int B,
+template <typename Out, typename Q>
+Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out, const float* lse, int B,
                      int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, out, lse}));
   Problem p{};
@@ -651,7 +678,7 @@ Status backward_impl(Out* dqkv, const float* dout, const float* qkv, const Out* 
   float* dsum = carver.take<float>(rows);
   bf16* planes = carver.take<bf16>(4 * elems);
   convert_bf16_kernel<<<flat_grid(elems, 256), 256, 0, stream>>>(planes, qkv, dout, B, T, C, NH,
-                                                                 aligned16(qkv) && aligned16(dout));
+                                                                 quad_aligned(qkv) && aligned16(dout));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   constexpr int kDsumWarps = 8;
   const int BT = B * T;
@@ -690,6 +717,17 @@ Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv,
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);
+}
+
+Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
+                              cudaStream_t stream) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream);
+}
+
+Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
                                cudaStream_t stream) {
   return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);

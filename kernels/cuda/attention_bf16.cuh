@@ -2,7 +2,8 @@
 // Same layouts and semantics as attention.cuh: qkv [B, T, 3C] packed (q | k | v), head h in columns
 // [h*hs, (h+1)*hs) of each third; out/dout [B, T, C]; dqkv [B, T, 3C] written; scores scaled
 // by 1/sqrt(hs); state lse [B, NH, T] (log-sum-exp of each row's scaled scores, fp32).
-// Precision: Q, K, V, dO (fp32 in memory) are rounded to bf16 as they are staged into shared memory;
+// Precision: Q, K, V, dO (fp32 in memory; Q, K, V may be bf16 already) are rounded to bf16 as they are
+// staged into shared memory;
 // the products S = Q K^T, O = P V, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q run on bf16 tensor
 // cores (mma.sync m16n8k16) with fp32 accumulation; softmax statistics, D_i = dO_i . O_i and every
 // output stay fp32. P and dS are rounded to bf16 only as the operands of the next product.
@@ -41,10 +42,16 @@ Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv,
                                cudaStream_t stream);
 
 // The same with bf16 storage (kernels/act.hpp) for the output `out` of the forward and, in the backward,
-// for dqkv (written) and the forward's `out` (read); qkv, dout and lse stay fp32.
+// for dqkv (written) and the forward's `out` (read); qkv fp32 or bf16 (its bits are the tiles' operands
+// as they are); dout and lse stay fp32.
 Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                               cudaStream_t stream);
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
+                               const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                               cudaStream_t stream);
+Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
+                              cudaStream_t stream);
+Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
                                cudaStream_t stream);
 

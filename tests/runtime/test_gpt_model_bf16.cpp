@@ -57,12 +57,12 @@ TEST(GptModelBf16, GemmOperandsTakeHalfTheBytes) {
   ASSERT_TRUE(h.init(shape, &cpu, B, T, kBf16).is_ok());
   EXPECT_EQ(f.activation_dtype(), kF32);
   EXPECT_EQ(h.activation_dtype(), kBf16);
-  // Per layer ln1, atty, ln2 (N*C each), fch and fch_gelu (4*N*C each); once lnf (N*C), d_qkv (3*N*C),
-  // d_fch and d_fch_gelu (4*N*C each): 2 bytes saved per element (N*C = 8192, a multiple of the 64-byte
-  // alignment). The logits' gradient then needs a bf16 buffer of its own (N*Vp, 2 bytes each) instead
+  // Per layer ln1, atty, ln2 (N*C each), qkv (3*N*C), fch and fch_gelu (4*N*C each); once lnf (N*C), d_qkv
+  // (3*N*C), d_fch and d_fch_gelu (4*N*C each): 2 bytes saved per element (N*C = 8192, a multiple of the
+  // 64-byte alignment). The logits' gradient then needs a bf16 buffer of its own (N*Vp, 2 bytes each) instead
   // of the fp32 logits.
   const size_t nc = static_cast<size_t>(B) * T * shape.n_embd;
-  const size_t elements = shape.n_layer * 11 * nc + nc + 3 * nc + 4 * nc + 4 * nc;
+  const size_t elements = shape.n_layer * 14 * nc + nc + 3 * nc + 4 * nc + 4 * nc;
   const size_t dlogits = static_cast<size_t>(B) * T * shape.padded_vocab;
   EXPECT_EQ(f.activation_bytes() - h.activation_bytes(), 2 * elements - 2 * dlogits);
 }
