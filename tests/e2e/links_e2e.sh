@@ -5,7 +5,8 @@
 # and record link_ms in metrics.jsonl; with gradient buckets (overlapped on the links' worker
 # thread) it trains alike. A constellation cut in two (outages on every link of a
 # satellite) must end the run with an error naming the missing route, not hang; so must a peer
-# that stops responding while buckets are in flight (the deadline ends the job).
+# that stops responding while buckets are in flight (the deadline ends the job). A kill -9 of every
+# rank mid-run resumes from its checkpoint and ends on the uninterrupted run's loss bit for bit.
 #   links_e2e.sh <perigee-data> <perigee-train> <mpiexec>
 set -uo pipefail
 DATA_BIN=$1 TRAIN_BIN=$2 MPIEXEC=$3
@@ -128,5 +129,23 @@ kill -9 "$VICTIM" 2>/dev/null; kill -CONT "$VICTIM" 2>/dev/null
 grep -q "a peer rank died or stopped responding" "$WORK/stall.log" \
   || { cat "$WORK/stall.log"; fail "the stalled peer is not named as the cause"; }
 echo "stalled peer over the links: job ended $((SECONDS - T0)) s after the stop"
+
+# A power cut (kill -9 of every rank) while buckets go over the links, then a restart: it resumes
+# from the newest checkpoint and ends on the uninterrupted run's final loss, bit for bit.
+CUT_ARGS=(--comm.backend=links --comm.algorithm=ring --links.topology=grid --links.planes=1 --links.sats_per_plane=2
+  --links.fixed_latency_ms=2 --comm.bucket_mb=0.01 --train.steps=200 --checkpoint.every_steps=10)
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=whole "${CUT_ARGS[@]}" > "$WORK/whole.log" 2>&1 \
+  || { cat "$WORK/whole.log"; fail "uninterrupted links run failed"; }
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=power "${CUT_ARGS[@]}" > "$WORK/power1.log" 2>&1 &
+JOB=$!
+for _ in $(seq 1 300); do [[ -e "$WORK/runs/power/checkpoints/ckpt-00000020.h5" ]] && break; sleep 0.05; done
+pkill -9 -f "$(basename "$TRAIN_BIN").*run.name=power"
+wait $JOB 2>/dev/null
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=power "${CUT_ARGS[@]}" > "$WORK/power2.log" 2>&1 \
+  || { cat "$WORK/power2.log"; fail "the restart after the power cut failed"; }
+grep -q "resumed from step" "$WORK/power2.log" || { cat "$WORK/power2.log"; fail "the restart did not resume"; }
+w=$(final_loss "$WORK/runs/whole/metrics.jsonl") r=$(final_loss "$WORK/runs/power/metrics.jsonl")
+[[ "$w" == "$r" ]] || fail "after the power cut the final loss is $r, the uninterrupted run's $w"
+echo "power cut over the links: $(grep -o 'resumed from step [0-9]*' "$WORK/power2.log"), final loss $r (uninterrupted $w)"
 
 echo "links e2e: OK (loss mpi $a, links $b, links with bf16 gradients $c, links with buckets $d)"
