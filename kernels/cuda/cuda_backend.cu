@@ -117,6 +117,13 @@ Status make_cuda_backend(int device, std::unique_ptr<Backend>* out, GpuPrecision
   return Status::ok();
 }
 
+Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bias, bool* yes) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
+                  "writes_bf16_gemm_outputs: ", backend.name(), " is not a CUDA backend in bf16 precision");
+  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, yes);
+}
+
 // ---- memory
 
 Status CudaBackend::allocate(void** ptr, size_t bytes) {

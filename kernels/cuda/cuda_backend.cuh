@@ -36,6 +36,7 @@ class CudaBackend final : public Backend {
   // The arithmetic of GEMMs and attention (kFp32 by default); takes effect from the next op.
   void set_precision(GpuPrecision precision) { precision_ = precision; }
   GpuPrecision precision() const { return precision_; }
+  LtGemm& lt() { return *lt_; }  // the bf16 GEMMs' cuBLASLt handle and plans
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   const char* name() const override { return "cuda"; }

@@ -30,4 +30,9 @@ Status parse_gpu_precision(const std::string& name, GpuPrecision* out);
 Status make_cuda_backend(int device, std::unique_ptr<Backend>* out,
                          GpuPrecision precision = GpuPrecision::kFp32);
 
+// Whether `backend` (a CudaBackend in bf16 precision) writes a bf16 matmul_forward output [N, OC]
+// straight from cuBLASLt (with or without the fp32 bias), rather than rounding an fp32 result
+// (kernels/cuda/matmul_bf16.cuh). kInvalidArgument for any other backend.
+Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bias, bool* yes);
+
 }  // namespace perigee::kernels::cuda

@@ -6,6 +6,7 @@
 // Skips without a device.
 #include <gtest/gtest.h>
 
+#include "kernels/cuda/cuda_backend_factory.hpp"
 #include "tests/kernels/act_rule_util.hpp"
 #include "tests/kernels/cuda_test_util.hpp"
 
@@ -38,6 +39,30 @@ TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
     if (op.name.rfind("matmul_", 0) == 0) op.bf16_output_ulps = 1;
     testing::expect_act_rule(be, op);
   }
+}
+
+// The bf16 activations' speed rests on cuBLASLt writing bf16 D for the GEMMs whose outputs are stored
+// as bf16 (GPT-2 124M at B 16, T 1024: qkv and the FC layer with their fp32 bias, and the FC
+// projection's input gradient); where it cannot, the result is still right (an fp32 GEMM, then one
+// rounding pass) but slower, and this test says which shape fell back.
+TEST_F(CudaActBf16, CublasLtWritesBf16ForTheGpt2Gemms) {
+  Backend& be = *cuda_testing::backends().gpu_bf16;
+  constexpr int N = 16 * 1024, C = 768;
+  struct Shape {
+    const char* what;
+    int n, c, oc;
+    bool bias;
+  };
+  for (const Shape& s : {Shape{"qkv (c_attn), fp32 bias", N, C, 3 * C, true},
+                         Shape{"c_fc, fp32 bias", N, C, 4 * C, true}, Shape{"no bias", N, C, 4 * C, false}}) {
+    bool yes = false;
+    ASSERT_TRUE(cuda::writes_bf16_gemm_outputs(be, s.n, s.c, s.oc, s.bias, &yes).is_ok());
+    EXPECT_TRUE(yes) << "cuBLASLt has no algorithm writing bf16 D for " << s.what << " (N=" << s.n
+                     << ", C=" << s.c << ", OC=" << s.oc << "): matmul falls back to fp32 then rounding";
+  }
+  bool yes = false;
+  EXPECT_EQ(cuda::writes_bf16_gemm_outputs(*cuda_testing::backends().gpu, N, C, C, true, &yes).code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace
