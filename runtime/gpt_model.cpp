@@ -64,7 +64,8 @@ struct GptModel::Acts {
       residual3, lnf, lnf_mean, lnf_rstd, logits, dlogits, losses;
   // backward scratch
   Slot d_residual, d_ln, d_qkv, d_atty, d_fch, d_fch_gelu, tmp;
-  size_t total = 0;  // bytes
+  size_t total = 0;            // bytes
+  bool shares_logits = false;  // the scratch lies inside the logits (see below)
 
   Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t, kernels::DType op) {
     const size_t N = static_cast<size_t>(max_b) * max_t;
@@ -72,10 +73,16 @@ struct GptModel::Acts {
     const size_t nc = N * C;
     const size_t n_att = backend.attention_state_size(max_b, max_t, sh.n_embd, sh.n_head);
     constexpr kernels::DType f32 = kernels::DType::kF32;
-    auto take = [this](size_t per_layer, size_t layers, kernels::DType dtype) {
-      const Slot slot{total, per_layer, dtype};
-      total += (per_layer * layers * kernels::dtype_size(dtype) + 63) / 64 * 64;  // 64-byte aligned
+    auto bytes = [](size_t per_layer, size_t layers, kernels::DType dtype) {
+      return (per_layer * layers * kernels::dtype_size(dtype) + 63) / 64 * 64;  // 64-byte aligned
+    };
+    auto take_at = [&bytes](size_t* cursor, size_t per_layer, size_t layers, kernels::DType dtype) {
+      const Slot slot{*cursor, per_layer, dtype};
+      *cursor += bytes(per_layer, layers, dtype);
       return slot;
+    };
+    auto take = [this, &take_at](size_t per_layer, size_t layers, kernels::DType dtype) {
+      return take_at(&total, per_layer, layers, dtype);
     };
     encoded = take(nc, 1, f32);
     ln1 = take(nc, L, op);
@@ -97,13 +104,23 @@ struct GptModel::Acts {
     logits = take(N * sh.padded_vocab, 1, f32);
     dlogits = take(op == f32 ? 0 : N * sh.padded_vocab, 1, op);
     losses = take(N, 1, f32);
-    d_residual = take(nc, 1, f32);
-    d_ln = take(nc, 1, f32);
-    d_qkv = take(3 * nc, 1, op);
-    d_atty = take(nc, 1, f32);
-    d_fch = take(4 * nc, 1, op);
-    d_fch_gelu = take(4 * nc, 1, op);
-    tmp = take(nc, 1, f32);
+    // The backward scratch and the forward's tmp (dead before the LM head writes the logits) go into
+    // the fp32 logits when they fit: once the LM head's backward has read the logits' gradient, the
+    // logits are dead. With fp32 activations that gradient sits in the logits, so d_ln (which the LM
+    // head's backward writes while reading it) keeps its own memory; with bf16 it has its own buffer.
+    const bool d_ln_shares = op != f32;
+    const size_t scratch = bytes(nc, 1, f32) * (d_ln_shares ? 3 : 2) + bytes(3 * nc, 1, op) +
+                           bytes(4 * nc, 1, op) * 2 + bytes(nc, 1, f32);
+    shares_logits = scratch <= bytes(N * sh.padded_vocab, 1, f32);
+    size_t shared = logits.offset;
+    size_t* cursor = shares_logits ? &shared : &total;
+    d_residual = take_at(cursor, nc, 1, f32);
+    d_ln = take_at(d_ln_shares ? cursor : &total, nc, 1, f32);
+    d_qkv = take_at(cursor, 3 * nc, 1, op);
+    d_atty = take_at(cursor, nc, 1, f32);
+    d_fch = take_at(cursor, 4 * nc, 1, op);
+    d_fch_gelu = take_at(cursor, 4 * nc, 1, op);
+    tmp = take_at(cursor, nc, 1, f32);
   }
 };
 
@@ -250,6 +267,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   last_B_ = B;
   last_T_ = T;
   last_has_targets_ = targets != nullptr;
+  logits_valid_ = targets == nullptr;  // with targets their gradient (and then scratch) replaces them
   if (targets == nullptr) return Status::ok();
 
   // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
@@ -265,7 +283,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 }
 
 Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
-  PERIGEE_REQUIRE(!last_has_targets_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
+  PERIGEE_REQUIRE(logits_valid_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
                   "copy_logits needs a forward without targets covering (", b, ", ", t, ")");
   const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
   out->resize(shape_.vocab);

@@ -116,6 +116,7 @@ class GptModel {
   int last_B_ = 0;
   int last_T_ = 0;
   bool last_has_targets_ = false;
+  bool logits_valid_ = false;  // the logits buffer holds the last forward's logits
 
   float* params_ = nullptr;
   float* grads_ = nullptr;

@@ -67,21 +67,65 @@ TEST(GptModelBf16, GemmOperandsTakeHalfTheBytes) {
   EXPECT_EQ(f.activation_bytes() - h.activation_bytes(), 2 * elements - 2 * dlogits);
 }
 
+// Two shapes: C 64 keeps the backward scratch apart; C 16 with vocab 256 puts it inside the logits
+// (fp32 and bf16 alike), so a scratch tensor overwriting the logits' gradient too early would show.
 TEST(GptModelBf16, LossAndGradientStayCloseToFp32) {
-  const GptShape shape{2, 4, 64, 32, 256, 320};
-  const Pass ref = forward_backward(kF32, shape, 2, 32, 5);
-  const Pass got = forward_backward(kBf16, shape, 2, 32, 5);
-  EXPECT_NEAR(got.loss, ref.loss, 1e-3 * ref.loss);
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.grads.size(); ++i) {
-    diff += std::pow(static_cast<double>(got.grads[i]) - ref.grads[i], 2);
-    norm += std::pow(static_cast<double>(ref.grads[i]), 2);
+  for (const GptShape& shape : {GptShape{2, 4, 64, 32, 256, 320}, GptShape{2, 2, 16, 32, 256, 256}}) {
+    const Pass ref = forward_backward(kF32, shape, 2, 32, 5);
+    const Pass got = forward_backward(kBf16, shape, 2, 32, 5);
+    EXPECT_NEAR(got.loss, ref.loss, 1e-3 * ref.loss);
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < ref.grads.size(); ++i) {
+      diff += std::pow(static_cast<double>(got.grads[i]) - ref.grads[i], 2);
+      norm += std::pow(static_cast<double>(ref.grads[i]), 2);
+    }
+    const double rel = std::sqrt(diff / norm);
+    std::printf("C %d: bf16 activations vs fp32: loss %.6f vs %.6f, gradient relative L2 %.3g\n",
+                shape.n_embd, got.loss, ref.loss, rel);
+    EXPECT_LT(rel, 2e-2);  // bf16 keeps 8 significant bits: about 2^-9 relative per rounding
+    EXPECT_GT(rel, 1e-5);  // and the rounding is real
   }
-  const double rel = std::sqrt(diff / norm);
-  std::printf("bf16 activations vs fp32: loss %.6f vs %.6f, gradient relative L2 %.3g\n", got.loss, ref.loss,
-              rel);
-  EXPECT_LT(rel, 2e-2);  // bf16 keeps 8 significant bits: about 2^-9 relative per rounding
-  EXPECT_GT(rel, 1e-5);  // and the rounding is real
+}
+
+// The backward scratch (and the forward's tmp) lives inside the fp32 logits when it fits: the
+// logits are dead once the LM head's backward has read their gradient. Growing the vocabulary from
+// 256 to 1024 at C 64 crosses that line, so the buffer grows by the larger logits (and bf16 dlogits)
+// less the scratch that moved into them: 56 bytes per N*C with fp32 activations (everything but d_ln,
+// which the LM head's backward writes while reading the gradient in the logits), 38 with bf16 (all of it).
+TEST(GptModelBf16, BackwardScratchMovesIntoTheLogitsWhenItFits) {
+  kernels::cpu::CpuBackend cpu(1);
+  const int B = 4, T = 32;
+  const size_t N = static_cast<size_t>(B) * T, nc = N * 64;
+  for (kernels::DType acts : {kF32, kBf16}) {
+    GptModel small, large;
+    ASSERT_TRUE(small.init(GptShape{2, 4, 64, 32, 256, 256}, &cpu, B, T, acts).is_ok());
+    ASSERT_TRUE(large.init(GptShape{2, 4, 64, 32, 1024, 1024}, &cpu, B, T, acts).is_ok());
+    const size_t logits = N * (1024 - 256) * (acts == kF32 ? 4 : 4 + 2);
+    const size_t scratch = (acts == kF32 ? 56 : 38) * nc;
+    EXPECT_EQ(large.activation_bytes(), small.activation_bytes() + logits - scratch)
+        << kernels::dtype_name(acts);
+  }
+}
+
+// With targets, the logits buffer ends up holding the gradient and then the scratch: copy_logits
+// refuses (it needs a forward without targets), and a second backward() needs a new forward.
+TEST(GptModelBf16, LogitsAreReadOnlyAfterAForwardWithoutTargets) {
+  kernels::cpu::CpuBackend cpu(1);
+  GptModel m;
+  const GptShape shape{1, 2, 16, 8, 256, 256};
+  ASSERT_TRUE(m.init(shape, &cpu, 1, 8, kBf16).is_ok());
+  ASSERT_TRUE(m.init_parameters(3).is_ok());
+  auto x = random_tokens(8, 256, 1), y = random_tokens(8, 256, 2);
+  std::vector<float> row;
+  double loss = 0.0;
+  ASSERT_TRUE(m.forward(x.data(), nullptr, 1, 8, nullptr).is_ok());
+  ASSERT_TRUE(m.copy_logits(0, 7, &row).is_ok());
+  ASSERT_TRUE(m.forward(x.data(), y.data(), 1, 8, &loss).is_ok());
+  EXPECT_EQ(m.copy_logits(0, 7, &row).code(), StatusCode::kInternal);
+  ASSERT_TRUE(m.zero_grad().is_ok());
+  ASSERT_TRUE(m.backward().is_ok());
+  EXPECT_EQ(m.copy_logits(0, 7, &row).code(), StatusCode::kInternal);
+  EXPECT_EQ(m.backward().code(), StatusCode::kInternal);
 }
 
 TEST(GptModelBf16, RepeatsBitForBit) {
