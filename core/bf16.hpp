@@ -27,6 +27,15 @@ PERIGEE_HOST_DEVICE constexpr uint32_t f32_bits_from_bf16_bits(uint16_t h) {
   return static_cast<uint32_t>(h) << 16;
 }
 
+// Whether the fp32 bits u are a NaN; a scaled widening returns such a NaN as its quiet form
+// (u | 0x00400000: sign and payload kept) on every backend, not the hardware's own NaN.
+PERIGEE_HOST_DEVICE constexpr bool f32_bits_is_nan(uint32_t u) {
+  return (u & 0x7FFFFFFFu) > 0x7F800000u;
+}
+PERIGEE_HOST_DEVICE constexpr uint32_t quiet_nan_bits(uint32_t u) {
+  return u | 0x00400000u;
+}
+
 inline uint16_t float_to_bf16(float x) {
   uint32_t u = 0;
   std::memcpy(&u, &x, sizeof(u));

@@ -22,7 +22,10 @@ void to_bf16_chunk(uint16_t* out, const float* in, int64_t n) {
 PERIGEE_CPU_CLONES
 void from_bf16_chunk(float* out, const uint16_t* in, float s, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = std::bit_cast<float>(f32_bits_from_bf16_bits(in[i])) * s;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = f32_bits_from_bf16_bits(in[i]);
+    out[i] = f32_bits_is_nan(u) ? std::bit_cast<float>(quiet_nan_bits(u)) : std::bit_cast<float>(u) * s;
+  }
 }
 
 // Runs body(begin, count) over [0, n) in chunks, in parallel when there are several.

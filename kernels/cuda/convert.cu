@@ -12,8 +12,12 @@ __device__ __forceinline__ uint16_t round_bf16(float x) {
   return bf16_bits_from_f32_bits(__float_as_uint(x));
 }
 
+// A NaN comes back quieted with its sign and payload (core/bf16.hpp), as on the CPU backend: the GPU's
+// multiply would return its canonical NaN 0x7FFFFFFF instead.
 __device__ __forceinline__ float widen_bf16(uint16_t h, float s) {
-  return __fmul_rn(__uint_as_float(f32_bits_from_bf16_bits(h)), s);
+  const uint32_t bits = f32_bits_from_bf16_bits(h);
+  if (f32_bits_is_nan(bits)) return __uint_as_float(quiet_nan_bits(bits));
+  return __fmul_rn(__uint_as_float(bits), s);
 }
 
 // ---- CUDA kernels

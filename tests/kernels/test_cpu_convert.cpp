@@ -119,6 +119,22 @@ TEST(CpuConvert, BuffersMatchTheScalarRuleForAnyThreadCount) {
   }
 }
 
+// A NaN widens to its quiet form with sign and payload (the bits the CUDA kernel writes too), also a
+// signalling one and whatever the scale.
+TEST(CpuConvert, WideningKeepsANansSignAndPayload) {
+  CpuBackend be(1);
+  const std::vector<uint16_t> nans = {0x7FC0u, 0xFFC1u, 0x7F81u, 0xFF85u};
+  const std::vector<uint32_t> want = {0x7FC00000u, 0xFFC10000u, 0x7FC10000u, 0xFFC50000u};
+  Buffer<uint16_t> in(be, nans);
+  Buffer<float> out(be, nans.size());
+  for (float s : {1.0f, -0.5f, 3.0f}) {
+    ASSERT_TRUE(be.from_bf16(out.data(), in.data(), s, nans.size()).is_ok());
+    for (size_t i = 0; i < nans.size(); ++i) {
+      EXPECT_EQ(std::bit_cast<uint32_t>(out[i]), want[i]) << std::hex << "bf16 " << nans[i] << ", scale " << s;
+    }
+  }
+}
+
 TEST(CpuConvert, RejectsNullBuffers) {
   CpuBackend be(1);
   Buffer<float> f(be, 4);
