@@ -8,7 +8,7 @@
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
 //                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1]
 //                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)]
-//                    [--activations fp32|bf16] [--profile]
+//                    [--activations fp32|bf16] [--gelu-fusion] [--profile]
 //                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
 //                    [--cuda-profiler-range] [--json f]
 // Exit codes: 0 ok, 2 bad arguments or no CUDA device for --device cuda.
@@ -118,6 +118,9 @@ int main(int argc, char** argv) {
   std::string activations = "fp32";
   app.add_option("--activations", activations, "storage of the GEMM-operand activations: fp32 or bf16")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  bool gelu_fusion = false;
+  app.add_flag("--gelu-fusion", gelu_fusion,
+               "CUDA, --precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues ([device] gelu_fusion)");
   app.add_option("--peak-tflops", peak_tflops,
                  "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
                  "--precision; CPU: none)");
@@ -154,6 +157,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_train_step: cannot create the CUDA backend: %s\n", made.to_string().c_str());
       return 2;
     }
+    PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(*backend, gelu_fusion));
     device_name = gpus[cuda_device].name;
     device = "cuda";
   } else {
@@ -206,8 +210,9 @@ int main(int argc, char** argv) {
   }
 
   if (on_cuda) {
-    std::printf("# bench_train_step: CUDA device %d (%s), %s, %s activations, %d warm-up + %d timed steps\n",
-                cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(), warmup, iters);
+    std::printf("# bench_train_step: CUDA device %d (%s), %s, %s activations%s, %d warm-up + %d timed steps\n",
+                cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(),
+                backend->fuses_gelu() ? ", GELU epilogues" : "", warmup, iters);
   } else {
     std::printf("# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %d warm-up + %d timed steps\n",
                 cpu_threads, activations.c_str(), warmup, iters);
@@ -327,7 +332,8 @@ int main(int argc, char** argv) {
   }
   nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", device}, {"device_name", device_name},
                                 {"precision", precision}, {"precision_mode", precision_arg}, {"tf32", tf32},
-                                {"activations", activations}, {"threads", cpu_threads},
+                                {"activations", activations}, {"gelu_fusion", backend->fuses_gelu()},
+                                {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
                                 {"mfu_peak", peak_note}, {"warmup", warmup}, {"iters", iters},
                                 {"results", results}};

@@ -131,6 +131,8 @@ class AbftBackend final : public kernels::Backend {
   Status gelu_backward(kernels::Act dinp, kernels::ConstAct inp, kernels::ConstAct dout, size_t n) override {
     return inner_->gelu_backward(dinp, inp, dout, n);
   }
+  // matmul_gelu_forward and matmul_backward_gelu are not forwarded: Backend's unfused forms run, so
+  // their GEMMs go through the checked matmul ops above (a GELU epilogue would hide the GEMM's output).
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override {
     return inner_->residual_forward(out, a, b, n);
   }

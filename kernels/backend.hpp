@@ -7,8 +7,8 @@
 //   attention probabilities [B, NH, T, T], logits/probs [N, Vp] with V real columns (Vp >= V pads).
 // Backward ops ACCUMULATE (+=) into parameter gradients (dweight, dbias, dwte, dwpe: tied weights and
 // gradient accumulation add up), so callers zero them first. Input gradients of ops whose input has a
-// single consumer are WRITTEN (=): dinp of matmul_backward and gelu_backward, dqkv of
-// attention_backward, dlogits of crossentropy_backward; the residual stream's gradient (dinp of
+// single consumer are WRITTEN (=): dinp of matmul_backward and gelu_backward (which may alias dout),
+// dqkv of attention_backward, dlogits of crossentropy_backward; the residual stream's gradient (dinp of
 // layernorm_backward) is accumulated, as two branches meet there. Every op is deterministic: the same
 // inputs and thread count give bit-identical outputs (no racy reductions).
 // Activation arguments typed Act/ConstAct (kernels/act.hpp) may be fp32 or bf16 storage, each
@@ -91,6 +91,21 @@ class Backend {
   // out = a + b (out may alias a or b).
   virtual Status residual_forward(float* out, const float* a, const float* b, size_t n) = 0;
 
+  // ---- fused forms of the MLP's GELU with its neighbouring linear layers. The defaults run the ops
+  // above in order, so a backend that does not fuse (fuses_gelu() false) gives exactly the unfused
+  // results; a fusing backend (the CUDA backend with gelu_fusion on: cuBLASLt GELU epilogues) may differ
+  // from them by the GEMM's summation order and its own GELU evaluation, once rounded.
+  virtual bool fuses_gelu() const { return false; }
+  // pre = inp @ weight^T + bias, out = gelu(pre): matmul_forward(pre) then gelu_forward(out, pre).
+  virtual Status matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight, const float* bias,
+                                     int N, int C, int OC);
+  // The backward of a linear layer whose input inp = gelu(pre) [N, C]: dweight and dbias accumulate as
+  // in matmul_backward, and dpre [N, C] = gelu'(pre) * (dout @ weight) is WRITTEN. The default is
+  // matmul_backward with dinp = dpre, then gelu_backward in place (dpre rounded once more when bf16,
+  // exactly as a separate dinp of dpre's type would be).
+  virtual Status matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                      const float* weight, ConstAct pre, int N, int C, int OC);
+
   // Fused softmax + cross-entropy over the first V of Vp columns. probs may alias logits (in place);
   // padded columns get probability 0. losses[i] = -log(probs[i, targets[i]]).
   virtual Status crossentropy_forward(float* losses, float* probs, const float* logits,
@@ -117,7 +132,8 @@ class Backend {
   // out[i] = the bf16 bits of in[i], rounded as core/bf16.hpp says (nearest, ties to even; a NaN
   // stays NaN), the same bits on every backend. out and in do not overlap.
   virtual Status to_bf16(uint16_t* out, const float* in, size_t n) = 0;
-  // out[i] = float(in[i]) * s in fp32 (the widening is exact; one rounding, of the product).
+  // out[i] = float(in[i]) * s in fp32 (the widening is exact; one rounding, of the product); a NaN
+  // comes back quieted with its sign and payload, the same bits on every backend.
   virtual Status from_bf16(float* out, const uint16_t* in, float s, size_t n) = 0;
 };
 

@@ -234,6 +234,24 @@ Status ProfilingBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, si
                [&] { return inner_->gelu_backward(dinp, inp, dout, n); });
 }
 
+Status ProfilingBackend::matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight,
+                                             const float* bias, int N, int C, int OC) {
+  if (!inner_->fuses_gelu()) return Backend::matmul_gelu_forward(pre, out, inp, weight, bias, N, C, OC);
+  return timed(slot("matmul_gelu_forward", {{"N", N}, {"C", C}, {"OC", OC}}),
+               [&] { return inner_->matmul_gelu_forward(pre, out, inp, weight, bias, N, C, OC); });
+}
+
+Status ProfilingBackend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout,
+                                              ConstAct inp, const float* weight, ConstAct pre, int N, int C,
+                                              int OC) {
+  if (!inner_->fuses_gelu()) {
+    return Backend::matmul_backward_gelu(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC);
+  }
+  return timed(slot("matmul_backward_gelu", {{"N", N}, {"C", C}, {"OC", OC}}), [&] {
+    return inner_->matmul_backward_gelu(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC);
+  });
+}
+
 Status ProfilingBackend::residual_forward(float* out, const float* a, const float* b, size_t n) {
   return timed(slot("residual_forward", {{"n", static_cast<int64_t>(n)}}),
                [&] { return inner_->residual_forward(out, a, b, n); });

@@ -37,9 +37,11 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
     kernels::cuda::GpuPrecision precision{};
     PERIGEE_CHECK(kernels::cuda::parse_gpu_precision(device.precision, &precision));
     PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend, precision));
+    PERIGEE_CHECK(kernels::cuda::set_gelu_fusion(*out->backend, device.gelu_fusion));
     out->cuda_device = index;
     out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
-                               kernels::cuda::gpu_precision_description(precision), ")");
+                               kernels::cuda::gpu_precision_description(precision),
+                               out->backend->fuses_gelu() ? ", GELU in cuBLASLt epilogues" : "", ")");
     return Status::ok();
   }
   int threads = device.threads;

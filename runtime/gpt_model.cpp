@@ -54,8 +54,9 @@ const TensorView* ParameterTable::find(const std::string& name) const {
 // per-layer stride. With bf16 activations the tensors marked `op` are bf16: the GEMM operands (the
 // LayerNorm, attention and GELU outputs and the gradients entering the attention, c_fc and LM head
 // GEMMs), attention's input qkv (the c_attn GEMM's output, whose bits the bf16 attention stages as
-// they are) and GELU's input and input gradient (the c_fc GEMM's output and the c_proj GEMM's dinp,
-// which only GELU reads). The rest (the residual stream and its gradient, the c_proj outputs added
+// they are) and GELU's input and its gradient (the c_fc GEMM's output fch, and d_fch, which
+// matmul_backward_gelu writes: the c_proj GEMM's dinp carried through GELU, in place or in a cuBLASLt
+// DGELU epilogue). The rest (the residual stream and its gradient, the c_proj outputs added
 // to it, statistics, logits) stay fp32.
 // The logits' gradient is written over the fp32 logits, or with bf16 activations into dlogits of its
 // own (bf16 cannot overwrite fp32 rows in place).
@@ -63,7 +64,7 @@ struct GptModel::Acts {
   Slot encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
       residual3, lnf, lnf_mean, lnf_rstd, logits, dlogits, losses;
   // backward scratch
-  Slot d_residual, d_ln, d_qkv, d_atty, d_fch, d_fch_gelu, tmp;
+  Slot d_residual, d_ln, d_qkv, d_atty, d_fch, tmp;
   size_t total = 0;            // bytes
   bool shares_logits = false;  // the scratch lies inside the logits (see below)
 
@@ -110,7 +111,7 @@ struct GptModel::Acts {
     // head's backward writes while reading it) keeps its own memory; with bf16 it has its own buffer.
     const bool d_ln_shares = op != f32;
     const size_t scratch = bytes(nc, 1, f32) * (d_ln_shares ? 3 : 2) + bytes(3 * nc, 1, op) +
-                           bytes(4 * nc, 1, op) * 2 + bytes(nc, 1, f32);
+                           bytes(4 * nc, 1, op) + bytes(nc, 1, f32);
     shares_logits = scratch <= bytes(N * sh.padded_vocab, 1, f32);
     size_t shared = logits.offset;
     size_t* cursor = shares_logits ? &shared : &total;
@@ -119,7 +120,6 @@ struct GptModel::Acts {
     d_qkv = take_at(cursor, 3 * nc, 1, op);
     d_atty = take_at(cursor, nc, 1, f32);
     d_fch = take_at(cursor, 4 * nc, 1, op);
-    d_fch_gelu = take_at(cursor, 4 * nc, 1, op);
     tmp = take_at(cursor, nc, 1, f32);
   }
 };
@@ -255,8 +255,8 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
     PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, nc));
     PERIGEE_CHECK(k.layernorm_forward(ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l), residual2, P(p + "ln_2.weight"),
                                       P(p + "ln_2.bias"), N, C));
-    PERIGEE_CHECK(k.matmul_forward(fch, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"), N, C, 4 * C));
-    PERIGEE_CHECK(k.gelu_forward(fch_gelu, fch, 4 * nc));
+    PERIGEE_CHECK(
+        k.matmul_gelu_forward(fch, fch_gelu, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"), N, C, 4 * C));
     PERIGEE_CHECK(k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
     PERIGEE_CHECK(k.residual_forward(residual3, residual2, tmp, nc));
     residual = residual3;
@@ -323,7 +323,7 @@ Status GptModel::backward() {
                                      P("ln_f.weight"), f32(a.lnf_mean), f32(a.lnf_rstd), N, C));
   PERIGEE_CHECK(final_from("ln_f.weight"));
 
-  const kernels::Act d_qkv = act(a.d_qkv), d_fch = act(a.d_fch), d_fch_gelu = act(a.d_fch_gelu);
+  const kernels::Act d_qkv = act(a.d_qkv), d_fch = act(a.d_fch);
   float* d_atty = f32(a.d_atty);
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = str_cat("h.", l, ".");
@@ -333,9 +333,9 @@ Status GptModel::backward() {
     const float* residual2 = f32(a.residual2, l);
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
-    PERIGEE_CHECK(k.matmul_backward(d_fch_gelu, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,
-                                    fch_gelu, P(p + "mlp.c_proj.weight"), N, 4 * C, C));
-    PERIGEE_CHECK(k.gelu_backward(d_fch, fch, d_fch_gelu, 4 * nc));
+    // fch_gelu = gelu(fch): the c_proj backward carries the gradient through GELU into d_fch.
+    PERIGEE_CHECK(k.matmul_backward_gelu(d_fch, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,
+                                         fch_gelu, P(p + "mlp.c_proj.weight"), fch, N, 4 * C, C));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "mlp.c_fc.weight"), G(p + "mlp.c_fc.bias"), d_fch, ln2,
                                     P(p + "mlp.c_fc.weight"), N, C, 4 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_2.weight"), G(p + "ln_2.bias"), d_ln, residual2,

@@ -42,7 +42,8 @@ def main():
         for r in doc.get("results", []):
             out["perigee"].append({
                 "label": f"perigee {doc.get('precision', '?')}"
-                         + (", bf16 activations" if doc.get("activations") == "bf16" else ""),
+                         + (", bf16 activations" if doc.get("activations") == "bf16" else "")
+                         + (", GELU epilogues" if doc.get("gelu_fusion") else ""),
                 "file": os.path.basename(p),
                 "device": doc.get("device_name"), "precision": doc.get("precision"), "batch": r["batch"],
                 "seq": r["seq"], "params": r["params"], "ms_per_step": r["ms_per_step"],

@@ -2,8 +2,8 @@
 // storage GptModel uses ([device] activations = "bf16": LayerNorm, attention and GELU outputs, the qkv
 // and FC GEMMs' outputs, the attention and GELU input gradients, the FC projection's input gradient and the
 // logits' gradient as bf16) runs native kernels that read and write bf16 directly: GELU in every
-// combination, GEMMs (bf16 precision) with bf16 operands and fp32 or bf16 outputs; every other
-// combination takes the ActCast path (widen, fp32 op, round).
+// combination, GEMMs (bf16 precision) with bf16 operands and fp32 or bf16 outputs, optionally with
+// GELU in their epilogues; every other combination takes the ActCast path (widen, fp32 op, round).
 #include "kernels/act_ops.hpp"
 #include "kernels/cuda/attention_bf16.cuh"
 #include "kernels/cuda/crossentropy.cuh"
@@ -42,6 +42,26 @@ Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, Cons
     if (s.code() != StatusCode::kUnavailable) return s;  // else: no bf16 D here, round an fp32 result
   }
   return cast_matmul_backward(*this, cast_scratch_, dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+
+Status CudaBackend::matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight,
+                                        const float* bias, int N, int C, int OC) {
+  if (fuses_gelu()) {
+    const Status s =
+        cuda::matmul_gelu_forward_bf16(pre, out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_);
+    if (s.code() != StatusCode::kUnavailable) return s;  // else: no fused algorithm here, run the ops apart
+  }
+  return Backend::matmul_gelu_forward(pre, out, inp, weight, bias, N, C, OC);
+}
+
+Status CudaBackend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                         const float* weight, ConstAct pre, int N, int C, int OC) {
+  if (fuses_gelu() && dpre.data != nullptr) {
+    const Status s = cuda::matmul_backward_gelu_bf16(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC,
+                                                     *lt_, scratch_, stream_);
+    if (s.code() != StatusCode::kUnavailable) return s;  // else: no fused algorithm here, run the ops apart
+  }
+  return Backend::matmul_backward_gelu(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC);
 }
 
 Status CudaBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) {

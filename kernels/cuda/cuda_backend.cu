@@ -121,7 +121,23 @@ Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bia
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
                   "writes_bf16_gemm_outputs: ", backend.name(), " is not a CUDA backend in bf16 precision");
-  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, yes);
+  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone, 256, yes);
+}
+
+Status set_gelu_fusion(Backend& backend, bool on) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "set_gelu_fusion: ", backend.name(),
+                  " is not a CUDA backend");
+  cuda->set_gelu_fusion(on);
+  return Status::ok();
+}
+
+Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
+                  "fuses_gelu_gemms: ", backend.name(), " is not a CUDA backend in bf16 precision");
+  PERIGEE_CHECK(gelu_forward_fusable(cuda->lt(), N, C, OC, type, true, forward));
+  return gelu_backward_fusable(cuda->lt(), N, C, OC, type, backward);
 }
 
 // ---- memory

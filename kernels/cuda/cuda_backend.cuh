@@ -37,6 +37,8 @@ class CudaBackend final : public Backend {
   void set_precision(GpuPrecision precision) { precision_ = precision; }
   GpuPrecision precision() const { return precision_; }
   LtGemm& lt() { return *lt_; }  // the bf16 GEMMs' cuBLASLt handle and plans
+  // GELU in the MLP GEMMs' cuBLASLt epilogues (matmul_bf16.cuh), with bf16 precision only; off by default.
+  void set_gelu_fusion(bool on) { gelu_fusion_ = on; }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   const char* name() const override { return "cuda"; }
@@ -72,6 +74,13 @@ class CudaBackend final : public Backend {
   Status gelu_forward(Act out, ConstAct inp, size_t n) override;
   Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) override;
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
+  // Fused (cuBLASLt GELU_AUX_BIAS / DGELU epilogues) when fuses_gelu() and cuBLASLt has the algorithm,
+  // else Backend's unfused forms.
+  bool fuses_gelu() const override { return gelu_fusion_ && precision_ == GpuPrecision::kBf16; }
+  Status matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight, const float* bias, int N,
+                             int C, int OC) override;
+  Status matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                              const float* weight, ConstAct pre, int N, int C, int OC) override;
   Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
                               int V, int Vp) override;
   Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
@@ -107,6 +116,7 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   GpuPrecision precision_ = GpuPrecision::kFp32;
+  bool gelu_fusion_ = false;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

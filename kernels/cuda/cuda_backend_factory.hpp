@@ -35,4 +35,13 @@ Status make_cuda_backend(int device, std::unique_ptr<Backend>* out,
 // (kernels/cuda/matmul_bf16.cuh). kInvalidArgument for any other backend.
 Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bias, bool* yes);
 
+// Turns GELU epilogues on or off for `backend` (a CudaBackend; kInvalidArgument otherwise): with bf16
+// precision, matmul_gelu_forward and matmul_backward_gelu then run as one cuBLASLt GEMM each where
+// cuBLASLt has the algorithm ([device] gelu_fusion, kernels/cuda/matmul_bf16.cuh).
+Status set_gelu_fusion(Backend& backend, bool on);
+// Whether a CudaBackend in bf16 precision has the fused algorithms for matmul_gelu_forward [N, C] ->
+// [N, OC] with a bias (*forward) and for matmul_backward_gelu's dpre [N, C] from dout [N, OC]
+// (*backward), for `type` storage. kInvalidArgument for any other backend.
+Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward);
+
 }  // namespace perigee::kernels::cuda

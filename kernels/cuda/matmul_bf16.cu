@@ -41,6 +41,18 @@ bool aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
+cublasLtEpilogue_t lt_epilogue(LtEpilogue kind, bool bias) {
+  switch (kind) {
+    case LtEpilogue::kGeluAux:
+      return bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    case LtEpilogue::kDGelu:
+      return CUBLASLT_EPILOGUE_DGELU;
+    case LtEpilogue::kNone:
+      break;
+  }
+  return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
 }  // namespace
 
 // ---- conversion
@@ -97,7 +109,7 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
     *out = it->second.get();  // null: a bf16 D without an algorithm
     return Status::ok();
   }
-  const auto [trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, d_bf16] = key;
+  const auto [trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, d_bf16, epilogue_kind, align] = key;
   auto plan = std::make_unique<Plan>();
   PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -106,13 +118,21 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   PERIGEE_CHECK_CUBLAS(
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  if (bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    const cudaDataType_t bias_type = CUDA_R_32F;
+  const cublasLtEpilogue_t epilogue = lt_epilogue(epilogue_kind, bias);
+  if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                         sizeof(epilogue)));
+  }
+  if (bias) {
+    const cudaDataType_t bias_type = CUDA_R_32F;
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                         &bias_type, sizeof(bias_type)));
+  }
+  if (epilogue_kind != LtEpilogue::kNone) {
+    // The aux matrix is D-shaped, of D's type (cuBLASLt's default aux type), with D's leading dimension.
+    const int64_t aux_ld = ldd;
+    PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                        &aux_ld, sizeof(aux_ld)));
   }
   // Stored shapes (column-major): A is m x k, or k x m when transposed; B is k x n, or n x k.
   PERIGEE_CHECK_CUBLAS(
@@ -128,13 +148,33 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
   int found = 0;
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                            &workspace, sizeof(workspace));
+  const uint32_t align_bytes = static_cast<uint32_t>(align);
+  for (cublasLtMatmulPreferenceAttributes_t which :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    if (st == CUBLAS_STATUS_SUCCESS) {
+      st = cublasLtMatmulPreferenceSetAttribute(pref, which, &align_bytes, sizeof(align_bytes));
+    }
+  }
+  if (st == CUBLAS_STATUS_SUCCESS && d_bf16) {
+    // No split-K partial sums kept in bf16 (in the output buffer or in workspace): one rounding each.
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                              sizeof(schemes));
+  }
   if (st == CUBLAS_STATUS_SUCCESS) {
     st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1,
                                         &result, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
-  if (d_bf16 && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
-    plans_.emplace(key, nullptr);  // no bf16 D here: callers round an fp32 result instead
+  if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+    // The heuristic's answer, checked against these descriptors (bias type, epilogue) before any use.
+    cublasLtMatmulHeuristicResult_t checked{};
+    st = cublasLtMatmulAlgoCheck(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, &result.algo,
+                                 &checked);
+  }
+  if ((d_bf16 || epilogue_kind != LtEpilogue::kNone) && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
+    plans_.emplace(key, nullptr);  // callers round an fp32 result, or run the epilogue's op, instead
     *out = nullptr;
     return Status::ok();
   }
@@ -148,30 +188,52 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
   return Status::ok();
 }
 
+int LtGemm::alignment(std::initializer_list<const void*> pointers) {
+  uintptr_t bits = 256;
+  for (const void* p : pointers) {
+    if (p != nullptr) bits |= reinterpret_cast<uintptr_t>(p);
+  }
+  return static_cast<int>(bits & (~bits + 1));  // the lowest set bit: at most 256
+}
+
 Status LtGemm::available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd,
-                         DType d_type, bool bias, bool* yes) {
+                         DType d_type, bool bias, LtEpilogue epilogue, int align, bool* yes) {
   const Plan* plan = nullptr;
-  PERIGEE_CHECK(
-      plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, false, d_type == DType::kBF16}, &plan));
+  PERIGEE_CHECK(plan_for(
+      Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, false, d_type == DType::kBF16, epilogue, align},
+      &plan));
   *yes = plan != nullptr;
   return Status::ok();
 }
 
 Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
                     const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, LtAux aux) {
   const bool d_bf16 = !D.is_f32();
   PERIGEE_REQUIRE(!d_bf16 || beta == 0.0f, StatusCode::kInvalidArgument,
                   "LtGemm: a bf16 D is written, not accumulated (beta must be 0)");
+  PERIGEE_REQUIRE(aux.kind == LtEpilogue::kNone || (aux.data != nullptr && beta == 0.0f),
+                  StatusCode::kInvalidArgument, "LtGemm: a GELU epilogue needs its aux matrix and beta 0");
+  PERIGEE_REQUIRE(aux.kind != LtEpilogue::kDGelu || bias == nullptr, StatusCode::kInvalidArgument,
+                  "LtGemm: the DGELU epilogue takes no bias");
+  PERIGEE_REQUIRE(aux.kind == LtEpilogue::kNone || aligned(aux.data, 16), StatusCode::kUnavailable,
+                  "LtGemm: the aux matrix is not 16-byte aligned");
   const Plan* plan = nullptr;
-  PERIGEE_CHECK(
-      plan_for(Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16}, &plan));
-  PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable,
-                  "cuBLASLt has no algorithm writing bf16 for m=", m, " n=", n, " k=", k);
+  const int align = alignment({A, B, D.data, aux.data});
+  PERIGEE_CHECK(plan_for(
+      Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16, aux.kind, align},
+      &plan));
+  PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable, "cuBLASLt has no algorithm writing ",
+                  d_bf16 ? "bf16" : "fp32", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue",
+                  " for m=", m, " n=", n, " k=", k);
+  // The pointers are per call; the descriptor is this plan's own (one op at a time per backend).
   if (bias != nullptr) {
-    // The pointer is per call; the descriptor is this plan's own (one op at a time per backend).
     PERIGEE_CHECK_CUBLAS(
         cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  if (aux.kind != LtEpilogue::kNone) {
+    PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                        &aux.data, sizeof(aux.data)));
   }
   const float alpha = 1.0f;
   PERIGEE_CHECK_CUBLAS(cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D.data,
@@ -182,15 +244,24 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
 
 // ---- kernel launchers
 
-Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
-                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_forward", {out.data, inp.data, weight}));
-  PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
-  if (!out.is_f32()) {
+namespace {
+
+// The forward GEMM out^T [OC, N] = weight . inp^T + bias, with `aux`'s epilogue (a GELU one writes
+// aux, of out's type). kUnavailable before any work when cuBLASLt cannot write it.
+Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, const float* bias, int N,
+                    int C, int OC, LtAux aux, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers(op, {out.data, inp.data, weight}));
+  PERIGEE_CHECK(check_dims(op, {N, C, OC}));
+  if (!out.is_f32() || aux.kind != LtEpilogue::kNone) {
     bool ok = false;
-    PERIGEE_CHECK(lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, &ok));
-    PERIGEE_REQUIRE(ok, StatusCode::kUnavailable,
-                    "matmul_forward: no cuBLASLt algorithm writes bf16 for N=", N, " C=", C, " OC=", OC);
+    // The weight and an fp32 inp are copied into 256-byte aligned scratch; the rest is used in place.
+    const int align = LtGemm::alignment({out.data, aux.data, inp.is_f32() ? nullptr : inp.data});
+    PERIGEE_CHECK(
+        lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, aux.kind, align, &ok));
+    PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
+                    op, ": no cuBLASLt algorithm writes ", dtype_name(out.dtype),
+                    aux.kind == LtEpilogue::kNone ? "" : " with the GELU epilogue", " for N=", N, " C=", C,
+                    " OC=", OC);
   }
   const size_t n_w = static_cast<size_t>(OC) * C;
   const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;  // a bf16 inp needs no copy
@@ -207,24 +278,27 @@ Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const flo
   __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);
   PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
   // out^T [OC, N] = weight (stored col-major C x OC, transposed) . inp^T [C, N], + bias per row.
-  PERIGEE_CHECK(lt.gemm(true, false, OC, N, C, w16, C, inp16, C, 0.0f, out, OC, bias, stream));
+  PERIGEE_CHECK(lt.gemm(true, false, OC, N, C, w16, C, inp16, C, 0.0f, out, OC, bias, stream, aux));
   return Status::ok();
 }
 
-Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
-                            const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
-                            cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_backward", {dout.data}));
-  PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
-  if (dinp.data != nullptr && !dinp.is_f32()) {
+// matmul_backward, with `aux`'s epilogue (none or DGELU) on the dinp GEMM.
+Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                      const float* weight, int N, int C, int OC, LtAux aux, LtGemm& lt,
+                      DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers(op, {dout.data}));
+  PERIGEE_CHECK(check_dims(op, {N, C, OC}));
+  if (dinp.data != nullptr && (!dinp.is_f32() || aux.kind != LtEpilogue::kNone)) {
     bool ok = false;
-    PERIGEE_CHECK(lt.available(false, false, C, N, OC, C, OC, C, dinp.dtype, false, &ok));
-    PERIGEE_REQUIRE(ok, StatusCode::kUnavailable,
-                    "matmul_backward: no cuBLASLt algorithm writes a bf16 dinp for N=", N, " C=", C,
+    const int align = LtGemm::alignment({dinp.data, aux.data, dout.is_f32() ? nullptr : dout.data});
+    PERIGEE_CHECK(lt.available(false, false, C, N, OC, C, OC, C, dinp.dtype, false, aux.kind, align, &ok));
+    PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
+                    op, ": no cuBLASLt algorithm writes a ", dtype_name(dinp.dtype), " dinp",
+                    aux.kind == LtEpilogue::kNone ? "" : " with the DGELU epilogue", " for N=", N, " C=", C,
                     " OC=", OC);
   }
-  if (dinp.data != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dinp needs weight)", {weight}));
-  if (dweight != nullptr) PERIGEE_CHECK(check_pointers("matmul_backward (dweight needs inp)", {inp.data}));
+  if (dinp.data != nullptr) PERIGEE_CHECK(check_pointers(op, {weight}));
+  if (dweight != nullptr) PERIGEE_CHECK(check_pointers(op, {inp.data}));
   const bool gemms = dinp.data != nullptr || dweight != nullptr;
   const size_t n_partial = dbias != nullptr ? matmul_bias_grad_partials(N, OC) : 0;
   if (!gemms && dbias == nullptr) return Status::ok();
@@ -257,7 +331,7 @@ Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dou
   if (dinp.data != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
-    PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream));
+    PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream, aux));
   }
   if (dweight != nullptr) {
     const __nv_bfloat16* inp16 = inp.is_f32() ? inp_copy : as_bf16(inp);
@@ -266,6 +340,47 @@ Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dou
     PERIGEE_CHECK(lt.gemm(false, true, C, OC, N, inp16, C, dout16, OC, 1.0f, dweight, C, nullptr, stream));
   }
   return Status::ok();
+}
+
+}  // namespace
+
+Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+  return forward_gemm("matmul_forward", out, inp, weight, bias, N, C, OC, LtAux{}, lt, scratch, stream);
+}
+
+Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                            const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
+                            cudaStream_t stream) {
+  return backward_gemms("matmul_backward", dinp, dweight, dbias, dout, inp, weight, N, C, OC, LtAux{}, lt,
+                        scratch, stream);
+}
+
+Status matmul_gelu_forward_bf16(Act pre, Act out, ConstAct inp, const float* weight, const float* bias, int N,
+                                int C, int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_gelu_forward", {pre.data}));
+  PERIGEE_REQUIRE(pre.dtype == out.dtype, StatusCode::kUnavailable,
+                  "matmul_gelu_forward: the GELU epilogue writes pre and out in one type");
+  return forward_gemm("matmul_gelu_forward", out, inp, weight, bias, N, C, OC,
+                      LtAux{LtEpilogue::kGeluAux, pre.data}, lt, scratch, stream);
+}
+
+Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                 const float* weight, ConstAct pre, int N, int C, int OC, LtGemm& lt,
+                                 DeviceScratch& scratch, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_backward_gelu", {dpre.data, pre.data}));
+  PERIGEE_REQUIRE(pre.dtype == dpre.dtype, StatusCode::kUnavailable,
+                  "matmul_backward_gelu: the DGELU epilogue reads pre in dpre's type");
+  return backward_gemms("matmul_backward_gelu", dpre, dweight, dbias, dout, inp, weight, N, C, OC,
+                        LtAux{LtEpilogue::kDGelu, pre.data}, lt, scratch, stream);
+}
+
+Status gelu_forward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool bias, bool* yes) {
+  return lt.available(true, false, OC, N, C, C, C, OC, type, bias, LtEpilogue::kGeluAux, 256, yes);
+}
+
+Status gelu_backward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool* yes) {
+  return lt.available(false, false, C, N, OC, C, OC, C, type, false, LtEpilogue::kDGelu, 256, yes);
 }
 
 }  // namespace perigee::kernels::cuda

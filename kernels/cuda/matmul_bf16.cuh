@@ -10,14 +10,23 @@
 // element rounded once (to nearest even) from its fp32 accumulator plus the fp32 bias. Where cuBLASLt
 // has no algorithm for a bf16 D, the launchers return kUnavailable before doing any work and the
 // caller takes the fp32-then-round path (kernels/act_cast.hpp).
-// Determinism: one cuBLASLt algorithm is chosen per GEMM shape on first use and kept (the heuristic's
-// first answer for a 32 MiB workspace), so repeated steps run the same kernels in the same order.
+// GELU epilogues (CudaBackend with gelu_fusion on): the MLP's c_fc GEMM can apply GELU in cuBLASLt's
+// epilogue (GELU_AUX_BIAS: D = gelu(acc + bias), aux = acc + bias, both of D's type, each rounded once
+// from fp32), and the c_proj backward's dinp GEMM can multiply by GELU's derivative at the saved
+// pre-GELU values (DGELU: D = gelu'(aux) * acc, rounded once). cuBLASLt evaluates the same tanh
+// approximation with its own instructions, so results may differ from gelu.cuh's in the last bits;
+// where it has no such algorithm the launchers return kUnavailable before any work.
+// Determinism: one cuBLASLt algorithm is chosen per GEMM shape (and operand alignment) on first use and
+// kept (the heuristic's first answer for a 32 MiB workspace, checked with cublasLtMatmulAlgoCheck), so
+// repeated steps run the same kernels in the same order. A bf16 D is never split-K reduced in bf16
+// (the reduction runs in fp32 or not at all), so each element is rounded once.
 #pragma once
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -31,6 +40,14 @@ namespace perigee::kernels::cuda {
 // dst[i] = bf16(src[i]), round to nearest even, on `stream`.
 Status convert_to_bf16(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t stream);
 
+// What a GEMM's epilogue applies after the bias: nothing, GELU (the pre-GELU values kept in an aux
+// matrix), or GELU's derivative at a given aux matrix. The aux matrix has D's type, shape and ldd.
+enum class LtEpilogue : uint8_t { kNone, kGeluAux, kDGelu };
+struct LtAux {
+  LtEpilogue kind = LtEpilogue::kNone;
+  const void* data = nullptr;  // kGeluAux: written; kDGelu: read
+};
+
 // A cuBLASLt handle, its workspace and the plans (descriptors and chosen algorithm) per GEMM shape.
 class LtGemm {
  public:
@@ -39,22 +56,27 @@ class LtGemm {
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  // Column-major D[m, n] = op(A) op(B) + beta * D (+ bias[m] on every column when bias is set),
-  // A and B bf16 (op = transpose when trans_*), D fp32 or bf16 (beta 0 only) with leading dimension
-  // ldd. kUnavailable when cuBLASLt has no algorithm for a bf16 D of this shape.
+  // Column-major D[m, n] = op(A) op(B) + beta * D (+ bias[m] on every column when bias is set, then
+  // the epilogue of `aux`), A and B bf16 (op = transpose when trans_*), D fp32 or bf16 (beta 0 only)
+  // with leading dimension ldd. kUnavailable when cuBLASLt has no algorithm for a bf16 D or for that
+  // epilogue at this shape, or the aux matrix is not 16-byte aligned (nothing is run then).
   Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
               const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
-              cudaStream_t stream);
-  // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D can lack one).
+              cudaStream_t stream, LtAux aux = {});
+  // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D or an
+  // epilogue other than kNone can lack one). `align`: alignment() of the call's A, B, D and aux.
   Status available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, DType d_type,
-                   bool bias, bool* yes);
+                   bool bias, LtEpilogue epilogue, int align, bool* yes);
+  // The largest power of two up to 256 that divides every non-null pointer: plans are made for the
+  // alignment their operands really have (cuBLASLt's heuristic otherwise assumes 256 bytes).
+  static int alignment(std::initializer_list<const void*> pointers);
 
  private:
   LtGemm() = default;
   struct Plan;
-  // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, D is bf16)
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool>;
-  // *out null (and ok) when a bf16 D has no algorithm; that answer is kept too.
+  // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, D is bf16, epilogue, alignment)
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool, LtEpilogue, int>;
+  // *out null (and ok) when a bf16 D or an epilogue has no algorithm; that answer is kept too.
   Status plan_for(const Key& key, const Plan** out);
 
   cublasLtHandle_t handle_ = nullptr;
@@ -72,5 +94,21 @@ Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const flo
 Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
                             cudaStream_t stream);
+
+// Backend::matmul_gelu_forward in one GEMM (GELU_AUX_BIAS): out = gelu(pre), pre kept. pre and out
+// have one storage type; kUnavailable (before any work) otherwise or without an algorithm.
+Status matmul_gelu_forward_bf16(Act pre, Act out, ConstAct inp, const float* weight, const float* bias, int N,
+                                int C, int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
+
+// Backend::matmul_backward_gelu with the dinp GEMM's DGELU epilogue: dpre = gelu'(pre) * (dout @ weight),
+// rounded once. dpre and pre have one storage type; kUnavailable (before any work) otherwise or
+// without an algorithm.
+Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                                 const float* weight, ConstAct pre, int N, int C, int OC, LtGemm& lt,
+                                 DeviceScratch& scratch, cudaStream_t stream);
+
+// Whether the two launchers above run fused for these shapes and storage (plans on first use).
+Status gelu_forward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool bias, bool* yes);
+Status gelu_backward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool* yes);
 
 }  // namespace perigee::kernels::cuda

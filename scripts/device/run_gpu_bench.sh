@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks of issue 4 in one command: nvidia-smi, the profiling test, bench_kernels,
-# bench_train_step (GPT-2 124M, B 16, T 1024, fp32, TF32, bf16 and bf16 with bf16 activations, --profile),
+# bench_train_step (GPT-2 124M, B 16, T 1024, fp32, TF32, bf16, bf16 with bf16 activations, and that
+# with GELU in the cuBLASLt epilogues; --profile),
 # the PyTorch anchor
 # (shared/anchors/torch_gpt2.py: eager bf16, eager fp32, compile bf16) and bench/gpu/summarize.py,
 # which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s, breakdown, kernels).
@@ -148,6 +149,8 @@ step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --war
   --profile-steps 3 --precision bf16 --json "$OUT/train_step_bf16.json"
 step train_bf16_act "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --activations bf16 --json "$OUT/train_step_bf16_act.json"
+step train_bf16_act_gelu "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --precision bf16 --activations bf16 --gelu-fusion --json "$OUT/train_step_bf16_act_gelu.json"
 step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
   --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
 
@@ -170,6 +173,6 @@ fi
 
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
 step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
-  "$OUT/train_step_bf16_act.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
+  "$OUT/train_step_bf16_act.json" "$OUT/train_step_bf16_act_gelu.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
 echo "# done, status $STATUS; $OUT/gpu_bench.json"
 exit $STATUS

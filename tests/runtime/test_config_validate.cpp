@@ -93,6 +93,16 @@ TEST(ConfigValidate, EveryRuleFails) {
          c.fault.abft = true;
        },
        "[device] activations", "\"bf16\" cannot run with [fault] abft = true"},
+      {"gelu_fusion without bf16 precision", [](Config& c) { c.device.gelu_fusion = true; },
+       "[device] gelu_fusion", "needs [device] precision = \"bf16\" (the GELU epilogues are bf16 tensor-core "
+       "GEMMs; got precision = \"fp32\")"},
+      {"gelu_fusion with abft",
+       [](Config& c) {
+         c.device.precision = "bf16";
+         c.device.gelu_fusion = true;
+         c.fault.abft = true;
+       },
+       "[device] gelu_fusion", "cannot run with [fault] abft = true"},
       {"run dir", [](Config& c) { c.run.dir = ""; }, "[run] dir", "must not be empty"},
       {"progress", [](Config& c) { c.run.progress = "yes"; }, "[run] progress",
        "must be one of auto, on, off (got \"yes\")"},
