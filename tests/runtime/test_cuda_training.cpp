@@ -90,13 +90,15 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
 }
 
 void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
-                       kernels::DType activations = kernels::DType::kF32) {
+                       kernels::DType activations = kernels::DType::kF32, bool gelu_fusion = false) {
   std::vector<kernels::cuda::DeviceInfo> devices;
   const Status probe = kernels::cuda::probe_devices(&devices);
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
   std::unique_ptr<kernels::Backend> gpu;
   const Status made = kernels::cuda::make_cuda_backend(0, &gpu, precision);
   ASSERT_TRUE(made.is_ok()) << made.to_string();
+  ASSERT_TRUE(kernels::cuda::set_gelu_fusion(*gpu, gelu_fusion).is_ok());
+  EXPECT_EQ(gpu->fuses_gelu(), gelu_fusion);
   kernels::cpu::CpuBackend cpu(2);
   const char* name = kernels::cuda::gpu_precision_name(precision);
 
@@ -120,10 +122,11 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
     worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
   std::printf(
-      "cuda %s (%s activations) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), largest "
+      "cuda %s (%s activations%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), "
+      "largest "
       "relative loss difference %.3g (tolerance %.0e)\n",
-      name, kernels::dtype_name(activations), kSteps, ref.losses.front(), ref.losses.back(),
-      got.losses.front(), got.losses.back(), worst, rtol);
+      name, kernels::dtype_name(activations), gelu_fusion ? ", GELU epilogues" : "", kSteps,
+      ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst, rtol);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
   EXPECT_LT(got.losses.back(), got.losses.front()) << name;
 
@@ -149,6 +152,12 @@ TEST(CudaTraining, Bf16TwentyStepsMatchTheCpuAndRepeatBitForBit) {
 
 TEST(CudaTraining, Bf16ActivationsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
   check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16);
+}
+
+// GELU in the cuBLASLt epilogues ([device] gelu_fusion), with either activation storage.
+TEST(CudaTraining, Bf16GeluEpiloguesTwentyStepsMatchTheCpuAndRepeatBitForBit) {
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kF32, true);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true);
 }
 
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
