@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
@@ -176,6 +177,50 @@ TEST_F(CudaAttentionBf16, DeterministicAndWritten) {
     const AttentionResult two = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 2);
     EXPECT_TRUE(bit_identical(one.dqkv, first.dqkv)) << tag;
     EXPECT_TRUE(bit_identical(two.dqkv, first.dqkv)) << tag;
+  }
+}
+
+std::vector<uint16_t> to_bf16_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = float_to_bf16(v[i]);
+  return h;
+}
+
+// bf16 storage ([device] activations = "bf16": qkv, out and dqkv as bf16, dout fp32) at the shapes of
+// MatchesCpu, several key tiles and query blocks included: the bits are the fp32-storage kernels' on
+// the same bf16 values, each output rounded once (the storage rule, at sizes the rule test does not run).
+TEST_F(CudaAttentionBf16, Bf16StorageIsTheFp32StorageRoundedAtEveryShape) {
+  for (int hs : {16, 64, 128}) {
+    for (int T : {7, 64, 130, 257}) {
+      const int B = 2, NH = 2, C = hs * NH;
+      const std::string tag = "T=" + std::to_string(T) + " hs=" + std::to_string(hs);
+      const size_t n = static_cast<size_t>(B) * T * C;
+      const size_t n_att = gpu_->attention_state_size(B, T, C, NH);
+      std::vector<float> qkv = random_vector(3 * n, 90 + T + hs, -1.5f, 1.5f);
+      for (float& x : qkv) x = bf16_to_float(float_to_bf16(x));
+      const auto dout = random_vector(n, 91 + hs);
+      // fp32 storage on the bf16 values.
+      Array<float> x32(*gpu_, qkv), d(*gpu_, dout), out32(*gpu_, n), att32(*gpu_, n_att), dx32(*gpu_, 3 * n);
+      ASSERT_TRUE(gpu_->attention_forward(out32.data(), att32.data(), x32.data(), B, T, C, NH).is_ok());
+      // bf16 storage.
+      Array<uint16_t> x16(*gpu_, to_bf16_bits(qkv)), out16(*gpu_, n), dx16(*gpu_, 3 * n);
+      Array<float> att16(*gpu_, n_att);
+      ASSERT_TRUE(gpu_->attention_forward(out16.data(), att16.data(), x16.data(), B, T, C, NH).is_ok());
+      const std::vector<uint16_t> o16 = out16.download();
+      EXPECT_EQ(o16, to_bf16_bits(out32.download())) << tag;
+      EXPECT_TRUE(bit_identical(att16.download(), att32.download())) << tag;
+      // The backward reads `out` as stored: the fp32 reference gets the widened bf16 out.
+      std::vector<float> out_widened(n);
+      for (size_t i = 0; i < n; ++i) out_widened[i] = bf16_to_float(o16[i]);
+      out32.upload(out_widened);
+      ASSERT_TRUE(
+          gpu_->attention_backward(dx32.data(), d.data(), x32.data(), out32.data(), att32.data(), B, T, C, NH)
+              .is_ok());
+      ASSERT_TRUE(
+          gpu_->attention_backward(dx16.data(), d.data(), x16.data(), out16.data(), att16.data(), B, T, C, NH)
+              .is_ok());
+      EXPECT_EQ(dx16.download(), to_bf16_bits(dx32.download())) << tag;
+    }
   }
 }
 
