@@ -124,6 +124,14 @@ Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bia
   return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone, 256, yes);
 }
 
+Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool* yes) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
+                  "writes_bf16_input_gradients: ", backend.name(), " is not a CUDA backend in bf16 precision");
+  return cuda->lt().available(false, false, C, N, OC, C, OC, C, DType::kBF16, false, LtEpilogue::kNone, 256,
+                              yes);
+}
+
 Status set_gelu_fusion(Backend& backend, bool on) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "set_gelu_fusion: ", backend.name(),

@@ -34,6 +34,8 @@ Status make_cuda_backend(int device, std::unique_ptr<Backend>* out,
 // straight from cuBLASLt (with or without the fp32 bias), rather than rounding an fp32 result
 // (kernels/cuda/matmul_bf16.cuh). kInvalidArgument for any other backend.
 Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bias, bool* yes);
+// The same for matmul_backward's input gradient dinp [N, C] from dout [N, OC].
+Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool* yes);
 
 // Turns GELU epilogues on or off for `backend` (a CudaBackend; kInvalidArgument otherwise): with bf16
 // precision, matmul_gelu_forward and matmul_backward_gelu then run as one cuBLASLt GEMM each where

@@ -42,9 +42,9 @@ TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
 }
 
 // The bf16 activations' speed rests on cuBLASLt writing bf16 D for the GEMMs whose outputs are stored
-// as bf16 (GPT-2 124M at B 16, T 1024: qkv and the FC layer with their fp32 bias, and the FC
-// projection's input gradient); where it cannot, the result is still right (an fp32 GEMM, then one
-// rounding pass) but slower, and this test says which shape fell back.
+// as bf16 (GPT-2 124M at B 16, T 1024: qkv and the FC layer with their fp32 bias, a GEMM without a
+// bias, and the FC projection's input gradient); where it cannot, the result is still right (an fp32 GEMM,
+// then one rounding pass) but slower, and this test says which shape fell back.
 TEST_F(CudaActBf16, CublasLtWritesBf16ForTheGpt2Gemms) {
   Backend& be = *cuda_testing::backends().gpu_bf16;
   constexpr int N = 16 * 1024, C = 768;
@@ -60,7 +60,13 @@ TEST_F(CudaActBf16, CublasLtWritesBf16ForTheGpt2Gemms) {
     EXPECT_TRUE(yes) << "cuBLASLt has no algorithm writing bf16 D for " << s.what << " (N=" << s.n
                      << ", C=" << s.c << ", OC=" << s.oc << "): matmul falls back to fp32 then rounding";
   }
+  // The FC projection's input gradient (c_proj backward: dinp [N, 4C] from dout [N, C]).
   bool yes = false;
+  ASSERT_TRUE(cuda::writes_bf16_input_gradients(be, N, 4 * C, C, &yes).is_ok());
+  EXPECT_TRUE(yes) << "cuBLASLt has no algorithm writing the bf16 dinp of c_proj (N=" << N << ", " << 4 * C
+                   << " <- " << C << "): matmul_backward falls back to fp32 then rounding";
+  EXPECT_EQ(cuda::writes_bf16_input_gradients(*cuda_testing::backends().gpu, N, C, C, &yes).code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::writes_bf16_gemm_outputs(*cuda_testing::backends().gpu, N, C, C, true, &yes).code(),
             StatusCode::kInvalidArgument);
 }
