@@ -12,11 +12,13 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "core/bf16.hpp"
 #include "kernels/backend.hpp"
+#include "kernels/profiling_backend.hpp"
 
 namespace perigee::kernels::testing {
 
@@ -191,6 +193,20 @@ inline BackwardResult backward_reference(const GeluFusionCase& c, const GeluFusi
     }
   }
   return r;
+}
+
+// The op names `prof` recorded for one fused forward and one fused backward of case c (memory ops left
+// out): the fused ops' names when the inner backend fuses, else the separate ops'.
+inline std::set<std::string> profiled_mlp_ops(ProfilingBackend& prof, const GeluFusionCase& c) {
+  const GeluFusionInputs in(c);
+  run_forward(prof, c, in, true);
+  run_backward(prof, c, in, true);
+  PERIGEE_CHECK_OR_DIE(prof.collect());
+  std::set<std::string> ops;
+  for (const OpStat& e : prof.stats()) {
+    if (e.op.find("gelu") != std::string::npos || e.op.find("matmul") != std::string::npos) ops.insert(e.op);
+  }
+  return ops;
 }
 
 // Expects |got[i] - ref[i]| <= atol + rtol * |ref[i]| everywhere; reports the first failures and how many.

@@ -82,16 +82,7 @@ TEST(CpuGeluFusion, ProfilingTimesTheSeparateOpsWhenTheInnerBackendDoesNotFuse) 
   cpu::CpuBackend cpu(1);
   ProfilingBackend be(&cpu);
   EXPECT_FALSE(be.fuses_gelu());
-  const GeluFusionCase c{8, 16, 24, DType::kF32};
-  const GeluFusionInputs in(c);
-  testing::run_forward(be, c, in, true);
-  testing::run_backward(be, c, in, true);
-  ASSERT_TRUE(be.collect().is_ok());
-  std::set<std::string> ops;
-  for (const OpStat& e : be.stats()) {
-    if (e.op.find("gelu") != std::string::npos || e.op.find("matmul") != std::string::npos) ops.insert(e.op);
-  }
-  EXPECT_EQ(ops,
+  EXPECT_EQ(testing::profiled_mlp_ops(be, GeluFusionCase{8, 16, 24, DType::kF32}),
             (std::set<std::string>{"gelu_backward", "gelu_forward", "matmul_backward", "matmul_forward"}));
 }
 

@@ -124,16 +124,8 @@ TEST_F(CudaGeluFusion, RepeatsBitForBit) {
 TEST_F(CudaGeluFusion, ProfilingTimesTheFusedOpsAsOne) {
   ProfilingBackend prof(be_);
   ASSERT_TRUE(prof.fuses_gelu());
-  const GeluFusionCase c{32, 64, 256, DType::kBF16};
-  const GeluFusionInputs in(c);
-  testing::run_forward(prof, c, in, true);
-  testing::run_backward(prof, c, in, true);
-  ASSERT_TRUE(prof.collect().is_ok());
-  std::set<std::string> ops;
-  for (const OpStat& e : prof.stats()) {
-    if (e.op.find("gelu") != std::string::npos || e.op.find("matmul") != std::string::npos) ops.insert(e.op);
-  }
-  EXPECT_EQ(ops, (std::set<std::string>{"matmul_backward_gelu", "matmul_gelu_forward"}));
+  EXPECT_EQ(testing::profiled_mlp_ops(prof, GeluFusionCase{32, 64, 256, DType::kBF16}),
+            (std::set<std::string>{"matmul_backward_gelu", "matmul_gelu_forward"}));
 }
 
 }  // namespace
