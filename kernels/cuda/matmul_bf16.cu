@@ -167,13 +167,15 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                         &result, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
-    // The heuristic's answer, checked against these descriptors (bias type, epilogue) before any use.
+  const bool may_fall_back = d_bf16 || epilogue_kind != LtEpilogue::kNone;
+  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && may_fall_back) {
+    // The heuristic's answer, checked against these descriptors (bias type, epilogue) before any use:
+    // a combination cuBLASLt turns down then runs unfused instead of failing mid-op.
     cublasLtMatmulHeuristicResult_t checked{};
     st = cublasLtMatmulAlgoCheck(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, &result.algo,
                                  &checked);
   }
-  if ((d_bf16 || epilogue_kind != LtEpilogue::kNone) && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
+  if (may_fall_back && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
     plans_.emplace(key, nullptr);  // callers round an fp32 result, or run the epilogue's op, instead
     *out = nullptr;
     return Status::ok();
