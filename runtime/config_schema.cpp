@@ -97,10 +97,11 @@ const std::vector<Field>& schema() {
                     "attention and GELU input gradients): fp32, or bf16 (half the memory and traffic, values "
                     "rounded once; fastest with precision = bf16 on CUDA)")
           .one_of({"fp32", "bf16"}),
-      PERIGEE_FIELD(device, gelu_fusion,
-                    "CUDA with precision = bf16: the MLP's c_fc GEMM applies GELU in its cuBLASLt epilogue and "
-                    "the c_proj backward applies GELU's derivative in its dinp GEMM (one GEMM each, no GELU "
-                    "kernels; unfused where cuBLASLt has no such algorithm); ignored on the CPU"),
+      PERIGEE_FIELD(
+          device, gelu_fusion,
+          "CUDA with precision = bf16: the MLP's c_fc GEMM applies GELU in its cuBLASLt epilogue and "
+          "the c_proj backward applies GELU's derivative in its dinp GEMM (one GEMM each, no GELU "
+          "kernels; unfused where cuBLASLt has no such algorithm); ignored on the CPU"),
       // [comm]
       PERIGEE_FIELD(
           comm, backend,
@@ -298,14 +299,15 @@ Status validate_config(Config* config) {
         "operands); use activations = \"fp32\" or turn abft off");
   }
   if (config->device.gelu_fusion && config->device.precision != "bf16") {
-    errors.push_back(str_cat("[device] gelu_fusion: needs [device] precision = \"bf16\" (the GELU epilogues are "
-                             "bf16 tensor-core GEMMs; got precision = \"",
-                             config->device.precision, "\")"));
+    errors.push_back(
+        str_cat("[device] gelu_fusion: needs [device] precision = \"bf16\" (the GELU epilogues are "
+                "bf16 tensor-core GEMMs; got precision = \"",
+                config->device.precision, "\")"));
   }
   if (config->device.gelu_fusion && config->fault.abft) {
     errors.push_back(
-        "[device] gelu_fusion: cannot run with [fault] abft = true (a GELU epilogue hides the GEMM output the "
-        "checksums verify); turn one of them off");
+        "[device] gelu_fusion: cannot run with [fault] abft = true (a GELU epilogue hides the GEMM output "
+        "the checksums verify); turn one of them off");
   }
   if (t.val_every > 0 && t.val_batches < 1) {
     errors.push_back(str_cat("[train] val_batches: must be >= 1 when [train] val_every > 0 (got ",

@@ -121,13 +121,15 @@ Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bia
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
                   "writes_bf16_gemm_outputs: ", backend.name(), " is not a CUDA backend in bf16 precision");
-  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone, 256, yes);
+  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone, 256,
+                              yes);
 }
 
 Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool* yes) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
-                  "writes_bf16_input_gradients: ", backend.name(), " is not a CUDA backend in bf16 precision");
+                  "writes_bf16_input_gradients: ", backend.name(),
+                  " is not a CUDA backend in bf16 precision");
   return cuda->lt().available(false, false, C, N, OC, C, OC, C, DType::kBF16, false, LtEpilogue::kNone, 256,
                               yes);
 }
@@ -310,7 +312,8 @@ Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, co
 }
 
 Status CudaBackend::crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
-                                                      const int32_t* targets, float dloss, int N, int V, int Vp) {
+                                                      const int32_t* targets, float dloss, int N, int V,
+                                                      int Vp) {
   PERIGEE_CHECK(
       cuda::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream_));
   return Status::ok();

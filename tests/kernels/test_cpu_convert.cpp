@@ -130,7 +130,8 @@ TEST(CpuConvert, WideningKeepsANansSignAndPayload) {
   for (float s : {1.0f, -0.5f, 3.0f}) {
     ASSERT_TRUE(be.from_bf16(out.data(), in.data(), s, nans.size()).is_ok());
     for (size_t i = 0; i < nans.size(); ++i) {
-      EXPECT_EQ(std::bit_cast<uint32_t>(out[i]), want[i]) << std::hex << "bf16 " << nans[i] << ", scale " << s;
+      EXPECT_EQ(std::bit_cast<uint32_t>(out[i]), want[i])
+          << std::hex << "bf16 " << nans[i] << ", scale " << s;
     }
   }
 }

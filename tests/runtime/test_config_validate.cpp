@@ -94,7 +94,8 @@ TEST(ConfigValidate, EveryRuleFails) {
        },
        "[device] activations", "\"bf16\" cannot run with [fault] abft = true"},
       {"gelu_fusion without bf16 precision", [](Config& c) { c.device.gelu_fusion = true; },
-       "[device] gelu_fusion", "needs [device] precision = \"bf16\" (the GELU epilogues are bf16 tensor-core "
+       "[device] gelu_fusion",
+       "needs [device] precision = \"bf16\" (the GELU epilogues are bf16 tensor-core "
        "GEMMs; got precision = \"fp32\")"},
       {"gelu_fusion with abft",
        [](Config& c) {
