@@ -73,6 +73,16 @@ inline std::vector<float> bf16_exact_values(size_t n, uint32_t seed, float scale
   return v;
 }
 
+// GELU and its derivative in double: the reference of both ops, and the backward case's gelu(pre) input.
+inline double gelu_ref(double x) {
+  return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+inline double gelu_grad_ref(double x) {
+  const double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+  const double t = std::tanh(u);
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
 struct GeluFusionCase {
   int N = 96, C = 64, OC = 256;
   DType type = DType::kF32;  // storage of inp/pre/out (forward) and inp/pre/dpre (backward)
@@ -98,9 +108,7 @@ struct GeluFusionInputs {
     g_pre = bf16_exact_values(N * C, 5, 3.0f);
     g_inp.resize(N * C);
     for (size_t i = 0; i < g_inp.size(); ++i) {
-      const double x = g_pre[i];
-      g_inp[i] = bf16_to_float(float_to_bf16(
-          static_cast<float>(0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))))));
+      g_inp[i] = bf16_to_float(float_to_bf16(static_cast<float>(gelu_ref(g_pre[i]))));
     }
     g_weight = bf16_exact_values(OC * C, 6, 0.3f);
     start = bf16_exact_values(OC * C + OC, 7, 0.1f);  // dweight then dbias: accumulated into
@@ -145,16 +153,6 @@ inline BackwardResult run_backward(Backend& be, const GeluFusionCase& c, const G
   std::vector<float> g = grads.read();
   return {dpre.read(), std::vector<float>(g.begin(), g.begin() + OC * C),
           std::vector<float>(g.begin() + OC * C, g.end())};
-}
-
-// Double-precision reference of both (inputs as stored: the bf16-exact values above).
-inline double gelu_ref(double x) {
-  return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-}
-inline double gelu_grad_ref(double x) {
-  const double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-  const double t = std::tanh(u);
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
 }
 
 inline ForwardResult forward_reference(const GeluFusionCase& c, const GeluFusionInputs& in) {
