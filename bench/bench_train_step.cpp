@@ -8,7 +8,7 @@
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
 //                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1]
 //                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)]
-//                    [--activations fp32|bf16] [--gelu-fusion] [--profile]
+//                    [--activations fp32|bf16] [--logits fp32|bf16] [--gelu-fusion] [--profile]
 //                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
 //                    [--cuda-profiler-range] [--json f]
 // Exit codes: 0 ok, 2 bad arguments or no CUDA device for --device cuda.
@@ -118,6 +118,9 @@ int main(int argc, char** argv) {
   std::string activations = "fp32";
   app.add_option("--activations", activations, "storage of the GEMM-operand activations: fp32 or bf16")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  std::string logits = "fp32";
+  app.add_option("--logits", logits, "storage of the logits: fp32 or bf16 (needs --activations bf16)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   bool gelu_fusion = false;
   app.add_flag("--gelu-fusion", gelu_fusion,
                "CUDA, --precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues ([device] gelu_fusion)");
@@ -133,6 +136,10 @@ int main(int argc, char** argv) {
                "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
+  if (logits == "bf16" && activations != "bf16") {
+    std::fprintf(stderr, "--logits bf16 needs --activations bf16\n");
+    return 2;
+  }
   if (tf32) precision_arg = "tf32";
   if (preset == "gpt2-124m") {
     models = {"gpt2"};
@@ -210,12 +217,15 @@ int main(int argc, char** argv) {
   }
 
   if (on_cuda) {
-    std::printf("# bench_train_step: CUDA device %d (%s), %s, %s activations%s, %d warm-up + %d timed steps\n",
-                cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(),
-                backend->fuses_gelu() ? ", GELU epilogues" : "", warmup, iters);
+    std::printf(
+        "# bench_train_step: CUDA device %d (%s), %s, %s activations, %s logits%s, %d warm-up + %d timed steps\n",
+        cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(), logits.c_str(),
+        backend->fuses_gelu() ? ", GELU epilogues" : "", warmup, iters);
   } else {
-    std::printf("# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %d warm-up + %d timed steps\n",
-                cpu_threads, activations.c_str(), warmup, iters);
+    std::printf(
+        "# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %s logits, %d warm-up + %d timed "
+        "steps\n",
+        cpu_threads, activations.c_str(), logits.c_str(), warmup, iters);
   }
   if (peak_tflops > 0.0) std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
   else std::printf("# MFU peak: %s\n", peak_note.c_str());
@@ -239,8 +249,8 @@ int main(int argc, char** argv) {
       std::string profile_table;
       {
         rt::GptModel model;
-        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq,
-                                        activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32));
+        auto dtype = [](const std::string& s) { return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32; };
+        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq, dtype(activations), dtype(logits)));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
         params = model.num_parameters();
         model_bytes = 4 * params * sizeof(float) + model.activation_bytes();
@@ -332,7 +342,8 @@ int main(int argc, char** argv) {
   }
   nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", device}, {"device_name", device_name},
                                 {"precision", precision}, {"precision_mode", precision_arg}, {"tf32", tf32},
-                                {"activations", activations}, {"gelu_fusion", backend->fuses_gelu()},
+                                {"activations", activations}, {"logits", logits},
+                                {"gelu_fusion", backend->fuses_gelu()},
                                 {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
                                 {"mfu_peak", peak_note}, {"warmup", warmup}, {"iters", iters},

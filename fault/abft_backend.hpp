@@ -144,7 +144,7 @@ class AbftBackend final : public kernels::Backend {
                                int V, int Vp) override {
     return inner_->crossentropy_backward(dlogits, probs, targets, dloss, N, V, Vp);
   }
-  Status crossentropy_forward_backward(float* losses, kernels::Act dlogits, const float* logits,
+  Status crossentropy_forward_backward(float* losses, kernels::Act dlogits, kernels::ConstAct logits,
                                        const int32_t* targets, float dloss, int N, int V, int Vp) override {
     return inner_->crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp);
   }

@@ -116,9 +116,10 @@ class Backend {
                                        float dloss, int N, int V, int Vp) = 0;
   // Both in one pass for a training step: losses as crossentropy_forward, and dlogits as
   // crossentropy_backward would write from those probabilities (same values, bit for bit), without
-  // storing the probabilities. An fp32 dlogits may alias logits; a bf16 one (the LM head's backward
-  // GEMMs read it as it is) holds each fp32 gradient rounded once.
-  virtual Status crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
+  // storing the probabilities. logits may be bf16 ([device] logits: the LM head's GEMM wrote them rounded
+  // once; they are widened exactly). A bf16 dlogits (the LM head's backward GEMMs read it as it is) holds
+  // each fp32 gradient rounded once. dlogits may alias logits when both have the same storage type.
+  virtual Status crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits,
                                                const int32_t* targets, float dloss, int N, int V, int Vp) = 0;
 
   // ---- optimizer and reductions over flat buffers

@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "core/status.hpp"
+#include "kernels/act.hpp"
 
 namespace perigee::kernels {
 
@@ -26,6 +27,15 @@ inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
                     ", must be positive");
     ++index;
   }
+  return Status::ok();
+}
+
+// kInvalidArgument naming `op` when an output overlays an input of another storage type (an in-place
+// op rewrites each element in the type it read it in).
+inline Status check_alias_storage(const char* op, ConstAct out, ConstAct in) {
+  PERIGEE_REQUIRE(out.data != in.data || out.dtype == in.dtype, StatusCode::kInvalidArgument, op,
+                  ": the output aliases an input of another storage type (", dtype_name(out.dtype), " over ",
+                  dtype_name(in.dtype), ")");
   return Status::ok();
 }
 

@@ -269,7 +269,7 @@ Status ProfilingBackend::crossentropy_backward(float* dlogits, const float* prob
                [&] { return inner_->crossentropy_backward(dlogits, probs, targets, dloss, N, V, Vp); });
 }
 
-Status ProfilingBackend::crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
+Status ProfilingBackend::crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits,
                                                        const int32_t* targets, float dloss, int N, int V, int Vp) {
   return timed(slot("crossentropy_forward_backward", {{"N", N}, {"V", V}, {"Vp", Vp}}), [&] {
     return inner_->crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp);

@@ -57,6 +57,7 @@ struct DeviceConfig {
   int threads = 0;              // CPU threads per rank; 0 = hardware threads / ranks on this host
   std::string precision = "fp32";  // CUDA GEMMs and attention: "fp32" | "tf32" | "bf16" (the CPU is fp32)
   std::string activations = "fp32";  // storage of the GEMM-operand activations: "fp32" | "bf16"
+  std::string logits = "fp32";       // storage of the logits and their gradient: "fp32" | "bf16"
   bool gelu_fusion = false;  // CUDA with precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues
 
   bool operator==(const DeviceConfig&) const = default;

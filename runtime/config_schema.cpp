@@ -97,6 +97,11 @@ const std::vector<Field>& schema() {
                     "attention and GELU input gradients): fp32, or bf16 (half the memory and traffic, values "
                     "rounded once; fastest with precision = bf16 on CUDA)")
           .one_of({"fp32", "bf16"}),
+      PERIGEE_FIELD(device, logits,
+                    "storage of the logits [B*T, padded_vocab] (the LM head GEMM's output): fp32, or bf16 "
+                    "(needs activations = bf16; the cross-entropy widens them and writes their bf16 gradient "
+                    "in place: half the memory and traffic of the largest tensor)")
+          .one_of({"fp32", "bf16"}),
       PERIGEE_FIELD(
           device, gelu_fusion,
           "CUDA with precision = bf16: the MLP's c_fc GEMM applies GELU in its cuBLASLt epilogue and "
@@ -297,6 +302,11 @@ Status validate_config(Config* config) {
         "[device] activations: \"bf16\" cannot run with [fault] abft = true (the ABFT checksums read fp32 "
         "GEMM "
         "operands); use activations = \"fp32\" or turn abft off");
+  }
+  if (config->device.logits == "bf16" && config->device.activations != "bf16") {
+    errors.push_back(
+        "[device] logits: \"bf16\" needs [device] activations = \"bf16\" (the logits' gradient, of the "
+        "activations' type, overwrites them); set activations = \"bf16\" or logits = \"fp32\"");
   }
   if (config->device.gelu_fusion && config->device.precision != "bf16") {
     errors.push_back(

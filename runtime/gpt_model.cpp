@@ -1,8 +1,10 @@
 #include "runtime/gpt_model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "core/bf16.hpp"
 #include "runtime/random.hpp"
 
 namespace perigee::runtime {
@@ -57,18 +59,21 @@ const TensorView* ParameterTable::find(const std::string& name) const {
 // they are) and GELU's input and its gradient (the c_fc GEMM's output fch, and d_fch, which
 // matmul_backward_gelu writes: the c_proj GEMM's dinp carried through GELU, in place or in a cuBLASLt
 // DGELU epilogue). The rest (the residual stream and its gradient, the c_proj outputs added
-// to it, statistics, logits) stay fp32.
-// The logits' gradient is written over the fp32 logits, or with bf16 activations into dlogits of its
-// own (bf16 cannot overwrite fp32 rows in place).
+// to it, statistics) stay fp32. The logits are fp32, or bf16 ([device] logits, with bf16 activations:
+// the LM head's GEMM rounds them once, the cross-entropy widens them).
+// The logits' gradient (of the GEMM-operand type) is written over the logits when both have one type,
+// else into dlogits of its own (bf16 cannot overwrite fp32 rows in place).
 struct GptModel::Acts {
   Slot encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
       residual3, lnf, lnf_mean, lnf_rstd, logits, dlogits, losses;
   // backward scratch
   Slot d_residual, d_ln, d_qkv, d_atty, d_fch, tmp;
-  size_t total = 0;            // bytes
-  bool shares_logits = false;  // the scratch lies inside the logits (see below)
+  size_t total = 0;                // bytes
+  bool shares_logits = false;      // the scratch lies inside the logits (see below)
+  bool dlogits_in_logits = false;  // the logits' gradient overwrites the logits
 
-  Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t, kernels::DType op) {
+  Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t, kernels::DType op,
+       kernels::DType lg) {
     const size_t N = static_cast<size_t>(max_b) * max_t;
     const size_t C = sh.n_embd, L = sh.n_layer;
     const size_t nc = N * C;
@@ -102,17 +107,18 @@ struct GptModel::Acts {
     lnf = take(nc, 1, op);
     lnf_mean = take(N, 1, f32);
     lnf_rstd = take(N, 1, f32);
-    logits = take(N * sh.padded_vocab, 1, f32);
-    dlogits = take(op == f32 ? 0 : N * sh.padded_vocab, 1, op);
+    dlogits_in_logits = op == lg;
+    logits = take(N * sh.padded_vocab, 1, lg);
+    dlogits = take(dlogits_in_logits ? 0 : N * sh.padded_vocab, 1, op);
     losses = take(N, 1, f32);
     // The backward scratch and the forward's tmp (dead before the LM head writes the logits) go into
-    // the fp32 logits when they fit: once the LM head's backward has read the logits' gradient, the
-    // logits are dead. With fp32 activations that gradient sits in the logits, so d_ln (which the LM
-    // head's backward writes while reading it) keeps its own memory; with bf16 it has its own buffer.
-    const bool d_ln_shares = op != f32;
+    // the logits when they fit: once the LM head's backward has read the logits' gradient, the logits
+    // are dead. When that gradient sits in the logits, d_ln (which the LM head's backward writes while
+    // reading it) keeps its own memory; when it has its own buffer, d_ln shares too.
+    const bool d_ln_shares = !dlogits_in_logits;
     const size_t scratch = bytes(nc, 1, f32) * (d_ln_shares ? 3 : 2) + bytes(3 * nc, 1, op) +
                            bytes(4 * nc, 1, op) + bytes(nc, 1, f32);
-    shares_logits = scratch <= bytes(N * sh.padded_vocab, 1, f32);
+    shares_logits = scratch <= bytes(N * sh.padded_vocab, 1, lg);
     size_t shared = logits.offset;
     size_t* cursor = shares_logits ? &shared : &total;
     d_residual = take_at(cursor, nc, 1, f32);
@@ -134,7 +140,7 @@ float* GptModel::f32(const Slot& s, int layer) const {
 }
 
 kernels::Act GptModel::dlogits(const Acts& a) const {
-  return a.dlogits.dtype == kernels::DType::kF32 ? act(a.logits) : act(a.dlogits);
+  return a.dlogits_in_logits ? act(a.logits) : act(a.dlogits);
 }
 
 // ---------------------------------------------------------------- lifetime
@@ -149,7 +155,7 @@ GptModel::~GptModel() {
 }
 
 Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
-                      kernels::DType activations) {
+                      kernels::DType activations, kernels::DType logits) {
   PERIGEE_REQUIRE(backend_ == nullptr, StatusCode::kInternal, "GptModel::init called twice");
   PERIGEE_REQUIRE(shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd % shape.n_head == 0 &&
                       shape.padded_vocab >= shape.vocab && shape.vocab > 0,
@@ -157,18 +163,22 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
                   shape.n_head, ", channels ", shape.n_embd, ", vocab ", shape.vocab, "/", shape.padded_vocab);
   PERIGEE_REQUIRE(max_batch > 0 && max_seq > 0 && max_seq <= shape.context, StatusCode::kInvalidArgument,
                   "bad activation size: batch ", max_batch, ", seq ", max_seq, " (context ", shape.context, ")");
+  PERIGEE_REQUIRE(logits == kernels::DType::kF32 || activations == kernels::DType::kBF16,
+                  StatusCode::kInvalidArgument, "bf16 logits need bf16 activations (the logits' gradient, of the "
+                  "activations' type, overwrites them)");
   shape_ = shape;
   table_ = ParameterTable::for_shape(shape);
   backend_ = backend;
   max_batch_ = max_batch;
   max_seq_ = max_seq;
   act_dtype_ = activations;
+  logits_dtype_ = logits;
   const size_t np = table_.total() * sizeof(float);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&params_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&grads_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&m_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&v_), np));
-  act_bytes_ = Acts(shape_, *backend_, max_batch, max_seq, act_dtype_).total;
+  act_bytes_ = Acts(shape_, *backend_, max_batch, max_seq, act_dtype_, logits_dtype_).total;
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&act_), act_bytes_));
   const size_t ntok = static_cast<size_t>(max_batch) * max_seq * sizeof(int32_t);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&tokens_), ntok));
@@ -228,7 +238,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
   const size_t nc = static_cast<size_t>(N) * C;
@@ -263,7 +273,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   }
   PERIGEE_CHECK(k.layernorm_forward(act(a.lnf), f32(a.lnf_mean), f32(a.lnf_rstd), residual, P("ln_f.weight"),
                                     P("ln_f.bias"), N, C));
-  PERIGEE_CHECK(k.matmul_forward(f32(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
+  PERIGEE_CHECK(k.matmul_forward(act(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
   last_B_ = B;
   last_T_ = T;
   last_has_targets_ = targets != nullptr;
@@ -272,7 +282,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
   // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
   // the [N, Vp] logits instead of a forward writing probabilities and a backward reading them again.
-  PERIGEE_CHECK(k.crossentropy_forward_backward(f32(a.losses), dlogits(a), f32(a.logits), targets_,
+  PERIGEE_CHECK(k.crossentropy_forward_backward(f32(a.losses), dlogits(a), act(a.logits), targets_,
                                                 1.0f / static_cast<float>(N), N, V, Vp));
   host_losses_.resize(N);
   PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), f32(a.losses), N * sizeof(float)));
@@ -285,11 +295,19 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
   PERIGEE_REQUIRE(logits_valid_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
                   "copy_logits needs a forward without targets covering (", b, ", ", t, ")");
-  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
   out->resize(shape_.vocab);
   const size_t row = static_cast<size_t>(b) * last_T_ + t;
-  return backend_->copy_to_host(out->data(), f32(a.logits) + row * shape_.padded_vocab,
-                                shape_.vocab * sizeof(float));
+  const kernels::Act logits = act(a.logits);
+  if (logits.is_f32()) {
+    return backend_->copy_to_host(out->data(), logits.f32() + row * shape_.padded_vocab,
+                                  shape_.vocab * sizeof(float));
+  }
+  std::vector<uint16_t> bits(shape_.vocab);
+  PERIGEE_CHECK(backend_->copy_to_host(bits.data(), logits.bf16() + row * shape_.padded_vocab,
+                                       shape_.vocab * sizeof(uint16_t)));
+  std::transform(bits.begin(), bits.end(), out->begin(), bf16_to_float);
+  return Status::ok();
 }
 
 // ---------------------------------------------------------------- backward
@@ -299,7 +317,7 @@ Status GptModel::zero_grad() { return backend_->memset_zero(grads_, table_.total
 Status GptModel::backward() {
   PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
   const int B = last_B_, T = last_T_, N = B * T;
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const size_t nc = static_cast<size_t>(N) * C;
@@ -312,7 +330,7 @@ Status GptModel::backward() {
 
   float* d_residual = f32(a.d_residual);
   float* d_ln = f32(a.d_ln);
-  // The forward with targets left dlogits of the mean loss (in the logits buffer when fp32).
+  // The forward with targets left dlogits of the mean loss (in the logits buffer when of one type).
   const kernels::ConstAct dlogits = this->dlogits(a);
   // Input gradients of matmul, GELU and attention are written; only the residual stream's gradient
   // (layernorm_backward's dinp, where two branches meet) accumulates and starts from zero.

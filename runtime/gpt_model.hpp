@@ -3,7 +3,8 @@
 // Parameters, gradients and the AdamW moments are four flat buffers (one allocation each) with a
 // table of named views (HF GPT-2 names; linear weights stored [out, in]). Activations are one
 // more flat buffer sized for (max_batch, max_seq): fp32, or with bf16 activations the GEMM operands
-// (LayerNorm, attention and GELU outputs, attention and GELU input gradients) as bf16.
+// (LayerNorm, attention and GELU outputs, attention and GELU input gradients) as bf16, and with bf16
+// logits also the LM head's output and its gradient (in place).
 #pragma once
 
 #include <cstddef>
@@ -57,15 +58,17 @@ class GptModel {
   GptModel& operator=(const GptModel&) = delete;
 
   // Allocates all buffers on `backend` (not owned; must outlive the model). `activations`: the storage
-  // of the GEMM-operand activations ([device] activations).
+  // of the GEMM-operand activations ([device] activations); `logits`: the storage of the logits
+  // ([device] logits; bf16 needs bf16 activations, and the logits' gradient then overwrites them).
   Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
-              kernels::DType activations = kernels::DType::kF32);
+              kernels::DType activations = kernels::DType::kF32, kernels::DType logits = kernels::DType::kF32);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }
   size_t num_parameters() const { return table_.total(); }
   size_t activation_bytes() const { return act_bytes_; }
   kernels::DType activation_dtype() const { return act_dtype_; }
+  kernels::DType logits_dtype() const { return logits_dtype_; }
   kernels::Backend* backend() const { return backend_; }
 
   float* params() { return params_; }
@@ -125,6 +128,7 @@ class GptModel {
   unsigned char* act_ = nullptr;  // activations + backward scratch, one allocation
   size_t act_bytes_ = 0;
   kernels::DType act_dtype_ = kernels::DType::kF32;
+  kernels::DType logits_dtype_ = kernels::DType::kF32;
   int32_t* tokens_ = nullptr;   // [max_batch * max_seq] inputs on the backend
   int32_t* targets_ = nullptr;  // [max_batch * max_seq]
   std::vector<float> host_losses_;

@@ -111,7 +111,8 @@ Status Trainer::setup() {
   const ModelConfig& mc = config_.model;
   GptShape shape{mc.n_layer, mc.n_head, mc.n_embd, mc.context, mc.vocab_size, mc.padded_vocab};
   const kernels::DType acts = config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
-  PERIGEE_CHECK(model_.init(shape, backend_, train_.local_batch(), tc.seq_len, acts));
+  const kernels::DType logits = config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
+  PERIGEE_CHECK(model_.init(shape, backend_, train_.local_batch(), tc.seq_len, acts, logits));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));
   // Replicas start identical: rank 0's parameters go to every rank.
   if (world > 1) {

@@ -103,7 +103,7 @@ int run_job(int argc, char** argv) {
                 config.model.n_embd, " channels, context ", config.model.context, ", vocab ", config.model.vocab_size,
                 " (padded ", config.model.padded_vocab, "): ", m.num_parameters(), " parameters, ",
                 m.activation_bytes() / (1024 * 1024), " MiB activations per rank (GEMM operands ",
-                kernels::dtype_name(m.activation_dtype()), ")");
+                kernels::dtype_name(m.activation_dtype()), ", logits ", kernels::dtype_name(m.logits_dtype()), ")");
   rt::log::info("data: ", config.data.train_file, " (", trainer.train_loader().num_tokens(), " tokens, ",
                 trainer.train_loader().num_samples(), " samples of ", config.train.seq_len, "); global batch ",
                 config.train.batch_size, " = ", world, " x ", config.train.batch_size / world);

@@ -43,6 +43,7 @@ def main():
             out["perigee"].append({
                 "label": f"perigee {doc.get('precision', '?')}"
                          + (", bf16 activations" if doc.get("activations") == "bf16" else "")
+                         + (", bf16 logits" if doc.get("logits") == "bf16" else "")
                          + (", GELU epilogues" if doc.get("gelu_fusion") else ""),
                 "file": os.path.basename(p),
                 "device": doc.get("device_name"), "precision": doc.get("precision"), "batch": r["batch"],

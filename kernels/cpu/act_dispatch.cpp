@@ -2,6 +2,7 @@
 // the ActCast path (kernels/act_ops.hpp), which widens, computes in fp32 and rounds once.
 #include "kernels/act_ops.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/op_checks.hpp"
 
 namespace perigee::kernels::cpu {
 
@@ -49,10 +50,11 @@ Status CpuBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n
   return cast_gelu_backward(*this, cast_scratch_, dinp, inp, dout, n);
 }
 
-Status CpuBackend::crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
+Status CpuBackend::crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits,
                                                  const int32_t* targets, float dloss, int N, int V, int Vp) {
-  if (dlogits.is_f32()) {
-    return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits, targets, dloss, N, V, Vp);
+  PERIGEE_CHECK(check_alias_storage("crossentropy_forward_backward", dlogits, logits));
+  if (all_f32({dlogits, logits})) {
+    return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits.f32(), targets, dloss, N, V, Vp);
   }
   return cast_crossentropy_forward_backward(*this, cast_scratch_, losses, dlogits, logits, targets, dloss, N,
                                             V, Vp);

@@ -73,8 +73,8 @@ class CpuBackend final : public Backend {
                               int V, int Vp) override;
   Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,
                                int V, int Vp) override;
-  Status crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
-                                       const int32_t* targets, float dloss, int N, int V, int Vp) override;
+  Status crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits, const int32_t* targets,
+                                       float dloss, int N, int V, int Vp) override;
 
   // ---- adamw.cpp
   Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,

@@ -11,6 +11,7 @@
 #include "kernels/cuda/gelu.cuh"
 #include "kernels/cuda/layernorm.cuh"
 #include "kernels/cuda/matmul_bf16.cuh"
+#include "kernels/op_checks.hpp"
 
 namespace perigee::kernels::cuda {
 
@@ -97,13 +98,23 @@ Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
   return Status::ok();
 }
 
-Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, const float* logits,
+Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits,
                                                   const int32_t* targets, float dloss, int N, int V, int Vp) {
-  if (dlogits.is_f32()) {
-    return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits, targets, dloss, N, V, Vp);
+  PERIGEE_CHECK(check_alias_storage("crossentropy_forward_backward", dlogits, logits));
+  if (all_f32({dlogits, logits})) {
+    return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits.f32(), targets, dloss, N, V, Vp);
   }
-  PERIGEE_CHECK(
-      cuda::crossentropy_forward_backward(losses, dlogits.bf16(), logits, targets, dloss, N, V, Vp, stream_));
+  // Every other storage combination is native: the kernel loads and stores either type.
+  if (logits.is_f32()) {
+    PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits.bf16(), logits.f32(), targets, dloss, N,
+                                                      V, Vp, stream_));
+  } else if (dlogits.is_f32()) {
+    PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits.f32(), logits.bf16(), targets, dloss, N,
+                                                      V, Vp, stream_));
+  } else {
+    PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits.bf16(), logits.bf16(), targets, dloss,
+                                                      N, V, Vp, stream_));
+  }
   return Status::ok();
 }
 

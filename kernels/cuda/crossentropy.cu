@@ -45,35 +45,35 @@ __device__ __forceinline__ float softmax_out(float x, float max_logit, float inv
 // One block per row, two passes over it: (1) per-thread online max and sum, combined in a fixed order
 // (block max, then each thread's sum rescaled to it, block sum); (2) probs = exp(x - max) / sum, or with
 // kGrad dlogits = dloss * (probs - onehot) (into `probs`, stored as Out: fp32, or bf16 rounded once).
-// kVec: float4 columns (Vp % 4 == 0, 16-byte aligned logits and 4-element aligned outputs); thread t
-// owns columns (or column quadruples) t + k * kForwardBlock in both passes.
-template <bool kVec, bool kGrad, typename Out>
+// The logits are In: fp32, or bf16 widened exactly on load. kVec: columns in quadruples (Vp % 4 == 0,
+// logits and outputs aligned to 4 elements); thread t owns columns (or column quadruples)
+// t + k * kForwardBlock in both passes, so `probs` may alias `logits` when Out is In.
+template <bool kVec, bool kGrad, typename Out, typename In>
 __global__ void __launch_bounds__(kForwardBlock)
-    crossentropy_forward_kernel(float* losses, Out* probs, const float* logits, const int32_t* targets, int V,
+    crossentropy_forward_kernel(float* losses, Out* probs, const In* logits, const int32_t* targets, int V,
                                 int Vp, float dloss) {
   __shared__ float shared_max[kForwardBlock / kWarpSize];
   __shared__ double shared_sum[kForwardBlock / kWarpSize];
   const int64_t row = blockIdx.x;
-  const float* x = logits + row * Vp;
+  const In* x = logits + row * Vp;
   Out* p = probs + row * Vp;
   const int32_t target = targets[row];
   const bool valid = target >= 0 && target < V;
   // Read before any thread writes p (the block reductions below synchronise the block).
-  const float x_target = (threadIdx.x == 0 && valid) ? x[target] : 0.0f;
+  const float x_target = (threadIdx.x == 0 && valid) ? load_act(x, target) : 0.0f;
 
   OnlineSoftmax acc;
   if constexpr (kVec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
     for (int q = threadIdx.x; 4 * q < V; q += kForwardBlock) {
-      const float4 v = x4[q];
       const int j = 4 * q;
+      const float4 v = load_act4(x, j);
       acc.add(v.x);
       if (j + 1 < V) acc.add(v.y);
       if (j + 2 < V) acc.add(v.z);
       if (j + 3 < V) acc.add(v.w);
     }
   } else {
-    for (int j = threadIdx.x; j < V; j += kForwardBlock) acc.add(x[j]);
+    for (int j = threadIdx.x; j < V; j += kForwardBlock) acc.add(load_act(x, j));
   }
   const float max_logit = block_max<kForwardBlock>(acc.m, shared_max);
   const double mine = acc.s == 0.0 ? 0.0 : acc.s * static_cast<double>(expf(acc.m - max_logit));
@@ -81,10 +81,9 @@ __global__ void __launch_bounds__(kForwardBlock)
   const float inv_sum = static_cast<float>(1.0 / sum);
 
   if constexpr (kVec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
     for (int q = threadIdx.x; 4 * q < Vp; q += kForwardBlock) {
       const int j = 4 * q;
-      const float4 v = x4[q];
+      const float4 v = load_act4(x, j);
       float4 out;
       out.x = j < V ? softmax_out<kGrad>(v.x, max_logit, inv_sum, j, target, dloss) : 0.0f;
       out.y = j + 1 < V ? softmax_out<kGrad>(v.y, max_logit, inv_sum, j + 1, target, dloss) : 0.0f;
@@ -94,7 +93,8 @@ __global__ void __launch_bounds__(kForwardBlock)
     }
   } else {
     for (int j = threadIdx.x; j < Vp; j += kForwardBlock)
-      store_act(p, j, j < V ? softmax_out<kGrad>(x[j], max_logit, inv_sum, j, target, dloss) : 0.0f);
+      store_act(p, j,
+                j < V ? softmax_out<kGrad>(load_act(x, j), max_logit, inv_sum, j, target, dloss) : 0.0f);
   }
   if (threadIdx.x == 0) {
     losses[row] = valid ? static_cast<float>(log(sum) - static_cast<double>(x_target - max_logit)) : NAN;
@@ -119,20 +119,28 @@ Status check_shape(const char* op, int N, int V, int Vp) {
   return Status::ok();
 }
 
-template <bool kGrad, typename Out>
-Status launch_forward(float* losses, Out* out, const float* logits, const int32_t* targets, float dloss,
-                      int N, int V, int Vp, cudaStream_t stream) {
-  const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0 &&
+template <bool kGrad, typename Out, typename In>
+Status launch_forward(float* losses, Out* out, const In* logits, const int32_t* targets, float dloss, int N,
+                      int V, int Vp, cudaStream_t stream) {
+  const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % (4 * sizeof(In)) == 0 &&
                    reinterpret_cast<uintptr_t>(out) % (4 * sizeof(Out)) == 0;
   if (vec) {
-    crossentropy_forward_kernel<true, kGrad, Out>
+    crossentropy_forward_kernel<true, kGrad, Out, In>
         <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
   } else {
-    crossentropy_forward_kernel<false, kGrad, Out>
+    crossentropy_forward_kernel<false, kGrad, Out, In>
         <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
   }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
+}
+
+template <typename Out, typename In>
+Status forward_backward(float* losses, Out* dlogits, const In* logits, const int32_t* targets, float dloss,
+                        int N, int V, int Vp, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
+  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
 }
 
 }  // namespace
@@ -149,17 +157,25 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
                                      cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
-  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
-  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
 }
 
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
                                      cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
-  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
-  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+}
+
+Status crossentropy_forward_backward(float* losses, float* dlogits, const uint16_t* logits,
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+}
+
+Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits,
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
 }
 
 Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,

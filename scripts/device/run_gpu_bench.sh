@@ -151,6 +151,12 @@ step train_bf16_act "$(bin bench_train_step)" --device cuda --preset gpt2-124m -
   --profile-steps 3 --precision bf16 --activations bf16 --json "$OUT/train_step_bf16_act.json"
 step train_bf16_act_gelu "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --activations bf16 --gelu-fusion --json "$OUT/train_step_bf16_act_gelu.json"
+step train_bf16_act_logits "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 \
+  --json "$OUT/train_step_bf16_act_logits.json"
+step train_bf16_fused "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
+  --json "$OUT/train_step_bf16_fused.json"
 step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
   --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
 
@@ -173,6 +179,7 @@ fi
 
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
 step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
-  "$OUT/train_step_bf16_act.json" "$OUT/train_step_bf16_act_gelu.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
+  "$OUT/train_step_bf16_act.json" "$OUT/train_step_bf16_act_gelu.json" "$OUT/train_step_bf16_act_logits.json" \
+  "$OUT/train_step_bf16_fused.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
 echo "# done, status $STATUS; $OUT/gpu_bench.json"
 exit $STATUS

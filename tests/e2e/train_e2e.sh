@@ -54,11 +54,12 @@ grep -q '"type":"val"' "$RUN/metrics.jsonl" || fail "no validation record"
 grep -q "step 6/6" "$WORK/train.log" || { cat "$WORK/train.log"; fail "step lines missing"; }
 grep -q "sample" "$WORK/train.log" || fail "no text sample"
 
-# bf16 activation storage: the same job with the GEMM operands stored as bf16 trains too, says so in
-# its log, and its first loss is the fp32 run's within 1 %.
-"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --device.activations=bf16 --run.name=e2e_bf16 \
-  > "$WORK/train_bf16.log" 2>&1 || { cat "$WORK/train_bf16.log"; fail "bf16-activation training failed"; }
-grep -q "GEMM operands bf16" "$WORK/train_bf16.log" || { cat "$WORK/train_bf16.log"; fail "no bf16 activation line"; }
+# bf16 activation storage: the same job with the GEMM operands and the logits stored as bf16 trains
+# too, says so in its log, and its first loss is the fp32 run's within 1 %.
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --device.activations=bf16 --device.logits=bf16 \
+  --run.name=e2e_bf16 > "$WORK/train_bf16.log" 2>&1 || { cat "$WORK/train_bf16.log"; fail "bf16-activation training failed"; }
+grep -q "GEMM operands bf16, logits bf16" "$WORK/train_bf16.log" \
+  || { cat "$WORK/train_bf16.log"; fail "no bf16 activation and logits line"; }
 first_loss() { grep -m1 '"type":"train"' "$1" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
 L32=$(first_loss "$RUN/metrics.jsonl") L16=$(first_loss "$WORK/runs/e2e_bf16/metrics.jsonl")
 awk -v a="$L32" -v b="$L16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 0.01 * a) }' \
@@ -80,4 +81,5 @@ expect_error "batch not divisible" "divisible by the world size" "$WORK/tiny.tom
 expect_error "missing config file" "$WORK/none.toml" "$WORK/none.toml"
 expect_error "bf16 activations with abft" "cannot run with \\[fault\\] abft" "$WORK/tiny.toml" \
   --device.activations=bf16 --fault.abft=true
+expect_error "bf16 logits with fp32 activations" "needs \\[device\\] activations" "$WORK/tiny.toml" --device.logits=bf16
 echo "PASS"

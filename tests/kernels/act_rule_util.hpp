@@ -242,14 +242,14 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
   constexpr int V = 30, Vp = 36;
   ops.push_back(
       {"crossentropy_forward_backward",
-       {{"losses", N, true}, {"dlogits", N * Vp, true, true}, {"logits", N * Vp, false, false, 3.0f}},
+       {{"losses", N, true}, {"dlogits", N * Vp, true, true}, {"logits", N * Vp, false, true, 3.0f}},
        [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
          const std::vector<int32_t> host_targets = {3, 0, 29, 17, 12, 8};
          void* targets = nullptr;
          PERIGEE_CHECK(k.allocate(&targets, N * sizeof(int32_t)));
          Status s = k.copy_to_device(targets, host_targets.data(), N * sizeof(int32_t));
          if (s.is_ok()) {
-           s = k.crossentropy_forward_backward(mut_f32_of(p, 0), act_of(p, t, 1), f32_of(p, 2),
+           s = k.crossentropy_forward_backward(mut_f32_of(p, 0), act_of(p, t, 1), act_of(p, t, 2),
                                                static_cast<const int32_t*>(targets), 1.0f / N, N, V, Vp);
          }
          k.release(targets);

@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "tests/kernels/act_rule_util.hpp"
+#include "tests/kernels/crossentropy_in_place_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -17,6 +18,11 @@ TEST(CpuActBf16, EveryOpFollowsTheStorageRule) {
     SCOPED_TRACE(op.name);
     testing::expect_act_rule(be, op);
   }
+}
+
+TEST(CpuActBf16, CrossEntropyOverwritesBf16LogitsInPlace) {
+  cpu::CpuBackend be(2);
+  testing::expect_crossentropy_in_place(be);
 }
 
 TEST(CpuActBf16, Bf16OutputIsTheRoundedFp32Output) {

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "tests/kernels/act_rule_util.hpp"
+#include "tests/kernels/crossentropy_in_place_util.hpp"
 #include "tests/kernels/cuda_test_util.hpp"
 
 namespace perigee::kernels {
@@ -39,6 +40,13 @@ TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
     if (op.name.rfind("matmul_", 0) == 0) op.bf16_output_ulps = 1;
     testing::expect_act_rule(be, op);
   }
+}
+
+// The native kernel ([device] logits = "bf16") in both precisions, through its float4 columns and its
+// scalar tail (Vp % 4 != 0, the store path no other GPU test runs).
+TEST_F(CudaActBf16, CrossEntropyOverwritesBf16LogitsInPlace) {
+  testing::expect_crossentropy_in_place(*cuda_testing::backends().gpu);
+  testing::expect_crossentropy_in_place(*cuda_testing::backends().gpu_bf16);
 }
 
 // The bf16 activations' speed rests on cuBLASLt writing bf16 D for the GEMMs whose outputs are stored

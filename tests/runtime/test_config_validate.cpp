@@ -93,6 +93,10 @@ TEST(ConfigValidate, EveryRuleFails) {
          c.fault.abft = true;
        },
        "[device] activations", "\"bf16\" cannot run with [fault] abft = true"},
+      {"logits", [](Config& c) { c.device.logits = "fp16"; }, "[device] logits",
+       "must be one of fp32, bf16 (got \"fp16\")"},
+      {"bf16 logits without bf16 activations", [](Config& c) { c.device.logits = "bf16"; }, "[device] logits",
+       "\"bf16\" needs [device] activations = \"bf16\""},
       {"gelu_fusion without bf16 precision", [](Config& c) { c.device.gelu_fusion = true; },
        "[device] gelu_fusion",
        "needs [device] precision = \"bf16\" (the GELU epilogues are bf16 tensor-core "

@@ -63,7 +63,7 @@ struct TrainResult {
 };
 
 TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
-                  const std::vector<Batch>& batches, kernels::DType activations) {
+                  const std::vector<Batch>& batches, kernels::DType activations, kernels::DType logits) {
   TrainConfig tc;
   tc.batch_size = kBatch;
   tc.seq_len = kSeq;
@@ -73,7 +73,7 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
   tc.weight_decay = 0.1;
   tc.grad_clip = 1.0;
   GptModel model;
-  PERIGEE_CHECK_OR_DIE(model.init(kShape, &backend, kBatch, kSeq, activations));
+  PERIGEE_CHECK_OR_DIE(model.init(kShape, &backend, kBatch, kSeq, activations, logits));
   PERIGEE_CHECK_OR_DIE(model.set_parameters(init));  // moments and gradients start zero-filled
   TrainResult r;
   for (int step = 0; step < kSteps; ++step) {
@@ -90,7 +90,8 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
 }
 
 void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
-                       kernels::DType activations = kernels::DType::kF32, bool gelu_fusion = false) {
+                       kernels::DType activations = kernels::DType::kF32, bool gelu_fusion = false,
+                       kernels::DType logits = kernels::DType::kF32) {
   std::vector<kernels::cuda::DeviceInfo> devices;
   const Status probe = kernels::cuda::probe_devices(&devices);
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
@@ -111,8 +112,8 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
   }
   const std::vector<Batch> batches = make_batches();
 
-  const TrainResult ref = train(cpu, init, batches, activations);
-  const TrainResult got = train(*gpu, init, batches, activations);
+  const TrainResult ref = train(cpu, init, batches, activations, logits);
+  const TrainResult got = train(*gpu, init, batches, activations, logits);
   ASSERT_EQ(got.losses.size(), ref.losses.size());
   double worst = 0.0;
   for (int step = 0; step < kSteps; ++step) {
@@ -122,15 +123,15 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
     worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
   std::printf(
-      "cuda %s (%s activations%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f (cuda), "
-      "largest "
-      "relative loss difference %.3g (tolerance %.0e)\n",
-      name, kernels::dtype_name(activations), gelu_fusion ? ", GELU epilogues" : "", kSteps,
-      ref.losses.front(), ref.losses.back(), got.losses.front(), got.losses.back(), worst, rtol);
+      "cuda %s (%s activations, %s logits%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f "
+      "(cuda), largest relative loss difference %.3g (tolerance %.0e)\n",
+      name, kernels::dtype_name(activations), kernels::dtype_name(logits),
+      gelu_fusion ? ", GELU epilogues" : "", kSteps, ref.losses.front(), ref.losses.back(),
+      got.losses.front(), got.losses.back(), worst, rtol);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
   EXPECT_LT(got.losses.back(), got.losses.front()) << name;
 
-  const TrainResult again = train(*gpu, init, batches, activations);
+  const TrainResult again = train(*gpu, init, batches, activations, logits);
   EXPECT_EQ(std::memcmp(got.losses.data(), again.losses.data(), got.losses.size() * sizeof(double)), 0)
       << name;
   ASSERT_EQ(got.params.size(), again.params.size());
@@ -158,6 +159,15 @@ TEST(CudaTraining, Bf16ActivationsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
 TEST(CudaTraining, Bf16GeluEpiloguesTwentyStepsMatchTheCpuAndRepeatBitForBit) {
   check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kF32, true);
   check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true);
+}
+
+// bf16 logits ([device] logits): the LM head writes them as a bf16 D, the cross-entropy reads them and
+// writes their gradient over them; with and without the GELU epilogues.
+TEST(CudaTraining, Bf16LogitsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, false,
+                    kernels::DType::kBF16);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true,
+                    kernels::DType::kBF16);
 }
 
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {

@@ -10,16 +10,12 @@
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
+#include "tests/runtime/gpt_model_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
 
-std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
-  SplitMix64 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng.next() % vocab);
-  return t;
-}
+using testing::random_tokens;
 
 TEST(GptModel, Gpt2SmallHas124MParameters) {
   // GPT-2 124M with the vocabulary padded to 50304: the well-known 124,475,904.

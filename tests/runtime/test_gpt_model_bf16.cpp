@@ -13,6 +13,7 @@
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
+#include "tests/runtime/gpt_model_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
@@ -20,33 +21,9 @@ namespace {
 constexpr kernels::DType kBf16 = kernels::DType::kBF16;
 constexpr kernels::DType kF32 = kernels::DType::kF32;
 
-std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
-  SplitMix64 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng.next() % vocab);
-  return t;
-}
-
-struct Pass {
-  double loss = 0.0;
-  std::vector<float> grads;
-};
-
-Pass forward_backward(kernels::DType acts, const GptShape& shape, int B, int T, uint64_t seed) {
-  kernels::cpu::CpuBackend cpu(2);
-  GptModel m;
-  PERIGEE_CHECK_OR_DIE(m.init(shape, &cpu, B, T, acts));
-  PERIGEE_CHECK_OR_DIE(m.init_parameters(seed));
-  auto x = random_tokens(static_cast<size_t>(B) * T, shape.vocab, seed + 1);
-  auto y = random_tokens(static_cast<size_t>(B) * T, shape.vocab, seed + 2);
-  Pass p;
-  PERIGEE_CHECK_OR_DIE(m.forward(x.data(), y.data(), B, T, &p.loss));
-  PERIGEE_CHECK_OR_DIE(m.zero_grad());
-  PERIGEE_CHECK_OR_DIE(m.backward());
-  p.grads.resize(m.num_parameters());
-  PERIGEE_CHECK_OR_DIE(cpu.copy_to_host(p.grads.data(), m.grads(), p.grads.size() * sizeof(float)));
-  return p;
-}
+using testing::forward_backward;
+using testing::Pass;
+using testing::random_tokens;
 
 TEST(GptModelBf16, GemmOperandsTakeHalfTheBytes) {
   kernels::cpu::CpuBackend cpu(1);
@@ -74,12 +51,7 @@ TEST(GptModelBf16, LossAndGradientStayCloseToFp32) {
     const Pass ref = forward_backward(kF32, shape, 2, 32, 5);
     const Pass got = forward_backward(kBf16, shape, 2, 32, 5);
     EXPECT_NEAR(got.loss, ref.loss, 1e-3 * ref.loss);
-    double diff = 0.0, norm = 0.0;
-    for (size_t i = 0; i < ref.grads.size(); ++i) {
-      diff += std::pow(static_cast<double>(got.grads[i]) - ref.grads[i], 2);
-      norm += std::pow(static_cast<double>(ref.grads[i]), 2);
-    }
-    const double rel = std::sqrt(diff / norm);
+    const double rel = testing::relative_l2(got.grads, ref.grads);
     std::printf("C %d: bf16 activations vs fp32: loss %.6f vs %.6f, gradient relative L2 %.3g\n",
                 shape.n_embd, got.loss, ref.loss, rel);
     EXPECT_LT(rel, 2e-2);  // bf16 keeps 8 significant bits: about 2^-9 relative per rounding
