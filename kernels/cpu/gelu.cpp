@@ -2,41 +2,34 @@
 // gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), evaluated as x * sigmoid(2u)
 // (the same function: 0.5 (1 + tanh(u)) = sigmoid(2u)), which keeps full relative precision and
 // vectorises with exp_clamped. The backward writes dinp = gelu'(x) dout with
-// gelu'(x) = s + 2 x s (1 - s) du/dx, s = sigmoid(2u).
+// gelu'(x) = s + 2 x s (1 - s) du/dx, s = sigmoid(2u); the expressions and their saturation for
+// |x| > 10 are in kernels/gelu_math.hpp, shared with the CUDA kernels.
 #include <algorithm>
 #include <cstdint>
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
+#include "kernels/gelu_math.hpp"
 
 namespace perigee::kernels::cpu {
 namespace {
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kCubic = 0.044715f;
 constexpr int64_t kChunk = 1 << 14;  // elements per parallel task
 
-// sigmoid(2u) for the GELU argument x.
-inline float gelu_gate(float x) {
-  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  return 1.0f / (1.0f + exp_clamped(-2.0f * u));
-}
+struct ExpClamped {
+  float operator()(float x) const { return exp_clamped(x); }
+};
 
 PERIGEE_CPU_CLONES
 void gelu_forward_chunk(float* out, const float* inp, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = inp[i] * gelu_gate(inp[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = gelu_value(inp[i], ExpClamped{});
 }
 
 PERIGEE_CPU_CLONES
 void gelu_backward_chunk(float* dinp, const float* inp, const float* dout, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float s = gelu_gate(x);
-    const float du_dx = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    dinp[i] = (s + 2.0f * x * s * (1.0f - s) * du_dx) * dout[i];
-  }
+  for (int64_t i = 0; i < n; ++i) dinp[i] = gelu_derivative(inp[i], ExpClamped{}) * dout[i];
 }
 
 }  // namespace

@@ -3,28 +3,24 @@
 
 #include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/gelu_math.hpp"
 
 namespace perigee::kernels::cuda {
 namespace {
 
 constexpr int kBlock = 256;
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kCubic = 0.044715f;
 
-// ---- CUDA kernels
+struct DeviceExp {
+  __device__ float operator()(float x) const { return expf(x); }
+};
 
-// sigmoid(2u) for the GELU argument x (expf overflows to inf for very negative x: the gate is then 0).
-__device__ __forceinline__ float gelu_gate(float x) {
-  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  return 1.0f / (1.0f + expf(-2.0f * u));
-}
+// ---- CUDA kernels (the element math: kernels/gelu_math.hpp)
 
 template <typename Out, typename In>
 __global__ void gelu_forward_kernel(Out* out, const In* inp, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = load_act(inp, i);
-    store_act(out, i, x * gelu_gate(x));
+    store_act(out, i, gelu_value(load_act(inp, i), DeviceExp{}));
   }
 }
 
@@ -32,10 +28,7 @@ template <typename Out, typename In, typename Dout>
 __global__ void gelu_backward_kernel(Out* dinp, const In* inp, const Dout* dout, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = load_act(inp, i);
-    const float s = gelu_gate(x);
-    const float du_dx = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    store_act(dinp, i, (s + 2.0f * x * s * (1.0f - s) * du_dx) * load_act(dout, i));
+    store_act(dinp, i, gelu_derivative(load_act(inp, i), DeviceExp{}) * load_act(dout, i));
   }
 }
 

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "tests/kernels/gelu_saturation_util.hpp"
 #include "tests/kernels/test_cpu_util.hpp"
 
 namespace perigee::kernels::cpu::testing {
@@ -183,6 +184,11 @@ TEST(CpuOpsForward, Gelu) {
   // In place (out == inp) gives the same result.
   ASSERT_TRUE(be.gelu_forward(d_inp.data(), d_inp.data(), inp.size()).is_ok());
   EXPECT_TRUE(bit_identical(d_inp.data(), out.data(), inp.size()));
+}
+
+TEST(CpuOpsForward, GeluSaturatesFarOut) {
+  CpuBackend be(2);
+  kernels::testing::expect_gelu_saturates(be);
 }
 
 TEST(CpuOpsForward, Residual) {

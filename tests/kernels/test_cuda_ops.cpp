@@ -22,6 +22,7 @@
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
 #include "tests/kernels/cuda_test_util.hpp"
+#include "tests/kernels/gelu_saturation_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -432,6 +433,10 @@ TEST_F(CudaOps, GeluMatchesCpu) {
     const std::vector<float> zero(n, 0.0f);
     EXPECT_TRUE(bit_identical(run(*gpu_, zero, 2)[1], got[1])) << tag;
   }
+}
+
+TEST_F(CudaOps, GeluSaturatesFarOut) {
+  testing::expect_gelu_saturates(*gpu_);
 }
 
 TEST_F(CudaOps, ResidualIsExactAndMayAlias) {
