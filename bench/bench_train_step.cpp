@@ -98,13 +98,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> models = {"small", "gpt2"};
   std::vector<int> batches = {1, 2, 4};
   int iters = 3, warmup = 1, threads = 0, seq = 0, profile_steps = 3, cuda_device = 0;
-  std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto", precision_arg = "fp32";
+  std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto",
+              precision_arg = "fp32";
   bool tf32 = false, profile = false, by_shape = false, profiler_range = false;
   double peak_tflops = 0.0;
   app.add_option("--device", device, "cpu, cuda or auto (cuda when a device answers)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--cuda-device", cuda_device, "CUDA device index");
-  app.add_option("--preset", preset, "gpt2-124m: model gpt2, batch 16, seq 1024 (overrides --models/--batches)")
+  app.add_option("--preset", preset,
+                 "gpt2-124m: model gpt2, batch 16, seq 1024 (overrides --models/--batches)")
       ->check(CLI::IsMember({"gpt2-124m"}));
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
   app.add_option("--batches", batches, "batch sizes")->delimiter(',');
@@ -128,12 +130,14 @@ int main(int argc, char** argv) {
                  "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
                  "--precision; CPU: none)");
   app.add_flag("--profile", profile, "per-op time breakdown over extra profiled steps");
-  app.add_option("--profile-steps", profile_steps, "profiled steps after the timed ones")->check(CLI::PositiveNumber);
+  app.add_option("--profile-steps", profile_steps, "profiled steps after the timed ones")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--profile-by-shape", by_shape, "one profile row per op and shape (splits the GEMMs)");
   app.add_option("--timer", timer, "profile timer: auto (cudaEvent on CUDA), events or sync")
       ->check(CLI::IsMember({"auto", "events", "sync"}));
-  app.add_flag("--cuda-profiler-range", profiler_range,
-               "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
+  app.add_flag(
+      "--cuda-profiler-range", profiler_range,
+      "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
   if (logits == "bf16" && activations != "bf16") {
@@ -161,7 +165,8 @@ int main(int argc, char** argv) {
     PERIGEE_CHECK_OR_DIE(kernels::cuda::parse_gpu_precision(precision_arg, &gpu_precision));
     const Status made = kernels::cuda::make_cuda_backend(cuda_device, &backend, gpu_precision);
     if (!made.is_ok()) {
-      std::fprintf(stderr, "bench_train_step: cannot create the CUDA backend: %s\n", made.to_string().c_str());
+      std::fprintf(stderr, "bench_train_step: cannot create the CUDA backend: %s\n",
+                   made.to_string().c_str());
       return 2;
     }
     PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(*backend, gelu_fusion));
@@ -179,14 +184,14 @@ int main(int argc, char** argv) {
   kernels::cuda::GpuPrecision mode{};
   PERIGEE_CHECK_OR_DIE(kernels::cuda::parse_gpu_precision(precision_arg, &mode));
   const std::string precision = kernels::cuda::gpu_precision_description(mode);
-  if (peak_tflops <= 0.0 && on_cuda) peak_tflops = bf16 ? kH100Bf16Tflops : tf32 ? kH100Tf32Tflops : kH100Fp32Tflops;
-  const std::string peak_note =
-      peak_tflops <= 0.0 ? "none (CPU: give --peak-tflops)"
-                         : (on_cuda && !app.count("--peak-tflops")
-                                ? (bf16   ? "H100 SXM dense bf16 989.4"
-                                   : tf32 ? "H100 SXM dense TF32 494.7"
-                                          : "H100 SXM fp32 (CUDA cores) 66.9")
-                                : "--peak-tflops");
+  if (peak_tflops <= 0.0 && on_cuda)
+    peak_tflops = bf16 ? kH100Bf16Tflops : tf32 ? kH100Tf32Tflops : kH100Fp32Tflops;
+  const std::string peak_note = peak_tflops <= 0.0 ? "none (CPU: give --peak-tflops)"
+                                                   : (on_cuda && !app.count("--peak-tflops")
+                                                          ? (bf16   ? "H100 SXM dense bf16 989.4"
+                                                             : tf32 ? "H100 SXM dense TF32 494.7"
+                                                                    : "H100 SXM fp32 (CUDA cores) 66.9")
+                                                          : "--peak-tflops");
 
   // The profiler wraps the backend for the whole case but only counts the profiled steps.
   std::unique_ptr<kernels::ProfilingBackend> prof;
@@ -203,32 +208,39 @@ int main(int argc, char** argv) {
 
   std::vector<ModelCase> cases;
   for (const auto& m : models) {
-    if (m == "small") cases.push_back({"small (4L 4H 128C)", rt::GptShape{4, 4, 128, 256, 256, 256}, seq > 0 ? seq : 256});
-    else if (m == "gpt2") cases.push_back({"gpt2-124M (12L 12H 768C)", rt::GptShape{12, 12, 768, 1024, 50257, 50304}, seq > 0 ? seq : 1024});
+    if (m == "small")
+      cases.push_back({"small (4L 4H 128C)", rt::GptShape{4, 4, 128, 256, 256, 256}, seq > 0 ? seq : 256});
+    else if (m == "gpt2")
+      cases.push_back(
+          {"gpt2-124M (12L 12H 768C)", rt::GptShape{12, 12, 768, 1024, 50257, 50304}, seq > 0 ? seq : 1024});
     else {
       std::fprintf(stderr, "unknown model '%s' (small, gpt2)\n", m.c_str());
       return 2;
     }
     if (cases.back().seq > cases.back().shape.context) {
-      std::fprintf(stderr, "--seq %d exceeds the context %d of %s\n", cases.back().seq, cases.back().shape.context,
-                   m.c_str());
+      std::fprintf(stderr, "--seq %d exceeds the context %d of %s\n", cases.back().seq,
+                   cases.back().shape.context, m.c_str());
       return 2;
     }
   }
 
   if (on_cuda) {
     std::printf(
-        "# bench_train_step: CUDA device %d (%s), %s, %s activations, %s logits%s, %d warm-up + %d timed steps\n",
+        "# bench_train_step: CUDA device %d (%s), %s, %s activations, %s logits%s, %d warm-up + %d timed "
+        "steps\n",
         cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(), logits.c_str(),
         backend->fuses_gelu() ? ", GELU epilogues" : "", warmup, iters);
   } else {
     std::printf(
-        "# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %s logits, %d warm-up + %d timed "
+        "# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %s logits, %d warm-up + %d "
+        "timed "
         "steps\n",
         cpu_threads, activations.c_str(), logits.c_str(), warmup, iters);
   }
-  if (peak_tflops > 0.0) std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
-  else std::printf("# MFU peak: %s\n", peak_note.c_str());
+  if (peak_tflops > 0.0)
+    std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
+  else
+    std::printf("# MFU peak: %s\n", peak_note.c_str());
   std::printf("# %-26s %6s %6s %12s %10s %12s %9s %7s %10s\n", "model", "batch", "seq", "params", "ms/step",
               "tokens/s", "TFLOP/s", "MFU", on_cuda ? "peakGPU MiB" : "peakRSS MiB");
   nlohmann::ordered_json results = nlohmann::json::array();
@@ -249,7 +261,9 @@ int main(int argc, char** argv) {
       std::string profile_table;
       {
         rt::GptModel model;
-        auto dtype = [](const std::string& s) { return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32; };
+        auto dtype = [](const std::string& s) {
+          return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
+        };
         PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq, dtype(activations), dtype(logits)));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
         params = model.num_parameters();
@@ -279,7 +293,8 @@ int main(int argc, char** argv) {
           const auto t0 = std::chrono::steady_clock::now();
           run_step(i);
           if (ranged) (void)cudaProfilerStop();
-          const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          const double ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
           if (i >= warmup) times.push_back(ms);
           mem.sample();
         }
@@ -289,12 +304,14 @@ int main(int argc, char** argv) {
           const auto t0 = std::chrono::steady_clock::now();
           for (int i = warmup + iters; i < total; ++i) run_step(i);
           PERIGEE_CHECK_OR_DIE(prof->collect());
-          profiled_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          profiled_ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
           prof->set_enabled(false);
           mem.sample();
           profile_table = prof->report(profiled_ms, profile_steps);
           for (const auto& s : prof->stats()) {
-            breakdown.push_back({{"op", s.op}, {"calls_per_step", static_cast<double>(s.calls) / profile_steps},
+            breakdown.push_back({{"op", s.op},
+                                 {"calls_per_step", static_cast<double>(s.calls) / profile_steps},
                                  {"ms_per_step", s.total_ms / profile_steps},
                                  {"pct_of_step", 100.0 * s.total_ms / profiled_ms}});
           }
@@ -310,19 +327,28 @@ int main(int argc, char** argv) {
       const double peak_mem = on_cuda ? mem.peak_mib : rss_mib;
       char mfu_text[16] = "-";
       if (peak_tflops > 0.0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100.0 * mfu);
-      std::printf("  %-26s %6d %6d %12zu %10.2f %12.0f %9.3f %7s %10.0f\n", mc.name.c_str(), B, mc.seq, params, median,
-                  tokens / (median * 1e-3), tflops, mfu_text, peak_mem);
+      std::printf("  %-26s %6d %6d %12zu %10.2f %12.0f %9.3f %7s %10.0f\n", mc.name.c_str(), B, mc.seq,
+                  params, median, tokens / (median * 1e-3), tflops, mfu_text, peak_mem);
       if (profile) {
-        std::printf("# per-op breakdown, %d profiled step(s), %.2f ms/step wall (timer: %s)\n%s", profile_steps,
-                    profiled_ms / profile_steps, prof->timer().name(), profile_table.c_str());
+        std::printf("# per-op breakdown, %d profiled step(s), %.2f ms/step wall (timer: %s)\n%s",
+                    profile_steps, profiled_ms / profile_steps, prof->timer().name(), profile_table.c_str());
       }
       std::fflush(stdout);
-      nlohmann::ordered_json r = {
-          {"model", mc.name}, {"batch", B}, {"seq", mc.seq}, {"params", params}, {"tokens_per_step", tokens},
-          {"ms_per_step", median}, {"ms_min", times.front()}, {"ms_max", times.back()},
-          {"tokens_per_s", tokens / (median * 1e-3)}, {"flops_per_step", flops}, {"tflops", tflops},
-          {"gflops", tflops * 1e3}, {"loss_last", final_loss}, {"peak_rss_mib", rss_mib},
-          {"model_buffer_mib", model_bytes / (1024.0 * 1024.0)}};
+      nlohmann::ordered_json r = {{"model", mc.name},
+                                  {"batch", B},
+                                  {"seq", mc.seq},
+                                  {"params", params},
+                                  {"tokens_per_step", tokens},
+                                  {"ms_per_step", median},
+                                  {"ms_min", times.front()},
+                                  {"ms_max", times.back()},
+                                  {"tokens_per_s", tokens / (median * 1e-3)},
+                                  {"flops_per_step", flops},
+                                  {"tflops", tflops},
+                                  {"gflops", tflops * 1e3},
+                                  {"loss_last", final_loss},
+                                  {"peak_rss_mib", rss_mib},
+                                  {"model_buffer_mib", model_bytes / (1024.0 * 1024.0)}};
       if (peak_tflops > 0.0) {
         r["mfu"] = mfu;
         r["mfu_peak_tflops"] = peak_tflops;
@@ -333,20 +359,29 @@ int main(int argc, char** argv) {
         r["device_mem_case_mib"] = mem.peak_mib - mem.baseline_mib;
       }
       if (profile) {
-        r["profile"] = {{"steps", profile_steps}, {"timer", prof->timer().name()},
+        r["profile"] = {{"steps", profile_steps},
+                        {"timer", prof->timer().name()},
                         {"wall_ms_per_step", profiled_ms / profile_steps},
-                        {"ops_ms_per_step", prof->total_ms() / profile_steps}, {"ops", breakdown}};
+                        {"ops_ms_per_step", prof->total_ms() / profile_steps},
+                        {"ops", breakdown}};
       }
       results.push_back(r);
     }
   }
-  nlohmann::ordered_json doc = {{"benchmark", "train_step"}, {"backend", device}, {"device_name", device_name},
-                                {"precision", precision}, {"precision_mode", precision_arg}, {"tf32", tf32},
-                                {"activations", activations}, {"logits", logits},
+  nlohmann::ordered_json doc = {{"benchmark", "train_step"},
+                                {"backend", device},
+                                {"device_name", device_name},
+                                {"precision", precision},
+                                {"precision_mode", precision_arg},
+                                {"tf32", tf32},
+                                {"activations", activations},
+                                {"logits", logits},
                                 {"gelu_fusion", backend->fuses_gelu()},
                                 {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
-                                {"mfu_peak", peak_note}, {"warmup", warmup}, {"iters", iters},
+                                {"mfu_peak", peak_note},
+                                {"warmup", warmup},
+                                {"iters", iters},
                                 {"results", results}};
   std::ofstream(json_path) << doc.dump(2) << "\n";
   std::printf("# wrote %s (%zu cases)\n", json_path.c_str(), results.size());

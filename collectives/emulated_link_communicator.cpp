@@ -107,7 +107,8 @@ Schedule all_gather_schedule(int p, size_t block) {
 
 }  // namespace
 
-Status EmulatedLinkCommunicator::create(MPI_Comm base, algorithms::RouteFn routes, const EmulationOptions& opt,
+Status EmulatedLinkCommunicator::create(MPI_Comm base, algorithms::RouteFn routes,
+                                        const EmulationOptions& opt,
                                         std::unique_ptr<EmulatedLinkCommunicator>* out) {
   PERIGEE_REQUIRE(routes != nullptr, StatusCode::kInvalidArgument, "links: no route function given");
   PERIGEE_REQUIRE(std::isfinite(opt.time_scale) && opt.time_scale > 0.0, StatusCode::kInvalidArgument,
@@ -297,9 +298,8 @@ Status EmulatedLinkCommunicator::start_all_reduce(const void* send, void* recv, 
   PERIGEE_CHECK(check_reduction(type, op));
   PERIGEE_CHECK(engine_.poll());  // an earlier one failed: report it before starting more
   const Algorithm a = opt_.algorithm;
-  PERIGEE_CHECK(engine_.submit([this, a, send, recv, count, type, op] {
-    return run_all_reduce(a, send, recv, count, type, op);
-  }));
+  PERIGEE_CHECK(engine_.submit(
+      [this, a, send, recv, count, type, op] { return run_all_reduce(a, send, recv, count, type, op); }));
   return Status::ok();
 }
 

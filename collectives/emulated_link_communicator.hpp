@@ -55,11 +55,11 @@ struct EmulationOptions {
 
 // What the last collective cost: emulated seconds the model charged, wall seconds it took.
 struct CollectiveStats {
-  std::string op;                  // "all_reduce", "broadcast", ...
+  std::string op;  // "all_reduce", "broadcast", ...
   algorithms::Algorithm algorithm = algorithms::Algorithm::kRing;
   size_t bytes = 0;
-  double model_s = 0.0;            // emulated duration (timing model)
-  double wall_s = 0.0;             // measured wall time
+  double model_s = 0.0;  // emulated duration (timing model)
+  double wall_s = 0.0;   // measured wall time
 };
 
 class EmulatedLinkCommunicator final : public Communicator {
@@ -91,8 +91,8 @@ class EmulatedLinkCommunicator final : public Communicator {
   size_t pending() { return engine_.pending(); }
 
   // All-reduce with an explicit algorithm (benchmarks compare them on one communicator).
-  Status all_reduce_with(algorithms::Algorithm a, const void* send, void* recv, size_t count,
-                         DataType type, ReduceOp op);
+  Status all_reduce_with(algorithms::Algorithm a, const void* send, void* recv, size_t count, DataType type,
+                         ReduceOp op);
 
   // Emulated seconds since the constellation epoch, now.
   double now_s() const;
@@ -120,8 +120,8 @@ class EmulatedLinkCommunicator final : public Communicator {
   Status schedule_for(algorithms::Algorithm a, const algorithms::ScheduleParams& params,
                       const algorithms::Schedule** out);
   // Runs `s` on buf (this rank's part; every rank runs the same schedule) as the timeline says.
-  Status execute(const algorithms::Schedule& s, const algorithms::Timeline& tl, char* buf,
-                 DataType type, ReduceOp op, const char* what);
+  Status execute(const algorithms::Schedule& s, const algorithms::Timeline& tl, char* buf, DataType type,
+                 ReduceOp op, const char* what);
   // Sleeps until the wall time of emulated time t_s.
   void sleep_until_emulated(double t_s) const;
   // Model + execute + stats for one scheduled collective.
@@ -133,13 +133,13 @@ class EmulatedLinkCommunicator final : public Communicator {
   int size_ = 1;
   algorithms::RouteFn routes_;
   EmulationOptions opt_;
-  double wall_epoch_ = 0.0;  // MPI_Wtime at creation
+  double wall_epoch_ = 0.0;       // MPI_Wtime at creation
   bool thread_multiple_ = false;  // MPI_THREAD_MULTIPLE: start_all_reduce may use the worker
   mutable std::mutex stats_mu_;   // the worker records while the caller may read
   CollectiveStats last_;
   double total_model_s_ = 0.0;
   double total_wall_s_ = 0.0;
-  std::map<std::tuple<int, size_t, int>, algorithms::Schedule> cache_;  // (algorithm, count, chunks)
+  std::map<std::tuple<int, size_t, int>, algorithms::Schedule> cache_;   // (algorithm, count, chunks)
   std::map<std::pair<int, size_t>, algorithms::Schedule> gather_cache_;  // (kind/root, count)
   // Last member: destroyed first, so pending all-reduces finish while everything they use exists.
   BackgroundQueue engine_;

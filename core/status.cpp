@@ -7,19 +7,32 @@ namespace perigee {
 
 const char* status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "ok";
-    case StatusCode::kInvalidArgument: return "invalid argument";
-    case StatusCode::kNotFound: return "not found";
-    case StatusCode::kIoError: return "I/O error";
-    case StatusCode::kOutOfMemory: return "out of memory";
-    case StatusCode::kUnavailable: return "unavailable";
-    case StatusCode::kInternal: return "internal error";
-    case StatusCode::kCudaError: return "CUDA error";
-    case StatusCode::kCublasError: return "cuBLAS error";
-    case StatusCode::kNcclError: return "NCCL error";
-    case StatusCode::kMpiError: return "MPI error";
-    case StatusCode::kBlasError: return "BLAS error";
-    case StatusCode::kHdf5Error: return "HDF5 error";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid argument";
+    case StatusCode::kNotFound:
+      return "not found";
+    case StatusCode::kIoError:
+      return "I/O error";
+    case StatusCode::kOutOfMemory:
+      return "out of memory";
+    case StatusCode::kUnavailable:
+      return "unavailable";
+    case StatusCode::kInternal:
+      return "internal error";
+    case StatusCode::kCudaError:
+      return "CUDA error";
+    case StatusCode::kCublasError:
+      return "cuBLAS error";
+    case StatusCode::kNcclError:
+      return "NCCL error";
+    case StatusCode::kMpiError:
+      return "MPI error";
+    case StatusCode::kBlasError:
+      return "BLAS error";
+    case StatusCode::kHdf5Error:
+      return "HDF5 error";
   }
   return "unknown";
 }

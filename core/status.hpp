@@ -17,8 +17,8 @@ enum class StatusCode {
   kNotFound,         // missing file, missing key
   kIoError,          // read/write/fsync failure, corrupt file
   kOutOfMemory,
-  kUnavailable,      // no device, backend not present in this build
-  kInternal,         // a bug or an unexpected library failure
+  kUnavailable,  // no device, backend not present in this build
+  kInternal,     // a bug or an unexpected library failure
   kCudaError,
   kCublasError,
   kNcclError,
@@ -73,25 +73,25 @@ Status make_error(StatusCode code, Args&&... args) {
 #define PERIGEE_CONCAT_(a, b) PERIGEE_CONCAT_INNER_(a, b)
 
 // Propagates a non-ok Status to the caller, adding this frame to its trace.
-#define PERIGEE_CHECK(expr)                                          \
-  do {                                                               \
-    ::perigee::Status perigee_status_ = (expr);                      \
-    if (!perigee_status_.is_ok()) {                                  \
+#define PERIGEE_CHECK(expr)                                            \
+  do {                                                                 \
+    ::perigee::Status perigee_status_ = (expr);                        \
+    if (!perigee_status_.is_ok()) {                                    \
       return std::move(perigee_status_.add_trace(__FILE__, __LINE__)); \
-    }                                                                \
+    }                                                                  \
   } while (0)
 
 // Returns an error Status with a message built from the remaining arguments when cond is false.
-#define PERIGEE_REQUIRE(cond, code, ...)                                                          \
-  do {                                                                                            \
-    if (!(cond)) {                                                                                \
+#define PERIGEE_REQUIRE(cond, code, ...)                                                        \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
       return std::move(::perigee::make_error(code, __VA_ARGS__).add_trace(__FILE__, __LINE__)); \
-    }                                                                                             \
+    }                                                                                           \
   } while (0)
 
 // For tests, tools and main(): abort with the full trace on a bad status.
-#define PERIGEE_CHECK_OR_DIE(expr)                                                \
-  do {                                                                            \
-    ::perigee::Status perigee_status_ = (expr);                                   \
+#define PERIGEE_CHECK_OR_DIE(expr)                                                     \
+  do {                                                                                 \
+    ::perigee::Status perigee_status_ = (expr);                                        \
     if (!perigee_status_.is_ok()) ::perigee::die(perigee_status_, __FILE__, __LINE__); \
   } while (0)

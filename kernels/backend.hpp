@@ -54,10 +54,10 @@ class Backend {
 
   // ---- forward / backward ops
   // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
-  virtual Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                                 int B, int T, int C) = 0;
-  virtual Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                                  int B, int T, int C) = 0;
+  virtual Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
+                                 int T, int C) = 0;
+  virtual Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
+                                  int T, int C) = 0;
 
   // out = (inp - mean) * rstd * weight + bias per row, eps = 1e-5; saves mean[N], rstd[N].
   virtual Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,

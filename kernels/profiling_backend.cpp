@@ -10,7 +10,8 @@ namespace perigee::kernels {
 namespace {
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -19,7 +20,8 @@ int64_t now_ns() {
 // ---- SyncClockTimer
 
 Status SyncClockTimer::begin(int slot) {
-  PERIGEE_REQUIRE(open_slot_ < 0, StatusCode::kInternal, "SyncClockTimer: begin(", slot, ") inside an open op");
+  PERIGEE_REQUIRE(open_slot_ < 0, StatusCode::kInternal, "SyncClockTimer: begin(", slot,
+                  ") inside an open op");
   PERIGEE_CHECK(backend_->synchronize());
   open_slot_ = slot;
   start_ns_ = now_ns();
@@ -91,7 +93,8 @@ std::vector<OpStat> ProfilingBackend::stats() const {
   for (const Entry& e : entries_) {
     if (e.calls > 0) out.push_back(OpStat{e.op, e.calls, e.total_ms});
   }
-  std::stable_sort(out.begin(), out.end(), [](const OpStat& a, const OpStat& b) { return a.total_ms > b.total_ms; });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const OpStat& a, const OpStat& b) { return a.total_ms > b.total_ms; });
   return out;
 }
 
@@ -128,8 +131,9 @@ std::string ProfilingBackend::report(double reference_ms, int steps) const {
     char per_step[32] = "";
     if (steps > 0) std::snprintf(per_step, sizeof per_step, "%9.3f", s.total_ms / steps);
     std::snprintf(line, sizeof line, "%-44s %9llu %11.3f %10.4f %9s %6.1f%%\n", s.op.c_str(),
-                  static_cast<unsigned long long>(s.calls), s.total_ms, s.total_ms / static_cast<double>(s.calls),
-                  per_step, denom > 0.0 ? 100.0 * s.total_ms / denom : 0.0);
+                  static_cast<unsigned long long>(s.calls), s.total_ms,
+                  s.total_ms / static_cast<double>(s.calls), per_step,
+                  denom > 0.0 ? 100.0 * s.total_ms / denom : 0.0);
     out += line;
   }
   char per_step[32] = "";
@@ -175,8 +179,8 @@ Status ProfilingBackend::copy_to_host(void* host_dst, const void* src, size_t by
 
 // ---- ops
 
-Status ProfilingBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                                         int B, int T, int C) {
+Status ProfilingBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte,
+                                         const float* wpe, int B, int T, int C) {
   return timed(slot("encoder_forward", {{"B", B}, {"T", T}, {"C", C}}),
                [&] { return inner_->encoder_forward(out, tokens, wte, wpe, B, T, C); });
 }
@@ -270,7 +274,8 @@ Status ProfilingBackend::crossentropy_backward(float* dlogits, const float* prob
 }
 
 Status ProfilingBackend::crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits,
-                                                       const int32_t* targets, float dloss, int N, int V, int Vp) {
+                                                       const int32_t* targets, float dloss, int N, int V,
+                                                       int Vp) {
   return timed(slot("crossentropy_forward_backward", {{"N", N}, {"V", V}, {"Vp", Vp}}), [&] {
     return inner_->crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp);
   });
@@ -292,7 +297,8 @@ Status ProfilingBackend::scale(float* x, float s, size_t n) {
 }
 
 Status ProfilingBackend::to_bf16(uint16_t* out, const float* in, size_t n) {
-  return timed(slot("to_bf16", {{"n", static_cast<int64_t>(n)}}), [&] { return inner_->to_bf16(out, in, n); });
+  return timed(slot("to_bf16", {{"n", static_cast<int64_t>(n)}}),
+               [&] { return inner_->to_bf16(out, in, n); });
 }
 
 Status ProfilingBackend::from_bf16(float* out, const uint16_t* in, float s, size_t n) {

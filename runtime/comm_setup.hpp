@@ -20,7 +20,7 @@ namespace perigee::runtime {
 struct CommSetup {
   std::shared_ptr<collectives::Communicator> host;       // MPI over MPI_COMM_WORLD (dup)
   std::unique_ptr<collectives::Communicator> gradients;  // null: use host
-  std::string description;                                // one line for the log
+  std::string description;                               // one line for the log
 
   collectives::Communicator& gradient_comm() { return gradients ? *gradients : *host; }
 };

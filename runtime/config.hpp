@@ -53,23 +53,23 @@ struct DataConfig {
 };
 
 struct DeviceConfig {
-  std::string device = "auto";  // "cpu" | "cuda" | "auto"
-  int threads = 0;              // CPU threads per rank; 0 = hardware threads / ranks on this host
-  std::string precision = "fp32";  // CUDA GEMMs and attention: "fp32" | "tf32" | "bf16" (the CPU is fp32)
+  std::string device = "auto";       // "cpu" | "cuda" | "auto"
+  int threads = 0;                   // CPU threads per rank; 0 = hardware threads / ranks on this host
+  std::string precision = "fp32";    // CUDA GEMMs and attention: "fp32" | "tf32" | "bf16" (the CPU is fp32)
   std::string activations = "fp32";  // storage of the GEMM-operand activations: "fp32" | "bf16"
   std::string logits = "fp32";       // storage of the logits and their gradient: "fp32" | "bf16"
-  bool gelu_fusion = false;  // CUDA with precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues
+  bool gelu_fusion = false;          // CUDA with precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues
 
   bool operator==(const DeviceConfig&) const = default;
 };
 
 struct CommConfig {
-  std::string backend = "auto";  // "mpi" | "nccl" | "links" | "auto" (see runtime/comm_setup.hpp)
-  double timeout_s = 60.0;        // a collective not done after this long fails (dead/stopped peer)
-  std::string algorithm = "auto";  // links: ring | rabenseifner | torus2d | hierarchical |
-                                   // double_binary_tree | native | auto (cheapest predicted)
-  double bucket_mb = 25.0;  // gradient buckets overlapped with the backward pass (MiB); 0 = one
-                            // all-reduce after the backward pass
+  std::string backend = "auto";     // "mpi" | "nccl" | "links" | "auto" (see runtime/comm_setup.hpp)
+  double timeout_s = 60.0;          // a collective not done after this long fails (dead/stopped peer)
+  std::string algorithm = "auto";   // links: ring | rabenseifner | torus2d | hierarchical |
+                                    // double_binary_tree | native | auto (cheapest predicted)
+  double bucket_mb = 25.0;          // gradient buckets overlapped with the backward pass (MiB); 0 = one
+                                    // all-reduce after the backward pass
   std::string grad_dtype = "fp32";  // "fp32" | "bf16": what the gradient all-reduce sends (bf16
                                     // halves the bytes; the sums are rounded to bf16)
 
@@ -81,22 +81,22 @@ struct CommConfig {
 struct LinksConfig {
   std::string topology = "starlink_plane";  // walker_delta | walker_star | starlink_shell1 |
                                             // starlink_plane | grid | cluster | file
-  int planes = 1;                  // walker_*, grid
-  int sats_per_plane = 22;         // walker_*, grid
-  double inclination_deg = 53.0;   // walker_*
-  double altitude_km = 550.0;      // walker_*
-  int phasing = 0;                 // Walker F
-  double bandwidth_gbps = 100.0;   // per link and direction
-  double setup_delay_s = 0.0;      // link (re)acquisition time
-  double fixed_latency_ms = 1.0;   // grid: per-hop latency
-  double cross_plane_max_lat_deg = 90.0;  // walker_star: cross-plane links off above this latitude
-  std::string file = "";           // file: the graph
-  std::string outages = "";        // "a-b@start:end;..." links down (emulated seconds)
-  std::string mapping = "linear";  // linear | spread | grid
+  int planes = 1;                           // walker_*, grid
+  int sats_per_plane = 22;                  // walker_*, grid
+  double inclination_deg = 53.0;            // walker_*
+  double altitude_km = 550.0;               // walker_*
+  int phasing = 0;                          // Walker F
+  double bandwidth_gbps = 100.0;            // per link and direction
+  double setup_delay_s = 0.0;               // link (re)acquisition time
+  double fixed_latency_ms = 1.0;            // grid: per-hop latency
+  double cross_plane_max_lat_deg = 90.0;    // walker_star: cross-plane links off above this latitude
+  std::string file = "";                    // file: the graph
+  std::string outages = "";                 // "a-b@start:end;..." links down (emulated seconds)
+  std::string mapping = "linear";           // linear | spread | grid
   int ranks_per_satellite = 1;
-  double time_scale = 1.0;         // wall seconds per emulated second (0.01 = 100x faster)
-  double start_s = 0.0;            // emulated time (orbit position) when the run starts
-  double overhead_us = 0.0;        // modelled software cost per message
+  double time_scale = 1.0;   // wall seconds per emulated second (0.01 = 100x faster)
+  double start_s = 0.0;      // emulated time (orbit position) when the run starts
+  double overhead_us = 0.0;  // modelled software cost per message
 
   bool operator==(const LinksConfig&) const = default;
 };
@@ -113,24 +113,25 @@ struct CheckpointConfig {
 };
 
 struct FaultConfig {
-  bool abft = false;           // checksum-verify every training GEMM (detect, locate, correct, recompute)
-  std::string plan = "";       // fault-injection plan file (docs/faults.md); "" = none
-  double loss_spike = 4.0;     // invariant: loss > factor * window mean triggers; 0 = off
-  double grad_spike = 20.0;    // invariant: grad norm > factor * window mean triggers; 0 = off
-  int window = 20;             // steps in the invariants' moving window
-  bool rerun = true;           // on a trigger, re-run the step and compare (transient vs reproducible)
-  int64_t digest_every = 0;    // cross-replica parameter/moment digest every K steps; 0 = off
+  bool abft = false;         // checksum-verify every training GEMM (detect, locate, correct, recompute)
+  std::string plan = "";     // fault-injection plan file (docs/faults.md); "" = none
+  double loss_spike = 4.0;   // invariant: loss > factor * window mean triggers; 0 = off
+  double grad_spike = 20.0;  // invariant: grad norm > factor * window mean triggers; 0 = off
+  int window = 20;           // steps in the invariants' moving window
+  bool rerun = true;         // on a trigger, re-run the step and compare (transient vs reproducible)
+  int64_t digest_every = 0;  // cross-replica parameter/moment digest every K steps; 0 = off
 
   bool operator==(const FaultConfig&) const = default;
 };
 
 struct OrbitConfig {
-  std::string eclipse = "off";  // "off" | "checkpoint" (right before each shadow) | "pause" (and no compute in shadow)
-  double altitude_km = 550.0;   // circular orbit
-  double beta_deg = 0.0;        // sun angle to the orbit plane (0 = longest shadow)
-  double phase_deg = 0.0;       // angle from orbit noon at the start of the run (180 = mid-shadow)
-  double time_scale = 1.0;      // mission seconds per wall second (60: one orbit in 96 s)
-  double margin_s = 60.0;       // mission seconds before shadow entry at which to checkpoint
+  std::string eclipse =
+      "off";  // "off" | "checkpoint" (right before each shadow) | "pause" (and no compute in shadow)
+  double altitude_km = 550.0;  // circular orbit
+  double beta_deg = 0.0;       // sun angle to the orbit plane (0 = longest shadow)
+  double phase_deg = 0.0;      // angle from orbit noon at the start of the run (180 = mid-shadow)
+  double time_scale = 1.0;     // mission seconds per wall second (60: one orbit in 96 s)
+  double margin_s = 60.0;      // mission seconds before shadow entry at which to checkpoint
 
   bool operator==(const OrbitConfig&) const = default;
 };

@@ -30,8 +30,8 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
   const Status probe = kernels::cuda::probe_devices(&gpus);
   out->cuda_probe = probe.is_ok() ? describe(gpus) : probe.message();
   if (device.device == "cuda" || (device.device == "auto" && probe.is_ok())) {
-    PERIGEE_REQUIRE(probe.is_ok(), StatusCode::kUnavailable, "[device] device = \"cuda\" but ", probe.message(),
-                    "; use device = \"cpu\" or \"auto\"");
+    PERIGEE_REQUIRE(probe.is_ok(), StatusCode::kUnavailable, "[device] device = \"cuda\" but ",
+                    probe.message(), "; use device = \"cpu\" or \"auto\"");
     // Ranks on one host take devices round-robin; more ranks than GPUs share them (see docs/collectives.md).
     const int index = local_rank % static_cast<int>(gpus.size());
     kernels::cuda::GpuPrecision precision{};

@@ -90,7 +90,8 @@ Status check_and_repair_replicas(collectives::Communicator& comm, GptModel& mode
   // Every rank joins the broadcasts; only the minority takes the received state.
   const bool repair_me = all[comm.rank()] != best;
   for (float* b : buffers) {
-    if (comm.rank() == out->source) PERIGEE_CHECK(model.backend()->copy_to_host(host.data(), b, n * sizeof(float)));
+    if (comm.rank() == out->source)
+      PERIGEE_CHECK(model.backend()->copy_to_host(host.data(), b, n * sizeof(float)));
     PERIGEE_CHECK(comm.broadcast(host.data(), n, DataType::kFloat32, out->source));
     if (repair_me) PERIGEE_CHECK(model.backend()->copy_to_device(b, host.data(), n * sizeof(float)));
   }

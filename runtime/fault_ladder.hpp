@@ -45,8 +45,8 @@ uint64_t buffer_digest(const void* data, size_t bytes, uint64_t seed = 0);
 
 struct ReplicaCheck {
   bool consistent = true;
-  std::vector<int> minority;  // ranks whose state differed from the majority
-  int source = -1;            // majority rank the minority was repaired from (-1: none)
+  std::vector<int> minority;    // ranks whose state differed from the majority
+  int source = -1;              // majority rank the minority was repaired from (-1: none)
   bool needs_rollback = false;  // no strict majority (e.g. 2 replicas that differ)
 };
 

@@ -131,8 +131,8 @@ struct GptModel::Acts {
 };
 
 kernels::Act GptModel::act(const Slot& s, int layer) const {
-  return kernels::Act(act_ + s.offset + static_cast<size_t>(layer) * s.per_layer * kernels::dtype_size(s.dtype),
-                      s.dtype);
+  return kernels::Act(
+      act_ + s.offset + static_cast<size_t>(layer) * s.per_layer * kernels::dtype_size(s.dtype), s.dtype);
 }
 
 float* GptModel::f32(const Slot& s, int layer) const {
@@ -160,11 +160,14 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
   PERIGEE_REQUIRE(shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd % shape.n_head == 0 &&
                       shape.padded_vocab >= shape.vocab && shape.vocab > 0,
                   StatusCode::kInvalidArgument, "bad model shape: layers ", shape.n_layer, ", heads ",
-                  shape.n_head, ", channels ", shape.n_embd, ", vocab ", shape.vocab, "/", shape.padded_vocab);
+                  shape.n_head, ", channels ", shape.n_embd, ", vocab ", shape.vocab, "/",
+                  shape.padded_vocab);
   PERIGEE_REQUIRE(max_batch > 0 && max_seq > 0 && max_seq <= shape.context, StatusCode::kInvalidArgument,
-                  "bad activation size: batch ", max_batch, ", seq ", max_seq, " (context ", shape.context, ")");
+                  "bad activation size: batch ", max_batch, ", seq ", max_seq, " (context ", shape.context,
+                  ")");
   PERIGEE_REQUIRE(logits == kernels::DType::kF32 || activations == kernels::DType::kBF16,
-                  StatusCode::kInvalidArgument, "bf16 logits need bf16 activations (the logits' gradient, of the "
+                  StatusCode::kInvalidArgument,
+                  "bf16 logits need bf16 activations (the logits' gradient, of the "
                   "activations' type, overwrites them)");
   shape_ = shape;
   table_ = ParameterTable::for_shape(shape);
@@ -257,17 +260,20 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
     float* residual3 = f32(a.residual3, l);
     float* tmp = f32(a.tmp);
 
-    PERIGEE_CHECK(k.layernorm_forward(ln1, f32(a.ln1_mean, l), f32(a.ln1_rstd, l), residual, P(p + "ln_1.weight"),
-                                      P(p + "ln_1.bias"), N, C));
-    PERIGEE_CHECK(k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
-    PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, l), qkv, B, T, C, NH));
-    PERIGEE_CHECK(k.matmul_forward(tmp, atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"), N, C, C));
-    PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, nc));
-    PERIGEE_CHECK(k.layernorm_forward(ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l), residual2, P(p + "ln_2.weight"),
-                                      P(p + "ln_2.bias"), N, C));
+    PERIGEE_CHECK(k.layernorm_forward(ln1, f32(a.ln1_mean, l), f32(a.ln1_rstd, l), residual,
+                                      P(p + "ln_1.weight"), P(p + "ln_1.bias"), N, C));
     PERIGEE_CHECK(
-        k.matmul_gelu_forward(fch, fch_gelu, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"), N, C, 4 * C));
-    PERIGEE_CHECK(k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
+        k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
+    PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, l), qkv, B, T, C, NH));
+    PERIGEE_CHECK(
+        k.matmul_forward(tmp, atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"), N, C, C));
+    PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, nc));
+    PERIGEE_CHECK(k.layernorm_forward(ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l), residual2,
+                                      P(p + "ln_2.weight"), P(p + "ln_2.bias"), N, C));
+    PERIGEE_CHECK(k.matmul_gelu_forward(fch, fch_gelu, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"),
+                                        N, C, 4 * C));
+    PERIGEE_CHECK(
+        k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
     PERIGEE_CHECK(k.residual_forward(residual3, residual2, tmp, nc));
     residual = residual3;
   }
@@ -312,7 +318,9 @@ Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
 
 // ---------------------------------------------------------------- backward
 
-Status GptModel::zero_grad() { return backend_->memset_zero(grads_, table_.total() * sizeof(float)); }
+Status GptModel::zero_grad() {
+  return backend_->memset_zero(grads_, table_.total() * sizeof(float));
+}
 
 Status GptModel::backward() {
   PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
@@ -334,7 +342,8 @@ Status GptModel::backward() {
   const kernels::ConstAct dlogits = this->dlogits(a);
   // Input gradients of matmul, GELU and attention are written; only the residual stream's gradient
   // (layernorm_backward's dinp, where two branches meet) accumulates and starts from zero.
-  PERIGEE_CHECK(k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));
+  PERIGEE_CHECK(
+      k.matmul_backward(d_ln, G("wte.weight"), nullptr, dlogits, act(a.lnf), P("wte.weight"), N, C, Vp));
   PERIGEE_CHECK(zero(d_residual, nc));
   const float* last_residual = L > 0 ? f32(a.residual3, L - 1) : f32(a.encoded);
   PERIGEE_CHECK(k.layernorm_backward(d_residual, G("ln_f.weight"), G("ln_f.bias"), d_ln, last_residual,
@@ -352,15 +361,15 @@ Status GptModel::backward() {
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
     // fch_gelu = gelu(fch): the c_proj backward carries the gradient through GELU into d_fch.
-    PERIGEE_CHECK(k.matmul_backward_gelu(d_fch, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"), d_residual,
-                                         fch_gelu, P(p + "mlp.c_proj.weight"), fch, N, 4 * C, C));
+    PERIGEE_CHECK(k.matmul_backward_gelu(d_fch, G(p + "mlp.c_proj.weight"), G(p + "mlp.c_proj.bias"),
+                                         d_residual, fch_gelu, P(p + "mlp.c_proj.weight"), fch, N, 4 * C, C));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "mlp.c_fc.weight"), G(p + "mlp.c_fc.bias"), d_fch, ln2,
                                     P(p + "mlp.c_fc.weight"), N, C, 4 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_2.weight"), G(p + "ln_2.bias"), d_ln, residual2,
                                        P(p + "ln_2.weight"), f32(a.ln2_mean, l), f32(a.ln2_rstd, l), N, C));
     // residual2 = residual + attn(ln1(residual)).
-    PERIGEE_CHECK(k.matmul_backward(d_atty, G(p + "attn.c_proj.weight"), G(p + "attn.c_proj.bias"), d_residual,
-                                    atty, P(p + "attn.c_proj.weight"), N, C, C));
+    PERIGEE_CHECK(k.matmul_backward(d_atty, G(p + "attn.c_proj.weight"), G(p + "attn.c_proj.bias"),
+                                    d_residual, atty, P(p + "attn.c_proj.weight"), N, C, C));
     PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, atty, f32(a.att, l), B, T, C, NH));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "attn.c_attn.weight"), G(p + "attn.c_attn.bias"), d_qkv, ln1,
                                     P(p + "attn.c_attn.weight"), N, C, 3 * C));

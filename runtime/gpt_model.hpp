@@ -30,10 +30,10 @@ struct GptShape {
 
 struct TensorView {
   std::string name;
-  size_t offset = 0;        // in elements, into the flat buffer
+  size_t offset = 0;  // in elements, into the flat buffer
   std::vector<int> shape;
-  size_t size = 0;          // product of shape
-  bool decay = false;       // AdamW weight decay applies (2-D weights and embeddings)
+  size_t size = 0;     // product of shape
+  bool decay = false;  // AdamW weight decay applies (2-D weights and embeddings)
 };
 
 class ParameterTable {
@@ -61,7 +61,8 @@ class GptModel {
   // of the GEMM-operand activations ([device] activations); `logits`: the storage of the logits
   // ([device] logits; bf16 needs bf16 activations, and the logits' gradient then overwrites them).
   Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
-              kernels::DType activations = kernels::DType::kF32, kernels::DType logits = kernels::DType::kF32);
+              kernels::DType activations = kernels::DType::kF32,
+              kernels::DType logits = kernels::DType::kF32);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }
@@ -109,7 +110,7 @@ class GptModel {
   struct Acts;  // the slots of every tensor in act_
   kernels::Act act(const Slot& s, int layer = 0) const;
   float* f32(const Slot& s, int layer = 0) const;  // an fp32 slot
-  kernels::Act dlogits(const Acts& a) const;  // where the forward leaves the logits' gradient
+  kernels::Act dlogits(const Acts& a) const;       // where the forward leaves the logits' gradient
 
   GptShape shape_;
   ParameterTable table_;

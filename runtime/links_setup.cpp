@@ -38,7 +38,8 @@ Status parse_outages(const std::string& text, std::vector<collectives::links::Ou
       const size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
       return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
     };
-    if (!parse_int(trim(entry.substr(0, dash)), &o.a) || !parse_int(trim(entry.substr(dash + 1, at - dash - 1)), &o.b)) {
+    if (!parse_int(trim(entry.substr(0, dash)), &o.a) ||
+        !parse_int(trim(entry.substr(dash + 1, at - dash - 1)), &o.b)) {
       return bad("satellites must be integers");
     }
     if (!parse_double(trim(entry.substr(at + 1, colon - at - 1)), &o.start_s) ||
@@ -101,7 +102,8 @@ Status make_links_communicator(const CommConfig& comm, const LinksConfig& links,
   auto routes = collectives::links::make_route_fn(shared, map);
   PERIGEE_CHECK(collectives::EmulatedLinkCommunicator::create(world, std::move(routes), opt, out));
   std::ostringstream sats;
-  for (size_t r = 0; r < map.satellite_of_rank.size() && r < 8; ++r) sats << (r ? "," : "") << map.satellite_of_rank[r];
+  for (size_t r = 0; r < map.satellite_of_rank.size() && r < 8; ++r)
+    sats << (r ? "," : "") << map.satellite_of_rank[r];
   if (map.satellite_of_rank.size() > 8) sats << ",...";
   *description = str_cat("links (", topo_name, "; ", links.mapping, " mapping, satellites ", sats.str(),
                          "; algorithm ", comm.algorithm, "; time scale ", links.time_scale,

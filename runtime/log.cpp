@@ -25,10 +25,14 @@ State& state() {
 
 const char* level_tag(Level level) {
   switch (level) {
-    case Level::kDebug: return "debug ";
-    case Level::kInfo: return "";
-    case Level::kWarn: return "warning: ";
-    case Level::kError: return "error: ";
+    case Level::kDebug:
+      return "debug ";
+    case Level::kInfo:
+      return "";
+    case Level::kWarn:
+      return "warning: ";
+    case Level::kError:
+      return "error: ";
   }
   return "";
 }
@@ -47,9 +51,15 @@ std::string timestamp() {
 
 }  // namespace
 
-void set_rank(int r) { state().rank = r; }
-int rank() { return state().rank; }
-void set_console_level(Level level) { state().console_level = level; }
+void set_rank(int r) {
+  state().rank = r;
+}
+int rank() {
+  return state().rank;
+}
+void set_console_level(Level level) {
+  state().console_level = level;
+}
 
 Status set_file(const std::string& dir) {
   State& s = state();

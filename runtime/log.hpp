@@ -21,12 +21,20 @@ void close_file();
 void write(Level level, const std::string& message);
 
 template <typename... Args>
-void debug(Args&&... args) { write(Level::kDebug, str_cat(std::forward<Args>(args)...)); }
+void debug(Args&&... args) {
+  write(Level::kDebug, str_cat(std::forward<Args>(args)...));
+}
 template <typename... Args>
-void info(Args&&... args) { write(Level::kInfo, str_cat(std::forward<Args>(args)...)); }
+void info(Args&&... args) {
+  write(Level::kInfo, str_cat(std::forward<Args>(args)...));
+}
 template <typename... Args>
-void warn(Args&&... args) { write(Level::kWarn, str_cat(std::forward<Args>(args)...)); }
+void warn(Args&&... args) {
+  write(Level::kWarn, str_cat(std::forward<Args>(args)...));
+}
 template <typename... Args>
-void error(Args&&... args) { write(Level::kError, str_cat(std::forward<Args>(args)...)); }
+void error(Args&&... args) {
+  write(Level::kError, str_cat(std::forward<Args>(args)...));
+}
 
 }  // namespace perigee::runtime::log

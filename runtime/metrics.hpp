@@ -14,11 +14,13 @@ namespace perigee::runtime {
 struct MetricField {
   std::string key;
   double number = 0.0;
-  std::string text;     // used when is_text
+  std::string text;  // used when is_text
   bool is_text = false;
 };
 
-inline MetricField metric(std::string key, double value) { return {std::move(key), value, {}, false}; }
+inline MetricField metric(std::string key, double value) {
+  return {std::move(key), value, {}, false};
+}
 inline MetricField metric_text(std::string key, std::string value) {
   return {std::move(key), 0.0, std::move(value), true};
 }

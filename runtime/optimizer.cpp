@@ -8,11 +8,12 @@ namespace perigee::runtime {
 double learning_rate(const TrainConfig& train, int64_t step) {
   const double peak = train.lr;
   const double floor = train.lr * train.min_lr_ratio;
-  if (step < train.warmup_steps) return peak * static_cast<double>(step + 1) / static_cast<double>(train.warmup_steps);
+  if (step < train.warmup_steps)
+    return peak * static_cast<double>(step + 1) / static_cast<double>(train.warmup_steps);
   const int64_t decay_steps = train.steps - train.warmup_steps;
   if (decay_steps <= 1) return peak;
-  const double progress =
-      std::clamp(static_cast<double>(step - train.warmup_steps) / static_cast<double>(decay_steps - 1), 0.0, 1.0);
+  const double progress = std::clamp(
+      static_cast<double>(step - train.warmup_steps) / static_cast<double>(decay_steps - 1), 0.0, 1.0);
   return floor + 0.5 * (peak - floor) * (1.0 + std::cos(M_PI * progress));
 }
 
@@ -34,7 +35,8 @@ Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, U
   }
   PERIGEE_REQUIRE(std::isfinite(s.grad_norm), StatusCode::kInternal, "gradient norm is ", s.grad_norm,
                   " at step ", step, ": the update would corrupt the parameters");
-  if (train.grad_clip > 0.0 && s.grad_norm > train.grad_clip) s.clip_scale = train.grad_clip / (s.grad_norm + 1e-6);
+  if (train.grad_clip > 0.0 && s.grad_norm > train.grad_clip)
+    s.clip_scale = train.grad_clip / (s.grad_norm + 1e-6);
 
   kernels::AdamWParams hp;
   hp.lr = static_cast<float>(s.lr);
@@ -52,8 +54,8 @@ Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, U
     while (j < views.size() && views[j].decay == views[i].decay) count += views[j++].size;
     hp.weight_decay = views[i].decay ? static_cast<float>(train.weight_decay) : 0.0f;
     const size_t off = views[i].offset;
-    PERIGEE_CHECK(model.backend()->adamw_update(model.params() + off, model.grads() + off, model.adam_m() + off,
-                                                model.adam_v() + off, count, hp));
+    PERIGEE_CHECK(model.backend()->adamw_update(model.params() + off, model.grads() + off,
+                                                model.adam_m() + off, model.adam_v() + off, count, hp));
     i = j;
   }
   if (stats != nullptr) *stats = s;

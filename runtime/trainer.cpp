@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <csignal>
 #include <fstream>
 #include <iterator>
 #include <thread>
@@ -49,7 +49,8 @@ std::string sci(double v) {
 
 }  // namespace
 
-Trainer::Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options)
+Trainer::Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend,
+                 TrainerOptions options)
     : config_(std::move(config)), comm_(comm), grad_comm_(comm), backend_(backend), options_(options) {}
 
 Status Trainer::setup_faults() {
@@ -73,13 +74,13 @@ Status Trainer::setup_faults() {
     }
     abft_ = std::make_unique<fault::AbftBackend>(backend_, fault::AbftOptions{}, std::move(device_checksums));
     abft_->set_event_callback([this](const fault::AbftEvent& e) {
-      log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C, "x", e.OC,
-                ": ", fault::abft_outcome_name(e.outcome), e.detail.empty() ? "" : " (" + e.detail + ")");
+      log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C,
+                "x", e.OC, ": ", fault::abft_outcome_name(e.outcome),
+                e.detail.empty() ? "" : " (" + e.detail + ")");
     });
     if (injector_) {
-      abft_->set_output_fault_hook([this](float* out, size_t n, fault::GemmKind) {
-        inject(fault::FaultTarget::kGemmOutput, out, n);
-      });
+      abft_->set_output_fault_hook(
+          [this](float* out, size_t n, fault::GemmKind) { inject(fault::FaultTarget::kGemmOutput, out, n); });
     }
     backend_ = abft_.get();
   }
@@ -90,7 +91,8 @@ Status Trainer::setup() {
   const TrainConfig& tc = config_.train;
   PERIGEE_CHECK(setup_faults());
   const int world = comm_->size();
-  PERIGEE_REQUIRE(tc.batch_size % world == 0, StatusCode::kInvalidArgument, "[train] batch_size = ", tc.batch_size,
+  PERIGEE_REQUIRE(tc.batch_size % world == 0, StatusCode::kInvalidArgument,
+                  "[train] batch_size = ", tc.batch_size,
                   " is the global batch and must be divisible by the world size ", world,
                   " (each rank takes batch_size / world sequences)");
   DataLoaderOptions lo;
@@ -110,8 +112,10 @@ Status Trainer::setup() {
 
   const ModelConfig& mc = config_.model;
   GptShape shape{mc.n_layer, mc.n_head, mc.n_embd, mc.context, mc.vocab_size, mc.padded_vocab};
-  const kernels::DType acts = config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
-  const kernels::DType logits = config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
+  const kernels::DType acts =
+      config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
+  const kernels::DType logits =
+      config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   PERIGEE_CHECK(model_.init(shape, backend_, train_.local_batch(), tc.seq_len, acts, logits));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));
   // Replicas start identical: rank 0's parameters go to every rank.
@@ -135,8 +139,9 @@ Status Trainer::setup_gradient_buckets() {
   // Upsets "before the all-reduce" are drawn over the whole gradient buffer once the backward pass
   // is done; buckets would already have sent most of it.
   if (bucket_bytes > 0 && injector_ && injector_->targets(fault::FaultTarget::kGradientPreAllreduce)) {
-    log::info("[comm] bucket_mb: the fault plan corrupts gradients before the all-reduce, so they are "
-              "averaged after the backward pass (no buckets)");
+    log::info(
+        "[comm] bucket_mb: the fault plan corrupts gradients before the all-reduce, so they are "
+        "averaged after the backward pass (no buckets)");
     bucket_bytes = 0;
   }
   buckets_ = std::make_unique<collectives::GradientBuckets>(grad_comm_, bucket_bytes);
@@ -148,14 +153,17 @@ Status Trainer::setup_gradient_buckets() {
     grad_wire_ = {static_cast<uint16_t*>(wire), [backend](uint16_t* p) { backend->release(p); }};
     collectives::Bf16WireCodec codec;
     codec.wire = grad_wire_.get();
-    codec.encode = [backend](uint16_t* dst, const float* src, size_t k) { return backend->to_bf16(dst, src, k); };
+    codec.encode = [backend](uint16_t* dst, const float* src, size_t k) {
+      return backend->to_bf16(dst, src, k);
+    };
     codec.decode = [backend](float* dst, const uint16_t* src, float s, size_t k) {
       return backend->from_bf16(dst, src, s, k);
     };
     codec.synchronize = [backend] { return backend->synchronize(); };
     PERIGEE_CHECK(buckets_->set_bf16_wire(std::move(codec)));
     log::info("gradients: all-reduced as bf16 (", fixed(n * 2.0 / (1024.0 * 1024.0), 1),
-              " MiB per step instead of ", fixed(n * 4.0 / (1024.0 * 1024.0), 1), " MiB), averaged back into fp32");
+              " MiB per step instead of ", fixed(n * 4.0 / (1024.0 * 1024.0), 1),
+              " MiB), averaged back into fp32");
   }
   if (!buckets_->overlapping()) {
     model_.set_gradient_ready(nullptr);
@@ -181,15 +189,15 @@ Status Trainer::setup_checkpoints() {
   checkpoint_dir_ = !cc.dir.empty() ? cc.dir : (run_dir_.empty() ? "" : run_dir_ + "/checkpoints");
   const OrbitConfig& oc = config_.orbit;
   if (oc.eclipse != "off") {
-    PERIGEE_REQUIRE(!checkpoint_dir_.empty(), StatusCode::kInvalidArgument, "[orbit] eclipse = \"", oc.eclipse,
-                    "\" needs a checkpoint folder: set [checkpoint] dir");
+    PERIGEE_REQUIRE(!checkpoint_dir_.empty(), StatusCode::kInvalidArgument, "[orbit] eclipse = \"",
+                    oc.eclipse, "\" needs a checkpoint folder: set [checkpoint] dir");
     checkpoint::EclipseModel model;
     PERIGEE_CHECK(checkpoint::EclipseModel::from_beta(oc.altitude_km, oc.beta_deg, oc.phase_deg, &model));
     eclipse_ = model;
     mission_clock_.time_scale = oc.time_scale;
-    log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ", fixed(model.period_s() / 60, 1),
-              " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1), " min per orbit; eclipse policy ", oc.eclipse,
-              ", time scale ", oc.time_scale, "x");
+    log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ",
+              fixed(model.period_s() / 60, 1), " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1),
+              " min per orbit; eclipse policy ", oc.eclipse, ", time scale ", oc.time_scale, "x");
   }
   checkpoint_enabled_ =
       !checkpoint_dir_.empty() && (cc.every_steps > 0 || cc.every_seconds > 0.0 || eclipse_.has_value());
@@ -212,7 +220,8 @@ Status Trainer::setup_checkpoints() {
     writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
     // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
     PERIGEE_CHECK(writer_->prepare(make_state_source(
-        model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_))));
+        model_,
+        make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_))));
   }
   return Status::ok();
 }
@@ -231,7 +240,8 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
       // Newest checkpoint of at most max_step that verifies.
       std::vector<checkpoint::CheckpointEntry> entries;
       load_status = store_->list(&entries);
-      Status found = make_error(StatusCode::kNotFound, "no checkpoint of step <= ", max_step, " in ", checkpoint_dir_);
+      Status found =
+          make_error(StatusCode::kNotFound, "no checkpoint of step <= ", max_step, " in ", checkpoint_dir_);
       for (const auto& e : entries) {
         if (!load_status.is_ok() || e.step > max_step) continue;
         found = store_->load(e.path, expected, snapshot);
@@ -245,8 +255,9 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   PERIGEE_CHECK(comm_->broadcast(&outcome, 1, DataType::kInt32, 0));
   if (outcome == 2) {
     if (comm_->rank() == 0) {
-      return make_error(load_status.code(), "cannot resume from ", checkpoint_dir_, ": ", load_status.message(),
-                        "\n  (no checkpoint there verifies; set [checkpoint] resume = \"never\" to start fresh)");
+      return make_error(
+          load_status.code(), "cannot resume from ", checkpoint_dir_, ": ", load_status.message(),
+          "\n  (no checkpoint there verifies; set [checkpoint] resume = \"never\" to start fresh)");
     }
     return make_error(StatusCode::kUnavailable, "rank 0 could not resume from ", checkpoint_dir_);
   }
@@ -263,9 +274,11 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   if (comm_->size() > 1) {
     std::vector<float> host(model_.num_parameters());
     for (float* live : {model_.params(), model_.adam_m(), model_.adam_v()}) {
-      if (comm_->rank() == 0) PERIGEE_CHECK(backend_->copy_to_host(host.data(), live, host.size() * sizeof(float)));
+      if (comm_->rank() == 0)
+        PERIGEE_CHECK(backend_->copy_to_host(host.data(), live, host.size() * sizeof(float)));
       PERIGEE_CHECK(comm_->broadcast(host.data(), host.size(), DataType::kFloat32, 0));
-      if (comm_->rank() != 0) PERIGEE_CHECK(backend_->copy_to_device(live, host.data(), host.size() * sizeof(float)));
+      if (comm_->rank() != 0)
+        PERIGEE_CHECK(backend_->copy_to_device(live, host.data(), host.size() * sizeof(float)));
     }
   }
   next_step_ = header[0];
@@ -288,16 +301,17 @@ Status Trainer::save_checkpoint() {
   last_checkpoint_time_ = Clock::now();
   if (comm_->rank() != 0) return Status::ok();
   checkpoint::StageStats st;
-  PERIGEE_CHECK(writer_->stage(make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_,
-                                                                              comm_->size(), train_.cursor(),
-                                                                              last_lr_)),
-                               &st));
+  PERIGEE_CHECK(writer_->stage(
+      make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
+                                                     train_.cursor(), last_lr_)),
+      &st));
   checkpoint::WriteRecord rec;
   if (!config_.checkpoint.async) PERIGEE_CHECK(writer_->wait(&rec));
   log::info("checkpoint at step ", next_step_, ": ", st.bytes / (1 << 20), " MiB staged, training stalled ",
             fixed(st.stall_seconds * 1e3, 1), " ms",
-            config_.checkpoint.async ? " (written in the background)"
-                                     : str_cat(", written in ", fixed(rec.write_seconds, 2), " s -> ", rec.commit.path));
+            config_.checkpoint.async
+                ? " (written in the background)"
+                : str_cat(", written in ", fixed(rec.write_seconds, 2), " s -> ", rec.commit.path));
   return metrics_.write({metric_text("type", "checkpoint"), metric("step", static_cast<double>(next_step_)),
                          metric("stall_ms", st.stall_seconds * 1e3), metric("wait_ms", st.wait_seconds * 1e3),
                          metric("bytes", static_cast<double>(st.bytes))});
@@ -391,18 +405,19 @@ Status Trainer::step(StepResult* result) {
                   "): numerical or data anomaly, this batch is skipped");
       } else if (invariants_.check(loss2, norm2).triggered) {
         ++counters_.reproducible;
-        log::warn("step ", next_step_ + 1, ": the re-run differs but still fires (loss ", loss2, ", norm ", norm2,
-                  "): batch skipped");
+        log::warn("step ", next_step_ + 1, ": the re-run differs but still fires (loss ", loss2, ", norm ",
+                  norm2, "): batch skipped");
       } else {
         ++counters_.transient;
-        log::warn("step ", next_step_ + 1, ": transient fault: the re-run gives loss ", loss2, ", norm ", norm2,
-                  " (was ", loss, ", ", norm, "); the re-run is kept");
+        log::warn("step ", next_step_ + 1, ": transient fault: the re-run gives loss ", loss2, ", norm ",
+                  norm2, " (was ", loss, ", ", norm, "); the re-run is kept");
         loss = loss2, norm = norm2, apply = true;
       }
     }
-    PERIGEE_CHECK(metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(next_step_ + 1)),
-                                  metric_text("rung", "invariants"), metric_text("reason", verdict.reason),
-                                  metric_text("action", apply ? "rerun_kept" : "skipped")}));
+    PERIGEE_CHECK(
+        metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(next_step_ + 1)),
+                        metric_text("rung", "invariants"), metric_text("reason", verdict.reason),
+                        metric_text("action", apply ? "rerun_kept" : "skipped")}));
   }
   UpdateStats us;
   us.lr = learning_rate(config_.train, next_step_);
@@ -418,9 +433,11 @@ Status Trainer::step(StepResult* result) {
     if (++consecutive_skips_ >= kSkipsBeforeRollback) {
       consecutive_skips_ = 0;
       ++next_step_;
-      PERIGEE_CHECK(rollback(str_cat(kSkipsBeforeRollback, " steps in a row failed their invariants reproducibly (last: ",
-                                     verdict.reason, ")")));
-      if (result != nullptr) *result = StepResult{next_step_ - 1, loss, us.lr, norm, ms_since(t0), comm_ms, 0.0, false};
+      PERIGEE_CHECK(rollback(
+          str_cat(kSkipsBeforeRollback,
+                  " steps in a row failed their invariants reproducibly (last: ", verdict.reason, ")")));
+      if (result != nullptr)
+        *result = StepResult{next_step_ - 1, loss, us.lr, norm, ms_since(t0), comm_ms, 0.0, false};
       return Status::ok();
     }
   }
@@ -473,10 +490,12 @@ Status Trainer::after_update() {
       std::string ranks;
       for (int r : rc.minority) ranks += str_cat(ranks.empty() ? "" : ",", r);
       if (rc.needs_rollback) {
-        PERIGEE_CHECK(rollback(str_cat("replicas disagree after step ", done, " with no majority (ranks ", ranks, ")")));
+        PERIGEE_CHECK(rollback(
+            str_cat("replicas disagree after step ", done, " with no majority (ranks ", ranks, ")")));
       } else {
         ++counters_.replica_repairs;
-        log::warn("replica digest after step ", done, ": rank(s) ", ranks, " differed; repaired from rank ", rc.source);
+        log::warn("replica digest after step ", done, ": rank(s) ", ranks, " differed; repaired from rank ",
+                  rc.source);
         PERIGEE_CHECK(metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(done)),
                                       metric_text("rung", "replica_digest"), metric_text("ranks", ranks),
                                       metric_text("action", "repaired")}));
@@ -492,8 +511,9 @@ Status Trainer::rollback(const std::string& why) {
                   " rollbacks already: giving up (persistent fault?)");
   log::warn(why, ": rolling back to the newest good checkpoint in ", checkpoint_dir_);
   // checkpoint_enabled_ comes from the config, so every rank takes the same branch.
-  PERIGEE_REQUIRE(checkpoint_enabled_, StatusCode::kUnavailable, why,
-                  ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
+  PERIGEE_REQUIRE(
+      checkpoint_enabled_, StatusCode::kUnavailable, why,
+      ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
   if (writer_) PERIGEE_CHECK(writer_->wait());
   const int64_t before = next_step_;
   // The fault came back right after the previous rollback: that checkpoint already held it, so
@@ -536,14 +556,17 @@ Status Trainer::eclipse_gate() {
   }
   PERIGEE_CHECK(comm_->broadcast(decision, 2, DataType::kFloat64, 0));
   if (decision[0] == 1.0) {
-    log::info("orbit: shadow entry in ", fixed(config_.orbit.margin_s, 0), " s or less: checkpoint before the power drops");
+    log::info("orbit: shadow entry in ", fixed(config_.orbit.margin_s, 0),
+              " s or less: checkpoint before the power drops");
     PERIGEE_CHECK(save_checkpoint());
     PERIGEE_CHECK(finish_checkpoints());  // durable before the shadow
   } else if (decision[0] == 2.0) {
-    log::info("orbit: in shadow, compute paused for ", fixed(decision[1] * mission_clock_.time_scale / 60.0, 1),
-              " mission min (", fixed(decision[1], 1), " s wall)");
-    PERIGEE_CHECK(metrics_.write({metric_text("type", "eclipse"), metric("step", static_cast<double>(next_step_)),
-                                  metric("pause_s", decision[1])}));
+    log::info("orbit: in shadow, compute paused for ",
+              fixed(decision[1] * mission_clock_.time_scale / 60.0, 1), " mission min (",
+              fixed(decision[1], 1), " s wall)");
+    PERIGEE_CHECK(
+        metrics_.write({metric_text("type", "eclipse"), metric("step", static_cast<double>(next_step_)),
+                        metric("pause_s", decision[1])}));
     std::this_thread::sleep_for(std::chrono::duration<double>(decision[1]));
     log::info("orbit: sunlight again, training resumes at step ", next_step_ + 1);
   }
@@ -565,14 +588,16 @@ Status Trainer::evaluate(double* val_loss) {
     sum += loss;
   }
   double mean = sum / batches;
-  if (comm_->size() > 1) PERIGEE_CHECK(comm_->all_reduce(&mean, &mean, 1, DataType::kFloat64, ReduceOp::kAvg));
+  if (comm_->size() > 1)
+    PERIGEE_CHECK(comm_->all_reduce(&mean, &mean, 1, DataType::kFloat64, ReduceOp::kAvg));
   *val_loss = mean;
   return Status::ok();
 }
 
 Status Trainer::sample(int tokens, std::string* text) {
   const int max_t = config_.train.seq_len;
-  std::vector<int32_t> ctx = encode_bytes(config_.train.sample_prompt.empty() ? "\n" : config_.train.sample_prompt);
+  std::vector<int32_t> ctx =
+      encode_bytes(config_.train.sample_prompt.empty() ? "\n" : config_.train.sample_prompt);
   const size_t prompt_len = ctx.size();
   SplitMix64 rng(config_.train.seed ^ 0x5A4D504C45ull);
   const double temperature = config_.train.sample_temperature;
@@ -614,8 +639,8 @@ void Trainer::log_step(const StepResult& r) const {
   }
   log::info(bar, "step ", done, "/", total, " | loss ", fixed(r.loss, 4), " | lr ", sci(r.lr), " | norm ",
             fixed(r.grad_norm, 3), " | ", fixed(r.ms, 1), " ms (comm ", fixed(r.comm_ms, 1),
-            r.link_ms > 0.0 ? str_cat(", links ", fixed(r.link_ms, 2), " ms emulated") : std::string(), ") | ",
-            static_cast<long>(r.tokens_per_s), " tok/s | eta ", format_duration(eta));
+            r.link_ms > 0.0 ? str_cat(", links ", fixed(r.link_ms, 2), " ms emulated") : std::string(),
+            ") | ", static_cast<long>(r.tokens_per_s), " tok/s | eta ", format_duration(eta));
 }
 
 Status Trainer::run() {
@@ -630,7 +655,8 @@ Status Trainer::run() {
     PERIGEE_CHECK(evaluate(&vl));
     log::info("validation at step ", step, ": loss ", fixed(vl, 4), " (", fixed(vl / std::log(2.0), 3),
               " bits/byte)");
-    return metrics_.write({metric_text("type", "val"), metric("step", static_cast<double>(step)), metric("val_loss", vl)});
+    return metrics_.write(
+        {metric_text("type", "val"), metric("step", static_cast<double>(step)), metric("val_loss", vl)});
   };
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
   while (next_step_ < tc.steps) {
@@ -639,23 +665,26 @@ Status Trainer::run() {
     PERIGEE_CHECK(step(&r));
     if (r.step == first_step) first_loss = r.loss;
     last_loss = r.loss;
-    const bool log_this = tc.log_every > 0 &&
-                          (next_step_ == 1 || next_step_ == tc.steps || next_step_ % tc.log_every == 0);
+    const bool log_this =
+        tc.log_every > 0 && (next_step_ == 1 || next_step_ == tc.steps || next_step_ % tc.log_every == 0);
     if (options_.log_steps && log_this) {
       log_step(r);
     }
-    PERIGEE_CHECK(metrics_.write({metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
-                                  metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm),
-                                  metric("ms", r.ms), metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms),
-                                  metric("tokens_per_s", r.tokens_per_s)}));
+    PERIGEE_CHECK(
+        metrics_.write({metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
+                        metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm),
+                        metric("ms", r.ms), metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms),
+                        metric("tokens_per_s", r.tokens_per_s)}));
     if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
       PERIGEE_CHECK(validate(next_step_));
     }
-    if (checkpoint_enabled_ && next_step_ != tc.steps && consecutive_skips_ == 0) {  // never save suspect state
+    if (checkpoint_enabled_ && next_step_ != tc.steps &&
+        consecutive_skips_ == 0) {  // never save suspect state
       const CheckpointConfig& cc = config_.checkpoint;
       const double since = std::chrono::duration<double>(Clock::now() - last_checkpoint_time_).count();
       // Time-based checkpoints are decided by rank 0 alone: only rank 0 writes.
-      if ((cc.every_steps > 0 && next_step_ % cc.every_steps == 0) || (cc.every_seconds > 0 && since >= cc.every_seconds)) {
+      if ((cc.every_steps > 0 && next_step_ % cc.every_steps == 0) ||
+          (cc.every_seconds > 0 && since >= cc.every_seconds)) {
         PERIGEE_CHECK(save_checkpoint());
       }
     }
@@ -664,25 +693,32 @@ Status Trainer::run() {
   PERIGEE_CHECK(finish_checkpoints());
   if (abft_ || injector_ || counters_.triggers > 0 || counters_.replica_checks > 0) {
     const FaultCounters& c = counters_;
-    std::vector<MetricField> fields = {metric_text("type", "fault_summary"), metric("injected", c.injected),
-                                       metric("triggers", c.triggers), metric("transient", c.transient),
-                                       metric("reproducible", c.reproducible), metric("skipped", c.skipped),
+    std::vector<MetricField> fields = {metric_text("type", "fault_summary"),
+                                       metric("injected", c.injected),
+                                       metric("triggers", c.triggers),
+                                       metric("transient", c.transient),
+                                       metric("reproducible", c.reproducible),
+                                       metric("skipped", c.skipped),
                                        metric("replica_checks", c.replica_checks),
-                                       metric("replica_repairs", c.replica_repairs), metric("rollbacks", c.rollbacks)};
+                                       metric("replica_repairs", c.replica_repairs),
+                                       metric("rollbacks", c.rollbacks)};
     std::string abft_line;
     if (abft_) {
       const fault::AbftStats& a = abft_->stats();
-      abft_line = str_cat("; ABFT: ", a.gemms_checked, " GEMM outputs checked, ", a.faults_detected, " detected, ",
-                          a.corrected, " corrected, ", a.recomputed, " recomputed, ", a.escalated, " escalated");
-      for (auto [k, v] : {std::pair{"abft_checked", a.gemms_checked}, std::pair{"abft_detected", a.faults_detected},
-                          std::pair{"abft_corrected", a.corrected}, std::pair{"abft_recomputed", a.recomputed},
-                          std::pair{"abft_escalated", a.escalated}}) {
+      abft_line =
+          str_cat("; ABFT: ", a.gemms_checked, " GEMM outputs checked, ", a.faults_detected, " detected, ",
+                  a.corrected, " corrected, ", a.recomputed, " recomputed, ", a.escalated, " escalated");
+      for (auto [k, v] :
+           {std::pair{"abft_checked", a.gemms_checked}, std::pair{"abft_detected", a.faults_detected},
+            std::pair{"abft_corrected", a.corrected}, std::pair{"abft_recomputed", a.recomputed},
+            std::pair{"abft_escalated", a.escalated}}) {
         fields.push_back(metric(k, static_cast<double>(v)));
       }
     }
-    log::info("faults (rank 0): ", c.injected, " injected, ", c.triggers, " invariant triggers (", c.transient,
-              " transient, ", c.reproducible, " reproducible, ", c.skipped, " updates skipped), ", c.replica_checks,
-              " replica checks, ", c.replica_repairs, " repairs, ", c.rollbacks, " rollbacks", abft_line);
+    log::info("faults (rank 0): ", c.injected, " injected, ", c.triggers, " invariant triggers (",
+              c.transient, " transient, ", c.reproducible, " reproducible, ", c.skipped,
+              " updates skipped), ", c.replica_checks, " replica checks, ", c.replica_repairs, " repairs, ",
+              c.rollbacks, " rollbacks", abft_line);
     PERIGEE_CHECK(metrics_.write(fields));
   }
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));

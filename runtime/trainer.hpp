@@ -18,9 +18,9 @@
 #include "checkpoint/store.hpp"
 #include "collectives/communicator.hpp"
 #include "collectives/gradient_buckets.hpp"
+#include "core/status.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
-#include "core/status.hpp"
 #include "kernels/backend.hpp"
 #include "runtime/config.hpp"
 #include "runtime/data_loader.hpp"
@@ -38,24 +38,24 @@ struct TrainerOptions {
 
 // What the detection ladder saw and did (docs/faults.md).
 struct FaultCounters {
-  uint64_t injected = 0;           // upsets the injector applied on this rank
-  uint64_t triggers = 0;           // steps whose invariants fired
-  uint64_t transient = 0;          // re-run differed: transient fault, re-run kept
-  uint64_t reproducible = 0;       // re-run identical: batch skipped
-  uint64_t skipped = 0;            // updates not applied
+  uint64_t injected = 0;      // upsets the injector applied on this rank
+  uint64_t triggers = 0;      // steps whose invariants fired
+  uint64_t transient = 0;     // re-run differed: transient fault, re-run kept
+  uint64_t reproducible = 0;  // re-run identical: batch skipped
+  uint64_t skipped = 0;       // updates not applied
   uint64_t replica_checks = 0;
-  uint64_t replica_repairs = 0;    // minority replicas repaired from the majority
-  uint64_t rollbacks = 0;          // returns to the newest good checkpoint
+  uint64_t replica_repairs = 0;  // minority replicas repaired from the majority
+  uint64_t rollbacks = 0;        // returns to the newest good checkpoint
 };
 
 struct StepResult {
-  int64_t step = 0;         // 0-based step that just ran
-  double loss = 0.0;        // mean over the global batch
+  int64_t step = 0;   // 0-based step that just ran
+  double loss = 0.0;  // mean over the global batch
   double lr = 0.0;
   double grad_norm = 0.0;
-  double ms = 0.0;          // wall time of the step on this rank
-  double comm_ms = 0.0;     // time the gradient allreduce added after the backward pass
-  double link_ms = 0.0;     // emulated time the gradient allreduce took on the modelled links (0: real network)
+  double ms = 0.0;       // wall time of the step on this rank
+  double comm_ms = 0.0;  // time the gradient allreduce added after the backward pass
+  double link_ms = 0.0;  // emulated time the gradient allreduce took on the modelled links (0: real network)
   double tokens_per_s = 0.0;  // global tokens / step time
   bool applied = true;        // false: the ladder skipped this update
 };
@@ -65,7 +65,8 @@ class Trainer {
   // comm carries host buffers (scalars, the initial broadcast, run-directory name); it also
   // averages the gradients unless set_gradient_communicator() names one for backend buffers
   // (NCCL on device memory, or MPI behind host staging).
-  Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend, TrainerOptions options = {});
+  Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend,
+          TrainerOptions options = {});
   void set_gradient_communicator(collectives::Communicator* grad_comm) { grad_comm_ = grad_comm; }
 
   // Checks world size against the batch, opens data, builds and initialises the model

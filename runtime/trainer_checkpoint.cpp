@@ -64,18 +64,21 @@ checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotM
 checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size) {
   checkpoint::Expectation e;
   e.model_shape = shape_map(model.shape());
-  for (const char* name : {kParamsBuffer, kAdamMBuffer, kAdamVBuffer}) e.buffer_sizes[name] = model.num_parameters();
+  for (const char* name : {kParamsBuffer, kAdamMBuffer, kAdamVBuffer})
+    e.buffer_sizes[name] = model.num_parameters();
   e.world_size = world_size;
   return e;
 }
 
-Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step, DataCursor* cursor) {
+Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step,
+                          DataCursor* cursor) {
   const size_t n = model.num_parameters();
   for (auto [name, ptr] : {std::pair{kParamsBuffer, model.params()}, std::pair{kAdamMBuffer, model.adam_m()},
                            std::pair{kAdamVBuffer, model.adam_v()}}) {
     const checkpoint::Buffer* b = snapshot.find_buffer(name);
-    PERIGEE_REQUIRE(b != nullptr && b->data.size() == n, StatusCode::kInvalidArgument, "checkpoint buffer ", name,
-                    b == nullptr ? " is missing" : str_cat(" has ", b->data.size(), " values, the model has ", n));
+    PERIGEE_REQUIRE(
+        b != nullptr && b->data.size() == n, StatusCode::kInvalidArgument, "checkpoint buffer ", name,
+        b == nullptr ? " is missing" : str_cat(" has ", b->data.size(), " values, the model has ", n));
     PERIGEE_CHECK(model.backend()->copy_to_device(ptr, b->data.data(), n * sizeof(float)));
   }
   const auto& meta = snapshot.meta;

@@ -32,6 +32,7 @@ checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotM
 checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size);
 
 // Writes a loaded snapshot into the model; returns the step to continue with and the data cursor.
-Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step, DataCursor* cursor);
+Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step,
+                          DataCursor* cursor);
 
 }  // namespace perigee::runtime

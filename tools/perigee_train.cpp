@@ -55,8 +55,9 @@ int run_job(int argc, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   rt::log::set_rank(rank);
 
-  CLI::App app{"perigee-train: data-parallel GPT training (one MPI rank per node).\n"
-               "Overrides: --section.key=value, e.g. --train.lr=3e-4 --model.n_layer=6"};
+  CLI::App app{
+      "perigee-train: data-parallel GPT training (one MPI rank per node).\n"
+      "Overrides: --section.key=value, e.g. --train.lr=3e-4 --model.n_layer=6"};
   std::string config_path;
   bool print_only = false;
   app.add_option("config", config_path, "TOML config file (see docs/config.md)")->required();
@@ -97,16 +98,19 @@ int run_job(int argc, char** argv) {
 
   rt::log::info("perigee-train: ", world, " rank(s), device ", device.description, ", gradients over ",
                 comm.description);
-  rt::log::info("cuda probe (built with CUDA ", kernels::cuda::compiled_runtime_version(), "): ", device.cuda_probe);
+  rt::log::info("cuda probe (built with CUDA ", kernels::cuda::compiled_runtime_version(),
+                "): ", device.cuda_probe);
   const auto& m = trainer.model();
   rt::log::info("model: GPT ", config.model.n_layer, " layers, ", config.model.n_head, " heads, ",
-                config.model.n_embd, " channels, context ", config.model.context, ", vocab ", config.model.vocab_size,
-                " (padded ", config.model.padded_vocab, "): ", m.num_parameters(), " parameters, ",
-                m.activation_bytes() / (1024 * 1024), " MiB activations per rank (GEMM operands ",
-                kernels::dtype_name(m.activation_dtype()), ", logits ", kernels::dtype_name(m.logits_dtype()), ")");
+                config.model.n_embd, " channels, context ", config.model.context, ", vocab ",
+                config.model.vocab_size, " (padded ", config.model.padded_vocab, "): ", m.num_parameters(),
+                " parameters, ", m.activation_bytes() / (1024 * 1024),
+                " MiB activations per rank (GEMM operands ", kernels::dtype_name(m.activation_dtype()),
+                ", logits ", kernels::dtype_name(m.logits_dtype()), ")");
   rt::log::info("data: ", config.data.train_file, " (", trainer.train_loader().num_tokens(), " tokens, ",
-                trainer.train_loader().num_samples(), " samples of ", config.train.seq_len, "); global batch ",
-                config.train.batch_size, " = ", world, " x ", config.train.batch_size / world);
+                trainer.train_loader().num_samples(), " samples of ", config.train.seq_len,
+                "); global batch ", config.train.batch_size, " = ", world, " x ",
+                config.train.batch_size / world);
   rt::log::info("run directory: ", trainer.run_dir(), "\nresolved config:\n", rt::config_to_json(config));
 
   s = trainer.run();

@@ -1,13 +1,13 @@
 // bench_kernels: CUDA micro-benchmarks of the CudaBackend's kernel families at the GPT-2 124M
 // training shapes (B 16, T 1024, C 768, 12 heads, vocab 50257 padded to 50304): device copy,
 // layernorm, GELU, residual, cross-entropy and AdamW as achieved GB/s, attention and the matmul
-// GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved TFLOP/s, each against a stated peak. Every case is first checked
-// against the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the
-// backend's stream with cudaEvents (warm-up, then the mean of --reps calls).
-// Bytes are the algorithmic minimum (each operand read once, each output written once; an
-// accumulated output counts as read + written); attention FLOPs are 4 * B * NH * T^2 * hs / 2
-// forward (causal) and 2.5x that backward. Without a CUDA device it prints "no CUDA device: skipped"
-// and exits 0. Exit 1 when a correctness check fails, 2 on bad arguments.
+// GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved TFLOP/s, each against a stated peak. Every
+// case is first checked against the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then
+// timed on the backend's stream with cudaEvents (warm-up, then the mean of --reps calls). Bytes are the
+// algorithmic minimum (each operand read once, each output written once; an accumulated output counts as read
+// + written); attention FLOPs are 4 * B * NH * T^2 * hs / 2 forward (causal) and 2.5x that backward. Without
+// a CUDA device it prints "no CUDA device: skipped" and exits 0. Exit 1 when a correctness check fails, 2 on
+// bad arguments.
 //   bench_kernels [--reps 20] [--warmup 3] [--peak-gbps 3000] [--peak-fp32-tflops 66.9]
 //                 [--peak-tf32-tflops 494.7] [--peak-bf16-tflops 790] [--only name,...]
 //                 [--json bench_kernels.json]
@@ -39,7 +39,8 @@ using kernels::cuda::GpuPrecision;
 
 void die_cuda(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
-  std::fprintf(stderr, "bench_kernels: %s failed: %s (%s)\n", what, cudaGetErrorName(err), cudaGetErrorString(err));
+  std::fprintf(stderr, "bench_kernels: %s failed: %s (%s)\n", what, cudaGetErrorName(err),
+               cudaGetErrorString(err));
   std::exit(3);
 }
 
@@ -65,10 +66,10 @@ struct Case {
   std::string name;
   std::string unit;  // "GB/s" or "TFLOP/s"
   std::function<std::vector<BufSpec>(Backend*, const Dims&)> buffers;
-  OpFn prepare;  // untimed, once (may be empty)
-  OpFn op;       // the timed op
+  OpFn prepare;                               // untimed, once (may be empty)
+  OpFn op;                                    // the timed op
   std::function<double(const Dims&)> amount;  // bytes or FLOPs per call
-  std::vector<int> outputs;                    // buffers compared with the CPU
+  std::vector<int> outputs;                   // buffers compared with the CPU
   double atol = 0.0, rtol = 0.0;
   GpuPrecision precision = GpuPrecision::kFp32;  // the GPU's arithmetic (peak and tolerance)
 };
@@ -123,7 +124,9 @@ class Arena {
   std::vector<size_t> sizes_;
 };
 
-const int32_t* tok(float* p) { return reinterpret_cast<const int32_t*>(p); }
+const int32_t* tok(float* p) {
+  return reinterpret_cast<const int32_t*>(p);
+}
 
 std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
   std::vector<Case> cases;
@@ -132,21 +135,34 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
 
   // ---- layernorm: bufs out, mean, rstd, inp, weight, bias | dinp, dweight, dbias, dout
   const auto ln_bufs = [=](Backend*, const Dims& d) {
-    return std::vector<BufSpec>{zero(d.nc()), zero(d.N()), zero(d.N()), fp(d.nc(), -2.0f, 2.0f),
-                                fp(d.C, 0.5f, 1.5f), fp(d.C), fp(d.nc()), zero(d.C), zero(d.C), fp(d.nc())};
+    return std::vector<BufSpec>{zero(d.nc()),        zero(d.N()), zero(d.N()), fp(d.nc(), -2.0f, 2.0f),
+                                fp(d.C, 0.5f, 1.5f), fp(d.C),     fp(d.nc()),  zero(d.C),
+                                zero(d.C),           fp(d.nc())};
   };
   const OpFn ln_fwd = [](Backend* be, const Bufs& b, const Dims& d) {
     return be->layernorm_forward(b[0], b[1], b[2], b[3], b[4], b[5], d.N(), d.C);
   };
-  cases.push_back({"layernorm_forward", "GB/s", ln_bufs, nullptr, ln_fwd,
-                   [](const Dims& d) { return 4.0 * (2.0 * d.nc() + 2.0 * d.N() + 2.0 * d.C); }, {0, 1, 2},
-                   1e-5, 1e-5});
-  cases.push_back({"layernorm_backward", "GB/s", ln_bufs, ln_fwd,
+  cases.push_back({"layernorm_forward",
+                   "GB/s",
+                   ln_bufs,
+                   nullptr,
+                   ln_fwd,
+                   [](const Dims& d) { return 4.0 * (2.0 * d.nc() + 2.0 * d.N() + 2.0 * d.C); },
+                   {0, 1, 2},
+                   1e-5,
+                   1e-5});
+  cases.push_back({"layernorm_backward",
+                   "GB/s",
+                   ln_bufs,
+                   ln_fwd,
                    [](Backend* be, const Bufs& b, const Dims& d) {
-                     return be->layernorm_backward(b[6], b[7], b[8], b[9], b[3], b[4], b[1], b[2], d.N(), d.C);
+                     return be->layernorm_backward(b[6], b[7], b[8], b[9], b[3], b[4], b[1], b[2], d.N(),
+                                                   d.C);
                    },
-                   [](const Dims& d) { return 4.0 * (4.0 * d.nc() + 2.0 * d.N() + 5.0 * d.C); }, {6, 7, 8},
-                   1e-4, 1e-4});
+                   [](const Dims& d) { return 4.0 * (4.0 * d.nc() + 2.0 * d.N() + 5.0 * d.C); },
+                   {6, 7, 8},
+                   1e-4,
+                   1e-4});
 
   // ---- attention: bufs out, state, qkv | dqkv, dout
   const auto att_bufs = [=](Backend* be, const Dims& d) {
@@ -171,60 +187,124 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
     };
   };
   cases.push_back({"attention_forward", "TFLOP/s", att_bufs, nullptr, att_fwd, att_flops, {0}, 1e-5, 1e-4});
-  cases.push_back({"attention_backward", "TFLOP/s", att_bufs, att_fwd, att_bwd,
-                   [=](const Dims& d) { return 2.5 * att_flops(d); }, {3}, 2e-5, 2e-4});
-  cases.push_back({"attention_forward bf16", "TFLOP/s", att_bufs, nullptr, in_bf16(att_fwd), att_flops, {0}, 2e-2,
-                   2e-2, GpuPrecision::kBf16});
-  cases.push_back({"attention_backward bf16", "TFLOP/s", att_bufs, in_bf16(att_fwd), in_bf16(att_bwd),
-                   [=](const Dims& d) { return 2.5 * att_flops(d); }, {3}, 5e-2, 5e-2, GpuPrecision::kBf16});
+  cases.push_back({"attention_backward",
+                   "TFLOP/s",
+                   att_bufs,
+                   att_fwd,
+                   att_bwd,
+                   [=](const Dims& d) { return 2.5 * att_flops(d); },
+                   {3},
+                   2e-5,
+                   2e-4});
+  cases.push_back({"attention_forward bf16",
+                   "TFLOP/s",
+                   att_bufs,
+                   nullptr,
+                   in_bf16(att_fwd),
+                   att_flops,
+                   {0},
+                   2e-2,
+                   2e-2,
+                   GpuPrecision::kBf16});
+  cases.push_back({"attention_backward bf16",
+                   "TFLOP/s",
+                   att_bufs,
+                   in_bf16(att_fwd),
+                   in_bf16(att_bwd),
+                   [=](const Dims& d) { return 2.5 * att_flops(d); },
+                   {3},
+                   5e-2,
+                   5e-2,
+                   GpuPrecision::kBf16});
 
   // ---- GELU and residual on the MLP activation [N, 4C]: bufs out, inp, dinp, dout
   const auto gelu_bufs = [=](Backend*, const Dims& d) {
-    return std::vector<BufSpec>{zero(4 * d.nc()), fp(4 * d.nc(), -3.0f, 3.0f), zero(4 * d.nc()), fp(4 * d.nc())};
+    return std::vector<BufSpec>{zero(4 * d.nc()), fp(4 * d.nc(), -3.0f, 3.0f), zero(4 * d.nc()),
+                                fp(4 * d.nc())};
   };
-  cases.push_back({"gelu_forward", "GB/s", gelu_bufs, nullptr,
-                   [](Backend* be, const Bufs& b, const Dims& d) { return be->gelu_forward(b[0], b[1], 4 * d.nc()); },
-                   [](const Dims& d) { return 4.0 * 2.0 * 4.0 * d.nc(); }, {0}, 1e-7, 5e-6});
-  cases.push_back({"gelu_backward", "GB/s", gelu_bufs, nullptr,
+  cases.push_back(
+      {"gelu_forward",
+       "GB/s",
+       gelu_bufs,
+       nullptr,
+       [](Backend* be, const Bufs& b, const Dims& d) { return be->gelu_forward(b[0], b[1], 4 * d.nc()); },
+       [](const Dims& d) { return 4.0 * 2.0 * 4.0 * d.nc(); },
+       {0},
+       1e-7,
+       5e-6});
+  cases.push_back({"gelu_backward",
+                   "GB/s",
+                   gelu_bufs,
+                   nullptr,
                    [](Backend* be, const Bufs& b, const Dims& d) {
                      return be->gelu_backward(b[2], b[1], b[3], 4 * d.nc());
                    },
-                   [](const Dims& d) { return 4.0 * 4.0 * 4.0 * d.nc(); }, {2}, 1e-6, 1e-5});
-  cases.push_back({"residual_forward", "GB/s",
-                   [=](Backend*, const Dims& d) { return std::vector<BufSpec>{zero(d.nc()), fp(d.nc()), fp(d.nc())}; },
+                   [](const Dims& d) { return 4.0 * 4.0 * 4.0 * d.nc(); },
+                   {2},
+                   1e-6,
+                   1e-5});
+  cases.push_back({"residual_forward",
+                   "GB/s",
+                   [=](Backend*, const Dims& d) {
+                     return std::vector<BufSpec>{zero(d.nc()), fp(d.nc()), fp(d.nc())};
+                   },
                    nullptr,
-                   [](Backend* be, const Bufs& b, const Dims& d) { return be->residual_forward(b[0], b[1], b[2], d.nc()); },
-                   [](const Dims& d) { return 4.0 * 3.0 * d.nc(); }, {0}, 0.0, 0.0});
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->residual_forward(b[0], b[1], b[2], d.nc());
+                   },
+                   [](const Dims& d) { return 4.0 * 3.0 * d.nc(); },
+                   {0},
+                   0.0,
+                   0.0});
 
   // ---- cross-entropy over [N, Vp]: bufs losses, probs, logits, targets, dlogits
   const auto ce_bufs = [=](Backend*, const Dims& d) {
     const size_t nv = static_cast<size_t>(d.N()) * d.Vp;
-    return std::vector<BufSpec>{zero(d.N()), zero(nv), fp(nv, -4.0f, 4.0f), BufSpec{static_cast<size_t>(d.N()), 0, 0, d.V},
-                                zero(nv)};
+    return std::vector<BufSpec>{zero(d.N()), zero(nv), fp(nv, -4.0f, 4.0f),
+                                BufSpec{static_cast<size_t>(d.N()), 0, 0, d.V}, zero(nv)};
   };
   const OpFn ce_fwd = [](Backend* be, const Bufs& b, const Dims& d) {
     return be->crossentropy_forward(b[0], b[1], b[2], tok(b[3]), d.N(), d.V, d.Vp);
   };
-  cases.push_back({"crossentropy_forward", "GB/s", ce_bufs, nullptr, ce_fwd,
-                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + 2.0 * d.N()); },
-                   {0, 1}, 1e-6, 2e-6});
-  cases.push_back({"crossentropy_backward", "GB/s", ce_bufs, ce_fwd,
+  cases.push_back(
+      {"crossentropy_forward",
+       "GB/s",
+       ce_bufs,
+       nullptr,
+       ce_fwd,
+       [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + 2.0 * d.N()); },
+       {0, 1},
+       1e-6,
+       2e-6});
+  cases.push_back({"crossentropy_backward",
+                   "GB/s",
+                   ce_bufs,
+                   ce_fwd,
                    [](Backend* be, const Bufs& b, const Dims& d) {
                      return be->crossentropy_backward(b[4], b[1], tok(b[3]), 1.0f / d.N(), d.N(), d.V, d.Vp);
                    },
-                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + d.N()); }, {4},
-                   1e-9, 4e-6});
+                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + d.N()); },
+                   {4},
+                   1e-9,
+                   4e-6});
   // What a training step runs: one pass, logits read once and dlogits written (losses too).
-  cases.push_back({"crossentropy_forward_backward", "GB/s", ce_bufs, nullptr,
-                   [](Backend* be, const Bufs& b, const Dims& d) {
-                     return be->crossentropy_forward_backward(b[0], b[4], b[2], tok(b[3]), 1.0f / d.N(), d.N(),
-                                                              d.V, d.Vp);
-                   },
-                   [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + 2.0 * d.N()); },
-                   {0, 4}, 1e-6, 4e-6});
+  cases.push_back(
+      {"crossentropy_forward_backward",
+       "GB/s",
+       ce_bufs,
+       nullptr,
+       [](Backend* be, const Bufs& b, const Dims& d) {
+         return be->crossentropy_forward_backward(b[0], b[4], b[2], tok(b[3]), 1.0f / d.N(), d.N(), d.V,
+                                                  d.Vp);
+       },
+       [](const Dims& d) { return 4.0 * (2.0 * d.N() * static_cast<double>(d.Vp) + 2.0 * d.N()); },
+       {0, 4},
+       1e-6,
+       4e-6});
 
   // ---- AdamW over the whole parameter buffer: params, grads, m, v
-  cases.push_back({"adamw_update", "GB/s",
+  cases.push_back({"adamw_update",
+                   "GB/s",
                    [=](Backend*, const Dims& d) {
                      return std::vector<BufSpec>{fp(d.params, -0.1f, 0.1f), fp(d.params, -0.01f, 0.01f),
                                                  fp(d.params, -1e-3f, 1e-3f), fp(d.params, 0.0f, 1e-5f)};
@@ -237,28 +317,37 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
                      hp.step = 10;
                      return be->adamw_update(b[0], b[1], b[2], b[3], d.params, hp);
                    },
-                   [](const Dims& d) { return 28.0 * static_cast<double>(d.params); }, {0, 2, 3}, 1e-7, 1e-5});
+                   [](const Dims& d) { return 28.0 * static_cast<double>(d.params); },
+                   {0, 2, 3},
+                   1e-7,
+                   1e-5});
 
   // ---- bf16 gradient wire ([comm] grad_dtype = "bf16"): round the whole gradient to bf16 and widen it
   // back (what one all-reduce adds on each rank): grads, wire (n bf16 in n/2 4-byte slots), out.
   // CPU and GPU round alike, so the check is exact.
-  cases.push_back({"to_bf16 + from_bf16", "GB/s",
-                   [=](Backend*, const Dims& d) {
-                     return std::vector<BufSpec>{fp(d.params, -0.01f, 0.01f), zero((d.params + 1) / 2), zero(d.params)};
-                   },
-                   nullptr,
-                   [](Backend* be, const Bufs& b, const Dims& d) {
-                     auto* wire = reinterpret_cast<uint16_t*>(b[1]);
-                     PERIGEE_CHECK(be->to_bf16(wire, b[0], d.params));
-                     return be->from_bf16(b[2], wire, 0.5f, d.params);
-                   },
-                   [](const Dims& d) { return 12.0 * static_cast<double>(d.params); }, {2}, 0.0, 0.0});
+  cases.push_back(
+      {"to_bf16 + from_bf16",
+       "GB/s",
+       [=](Backend*, const Dims& d) {
+         return std::vector<BufSpec>{fp(d.params, -0.01f, 0.01f), zero((d.params + 1) / 2), zero(d.params)};
+       },
+       nullptr,
+       [](Backend* be, const Bufs& b, const Dims& d) {
+         auto* wire = reinterpret_cast<uint16_t*>(b[1]);
+         PERIGEE_CHECK(be->to_bf16(wire, b[0], d.params));
+         return be->from_bf16(b[2], wire, 0.5f, d.params);
+       },
+       [](const Dims& d) { return 12.0 * static_cast<double>(d.params); },
+       {2},
+       0.0,
+       0.0});
 
-  // ---- GEMMs of the model through matmul_forward / matmul_backward: out, inp, weight, bias, dinp, dweight, dbias, dout
+  // ---- GEMMs of the model through matmul_forward / matmul_backward: out, inp, weight, bias, dinp, dweight,
+  // dbias, dout
   struct Gemm {
     const char* name;
-    int oc_mult;    // OC = oc_mult * C (0: Vp)
-    int c_mult;     // C_in = c_mult * C
+    int oc_mult;  // OC = oc_mult * C (0: Vp)
+    int c_mult;   // C_in = c_mult * C
   };
   for (GpuPrecision precision : {GpuPrecision::kFp32, GpuPrecision::kTf32, GpuPrecision::kBf16}) {
     for (const Gemm g : {Gemm{"qkv", 3, 1}, Gemm{"fc", 4, 1}, Gemm{"fc_proj", 1, 4}, Gemm{"lm_head", 0, 1}}) {
@@ -266,35 +355,49 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
       const auto ic = [=](const Dims& d) { return g.c_mult * d.C; };
       const auto bufs = [=](Backend*, const Dims& d) {
         const size_t n = d.N(), k = ic(d), o = oc(d);
-        return std::vector<BufSpec>{zero(n * o), fp(n * k), fp(o * k, -0.1f, 0.1f), fp(o, -0.1f, 0.1f),
-                                    zero(n * k), zero(o * k), zero(o), fp(n * o, -0.1f, 0.1f)};
+        return std::vector<BufSpec>{
+            zero(n * o), fp(n * k), fp(o * k, -0.1f, 0.1f), fp(o, -0.1f, 0.1f), zero(n * k),
+            zero(o * k), zero(o),   fp(n * o, -0.1f, 0.1f)};
       };
       const auto set_mode = [=](Backend* be) {
         if (be == gpu) gpu->set_precision(precision);
       };
-      const std::string suffix = std::string(" ") + g.name + " " + kernels::cuda::gpu_precision_name(precision);
+      const std::string suffix =
+          std::string(" ") + g.name + " " + kernels::cuda::gpu_precision_name(precision);
       // Tolerances: fp32 as the unit tests (atol grows with K); TF32 has a 10-bit mantissa, bf16 an 8-bit
       // one (operands rounded: relative error about 2^-9 per product, sums of up to 4C terms).
       const double atol = precision == GpuPrecision::kBf16   ? 1e-1
                           : precision == GpuPrecision::kTf32 ? 3e-2
                                                              : 1e-4;
       const double rtol = precision == GpuPrecision::kFp32 ? 1e-5 : 2e-2;
-      cases.push_back({"matmul_forward" + suffix, "TFLOP/s", bufs, nullptr,
+      cases.push_back({"matmul_forward" + suffix,
+                       "TFLOP/s",
+                       bufs,
+                       nullptr,
                        [=](Backend* be, const Bufs& b, const Dims& d) {
                          set_mode(be);
-                         return be->matmul_forward(b[0], b[1], b[2], g.oc_mult > 0 ? b[3] : nullptr, d.N(), ic(d),
-                                                   oc(d));
+                         return be->matmul_forward(b[0], b[1], b[2], g.oc_mult > 0 ? b[3] : nullptr, d.N(),
+                                                   ic(d), oc(d));
                        },
-                       [=](const Dims& d) { return 2.0 * d.N() * static_cast<double>(ic(d)) * oc(d); }, {0}, atol,
-                       rtol, precision});
-      cases.push_back({"matmul_backward" + suffix, "TFLOP/s", bufs, nullptr,
+                       [=](const Dims& d) { return 2.0 * d.N() * static_cast<double>(ic(d)) * oc(d); },
+                       {0},
+                       atol,
+                       rtol,
+                       precision});
+      cases.push_back({"matmul_backward" + suffix,
+                       "TFLOP/s",
+                       bufs,
+                       nullptr,
                        [=](Backend* be, const Bufs& b, const Dims& d) {
                          set_mode(be);
-                         return be->matmul_backward(b[4], b[5], g.oc_mult > 0 ? b[6] : nullptr, b[7], b[1], b[2],
-                                                    d.N(), ic(d), oc(d));
+                         return be->matmul_backward(b[4], b[5], g.oc_mult > 0 ? b[6] : nullptr, b[7], b[1],
+                                                    b[2], d.N(), ic(d), oc(d));
                        },
-                       [=](const Dims& d) { return 4.0 * d.N() * static_cast<double>(ic(d)) * oc(d); }, {4, 5, 6},
-                       atol, rtol, precision});
+                       [=](const Dims& d) { return 4.0 * d.N() * static_cast<double>(ic(d)) * oc(d); },
+                       {4, 5, 6},
+                       atol,
+                       rtol,
+                       precision});
     }
   }
   return cases;
@@ -404,13 +507,15 @@ int main(int argc, char** argv) {
     return false;
   };
 
-  std::printf("# bench_kernels on %s (sm_%d%d, %d SMs): B %d T %d C %d NH %d Vp %d, AdamW %zu params; "
-              "%d warm-up + %d timed calls\n",
-              devices[0].name.c_str(), devices[0].sm_major, devices[0].sm_minor, devices[0].multiprocessors, d.B, d.T,
-              d.C, d.NH, d.Vp, d.params, warmup, reps);
-  std::printf("# peaks: memory %.0f GB/s, fp32 %.1f TFLOP/s, TF32 %.1f TFLOP/s, bf16 %.1f TFLOP/s\n", peak_gbps,
-              peak_fp32, peak_tf32, peak_bf16);
-  std::printf("%-32s %10s %12s %9s %8s %6s %s\n", "case", "ms", "achieved", "unit", "% peak", "check", "worst err/tol");
+  std::printf(
+      "# bench_kernels on %s (sm_%d%d, %d SMs): B %d T %d C %d NH %d Vp %d, AdamW %zu params; "
+      "%d warm-up + %d timed calls\n",
+      devices[0].name.c_str(), devices[0].sm_major, devices[0].sm_minor, devices[0].multiprocessors, d.B, d.T,
+      d.C, d.NH, d.Vp, d.params, warmup, reps);
+  std::printf("# peaks: memory %.0f GB/s, fp32 %.1f TFLOP/s, TF32 %.1f TFLOP/s, bf16 %.1f TFLOP/s\n",
+              peak_gbps, peak_fp32, peak_tf32, peak_bf16);
+  std::printf("%-32s %10s %12s %9s %8s %6s %s\n", "case", "ms", "achieved", "unit", "% peak", "check",
+              "worst err/tol");
   nlohmann::ordered_json results = nlohmann::json::array();
   bool all_ok = true;
 
@@ -420,12 +525,14 @@ int main(int argc, char** argv) {
     void *src = nullptr, *dst = nullptr;
     PERIGEE_CHECK_OR_DIE(gpu->allocate(&src, bytes));
     PERIGEE_CHECK_OR_DIE(gpu->allocate(&dst, bytes));
-    for (int i = 0; i < warmup; ++i) die_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gpu->stream()), "copy");
+    for (int i = 0; i < warmup; ++i)
+      die_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gpu->stream()), "copy");
     cudaEvent_t start, stop;
     die_cuda(cudaEventCreate(&start), "cudaEventCreate");
     die_cuda(cudaEventCreate(&stop), "cudaEventCreate");
     die_cuda(cudaEventRecord(start, gpu->stream()), "cudaEventRecord");
-    for (int i = 0; i < reps; ++i) die_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gpu->stream()), "copy");
+    for (int i = 0; i < reps; ++i)
+      die_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gpu->stream()), "copy");
     die_cuda(cudaEventRecord(stop, gpu->stream()), "cudaEventRecord");
     die_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
     float ms = 0.0f;
@@ -435,9 +542,16 @@ int main(int argc, char** argv) {
     gpu->release(src);
     gpu->release(dst);
     const double per = ms / reps, gbps = 2.0 * bytes / (per * 1e-3) / 1e9;
-    std::printf("%-32s %10.4f %12.1f %9s %7.1f%% %6s\n", "copy_d2d", per, gbps, "GB/s", 100.0 * gbps / peak_gbps, "-");
-    results.push_back({{"case", "copy_d2d"}, {"bytes", 2.0 * bytes}, {"ms", per}, {"achieved", gbps}, {"unit", "GB/s"},
-                       {"peak", peak_gbps}, {"pct_of_peak", 100.0 * gbps / peak_gbps}, {"check", "-"}});
+    std::printf("%-32s %10.4f %12.1f %9s %7.1f%% %6s\n", "copy_d2d", per, gbps, "GB/s",
+                100.0 * gbps / peak_gbps, "-");
+    results.push_back({{"case", "copy_d2d"},
+                       {"bytes", 2.0 * bytes},
+                       {"ms", per},
+                       {"achieved", gbps},
+                       {"unit", "GB/s"},
+                       {"peak", peak_gbps},
+                       {"pct_of_peak", 100.0 * gbps / peak_gbps},
+                       {"check", "-"}});
     std::fflush(stdout);
   }
 
@@ -450,26 +564,52 @@ int main(int argc, char** argv) {
     const double amount = c.amount(d);
     const bool bw = c.unit == "GB/s";
     const double achieved = bw ? amount / (ms * 1e-3) / 1e9 : amount / (ms * 1e-3) / 1e12;
-    const double peak = bw                                       ? peak_gbps
+    const double peak = bw                                   ? peak_gbps
                         : c.precision == GpuPrecision::kBf16 ? peak_bf16
                         : c.precision == GpuPrecision::kTf32 ? peak_tf32
                                                              : peak_fp32;
-    std::printf("%-32s %10.4f %12.2f %9s %7.1f%% %6s %.3g%s%s\n", c.name.c_str(), ms, achieved, c.unit.c_str(),
-                100.0 * achieved / peak, chk.ok ? "ok" : "FAIL", chk.worst_ratio, chk.ok ? "" : "  ",
-                chk.detail.c_str());
+    std::printf("%-32s %10.4f %12.2f %9s %7.1f%% %6s %.3g%s%s\n", c.name.c_str(), ms, achieved,
+                c.unit.c_str(), 100.0 * achieved / peak, chk.ok ? "ok" : "FAIL", chk.worst_ratio,
+                chk.ok ? "" : "  ", chk.detail.c_str());
     std::fflush(stdout);
-    results.push_back({{"case", c.name}, {bw ? "bytes" : "flops", amount}, {"ms", ms}, {"achieved", achieved},
-                       {"unit", c.unit}, {"peak", peak}, {"pct_of_peak", 100.0 * achieved / peak},
-                       {"check", chk.ok ? "ok" : "FAIL"}, {"worst_err_over_tol", chk.worst_ratio},
+    results.push_back({{"case", c.name},
+                       {bw ? "bytes" : "flops", amount},
+                       {"ms", ms},
+                       {"achieved", achieved},
+                       {"unit", c.unit},
+                       {"peak", peak},
+                       {"pct_of_peak", 100.0 * achieved / peak},
+                       {"check", chk.ok ? "ok" : "FAIL"},
+                       {"worst_err_over_tol", chk.worst_ratio},
                        {"check_detail", chk.detail}});
   }
-  nlohmann::ordered_json doc = {
-      {"benchmark", "kernels"}, {"device", devices[0].name}, {"shape", {{"B", d.B}, {"T", d.T}, {"C", d.C},
-      {"NH", d.NH}, {"V", d.V}, {"Vp", d.Vp}, {"adamw_params", d.params}}},
-      {"check_shape", {{"B", small.B}, {"T", small.T}, {"C", small.C}, {"NH", small.NH}, {"V", small.V},
-      {"Vp", small.Vp}, {"adamw_params", small.params}}},
-      {"peaks", {{"gbps", peak_gbps}, {"fp32_tflops", peak_fp32}, {"tf32_tflops", peak_tf32}, {"bf16_tflops", peak_bf16}}},
-      {"warmup", warmup}, {"reps", reps}, {"all_checks_ok", all_ok}, {"results", results}};
+  nlohmann::ordered_json doc = {{"benchmark", "kernels"},
+                                {"device", devices[0].name},
+                                {"shape",
+                                 {{"B", d.B},
+                                  {"T", d.T},
+                                  {"C", d.C},
+                                  {"NH", d.NH},
+                                  {"V", d.V},
+                                  {"Vp", d.Vp},
+                                  {"adamw_params", d.params}}},
+                                {"check_shape",
+                                 {{"B", small.B},
+                                  {"T", small.T},
+                                  {"C", small.C},
+                                  {"NH", small.NH},
+                                  {"V", small.V},
+                                  {"Vp", small.Vp},
+                                  {"adamw_params", small.params}}},
+                                {"peaks",
+                                 {{"gbps", peak_gbps},
+                                  {"fp32_tflops", peak_fp32},
+                                  {"tf32_tflops", peak_tf32},
+                                  {"bf16_tflops", peak_bf16}}},
+                                {"warmup", warmup},
+                                {"reps", reps},
+                                {"all_checks_ok", all_ok},
+                                {"results", results}};
   std::ofstream(json_path) << doc.dump(2) << "\n";
   std::printf("# wrote %s; checks %s\n", json_path.c_str(), all_ok ? "all ok" : "FAILED");
   return all_ok ? 0 : 1;

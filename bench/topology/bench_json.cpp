@@ -7,7 +7,8 @@ using nlohmann::ordered_json;
 
 nlohmann::ordered_json spec_to_json(const collectives::links::TopologySpec& s) {
   ordered_json outages = ordered_json::array();
-  for (const auto& o : s.outages) outages.push_back({{"a", o.a}, {"b", o.b}, {"start_s", o.start_s}, {"end_s", o.end_s}});
+  for (const auto& o : s.outages)
+    outages.push_back({{"a", o.a}, {"b", o.b}, {"start_s", o.start_s}, {"end_s", o.end_s}});
   return {{"kind", s.kind},
           {"planes", s.planes},
           {"sats_per_plane", s.sats_per_plane},
@@ -26,8 +27,8 @@ nlohmann::ordered_json spec_to_json(const collectives::links::TopologySpec& s) {
 namespace {
 
 ordered_json placement_json(const PlacementResult& p) {
-  return {{"time", p.time_us},     {"alg_bw", p.alg_bw},     {"bus_bw", p.bus_bw},
-          {"nwrong", p.wrong},     {"wall_us", p.wall_us},   {"model_us", p.model_us}};
+  return {{"time", p.time_us}, {"alg_bw", p.alg_bw},   {"bus_bw", p.bus_bw},
+          {"nwrong", p.wrong}, {"wall_us", p.wall_us}, {"model_us", p.model_us}};
 }
 
 ordered_json algorithm_json(const AlgorithmResult& a) {

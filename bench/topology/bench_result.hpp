@@ -13,12 +13,12 @@ namespace perigee::bench::topology {
 
 // One placement (out-of-place or in-place) of one size.
 struct PlacementResult {
-  double time_us = 0.0;      // emulated microseconds per iteration: wall / time_scale
-  double wall_us = 0.0;      // measured wall microseconds per iteration (max over ranks)
-  double model_us = 0.0;     // the timing model's duration (CollectiveStats::model_s), mean
-  double alg_bw = 0.0;       // GB/s (1e9 B), bytes / emulated time
-  double bus_bw = 0.0;       // alg_bw * 2(n-1)/n
-  long long wrong = 0;       // elements that differ from the exact sum, over all ranks
+  double time_us = 0.0;   // emulated microseconds per iteration: wall / time_scale
+  double wall_us = 0.0;   // measured wall microseconds per iteration (max over ranks)
+  double model_us = 0.0;  // the timing model's duration (CollectiveStats::model_s), mean
+  double alg_bw = 0.0;    // GB/s (1e9 B), bytes / emulated time
+  double bus_bw = 0.0;    // alg_bw * 2(n-1)/n
+  long long wrong = 0;    // elements that differ from the exact sum, over all ranks
 };
 
 struct RowResult {
@@ -33,17 +33,17 @@ struct RowResult {
 };
 
 struct AlgorithmResult {
-  std::string algorithm;              // "ring", ...
+  std::string algorithm;  // "ring", ...
   bool skipped = false;
-  std::string reason;                 // why skipped
-  double time_scale = 1.0;            // wall seconds per emulated second
-  std::string time_scale_reason;      // how it was chosen
-  double calibration_wall_s = 0.0;    // real (unemulated) wall time of the largest size, 0 if none
-  std::string formula;                // prediction at the largest size
-  std::string predicted_note;         // e.g. native: "ring schedule's prediction"
+  std::string reason;               // why skipped
+  double time_scale = 1.0;          // wall seconds per emulated second
+  std::string time_scale_reason;    // how it was chosen
+  double calibration_wall_s = 0.0;  // real (unemulated) wall time of the largest size, 0 if none
+  std::string formula;              // prediction at the largest size
+  std::string predicted_note;       // e.g. native: "ring schedule's prediction"
   std::vector<RowResult> rows;
   long long wrong_total() const;
-  double avg_bus_bw() const;          // mean busbw over every out-of-place and in-place line
+  double avg_bus_bw() const;  // mean busbw over every out-of-place and in-place line
 };
 
 struct RankMapInfo {
@@ -56,8 +56,8 @@ struct RankMapInfo {
 };
 
 struct TopologyResult {
-  std::string label;                  // suite name, e.g. "starlink_plane"
-  std::string name;                   // Topology::name()
+  std::string label;  // suite name, e.g. "starlink_plane"
+  std::string name;   // Topology::name()
   collectives::links::TopologySpec spec;
   int nodes = 0;
   int links = 0;

@@ -41,7 +41,7 @@ Status parse_algorithms(const std::vector<std::string>& names, std::vector<alg::
   out->clear();
   for (const auto& n : names) {
     if (n == "all") {
-      *out = {alg::Algorithm::kRing, alg::Algorithm::kRabenseifner, alg::Algorithm::kTorus2d,
+      *out = {alg::Algorithm::kRing,         alg::Algorithm::kRabenseifner,     alg::Algorithm::kTorus2d,
               alg::Algorithm::kHierarchical, alg::Algorithm::kDoubleBinaryTree, alg::Algorithm::kNative};
       return Status::ok();
     }
@@ -72,44 +72,54 @@ int main(int argc, char** argv) {
   single.map.mapping = "linear";
 
   app.add_option("--suite", suite, "topology preset list (" + suite_names() + "); ignored with --topology");
-  app.add_option("--topology", topology_kind,
-                 "one topology kind instead of a suite: walker_delta, walker_star, starlink_shell1, starlink_plane, "
-                 "grid, cluster, file");
+  app.add_option(
+      "--topology", topology_kind,
+      "one topology kind instead of a suite: walker_delta, walker_star, starlink_shell1, starlink_plane, "
+      "grid, cluster, file");
   app.add_option("--planes", single.spec.planes, "planes (walker_*, grid)");
   app.add_option("--sats-per-plane", single.spec.sats_per_plane, "satellites per plane (walker_*, grid)");
   app.add_option("--inclination-deg", single.spec.inclination_deg, "orbit inclination");
   app.add_option("--altitude-km", single.spec.altitude_km, "orbit altitude");
   app.add_option("--phasing", single.spec.phasing, "Walker phasing F");
   app.add_option("--bandwidth-gbps", single.spec.bandwidth_gbps, "per link and direction (Gb/s)");
-  app.add_option("--latency-ms", [&](const std::vector<std::string>& v) {
-    single.spec.fixed_latency_s = std::stod(v.at(0)) * 1e-3;
-    return true;
-  }, "grid: per-hop latency (ms)");
+  app.add_option(
+      "--latency-ms",
+      [&](const std::vector<std::string>& v) {
+        single.spec.fixed_latency_s = std::stod(v.at(0)) * 1e-3;
+        return true;
+      },
+      "grid: per-hop latency (ms)");
   app.add_option("--setup-delay-s", single.spec.setup_delay_s, "link (re)acquisition time");
   app.add_option("--graph-file", graph_file, "file topology: the graph (suite and --topology file)");
   app.add_option("--mapping", single.map.mapping, "rank map: linear, spread, grid, list");
   app.add_option("--ranks-per-satellite", single.map.ranks_per_satellite, "ranks (GPUs) per satellite");
-  app.add_option("--grid-x", single.map.grid_x, "mapping grid: satellites along a plane (0 = most square block)");
+  app.add_option("--grid-x", single.map.grid_x,
+                 "mapping grid: satellites along a plane (0 = most square block)");
   app.add_option("--grid-y", single.map.grid_y, "mapping grid: planes");
-  app.add_option("--satellites", single.map.satellites, "mapping list: satellite of each rank")->delimiter(',');
+  app.add_option("--satellites", single.map.satellites, "mapping list: satellite of each rank")
+      ->delimiter(',');
   app.add_option("--algorithms", algorithm_names,
-                 "ring, rabenseifner, torus2d, hierarchical, double_binary_tree, native, or all")->delimiter(',');
+                 "ring, rabenseifner, torus2d, hierarchical, double_binary_tree, native, or all")
+      ->delimiter(',');
   app.add_option("-b,--minbytes", min_text, "smallest size (K/M/G suffixes)");
   app.add_option("-e,--maxbytes", max_text, "largest size");
   app.add_option("-f,--stepfactor", factor, "multiplicative step");
   app.add_option("-i,--stepbytes", step_text, "additive step (bytes; overrides -f when > 0)");
   app.add_option("-w,--warmup_iters", ro.warmup, "warm-up iterations per size");
   app.add_option("-n,--iters", ro.iters, "timed iterations per size");
-  app.add_option("--time-scale", time_scale_text,
-                 "wall seconds per emulated second, or auto (per topology and algorithm; see time_scale.hpp)");
-  app.add_option("--target-wall-s", ro.policy.target_wall_s, "auto: wall time of the largest size's predicted time");
+  app.add_option(
+      "--time-scale", time_scale_text,
+      "wall seconds per emulated second, or auto (per topology and algorithm; see time_scale.hpp)");
+  app.add_option("--target-wall-s", ro.policy.target_wall_s,
+                 "auto: wall time of the largest size's predicted time");
   app.add_option("--real-margin", ro.policy.real_margin,
                  "auto: emulated wall >= this x the real zero-delay wall of the largest size");
   app.add_option("--t0-s", ro.t0_s, "emulated start time (seconds since the constellation epoch)");
   app.add_option("--overhead-us", overhead_us, "software overhead per message in the model (us)");
   app.add_option("--timeout-s", ro.timeout_s, "wall deadline of each MPI wait");
   app.add_option("--json", json_path, "write every row to this JSON file");
-  app.add_option("-d,--datatype", datatype, "element type: float, or bfloat16 (what [comm] grad_dtype = \"bf16\" sends)")
+  app.add_option("-d,--datatype", datatype,
+                 "element type: float, or bfloat16 (what [comm] grad_dtype = \"bf16\" sends)")
       ->check(CLI::IsMember({"float", "bfloat16"}));
   app.add_option("--astra-sim", astra_dir, "write ASTRA-sim network/system files per topology here");
   try {
@@ -128,7 +138,8 @@ int main(int argc, char** argv) {
   if (st.is_ok()) st = parse_bytes(step_text, &step_bytes);
   ro.type = datatype == "bfloat16" ? collectives::DataType::kBFloat16 : collectives::DataType::kFloat32;
   if (st.is_ok()) {
-    st = make_sizes(min_bytes, max_bytes, factor, step_bytes, collectives::data_type_size(ro.type), &ro.sizes);
+    st =
+        make_sizes(min_bytes, max_bytes, factor, step_bytes, collectives::data_type_size(ro.type), &ro.sizes);
   }
   if (st.is_ok()) st = parse_algorithms(algorithm_names, &ro.algorithms);
   if (st.is_ok() && time_scale_text != "auto") {

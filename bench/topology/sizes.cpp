@@ -21,10 +21,14 @@ Status parse_bytes(const std::string& text, size_t* out) {
     const std::string rest = suffix.substr(1);
     PERIGEE_REQUIRE(rest.empty() || rest == "B" || rest == "iB", StatusCode::kInvalidArgument, "bad size '",
                     text, "' (suffix must be K, M or G)");
-    if (c == 'K') mult = size_t{1} << 10;
-    else if (c == 'M') mult = size_t{1} << 20;
-    else if (c == 'G') mult = size_t{1} << 30;
-    else return make_error(StatusCode::kInvalidArgument, "bad size '", text, "' (suffix must be K, M or G)");
+    if (c == 'K')
+      mult = size_t{1} << 10;
+    else if (c == 'M')
+      mult = size_t{1} << 20;
+    else if (c == 'G')
+      mult = size_t{1} << 30;
+    else
+      return make_error(StatusCode::kInvalidArgument, "bad size '", text, "' (suffix must be K, M or G)");
   }
   *out = static_cast<size_t>(value) * mult;
   return Status::ok();
@@ -42,8 +46,10 @@ Status make_sizes(size_t min_bytes, size_t max_bytes, double factor, size_t step
   while (s <= static_cast<double>(max_bytes)) {
     const size_t bytes = static_cast<size_t>(s) / elem_bytes * elem_bytes;
     if (bytes > 0 && (out->empty() || out->back() != bytes)) out->push_back(bytes);
-    if (step > 0) s += static_cast<double>(step);
-    else s = (s < 1.0 ? 1.0 : s) * factor;
+    if (step > 0)
+      s += static_cast<double>(step);
+    else
+      s = (s < 1.0 ? 1.0 : s) * factor;
   }
   PERIGEE_REQUIRE(!out->empty(), StatusCode::kInvalidArgument, "no size from ", min_bytes, " to ", max_bytes,
                   " holds one element of ", elem_bytes, " bytes");

@@ -5,7 +5,8 @@ namespace perigee::bench::topology {
 
 namespace {
 
-TopologyCase make_case(std::string label, std::string kind, std::string mapping, int ranks_per_satellite = 1) {
+TopologyCase make_case(std::string label, std::string kind, std::string mapping,
+                       int ranks_per_satellite = 1) {
   TopologyCase c;
   c.label = std::move(label);
   c.spec.kind = std::move(kind);
@@ -20,7 +21,8 @@ void issue7(int ranks, const std::string& graph_file, std::vector<TopologyCase>*
   // "spread" (every 2nd satellite) would leave an 8-hop gap between the last rank and the first).
   TopologyCase plane = make_case("starlink_plane", "starlink_plane", "list");
   const int plane_sats = 22;
-  for (int r = 0; r < ranks && ranks <= plane_sats; ++r) plane.map.satellites.push_back(r * plane_sats / ranks);
+  for (int r = 0; r < ranks && ranks <= plane_sats; ++r)
+    plane.map.satellites.push_back(r * plane_sats / ranks);
   if (ranks > plane_sats) plane.map.mapping = "spread";  // more ranks than satellites: make_rank_map says so
   out->push_back(plane);
 
@@ -52,7 +54,9 @@ void issue7(int ranks, const std::string& graph_file, std::vector<TopologyCase>*
 
 }  // namespace
 
-std::string suite_names() { return "issue7"; }
+std::string suite_names() {
+  return "issue7";
+}
 
 Status suite_cases(const std::string& suite, int ranks, const std::string& graph_file,
                    std::vector<TopologyCase>* out) {

@@ -18,8 +18,8 @@ struct RunInfo {
   double factor = 2.0;
   size_t step_bytes = 0;
   int warmup = 1, iters = 5;
-  std::string suite;        // "" when a single topology was given
-  std::string time_scale;   // "auto" or the fixed value
+  std::string suite;       // "" when a single topology was given
+  std::string time_scale;  // "auto" or the fixed value
 };
 
 class TablePrinter {

@@ -18,11 +18,13 @@ TimeScaleChoice choose_time_scale(double predicted_s, double real_wall_s, const 
   const double floor = policy.real_margin * real_wall_s / predicted_s;
   if (floor > target) {
     c.scale = floor;
-    std::snprintf(buf, sizeof buf, "real-overhead floor: %.3g x %.3g ms real (zero-delay) wall at the largest size",
+    std::snprintf(buf, sizeof buf,
+                  "real-overhead floor: %.3g x %.3g ms real (zero-delay) wall at the largest size",
                   policy.real_margin, real_wall_s * 1e3);
   } else {
     c.scale = target;
-    std::snprintf(buf, sizeof buf, "target: largest size's predicted %.4g ms -> %.3g s wall (real zero-delay wall %.3g ms)",
+    std::snprintf(buf, sizeof buf,
+                  "target: largest size's predicted %.4g ms -> %.3g s wall (real zero-delay wall %.3g ms)",
                   predicted_s * 1e3, policy.target_wall_s, real_wall_s * 1e3);
   }
   c.reason = buf;

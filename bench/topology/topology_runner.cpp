@@ -57,8 +57,11 @@ bool shape_fits(alg::Algorithm a, const lk::RankMap& map, int p, std::string* wh
     *why = "needs the ranks on a grid block (--mapping grid on a +Grid topology); this rank map has none";
     return false;
   }
-  if (a == alg::Algorithm::kHierarchical && (map.ranks_per_satellite <= 1 || p % map.ranks_per_satellite != 0)) {
-    *why = "needs several ranks per satellite (--ranks-per-satellite > 1 dividing the ranks); with one it is the ring";
+  if (a == alg::Algorithm::kHierarchical &&
+      (map.ranks_per_satellite <= 1 || p % map.ranks_per_satellite != 0)) {
+    *why =
+        "needs several ranks per satellite (--ranks-per-satellite > 1 dividing the ranks); with one it is "
+        "the ring";
     return false;
   }
   if (a == alg::Algorithm::kAuto) {
@@ -69,13 +72,15 @@ bool shape_fits(alg::Algorithm a, const lk::RankMap& map, int p, std::string* wh
 }
 
 // The algorithm whose prediction stands for `a`: native charges the ring schedule's delay.
-alg::Algorithm predicted_as(alg::Algorithm a) { return a == alg::Algorithm::kNative ? alg::Algorithm::kRing : a; }
+alg::Algorithm predicted_as(alg::Algorithm a) {
+  return a == alg::Algorithm::kNative ? alg::Algorithm::kRing : a;
+}
 
 Status predict(alg::Algorithm a, alg::ScheduleParams shape, size_t count, const alg::RouteFn& routes,
                const RunnerOptions& opt, alg::Prediction* out) {
   shape.count = count;
-  return alg::predict_allreduce(predicted_as(a), shape, collectives::data_type_size(opt.type), routes, opt.t0_s,
-                                opt.overhead_s, out);
+  return alg::predict_allreduce(predicted_as(a), shape, collectives::data_type_size(opt.type), routes,
+                                opt.t0_s, opt.overhead_s, out);
 }
 
 struct Buffers {
@@ -132,8 +137,8 @@ Status calibrate(alg::Algorithm a, const alg::ScheduleParams& shape, size_t coun
                  Buffers& buf, double* real_s) {
   using Key = std::tuple<int, int, int, int, size_t, int>;
   static std::map<Key, double> cache;
-  const Key key{static_cast<int>(a), shape.grid_x, shape.grid_y, shape.ranks_per_node, count,
-                static_cast<int>(opt.type)};
+  const Key key{static_cast<int>(a),  shape.grid_x, shape.grid_y,
+                shape.ranks_per_node, count,        static_cast<int>(opt.type)};
   if (auto it = cache.find(key); it != cache.end()) {
     *real_s = it->second;
     return Status::ok();
@@ -144,8 +149,8 @@ Status calibrate(alg::Algorithm a, const alg::ScheduleParams& shape, size_t coun
   eo.time_scale = 1.0;
   eo.timeout_s = opt.timeout_s;
   std::unique_ptr<EmulatedLinkCommunicator> comm;
-  PERIGEE_CHECK(EmulatedLinkCommunicator::create(MPI_COMM_WORLD, alg::uniform_route_fn(world_size(), 0.0, 1e18), eo,
-                                                 &comm));
+  PERIGEE_CHECK(EmulatedLinkCommunicator::create(MPI_COMM_WORLD,
+                                                 alg::uniform_route_fn(world_size(), 0.0, 1e18), eo, &comm));
   RunnerOptions quick = opt;
   quick.warmup = 1;
   quick.iters = 2;
@@ -184,8 +189,8 @@ Status run_algorithm(alg::Algorithm a, const alg::ScheduleParams& shape, const a
     ar->time_scale_reason = "fixed (--time-scale)";
   } else {
     // The probe communicator of create() also tells whether the algorithm fits this world size.
-    Status fit = EmulatedLinkCommunicator::create(MPI_COMM_WORLD, alg::uniform_route_fn(world_size(), 0.0, 1e18), eo,
-                                                  &comm);
+    Status fit = EmulatedLinkCommunicator::create(MPI_COMM_WORLD,
+                                                  alg::uniform_route_fn(world_size(), 0.0, 1e18), eo, &comm);
     if (!fit.is_ok()) {
       ar->skipped = true;
       ar->reason = fit.message();
@@ -235,7 +240,8 @@ Status check_case(const TopologyCase& c, int ranks) {
   return Status::ok();
 }
 
-Status run_topology(const TopologyCase& c, const RunnerOptions& opt, TablePrinter* printer, TopologyResult* out) {
+Status run_topology(const TopologyCase& c, const RunnerOptions& opt, TablePrinter* printer,
+                    TopologyResult* out) {
   PERIGEE_REQUIRE(!opt.sizes.empty(), StatusCode::kInvalidArgument, "no sizes to run");
   PERIGEE_REQUIRE(opt.iters >= 1, StatusCode::kInvalidArgument, "iters must be >= 1");
   const int p = world_size();
@@ -267,8 +273,9 @@ Status run_topology(const TopologyCase& c, const RunnerOptions& opt, TablePrinte
   shape.ranks_per_node = map.ranks_per_satellite;
 
   Buffers buf;
-  PERIGEE_REQUIRE(opt.type == DataType::kFloat32 || opt.type == DataType::kBFloat16, StatusCode::kInvalidArgument,
-                  "perigee-bench runs float or bfloat16, not ", collectives::data_type_name(opt.type));
+  PERIGEE_REQUIRE(opt.type == DataType::kFloat32 || opt.type == DataType::kBFloat16,
+                  StatusCode::kInvalidArgument, "perigee-bench runs float or bfloat16, not ",
+                  collectives::data_type_name(opt.type));
   const size_t elem = collectives::data_type_size(opt.type);
   buf.send.resize(opt.sizes.back() / elem * elem);
   buf.recv.resize(opt.sizes.back() / elem * elem);

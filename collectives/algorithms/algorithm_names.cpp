@@ -7,20 +7,28 @@ namespace perigee::collectives::algorithms {
 namespace {
 
 constexpr std::array<Algorithm, 7> kAll = {
-    Algorithm::kRing,   Algorithm::kRabenseifner, Algorithm::kTorus2d, Algorithm::kHierarchical,
-    Algorithm::kDoubleBinaryTree, Algorithm::kNative, Algorithm::kAuto};
+    Algorithm::kRing,         Algorithm::kRabenseifner,     Algorithm::kTorus2d,
+    Algorithm::kHierarchical, Algorithm::kDoubleBinaryTree, Algorithm::kNative,
+    Algorithm::kAuto};
 
 }  // namespace
 
 const char* algorithm_name(Algorithm a) {
   switch (a) {
-    case Algorithm::kRing: return "ring";
-    case Algorithm::kRabenseifner: return "rabenseifner";
-    case Algorithm::kTorus2d: return "torus2d";
-    case Algorithm::kHierarchical: return "hierarchical";
-    case Algorithm::kDoubleBinaryTree: return "double_binary_tree";
-    case Algorithm::kNative: return "native";
-    case Algorithm::kAuto: return "auto";
+    case Algorithm::kRing:
+      return "ring";
+    case Algorithm::kRabenseifner:
+      return "rabenseifner";
+    case Algorithm::kTorus2d:
+      return "torus2d";
+    case Algorithm::kHierarchical:
+      return "hierarchical";
+    case Algorithm::kDoubleBinaryTree:
+      return "double_binary_tree";
+    case Algorithm::kNative:
+      return "native";
+    case Algorithm::kAuto:
+      return "auto";
   }
   return "unknown";
 }
@@ -35,8 +43,8 @@ Status parse_algorithm(const std::string& name, Algorithm* out) {
     valid += valid.empty() ? "" : ", ";
     valid += algorithm_name(a);
   }
-  return make_error(StatusCode::kInvalidArgument, "unknown collective algorithm '", name,
-                    "' (valid: ", valid, ")");
+  return make_error(StatusCode::kInvalidArgument, "unknown collective algorithm '", name, "' (valid: ", valid,
+                    ")");
 }
 
 }  // namespace perigee::collectives::algorithms

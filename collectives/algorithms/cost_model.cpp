@@ -32,7 +32,7 @@ struct EdgeCost {
   int src = 0;
   int dst = 0;
   double latency_s = 0.0;
-  double beta_s_per_byte = 0.0;  // max over its hops of (routes on the hop / hop bandwidth)
+  double beta_s_per_byte = 0.0;    // max over its hops of (routes on the hop / hop bandwidth)
   double inject_s_per_byte = 0.0;  // 1 / bottleneck bandwidth
 };
 
@@ -43,8 +43,7 @@ struct PhaseCost {
   std::vector<EdgeCost> edges;
 };
 
-Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, double t_s,
-                  PhaseCost* out) {
+Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, double t_s, PhaseCost* out) {
   struct LinkUse {
     int routes = 0;
     double bandwidth_Bps = 0.0;
@@ -57,8 +56,8 @@ Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, d
     Route& route = route_of[i];
     Status st = routes(src, dst, t_s, &route);
     if (!st.is_ok()) {
-      return make_error(st.code(), "predict_allreduce(", algorithm_name(a), "): phase ", ph.label,
-                        ", route ", src, " -> ", dst, " at t=", t_s, " s: ", st.message());
+      return make_error(st.code(), "predict_allreduce(", algorithm_name(a), "): phase ", ph.label, ", route ",
+                        src, " -> ", dst, " at t=", t_s, " s: ", st.message());
     }
     cost.alpha_s = std::max(cost.alpha_s, route.latency_s());
     for (const RouteHop& h : route.hops) {
@@ -95,8 +94,8 @@ Status phase_cost(Algorithm a, const detail::Phase& ph, const RouteFn& routes, d
 
 }  // namespace
 
-Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_bytes,
-                         const RouteFn& routes, double t_s, double overhead_s, Prediction* out) {
+Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_bytes, const RouteFn& routes,
+                         double t_s, double overhead_s, Prediction* out) {
   PERIGEE_REQUIRE(static_cast<bool>(routes), StatusCode::kInvalidArgument, "predict_allreduce(",
                   algorithm_name(a), "): no RouteFn");
   if (a == Algorithm::kAuto) {
@@ -147,11 +146,10 @@ Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_by
       }
     }
     const double after = *std::max_element(ready.begin(), ready.end());
-    pred.formula += str_cat("; ", ph.label, ": ", ph.steps, " x (", fmt(overhead_s, "s"), " + ",
-                            fmt(c.alpha_s, "s"), " + ", fmt(ph.bytes, "B"), " x ",
-                            fmt(c.beta_s_per_byte, "s/B"), ", busiest link shared by ",
-                            c.max_sharing, ph.pipelined ? ", pipelined" : "", ") -> +",
-                            fmt(after - before, "s"));
+    pred.formula +=
+        str_cat("; ", ph.label, ": ", ph.steps, " x (", fmt(overhead_s, "s"), " + ", fmt(c.alpha_s, "s"),
+                " + ", fmt(ph.bytes, "B"), " x ", fmt(c.beta_s_per_byte, "s/B"), ", busiest link shared by ",
+                c.max_sharing, ph.pipelined ? ", pipelined" : "", ") -> +", fmt(after - before, "s"));
   }
   pred.seconds = *std::max_element(ready.begin(), ready.end());
   pred.formula += str_cat(" = ", fmt(pred.seconds, "s"));
@@ -159,8 +157,8 @@ Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_by
   return Status::ok();
 }
 
-Status rank_algorithms(const ScheduleParams& p, size_t element_bytes, const RouteFn& routes,
-                       double t_s, double overhead_s, std::vector<Prediction>* out) {
+Status rank_algorithms(const ScheduleParams& p, size_t element_bytes, const RouteFn& routes, double t_s,
+                       double overhead_s, std::vector<Prediction>* out) {
   std::vector<Prediction> ranked;
   Status first_failure;
   for (Algorithm a : {Algorithm::kRing, Algorithm::kRabenseifner, Algorithm::kTorus2d,
@@ -179,12 +177,11 @@ Status rank_algorithms(const ScheduleParams& p, size_t element_bytes, const Rout
   if (ranked.empty()) {
     PERIGEE_REQUIRE(!first_failure.is_ok(), StatusCode::kInvalidArgument,
                     "rank_algorithms: no algorithm fits ", p.ranks, " ranks");
-    return make_error(StatusCode::kUnavailable, "rank_algorithms: no algorithm has its routes: ",
-                      first_failure.message());
+    return make_error(StatusCode::kUnavailable,
+                      "rank_algorithms: no algorithm has its routes: ", first_failure.message());
   }
-  std::stable_sort(ranked.begin(), ranked.end(), [](const Prediction& x, const Prediction& y) {
-    return x.seconds < y.seconds;
-  });
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const Prediction& x, const Prediction& y) { return x.seconds < y.seconds; });
   *out = std::move(ranked);
   return Status::ok();
 }

@@ -28,7 +28,7 @@ double predict_uniform_s(Algorithm a, const ScheduleParams& p, size_t bytes, con
 struct Prediction {
   Algorithm algorithm = Algorithm::kRing;
   double seconds = 0.0;
-  std::string formula;  // human-readable, e.g. "2(p-1)a + 2(p-1)/p n b, a=6.58ms b=80ps/B"
+  std::string formula;      // human-readable, e.g. "2(p-1)a + 2(p-1)/p n b, a=6.58ms b=80ps/B"
   int pipeline_chunks = 0;  // double binary tree: the chunk count this prediction assumes
 };
 
@@ -37,11 +37,11 @@ struct Prediction {
 // Double binary tree with p.pipeline_chunks == 0: the chunk count (1, 2, 4, ... 64) with the
 // lowest prediction, returned in Prediction::pipeline_chunks (long hops want few chunks: every
 // chunk adds a round of latency; fast hops want many: the tree's depth is hidden).
-Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_bytes,
-                         const RouteFn& routes, double t_s, double overhead_s, Prediction* out);
+Status predict_allreduce(Algorithm a, const ScheduleParams& p, size_t element_bytes, const RouteFn& routes,
+                         double t_s, double overhead_s, Prediction* out);
 
 // Every algorithm that fits p (skips kNative, kAuto), cheapest first.
-Status rank_algorithms(const ScheduleParams& p, size_t element_bytes, const RouteFn& routes,
-                       double t_s, double overhead_s, std::vector<Prediction>* out);
+Status rank_algorithms(const ScheduleParams& p, size_t element_bytes, const RouteFn& routes, double t_s,
+                       double overhead_s, std::vector<Prediction>* out);
 
 }  // namespace perigee::collectives::algorithms

@@ -87,20 +87,18 @@ void hierarchical_phases(const ScheduleParams& p, double n, std::vector<Phase>* 
 // One phase per run of rounds with the same active tree edges (double_binary_tree.hpp timing),
 // pipelined: a rank waits only for its tree neighbours, so a slower edge delays the ranks after it
 // once instead of slowing every round (the rounds overlap in time).
-void double_binary_tree_phases(const ScheduleParams& p, size_t element_bytes,
-                               std::vector<Phase>* out) {
+void double_binary_tree_phases(const ScheduleParams& p, size_t element_bytes, std::vector<Phase>* out) {
   const auto trees = double_binary_trees(p.ranks);
   const int chunks = double_binary_tree_chunks(p);
   const int rounds = double_binary_tree_rounds(chunks, trees);
   const size_t larger = double_binary_tree_slice(p.count, 1).count;
-  const double bytes =
-      static_cast<double>((larger + static_cast<size_t>(chunks) - 1) / static_cast<size_t>(chunks) *
-                          element_bytes);
+  const double bytes = static_cast<double>((larger + static_cast<size_t>(chunks) - 1) /
+                                           static_cast<size_t>(chunks) * element_bytes);
   Pairs previous;
   int first = 0;
   auto flush = [&](int end) {
-    add_phase(out, "rounds " + std::to_string(first) + "-" + std::to_string(end - 1), end - first,
-              bytes, previous, true);
+    add_phase(out, "rounds " + std::to_string(first) + "-" + std::to_string(end - 1), end - first, bytes,
+              previous, true);
   };
   for (int k = 0; k < rounds; ++k) {
     Pairs active;
@@ -130,15 +128,19 @@ void double_binary_tree_phases(const ScheduleParams& p, size_t element_bytes,
 
 const char* symbolic_formula(Algorithm a) {
   switch (a) {
-    case Algorithm::kRing: return "2(p-1)(a + n/p b)";
+    case Algorithm::kRing:
+      return "2(p-1)(a + n/p b)";
     case Algorithm::kRabenseifner:
       return "sum over d=1,2,..,p'/2 of 2(a_d + n/(2d) b_d), + 2(a + n b) when p != p'";
-    case Algorithm::kTorus2d: return "2(X-1)(a_X + n/X b_X) + 2(Y-1)(a_Y + n/(XY) b_Y)";
-    case Algorithm::kHierarchical: return "2(k-1)(a_i + n/k b_i) + 2(m-1)(a_o + n/(km) b_o)";
+    case Algorithm::kTorus2d:
+      return "2(X-1)(a_X + n/X b_X) + 2(Y-1)(a_Y + n/(XY) b_Y)";
+    case Algorithm::kHierarchical:
+      return "2(k-1)(a_i + n/k b_i) + 2(m-1)(a_o + n/(km) b_o)";
     case Algorithm::kDoubleBinaryTree:
       return "(C + 2H - 1) pipelined rounds of (a_edge + n/(2C) b_edge), critical path";
     case Algorithm::kNative:
-    case Algorithm::kAuto: break;
+    case Algorithm::kAuto:
+      break;
   }
   return "";
 }
@@ -151,15 +153,18 @@ bool hierarchical_fits(const ScheduleParams& p) {
   return p.ranks_per_node > 1 && p.ranks % p.ranks_per_node == 0;
 }
 
-Status allreduce_phases(Algorithm a, const ScheduleParams& p, size_t element_bytes,
-                        std::vector<Phase>* out) {
+Status allreduce_phases(Algorithm a, const ScheduleParams& p, size_t element_bytes, std::vector<Phase>* out) {
   PERIGEE_REQUIRE(p.ranks >= 1, StatusCode::kInvalidArgument, "cost model (", algorithm_name(a),
                   "): ranks = ", p.ranks, " must be >= 1");
   out->clear();
   const double n = static_cast<double>(p.count) * static_cast<double>(element_bytes);
   switch (a) {
-    case Algorithm::kRing: ring_phases(p, n, out); break;
-    case Algorithm::kRabenseifner: rabenseifner_phases(p, n, out); break;
+    case Algorithm::kRing:
+      ring_phases(p, n, out);
+      break;
+    case Algorithm::kRabenseifner:
+      rabenseifner_phases(p, n, out);
+      break;
     case Algorithm::kTorus2d:
       PERIGEE_REQUIRE(torus2d_fits(p), StatusCode::kInvalidArgument,
                       "cost model (torus2d): grid_x * grid_y = ", p.grid_x, " * ", p.grid_y,
@@ -167,12 +172,14 @@ Status allreduce_phases(Algorithm a, const ScheduleParams& p, size_t element_byt
       torus2d_phases(p, n, out);
       break;
     case Algorithm::kHierarchical:
-      PERIGEE_REQUIRE(p.ranks_per_node >= 1 && p.ranks % p.ranks_per_node == 0,
-                      StatusCode::kInvalidArgument, "cost model (hierarchical): ranks_per_node = ",
-                      p.ranks_per_node, " must be >= 1 and divide ranks = ", p.ranks);
+      PERIGEE_REQUIRE(p.ranks_per_node >= 1 && p.ranks % p.ranks_per_node == 0, StatusCode::kInvalidArgument,
+                      "cost model (hierarchical): ranks_per_node = ", p.ranks_per_node,
+                      " must be >= 1 and divide ranks = ", p.ranks);
       hierarchical_phases(p, n, out);
       break;
-    case Algorithm::kDoubleBinaryTree: double_binary_tree_phases(p, element_bytes, out); break;
+    case Algorithm::kDoubleBinaryTree:
+      double_binary_tree_phases(p, element_bytes, out);
+      break;
     case Algorithm::kNative:
     case Algorithm::kAuto:
       return make_error(StatusCode::kInvalidArgument, "cost model: algorithm '", algorithm_name(a),

@@ -15,11 +15,11 @@
 namespace perigee::collectives::algorithms::detail {
 
 struct Phase {
-  std::string label;                      // "ring", "X", "Y", "d=4", "fold", "rounds 3-9", ...
+  std::string label;  // "ring", "X", "Y", "d=4", "fold", "rounds 3-9", ...
   double steps = 0.0;
-  double bytes = 0.0;                     // per transfer in one step
-  std::vector<std::pair<int, int>> pairs; // (src, dst) transfers of one step
-  bool pipelined = false;                 // ranks wait only for their own partners
+  double bytes = 0.0;                      // per transfer in one step
+  std::vector<std::pair<int, int>> pairs;  // (src, dst) transfers of one step
+  bool pipelined = false;                  // ranks wait only for their own partners
 };
 
 // The textbook formula in words, e.g. "2(p-1)(a + n/p b)".
@@ -27,8 +27,7 @@ const char* symbolic_formula(Algorithm a);
 
 // Phases of `a` (not kNative/kAuto) for p.ranks ranks and p.count elements of element_bytes.
 // Errors when the algorithm does not fit p (torus grid, ranks_per_node).
-Status allreduce_phases(Algorithm a, const ScheduleParams& p, size_t element_bytes,
-                        std::vector<Phase>* out);
+Status allreduce_phases(Algorithm a, const ScheduleParams& p, size_t element_bytes, std::vector<Phase>* out);
 
 // Whether torus2d / hierarchical fit p (auto skips them otherwise).
 bool torus2d_fits(const ScheduleParams& p);

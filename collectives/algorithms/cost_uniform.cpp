@@ -42,7 +42,8 @@ double predict_uniform_s(Algorithm a, const ScheduleParams& p, size_t bytes, con
   }
   const double P = p.ranks;
   switch (a) {
-    case Algorithm::kRing: return 2.0 * (P - 1) * al + 2.0 * (P - 1) / P * n * b;
+    case Algorithm::kRing:
+      return 2.0 * (P - 1) * al + 2.0 * (P - 1) / P * n * b;
     case Algorithm::kRabenseifner: {
       int core = 1;
       int levels = 0;
@@ -59,8 +60,7 @@ double predict_uniform_s(Algorithm a, const ScheduleParams& p, size_t bytes, con
       if (!detail::torus2d_fits(p)) return kInf;
       const double X = p.grid_x;
       const double Y = p.grid_y;
-      return 2.0 * (X - 1) * al + 2.0 * (Y - 1) * al +
-             (2.0 * (X - 1) / X + 2.0 * (Y - 1) / (X * Y)) * n * b;
+      return 2.0 * (X - 1) * al + 2.0 * (Y - 1) * al + (2.0 * (X - 1) / X + 2.0 * (Y - 1) / (X * Y)) * n * b;
     }
     case Algorithm::kHierarchical: {
       if (p.ranks_per_node < 1 || p.ranks % p.ranks_per_node != 0) return kInf;
@@ -75,7 +75,8 @@ double predict_uniform_s(Algorithm a, const ScheduleParams& p, size_t bytes, con
       return rounds * (al + n / (2.0 * chunks) * b);
     }
     case Algorithm::kNative:
-    case Algorithm::kAuto: break;
+    case Algorithm::kAuto:
+      break;
   }
   return kInf;
 }

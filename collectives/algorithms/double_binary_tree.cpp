@@ -6,7 +6,9 @@
 namespace perigee::collectives::algorithms {
 namespace {
 
-unsigned lowest_bit(unsigned v) { return v & (~v + 1u); }
+unsigned lowest_bit(unsigned v) {
+  return v & (~v + 1u);
+}
 
 // Builds the subtree over label positions [lo, hi) (label = position + 1); returns its root rank.
 int build_range(const std::vector<int>& rank_of_label, int lo, int hi, int depth, BinaryTree* t) {

@@ -21,8 +21,8 @@ double Route::bottleneck_Bps() const {
 RouteFn uniform_route_fn(int ranks, double latency_s, double bandwidth_Bps) {
   return [ranks, latency_s, bandwidth_Bps](int src, int dst, double t_s, Route* out) -> Status {
     if (src < 0 || src >= ranks || dst < 0 || dst >= ranks) {
-      return make_error(StatusCode::kInvalidArgument, "uniform_route_fn: route from rank ", src,
-                        " to rank ", dst, " at t=", t_s, " s: ranks must be in [0, ", ranks, ")");
+      return make_error(StatusCode::kInvalidArgument, "uniform_route_fn: route from rank ", src, " to rank ",
+                        dst, " at t=", t_s, " s: ranks must be in [0, ", ranks, ")");
     }
     out->hops.clear();
     if (src != dst) out->hops.push_back(RouteHop{src * ranks + dst, latency_s, bandwidth_Bps});

@@ -18,9 +18,9 @@ struct RouteHop {
 };
 
 struct Route {
-  std::vector<RouteHop> hops;  // empty when src == dst
-  double latency_s() const;          // sum of hop latencies
-  double bottleneck_Bps() const;     // min hop bandwidth (infinity when no hops)
+  std::vector<RouteHop> hops;     // empty when src == dst
+  double latency_s() const;       // sum of hop latencies
+  double bottleneck_Bps() const;  // min hop bandwidth (infinity when no hops)
 };
 
 // Fills *out with the route from rank src to rank dst at emulated time t_s (seconds since the

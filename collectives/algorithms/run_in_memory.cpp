@@ -13,9 +13,9 @@ Status run_schedule_in_memory(const Schedule& s, std::vector<std::vector<T>>& bu
                   "run_schedule_in_memory(", algorithm_name(s.algorithm), "): ", buffers.size(),
                   " buffers for ", s.ranks, " ranks");
   for (size_t r = 0; r < buffers.size(); ++r) {
-    PERIGEE_REQUIRE(buffers[r].size() == s.count, StatusCode::kInvalidArgument,
-                    "run_schedule_in_memory(", algorithm_name(s.algorithm), "): rank ", r,
-                    " buffer holds ", buffers[r].size(), " elements, schedule expects ", s.count);
+    PERIGEE_REQUIRE(buffers[r].size() == s.count, StatusCode::kInvalidArgument, "run_schedule_in_memory(",
+                    algorithm_name(s.algorithm), "): rank ", r, " buffer holds ", buffers[r].size(),
+                    " elements, schedule expects ", s.count);
   }
   std::vector<T> staged;
   std::vector<size_t> starts;
@@ -43,9 +43,7 @@ Status run_schedule_in_memory(const Schedule& s, std::vector<std::vector<T>>& bu
 
 template Status run_schedule_in_memory<float>(const Schedule&, std::vector<std::vector<float>>&);
 template Status run_schedule_in_memory<double>(const Schedule&, std::vector<std::vector<double>>&);
-template Status run_schedule_in_memory<int32_t>(const Schedule&,
-                                                std::vector<std::vector<int32_t>>&);
-template Status run_schedule_in_memory<int64_t>(const Schedule&,
-                                                std::vector<std::vector<int64_t>>&);
+template Status run_schedule_in_memory<int32_t>(const Schedule&, std::vector<std::vector<int32_t>>&);
+template Status run_schedule_in_memory<int64_t>(const Schedule&, std::vector<std::vector<int64_t>>&);
 
 }  // namespace perigee::collectives::algorithms

@@ -28,14 +28,14 @@ enum class Algorithm {
   kAuto,              // the cheapest predicted (cost_model.hpp) for the topology and size
 };
 
-const char* algorithm_name(Algorithm a);  // "ring", "rabenseifner", "torus2d", ...
+const char* algorithm_name(Algorithm a);                          // "ring", "rabenseifner", "torus2d", ...
 Status parse_algorithm(const std::string& name, Algorithm* out);  // error lists the valid names
 
 struct Transfer {
   int src = 0;
   int dst = 0;
-  size_t offset = 0;  // first element of the slice (same offset on both sides)
-  size_t count = 0;   // elements
+  size_t offset = 0;   // first element of the slice (same offset on both sides)
+  size_t count = 0;    // elements
   bool reduce = true;  // true: dst += src slice; false: dst = src slice
 };
 
@@ -45,11 +45,11 @@ struct Round {
 
 struct ScheduleParams {
   int ranks = 1;
-  size_t count = 0;        // elements in the buffer
-  int grid_x = 0;          // torus2d: ranks per row (X, e.g. satellites per plane); ranks = grid_x * grid_y
-  int grid_y = 0;          // torus2d: rows (Y, e.g. planes)
-  int ranks_per_node = 1;  // hierarchical: consecutive ranks share a node (satellite)
-  int pipeline_chunks = 0; // double binary tree: chunks per tree; 0 = chosen from count
+  size_t count = 0;         // elements in the buffer
+  int grid_x = 0;           // torus2d: ranks per row (X, e.g. satellites per plane); ranks = grid_x * grid_y
+  int grid_y = 0;           // torus2d: rows (Y, e.g. planes)
+  int ranks_per_node = 1;   // hierarchical: consecutive ranks share a node (satellite)
+  int pipeline_chunks = 0;  // double binary tree: chunks per tree; 0 = chosen from count
 };
 
 struct Schedule {

@@ -8,8 +8,8 @@ namespace perigee::collectives::algorithms::detail {
 Status build_hierarchical(const ScheduleParams& p, Schedule* out) {
   const int k = p.ranks_per_node;
   PERIGEE_REQUIRE(k >= 1 && p.ranks % k == 0, StatusCode::kInvalidArgument,
-                  "hierarchical schedule: ranks_per_node = ", k, " must be >= 1 and divide ranks = ",
-                  p.ranks);
+                  "hierarchical schedule: ranks_per_node = ", k,
+                  " must be >= 1 and divide ranks = ", p.ranks);
   const int m = p.ranks / k;
   const Slice all{0, p.count};
   const size_t intra_rounds = static_cast<size_t>(k - 1);

@@ -9,8 +9,12 @@ namespace perigee::collectives::algorithms::detail {
 namespace {
 
 // Halves a slice as the element count allows: the lower half gets the smaller part.
-Slice lower_half(Slice s) { return Slice{s.offset, s.count / 2}; }
-Slice upper_half(Slice s) { return Slice{s.offset + s.count / 2, s.count - s.count / 2}; }
+Slice lower_half(Slice s) {
+  return Slice{s.offset, s.count / 2};
+}
+Slice upper_half(Slice s) {
+  return Slice{s.offset + s.count / 2, s.count - s.count / 2};
+}
 
 }  // namespace
 

@@ -9,8 +9,8 @@ Status build_torus2d(const ScheduleParams& p, Schedule* out) {
   const int gx = p.grid_x;
   const int gy = p.grid_y;
   PERIGEE_REQUIRE(gx >= 1 && gy >= 1 && static_cast<long long>(gx) * gy == p.ranks,
-                  StatusCode::kInvalidArgument, "torus2d schedule: grid_x * grid_y = ", gx, " * ",
-                  gy, " must equal ranks = ", p.ranks, " (set grid_x and grid_y)");
+                  StatusCode::kInvalidArgument, "torus2d schedule: grid_x * grid_y = ", gx, " * ", gy,
+                  " must equal ranks = ", p.ranks, " (set grid_x and grid_y)");
   const Slice all{0, p.count};
   const size_t x_rounds = static_cast<size_t>(gx - 1);
   const size_t y_rounds = static_cast<size_t>(2 * (gy - 1));

@@ -28,8 +28,7 @@ Status simulate_schedule(const Schedule& s, size_t element_bytes, const RouteFn&
     for (const Transfer& t : transfers) {
       PERIGEE_REQUIRE(t.src >= 0 && t.src < s.ranks && t.dst >= 0 && t.dst < s.ranks,
                       StatusCode::kInvalidArgument, "simulate_schedule(", algorithm_name(s.algorithm),
-                      "): round ", r, ": transfer ", t.src, " -> ", t.dst, " outside [0, ", s.ranks,
-                      ")");
+                      "): round ", r, ": transfer ", t.src, " -> ", t.dst, " outside [0, ", s.ranks, ")");
     }
     double round_start = tl.rank_ready_s[static_cast<size_t>(transfers.front().src)];
     for (const Transfer& t : transfers) {
@@ -41,9 +40,9 @@ Status simulate_schedule(const Schedule& s, size_t element_bytes, const RouteFn&
       const Transfer& t = transfers[i];
       Status st = routes(t.src, t.dst, round_start, &route_of[i]);
       if (!st.is_ok()) {
-        return make_error(st.code(), "simulate_schedule(", algorithm_name(s.algorithm), "): round ",
-                          r, " of ", s.rounds.size(), ", transfer ", t.src, " -> ", t.dst,
-                          " at t=", round_start, " s: ", st.message());
+        return make_error(st.code(), "simulate_schedule(", algorithm_name(s.algorithm), "): round ", r,
+                          " of ", s.rounds.size(), ", transfer ", t.src, " -> ", t.dst, " at t=", round_start,
+                          " s: ", st.message());
       }
       const double bytes = static_cast<double>(t.count * element_bytes);
       for (const RouteHop& h : route_of[i].hops) link_load[h.link] += bytes;
@@ -56,8 +55,8 @@ Status simulate_schedule(const Schedule& s, size_t element_bytes, const RouteFn&
       double transmit = 0.0;
       for (const RouteHop& h : route.hops) {
         PERIGEE_REQUIRE(h.bandwidth_Bps > 0.0, StatusCode::kInvalidArgument, "simulate_schedule(",
-                        algorithm_name(s.algorithm), "): round ", r, ": link ", h.link, " on route ",
-                        t.src, " -> ", t.dst, " has bandwidth ", h.bandwidth_Bps, " B/s");
+                        algorithm_name(s.algorithm), "): round ", r, ": link ", h.link, " on route ", t.src,
+                        " -> ", t.dst, " has bandwidth ", h.bandwidth_Bps, " B/s");
         transmit = std::max(transmit, link_load[h.link] / h.bandwidth_Bps);
       }
       const double start = tl.rank_ready_s[static_cast<size_t>(t.src)];

@@ -27,18 +27,17 @@ Status validate_schedule(const Schedule& s) {
       const Transfer& t = transfers[i];
       PERIGEE_REQUIRE(t.src >= 0 && t.src < s.ranks && t.dst >= 0 && t.dst < s.ranks,
                       StatusCode::kInvalidArgument, "validate_schedule(", algorithm_name(s.algorithm),
-                      "): round ", r, " transfer ", i, ": ranks ", t.src, " -> ", t.dst,
-                      " outside [0, ", s.ranks, ")");
+                      "): round ", r, " transfer ", i, ": ranks ", t.src, " -> ", t.dst, " outside [0, ",
+                      s.ranks, ")");
       PERIGEE_REQUIRE(t.src != t.dst, StatusCode::kInvalidArgument, "validate_schedule(",
-                      algorithm_name(s.algorithm), "): round ", r, " transfer ", i, ": rank ",
-                      t.src, " sends to itself");
-      PERIGEE_REQUIRE(t.offset <= s.count && t.count <= s.count - t.offset,
-                      StatusCode::kInvalidArgument, "validate_schedule(", algorithm_name(s.algorithm),
-                      "): round ", r, " transfer ", i, ": slice [", t.offset, ", +", t.count,
-                      ") outside the buffer of ", s.count, " elements");
+                      algorithm_name(s.algorithm), "): round ", r, " transfer ", i, ": rank ", t.src,
+                      " sends to itself");
+      PERIGEE_REQUIRE(t.offset <= s.count && t.count <= s.count - t.offset, StatusCode::kInvalidArgument,
+                      "validate_schedule(", algorithm_name(s.algorithm), "): round ", r, " transfer ", i,
+                      ": slice [", t.offset, ", +", t.count, ") outside the buffer of ", s.count,
+                      " elements");
       if (t.count > 0) {
-        incoming[static_cast<size_t>(t.dst)].push_back(
-            Incoming{t.offset, t.offset + t.count, t.reduce, i});
+        incoming[static_cast<size_t>(t.dst)].push_back(Incoming{t.offset, t.offset + t.count, t.reduce, i});
       }
     }
     for (size_t dst = 0; dst < incoming.size(); ++dst) {
@@ -50,8 +49,8 @@ Status validate_schedule(const Schedule& s) {
       for (const Incoming& in : list) {
         const bool clash = in.begin < end_overwrite || (!in.reduce && in.begin < end_any);
         PERIGEE_REQUIRE(!clash, StatusCode::kInvalidArgument, "validate_schedule(",
-                        algorithm_name(s.algorithm), "): round ", r, ": rank ", dst,
-                        " receives element ", in.begin, " more than once (transfer ", in.index,
+                        algorithm_name(s.algorithm), "): round ", r, ": rank ", dst, " receives element ",
+                        in.begin, " more than once (transfer ", in.index,
                         ") and not every such transfer reduces");
         end_any = std::max(end_any, in.end);
         if (!in.reduce) end_overwrite = std::max(end_overwrite, in.end);

@@ -19,11 +19,11 @@ struct RankMapSpec {
                                    // "grid": a gx x gy block of a +Grid (planes x per_plane)
                                    // "list": explicit satellites in `satellites`
   int ranks_per_satellite = 1;
-  std::vector<int> satellites;     // "list"
+  std::vector<int> satellites;           // "list"
   double intra_bandwidth_gbps = 3600.0;  // intra-satellite link (NVLink4-like, 450 GB/s)
   double intra_latency_s = 1e-6;
-  int grid_x = 0, grid_y = 0;      // "grid": block of grid_x satellites along a plane by grid_y
-                                   // planes; 0 x 0 = the most square shape that fits
+  int grid_x = 0, grid_y = 0;  // "grid": block of grid_x satellites along a plane by grid_y
+                               // planes; 0 x 0 = the most square shape that fits
 };
 
 struct RankMap {

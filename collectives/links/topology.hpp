@@ -26,8 +26,8 @@
 namespace perigee::collectives::links {
 
 struct Outage {
-  int a = 0, b = 0;        // satellites at the ends of the link (either order)
-  double start_s = 0.0;    // down for [start_s, end_s)
+  int a = 0, b = 0;      // satellites at the ends of the link (either order)
+  double start_s = 0.0;  // down for [start_s, end_s)
   double end_s = 0.0;
 };
 
@@ -50,7 +50,7 @@ struct TopologySpec {
 };
 
 struct LinkState {
-  int a = 0, b = 0;            // satellites
+  int a = 0, b = 0;  // satellites
   double distance_m = 0.0;
   double latency_s = 0.0;
   double bandwidth_Bps = 0.0;  // bytes per second, per direction
@@ -67,12 +67,12 @@ struct GridShape {
 class Topology {
  public:
   virtual ~Topology() = default;
-  virtual std::string name() const = 0;   // e.g. "starlink_shell1 (72x22, 53 deg, 550 km)"
+  virtual std::string name() const = 0;  // e.g. "starlink_shell1 (72x22, 53 deg, 550 km)"
   virtual int num_nodes() const = 0;
-  virtual int num_links() const = 0;      // undirected; link i has directed ids 2i (a->b), 2i+1 (b->a)
+  virtual int num_links() const = 0;  // undirected; link i has directed ids 2i (a->b), 2i+1 (b->a)
   virtual LinkState link(int i, double t_s) const = 0;
   virtual GridShape grid() const = 0;
-  virtual double period_s() const = 0;    // orbital period (0 when static)
+  virtual double period_s() const = 0;  // orbital period (0 when static)
 };
 
 // Builds the topology a spec describes. Errors name the key and the reason (bad planes, file line).

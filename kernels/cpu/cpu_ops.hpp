@@ -36,7 +36,7 @@ inline void serial_blas() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
-using kernels::check_dims;      // kernels/op_checks.hpp
+using kernels::check_dims;  // kernels/op_checks.hpp
 using kernels::check_pointers;
 
 // Half-open range of columns [begin, end).

@@ -1,12 +1,11 @@
 // Linear layer, fp32 with OpenBLAS GEMMs. inp [N, C], weight [OC, C] (row-major, out = inp @ W^T),
 // bias [OC], out [N, OC]. Backward: dinp = dout @ W (written, beta = 0), dweight += dout^T @ inp
-// (accumulated, beta = 1), dbias += column sums of dout (double accumulators, rows in order, each thread owning a
-// cache-line-aligned column range).
-// Every GEMM is cut into output tiles (at most 256 x 512) run as OpenMP tasks, each one single-threaded
-// cblas_sgemm over the whole reduction dimension. The tiling depends only on the shape, so results do
-// not depend on the thread count, and OpenBLAS never runs its own thread pool next to OpenMP's (measured
-// on a GPT-2 layer: the two pools spinning against each other cost more than OpenBLAS's own threading
-// gains over tiles).
+// (accumulated, beta = 1), dbias += column sums of dout (double accumulators, rows in order, each thread
+// owning a cache-line-aligned column range). Every GEMM is cut into output tiles (at most 256 x 512) run as
+// OpenMP tasks, each one single-threaded cblas_sgemm over the whole reduction dimension. The tiling depends
+// only on the shape, so results do not depend on the thread count, and OpenBLAS never runs its own thread
+// pool next to OpenMP's (measured on a GPT-2 layer: the two pools spinning against each other cost more than
+// OpenBLAS's own threading gains over tiles).
 #include <cblas.h>
 #include <omp.h>
 
@@ -75,8 +74,8 @@ void tiled_sgemm(int threads, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, 
 
 }  // namespace
 
-Status CpuBackend::matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias, int N,
-                                  int C, int OC) {
+Status CpuBackend::matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias,
+                                      int N, int C, int OC) {
   PERIGEE_CHECK(check_pointers("matmul_forward", {out, inp, weight}));
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
   tiled_sgemm(threads_, CblasNoTrans, CblasTrans, N, OC, C, inp, C, weight, C, 0.0f, out, OC, bias);
@@ -84,7 +83,7 @@ Status CpuBackend::matmul_forward_f32(float* out, const float* inp, const float*
 }
 
 Status CpuBackend::matmul_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout,
-                                   const float* inp, const float* weight, int N, int C, int OC) {
+                                       const float* inp, const float* weight, int N, int C, int OC) {
   PERIGEE_CHECK(check_pointers("matmul_backward", {dout}));
   PERIGEE_CHECK(check_dims("matmul_backward", {N, C, OC}));
   if (dinp != nullptr) {

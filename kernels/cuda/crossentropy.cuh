@@ -25,16 +25,20 @@ Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* 
 
 // Forward and backward in one pass (the forward kernel storing dloss * (probs - onehot) instead of
 // probs): the same losses and the same dlogits bits as the two calls; dlogits may alias logits.
-Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits, const int32_t* targets,
-                                     float dloss, int N, int V, int Vp, cudaStream_t stream);
+Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream);
 // The same with dlogits and/or logits stored as bf16 bits (kernels/act.hpp): bf16 logits are widened
 // exactly on load, a bf16 dlogits holds each fp32 value above rounded once. dlogits may alias logits only
 // when both have the same type (every element is read and rewritten by one thread).
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
-                                     const int32_t* targets, float dloss, int N, int V, int Vp, cudaStream_t stream);
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream);
 Status crossentropy_forward_backward(float* losses, float* dlogits, const uint16_t* logits,
-                                     const int32_t* targets, float dloss, int N, int V, int Vp, cudaStream_t stream);
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream);
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits,
-                                     const int32_t* targets, float dloss, int N, int V, int Vp, cudaStream_t stream);
+                                     const int32_t* targets, float dloss, int N, int V, int Vp,
+                                     cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

@@ -9,8 +9,8 @@ namespace perigee::kernels::cuda {
 
 inline Status cuda_status(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return Status::ok();
-  return make_error(StatusCode::kCudaError, what, " failed: ", cudaGetErrorName(err), " (", static_cast<int>(err),
-                    "): ", cudaGetErrorString(err));
+  return make_error(StatusCode::kCudaError, what, " failed: ", cudaGetErrorName(err), " (",
+                    static_cast<int>(err), "): ", cudaGetErrorString(err));
 }
 
 }  // namespace perigee::kernels::cuda

@@ -12,8 +12,8 @@
 #include <initializer_list>
 
 #include "core/status.hpp"
-#include "kernels/op_checks.hpp"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/op_checks.hpp"
 
 namespace perigee::kernels::cuda {
 
@@ -35,7 +35,7 @@ inline unsigned flat_grid(size_t n, int block) {
   return static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(blocks, kMaxFlatBlocks)));
 }
 
-using kernels::check_dims;      // kernels/op_checks.hpp
+using kernels::check_dims;  // kernels/op_checks.hpp
 using kernels::check_pointers;
 
 // Bytes of `count` values of T rounded up to the scratch alignment.

@@ -24,12 +24,13 @@ Status probe_devices(std::vector<DeviceInfo>* devices) {
     return make_error(StatusCode::kUnavailable, "no usable CUDA device: cudaGetDeviceCount returned ",
                       cudaGetErrorName(err), " (", static_cast<int>(err), ": ", cudaGetErrorString(err), ")");
   }
-  if (count == 0) return make_error(StatusCode::kUnavailable, "no usable CUDA device: the driver reports 0 devices");
+  if (count == 0)
+    return make_error(StatusCode::kUnavailable, "no usable CUDA device: the driver reports 0 devices");
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
     PERIGEE_CHECK_CUDA(cudaGetDeviceProperties(&prop, i));
-    devices->push_back(DeviceInfo{i, prop.name, prop.major, prop.minor, prop.totalGlobalMem,
-                                  prop.multiProcessorCount});
+    devices->push_back(
+        DeviceInfo{i, prop.name, prop.major, prop.minor, prop.totalGlobalMem, prop.multiProcessorCount});
   }
   return Status::ok();
 }
@@ -47,8 +48,8 @@ Status smoke_test_device(int index) {
   PERIGEE_CHECK_CUDA(launch);
   PERIGEE_CHECK_CUDA(copy);
   for (int i = 0; i < n; ++i) {
-    PERIGEE_REQUIRE(h[i] == i * 3 + 1, StatusCode::kCudaError, "smoke kernel on device ", index,
-                    " wrote ", h[i], " at ", i, ", expected ", i * 3 + 1);
+    PERIGEE_REQUIRE(h[i] == i * 3 + 1, StatusCode::kCudaError, "smoke kernel on device ", index, " wrote ",
+                    h[i], " at ", i, ", expected ", i * 3 + 1);
   }
   return Status::ok();
 }

@@ -34,10 +34,11 @@ Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceSc
 // The same with the partial sums in `partial` (matmul_bias_grad_partials(N, OC) doubles); when dout16 is
 // set, dout is also written to it rounded to bf16 (one read of dout for both).
 size_t matmul_bias_grad_partials(int N, int OC);
-Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC, double* partial,
-                        cudaStream_t stream);
+Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC,
+                        double* partial, cudaStream_t stream);
 // The same from a dout stored as bf16 bits (kernels/act.hpp), widened exactly.
-Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial, cudaStream_t stream);
+Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial,
+                        cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

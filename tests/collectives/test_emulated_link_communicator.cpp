@@ -55,8 +55,11 @@ struct Case {
 };
 
 std::vector<Case> cases_for(int p) {
-  std::vector<Case> cs = {{Algorithm::kRing}, {Algorithm::kRabenseifner}, {Algorithm::kDoubleBinaryTree},
-                          {Algorithm::kNative}, {Algorithm::kAuto}};
+  std::vector<Case> cs = {{Algorithm::kRing},
+                          {Algorithm::kRabenseifner},
+                          {Algorithm::kDoubleBinaryTree},
+                          {Algorithm::kNative},
+                          {Algorithm::kAuto}};
   for (int x = 2; x <= p; ++x) {
     if (p % x == 0 && p / x >= 1) {
       cs.push_back({Algorithm::kTorus2d, x, p / x});
@@ -161,9 +164,9 @@ TEST(EmulatedLinkCommunicator, Bf16HalvesTheModelledTransferTime) {
   opt.algorithm = Algorithm::kRing;
   opt.timeout_s = 30.0;
   std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1e-6, 1e9), opt,
-                                               &comm)
-                  .is_ok());
+  ASSERT_TRUE(
+      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1e-6, 1e9), opt, &comm)
+          .is_ok());
   const size_t count = 1 << 20;
   std::vector<float> f(count, 1.0f);
   std::vector<uint16_t> h(count, float_to_bf16(1.0f));
@@ -190,7 +193,8 @@ TEST(EmulatedLinkCommunicator, BroadcastAndAllGather) {
   for (size_t i = 0; i < block; ++i) mine[i] = static_cast<float>(me * 100 + static_cast<int>(i));
   ASSERT_TRUE(comm->all_gather(mine.data(), all.data(), block, DataType::kFloat32).is_ok());
   for (int r = 0; r < p; ++r) {
-    for (size_t i = 0; i < block; ++i) ASSERT_EQ(all[r * block + i], static_cast<float>(r * 100 + static_cast<int>(i)));
+    for (size_t i = 0; i < block; ++i)
+      ASSERT_EQ(all[r * block + i], static_cast<float>(r * 100 + static_cast<int>(i)));
   }
 }
 
@@ -201,7 +205,8 @@ TEST(EmulatedLinkCommunicator, WaitsForTheModelledDelay) {
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
   auto comm = make_comm(Algorithm::kRing, 0, 0, 1, 5e-3, 1.0);
   std::vector<float> buf(64, 1.0f);
-  ASSERT_TRUE(comm->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(
+      comm->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
   const CollectiveStats& s = comm->last();
   EXPECT_EQ(s.algorithm, Algorithm::kRing);
   EXPECT_NEAR(s.model_s, 2.0 * (p - 1) * 5e-3, 1e-3 * (p - 1));
@@ -209,7 +214,8 @@ TEST(EmulatedLinkCommunicator, WaitsForTheModelledDelay) {
   EXPECT_GE(comm->now_s(), s.model_s);
   // Time scale 0.1: the same model, a tenth of the wall time (lower bound only).
   auto fast = make_comm(Algorithm::kRing, 0, 0, 1, 5e-3, 0.1);
-  ASSERT_TRUE(fast->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
+  ASSERT_TRUE(
+      fast->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
   EXPECT_NEAR(fast->last().model_s, s.model_s, 1e-9);
   EXPECT_GE(fast->last().wall_s, 0.1 * s.model_s * 0.999);
 }
@@ -239,16 +245,16 @@ TEST(EmulatedLinkCommunicator, BadOptionsAreRefused) {
   EmulationOptions opt;
   opt.time_scale = 0.0;
   std::unique_ptr<EmulatedLinkCommunicator> comm;
-  Status st = EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(world_size(), 1e-6, 1e9),
-                                               opt, &comm);
+  Status st = EmulatedLinkCommunicator::create(
+      MPI_COMM_WORLD, algorithms::uniform_route_fn(world_size(), 1e-6, 1e9), opt, &comm);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("time_scale"), std::string::npos);
   opt.time_scale = 1.0;
   opt.algorithm = Algorithm::kTorus2d;
   opt.shape.grid_x = world_size() + 1;
   opt.shape.grid_y = 1;
-  st = EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(world_size(), 1e-6, 1e9), opt,
-                                        &comm);
+  st = EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(world_size(), 1e-6, 1e9),
+                                        opt, &comm);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
 }
 

@@ -17,7 +17,9 @@
 namespace perigee::fault::fault_test {
 
 // Round to the nearest bf16 (core/bf16.hpp: ties to even), kept in fp32.
-inline float bf16_round(float x) { return bf16_to_float(float_to_bf16(x)); }
+inline float bf16_round(float x) {
+  return bf16_to_float(float_to_bf16(x));
+}
 
 // Standard normal deviates (Box-Muller on FaultRng), generated once and reused at random offsets.
 class NormalPool {

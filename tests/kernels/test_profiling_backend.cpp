@@ -119,7 +119,8 @@ MiniStep run_mini_step(Backend* be) {
   PERIGEE_CHECK_OR_DIE(be->gelu_forward(g, att, nc));
   PERIGEE_CHECK_OR_DIE(be->residual_forward(res, x, g, nc));
   PERIGEE_CHECK_OR_DIE(be->matmul_forward(logits, res, wte, nullptr, kN, kC, kVp));
-  PERIGEE_CHECK_OR_DIE(be->crossentropy_forward_backward(fused_losses, fused, logits, targets, 1.0f / kN, kN, kV, kVp));
+  PERIGEE_CHECK_OR_DIE(
+      be->crossentropy_forward_backward(fused_losses, fused, logits, targets, 1.0f / kN, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->crossentropy_forward(losses, logits, logits, targets, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->crossentropy_backward(logits, logits, targets, 1.0f / kN, kN, kV, kVp));
   PERIGEE_CHECK_OR_DIE(be->matmul_backward(dres, dwte, nullptr, logits, res, wte, kN, kC, kVp));
@@ -137,12 +138,32 @@ MiniStep run_mini_step(Backend* be) {
   PERIGEE_CHECK_OR_DIE(be->memset_zero(dln, nc * sizeof(float)));
   PERIGEE_CHECK_OR_DIE(be->synchronize());
 
-  const std::vector<std::pair<const float*, size_t>> outs = {
-      {x, nc}, {mean, kN}, {rstd, kN}, {ln, nc}, {qkv, 3 * nc}, {att, nc}, {g, nc}, {res, nc},
-      {logits, size_t{kN} * kVp}, {losses, kN}, {dres, nc}, {datt, nc}, {dqkv, 3 * nc}, {dln, nc},
-      {dx, nc}, {dwte, size_t{kVp} * kC}, {dwpe, size_t{kT} * kC}, {dlnw, kC}, {dlnb, kC},
-      {dwqkv, size_t{3} * kC * kC}, {dbqkv, 3 * kC}, {wte, size_t{kVp} * kC}, {m, size_t{kVp} * kC},
-      {v, size_t{kVp} * kC}, {fused, size_t{kN} * kVp}, {fused_losses, kN}};
+  const std::vector<std::pair<const float*, size_t>> outs = {{x, nc},
+                                                             {mean, kN},
+                                                             {rstd, kN},
+                                                             {ln, nc},
+                                                             {qkv, 3 * nc},
+                                                             {att, nc},
+                                                             {g, nc},
+                                                             {res, nc},
+                                                             {logits, size_t{kN} * kVp},
+                                                             {losses, kN},
+                                                             {dres, nc},
+                                                             {datt, nc},
+                                                             {dqkv, 3 * nc},
+                                                             {dln, nc},
+                                                             {dx, nc},
+                                                             {dwte, size_t{kVp} * kC},
+                                                             {dwpe, size_t{kT} * kC},
+                                                             {dlnw, kC},
+                                                             {dlnb, kC},
+                                                             {dwqkv, size_t{3} * kC * kC},
+                                                             {dbqkv, 3 * kC},
+                                                             {wte, size_t{kVp} * kC},
+                                                             {m, size_t{kVp} * kC},
+                                                             {v, size_t{kVp} * kC},
+                                                             {fused, size_t{kN} * kVp},
+                                                             {fused_losses, kN}};
   for (const auto& [p, n] : outs) r.outputs.push_back(a.read(p, n));
   r.allocations = a.count();
   r.reads = outs.size();
@@ -164,7 +185,8 @@ void expect_bit_identical(const MiniStep& got, const MiniStep& ref) {
   ASSERT_EQ(got.outputs.size(), ref.outputs.size());
   for (size_t i = 0; i < ref.outputs.size(); ++i) {
     ASSERT_EQ(got.outputs[i].size(), ref.outputs[i].size());
-    EXPECT_EQ(std::memcmp(got.outputs[i].data(), ref.outputs[i].data(), ref.outputs[i].size() * sizeof(float)), 0)
+    EXPECT_EQ(
+        std::memcmp(got.outputs[i].data(), ref.outputs[i].data(), ref.outputs[i].size() * sizeof(float)), 0)
         << "output buffer " << i << " differs";
   }
   EXPECT_EQ(std::memcmp(&got.sum_squares, &ref.sum_squares, sizeof(double)), 0);
@@ -228,10 +250,10 @@ TEST(ProfilingBackend, ByShapeKeysSplitTheGemms) {
   ASSERT_TRUE(prof.collect().is_ok());
   std::map<std::string, uint64_t> calls;
   for (const OpStat& s : prof.stats()) calls[s.op] = s.calls;
-  const std::string qkv = "matmul_forward N=" + std::to_string(kN) + " C=" + std::to_string(kC) +
-                          " OC=" + std::to_string(3 * kC);
-  const std::string head = "matmul_forward N=" + std::to_string(kN) + " C=" + std::to_string(kC) +
-                           " OC=" + std::to_string(kVp);
+  const std::string qkv =
+      "matmul_forward N=" + std::to_string(kN) + " C=" + std::to_string(kC) + " OC=" + std::to_string(3 * kC);
+  const std::string head =
+      "matmul_forward N=" + std::to_string(kN) + " C=" + std::to_string(kC) + " OC=" + std::to_string(kVp);
   EXPECT_EQ(calls[qkv], 1u);
   EXPECT_EQ(calls[head], 1u);
   EXPECT_EQ(calls.count("matmul_forward"), 0u);

@@ -6,8 +6,8 @@
 // lr. Parameter tolerance: relative L2 difference <= 1e-5, every element within 1e-4 (lr / 30),
 // and at most 0.01 % of elements outside 1e-5 + 1e-4 |p|.
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -38,8 +38,9 @@ std::string shared_token_file(const MpiCommunicator& comm) {
     // Text-like stream: mostly a repeating phrase with noise, so losses move visibly.
     const std::string phrase = "the satellite trains in orbit. ";
     for (size_t i = 0; i < tokens.size(); ++i) {
-      tokens[i] = (rng.next() % 8 == 0) ? static_cast<int32_t>(rng.next() % 256)
-                                          : static_cast<int32_t>(static_cast<unsigned char>(phrase[i % phrase.size()]));
+      tokens[i] = (rng.next() % 8 == 0)
+                      ? static_cast<int32_t>(rng.next() % 256)
+                      : static_cast<int32_t>(static_cast<unsigned char>(phrase[i % phrase.size()]));
     }
     const std::string file = (dir / "train.bin").string();
     PERIGEE_CHECK_OR_DIE(write_token_file(file, tokens, 256));
@@ -95,8 +96,8 @@ TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_SELF, &self).is_ok());
   const Config config = tiny_config(shared_token_file(*world));
 
-  const RunResult dp = train(config, world.get());    // W ranks, batch 8 / W each
-  const RunResult ref = train(config, self.get());    // this rank alone, batch 8
+  const RunResult dp = train(config, world.get());  // W ranks, batch 8 / W each
+  const RunResult ref = train(config, self.get());  // this rank alone, batch 8
 
   ASSERT_EQ(dp.losses.size(), ref.losses.size());
   for (size_t i = 0; i < ref.losses.size(); ++i) {
@@ -114,10 +115,11 @@ TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
     outside += d > 1e-5 + 1e-4 * std::fabs(ref.params[i]);
   }
   if (world->rank() == 0) {
-    std::printf("[ ranks %d ] loss rel. diff at step 10: %.2e; params: rel. L2 %.2e, worst %.2e, %zu of %zu "
-                "outside 1e-5 + 1e-4|p|\n",
-                world->size(), std::fabs(dp.losses.back() - ref.losses.back()) / ref.losses.back(),
-                std::sqrt(diff2 / ref2), worst, outside, ref.params.size());
+    std::printf(
+        "[ ranks %d ] loss rel. diff at step 10: %.2e; params: rel. L2 %.2e, worst %.2e, %zu of %zu "
+        "outside 1e-5 + 1e-4|p|\n",
+        world->size(), std::fabs(dp.losses.back() - ref.losses.back()) / ref.losses.back(),
+        std::sqrt(diff2 / ref2), worst, outside, ref.params.size());
   }
   EXPECT_LE(std::sqrt(diff2 / ref2), 1e-5);
   EXPECT_LE(worst, 1e-4);
@@ -148,7 +150,8 @@ TEST(DataParallel, GradientBucketsMatchOneAllReduceAfterTheBackward) {
   ASSERT_EQ(after.params.size(), bucketed.params.size());
   if (p <= 2) {
     EXPECT_EQ(after.losses, bucketed.losses);
-    EXPECT_EQ(std::memcmp(after.params.data(), bucketed.params.data(), after.params.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(after.params.data(), bucketed.params.data(), after.params.size() * sizeof(float)),
+              0);
   } else {
     for (size_t i = 0; i < after.losses.size(); ++i) {
       EXPECT_NEAR(bucketed.losses[i], after.losses[i], 2e-5 * std::fabs(after.losses[i])) << "step " << i;
@@ -182,7 +185,8 @@ TEST(DataParallel, Bf16GradientAllReduce) {
   const RunResult bucketed = train(config, world.get());
   const int p = world->size();
   ASSERT_EQ(fp32.params.size(), bf16.params.size());
-  const bool same = std::memcmp(fp32.params.data(), bf16.params.data(), fp32.params.size() * sizeof(float)) == 0;
+  const bool same =
+      std::memcmp(fp32.params.data(), bf16.params.data(), fp32.params.size() * sizeof(float)) == 0;
   if (p == 1) {
     EXPECT_TRUE(same) << "one rank sends nothing, so nothing may be rounded";
     EXPECT_EQ(fp32.losses, bf16.losses);
@@ -201,11 +205,13 @@ TEST(DataParallel, Bf16GradientAllReduce) {
     EXPECT_EQ(bucketed.buckets, 3);
     if (p == 2) {
       EXPECT_EQ(bucketed.losses, bf16.losses);
-      EXPECT_EQ(std::memcmp(bucketed.params.data(), bf16.params.data(), bf16.params.size() * sizeof(float)), 0);
+      EXPECT_EQ(std::memcmp(bucketed.params.data(), bf16.params.data(), bf16.params.size() * sizeof(float)),
+                0);
     }
     if (world->rank() == 0) {
-      std::printf("[ ranks %d ] bf16 vs fp32 gradients after %d steps: loss %.6f vs %.6f, worst param diff %.2e\n", p,
-                  static_cast<int>(config.train.steps), bf16.losses.back(), fp32.losses.back(), worst);
+      std::printf(
+          "[ ranks %d ] bf16 vs fp32 gradients after %d steps: loss %.6f vs %.6f, worst param diff %.2e\n", p,
+          static_cast<int>(config.train.steps), bf16.losses.back(), fp32.losses.back(), worst);
     }
   }
   std::vector<float> rank0 = bucketed.params;

@@ -112,7 +112,8 @@ TEST(GptModel, GradientMatchesFiniteDifferencesForEveryTensor) {
   // Padded vocabulary rows never receive gradient.
   const auto* wte = m.table().find("wte.weight");
   double pad = 0.0;
-  for (size_t i = static_cast<size_t>(shape.vocab) * shape.n_embd; i < wte->size; ++i) pad += std::fabs(g[wte->offset + i]);
+  for (size_t i = static_cast<size_t>(shape.vocab) * shape.n_embd; i < wte->size; ++i)
+    pad += std::fabs(g[wte->offset + i]);
   EXPECT_EQ(pad, 0.0);
 }
 

@@ -66,7 +66,9 @@ TEST(AlgoSchedules, RoundCounts) {
       ASSERT_TRUE(build_allreduce_schedule(c.algorithm, c.params, &s).is_ok()) << c.label();
       size_t want = 0;
       switch (c.algorithm) {
-        case Algorithm::kRing: want = 2 * (p - 1); break;
+        case Algorithm::kRing:
+          want = 2 * (p - 1);
+          break;
         case Algorithm::kRabenseifner:
           want = 2 * floor_log2(p) + ((p & (p - 1)) != 0 ? 2 : 0);
           break;
@@ -82,7 +84,8 @@ TEST(AlgoSchedules, RoundCounts) {
           want = p == 1 ? 0 : double_binary_tree_chunks(c.params) + 2 * h - 1;
           break;
         }
-        default: FAIL();
+        default:
+          FAIL();
       }
       EXPECT_EQ(s.rounds.size(), want) << c.label();
     }
@@ -221,9 +224,9 @@ TEST(AlgoSchedules, RoundSemanticsSnapshotSourcesAtRoundStart) {
 }
 
 TEST(AlgoNames, RoundTrip) {
-  for (Algorithm a : {Algorithm::kRing, Algorithm::kRabenseifner, Algorithm::kTorus2d,
-                      Algorithm::kHierarchical, Algorithm::kDoubleBinaryTree, Algorithm::kNative,
-                      Algorithm::kAuto}) {
+  for (Algorithm a :
+       {Algorithm::kRing, Algorithm::kRabenseifner, Algorithm::kTorus2d, Algorithm::kHierarchical,
+        Algorithm::kDoubleBinaryTree, Algorithm::kNative, Algorithm::kAuto}) {
     Algorithm back = Algorithm::kRing;
     ASSERT_TRUE(parse_algorithm(algorithm_name(a), &back).is_ok()) << algorithm_name(a);
     EXPECT_EQ(back, a);

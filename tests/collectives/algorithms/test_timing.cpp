@@ -29,7 +29,7 @@ TEST(AlgoTiming, OneTransfer) {
   ASSERT_EQ(tl.rounds.size(), 1u);
   EXPECT_NEAR(tl.rounds[0][0].start_s, 10.0, kTol);
   EXPECT_NEAR(tl.rounds[0][0].arrive_s, 10.0 + 0.5e-3 + 1e-3 + 4e-3, kTol);
-  EXPECT_NEAR(tl.rank_ready_s[0], 10.0 + 4e-3, kTol);                   // sender: injection
+  EXPECT_NEAR(tl.rank_ready_s[0], 10.0 + 4e-3, kTol);                  // sender: injection
   EXPECT_NEAR(tl.rank_ready_s[1], 10.0 + 5.5e-3 + 4000 * 1e-7, kTol);  // arrival + reduction
   EXPECT_NEAR(tl.start_s, 10.0, kTol);
   EXPECT_NEAR(tl.duration_s(), 5.9e-3, kTol);
@@ -38,18 +38,20 @@ TEST(AlgoTiming, OneTransfer) {
 TEST(AlgoTiming, TwoTransfersSharingALinkTakeTwiceAsLong) {
   const RouteFn mesh = uniform_route_fn(3, 0.0, 1e6);
   Timeline alone;
-  ASSERT_TRUE(simulate_schedule(one_round(3, 2000, {{0, 1, 0, 1000, true}}), 4, mesh, 0.0, {},
-                                &alone).is_ok());
+  ASSERT_TRUE(
+      simulate_schedule(one_round(3, 2000, {{0, 1, 0, 1000, true}}), 4, mesh, 0.0, {}, &alone).is_ok());
   Timeline shared;
-  ASSERT_TRUE(simulate_schedule(one_round(3, 2000, {{0, 1, 0, 1000, true}, {0, 1, 1000, 1000, true}}),
-                                4, mesh, 0.0, {}, &shared).is_ok());
+  ASSERT_TRUE(simulate_schedule(one_round(3, 2000, {{0, 1, 0, 1000, true}, {0, 1, 1000, 1000, true}}), 4,
+                                mesh, 0.0, {}, &shared)
+                  .is_ok());
   EXPECT_NEAR(alone.rounds[0][0].arrive_s, 4e-3, kTol);
   EXPECT_NEAR(shared.rounds[0][0].arrive_s, 8e-3, kTol);
   EXPECT_NEAR(shared.rounds[0][1].arrive_s, 8e-3, kTol);
   // Different links (0 -> 1, 2 -> 1) do not share.
   Timeline apart;
-  ASSERT_TRUE(simulate_schedule(one_round(3, 2000, {{0, 1, 0, 1000, true}, {2, 1, 1000, 1000, true}}),
-                                4, mesh, 0.0, {}, &apart).is_ok());
+  ASSERT_TRUE(simulate_schedule(one_round(3, 2000, {{0, 1, 0, 1000, true}, {2, 1, 1000, 1000, true}}), 4,
+                                mesh, 0.0, {}, &apart)
+                  .is_ok());
   EXPECT_NEAR(apart.end_s, 4e-3, kTol);
 }
 
@@ -57,8 +59,9 @@ TEST(AlgoTiming, MultiHopRouteSharesItsBusiestHop) {
   // Ring of 4: 0 -> 2 crosses links (0,+) and (1,+); 1 -> 2 crosses (1,+): that hop carries both.
   const RouteFn ring = testing::ring_route_fn(4, 1e-3, 1e6);
   Timeline tl;
-  ASSERT_TRUE(simulate_schedule(one_round(4, 2000, {{0, 2, 0, 1000, true}, {1, 2, 1000, 1000, true}}),
-                                4, ring, 0.0, {}, &tl).is_ok());
+  ASSERT_TRUE(simulate_schedule(one_round(4, 2000, {{0, 2, 0, 1000, true}, {1, 2, 1000, 1000, true}}), 4,
+                                ring, 0.0, {}, &tl)
+                  .is_ok());
   EXPECT_NEAR(tl.rounds[0][0].arrive_s, 2e-3 + 8e-3, kTol);
   EXPECT_NEAR(tl.rounds[0][1].arrive_s, 1e-3 + 8e-3, kTol);
 }
