@@ -1,5 +1,6 @@
 // AbftBackend: the checked matmul ops (see abft_backend.hpp for the protocol).
 #include "fault/abft_backend.hpp"
+#include "fault/host_checksum_kernels.hpp"
 
 #include <algorithm>
 #include <initializer_list>

@@ -14,8 +14,9 @@
 //
 // Split for devices: ChecksumKernels does the work that reads operand or output memory (O(MK + KNn
 // + MNn) matrix-vector passes and single elements); AbftGemm is host logic on the small vectors it
-// returns. HostChecksumKernels is the CPU implementation (OpenMP, deterministic: every sum has a
-// fixed order whatever the thread count); a CUDA implementation supplies the same calls.
+// returns. HostChecksumKernels (fault/host_checksum_kernels.hpp) is the CPU implementation (OpenMP,
+// deterministic: every sum has a fixed order whatever the thread count); CudaChecksumKernels
+// (fault/cuda/abft_checksums.cuh) supplies the same calls on the GPU.
 #pragma once
 
 #include <cstddef>
@@ -114,31 +115,6 @@ class ChecksumKernels {
   virtual Status copy(float* dst, const float* src, size_t n) = 0;
   // *zero = every one of the n floats has all bits zero (+0.0).
   virtual Status all_zero(const float* x, size_t n, bool* zero) = 0;
-};
-
-// ChecksumKernels on host memory (the CPU backend); fault/host_checksum_kernels.cpp.
-class HostChecksumKernels final : public ChecksumKernels {
- public:
-  explicit HostChecksumKernels(int threads = 0);
-  int threads() const { return threads_; }
-
-  Status encode(const GemmProblem& p, const float* before, GemmEncoding* out) override;
-  Status encode_weighted(const GemmProblem& p, const float* before, GemmEncoding* out) override;
-  Status measure(const GemmProblem& p, const float* c, bool weighted, LineSums* out) override;
-  Status reference(const GemmProblem& p, const float* before, int64_t row, int64_t col,
-                   ElementReference* out) override;
-  Status read(const float* c, size_t index, float* value) override;
-  Status write(float* c, size_t index, float value) override;
-  Status copy(float* dst, const float* src, size_t n) override;
-  Status all_zero(const float* x, size_t n, bool* zero) override;
-
- private:
-  const double* ones(int64_t n);     // 1, 1, ..., 1
-  const double* weights(int64_t n);  // 1, 2, ..., n
-  int threads_;
-  std::vector<double> ones_, weights_;
-  std::vector<double> a0_, a1_, b0_, b1_;  // operand-side vectors of length K
-  std::vector<double> scratch_;            // tile partial sums of the passes
 };
 
 enum class AbftOutcome : uint8_t {

@@ -4,6 +4,7 @@
 // combined in a fixed tree, column sums add the tile's rows in order; a row's tile partials are
 // added in column-tile order and a column's in row-tile order. Partitions depend on shapes only,
 // so checksums do not depend on the thread count.
+#include "fault/host_checksum_kernels.hpp"
 #include "fault/abft_gemm.hpp"
 
 #include <omp.h>

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fault/abft_backend.hpp"
+#include "fault/host_checksum_kernels.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "test_fault_util.hpp"
 

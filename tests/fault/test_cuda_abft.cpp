@@ -18,6 +18,7 @@
 #include "fault/abft_backend.hpp"
 #include "fault/abft_gemm.hpp"
 #include "fault/cuda/abft_checksums_factory.hpp"
+#include "fault/host_checksum_kernels.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
 
