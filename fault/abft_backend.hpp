@@ -136,6 +136,12 @@ class AbftBackend final : public kernels::Backend {
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override {
     return inner_->residual_forward(out, a, b, n);
   }
+  bool fuses_residual_layernorm() const override { return inner_->fuses_residual_layernorm(); }
+  Status residual_layernorm_forward(float* residual, kernels::Act out, float* mean, float* rstd,
+                                    const float* a, const float* b, const float* weight, const float* bias,
+                                    int N, int C) override {
+    return inner_->residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias, N, C);
+  }
   Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
                               int V, int Vp) override {
     return inner_->crossentropy_forward(losses, probs, logits, targets, N, V, Vp);

@@ -16,4 +16,11 @@ Status Backend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias, Con
   return gelu_backward(dpre, pre, dpre, static_cast<size_t>(N) * C);
 }
 
+Status Backend::residual_layernorm_forward(float* residual, Act out, float* mean, float* rstd, const float* a,
+                                           const float* b, const float* weight, const float* bias, int N,
+                                           int C) {
+  PERIGEE_CHECK(residual_forward(residual, a, b, static_cast<size_t>(N) * static_cast<size_t>(C)));
+  return layernorm_forward(out, mean, rstd, residual, weight, bias, N, C);
+}
+
 }  // namespace perigee::kernels

@@ -91,6 +91,15 @@ class Backend {
   // out = a + b (out may alias a or b).
   virtual Status residual_forward(float* out, const float* a, const float* b, size_t n) = 0;
 
+  // ---- the residual add fused with the LayerNorm that reads its sum (twice per layer in GPT-2):
+  // residual = a + b [N, C] (may alias a or b), then layernorm_forward(out, mean, rstd, residual, ...).
+  // The default runs the two ops; a fusing backend (fuses_residual_layernorm()) gives the same bits
+  // in one pass that reads a and b once and never reads the sum back from memory.
+  virtual bool fuses_residual_layernorm() const { return false; }
+  virtual Status residual_layernorm_forward(float* residual, Act out, float* mean, float* rstd,
+                                            const float* a, const float* b, const float* weight,
+                                            const float* bias, int N, int C);
+
   // ---- fused forms of the MLP's GELU with its neighbouring linear layers. The defaults run the ops
   // above in order, so a backend that does not fuse (fuses_gelu() false) gives exactly the unfused
   // results; a fusing backend (the CUDA backend with gelu_fusion on: cuBLASLt GELU epilogues) may differ

@@ -256,6 +256,17 @@ Status ProfilingBackend::matmul_backward_gelu(Act dpre, float* dweight, float* d
   });
 }
 
+Status ProfilingBackend::residual_layernorm_forward(float* residual, Act out, float* mean, float* rstd,
+                                                    const float* a, const float* b, const float* weight,
+                                                    const float* bias, int N, int C) {
+  if (!inner_->fuses_residual_layernorm()) {
+    return Backend::residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias, N, C);
+  }
+  return timed(slot("residual_layernorm_forward", {{"N", N}, {"C", C}}), [&] {
+    return inner_->residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias, N, C);
+  });
+}
+
 Status ProfilingBackend::residual_forward(float* out, const float* a, const float* b, size_t n) {
   return timed(slot("residual_forward", {{"n", static_cast<int64_t>(n)}}),
                [&] { return inner_->residual_forward(out, a, b, n); });

@@ -116,12 +116,17 @@ class ProfilingBackend final : public Backend {
   Status gelu_forward(Act out, ConstAct inp, size_t n) override;
   Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) override;
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
-  // Timed as one op when the inner backend fuses them; else the unfused ops are timed one by one.
+  // Fused ops: timed as one op when the inner backend fuses them; else the unfused ops are timed one by
+  // one.
   bool fuses_gelu() const override { return inner_->fuses_gelu(); }
   Status matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight, const float* bias, int N,
                              int C, int OC) override;
   Status matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                               const float* weight, ConstAct pre, int N, int C, int OC) override;
+  bool fuses_residual_layernorm() const override { return inner_->fuses_residual_layernorm(); }
+  Status residual_layernorm_forward(float* residual, Act out, float* mean, float* rstd, const float* a,
+                                    const float* b, const float* weight, const float* bias, int N,
+                                    int C) override;
   Status crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int N,
                               int V, int Vp) override;
   Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,

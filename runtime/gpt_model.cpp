@@ -251,7 +251,11 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
   auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
   PERIGEE_CHECK(k.encoder_forward(f32(a.encoded), tokens_, P("wte.weight"), P("wpe.weight"), B, T, C));
+  // Each residual add is fused with the LayerNorm that reads its sum (ln_2 of the layer, then ln_1 of the
+  // next layer or ln_f): Backend::residual_layernorm_forward, the same bits as the two ops.
   const float* residual = f32(a.encoded);
+  PERIGEE_CHECK(k.layernorm_forward(act(a.ln1, 0), f32(a.ln1_mean, 0), f32(a.ln1_rstd, 0), residual,
+                                    P("h.0.ln_1.weight"), P("h.0.ln_1.bias"), N, C));
   for (int l = 0; l < L; ++l) {
     const std::string p = str_cat("h.", l, ".");
     const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
@@ -260,25 +264,29 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
     float* residual3 = f32(a.residual3, l);
     float* tmp = f32(a.tmp);
 
-    PERIGEE_CHECK(k.layernorm_forward(ln1, f32(a.ln1_mean, l), f32(a.ln1_rstd, l), residual,
-                                      P(p + "ln_1.weight"), P(p + "ln_1.bias"), N, C));
     PERIGEE_CHECK(
         k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
     PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, l), qkv, B, T, C, NH));
     PERIGEE_CHECK(
         k.matmul_forward(tmp, atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"), N, C, C));
-    PERIGEE_CHECK(k.residual_forward(residual2, residual, tmp, nc));
-    PERIGEE_CHECK(k.layernorm_forward(ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l), residual2,
-                                      P(p + "ln_2.weight"), P(p + "ln_2.bias"), N, C));
+    PERIGEE_CHECK(k.residual_layernorm_forward(residual2, ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l),
+                                               residual, tmp, P(p + "ln_2.weight"), P(p + "ln_2.bias"), N,
+                                               C));
     PERIGEE_CHECK(k.matmul_gelu_forward(fch, fch_gelu, ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"),
                                         N, C, 4 * C));
     PERIGEE_CHECK(
         k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
-    PERIGEE_CHECK(k.residual_forward(residual3, residual2, tmp, nc));
+    if (l + 1 < L) {
+      const std::string next = str_cat("h.", l + 1, ".");
+      PERIGEE_CHECK(k.residual_layernorm_forward(residual3, act(a.ln1, l + 1), f32(a.ln1_mean, l + 1),
+                                                 f32(a.ln1_rstd, l + 1), residual2, tmp,
+                                                 P(next + "ln_1.weight"), P(next + "ln_1.bias"), N, C));
+    } else {
+      PERIGEE_CHECK(k.residual_layernorm_forward(residual3, act(a.lnf), f32(a.lnf_mean), f32(a.lnf_rstd),
+                                                 residual2, tmp, P("ln_f.weight"), P("ln_f.bias"), N, C));
+    }
     residual = residual3;
   }
-  PERIGEE_CHECK(k.layernorm_forward(act(a.lnf), f32(a.lnf_mean), f32(a.lnf_rstd), residual, P("ln_f.weight"),
-                                    P("ln_f.bias"), N, C));
   PERIGEE_CHECK(k.matmul_forward(act(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
   last_B_ = B;
   last_T_ = T;

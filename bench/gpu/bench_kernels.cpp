@@ -1,13 +1,13 @@
 // bench_kernels: CUDA micro-benchmarks of the CudaBackend's kernel families at the GPT-2 124M
-// training shapes (B 16, T 1024, C 768, 12 heads, vocab 50257 padded to 50304): device copy,
-// layernorm, GELU, residual, cross-entropy and AdamW as achieved GB/s, attention and the matmul
-// GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved TFLOP/s, each against a stated peak. Every
-// case is first checked against the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then
-// timed on the backend's stream with cudaEvents (warm-up, then the mean of --reps calls). Bytes are the
-// algorithmic minimum (each operand read once, each output written once; an accumulated output counts as read
-// + written); attention FLOPs are 4 * B * NH * T^2 * hs / 2 forward (causal) and 2.5x that backward. Without
-// a CUDA device it prints "no CUDA device: skipped" and exits 0. Exit 1 when a correctness check fails, 2 on
-// bad arguments.
+// training shapes (B 16, T 1024, C 768, 12 heads, vocab 50257 padded to 50304): device copy, layernorm
+// (alone and with the residual add fused in front), GELU, residual, cross-entropy and AdamW as achieved
+// GB/s, attention and the matmul GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved
+// TFLOP/s, each against a stated peak. Every case is first checked against the CPU backend on a small
+// shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the backend's stream with cudaEvents
+// (warm-up, then the mean of --reps calls). Bytes are the algorithmic minimum (each operand read once,
+// each output written once; an accumulated output counts as read + written); attention FLOPs are
+// 4 * B * NH * T^2 * hs / 2 forward (causal) and 2.5x that backward. Without a CUDA device it prints
+// "no CUDA device: skipped" and exits 0. Exit 1 when a correctness check fails, 2 on bad arguments.
 //   bench_kernels [--reps 20] [--warmup 3] [--peak-gbps 3000] [--peak-fp32-tflops 66.9]
 //                 [--peak-tf32-tflops 494.7] [--peak-bf16-tflops 790] [--only name,...]
 //                 [--json bench_kernels.json]
@@ -149,6 +149,19 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
                    ln_fwd,
                    [](const Dims& d) { return 4.0 * (2.0 * d.nc() + 2.0 * d.N() + 2.0 * d.C); },
                    {0, 1, 2},
+                   1e-5,
+                   1e-5});
+  // The residual add in front (what the model runs): sum = inp + b[6] written to b[9], then the LayerNorm.
+  cases.push_back({"residual_layernorm_forward",
+                   "GB/s",
+                   ln_bufs,
+                   nullptr,
+                   [](Backend* be, const Bufs& b, const Dims& d) {
+                     return be->residual_layernorm_forward(b[9], b[0], b[1], b[2], b[3], b[6], b[4], b[5],
+                                                           d.N(), d.C);
+                   },
+                   [](const Dims& d) { return 4.0 * (4.0 * d.nc() + 2.0 * d.N() + 2.0 * d.C); },
+                   {0, 1, 2, 9},
                    1e-5,
                    1e-5});
   cases.push_back({"layernorm_backward",

@@ -22,6 +22,19 @@ Status CudaBackend::layernorm_forward(Act out, float* mean, float* rstd, const f
   return Status::ok();
 }
 
+Status CudaBackend::residual_layernorm_forward(float* residual, Act out, float* mean, float* rstd,
+                                               const float* a, const float* b, const float* weight,
+                                               const float* bias, int N, int C) {
+  if (out.is_f32()) {
+    PERIGEE_CHECK(
+        cuda::residual_layernorm_forward(residual, out.f32(), mean, rstd, a, b, weight, bias, N, C, stream_));
+  } else {
+    PERIGEE_CHECK(cuda::residual_layernorm_forward(residual, out.bf16(), mean, rstd, a, b, weight, bias, N, C,
+                                                   stream_));
+  }
+  return Status::ok();
+}
+
 Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N,
                                    int C, int OC) {
   if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);

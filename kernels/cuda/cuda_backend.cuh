@@ -74,6 +74,11 @@ class CudaBackend final : public Backend {
   Status gelu_forward(Act out, ConstAct inp, size_t n) override;
   Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) override;
   Status residual_forward(float* out, const float* a, const float* b, size_t n) override;
+  // One kernel (layernorm.cuh), the same bits as the two ops, for every precision and storage of `out`.
+  bool fuses_residual_layernorm() const override { return true; }
+  Status residual_layernorm_forward(float* residual, Act out, float* mean, float* rstd, const float* a,
+                                    const float* b, const float* weight, const float* bias, int N,
+                                    int C) override;
   // Fused (cuBLASLt GELU_AUX_BIAS / DGELU epilogues) when fuses_gelu() and cuBLASLt has the algorithm,
   // else Backend's unfused forms.
   bool fuses_gelu() const override { return gelu_fusion_ && precision_ == GpuPrecision::kBf16; }

@@ -22,16 +22,30 @@ constexpr int kMaxVec = 8;  // float4 per lane of the vectorised backward: C <= 
 
 // ---- CUDA kernels
 
-template <typename Out>
-__global__ void layernorm_forward_kernel(Out* out, float* mean, float* rstd, const float* inp,
-                                         const float* weight, const float* bias, int N, int C) {
+// kAdd: the row is first formed as sum = inp + inp2 (the residual add, fp32), written to `sum` and
+// normalised from there (each lane reads back only the columns it wrote); else the row is inp.
+template <typename Out, bool kAdd>
+__global__ void layernorm_forward_kernel(Out* out, float* mean, float* rstd, float* sum, const float* inp,
+                                         const float* inp2, const float* weight, const float* bias, int N,
+                                         int C) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= N) return;  // whole warps leave together
   const float* x = inp + row * C;
-  double sum = 0.0;
-  for (int c = lane; c < C; c += kWarpSize) sum += static_cast<double>(x[c]);
-  const double m = group_sum(sum) / C;
+  double total = 0.0;
+  if constexpr (kAdd) {
+    const float* y = inp2 + row * C;
+    float* r = sum + row * C;
+    for (int c = lane; c < C; c += kWarpSize) {
+      const float v = x[c] + y[c];
+      r[c] = v;
+      total += static_cast<double>(v);
+    }
+    x = r;
+  } else {
+    for (int c = lane; c < C; c += kWarpSize) total += static_cast<double>(x[c]);
+  }
+  const double m = group_sum(total) / C;
   double sq = 0.0;
   for (int c = lane; c < C; c += kWarpSize) {
     const double d = static_cast<double>(x[c]) - m;
@@ -322,8 +336,21 @@ Status launch_layernorm_forward(Out* out, float* mean, float* rstd, const float*
                                 const float* bias, int N, int C, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("layernorm_forward", {out, mean, rstd, inp, weight, bias}));
   PERIGEE_CHECK(check_dims("layernorm_forward", {N, C}));
-  layernorm_forward_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(out, mean, rstd, inp, weight,
-                                                                                 bias, N, C);
+  layernorm_forward_kernel<Out, false><<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(
+      out, mean, rstd, nullptr, inp, nullptr, weight, bias, N, C);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
+template <typename Out>
+Status launch_residual_layernorm_forward(float* residual, Out* out, float* mean, float* rstd, const float* a,
+                                         const float* b, const float* weight, const float* bias, int N, int C,
+                                         cudaStream_t stream) {
+  PERIGEE_CHECK(
+      check_pointers("residual_layernorm_forward", {residual, out, mean, rstd, a, b, weight, bias}));
+  PERIGEE_CHECK(check_dims("residual_layernorm_forward", {N, C}));
+  layernorm_forward_kernel<Out, true><<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(
+      out, mean, rstd, residual, a, b, weight, bias, N, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
@@ -340,6 +367,18 @@ Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
 Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* inp, const float* weight,
                          const float* bias, int N, int C, cudaStream_t stream) {
   return launch_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream);
+}
+
+Status residual_layernorm_forward(float* residual, float* out, float* mean, float* rstd, const float* a,
+                                  const float* b, const float* weight, const float* bias, int N, int C,
+                                  cudaStream_t stream) {
+  return launch_residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias, N, C, stream);
+}
+
+Status residual_layernorm_forward(float* residual, uint16_t* out, float* mean, float* rstd, const float* a,
+                                  const float* b, const float* weight, const float* bias, int N, int C,
+                                  cudaStream_t stream) {
+  return launch_residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias, N, C, stream);
 }
 
 Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

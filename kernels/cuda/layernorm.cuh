@@ -1,6 +1,7 @@
 // LayerNorm over the last dimension, fp32 storage, double accumulation of every reduction.
 // inp/out/dout/dinp [N, C], weight/bias [C], mean/rstd [N]; eps = 1e-5f, biased variance.
-// Forward: one warp per row (two-pass mean and variance in double, butterfly lane sums).
+// Forward: one warp per row (two-pass mean and variance in double, butterfly lane sums), optionally
+// with the residual add that produces the row fused in front.
 // Backward, accumulating (+=): dinp one warp per row; dweight/dbias as a deterministic two-stage
 // reduction: stage 1 gives each block a fixed range of kLayerNormRowsPerPartial rows and writes
 // per-range partial sums (double) to scratch; stage 2 adds the partials of each column in range order
@@ -27,6 +28,16 @@ Status layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
 // The same with `out` stored as bf16 bits (kernels/act.hpp), each rounded once from its fp32 value.
 Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* inp, const float* weight,
                          const float* bias, int N, int C, cudaStream_t stream);
+
+// residual = a + b (fp32; may alias a or b), then out = layernorm(residual) as above, in one kernel: a and
+// b read once, the sum written once and read back only from cache. The same bits as residual_forward
+// (residual.cuh) followed by layernorm_forward.
+Status residual_layernorm_forward(float* residual, float* out, float* mean, float* rstd, const float* a,
+                                  const float* b, const float* weight, const float* bias, int N, int C,
+                                  cudaStream_t stream);
+Status residual_layernorm_forward(float* residual, uint16_t* out, float* mean, float* rstd, const float* a,
+                                  const float* b, const float* weight, const float* bias, int N, int C,
+                                  cudaStream_t stream);
 
 Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const float* mean, const float* rstd, int N, int C,

@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "tests/kernels/gelu_saturation_util.hpp"
+#include "tests/kernels/residual_layernorm_util.hpp"
 #include "tests/kernels/test_cpu_util.hpp"
 
 namespace perigee::kernels::cpu::testing {
@@ -189,6 +192,15 @@ TEST(CpuOpsForward, Gelu) {
 TEST(CpuOpsForward, GeluSaturatesFarOut) {
   CpuBackend be(2);
   kernels::testing::expect_gelu_saturates(be);
+}
+
+// The Backend default: the two ops, timed as two rows.
+TEST(CpuOpsForward, ResidualLayerNormIsTheTwoOps) {
+  CpuBackend be(2);
+  EXPECT_FALSE(be.fuses_residual_layernorm());
+  kernels::testing::expect_residual_layernorm_is_the_two_ops(be);
+  EXPECT_EQ(kernels::testing::profiled_residual_layernorm_ops(be),
+            (std::set<std::string>{"residual_forward", "layernorm_forward"}));
 }
 
 TEST(CpuOpsForward, Residual) {

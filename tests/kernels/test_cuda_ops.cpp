@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "kernels/cuda/device_probe.cuh"
 #include "tests/kernels/cuda_test_util.hpp"
 #include "tests/kernels/gelu_saturation_util.hpp"
+#include "tests/kernels/residual_layernorm_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -161,6 +163,15 @@ LayerNormResult run_layernorm(Backend& be, int N, int C, const std::vector<float
                                                mean.data(), rstd.data(), N, C));
   }
   return {out.download(), mean.download(), rstd.download(), dx.download(), dw.download(), db.download()};
+}
+
+// One kernel with the same bits as residual_forward then layernorm_forward (fp32 and bf16 output, the
+// sum over either input or apart, C of 1 to 768), timed as one op.
+TEST_F(CudaOps, ResidualLayerNormIsTheTwoOpsInOneKernel) {
+  EXPECT_TRUE(gpu_->fuses_residual_layernorm());
+  testing::expect_residual_layernorm_is_the_two_ops(*gpu_);
+  EXPECT_EQ(testing::profiled_residual_layernorm_ops(*gpu_),
+            std::set<std::string>{"residual_layernorm_forward"});
 }
 
 TEST_F(CudaOps, LayerNormMatchesCpu) {
