@@ -19,6 +19,7 @@
 #include "core/bf16.hpp"
 #include "kernels/backend.hpp"
 #include "kernels/profiling_backend.hpp"
+#include "tests/kernels/gelu_ref.hpp"
 
 namespace perigee::kernels::testing {
 
@@ -71,16 +72,6 @@ inline std::vector<float> bf16_exact_values(size_t n, uint32_t seed, float scale
   std::vector<float> v(n);
   for (float& x : v) x = bf16_to_float(float_to_bf16(u(gen)));
   return v;
-}
-
-// GELU and its derivative in double: the reference of both ops, and the backward case's gelu(pre) input.
-inline double gelu_ref(double x) {
-  return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-}
-inline double gelu_grad_ref(double x) {
-  const double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-  const double t = std::tanh(u);
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
 }
 
 struct GeluFusionCase {

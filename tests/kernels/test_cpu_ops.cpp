@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/kernels/gelu_ref.hpp"
 #include "tests/kernels/gelu_saturation_util.hpp"
 #include "tests/kernels/residual_layernorm_util.hpp"
 #include "tests/kernels/test_cpu_util.hpp"
@@ -167,11 +168,6 @@ TEST(CpuOpsForward, Attention) {
   }
 }
 
-double gelu_reference(double x) {
-  const double k = std::sqrt(2.0 / M_PI);
-  return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
-}
-
 TEST(CpuOpsForward, Gelu) {
   CpuBackend be(2);
   std::vector<float> inp = random_vector(40000, 40, -6.0f, 6.0f);  // > one parallel chunk
@@ -180,7 +176,7 @@ TEST(CpuOpsForward, Gelu) {
   Buffer<float> d_inp(be, inp), out(be, inp.size());
   ASSERT_TRUE(be.gelu_forward(out.data(), d_inp.data(), inp.size()).is_ok());
   std::vector<double> ref(inp.size());
-  for (size_t i = 0; i < inp.size(); ++i) ref[i] = gelu_reference(inp[i]);
+  for (size_t i = 0; i < inp.size(); ++i) ref[i] = kernels::testing::gelu_ref(inp[i]);
   // fp32 evaluation of x * sigmoid(2u): a few ulp relative where |u| is small; in the x << 0 tail the
   // function's condition number (~2|u|) amplifies input rounding, covered by the absolute term.
   expect_close("gelu out", out.data(), ref, 1e-8, 2e-6);
