@@ -2,15 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <thread>
 
-#include "fault/cuda/abft_checksums_factory.hpp"
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
@@ -52,40 +49,6 @@ std::string sci(double v) {
 Trainer::Trainer(Config config, collectives::Communicator* comm, kernels::Backend* backend,
                  TrainerOptions options)
     : config_(std::move(config)), comm_(comm), grad_comm_(comm), backend_(backend), options_(options) {}
-
-Status Trainer::setup_faults() {
-  const FaultConfig& fc = config_.fault;
-  invariants_ = StepInvariants(fc.loss_spike, fc.grad_spike, fc.window);
-  if (!fc.plan.empty()) {
-    PERIGEE_REQUIRE(backend_->kind() == kernels::DeviceKind::kCpu, StatusCode::kUnavailable,
-                    "[fault] plan: fault injection reaches host memory only; use device = \"cpu\"");
-    std::ifstream f(fc.plan);
-    PERIGEE_REQUIRE(f.good(), StatusCode::kNotFound, "[fault] plan: cannot read ", fc.plan);
-    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    fault::FaultPlan plan;
-    Status s = fault::parse_fault_plan(text, &plan);
-    PERIGEE_REQUIRE(s.is_ok(), s.code(), "[fault] plan ", fc.plan, ": ", s.message());
-    injector_ = std::make_unique<fault::FaultInjector>(std::move(plan), comm_->rank());
-  }
-  if (fc.abft) {
-    std::unique_ptr<fault::ChecksumKernels> device_checksums;  // null: host checksums (CPU backend)
-    if (backend_->kind() == kernels::DeviceKind::kCuda) {
-      PERIGEE_CHECK(fault::cuda::make_cuda_checksum_kernels(backend_, &device_checksums));
-    }
-    abft_ = std::make_unique<fault::AbftBackend>(backend_, fault::AbftOptions{}, std::move(device_checksums));
-    abft_->set_event_callback([this](const fault::AbftEvent& e) {
-      log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C,
-                "x", e.OC, ": ", fault::abft_outcome_name(e.outcome),
-                e.detail.empty() ? "" : " (" + e.detail + ")");
-    });
-    if (injector_) {
-      abft_->set_output_fault_hook(
-          [this](float* out, size_t n, fault::GemmKind) { inject(fault::FaultTarget::kGemmOutput, out, n); });
-    }
-    backend_ = abft_.get();
-  }
-  return Status::ok();
-}
 
 Status Trainer::setup() {
   const TrainConfig& tc = config_.train;
@@ -458,80 +421,6 @@ Status Trainer::step(StepResult* result) {
   r.tokens_per_s = static_cast<double>(config_.train.batch_size) * T / (r.ms / 1000.0);
   if (result != nullptr) *result = r;
   return Status::ok();
-}
-
-size_t Trainer::inject(fault::FaultTarget target, float* buffer, size_t n) {
-  // A replayed step after a rollback does not meet the same upset again.
-  if (!injector_ || next_step_ <= replay_through_) return 0;
-  const size_t hits = injector_->inject(target, next_step_, buffer, n);
-  counters_.injected += hits;
-  return hits;
-}
-
-Status Trainer::after_update() {
-  const int64_t done = next_step_;  // steps completed
-  const size_t n = model_.num_parameters();
-  // Memory upsets land in the state that persists between steps.
-  inject(fault::FaultTarget::kParameter, model_.params(), n);
-  inject(fault::FaultTarget::kAdamM, model_.adam_m(), n);
-  inject(fault::FaultTarget::kAdamV, model_.adam_v(), n);
-  // A planned rank death (first launch only, so that a relaunch past it does not die again).
-  if (injector_ && resumed_from_step_ < 0 && injector_->rank_dead(comm_->rank(), done)) {
-    log::warn("fault plan: rank ", comm_->rank(), " dies (SIGKILL) after step ", done);
-    std::fflush(nullptr);
-    ::raise(SIGKILL);
-  }
-  const int64_t k = config_.fault.digest_every;
-  if (k > 0 && done % k == 0) {
-    ++counters_.replica_checks;
-    ReplicaCheck rc;
-    PERIGEE_CHECK(check_and_repair_replicas(*comm_, model_, &rc));
-    if (!rc.consistent) {
-      std::string ranks;
-      for (int r : rc.minority) ranks += str_cat(ranks.empty() ? "" : ",", r);
-      if (rc.needs_rollback) {
-        PERIGEE_CHECK(rollback(
-            str_cat("replicas disagree after step ", done, " with no majority (ranks ", ranks, ")")));
-      } else {
-        ++counters_.replica_repairs;
-        log::warn("replica digest after step ", done, ": rank(s) ", ranks, " differed; repaired from rank ",
-                  rc.source);
-        PERIGEE_CHECK(metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(done)),
-                                      metric_text("rung", "replica_digest"), metric_text("ranks", ranks),
-                                      metric_text("action", "repaired")}));
-      }
-    }
-  }
-  return Status::ok();
-}
-
-Status Trainer::rollback(const std::string& why) {
-  constexpr uint64_t kMaxRollbacks = 8;  // a fault that keeps coming back must end the run, not loop
-  PERIGEE_REQUIRE(counters_.rollbacks < kMaxRollbacks, StatusCode::kInternal, why, ", after ", kMaxRollbacks,
-                  " rollbacks already: giving up (persistent fault?)");
-  log::warn(why, ": rolling back to the newest good checkpoint in ", checkpoint_dir_);
-  // checkpoint_enabled_ comes from the config, so every rank takes the same branch.
-  PERIGEE_REQUIRE(
-      checkpoint_enabled_, StatusCode::kUnavailable, why,
-      ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
-  if (writer_) PERIGEE_CHECK(writer_->wait());
-  const int64_t before = next_step_;
-  // The fault came back right after the previous rollback: that checkpoint already held it, so
-  // go further back.
-  const bool again = last_rollback_to_ >= 0 && before <= last_rollback_from_ + 3;
-  const int64_t max_step = again ? last_rollback_to_ - 1 : INT64_MAX;
-  checkpoint::Snapshot snapshot;
-  resumed_from_step_ = -1;
-  PERIGEE_CHECK(resume_from(&snapshot, max_step));
-  PERIGEE_REQUIRE(resumed_from_step_ >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
-                  " holds no checkpoint to roll back to");
-  ++counters_.rollbacks;
-  replay_through_ = std::max(replay_through_, before);
-  last_rollback_from_ = before;
-  last_rollback_to_ = next_step_;
-  return metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(before)),
-                         metric_text("rung", "rollback"), metric_text("reason", why),
-                         metric("to_step", static_cast<double>(next_step_))});
 }
 
 Status Trainer::eclipse_gate() {
