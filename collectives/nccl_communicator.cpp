@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "collectives/mpi_communicator.hpp"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 
 namespace perigee::collectives {
@@ -56,6 +57,11 @@ ncclRedOp_t to_nccl(ReduceOp op) {
 }
 
 // 64-bit FNV-1a: a stable hash of the host identity, equal in every process on one host.
+// Whole milliseconds of a duration in seconds, for messages.
+long long milliseconds(double seconds) {
+  return std::llround(seconds * 1e3);
+}
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 14695981039346656037ull;
   for (unsigned char ch : s) {
@@ -239,9 +245,11 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
   std::vector<RankRecord> all(static_cast<size_t>(c->size_));
   PERIGEE_CHECK_MPI(MPI_Allgather(&mine, sizeof(RankRecord), MPI_BYTE, all.data(), sizeof(RankRecord),
                                   MPI_BYTE, boot.comm()));
-  if (!local.is_ok()) return std::move(local.add_trace(__FILE__, __LINE__));
+  // Every rank reports the lowest failing rank's error (its own, traced, when that is itself), so
+  // all ranks return the same code.
   for (int r = 0; r < c->size_; ++r) {
     const RankRecord& rec = all[static_cast<size_t>(r)];
+    if (r == c->rank_ && !local.is_ok()) return std::move(local.add_trace(__FILE__, __LINE__));
     PERIGEE_REQUIRE(rec.status_code == static_cast<int32_t>(StatusCode::kOk),
                     static_cast<StatusCode>(rec.status_code), "NcclCommunicator::create: rank ", r,
                     " could not set up CUDA device ", rec.device, ": ", rec.error);
@@ -347,11 +355,15 @@ Status NcclCommunicator::synchronize() {
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (timeout_s_ > 0.0 && waited >= timeout_s_) {
       // NCCL's kernels wait for a dead peer for ever; only an abort frees the stream.
+      // The abort itself may take longer (NCCL frees pinned memory, which waits for the device):
+      // the message gives both times.
       failed_ = true;
       const Status aborted = abort();
+      const double total = std::chrono::duration<double>(Clock::now() - start).count();
       return make_error(StatusCode::kUnavailable, "NCCL collective did not complete within ", timeout_s_,
-                        " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_,
-                        "); the NCCL communicator was aborted",
+                        " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_, "); gave up after ",
+                        milliseconds(waited), " ms, the NCCL communicator was aborted after ",
+                        milliseconds(total), " ms",
                         aborted.is_ok() ? std::string() : ": " + aborted.message());
     }
     // Spin for the first milliseconds (collectives in step finish here), then poll gently.
@@ -377,6 +389,18 @@ Status NcclCommunicator::enqueue_all_reduce(const void* send, void* recv, size_t
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   if (count == 0) return Status::ok();
+  if (type == DataType::kBFloat16 && op == ReduceOp::kAvg) {
+    // NCCL's average multiplies every input by bf16(1/p) before the sum; the rule of every backend
+    // is the sum, then one multiply by 1/p and one rounding (docs/collectives.md).
+    PERIGEE_CHECK(complete(ncclAllReduce(send, recv, count, ncclBfloat16, ncclSum, comm_, stream_),
+                           "ncclAllReduce", false));
+    if (size_ > 1) {
+      PERIGEE_CHECK(kernels::cuda::scale_bf16(static_cast<uint16_t*>(recv), 1.0f / static_cast<float>(size_),
+                                              count, stream_));
+    }
+    if (wait) PERIGEE_CHECK(synchronize());
+    return Status::ok();
+  }
   PERIGEE_CHECK(complete(ncclAllReduce(send, recv, count, to_nccl(type), to_nccl(op), comm_, stream_),
                          "ncclAllReduce", wait));
   return Status::ok();

@@ -62,7 +62,9 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  // Device buffers (on cuda_device). kAvg is ncclAvg, floating types only (as in every backend).
+  // Device buffers (on cuda_device). kAvg, floating types only (as in every backend), is ncclAvg for
+  // fp32/fp64 and, for bf16, ncclSum then one scale by 1/p (NCCL's bf16 average scales each input
+  // by a rounded bf16(1/p) before the sum: not the host rule).
   Status all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
   Status broadcast(void* buffer, size_t count, DataType type, int root) override;
   // In place when send == recv + rank() * count (NCCL's in-place rule).

@@ -60,6 +60,28 @@ __global__ void from_bf16_vec_kernel(float4* out, const uint2* in, float s, size
   }
 }
 
+// x[i] = bf16(float(x[i]) * s) in place, one by one (any alignment).
+__global__ void scale_bf16_kernel(uint16_t* x, float s, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    x[i] = round_bf16(widen_bf16(x[i], s));
+  }
+}
+
+// Groups of four: x 8-byte aligned.
+__global__ void scale_bf16_vec_kernel(uint2* x, float s, size_t n4) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n4;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const uint2 v = x[i];
+    uint2 r;
+    r.x = static_cast<uint32_t>(round_bf16(widen_bf16(static_cast<uint16_t>(v.x & 0xFFFFu), s))) |
+          (static_cast<uint32_t>(round_bf16(widen_bf16(static_cast<uint16_t>(v.x >> 16), s))) << 16);
+    r.y = static_cast<uint32_t>(round_bf16(widen_bf16(static_cast<uint16_t>(v.y & 0xFFFFu), s))) |
+          (static_cast<uint32_t>(round_bf16(widen_bf16(static_cast<uint16_t>(v.y >> 16), s))) << 16);
+    x[i] = r;
+  }
+}
+
 bool aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
@@ -101,6 +123,25 @@ Status from_bf16(float* out, const uint16_t* in, float s, size_t n, cudaStream_t
   if (done < n) {
     from_bf16_kernel<<<flat_grid(n - done, kConvertBlock), kConvertBlock, 0, stream>>>(out + done, in + done,
                                                                                        s, n - done);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+  }
+  return Status::ok();
+}
+
+Status scale_bf16(uint16_t* x, float s, size_t n, cudaStream_t stream) {
+  if (n == 0) return Status::ok();
+  PERIGEE_CHECK(check_pointers("scale_bf16", {x}));
+  size_t done = 0;
+  if (aligned(x, 8) && n >= 4) {
+    const size_t n4 = n / 4;
+    scale_bf16_vec_kernel<<<flat_grid(n4, kConvertBlock), kConvertBlock, 0, stream>>>(
+        reinterpret_cast<uint2*>(x), s, n4);
+    PERIGEE_CHECK_CUDA(cudaGetLastError());
+    done = n4 * 4;
+  }
+  if (done < n) {
+    scale_bf16_kernel<<<flat_grid(n - done, kConvertBlock), kConvertBlock, 0, stream>>>(x + done, s,
+                                                                                        n - done);
     PERIGEE_CHECK_CUDA(cudaGetLastError());
   }
   return Status::ok();
