@@ -38,9 +38,17 @@ Status HostStagingCommunicator::create(std::shared_ptr<Communicator> host, Stagi
 HostStagingCommunicator::~HostStagingCommunicator() {
   // Started all-reduces still own their blocks: let them finish first (errors cannot be reported
   // from here; the copies back are skipped, the device buffers may be gone).
-  if (!in_flight_.empty()) (void)host_->wait_all();
+  if (!in_flight_.empty() && !host_failed_) host_failed_ = !host_->wait_all().is_ok();
+  // A collective that failed (a deadline that expired, say) may still be in the host communicator's
+  // hands, writing into its buffers until the job ends: that pinned memory is left allocated.
+  if (host_failed_) return;
   if (staging_ != nullptr) callbacks_.free_pinned(staging_);
   for (Block& b : blocks_) callbacks_.free_pinned(b.data);
+}
+
+Status HostStagingCommunicator::host_call(Status s) {
+  if (!s.is_ok()) host_failed_ = true;
+  return s;
 }
 
 size_t HostStagingCommunicator::overlap_pinned_bytes() const {
@@ -69,7 +77,7 @@ Status HostStagingCommunicator::start_all_reduce(const void* send, void* recv, s
     if (slot == blocks_.size()) blocks_.emplace_back();
     Block& b = blocks_[slot];
     if (b.bytes < bytes) {
-      if (b.data != nullptr) callbacks_.free_pinned(b.data);
+      if (b.data != nullptr && !host_failed_) callbacks_.free_pinned(b.data);
       b = Block{};
       PERIGEE_CHECK(callbacks_.alloc_pinned(&b.data, bytes));
       PERIGEE_REQUIRE(b.data != nullptr, StatusCode::kOutOfMemory, "HostStagingCommunicator: alloc_pinned(",
@@ -77,14 +85,14 @@ Status HostStagingCommunicator::start_all_reduce(const void* send, void* recv, s
       b.bytes = bytes;
     }
     PERIGEE_CHECK(callbacks_.to_host(b.data, byte_ptr(send, off * elem), bytes));
-    PERIGEE_CHECK(host_->start_all_reduce(b.data, b.data, bytes / elem, type, op));
+    PERIGEE_CHECK(host_call(host_->start_all_reduce(b.data, b.data, bytes / elem, type, op)));
     in_flight_.push_back(InFlight{byte_ptr(recv, off * elem), bytes});
   }
   return Status::ok();
 }
 
 Status HostStagingCommunicator::progress() {
-  PERIGEE_CHECK(host_->progress());
+  PERIGEE_CHECK(host_call(host_->progress()));
   return Status::ok();
 }
 
@@ -92,7 +100,7 @@ Status HostStagingCommunicator::wait_all() {
   if (in_flight_.empty()) return Status::ok();
   std::vector<InFlight> done;
   done.swap(in_flight_);
-  PERIGEE_CHECK(host_->wait_all());
+  PERIGEE_CHECK(host_call(host_->wait_all()));
   for (size_t i = 0; i < done.size(); ++i) {
     PERIGEE_CHECK(callbacks_.to_device(done[i].recv, blocks_[i].data, done[i].bytes));
   }
@@ -101,7 +109,7 @@ Status HostStagingCommunicator::wait_all() {
 
 Status HostStagingCommunicator::ensure_staging(size_t bytes) {
   if (bytes <= staging_bytes_) return Status::ok();
-  if (staging_ != nullptr) callbacks_.free_pinned(staging_);
+  if (staging_ != nullptr && !host_failed_) callbacks_.free_pinned(staging_);
   staging_ = nullptr;
   staging_bytes_ = 0;
   void* p = nullptr;
@@ -125,7 +133,7 @@ Status HostStagingCommunicator::all_reduce(const void* send, void* recv, size_t 
   for (size_t off = 0; off < count; off += chunk) {
     const size_t n = std::min(chunk, count - off);
     PERIGEE_CHECK(callbacks_.to_host(staging_, byte_ptr(send, off * elem), n * elem));
-    PERIGEE_CHECK(host_->all_reduce(staging_, staging_, n, type, op));
+    PERIGEE_CHECK(host_call(host_->all_reduce(staging_, staging_, n, type, op)));
     PERIGEE_CHECK(callbacks_.to_device(byte_ptr(recv, off * elem), staging_, n * elem));
   }
   return Status::ok();
@@ -143,7 +151,7 @@ Status HostStagingCommunicator::broadcast(void* buffer, size_t count, DataType t
   for (size_t off = 0; off < count; off += chunk) {
     const size_t n = std::min(chunk, count - off);
     if (is_root) PERIGEE_CHECK(callbacks_.to_host(staging_, byte_ptr(buffer, off * elem), n * elem));
-    PERIGEE_CHECK(host_->broadcast(staging_, n, type, root));
+    PERIGEE_CHECK(host_call(host_->broadcast(staging_, n, type, root)));
     if (!is_root) PERIGEE_CHECK(callbacks_.to_device(byte_ptr(buffer, off * elem), staging_, n * elem));
   }
   return Status::ok();
@@ -162,7 +170,7 @@ Status HostStagingCommunicator::all_gather(const void* send, void* recv, size_t 
   for (size_t off = 0; off < count; off += chunk) {
     const size_t n = std::min(chunk, count - off);
     PERIGEE_CHECK(callbacks_.to_host(own, byte_ptr(send, off * elem), n * elem));
-    PERIGEE_CHECK(host_->all_gather(own, gathered, n, type));
+    PERIGEE_CHECK(host_call(host_->all_gather(own, gathered, n, type)));
     if (n == count) {
       // Unchunked: the blocks of all ranks are contiguous on the device too.
       PERIGEE_CHECK(callbacks_.to_device(recv, gathered, p * n * elem));

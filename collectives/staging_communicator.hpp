@@ -12,6 +12,9 @@
 // whole gradient buffer when every bucket is started before the wait); the blocks are kept and
 // reused by the next pass. Over a wrapped communicator that does not overlap, start_all_reduce is
 // the blocking all_reduce.
+//
+// A collective of the wrapped communicator that fails (its deadline expired: MPI may still write
+// into the buffer it was given until the job ends) leaves the pinned memory allocated for good.
 #pragma once
 
 #include <cstddef>
@@ -86,6 +89,8 @@ class HostStagingCommunicator final : public Communicator {
   Status ensure_staging(size_t bytes);
   // kInternal while overlapped all-reduces wait for wait_all().
   Status idle(const char* op) const;
+  // s, remembering a failure of the host communicator (its buffers are then never freed).
+  Status host_call(Status s);
 
   struct Block {  // pinned host memory for one chunk in flight
     void* data = nullptr;
@@ -104,6 +109,7 @@ class HostStagingCommunicator final : public Communicator {
   size_t staging_bytes_ = 0;
   std::vector<Block> blocks_;        // blocks_[i] serves the i-th chunk in flight
   std::vector<InFlight> in_flight_;  // started chunks, in order
+  bool host_failed_ = false;         // a host collective failed: its buffers may still be in use
 };
 
 }  // namespace perigee::collectives

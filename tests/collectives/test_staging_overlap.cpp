@@ -190,5 +190,63 @@ TEST(StagingOverlap, ACopyFailureAtStartLeavesTheStartedChunksToWaitAll) {
   ASSERT_TRUE(c->barrier().is_ok());
 }
 
+// A host communicator whose overlapped all-reduces start and then fail in wait_all (as MPI's do
+// when their deadline expires: the requests are abandoned, and MPI may still write into the blocks).
+class FailsInWaitAll final : public Communicator {
+ public:
+  const char* name() const override { return "fails-in-wait-all"; }
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  Status all_reduce(const void*, void*, size_t, DataType, ReduceOp) override {
+    return make_error(StatusCode::kUnavailable, "injected timeout");
+  }
+  Status broadcast(void*, size_t, DataType, int) override { return Status::ok(); }
+  Status all_gather(const void*, void*, size_t, DataType) override { return Status::ok(); }
+  Status barrier() override { return Status::ok(); }
+  bool overlaps() const override { return true; }
+  Status start_all_reduce(const void*, void*, size_t, DataType, ReduceOp) override { return Status::ok(); }
+  Status wait_all() override { return make_error(StatusCode::kUnavailable, "injected timeout"); }
+};
+
+// Pinned memory is freed only while the host communicator has not failed: after a failed wait_all
+// or a failed blocking all-reduce, neither the blocks nor the staging buffer are freed (not when the
+// staging buffer grows, not in the destructor); without a failure everything allocated is freed.
+TEST(StagingOverlap, PinnedMemoryOfAFailedCollectiveIsNeverFreed) {
+  std::vector<float> g(10, 1.0f);
+  {
+    FakeDevice dev;
+    {
+      auto c = staged(std::make_shared<FailsInWaitAll>(), &dev, 16);
+      ASSERT_TRUE(c->start_all_reduce(g.data(), g.data(), 10, DataType::kFloat32, ReduceOp::kSum).is_ok());
+      EXPECT_EQ(c->wait_all().code(), StatusCode::kUnavailable);
+    }
+    EXPECT_EQ(dev.allocs, 3);
+    EXPECT_EQ(dev.frees, 0);
+  }
+  {
+    FakeDevice dev;
+    {
+      auto c = staged(std::make_shared<FailsInWaitAll>(), &dev, 64);
+      EXPECT_EQ(c->all_reduce(g.data(), g.data(), 2, DataType::kFloat32, ReduceOp::kSum).code(),
+                StatusCode::kUnavailable);
+      EXPECT_EQ(c->all_reduce(g.data(), g.data(), 10, DataType::kFloat32, ReduceOp::kSum).code(),
+                StatusCode::kUnavailable);  // grows the staging buffer
+    }
+    EXPECT_EQ(dev.allocs, 2);
+    EXPECT_EQ(dev.frees, 0);
+  }
+  {
+    FakeDevice dev;
+    {
+      auto c = staged(mpi_world(), &dev, 16);
+      ASSERT_TRUE(c->start_all_reduce(g.data(), g.data(), 10, DataType::kFloat32, ReduceOp::kSum).is_ok());
+      ASSERT_TRUE(c->wait_all().is_ok());
+      ASSERT_TRUE(c->all_reduce(g.data(), g.data(), 10, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    }
+    EXPECT_GT(dev.allocs, 0);
+    EXPECT_EQ(dev.frees, dev.allocs);
+  }
+}
+
 }  // namespace
 }  // namespace perigee::collectives
