@@ -84,7 +84,8 @@ class Backend {
   virtual Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att,
                                     int B, int T, int C, int NH) = 0;
 
-  // GELU, tanh approximation (GPT-2). The backward writes dinp.
+  // GELU, tanh approximation (GPT-2). The backward writes dinp. An output may be written over an input
+  // (out over inp, dinp over dout), of the same or the other storage type.
   virtual Status gelu_forward(Act out, ConstAct inp, size_t n) = 0;
   virtual Status gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) = 0;
 

@@ -1,6 +1,7 @@
 // Argument checks shared by every Backend implementation (host code; also compiles under nvcc).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 
@@ -37,6 +38,16 @@ inline Status check_alias_storage(const char* op, ConstAct out, ConstAct in) {
                   ": the output aliases an input of another storage type (", dtype_name(out.dtype), " over ",
                   dtype_name(in.dtype), ")");
   return Status::ok();
+}
+
+// True when n elements of `out` and n elements of `in` share bytes and have different storage types:
+// an element-wise kernel that reads one type and writes the other in place would race (element i's
+// bytes in one type hold parts of other elements in the other).
+inline bool overlaps_other_storage(ConstAct out, ConstAct in, size_t n) {
+  if (out.dtype == in.dtype || out.data == nullptr || in.data == nullptr || n == 0) return false;
+  const auto o = reinterpret_cast<uintptr_t>(out.data);
+  const auto i = reinterpret_cast<uintptr_t>(in.data);
+  return o < i + n * dtype_size(in.dtype) && i < o + n * dtype_size(out.dtype);
 }
 
 }  // namespace perigee::kernels

@@ -106,8 +106,11 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
   return cast_attention_backward(*this, cast_scratch_, dqkv, dout, qkv, out, att, B, T, C, NH);
 }
 
+// GELU: every storage combination is native, except an output written over an input of the other
+// storage type (the kernels would race), which goes through fp32 scratch as on the CPU backend.
 Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
-  PERIGEE_CHECK(cuda::gelu_forward(out, inp, n, stream_));  // every storage combination is native
+  if (overlaps_other_storage(out, inp, n)) return cast_gelu_forward(*this, cast_scratch_, out, inp, n);
+  PERIGEE_CHECK(cuda::gelu_forward(out, inp, n, stream_));
   return Status::ok();
 }
 
@@ -132,7 +135,10 @@ Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, Co
 }
 
 Status CudaBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) {
-  PERIGEE_CHECK(cuda::gelu_backward(dinp, inp, dout, n, stream_));  // every storage combination is native
+  if (overlaps_other_storage(dinp, inp, n) || overlaps_other_storage(dinp, dout, n)) {
+    return cast_gelu_backward(*this, cast_scratch_, dinp, inp, dout, n);
+  }
+  PERIGEE_CHECK(cuda::gelu_backward(dinp, inp, dout, n, stream_));
   return Status::ok();
 }
 

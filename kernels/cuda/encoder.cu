@@ -71,7 +71,10 @@ Status encoder_forward(float* out, const int32_t* tokens, const float* wte, cons
                        int C, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("encoder_forward", {out, tokens, wte, wpe}));
   PERIGEE_CHECK(check_dims("encoder_forward", {B, T, C}));
-  const unsigned rows = static_cast<unsigned>(static_cast<int64_t>(B) * T);
+  const int64_t rows64 = static_cast<int64_t>(B) * T;
+  PERIGEE_REQUIRE(rows64 <= INT32_MAX, StatusCode::kInvalidArgument, "encoder_forward: B*T = ", rows64,
+                  " rows exceed the grid (at most ", INT32_MAX, ")");
+  const unsigned rows = static_cast<unsigned>(rows64);
   const int block = std::min(kBlock, ceil_div(C, kWarpSize) * kWarpSize);
   encoder_forward_kernel<<<rows, block, 0, stream>>>(out, tokens, wte, wpe, T, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());

@@ -8,6 +8,7 @@
 #include "kernels/cpu/cpu_backend.hpp"
 #include "tests/kernels/act_rule_util.hpp"
 #include "tests/kernels/crossentropy_in_place_util.hpp"
+#include "tests/kernels/gelu_alias_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -23,6 +24,11 @@ TEST(CpuActBf16, EveryOpFollowsTheStorageRule) {
 TEST(CpuActBf16, CrossEntropyOverwritesBf16LogitsInPlace) {
   cpu::CpuBackend be(2);
   testing::expect_crossentropy_in_place(be);
+}
+
+TEST(CpuActBf16, GeluOutputOverAnInputOfTheOtherType) {
+  cpu::CpuBackend be(2);
+  testing::expect_gelu_mixed_alias(be);
 }
 
 TEST(CpuActBf16, Bf16OutputIsTheRoundedFp32Output) {

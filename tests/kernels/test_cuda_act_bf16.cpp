@@ -10,6 +10,7 @@
 #include "tests/kernels/act_rule_util.hpp"
 #include "tests/kernels/crossentropy_in_place_util.hpp"
 #include "tests/kernels/cuda_test_util.hpp"
+#include "tests/kernels/gelu_alias_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -47,6 +48,12 @@ TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
 TEST_F(CudaActBf16, CrossEntropyOverwritesBf16LogitsInPlace) {
   testing::expect_crossentropy_in_place(*cuda_testing::backends().gpu);
   testing::expect_crossentropy_in_place(*cuda_testing::backends().gpu_bf16);
+}
+
+// The native GELU kernels would race there: those calls go through fp32 scratch.
+TEST_F(CudaActBf16, GeluOutputOverAnInputOfTheOtherType) {
+  testing::expect_gelu_mixed_alias(*cuda_testing::backends().gpu);
+  testing::expect_gelu_mixed_alias(*cuda_testing::backends().gpu_bf16);
 }
 
 // The bf16 activations' speed rests on cuBLASLt writing bf16 D for the GEMMs whose outputs are stored
