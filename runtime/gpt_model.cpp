@@ -80,7 +80,9 @@ struct GptModel::Acts {
     const size_t n_att = backend.attention_state_size(max_b, max_t, sh.n_embd, sh.n_head);
     constexpr kernels::DType f32 = kernels::DType::kF32;
     auto bytes = [](size_t per_layer, size_t layers, kernels::DType dtype) {
-      return (per_layer * layers * kernels::dtype_size(dtype) + 63) / 64 * 64;  // 64-byte aligned
+      // 256-byte aligned: cuBLASLt plans are keyed by pointer alignment, and the CUDA backend's probes
+      // (fuses_gelu_gemms, writes_bf16_*) ask about 256-byte aligned tensors.
+      return (per_layer * layers * kernels::dtype_size(dtype) + 255) / 256 * 256;
     };
     auto take_at = [&bytes](size_t* cursor, size_t per_layer, size_t layers, kernels::DType dtype) {
       const Slot slot{*cursor, per_layer, dtype};
@@ -244,7 +246,6 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
-  const size_t nc = static_cast<size_t>(N) * C;
   const size_t ntok = static_cast<size_t>(N) * sizeof(int32_t);
   PERIGEE_CHECK(k.copy_to_device(tokens_, inputs, ntok));
   if (targets != nullptr) PERIGEE_CHECK(k.copy_to_device(targets_, targets, ntok));

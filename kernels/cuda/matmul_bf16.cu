@@ -129,10 +129,27 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                                         &bias_type, sizeof(bias_type)));
   }
   if (epilogue_kind != LtEpilogue::kNone) {
-    // The aux matrix is D-shaped, of D's type (cuBLASLt's default aux type), with D's leading dimension.
+    // The aux matrix is D-shaped, of D's type (cuBLASLt's default aux type), with D's leading dimension,
+    // which cuBLASLt wants divisible by 8 (else the op runs unfused).
+    if (ldd % 8 != 0) {
+      plans_.emplace(key, nullptr);
+      *out = nullptr;
+      return Status::ok();
+    }
     const int64_t aux_ld = ldd;
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
                                                         &aux_ld, sizeof(aux_ld)));
+  }
+  // The heuristic reads the bias and aux pointers' values (never what they point to) for their
+  // alignment: stand-ins with the plan's alignment until gemm() sets the real ones.
+  const void* stand_in = reinterpret_cast<const void*>(static_cast<uintptr_t>(align));
+  if (bias) {
+    PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &stand_in, sizeof(stand_in)));
+  }
+  if (epilogue_kind != LtEpilogue::kNone) {
+    PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                        &stand_in, sizeof(stand_in)));
   }
   // Stored shapes (column-major): A is m x k, or k x m when transposed; B is k x n, or n x k.
   PERIGEE_CHECK_CUBLAS(
@@ -221,10 +238,10 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
   PERIGEE_REQUIRE(aux.kind == LtEpilogue::kNone || aligned(aux.data, 16), StatusCode::kUnavailable,
                   "LtGemm: the aux matrix is not 16-byte aligned");
   const Plan* plan = nullptr;
-  const int align = alignment({A, B, D.data, aux.data});
-  PERIGEE_CHECK(plan_for(
-      Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16, aux.kind, align},
-      &plan));
+  const int align = alignment({A, B, D.data, aux.data, bias});
+  const Key key{trans_a,         trans_b,      m,      n,        k,    lda, ldb, ldd,
+                bias != nullptr, beta != 0.0f, d_bf16, aux.kind, align};
+  PERIGEE_CHECK(plan_for(key, &plan));
   PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable, "cuBLASLt has no algorithm writing ",
                   d_bf16 ? "bf16" : "fp32", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue",
                   " for m=", m, " n=", n, " k=", k);
@@ -238,9 +255,19 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
                                                         &aux.data, sizeof(aux.data)));
   }
   const float alpha = 1.0f;
-  PERIGEE_CHECK_CUBLAS(cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D.data,
-                                      plan->d, D.data, plan->d, &plan->algo, workspace_, kLtWorkspaceBytes,
-                                      stream));
+  const cublasStatus_t st =
+      cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D.data, plan->d, D.data,
+                     plan->d, &plan->algo, workspace_, kLtWorkspaceBytes, stream);
+  if ((st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) &&
+      (d_bf16 || aux.kind != LtEpilogue::kNone)) {
+    // A combination that passed the plan-time checks and is refused at launch (nothing was written):
+    // the plan is dropped, so this and every later call of its shape takes the unfused path.
+    plans_[key] = nullptr;
+    return make_error(StatusCode::kUnavailable, "cuBLASLt refused to launch its ", d_bf16 ? "bf16" : "fp32",
+                      "-D plan", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue", " for m=", m,
+                      " n=", n, " k=", k, " (", cublasGetStatusString(st), ")");
+  }
+  PERIGEE_CHECK_CUBLAS(st);
   return Status::ok();
 }
 
@@ -257,7 +284,7 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
   if (!out.is_f32() || aux.kind != LtEpilogue::kNone) {
     bool ok = false;
     // The weight and an fp32 inp are copied into 256-byte aligned scratch; the rest is used in place.
-    const int align = LtGemm::alignment({out.data, aux.data, inp.is_f32() ? nullptr : inp.data});
+    const int align = LtGemm::alignment({out.data, aux.data, inp.is_f32() ? nullptr : inp.data, bias});
     PERIGEE_CHECK(
         lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
@@ -333,7 +360,13 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
   if (dinp.data != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
-    PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream, aux));
+    const Status s = lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream, aux);
+    if (s.code() == StatusCode::kUnavailable && dbias != nullptr) {
+      // dbias is already accumulated: a caller falling back would add it twice, so this call fails
+      // (the plan is dropped: later calls take the unfused path before any work).
+      return make_error(StatusCode::kCublasError, op, ": ", s.message(), ", after dbias was accumulated");
+    }
+    PERIGEE_CHECK(s);
   }
   if (dweight != nullptr) {
     const __nv_bfloat16* inp16 = inp.is_f32() ? inp_copy : as_bf16(inp);

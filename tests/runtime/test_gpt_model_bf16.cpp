@@ -35,7 +35,7 @@ TEST(GptModelBf16, GemmOperandsTakeHalfTheBytes) {
   EXPECT_EQ(f.activation_dtype(), kF32);
   EXPECT_EQ(h.activation_dtype(), kBf16);
   // Per layer ln1, atty, ln2 (N*C each), qkv (3*N*C), fch and fch_gelu (4*N*C each); once lnf (N*C), d_qkv
-  // (3*N*C) and d_fch (4*N*C): 2 bytes saved per element (N*C = 8192, a multiple of the 64-byte
+  // (3*N*C) and d_fch (4*N*C): 2 bytes saved per element (N*C = 8192, a multiple of the 256-byte
   // alignment). The logits' gradient then needs a bf16 buffer of its own (N*Vp, 2 bytes each) instead
   // of the fp32 logits.
   const size_t nc = static_cast<size_t>(B) * T * shape.n_embd;
