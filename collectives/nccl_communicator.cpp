@@ -57,6 +57,20 @@ ncclRedOp_t to_nccl(ReduceOp op) {
 }
 
 // 64-bit FNV-1a: a stable hash of the host identity, equal in every process on one host.
+// Between two polls of a wait: spin for the first milliseconds (collectives in step finish there),
+// then yield the core, then sleep a little.
+void poll_pause(double waited_s) {
+  if (waited_s < 2e-3) {
+    std::this_thread::yield();
+  } else {
+    std::this_thread::sleep_for(std::chrono::microseconds(waited_s < 20e-3 ? 20 : 200));
+  }
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // Whole milliseconds of a duration in seconds, for messages.
 long long milliseconds(double seconds) {
   return std::llround(seconds * 1e3);
@@ -181,7 +195,9 @@ Status check_distinct_gpus(const std::vector<GpuIdentity>& ranks) {
 }
 
 Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
-                                std::unique_ptr<NcclCommunicator>* out, bool async) {
+                                std::unique_ptr<NcclCommunicator>* out, bool async, double timeout_s) {
+  PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
+                  "NcclCommunicator: timeout_s must be >= 0 seconds (0 = no deadline), got ", timeout_s);
   int initialized = 0;
   MPI_Initialized(&initialized);
   PERIGEE_REQUIRE(initialized, StatusCode::kInternal, "NcclCommunicator::create called before MPI_Init");
@@ -192,6 +208,7 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
   PERIGEE_CHECK_MPI(MPI_Comm_size(boot.comm(), &c->size_));
   c->async_ = async;
   c->device_ = cuda_device;
+  c->timeout_s_ = timeout_s;
 
   // 1. Local setup on every rank; its outcome travels with the all-gather so that every rank takes
   //    the same decision (a rank that returned early would leave the others in a collective).
@@ -279,8 +296,15 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
 
   // 4. The communicator; then agree that every rank has one (a rank whose init failed would
   //    otherwise leave the others waiting in their first collective).
-  Status init = nccl_status(ncclCommInitRank(&c->comm_, c->size_, id.id, c->rank_), "ncclCommInitRank");
-  // A failed blocking init may still hand back a communicator (in its error state): abort it.
+  //    Non-blocking (config.blocking = 0): init and every later call return at once, and settle()
+  //    polls them within the deadline, so a peer that dies while NCCL connects cannot hang a rank.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  const ncclResult_t started = ncclCommInitRankConfig(&c->comm_, c->size_, id.id, c->rank_, &config);
+  Status init = started == ncclInProgress || (started == ncclSuccess && c->comm_ != nullptr)
+                    ? c->settle("ncclCommInitRankConfig")
+                    : nccl_status(started, "ncclCommInitRankConfig");
+  // A failed init may still hand back a communicator (in its error state): abort it.
   if (!init.is_ok()) c->failed_ = true;
   int ok = init.is_ok() ? 1 : 0;
   int all_ok = 0;
@@ -296,6 +320,11 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  if (comm_ != nullptr && !failed_) {
+    // Non-blocking: finalize (flushes the outstanding work), wait for it, then destroy.
+    const ncclResult_t r = ncclCommFinalize(comm_);
+    if ((r != ncclSuccess && r != ncclInProgress) || !settle("ncclCommFinalize").is_ok()) failed_ = true;
+  }
   if (comm_ != nullptr) {
     if (failed_) {
       (void)ncclCommAbort(comm_);
@@ -315,7 +344,7 @@ Status NcclCommunicator::usable() const {
 }
 
 Status NcclCommunicator::complete(ncclResult_t result, const char* what, bool wait) {
-  Status s = nccl_status(result, what, comm_);
+  Status s = result == ncclInProgress ? settle(what) : nccl_status(result, what, comm_);
   // NCCL: an invalid argument leaves the communicator working; other errors are fatal for it.
   if (!s.is_ok() && result != ncclInvalidArgument) failed_ = true;
   if (s.is_ok() && wait) s = synchronize();
@@ -342,8 +371,7 @@ Status NcclCommunicator::set_timeout(double timeout_s) {
 
 Status NcclCommunicator::synchronize() {
   PERIGEE_CHECK(usable());
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
+  const auto start = std::chrono::steady_clock::now();
   for (;;) {
     const cudaError_t q = cudaStreamQuery(stream_);
     if (q == cudaSuccess) return Status::ok();
@@ -352,27 +380,43 @@ Status NcclCommunicator::synchronize() {
       PERIGEE_CHECK_CUDA(q);
     }
     PERIGEE_CHECK(async_error());
-    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-    if (timeout_s_ > 0.0 && waited >= timeout_s_) {
-      // NCCL's kernels wait for a dead peer for ever; only an abort frees the stream.
-      // The abort itself may take longer (NCCL frees pinned memory, which waits for the device):
-      // the message gives both times.
-      failed_ = true;
-      const Status aborted = abort();
-      const double total = std::chrono::duration<double>(Clock::now() - start).count();
-      return make_error(StatusCode::kUnavailable, "NCCL collective did not complete within ", timeout_s_,
-                        " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_, "); gave up after ",
-                        milliseconds(waited), " ms, the NCCL communicator was aborted after ",
-                        milliseconds(total), " ms",
-                        aborted.is_ok() ? std::string() : ": " + aborted.message());
-    }
-    // Spin for the first milliseconds (collectives in step finish here), then poll gently.
-    if (waited < 2e-3) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(waited < 20e-3 ? 20 : 200));
-    }
+    const double waited = seconds_since(start);
+    // NCCL's kernels wait for a dead peer for ever; only an abort frees the stream.
+    if (timeout_s_ > 0.0 && waited >= timeout_s_) return expired("NCCL collective", start, waited);
+    poll_pause(waited);
   }
+}
+
+Status NcclCommunicator::settle(const char* what) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    ncclResult_t state = ncclInProgress;
+    const ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
+    if (r != ncclSuccess) {
+      failed_ = true;
+      return nccl_status(r, "ncclCommGetAsyncError", comm_);
+    }
+    if (state != ncclInProgress) {
+      if (state != ncclSuccess && state != ncclInvalidArgument) failed_ = true;
+      return nccl_status(state, what, comm_);
+    }
+    const double waited = seconds_since(start);
+    if (timeout_s_ > 0.0 && waited >= timeout_s_) return expired(what, start, waited);
+    poll_pause(waited);
+  }
+}
+
+Status NcclCommunicator::expired(const std::string& what, std::chrono::steady_clock::time_point start,
+                                 double waited) {
+  // The abort itself may take longer (NCCL frees pinned memory, which waits for the device): the
+  // message gives both times.
+  failed_ = true;
+  const Status aborted = abort();
+  return make_error(StatusCode::kUnavailable, what, " did not complete within ", timeout_s_,
+                    " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_, "); gave up after ",
+                    milliseconds(waited), " ms, the NCCL communicator was aborted after ",
+                    milliseconds(seconds_since(start)), " ms",
+                    aborted.is_ok() ? std::string() : ": " + aborted.message());
 }
 
 Status NcclCommunicator::abort() {

@@ -9,6 +9,7 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,10 +50,14 @@ class NcclCommunicator final : public Communicator {
   // `async` = false: every call waits until its operation has finished on the stream.
   // `async` = true: calls only enqueue; the caller orders its own work on stream() (or calls
   // synchronize()) before it reads results or reuses buffers. barrier() always waits.
+  // The NCCL communicator is non-blocking (ncclConfig_t blocking = 0): init and every call return at
+  // once and are polled (ncclCommGetAsyncError) within `timeout_s` (0: no deadline; set_timeout
+  // changes it later), so a peer that dies while NCCL connects (init, or the lazy connection of a
+  // collective's first use) ends in kUnavailable and an aborted communicator, not a hang.
   static Status create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
-                       std::unique_ptr<NcclCommunicator>* out, bool async = false);
-  // ncclCommDestroy, or ncclCommAbort when an operation failed (NCCL: such errors are fatal for the
-  // communicator and the only recovery is abort + re-create).
+                       std::unique_ptr<NcclCommunicator>* out, bool async = false, double timeout_s = 0.0);
+  // ncclCommFinalize (waited for within the deadline) and ncclCommDestroy, or ncclCommAbort when an
+  // operation failed (NCCL: such errors are fatal for the communicator; recovery is abort + re-create).
   ~NcclCommunicator() override;
 
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -109,6 +114,11 @@ class NcclCommunicator final : public Communicator {
   Status complete(ncclResult_t result, const char* what) { return complete(result, what, !async_); }
   // The same, waiting for the operation only when `wait`.
   Status complete(ncclResult_t result, const char* what, bool wait);
+  // Polls a call that returned ncclInProgress (the communicator is non-blocking) until NCCL reports
+  // its outcome, within the deadline.
+  Status settle(const char* what);
+  // A wait that ran past the deadline: aborts the communicator, kUnavailable naming `what` and times.
+  Status expired(const std::string& what, std::chrono::steady_clock::time_point start, double waited);
   // all_reduce's checks and enqueue; waits for it when `wait` (all_reduce and start_all_reduce).
   Status enqueue_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
                             bool wait);

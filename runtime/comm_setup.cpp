@@ -42,8 +42,8 @@ Status setup_communicators(const CommConfig& comm, const LinksConfig& links, con
   }
   if (comm.backend == "nccl" || comm.backend == "auto") {
     std::unique_ptr<collectives::NcclCommunicator> nccl;
-    Status s = collectives::NcclCommunicator::create(world, device.cuda_device, nullptr, &nccl);
-    if (s.is_ok()) s = nccl->set_timeout(comm.timeout_s);
+    Status s = collectives::NcclCommunicator::create(world, device.cuda_device, nullptr, &nccl,
+                                                     /*async=*/false, comm.timeout_s);
     if (s.is_ok()) {
       out->gradients = std::move(nccl);
       // A collective still running after timeout_s aborts the NCCL communicator and fails the

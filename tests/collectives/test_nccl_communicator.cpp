@@ -199,6 +199,16 @@ TEST(NcclCommunicatorCreate, FailsAlikeOnEveryRank) {
   EXPECT_EQ(c, nullptr);
 }
 
+TEST(NcclCommunicatorCreate, RejectsABadDeadlineBeforeAnyCollective) {
+  std::unique_ptr<NcclCommunicator> c;
+  for (double bad : {-1.0, std::nan("")}) {
+    Status s = NcclCommunicator::create(MPI_COMM_WORLD, 0, nullptr, &c, false, bad);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_NE(s.message().find("timeout_s"), std::string::npos) << s.message();
+  }
+  EXPECT_EQ(c, nullptr);
+}
+
 // ---- on GPUs
 
 template <typename T>
