@@ -178,6 +178,7 @@ Status AbftGemm::encode(const GemmProblem& p, const float* before) {
   const double gamma =
       terms * u < 0.5 ? terms * u / (1.0 - terms * u) : std::numeric_limits<double>::infinity();
   const double tau_scale = options_.threshold_scale * u * std::sqrt(terms);
+  const double op = options_.operand_roundoff;
   // eta: rounding of the double checksums themselves (K + n terms) and fp32 underflow (absolute).
   auto fill = [&](const std::vector<double>& S, int64_t n, std::vector<double>* tau,
                   std::vector<double>* beta) {
@@ -187,8 +188,8 @@ Status AbftGemm::encode(const GemmProblem& p, const float* before) {
     const double abs_floor = terms * static_cast<double>(n) * kFloatTiny;
     for (size_t l = 0; l < S.size(); ++l) {
       const double eta = rel * S[l] + abs_floor;
-      (*tau)[l] = tau_scale * S[l] + eta;
-      (*beta)[l] = gamma * S[l] + eta;
+      (*tau)[l] = (tau_scale + op) * S[l] + eta;
+      (*beta)[l] = (gamma + op) * S[l] + eta;
     }
   };
   fill(enc_.row_abs, Nn, &row_tau_, &row_beta_);
@@ -266,7 +267,9 @@ Status AbftGemm::try_element(float* c, int64_t i, int64_t j, bool* changed, Corr
   const double terms = static_cast<double>(problem_.inner() + 2);
   const double u = options_.unit_roundoff;
   const double tol =
-      (terms * u / (1.0 - terms * u) + 2.0 * kDoubleEps * (terms + 2.0)) * ref.abs + terms * kFloatTiny;
+      (terms * u / (1.0 - terms * u) + options_.operand_roundoff + 2.0 * kDoubleEps * (terms + 2.0)) *
+          ref.abs +
+      terms * kFloatTiny;
   auto dist = [&](float v) {
     return std::isfinite(v) ? std::fabs(static_cast<double>(v) - ref.value)
                             : std::numeric_limits<double>::infinity();

@@ -40,13 +40,25 @@ enum class GemmKind : uint8_t {
 const char* gemm_kind_name(GemmKind kind);
 
 inline constexpr double kFp32UnitRoundoff = 0x1p-24;
+// GEMMs that round fp32 operands before multiplying (the CUDA backend's precision = "tf32" and
+// "bf16") while the checksums see the fp32 operands: each product a*b is computed as
+// a(1 + da) * b(1 + db), off by at most (2 r + r^2) |a b| for operands off by at most r relative.
+// bf16 rounds to nearest (r = 2^-9); TF32 is taken as truncating to 10 fraction bits (r = 2^-10, the
+// worst case of the two conversions tensor cores may apply).
+inline constexpr double kBf16OperandRoundoff = 0x1p-8 + 0x1p-18;
+inline constexpr double kTf32OperandRoundoff = 0x1p-9 + 0x1p-20;
 // c in tau above. Calibration (tests/fault/test_abft_gemm.cpp, docs/faults.md): the largest residual /
 // tau over 4096 clean GEMMs of realistic and adversarial value ranges, fp32 and bf16-rounded inputs,
 // is 0.22 (a margin of 4.6x).
 inline constexpr double kDefaultThresholdScale = 1.0;
 
 struct AbftOptions {
-  double unit_roundoff = kFp32UnitRoundoff;  // of the GEMM's arithmetic (fp32 accumulate; TF32: 2^-11)
+  double unit_roundoff = kFp32UnitRoundoff;  // of the GEMM's arithmetic (fp32 accumulation)
+  // Relative error of each product from operands rounded before the GEMM (0: exact fp32 operands).
+  // It is a worst case per product, so it adds operand_roundoff * S to both tau and beta of a line
+  // (S: the line's magnitude sum) and to the element bound of a correction: errors below the
+  // operands' own precision are not faults.
+  double operand_roundoff = 0.0;
   double threshold_scale = kDefaultThresholdScale;
   int threads = 0;  // host checksum passes; 0 = omp_get_max_threads() at construction
 };

@@ -36,6 +36,11 @@ struct TrainerOptions {
   bool progress_bar = false;  // draw a bar in the step lines (rank 0 on a terminal)
 };
 
+// AbftOptions::operand_roundoff of the GEMMs a [device] runs (fault/abft_gemm.hpp): 0 on the CPU and
+// with CUDA precision "fp32"; the TF32 or bf16 operand rounding with "tf32" or "bf16" on CUDA, as the
+// checksums see the unrounded fp32 operands (without it every clean bf16 GEMM would alarm).
+double abft_operand_roundoff(kernels::DeviceKind kind, const std::string& precision);
+
 // What the detection ladder saw and did (docs/faults.md).
 struct FaultCounters {
   uint64_t injected = 0;      // upsets the injector applied on this rank

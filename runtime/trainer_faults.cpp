@@ -32,7 +32,9 @@ Status Trainer::setup_faults() {
     if (backend_->kind() == kernels::DeviceKind::kCuda) {
       PERIGEE_CHECK(fault::cuda::make_cuda_checksum_kernels(backend_, &device_checksums));
     }
-    abft_ = std::make_unique<fault::AbftBackend>(backend_, fault::AbftOptions{}, std::move(device_checksums));
+    fault::AbftOptions options;
+    options.operand_roundoff = abft_operand_roundoff(backend_->kind(), config_.device.precision);
+    abft_ = std::make_unique<fault::AbftBackend>(backend_, options, std::move(device_checksums));
     abft_->set_event_callback([this](const fault::AbftEvent& e) {
       log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C,
                 "x", e.OC, ": ", fault::abft_outcome_name(e.outcome),
@@ -45,6 +47,13 @@ Status Trainer::setup_faults() {
     backend_ = abft_.get();
   }
   return Status::ok();
+}
+
+double abft_operand_roundoff(kernels::DeviceKind kind, const std::string& precision) {
+  if (kind != kernels::DeviceKind::kCuda) return 0.0;  // the CPU multiplies the fp32 operands
+  if (precision == "bf16") return fault::kBf16OperandRoundoff;
+  if (precision == "tf32") return fault::kTf32OperandRoundoff;
+  return 0.0;
 }
 
 size_t Trainer::inject(fault::FaultTarget target, float* buffer, size_t n) {

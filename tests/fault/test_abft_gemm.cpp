@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <vector>
@@ -161,6 +163,70 @@ TEST(AbftGemm, CleanGemmsNeverAlarm) {
   EXPECT_EQ(alarms, 0);
   EXPECT_EQ(checks, 4 * kCases);
   EXPECT_LT(overall, 1.0);
+}
+
+// The CUDA backend with precision "bf16" or "tf32" rounds fp32 operands before the GEMM while the
+// checksums see them unrounded (fault/abft_gemm.hpp): with AbftOptions::operand_roundoff no clean GEMM
+// alarms, whatever the value range, while without it most would; an exponent-bit flip is still caught
+// and corrected. TF32 is modelled by truncation to 10 fraction bits (the worst case for it).
+TEST(AbftGemm, RoundedOperandGemmsNeedTheOperandRoundoff) {
+  const fault_test::NormalPool pool(77);
+  FaultRng rng(78);
+  kernels::cpu::CpuBackend cpu(1);
+  HostChecksumKernels host(1);
+  auto tf32_truncate = [](float x) {
+    return std::isfinite(x) ? std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0xFFFFE000u) : x;
+  };
+  int checks = 0, fp32_alarms = 0;
+  double worst[2] = {};
+  for (int c = 0; c < 64; ++c) {
+    const bool bf16 = c % 2 == 0;
+    const int N = 64 + 64 * static_cast<int>(rng.below(3)), C = 64 * (1 + static_cast<int>(rng.below(4)));
+    const int OC = C * (1 + static_cast<int>(rng.below(4)));
+    const GemmData d = make_case(N, C, OC, (c / 2) % kDistributions, false, pool, rng);
+    GemmData r = d;  // the operands as the GEMM multiplies them (the bias is added in fp32)
+    for (auto* v : {&r.inp, &r.weight, &r.dout}) {
+      for (auto& x : *v) x = bf16 ? fault_test::bf16_round(x) : tf32_truncate(x);
+    }
+    AbftOptions rounded;
+    rounded.operand_roundoff = bf16 ? kBf16OperandRoundoff : kTf32OperandRoundoff;
+    for (GemmKind kind : {GemmKind::kForward, GemmKind::kBackwardInput, GemmKind::kBackwardWeight}) {
+      std::vector<float> out(fault_test::problem_of(kind, d).size(), 0.0f);
+      ASSERT_TRUE(fault_test::run_kind(cpu, kind, r, out.data()).is_ok());
+      AbftGemm gemm(&host, rounded), fp32(&host);
+      ASSERT_TRUE(gemm.encode(fault_test::problem_of(kind, d), nullptr).is_ok());
+      ASSERT_TRUE(fp32.encode(fault_test::problem_of(kind, d), nullptr).is_ok());
+      AbftCheck check, fp32_check;
+      std::vector<float> copy = out;
+      ASSERT_TRUE(gemm.check(out.data(), &check).is_ok());
+      ASSERT_TRUE(fp32.check(copy.data(), &fp32_check, false).is_ok());
+      ++checks;
+      EXPECT_EQ(check.outcome, AbftOutcome::kClean) << gemm_kind_name(kind) << (bf16 ? " bf16" : " tf32")
+                                                    << " case " << c << " ratio " << check.max_ratio;
+      worst[bf16] = std::max(worst[bf16], check.max_ratio);
+      fp32_alarms += fp32_check.outcome != AbftOutcome::kClean;
+      // A flip of the top exponent bit (|x| < 1: x * 2^128, still finite) is still found.
+      size_t e = rng.below(out.size());
+      for (size_t tries = 0; tries < out.size() && !(out[e] != 0.0f && std::fabs(out[e]) < 1.0f); ++tries) {
+        e = (e + 1) % out.size();
+      }
+      if (c < 16 && kind == GemmKind::kForward && out[e] != 0.0f && std::fabs(out[e]) < 1.0f) {
+        std::vector<float> hit = out;
+        hit[e] = fault_test::flip(hit[e], 1u << 30);
+        AbftGemm again(&host, rounded);
+        ASSERT_TRUE(again.encode(fault_test::problem_of(kind, d), nullptr).is_ok());
+        ASSERT_TRUE(again.check(hit.data(), &check).is_ok());
+        EXPECT_EQ(check.outcome, AbftOutcome::kCorrected) << check.detail;
+        EXPECT_TRUE(fault_test::same_bits(hit, out));
+      }
+    }
+  }
+  std::printf(
+      "rounded-operand GEMMs: %d checks, largest residual / threshold tf32 %.4f, bf16 %.4f; with "
+      "no operand roundoff %d of them alarm\n",
+      checks, worst[0], worst[1], fp32_alarms);
+  EXPECT_LT(std::max(worst[0], worst[1]), 1.0);
+  EXPECT_GT(fp32_alarms, checks / 2) << "the test would not tell the two settings apart";
 }
 
 // Wide output (rows of 2048 elements, columns of 16): a flip above the column threshold but below the

@@ -25,6 +25,7 @@
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
+#include "runtime/trainer.hpp"
 
 namespace perigee::runtime {
 namespace {
@@ -137,6 +138,16 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
   ASSERT_EQ(got.params.size(), again.params.size());
   EXPECT_EQ(std::memcmp(got.params.data(), again.params.data(), got.params.size() * sizeof(float)), 0)
       << name;
+}
+
+// [fault] abft on CUDA with precision tf32/bf16: the checksums see fp32 operands the GEMM rounds.
+TEST(AbftOperandRoundoff, FollowsTheDevicePrecision) {
+  using kernels::DeviceKind;
+  for (const char* p : {"fp32", "tf32", "bf16"})
+    EXPECT_EQ(abft_operand_roundoff(DeviceKind::kCpu, p), 0.0) << p;
+  EXPECT_EQ(abft_operand_roundoff(DeviceKind::kCuda, "fp32"), 0.0);
+  EXPECT_EQ(abft_operand_roundoff(DeviceKind::kCuda, "tf32"), fault::kTf32OperandRoundoff);
+  EXPECT_EQ(abft_operand_roundoff(DeviceKind::kCuda, "bf16"), fault::kBf16OperandRoundoff);
 }
 
 TEST(CudaTraining, TwentyStepsMatchTheCpuAndRepeatBitForBit) {
