@@ -79,14 +79,14 @@ struct GptModel::Acts {
     const size_t nc = N * C;
     const size_t n_att = backend.attention_state_size(max_b, max_t, sh.n_embd, sh.n_head);
     constexpr kernels::DType f32 = kernels::DType::kF32;
-    auto bytes = [](size_t per_layer, size_t layers, kernels::DType dtype) {
-      // 256-byte aligned: cuBLASLt plans are keyed by pointer alignment, and the CUDA backend's probes
-      // (fuses_gelu_gemms, writes_bf16_*) ask about 256-byte aligned tensors.
-      return (per_layer * layers * kernels::dtype_size(dtype) + 255) / 256 * 256;
+    // Every layer's tensor 256-byte aligned: cuBLASLt plans are keyed by pointer alignment, and the
+    // CUDA backend's probes (fuses_gelu_gemms, writes_bf16_*) ask about 256-byte aligned tensors.
+    auto layer_bytes = [](size_t per_layer, kernels::DType dtype) {
+      return (per_layer * kernels::dtype_size(dtype) + 255) / 256 * 256;
     };
-    auto take_at = [&bytes](size_t* cursor, size_t per_layer, size_t layers, kernels::DType dtype) {
-      const Slot slot{*cursor, per_layer, dtype};
-      *cursor += bytes(per_layer, layers, dtype);
+    auto take_at = [&layer_bytes](size_t* cursor, size_t per_layer, size_t layers, kernels::DType dtype) {
+      const Slot slot{*cursor, per_layer, dtype, layer_bytes(per_layer, dtype)};
+      *cursor += slot.layer_bytes * layers;
       return slot;
     };
     auto take = [this, &take_at](size_t per_layer, size_t layers, kernels::DType dtype) {
@@ -118,9 +118,9 @@ struct GptModel::Acts {
     // are dead. When that gradient sits in the logits, d_ln (which the LM head's backward writes while
     // reading it) keeps its own memory; when it has its own buffer, d_ln shares too.
     const bool d_ln_shares = !dlogits_in_logits;
-    const size_t scratch = bytes(nc, 1, f32) * (d_ln_shares ? 3 : 2) + bytes(3 * nc, 1, op) +
-                           bytes(4 * nc, 1, op) + bytes(nc, 1, f32);
-    shares_logits = scratch <= bytes(N * sh.padded_vocab, 1, lg);
+    const size_t scratch = layer_bytes(nc, f32) * (d_ln_shares ? 3 : 2) + layer_bytes(3 * nc, op) +
+                           layer_bytes(4 * nc, op) + layer_bytes(nc, f32);
+    shares_logits = scratch <= layer_bytes(N * sh.padded_vocab, lg);
     size_t shared = logits.offset;
     size_t* cursor = shares_logits ? &shared : &total;
     d_residual = take_at(cursor, nc, 1, f32);
@@ -133,8 +133,7 @@ struct GptModel::Acts {
 };
 
 kernels::Act GptModel::act(const Slot& s, int layer) const {
-  return kernels::Act(
-      act_ + s.offset + static_cast<size_t>(layer) * s.per_layer * kernels::dtype_size(s.dtype), s.dtype);
+  return kernels::Act(act_ + s.offset + static_cast<size_t>(layer) * s.layer_bytes, s.dtype);
 }
 
 float* GptModel::f32(const Slot& s, int layer) const {

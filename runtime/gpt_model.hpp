@@ -106,6 +106,7 @@ class GptModel {
     size_t offset = 0;     // bytes into act_
     size_t per_layer = 0;  // elements per layer
     kernels::DType dtype = kernels::DType::kF32;
+    size_t layer_bytes = 0;  // stride between layers: per_layer elements rounded up to 256 bytes
   };
   struct Acts;  // the slots of every tensor in act_
   kernels::Act act(const Slot& s, int layer = 0) const;

@@ -44,12 +44,20 @@ TEST(GptModelBf16, GemmOperandsTakeHalfTheBytes) {
   EXPECT_EQ(f.activation_bytes() - h.activation_bytes(), 2 * elements - 2 * dlogits);
 }
 
-// Two shapes: C 64 keeps the backward scratch apart; C 16 with vocab 256 puts it inside the logits
-// (fp32 and bf16 alike), so a scratch tensor overwriting the logits' gradient too early would show.
+// Three shapes: C 64 keeps the backward scratch apart; C 16 with vocab 256 puts it inside the logits
+// (fp32 and bf16 alike), so a scratch tensor overwriting the logits' gradient too early would show;
+// C 24 at B 1, T 7 gives layer tensors whose sizes are not multiples of the 256-byte layer stride.
 TEST(GptModelBf16, LossAndGradientStayCloseToFp32) {
-  for (const GptShape& shape : {GptShape{2, 4, 64, 32, 256, 320}, GptShape{2, 2, 16, 32, 256, 256}}) {
-    const Pass ref = forward_backward(kF32, shape, 2, 32, 5);
-    const Pass got = forward_backward(kBf16, shape, 2, 32, 5);
+  struct Case {
+    GptShape shape;
+    int B, T;
+  };
+  for (const Case& c :
+       {Case{GptShape{2, 4, 64, 32, 256, 320}, 2, 32}, Case{GptShape{2, 2, 16, 32, 256, 256}, 2, 32},
+        Case{GptShape{3, 3, 24, 32, 256, 256}, 1, 7}}) {
+    const GptShape& shape = c.shape;
+    const Pass ref = forward_backward(kF32, shape, c.B, c.T, 5);
+    const Pass got = forward_backward(kBf16, shape, c.B, c.T, 5);
     EXPECT_NEAR(got.loss, ref.loss, 1e-3 * ref.loss);
     const double rel = testing::relative_l2(got.grads, ref.grads);
     std::printf("C %d: bf16 activations vs fp32: loss %.6f vs %.6f, gradient relative L2 %.3g\n",
