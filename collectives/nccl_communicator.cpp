@@ -71,6 +71,13 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The deadline argument of create() and set_timeout().
+Status check_timeout(double timeout_s) {
+  PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
+                  "NcclCommunicator: timeout_s must be >= 0 seconds (0 = no deadline), got ", timeout_s);
+  return Status::ok();
+}
+
 // Whole milliseconds of a duration in seconds, for messages.
 long long milliseconds(double seconds) {
   return std::llround(seconds * 1e3);
@@ -196,8 +203,7 @@ Status check_distinct_gpus(const std::vector<GpuIdentity>& ranks) {
 
 Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
                                 std::unique_ptr<NcclCommunicator>* out, bool async, double timeout_s) {
-  PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
-                  "NcclCommunicator: timeout_s must be >= 0 seconds (0 = no deadline), got ", timeout_s);
+  PERIGEE_CHECK(check_timeout(timeout_s));
   int initialized = 0;
   MPI_Initialized(&initialized);
   PERIGEE_REQUIRE(initialized, StatusCode::kInternal, "NcclCommunicator::create called before MPI_Init");
@@ -363,8 +369,7 @@ Status NcclCommunicator::async_error() {
 }
 
 Status NcclCommunicator::set_timeout(double timeout_s) {
-  PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
-                  "NcclCommunicator: timeout_s must be >= 0 seconds (0 = no deadline), got ", timeout_s);
+  PERIGEE_CHECK(check_timeout(timeout_s));
   timeout_s_ = timeout_s;
   return Status::ok();
 }
