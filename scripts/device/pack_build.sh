@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # On the CPU machine: pack a built tree for the GPU machine (carry limit 64 MiB). Writes
-# device/build.tgz (the build folder's CTest files and stripped executables, no objects or static
-# libraries), device/anchors/torch_gpt2.py (the PyTorch anchor) and the Debian runtime packages
-# (fetch_debs.sh) into device/, which is git-ignored: carry ["device"].
+# device/build.txz (the build folder's CTest files and stripped executables, no objects or static
+# libraries; xz: about 15 MB where gzip took 40 MB), device/anchors/torch_gpt2.py (the PyTorch
+# anchor) and the Debian runtime packages (fetch_debs.sh, about 20 MB) into device/, which is
+# git-ignored: carry ["device"]. Fails when device/ would not fit the carry limit.
 #   scripts/build.sh && scripts/device/pack_build.sh [BUILD_DIR]
-# On the GPU machine:
-#   tar xzf device/build.tgz && scripts/device/run_on_device.sh            # whole ctest suite
-#   tar xzf device/build.tgz && scripts/device/run_on_device.sh -- \
+# On the GPU machine (run_on_device.sh unpacks device/build.txz into build/ first):
+#   scripts/device/run_on_device.sh                                        # whole ctest suite
+#   scripts/device/run_on_device.sh -- \
 #     env BUILD=$PWD/build ANCHOR=$PWD/device/anchors/torch_gpt2.py scripts/device/run_gpu_bench.sh --require-gpu
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,6 +28,13 @@ done
    tar cf - --null -T -) | (mkdir -p "$STAGE/build" && tar xf - -C "$STAGE/build")
 find "$STAGE/build" -type f -perm -u+x -exec sh -c \
   'file -b "$1" | grep -q ELF && strip --strip-unneeded "$1"' _ {} \;
-tar czf "$ROOT/device/build.tgz" -C "$STAGE" build
-du -sh "$ROOT/device/build.tgz" "$ROOT/device"
-echo "carry [\"device\"]; on the GPU machine: tar xzf device/build.tgz && scripts/device/run_on_device.sh"
+rm -f "$ROOT/device/build.tgz"
+tar cf - -C "$STAGE" build | xz -6 -T2 > "$ROOT/device/build.txz"
+BYTES=$(du -sb "$ROOT/device" | cut -f1)
+LIMIT=$((64 * 1024 * 1024))
+echo "device/build.txz: $(du -sh "$ROOT/device/build.txz" | cut -f1); device/ in all: $BYTES bytes of $LIMIT"
+if ((BYTES > LIMIT)); then
+  echo "error: device/ is over the 64 MiB carry limit" >&2
+  exit 1
+fi
+echo "carry [\"device\"]; on the GPU machine: scripts/device/run_on_device.sh"

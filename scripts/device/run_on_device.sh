@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # On the GPU machine (no apt): unpack the carried Debian runtime packages into device/root (never
 # into /), point MPI and the loader at them and at the machine's own CUDA libraries (its Python
-# nvidia-* packages), then run the test suite from the carried build folder, and optionally more.
+# nvidia-* packages), unpack the carried build (device/build.txz from pack_build.sh) into build/ when
+# there is none, then run the test suite from it, and optionally more.
 #   scripts/device/run_on_device.sh                 # whole ctest suite
 #   scripts/device/run_on_device.sh -- <command>    # any command in the same environment
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if [[ ! -f "$ROOT/build/CMakeCache.txt" && -f "$ROOT/device/build.txz" ]]; then
+  # Python's tarfile where the machine has no xz program.
+  if command -v xz > /dev/null; then
+    tar xJf "$ROOT/device/build.txz" -C "$ROOT"
+  else
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+      "$ROOT/device/build.txz" "$ROOT"
+  fi
+fi
 DEV="$ROOT/device/root"
 mkdir -p "$DEV"
 for deb in "$ROOT"/device/debs/*.deb; do dpkg -x "$deb" "$DEV"; done
