@@ -53,6 +53,11 @@ class Communicator {
   virtual Status wait_all() { return Status::ok(); }
   // True when start_all_reduce returns before the data has moved (MPI, NCCL).
   virtual bool overlaps() const { return false; }
+  // True when every operation on device buffers orders itself after the work already queued on the
+  // stream that produced them (the producer stream it was given: NcclCommunicator, the CUDA host
+  // staging), so the caller need not wait for that stream first. False: the caller makes the
+  // producers finish before a call (host buffers: nothing to order).
+  virtual bool follows_producer_stream() const { return false; }
 
   // Emulated seconds all collectives so far took on a modelled network (the emulated laser links);
   // 0 for real networks. Callers take differences around a collective.

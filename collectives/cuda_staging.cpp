@@ -30,6 +30,7 @@ StagingCallbacks cuda_staging_callbacks(cudaStream_t stream) {
     PERIGEE_CHECK(copy_and_wait(dev, host, bytes, cudaMemcpyHostToDevice, stream));
     return Status::ok();
   };
+  cb.follows_producer = stream != nullptr;
   return cb;
 }
 

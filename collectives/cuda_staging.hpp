@@ -12,8 +12,10 @@
 namespace perigee::collectives {
 
 // `stream` 0 is the legacy default stream, which also waits for work on every blocking stream of
-// the device; pass the stream that produced the buffers when it is a non-blocking one. The device
-// current at each call is the one used.
+// the device (but not on non-blocking ones, such as the CUDA backend's); the caller then makes the
+// buffers' producers finish first. Pass the stream that produced the buffers (the backend's,
+// kernels::cuda::cuda_stream_of) to have every copy ordered after its queued work:
+// follows_producer is then set. The device current at each call is the one used.
 StagingCallbacks cuda_staging_callbacks(cudaStream_t stream = nullptr);
 
 // A HostStagingCommunicator over `host` (e.g. an MpiCommunicator) with cuda_staging_callbacks(stream).

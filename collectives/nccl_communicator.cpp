@@ -340,6 +340,7 @@ NcclCommunicator::~NcclCommunicator() {
     comm_ = nullptr;
   }
   if (scratch_ != nullptr) (void)cudaFree(scratch_);
+  if (producer_done_ != nullptr) (void)cudaEventDestroy(producer_done_);
   if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
 }
 
@@ -432,12 +433,30 @@ Status NcclCommunicator::abort() {
   return Status::ok();
 }
 
+Status NcclCommunicator::set_producer_stream(cudaStream_t producer) {
+  if (producer == stream_) producer = nullptr;  // one stream orders itself
+  if (producer != nullptr && producer_done_ == nullptr) {
+    PERIGEE_CHECK_CUDA(cudaSetDevice(device_));
+    PERIGEE_CHECK_CUDA(cudaEventCreateWithFlags(&producer_done_, cudaEventDisableTiming));
+  }
+  producer_ = producer;
+  return Status::ok();
+}
+
+Status NcclCommunicator::follow_producer() {
+  if (producer_ == nullptr) return Status::ok();
+  PERIGEE_CHECK_CUDA(cudaEventRecord(producer_done_, producer_));
+  PERIGEE_CHECK_CUDA(cudaStreamWaitEvent(stream_, producer_done_, 0));
+  return Status::ok();
+}
+
 Status NcclCommunicator::enqueue_all_reduce(const void* send, void* recv, size_t count, DataType type,
                                             ReduceOp op, bool wait) {
   PERIGEE_CHECK(usable());
   PERIGEE_REQUIRE(op != ReduceOp::kAvg || is_floating(type), StatusCode::kInvalidArgument,
                   "all_reduce: kAvg needs a floating type, got ", data_type_name(type));
   if (count == 0) return Status::ok();
+  PERIGEE_CHECK(follow_producer());
   if (type == DataType::kBFloat16 && op == ReduceOp::kAvg) {
     // NCCL's average multiplies every input by bf16(1/p) before the sum; the rule of every backend
     // is the sum, then one multiply by 1/p and one rounding (docs/collectives.md).
@@ -482,6 +501,7 @@ Status NcclCommunicator::broadcast(void* buffer, size_t count, DataType type, in
   PERIGEE_REQUIRE(root >= 0 && root < size_, StatusCode::kInvalidArgument, "broadcast: root ", root,
                   " outside [0, ", size_, ")");
   if (count == 0) return Status::ok();
+  PERIGEE_CHECK(follow_producer());
   PERIGEE_CHECK(
       complete(ncclBroadcast(buffer, buffer, count, to_nccl(type), root, comm_, stream_), "ncclBroadcast"));
   return Status::ok();
@@ -490,6 +510,7 @@ Status NcclCommunicator::broadcast(void* buffer, size_t count, DataType type, in
 Status NcclCommunicator::all_gather(const void* send, void* recv, size_t count, DataType type) {
   PERIGEE_CHECK(usable());
   if (count == 0) return Status::ok();
+  PERIGEE_CHECK(follow_producer());
   PERIGEE_CHECK(complete(ncclAllGather(send, recv, count, to_nccl(type), comm_, stream_), "ncclAllGather"));
   return Status::ok();
 }

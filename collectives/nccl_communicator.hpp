@@ -77,13 +77,20 @@ class NcclCommunicator final : public Communicator {
   // A one-element all_reduce on the stream, waited for even when async.
   Status barrier() override;
 
-  // Overlap: start_all_reduce only enqueues ncclAllReduce on stream() (the caller has made the send
-  // buffer's producers finish, e.g. by synchronizing its compute stream); progress() checks NCCL's
-  // asynchronous error; wait_all() is synchronize() when anything was started.
+  // Overlap: start_all_reduce only enqueues ncclAllReduce on stream() (after the producer stream's
+  // queued work, when one is set; otherwise the caller has made the send buffer's producers finish,
+  // e.g. by synchronizing its compute stream); progress() checks NCCL's asynchronous error;
+  // wait_all() is synchronize() when anything was started.
   Status start_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) override;
   Status progress() override;
   Status wait_all() override;
   bool overlaps() const override { return true; }
+
+  // The stream that produces the device buffers (the backend's compute stream). Every later
+  // operation first makes stream() wait for the work queued on it so far (an event, no host wait),
+  // so the caller need not synchronize it; nullptr (or stream() itself) turns this off.
+  Status set_producer_stream(cudaStream_t producer);
+  bool follows_producer_stream() const override { return producer_ != nullptr; }
 
   // Waits until the stream is idle, polling ncclCommGetAsyncError meanwhile (NCCL's recommended
   // replacement for cudaStreamSynchronize: a failed peer or link surfaces as an error, not a hang).
@@ -119,6 +126,8 @@ class NcclCommunicator final : public Communicator {
   Status settle(const char* what);
   // A wait that ran past the deadline: aborts the communicator, kUnavailable naming `what` and times.
   Status expired(const std::string& what, std::chrono::steady_clock::time_point start, double waited);
+  // Makes stream_ wait for the producer stream's queued work (no-op without one).
+  Status follow_producer();
   // all_reduce's checks and enqueue; waits for it when `wait` (all_reduce and start_all_reduce).
   Status enqueue_all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
                             bool wait);
@@ -132,6 +141,8 @@ class NcclCommunicator final : public Communicator {
   int device_ = -1;
   int rank_ = 0;
   int size_ = 1;
+  cudaStream_t producer_ = nullptr;     // set_producer_stream
+  cudaEvent_t producer_done_ = nullptr;  // recorded on producer_, waited for on stream_
   int* scratch_ = nullptr;  // one device int for barrier()
   double timeout_s_ = 0.0;  // 0: no deadline
 };

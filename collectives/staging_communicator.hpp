@@ -35,6 +35,9 @@ struct StagingCallbacks {
   // Copies `bytes` from device to host / host to device; the data must be in place when they return.
   std::function<Status(void* host, const void* dev, size_t bytes)> to_host;
   std::function<Status(void* dev, const void* host, size_t bytes)> to_device;
+  // True when to_host's copies are ordered after the work already queued by whatever produced the
+  // device buffers (they run on the producer's own stream): follows_producer_stream() then says so.
+  bool follows_producer = false;
 };
 
 inline constexpr size_t kDefaultStagingChunkBytes = size_t{64} << 20;  // 64 MiB
@@ -74,6 +77,7 @@ class HostStagingCommunicator final : public Communicator {
   Status progress() override;
   Status wait_all() override;
   bool overlaps() const override { return host_->overlaps(); }
+  bool follows_producer_stream() const override { return callbacks_.follows_producer; }
   // Chunks started and not yet copied back.
   size_t pending() const { return in_flight_.size(); }
 

@@ -3,6 +3,7 @@
 #include "collectives/cuda_staging.hpp"
 #include "collectives/mpi_communicator.hpp"
 #include "collectives/nccl_communicator.hpp"
+#include "kernels/cuda/cuda_backend_factory.hpp"
 #include "runtime/links_setup.hpp"
 #include "runtime/log.hpp"
 
@@ -16,6 +17,14 @@ Status setup_communicators(const CommConfig& comm, const LinksConfig& links, con
   PERIGEE_CHECK(collectives::MpiCommunicator::create(world, &mpi, comm.timeout_s));
   out->host = std::move(mpi);
   const bool on_gpu = device.cuda_device >= 0;
+  // Collectives over the backend's buffers are ordered after its stream's queued work (the
+  // trainer then need not wait for the stream before starting a gradient bucket).
+  cudaStream_t producer = nullptr;
+  if (on_gpu) {
+    void* stream = nullptr;
+    PERIGEE_CHECK(kernels::cuda::cuda_stream_of(*device.backend, &stream));
+    producer = static_cast<cudaStream_t>(stream);
+  }
   if (comm.backend == "links") {
     std::unique_ptr<collectives::EmulatedLinkCommunicator> emulated;
     std::string description;
@@ -28,7 +37,7 @@ Status setup_communicators(const CommConfig& comm, const LinksConfig& links, con
     // Device buffers go through pinned host staging, then over the emulated links.
     std::shared_ptr<collectives::Communicator> inner(std::move(emulated));
     std::unique_ptr<collectives::HostStagingCommunicator> staged;
-    PERIGEE_CHECK(collectives::make_cuda_staging_communicator(inner, nullptr, &staged));
+    PERIGEE_CHECK(collectives::make_cuda_staging_communicator(inner, producer, &staged));
     out->gradients = std::move(staged);
     out->description = description + " + pinned host staging";
     return Status::ok();
@@ -44,6 +53,7 @@ Status setup_communicators(const CommConfig& comm, const LinksConfig& links, con
     std::unique_ptr<collectives::NcclCommunicator> nccl;
     Status s = collectives::NcclCommunicator::create(world, device.cuda_device, nullptr, &nccl,
                                                      /*async=*/false, comm.timeout_s);
+    if (s.is_ok()) s = nccl->set_producer_stream(producer);
     if (s.is_ok()) {
       out->gradients = std::move(nccl);
       // A collective still running after timeout_s aborts the NCCL communicator and fails the
@@ -57,7 +67,7 @@ Status setup_communicators(const CommConfig& comm, const LinksConfig& links, con
     log::warn("NCCL unavailable, averaging gradients over MPI with host staging: ", s.message());
   }
   std::unique_ptr<collectives::HostStagingCommunicator> staged;
-  PERIGEE_CHECK(collectives::make_cuda_staging_communicator(out->host, nullptr, &staged));
+  PERIGEE_CHECK(collectives::make_cuda_staging_communicator(out->host, producer, &staged));
   out->gradients = std::move(staged);
   out->description = str_cat("mpi + pinned host staging (device buffers; collectives time out after ",
                              comm.timeout_s, " s)");

@@ -122,7 +122,12 @@ Status Trainer::setup_gradient_buckets() {
     codec.decode = [backend](float* dst, const uint16_t* src, float s, size_t k) {
       return backend->from_bf16(dst, src, s, k);
     };
-    codec.synchronize = [backend] { return backend->synchronize(); };
+    // A communicator that follows the backend's stream reads the wire after encode without a host wait.
+    if (grad_comm_->follows_producer_stream()) {
+      codec.synchronize = [] { return Status::ok(); };
+    } else {
+      codec.synchronize = [backend] { return backend->synchronize(); };
+    }
     PERIGEE_CHECK(buckets_->set_bf16_wire(std::move(codec)));
     log::info("gradients: all-reduced as bf16 (", fixed(n * 2.0 / (1024.0 * 1024.0), 1),
               " MiB per step instead of ", fixed(n * 4.0 / (1024.0 * 1024.0), 1),
@@ -138,10 +143,12 @@ Status Trainer::setup_gradient_buckets() {
   }
   log::info("gradients: all-reduce overlapped with the backward pass in buckets of ",
             fixed(config_.comm.bucket_mb, 1), " MiB over ", grad_comm_->name());
-  model_.set_gradient_ready([this](size_t first) {
-    // The communicator reads the buffer outside the backend's queue (another stream, or the host);
-    // a bf16 wire buffer is synchronized by the codec after its to_bf16.
-    if (buckets_->wire_type() == DataType::kFloat32) PERIGEE_CHECK(backend_->synchronize());
+  const bool ordered = grad_comm_->follows_producer_stream();
+  model_.set_gradient_ready([this, ordered](size_t first) {
+    // A communicator that does not follow the backend's stream reads the buffer outside its queue
+    // (another stream, or the host): the stream must be idle first. A bf16 wire buffer is
+    // synchronized by the codec after its to_bf16.
+    if (!ordered && buckets_->wire_type() == DataType::kFloat32) PERIGEE_CHECK(backend_->synchronize());
     return buckets_->ready_from(first);
   });
   return Status::ok();

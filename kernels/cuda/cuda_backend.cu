@@ -134,6 +134,14 @@ Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool*
                               yes);
 }
 
+Status cuda_stream_of(Backend& backend, void** stream) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "cuda_stream_of: ", backend.name(),
+                  " is not a CUDA backend");
+  *stream = cuda->stream();
+  return Status::ok();
+}
+
 Status set_gelu_fusion(Backend& backend, bool on) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "set_gelu_fusion: ", backend.name(),

@@ -30,6 +30,11 @@ Status parse_gpu_precision(const std::string& name, GpuPrecision* out);
 Status make_cuda_backend(int device, std::unique_ptr<Backend>* out,
                          GpuPrecision precision = GpuPrecision::kFp32);
 
+// The CUDA stream (a cudaStream_t, non-blocking) on which `backend` (a CudaBackend) queues all its work:
+// collectives over its buffers order themselves after that stream (NcclCommunicator's producer
+// stream, collectives/cuda_staging.hpp). kInvalidArgument for any other backend.
+Status cuda_stream_of(Backend& backend, void** stream);
+
 // Whether `backend` (a CudaBackend in bf16 precision) writes a bf16 matmul_forward output [N, OC]
 // straight from cuBLASLt (with or without the fp32 bias), rather than rounding an fp32 result
 // (kernels/cuda/matmul_bf16.cuh). kInvalidArgument for any other backend.

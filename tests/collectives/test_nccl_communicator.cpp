@@ -31,6 +31,7 @@
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/nccl_communicator.hpp"
 #include "tests/collectives/bf16_test_util.hpp"
+#include "tests/collectives/cuda_test_util.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -211,26 +212,8 @@ TEST(NcclCommunicatorCreate, RejectsABadDeadlineBeforeAnyCollective) {
 
 // ---- on GPUs
 
-template <typename T>
-struct DeviceVector {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit DeviceVector(const std::vector<T>& host) : n(host.size()) {
-    if (cudaMalloc(&ptr, std::max<size_t>(1, n) * sizeof(T)) != cudaSuccess) std::abort();
-    if (cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess) std::abort();
-    // A copy from pageable memory may return before its last chunk lands, and NCCL's stream does
-    // not wait for the legacy stream.
-    if (cudaDeviceSynchronize() != cudaSuccess) std::abort();
-  }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  ~DeviceVector() { cudaFree(ptr); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    if (cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) std::abort();
-    return h;
-  }
-};
+using test::DeviceVector;
+using test::LateWrite;
 
 class NcclOnGpu : public ::testing::Test {
  protected:
@@ -271,8 +254,8 @@ TEST_F(NcclOnGpu, AllReduceSumFloatAndIntOutOfPlaceAndInPlace) {
   ASSERT_TRUE(comm_->all_reduce(in.ptr, iout.ptr, n, DataType::kInt32, ReduceOp::kSum).is_ok());
   ASSERT_TRUE(comm_->all_reduce(in.ptr, in.ptr, n, DataType::kInt32, ReduceOp::kSum).is_ok());
   const int rank_sum = p * (p + 1) / 2;
-  const std::vector<float> a = fout.get(), b = f.get();
-  const std::vector<int32_t> c = iout.get(), d = in.get();
+  const std::vector<float> a = fout.download(), b = f.download();
+  const std::vector<int32_t> c = iout.download(), d = in.download();
   long wrong = 0;
   for (size_t i = 0; i < n; ++i) {
     const float ef = static_cast<float>(rank_sum * static_cast<int>(i % 97));
@@ -298,8 +281,8 @@ TEST_F(NcclOnGpu, AllReduceAvgMaxMinAndEveryType) {
   DeviceVector<double> d(hd);
   ASSERT_TRUE(comm_->all_reduce(f.ptr, f.ptr, n, DataType::kFloat32, ReduceOp::kAvg).is_ok());
   ASSERT_TRUE(comm_->all_reduce(d.ptr, d.ptr, n, DataType::kFloat64, ReduceOp::kAvg).is_ok());
-  const std::vector<float> af = f.get();
-  const std::vector<double> ad = d.get();
+  const std::vector<float> af = f.download();
+  const std::vector<double> ad = d.download();
   long wrong = 0;
   for (size_t i = 0; i < n; ++i) {
     const float ef = static_cast<float>(p - 1 + static_cast<int>(i % 300));
@@ -318,7 +301,7 @@ TEST_F(NcclOnGpu, AllReduceAvgMaxMinAndEveryType) {
   DeviceVector<int32_t> in(hi), mx(hi), mn(hi);
   ASSERT_TRUE(comm_->all_reduce(in.ptr, mx.ptr, n, DataType::kInt32, ReduceOp::kMax).is_ok());
   ASSERT_TRUE(comm_->all_reduce(in.ptr, mn.ptr, n, DataType::kInt32, ReduceOp::kMin).is_ok());
-  const std::vector<int32_t> amx = mx.get(), amn = mn.get();
+  const std::vector<int32_t> amx = mx.download(), amn = mn.download();
   wrong = 0;
   for (size_t i = 0; i < n; ++i) {
     const int32_t k = static_cast<int32_t>(i % 50 + 1);
@@ -329,7 +312,7 @@ TEST_F(NcclOnGpu, AllReduceAvgMaxMinAndEveryType) {
 
   DeviceVector<int64_t> big(std::vector<int64_t>(n, (int64_t{1} << 40) + r));
   ASSERT_TRUE(comm_->all_reduce(big.ptr, big.ptr, n, DataType::kInt64, ReduceOp::kSum).is_ok());
-  const std::vector<int64_t> abig = big.get();
+  const std::vector<int64_t> abig = big.download();
   EXPECT_EQ(std::count(abig.begin(), abig.end(), p * (int64_t{1} << 40) + p * (p - 1) / 2),
             static_cast<long>(n));
 
@@ -337,7 +320,7 @@ TEST_F(NcclOnGpu, AllReduceAvgMaxMinAndEveryType) {
   for (size_t i = 0; i < n; ++i) hb[i] = static_cast<uint8_t>((i + r * 7) % 251);
   DeviceVector<uint8_t> bytes(hb);
   ASSERT_TRUE(comm_->all_reduce(bytes.ptr, bytes.ptr, n, DataType::kUInt8, ReduceOp::kMax).is_ok());
-  const std::vector<uint8_t> ab = bytes.get();
+  const std::vector<uint8_t> ab = bytes.download();
   wrong = 0;
   for (size_t i = 0; i < n; ++i) {
     uint8_t e = 0;
@@ -363,11 +346,11 @@ TEST_F(NcclOnGpu, AllReduceBf16FollowsTheHostRule) {
   ASSERT_TRUE(
       comm_->all_reduce(sum_for_avg.ptr, sum_for_avg.ptr, n, DataType::kBFloat16, ReduceOp::kSum).is_ok());
   ASSERT_TRUE(comm_->all_reduce(avg.ptr, avg.ptr, n, DataType::kBFloat16, ReduceOp::kAvg).is_ok());
-  const std::vector<uint16_t> hs = sum.get(), hmx = mx.get(), hmixed = mixed.get();
+  const std::vector<uint16_t> hs = sum.download(), hmx = mx.download(), hmixed = mixed.download();
   // The average is the sum, scaled once by 1/p and rounded once (every backend's rule).
-  std::vector<uint16_t> expect_avg = sum_for_avg.get();
+  std::vector<uint16_t> expect_avg = sum_for_avg.download();
   if (p > 1) collectives::bf16_scale(expect_avg.data(), n, 1.0f / static_cast<float>(p));
-  EXPECT_EQ(avg.get(), expect_avg);
+  EXPECT_EQ(avg.download(), expect_avg);
   long wrong = 0;
   for (size_t i = 0; i < n; ++i) {
     wrong += bf16_to_float(hs[i]) != small_sum(p, i);
@@ -439,8 +422,8 @@ TEST_F(NcclOnGpu, BroadcastFromEveryRoot) {
     DeviceVector<float> f(hf);
     ASSERT_TRUE(comm_->broadcast(v.ptr, v.n, DataType::kInt64, root).is_ok());
     ASSERT_TRUE(comm_->broadcast(f.ptr, f.n, DataType::kFloat32, root).is_ok());
-    const std::vector<int64_t> av = v.get();
-    const std::vector<float> af = f.get();
+    const std::vector<int64_t> av = v.download();
+    const std::vector<float> af = f.download();
     long wrong = 0;
     for (size_t i = 0; i < av.size(); ++i) wrong += av[i] != 1000 * root + static_cast<int64_t>(i);
     for (size_t i = 0; i < af.size(); ++i) wrong += af[i] != static_cast<float>(root) + 0.25f * i;
@@ -459,7 +442,7 @@ TEST_F(NcclOnGpu, AllGatherOutOfPlaceAndInPlace) {
   std::copy(mine.begin(), mine.end(), in_place_h.begin() + r * count);
   DeviceVector<float> in_place(in_place_h);
   ASSERT_TRUE(comm_->all_gather(in_place.ptr + r * count, in_place.ptr, count, DataType::kFloat32).is_ok());
-  const std::vector<float> a = out.get(), b = in_place.get();
+  const std::vector<float> a = out.download(), b = in_place.download();
   long wrong = 0;
   for (int q = 0; q < p; ++q) {
     for (size_t i = 0; i < count; ++i) {
@@ -517,9 +500,9 @@ TEST_F(NcclOnGpu, OverlappedAllReducesAndGradientBuckets) {
   ASSERT_TRUE(comm_->start_all_reduce(m.ptr, m.ptr, 1000, DataType::kInt32, ReduceOp::kMax).is_ok());
   ASSERT_TRUE(comm_->progress().is_ok());
   ASSERT_TRUE(comm_->wait_all().is_ok());
-  const std::vector<float> ha = a.get();
+  const std::vector<float> ha = a.download();
   EXPECT_EQ(std::count(ha.begin(), ha.end(), static_cast<float>(p + 1)), static_cast<long>(n));
-  const std::vector<int32_t> hm = m.get();
+  const std::vector<int32_t> hm = m.download();
   EXPECT_EQ(std::count(hm.begin(), hm.end(), p - 1), 1000);
 
   std::vector<float> host(n);
@@ -533,7 +516,7 @@ TEST_F(NcclOnGpu, OverlappedAllReducesAndGradientBuckets) {
   }
   ASSERT_TRUE(buckets.finish().is_ok());
   EXPECT_EQ(buckets.buckets(), p > 1 ? 4 : 0);
-  const std::vector<float> hg = g.get();
+  const std::vector<float> hg = g.download();
   long wrong = 0;
   const float rank_sum = static_cast<float>(p * (p + 1) / 2);
   for (size_t i = 0; i < n; ++i) {
@@ -542,6 +525,48 @@ TEST_F(NcclOnGpu, OverlappedAllReducesAndGradientBuckets) {
     wrong += std::fabs(hg[i] - want) > 1e-6f * std::fabs(want);
   }
   EXPECT_EQ(wrong, 0);
+}
+
+// With a producer stream, every call waits (on the device) for the work queued on it so far: a
+// write that lands there only after a 300 ms pause is what the collective reads, with no host wait.
+TEST_F(NcclOnGpu, ProducerStreamOrdersEveryCallAfterItsQueuedWork) {
+  const int p = comm_->size(), r = comm_->rank();
+  EXPECT_FALSE(comm_->follows_producer_stream());
+  cudaStream_t producer = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&producer, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_TRUE(comm_->set_producer_stream(producer).is_ok());
+  EXPECT_TRUE(comm_->follows_producer_stream());
+  const size_t n = 1 << 18;
+  const std::vector<float> late(n, static_cast<float>(r + 1));
+  long wrong = 0;
+  {  // blocking all_reduce
+    DeviceVector<float> v(std::vector<float>(n, -1000.0f)), out(std::vector<float>(n, 0.0f));
+    LateWrite<float> w(producer, v.ptr, late, 300);
+    ASSERT_TRUE(comm_->all_reduce(v.ptr, out.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    const std::vector<float> h = out.download();
+    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p * (p + 1) / 2); });
+  }
+  {  // overlapped all_reduce
+    DeviceVector<float> v(std::vector<float>(n, -1000.0f));
+    LateWrite<float> w(producer, v.ptr, late, 300);
+    ASSERT_TRUE(comm_->start_all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    ASSERT_TRUE(comm_->wait_all().is_ok());
+    const std::vector<float> h = v.download();
+    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p * (p + 1) / 2); });
+  }
+  {  // broadcast from the last rank
+    DeviceVector<float> v(std::vector<float>(n, -1000.0f));
+    LateWrite<float> w(producer, v.ptr, late, 300);
+    ASSERT_TRUE(comm_->broadcast(v.ptr, n, DataType::kFloat32, p - 1).is_ok());
+    const std::vector<float> h = v.download();
+    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p); });
+  }
+  EXPECT_EQ(wrong, 0);
+  ASSERT_TRUE(comm_->set_producer_stream(nullptr).is_ok());
+  EXPECT_FALSE(comm_->follows_producer_stream());
+  ASSERT_TRUE(comm_->set_producer_stream(comm_->stream()).is_ok());  // its own stream: nothing to follow
+  EXPECT_FALSE(comm_->follows_producer_stream());
+  cudaStreamDestroy(producer);
 }
 
 TEST_F(NcclOnGpu, AbortMakesLaterCallsUnavailable) {

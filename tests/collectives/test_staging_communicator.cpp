@@ -20,6 +20,7 @@
 #include "collectives/mpi_communicator.hpp"
 #include "collectives/staging_communicator.hpp"
 #include "tests/collectives/bf16_test_util.hpp"
+#include "tests/collectives/cuda_test_util.hpp"
 #include "tests/collectives/fake_device.hpp"
 
 namespace perigee::collectives {
@@ -267,24 +268,8 @@ bool every_rank_has_gpu(std::string* why) {
   return all != 0;
 }
 
-template <typename T>
-struct DeviceVector {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit DeviceVector(const std::vector<T>& host) : n(host.size()) {
-    if (cudaMalloc(&ptr, n * sizeof(T)) != cudaSuccess) std::abort();
-    cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice);
-    // From pageable memory cudaMemcpy may return before its DMA lands; the communicator copies on
-    // its own non-blocking stream, so the data must be on the device first.
-    if (cudaDeviceSynchronize() != cudaSuccess) std::abort();
-  }
-  ~DeviceVector() { cudaFree(ptr); }
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-};
+using test::DeviceVector;
+using test::LateWrite;
 
 TEST(CudaStaging, DeviceBuffersThroughMpi) {
   std::string why;
@@ -350,6 +335,46 @@ TEST(CudaStaging, DeviceBuffersThroughMpi) {
   EXPECT_EQ(c->overlap_pinned_bytes(), (n + 2500) * sizeof(float));  // one block per chunk, each its size
   c.reset();
   cudaStreamDestroy(stream);
+}
+
+// Staging on the stream that produced the buffers: the copies come after its queued work, so a
+// write that lands there only after a 300 ms pause is what the collective reduces (no host wait).
+TEST(CudaStaging, CopiesOnTheProducerStreamFollowItsQueuedWork) {
+  std::string why;
+  if (!every_rank_has_gpu(&why)) GTEST_SKIP() << why;
+  {
+    std::unique_ptr<HostStagingCommunicator> legacy;
+    ASSERT_TRUE(make_cuda_staging_communicator(world(), nullptr, &legacy).is_ok());
+    EXPECT_FALSE(legacy->follows_producer_stream());  // the legacy stream skips non-blocking streams
+  }
+  cudaStream_t producer = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&producer, cudaStreamNonBlocking), cudaSuccess);
+  std::unique_ptr<HostStagingCommunicator> c;
+  ASSERT_TRUE(make_cuda_staging_communicator(world(), producer, &c, 1 << 16).is_ok());
+  EXPECT_TRUE(c->follows_producer_stream());
+  const int p = c->size(), r = c->rank();
+  const size_t n = 100000;  // several chunks
+  const std::vector<float> late(n, static_cast<float>(r + 1));
+  const float sum = static_cast<float>(p * (p + 1) / 2);
+  long wrong = 0;
+  {
+    DeviceVector<float> v(std::vector<float>(n, -1000.0f));
+    LateWrite<float> w(producer, v.ptr, late, 300);
+    ASSERT_TRUE(c->all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    const std::vector<float> h = v.download();
+    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != sum; });
+  }
+  {
+    DeviceVector<float> v(std::vector<float>(n, -1000.0f));
+    LateWrite<float> w(producer, v.ptr, late, 300);
+    ASSERT_TRUE(c->start_all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+    ASSERT_TRUE(c->wait_all().is_ok());
+    const std::vector<float> h = v.download();
+    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != sum; });
+  }
+  EXPECT_EQ(wrong, 0);
+  c.reset();
+  cudaStreamDestroy(producer);
 }
 
 }  // namespace
