@@ -71,6 +71,22 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Deadline of the destructor's ncclCommFinalize when no timeout is set: finalize synchronizes with
+// the peers, and a peer that aborted never joins it.
+constexpr double kFinalizeDeadlineS = 60.0;
+
+// f() with `device` current, the caller's current device restored afterwards.
+template <typename F>
+Status nccl_device_call(int device, F&& f) {
+  int previous = -1;
+  PERIGEE_CHECK_CUDA(cudaGetDevice(&previous));
+  if (previous == device) return f();
+  PERIGEE_CHECK_CUDA(cudaSetDevice(device));
+  Status s = f();
+  (void)cudaSetDevice(previous);
+  return s;
+}
+
 // The deadline argument of create() and set_timeout().
 Status check_timeout(double timeout_s) {
   PERIGEE_REQUIRE(std::isfinite(timeout_s) && timeout_s >= 0.0, StatusCode::kInvalidArgument,
@@ -123,6 +139,12 @@ struct RankRecord {
   int32_t reserved;
   char bus_id[32];
   char host_name[64];
+  char error[320];
+};
+
+// One rank's outcome of a step of create(), all-gathered so that every rank returns the same code.
+struct OutcomeRecord {
+  int32_t status_code;
   char error[320];
 };
 
@@ -308,18 +330,30 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
   config.blocking = 0;
   const ncclResult_t started = ncclCommInitRankConfig(&c->comm_, c->size_, id.id, c->rank_, &config);
   Status init = started == ncclInProgress || (started == ncclSuccess && c->comm_ != nullptr)
-                    ? c->settle("ncclCommInitRankConfig")
+                    ? c->settle("ncclCommInitRankConfig", timeout_s)
                     : nccl_status(started, "ncclCommInitRankConfig");
-  // A failed init may still hand back a communicator (in its error state): abort it.
-  if (!init.is_ok()) c->failed_ = true;
-  int ok = init.is_ok() ? 1 : 0;
-  int all_ok = 0;
-  PERIGEE_CHECK_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, boot.comm()));
-  if (!init.is_ok()) return std::move(init.add_trace(__FILE__, __LINE__));
-  if (!all_ok) {
-    c->failed_ = true;  // the destructor aborts instead of destroying
-    return make_error(StatusCode::kNcclError,
-                      "NcclCommunicator::create: ncclCommInitRank failed on another rank");
+  // A failed init may still hand back a communicator (in its error state). Abort it before the
+  // agreement below: its bootstrap connections close, so peers still initializing fail at once
+  // instead of waiting out their deadline.
+  if (!init.is_ok()) {
+    c->failed_ = true;
+    (void)c->abort();
+  }
+  OutcomeRecord mine_init{};
+  mine_init.status_code = static_cast<int32_t>(init.code());
+  copy_text(mine_init.error, sizeof(mine_init.error), init.message());
+  std::vector<OutcomeRecord> inits(static_cast<size_t>(c->size_));
+  PERIGEE_CHECK_MPI(MPI_Allgather(&mine_init, sizeof(OutcomeRecord), MPI_BYTE, inits.data(),
+                                  sizeof(OutcomeRecord), MPI_BYTE, boot.comm()));
+  // Every rank returns the lowest failing rank's error (a peer's failure makes the others time out
+  // or fail too: its cause is the one to report); the destructor aborts instead of destroying.
+  for (int r = 0; r < c->size_; ++r) {
+    const OutcomeRecord& rec = inits[static_cast<size_t>(r)];
+    if (rec.status_code == static_cast<int32_t>(StatusCode::kOk)) continue;
+    c->failed_ = true;
+    if (r == c->rank_) return std::move(init.add_trace(__FILE__, __LINE__));
+    return make_error(static_cast<StatusCode>(rec.status_code), "NcclCommunicator::create: rank ", r,
+                      " of ", c->size_, ": ", rec.error);
   }
   *out = std::move(c);
   return Status::ok();
@@ -328,8 +362,12 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
 NcclCommunicator::~NcclCommunicator() {
   if (comm_ != nullptr && !failed_) {
     // Non-blocking: finalize (flushes the outstanding work), wait for it, then destroy.
+    // Finalize synchronizes with the peers: bounded even without a timeout (expiry aborts).
     const ncclResult_t r = ncclCommFinalize(comm_);
-    if ((r != ncclSuccess && r != ncclInProgress) || !settle("ncclCommFinalize").is_ok()) failed_ = true;
+    if ((r != ncclSuccess && r != ncclInProgress) ||
+        !settle("ncclCommFinalize", timeout_s_ > 0.0 ? timeout_s_ : kFinalizeDeadlineS).is_ok()) {
+      failed_ = true;
+    }
   }
   if (comm_ != nullptr) {
     if (failed_) {
@@ -347,13 +385,17 @@ NcclCommunicator::~NcclCommunicator() {
 Status NcclCommunicator::usable() const {
   PERIGEE_REQUIRE(comm_ != nullptr, StatusCode::kUnavailable,
                   "NCCL communicator was aborted; create a new one");
+  PERIGEE_REQUIRE(!failed_, StatusCode::kUnavailable,
+                  "an earlier NCCL operation failed, which leaves a non-blocking communicator in its error "
+                  "state; abort it and create a new one");
   return Status::ok();
 }
 
 Status NcclCommunicator::complete(ncclResult_t result, const char* what, bool wait) {
-  Status s = result == ncclInProgress ? settle(what) : nccl_status(result, what, comm_);
-  // NCCL: an invalid argument leaves the communicator working; other errors are fatal for it.
-  if (!s.is_ok() && result != ncclInvalidArgument) failed_ = true;
+  Status s = result == ncclInProgress ? settle(what, timeout_s_) : nccl_status(result, what, comm_);
+  // A non-blocking communicator keeps any error as its state (even ncclInvalidArgument, which a
+  // blocking one shrugs off): every later call would fail the same way.
+  if (!s.is_ok()) failed_ = true;
   if (s.is_ok() && wait) s = synchronize();
   return s;
 }
@@ -388,12 +430,12 @@ Status NcclCommunicator::synchronize() {
     PERIGEE_CHECK(async_error());
     const double waited = seconds_since(start);
     // NCCL's kernels wait for a dead peer for ever; only an abort frees the stream.
-    if (timeout_s_ > 0.0 && waited >= timeout_s_) return expired("NCCL collective", start, waited);
+    if (timeout_s_ > 0.0 && waited >= timeout_s_) return expired("NCCL collective", start, waited, timeout_s_);
     poll_pause(waited);
   }
 }
 
-Status NcclCommunicator::settle(const char* what) {
+Status NcclCommunicator::settle(const char* what, double deadline_s) {
   const auto start = std::chrono::steady_clock::now();
   for (;;) {
     ncclResult_t state = ncclInProgress;
@@ -403,22 +445,22 @@ Status NcclCommunicator::settle(const char* what) {
       return nccl_status(r, "ncclCommGetAsyncError", comm_);
     }
     if (state != ncclInProgress) {
-      if (state != ncclSuccess && state != ncclInvalidArgument) failed_ = true;
+      if (state != ncclSuccess) failed_ = true;
       return nccl_status(state, what, comm_);
     }
     const double waited = seconds_since(start);
-    if (timeout_s_ > 0.0 && waited >= timeout_s_) return expired(what, start, waited);
+    if (deadline_s > 0.0 && waited >= deadline_s) return expired(what, start, waited, deadline_s);
     poll_pause(waited);
   }
 }
 
 Status NcclCommunicator::expired(const std::string& what, std::chrono::steady_clock::time_point start,
-                                 double waited) {
+                                 double waited, double deadline_s) {
   // The abort itself may take longer (NCCL frees pinned memory, which waits for the device): the
   // message gives both times.
   failed_ = true;
   const Status aborted = abort();
-  return make_error(StatusCode::kUnavailable, what, " did not complete within ", timeout_s_,
+  return make_error(StatusCode::kUnavailable, what, " did not complete within ", deadline_s,
                     " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_, "); gave up after ",
                     milliseconds(waited), " ms, the NCCL communicator was aborted after ",
                     milliseconds(seconds_since(start)), " ms",
@@ -463,8 +505,14 @@ Status NcclCommunicator::enqueue_all_reduce(const void* send, void* recv, size_t
     PERIGEE_CHECK(complete(ncclAllReduce(send, recv, count, ncclBfloat16, ncclSum, comm_, stream_),
                            "ncclAllReduce", false));
     if (size_ > 1) {
-      PERIGEE_CHECK(kernels::cuda::scale_bf16(static_cast<uint16_t*>(recv), 1.0f / static_cast<float>(size_),
-                                              count, stream_));
+      // On this communicator's device whatever the calling thread's current device (NCCL sets its
+      // own); a failed launch leaves the sum unscaled: the communicator is done for.
+      Status scaled = nccl_device_call(device_, [&] {
+        return kernels::cuda::scale_bf16(static_cast<uint16_t*>(recv), 1.0f / static_cast<float>(size_), count,
+                                         stream_);
+      });
+      if (!scaled.is_ok()) failed_ = true;
+      PERIGEE_CHECK(scaled);
     }
     if (wait) PERIGEE_CHECK(synchronize());
     return Status::ok();

@@ -45,7 +45,8 @@ class NcclCommunicator final : public Communicator {
  public:
   // Collective over `comm` (MPI must be initialised): every rank selects `cuda_device`, the ranks
   // exchange their GpuIdentity over MPI and stop with kUnavailable (on every rank alike) when GPUs
-  // are shared; rank 0 creates the ncclUniqueId, MPI broadcasts it, ncclCommInitRank follows.
+  // are shared; rank 0 creates the ncclUniqueId, MPI broadcasts it, ncclCommInitRankConfig follows.
+  // A failure on any rank is returned on every rank (the lowest failing rank's code and message).
   // `stream` 0 makes the communicator create (and own) a non-blocking stream.
   // `async` = false: every call waits until its operation has finished on the stream.
   // `async` = true: calls only enqueue; the caller orders its own work on stream() (or calls
@@ -56,8 +57,10 @@ class NcclCommunicator final : public Communicator {
   // collective's first use) ends in kUnavailable and an aborted communicator, not a hang.
   static Status create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
                        std::unique_ptr<NcclCommunicator>* out, bool async = false, double timeout_s = 0.0);
-  // ncclCommFinalize (waited for within the deadline) and ncclCommDestroy, or ncclCommAbort when an
-  // operation failed (NCCL: such errors are fatal for the communicator; recovery is abort + re-create).
+  // ncclCommFinalize (waited for within the deadline, 60 s without one; expiry aborts) and
+  // ncclCommDestroy, or ncclCommAbort when an operation failed (NCCL: any error is fatal for a
+  // non-blocking communicator, even an invalid argument; later calls return kUnavailable; recovery
+  // is abort + re-create).
   ~NcclCommunicator() override;
 
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -122,10 +125,11 @@ class NcclCommunicator final : public Communicator {
   // The same, waiting for the operation only when `wait`.
   Status complete(ncclResult_t result, const char* what, bool wait);
   // Polls a call that returned ncclInProgress (the communicator is non-blocking) until NCCL reports
-  // its outcome, within the deadline.
-  Status settle(const char* what);
-  // A wait that ran past the deadline: aborts the communicator, kUnavailable naming `what` and times.
-  Status expired(const std::string& what, std::chrono::steady_clock::time_point start, double waited);
+  // its outcome, within deadline_s (0: none).
+  Status settle(const char* what, double deadline_s);
+  // A wait that ran past deadline_s: aborts the communicator, kUnavailable naming `what` and times.
+  Status expired(const std::string& what, std::chrono::steady_clock::time_point start, double waited,
+                 double deadline_s);
   // Makes stream_ wait for the producer stream's queued work (no-op without one).
   Status follow_producer();
   // all_reduce's checks and enqueue; waits for it when `wait` (all_reduce and start_all_reduce).
