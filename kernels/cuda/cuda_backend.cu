@@ -121,8 +121,8 @@ Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bia
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
                   "writes_bf16_gemm_outputs: ", backend.name(), " is not a CUDA backend in bf16 precision");
-  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone, 256,
-                              yes);
+  return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone,
+                              LtAlign{}, yes);
 }
 
 Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool* yes) {
@@ -130,8 +130,8 @@ Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool*
   PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
                   "writes_bf16_input_gradients: ", backend.name(),
                   " is not a CUDA backend in bf16 precision");
-  return cuda->lt().available(false, false, C, N, OC, C, OC, C, DType::kBF16, false, LtEpilogue::kNone, 256,
-                              yes);
+  return cuda->lt().available(false, false, C, N, OC, C, OC, C, DType::kBF16, false, LtEpilogue::kNone,
+                              LtAlign{}, yes);
 }
 
 Status cuda_stream_of(Backend& backend, void** stream) {
@@ -139,6 +139,15 @@ Status cuda_stream_of(Backend& backend, void** stream) {
   PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "cuda_stream_of: ", backend.name(),
                   " is not a CUDA backend");
   *stream = cuda->stream();
+  return Status::ok();
+}
+
+Status lt_launch_counts(Backend& backend, LtLaunchCounts* out) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "lt_launch_counts: ", backend.name(),
+                  " is not a CUDA backend");
+  const LtGemm::Counts& c = cuda->lt().counts();
+  *out = LtLaunchCounts{c.launches, c.bf16_d, c.gelu_aux, c.dgelu, c.refused_at_launch};
   return Status::ok();
 }
 

@@ -2,6 +2,7 @@
 // compiler create a CudaBackend through it and use it as a kernels::Backend.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -50,5 +51,13 @@ Status set_gelu_fusion(Backend& backend, bool on);
 // [N, OC] with a bias (*forward) and for matmul_backward_gelu's dpre [N, C] from dout [N, OC]
 // (*backward), for `type` storage. kInvalidArgument for any other backend.
 Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward);
+
+// Launches of `backend`'s cuBLASLt GEMMs (a CudaBackend; kInvalidArgument otherwise): all, those
+// writing a bf16 D, those with the GELU_AUX_BIAS or DGELU epilogue, and launches cuBLASLt refused.
+// Tests compare them around an op to see whether it ran fused.
+struct LtLaunchCounts {
+  uint64_t launches = 0, bf16_d = 0, gelu_aux = 0, dgelu = 0, refused_at_launch = 0;
+};
+Status lt_launch_counts(Backend& backend, LtLaunchCounts* out);
 
 }  // namespace perigee::kernels::cuda

@@ -70,6 +70,13 @@ Status gemm(const GemmContext& ctx, cublasOperation_t trans_a, cublasOperation_t
   return Status::ok();
 }
 
+Status check_bias_grad_dims(int N, int OC) {
+  PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
+  PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                  "matmul_bias_grad: OC = ", OC, " is too large");
+  return Status::ok();
+}
+
 Status finish_bias_grad(float* dbias, const double* partial, int P, int OC, cudaStream_t stream) {
   bias_grad_finish_kernel<<<ceil_div(OC, kFinishBlock), kFinishBlock, 0, stream>>>(dbias, partial, P, OC);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
@@ -99,20 +106,20 @@ size_t matmul_bias_grad_partials(int N, int OC) {
 
 Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
                         cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias}));
   PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<double>(matmul_bias_grad_partials(N, OC)), stream, &base));
-  return matmul_bias_grad(dbias, nullptr, dout, N, OC, static_cast<double*>(base), stream);
+  double* partial = static_cast<double*>(base);
+  PERIGEE_CHECK(matmul_bias_grad_stage1(partial, nullptr, dout, N, OC, stream));
+  return matmul_bias_grad_stage2(dbias, partial, N, OC, stream);
 }
 
-Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC,
-                        double* partial, cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout, partial}));
-  PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
-  PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
-                  "matmul_bias_grad: OC = ", OC, " is too large");
-  const int P = ceil_div(N, kMatmulRowsPerPartial);
-  const dim3 grid(P, ceil_div(OC, kColumnTile));
+Status matmul_bias_grad_stage1(double* partial, __nv_bfloat16* dout16, const float* dout, int N, int OC,
+                               cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dout, partial}));
+  PERIGEE_CHECK(check_bias_grad_dims(N, OC));
+  const dim3 grid(ceil_div(N, kMatmulRowsPerPartial), ceil_div(OC, kColumnTile));
   const dim3 block(kColumnTile, kRowThreads);
   if (dout16 != nullptr) {
     bias_grad_partial_kernel<true><<<grid, block, 0, stream>>>(partial, dout16, dout, N, OC);
@@ -120,21 +127,23 @@ Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, 
     bias_grad_partial_kernel<false><<<grid, block, 0, stream>>>(partial, nullptr, dout, N, OC);
   }
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return finish_bias_grad(dbias, partial, P, OC, stream);
+  return Status::ok();
 }
 
-Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial,
-                        cudaStream_t stream) {
-  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, dout, partial}));
-  PERIGEE_CHECK(check_dims("matmul_bias_grad", {N, OC}));
-  PERIGEE_REQUIRE(ceil_div(OC, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
-                  "matmul_bias_grad: OC = ", OC, " is too large");
-  const int P = ceil_div(N, kMatmulRowsPerPartial);
+Status matmul_bias_grad_stage1(double* partial, const uint16_t* dout, int N, int OC, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dout, partial}));
+  PERIGEE_CHECK(check_bias_grad_dims(N, OC));
   bias_grad_partial_kernel<false>
-      <<<dim3(P, ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads), 0, stream>>>(partial, nullptr,
-                                                                                          dout, N, OC);
+      <<<dim3(ceil_div(N, kMatmulRowsPerPartial), ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads), 0,
+         stream>>>(partial, nullptr, dout, N, OC);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return finish_bias_grad(dbias, partial, P, OC, stream);
+  return Status::ok();
+}
+
+Status matmul_bias_grad_stage2(float* dbias, const double* partial, int N, int OC, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dbias, partial}));
+  PERIGEE_CHECK(check_bias_grad_dims(N, OC));
+  return finish_bias_grad(dbias, partial, ceil_div(N, kMatmulRowsPerPartial), OC, stream);
 }
 
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

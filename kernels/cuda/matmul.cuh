@@ -31,14 +31,16 @@ Status matmul_forward(float* out, const float* inp, const float* weight, const f
 // dbias[OC] += column sums of dout [N, OC]: the deterministic two-stage reduction (double partials).
 Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
                         cudaStream_t stream);
-// The same with the partial sums in `partial` (matmul_bias_grad_partials(N, OC) doubles); when dout16 is
-// set, dout is also written to it rounded to bf16 (one read of dout for both).
+// The two stages apart, the partial sums in `partial` (matmul_bias_grad_partials(N, OC) doubles), so
+// that a caller can add them into dbias only once the rest of its op has succeeded. Stage 1: the
+// partial column sums of dout; when dout16 is set, dout is also written to it rounded to bf16 (one
+// read of dout for both). Stage 2: dbias[OC] += the partials, summed in a fixed order.
 size_t matmul_bias_grad_partials(int N, int OC);
-Status matmul_bias_grad(float* dbias, __nv_bfloat16* dout16, const float* dout, int N, int OC,
-                        double* partial, cudaStream_t stream);
-// The same from a dout stored as bf16 bits (kernels/act.hpp), widened exactly.
-Status matmul_bias_grad(float* dbias, const uint16_t* dout, int N, int OC, double* partial,
-                        cudaStream_t stream);
+Status matmul_bias_grad_stage1(double* partial, __nv_bfloat16* dout16, const float* dout, int N, int OC,
+                               cudaStream_t stream);
+// Stage 1 from a dout stored as bf16 bits (kernels/act.hpp), widened exactly.
+Status matmul_bias_grad_stage1(double* partial, const uint16_t* dout, int N, int OC, cudaStream_t stream);
+Status matmul_bias_grad_stage2(float* dbias, const double* partial, int N, int OC, cudaStream_t stream);
 
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

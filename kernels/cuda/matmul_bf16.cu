@@ -3,6 +3,7 @@
 #include "kernels/cuda/matmul_bf16.cuh"
 
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cuda/cublas_check.cuh"
 #include "kernels/cuda/matmul.cuh"
@@ -109,7 +110,8 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
     *out = it->second.get();  // null: a bf16 D without an algorithm
     return Status::ok();
   }
-  const auto [trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, d_bf16, epilogue_kind, align] = key;
+  const auto [trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, d_bf16, epilogue_kind, align_a,
+              align_b, align_d, align_bias, align_aux] = key;
   auto plan = std::make_unique<Plan>();
   PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -141,13 +143,14 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                                         &aux_ld, sizeof(aux_ld)));
   }
   // The heuristic reads the bias and aux pointers' values (never what they point to) for their
-  // alignment: stand-ins with the plan's alignment until gemm() sets the real ones.
-  const void* stand_in = reinterpret_cast<const void*>(static_cast<uintptr_t>(align));
+  // alignment: stand-ins with each one's own alignment until gemm() sets the real ones.
   if (bias) {
+    const void* stand_in = reinterpret_cast<const void*>(static_cast<uintptr_t>(align_bias));
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                         &stand_in, sizeof(stand_in)));
   }
   if (epilogue_kind != LtEpilogue::kNone) {
+    const void* stand_in = reinterpret_cast<const void*>(static_cast<uintptr_t>(align_aux));
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
                                                         &stand_in, sizeof(stand_in)));
   }
@@ -165,13 +168,14 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
   int found = 0;
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                            &workspace, sizeof(workspace));
-  const uint32_t align_bytes = static_cast<uint32_t>(align);
-  for (cublasLtMatmulPreferenceAttributes_t which :
-       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
-    if (st == CUBLAS_STATUS_SUCCESS) {
-      st = cublasLtMatmulPreferenceSetAttribute(pref, which, &align_bytes, sizeof(align_bytes));
-    }
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, int> minimum[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},  // C is D (in place)
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
+  for (const auto& [which, bytes] : minimum) {
+    const uint32_t value = static_cast<uint32_t>(bytes);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, which, &value, sizeof(value));
   }
   if (st == CUBLAS_STATUS_SUCCESS && d_bf16) {
     // No split-K partial sums kept in bf16 (in the output buffer or in workspace): one rounding each.
@@ -207,19 +211,25 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
   return Status::ok();
 }
 
-int LtGemm::alignment(std::initializer_list<const void*> pointers) {
-  uintptr_t bits = 256;
-  for (const void* p : pointers) {
-    if (p != nullptr) bits |= reinterpret_cast<uintptr_t>(p);
-  }
+int LtAlign::of(const void* p) {
+  const uintptr_t bits = 256 | reinterpret_cast<uintptr_t>(p);
   return static_cast<int>(bits & (~bits + 1));  // the lowest set bit: at most 256
 }
 
+LtGemm::Key LtGemm::key_of(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, bool bias,
+                           bool accumulate, bool d_bf16, LtEpilogue epilogue, const LtAlign& align) {
+  // Alignments of absent operands do not split plans.
+  const int align_bias = bias ? align.bias : 256;
+  const int align_aux = epilogue != LtEpilogue::kNone ? align.aux : 256;
+  return Key{trans_a,  trans_b, m,       n,       k,       lda,        ldb,      ldd, bias, accumulate,
+             d_bf16,   epilogue, align.a, align.b, align.d, align_bias, align_aux};
+}
+
 Status LtGemm::available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd,
-                         DType d_type, bool bias, LtEpilogue epilogue, int align, bool* yes) {
+                         DType d_type, bool bias, LtEpilogue epilogue, const LtAlign& align, bool* yes) {
   const Plan* plan = nullptr;
   PERIGEE_CHECK(plan_for(
-      Key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, false, d_type == DType::kBF16, epilogue, align},
+      key_of(trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, false, d_type == DType::kBF16, epilogue, align),
       &plan));
   *yes = plan != nullptr;
   return Status::ok();
@@ -238,9 +248,10 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
   PERIGEE_REQUIRE(aux.kind == LtEpilogue::kNone || aligned(aux.data, 16), StatusCode::kUnavailable,
                   "LtGemm: the aux matrix is not 16-byte aligned");
   const Plan* plan = nullptr;
-  const int align = alignment({A, B, D.data, aux.data, bias});
-  const Key key{trans_a,         trans_b,      m,      n,        k,    lda, ldb, ldd,
-                bias != nullptr, beta != 0.0f, d_bf16, aux.kind, align};
+  const LtAlign align{LtAlign::of(A), LtAlign::of(B), LtAlign::of(D.data), LtAlign::of(bias),
+                      LtAlign::of(aux.data)};
+  const Key key = key_of(trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16,
+                         aux.kind, align);
   PERIGEE_CHECK(plan_for(key, &plan));
   PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable, "cuBLASLt has no algorithm writing ",
                   d_bf16 ? "bf16" : "fp32", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue",
@@ -263,11 +274,16 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
     // A combination that passed the plan-time checks and is refused at launch (nothing was written):
     // the plan is dropped, so this and every later call of its shape takes the unfused path.
     plans_[key] = nullptr;
+    ++counts_.refused_at_launch;
     return make_error(StatusCode::kUnavailable, "cuBLASLt refused to launch its ", d_bf16 ? "bf16" : "fp32",
                       "-D plan", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue", " for m=", m,
                       " n=", n, " k=", k, " (", cublasGetStatusString(st), ")");
   }
   PERIGEE_CHECK_CUBLAS(st);
+  ++counts_.launches;
+  counts_.bf16_d += d_bf16;
+  counts_.gelu_aux += aux.kind == LtEpilogue::kGeluAux;
+  counts_.dgelu += aux.kind == LtEpilogue::kDGelu;
   return Status::ok();
 }
 
@@ -283,8 +299,10 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
   PERIGEE_CHECK(check_dims(op, {N, C, OC}));
   if (!out.is_f32() || aux.kind != LtEpilogue::kNone) {
     bool ok = false;
-    // The weight and an fp32 inp are copied into 256-byte aligned scratch; the rest is used in place.
-    const int align = LtGemm::alignment({out.data, aux.data, inp.is_f32() ? nullptr : inp.data, bias});
+    // The weight (A) and an fp32 inp (B) are copied into 256-byte aligned scratch; the rest is used in
+    // place.
+    const LtAlign align{256, inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data), LtAlign::of(bias),
+                        LtAlign::of(aux.data)};
     PERIGEE_CHECK(
         lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
@@ -319,7 +337,8 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
   PERIGEE_CHECK(check_dims(op, {N, C, OC}));
   if (dinp.data != nullptr && (!dinp.is_f32() || aux.kind != LtEpilogue::kNone)) {
     bool ok = false;
-    const int align = LtGemm::alignment({dinp.data, aux.data, dout.is_f32() ? nullptr : dout.data});
+    const LtAlign align{256, dout.is_f32() ? 256 : LtAlign::of(dout.data), LtAlign::of(dinp.data), 256,
+                        LtAlign::of(aux.data)};
     PERIGEE_CHECK(lt.available(false, false, C, N, OC, C, OC, C, dinp.dtype, false, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
                     op, ": no cuBLASLt algorithm writes a ", dtype_name(dinp.dtype), " dinp",
@@ -347,27 +366,23 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
   double* partial = carve.take<double>(n_partial);
   const __nv_bfloat16* dout16 = dout.is_f32() ? dout_copy : as_bf16(dout);
   if (dout.is_f32()) {
-    // dout is read once: the bias gradient's column sums (fp32 values) and its bf16 copy together.
+    // dout is read once: the bias gradient's partial column sums (fp32 values) and its bf16 copy.
     if (dbias != nullptr) {
-      PERIGEE_CHECK(matmul_bias_grad(dbias, dout_copy, dout.f32(), N, OC, partial, stream));
+      PERIGEE_CHECK(matmul_bias_grad_stage1(partial, dout_copy, dout.f32(), N, OC, stream));
     } else {
       PERIGEE_CHECK(convert_to_bf16(dout_copy, dout.f32(), n_dout, stream));
     }
   } else if (dbias != nullptr) {
-    PERIGEE_CHECK(matmul_bias_grad(dbias, dout.bf16(), N, OC, partial, stream));
+    PERIGEE_CHECK(matmul_bias_grad_stage1(partial, dout.bf16(), N, OC, stream));
   }
-  if (!gemms) return Status::ok();
   if (dinp.data != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
-    // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N].
-    const Status s = lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream, aux);
-    if (s.code() == StatusCode::kUnavailable && dbias != nullptr) {
-      // dbias is already accumulated: a caller falling back would add it twice, so this call fails
-      // (the plan is dropped: later calls take the unfused path before any work).
-      return make_error(StatusCode::kCublasError, op, ": ", s.message(), ", after dbias was accumulated");
-    }
-    PERIGEE_CHECK(s);
+    // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N]. A launch cuBLASLt
+    // refuses returns kUnavailable with nothing accumulated yet (dbias is added below), so the caller
+    // can take the unfused path; the plan is dropped, so later calls take it before any work.
+    PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream, aux));
   }
+  if (dbias != nullptr) PERIGEE_CHECK(matmul_bias_grad_stage2(dbias, partial, N, OC, stream));
   if (dweight != nullptr) {
     const __nv_bfloat16* inp16 = inp.is_f32() ? inp_copy : as_bf16(inp);
     if (inp.is_f32()) PERIGEE_CHECK(convert_to_bf16(inp_copy, inp.f32(), n_inp, stream));
@@ -411,11 +426,11 @@ Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAc
 }
 
 Status gelu_forward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool bias, bool* yes) {
-  return lt.available(true, false, OC, N, C, C, C, OC, type, bias, LtEpilogue::kGeluAux, 256, yes);
+  return lt.available(true, false, OC, N, C, C, C, OC, type, bias, LtEpilogue::kGeluAux, LtAlign{}, yes);
 }
 
 Status gelu_backward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool* yes) {
-  return lt.available(false, false, C, N, OC, C, OC, C, type, false, LtEpilogue::kDGelu, 256, yes);
+  return lt.available(false, false, C, N, OC, C, OC, C, type, false, LtEpilogue::kDGelu, LtAlign{}, yes);
 }
 
 }  // namespace perigee::kernels::cuda

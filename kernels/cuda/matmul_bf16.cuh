@@ -26,7 +26,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <initializer_list>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -48,6 +48,16 @@ struct LtAux {
   const void* data = nullptr;  // kGeluAux: written; kDGelu: read
 };
 
+// The alignment in bytes (a power of two, at most 256) of each operand of one GEMM: A, B, D (also C),
+// the bias vector and the aux matrix. Plans are made for the alignments the operands really have
+// (cuBLASLt's heuristic otherwise assumes 256 bytes), per operand, so that one poorly aligned
+// operand (a packed bias) lowers only its own requirement.
+struct LtAlign {
+  int a = 256, b = 256, d = 256, bias = 256, aux = 256;
+  // The largest power of two up to 256 that divides p (256 for null).
+  static int of(const void* p);
+};
+
 // A cuBLASLt handle, its workspace and the plans (descriptors and chosen algorithm) per GEMM shape.
 class LtGemm {
  public:
@@ -63,25 +73,37 @@ class LtGemm {
   Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
               const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
               cudaStream_t stream, LtAux aux = {});
+  // What gemm() has launched so far (tests check that a fused op really ran fused).
+  struct Counts {
+    uint64_t launches = 0;            // cublasLtMatmul calls that ran
+    uint64_t bf16_d = 0;              // of which wrote a bf16 D
+    uint64_t gelu_aux = 0;            // of which applied GELU_AUX_BIAS
+    uint64_t dgelu = 0;               // of which applied DGELU
+    uint64_t refused_at_launch = 0;   // launches cuBLASLt refused (plan dropped, kUnavailable)
+  };
+  const Counts& counts() const { return counts_; }
+
   // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D or an
-  // epilogue other than kNone can lack one). `align`: alignment() of the call's A, B, D and aux.
+  // epilogue other than kNone can lack one). `align`: the call's operands' alignments.
   Status available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, DType d_type,
-                   bool bias, LtEpilogue epilogue, int align, bool* yes);
-  // The largest power of two up to 256 that divides every non-null pointer: plans are made for the
-  // alignment their operands really have (cuBLASLt's heuristic otherwise assumes 256 bytes).
-  static int alignment(std::initializer_list<const void*> pointers);
+                   bool bias, LtEpilogue epilogue, const LtAlign& align, bool* yes);
 
  private:
   LtGemm() = default;
   struct Plan;
-  // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, D is bf16, epilogue, alignment)
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool, LtEpilogue, int>;
+  // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, D is bf16, epilogue, alignments of
+  // A, B, D, bias, aux)
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool, LtEpilogue, int, int, int,
+                         int, int>;
+  static Key key_of(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, bool bias,
+                    bool accumulate, bool d_bf16, LtEpilogue epilogue, const LtAlign& align);
   // *out null (and ok) when a bf16 D or an epilogue has no algorithm; that answer is kept too.
   Status plan_for(const Key& key, const Plan** out);
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  Counts counts_;
 };
 
 // inp (and in the backward dout and inp) may be fp32 or bf16 storage (kernels/act.hpp): a bf16 operand

@@ -5,8 +5,10 @@
 // algorithms for the GPT-2 124M shapes; the profiler times the fused ops as one. Skips without a device.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/profiling_backend.hpp"
@@ -40,6 +42,13 @@ class CudaGeluFusion : public ::testing::Test {
     auto r = f();
     EXPECT_TRUE(cuda::set_gelu_fusion(*be_, true).is_ok());
     return r;
+  }
+  // cuBLASLt launches with the GELU_AUX_BIAS and DGELU epilogues so far.
+  std::pair<uint64_t, uint64_t> epilogue_launches() const {
+    cuda::LtLaunchCounts n;
+    EXPECT_TRUE(cuda::lt_launch_counts(*be_, &n).is_ok());
+    EXPECT_EQ(n.refused_at_launch, 0u) << "cuBLASLt refused a launch its plan-time checks accepted";
+    return {n.gelu_aux, n.dgelu};
   }
   Backend* be_ = nullptr;
 };
@@ -85,8 +94,11 @@ TEST_F(CudaGeluFusion, ForwardMatchesTheReferenceAndTheUnfusedOps) {
     ASSERT_TRUE(cuda::fuses_gelu_gemms(*be_, 96, 64, 256, type, &fwd, &bwd).is_ok());
     ASSERT_TRUE(fwd) << "no GELU_AUX_BIAS algorithm for this test's shape";
     const GeluFusionInputs in(c);
+    const auto before = epilogue_launches();
     const auto fused = testing::run_forward(*be_, c, in, true);
+    EXPECT_EQ(epilogue_launches().first, before.first + 1) << "matmul_gelu_forward did not run fused";
     const auto apart = unfused([&] { return testing::run_forward(*be_, c, in, false); });
+    EXPECT_EQ(epilogue_launches().first, before.first + 1) << "the unfused ops used the epilogue";
     const auto ref = testing::forward_reference(c, in);
     const bool f32 = type == DType::kF32;
     const double atol = f32 ? 1e-3 : 4e-3, rtol = f32 ? 1e-3 : 1e-3 + 2.0 / 256;
@@ -105,8 +117,11 @@ TEST_F(CudaGeluFusion, BackwardMatchesTheReferenceAndKeepsTheParameterGradients)
     ASSERT_TRUE(cuda::fuses_gelu_gemms(*be_, 96, 256, 64, type, &fwd, &bwd).is_ok());
     ASSERT_TRUE(bwd) << "no DGELU algorithm for this test's shape";
     const GeluFusionInputs in(c);
+    const auto before = epilogue_launches();
     const auto fused = testing::run_backward(*be_, c, in, true);
+    EXPECT_EQ(epilogue_launches().second, before.second + 1) << "matmul_backward_gelu did not run fused";
     const auto apart = unfused([&] { return testing::run_backward(*be_, c, in, false); });
+    EXPECT_EQ(epilogue_launches().second, before.second + 1) << "the unfused ops used the epilogue";
     const auto ref = testing::backward_reference(c, in);
     const bool f32 = type == DType::kF32;
     // The unfused bf16 path rounds dinp before multiplying by gelu': one more rounding than fused.

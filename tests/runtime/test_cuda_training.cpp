@@ -35,6 +35,9 @@ constexpr int kBatch = 4;
 constexpr int kSeq = 60;
 
 const GptShape kShape{2, 4, 64, 64, 256, 320};
+// Tensor sizes that are no multiples of 256 bytes (48-float LayerNorm weights and biases, 144- and 192-float GEMM biases): parameters and
+// their cuBLASLt operands sit at different alignments from layer to layer.
+const GptShape kOddShape{3, 3, 48, 64, 130, 136};
 
 struct Batch {
   std::vector<int32_t> inputs, targets;
@@ -63,7 +66,7 @@ struct TrainResult {
   std::vector<float> params;
 };
 
-TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
+TrainResult train(kernels::Backend& backend, const GptShape& shape, const std::vector<float>& init,
                   const std::vector<Batch>& batches, kernels::DType activations, kernels::DType logits) {
   TrainConfig tc;
   tc.batch_size = kBatch;
@@ -74,7 +77,7 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
   tc.weight_decay = 0.1;
   tc.grad_clip = 1.0;
   GptModel model;
-  PERIGEE_CHECK_OR_DIE(model.init(kShape, &backend, kBatch, kSeq, activations, logits));
+  PERIGEE_CHECK_OR_DIE(model.init(shape, &backend, kBatch, kSeq, activations, logits));
   PERIGEE_CHECK_OR_DIE(model.set_parameters(init));  // moments and gradients start zero-filled
   TrainResult r;
   for (int step = 0; step < kSteps; ++step) {
@@ -92,7 +95,7 @@ TrainResult train(kernels::Backend& backend, const std::vector<float>& init,
 
 void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
                        kernels::DType activations = kernels::DType::kF32, bool gelu_fusion = false,
-                       kernels::DType logits = kernels::DType::kF32) {
+                       kernels::DType logits = kernels::DType::kF32, const GptShape& shape = kShape) {
   std::vector<kernels::cuda::DeviceInfo> devices;
   const Status probe = kernels::cuda::probe_devices(&devices);
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
@@ -107,14 +110,14 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
   std::vector<float> init;
   {
     GptModel m;
-    ASSERT_TRUE(m.init(kShape, &cpu, kBatch, kSeq).is_ok());
+    ASSERT_TRUE(m.init(shape, &cpu, kBatch, kSeq).is_ok());
     ASSERT_TRUE(m.init_parameters(7).is_ok());
     ASSERT_TRUE(m.get_parameters(&init).is_ok());
   }
   const std::vector<Batch> batches = make_batches();
 
-  const TrainResult ref = train(cpu, init, batches, activations, logits);
-  const TrainResult got = train(*gpu, init, batches, activations, logits);
+  const TrainResult ref = train(cpu, shape, init, batches, activations, logits);
+  const TrainResult got = train(*gpu, shape, init, batches, activations, logits);
   ASSERT_EQ(got.losses.size(), ref.losses.size());
   double worst = 0.0;
   for (int step = 0; step < kSteps; ++step) {
@@ -124,15 +127,15 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
     worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
   std::printf(
-      "cuda %s (%s activations, %s logits%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f "
+      "cuda %s (C %d; %s activations, %s logits%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f "
       "(cuda), largest relative loss difference %.3g (tolerance %.0e)\n",
-      name, kernels::dtype_name(activations), kernels::dtype_name(logits),
+      name, shape.n_embd, kernels::dtype_name(activations), kernels::dtype_name(logits),
       gelu_fusion ? ", GELU epilogues" : "", kSteps, ref.losses.front(), ref.losses.back(),
       got.losses.front(), got.losses.back(), worst, rtol);
   EXPECT_LT(ref.losses.back(), ref.losses.front());  // it learns
   EXPECT_LT(got.losses.back(), got.losses.front()) << name;
 
-  const TrainResult again = train(*gpu, init, batches, activations, logits);
+  const TrainResult again = train(*gpu, shape, init, batches, activations, logits);
   EXPECT_EQ(std::memcmp(got.losses.data(), again.losses.data(), got.losses.size() * sizeof(double)), 0)
       << name;
   ASSERT_EQ(got.params.size(), again.params.size());
@@ -179,6 +182,14 @@ TEST(CudaTraining, Bf16LogitsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
                     kernels::DType::kBF16);
   check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true,
                     kernels::DType::kBF16);
+}
+
+// Every bf16 option on the odd shape: per-operand cuBLASLt alignments, bf16 attention (head 16).
+TEST(CudaTraining, Bf16EverythingOnAnOddShapeMatchesTheCpuAndRepeatsBitForBit) {
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true, kernels::DType::kBF16,
+                    kOddShape);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kF32, false, kernels::DType::kF32,
+                    kOddShape);
 }
 
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
