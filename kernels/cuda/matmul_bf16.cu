@@ -164,7 +164,10 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
   cublasLtMatmulPreference_t pref = nullptr;
   PERIGEE_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
   const size_t workspace = kLtWorkspaceBytes;
-  cublasLtMatmulHeuristicResult_t result{};
+  // Up to kLtCandidates answers, best first; the first usable one is kept (the same list on every call
+  // and rank: deterministic).
+  constexpr int kLtCandidates = 8;
+  cublasLtMatmulHeuristicResult_t results[kLtCandidates] = {};
   int found = 0;
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                            &workspace, sizeof(workspace));
@@ -184,28 +187,36 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                               sizeof(schemes));
   }
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1,
-                                        &result, &found);
+    st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref,
+                                        kLtCandidates, results, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
   const bool may_fall_back = d_bf16 || epilogue_kind != LtEpilogue::kNone;
-  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && may_fall_back) {
-    // The heuristic's answer, checked against these descriptors (bias type, epilogue) before any use:
-    // a combination cuBLASLt turns down then runs unfused instead of failing mid-op.
-    cublasLtMatmulHeuristicResult_t checked{};
-    st = cublasLtMatmulAlgoCheck(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, &result.algo,
-                                 &checked);
+  // The first answer whose state is success; for a bf16 D or an epilogue, also checked against these
+  // descriptors (bias type, epilogue) before any use, so that a combination cuBLASLt turns down runs
+  // unfused instead of failing mid-op.
+  const cublasLtMatmulHeuristicResult_t* chosen = nullptr;
+  for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < found && chosen == nullptr; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    if (may_fall_back) {
+      cublasLtMatmulHeuristicResult_t checked{};
+      if (cublasLtMatmulAlgoCheck(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, &results[i].algo,
+                                  &checked) != CUBLAS_STATUS_SUCCESS) {
+        continue;
+      }
+    }
+    chosen = &results[i];
   }
-  if (may_fall_back && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
+  if (may_fall_back && chosen == nullptr) {
     plans_.emplace(key, nullptr);  // callers round an fp32 result, or run the epilogue's op, instead
     *out = nullptr;
     return Status::ok();
   }
   PERIGEE_CHECK_CUBLAS(st);
-  PERIGEE_REQUIRE(found > 0, StatusCode::kCublasError, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n,
+  PERIGEE_REQUIRE(chosen != nullptr, StatusCode::kCublasError, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n,
                   " k=", k, " (", trans_a ? "T" : "N", trans_b ? "T" : "N", ", bias ", bias ? "yes" : "no",
                   ", accumulate ", accumulate ? "yes" : "no", ")");
-  plan->algo = result.algo;
+  plan->algo = chosen->algo;
   *out = plan.get();
   plans_.emplace(key, std::move(plan));
   return Status::ok();
@@ -256,7 +267,8 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
   PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable, "cuBLASLt has no algorithm writing ",
                   d_bf16 ? "bf16" : "fp32", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue",
                   " for m=", m, " n=", n, " k=", k);
-  // The pointers are per call; the descriptor is this plan's own (one op at a time per backend).
+  // The pointers are per call; the descriptor is this plan's own. Not thread-safe: one op at a time per
+  // LtGemm (a backend's ops run from one thread), as the plan cache is also unguarded.
   if (bias != nullptr) {
     PERIGEE_CHECK_CUBLAS(
         cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));

@@ -16,9 +16,10 @@
 // pre-GELU values (DGELU: D = gelu'(aux) * acc, rounded once). cuBLASLt evaluates the same tanh
 // approximation with its own instructions, so results may differ from gelu.cuh's in the last bits;
 // where it has no such algorithm the launchers return kUnavailable before any work.
-// Determinism: one cuBLASLt algorithm is chosen per GEMM shape (and operand alignment) on first use and
-// kept (the heuristic's first answer for a 32 MiB workspace; for a bf16 D or an epilogue also checked
-// with cublasLtMatmulAlgoCheck), so repeated steps run the same kernels in the same order. A bf16 D is
+// Determinism: one cuBLASLt algorithm is chosen per GEMM shape (and per operand alignment) on first use
+// and kept (the first of the heuristic's up to 8 answers for a 32 MiB workspace that is usable: for a
+// bf16 D or an epilogue, one that cublasLtMatmulAlgoCheck accepts), so repeated steps run the same
+// kernels in the same order. A bf16 D is
 // never split-K reduced in bf16 (the reduction runs in fp32 or not at all): each element is rounded once.
 #pragma once
 
