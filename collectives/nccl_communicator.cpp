@@ -352,8 +352,8 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
     if (rec.status_code == static_cast<int32_t>(StatusCode::kOk)) continue;
     c->failed_ = true;
     if (r == c->rank_) return std::move(init.add_trace(__FILE__, __LINE__));
-    return make_error(static_cast<StatusCode>(rec.status_code), "NcclCommunicator::create: rank ", r,
-                      " of ", c->size_, ": ", rec.error);
+    return make_error(static_cast<StatusCode>(rec.status_code), "NcclCommunicator::create: rank ", r, " of ",
+                      c->size_, ": ", rec.error);
   }
   *out = std::move(c);
   return Status::ok();
@@ -430,7 +430,8 @@ Status NcclCommunicator::synchronize() {
     PERIGEE_CHECK(async_error());
     const double waited = seconds_since(start);
     // NCCL's kernels wait for a dead peer for ever; only an abort frees the stream.
-    if (timeout_s_ > 0.0 && waited >= timeout_s_) return expired("NCCL collective", start, waited, timeout_s_);
+    if (timeout_s_ > 0.0 && waited >= timeout_s_)
+      return expired("NCCL collective", start, waited, timeout_s_);
     poll_pause(waited);
   }
 }
@@ -508,8 +509,8 @@ Status NcclCommunicator::enqueue_all_reduce(const void* send, void* recv, size_t
       // On this communicator's device whatever the calling thread's current device (NCCL sets its
       // own); a failed launch leaves the sum unscaled: the communicator is done for.
       Status scaled = nccl_device_call(device_, [&] {
-        return kernels::cuda::scale_bf16(static_cast<uint16_t*>(recv), 1.0f / static_cast<float>(size_), count,
-                                         stream_);
+        return kernels::cuda::scale_bf16(static_cast<uint16_t*>(recv), 1.0f / static_cast<float>(size_),
+                                         count, stream_);
       });
       if (!scaled.is_ok()) failed_ = true;
       PERIGEE_CHECK(scaled);

@@ -145,10 +145,10 @@ class NcclCommunicator final : public Communicator {
   int device_ = -1;
   int rank_ = 0;
   int size_ = 1;
-  cudaStream_t producer_ = nullptr;     // set_producer_stream
+  cudaStream_t producer_ = nullptr;      // set_producer_stream
   cudaEvent_t producer_done_ = nullptr;  // recorded on producer_, waited for on stream_
-  int* scratch_ = nullptr;  // one device int for barrier()
-  double timeout_s_ = 0.0;  // 0: no deadline
+  int* scratch_ = nullptr;               // one device int for barrier()
+  double timeout_s_ = 0.0;               // 0: no deadline
 };
 
 }  // namespace perigee::collectives

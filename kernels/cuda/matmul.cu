@@ -134,8 +134,8 @@ Status matmul_bias_grad_stage1(double* partial, const uint16_t* dout, int N, int
   PERIGEE_CHECK(check_pointers("matmul_bias_grad", {dout, partial}));
   PERIGEE_CHECK(check_bias_grad_dims(N, OC));
   bias_grad_partial_kernel<false>
-      <<<dim3(ceil_div(N, kMatmulRowsPerPartial), ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads), 0,
-         stream>>>(partial, nullptr, dout, N, OC);
+      <<<dim3(ceil_div(N, kMatmulRowsPerPartial), ceil_div(OC, kColumnTile)), dim3(kColumnTile, kRowThreads),
+         0, stream>>>(partial, nullptr, dout, N, OC);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }

@@ -178,7 +178,8 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
   for (const auto& [which, bytes] : minimum) {
     const uint32_t value = static_cast<uint32_t>(bytes);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, which, &value, sizeof(value));
+    if (st == CUBLAS_STATUS_SUCCESS)
+      st = cublasLtMatmulPreferenceSetAttribute(pref, which, &value, sizeof(value));
   }
   if (st == CUBLAS_STATUS_SUCCESS && d_bf16) {
     // No split-K partial sums kept in bf16 (in the output buffer or in workspace): one rounding each.
@@ -213,9 +214,9 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
     return Status::ok();
   }
   PERIGEE_CHECK_CUBLAS(st);
-  PERIGEE_REQUIRE(chosen != nullptr, StatusCode::kCublasError, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n,
-                  " k=", k, " (", trans_a ? "T" : "N", trans_b ? "T" : "N", ", bias ", bias ? "yes" : "no",
-                  ", accumulate ", accumulate ? "yes" : "no", ")");
+  PERIGEE_REQUIRE(chosen != nullptr, StatusCode::kCublasError, "cuBLASLt has no bf16 algorithm for m=", m,
+                  " n=", n, " k=", k, " (", trans_a ? "T" : "N", trans_b ? "T" : "N", ", bias ",
+                  bias ? "yes" : "no", ", accumulate ", accumulate ? "yes" : "no", ")");
   plan->algo = chosen->algo;
   *out = plan.get();
   plans_.emplace(key, std::move(plan));
@@ -227,13 +228,14 @@ int LtAlign::of(const void* p) {
   return static_cast<int>(bits & (~bits + 1));  // the lowest set bit: at most 256
 }
 
-LtGemm::Key LtGemm::key_of(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, bool bias,
-                           bool accumulate, bool d_bf16, LtEpilogue epilogue, const LtAlign& align) {
+LtGemm::Key LtGemm::key_of(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd,
+                           bool bias, bool accumulate, bool d_bf16, LtEpilogue epilogue,
+                           const LtAlign& align) {
   // Alignments of absent operands do not split plans.
   const int align_bias = bias ? align.bias : 256;
   const int align_aux = epilogue != LtEpilogue::kNone ? align.aux : 256;
-  return Key{trans_a,  trans_b, m,       n,       k,       lda,        ldb,      ldd, bias, accumulate,
-             d_bf16,   epilogue, align.a, align.b, align.d, align_bias, align_aux};
+  return Key{trans_a,    trans_b, m,        n,       k,       lda,     ldb,        ldd,      bias,
+             accumulate, d_bf16,  epilogue, align.a, align.b, align.d, align_bias, align_aux};
 }
 
 Status LtGemm::available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd,
@@ -313,8 +315,8 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
     bool ok = false;
     // The weight (A) and an fp32 inp (B) are copied into 256-byte aligned scratch; the rest is used in
     // place.
-    const LtAlign align{256, inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data), LtAlign::of(bias),
-                        LtAlign::of(aux.data)};
+    const LtAlign align{256, inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data),
+                        LtAlign::of(bias), LtAlign::of(aux.data)};
     PERIGEE_CHECK(
         lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,

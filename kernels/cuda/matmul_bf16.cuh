@@ -76,11 +76,11 @@ class LtGemm {
               cudaStream_t stream, LtAux aux = {});
   // What gemm() has launched so far (tests check that a fused op really ran fused).
   struct Counts {
-    uint64_t launches = 0;            // cublasLtMatmul calls that ran
-    uint64_t bf16_d = 0;              // of which wrote a bf16 D
-    uint64_t gelu_aux = 0;            // of which applied GELU_AUX_BIAS
-    uint64_t dgelu = 0;               // of which applied DGELU
-    uint64_t refused_at_launch = 0;   // launches cuBLASLt refused (plan dropped, kUnavailable)
+    uint64_t launches = 0;           // cublasLtMatmul calls that ran
+    uint64_t bf16_d = 0;             // of which wrote a bf16 D
+    uint64_t gelu_aux = 0;           // of which applied GELU_AUX_BIAS
+    uint64_t dgelu = 0;              // of which applied DGELU
+    uint64_t refused_at_launch = 0;  // launches cuBLASLt refused (plan dropped, kUnavailable)
   };
   const Counts& counts() const { return counts_; }
 
@@ -94,8 +94,8 @@ class LtGemm {
   struct Plan;
   // (trans_a, trans_b, m, n, k, lda, ldb, ldd, bias, accumulate, D is bf16, epilogue, alignments of
   // A, B, D, bias, aux)
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool, LtEpilogue, int, int, int,
-                         int, int>;
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, bool, LtEpilogue, int, int,
+                         int, int, int>;
   static Key key_of(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, bool bias,
                     bool accumulate, bool d_bf16, LtEpilogue epilogue, const LtAlign& align);
   // *out null (and ok) when a bf16 D or an epilogue has no algorithm; that answer is kept too.

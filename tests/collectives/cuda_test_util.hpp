@@ -45,7 +45,8 @@ class LateWrite {
     if (cudaMallocHost(&pinned_, values.size() * sizeof(T)) != cudaSuccess) std::abort();
     std::memcpy(pinned_, values.data(), values.size() * sizeof(T));
     if (cudaLaunchHostFunc(stream, &LateWrite::pause, &pause_ms_) != cudaSuccess) std::abort();
-    if (cudaMemcpyAsync(dst, pinned_, values.size() * sizeof(T), cudaMemcpyHostToDevice, stream) != cudaSuccess)
+    if (cudaMemcpyAsync(dst, pinned_, values.size() * sizeof(T), cudaMemcpyHostToDevice, stream) !=
+        cudaSuccess)
       std::abort();
     stream_ = stream;
   }

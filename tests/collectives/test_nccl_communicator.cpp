@@ -544,7 +544,8 @@ TEST_F(NcclOnGpu, ProducerStreamOrdersEveryCallAfterItsQueuedWork) {
     LateWrite<float> w(producer, v.ptr, late, 300);
     ASSERT_TRUE(comm_->all_reduce(v.ptr, out.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
     const std::vector<float> h = out.download();
-    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p * (p + 1) / 2); });
+    wrong +=
+        std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p * (p + 1) / 2); });
   }
   {  // overlapped all_reduce
     DeviceVector<float> v(std::vector<float>(n, -1000.0f));
@@ -552,7 +553,8 @@ TEST_F(NcclOnGpu, ProducerStreamOrdersEveryCallAfterItsQueuedWork) {
     ASSERT_TRUE(comm_->start_all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
     ASSERT_TRUE(comm_->wait_all().is_ok());
     const std::vector<float> h = v.download();
-    wrong += std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p * (p + 1) / 2); });
+    wrong +=
+        std::count_if(h.begin(), h.end(), [&](float x) { return x != static_cast<float>(p * (p + 1) / 2); });
   }
   {  // broadcast from the last rank
     DeviceVector<float> v(std::vector<float>(n, -1000.0f));

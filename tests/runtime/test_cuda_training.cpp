@@ -35,8 +35,8 @@ constexpr int kBatch = 4;
 constexpr int kSeq = 60;
 
 const GptShape kShape{2, 4, 64, 64, 256, 320};
-// Tensor sizes that are no multiples of 256 bytes (48-float LayerNorm weights and biases, 144- and 192-float GEMM biases): parameters and
-// their cuBLASLt operands sit at different alignments from layer to layer.
+// Tensor sizes that are no multiples of 256 bytes (48-float LayerNorm weights and biases, 144- and 192-float
+// GEMM biases): parameters and their cuBLASLt operands sit at different alignments from layer to layer.
 const GptShape kOddShape{3, 3, 48, 64, 130, 136};
 
 struct Batch {
@@ -127,7 +127,8 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
     worst = std::max(worst, std::fabs(got.losses[step] - ref.losses[step]) / std::fabs(ref.losses[step]));
   }
   std::printf(
-      "cuda %s (C %d; %s activations, %s logits%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> %.6f "
+      "cuda %s (C %d; %s activations, %s logits%s) vs cpu over %d steps: loss %.6f -> %.6f (cpu), %.6f -> "
+      "%.6f "
       "(cuda), largest relative loss difference %.3g (tolerance %.0e)\n",
       name, shape.n_embd, kernels::dtype_name(activations), kernels::dtype_name(logits),
       gelu_fusion ? ", GELU epilogues" : "", kSteps, ref.losses.front(), ref.losses.back(),
@@ -186,10 +187,10 @@ TEST(CudaTraining, Bf16LogitsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
 
 // Every bf16 option on the odd shape: per-operand cuBLASLt alignments, bf16 attention (head 16).
 TEST(CudaTraining, Bf16EverythingOnAnOddShapeMatchesTheCpuAndRepeatsBitForBit) {
-  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true, kernels::DType::kBF16,
-                    kOddShape);
-  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kF32, false, kernels::DType::kF32,
-                    kOddShape);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true,
+                    kernels::DType::kBF16, kOddShape);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kF32, false,
+                    kernels::DType::kF32, kOddShape);
 }
 
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
