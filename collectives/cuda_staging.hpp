@@ -15,7 +15,8 @@ namespace perigee::collectives {
 // the device (but not on non-blocking ones, such as the CUDA backend's); the caller then makes the
 // buffers' producers finish first. Pass the stream that produced the buffers (the backend's,
 // kernels::cuda::cuda_stream_of) to have every copy ordered after its queued work:
-// follows_producer is then set. The device current at each call is the one used.
+// follows_producer is then set. The copies run on the stream's device (with stream 0: on the device
+// current at each call).
 StagingCallbacks cuda_staging_callbacks(cudaStream_t stream = nullptr);
 
 // A HostStagingCommunicator over `host` (e.g. an MpiCommunicator) with cuda_staging_callbacks(stream).

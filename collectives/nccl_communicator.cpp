@@ -383,8 +383,9 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 Status NcclCommunicator::usable() const {
-  PERIGEE_REQUIRE(comm_ != nullptr, StatusCode::kUnavailable,
-                  "NCCL communicator was aborted; create a new one");
+  PERIGEE_REQUIRE(
+      comm_ != nullptr, StatusCode::kUnavailable,
+      "NCCL communicator was aborted (abort(), or an earlier operation failed); create a new one");
   PERIGEE_REQUIRE(!failed_, StatusCode::kUnavailable,
                   "an earlier NCCL operation failed, which leaves a non-blocking communicator in its error "
                   "state; abort it and create a new one");
@@ -395,8 +396,17 @@ Status NcclCommunicator::complete(ncclResult_t result, const char* what, bool wa
   Status s = result == ncclInProgress ? settle(what, timeout_s_) : nccl_status(result, what, comm_);
   // A non-blocking communicator keeps any error as its state (even ncclInvalidArgument, which a
   // blocking one shrugs off): every later call would fail the same way.
-  if (!s.is_ok()) failed_ = true;
-  if (s.is_ok() && wait) s = synchronize();
+  if (!s.is_ok()) return fail(std::move(s));
+  if (wait) s = synchronize();
+  return s;
+}
+
+Status NcclCommunicator::fail(Status s) {
+  // Operations enqueued before (earlier buckets) may still run on the stream, waiting for peers:
+  // only an abort stops them, and the caller may free their buffers next.
+  failed_ = true;
+  const Status aborted = abort();
+  if (!aborted.is_ok()) s = make_error(s.code(), s.message(), "; then ", aborted.message());
   return s;
 }
 
@@ -405,8 +415,7 @@ Status NcclCommunicator::async_error() {
   ncclResult_t state = ncclSuccess;
   PERIGEE_CHECK(nccl_status(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError", comm_));
   if (state != ncclSuccess && state != ncclInProgress) {
-    failed_ = true;
-    PERIGEE_CHECK(nccl_status(state, "NCCL asynchronous error", comm_));
+    return fail(nccl_status(state, "NCCL asynchronous error", comm_).add_trace(__FILE__, __LINE__));
   }
   return Status::ok();
 }
@@ -424,8 +433,8 @@ Status NcclCommunicator::synchronize() {
     const cudaError_t q = cudaStreamQuery(stream_);
     if (q == cudaSuccess) return Status::ok();
     if (q != cudaErrorNotReady) {
-      failed_ = true;
-      PERIGEE_CHECK_CUDA(q);
+      return fail(make_error(StatusCode::kCudaError, "cudaStreamQuery on the NCCL stream: ",
+                             cudaGetErrorName(q), " (", cudaGetErrorString(q), ")"));
     }
     PERIGEE_CHECK(async_error());
     const double waited = seconds_since(start);
@@ -477,10 +486,13 @@ Status NcclCommunicator::abort() {
 }
 
 Status NcclCommunicator::set_producer_stream(cudaStream_t producer) {
-  if (producer == stream_) producer = nullptr;  // one stream orders itself
+  producer_is_own_stream_ = producer != nullptr && producer == stream_;  // one stream orders itself
+  if (producer_is_own_stream_) producer = nullptr;
   if (producer != nullptr && producer_done_ == nullptr) {
-    PERIGEE_CHECK_CUDA(cudaSetDevice(device_));
-    PERIGEE_CHECK_CUDA(cudaEventCreateWithFlags(&producer_done_, cudaEventDisableTiming));
+    PERIGEE_CHECK(nccl_device_call(device_, [&] {
+      PERIGEE_CHECK_CUDA(cudaEventCreateWithFlags(&producer_done_, cudaEventDisableTiming));
+      return Status::ok();
+    }));
   }
   producer_ = producer;
   return Status::ok();
@@ -512,8 +524,7 @@ Status NcclCommunicator::enqueue_all_reduce(const void* send, void* recv, size_t
         return kernels::cuda::scale_bf16(static_cast<uint16_t*>(recv), 1.0f / static_cast<float>(size_),
                                          count, stream_);
       });
-      if (!scaled.is_ok()) failed_ = true;
-      PERIGEE_CHECK(scaled);
+      if (!scaled.is_ok()) return fail(std::move(scaled));
     }
     if (wait) PERIGEE_CHECK(synchronize());
     return Status::ok();

@@ -91,9 +91,9 @@ class NcclCommunicator final : public Communicator {
 
   // The stream that produces the device buffers (the backend's compute stream). Every later
   // operation first makes stream() wait for the work queued on it so far (an event, no host wait),
-  // so the caller need not synchronize it; nullptr (or stream() itself) turns this off.
+  // so the caller need not synchronize it; nullptr turns this off; stream() itself needs no event.
   Status set_producer_stream(cudaStream_t producer);
-  bool follows_producer_stream() const override { return producer_ != nullptr; }
+  bool follows_producer_stream() const override { return producer_ != nullptr || producer_is_own_stream_; }
 
   // Waits until the stream is idle, polling ncclCommGetAsyncError meanwhile (NCCL's recommended
   // replacement for cudaStreamSynchronize: a failed peer or link surfaces as an error, not a hang).
@@ -130,6 +130,8 @@ class NcclCommunicator final : public Communicator {
   // A wait that ran past deadline_s: aborts the communicator, kUnavailable naming `what` and times.
   Status expired(const std::string& what, std::chrono::steady_clock::time_point start, double waited,
                  double deadline_s);
+  // A failed operation: marks and aborts the communicator (stopping what it still runs), returns s.
+  Status fail(Status s);
   // Makes stream_ wait for the producer stream's queued work (no-op without one).
   Status follow_producer();
   // all_reduce's checks and enqueue; waits for it when `wait` (all_reduce and start_all_reduce).
@@ -147,6 +149,7 @@ class NcclCommunicator final : public Communicator {
   int size_ = 1;
   cudaStream_t producer_ = nullptr;      // set_producer_stream
   cudaEvent_t producer_done_ = nullptr;  // recorded on producer_, waited for on stream_
+  bool producer_is_own_stream_ = false;  // set_producer_stream(stream()): ordered without an event
   int* scratch_ = nullptr;               // one device int for barrier()
   double timeout_s_ = 0.0;               // 0: no deadline
 };

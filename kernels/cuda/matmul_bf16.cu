@@ -392,17 +392,18 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
   if (dinp.data != nullptr) {
     PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N]. A launch cuBLASLt
-    // refuses returns kUnavailable with nothing accumulated yet (dbias is added below), so the caller
+    // refuses returns kUnavailable with nothing accumulated yet (dbias is added last), so the caller
     // can take the unfused path; the plan is dropped, so later calls take it before any work.
     PERIGEE_CHECK(lt.gemm(false, false, C, N, OC, w16, C, dout16, OC, 0.0f, dinp, C, nullptr, stream, aux));
   }
-  if (dbias != nullptr) PERIGEE_CHECK(matmul_bias_grad_stage2(dbias, partial, N, OC, stream));
   if (dweight != nullptr) {
     const __nv_bfloat16* inp16 = inp.is_f32() ? inp_copy : as_bf16(inp);
     if (inp.is_f32()) PERIGEE_CHECK(convert_to_bf16(inp_copy, inp.f32(), n_inp, stream));
     // dweight^T [C, OC] += inp^T [C, N] . dout [N, OC] (dout^T in col-major, transposed back).
     PERIGEE_CHECK(lt.gemm(false, true, C, OC, N, inp16, C, dout16, OC, 1.0f, dweight, C, nullptr, stream));
   }
+  // Last: a GEMM refused above has accumulated nothing, so the caller's fallback adds dbias once.
+  if (dbias != nullptr) PERIGEE_CHECK(matmul_bias_grad_stage2(dbias, partial, N, OC, stream));
   return Status::ok();
 }
 

@@ -7,13 +7,25 @@
 #   scripts/device/run_on_device.sh -- <command>    # any command in the same environment
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-if [[ ! -f "$ROOT/build/CMakeCache.txt" && -f "$ROOT/device/build.txz" ]]; then
-  # Python's tarfile where the machine has no xz program.
-  if command -v xz > /dev/null; then
-    tar xJf "$ROOT/device/build.txz" -C "$ROOT"
-  else
-    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
-      "$ROOT/device/build.txz" "$ROOT"
+# The machine keeps build/ between calls: unpack again whenever the carried archive changed (its
+# checksum is kept in build/.carried), so a new pack never meets the binaries of the last one.
+if [[ -f "$ROOT/device/build.txz" ]]; then
+  SUM=$(sha256sum "$ROOT/device/build.txz" | cut -d' ' -f1)
+  if [[ "$(cat "$ROOT/build/.carried" 2> /dev/null)" != "$SUM" ]]; then
+    rm -rf "$ROOT/build"
+    if command -v xz > /dev/null; then
+      tar xJf "$ROOT/device/build.txz" -C "$ROOT"
+    else  # Python's tarfile where the machine has no xz program
+      python3 - "$ROOT/device/build.txz" "$ROOT" <<'PY'
+import sys, tarfile
+with tarfile.open(sys.argv[1], "r:xz") as t:
+    try:
+        t.extractall(sys.argv[2], filter="tar")
+    except TypeError:  # a Python without extraction filters
+        t.extractall(sys.argv[2])
+PY
+    fi
+    echo "$SUM" > "$ROOT/build/.carried"
   fi
 fi
 DEV="$ROOT/device/root"

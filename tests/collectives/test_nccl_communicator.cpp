@@ -566,8 +566,8 @@ TEST_F(NcclOnGpu, ProducerStreamOrdersEveryCallAfterItsQueuedWork) {
   EXPECT_EQ(wrong, 0);
   ASSERT_TRUE(comm_->set_producer_stream(nullptr).is_ok());
   EXPECT_FALSE(comm_->follows_producer_stream());
-  ASSERT_TRUE(comm_->set_producer_stream(comm_->stream()).is_ok());  // its own stream: nothing to follow
-  EXPECT_FALSE(comm_->follows_producer_stream());
+  ASSERT_TRUE(comm_->set_producer_stream(comm_->stream()).is_ok());  // its own stream: ordered, no event
+  EXPECT_TRUE(comm_->follows_producer_stream());
   cudaStreamDestroy(producer);
 }
 
