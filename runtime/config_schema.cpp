@@ -57,6 +57,10 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(train, batch_size,
                     "global batch: sequences per step over all ranks (divisible by the world size)")
           .in(at_least(1)),
+      PERIGEE_FIELD(train, micro_batch,
+                    "sequences per rank per forward/backward pass, the gradients accumulated over the "
+                    "passes of a step (must divide batch_size / world size); 0 = the whole per-rank batch")
+          .in(at_least(0)),
       PERIGEE_FIELD(train, seq_len, "tokens per sequence T; <= model.context").in(at_least(1)),
       PERIGEE_FIELD(train, steps, "optimizer steps").in(at_least(1)),
       PERIGEE_FIELD(train, lr, "peak learning rate").in(above(0)),
@@ -287,6 +291,10 @@ Status validate_config(Config* config) {
   if (m.context > 0 && t.seq_len > m.context) {
     errors.push_back(str_cat("[train] seq_len: must be in [1, [model] context] = [1, ", m.context, "] (got ",
                              t.seq_len, ")"));
+  }
+  if (t.batch_size > 0 && t.micro_batch > t.batch_size) {
+    errors.push_back(str_cat("[train] micro_batch: must be <= [train] batch_size = ", t.batch_size, " (got ",
+                             t.micro_batch, "; it is per rank, and must divide batch_size / world size)"));
   }
   if (config->comm.backend != "links" && config->comm.algorithm != "auto" &&
       config->comm.algorithm != "native") {

@@ -230,10 +230,14 @@ Status GptModel::set_parameters(const std::vector<float>& host) {
 
 // ---------------------------------------------------------------- forward
 
-Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss) {
+Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
+                         int64_t grad_positions) {
   PERIGEE_REQUIRE(act_ != nullptr, StatusCode::kInternal, "forward before init");
   PERIGEE_REQUIRE(B >= 1 && B <= max_batch_ && T >= 1 && T <= max_seq_, StatusCode::kInvalidArgument,
                   "forward: batch ", B, " x seq ", T, " exceeds the allocated ", max_batch_, " x ", max_seq_);
+  PERIGEE_REQUIRE(grad_positions == 0 || grad_positions >= static_cast<int64_t>(B) * T,
+                  StatusCode::kInvalidArgument, "forward: grad_positions ", grad_positions,
+                  " is fewer than the batch's ", static_cast<int64_t>(B) * T, " positions");
   const int V = shape_.vocab;
   for (size_t i = 0, n = static_cast<size_t>(B) * T; i < n; ++i) {
     PERIGEE_REQUIRE(inputs[i] >= 0 && inputs[i] < V, StatusCode::kInvalidArgument, "forward: input token ",
@@ -296,8 +300,9 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
   // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
   // the [N, Vp] logits instead of a forward writing probabilities and a backward reading them again.
-  PERIGEE_CHECK(k.crossentropy_forward_backward(f32(a.losses), dlogits(a), act(a.logits), targets_,
-                                                1.0f / static_cast<float>(N), N, V, Vp));
+  const float scale = 1.0f / static_cast<float>(grad_positions > 0 ? grad_positions : N);
+  PERIGEE_CHECK(
+      k.crossentropy_forward_backward(f32(a.losses), dlogits(a), act(a.logits), targets_, scale, N, V, Vp));
   host_losses_.resize(N);
   PERIGEE_CHECK(k.copy_to_host(host_losses_.data(), f32(a.losses), N * sizeof(float)));
   double sum = 0.0;
@@ -341,7 +346,7 @@ Status GptModel::backward() {
   auto G = [this](const std::string& name) { return grads_ + table_.find(name)->offset; };
   auto zero = [&k](float* p, size_t n) { return k.memset_zero(p, n * sizeof(float)); };
   auto final_from = [this](const std::string& name) {
-    return gradient_ready_ ? gradient_ready_(table_.find(name)->offset) : Status::ok();
+    return gradient_ready_ && ready_calls_ ? gradient_ready_(table_.find(name)->offset) : Status::ok();
   };
 
   float* d_residual = f32(a.d_residual);
@@ -388,6 +393,29 @@ Status GptModel::backward() {
   PERIGEE_CHECK(k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C));
   PERIGEE_CHECK(final_from("wte.weight"));
   last_has_targets_ = false;  // one backward per forward (the gradient buffers accumulate)
+  return Status::ok();
+}
+
+Status GptModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T, int micro,
+                                  double* mean_loss) {
+  PERIGEE_REQUIRE(targets != nullptr, StatusCode::kInvalidArgument, "forward_backward needs targets");
+  PERIGEE_REQUIRE(micro >= 1 && B >= micro && B % micro == 0, StatusCode::kInvalidArgument,
+                  "forward_backward: micro-batch ", micro, " must divide the batch ", B);
+  const int passes = B / micro;
+  const int64_t positions = static_cast<int64_t>(B) * T;
+  const size_t stride = static_cast<size_t>(micro) * T;
+  double sum = 0.0;
+  for (int p = 0; p < passes; ++p) {
+    double loss = 0.0;
+    PERIGEE_CHECK(forward(inputs + p * stride, targets + p * stride, micro, T, &loss, positions));
+    ready_calls_ = p + 1 == passes;  // the buffer is final only in the last pass
+    const Status s = backward();
+    ready_calls_ = true;
+    PERIGEE_CHECK(s);
+    sum += loss;
+  }
+  // Equal passes: the mean of their means is the batch's mean (and exactly the one pass's value).
+  if (mean_loss != nullptr) *mean_loss = sum / passes;
   return Status::ok();
 }
 

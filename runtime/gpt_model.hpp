@@ -86,11 +86,24 @@ class GptModel {
   Status set_parameters(const std::vector<float>& host);
 
   // inputs/targets: host arrays of B*T tokens (targets may be null: logits only).
-  // With targets, *mean_loss receives the mean cross-entropy over the B*T positions.
-  Status forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss);
+  // With targets, *mean_loss receives the mean cross-entropy over the B*T positions, and the next
+  // backward() takes the gradient of the sum of those B*T losses divided by `grad_positions` (0: B*T,
+  // the batch's mean). A micro-batch of a larger batch passes the larger batch's position count, so
+  // that the passes' accumulated gradients are that of the whole batch's mean loss.
+  Status forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
+                 int64_t grad_positions = 0);
   Status zero_grad();
-  // Gradient of the mean loss of the last forward (which must have had targets).
+  // Adds to grads() the gradient left by the last forward (which must have had targets): that of its
+  // mean loss unless forward() was given grad_positions. The gradient buffer accumulates: zero_grad()
+  // first for a fresh gradient.
   Status backward();
+  // Gradient accumulation: forward and backward over B sequences in passes of `micro` sequences
+  // (micro divides B and is at most the allocated batch), adding to grads() the gradient of the mean
+  // loss over all B*T positions; *mean_loss is that mean (the mean of the passes' means). With
+  // micro = B it is forward() then backward(). The gradient-ready callback fires only in the last
+  // pass, when the buffer is final. Like backward(), it accumulates: zero_grad() first.
+  Status forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T, int micro,
+                          double* mean_loss);
   // Called by backward() (when set) each time grads()[first, num_parameters()) holds its final
   // values: after the final LayerNorm, after each block (top block first), and with first = 0 after
   // the embeddings (the tied token embedding also receives the LM head's gradient, so it is final
@@ -122,6 +135,7 @@ class GptModel {
   int last_T_ = 0;
   bool last_has_targets_ = false;
   bool logits_valid_ = false;  // the logits buffer holds the last forward's logits
+  bool ready_calls_ = true;    // backward() calls gradient_ready_ (not in forward_backward's early passes)
 
   float* params_ = nullptr;
   float* grads_ = nullptr;

@@ -58,6 +58,12 @@ Status Trainer::setup() {
                   "[train] batch_size = ", tc.batch_size,
                   " is the global batch and must be divisible by the world size ", world,
                   " (each rank takes batch_size / world sequences)");
+  const int local = tc.batch_size / world;
+  micro_batch_ = tc.micro_batch > 0 ? tc.micro_batch : local;
+  PERIGEE_REQUIRE(local % micro_batch_ == 0, StatusCode::kInvalidArgument,
+                  "[train] micro_batch = ", tc.micro_batch, " must divide the per-rank batch ", local,
+                  " (batch_size ", tc.batch_size, " / ", world,
+                  " ranks): each rank runs its batch in passes of micro_batch sequences");
   DataLoaderOptions lo;
   lo.global_batch = tc.batch_size;
   lo.seq_len = tc.seq_len;
@@ -79,7 +85,8 @@ Status Trainer::setup() {
       config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   const kernels::DType logits =
       config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
-  PERIGEE_CHECK(model_.init(shape, backend_, train_.local_batch(), tc.seq_len, acts, logits));
+  // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
+  PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));
   // Replicas start identical: rank 0's parameters go to every rank.
   if (world > 1) {
@@ -330,13 +337,12 @@ Status Trainer::make_run_dir() {
 
 Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_ms) {
   const int B = train_.local_batch(), T = config_.train.seq_len;
-  PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, loss));
   PERIGEE_CHECK(model_.zero_grad());
   const size_t n = model_.num_parameters();
   const double modelled0 = grad_comm_->modelled_seconds();
-  // With buckets, the backward pass starts the all-reduces of the upper blocks as it goes.
+  // With buckets, the (last) backward pass starts the all-reduces of the upper blocks as it goes.
   PERIGEE_CHECK(buckets_->begin(model_.grads(), n));
-  PERIGEE_CHECK(model_.backward());
+  PERIGEE_CHECK(model_.forward_backward(inputs_.data(), targets_.data(), B, T, micro_batch_, loss));
   PERIGEE_CHECK(backend_->synchronize());
   inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);  // never with buckets (setup)
   const auto tc0 = Clock::now();
@@ -476,12 +482,19 @@ Status Trainer::evaluate(double* val_loss) {
   // Cap at the batches the split holds, so a small val file is evaluated once, not repeated.
   const uint64_t available = std::max<uint64_t>(1, val_.num_samples() / config_.train.batch_size);
   const int batches = static_cast<int>(std::min<uint64_t>(config_.train.val_batches, available));
+  const int passes = B / micro_batch_;
+  const size_t stride = static_cast<size_t>(micro_batch_) * T;
   double sum = 0.0;
   for (int i = 0; i < batches; ++i) {
     val_.next_batch(inputs_.data(), targets_.data());
-    double loss = 0.0;
-    PERIGEE_CHECK(model_.forward(inputs_.data(), targets_.data(), B, T, &loss));
-    sum += loss;
+    double batch_sum = 0.0;  // equal passes: the mean of their means is the batch's mean
+    for (int p = 0; p < passes; ++p) {
+      double loss = 0.0;
+      PERIGEE_CHECK(
+          model_.forward(inputs_.data() + p * stride, targets_.data() + p * stride, micro_batch_, T, &loss));
+      batch_sum += loss;
+    }
+    sum += batch_sum / passes;
   }
   double mean = sum / batches;
   if (comm_->size() > 1)

@@ -1,7 +1,8 @@
 // Trainer: config -> model -> data-parallel step loop -> validation, metrics, sample.
 // One Trainer per rank. Parameters are initialised on rank 0 and broadcast; each step every rank
-// runs forward/backward on its slice of the global batch, gradients are averaged through the
-// Communicator, and every replica applies the same AdamW update.
+// runs forward/backward on its slice of the global batch (in passes of [train] micro_batch sequences,
+// the gradients accumulated), gradients are averaged through the Communicator, and every replica
+// applies the same AdamW update.
 #pragma once
 
 #include <chrono>
@@ -92,6 +93,9 @@ class Trainer {
   bool checkpointing() const { return !checkpoint_dir_.empty() && checkpoint_enabled_; }
   const std::string& checkpoint_dir() const { return checkpoint_dir_; }
   int64_t resumed_from_step() const { return resumed_from_step_; }
+  // Sequences per forward/backward pass on this rank, and passes per step (gradient accumulation).
+  int micro_batch() const { return micro_batch_; }
+  int passes_per_step() const { return train_.local_batch() / micro_batch_; }
 
   GptModel& model() { return model_; }
   const Config& config() const { return config_; }
@@ -142,6 +146,7 @@ class Trainer {
   std::unique_ptr<uint16_t, std::function<void(uint16_t*)>> grad_wire_;
   DataLoader train_;
   DataLoader val_;
+  int micro_batch_ = 1;  // sequences per forward/backward pass ([train] micro_batch, 0 = the local batch)
   bool has_val_ = false;
   int64_t next_step_ = 0;
   std::string run_dir_;

@@ -140,6 +140,13 @@ int run(const Options& opt) {
                  config.train.batch_size, opt.np);
     return kSetupErrorStatus;
   }
+  if (config.train.micro_batch > 0 && (config.train.batch_size / opt.np) % config.train.micro_batch != 0) {
+    std::fprintf(stderr,
+                 "perigee-run: [train] micro_batch = %d must divide the per-rank batch %d (batch_size %d / "
+                 "--np %d): each rank runs its batch in passes of micro_batch sequences\n",
+                 config.train.micro_batch, config.train.batch_size / opt.np, config.train.batch_size, opt.np);
+    return kSetupErrorStatus;
+  }
   // One run directory for every launch: name the run once.
   if (config.run.name.empty()) {
     const std::time_t t = std::time(nullptr);

@@ -110,7 +110,11 @@ int run_job(int argc, char** argv) {
   rt::log::info("data: ", config.data.train_file, " (", trainer.train_loader().num_tokens(), " tokens, ",
                 trainer.train_loader().num_samples(), " samples of ", config.train.seq_len,
                 "); global batch ", config.train.batch_size, " = ", world, " x ",
-                config.train.batch_size / world);
+                config.train.batch_size / world,
+                trainer.passes_per_step() > 1
+                    ? perigee::str_cat(" (", trainer.passes_per_step(), " accumulated passes of ",
+                                       trainer.micro_batch(), " per rank)")
+                    : std::string());
   rt::log::info("run directory: ", trainer.run_dir(), "\nresolved config:\n", rt::config_to_json(config));
 
   s = trainer.run();

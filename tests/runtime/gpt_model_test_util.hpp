@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -42,6 +44,23 @@ inline Pass forward_backward(kernels::DType acts, const GptShape& shape, int B, 
   return p;
 }
 
+// One step's gradient by GptModel::forward_backward in passes of `micro` sequences (activations
+// allocated for `micro` only) from the parameters `init`, on any backend.
+inline Pass micro_batch_pass(kernels::Backend& backend, const GptShape& shape, const std::vector<float>& init,
+                             const std::vector<int32_t>& x, const std::vector<int32_t>& y, int B, int T,
+                             int micro, kernels::DType acts = kernels::DType::kF32,
+                             kernels::DType logits = kernels::DType::kF32) {
+  GptModel m;
+  PERIGEE_CHECK_OR_DIE(m.init(shape, &backend, micro, T, acts, logits));
+  PERIGEE_CHECK_OR_DIE(m.set_parameters(init));
+  Pass p;
+  PERIGEE_CHECK_OR_DIE(m.zero_grad());
+  PERIGEE_CHECK_OR_DIE(m.forward_backward(x.data(), y.data(), B, T, micro, &p.loss));
+  p.grads.resize(m.num_parameters());
+  PERIGEE_CHECK_OR_DIE(backend.copy_to_host(p.grads.data(), m.grads(), p.grads.size() * sizeof(float)));
+  return p;
+}
+
 // sqrt(sum (a - b)^2 / sum b^2).
 inline double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0.0, norm = 0.0;
@@ -50,6 +69,23 @@ inline double relative_l2(const std::vector<float>& a, const std::vector<float>&
     norm += static_cast<double>(b[i]) * b[i];
   }
   return std::sqrt(diff / norm);
+}
+
+// The parameter tensor whose gradient differs most, relatively (relative_l2 over its elements; an
+// all-zero reference tensor counts by its absolute L2 difference): its name and that difference.
+inline std::pair<std::string, double> worst_tensor(const ParameterTable& table, const std::vector<float>& a,
+                                                   const std::vector<float>& b) {
+  std::pair<std::string, double> worst{"", 0.0};
+  for (const TensorView& v : table.views()) {
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = v.offset; i < v.offset + v.size; ++i) {
+      diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+      norm += static_cast<double>(b[i]) * b[i];
+    }
+    const double d = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    if (d >= worst.second) worst = {v.name, d};
+  }
+  return worst;
 }
 
 }  // namespace perigee::runtime::testing

@@ -90,20 +90,12 @@ RunResult train(const Config& config, MpiCommunicator* comm) {
   return r;
 }
 
-TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
-  std::unique_ptr<MpiCommunicator> world, self;
-  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_SELF, &self).is_ok());
-  const Config config = tiny_config(shared_token_file(*world));
-
-  const RunResult dp = train(config, world.get());  // W ranks, batch 8 / W each
-  const RunResult ref = train(config, self.get());  // this rank alone, batch 8
-
+// The header's tolerances: losses, then parameters; `what` names the comparison in the printed line.
+void expect_same_training(const RunResult& dp, const RunResult& ref, int ranks, const char* what) {
   ASSERT_EQ(dp.losses.size(), ref.losses.size());
   for (size_t i = 0; i < ref.losses.size(); ++i) {
-    EXPECT_NEAR(dp.losses[i], ref.losses[i], 2e-5 * std::fabs(ref.losses[i])) << "step " << i;
+    EXPECT_NEAR(dp.losses[i], ref.losses[i], 2e-5 * std::fabs(ref.losses[i])) << what << ", step " << i;
   }
-  EXPECT_LT(ref.losses.back(), ref.losses.front()) << "the model should learn in 10 steps";
   ASSERT_EQ(dp.params.size(), ref.params.size());
   size_t outside = 0;
   double worst = 0.0, diff2 = 0.0, ref2 = 0.0;
@@ -114,21 +106,62 @@ TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
     ref2 += static_cast<double>(ref.params[i]) * ref.params[i];
     outside += d > 1e-5 + 1e-4 * std::fabs(ref.params[i]);
   }
-  if (world->rank() == 0) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) {
     std::printf(
-        "[ ranks %d ] loss rel. diff at step 10: %.2e; params: rel. L2 %.2e, worst %.2e, %zu of %zu "
+        "[ ranks %d, %s ] loss rel. diff at step %zu: %.2e; params: rel. L2 %.2e, worst %.2e, %zu of %zu "
         "outside 1e-5 + 1e-4|p|\n",
-        world->size(), std::fabs(dp.losses.back() - ref.losses.back()) / ref.losses.back(),
+        ranks, what, ref.losses.size(), std::fabs(dp.losses.back() - ref.losses.back()) / ref.losses.back(),
         std::sqrt(diff2 / ref2), worst, outside, ref.params.size());
   }
-  EXPECT_LE(std::sqrt(diff2 / ref2), 1e-5);
-  EXPECT_LE(worst, 1e-4);
-  EXPECT_LE(outside, ref.params.size() / 10000) << "worst |dp - ref| = " << worst;
+  EXPECT_LE(std::sqrt(diff2 / ref2), 1e-5) << what;
+  EXPECT_LE(worst, 1e-4) << what;
+  EXPECT_LE(outside, ref.params.size() / 10000) << what << ": worst |dp - ref| = " << worst;
+}
 
-  // Replicas must be bit-identical: compare every rank's bytes with rank 0's.
-  std::vector<float> rank0 = dp.params;
+// Every rank's parameter bytes equal rank 0's.
+void expect_identical_replicas(const std::vector<float>& params) {
+  std::vector<float> rank0 = params;
   MPI_Bcast(rank0.data(), static_cast<int>(rank0.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(std::memcmp(rank0.data(), dp.params.data(), rank0.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(rank0.data(), params.data(), rank0.size() * sizeof(float)), 0);
+}
+
+TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
+  std::unique_ptr<MpiCommunicator> world, self;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_SELF, &self).is_ok());
+  const Config config = tiny_config(shared_token_file(*world));
+
+  const RunResult dp = train(config, world.get());  // W ranks, batch 8 / W each
+  const RunResult ref = train(config, self.get());  // this rank alone, batch 8
+  EXPECT_LT(ref.losses.back(), ref.losses.front()) << "the model should learn in 10 steps";
+  expect_same_training(dp, ref, world->size(), "W ranks vs 1");
+
+  expect_identical_replicas(dp.params);  // replicas must be bit-identical
+}
+
+// [train] micro_batch: each rank runs its batch in passes whose gradients accumulate before one
+// all-reduce and one update. Against one rank with the whole batch in one pass: the same training up
+// to the order of the gradient sums (the first test's tolerances), with gradient buckets on (the
+// backward passes before the last must not start any all-reduce) and bit-identical replicas.
+TEST(DataParallel, MicroBatchesMatchTheWholeBatchInOnePass) {
+  std::unique_ptr<MpiCommunicator> world, self;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_SELF, &self).is_ok());
+  Config config = tiny_config(shared_token_file(*world));
+  config.train.steps = 6;
+  const RunResult ref = train(config, self.get());  // one rank, batch 8, one pass
+  config.train.micro_batch = 1;                     // 8 / W passes of one sequence per rank
+  config.comm.bucket_mb = 16e3 / (1024.0 * 1024.0);
+  const RunResult micro = train(config, world.get());
+  EXPECT_EQ(micro.buckets, world->size() > 1 ? 3 : 0) << "buckets of the last pass only";
+  expect_same_training(micro, ref, world->size(), "micro-batch 1, buckets, vs 1 rank");
+  expect_identical_replicas(micro.params);
+  config.train.micro_batch = 2;
+  config.comm.bucket_mb = 0.0;
+  const RunResult twice = train(config, self.get());  // one rank, 4 passes of 2
+  expect_same_training(twice, ref, 1, "1 rank, micro-batch 2");
 }
 
 // Gradient buckets overlapped with the backward pass ([comm] bucket_mb) change only how the buffer
@@ -162,9 +195,7 @@ TEST(DataParallel, GradientBucketsMatchOneAllReduceAfterTheBackward) {
     }
     EXPECT_LE(worst, 1e-4);
   }
-  std::vector<float> rank0 = bucketed.params;
-  MPI_Bcast(rank0.data(), static_cast<int>(rank0.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(std::memcmp(rank0.data(), bucketed.params.data(), rank0.size() * sizeof(float)), 0);
+  expect_identical_replicas(bucketed.params);
 }
 
 // [comm] grad_dtype = "bf16": the gradients are rounded to bf16 for the all-reduce. On one rank
@@ -214,9 +245,7 @@ TEST(DataParallel, Bf16GradientAllReduce) {
           static_cast<int>(config.train.steps), bf16.losses.back(), fp32.losses.back(), worst);
     }
   }
-  std::vector<float> rank0 = bucketed.params;
-  MPI_Bcast(rank0.data(), static_cast<int>(rank0.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(std::memcmp(rank0.data(), bucketed.params.data(), rank0.size() * sizeof(float)), 0);
+  expect_identical_replicas(bucketed.params);
 }
 
 TEST(DataParallel, RejectsBatchNotDivisibleByWorldSize) {
@@ -232,6 +261,22 @@ TEST(DataParallel, RejectsBatchNotDivisibleByWorldSize) {
   Status s = t.setup();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("divisible by the world size"), std::string::npos) << s.message();
+}
+
+TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {
+  std::unique_ptr<MpiCommunicator> world;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  Config config = tiny_config(shared_token_file(*world));
+  config.train.micro_batch = 3;  // per-rank batches of 8, 4 and 2 on 1, 2 and 4 ranks
+  kernels::cpu::CpuBackend cpu(1);
+  TrainerOptions opt;
+  opt.write_run_dir = false;
+  Trainer t(config, world.get(), &cpu, opt);
+  Status s = t.setup();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("must divide the per-rank batch " + std::to_string(8 / world->size())),
+            std::string::npos)
+      << s.message();
 }
 
 }  // namespace

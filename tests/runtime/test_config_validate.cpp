@@ -42,6 +42,10 @@ TEST(ConfigValidate, EveryRuleFails) {
        "must be in [1, [model] context] = [1, 128] (got 129)"},
       {"seq_len >= 1", [](Config& c) { c.train.seq_len = 0; }, "[train] seq_len", "must be >= 1 (got 0)"},
       {"batch_size", [](Config& c) { c.train.batch_size = 0; }, "[train] batch_size", "must be >= 1 (got 0)"},
+      {"micro_batch >= 0", [](Config& c) { c.train.micro_batch = -1; }, "[train] micro_batch",
+       "must be >= 0 (got -1)"},
+      {"micro_batch <= batch_size", [](Config& c) { c.train.micro_batch = 17; }, "[train] micro_batch",
+       "must be <= [train] batch_size = 16 (got 17;"},
       {"lr zero", [](Config& c) { c.train.lr = 0; }, "[train] lr", "must be > 0 (got 0)"},
       {"lr nan", [](Config& c) { c.train.lr = std::numeric_limits<double>::quiet_NaN(); }, "[train] lr",
        "must be a finite number > 0"},
@@ -153,6 +157,7 @@ TEST(ConfigValidate, BoundaryValuesPass) {
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   c.train.min_lr_ratio = 1;
   c.train.seq_len = c.model.context;
+  c.train.micro_batch = c.train.batch_size;
   s = validate_config(&c);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
 }

@@ -26,6 +26,7 @@
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
 #include "runtime/trainer.hpp"
+#include "tests/runtime/gpt_model_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
@@ -195,6 +196,56 @@ TEST(CudaTraining, Bf16EverythingOnAnOddShapeMatchesTheCpuAndRepeatsBitForBit) {
 
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
   check_against_cpu(kernels::cuda::GpuPrecision::kFp32, 5e-3, kernels::DType::kBF16);
+}
+
+// Gradient accumulation ([train] micro_batch) on the GPU: every CUDA op that produces a parameter
+// gradient must add to it. One that wrote it instead would drop the earlier passes: an O(1) relative
+// difference in its tensor, where summing the passes in another order moves it by rounding only. The
+// batch of kBatch sequences in one pass against kBatch passes of one, tensor by tensor; in fp32, and in
+// bf16 with every bf16 option (native bf16 kernels, cuBLASLt bf16 D and GELU epilogues, in-place
+// bf16 logits).
+void check_micro_batches(kernels::cuda::GpuPrecision precision, double tol, kernels::DType acts,
+                         bool gelu_fusion, kernels::DType logits) {
+  std::vector<kernels::cuda::DeviceInfo> devices;
+  const Status probe = kernels::cuda::probe_devices(&devices);
+  if (!probe.is_ok()) GTEST_SKIP() << probe.message();
+  std::unique_ptr<kernels::Backend> gpu;
+  ASSERT_TRUE(kernels::cuda::make_cuda_backend(0, &gpu, precision).is_ok());
+  ASSERT_TRUE(kernels::cuda::set_gelu_fusion(*gpu, gelu_fusion).is_ok());
+  std::vector<float> init;
+  {
+    kernels::cpu::CpuBackend cpu(2);
+    GptModel m;
+    ASSERT_TRUE(m.init(kShape, &cpu, 1, kSeq).is_ok());
+    ASSERT_TRUE(m.init_parameters(9).is_ok());
+    ASSERT_TRUE(m.get_parameters(&init).is_ok());
+  }
+  const Batch batch = make_batches().front();
+  const auto whole = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                               kBatch, acts, logits);
+  const auto parts = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                               1, acts, logits);
+  const char* name = kernels::cuda::gpu_precision_name(precision);
+  EXPECT_NEAR(parts.loss, whole.loss, 1e-5 * whole.loss) << name;
+  const auto [tensor, diff] =
+      testing::worst_tensor(ParameterTable::for_shape(kShape), parts.grads, whole.grads);
+  std::printf(
+      "cuda %s (%s activations, %s logits%s): %d passes of 1 vs 1 pass of %d: loss %.7f vs %.7f, "
+      "worst tensor %s %.2e (tolerance %.0e)\n",
+      name, kernels::dtype_name(acts), kernels::dtype_name(logits), gelu_fusion ? ", GELU epilogues" : "",
+      kBatch, kBatch, parts.loss, whole.loss, tensor.c_str(), diff, tol);
+  EXPECT_LE(diff, tol) << name << ": " << tensor;
+}
+
+TEST(CudaTraining, MicroBatchGradientsAddUpToTheWholeBatch) {
+  check_micro_batches(kernels::cuda::GpuPrecision::kFp32, 1e-4, kernels::DType::kF32, false,
+                      kernels::DType::kF32);
+  // bf16: a last-bit difference between the passes' fp32 GEMM outputs (cuBLASLt may pick another
+  // algorithm for another row count) can move a bf16 operand rounding by one step (2^-8).
+  check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kF32, false,
+                      kernels::DType::kF32);
+  check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, true,
+                      kernels::DType::kBF16);
 }
 
 }  // namespace
