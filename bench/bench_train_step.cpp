@@ -5,8 +5,11 @@
 // memory (CPU: VmHWM, reset between cases; CUDA: device memory in use, cudaMemGetInfo, sampled after
 // init and after every step), and with --profile the per-op time breakdown of extra profiled steps
 // (kernels/profiling_backend.hpp; cudaEvent pairs on CUDA, sync + steady_clock on the CPU).
+// --micro-batches m1,m2,... runs each batch also as passes of m sequences with accumulated gradients
+// (GptModel::forward_backward, [train] micro_batch; 0 = one pass), activations allocated for m only:
+// what gradient accumulation costs in time and saves in memory, against the one-pass case.
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
-//                    [--batches 1,2,4] [--seq T] [--iters 3] [--warmup 1]
+//                    [--batches 1,2,4] [--micro-batches 0,1] [--seq T] [--iters 3] [--warmup 1]
 //                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)]
 //                    [--activations fp32|bf16] [--logits fp32|bf16] [--gelu-fusion] [--profile]
 //                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
@@ -25,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -70,6 +74,22 @@ void reset_peak_rss() {
   f << "5";
 }
 
+// (batch, sequences per pass) for every batch and every micro-batch that divides it (0: the batch).
+std::vector<std::pair<int, int>> batch_cases(const std::vector<int>& batches,
+                                             const std::vector<int>& micros) {
+  std::vector<std::pair<int, int>> out;
+  for (int B : batches) {
+    for (int m : micros) {
+      const int micro = m == 0 ? B : m;
+      if (micro <= B && B % micro == 0 &&
+          std::find(out.begin(), out.end(), std::pair{B, micro}) == out.end()) {
+        out.emplace_back(B, micro);
+      }
+    }
+  }
+  return out;
+}
+
 // Training FLOPs per step: 6 * params per token for the weight GEMMs (forward 2, backward 4), plus
 // attention scores and values: 4 * T * C per token and layer forward, 3x that with the backward
 // (12 * L * T * C per token; the causal mask is not discounted, as in the PaLM MFU formula).
@@ -97,6 +117,7 @@ int main(int argc, char** argv) {
   CLI::App app{"bench_train_step: GPT training step time on the CPU or CUDA backend"};
   std::vector<std::string> models = {"small", "gpt2"};
   std::vector<int> batches = {1, 2, 4};
+  std::vector<int> micro_batches = {0};
   int iters = 3, warmup = 1, threads = 0, seq = 0, profile_steps = 3, cuda_device = 0;
   std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto",
               precision_arg = "fp32";
@@ -110,6 +131,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"gpt2-124m"}));
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
   app.add_option("--batches", batches, "batch sizes")->delimiter(',');
+  app.add_option("--micro-batches", micro_batches,
+                 "sequences per forward/backward pass, gradients accumulated (0 = the whole batch in one "
+                 "pass); cases whose value does not divide the batch are skipped")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seq", seq, "sequence length (0 = the model's default: small 256, gpt2 1024)");
   app.add_option("--iters", iters, "timed steps per case")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
@@ -241,11 +267,11 @@ int main(int argc, char** argv) {
     std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
   else
     std::printf("# MFU peak: %s\n", peak_note.c_str());
-  std::printf("# %-26s %6s %6s %12s %10s %12s %9s %7s %10s\n", "model", "batch", "seq", "params", "ms/step",
-              "tokens/s", "TFLOP/s", "MFU", on_cuda ? "peakGPU MiB" : "peakRSS MiB");
+  std::printf("# %-26s %6s %6s %6s %12s %10s %12s %9s %7s %10s\n", "model", "batch", "micro", "seq", "params",
+              "ms/step", "tokens/s", "TFLOP/s", "MFU", on_cuda ? "peakGPU MiB" : "peakRSS MiB");
   nlohmann::ordered_json results = nlohmann::json::array();
   for (const auto& mc : cases) {
-    for (int B : batches) {
+    for (const auto& [B, micro] : batch_cases(batches, micro_batches)) {
       reset_peak_rss();
       DeviceMemory mem;
       mem.cuda = on_cuda;
@@ -264,7 +290,7 @@ int main(int argc, char** argv) {
         auto dtype = [](const std::string& s) {
           return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
         };
-        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, B, mc.seq, dtype(activations), dtype(logits)));
+        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, micro, mc.seq, dtype(activations), dtype(logits)));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
         params = model.num_parameters();
         model_bytes = 4 * params * sizeof(float) + model.activation_bytes();
@@ -280,9 +306,8 @@ int main(int argc, char** argv) {
         tc.steps = total;
         auto run_step = [&](int i) {
           double loss = 0.0;
-          PERIGEE_CHECK_OR_DIE(model.forward(x.data(), y.data(), B, mc.seq, &loss));
           PERIGEE_CHECK_OR_DIE(model.zero_grad());
-          PERIGEE_CHECK_OR_DIE(model.backward());
+          PERIGEE_CHECK_OR_DIE(model.forward_backward(x.data(), y.data(), B, mc.seq, micro, &loss));
           PERIGEE_CHECK_OR_DIE(rt::optimizer_step(model, tc, i, nullptr));
           PERIGEE_CHECK_OR_DIE(be->synchronize());
           final_loss = loss;
@@ -327,8 +352,8 @@ int main(int argc, char** argv) {
       const double peak_mem = on_cuda ? mem.peak_mib : rss_mib;
       char mfu_text[16] = "-";
       if (peak_tflops > 0.0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100.0 * mfu);
-      std::printf("  %-26s %6d %6d %12zu %10.2f %12.0f %9.3f %7s %10.0f\n", mc.name.c_str(), B, mc.seq,
-                  params, median, tokens / (median * 1e-3), tflops, mfu_text, peak_mem);
+      std::printf("  %-26s %6d %6d %6d %12zu %10.2f %12.0f %9.3f %7s %10.0f\n", mc.name.c_str(), B, micro,
+                  mc.seq, params, median, tokens / (median * 1e-3), tflops, mfu_text, peak_mem);
       if (profile) {
         std::printf("# per-op breakdown, %d profiled step(s), %.2f ms/step wall (timer: %s)\n%s",
                     profile_steps, profiled_ms / profile_steps, prof->timer().name(), profile_table.c_str());
@@ -336,6 +361,8 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       nlohmann::ordered_json r = {{"model", mc.name},
                                   {"batch", B},
+                                  {"micro_batch", micro},
+                                  {"passes", B / micro},
                                   {"seq", mc.seq},
                                   {"params", params},
                                   {"tokens_per_step", tokens},
