@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks of issue 4 in one command: nvidia-smi, the profiling test, bench_kernels,
 # bench_train_step (GPT-2 124M, B 16, T 1024, fp32, TF32, bf16, bf16 with bf16 activations, and that
-# with GELU in the cuBLASLt epilogues; --profile),
+# with GELU in the cuBLASLt epilogues; --profile; bf16 in 4 accumulated passes of 4 sequences),
 # the PyTorch anchor
 # (shared/anchors/torch_gpt2.py: eager bf16, eager fp32, compile bf16) and bench/gpu/summarize.py,
 # which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s, breakdown, kernels).
@@ -157,6 +157,8 @@ step train_bf16_act_logits "$(bin bench_train_step)" --device cuda --preset gpt2
 step train_bf16_fused "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
   --json "$OUT/train_step_bf16_fused.json"
+step train_bf16_micro4 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --precision bf16 --micro-batches 4 --json "$OUT/train_step_bf16_micro4.json"
 step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
   --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
 
