@@ -9,7 +9,7 @@
 // (GptModel::forward_backward, [train] micro_batch; 0 = one pass), activations allocated for m only:
 // what gradient accumulation costs in time and saves in memory, against the one-pass case.
 //   bench_train_step [--device cpu|cuda|auto] [--preset gpt2-124m] [--models small,gpt2]
-//                    [--batches 1,2,4] [--micro-batches 0,1] [--seq T] [--iters 3] [--warmup 1]
+//                    [--batches 1,2,4] [--micro-batches 0,1] [--recompute] [--seq T] [--iters 3] [--warmup 1]
 //                    [--precision fp32|tf32|bf16] [--tf32 (= --precision tf32)]
 //                    [--activations fp32|bf16] [--logits fp32|bf16] [--gelu-fusion] [--profile]
 //                    [--peak-tflops P] [--profile-by-shape] [--timer auto|events|sync]
@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
   int iters = 3, warmup = 1, threads = 0, seq = 0, profile_steps = 3, cuda_device = 0;
   std::string json_path = "bench_train_step.json", device = "cpu", preset, timer = "auto",
               precision_arg = "fp32";
-  bool tf32 = false, profile = false, by_shape = false, profiler_range = false;
+  bool tf32 = false, profile = false, by_shape = false, profiler_range = false, recompute = false;
   double peak_tflops = 0.0;
   app.add_option("--device", device, "cpu, cuda or auto (cuda when a device answers)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
@@ -131,6 +131,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"gpt2-124m"}));
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
   app.add_option("--batches", batches, "batch sizes")->delimiter(',');
+  app.add_flag("--recompute", recompute,
+               "the backward re-runs each block's forward instead of keeping its activations ([train] "
+               "recompute)");
   app.add_option("--micro-batches", micro_batches,
                  "sequences per forward/backward pass, gradients accumulated (0 = the whole batch in one "
                  "pass); cases whose value does not divide the batch are skipped")
@@ -252,16 +255,15 @@ int main(int argc, char** argv) {
 
   if (on_cuda) {
     std::printf(
-        "# bench_train_step: CUDA device %d (%s), %s, %s activations, %s logits%s, %d warm-up + %d timed "
+        "# bench_train_step: CUDA device %d (%s), %s, %s activations, %s logits%s%s, %d warm-up + %d timed "
         "steps\n",
         cuda_device, device_name.c_str(), precision.c_str(), activations.c_str(), logits.c_str(),
-        backend->fuses_gelu() ? ", GELU epilogues" : "", warmup, iters);
+        backend->fuses_gelu() ? ", GELU epilogues" : "", recompute ? ", recompute" : "", warmup, iters);
   } else {
     std::printf(
-        "# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %s logits, %d warm-up + %d "
-        "timed "
-        "steps\n",
-        cpu_threads, activations.c_str(), logits.c_str(), warmup, iters);
+        "# bench_train_step: CPU backend, %d thread(s), fp32, %s activations, %s logits%s, %d warm-up + %d "
+        "timed steps\n",
+        cpu_threads, activations.c_str(), logits.c_str(), recompute ? ", recompute" : "", warmup, iters);
   }
   if (peak_tflops > 0.0)
     std::printf("# MFU peak: %s (%.1f TFLOP/s)\n", peak_note.c_str(), peak_tflops);
@@ -290,7 +292,8 @@ int main(int argc, char** argv) {
         auto dtype = [](const std::string& s) {
           return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
         };
-        PERIGEE_CHECK_OR_DIE(model.init(mc.shape, be, micro, mc.seq, dtype(activations), dtype(logits)));
+        PERIGEE_CHECK_OR_DIE(
+            model.init(mc.shape, be, micro, mc.seq, dtype(activations), dtype(logits), recompute));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
         params = model.num_parameters();
         model_bytes = 4 * params * sizeof(float) + model.activation_bytes();
@@ -404,6 +407,7 @@ int main(int argc, char** argv) {
                                 {"activations", activations},
                                 {"logits", logits},
                                 {"gelu_fusion", backend->fuses_gelu()},
+                                {"recompute", recompute},
                                 {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},
                                 {"mfu_peak", peak_note},

@@ -23,9 +23,10 @@ struct ModelConfig {
 };
 
 struct TrainConfig {
-  int batch_size = 16;  // GLOBAL batch (sequences per step over all ranks); divisible by world size
-  int micro_batch = 0;  // sequences per rank per forward/backward pass (gradient accumulation); 0 = all
-  int seq_len = 128;    // T, <= model.context
+  int batch_size = 16;     // GLOBAL batch (sequences per step over all ranks); divisible by world size
+  bool recompute = false;  // the backward re-runs each block's forward instead of keeping its activations
+  int micro_batch = 0;     // sequences per rank per forward/backward pass (gradient accumulation); 0 = all
+  int seq_len = 128;       // T, <= model.context
   int64_t steps = 300;
   double lr = 1e-3;           // peak learning rate
   double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio

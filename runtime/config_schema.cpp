@@ -61,6 +61,9 @@ const std::vector<Field>& schema() {
                     "sequences per rank per forward/backward pass, the gradients accumulated over the "
                     "passes of a step (must divide batch_size / world size); 0 = the whole per-rank batch")
           .in(at_least(0)),
+      PERIGEE_FIELD(train, recompute,
+                    "the backward re-runs each block's forward from the block's input instead of keeping "
+                    "every block's activations (same gradients bit for bit, about a third more compute)"),
       PERIGEE_FIELD(train, seq_len, "tokens per sequence T; <= model.context").in(at_least(1)),
       PERIGEE_FIELD(train, steps, "optimizer steps").in(at_least(1)),
       PERIGEE_FIELD(train, lr, "peak learning rate").in(above(0)),

@@ -73,7 +73,7 @@ struct GptModel::Acts {
   bool dlogits_in_logits = false;  // the logits' gradient overwrites the logits
 
   Acts(const GptShape& sh, const kernels::Backend& backend, int max_b, int max_t, kernels::DType op,
-       kernels::DType lg) {
+       kernels::DType lg, bool recompute) {
     const size_t N = static_cast<size_t>(max_b) * max_t;
     const size_t C = sh.n_embd, L = sh.n_layer;
     const size_t nc = N * C;
@@ -92,19 +92,22 @@ struct GptModel::Acts {
     auto take = [this, &take_at](size_t per_layer, size_t layers, kernels::DType dtype) {
       return take_at(&total, per_layer, layers, dtype);
     };
+    // With recompute, the backward re-runs each block's forward from the block's input (residual3 of
+    // the block below): the tensors it recomputes take one layer's memory, shared by every block.
+    const size_t RL = recompute ? 1 : L;
     encoded = take(nc, 1, f32);
-    ln1 = take(nc, L, op);
+    ln1 = take(nc, RL, op);
     ln1_mean = take(N, L, f32);
     ln1_rstd = take(N, L, f32);
-    qkv = take(3 * nc, L, op);
-    atty = take(nc, L, op);
-    att = take(n_att, L, f32);
+    qkv = take(3 * nc, RL, op);
+    atty = take(nc, RL, op);
+    att = take(n_att, RL, f32);
     residual2 = take(nc, L, f32);
-    ln2 = take(nc, L, op);
+    ln2 = take(nc, RL, op);
     ln2_mean = take(N, L, f32);
     ln2_rstd = take(N, L, f32);
-    fch = take(4 * nc, L, op);
-    fch_gelu = take(4 * nc, L, op);
+    fch = take(4 * nc, RL, op);
+    fch_gelu = take(4 * nc, RL, op);
     residual3 = take(nc, L, f32);
     lnf = take(nc, 1, op);
     lnf_mean = take(N, 1, f32);
@@ -156,7 +159,7 @@ GptModel::~GptModel() {
 }
 
 Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
-                      kernels::DType activations, kernels::DType logits) {
+                      kernels::DType activations, kernels::DType logits, bool recompute) {
   PERIGEE_REQUIRE(backend_ == nullptr, StatusCode::kInternal, "GptModel::init called twice");
   PERIGEE_REQUIRE(shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd % shape.n_head == 0 &&
                       shape.padded_vocab >= shape.vocab && shape.vocab > 0,
@@ -177,12 +180,13 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
   max_seq_ = max_seq;
   act_dtype_ = activations;
   logits_dtype_ = logits;
+  recompute_ = recompute;
   const size_t np = table_.total() * sizeof(float);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&params_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&grads_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&m_), np));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&v_), np));
-  act_bytes_ = Acts(shape_, *backend_, max_batch, max_seq, act_dtype_, logits_dtype_).total;
+  act_bytes_ = Acts(shape_, *backend_, max_batch, max_seq, act_dtype_, logits_dtype_, recompute_).total;
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&act_), act_bytes_));
   const size_t ntok = static_cast<size_t>(max_batch) * max_seq * sizeof(int32_t);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&tokens_), ntok));
@@ -246,7 +250,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
   const size_t ntok = static_cast<size_t>(N) * sizeof(int32_t);
@@ -262,15 +266,16 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
                                     P("h.0.ln_1.weight"), P("h.0.ln_1.bias"), N, C));
   for (int l = 0; l < L; ++l) {
     const std::string p = str_cat("h.", l, ".");
-    const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
-    const kernels::Act qkv = act(a.qkv, l), fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
+    const int r = recompute_ ? 0 : l;  // the layer of the tensors the backward may recompute
+    const kernels::Act ln1 = act(a.ln1, r), atty = act(a.atty, r), ln2 = act(a.ln2, r);
+    const kernels::Act qkv = act(a.qkv, r), fch = act(a.fch, r), fch_gelu = act(a.fch_gelu, r);
     float* residual2 = f32(a.residual2, l);
     float* residual3 = f32(a.residual3, l);
     float* tmp = f32(a.tmp);
 
     PERIGEE_CHECK(
         k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
-    PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, l), qkv, B, T, C, NH));
+    PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, r), qkv, B, T, C, NH));
     PERIGEE_CHECK(
         k.matmul_forward(tmp, atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"), N, C, C));
     PERIGEE_CHECK(k.residual_layernorm_forward(residual2, ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l),
@@ -282,9 +287,9 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
         k.matmul_forward(tmp, fch_gelu, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"), N, 4 * C, C));
     if (l + 1 < L) {
       const std::string next = str_cat("h.", l + 1, ".");
-      PERIGEE_CHECK(k.residual_layernorm_forward(residual3, act(a.ln1, l + 1), f32(a.ln1_mean, l + 1),
-                                                 f32(a.ln1_rstd, l + 1), residual2, tmp,
-                                                 P(next + "ln_1.weight"), P(next + "ln_1.bias"), N, C));
+      PERIGEE_CHECK(k.residual_layernorm_forward(residual3, act(a.ln1, recompute_ ? 0 : l + 1),
+                                                 f32(a.ln1_mean, l + 1), f32(a.ln1_rstd, l + 1), residual2,
+                                                 tmp, P(next + "ln_1.weight"), P(next + "ln_1.bias"), N, C));
     } else {
       PERIGEE_CHECK(k.residual_layernorm_forward(residual3, act(a.lnf), f32(a.lnf_mean), f32(a.lnf_rstd),
                                                  residual2, tmp, P("ln_f.weight"), P("ln_f.bias"), N, C));
@@ -314,7 +319,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 Status GptModel::copy_logits(int b, int t, std::vector<float>* out) const {
   PERIGEE_REQUIRE(logits_valid_ && b < last_B_ && t < last_T_, StatusCode::kInternal,
                   "copy_logits needs a forward without targets covering (", b, ", ", t, ")");
-  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   out->resize(shape_.vocab);
   const size_t row = static_cast<size_t>(b) * last_T_ + t;
   const kernels::Act logits = act(a.logits);
@@ -338,7 +343,7 @@ Status GptModel::zero_grad() {
 Status GptModel::backward() {
   PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
   kernels::Backend& k = *backend_;
-  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_);
+  const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   const int B = last_B_, T = last_T_, N = B * T;
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const size_t nc = static_cast<size_t>(N) * C;
@@ -368,9 +373,24 @@ Status GptModel::backward() {
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = str_cat("h.", l, ".");
     const float* residual = l == 0 ? f32(a.encoded) : f32(a.residual3, l - 1);
-    const kernels::Act ln1 = act(a.ln1, l), atty = act(a.atty, l), ln2 = act(a.ln2, l);
-    const kernels::Act qkv = act(a.qkv, l), fch = act(a.fch, l), fch_gelu = act(a.fch_gelu, l);
+    const int r = recompute_ ? 0 : l;
+    const kernels::Act ln1 = act(a.ln1, r), atty = act(a.atty, r), ln2 = act(a.ln2, r);
+    const kernels::Act qkv = act(a.qkv, r), fch = act(a.fch, r), fch_gelu = act(a.fch_gelu, r);
     const float* residual2 = f32(a.residual2, l);
+    if (recompute_) {
+      // The block's forward again, from its input and residual2, with the same ops on the same values:
+      // the same bits as the forward's (layernorm_forward equals the fused residual + LayerNorm it ran).
+      // The c_proj outputs are not needed: residual2 and the statistics are kept for every layer.
+      PERIGEE_CHECK(k.layernorm_forward(ln1, f32(a.ln1_mean, l), f32(a.ln1_rstd, l), residual,
+                                        P(p + "ln_1.weight"), P(p + "ln_1.bias"), N, C));
+      PERIGEE_CHECK(
+          k.matmul_forward(qkv, ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"), N, C, 3 * C));
+      PERIGEE_CHECK(k.attention_forward(atty, f32(a.att, r), qkv, B, T, C, NH));
+      PERIGEE_CHECK(k.layernorm_forward(ln2, f32(a.ln2_mean, l), f32(a.ln2_rstd, l), residual2,
+                                        P(p + "ln_2.weight"), P(p + "ln_2.bias"), N, C));
+      PERIGEE_CHECK(k.matmul_gelu_forward(fch, fch_gelu, ln2, P(p + "mlp.c_fc.weight"),
+                                          P(p + "mlp.c_fc.bias"), N, C, 4 * C));
+    }
 
     // residual3 = residual2 + mlp(ln2(residual2)): d_residual flows to both terms.
     // fch_gelu = gelu(fch): the c_proj backward carries the gradient through GELU into d_fch.
@@ -383,7 +403,7 @@ Status GptModel::backward() {
     // residual2 = residual + attn(ln1(residual)).
     PERIGEE_CHECK(k.matmul_backward(d_atty, G(p + "attn.c_proj.weight"), G(p + "attn.c_proj.bias"),
                                     d_residual, atty, P(p + "attn.c_proj.weight"), N, C, C));
-    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, atty, f32(a.att, l), B, T, C, NH));
+    PERIGEE_CHECK(k.attention_backward(d_qkv, d_atty, qkv, atty, f32(a.att, r), B, T, C, NH));
     PERIGEE_CHECK(k.matmul_backward(d_ln, G(p + "attn.c_attn.weight"), G(p + "attn.c_attn.bias"), d_qkv, ln1,
                                     P(p + "attn.c_attn.weight"), N, C, 3 * C));
     PERIGEE_CHECK(k.layernorm_backward(d_residual, G(p + "ln_1.weight"), G(p + "ln_1.bias"), d_ln, residual,

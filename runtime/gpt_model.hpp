@@ -60,9 +60,13 @@ class GptModel {
   // Allocates all buffers on `backend` (not owned; must outlive the model). `activations`: the storage
   // of the GEMM-operand activations ([device] activations); `logits`: the storage of the logits
   // ([device] logits; bf16 needs bf16 activations, and the logits' gradient then overwrites them).
+  // `recompute` ([train] recompute): the forward keeps only each block's residual stream and LayerNorm
+  // statistics, and the backward re-runs the block's forward (LayerNorms, c_attn, attention, c_fc and
+  // GELU) from them into one layer's buffers: the same gradients bit for bit, for about a third more
+  // compute and L - 1 layers' worth of those tensors less memory.
   Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
-              kernels::DType activations = kernels::DType::kF32,
-              kernels::DType logits = kernels::DType::kF32);
+              kernels::DType activations = kernels::DType::kF32, kernels::DType logits = kernels::DType::kF32,
+              bool recompute = false);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }
@@ -70,6 +74,7 @@ class GptModel {
   size_t activation_bytes() const { return act_bytes_; }
   kernels::DType activation_dtype() const { return act_dtype_; }
   kernels::DType logits_dtype() const { return logits_dtype_; }
+  bool recomputes() const { return recompute_; }
   kernels::Backend* backend() const { return backend_; }
 
   float* params() { return params_; }
@@ -145,6 +150,7 @@ class GptModel {
   size_t act_bytes_ = 0;
   kernels::DType act_dtype_ = kernels::DType::kF32;
   kernels::DType logits_dtype_ = kernels::DType::kF32;
+  bool recompute_ = false;      // the backward re-runs each block's forward (init's `recompute`)
   int32_t* tokens_ = nullptr;   // [max_batch * max_seq] inputs on the backend
   int32_t* targets_ = nullptr;  // [max_batch * max_seq]
   std::vector<float> host_losses_;

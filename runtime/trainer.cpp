@@ -86,7 +86,7 @@ Status Trainer::setup() {
   const kernels::DType logits =
       config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
-  PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits));
+  PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits, tc.recompute));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));
   // Replicas start identical: rank 0's parameters go to every rank.
   if (world > 1) {

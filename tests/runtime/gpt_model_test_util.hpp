@@ -45,13 +45,13 @@ inline Pass forward_backward(kernels::DType acts, const GptShape& shape, int B, 
 }
 
 // One step's gradient by GptModel::forward_backward in passes of `micro` sequences (activations
-// allocated for `micro` only) from the parameters `init`, on any backend.
+// allocated for `micro` only; `recompute`: GptModel::init's) from the parameters `init`, on any backend.
 inline Pass micro_batch_pass(kernels::Backend& backend, const GptShape& shape, const std::vector<float>& init,
                              const std::vector<int32_t>& x, const std::vector<int32_t>& y, int B, int T,
                              int micro, kernels::DType acts = kernels::DType::kF32,
-                             kernels::DType logits = kernels::DType::kF32) {
+                             kernels::DType logits = kernels::DType::kF32, bool recompute = false) {
   GptModel m;
-  PERIGEE_CHECK_OR_DIE(m.init(shape, &backend, micro, T, acts, logits));
+  PERIGEE_CHECK_OR_DIE(m.init(shape, &backend, micro, T, acts, logits, recompute));
   PERIGEE_CHECK_OR_DIE(m.set_parameters(init));
   Pass p;
   PERIGEE_CHECK_OR_DIE(m.zero_grad());
@@ -72,7 +72,8 @@ inline double relative_l2(const std::vector<float>& a, const std::vector<float>&
 }
 
 // The parameter tensor whose gradient differs most, relatively (relative_l2 over its elements; an
-// all-zero reference tensor counts by its absolute L2 difference): its name and that difference.
+// all-zero reference tensor counts by its absolute L2 difference; a non-finite one is infinitely far):
+// its name and that difference.
 inline std::pair<std::string, double> worst_tensor(const ParameterTable& table, const std::vector<float>& a,
                                                    const std::vector<float>& b) {
   std::pair<std::string, double> worst{"", 0.0};
@@ -82,7 +83,8 @@ inline std::pair<std::string, double> worst_tensor(const ParameterTable& table, 
       diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
       norm += static_cast<double>(b[i]) * b[i];
     }
-    const double d = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    double d = norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    if (!std::isfinite(d)) d = INFINITY;  // a NaN gradient is the worst tensor, never skipped
     if (d >= worst.second) worst = {v.name, d};
   }
   return worst;

@@ -263,6 +263,32 @@ TEST(DataParallel, RejectsBatchNotDivisibleByWorldSize) {
   EXPECT_NE(s.message().find("divisible by the world size"), std::string::npos) << s.message();
 }
 
+// Validation runs in the same passes as training: with micro_batch the model holds one pass, and the
+// mean of the passes' mean losses must be the batch's mean loss (equal passes), on every rank count.
+TEST(DataParallel, ValidationInMicroBatchesIsTheWholeBatchLoss) {
+  std::unique_ptr<MpiCommunicator> world;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  Config config = tiny_config(shared_token_file(*world));
+  config.data.val_file = config.data.train_file;
+  config.train.val_every = 1;
+  config.train.val_batches = 3;
+  double loss[3] = {0.0, 0.0, 0.0};
+  const int micros[3] = {0, 1, 2};
+  for (int i = 0; i < 3; ++i) {
+    config.train.micro_batch = micros[i];
+    kernels::cpu::CpuBackend cpu(1);
+    TrainerOptions opt;
+    opt.write_run_dir = false;
+    opt.log_steps = false;
+    Trainer t(config, world.get(), &cpu, opt);
+    ASSERT_TRUE(t.setup().is_ok());
+    ASSERT_TRUE(t.evaluate(&loss[i]).is_ok());
+  }
+  EXPECT_GT(loss[0], 1.0);  // an untrained model on 256 symbols
+  EXPECT_NEAR(loss[1], loss[0], 1e-6 * loss[0]) << "passes of 1";
+  EXPECT_NEAR(loss[2], loss[0], 1e-6 * loss[0]) << "passes of 2";
+}
+
 TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());

@@ -68,7 +68,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 77u);  // 6 model + 19 train + 2 data + 6 device + 5 comm + 17 links + 6 checkpoint
+  ASSERT_EQ(schema.size(), 78u);  // 6 model + 20 train + 2 data + 6 device + 5 comm + 17 links + 6 checkpoint
                                   // + 7 fault + 6 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
@@ -139,7 +139,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   ASSERT_EQ(j.size(), 11u);  // source + 10 sections
   EXPECT_EQ(j["source"], "configs/x.toml");
   EXPECT_EQ(j["model"].size(), 6u);
-  EXPECT_EQ(j["train"].size(), 19u);
+  EXPECT_EQ(j["train"].size(), 20u);
   EXPECT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["device"].size(), 6u);
   EXPECT_EQ(j["comm"].size(), 5u);
@@ -201,7 +201,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 77u);
+    EXPECT_EQ(overrides.size(), 78u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();

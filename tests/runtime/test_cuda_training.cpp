@@ -198,6 +198,23 @@ TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
   check_against_cpu(kernels::cuda::GpuPrecision::kFp32, 5e-3, kernels::DType::kBF16);
 }
 
+// The parameters the one-step checks start from, and a CUDA backend in `precision` (GELU epilogues on or
+// off). Callers skip first without a device (cuda_probe).
+Status cuda_probe() {
+  std::vector<kernels::cuda::DeviceInfo> devices;
+  return kernels::cuda::probe_devices(&devices);
+}
+void one_step_setup(kernels::cuda::GpuPrecision precision, bool gelu_fusion,
+                    std::unique_ptr<kernels::Backend>* gpu, std::vector<float>* init) {
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_backend(0, gpu, precision));
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(**gpu, gelu_fusion));
+  kernels::cpu::CpuBackend cpu(2);
+  GptModel m;
+  PERIGEE_CHECK_OR_DIE(m.init(kShape, &cpu, 1, kSeq));
+  PERIGEE_CHECK_OR_DIE(m.init_parameters(9));
+  PERIGEE_CHECK_OR_DIE(m.get_parameters(init));
+}
+
 // Gradient accumulation ([train] micro_batch) on the GPU: every CUDA op that produces a parameter
 // gradient must add to it. One that wrote it instead would drop the earlier passes: an O(1) relative
 // difference in its tensor, where summing the passes in another order moves it by rounding only. The
@@ -206,25 +223,25 @@ TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
 // bf16 logits).
 void check_micro_batches(kernels::cuda::GpuPrecision precision, double tol, kernels::DType acts,
                          bool gelu_fusion, kernels::DType logits) {
-  std::vector<kernels::cuda::DeviceInfo> devices;
-  const Status probe = kernels::cuda::probe_devices(&devices);
+  const Status probe = cuda_probe();
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
   std::unique_ptr<kernels::Backend> gpu;
-  ASSERT_TRUE(kernels::cuda::make_cuda_backend(0, &gpu, precision).is_ok());
-  ASSERT_TRUE(kernels::cuda::set_gelu_fusion(*gpu, gelu_fusion).is_ok());
   std::vector<float> init;
-  {
-    kernels::cpu::CpuBackend cpu(2);
-    GptModel m;
-    ASSERT_TRUE(m.init(kShape, &cpu, 1, kSeq).is_ok());
-    ASSERT_TRUE(m.init_parameters(9).is_ok());
-    ASSERT_TRUE(m.get_parameters(&init).is_ok());
-  }
+  one_step_setup(precision, gelu_fusion, &gpu, &init);
   const Batch batch = make_batches().front();
   const auto whole = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
                                                kBatch, acts, logits);
+  kernels::cuda::LtLaunchCounts before, after;
+  ASSERT_TRUE(kernels::cuda::lt_launch_counts(*gpu, &before).is_ok());
   const auto parts = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
                                                1, acts, logits);
+  ASSERT_TRUE(kernels::cuda::lt_launch_counts(*gpu, &after).is_ok());
+  if (gelu_fusion) {  // the accumulating passes really ran the GELU epilogues (no silent unfused fallback)
+    EXPECT_GT(after.gelu_aux, before.gelu_aux);
+    EXPECT_GT(after.dgelu, before.dgelu);
+  }
+  // bf16 logits: the LM head (no bias) writes them as a cuBLASLt bf16 D in every pass.
+  if (logits == kernels::DType::kBF16) EXPECT_GT(after.bf16_d, before.bf16_d);
   const char* name = kernels::cuda::gpu_precision_name(precision);
   EXPECT_NEAR(parts.loss, whole.loss, 1e-5 * whole.loss) << name;
   const auto [tensor, diff] =
@@ -246,6 +263,42 @@ TEST(CudaTraining, MicroBatchGradientsAddUpToTheWholeBatch) {
                       kernels::DType::kF32);
   check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, true,
                       kernels::DType::kBF16);
+  // bf16 activations with fp32 logits: the logits' gradient in a buffer of its own, d_ln in the logits.
+  check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, false,
+                      kernels::DType::kF32);
+  check_micro_batches(kernels::cuda::GpuPrecision::kTf32, 1e-3, kernels::DType::kF32, false,
+                      kernels::DType::kF32);
+}
+
+// Activation recomputation ([train] recompute) on the GPU: the backward's re-run of each block's
+// forward must give the forward's bits (the same deterministic kernels on the same values, and
+// layernorm_forward the bits of the fused residual + LayerNorm the forward ran), so the loss and
+// every gradient equal the kept-activation run's bit for bit; one pass and two accumulated passes.
+void check_recompute(kernels::cuda::GpuPrecision precision, kernels::DType acts, bool gelu_fusion,
+                     kernels::DType logits) {
+  const Status probe = cuda_probe();
+  if (!probe.is_ok()) GTEST_SKIP() << probe.message();
+  std::unique_ptr<kernels::Backend> gpu;
+  std::vector<float> init;
+  one_step_setup(precision, gelu_fusion, &gpu, &init);
+  const Batch batch = make_batches().front();
+  const char* name = kernels::cuda::gpu_precision_name(precision);
+  for (int micro : {kBatch, kBatch / 2}) {
+    const auto kept = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                                micro, acts, logits, false);
+    const auto again = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch,
+                                                 kSeq, micro, acts, logits, true);
+    EXPECT_EQ(again.loss, kept.loss) << name << ", micro " << micro;
+    ASSERT_EQ(again.grads.size(), kept.grads.size());
+    EXPECT_EQ(std::memcmp(again.grads.data(), kept.grads.data(), kept.grads.size() * sizeof(float)), 0)
+        << name << " (" << kernels::dtype_name(acts) << " activations), micro " << micro << ": worst tensor "
+        << testing::worst_tensor(ParameterTable::for_shape(kShape), again.grads, kept.grads).first;
+  }
+}
+
+TEST(CudaTraining, RecomputeGivesTheSameGradientsBitForBit) {
+  check_recompute(kernels::cuda::GpuPrecision::kFp32, kernels::DType::kF32, false, kernels::DType::kF32);
+  check_recompute(kernels::cuda::GpuPrecision::kBf16, kernels::DType::kBF16, true, kernels::DType::kBF16);
 }
 
 }  // namespace
