@@ -62,8 +62,9 @@ class GptModel {
   // ([device] logits; bf16 needs bf16 activations, and the logits' gradient then overwrites them).
   // `recompute` ([train] recompute): the forward keeps only each block's residual stream and LayerNorm
   // statistics, and the backward re-runs the block's forward (LayerNorms, c_attn, attention, c_fc and
-  // GELU) from them into one layer's buffers: the same gradients bit for bit, for about a third more
-  // compute and L - 1 layers' worth of those tensors less memory.
+  // GELU) from them into one layer's buffers: the same gradients bit for bit, for the blocks' forward
+  // minus its c_proj GEMMs once more (about +16 % FLOPs for GPT-2 124M) and L - 1 layers' worth of
+  // those tensors less memory.
   Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
               kernels::DType activations = kernels::DType::kF32, kernels::DType logits = kernels::DType::kF32,
               bool recompute = false);

@@ -44,6 +44,16 @@ inline Pass forward_backward(kernels::DType acts, const GptShape& shape, int B, 
   return p;
 }
 
+// The parameters GptModel::init_parameters(seed) gives `shape`, made on `backend` (any batch size).
+inline std::vector<float> seeded_parameters(kernels::Backend& backend, const GptShape& shape, uint64_t seed) {
+  GptModel m;
+  PERIGEE_CHECK_OR_DIE(m.init(shape, &backend, 1, 1));
+  PERIGEE_CHECK_OR_DIE(m.init_parameters(seed));
+  std::vector<float> p;
+  PERIGEE_CHECK_OR_DIE(m.get_parameters(&p));
+  return p;
+}
+
 // One step's gradient by GptModel::forward_backward in passes of `micro` sequences (activations
 // allocated for `micro` only; `recompute`: GptModel::init's) from the parameters `init`, on any backend.
 inline Pass micro_batch_pass(kernels::Backend& backend, const GptShape& shape, const std::vector<float>& init,

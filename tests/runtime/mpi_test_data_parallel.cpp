@@ -248,17 +248,22 @@ TEST(DataParallel, Bf16GradientAllReduce) {
   expect_identical_replicas(bucketed.params);
 }
 
+// What Trainer::setup() says of `config` (CPU backend).
+Status setup_status(const Config& config, MpiCommunicator* comm) {
+  kernels::cpu::CpuBackend cpu(1);
+  TrainerOptions opt;
+  opt.write_run_dir = false;
+  Trainer t(config, comm, &cpu, opt);
+  return t.setup();
+}
+
 TEST(DataParallel, RejectsBatchNotDivisibleByWorldSize) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
   if (world->size() == 1) GTEST_SKIP() << "needs 2+ ranks";  // same decision on every rank
   Config config = tiny_config(shared_token_file(*world));
   config.train.batch_size = world->size() + 1;
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  Trainer t(config, world.get(), &cpu, opt);
-  Status s = t.setup();
+  const Status s = setup_status(config, world.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("divisible by the world size"), std::string::npos) << s.message();
 }
@@ -294,11 +299,7 @@ TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
   Config config = tiny_config(shared_token_file(*world));
   config.train.micro_batch = 3;  // per-rank batches of 8, 4 and 2 on 1, 2 and 4 ranks
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  Trainer t(config, world.get(), &cpu, opt);
-  Status s = t.setup();
+  const Status s = setup_status(config, world.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("must divide the per-rank batch " + std::to_string(8 / world->size())),
             std::string::npos)

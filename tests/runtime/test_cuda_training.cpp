@@ -209,10 +209,7 @@ void one_step_setup(kernels::cuda::GpuPrecision precision, bool gelu_fusion,
   PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_backend(0, gpu, precision));
   PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(**gpu, gelu_fusion));
   kernels::cpu::CpuBackend cpu(2);
-  GptModel m;
-  PERIGEE_CHECK_OR_DIE(m.init(kShape, &cpu, 1, kSeq));
-  PERIGEE_CHECK_OR_DIE(m.init_parameters(9));
-  PERIGEE_CHECK_OR_DIE(m.get_parameters(init));
+  *init = testing::seeded_parameters(cpu, kShape, 9);
 }
 
 // Gradient accumulation ([train] micro_batch) on the GPU: every CUDA op that produces a parameter
@@ -263,7 +260,7 @@ TEST(CudaTraining, MicroBatchGradientsAddUpToTheWholeBatch) {
                       kernels::DType::kF32);
   check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, true,
                       kernels::DType::kBF16);
-  // bf16 activations with fp32 logits: the logits' gradient in a buffer of its own, d_ln in the logits.
+  // bf16 activations with fp32 logits: the logits' gradient in a buffer of its own.
   check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, false,
                       kernels::DType::kF32);
   check_micro_batches(kernels::cuda::GpuPrecision::kTf32, 1e-3, kernels::DType::kF32, false,
@@ -299,6 +296,9 @@ void check_recompute(kernels::cuda::GpuPrecision precision, kernels::DType acts,
 TEST(CudaTraining, RecomputeGivesTheSameGradientsBitForBit) {
   check_recompute(kernels::cuda::GpuPrecision::kFp32, kernels::DType::kF32, false, kernels::DType::kF32);
   check_recompute(kernels::cuda::GpuPrecision::kBf16, kernels::DType::kBF16, true, kernels::DType::kBF16);
+  check_recompute(kernels::cuda::GpuPrecision::kBf16, kernels::DType::kF32, false, kernels::DType::kF32);
+  check_recompute(kernels::cuda::GpuPrecision::kTf32, kernels::DType::kF32, false, kernels::DType::kF32);
+  check_recompute(kernels::cuda::GpuPrecision::kFp32, kernels::DType::kBF16, false, kernels::DType::kF32);
 }
 
 }  // namespace

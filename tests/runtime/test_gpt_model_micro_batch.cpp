@@ -19,23 +19,15 @@ namespace {
 
 using testing::micro_batch_pass;
 using testing::random_tokens;
+using testing::seeded_parameters;
 using testing::worst_tensor;
 
 constexpr int kB = 4, kT = 16;
 const GptShape kShape{2, 2, 32, 16, 256, 256};
 
-std::vector<float> initial_parameters(kernels::Backend& backend, const GptShape& shape) {
-  GptModel m;
-  PERIGEE_CHECK_OR_DIE(m.init(shape, &backend, 1, kT));
-  PERIGEE_CHECK_OR_DIE(m.init_parameters(21));
-  std::vector<float> p;
-  PERIGEE_CHECK_OR_DIE(m.get_parameters(&p));
-  return p;
-}
-
 TEST(GptModelMicroBatch, PassesAddUpToTheWholeBatchGradient) {
   kernels::cpu::CpuBackend cpu(2);
-  const auto init = initial_parameters(cpu, kShape);
+  const auto init = seeded_parameters(cpu, kShape, 21);
   const auto x = random_tokens(kB * kT, 256, 5), y = random_tokens(kB * kT, 256, 6);
   const auto whole = micro_batch_pass(cpu, kShape, init, x, y, kB, kT, kB);
   for (int micro : {2, 1}) {
@@ -51,7 +43,7 @@ TEST(GptModelMicroBatch, PassesAddUpToTheWholeBatchGradient) {
 // bf16 logits: every pass overwrites the logits with their gradient in place; the passes still add up.
 TEST(GptModelMicroBatch, Bf16LogitsPassesAddUp) {
   kernels::cpu::CpuBackend cpu(2);
-  const auto init = initial_parameters(cpu, kShape);
+  const auto init = seeded_parameters(cpu, kShape, 21);
   const auto x = random_tokens(kB * kT, 256, 7), y = random_tokens(kB * kT, 256, 8);
   const auto bf16 = kernels::DType::kBF16;
   const auto whole = micro_batch_pass(cpu, kShape, init, x, y, kB, kT, kB, bf16, bf16);
@@ -67,7 +59,7 @@ TEST(GptModelMicroBatch, Bf16LogitsPassesAddUp) {
 
 TEST(GptModelMicroBatch, OnePassIsForwardThenBackwardBitForBit) {
   kernels::cpu::CpuBackend cpu(2);
-  const auto init = initial_parameters(cpu, kShape);
+  const auto init = seeded_parameters(cpu, kShape, 21);
   const auto x = random_tokens(kB * kT, 256, 9), y = random_tokens(kB * kT, 256, 10);
   GptModel m;
   ASSERT_TRUE(m.init(kShape, &cpu, kB, kT).is_ok());
@@ -87,7 +79,7 @@ TEST(GptModelMicroBatch, OnePassIsForwardThenBackwardBitForBit) {
 // that may only happen in the last one, and the range must then hold its final values.
 TEST(GptModelMicroBatch, GradientReadyFiresOnlyInTheLastPassWithFinalValues) {
   kernels::cpu::CpuBackend cpu(2);
-  const auto init = initial_parameters(cpu, kShape);
+  const auto init = seeded_parameters(cpu, kShape, 21);
   const auto x = random_tokens(kB * kT, 256, 11), y = random_tokens(kB * kT, 256, 12);
   GptModel m;
   ASSERT_TRUE(m.init(kShape, &cpu, 1, kT).is_ok());

@@ -20,26 +20,19 @@ namespace {
 
 using testing::micro_batch_pass;
 using testing::random_tokens;
+using testing::seeded_parameters;
 
 constexpr int kB = 4, kT = 16;
 const GptShape kShape{3, 2, 32, 16, 256, 256};
 
-std::vector<float> initial_parameters(kernels::Backend& backend) {
-  GptModel m;
-  PERIGEE_CHECK_OR_DIE(m.init(kShape, &backend, 1, kT));
-  PERIGEE_CHECK_OR_DIE(m.init_parameters(31));
-  std::vector<float> p;
-  PERIGEE_CHECK_OR_DIE(m.get_parameters(&p));
-  return p;
-}
-
 TEST(GptModelRecompute, SameLossAndGradientsBitForBit) {
   kernels::cpu::CpuBackend cpu(2);
-  const auto init = initial_parameters(cpu);
+  const auto init = seeded_parameters(cpu, kShape, 31);
   const auto x = random_tokens(kB * kT, 256, 3), y = random_tokens(kB * kT, 256, 4);
   using kernels::DType;
   for (const auto& [acts, logits] :
-       {std::pair{DType::kF32, DType::kF32}, std::pair{DType::kBF16, DType::kBF16}}) {
+       {std::pair{DType::kF32, DType::kF32}, std::pair{DType::kBF16, DType::kBF16},
+        std::pair{DType::kBF16, DType::kF32}}) {
     for (int micro : {kB, 2}) {
       const auto kept = micro_batch_pass(cpu, kShape, init, x, y, kB, kT, micro, acts, logits, false);
       const auto again = micro_batch_pass(cpu, kShape, init, x, y, kB, kT, micro, acts, logits, true);
@@ -56,7 +49,7 @@ TEST(GptModelRecompute, SameLossAndGradientsBitForBit) {
 // leaves behind (statistics, the shared layer buffers) leaks into the next.
 TEST(GptModelRecompute, TrainsTheSameParametersOverSteps) {
   kernels::cpu::CpuBackend cpu(2);
-  const auto init = initial_parameters(cpu);
+  const auto init = seeded_parameters(cpu, kShape, 31);
   TrainConfig tc;
   tc.steps = 5;
   tc.warmup_steps = 1;
