@@ -155,6 +155,10 @@ int main(int argc, char** argv) {
   bool gelu_fusion = false;
   app.add_flag("--gelu-fusion", gelu_fusion,
                "CUDA, --precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues ([device] gelu_fusion)");
+  bool no_weight_cache = false;
+  app.add_flag("--no-weight-cache", no_weight_cache,
+               "CUDA, --precision bf16: round each GEMM's weight instead of reading a bf16 copy made once "
+               "per pass ([device] weight_cache = false)");
   app.add_option("--peak-tflops", peak_tflops,
                  "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
                  "--precision; CPU: none)");
@@ -199,6 +203,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(*backend, gelu_fusion));
+    PERIGEE_CHECK_OR_DIE(kernels::cuda::set_weight_cache(*backend, !no_weight_cache));
     device_name = gpus[cuda_device].name;
     device = "cuda";
   } else {
@@ -407,6 +412,7 @@ int main(int argc, char** argv) {
                                 {"activations", activations},
                                 {"logits", logits},
                                 {"gelu_fusion", backend->fuses_gelu()},
+                                {"weight_cache", on_cuda && bf16 && !no_weight_cache},
                                 {"recompute", recompute},
                                 {"threads", cpu_threads},
                                 {"hardware_threads", std::thread::hardware_concurrency()},

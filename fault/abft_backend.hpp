@@ -166,6 +166,10 @@ class AbftBackend final : public kernels::Backend {
   Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override {
     return inner_->from_bf16(out, in, s, n);
   }
+  Status refresh_weight_cache(const float* params, size_t n) override {
+    return inner_->refresh_weight_cache(params, n);
+  }
+  void release_weight_cache(const float* params) override { inner_->release_weight_cache(params); }
 
  private:
   // Hook, verify, correct or recompute (via `recompute`, after restoring `snapshot` when given, or

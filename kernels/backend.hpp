@@ -146,6 +146,17 @@ class Backend {
   // out[i] = float(in[i]) * s in fp32 (the widening is exact; one rounding, of the product); a NaN
   // comes back quieted with its sign and payload, the same bits on every backend.
   virtual Status from_bf16(float* out, const uint16_t* in, float s, size_t n) = 0;
+
+  // ---- weight cache (a backend whose GEMMs read the weights in another type)
+  // [params, params + n) holds new values that stay unchanged until the next call: a backend may
+  // convert them once here into a copy in its GEMM operand type and take any GEMM weight inside the
+  // range from that copy instead of converting the weight at each GEMM (the CUDA backend with
+  // precision bf16 and its weight cache on: one rounding pass per forward pass instead of two per
+  // GEMM weight and step). Same bits either way. The caller calls it again after every change to
+  // the range (GptModel: at the start of each forward pass) and release_weight_cache() before
+  // freeing it. Defaults: nothing (the CPU backend reads fp32 weights as they are).
+  virtual Status refresh_weight_cache(const float* /*params*/, size_t /*n*/) { return Status::ok(); }
+  virtual void release_weight_cache(const float* /*params*/) {}
 };
 
 }  // namespace perigee::kernels

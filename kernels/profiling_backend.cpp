@@ -317,4 +317,16 @@ Status ProfilingBackend::from_bf16(float* out, const uint16_t* in, float s, size
                [&] { return inner_->from_bf16(out, in, s, n); });
 }
 
+Status ProfilingBackend::refresh_weight_cache(const float* params, size_t n) {
+  return timed(slot("refresh_weight_cache", {{"n", static_cast<int64_t>(n)}}),
+               [&] { return inner_->refresh_weight_cache(params, n); });
+}
+
+void ProfilingBackend::release_weight_cache(const float* params) {
+  (void)timed(slot("release_weight_cache"), [&] {
+    inner_->release_weight_cache(params);
+    return Status::ok();
+  });
+}
+
 }  // namespace perigee::kernels

@@ -139,6 +139,8 @@ class ProfilingBackend final : public Backend {
   Status scale(float* x, float s, size_t n) override;
   Status to_bf16(uint16_t* out, const float* in, size_t n) override;
   Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
+  Status refresh_weight_cache(const float* params, size_t n) override;
+  void release_weight_cache(const float* params) override;
 
  private:
   struct Entry {

@@ -61,6 +61,7 @@ struct DeviceConfig {
   std::string activations = "fp32";  // storage of the GEMM-operand activations: "fp32" | "bf16"
   std::string logits = "fp32";       // storage of the logits and their gradient: "fp32" | "bf16"
   bool gelu_fusion = false;          // CUDA with precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues
+  bool weight_cache = true;          // CUDA with precision bf16: GEMMs read a bf16 copy made once per pass
 
   bool operator==(const DeviceConfig&) const = default;
 };

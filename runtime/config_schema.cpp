@@ -115,6 +115,10 @@ const std::vector<Field>& schema() {
           "CUDA with precision = bf16: the MLP's c_fc GEMM applies GELU in its cuBLASLt epilogue and "
           "the c_proj backward applies GELU's derivative in its dinp GEMM (one GEMM each, no GELU "
           "kernels; unfused where cuBLASLt has no such algorithm); ignored on the CPU"),
+      PERIGEE_FIELD(device, weight_cache,
+                    "CUDA with precision = bf16: round the weights into a bf16 copy once per forward pass (2 "
+                    "bytes per parameter) that the GEMMs read, instead of rounding each GEMM's weight in the "
+                    "forward and again in the backward; the same bits either way; ignored otherwise"),
       // [comm]
       PERIGEE_FIELD(
           comm, backend,

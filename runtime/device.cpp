@@ -38,6 +38,7 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
     PERIGEE_CHECK(kernels::cuda::parse_gpu_precision(device.precision, &precision));
     PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend, precision));
     PERIGEE_CHECK(kernels::cuda::set_gelu_fusion(*out->backend, device.gelu_fusion));
+    PERIGEE_CHECK(kernels::cuda::set_weight_cache(*out->backend, device.weight_cache));
     out->cuda_device = index;
     out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
                                kernels::cuda::gpu_precision_description(precision),

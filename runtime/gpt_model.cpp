@@ -151,6 +151,7 @@ kernels::Act GptModel::dlogits(const Acts& a) const {
 
 GptModel::~GptModel() {
   if (backend_ == nullptr) return;
+  backend_->release_weight_cache(params_);
   for (void* p : {static_cast<void*>(params_), static_cast<void*>(grads_), static_cast<void*>(m_),
                   static_cast<void*>(v_), static_cast<void*>(act_), static_cast<void*>(tokens_),
                   static_cast<void*>(targets_)}) {
@@ -250,6 +251,9 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
   kernels::Backend& k = *backend_;
+  // The parameters may have changed since the last pass (an optimizer step, a load): the backend's
+  // weight cache, where it keeps one, is made again (forward_backward's later passes share it).
+  if (!weights_cached_) PERIGEE_CHECK(k.refresh_weight_cache(params_, table_.total()));
   const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
@@ -342,7 +346,7 @@ Status GptModel::zero_grad() {
 
 Status GptModel::backward() {
   PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
-  kernels::Backend& k = *backend_;
+  kernels::Backend& k = *backend_;  // the forward's weight cache still holds: the weights are those it read
   const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   const int B = last_B_, T = last_T_, N = B * T;
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
@@ -427,7 +431,10 @@ Status GptModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   double sum = 0.0;
   for (int p = 0; p < passes; ++p) {
     double loss = 0.0;
-    PERIGEE_CHECK(forward(inputs + p * stride, targets + p * stride, micro, T, &loss, positions));
+    weights_cached_ = p > 0;  // the weights do not change between the passes: one weight cache
+    const Status f = forward(inputs + p * stride, targets + p * stride, micro, T, &loss, positions);
+    weights_cached_ = false;
+    PERIGEE_CHECK(f);
     ready_calls_ = p + 1 == passes;  // the buffer is final only in the last pass
     const Status s = backward();
     ready_calls_ = true;

@@ -140,8 +140,9 @@ class GptModel {
   int last_B_ = 0;
   int last_T_ = 0;
   bool last_has_targets_ = false;
-  bool logits_valid_ = false;  // the logits buffer holds the last forward's logits
-  bool ready_calls_ = true;    // backward() calls gradient_ready_ (not in forward_backward's early passes)
+  bool logits_valid_ = false;    // the logits buffer holds the last forward's logits
+  bool ready_calls_ = true;      // backward() calls gradient_ready_ (not in forward_backward's early passes)
+  bool weights_cached_ = false;  // forward() skips refresh_weight_cache (forward_backward's later passes)
 
   float* params_ = nullptr;
   float* grads_ = nullptr;

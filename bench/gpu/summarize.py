@@ -44,7 +44,9 @@ def main():
                 "label": f"perigee {doc.get('precision', '?')}"
                          + (", bf16 activations" if doc.get("activations") == "bf16" else "")
                          + (", bf16 logits" if doc.get("logits") == "bf16" else "")
-                         + (", GELU epilogues" if doc.get("gelu_fusion") else ""),
+                         + (", GELU epilogues" if doc.get("gelu_fusion") else "")
+                         + (", no weight cache" if doc.get("precision_mode") == "bf16"
+                            and doc.get("weight_cache") is False else ""),
                 "file": os.path.basename(p),
                 "device": doc.get("device_name"), "precision": doc.get("precision"), "batch": r["batch"],
                 "seq": r["seq"], "params": r["params"], "ms_per_step": r["ms_per_step"],

@@ -39,10 +39,11 @@ Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, c
                                    int C, int OC) {
   if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);
   if (precision_ == GpuPrecision::kBf16) {
-    const Status s = cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_);
+    const Status s = cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_,
+                                               cached_weight(weight, static_cast<size_t>(OC) * C));
     if (s.code() != StatusCode::kUnavailable) return s;  // else: no bf16 D here, round an fp32 result
   }
-  return cast_matmul_forward(*this, cast_scratch_, out, inp, weight, bias, N, C, OC);
+  return cast_matmul_forward(*this, cast_fallback(), out, inp, weight, bias, N, C, OC);
 }
 
 Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
@@ -51,18 +52,20 @@ Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, Cons
     return matmul_backward_f32(dinp.f32(), dweight, dbias, dout.f32(), inp.f32(), weight, N, C, OC);
   }
   if (precision_ == GpuPrecision::kBf16) {
-    const Status s = cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
-                                                scratch_, stream_);
+    const Status s =
+        cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_, scratch_, stream_,
+                                   cached_weight(weight, static_cast<size_t>(OC) * C));
     if (s.code() != StatusCode::kUnavailable) return s;  // else: no bf16 D here, round an fp32 result
   }
-  return cast_matmul_backward(*this, cast_scratch_, dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+  return cast_matmul_backward(*this, cast_fallback(), dinp, dweight, dbias, dout, inp, weight, N, C, OC);
 }
 
 Status CudaBackend::matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight,
                                         const float* bias, int N, int C, int OC) {
   if (fuses_gelu()) {
     const Status s =
-        cuda::matmul_gelu_forward_bf16(pre, out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_);
+        cuda::matmul_gelu_forward_bf16(pre, out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_,
+                                       cached_weight(weight, static_cast<size_t>(OC) * C));
     if (s.code() != StatusCode::kUnavailable) return s;  // else: no fused algorithm here, run the ops apart
   }
   return Backend::matmul_gelu_forward(pre, out, inp, weight, bias, N, C, OC);
@@ -72,7 +75,8 @@ Status CudaBackend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias,
                                          const float* weight, ConstAct pre, int N, int C, int OC) {
   if (fuses_gelu() && dpre.data != nullptr) {
     const Status s = cuda::matmul_backward_gelu_bf16(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC,
-                                                     *lt_, scratch_, stream_);
+                                                     *lt_, scratch_, stream_,
+                                                     cached_weight(weight, static_cast<size_t>(OC) * C));
     if (s.code() != StatusCode::kUnavailable) return s;  // else: no fused algorithm here, run the ops apart
   }
   return Backend::matmul_backward_gelu(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC);
@@ -86,7 +90,7 @@ Status CudaBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, 
                       : cuda::attention_forward_bf16(out.bf16(), att, qkv.bf16(), B, T, C, NH, stream_));
     return Status::ok();
   }
-  return cast_attention_forward(*this, cast_scratch_, out, att, qkv, B, T, C, NH);
+  return cast_attention_forward(*this, cast_fallback(), out, att, qkv, B, T, C, NH);
 }
 
 Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att,
@@ -103,13 +107,13 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
                                                       T, C, NH, scratch_, stream_));
     return Status::ok();
   }
-  return cast_attention_backward(*this, cast_scratch_, dqkv, dout, qkv, out, att, B, T, C, NH);
+  return cast_attention_backward(*this, cast_fallback(), dqkv, dout, qkv, out, att, B, T, C, NH);
 }
 
 // GELU: every storage combination is native, except an output written over an input of the other
 // storage type (the kernels would race), which goes through fp32 scratch as on the CPU backend.
 Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
-  if (overlaps_other_storage(out, inp, n)) return cast_gelu_forward(*this, cast_scratch_, out, inp, n);
+  if (overlaps_other_storage(out, inp, n)) return cast_gelu_forward(*this, cast_fallback(), out, inp, n);
   PERIGEE_CHECK(cuda::gelu_forward(out, inp, n, stream_));
   return Status::ok();
 }
@@ -136,7 +140,7 @@ Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, Co
 
 Status CudaBackend::gelu_backward(Act dinp, ConstAct inp, ConstAct dout, size_t n) {
   if (overlaps_other_storage(dinp, inp, n) || overlaps_other_storage(dinp, dout, n)) {
-    return cast_gelu_backward(*this, cast_scratch_, dinp, inp, dout, n);
+    return cast_gelu_backward(*this, cast_fallback(), dinp, inp, dout, n);
   }
   PERIGEE_CHECK(cuda::gelu_backward(dinp, inp, dout, n, stream_));
   return Status::ok();

@@ -64,6 +64,7 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (cache_ != nullptr) cudaFree(cache_);
   cast_scratch_.clear();  // while the stream still exists (release synchronizes it)
   lt_.reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
@@ -159,12 +160,97 @@ Status set_gelu_fusion(Backend& backend, bool on) {
   return Status::ok();
 }
 
+Status set_weight_cache(Backend& backend, bool on) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "set_weight_cache: ", backend.name(),
+                  " is not a CUDA backend");
+  cuda->set_weight_cache(on);
+  return Status::ok();
+}
+
+Status act_cast_fallbacks(Backend& backend, uint64_t* out) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "act_cast_fallbacks: ", backend.name(),
+                  " is not a CUDA backend");
+  *out = cuda->act_cast_fallbacks();
+  return Status::ok();
+}
+
+Status weight_cache_stats(Backend& backend, WeightCacheStats* out) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "weight_cache_stats: ", backend.name(),
+                  " is not a CUDA backend");
+  *out = cuda->weight_cache_stats();
+  return Status::ok();
+}
+
 Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
                   "fuses_gelu_gemms: ", backend.name(), " is not a CUDA backend in bf16 precision");
   PERIGEE_CHECK(gelu_forward_fusable(cuda->lt(), N, C, OC, type, true, forward));
   return gelu_backward_fusable(cuda->lt(), N, C, OC, type, backward);
+}
+
+// ---- weight cache
+
+void CudaBackend::set_weight_cache(bool on) {
+  weight_cache_on_ = on;
+  if (!on) free_weight_cache();
+}
+
+void CudaBackend::free_weight_cache() {
+  cache_src_ = nullptr;
+  cache_n_ = 0;
+  if (cache_ != nullptr) {
+    cudaStreamSynchronize(stream_);  // GEMMs queued on the stream may still read it
+    cudaFree(cache_);
+  }
+  cache_ = nullptr;
+  cache_capacity_ = 0;
+  cache_stats_.bytes = 0;
+}
+
+Status CudaBackend::refresh_weight_cache(const float* params, size_t n) {
+  cache_src_ = nullptr;  // dropped unless refreshed below
+  if (!weight_cache_on_ || precision_ != GpuPrecision::kBf16 || params == nullptr || n == 0) {
+    return Status::ok();
+  }
+  if (n > cache_capacity_) {
+    free_weight_cache();
+    const cudaError_t err = cudaMalloc(&cache_, n * sizeof(__nv_bfloat16));
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();  // not sticky: clear it
+      cache_ = nullptr;
+      return make_error(StatusCode::kOutOfMemory, "weight cache: cudaMalloc of ", n * sizeof(__nv_bfloat16),
+                        " bytes (a bf16 copy of ", n, " parameters) failed: ", cudaGetErrorString(err),
+                        "; [device] weight_cache = false rounds each GEMM's weight instead");
+    }
+    cache_capacity_ = n;
+    cache_stats_.bytes = n * sizeof(__nv_bfloat16);
+  }
+  PERIGEE_CHECK(convert_to_bf16(cache_, params, n, stream_));
+  cache_src_ = params;
+  cache_n_ = n;
+  ++cache_stats_.refreshes;
+  return Status::ok();
+}
+
+void CudaBackend::release_weight_cache(const float* params) {
+  if (params != nullptr && params == cache_src_) free_weight_cache();
+}
+
+const __nv_bfloat16* CudaBackend::cached_weight(const float* weight, size_t n) {
+  if (cache_src_ == nullptr || weight == nullptr) return nullptr;
+  const auto lo = reinterpret_cast<uintptr_t>(cache_src_);
+  const auto w = reinterpret_cast<uintptr_t>(weight);
+  if (w < lo || (w - lo) % sizeof(float) != 0) return nullptr;
+  const size_t offset = (w - lo) / sizeof(float);
+  if (offset > cache_n_ || n > cache_n_ - offset) return nullptr;
+  // Under 16 bytes the copy may have no cuBLASLt algorithm: the weight is rounded into scratch instead.
+  if (reinterpret_cast<uintptr_t>(cache_ + offset) % 16 != 0) return nullptr;
+  ++cache_stats_.hits;
+  return cache_ + offset;
 }
 
 // ---- memory
@@ -256,7 +342,8 @@ Status CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias
 Status CudaBackend::matmul_forward_f32(float* out, const float* inp, const float* weight, const float* bias,
                                        int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
-    PERIGEE_CHECK(cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_));
+    PERIGEE_CHECK(cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_,
+                                            cached_weight(weight, static_cast<size_t>(OC) * C)));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::matmul_forward(out, inp, weight, bias, N, C, OC,
@@ -268,7 +355,8 @@ Status CudaBackend::matmul_backward_f32(float* dinp, float* dweight, float* dbia
                                         const float* inp, const float* weight, int N, int C, int OC) {
   if (precision_ == GpuPrecision::kBf16) {
     PERIGEE_CHECK(cuda::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, *lt_,
-                                             scratch_, stream_));
+                                             scratch_, stream_,
+                                             cached_weight(weight, static_cast<size_t>(OC) * C)));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC,

@@ -34,11 +34,23 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   // The arithmetic of GEMMs and attention (kFp32 by default); takes effect from the next op.
-  void set_precision(GpuPrecision precision) { precision_ = precision; }
+  // A weight cache made under another precision is dropped.
+  void set_precision(GpuPrecision precision) {
+    if (precision != precision_) cache_src_ = nullptr;
+    precision_ = precision;
+  }
   GpuPrecision precision() const { return precision_; }
   LtGemm& lt() { return *lt_; }  // the bf16 GEMMs' cuBLASLt handle and plans
   // GELU in the MLP GEMMs' cuBLASLt epilogues (matmul_bf16.cuh), with bf16 precision only; off by default.
   void set_gelu_fusion(bool on) { gelu_fusion_ = on; }
+  // The bf16 weight cache (refresh_weight_cache below), with bf16 precision only; on by default. Off
+  // frees it.
+  void set_weight_cache(bool on);
+  bool weight_cache() const { return weight_cache_on_; }
+  const WeightCacheStats& weight_cache_stats() const { return cache_stats_; }
+  // Act op calls that took the ActCast path (widen, fp32 op, round) instead of a native kernel for
+  // their storage: tests check that the native bf16 paths really ran.
+  uint64_t act_cast_fallbacks() const { return cast_fallbacks_; }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   const char* name() const override { return "cuda"; }
@@ -101,6 +113,12 @@ class CudaBackend final : public Backend {
   Status to_bf16(uint16_t* out, const float* in, size_t n) override;
   Status from_bf16(float* out, const uint16_t* in, float s, size_t n) override;
 
+  // ---- weight cache: with bf16 precision and the cache on, rounds [params, params + n) into one bf16
+  // copy (grown on demand, 256-byte aligned, the same element offsets) on the stream; the bf16 GEMMs
+  // then read any weight inside the range from it. Otherwise (and on release) the cache is dropped.
+  Status refresh_weight_cache(const float* params, size_t n) override;
+  void release_weight_cache(const float* params) override;
+
   // ---- the fp32-storage implementations of the Act ops (cuda_backend.cu)
   Status layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                                const float* bias, int N, int C);
@@ -118,10 +136,23 @@ class CudaBackend final : public Backend {
 
  private:
   CudaBackend() = default;
+  // The cached bf16 copy of weight [0, n) when the cache holds it, else null.
+  const __nv_bfloat16* cached_weight(const float* weight, size_t n);
+  void free_weight_cache();
+  CastScratch& cast_fallback() {  // the ActCast path's temporaries, counting the call
+    ++cast_fallbacks_;
+    return cast_scratch_;
+  }
 
   int device_ = 0;
   GpuPrecision precision_ = GpuPrecision::kFp32;
   bool gelu_fusion_ = false;
+  bool weight_cache_on_ = true;
+  const float* cache_src_ = nullptr;  // the range the cache holds (null: none)
+  size_t cache_n_ = 0;
+  __nv_bfloat16* cache_ = nullptr;  // device memory of cache_capacity_ elements
+  size_t cache_capacity_ = 0;
+  WeightCacheStats cache_stats_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
@@ -130,6 +161,7 @@ class CudaBackend final : public Backend {
   double* host_result_ = nullptr;    // pinned host copy of it
   DeviceScratch scratch_;
   CastScratch cast_scratch_;  // fp32 temporaries of the ActCast fallback
+  uint64_t cast_fallbacks_ = 0;
 };
 
 }  // namespace perigee::kernels::cuda

@@ -52,6 +52,24 @@ Status set_gelu_fusion(Backend& backend, bool on);
 // (*backward), for `type` storage. kInvalidArgument for any other backend.
 Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward);
 
+// Turns the bf16 weight cache on (the default) or off for `backend` (a CudaBackend; kInvalidArgument
+// otherwise; [device] weight_cache): with bf16 precision, refresh_weight_cache() then rounds the
+// parameters once into a bf16 copy (2 bytes per parameter) that the bf16 GEMMs read their weights
+// from; off, every bf16 GEMM rounds its weight into scratch first. Same bits either way.
+Status set_weight_cache(Backend& backend, bool on);
+// What the weight cache did (a CudaBackend; kInvalidArgument otherwise): refreshes that converted,
+// GEMM weights read from it, and its current size in bytes (0 when off or released).
+struct WeightCacheStats {
+  uint64_t refreshes = 0, hits = 0;
+  size_t bytes = 0;
+};
+Status weight_cache_stats(Backend& backend, WeightCacheStats* out);
+
+// How many Act op calls (kernels/backend.hpp) `backend` (a CudaBackend; kInvalidArgument otherwise)
+// ran through the ActCast path (widen to fp32, fp32 op, round: kernels/act_ops.hpp) rather than a
+// native kernel for their storage types. Tests compare it around an op to see which path ran.
+Status act_cast_fallbacks(Backend& backend, uint64_t* out);
+
 // Launches of `backend`'s cuBLASLt GEMMs (a CudaBackend; kInvalidArgument otherwise): all, those
 // writing a bf16 D, those with the GELU_AUX_BIAS or DGELU epilogue, and launches cuBLASLt refused.
 // Tests compare them around an op to see whether it ran fused.

@@ -306,17 +306,20 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
 namespace {
 
 // The forward GEMM out^T [OC, N] = weight . inp^T + bias, with `aux`'s epilogue (a GELU one writes
-// aux, of out's type). kUnavailable before any work when cuBLASLt cannot write it.
-Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, const float* bias, int N,
-                    int C, int OC, LtAux aux, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+// aux, of out's type). kUnavailable before any work when cuBLASLt cannot write it. weight16: weight
+// already rounded (a weight cache), or null to round it into scratch here.
+Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, const __nv_bfloat16* weight16,
+                    const float* bias, int N, int C, int OC, LtAux aux, LtGemm& lt, DeviceScratch& scratch,
+                    cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers(op, {out.data, inp.data, weight}));
   PERIGEE_CHECK(check_dims(op, {N, C, OC}));
   if (!out.is_f32() || aux.kind != LtEpilogue::kNone) {
     bool ok = false;
-    // The weight (A) and an fp32 inp (B) are copied into 256-byte aligned scratch; the rest is used in
-    // place.
-    const LtAlign align{256, inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data),
-                        LtAlign::of(bias), LtAlign::of(aux.data)};
+    // A weight (A) and an fp32 inp (B) to round are copied into 256-byte aligned scratch; the rest
+    // (a cached weight too) is used in place.
+    const LtAlign align{weight16 != nullptr ? LtAlign::of(weight16) : 256,
+                        inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data), LtAlign::of(bias),
+                        LtAlign::of(aux.data)};
     PERIGEE_CHECK(
         lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
@@ -324,8 +327,8 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
                     aux.kind == LtEpilogue::kNone ? "" : " with the GELU epilogue", " for N=", N, " C=", C,
                     " OC=", OC);
   }
-  const size_t n_w = static_cast<size_t>(OC) * C;
-  const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;  // a bf16 inp needs no copy
+  const size_t n_w = weight16 == nullptr ? static_cast<size_t>(OC) * C : 0;  // a cached weight: no copy
+  const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;        // a bf16 inp: no copy
   void* base = nullptr;
   PERIGEE_CHECK(
       scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w), stream, &base));
@@ -336,22 +339,27 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
     PERIGEE_CHECK(convert_to_bf16(copy, inp.f32(), n_inp, stream));
     inp16 = copy;
   }
-  __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);
-  PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
+  const __nv_bfloat16* w16 = weight16;
+  if (w16 == nullptr) {
+    __nv_bfloat16* copy = carve.take<__nv_bfloat16>(n_w);
+    PERIGEE_CHECK(convert_to_bf16(copy, weight, n_w, stream));
+    w16 = copy;
+  }
   // out^T [OC, N] = weight (stored col-major C x OC, transposed) . inp^T [C, N], + bias per row.
   PERIGEE_CHECK(lt.gemm(true, false, OC, N, C, w16, C, inp16, C, 0.0f, out, OC, bias, stream, aux));
   return Status::ok();
 }
 
-// matmul_backward, with `aux`'s epilogue (none or DGELU) on the dinp GEMM.
+// matmul_backward, with `aux`'s epilogue (none or DGELU) on the dinp GEMM; weight16 as in forward_gemm.
 Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
-                      const float* weight, int N, int C, int OC, LtAux aux, LtGemm& lt,
-                      DeviceScratch& scratch, cudaStream_t stream) {
+                      const float* weight, const __nv_bfloat16* weight16, int N, int C, int OC, LtAux aux,
+                      LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers(op, {dout.data}));
   PERIGEE_CHECK(check_dims(op, {N, C, OC}));
   if (dinp.data != nullptr && (!dinp.is_f32() || aux.kind != LtEpilogue::kNone)) {
     bool ok = false;
-    const LtAlign align{256, dout.is_f32() ? 256 : LtAlign::of(dout.data), LtAlign::of(dinp.data), 256,
+    const LtAlign align{weight16 != nullptr ? LtAlign::of(weight16) : 256,
+                        dout.is_f32() ? 256 : LtAlign::of(dout.data), LtAlign::of(dinp.data), 256,
                         LtAlign::of(aux.data)};
     PERIGEE_CHECK(lt.available(false, false, C, N, OC, C, OC, C, dinp.dtype, false, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
@@ -367,7 +375,7 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
   if (!gemms && dout.is_f32()) return matmul_bias_grad(dbias, dout.f32(), N, OC, scratch, stream);
   // Only fp32 operands are copied: a bf16 dout or inp is used in place.
   const size_t n_dout = gemms && dout.is_f32() ? static_cast<size_t>(N) * OC : 0;
-  const size_t n_w = dinp.data != nullptr ? static_cast<size_t>(OC) * C : 0;
+  const size_t n_w = dinp.data != nullptr && weight16 == nullptr ? static_cast<size_t>(OC) * C : 0;
   const size_t n_inp = dweight != nullptr && inp.is_f32() ? static_cast<size_t>(N) * C : 0;
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_dout) + scratch_bytes<__nv_bfloat16>(n_w) +
@@ -375,7 +383,7 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
                             stream, &base));
   ScratchCarver carve(base);
   __nv_bfloat16* dout_copy = carve.take<__nv_bfloat16>(n_dout);
-  __nv_bfloat16* w16 = carve.take<__nv_bfloat16>(n_w);
+  __nv_bfloat16* w_copy = carve.take<__nv_bfloat16>(n_w);
   __nv_bfloat16* inp_copy = carve.take<__nv_bfloat16>(n_inp);
   double* partial = carve.take<double>(n_partial);
   const __nv_bfloat16* dout16 = dout.is_f32() ? dout_copy : as_bf16(dout);
@@ -390,7 +398,11 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
     PERIGEE_CHECK(matmul_bias_grad_stage1(partial, dout.bf16(), N, OC, stream));
   }
   if (dinp.data != nullptr) {
-    PERIGEE_CHECK(convert_to_bf16(w16, weight, n_w, stream));
+    const __nv_bfloat16* w16 = weight16;
+    if (w16 == nullptr) {
+      PERIGEE_CHECK(convert_to_bf16(w_copy, weight, n_w, stream));
+      w16 = w_copy;
+    }
     // dinp^T [C, N] = weight^T [C, OC] (col-major view of weight) . dout^T [OC, N]. A launch cuBLASLt
     // refuses returns kUnavailable with nothing accumulated yet (dbias is added last), so the caller
     // can take the unfused path; the plan is dropped, so later calls take it before any work.
@@ -410,33 +422,36 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
 }  // namespace
 
 Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
-                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
-  return forward_gemm("matmul_forward", out, inp, weight, bias, N, C, OC, LtAux{}, lt, scratch, stream);
+                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream,
+                           const __nv_bfloat16* weight16) {
+  return forward_gemm("matmul_forward", out, inp, weight, weight16, bias, N, C, OC, LtAux{}, lt, scratch,
+                      stream);
 }
 
 Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
-                            cudaStream_t stream) {
-  return backward_gemms("matmul_backward", dinp, dweight, dbias, dout, inp, weight, N, C, OC, LtAux{}, lt,
-                        scratch, stream);
+                            cudaStream_t stream, const __nv_bfloat16* weight16) {
+  return backward_gemms("matmul_backward", dinp, dweight, dbias, dout, inp, weight, weight16, N, C, OC,
+                        LtAux{}, lt, scratch, stream);
 }
 
 Status matmul_gelu_forward_bf16(Act pre, Act out, ConstAct inp, const float* weight, const float* bias, int N,
-                                int C, int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream) {
+                                int C, int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream,
+                                const __nv_bfloat16* weight16) {
   PERIGEE_CHECK(check_pointers("matmul_gelu_forward", {pre.data}));
   PERIGEE_REQUIRE(pre.dtype == out.dtype, StatusCode::kUnavailable,
                   "matmul_gelu_forward: the GELU epilogue writes pre and out in one type");
-  return forward_gemm("matmul_gelu_forward", out, inp, weight, bias, N, C, OC,
+  return forward_gemm("matmul_gelu_forward", out, inp, weight, weight16, bias, N, C, OC,
                       LtAux{LtEpilogue::kGeluAux, pre.data}, lt, scratch, stream);
 }
 
 Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                                  const float* weight, ConstAct pre, int N, int C, int OC, LtGemm& lt,
-                                 DeviceScratch& scratch, cudaStream_t stream) {
+                                 DeviceScratch& scratch, cudaStream_t stream, const __nv_bfloat16* weight16) {
   PERIGEE_CHECK(check_pointers("matmul_backward_gelu", {dpre.data, pre.data}));
   PERIGEE_REQUIRE(pre.dtype == dpre.dtype, StatusCode::kUnavailable,
                   "matmul_backward_gelu: the DGELU epilogue reads pre in dpre's type");
-  return backward_gemms("matmul_backward_gelu", dpre, dweight, dbias, dout, inp, weight, N, C, OC,
+  return backward_gemms("matmul_backward_gelu", dpre, dweight, dbias, dout, inp, weight, weight16, N, C, OC,
                         LtAux{LtEpilogue::kDGelu, pre.data}, lt, scratch, stream);
 }
 

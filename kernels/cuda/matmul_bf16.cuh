@@ -2,14 +2,14 @@
 // matmul.cuh: row-major inp [N, C], weight [OC, C], bias [OC], out [N, OC]; out = inp @ weight^T + bias;
 // the backward writes dinp and accumulates dweight and dbias (+=).
 // Precision: inp, weight and dout (fp32 in memory) are rounded to bf16 (round to nearest even) into
-// the backend's scratch buffer just before each GEMM; the GEMMs take bf16 A and B, accumulate in fp32
-// (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the fp32 bias in the GEMM's
-// epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh, computed
-// in the same pass that rounds dout to bf16.
-// Outputs (out, dinp) may be stored as bf16 (kernels/act.hpp): cuBLASLt then writes D as bf16, each
-// element rounded once (to nearest even) from its fp32 accumulator plus the fp32 bias. Where cuBLASLt
-// has no algorithm for a bf16 D, the launchers return kUnavailable before doing any work and the
-// caller takes the fp32-then-round path (kernels/act_cast.hpp).
+// the backend's scratch buffer just before each GEMM, except a weight the caller passes already
+// rounded (CudaBackend's weight cache: the same values, read in place); the GEMMs take bf16 A and B,
+// accumulate in fp32 (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the fp32 bias in the
+// GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh,
+// computed in the same pass that rounds dout to bf16. Outputs (out, dinp) may be stored as bf16
+// (kernels/act.hpp): cuBLASLt then writes D as bf16, each element rounded once (to nearest even) from its
+// fp32 accumulator plus the fp32 bias. Where cuBLASLt has no algorithm for a bf16 D, the launchers return
+// kUnavailable before doing any work and the caller takes the fp32-then-round path (kernels/act_cast.hpp).
 // GELU epilogues (CudaBackend with gelu_fusion on): the MLP's c_fc GEMM can apply GELU in cuBLASLt's
 // epilogue (GELU_AUX_BIAS: D = gelu(acc + bias), aux = acc + bias, both of D's type, each rounded once
 // from fp32), and the c_proj backward's dinp GEMM can multiply by GELU's derivative at the saved
@@ -109,26 +109,31 @@ class LtGemm {
 
 // inp (and in the backward dout and inp) may be fp32 or bf16 storage (kernels/act.hpp): a bf16 operand
 // is the GEMM's operand as it is, with no rounding pass; an fp32 one is rounded into scratch first.
-// out (dinp) may be bf16: see the top of this file for kUnavailable.
+// out (dinp) may be bf16: see the top of this file for kUnavailable. weight16 (every launcher below):
+// the weight already rounded to bf16 ([OC, C], a copy of `weight` such as CudaBackend's weight cache),
+// read in place instead of rounding `weight` into scratch; null: round it here.
 Status matmul_forward_bf16(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
-                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
+                           int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream,
+                           const __nv_bfloat16* weight16 = nullptr);
 
 // dinp, dweight, dbias may each be null (not needed).
 Status matmul_backward_bf16(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                             const float* weight, int N, int C, int OC, LtGemm& lt, DeviceScratch& scratch,
-                            cudaStream_t stream);
+                            cudaStream_t stream, const __nv_bfloat16* weight16 = nullptr);
 
 // Backend::matmul_gelu_forward in one GEMM (GELU_AUX_BIAS): out = gelu(pre), pre kept. pre and out
 // have one storage type; kUnavailable (before any work) otherwise or without an algorithm.
 Status matmul_gelu_forward_bf16(Act pre, Act out, ConstAct inp, const float* weight, const float* bias, int N,
-                                int C, int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream);
+                                int C, int OC, LtGemm& lt, DeviceScratch& scratch, cudaStream_t stream,
+                                const __nv_bfloat16* weight16 = nullptr);
 
 // Backend::matmul_backward_gelu with the dinp GEMM's DGELU epilogue: dpre = gelu'(pre) * (dout @ weight),
 // rounded once. dpre and pre have one storage type; kUnavailable (before any work) otherwise or
 // without an algorithm.
 Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                                  const float* weight, ConstAct pre, int N, int C, int OC, LtGemm& lt,
-                                 DeviceScratch& scratch, cudaStream_t stream);
+                                 DeviceScratch& scratch, cudaStream_t stream,
+                                 const __nv_bfloat16* weight16 = nullptr);
 
 // Whether the two launchers above run fused for these shapes and storage (plans on first use).
 Status gelu_forward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool bias, bool* yes);

@@ -157,6 +157,9 @@ step train_bf16_act_logits "$(bin bench_train_step)" --device cuda --preset gpt2
 step train_bf16_fused "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
   --json "$OUT/train_step_bf16_fused.json"
+step train_bf16_fused_nocache "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion --no-weight-cache \
+  --json "$OUT/train_step_bf16_fused_nocache.json"
 step train_bf16_micro4 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
   --precision bf16 --micro-batches 4 --json "$OUT/train_step_bf16_micro4.json"
 step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
@@ -182,6 +185,6 @@ fi
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
 step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
   "$OUT/train_step_bf16_act.json" "$OUT/train_step_bf16_act_gelu.json" "$OUT/train_step_bf16_act_logits.json" \
-  "$OUT/train_step_bf16_fused.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
+  "$OUT/train_step_bf16_fused.json" "$OUT/train_step_bf16_fused_nocache.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
 echo "# done, status $STATUS; $OUT/gpu_bench.json"
 exit $STATUS

@@ -238,7 +238,9 @@ void check_micro_batches(kernels::cuda::GpuPrecision precision, double tol, kern
     EXPECT_GT(after.dgelu, before.dgelu);
   }
   // bf16 logits: the LM head (no bias) writes them as a cuBLASLt bf16 D in every pass.
-  if (logits == kernels::DType::kBF16) EXPECT_GT(after.bf16_d, before.bf16_d);
+  if (logits == kernels::DType::kBF16) {
+    EXPECT_GT(after.bf16_d, before.bf16_d);
+  }
   const char* name = kernels::cuda::gpu_precision_name(precision);
   EXPECT_NEAR(parts.loss, whole.loss, 1e-5 * whole.loss) << name;
   const auto [tensor, diff] =
@@ -299,6 +301,103 @@ TEST(CudaTraining, RecomputeGivesTheSameGradientsBitForBit) {
   check_recompute(kernels::cuda::GpuPrecision::kBf16, kernels::DType::kF32, false, kernels::DType::kF32);
   check_recompute(kernels::cuda::GpuPrecision::kTf32, kernels::DType::kF32, false, kernels::DType::kF32);
   check_recompute(kernels::cuda::GpuPrecision::kFp32, kernels::DType::kBF16, false, kernels::DType::kF32);
+}
+
+// The bf16 weight cache ([device] weight_cache, on by default): the GEMMs read a bf16 copy of the
+// parameters made once per forward pass instead of rounding each weight into scratch. The same
+// rounding of the same values and, on a shape whose every tensor starts a multiple of 256 bytes into
+// the copy (as in GPT-2 124M, where every tensor is a multiple of 768 elements), the same cuBLASLt
+// plans: 20 steps give the uncached run's losses and parameters bit for bit, with bf16 precision alone
+// and with every bf16 option, and so do accumulated passes. The cache really served the GEMMs, once
+// refreshed per forward (per forward_backward with passes), and a forward after set_parameters reads
+// the new weights, as a fresh model does (a stale copy would not).
+const GptShape kAlignedShape{2, 4, 128, 64, 256, 256};
+
+std::unique_ptr<kernels::Backend> bf16_backend(bool gelu_fusion, bool cache) {
+  std::unique_ptr<kernels::Backend> gpu;
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_backend(0, &gpu, kernels::cuda::GpuPrecision::kBf16));
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(*gpu, gelu_fusion));
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::set_weight_cache(*gpu, cache));
+  return gpu;
+}
+
+kernels::cuda::WeightCacheStats cache_stats(kernels::Backend& backend) {
+  kernels::cuda::WeightCacheStats s;
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::weight_cache_stats(backend, &s));
+  return s;
+}
+
+TEST(CudaTraining, WeightCacheGivesTheBitsOfRoundingEachGemmWeight) {
+  const Status probe = cuda_probe();
+  if (!probe.is_ok()) GTEST_SKIP() << probe.message();
+  kernels::cpu::CpuBackend cpu(2);
+  const std::vector<float> init = testing::seeded_parameters(cpu, kAlignedShape, 11);
+  const std::vector<Batch> batches = make_batches();
+  struct Case {
+    kernels::DType acts;
+    bool gelu_fusion;
+    kernels::DType logits;
+  };
+  for (const Case& c : {Case{kernels::DType::kF32, false, kernels::DType::kF32},
+                        Case{kernels::DType::kBF16, true, kernels::DType::kBF16}}) {
+    auto cached = bf16_backend(c.gelu_fusion, true);
+    auto plain = bf16_backend(c.gelu_fusion, false);
+    const TrainResult with = train(*cached, kAlignedShape, init, batches, c.acts, c.logits);
+    const TrainResult without = train(*plain, kAlignedShape, init, batches, c.acts, c.logits);
+    const std::string what =
+        str_cat(kernels::dtype_name(c.acts), " activations", c.gelu_fusion ? ", GELU epilogues" : "");
+    EXPECT_EQ(with.losses, without.losses) << what;
+    ASSERT_EQ(with.params.size(), without.params.size());
+    EXPECT_EQ(std::memcmp(with.params.data(), without.params.data(), with.params.size() * sizeof(float)), 0)
+        << what << ": worst tensor "
+        << testing::worst_tensor(ParameterTable::for_shape(kAlignedShape), with.params, without.params).first;
+    const auto on = cache_stats(*cached), off = cache_stats(*plain);
+    EXPECT_EQ(on.refreshes, static_cast<uint64_t>(kSteps)) << what;  // one per forward
+    // Per step at least the 4 forward and 4 input-gradient GEMM weights of each block and the LM head's.
+    EXPECT_GE(on.hits, static_cast<uint64_t>(kSteps) * (8 * kAlignedShape.n_layer + 2)) << what;
+    EXPECT_EQ(on.bytes, init.size() * 2) << what;
+    EXPECT_EQ(off.refreshes + off.hits + off.bytes, 0u) << what;
+    std::printf(
+        "weight cache (%s): %llu refreshes, %llu GEMM weights read from it, %zu bytes; 20 steps "
+        "bit-identical to rounding each weight (last loss %.7f)\n",
+        what.c_str(), static_cast<unsigned long long>(on.refreshes), static_cast<unsigned long long>(on.hits),
+        on.bytes, with.losses.back());
+  }
+
+  // Accumulated passes share one refresh and give the uncached bits.
+  auto cached = bf16_backend(true, true);
+  auto plain = bf16_backend(true, false);
+  const Batch& batch = batches.front();
+  const uint64_t before = cache_stats(*cached).refreshes;
+  const auto with = testing::micro_batch_pass(*cached, kAlignedShape, init, batch.inputs, batch.targets,
+                                              kBatch, kSeq, 1, kernels::DType::kBF16, kernels::DType::kBF16);
+  const auto without =
+      testing::micro_batch_pass(*plain, kAlignedShape, init, batch.inputs, batch.targets, kBatch, kSeq, 1,
+                                kernels::DType::kBF16, kernels::DType::kBF16);
+  EXPECT_EQ(cache_stats(*cached).refreshes - before, 1u);
+  EXPECT_EQ(with.loss, without.loss);
+  EXPECT_EQ(std::memcmp(with.grads.data(), without.grads.data(), with.grads.size() * sizeof(float)), 0);
+
+  // New parameters reach the next forward.
+  std::vector<float> other = testing::seeded_parameters(cpu, kAlignedShape, 12);
+  double first = 0.0, second = 0.0, fresh = 0.0;
+  {
+    GptModel m;
+    ASSERT_TRUE(m.init(kAlignedShape, cached.get(), kBatch, kSeq).is_ok());
+    ASSERT_TRUE(m.set_parameters(init).is_ok());
+    ASSERT_TRUE(m.forward(batch.inputs.data(), batch.targets.data(), kBatch, kSeq, &first).is_ok());
+    ASSERT_TRUE(m.set_parameters(other).is_ok());
+    ASSERT_TRUE(m.forward(batch.inputs.data(), batch.targets.data(), kBatch, kSeq, &second).is_ok());
+  }
+  EXPECT_EQ(cache_stats(*cached).bytes, 0u);  // released with the model
+  {
+    GptModel m;
+    ASSERT_TRUE(m.init(kAlignedShape, plain.get(), kBatch, kSeq).is_ok());
+    ASSERT_TRUE(m.set_parameters(other).is_ok());
+    ASSERT_TRUE(m.forward(batch.inputs.data(), batch.targets.data(), kBatch, kSeq, &fresh).is_ok());
+  }
+  EXPECT_NE(second, first);
+  EXPECT_EQ(second, fresh);
 }
 
 }  // namespace

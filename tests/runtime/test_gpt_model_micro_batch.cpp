@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/profiling_backend.hpp"
 #include "runtime/gpt_model.hpp"
 #include "tests/runtime/gpt_model_test_util.hpp"
 
@@ -114,6 +115,43 @@ TEST(GptModelMicroBatch, GradientReadyFiresOnlyInTheLastPassWithFinalValues) {
   ASSERT_TRUE(m.forward(x.data(), y.data(), 1, kT, &loss).is_ok());
   ASSERT_TRUE(m.backward().is_ok());
   EXPECT_EQ(firsts.size(), static_cast<size_t>(kShape.n_layer + 2));
+}
+
+// The backend's weight cache (Backend::refresh_weight_cache; the CUDA backend's bf16 copy) must be made
+// again whenever the parameters may have changed: at the start of every forward(), and once per
+// forward_backward() (its passes share the weights), for the whole parameter buffer; the model
+// releases it when destroyed.
+uint64_t calls_of(const kernels::ProfilingBackend& prof, const std::string& op) {
+  for (const kernels::OpStat& s : prof.stats()) {
+    if (s.op == op) return s.calls;
+  }
+  return 0;
+}
+
+TEST(GptModelMicroBatch, WeightCacheIsRefreshedOncePerForwardAndPerForwardBackward) {
+  kernels::cpu::CpuBackend cpu(2);
+  kernels::ProfilingBackend prof(&cpu, nullptr, kernels::ProfilingOptions{true});  // keys carry n
+  const auto x = random_tokens(kB * kT, 256, 3), y = random_tokens(kB * kT, 256, 4);
+  {
+    GptModel m;
+    ASSERT_TRUE(m.init(kShape, &prof, kB, kT).is_ok());
+    ASSERT_TRUE(m.init_parameters(5).is_ok());
+    const std::string refresh = "refresh_weight_cache n=" + std::to_string(m.num_parameters());
+    EXPECT_EQ(calls_of(prof, refresh), 0u);  // nothing to refresh before a forward
+    double loss = 0.0;
+    ASSERT_TRUE(m.forward(x.data(), y.data(), kB, kT, &loss).is_ok());
+    ASSERT_TRUE(m.backward().is_ok());
+    EXPECT_EQ(calls_of(prof, refresh), 1u);
+    ASSERT_TRUE(m.forward(x.data(), nullptr, kB, kT, &loss).is_ok());
+    EXPECT_EQ(calls_of(prof, refresh), 2u);
+    ASSERT_TRUE(m.forward_backward(x.data(), y.data(), kB, kT, 1, &loss).is_ok());  // 4 passes
+    EXPECT_EQ(calls_of(prof, refresh), 3u);
+    // The shared passes leave a plain forward() refreshing again.
+    ASSERT_TRUE(m.forward(x.data(), y.data(), kB, kT, &loss).is_ok());
+    EXPECT_EQ(calls_of(prof, refresh), 4u);
+    EXPECT_EQ(calls_of(prof, "release_weight_cache"), 0u);
+  }
+  EXPECT_EQ(calls_of(prof, "release_weight_cache"), 1u);
 }
 
 TEST(GptModelMicroBatch, RefusesMicroBatchesThatDoNotFit) {
