@@ -2,7 +2,8 @@
 // Layout as attention.cuh: qkv [B, T, 3C] fp32 or bf16, head h in columns [h*hs, (h+1)*hs) of each third.
 // Precision: fp32 tiles are rounded to bf16 as they are staged into shared memory (bf16 ones go as they
 // are: the same bits their widened values would round to); products run as
-// mma.sync m16n8k16 bf16 instructions with fp32 accumulators; softmax statistics, D and outputs are fp32.
+// mma.sync m16n8k16 bf16 instructions with fp32 accumulators; softmax statistics, D and the outputs are
+// fp32 until stored (a bf16 output, out or dqkv, is rounded once as it is written).
 // Fragments follow the PTX ISA layouts of mma.m16n8k16 (lane = 4 g + t: accumulator elements (g, 2t),
 // (g, 2t+1), (g+8, 2t), (g+8, 2t+1) of each 16x8 tile), operands come from shared memory through
 // ldmatrix (.trans for row-major [k][n] operands), and the accumulator of a 16x64 product is re-packed
@@ -13,7 +14,8 @@
 // [rows][D + 8] bf16 (D = the head size padded with zeros to 32, 64 or 128; the 8-element pad keeps
 // ldmatrix conflict-free). A warp skips the tiles its causal mask hides entirely.
 //   forward, one block per (b*NH + h, query block): online softmax, lse in natural-log units; K and V
-//     tiles are read from qkv (fp32) into registers during the tile before, then converted and stored;
+//     tiles are read from qkv (fp32 or bf16) into registers during the tile before, then stored (fp32
+//     ones rounded to bf16 on the way);
 //   backward: D_i = dO_i . O_i first (fp32, one warp per row; mathematically sum_j P_ij dP_ij, which a
 //     separate walk over the keys would cost two more products per tile);
 //   backward pass 1, one block per (b*NH + h, query block): dQ;
@@ -193,10 +195,11 @@ __global__ void convert_bf16_kernel(bf16* dst, const Q* qkv, const float* dout, 
   }
 }
 
-// D_i = dO_i . O_i (= sum_j P_ij dP_ij) in fp32 from the fp32 operands: one warp per row (b, t), heads
-// in turn, each a fixed-order warp sum (lanes over columns, then xor shuffles): deterministic.
+// D_i = dO_i . O_i (= sum_j P_ij dP_ij) in fp32 from dout (fp32) and out as stored (fp32, or bf16
+// widened): one warp per row (b, t) of the BT = B*T rows (int64_t: B*T may pass INT32_MAX), heads in
+// turn, each a fixed-order warp sum (lanes over columns, then xor shuffles): deterministic.
 template <typename O>
-__global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* out, int BT, int T, int C,
+__global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* out, int64_t BT, int T, int C,
                                       int NH) {
   const int64_t bt = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -487,9 +490,12 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
                                                                  quad_aligned(qkv) && aligned16(dout));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   constexpr int kDsumWarps = 8;
-  const int BT = B * T;
-  attention_dsum_kernel<<<ceil_div(BT, kDsumWarps), kDsumWarps * 32, 0, stream>>>(dsum, dout, out, BT, T, C,
-                                                                                  NH);
+  const int64_t BT = static_cast<int64_t>(B) * T;  // rows: B*T may pass INT32_MAX
+  const int64_t dsum_blocks = ceil_div(BT, int64_t{kDsumWarps});
+  PERIGEE_REQUIRE(dsum_blocks <= INT32_MAX, StatusCode::kInvalidArgument,
+                  "attention_backward_bf16: B*T = ", BT, " rows is too many");
+  attention_dsum_kernel<<<static_cast<unsigned>(dsum_blocks), kDsumWarps * 32, 0, stream>>>(dsum, dout, out,
+                                                                                            BT, T, C, NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   if (p.hs <= 32) return launch_backward<32, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
   if (p.hs <= 64) return launch_backward<64, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);

@@ -6,7 +6,8 @@
 // staged into shared memory;
 // the products S = Q K^T, O = P V, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q run on bf16 tensor
 // cores (mma.sync m16n8k16) with fp32 accumulation; softmax statistics, D_i = dO_i . O_i and every
-// output stay fp32. P and dS are rounded to bf16 only as the operands of the next product.
+// output stay fp32 until stored (bf16 storage of out or dqkv: rounded once as written). P and dS are
+// rounded to bf16 only as the operands of the next product.
 // Expected error against the fp32 CPU backend: about 1e-2 relative (bf16 has an 8-bit mantissa).
 // Deterministic: no atomics, every output element written by one thread in a fixed loop order.
 // Head sizes: hs a multiple of 16, at most 128 (others: kInvalidArgument; callers fall back to the
@@ -14,9 +15,9 @@
 // Tiling: each warp owns 16 rows (forward: blocks of 8 warps, 128 query rows; backward: blocks of 4
 // warps, 64 rows) and walks the other side in tiles of 64 keys or queries, skipping tiles its causal mask
 // hides; the head is padded with zeros to 32, 64 or 128 columns. Scores, P and dS stay in registers. The
-// forward reads fp32 K/V tiles into registers one tile ahead and needs no scratch; the backward converts
-// qkv and dout once into bf16 copies in scratch (B*T*4C bf16 plus D, B*NH*T fp32) and streams tiles
-// from them with cp.async, double-buffered.
+// forward reads the K/V tiles of qkv (fp32 or bf16) into registers one tile ahead and needs no scratch;
+// the backward converts qkv and dout once into bf16 copies in scratch (B*T*4C bf16 plus D, B*NH*T fp32)
+// and streams tiles from them with cp.async, double-buffered.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -103,8 +103,9 @@ __device__ __forceinline__ void product_pv(float (&acc)[D / 8][4], const float (
   }
 }
 
-// dst[(row0 + r) * ld + d] (+)= acc[r][d] for the warp's rows < T and d < hs (8 consecutive floats per
-// lane quad: whole 32-byte sectors).
+// dst[(row0 + r) * ld + d] (+)= acc[r][d] for the warp's rows < T and d < hs, fp32 or bf16 (rounded
+// once). Each lane quad writes 8 consecutive elements: a whole 32-byte sector for fp32, half of one for
+// bf16.
 template <int D, bool kAccumulate, typename Dst>
 __device__ __forceinline__ void store_rows(Dst* dst, int64_t ld, int row0, int T, int hs,
                                            const float (&acc)[D / 8][4], int lane) {

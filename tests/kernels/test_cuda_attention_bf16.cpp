@@ -1,9 +1,14 @@
 // The bf16 tensor-core attention (kernels/cuda/attention_bf16.cu), reached through a CudaBackend made
-// with GpuPrecision::kBf16, against the fp32 CPU backend: out and dqkv for head sizes 16, 32, 64 and 128
-// and T = 1, 7, 64, 100, 130, 257 (one to five 64-row tiles, partial last tiles), the saved log-sum-exp
-// rows against a double-precision host computation, determinism (two runs bit-identical), the
-// written (not accumulated) dqkv of the backward, operands that are not 16-byte aligned (the kernels' scalar
-// load path), and the fallback to the fp32 kernel for a head size the bf16 kernels do not take.
+// with GpuPrecision::kBf16, against the fp32 CPU backend: out and dqkv for head sizes 16, 32, 48, 64, 96
+// and 128 (48 and 96 fill the D = 64 and D = 128 tiles partly) and T = 1, 7, 64, 100, 130, 257 (one to
+// five 64-row tiles, partial last tiles), the saved log-sum-exp rows against a double-precision host
+// computation, determinism (two runs bit-identical), the written (not accumulated) dqkv of the backward,
+// operands that are not 16-byte aligned (the kernels' scalar load path), and the fallback to the fp32
+// kernel for a head size the bf16 kernels do not take. bf16 storage (qkv, out, dqkv as bf16): the bits of
+// the fp32-storage kernels rounded once, with bf16 qkv aligned or 1 or 2 elements off (the element-wise
+// bf16 loads) and with fp32 qkv, and which storage combinations run native kernels rather than the
+// ActCast fallback (the backend's fallback counter: both give the same bits). Outputs start as NaN
+// sentinels, so an element a kernel does not store shows.
 // Compiled by the C++ compiler: only the Backend interface, the factory and the device probe are used.
 // Without a usable CUDA device every test is skipped with the probe's message.
 #include <gtest/gtest.h>
@@ -12,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -76,17 +82,29 @@ struct AttentionResult {
   std::vector<float> out, dqkv, state;
 };
 
+// Output sentinels: an element no kernel stores keeps them. The two differ (the fp32 NaN rounds to
+// 0x7fc0), so a store missed by both the fp32-storage reference and a bf16-storage run still shows.
+std::vector<float> nan_vector(size_t n) {
+  return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+}
+constexpr uint16_t kBf16Sentinel = 0xffff;  // a bf16 NaN
+
+// `offset` zeros, then v: v at `offset` elements into a larger allocation.
+template <typename T>
+std::vector<T> shifted(const std::vector<T>& v, int offset) {
+  std::vector<T> r(offset, T{});
+  r.insert(r.end(), v.begin(), v.end());
+  return r;
+}
+
 // Forward, then `backward_calls` backward calls writing dqkv (which starts as dqkv0). `offset` > 0 shifts qkv
 // and dout by that many floats inside their allocations (operands not 16-byte aligned).
 AttentionResult run_attention(Backend& be, int B, int T, int C, int NH, const std::vector<float>& qkv,
                               const std::vector<float>& dout, const std::vector<float>& dqkv0,
                               int backward_calls, int offset = 0) {
-  std::vector<float> qkv_padded(offset, 0.0f), dout_padded(offset, 0.0f);
-  qkv_padded.insert(qkv_padded.end(), qkv.begin(), qkv.end());
-  dout_padded.insert(dout_padded.end(), dout.begin(), dout.end());
-  Array<float> x(be, qkv_padded), d(be, dout_padded), dx(be, dqkv0);
-  Array<float> out(be, static_cast<size_t>(B) * T * C);
-  Array<float> att(be, be.attention_state_size(B, T, C, NH));
+  Array<float> x(be, shifted(qkv, offset)), d(be, shifted(dout, offset)), dx(be, dqkv0);
+  Array<float> out(be, nan_vector(static_cast<size_t>(B) * T * C));
+  Array<float> att(be, nan_vector(be.attention_state_size(B, T, C, NH)));
   PERIGEE_CHECK_OR_DIE(be.attention_forward(out.data(), att.data(), x.data() + offset, B, T, C, NH));
   for (int i = 0; i < backward_calls; ++i) {
     PERIGEE_CHECK_OR_DIE(be.attention_backward(dx.data(), d.data() + offset, x.data() + offset, out.data(),
@@ -109,7 +127,7 @@ constexpr double kGradAtol = 3e-2, kGradRtol = 3e-2;
 constexpr double kLseAtol = 1.5e-2;
 
 TEST_F(CudaAttentionBf16, MatchesCpu) {
-  for (int hs : {16, 32, 64, 128}) {
+  for (int hs : {16, 32, 48, 64, 96, 128}) {
     for (int T : {1, 7, 64, 100, 130, 257}) {
       const int B = T <= 130 ? 2 : 1;
       const int NH = hs == 32 ? 3 : 2;
@@ -186,41 +204,228 @@ std::vector<uint16_t> to_bf16_bits(const std::vector<float>& v) {
   return h;
 }
 
+std::vector<float> widened(const std::vector<uint16_t>& h) {
+  std::vector<float> v(h.size());
+  for (size_t i = 0; i < h.size(); ++i) v[i] = bf16_to_float(h[i]);
+  return v;
+}
+
+// v with every element rounded to bf16 (values that bf16 storage holds exactly).
+std::vector<float> bf16_values(std::vector<float> v) {
+  for (float& x : v) x = bf16_to_float(float_to_bf16(x));
+  return v;
+}
+
+// Expects got == want; reports how many elements differ and the first few (0xffff: never stored).
+void expect_same_bits(const std::string& what, const std::vector<uint16_t>& got,
+                      const std::vector<uint16_t>& want) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t differ = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i] == want[i]) continue;
+    if (++differ <= 3) {
+      ADD_FAILURE() << what << "[" << i << "]: 0x" << std::hex << got[i] << ", expected 0x" << want[i]
+                    << std::dec;
+    }
+  }
+  EXPECT_EQ(differ, 0u) << what << ": elements that differ, of " << got.size();
+}
+
+// The backend's count of Act op calls that took the ActCast path (widen, fp32 op, round).
+uint64_t cast_fallbacks(Backend& be) {
+  uint64_t n = 0;
+  PERIGEE_CHECK_OR_DIE(cuda::act_cast_fallbacks(be, &n));
+  return n;
+}
+
+struct Bf16Result {
+  std::vector<uint16_t> out, dqkv;
+  std::vector<float> state;
+};
+
+// bf16-storage forward (out bf16, qkv fp32 or bf16 device data) and backward (dqkv bf16, reading that out,
+// dout fp32), every output starting as a sentinel. Native kernels on a bf16-precision backend
+// (act_dispatch.cu): the calls must not take the ActCast path, which would give the same bits.
+template <typename Q>
+Bf16Result run_bf16_storage(Backend& be, const std::string& tag, int B, int T, int C, int NH, const Q* qkv,
+                            const float* dout) {
+  const size_t n = static_cast<size_t>(B) * T * C;
+  Array<uint16_t> out(be, std::vector<uint16_t>(n, kBf16Sentinel));
+  Array<uint16_t> dqkv(be, std::vector<uint16_t>(3 * n, kBf16Sentinel));
+  Array<float> att(be, nan_vector(be.attention_state_size(B, T, C, NH)));
+  const uint64_t before = cast_fallbacks(be);
+  const Status fwd = be.attention_forward(out.data(), att.data(), qkv, B, T, C, NH);
+  EXPECT_TRUE(fwd.is_ok()) << tag << ": " << fwd.to_string();
+  const Status bwd = be.attention_backward(dqkv.data(), dout, qkv, out.data(), att.data(), B, T, C, NH);
+  EXPECT_TRUE(bwd.is_ok()) << tag << ": " << bwd.to_string();
+  EXPECT_EQ(cast_fallbacks(be), before) << tag << ": the bf16-storage attention took the ActCast path";
+  return {out.download(), dqkv.download(), att.download()};
+}
+
 // bf16 storage ([device] activations = "bf16": qkv, out and dqkv as bf16, dout fp32) at the shapes of
-// MatchesCpu, several key tiles and query blocks included: the bits are the fp32-storage kernels' on
-// the same bf16 values, each output rounded once (the storage rule, at sizes the rule test does not run).
+// MatchesCpu, several key tiles and query blocks and the partly filled D = 64 and D = 128 tiles (hs = 48,
+// 96) included: the bits are the fp32-storage kernels' on the same bf16 values, each output rounded once
+// (the storage rule, at sizes the rule test does not run). The same bits with the bf16 qkv 1 and 2
+// elements past an 8-byte boundary (its rows then load element by element: load_quad_bf16 with
+// vec = false, in the forward's tiles and the backward's conversion), and with fp32 qkv holding the
+// bf16 values (the kernels' fp32-qkv, bf16-output instantiations). Every run native (no ActCast).
 TEST_F(CudaAttentionBf16, Bf16StorageIsTheFp32StorageRoundedAtEveryShape) {
-  for (int hs : {16, 64, 128}) {
+  for (int hs : {16, 48, 64, 96, 128}) {
     for (int T : {7, 64, 130, 257}) {
       const int B = 2, NH = 2, C = hs * NH;
       const std::string tag = "T=" + std::to_string(T) + " hs=" + std::to_string(hs);
       const size_t n = static_cast<size_t>(B) * T * C;
       const size_t n_att = gpu_->attention_state_size(B, T, C, NH);
-      std::vector<float> qkv = random_vector(3 * n, 90 + T + hs, -1.5f, 1.5f);
-      for (float& x : qkv) x = bf16_to_float(float_to_bf16(x));
+      const std::vector<float> qkv = bf16_values(random_vector(3 * n, 90 + T + hs, -1.5f, 1.5f));
+      const std::vector<uint16_t> qkv16 = to_bf16_bits(qkv);
       const auto dout = random_vector(n, 91 + hs);
-      // fp32 storage on the bf16 values.
-      Array<float> x32(*gpu_, qkv), d(*gpu_, dout), out32(*gpu_, n), att32(*gpu_, n_att), dx32(*gpu_, 3 * n);
+      Array<float> x32(*gpu_, qkv), d(*gpu_, dout);
+      // bf16 storage, qkv aligned.
+      Array<uint16_t> x16(*gpu_, qkv16);
+      const Bf16Result got = run_bf16_storage(*gpu_, tag, B, T, C, NH, x16.data(), d.data());
+      // fp32 storage on the bf16 values; its backward reads `out` as the bf16 run stored it (widened).
+      Array<float> out32(*gpu_, nan_vector(n)), att32(*gpu_, nan_vector(n_att)),
+          dx32(*gpu_, nan_vector(3 * n));
       ASSERT_TRUE(gpu_->attention_forward(out32.data(), att32.data(), x32.data(), B, T, C, NH).is_ok());
-      // bf16 storage.
-      Array<uint16_t> x16(*gpu_, to_bf16_bits(qkv)), out16(*gpu_, n), dx16(*gpu_, 3 * n);
-      Array<float> att16(*gpu_, n_att);
-      ASSERT_TRUE(gpu_->attention_forward(out16.data(), att16.data(), x16.data(), B, T, C, NH).is_ok());
-      const std::vector<uint16_t> o16 = out16.download();
-      EXPECT_EQ(o16, to_bf16_bits(out32.download())) << tag;
-      EXPECT_TRUE(bit_identical(att16.download(), att32.download())) << tag;
-      // The backward reads `out` as stored: the fp32 reference gets the widened bf16 out.
-      std::vector<float> out_widened(n);
-      for (size_t i = 0; i < n; ++i) out_widened[i] = bf16_to_float(o16[i]);
-      out32.upload(out_widened);
+      expect_same_bits("out " + tag, got.out, to_bf16_bits(out32.download()));
+      EXPECT_TRUE(bit_identical(got.state, att32.download())) << tag;
+      out32.upload(widened(got.out));
       ASSERT_TRUE(
           gpu_->attention_backward(dx32.data(), d.data(), x32.data(), out32.data(), att32.data(), B, T, C, NH)
               .is_ok());
-      ASSERT_TRUE(
-          gpu_->attention_backward(dx16.data(), d.data(), x16.data(), out16.data(), att16.data(), B, T, C, NH)
-              .is_ok());
-      EXPECT_EQ(dx16.download(), to_bf16_bits(dx32.download())) << tag;
+      expect_same_bits("dqkv " + tag, got.dqkv, to_bf16_bits(dx32.download()));
+      // bf16 qkv 2 and 4 bytes past an 8-byte boundary (as UnalignedOperandsMatchCpu shifts fp32 qkv).
+      for (int offset : {1, 2}) {
+        const std::string utag = tag + " qkv offset " + std::to_string(offset);
+        Array<uint16_t> x16u(*gpu_, shifted(qkv16, offset));
+        const Bf16Result u = run_bf16_storage(*gpu_, utag, B, T, C, NH, x16u.data() + offset, d.data());
+        expect_same_bits("out " + utag, u.out, got.out);
+        expect_same_bits("dqkv " + utag, u.dqkv, got.dqkv);
+        EXPECT_TRUE(bit_identical(u.state, got.state)) << utag;
+      }
+      // fp32 qkv (the bf16 values): the same staged tiles, so the same bits.
+      const std::string ftag = tag + " fp32 qkv";
+      const Bf16Result f = run_bf16_storage(*gpu_, ftag, B, T, C, NH, x32.data(), d.data());
+      expect_same_bits("out " + ftag, f.out, got.out);
+      expect_same_bits("dqkv " + ftag, f.dqkv, got.dqkv);
+      EXPECT_TRUE(bit_identical(f.state, got.state)) << ftag;
     }
+  }
+}
+
+// Which storage combinations reach native kernels and which the ActCast path (widen, fp32 op, round), as
+// CudaBackend::attention_forward/attention_backward route them (act_dispatch.cu): the two give the same
+// bits, so only the backend's fallback counter tells them apart. Native on a bf16-precision backend with
+// a head size the bf16 kernels take: forward with bf16 out (qkv either), backward with bf16 dqkv and out
+// and fp32 dout (qkv either); fp32 storage throughout takes the fp32 implementations; anything else, a
+// head size the bf16 kernels do not take, or an fp32-precision backend: ActCast, once per call.
+TEST_F(CudaAttentionBf16, Bf16StorageRouting) {
+  const int B = 2, T = 70, NH = 2, C = 128;
+  const size_t n = static_cast<size_t>(B) * T * C;
+  const size_t n_att = gpu_->attention_state_size(B, T, C, NH);
+  const std::vector<float> qkv = bf16_values(random_vector(3 * n, 100, -1.5f, 1.5f));
+  const std::vector<float> dout = bf16_values(random_vector(n, 101));
+  Array<float> x32(*gpu_, qkv), d32(*gpu_, dout);
+  Array<uint16_t> x16(*gpu_, to_bf16_bits(qkv)), d16(*gpu_, to_bf16_bits(dout));
+  // Runs `call`, expecting it to succeed and to take the ActCast path `casts` times (0: native).
+  auto expect_casts = [](Backend& be, const std::string& what, uint64_t casts, auto call) {
+    const uint64_t before = cast_fallbacks(be);
+    const Status s = call();
+    EXPECT_TRUE(s.is_ok()) << what << ": " << s.to_string();
+    EXPECT_EQ(cast_fallbacks(be) - before, casts) << what;
+  };
+
+  // fp32 storage: the references (bf16 kernels, fp32 in and out), no cast.
+  Array<float> out32(*gpu_, nan_vector(n)), att(*gpu_, nan_vector(n_att)), dx32(*gpu_, nan_vector(3 * n));
+  expect_casts(*gpu_, "fp32 forward", 0,
+               [&] { return gpu_->attention_forward(out32.data(), att.data(), x32.data(), B, T, C, NH); });
+  const std::vector<float> out_ref = out32.download();
+  const std::vector<uint16_t> out_ref16 = to_bf16_bits(out_ref);
+  Array<float> o32(*gpu_, widened(out_ref16));  // `out` as bf16 storage holds it
+  Array<uint16_t> o16(*gpu_, out_ref16);
+  expect_casts(*gpu_, "fp32 backward", 0, [&] {
+    return gpu_->attention_backward(dx32.data(), d32.data(), x32.data(), o32.data(), att.data(), B, T, C, NH);
+  });
+  const std::vector<float> dx_ref = dx32.download();
+  const std::vector<uint16_t> dx_ref16 = to_bf16_bits(dx_ref);
+
+  // Forward: bf16 out native with either qkv; fp32 out with bf16 qkv cast.
+  for (const bool qkv_bf16 : {true, false}) {
+    const std::string what = std::string("forward: bf16 out, ") + (qkv_bf16 ? "bf16" : "fp32") + " qkv";
+    Array<uint16_t> out(*gpu_, std::vector<uint16_t>(n, kBf16Sentinel));
+    expect_casts(*gpu_, what, 0, [&] {
+      return qkv_bf16 ? gpu_->attention_forward(out.data(), att.data(), x16.data(), B, T, C, NH)
+                      : gpu_->attention_forward(out.data(), att.data(), x32.data(), B, T, C, NH);
+    });
+    expect_same_bits(what, out.download(), out_ref16);
+  }
+  {
+    Array<float> out(*gpu_, nan_vector(n));
+    expect_casts(*gpu_, "forward: fp32 out, bf16 qkv", 1,
+                 [&] { return gpu_->attention_forward(out.data(), att.data(), x16.data(), B, T, C, NH); });
+    EXPECT_TRUE(bit_identical(out.download(), out_ref)) << "forward: fp32 out, bf16 qkv";
+  }
+
+  // Backward: bf16 dqkv and out with fp32 dout native with either qkv; any other mix cast.
+  for (const bool qkv_bf16 : {true, false}) {
+    const std::string what =
+        std::string("backward: bf16 dqkv and out, ") + (qkv_bf16 ? "bf16" : "fp32") + " qkv";
+    Array<uint16_t> dx(*gpu_, std::vector<uint16_t>(3 * n, kBf16Sentinel));
+    expect_casts(*gpu_, what, 0, [&] {
+      return qkv_bf16 ? gpu_->attention_backward(dx.data(), d32.data(), x16.data(), o16.data(), att.data(), B,
+                                                 T, C, NH)
+                      : gpu_->attention_backward(dx.data(), d32.data(), x32.data(), o16.data(), att.data(), B,
+                                                 T, C, NH);
+    });
+    expect_same_bits(what, dx.download(), dx_ref16);
+  }
+  {
+    Array<float> dx(*gpu_, nan_vector(3 * n));
+    expect_casts(*gpu_, "backward: fp32 dqkv", 1, [&] {
+      return gpu_->attention_backward(dx.data(), d32.data(), x16.data(), o16.data(), att.data(), B, T, C, NH);
+    });
+    EXPECT_TRUE(bit_identical(dx.download(), dx_ref)) << "backward: fp32 dqkv";
+  }
+  {
+    Array<uint16_t> dx(*gpu_, std::vector<uint16_t>(3 * n, kBf16Sentinel));
+    expect_casts(*gpu_, "backward: fp32 out", 1, [&] {
+      return gpu_->attention_backward(dx.data(), d32.data(), x16.data(), o32.data(), att.data(), B, T, C, NH);
+    });
+    expect_same_bits("backward: fp32 out", dx.download(), dx_ref16);
+  }
+  {
+    Array<uint16_t> dx(*gpu_, std::vector<uint16_t>(3 * n, kBf16Sentinel));
+    expect_casts(*gpu_, "backward: bf16 dout", 1, [&] {
+      return gpu_->attention_backward(dx.data(), d16.data(), x16.data(), o16.data(), att.data(), B, T, C, NH);
+    });
+    expect_same_bits("backward: bf16 dout", dx.download(), dx_ref16);
+  }
+
+  // hs = 8, which the bf16 kernels do not take: bf16 storage is cast around the fp32 kernel.
+  {
+    const int C8 = 16;
+    const size_t n8 = static_cast<size_t>(B) * T * C8;
+    const std::vector<float> qkv8 = bf16_values(random_vector(3 * n8, 102, -1.5f, 1.5f));
+    Array<float> x(*gpu_, qkv8), out(*gpu_, nan_vector(n8));
+    Array<float> att8(*gpu_, nan_vector(gpu_->attention_state_size(B, T, C8, NH)));
+    Array<uint16_t> x8(*gpu_, to_bf16_bits(qkv8)), out8(*gpu_, std::vector<uint16_t>(n8, kBf16Sentinel));
+    ASSERT_TRUE(gpu_->attention_forward(out.data(), att8.data(), x.data(), B, T, C8, NH).is_ok());
+    expect_casts(*gpu_, "forward hs=8: bf16 out", 1,
+                 [&] { return gpu_->attention_forward(out8.data(), att8.data(), x8.data(), B, T, C8, NH); });
+    expect_same_bits("forward hs=8: bf16 out", out8.download(), to_bf16_bits(out.download()));
+  }
+
+  // An fp32-precision backend has no native bf16-storage attention.
+  {
+    Backend& fp32 = *backends().gpu;
+    const size_t n_att32 = fp32.attention_state_size(B, T, C, NH);
+    Array<float> x(fp32, qkv), out(fp32, nan_vector(n)), att32(fp32, nan_vector(n_att32));
+    Array<uint16_t> x_16(fp32, to_bf16_bits(qkv)), out16(fp32, std::vector<uint16_t>(n, kBf16Sentinel));
+    ASSERT_TRUE(fp32.attention_forward(out.data(), att32.data(), x.data(), B, T, C, NH).is_ok());
+    expect_casts(fp32, "fp32 precision forward: bf16 out", 1, [&] {
+      return fp32.attention_forward(out16.data(), att32.data(), x_16.data(), B, T, C, NH);
+    });
+    expect_same_bits("fp32 precision forward: bf16 out", out16.download(), to_bf16_bits(out.download()));
   }
 }
 
