@@ -2,8 +2,10 @@
 # End-to-end on a GPU: perigee-train (Trainer, not only GptModel) with device = "cuda", 2 ranks on
 # the machine's GPU(s) under a real mpiexec, bf16 precision with bf16 activations and logits and the
 # GELU epilogues. Checks what only the whole trainer runs on a device:
-#   - gradient buckets (bucket_mb 1, overlapped with the backward pass) give the losses of one
-#     all-reduce after the backward pass, bit for bit (2 ranks: every sum has one order);
+#   - gradient buckets (overlapped with the backward pass; a bucket size below one block's gradient,
+#     so that several all-reduces start during the backward pass) give the losses of one all-reduce
+#     after the backward pass, bit for bit (2 ranks: every sum has one order), also with gradient
+#     accumulation (2 passes per step: the buckets may start only in the last one);
 #   - the bf16 gradient wire trains (first loss identical, later ones within 2 %);
 #   - a run cut after 3 steps and resumed from its checkpoint ends with the uninterrupted run's
 #     losses, bit for bit;
@@ -24,12 +26,29 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 e2e_mpi_flags "$MPIEXEC"
 e2e_make_tokens "$DATA_BIN" "$WORK"
 
+# The model, and a gradient-bucket size from its parameter count (GptModel's table: the embeddings; per
+# block 2 LayerNorms, c_attn, attn c_proj, c_fc and mlp c_proj with their biases; ln_f; the byte
+# vocabulary, 256, is its own padding). The backward pass marks the gradient final after ln_f, after
+# each block (top first) and after the embeddings, and a bucket starts once bucket_mb of final gradient
+# has not gone out; finish() sends the rest. Half a block's gradient per bucket gives 3 all-reduces per
+# step here, 2 of them started during the backward pass (after each block); the former bucket_mb 1
+# exceeded the whole 0.46 MiB gradient, so that no bucket started before finish(): one all-reduce after
+# the backward pass, the very run it was compared with. The run log says whether buckets overlap, not
+# how many started, so this arithmetic is what holds the runs to several buckets.
+L=2 C=64 CTX=64 VP=256
+BLOCK=$(( 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C) ))
+PARAMS=$(( VP * C + CTX * C + L * BLOCK + 2 * C ))
+BUCKET_MB=$(awk -v b="$BLOCK" 'BEGIN { printf "%.4f", b * 4 / 2 / 1048576 }')
+awk -v mb="$BUCKET_MB" -v b="$BLOCK" 'BEGIN { e = int(mb * 1048576) / 4; exit !(e > 0 && e <= b) }' \
+  || fail "bucket_mb $BUCKET_MB is no bucket smaller than one block's gradient ($BLOCK parameters)"
+echo "gradient of $PARAMS parameters ($BLOCK per block): buckets of $BUCKET_MB MiB"
+
 cat > "$WORK/gpu.toml" <<TOML
 [model]
-n_layer = 2
+n_layer = $L
 n_head = 2
-n_embd = 64
-context = 64
+n_embd = $C
+context = $CTX
 
 [train]
 batch_size = 8
@@ -75,11 +94,33 @@ grep -q -i "cuda" "$WORK/whole.log" || { cat "$WORK/whole.log"; fail "the run do
 [[ $(losses whole | wc -l) -eq 6 ]] || fail "expected 6 train records"
 echo "ok: 6 steps on CUDA, losses $(losses whole | tr '\n' ' ')"
 
-train buckets --comm.bucket_mb=1
+# Buckets only start during the backward pass when the communicator overlaps; otherwise the run is one
+# all-reduce after it and the comparison below would compare a run with itself.
+overlapping() {
+  grep -q "all-reduce overlapped with the backward pass in buckets of" "$WORK/$1.log" \
+    || { cat "$WORK/$1.log"; fail "$1: the log does not say the gradient buckets overlap the backward pass"; }
+}
+
+train buckets --comm.bucket_mb="$BUCKET_MB"
+overlapping buckets
 [[ "$(losses buckets)" == "$(losses whole)" ]] || fail "bucketed losses $(losses buckets | tr '\n' ' ') differ"
 echo "ok: gradient buckets give the same losses bit for bit"
 
-train wire16 --comm.bucket_mb=1 --comm.grad_dtype=bf16
+# Gradient accumulation: 2 passes of 2 sequences per rank and step. The model calls the buckets back in
+# the last pass only, when the gradient is final: a bucket sent from the first pass would average
+# half a gradient, and the losses would part from the unbucketed accumulating run's after step 1.
+train micro_whole --comm.bucket_mb=0 --train.micro_batch=2
+train micro_buckets --comm.bucket_mb="$BUCKET_MB" --train.micro_batch=2
+overlapping micro_buckets
+[[ $(losses micro_buckets | wc -l) -eq 6 ]] || fail "micro_buckets: expected 6 train records"
+[[ "$(losses micro_buckets)" == "$(losses micro_whole)" ]] \
+  || fail "accumulated bucketed losses $(losses micro_buckets | tr '\n' ' ') differ from $(losses micro_whole | tr '\n' ' ')"
+# The passes sum the same gradient in another order: close to the single-pass run, not equal.
+paste <(losses micro_whole) <(losses whole) | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 0.02 * $2) bad = 1 }
+  END { exit bad }' || fail "accumulated losses $(losses micro_whole | tr '\n' ' ') stray over 2 % from one pass"
+echo "ok: gradient buckets with 2 accumulated passes give the same losses bit for bit"
+
+train wire16 --comm.bucket_mb="$BUCKET_MB" --comm.grad_dtype=bf16
 [[ "$(losses wire16 | head -1)" == "$(losses whole | head -1)" ]] || fail "bf16 wire: first loss differs"
 paste <(losses wire16) <(losses whole) | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 0.02 * $2) bad = 1 }
   END { exit bad }' || fail "bf16 wire losses $(losses wire16 | tr '\n' ' ') stray over 2 %"

@@ -6,6 +6,9 @@
 // Skips without a device.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <cstdio>
+
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "tests/kernels/act_rule_util.hpp"
 #include "tests/kernels/crossentropy_in_place_util.hpp"
@@ -32,14 +35,56 @@ TEST_F(CudaActBf16, Fp32PrecisionFollowsTheStorageRule) {
   }
 }
 
+// The rule alone passes whether a bf16 GEMM output came from cuBLASLt's bf16 D or from the ActCast
+// fallback (an fp32 GEMM, then one rounding): the launch counts say which ran. expect_act_rule runs
+// every non-empty fp32/bf16 combination of the op's k Act tensors (2^k - 1), each with an all-fp32
+// reference, so 2 (2^k - 1) calls; the output (out, dinp) is bf16 in 2^(k-1) of them. Each call is one
+// cuBLASLt launch forward (the bias in the epilogue) and two backward (dinp, dweight; dbias is a column
+// sum). Where cuBLASLt has a bf16-D algorithm for the spec's shape (N 6, C 32, OC 24), every bf16
+// output is a bf16-D launch and nothing falls back; where it has none (a printed note), each bf16
+// output must have gone through ActCast instead. Catches a native path that silently fell back (a
+// dropped plan, an operand check that fails) and a refused launch.
 TEST_F(CudaActBf16, Bf16PrecisionFollowsTheStorageRule) {
   Backend& be = *cuda_testing::backends().gpu_bf16;
   for (auto op : testing::act_op_specs(be)) {
     SCOPED_TRACE(op.name);
+    const bool forward = op.name == "matmul_forward", backward = op.name == "matmul_backward";
     // A GEMM writing bf16 D is another cuBLASLt plan than the fp32-D reference: its algorithm may sum
     // in another order, so its fp32 result may differ in the last bits before the one rounding.
-    if (op.name.rfind("matmul_", 0) == 0) op.bf16_output_ulps = 1;
+    if (forward || backward) op.bf16_output_ulps = 1;
+    cuda::LtLaunchCounts before, after;
+    uint64_t cast_before = 0, cast_after = 0;
+    ASSERT_TRUE(cuda::lt_launch_counts(be, &before).is_ok());
+    ASSERT_TRUE(cuda::act_cast_fallbacks(be, &cast_before).is_ok());
     testing::expect_act_rule(be, op);
+    ASSERT_TRUE(cuda::lt_launch_counts(be, &after).is_ok());
+    ASSERT_TRUE(cuda::act_cast_fallbacks(be, &cast_after).is_ok());
+    if (!forward && !backward) continue;
+    ASSERT_EQ(op.name.rfind("matmul_", 0), 0u);
+    constexpr int N = 6, C = 32, OC = 24;  // act_op_specs' GEMM shape
+    int acts = 0;
+    for (const auto& t : op.tensors) acts += t.act ? 1 : 0;
+    const uint64_t calls = 2 * ((uint64_t{1} << acts) - 1), bf16_outputs = uint64_t{1} << (acts - 1);
+    bool native = false;
+    if (forward) {
+      ASSERT_TRUE(cuda::writes_bf16_gemm_outputs(be, N, C, OC, true, &native).is_ok());
+    } else {
+      ASSERT_TRUE(cuda::writes_bf16_input_gradients(be, N, C, OC, &native).is_ok());
+    }
+    EXPECT_EQ(after.refused_at_launch, before.refused_at_launch) << "cuBLASLt refused a launch";
+    EXPECT_EQ(after.launches - before.launches, calls * (forward ? 1 : 2));
+    if (native) {
+      EXPECT_EQ(after.bf16_d - before.bf16_d, bf16_outputs)
+          << "bf16 outputs not written as a cuBLASLt bf16 D";
+      EXPECT_EQ(cast_after - cast_before, 0u) << "calls that took the ActCast fallback";
+    } else {
+      std::printf(
+          "note: cuBLASLt has no bf16-D algorithm for %s (N %d, C %d, OC %d): the bf16 outputs go "
+          "through ActCast, the native path is not tested here\n",
+          op.name.c_str(), N, C, OC);
+      EXPECT_EQ(after.bf16_d, before.bf16_d);
+      EXPECT_EQ(cast_after - cast_before, bf16_outputs);
+    }
   }
 }
 

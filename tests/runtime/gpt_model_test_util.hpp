@@ -71,6 +71,30 @@ inline Pass micro_batch_pass(kernels::Backend& backend, const GptShape& shape, c
   return p;
 }
 
+// Bytes of GptModel's activation buffer that its backward scratch shares with the logits, for `shape` at
+// (max_batch, max_seq) on `backend` (GptModel::init's arguments): 0 when the scratch has memory of its
+// own. Read off GptModel::activation_bytes() alone: the same model with a one-column vocabulary (logits
+// far too small to hold the scratch) grows by exactly the larger logits (and a separate logits'
+// gradient, when its type differs from the logits': bf16 activations, fp32 logits) unless scratch
+// moved into them; every tensor is padded to 256 bytes as GptModel pads it. The attention state,
+// whose size is the backend's, is the same in both models and cancels.
+inline size_t scratch_bytes_in_logits(kernels::Backend& backend, const GptShape& shape, int max_batch,
+                                      int max_seq, kernels::DType acts, kernels::DType logits,
+                                      bool recompute = false) {
+  GptShape narrow = shape;
+  narrow.vocab = narrow.padded_vocab = 1;
+  GptModel wide_model, narrow_model;
+  PERIGEE_CHECK_OR_DIE(wide_model.init(shape, &backend, max_batch, max_seq, acts, logits, recompute));
+  PERIGEE_CHECK_OR_DIE(narrow_model.init(narrow, &backend, max_batch, max_seq, acts, logits, recompute));
+  const size_t N = static_cast<size_t>(max_batch) * max_seq;
+  auto padded = [N](int columns, kernels::DType t) {
+    return (N * columns * kernels::dtype_size(t) + 255) / 256 * 256;
+  };
+  size_t growth = padded(shape.padded_vocab, logits) - padded(1, logits);
+  if (acts != logits) growth += padded(shape.padded_vocab, acts) - padded(1, acts);
+  return narrow_model.activation_bytes() + growth - wide_model.activation_bytes();
+}
+
 // sqrt(sum (a - b)^2 / sum b^2).
 inline double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0.0, norm = 0.0;

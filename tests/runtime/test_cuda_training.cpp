@@ -6,7 +6,10 @@
 // CUDA run is bit-identical to the first (losses and final parameters). With bf16 activation storage
 // ([device] activations = "bf16") both backends store the same tensors as bf16: the CPU is then the
 // reference of the CUDA native bf16 kernels (bf16 precision) and of its ActCast path (fp32 precision).
-// Skipped without a CUDA device.
+// One step's gradient is compared with the CPU's tensor by tensor in every precision, and every GPU
+// run counts its cuBLASLt launches (bf16 D, GELU epilogues) and ActCast fallbacks exactly. A shape with
+// the backward scratch inside the dead logits (kSharedShape) runs through the same checks; that it
+// shares is checked on the CPU too. Skipped without a CUDA device (but for that layout check).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,6 +42,65 @@ const GptShape kShape{2, 4, 64, 64, 256, 320};
 // Tensor sizes that are no multiples of 256 bytes (48-float LayerNorm weights and biases, 144- and 192-float
 // GEMM biases): parameters and their cuBLASLt operands sit at different alignments from layer to layer.
 const GptShape kOddShape{3, 3, 48, 64, 130, 136};
+// A vocabulary wide enough that GptModel puts the backward scratch (and the forward's tmp) inside the dead
+// logits (gpt_model.cpp, Acts): they hold, per N*C, 40 bytes of scratch with fp32 activations, 30 with
+// bf16 activations and fp32 logits, 26 with bf16 logits, so they share from a padded vocabulary of 10 C,
+// 7.5 C and 13 C on. 1024 >= 13 * 64 = 832 shares in all three storages at every N below; the shapes
+// above (320 < 7.5 * 64, 136 < 7.5 * 48) never do. Sharing reuses memory the LM head's backward has just
+// read: a scratch tensor overlapping live data there would corrupt the gradients or losses compared here.
+// TheScratchSharingShapePutsTheBackwardScratchInTheLogits holds the layout to that.
+const GptShape kSharedShape{2, 4, 64, 64, 1000, 1024};
+
+bool same_shape(const GptShape& a, const GptShape& b) {
+  return a.n_layer == b.n_layer && a.n_head == b.n_head && a.n_embd == b.n_embd && a.context == b.context &&
+         a.vocab == b.vocab && a.padded_vocab == b.padded_vocab;
+}
+
+// The bytes of backward scratch GptModel moves into the logits, per N*C: d_residual, d_atty and tmp
+// (fp32) and d_qkv (3 C) and d_fch (4 C) of the activations' type, and d_ln (fp32) too when the logits'
+// gradient has a buffer of its own (bf16 activations with fp32 logits; otherwise the LM head's backward
+// writes d_ln while reading that gradient from the logits).
+size_t scratch_bytes_per_nc(kernels::DType acts, kernels::DType logits) {
+  return 3 * sizeof(float) + 7 * kernels::dtype_size(acts) + (acts != logits ? sizeof(float) : 0);
+}
+
+// The scratch of a model of kSharedShape for passes of `micro` sequences really is in its logits, all of
+// it, on `backend`: a layout change that gave it memory of its own again would leave the kSharedShape
+// cases testing nothing new, and fails here instead.
+void expect_scratch_in_logits(kernels::Backend& backend, int micro, kernels::DType acts,
+                              kernels::DType logits, bool recompute) {
+  const size_t nc = static_cast<size_t>(micro) * kSeq * kSharedShape.n_embd;
+  EXPECT_EQ(testing::scratch_bytes_in_logits(backend, kSharedShape, micro, kSeq, acts, logits, recompute),
+            scratch_bytes_per_nc(acts, logits) * nc)
+      << backend.name() << ": " << kernels::dtype_name(acts) << " activations, "
+      << kernels::dtype_name(logits) << " logits, passes of " << micro << (recompute ? ", recompute" : "");
+}
+
+// Runs on the CPU too (no device needed): GptModel's layout decides the sharing alike on every backend
+// (only the attention state's size is the backend's, and the scratch does not depend on it), so this
+// holds the GPU cases below to kSharedShape's purpose even where they skip. Every pass size they use
+// (kBatch, kBatch / 2 and 1 sequences), with and without recompute, each storage; and the other shapes
+// keep the scratch apart (so that a helper that always found sharing would fail here).
+TEST(CudaTrainingShapes, TheScratchSharingShapePutsTheBackwardScratchInTheLogits) {
+  using kernels::DType;
+  kernels::cpu::CpuBackend cpu(1);
+  struct Storage {
+    DType acts, logits;
+  };
+  for (const Storage& st : {Storage{DType::kF32, DType::kF32}, Storage{DType::kBF16, DType::kF32},
+                            Storage{DType::kBF16, DType::kBF16}}) {
+    for (int micro : {kBatch, kBatch / 2, 1}) {
+      for (bool recompute : {false, true}) {
+        expect_scratch_in_logits(cpu, micro, st.acts, st.logits, recompute);
+      }
+    }
+    for (const GptShape* other : {&kShape, &kOddShape}) {
+      EXPECT_EQ(testing::scratch_bytes_in_logits(cpu, *other, kBatch, kSeq, st.acts, st.logits), 0u)
+          << "C " << other->n_embd << ", vocabulary " << other->padded_vocab << ", "
+          << kernels::dtype_name(st.acts) << " activations";
+    }
+  }
+}
 
 struct Batch {
   std::vector<int32_t> inputs, targets;
@@ -94,6 +156,100 @@ TrainResult train(kernels::Backend& backend, const GptShape& shape, const std::v
   return r;
 }
 
+// Counters of a CUDA backend that say which paths its ops took: cuBLASLt launches by kind, and Act op calls
+// that went through the ActCast fallback (widen, fp32 op, round) instead of a native kernel.
+struct PathCounts {
+  kernels::cuda::LtLaunchCounts lt;
+  uint64_t fallbacks = 0;
+};
+
+PathCounts path_counts(kernels::Backend& gpu) {
+  PathCounts c;
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::lt_launch_counts(gpu, &c.lt));
+  PERIGEE_CHECK_OR_DIE(kernels::cuda::act_cast_fallbacks(gpu, &c.fallbacks));
+  return c;
+}
+
+// What `passes` forward + backward passes of `shape` over N positions each (training steps, or
+// forward_backward's passes) must have launched between `before` and `after`, from GptModel's op
+// sequence (gpt_model.cpp). In bf16 precision every GEMM is one cuBLASLt launch, fused or not (fp32 and
+// TF32 precision run cuBLAS: no launch): per pass 4 per block forward (c_attn, attn c_proj, c_fc, mlp
+// c_proj), 8 per block backward (dinp and dweight of each), the LM head's forward and 2 backward, and
+// with recompute each block's c_attn and c_fc once more. With bf16 activations the GEMMs whose outputs
+// are stored bf16 write a bf16 D: c_attn (qkv) and c_fc (fch, GELU_AUX epilogue when fused) in every
+// block forward, mlp c_proj's input gradient (d_fch, DGELU epilogue when fused) in every block backward,
+// and the LM head with bf16 logits; the GELU epilogues run once per block forward and backward. A bf16-D
+// GEMM for which cuBLASLt has no algorithm (writes_bf16_*, with a printed note) takes the ActCast
+// fallback instead, and nothing else may: with bf16 precision the native kernels cover every Act op of
+// the model, and fp32 activations need no cast. Exact counts catch a GEMM that silently ran unfused or
+// fell back to fp32-then-round (a missing plan, a refused launch), a bf16 output stored as fp32, an
+// extra or missing GEMM, and a TF32/fp32 backend that ran the bf16 GEMMs. The fused GELU and the LM
+// head's bf16 D are what their runs test: there a missing algorithm fails rather than notes. The
+// writes_bf16_* and fuses_gelu_gemms probes plan for 256-byte aligned operands; a real call with a less
+// aligned operand (a weight in the bf16 weight cache, kOddShape's biases) has a plan of its own, and
+// should cuBLASLt lack that one the counts differ here and name the kind of launch that fell back.
+void expect_pass_launches(kernels::Backend& gpu, kernels::cuda::GpuPrecision precision,
+                          const PathCounts& before, const PathCounts& after, const GptShape& shape, int N,
+                          int passes, kernels::DType acts, bool gelu_fusion, kernels::DType logits,
+                          bool recompute, const std::string& what) {
+  namespace cuda = kernels::cuda;
+  using kernels::DType;
+  const uint64_t L = shape.n_layer, P = passes;
+  const uint64_t forwards = recompute ? 2 : 1;  // block forwards per pass
+  const int C = shape.n_embd;
+  const uint64_t fell_back = after.fallbacks - before.fallbacks;
+  EXPECT_EQ(after.lt.refused_at_launch, before.lt.refused_at_launch)
+      << what << ": cuBLASLt refused launches its plan-time checks accepted";
+  if (precision != cuda::GpuPrecision::kBf16) {
+    EXPECT_EQ(after.lt.launches, before.lt.launches)
+        << what << ": cuBLASLt bf16 GEMMs ran in " << cuda::gpu_precision_name(precision) << " precision";
+    if (acts == DType::kF32) {
+      EXPECT_EQ(fell_back, 0u) << what << ": ActCast calls with fp32 storage";
+    }
+    return;
+  }
+  bool fused_fwd = false, fused_bwd = false, unused = false;
+  if (gelu_fusion) {
+    PERIGEE_CHECK_OR_DIE(cuda::fuses_gelu_gemms(gpu, N, C, 4 * C, acts, &fused_fwd, &unused));
+    PERIGEE_CHECK_OR_DIE(cuda::fuses_gelu_gemms(gpu, N, 4 * C, C, acts, &unused, &fused_bwd));
+    EXPECT_TRUE(fused_fwd && fused_bwd) << what << ": cuBLASLt has no GELU epilogue for c_fc (" << fused_fwd
+                                        << ") or c_proj's input gradient (" << fused_bwd << ") at N " << N
+                                        << ": the fused run tests the unfused ops";
+  }
+  uint64_t bf16_d = 0, fallbacks = 0;
+  auto bf16_output = [&](bool native, uint64_t calls, const char* gemm) {
+    if (native) {
+      bf16_d += calls;
+      return;
+    }
+    fallbacks += calls;
+    std::printf("note (%s): cuBLASLt has no bf16-D algorithm for %s at N %d: ActCast fallback expected\n",
+                what.c_str(), gemm, N);
+  };
+  if (acts == DType::kBF16) {
+    bool qkv = false, fch = false, d_fch = false;
+    PERIGEE_CHECK_OR_DIE(cuda::writes_bf16_gemm_outputs(gpu, N, C, 3 * C, true, &qkv));
+    PERIGEE_CHECK_OR_DIE(cuda::writes_bf16_gemm_outputs(gpu, N, C, 4 * C, true, &fch));
+    PERIGEE_CHECK_OR_DIE(cuda::writes_bf16_input_gradients(gpu, N, 4 * C, C, &d_fch));
+    bf16_output(qkv, P * L * forwards, "c_attn (qkv)");
+    bf16_output(fused_fwd || fch, P * L * forwards, "c_fc (fch)");
+    bf16_output(fused_bwd || d_fch, P * L, "mlp c_proj's input gradient (d_fch)");
+    if (logits == DType::kBF16) {
+      bool head = false;
+      PERIGEE_CHECK_OR_DIE(cuda::writes_bf16_gemm_outputs(gpu, N, C, shape.padded_vocab, false, &head));
+      EXPECT_TRUE(head) << what << ": cuBLASLt has no bf16-D algorithm for the LM head (N " << N << ", " << C
+                        << " -> " << shape.padded_vocab << "): the bf16 logits are an fp32 GEMM rounded";
+      bf16_output(head, P, "the LM head (logits)");
+    }
+  }
+  const uint64_t gemms = 12 * L + 3 + 2 * L * (forwards - 1);
+  EXPECT_EQ(after.lt.launches - before.lt.launches, P * gemms) << what << ": cuBLASLt launches";
+  EXPECT_EQ(after.lt.bf16_d - before.lt.bf16_d, bf16_d) << what << ": bf16-D launches";
+  EXPECT_EQ(after.lt.gelu_aux - before.lt.gelu_aux, fused_fwd ? P * L * forwards : 0) << what << ": GELU_AUX";
+  EXPECT_EQ(after.lt.dgelu - before.lt.dgelu, fused_bwd ? P * L : 0) << what << ": DGELU";
+  EXPECT_EQ(fell_back, fallbacks) << what << ": ActCast fallbacks";
+}
+
 void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
                        kernels::DType activations = kernels::DType::kF32, bool gelu_fusion = false,
                        kernels::DType logits = kernels::DType::kF32, const GptShape& shape = kShape) {
@@ -118,7 +274,11 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
   const std::vector<Batch> batches = make_batches();
 
   const TrainResult ref = train(cpu, shape, init, batches, activations, logits);
+  const PathCounts before = path_counts(*gpu);
   const TrainResult got = train(*gpu, shape, init, batches, activations, logits);
+  expect_pass_launches(*gpu, precision, before, path_counts(*gpu), shape, kBatch * kSeq, kSteps, activations,
+                       gelu_fusion, logits, false, str_cat(name, " training"));
+  if (same_shape(shape, kSharedShape)) expect_scratch_in_logits(*gpu, kBatch, activations, logits, false);
   ASSERT_EQ(got.losses.size(), ref.losses.size());
   double worst = 0.0;
   for (int step = 0; step < kSteps; ++step) {
@@ -198,18 +358,81 @@ TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
   check_against_cpu(kernels::cuda::GpuPrecision::kFp32, 5e-3, kernels::DType::kBF16);
 }
 
-// The parameters the one-step checks start from, and a CUDA backend in `precision` (GELU epilogues on or
-// off). Callers skip first without a device (cuda_probe).
+// The backward scratch inside the logits (kSharedShape), in each of its three layouts: fp32 (d_ln apart),
+// bf16 activations with fp32 logits (d_ln in the logits too, next to the logits' own bf16 gradient)
+// and every bf16 option (the scratch in bf16 logits that held their gradient in place).
+TEST(CudaTraining, ScratchInTheLogitsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
+  using kernels::DType;
+  check_against_cpu(kernels::cuda::GpuPrecision::kFp32, 1e-4, DType::kF32, false, DType::kF32, kSharedShape);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, DType::kBF16, false, DType::kF32, kSharedShape);
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, DType::kBF16, true, DType::kBF16, kSharedShape);
+}
+
+// The parameters the one-step checks start from (of `shape`), and a CUDA backend in `precision` (GELU
+// epilogues on or off). Callers skip first without a device (cuda_probe).
 Status cuda_probe() {
   std::vector<kernels::cuda::DeviceInfo> devices;
   return kernels::cuda::probe_devices(&devices);
 }
-void one_step_setup(kernels::cuda::GpuPrecision precision, bool gelu_fusion,
+void one_step_setup(kernels::cuda::GpuPrecision precision, bool gelu_fusion, const GptShape& shape,
                     std::unique_ptr<kernels::Backend>* gpu, std::vector<float>* init) {
   PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_backend(0, gpu, precision));
   PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(**gpu, gelu_fusion));
   kernels::cpu::CpuBackend cpu(2);
-  *init = testing::seeded_parameters(cpu, kShape, 9);
+  *init = testing::seeded_parameters(cpu, shape, 9);
+}
+
+// One step's gradient on the GPU against the CPU's from the same parameters and batch, tensor by tensor:
+// the 20-step loss comparisons cannot see one wrong parameter gradient (a wrong operand, a lost
+// bias or LayerNorm term, a tensor written instead of accumulated, scratch over live data): it moves
+// its own tensor by O(1) but the loss only a little and only later. The CPU stores the same tensors as
+// bf16 (its ActCast path) and computes in fp32. Tolerances, relative L2 per tensor: fp32 1e-4, where
+// only the summation order differs (~1e-6); TF32 5e-3 and bf16 3e-2, where GEMM operands lose their
+// mantissa past 10 and 8 bits: rounding every GEMM operand (and the attention's qkv) so on the CPU, one
+// step of kShape, kSharedShape and kOddShape from 3 seeds in each storage, gave at most 8.3e-4 (TF32)
+// and 8.5e-3 (bf16), the largest on LayerNorm weights and biases (sums over every position that partly
+// cancel); the rest of the bf16 margin is for what that leaves out: the bf16 attention's rounded
+// probabilities and the GELU epilogue's own tanh.
+void check_gradients_against_cpu(kernels::cuda::GpuPrecision precision, double tol, kernels::DType acts,
+                                 bool gelu_fusion, kernels::DType logits, const GptShape& shape) {
+  const Status probe = cuda_probe();
+  if (!probe.is_ok()) GTEST_SKIP() << probe.message();
+  std::unique_ptr<kernels::Backend> gpu;
+  std::vector<float> init;
+  one_step_setup(precision, gelu_fusion, shape, &gpu, &init);
+  kernels::cpu::CpuBackend cpu(2);
+  const Batch batch = make_batches().front();
+  const auto ref = testing::micro_batch_pass(cpu, shape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                             kBatch, acts, logits);
+  const PathCounts before = path_counts(*gpu);
+  const auto got = testing::micro_batch_pass(*gpu, shape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                             kBatch, acts, logits);
+  const char* name = kernels::cuda::gpu_precision_name(precision);
+  expect_pass_launches(*gpu, precision, before, path_counts(*gpu), shape, kBatch * kSeq, 1, acts, gelu_fusion,
+                       logits, false, str_cat(name, " one step"));
+  if (same_shape(shape, kSharedShape)) expect_scratch_in_logits(*gpu, kBatch, acts, logits, false);
+  EXPECT_NEAR(got.loss, ref.loss, tol * ref.loss) << name;
+  ASSERT_EQ(got.grads.size(), ref.grads.size());
+  const auto [tensor, diff] = testing::worst_tensor(ParameterTable::for_shape(shape), got.grads, ref.grads);
+  std::printf(
+      "cuda %s (C %d, vocabulary %d; %s activations, %s logits%s) vs cpu, one step: loss %.7f vs %.7f, "
+      "worst tensor %s %.2e (tolerance %.0e)\n",
+      name, shape.n_embd, shape.padded_vocab, kernels::dtype_name(acts), kernels::dtype_name(logits),
+      gelu_fusion ? ", GELU epilogues" : "", got.loss, ref.loss, tensor.c_str(), diff, tol);
+  EXPECT_LE(diff, tol) << name << ": " << tensor;
+}
+
+// fp32, TF32, bf16, and bf16 with every option (bf16 activations, GELU epilogues, bf16 logits); on the
+// plain shape and with the scratch inside the logits.
+TEST(CudaTraining, OneStepGradientsMatchTheCpuTensorByTensor) {
+  using kernels::DType;
+  using kernels::cuda::GpuPrecision;
+  for (const GptShape* shape : {&kShape, &kSharedShape}) {
+    check_gradients_against_cpu(GpuPrecision::kFp32, 1e-4, DType::kF32, false, DType::kF32, *shape);
+    check_gradients_against_cpu(GpuPrecision::kTf32, 5e-3, DType::kF32, false, DType::kF32, *shape);
+    check_gradients_against_cpu(GpuPrecision::kBf16, 3e-2, DType::kF32, false, DType::kF32, *shape);
+    check_gradients_against_cpu(GpuPrecision::kBf16, 3e-2, DType::kBF16, true, DType::kBF16, *shape);
+  }
 }
 
 // Gradient accumulation ([train] micro_batch) on the GPU: every CUDA op that produces a parameter
@@ -217,39 +440,41 @@ void one_step_setup(kernels::cuda::GpuPrecision precision, bool gelu_fusion,
 // difference in its tensor, where summing the passes in another order moves it by rounding only. The
 // batch of kBatch sequences in one pass against kBatch passes of one, tensor by tensor; in fp32, and in
 // bf16 with every bf16 option (native bf16 kernels, cuBLASLt bf16 D and GELU epilogues, in-place
-// bf16 logits).
+// bf16 logits). Both runs launch exactly the GEMMs expect_pass_launches counts (per pass: the GELU
+// epilogues in every block, the LM head's bf16 D with bf16 logits, no ActCast fallback).
 void check_micro_batches(kernels::cuda::GpuPrecision precision, double tol, kernels::DType acts,
-                         bool gelu_fusion, kernels::DType logits) {
+                         bool gelu_fusion, kernels::DType logits, const GptShape& shape = kShape) {
   const Status probe = cuda_probe();
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
   std::unique_ptr<kernels::Backend> gpu;
   std::vector<float> init;
-  one_step_setup(precision, gelu_fusion, &gpu, &init);
+  one_step_setup(precision, gelu_fusion, shape, &gpu, &init);
   const Batch batch = make_batches().front();
-  const auto whole = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
-                                               kBatch, acts, logits);
-  kernels::cuda::LtLaunchCounts before, after;
-  ASSERT_TRUE(kernels::cuda::lt_launch_counts(*gpu, &before).is_ok());
-  const auto parts = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
-                                               1, acts, logits);
-  ASSERT_TRUE(kernels::cuda::lt_launch_counts(*gpu, &after).is_ok());
-  if (gelu_fusion) {  // the accumulating passes really ran the GELU epilogues (no silent unfused fallback)
-    EXPECT_GT(after.gelu_aux, before.gelu_aux);
-    EXPECT_GT(after.dgelu, before.dgelu);
-  }
-  // bf16 logits: the LM head (no bias) writes them as a cuBLASLt bf16 D in every pass.
-  if (logits == kernels::DType::kBF16) {
-    EXPECT_GT(after.bf16_d, before.bf16_d);
-  }
   const char* name = kernels::cuda::gpu_precision_name(precision);
+  const PathCounts start = path_counts(*gpu);
+  const auto whole = testing::micro_batch_pass(*gpu, shape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                               kBatch, acts, logits);
+  const PathCounts middle = path_counts(*gpu);
+  const auto parts = testing::micro_batch_pass(*gpu, shape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                               1, acts, logits);
+  const PathCounts end = path_counts(*gpu);
+  expect_pass_launches(*gpu, precision, start, middle, shape, kBatch * kSeq, 1, acts, gelu_fusion, logits,
+                       false, str_cat(name, " one pass"));
+  expect_pass_launches(*gpu, precision, middle, end, shape, kSeq, kBatch, acts, gelu_fusion, logits, false,
+                       str_cat(name, " passes of 1"));
+  if (same_shape(shape, kSharedShape)) {
+    expect_scratch_in_logits(*gpu, kBatch, acts, logits, false);
+    expect_scratch_in_logits(*gpu, 1, acts, logits, false);
+  }
   EXPECT_NEAR(parts.loss, whole.loss, 1e-5 * whole.loss) << name;
   const auto [tensor, diff] =
-      testing::worst_tensor(ParameterTable::for_shape(kShape), parts.grads, whole.grads);
+      testing::worst_tensor(ParameterTable::for_shape(shape), parts.grads, whole.grads);
   std::printf(
-      "cuda %s (%s activations, %s logits%s): %d passes of 1 vs 1 pass of %d: loss %.7f vs %.7f, "
-      "worst tensor %s %.2e (tolerance %.0e)\n",
-      name, kernels::dtype_name(acts), kernels::dtype_name(logits), gelu_fusion ? ", GELU epilogues" : "",
-      kBatch, kBatch, parts.loss, whole.loss, tensor.c_str(), diff, tol);
+      "cuda %s (vocabulary %d; %s activations, %s logits%s): %d passes of 1 vs 1 pass of %d: loss %.7f vs "
+      "%.7f, worst tensor %s %.2e (tolerance %.0e)\n",
+      name, shape.padded_vocab, kernels::dtype_name(acts), kernels::dtype_name(logits),
+      gelu_fusion ? ", GELU epilogues" : "", kBatch, kBatch, parts.loss, whole.loss, tensor.c_str(), diff,
+      tol);
   EXPECT_LE(diff, tol) << name << ": " << tensor;
 }
 
@@ -267,31 +492,48 @@ TEST(CudaTraining, MicroBatchGradientsAddUpToTheWholeBatch) {
                       kernels::DType::kF32);
   check_micro_batches(kernels::cuda::GpuPrecision::kTf32, 1e-3, kernels::DType::kF32, false,
                       kernels::DType::kF32);
+  // The scratch inside the logits, in its three layouts (fp32; bf16 activations, fp32 logits; all bf16).
+  check_micro_batches(kernels::cuda::GpuPrecision::kFp32, 1e-4, kernels::DType::kF32, false,
+                      kernels::DType::kF32, kSharedShape);
+  check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, false,
+                      kernels::DType::kF32, kSharedShape);
+  check_micro_batches(kernels::cuda::GpuPrecision::kBf16, 5e-3, kernels::DType::kBF16, true,
+                      kernels::DType::kBF16, kSharedShape);
 }
 
 // Activation recomputation ([train] recompute) on the GPU: the backward's re-run of each block's
 // forward must give the forward's bits (the same deterministic kernels on the same values, and
 // layernorm_forward the bits of the fused residual + LayerNorm the forward ran), so the loss and
 // every gradient equal the kept-activation run's bit for bit; one pass and two accumulated passes.
+// The recomputing run launches the re-run c_attn and c_fc GEMMs too (in bf16 D and the GELU
+// epilogue where the forward's are), and nothing falls back.
 void check_recompute(kernels::cuda::GpuPrecision precision, kernels::DType acts, bool gelu_fusion,
-                     kernels::DType logits) {
+                     kernels::DType logits, const GptShape& shape = kShape) {
   const Status probe = cuda_probe();
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
   std::unique_ptr<kernels::Backend> gpu;
   std::vector<float> init;
-  one_step_setup(precision, gelu_fusion, &gpu, &init);
+  one_step_setup(precision, gelu_fusion, shape, &gpu, &init);
   const Batch batch = make_batches().front();
   const char* name = kernels::cuda::gpu_precision_name(precision);
   for (int micro : {kBatch, kBatch / 2}) {
-    const auto kept = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch, kSeq,
+    const auto kept = testing::micro_batch_pass(*gpu, shape, init, batch.inputs, batch.targets, kBatch, kSeq,
                                                 micro, acts, logits, false);
-    const auto again = testing::micro_batch_pass(*gpu, kShape, init, batch.inputs, batch.targets, kBatch,
-                                                 kSeq, micro, acts, logits, true);
+    const PathCounts before = path_counts(*gpu);
+    const auto again = testing::micro_batch_pass(*gpu, shape, init, batch.inputs, batch.targets, kBatch, kSeq,
+                                                 micro, acts, logits, true);
+    expect_pass_launches(*gpu, precision, before, path_counts(*gpu), shape, micro * kSeq, kBatch / micro,
+                         acts, gelu_fusion, logits, true, str_cat(name, " recompute, micro ", micro));
+    if (same_shape(shape, kSharedShape)) {
+      expect_scratch_in_logits(*gpu, micro, acts, logits, false);
+      expect_scratch_in_logits(*gpu, micro, acts, logits, true);
+    }
     EXPECT_EQ(again.loss, kept.loss) << name << ", micro " << micro;
     ASSERT_EQ(again.grads.size(), kept.grads.size());
     EXPECT_EQ(std::memcmp(again.grads.data(), kept.grads.data(), kept.grads.size() * sizeof(float)), 0)
-        << name << " (" << kernels::dtype_name(acts) << " activations), micro " << micro << ": worst tensor "
-        << testing::worst_tensor(ParameterTable::for_shape(kShape), again.grads, kept.grads).first;
+        << name << " (" << kernels::dtype_name(acts) << " activations, vocabulary " << shape.padded_vocab
+        << "), micro " << micro << ": worst tensor "
+        << testing::worst_tensor(ParameterTable::for_shape(shape), again.grads, kept.grads).first;
   }
 }
 
@@ -301,6 +543,11 @@ TEST(CudaTraining, RecomputeGivesTheSameGradientsBitForBit) {
   check_recompute(kernels::cuda::GpuPrecision::kBf16, kernels::DType::kF32, false, kernels::DType::kF32);
   check_recompute(kernels::cuda::GpuPrecision::kTf32, kernels::DType::kF32, false, kernels::DType::kF32);
   check_recompute(kernels::cuda::GpuPrecision::kFp32, kernels::DType::kBF16, false, kernels::DType::kF32);
+  // The scratch inside the logits (recompute re-runs the blocks' forward around it).
+  check_recompute(kernels::cuda::GpuPrecision::kFp32, kernels::DType::kF32, false, kernels::DType::kF32,
+                  kSharedShape);
+  check_recompute(kernels::cuda::GpuPrecision::kBf16, kernels::DType::kBF16, true, kernels::DType::kBF16,
+                  kSharedShape);
 }
 
 // The bf16 weight cache ([device] weight_cache, on by default): the GEMMs read a bf16 copy of the
