@@ -345,6 +345,7 @@ Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_
   PERIGEE_CHECK(model_.forward_backward(inputs_.data(), targets_.data(), B, T, micro_batch_, loss));
   PERIGEE_CHECK(backend_->synchronize());
   inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);  // never with buckets (setup)
+  buckets_overlapped_ = buckets_->buckets();                             // before finish() sends the rest
   const auto tc0 = Clock::now();
   PERIGEE_CHECK(buckets_->finish());
   if (comm_->size() > 1) PERIGEE_CHECK(comm_->all_reduce(loss, loss, 1, DataType::kFloat64, ReduceOp::kAvg));
@@ -427,6 +428,8 @@ Status Trainer::step(StepResult* result) {
   r.grad_norm = us.grad_norm;
   r.comm_ms = comm_ms;
   r.link_ms = link_ms_;
+  r.buckets = buckets_->buckets();
+  r.buckets_overlapped = buckets_overlapped_;
   r.applied = apply;
   ++next_step_;
   PERIGEE_CHECK(after_update());
@@ -579,11 +582,11 @@ Status Trainer::run() {
     if (options_.log_steps && log_this) {
       log_step(r);
     }
-    PERIGEE_CHECK(
-        metrics_.write({metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
-                        metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm),
-                        metric("ms", r.ms), metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms),
-                        metric("tokens_per_s", r.tokens_per_s)}));
+    PERIGEE_CHECK(metrics_.write(
+        {metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
+         metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm), metric("ms", r.ms),
+         metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms), metric("tokens_per_s", r.tokens_per_s),
+         metric("buckets", r.buckets), metric("buckets_overlapped", r.buckets_overlapped)}));
     if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
       PERIGEE_CHECK(validate(next_step_));
     }

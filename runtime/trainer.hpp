@@ -62,8 +62,10 @@ struct StepResult {
   double ms = 0.0;       // wall time of the step on this rank
   double comm_ms = 0.0;  // time the gradient allreduce added after the backward pass
   double link_ms = 0.0;  // emulated time the gradient allreduce took on the modelled links (0: real network)
-  double tokens_per_s = 0.0;  // global tokens / step time
-  bool applied = true;        // false: the ladder skipped this update
+  double tokens_per_s = 0.0;   // global tokens / step time
+  int buckets = 0;             // all-reduces the gradient went out in (none on one rank)
+  int buckets_overlapped = 0;  // of them, started during the backward pass ([comm] bucket_mb > 0)
+  bool applied = true;         // false: the ladder skipped this update
 };
 
 class Trainer {
@@ -160,6 +162,7 @@ class Trainer {
   int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
   int consecutive_skips_ = 0;    // reproducible anomalies in a row: the state itself is suspect
   double link_ms_ = 0.0;         // emulated link time of this step's gradient all-reduces
+  int buckets_overlapped_ = 0;   // gradient all-reduces the last backward pass started (buckets)
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
 
   std::optional<checkpoint::EclipseModel> eclipse_;

@@ -99,6 +99,15 @@ echo "ok: 6 steps on CUDA, losses $(losses whole | tr '\n' ' ')"
 overlapping() {
   grep -q "all-reduce overlapped with the backward pass in buckets of" "$WORK/$1.log" \
     || { cat "$WORK/$1.log"; fail "$1: the log does not say the gradient buckets overlap the backward pass"; }
+  # metrics.jsonl: every step's gradient went out in several all-reduces, at least one of them started
+  # during the backward pass (2 expected here: after each block).
+  python3 - "$WORK/runs/$1/metrics.jsonl" <<'PY' || fail "$1: no gradient bucket started during the backward pass"
+import json, sys
+steps = [r for r in map(json.loads, open(sys.argv[1])) if r.get("type") == "train"]
+print(sys.argv[1].split("/")[-2], "buckets per step", [int(r["buckets"]) for r in steps],
+      "started during the backward", [int(r["buckets_overlapped"]) for r in steps])
+sys.exit(0 if steps and all(r["buckets_overlapped"] >= 1 and r["buckets"] >= 2 for r in steps) else 1)
+PY
 }
 
 train buckets --comm.bucket_mb="$BUCKET_MB"

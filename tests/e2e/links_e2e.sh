@@ -94,6 +94,13 @@ PY
   || { cat "$WORK/buckets.log"; fail "links run with gradient buckets failed"; }
 grep -q "overlapped with the backward pass in buckets of 0.0 MiB over links" "$WORK/buckets.log" \
   || { cat "$WORK/buckets.log"; fail "the log does not say the buckets overlap over the links"; }
+python3 - "$WORK/runs/links_buckets/metrics.jsonl" <<'PY' || fail "the buckets did not start during the backward pass"
+import json, sys
+steps = [r for r in map(json.loads, open(sys.argv[1])) if r.get("type") == "train"]
+early = [int(r["buckets_overlapped"]) for r in steps]
+print("links buckets: all-reduces per step", [int(r["buckets"]) for r in steps][:3], "started early", early[:3])
+sys.exit(0 if steps and min(early) >= 1 else 1)
+PY
 d=$(final_loss "$WORK/runs/links_buckets/metrics.jsonl")
 python3 - "$b" "$d" <<'PY' || fail "final loss differs: links $b vs links with buckets $d"
 import sys

@@ -70,6 +70,7 @@ struct RunResult {
   std::vector<double> losses;
   std::vector<float> params;
   int buckets = 0;  // gradient all-reduces of the last step
+  StepResult last;  // the last step's report (its bucket counts)
 };
 
 RunResult train(const Config& config, MpiCommunicator* comm) {
@@ -84,6 +85,7 @@ RunResult train(const Config& config, MpiCommunicator* comm) {
     StepResult s;
     PERIGEE_CHECK_OR_DIE(t.step(&s));
     r.losses.push_back(s.loss);
+    r.last = s;
   }
   PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&r.params));
   r.buckets = t.gradient_buckets()->buckets();
@@ -180,6 +182,12 @@ TEST(DataParallel, GradientBucketsMatchOneAllReduceAfterTheBackward) {
   EXPECT_EQ(after.buckets, p > 1 ? 1 : 0);
   // ln_f alone is too small, so: block 1 (+ ln_f), block 0, then the embeddings.
   EXPECT_EQ(bucketed.buckets, p > 1 ? 3 : 0);
+  // The step report (metrics.jsonl) says the same, and that the buckets went out during the backward
+  // pass (the embeddings' one too: their ready point fills a bucket), the single all-reduce after it.
+  EXPECT_EQ(after.last.buckets, after.buckets);
+  EXPECT_EQ(after.last.buckets_overlapped, 0);
+  EXPECT_EQ(bucketed.last.buckets, bucketed.buckets);
+  EXPECT_EQ(bucketed.last.buckets_overlapped, p > 1 ? 3 : 0);
   ASSERT_EQ(after.params.size(), bucketed.params.size());
   if (p <= 2) {
     EXPECT_EQ(after.losses, bucketed.losses);
