@@ -118,76 +118,80 @@ Status make_cuda_backend(int device, std::unique_ptr<Backend>* out, GpuPrecision
   return Status::ok();
 }
 
-Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bias, bool* yes) {
+namespace {
+
+// `backend` as a CudaBackend (in bf16 precision when `bf16`), or kInvalidArgument naming `fn`.
+Status as_cuda(Backend& backend, const char* fn, CudaBackend** out, bool bf16 = false) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
-                  "writes_bf16_gemm_outputs: ", backend.name(), " is not a CUDA backend in bf16 precision");
+  PERIGEE_REQUIRE(cuda != nullptr && (!bf16 || cuda->precision() == GpuPrecision::kBf16),
+                  StatusCode::kInvalidArgument, fn, ": ", backend.name(), " is not a CUDA backend",
+                  bf16 ? " in bf16 precision" : "");
+  *out = cuda;
+  return Status::ok();
+}
+
+}  // namespace
+
+Status writes_bf16_gemm_outputs(Backend& backend, int N, int C, int OC, bool bias, bool* yes) {
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "writes_bf16_gemm_outputs", &cuda, true));
   return cuda->lt().available(true, false, OC, N, C, C, C, OC, DType::kBF16, bias, LtEpilogue::kNone,
                               LtAlign{}, yes);
 }
 
 Status writes_bf16_input_gradients(Backend& backend, int N, int C, int OC, bool* yes) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
-                  "writes_bf16_input_gradients: ", backend.name(),
-                  " is not a CUDA backend in bf16 precision");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "writes_bf16_input_gradients", &cuda, true));
   return cuda->lt().available(false, false, C, N, OC, C, OC, C, DType::kBF16, false, LtEpilogue::kNone,
                               LtAlign{}, yes);
 }
 
 Status cuda_stream_of(Backend& backend, void** stream) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "cuda_stream_of: ", backend.name(),
-                  " is not a CUDA backend");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "cuda_stream_of", &cuda));
   *stream = cuda->stream();
   return Status::ok();
 }
 
 Status lt_launch_counts(Backend& backend, LtLaunchCounts* out) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "lt_launch_counts: ", backend.name(),
-                  " is not a CUDA backend");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "lt_launch_counts", &cuda));
   const LtGemm::Counts& c = cuda->lt().counts();
   *out = LtLaunchCounts{c.launches, c.bf16_d, c.gelu_aux, c.dgelu, c.refused_at_launch};
   return Status::ok();
 }
 
 Status set_gelu_fusion(Backend& backend, bool on) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "set_gelu_fusion: ", backend.name(),
-                  " is not a CUDA backend");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "set_gelu_fusion", &cuda));
   cuda->set_gelu_fusion(on);
   return Status::ok();
 }
 
 Status set_weight_cache(Backend& backend, bool on) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "set_weight_cache: ", backend.name(),
-                  " is not a CUDA backend");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "set_weight_cache", &cuda));
   cuda->set_weight_cache(on);
   return Status::ok();
 }
 
 Status act_cast_fallbacks(Backend& backend, uint64_t* out) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "act_cast_fallbacks: ", backend.name(),
-                  " is not a CUDA backend");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "act_cast_fallbacks", &cuda));
   *out = cuda->act_cast_fallbacks();
   return Status::ok();
 }
 
 Status weight_cache_stats(Backend& backend, WeightCacheStats* out) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr, StatusCode::kInvalidArgument, "weight_cache_stats: ", backend.name(),
-                  " is not a CUDA backend");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "weight_cache_stats", &cuda));
   *out = cuda->weight_cache_stats();
   return Status::ok();
 }
 
 Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  PERIGEE_REQUIRE(cuda != nullptr && cuda->precision() == GpuPrecision::kBf16, StatusCode::kInvalidArgument,
-                  "fuses_gelu_gemms: ", backend.name(), " is not a CUDA backend in bf16 precision");
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "fuses_gelu_gemms", &cuda, true));
   PERIGEE_CHECK(gelu_forward_fusable(cuda->lt(), N, C, OC, type, true, forward));
   return gelu_backward_fusable(cuda->lt(), N, C, OC, type, backward);
 }
