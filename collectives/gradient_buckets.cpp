@@ -29,7 +29,7 @@ Status GradientBuckets::begin(float* buffer, size_t count) {
   buffer_ = buffer;
   count_ = ready_ = started_ = count;
   in_pass_ = true;
-  buckets_ = 0;
+  buckets_ = overlapped_ = 0;
   wait_seconds_ = 0.0;
   return Status::ok();
 }
@@ -60,6 +60,7 @@ Status GradientBuckets::ready_from(size_t first) {
 Status GradientBuckets::finish() {
   PERIGEE_REQUIRE(in_pass_, StatusCode::kInternal, "GradientBuckets::finish outside a pass (call begin)");
   in_pass_ = false;
+  overlapped_ = buckets_;  // what the pass started before this call
   const auto t0 = std::chrono::steady_clock::now();
   // The rest goes through start_all_reduce even without buckets: one bucket of the whole buffer is
   // then the same collective whether or not buckets were asked for (same sums, bit for bit).

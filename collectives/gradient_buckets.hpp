@@ -65,6 +65,8 @@ class GradientBuckets {
   // The last (or current) pass: all-reduces started (none on one rank), and the seconds finish() blocked (the
   // communication that the backward pass did not hide).
   int buckets() const { return buckets_; }
+  // Of them, those started before finish() (during the backward pass); set by finish().
+  int overlapped() const { return overlapped_; }
   double wait_seconds() const { return wait_seconds_; }
 
  private:
@@ -79,6 +81,7 @@ class GradientBuckets {
   size_t started_ = 0;  // [started_, count_) has gone out
   bool in_pass_ = false;
   int buckets_ = 0;
+  int overlapped_ = 0;
   double wait_seconds_ = 0.0;
 };
 

@@ -237,6 +237,11 @@ Status GptModel::set_parameters(const std::vector<float>& host) {
 
 Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
                          int64_t grad_positions) {
+  return forward_pass(inputs, targets, B, T, mean_loss, grad_positions, true);
+}
+
+Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
+                              int64_t grad_positions, bool refresh_weights) {
   PERIGEE_REQUIRE(act_ != nullptr, StatusCode::kInternal, "forward before init");
   PERIGEE_REQUIRE(B >= 1 && B <= max_batch_ && T >= 1 && T <= max_seq_, StatusCode::kInvalidArgument,
                   "forward: batch ", B, " x seq ", T, " exceeds the allocated ", max_batch_, " x ", max_seq_);
@@ -253,7 +258,7 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   kernels::Backend& k = *backend_;
   // The parameters may have changed since the last pass (an optimizer step, a load): the backend's
   // weight cache, where it keeps one, is made again (forward_backward's later passes share it).
-  if (!weights_cached_) PERIGEE_CHECK(k.refresh_weight_cache(params_, table_.total()));
+  if (refresh_weights) PERIGEE_CHECK(k.refresh_weight_cache(params_, table_.total()));
   const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   const int C = shape_.n_embd, NH = shape_.n_head, L = shape_.n_layer, Vp = shape_.padded_vocab;
   const int N = B * T;
@@ -431,10 +436,9 @@ Status GptModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   double sum = 0.0;
   for (int p = 0; p < passes; ++p) {
     double loss = 0.0;
-    weights_cached_ = p > 0;  // the weights do not change between the passes: one weight cache
-    const Status f = forward(inputs + p * stride, targets + p * stride, micro, T, &loss, positions);
-    weights_cached_ = false;
-    PERIGEE_CHECK(f);
+    // The weights do not change between the passes: one weight cache serves them all.
+    PERIGEE_CHECK(
+        forward_pass(inputs + p * stride, targets + p * stride, micro, T, &loss, positions, p == 0));
     ready_calls_ = p + 1 == passes;  // the buffer is final only in the last pass
     const Status s = backward();
     ready_calls_ = true;

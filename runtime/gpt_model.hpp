@@ -128,6 +128,10 @@ class GptModel {
     size_t layer_bytes = 0;  // stride between layers: per_layer elements rounded up to 256 bytes
   };
   struct Acts;  // the slots of every tensor in act_
+  // forward(); refresh_weights false: the backend's weight cache still holds these parameters
+  // (forward_backward's later passes).
+  Status forward_pass(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
+                      int64_t grad_positions, bool refresh_weights);
   kernels::Act act(const Slot& s, int layer = 0) const;
   float* f32(const Slot& s, int layer = 0) const;  // an fp32 slot
   kernels::Act dlogits(const Acts& a) const;       // where the forward leaves the logits' gradient
@@ -140,9 +144,8 @@ class GptModel {
   int last_B_ = 0;
   int last_T_ = 0;
   bool last_has_targets_ = false;
-  bool logits_valid_ = false;    // the logits buffer holds the last forward's logits
-  bool ready_calls_ = true;      // backward() calls gradient_ready_ (not in forward_backward's early passes)
-  bool weights_cached_ = false;  // forward() skips refresh_weight_cache (forward_backward's later passes)
+  bool logits_valid_ = false;  // the logits buffer holds the last forward's logits
+  bool ready_calls_ = true;    // backward() calls gradient_ready_ (not in forward_backward's early passes)
 
   float* params_ = nullptr;
   float* grads_ = nullptr;

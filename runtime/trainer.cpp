@@ -345,7 +345,6 @@ Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_
   PERIGEE_CHECK(model_.forward_backward(inputs_.data(), targets_.data(), B, T, micro_batch_, loss));
   PERIGEE_CHECK(backend_->synchronize());
   inject(fault::FaultTarget::kGradientPreAllreduce, model_.grads(), n);  // never with buckets (setup)
-  buckets_overlapped_ = buckets_->buckets();                             // before finish() sends the rest
   const auto tc0 = Clock::now();
   PERIGEE_CHECK(buckets_->finish());
   if (comm_->size() > 1) PERIGEE_CHECK(comm_->all_reduce(loss, loss, 1, DataType::kFloat64, ReduceOp::kAvg));
@@ -429,7 +428,7 @@ Status Trainer::step(StepResult* result) {
   r.comm_ms = comm_ms;
   r.link_ms = link_ms_;
   r.buckets = buckets_->buckets();
-  r.buckets_overlapped = buckets_overlapped_;
+  r.buckets_overlapped = buckets_->overlapped();
   r.applied = apply;
   ++next_step_;
   PERIGEE_CHECK(after_update());

@@ -162,7 +162,6 @@ class Trainer {
   int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
   int consecutive_skips_ = 0;    // reproducible anomalies in a row: the state itself is suspect
   double link_ms_ = 0.0;         // emulated link time of this step's gradient all-reduces
-  int buckets_overlapped_ = 0;   // gradient all-reduces the last backward pass started (buckets)
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
 
   std::optional<checkpoint::EclipseModel> eclipse_;
