@@ -1,16 +1,21 @@
 // The Backend's default (unfused) forms of its fused ops: the separate ops in order.
 #include "kernels/backend.hpp"
 
+#include "kernels/op_checks.hpp"
+
 namespace perigee::kernels {
 
 Status Backend::matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight, const float* bias,
                                     int N, int C, int OC) {
+  PERIGEE_CHECK(check_matmul_forward_operands("matmul_gelu_forward", out, pre, inp, weight, bias, N, C, OC));
   PERIGEE_CHECK(matmul_forward(pre, inp, weight, bias, N, C, OC));
   return gelu_forward(out, pre, static_cast<size_t>(N) * OC);
 }
 
 Status Backend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                                      const float* weight, ConstAct pre, int N, int C, int OC) {
+  PERIGEE_CHECK(check_matmul_backward_operands("matmul_backward_gelu", dpre, dweight, dbias, dout, inp,
+                                               weight, pre, N, C, OC));
   PERIGEE_CHECK(matmul_backward(dpre, dweight, dbias, dout, inp, weight, N, C, OC));
   if (dpre.data == nullptr) return Status::ok();  // only the parameter gradients were asked for
   return gelu_backward(dpre, pre, dpre, static_cast<size_t>(N) * C);

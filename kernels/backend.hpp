@@ -7,10 +7,13 @@
 //   attention probabilities [B, NH, T, T], logits/probs [N, Vp] with V real columns (Vp >= V pads).
 // Backward ops ACCUMULATE (+=) into parameter gradients (dweight, dbias, dwte, dwpe: tied weights and
 // gradient accumulation add up), so callers zero them first. Input gradients of ops whose input has a
-// single consumer are WRITTEN (=): dinp of matmul_backward and gelu_backward (which may alias dout),
-// dqkv of attention_backward, dlogits of crossentropy_backward; the residual stream's gradient (dinp of
-// layernorm_backward) is accumulated, as two branches meet there. Every op is deterministic: the same
-// inputs and thread count give bit-identical outputs (no racy reductions).
+// single consumer are WRITTEN (=): dinp of matmul_backward, dinp of gelu_backward (which may be
+// written over dout), dqkv of attention_backward, dlogits of crossentropy_backward; the residual
+// stream's gradient (dinp of layernorm_backward) is accumulated, as two branches meet there.
+// The matmul family (matmul_forward, matmul_backward and the fused GELU forms) runs out of place: an
+// output sharing a byte with an input or with another output is refused with kInvalidArgument before
+// anything is written (op_checks.hpp). Every op is deterministic: the same inputs and thread count
+// give bit-identical outputs (no racy reductions).
 // Activation arguments typed Act/ConstAct (kernels/act.hpp) may be fp32 or bf16 storage, each
 // independently; every backend accepts every combination (ops compute in fp32, widening bf16 inputs
 // and rounding bf16 outputs once), and a backend may have native paths for the combinations it is

@@ -50,4 +50,66 @@ inline bool overlaps_other_storage(ConstAct out, ConstAct in, size_t n) {
   return o < i + n * dtype_size(in.dtype) && i < o + n * dtype_size(out.dtype);
 }
 
+// A tensor's bytes for the overlap checks; a null one overlaps nothing.
+struct Extent {
+  const char* name;
+  const void* data;
+  size_t bytes;
+};
+
+// kInvalidArgument naming `op` and both tensors when an output shares a byte with another output or
+// with an input.
+inline Status check_disjoint(const char* op, std::initializer_list<Extent> outs,
+                             std::initializer_list<Extent> ins) {
+  auto overlap = [](const Extent& x, const Extent& y) {
+    if (x.data == nullptr || y.data == nullptr || x.bytes == 0 || y.bytes == 0) return false;
+    const auto a = reinterpret_cast<uintptr_t>(x.data);
+    const auto b = reinterpret_cast<uintptr_t>(y.data);
+    return a < b + y.bytes && b < a + x.bytes;
+  };
+  for (auto o = outs.begin(); o != outs.end(); ++o) {
+    for (auto p = o + 1; p != outs.end(); ++p) {
+      PERIGEE_REQUIRE(!overlap(*o, *p), StatusCode::kInvalidArgument, op, ": the outputs ", o->name, " and ",
+                      p->name, " overlap");
+    }
+    for (const Extent& i : ins) {
+      PERIGEE_REQUIRE(!overlap(*o, i), StatusCode::kInvalidArgument, op, ": the output ", o->name,
+                      " overlaps the input ", i.name, " (the matmul family runs out of place)");
+    }
+  }
+  return Status::ok();
+}
+
+// The matmul family's forward operands (Backend::matmul_forward, and matmul_gelu_forward with its
+// pre): no output over an input or over the other output. Dimensions that are not positive are left
+// to check_dims.
+inline Status check_matmul_forward_operands(const char* op, ConstAct out, ConstAct pre, ConstAct inp,
+                                            const float* weight, const float* bias, int N, int C, int OC) {
+  if (N <= 0 || C <= 0 || OC <= 0) return Status::ok();
+  const size_t n = static_cast<size_t>(N), c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
+  return check_disjoint(
+      op,
+      {{"out", out.data, n * oc * dtype_size(out.dtype)}, {"pre", pre.data, n * oc * dtype_size(pre.dtype)}},
+      {{"inp", inp.data, n * c * dtype_size(inp.dtype)},
+       {"weight", weight, oc * c * sizeof(float)},
+       {"bias", bias, oc * sizeof(float)}});
+}
+
+// The backward's (matmul_backward, and matmul_backward_gelu with its pre, where dinp is dpre): dinp,
+// dweight and dbias over none of dout, inp, weight, pre, nor over each other.
+inline Status check_matmul_backward_operands(const char* op, ConstAct dinp, const float* dweight,
+                                             const float* dbias, ConstAct dout, ConstAct inp,
+                                             const float* weight, ConstAct pre, int N, int C, int OC) {
+  if (N <= 0 || C <= 0 || OC <= 0) return Status::ok();
+  const size_t n = static_cast<size_t>(N), c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
+  return check_disjoint(op,
+                        {{pre.data != nullptr ? "dpre" : "dinp", dinp.data, n * c * dtype_size(dinp.dtype)},
+                         {"dweight", dweight, oc * c * sizeof(float)},
+                         {"dbias", dbias, oc * sizeof(float)}},
+                        {{"dout", dout.data, n * oc * dtype_size(dout.dtype)},
+                         {"inp", inp.data, n * c * dtype_size(inp.dtype)},
+                         {"weight", weight, oc * c * sizeof(float)},
+                         {"pre", pre.data, n * c * dtype_size(pre.dtype)}});
+}
+
 }  // namespace perigee::kernels

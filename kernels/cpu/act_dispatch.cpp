@@ -14,12 +14,15 @@ Status CpuBackend::layernorm_forward(Act out, float* mean, float* rstd, const fl
 
 Status CpuBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
                                   int OC) {
+  PERIGEE_CHECK(check_matmul_forward_operands("matmul_forward", out, nullptr, inp, weight, bias, N, C, OC));
   if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);
   return cast_matmul_forward(*this, cast_scratch_, out, inp, weight, bias, N, C, OC);
 }
 
 Status CpuBackend::matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                                    const float* weight, int N, int C, int OC) {
+  PERIGEE_CHECK(check_matmul_backward_operands("matmul_backward", dinp, dweight, dbias, dout, inp, weight,
+                                               nullptr, N, C, OC));
   if (all_f32({dinp, dout, inp})) {
     return matmul_backward_f32(dinp.f32(), dweight, dbias, dout.f32(), inp.f32(), weight, N, C, OC);
   }

@@ -37,6 +37,7 @@ Status CudaBackend::residual_layernorm_forward(float* residual, Act out, float* 
 
 Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N,
                                    int C, int OC) {
+  PERIGEE_CHECK(check_matmul_forward_operands("matmul_forward", out, nullptr, inp, weight, bias, N, C, OC));
   if (all_f32({out, inp})) return matmul_forward_f32(out.f32(), inp.f32(), weight, bias, N, C, OC);
   if (precision_ == GpuPrecision::kBf16) {
     const Status s = cuda::matmul_forward_bf16(out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_,
@@ -48,6 +49,8 @@ Status CudaBackend::matmul_forward(Act out, ConstAct inp, const float* weight, c
 
 Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                                     const float* weight, int N, int C, int OC) {
+  PERIGEE_CHECK(check_matmul_backward_operands("matmul_backward", dinp, dweight, dbias, dout, inp, weight,
+                                               nullptr, N, C, OC));
   if (all_f32({dinp, dout, inp})) {
     return matmul_backward_f32(dinp.f32(), dweight, dbias, dout.f32(), inp.f32(), weight, N, C, OC);
   }
@@ -62,6 +65,7 @@ Status CudaBackend::matmul_backward(Act dinp, float* dweight, float* dbias, Cons
 
 Status CudaBackend::matmul_gelu_forward(Act pre, Act out, ConstAct inp, const float* weight,
                                         const float* bias, int N, int C, int OC) {
+  PERIGEE_CHECK(check_matmul_forward_operands("matmul_gelu_forward", out, pre, inp, weight, bias, N, C, OC));
   if (fuses_gelu()) {
     const Status s =
         cuda::matmul_gelu_forward_bf16(pre, out, inp, weight, bias, N, C, OC, *lt_, scratch_, stream_,
@@ -73,6 +77,8 @@ Status CudaBackend::matmul_gelu_forward(Act pre, Act out, ConstAct inp, const fl
 
 Status CudaBackend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
                                          const float* weight, ConstAct pre, int N, int C, int OC) {
+  PERIGEE_CHECK(check_matmul_backward_operands("matmul_backward_gelu", dpre, dweight, dbias, dout, inp,
+                                               weight, pre, N, C, OC));
   if (fuses_gelu() && dpre.data != nullptr) {
     const Status s = cuda::matmul_backward_gelu_bf16(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC,
                                                      *lt_, scratch_, stream_,

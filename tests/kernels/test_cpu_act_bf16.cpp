@@ -9,6 +9,7 @@
 #include "tests/kernels/act_rule_util.hpp"
 #include "tests/kernels/crossentropy_in_place_util.hpp"
 #include "tests/kernels/gelu_alias_util.hpp"
+#include "tests/kernels/matmul_alias_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -29,6 +30,11 @@ TEST(CpuActBf16, CrossEntropyOverwritesBf16LogitsInPlace) {
 TEST(CpuActBf16, GeluOutputOverAnInputOfTheOtherType) {
   cpu::CpuBackend be(2);
   testing::expect_gelu_mixed_alias(be);
+}
+
+TEST(CpuActBf16, MatmulOutputsOverlappingTheirInputsAreRefused) {
+  cpu::CpuBackend be(2);
+  testing::expect_matmul_overlaps_refused(be);
 }
 
 TEST(CpuActBf16, Bf16OutputIsTheRoundedFp32Output) {

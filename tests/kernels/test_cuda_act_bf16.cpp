@@ -14,6 +14,7 @@
 #include "tests/kernels/crossentropy_in_place_util.hpp"
 #include "tests/kernels/cuda_test_util.hpp"
 #include "tests/kernels/gelu_alias_util.hpp"
+#include "tests/kernels/matmul_alias_util.hpp"
 
 namespace perigee::kernels {
 namespace {
@@ -99,6 +100,16 @@ TEST_F(CudaActBf16, CrossEntropyOverwritesBf16LogitsInPlace) {
 TEST_F(CudaActBf16, GeluOutputOverAnInputOfTheOtherType) {
   testing::expect_gelu_mixed_alias(*cuda_testing::backends().gpu);
   testing::expect_gelu_mixed_alias(*cuda_testing::backends().gpu_bf16);
+}
+
+// Every precision and the fused GELU epilogues (which write pre and out in one pass) refuse them alike.
+TEST_F(CudaActBf16, MatmulOutputsOverlappingTheirInputsAreRefused) {
+  testing::expect_matmul_overlaps_refused(*cuda_testing::backends().gpu);
+  Backend& bf16 = *cuda_testing::backends().gpu_bf16;
+  testing::expect_matmul_overlaps_refused(bf16);
+  ASSERT_TRUE(cuda::set_gelu_fusion(bf16, true).is_ok());
+  testing::expect_matmul_overlaps_refused(bf16);
+  EXPECT_TRUE(cuda::set_gelu_fusion(bf16, false).is_ok());
 }
 
 // The bf16 activations' speed rests on cuBLASLt writing bf16 D for the GEMMs whose outputs are stored
