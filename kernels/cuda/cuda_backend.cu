@@ -157,7 +157,7 @@ Status lt_launch_counts(Backend& backend, LtLaunchCounts* out) {
   CudaBackend* cuda = nullptr;
   PERIGEE_CHECK(as_cuda(backend, "lt_launch_counts", &cuda));
   const LtGemm::Counts& c = cuda->lt().counts();
-  *out = LtLaunchCounts{c.launches, c.bf16_d, c.gelu_aux, c.dgelu, c.refused_at_launch};
+  *out = LtLaunchCounts{c.launches, c.bf16_d, c.gelu_aux, c.dgelu, c.refused_at_launch, c.bias_apart};
   return Status::ok();
 }
 

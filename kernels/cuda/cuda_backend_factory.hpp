@@ -71,10 +71,11 @@ Status weight_cache_stats(Backend& backend, WeightCacheStats* out);
 Status act_cast_fallbacks(Backend& backend, uint64_t* out);
 
 // Launches of `backend`'s cuBLASLt GEMMs (a CudaBackend; kInvalidArgument otherwise): all, those
-// writing a bf16 D, those with the GELU_AUX_BIAS or DGELU epilogue, and launches cuBLASLt refused.
+// writing a bf16 D, those with the GELU_AUX_BIAS or DGELU epilogue, launches cuBLASLt refused, and
+// fp32-D calls whose bias was added in a pass of its own (no bias epilogue for their operands).
 // Tests compare them around an op to see whether it ran fused.
 struct LtLaunchCounts {
-  uint64_t launches = 0, bf16_d = 0, gelu_aux = 0, dgelu = 0, refused_at_launch = 0;
+  uint64_t launches = 0, bf16_d = 0, gelu_aux = 0, dgelu = 0, refused_at_launch = 0, bias_apart = 0;
 };
 Status lt_launch_counts(Backend& backend, LtLaunchCounts* out);
 

@@ -16,9 +16,9 @@ constexpr int kFinishBlock = 128;
 
 // ---- CUDA kernels
 
-// out[n, o] += bias[o], one block per row.
-__global__ void add_bias_kernel(float* out, const float* bias, int OC) {
-  float* row = out + static_cast<int64_t>(blockIdx.x) * OC;
+// out[n, o] += bias[o] for o < OC, rows `ld` apart, one block per row.
+__global__ void add_bias_kernel(float* out, const float* bias, int OC, int ld) {
+  float* row = out + static_cast<int64_t>(blockIdx.x) * ld;
   for (int o = threadIdx.x; o < OC; o += blockDim.x) row[o] += bias[o];
 }
 
@@ -93,10 +93,17 @@ Status matmul_forward(float* out, const float* inp, const float* weight, const f
   PERIGEE_CHECK(check_dims("matmul_forward", {N, C, OC}));
   // out^T [OC, N] = weight [OC, C] (stored as weight^T, col-major C x OC) . inp^T [C, N].
   PERIGEE_CHECK(gemm(ctx, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, 0.0f, out, OC));
-  if (bias != nullptr) {
-    add_bias_kernel<<<N, kBiasBlock, 0, stream>>>(out, bias, OC);
-    PERIGEE_CHECK_CUDA(cudaGetLastError());
-  }
+  if (bias != nullptr) PERIGEE_CHECK(matmul_add_bias(out, bias, N, OC, OC, stream));
+  return Status::ok();
+}
+
+Status matmul_add_bias(float* out, const float* bias, int N, int OC, int ld, cudaStream_t stream) {
+  PERIGEE_CHECK(check_pointers("matmul_add_bias", {out, bias}));
+  PERIGEE_CHECK(check_dims("matmul_add_bias", {N, OC}));
+  PERIGEE_REQUIRE(ld >= OC, StatusCode::kInvalidArgument, "matmul_add_bias: row stride ", ld,
+                  " is below the row length ", OC);
+  add_bias_kernel<<<N, kBiasBlock, 0, stream>>>(out, bias, OC, ld);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
 

@@ -28,6 +28,10 @@ struct GemmContext {
 Status matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
                       int OC, const GemmContext& gemm, cudaStream_t stream);
 
+// out[n, o] += bias[o] (n < N, o < OC) with rows `ld` floats apart: the bias pass of matmul_forward,
+// and of a cuBLASLt GEMM that has no bias epilogue for its operands.
+Status matmul_add_bias(float* out, const float* bias, int N, int OC, int ld, cudaStream_t stream);
+
 // dbias[OC] += column sums of dout [N, OC]: the deterministic two-stage reduction (double partials).
 Status matmul_bias_grad(float* dbias, const float* dout, int N, int OC, DeviceScratch& scratch,
                         cudaStream_t stream);

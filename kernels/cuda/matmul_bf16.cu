@@ -192,10 +192,10 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                         kLtCandidates, results, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
-  const bool may_fall_back = d_bf16 || epilogue_kind != LtEpilogue::kNone;
-  // The first answer whose state is success; for a bf16 D or an epilogue, also checked against these
-  // descriptors (bias type, epilogue) before any use, so that a combination cuBLASLt turns down runs
-  // unfused instead of failing mid-op.
+  const bool may_fall_back = d_bf16 || epilogue_kind != LtEpilogue::kNone || bias;
+  // The first answer whose state is success; for a bf16 D, a bias or an epilogue, also checked against
+  // these descriptors (bias type, epilogue) before any use, so that a combination cuBLASLt turns down
+  // runs unfused instead of failing mid-op.
   const cublasLtMatmulHeuristicResult_t* chosen = nullptr;
   for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < found && chosen == nullptr; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
@@ -209,7 +209,8 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
     chosen = &results[i];
   }
   if (may_fall_back && chosen == nullptr) {
-    plans_.emplace(key, nullptr);  // callers round an fp32 result, or run the epilogue's op, instead
+    // Callers round an fp32 result or run the epilogue's op instead; gemm() adds a bias apart.
+    plans_.emplace(key, nullptr);
     *out = nullptr;
     return Status::ok();
   }
@@ -266,6 +267,16 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
   const Key key = key_of(trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16,
                          aux.kind, align);
   PERIGEE_CHECK(plan_for(key, &plan));
+  // Where cuBLASLt has no fp32-D algorithm with the bias epilogue for these operands (a packed bias
+  // below 16-byte alignment, say): the GEMM without it, then the bias in a pass of its own. With
+  // beta 0 that is the same fp32 sum, acc + bias, rounded once.
+  const bool bias_apart = bias != nullptr && !d_bf16 && aux.kind == LtEpilogue::kNone;
+  if (plan == nullptr && bias_apart) {
+    PERIGEE_CHECK(gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, beta, D, ldd, nullptr, stream));
+    PERIGEE_CHECK(matmul_add_bias(D.f32(), bias, n, m, ldd, stream));
+    ++counts_.bias_apart;
+    return Status::ok();
+  }
   PERIGEE_REQUIRE(plan != nullptr, StatusCode::kUnavailable, "cuBLASLt has no algorithm writing ",
                   d_bf16 ? "bf16" : "fp32", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue",
                   " for m=", m, " n=", n, " k=", k);
@@ -284,11 +295,13 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
       cublasLtMatmul(handle_, plan->desc, &alpha, A, plan->a, B, plan->b, &beta, D.data, plan->d, D.data,
                      plan->d, &plan->algo, workspace_, kLtWorkspaceBytes, stream);
   if ((st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) &&
-      (d_bf16 || aux.kind != LtEpilogue::kNone)) {
+      (d_bf16 || aux.kind != LtEpilogue::kNone || bias_apart)) {
     // A combination that passed the plan-time checks and is refused at launch (nothing was written):
-    // the plan is dropped, so this and every later call of its shape takes the unfused path.
+    // the plan is dropped, so this and every later call of its shape takes the unfused path (here at
+    // once for a bias, added apart).
     plans_[key] = nullptr;
     ++counts_.refused_at_launch;
+    if (bias_apart) return gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, beta, D, ldd, bias, stream);
     return make_error(StatusCode::kUnavailable, "cuBLASLt refused to launch its ", d_bf16 ? "bf16" : "fp32",
                       "-D plan", aux.kind == LtEpilogue::kNone ? "" : " with a GELU epilogue", " for m=", m,
                       " n=", n, " k=", k, " (", cublasGetStatusString(st), ")");

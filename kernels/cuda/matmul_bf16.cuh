@@ -70,7 +70,8 @@ class LtGemm {
   // Column-major D[m, n] = op(A) op(B) + beta * D (+ bias[m] on every column when bias is set, then
   // the epilogue of `aux`), A and B bf16 (op = transpose when trans_*), D fp32 or bf16 (beta 0 only)
   // with leading dimension ldd. kUnavailable when cuBLASLt has no algorithm for a bf16 D or for that
-  // epilogue at this shape, or the aux matrix is not 16-byte aligned (nothing is run then).
+  // epilogue at this shape, or the aux matrix is not 16-byte aligned (nothing is run then). An fp32 D
+  // whose bias epilogue has no algorithm gets the bias added in a pass of its own (counts().bias_apart).
   Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
               const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
               cudaStream_t stream, LtAux aux = {});
@@ -81,10 +82,11 @@ class LtGemm {
     uint64_t gelu_aux = 0;           // of which applied GELU_AUX_BIAS
     uint64_t dgelu = 0;              // of which applied DGELU
     uint64_t refused_at_launch = 0;  // launches cuBLASLt refused (plan dropped, kUnavailable)
+    uint64_t bias_apart = 0;         // fp32-D calls whose bias was added in a pass of its own
   };
   const Counts& counts() const { return counts_; }
 
-  // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D or an
+  // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D, a bias or an
   // epilogue other than kNone can lack one). `align`: the call's operands' alignments.
   Status available(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, DType d_type,
                    bool bias, LtEpilogue epilogue, const LtAlign& align, bool* yes);
@@ -98,7 +100,7 @@ class LtGemm {
                          int, int, int>;
   static Key key_of(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, bool bias,
                     bool accumulate, bool d_bf16, LtEpilogue epilogue, const LtAlign& align);
-  // *out null (and ok) when a bf16 D or an epilogue has no algorithm; that answer is kept too.
+  // *out null (and ok) when a bf16 D, a bias or an epilogue has no algorithm; that answer is kept too.
   Status plan_for(const Key& key, const Plan** out);
 
   cublasLtHandle_t handle_ = nullptr;
