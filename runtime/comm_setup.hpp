@@ -23,6 +23,9 @@ struct CommSetup {
   std::string description;                               // one line for the log
 
   collectives::Communicator& gradient_comm() { return gradients ? *gradients : *host; }
+  // Communicator::close() of the gradient communicator (the host one is MPI's): at the end of a job,
+  // on every rank, so that a teardown that fails (NCCL's finalize with a lost peer) is reported.
+  Status close() { return gradients ? gradients->close() : Status::ok(); }
 };
 
 // Collective over `world`: every rank must call it with the same config.

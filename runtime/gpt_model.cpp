@@ -240,6 +240,13 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
   return forward_pass(inputs, targets, B, T, mean_loss, grad_positions, true);
 }
 
+Status GptModel::evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss) {
+  PERIGEE_REQUIRE(targets != nullptr, StatusCode::kInvalidArgument, "evaluate needs targets");
+  PERIGEE_CHECK(forward_pass(inputs, targets, B, T, mean_loss, 0, true));
+  last_has_targets_ = false;
+  return Status::ok();
+}
+
 Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
                               int64_t grad_positions, bool refresh_weights) {
   PERIGEE_REQUIRE(act_ != nullptr, StatusCode::kInternal, "forward before init");
@@ -255,6 +262,9 @@ Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int
     PERIGEE_REQUIRE(targets == nullptr || (targets[i] >= 0 && targets[i] < V), StatusCode::kInvalidArgument,
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
+  // Until this pass completes, the buffers hold neither its state nor the last pass's.
+  last_has_targets_ = false;
+  logits_valid_ = false;
   kernels::Backend& k = *backend_;
   // The parameters may have changed since the last pass (an optimizer step, a load): the backend's
   // weight cache, where it keeps one, is made again (forward_backward's later passes share it).
@@ -350,7 +360,9 @@ Status GptModel::zero_grad() {
 }
 
 Status GptModel::backward() {
-  PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal, "backward needs a forward with targets first");
+  PERIGEE_REQUIRE(last_has_targets_, StatusCode::kInternal,
+                  "backward needs a completed forward() with targets first (not evaluate(), nor a second "
+                  "backward of one forward)");
   kernels::Backend& k = *backend_;  // the forward's weight cache still holds: the weights are those it read
   const Acts a(shape_, *backend_, max_batch_, max_seq_, act_dtype_, logits_dtype_, recompute_);
   const int B = last_B_, T = last_T_, N = B * T;

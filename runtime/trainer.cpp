@@ -493,7 +493,7 @@ Status Trainer::evaluate(double* val_loss) {
     for (int p = 0; p < passes; ++p) {
       double loss = 0.0;
       PERIGEE_CHECK(
-          model_.forward(inputs_.data() + p * stride, targets_.data() + p * stride, micro_batch_, T, &loss));
+          model_.evaluate(inputs_.data() + p * stride, targets_.data() + p * stride, micro_batch_, T, &loss));
       batch_sum += loss;
     }
     sum += batch_sum / passes;

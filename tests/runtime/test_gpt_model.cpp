@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -58,6 +59,35 @@ TEST(GptModel, RejectsTokensOutsideVocabulary) {
   EXPECT_NE(s.message().find("300"), std::string::npos);
   x[5] = 3;
   EXPECT_EQ(m.forward(x.data(), y.data(), 2, 8, nullptr).code(), StatusCode::kInvalidArgument);  // B > max
+}
+
+// evaluate() is forward()'s loss, bit for bit, and leaves no gradient to take: backward() after it, or
+// a second backward() of one forward(), is refused and adds nothing to the gradient.
+TEST(GptModel, EvaluateGivesTheForwardLossAndLeavesNothingForBackward) {
+  kernels::cpu::CpuBackend cpu(2);
+  GptModel m;
+  ASSERT_TRUE(m.init(GptShape{2, 2, 16, 8, 64, 64}, &cpu, 2, 8).is_ok());
+  ASSERT_TRUE(m.init_parameters(3).is_ok());
+  const auto x = random_tokens(16, 64, 4), y = random_tokens(16, 64, 5);
+  auto grads = [&m] {
+    std::vector<float> g(m.num_parameters());
+    PERIGEE_CHECK_OR_DIE(m.backend()->copy_to_host(g.data(), m.grads(), g.size() * sizeof(float)));
+    return g;
+  };
+  double trained = 0.0, evaluated = 0.0;
+  ASSERT_TRUE(m.zero_grad().is_ok());
+  ASSERT_TRUE(m.forward(x.data(), y.data(), 2, 8, &trained).is_ok());
+  ASSERT_TRUE(m.backward().is_ok());
+  const std::vector<float> once = grads();
+  Status again = m.backward();
+  EXPECT_EQ(again.code(), StatusCode::kInternal) << again.message();
+  ASSERT_TRUE(m.evaluate(x.data(), y.data(), 2, 8, &evaluated).is_ok());
+  EXPECT_EQ(evaluated, trained);
+  const Status after_eval = m.backward();
+  EXPECT_EQ(after_eval.code(), StatusCode::kInternal);
+  EXPECT_NE(after_eval.message().find("evaluate"), std::string::npos) << after_eval.message();
+  EXPECT_EQ(grads(), once);  // nothing added by the refused calls
+  EXPECT_EQ(m.evaluate(x.data(), nullptr, 2, 8, &evaluated).code(), StatusCode::kInvalidArgument);
 }
 
 // For each parameter tensor w: d/de L(w + e*u) at e = 0 by central differences, against g . u,
