@@ -59,6 +59,12 @@ class Communicator {
   // producers finish before a call (host buffers: nothing to order).
   virtual bool follows_producer_stream() const { return false; }
 
+  // Ends the communicator: waits for its outstanding work and reports what the teardown found, which
+  // a destructor could only print (NCCL's finalize, which synchronizes with the peers). Every rank
+  // calls it at the same point, once its last collective has been waited for; no operation may
+  // follow. Calling it again does nothing. The default has nothing to end.
+  virtual Status close() { return Status::ok(); }
+
   // Emulated seconds all collectives so far took on a modelled network (the emulated laser links);
   // 0 for real networks. Callers take differences around a collective.
   virtual double modelled_seconds() const { return 0.0; }

@@ -359,24 +359,32 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
   return Status::ok();
 }
 
-NcclCommunicator::~NcclCommunicator() {
+Status NcclCommunicator::close() {
+  Status s = Status::ok();
   if (comm_ != nullptr && !failed_) {
     // Non-blocking: finalize (flushes the outstanding work), wait for it, then destroy.
     // Finalize synchronizes with the peers: bounded even without a timeout (expiry aborts).
     const ncclResult_t r = ncclCommFinalize(comm_);
-    if ((r != ncclSuccess && r != ncclInProgress) ||
-        !settle("ncclCommFinalize", timeout_s_ > 0.0 ? timeout_s_ : kFinalizeDeadlineS).is_ok()) {
-      failed_ = true;
-    }
+    s = r == ncclSuccess || r == ncclInProgress
+            ? settle("ncclCommFinalize", timeout_s_ > 0.0 ? timeout_s_ : kFinalizeDeadlineS)
+            : nccl_status(r, "ncclCommFinalize", comm_);
+    if (!s.is_ok()) failed_ = true;
   }
   if (comm_ != nullptr) {
-    if (failed_) {
-      (void)ncclCommAbort(comm_);
-    } else {
-      (void)ncclCommDestroy(comm_);
-    }
+    ncclComm_t c = comm_;
     comm_ = nullptr;
+    if (failed_) {
+      (void)ncclCommAbort(c);  // the communicator is lost either way: the first error is the one to report
+    } else if (const ncclResult_t r = ncclCommDestroy(c); r != ncclSuccess) {
+      s = nccl_status(r, "ncclCommDestroy", nullptr);
+    }
   }
+  if (s.is_ok()) return s;
+  return make_error(s.code(), "closing the NCCL communicator (rank ", rank_, " of ", size_, "): ", s.message());
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (const Status s = close(); !s.is_ok()) std::fprintf(stderr, "perigee: %s\n", s.message().c_str());
   if (scratch_ != nullptr) (void)cudaFree(scratch_);
   if (producer_done_ != nullptr) (void)cudaEventDestroy(producer_done_);
   if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
@@ -385,7 +393,8 @@ NcclCommunicator::~NcclCommunicator() {
 Status NcclCommunicator::usable() const {
   PERIGEE_REQUIRE(
       comm_ != nullptr, StatusCode::kUnavailable,
-      "NCCL communicator was aborted (abort(), or an earlier operation failed); create a new one");
+      "NCCL communicator was closed or aborted (close(), abort(), or an earlier operation failed); create "
+      "a new one");
   PERIGEE_REQUIRE(!failed_, StatusCode::kUnavailable,
                   "an earlier NCCL operation failed, which leaves a non-blocking communicator in its error "
                   "state; abort it and create a new one");

@@ -57,10 +57,7 @@ class NcclCommunicator final : public Communicator {
   // collective's first use) ends in kUnavailable and an aborted communicator, not a hang.
   static Status create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
                        std::unique_ptr<NcclCommunicator>* out, bool async = false, double timeout_s = 0.0);
-  // ncclCommFinalize (waited for within the deadline, 60 s without one; expiry aborts) and
-  // ncclCommDestroy, or ncclCommAbort when an operation failed (NCCL: any error is fatal for a
-  // non-blocking communicator, even an invalid argument; later calls return kUnavailable; recovery
-  // is abort + re-create).
+  // close() unless it ran; its error, if any, goes to stderr (call close() to get it as a Status).
   ~NcclCommunicator() override;
 
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -110,6 +107,11 @@ class NcclCommunicator final : public Communicator {
   // ncclCommAbort: stops outstanding operations and frees the communicator without waiting for
   // peers. Later calls return kUnavailable; recovery means creating a new communicator.
   Status abort();
+  // ncclCommFinalize (waited for within the timeout, 60 s without one; expiry aborts) then
+  // ncclCommDestroy; ncclCommAbort instead when an operation failed (NCCL: any error is fatal for a
+  // non-blocking communicator, even an invalid argument; recovery is abort + re-create). The error
+  // names the rank. Later calls return kUnavailable; a second close() or one after abort() is ok.
+  Status close() override;
 
   bool aborted() const { return comm_ == nullptr; }
   bool async() const { return async_; }

@@ -118,6 +118,7 @@ int run_job(int argc, char** argv) {
   rt::log::info("run directory: ", trainer.run_dir(), "\nresolved config:\n", rt::config_to_json(config));
 
   s = trainer.run();
+  if (s.is_ok()) s = comm.close();
   if (!s.is_ok()) {
     rt::log::error("training failed: ", s.to_string());
     MPI_Abort(MPI_COMM_WORLD, 3);

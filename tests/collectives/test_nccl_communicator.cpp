@@ -582,6 +582,27 @@ TEST_F(NcclOnGpu, AbortMakesLaterCallsUnavailable) {
   EXPECT_TRUE(comm_->abort().is_ok());  // idempotent; the destructor has nothing left to free
 }
 
+// close() finalizes after the queued work (an async all-reduce still on the stream completes first)
+// and reports success on every rank; later calls are refused, and a second close() is a no-op.
+TEST_F(NcclOnGpu, CloseFinalizesQueuedWorkAndEndsTheCommunicator) {
+  std::unique_ptr<NcclCommunicator> c;
+  ASSERT_TRUE(NcclCommunicator::create(MPI_COMM_WORLD, plan().device, nullptr, &c, /*async=*/true).is_ok());
+  const size_t n = 1 << 20;
+  DeviceVector<float> v(std::vector<float>(n, 1.0f));
+  ASSERT_TRUE(c->all_reduce(v.ptr, v.ptr, n, DataType::kFloat32, ReduceOp::kSum).is_ok());
+  const Status closed = c->close();
+  ASSERT_TRUE(closed.is_ok()) << closed.message();
+  EXPECT_TRUE(c->aborted());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> got = v.download();
+  EXPECT_EQ(got.front(), static_cast<float>(c->size()));
+  EXPECT_EQ(got.back(), static_cast<float>(c->size()));
+  const Status later = c->all_reduce(v.ptr, v.ptr, 8, DataType::kFloat32, ReduceOp::kSum);
+  EXPECT_EQ(later.code(), StatusCode::kUnavailable);
+  EXPECT_NE(later.message().find("closed"), std::string::npos) << later.message();
+  EXPECT_TRUE(c->close().is_ok());
+}
+
 // ---- ranks sharing one GPU (e.g. np 2 on one H100)
 
 class SharedGpu : public ::testing::Test {
