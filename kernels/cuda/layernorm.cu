@@ -225,15 +225,18 @@ __global__ void __launch_bounds__(kRowBlock)
     const float4* d4 = reinterpret_cast<const float4*>(dout + row * C);
     const float4* x4 = reinterpret_cast<const float4*>(inp + row * C);
     float4* dx4 = reinterpret_cast<float4*>(dinp + row * C);
+    // dinp is read with dout and inp, before the reductions, while registers allow (C <= 768); wider
+    // rows read it where it is updated (the 32 more registers would spill at C = 1024).
+    constexpr bool kEarlyDinp = kVec <= 6;
     float d[kVec][4], x[kVec][4];
-    float4 dx[kVec];
+    float4 dx[kEarlyDinp ? kVec : 1];
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const int q = lane + k * kWarpSize;
       const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       const float4 dv = q < C4 ? d4[q] : zero;
       const float4 xv = q < C4 ? x4[q] : zero;
-      dx[k] = q < C4 ? dx4[q] : zero;
+      if constexpr (kEarlyDinp) dx[k] = q < C4 ? dx4[q] : zero;
       d[k][0] = dv.x, d[k][1] = dv.y, d[k][2] = dv.z, d[k][3] = dv.w;
       x[k][0] = xv.x, x[k][1] = xv.y, x[k][2] = xv.z, x[k][3] = xv.w;
     }
@@ -256,7 +259,13 @@ __global__ void __launch_bounds__(kRowBlock)
     for (int k = 0; k < kVec; ++k) {
       const int q = lane + k * kWarpSize;
       if (q >= C4) continue;
-      float out[4] = {dx[k].x, dx[k].y, dx[k].z, dx[k].w};
+      float4 before;
+      if constexpr (kEarlyDinp) {
+        before = dx[k];
+      } else {
+        before = dx4[q];
+      }
+      float out[4] = {before.x, before.y, before.z, before.w};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const float g = __fmul_rn(d[k][i], w[k][i]);

@@ -180,10 +180,11 @@ TEST_F(CudaOps, LayerNormMatchesCpu) {
     int N, C;
   };
   // N = 300 spans several fixed row ranges of the dweight/dbias partial sums, with a partial last one.
-  // Backward paths: float4 rows (C % 4 == 0, C <= 1024: 48, 132 (a partial last float4 group), 768,
-  // 1024), the scalar fused kernel (C = 1, 7, 130, 1028) and the two-kernel path (C = 1700).
+  // Backward paths: float4 rows (C % 4 == 0, C <= 1024: 48, 132 (a partial last float4 group), 768;
+  // 896 and 1024 read dinp late), the scalar fused kernel (C = 1, 7, 130, 1028) and the two-kernel path
+  // (C = 1700).
   for (const Shape& s : {Shape{9, 1}, Shape{9, 7}, Shape{300, 48}, Shape{130, 130}, Shape{70, 132},
-                         Shape{64, 768}, Shape{70, 1024}, Shape{70, 1028}, Shape{20, 1700}}) {
+                         Shape{64, 768}, Shape{70, 896}, Shape{70, 1024}, Shape{70, 1028}, Shape{20, 1700}}) {
     const int N = s.N, C = s.C;
     const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C);
     std::vector<float> inp = random_vector(static_cast<size_t>(N) * C, 10 + C, -2.0f, 3.0f);
