@@ -242,8 +242,9 @@ Status GptModel::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
 Status GptModel::evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss) {
   PERIGEE_REQUIRE(targets != nullptr, StatusCode::kInvalidArgument, "evaluate needs targets");
-  PERIGEE_CHECK(forward_pass(inputs, targets, B, T, mean_loss, 0, true));
+  const Status s = forward_pass(inputs, targets, B, T, mean_loss, 0, true);
   last_has_targets_ = false;
+  PERIGEE_CHECK(s);
   return Status::ok();
 }
 
@@ -262,7 +263,7 @@ Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int
     PERIGEE_REQUIRE(targets == nullptr || (targets[i] >= 0 && targets[i] < V), StatusCode::kInvalidArgument,
                     "forward: target token ", targets[i], " at position ", i, " outside [0, ", V, ")");
   }
-  // Until this pass completes, the buffers hold neither its state nor the last pass's.
+  // From here on the buffers hold the last pass's state no longer; this pass's once it completes.
   last_has_targets_ = false;
   logits_valid_ = false;
   kernels::Backend& k = *backend_;
@@ -318,9 +319,10 @@ Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int
   PERIGEE_CHECK(k.matmul_forward(act(a.logits), act(a.lnf), P("wte.weight"), nullptr, N, C, Vp));
   last_B_ = B;
   last_T_ = T;
-  last_has_targets_ = targets != nullptr;
-  logits_valid_ = targets == nullptr;  // with targets their gradient (and then scratch) replaces them
-  if (targets == nullptr) return Status::ok();
+  if (targets == nullptr) {
+    logits_valid_ = true;  // with targets their gradient (and then scratch) replaces them
+    return Status::ok();
+  }
 
   // The loss and, in place of the logits, their gradient for backward() (of the mean loss): one pass over
   // the [N, Vp] logits instead of a forward writing probabilities and a backward reading them again.
@@ -332,6 +334,7 @@ Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int
   double sum = 0.0;
   for (float x : host_losses_) sum += x;
   if (mean_loss != nullptr) *mean_loss = sum / N;
+  last_has_targets_ = true;
   return Status::ok();
 }
 

@@ -99,8 +99,9 @@ class GptModel {
   Status forward(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss,
                  int64_t grad_positions = 0);
   // The mean cross-entropy of a batch for validation: forward() with targets, after which backward()
-  // refuses to run (its gradient is not one to train on). A failed forward leaves nothing for
-  // backward() or copy_logits() either.
+  // refuses to run (its gradient is not one to train on). A forward that fails once it has started
+  // on the device leaves nothing for backward() or copy_logits() either (one refused for its
+  // arguments changes nothing).
   Status evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, double* mean_loss);
   Status zero_grad();
   // Adds to grads() the gradient left by the last forward (which must have had targets): that of its

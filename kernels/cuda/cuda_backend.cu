@@ -161,6 +161,13 @@ Status lt_launch_counts(Backend& backend, LtLaunchCounts* out) {
   return Status::ok();
 }
 
+Status set_lt_bias_epilogue(Backend& backend, bool on) {
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "set_lt_bias_epilogue", &cuda));
+  cuda->lt().set_bias_epilogue(on);
+  return Status::ok();
+}
+
 Status set_gelu_fusion(Backend& backend, bool on) {
   CudaBackend* cuda = nullptr;
   PERIGEE_CHECK(as_cuda(backend, "set_gelu_fusion", &cuda));

@@ -78,5 +78,8 @@ struct LtLaunchCounts {
   uint64_t launches = 0, bf16_d = 0, gelu_aux = 0, dgelu = 0, refused_at_launch = 0, bias_apart = 0;
 };
 Status lt_launch_counts(Backend& backend, LtLaunchCounts* out);
+// Off: every fp32-D cuBLASLt GEMM with a bias adds it in a pass of its own, the path taken where the
+// bias epilogue has no algorithm (tests prove that path with it; on by default).
+Status set_lt_bias_epilogue(Backend& backend, bool on);
 
 }  // namespace perigee::kernels::cuda

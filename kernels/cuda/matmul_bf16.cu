@@ -271,7 +271,7 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
   // below 16-byte alignment, say): the GEMM without it, then the bias in a pass of its own. With
   // beta 0 that is the same fp32 sum, acc + bias, rounded once.
   const bool bias_apart = bias != nullptr && !d_bf16 && aux.kind == LtEpilogue::kNone;
-  if (plan == nullptr && bias_apart) {
+  if (bias_apart && (plan == nullptr || !bias_epilogue_)) {
     PERIGEE_CHECK(gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, beta, D, ldd, nullptr, stream));
     PERIGEE_CHECK(matmul_add_bias(D.f32(), bias, n, m, ldd, stream));
     ++counts_.bias_apart;

@@ -85,6 +85,8 @@ class LtGemm {
     uint64_t bias_apart = 0;         // fp32-D calls whose bias was added in a pass of its own
   };
   const Counts& counts() const { return counts_; }
+  // Off: fp32-D calls with a bias always take the bias-apart path (for tests; on by default).
+  void set_bias_epilogue(bool on) { bias_epilogue_ = on; }
 
   // Whether gemm() has an algorithm for this call (plans it on first use; only a bf16 D, a bias or an
   // epilogue other than kNone can lack one). `align`: the call's operands' alignments.
@@ -107,6 +109,7 @@ class LtGemm {
   void* workspace_ = nullptr;
   std::map<Key, std::unique_ptr<Plan>> plans_;
   Counts counts_;
+  bool bias_epilogue_ = true;
 };
 
 // inp (and in the backward dout and inp) may be fp32 or bf16 storage (kernels/act.hpp): a bf16 operand

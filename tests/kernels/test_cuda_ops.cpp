@@ -356,13 +356,14 @@ TEST_F(CudaOps, MatmulBf16MatchesCpuOnRoundedOperands) {
 
 // A bias at every 4-byte offset (a packed bias vector, as in a flat parameter buffer of odd sizes):
 // where cuBLASLt has no fp32-D algorithm with the bias epilogue for it, the bias is added in a pass of
-// its own (LtLaunchCounts::bias_apart). Either way the result matches the CPU on rounded operands,
-// each call is one GEMM launch, and a repeat is bit-identical.
+// its own (LtLaunchCounts::bias_apart); with the epilogue switched off every call takes that pass.
+// Either way the result matches the CPU on rounded operands, each call is one GEMM launch, and a
+// repeat is bit-identical.
 TEST_F(CudaOps, MatmulBf16TakesABiasAtAnyAlignment) {
   struct Shape {
     int N, C, OC;
   };
-  uint64_t apart = 0;
+  uint64_t apart = 0, refused = 0;
   for (const Shape& s : {Shape{13, 40, 21}, Shape{64, 768, 2304}}) {
     const int N = s.N, C = s.C, OC = s.OC;
     const auto inp = random_vector(static_cast<size_t>(N) * C, 50);
@@ -373,33 +374,43 @@ TEST_F(CudaOps, MatmulBf16TakesABiasAtAnyAlignment) {
     Array<float> ref_out(*cpu_, static_cast<size_t>(N) * OC);
     PERIGEE_CHECK_OR_DIE(
         cpu_->matmul_forward(ref_out.data(), ref_x.data(), ref_w.data(), ref_b.data(), N, C, OC));
-    for (int offset = 0; offset < 4; ++offset) {
-      const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C) +
-                              " OC=" + std::to_string(OC) + " bias at +" + std::to_string(4 * offset) +
-                              " bytes";
-      std::vector<float> packed(static_cast<size_t>(OC) + 4, 0.0f);
-      std::copy(bias.begin(), bias.end(), packed.begin() + offset);
-      Array<float> b(*gpu_bf16_, packed);
-      std::vector<float> got[2];
-      cuda::LtLaunchCounts before, after;
-      for (std::vector<float>& g : got) {
-        ASSERT_TRUE(cuda::lt_launch_counts(*gpu_bf16_, &before).is_ok());
-        ASSERT_TRUE(
-            gpu_bf16_->matmul_forward(out.data(), x.data(), weight.data(), b.data() + offset, N, C, OC)
-                .is_ok())
-            << tag;
-        ASSERT_TRUE(cuda::lt_launch_counts(*gpu_bf16_, &after).is_ok());
-        EXPECT_EQ(after.launches - before.launches, 1u) << tag;
-        EXPECT_EQ(after.refused_at_launch, before.refused_at_launch) << tag;
-        apart += after.bias_apart - before.bias_apart;
-        g = out.download();
+    for (const bool epilogue : {true, false}) {
+      ASSERT_TRUE(cuda::set_lt_bias_epilogue(*gpu_bf16_, epilogue).is_ok());
+      for (int offset = 0; offset < 4; ++offset) {
+        const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C) +
+                                " OC=" + std::to_string(OC) + " bias at +" + std::to_string(4 * offset) +
+                                " bytes, epilogue " + (epilogue ? "on" : "off");
+        std::vector<float> packed(static_cast<size_t>(OC) + 4, 0.0f);
+        std::copy(bias.begin(), bias.end(), packed.begin() + offset);
+        Array<float> b(*gpu_bf16_, packed);
+        std::vector<float> got[2];
+        for (std::vector<float>& g : got) {
+          cuda::LtLaunchCounts before, after;
+          ASSERT_TRUE(cuda::lt_launch_counts(*gpu_bf16_, &before).is_ok());
+          ASSERT_TRUE(
+              gpu_bf16_->matmul_forward(out.data(), x.data(), weight.data(), b.data() + offset, N, C, OC)
+                  .is_ok())
+              << tag;
+          ASSERT_TRUE(cuda::lt_launch_counts(*gpu_bf16_, &after).is_ok());
+          EXPECT_EQ(after.launches - before.launches, 1u) << tag;
+          if (epilogue) {
+            apart += after.bias_apart - before.bias_apart;
+            refused += after.refused_at_launch - before.refused_at_launch;
+          } else {
+            EXPECT_EQ(after.bias_apart - before.bias_apart, 1u) << tag;
+          }
+          g = out.download();
+        }
+        expect_close("bf16 matmul out, " + tag, got[0], ref_out.download(), 4e-7 * C + 2e-6, 2e-5);
+        EXPECT_TRUE(bit_identical(got[0], got[1])) << tag;
       }
-      expect_close("bf16 matmul out, " + tag, got[0], ref_out.download(), 4e-7 * C + 2e-6, 2e-5);
-      EXPECT_TRUE(bit_identical(got[0], got[1])) << tag;
     }
+    ASSERT_TRUE(cuda::set_lt_bias_epilogue(*gpu_bf16_, true).is_ok());
   }
-  std::printf("[ note ] %llu of 16 bf16 GEMM calls added their bias apart (no cuBLASLt bias epilogue)\n",
-              static_cast<unsigned long long>(apart));
+  std::printf(
+      "[ note ] with the bias epilogue on, %llu of 16 calls added their bias apart (%llu after a "
+      "refused launch)\n",
+      static_cast<unsigned long long>(apart), static_cast<unsigned long long>(refused));
 }
 
 // ---- attention
