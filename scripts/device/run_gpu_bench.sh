@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU benchmarks of issue 4 in one command: nvidia-smi, the profiling test, bench_kernels,
-# bench_train_step (GPT-2 124M, B 16, T 1024, fp32, TF32, bf16, bf16 with bf16 activations, and that
-# with GELU in the cuBLASLt epilogues; --profile; bf16 in 4 accumulated passes of 4 sequences),
-# the PyTorch anchor
-# (shared/anchors/torch_gpt2.py: eager bf16, eager fp32, compile bf16) and bench/gpu/summarize.py,
-# which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s, breakdown, kernels).
+# GPU benchmarks of issue 4 in one command, most important first: nvidia-smi, the profiling test,
+# bench_train_step (GPT-2 124M, B 16, T 1024, --profile) with everything bf16 (activations, logits,
+# GELU epilogues, weight cache), the PyTorch anchor right after it (shared/anchors/torch_gpt2.py:
+# eager bf16, eager fp32, compile bf16), then bf16 GEMMs alone, without the weight cache, each bf16
+# option alone, bench_kernels, fp32, TF32, bf16 in 4 accumulated passes, by-shape; last
+# bench/gpu/summarize.py, which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s,
+# breakdown, kernels). Steps that would start after BUDGET_S (480) seconds are skipped.
 #
 #   On the CPU machine (build and pack, about 10 MB):
 #     scripts/device/run_gpu_bench.sh --prepare
@@ -128,8 +129,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
 echo "# LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 STATUS=0
+# The device tool stops a command after 600 s: steps that would start after BUDGET_S seconds are
+# skipped (and said so), so that the summary still runs. The steps go most important first.
+BUDGET_S="${BUDGET_S:-480}"
 step() {  # step NAME CMD...: run, log its exit status, keep going
   local name=$1; shift
+  if (( SECONDS > BUDGET_S )); then
+    echo; echo "## $name: skipped, ${SECONDS} s gone of a ${BUDGET_S} s budget (BUDGET_S)"
+    STATUS=1
+    return 0
+  fi
   echo; echo "## $name: $*"
   local t0=$SECONDS
   "$@"
@@ -140,31 +149,10 @@ step() {  # step NAME CMD...: run, log its exit status, keep going
 }
 
 step profiling_test "$(bin kernels_test_profiling_backend)"
-step bench_kernels "$(bin bench_kernels)" --json "$OUT/bench_kernels.json"
-step train_fp32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --json "$OUT/train_step_fp32.json"
-step train_tf32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --tf32 --json "$OUT/train_step_tf32.json"
-step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --precision bf16 --json "$OUT/train_step_bf16.json"
-step train_bf16_act "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --precision bf16 --activations bf16 --json "$OUT/train_step_bf16_act.json"
-step train_bf16_act_gelu "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --precision bf16 --activations bf16 --gelu-fusion --json "$OUT/train_step_bf16_act_gelu.json"
-step train_bf16_act_logits "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
-  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 \
-  --json "$OUT/train_step_bf16_act_logits.json"
 step train_bf16_fused "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
   --json "$OUT/train_step_bf16_fused.json"
-step train_bf16_fused_nocache "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
-  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion --no-weight-cache \
-  --json "$OUT/train_step_bf16_fused_nocache.json"
-step train_bf16_micro4 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
-  --precision bf16 --micro-batches 4 --json "$OUT/train_step_bf16_micro4.json"
-step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
-  --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
-
+# The anchor right after the configuration it is compared with (one run, side by side).
 if (( ! SKIP_TORCH )); then
   if anchor=$(find_anchor); then
     ta="$ROOT/bench/gpu/torch_anchor.py"; [[ -f "$ta" ]] || ta="$CARRY/torch_anchor.py"
@@ -175,6 +163,28 @@ if (( ! SKIP_TORCH )); then
   fi
 fi
 
+step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --precision bf16 --json "$OUT/train_step_bf16.json"
+step train_bf16_fused_nocache "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion --no-weight-cache \
+  --json "$OUT/train_step_bf16_fused_nocache.json"
+step train_bf16_act "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --precision bf16 --activations bf16 --json "$OUT/train_step_bf16_act.json"
+step train_bf16_act_gelu "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --precision bf16 --activations bf16 --gelu-fusion --json "$OUT/train_step_bf16_act_gelu.json"
+step train_bf16_act_logits "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 \
+  --json "$OUT/train_step_bf16_act_logits.json"
+step bench_kernels "$(bin bench_kernels)" --json "$OUT/bench_kernels.json"
+step train_fp32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --json "$OUT/train_step_fp32.json"
+step train_tf32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
+  --profile-steps 3 --tf32 --json "$OUT/train_step_tf32.json"
+step train_bf16_micro4 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --precision bf16 --micro-batches 4 --json "$OUT/train_step_bf16_micro4.json"
+step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
+  --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
+
 if (( NCU )) && command -v ncu > /dev/null; then
   # The kernels of one training step (after a warm-up step), inside cudaProfilerStart/Stop.
   step ncu ncu --set basic --profile-from-start off --csv --page details --log-file "$OUT/ncu_step.csv" \
@@ -183,7 +193,7 @@ if (( NCU )) && command -v ncu > /dev/null; then
 fi
 
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
-step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
+BUDGET_S=$((1 << 30)) step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
   "$OUT/train_step_bf16_act.json" "$OUT/train_step_bf16_act_gelu.json" "$OUT/train_step_bf16_act_logits.json" \
   "$OUT/train_step_bf16_fused.json" "$OUT/train_step_bf16_fused_nocache.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
 echo "# done, status $STATUS; $OUT/gpu_bench.json"
