@@ -49,6 +49,25 @@ inline Backends& backends() {
   return b;
 }
 
+// The fixture of the op tests: skips without a device, fails when one was found but the backends
+// could not be made; cpu_, gpu_ (fp32) and gpu_bf16_ (bf16 precision) for the test.
+class OpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Backends& b = backends();
+    if (!b.skip_reason.empty()) GTEST_SKIP() << b.skip_reason;
+    ASSERT_TRUE(b.error.is_ok()) << b.error.to_string();
+    ASSERT_NE(b.gpu, nullptr);
+    cpu_ = b.cpu.get();
+    gpu_ = b.gpu.get();
+    gpu_bf16_ = b.gpu_bf16.get();
+  }
+
+  Backend* cpu_ = nullptr;
+  Backend* gpu_ = nullptr;
+  Backend* gpu_bf16_ = nullptr;
+};
+
 // ---- helpers
 
 // A buffer allocated by (and released to) a backend; filled and read through the backend's copies.
