@@ -24,6 +24,27 @@ using namespace cuda_testing;
 
 class CudaOps : public OpsTest {};
 
+// The shapes of the linear-layer tests (a single row, sizes off every tile, GPT-2's qkv) and their
+// random operands, initial gradients included (seeds seed .. seed + 6).
+struct MatmulShape {
+  int N, C, OC;
+  std::string tag() const {
+    return "N=" + std::to_string(N) + " C=" + std::to_string(C) + " OC=" + std::to_string(OC);
+  }
+};
+constexpr MatmulShape kMatmulShapes[] = {{1, 5, 3}, {13, 40, 21}, {300, 40, 700}, {64, 768, 2304}};
+
+struct MatmulInputs {
+  std::vector<float> inp, w, bias, dout, dinp0, dw0, db0;
+};
+MatmulInputs random_matmul_inputs(const MatmulShape& s, uint32_t seed) {
+  const size_t nc = static_cast<size_t>(s.N) * s.C, occ = static_cast<size_t>(s.OC) * s.C;
+  const size_t noc = static_cast<size_t>(s.N) * s.OC, oc = static_cast<size_t>(s.OC);
+  return {random_vector(nc, seed),      random_vector(occ, seed + 1), random_vector(oc, seed + 2),
+          random_vector(noc, seed + 3), random_vector(nc, seed + 4),  random_vector(occ, seed + 5),
+          random_vector(oc, seed + 6)};
+}
+
 struct MatmulResult {
   std::vector<float> out, dinp, dweight, dbias;
 };
@@ -49,18 +70,11 @@ MatmulResult run_matmul(Backend& be, int N, int C, int OC, bool use_bias, const 
 }
 
 TEST_F(CudaOps, MatmulMatchesCpu) {
-  struct Shape {
-    int N, C, OC;
-  };
-  for (const Shape& s : {Shape{1, 5, 3}, Shape{13, 40, 21}, Shape{300, 40, 700}, Shape{64, 768, 2304}}) {
+  for (const MatmulShape& s : kMatmulShapes) {
     const int N = s.N, C = s.C, OC = s.OC;
-    const std::string tag =
-        "N=" + std::to_string(N) + " C=" + std::to_string(C) + " OC=" + std::to_string(OC);
-    const auto inp = random_vector(static_cast<size_t>(N) * C, 20),
-               w = random_vector(static_cast<size_t>(OC) * C, 21);
-    const auto bias = random_vector(OC, 22), dout = random_vector(static_cast<size_t>(N) * OC, 23);
-    const auto dinp0 = random_vector(inp.size(), 24), dw0 = random_vector(w.size(), 25),
-               db0 = random_vector(OC, 26);
+    const std::string tag = s.tag();
+    const MatmulInputs in = random_matmul_inputs(s, 20);
+    const auto& [inp, w, bias, dout, dinp0, dw0, db0] = in;
     for (bool use_bias : {true, false}) {
       const std::string t = tag + (use_bias ? " bias" : " no bias");
       const MatmulResult ref =
@@ -109,18 +123,11 @@ std::vector<float> bf16_rounded(const std::vector<float>& v) {
 }
 
 TEST_F(CudaOps, MatmulBf16MatchesCpuOnRoundedOperands) {
-  struct Shape {
-    int N, C, OC;
-  };
-  for (const Shape& s : {Shape{1, 5, 3}, Shape{13, 40, 21}, Shape{300, 40, 700}, Shape{64, 768, 2304}}) {
+  for (const MatmulShape& s : kMatmulShapes) {
     const int N = s.N, C = s.C, OC = s.OC;
-    const std::string tag =
-        "N=" + std::to_string(N) + " C=" + std::to_string(C) + " OC=" + std::to_string(OC);
-    const auto inp = random_vector(static_cast<size_t>(N) * C, 40),
-               w = random_vector(static_cast<size_t>(OC) * C, 41);
-    const auto bias = random_vector(OC, 42), dout = random_vector(static_cast<size_t>(N) * OC, 43);
-    const auto dinp0 = random_vector(inp.size(), 44), dw0 = random_vector(w.size(), 45),
-               db0 = random_vector(OC, 46);
+    const std::string tag = s.tag();
+    const MatmulInputs in = random_matmul_inputs(s, 40);
+    const auto& [inp, w, bias, dout, dinp0, dw0, db0] = in;
     for (bool use_bias : {true, false}) {
       const std::string t = tag + (use_bias ? " bias" : " no bias");
       const MatmulResult got = run_matmul(*gpu_bf16_, N, C, OC, use_bias, inp, w, bias, dout, dinp0, dw0, db0,
@@ -164,15 +171,11 @@ TEST_F(CudaOps, MatmulBf16MatchesCpuOnRoundedOperands) {
 // Either way the result matches the CPU on rounded operands, each call is one GEMM launch, and a
 // repeat is bit-identical.
 TEST_F(CudaOps, MatmulBf16TakesABiasAtAnyAlignment) {
-  struct Shape {
-    int N, C, OC;
-  };
   uint64_t apart = 0, refused = 0;
-  for (const Shape& s : {Shape{13, 40, 21}, Shape{64, 768, 2304}}) {
+  for (const MatmulShape& s : {kMatmulShapes[1], kMatmulShapes[3]}) {
     const int N = s.N, C = s.C, OC = s.OC;
-    const auto inp = random_vector(static_cast<size_t>(N) * C, 50);
-    const auto w = random_vector(static_cast<size_t>(OC) * C, 51);
-    const auto bias = random_vector(OC, 52);
+    const MatmulInputs in = random_matmul_inputs(s, 50);
+    const auto& [inp, w, bias, dout, dinp0, dw0, db0] = in;
     Array<float> x(*gpu_bf16_, inp), weight(*gpu_bf16_, w), out(*gpu_bf16_, static_cast<size_t>(N) * OC);
     Array<float> ref_x(*cpu_, bf16_rounded(inp)), ref_w(*cpu_, bf16_rounded(w)), ref_b(*cpu_, bias);
     Array<float> ref_out(*cpu_, static_cast<size_t>(N) * OC);
@@ -181,9 +184,8 @@ TEST_F(CudaOps, MatmulBf16TakesABiasAtAnyAlignment) {
     for (const bool epilogue : {true, false}) {
       ASSERT_TRUE(cuda::set_lt_bias_epilogue(*gpu_bf16_, epilogue).is_ok());
       for (int offset = 0; offset < 4; ++offset) {
-        const std::string tag = "N=" + std::to_string(N) + " C=" + std::to_string(C) +
-                                " OC=" + std::to_string(OC) + " bias at +" + std::to_string(4 * offset) +
-                                " bytes, epilogue " + (epilogue ? "on" : "off");
+        const std::string tag = s.tag() + " bias at +" + std::to_string(4 * offset) + " bytes, epilogue " +
+                                (epilogue ? "on" : "off");
         std::vector<float> packed(static_cast<size_t>(OC) + 4, 0.0f);
         std::copy(bias.begin(), bias.end(), packed.begin() + offset);
         Array<float> b(*gpu_bf16_, packed);
