@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/profiling_backend.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
@@ -88,6 +90,68 @@ TEST(GptModel, EvaluateGivesTheForwardLossAndLeavesNothingForBackward) {
   EXPECT_NE(after_eval.message().find("evaluate"), std::string::npos) << after_eval.message();
   EXPECT_EQ(grads(), once);  // nothing added by the refused calls
   EXPECT_EQ(m.evaluate(x.data(), nullptr, 2, 8, &evaluated).code(), StatusCode::kInvalidArgument);
+}
+
+// Fails the op call numbered `fail_at` (counted from 0 since the last arm()) before it runs: a
+// ProfilingBackend with this timer is a backend that stops part-way through a forward.
+class FailingTimer final : public kernels::OpTimer {
+ public:
+  void arm(int fail_at) {
+    fail_at_ = fail_at;
+    calls_ = 0;
+  }
+  int calls() const { return calls_; }
+  const char* name() const override { return "failing"; }
+  Status begin(int) override {
+    return calls_++ == fail_at_ ? Status(StatusCode::kUnavailable, "injected op failure") : Status::ok();
+  }
+  Status end(int) override { return Status::ok(); }
+  Status resolve(const Sink&) override { return Status::ok(); }
+
+ private:
+  int fail_at_ = -1;
+  int calls_ = 0;
+};
+
+// A forward that fails at any of its ops, the token uploads and the loss readback included, leaves
+// nothing for backward() or copy_logits(), even right after a forward that did (with or without
+// targets), and backward() then adds nothing to the gradient.
+TEST(GptModel, AForwardFailingPartWayLeavesNothingForBackwardOrLogits) {
+  kernels::cpu::CpuBackend cpu(2);
+  auto owned = std::make_unique<FailingTimer>();
+  FailingTimer* timer = owned.get();
+  kernels::ProfilingBackend failing(&cpu, std::move(owned));
+  GptModel m;
+  ASSERT_TRUE(m.init(GptShape{2, 2, 16, 8, 64, 64}, &failing, 2, 8).is_ok());
+  ASSERT_TRUE(m.init_parameters(3).is_ok());
+  ASSERT_TRUE(m.zero_grad().is_ok());
+  const auto x = random_tokens(16, 64, 4), y = random_tokens(16, 64, 5);
+  std::vector<float> logits;
+  for (const bool targets : {true, false}) {
+    const int32_t* t = targets ? y.data() : nullptr;
+    timer->arm(-1);
+    ASSERT_TRUE(m.forward(x.data(), t, 2, 8, nullptr).is_ok());
+    const int ops = timer->calls();
+    ASSERT_GT(ops, 10);
+    for (int k = 0; k < ops; ++k) {
+      SCOPED_TRACE(::testing::Message() << (targets ? "with" : "without") << " targets, failing op " << k);
+      for (const bool before_targets : {true, false}) {
+        // Before: a forward that left a gradient to take (with targets) or logits to read (without).
+        timer->arm(-1);
+        ASSERT_TRUE(m.forward(x.data(), before_targets ? y.data() : nullptr, 2, 8, nullptr).is_ok());
+        if (!before_targets) ASSERT_TRUE(m.copy_logits(0, 0, &logits).is_ok());
+        timer->arm(k);
+        const Status failed = m.forward(x.data(), t, 2, 8, nullptr);
+        EXPECT_EQ(failed.code(), StatusCode::kUnavailable) << failed.message();
+        timer->arm(-1);
+        EXPECT_EQ(m.backward().code(), StatusCode::kInternal);
+        EXPECT_EQ(m.copy_logits(0, 0, &logits).code(), StatusCode::kInternal);
+      }
+    }
+  }
+  std::vector<float> g(m.num_parameters());
+  ASSERT_TRUE(cpu.copy_to_host(g.data(), m.grads(), g.size() * sizeof(float)).is_ok());
+  EXPECT_EQ(g, std::vector<float>(g.size(), 0.0f));  // no backward ever ran
 }
 
 // For each parameter tensor w: d/de L(w + e*u) at e = 0 by central differences, against g . u,
