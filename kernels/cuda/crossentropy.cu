@@ -17,7 +17,9 @@ constexpr int kBackwardBlock = 256;
 // ---- CUDA kernels
 
 // The running (max, sum of exp(x - max)) of one thread's columns: one read of each logit. The sum is
-// a double; a new maximum rescales it by exp(old - new) (rare after the first few columns).
+// a double; a new maximum rescales it by exp(old - new) (rare after the first few columns). A masked
+// logit (-inf) adds nothing: exp(-inf - m) is 0, and while m is still -inf it would be exp(NaN). A NaN
+// logit still makes the sum NaN, as on the CPU.
 struct OnlineSoftmax {
   float m = -INFINITY;
   double s = 0.0;
@@ -25,7 +27,7 @@ struct OnlineSoftmax {
     if (x > m) {
       s = s * static_cast<double>(expf(m - x)) + 1.0;
       m = x;
-    } else {
+    } else if (x != -INFINITY) {
       s += static_cast<double>(expf(x - m));
     }
   }

@@ -345,6 +345,13 @@ TEST_F(CudaOps, CrossEntropyForwardMatchesCpu) {
         logits[static_cast<size_t>(i) * s.Vp + j] = 1e30f;  // padding is ignored
     }
     const auto targets = random_tokens(s.N, s.V, 62);
+    // Masked logits (-inf) in the first columns of odd rows, but not at the target: each thread's first
+    // column, where an online softmax starts from a -inf maximum of its own.
+    for (int i = 1; i < s.N; i += 2) {
+      for (int j = 0; j < std::min(s.V, 8); ++j) {
+        if (j != targets[i]) logits[static_cast<size_t>(i) * s.Vp + j] = -INFINITY;
+      }
+    }
     for (bool in_place : {false, true}) {
       const std::string t = tag + (in_place ? " in place" : "");
       const CrossEntropyForward ref = run_ce_forward(*cpu_, s.N, s.V, s.Vp, logits, targets, in_place);
