@@ -248,7 +248,8 @@ Status CudaBackend::refresh_weight_cache(const float* params, size_t n) {
 }
 
 void CudaBackend::release_weight_cache(const float* params) {
-  if (params != nullptr && params == cache_src_) free_weight_cache();
+  // A copy that serves nobody (its refresh failed) goes too.
+  if (params != nullptr && (params == cache_src_ || cache_src_ == nullptr)) free_weight_cache();
 }
 
 const __nv_bfloat16* CudaBackend::cached_weight(const float* weight, size_t n) {

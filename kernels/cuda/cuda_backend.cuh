@@ -34,9 +34,9 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   // The arithmetic of GEMMs and attention (kFp32 by default); takes effect from the next op.
-  // A weight cache made under another precision is dropped.
+  // A weight cache made under another precision is dropped and its memory freed.
   void set_precision(GpuPrecision precision) {
-    if (precision != precision_) cache_src_ = nullptr;
+    if (precision != precision_) free_weight_cache();
     precision_ = precision;
   }
   GpuPrecision precision() const { return precision_; }
