@@ -71,9 +71,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Deadline of the destructor's ncclCommFinalize when no timeout is set: finalize synchronizes with
-// the peers, and a peer that aborted never joins it.
-constexpr double kFinalizeDeadlineS = 60.0;
+// Deadline of the steps that wait for every peer (ncclCommInitRankConfig, ncclCommFinalize) when no
+// timeout is set: a peer that failed before joining, or aborted, never does.
+constexpr double kAllPeersDeadlineS = 60.0;
 
 // f() with `device` current, the caller's current device restored afterwards.
 template <typename F>
@@ -145,6 +145,7 @@ struct RankRecord {
 // One rank's outcome of a step of create(), all-gathered so that every rank returns the same code.
 struct OutcomeRecord {
   int32_t status_code;
+  double seconds;  // from the start of the step to its outcome
   char error[320];
 };
 
@@ -192,6 +193,26 @@ Status nccl_status(ncclResult_t result, const char* what, ncclComm_t comm) {
   const char* last = ncclGetLastError(comm);
   if (last != nullptr && *last != '\0') text += str_cat("; NCCL: ", last);
   return Status(StatusCode::kNcclError, std::move(text));
+}
+
+Status check_nonblocking_env(double timeout_s, const std::string& host) {
+  const char* v = std::getenv("NCCL_COMM_BLOCKING");
+  if (timeout_s <= 0.0 || v == nullptr || std::strtol(v, nullptr, 10) == 0) return Status::ok();
+  return make_error(StatusCode::kInvalidArgument, "NCCL_COMM_BLOCKING=", v, " on ", host,
+                    " makes NCCL block inside its calls, where the ", timeout_s,
+                    " s timeout cannot end a wait for a dead peer; unset it (Perigee runs NCCL non-blocking "
+                    "and polls)");
+}
+
+int cause_rank(const std::vector<StepOutcome>& outcomes) {
+  int cause = -1;
+  for (size_t r = 0; r < outcomes.size(); ++r) {
+    if (outcomes[r].code == StatusCode::kOk) continue;
+    if (cause < 0 || outcomes[r].seconds < outcomes[static_cast<size_t>(cause)].seconds) {
+      cause = static_cast<int>(r);
+    }
+  }
+  return cause;
 }
 
 Status check_distinct_gpus(const std::vector<GpuIdentity>& ranks) {
@@ -264,6 +285,7 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
                    [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
     int version = 0;
     PERIGEE_CHECK_NCCL(ncclGetVersion(&version));
+    PERIGEE_CHECK(check_nonblocking_env(timeout_s, me.host_name));
     const char* multi = std::getenv("NCCL_MULTI_RANK_GPU_ENABLE");
     me.shared_gpu_opt_in =
         version >= kNcclMultiRankGpuVersion && multi != nullptr && std::strcmp(multi, "1") == 0;
@@ -328,10 +350,12 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
   //    polls them within the deadline, so a peer that dies while NCCL connects cannot hang a rank.
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
+  const auto init_start = std::chrono::steady_clock::now();
   const ncclResult_t started = ncclCommInitRankConfig(&c->comm_, c->size_, id.id, c->rank_, &config);
   Status init = started == ncclInProgress || (started == ncclSuccess && c->comm_ != nullptr)
-                    ? c->settle("ncclCommInitRankConfig", timeout_s)
+                    ? c->settle("ncclCommInitRankConfig", timeout_s > 0.0 ? timeout_s : kAllPeersDeadlineS)
                     : nccl_status(started, "ncclCommInitRankConfig");
+  const double init_seconds = seconds_since(init_start);
   // A failed init may still hand back a communicator (in its error state). Abort it before the
   // agreement below: its bootstrap connections close, so peers still initializing fail at once
   // instead of waiting out their deadline.
@@ -341,17 +365,21 @@ Status NcclCommunicator::create(MPI_Comm comm, int cuda_device, cudaStream_t str
   }
   OutcomeRecord mine_init{};
   mine_init.status_code = static_cast<int32_t>(init.code());
+  mine_init.seconds = init_seconds;
   copy_text(mine_init.error, sizeof(mine_init.error), init.message());
   std::vector<OutcomeRecord> inits(static_cast<size_t>(c->size_));
   PERIGEE_CHECK_MPI(MPI_Allgather(&mine_init, sizeof(OutcomeRecord), MPI_BYTE, inits.data(),
                                   sizeof(OutcomeRecord), MPI_BYTE, boot.comm()));
-  // Every rank returns the lowest failing rank's error (a peer's failure makes the others time out
-  // or fail too: its cause is the one to report); the destructor aborts instead of destroying.
-  for (int r = 0; r < c->size_; ++r) {
-    const OutcomeRecord& rec = inits[static_cast<size_t>(r)];
-    if (rec.status_code == static_cast<int32_t>(StatusCode::kOk)) continue;
+  // Every rank returns the same error, the cause's: the first to fail (cause_rank). The destructor
+  // aborts instead of destroying.
+  std::vector<StepOutcome> outcomes(inits.size());
+  std::transform(inits.begin(), inits.end(), outcomes.begin(), [](const OutcomeRecord& rec) {
+    return StepOutcome{static_cast<StatusCode>(rec.status_code), rec.seconds};
+  });
+  if (const int r = cause_rank(outcomes); r >= 0) {
     c->failed_ = true;
     if (r == c->rank_) return std::move(init.add_trace(__FILE__, __LINE__));
+    const OutcomeRecord& rec = inits[static_cast<size_t>(r)];
     return make_error(static_cast<StatusCode>(rec.status_code), "NcclCommunicator::create: rank ", r, " of ",
                       c->size_, ": ", rec.error);
   }
@@ -366,7 +394,7 @@ Status NcclCommunicator::close() {
     // Finalize synchronizes with the peers: bounded even without a timeout (expiry aborts).
     const ncclResult_t r = ncclCommFinalize(comm_);
     s = r == ncclSuccess || r == ncclInProgress
-            ? settle("ncclCommFinalize", timeout_s_ > 0.0 ? timeout_s_ : kFinalizeDeadlineS)
+            ? settle("ncclCommFinalize", timeout_s_ > 0.0 ? timeout_s_ : kAllPeersDeadlineS)
             : nccl_status(r, "ncclCommFinalize", comm_);
     if (!s.is_ok()) failed_ = true;
   }
@@ -380,7 +408,8 @@ Status NcclCommunicator::close() {
     }
   }
   if (s.is_ok()) return s;
-  return make_error(s.code(), "closing the NCCL communicator (rank ", rank_, " of ", size_, "): ", s.message());
+  return make_error(s.code(), "closing the NCCL communicator (rank ", rank_, " of ", size_,
+                    "): ", s.message());
 }
 
 NcclCommunicator::~NcclCommunicator() {

@@ -41,20 +41,36 @@ struct GpuIdentity {
 // the MPI backend with host staging.
 Status check_distinct_gpus(const std::vector<GpuIdentity>& ranks);
 
+// ok unless NCCL_COMM_BLOCKING is a nonzero integer while a timeout is set (timeout_s > 0): NCCL then
+// overrides the non-blocking config and blocks inside init and a collective's first connection, where
+// no deadline can end a wait for a dead peer. kInvalidArgument naming the variable, its value and `host`.
+Status check_nonblocking_env(double timeout_s, const std::string& host);
+
+// One rank's outcome of a step all ranks start together (NCCL init): its code and the seconds it took.
+struct StepOutcome {
+  StatusCode code = StatusCode::kOk;
+  double seconds = 0.0;
+};
+// The rank (index) whose failure every rank reports: the first to fail, since a failure makes the peers
+// fail later (at their deadline, or when they see it); the lowest such rank on a tie. -1: none failed.
+int cause_rank(const std::vector<StepOutcome>& outcomes);
+
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `comm` (MPI must be initialised): every rank selects `cuda_device`, the ranks
   // exchange their GpuIdentity over MPI and stop with kUnavailable (on every rank alike) when GPUs
   // are shared; rank 0 creates the ncclUniqueId, MPI broadcasts it, ncclCommInitRankConfig follows.
-  // A failure on any rank is returned on every rank (the lowest failing rank's code and message).
+  // A failure on any rank is returned on every rank (the code and message of the rank that failed first:
+  // cause_rank; NCCL_COMM_BLOCKING set with a timeout is one: check_nonblocking_env).
   // `stream` 0 makes the communicator create (and own) a non-blocking stream.
   // `async` = false: every call waits until its operation has finished on the stream.
   // `async` = true: calls only enqueue; the caller orders its own work on stream() (or calls
   // synchronize()) before it reads results or reuses buffers. barrier() always waits.
   // The NCCL communicator is non-blocking (ncclConfig_t blocking = 0): init and every call return at
-  // once and are polled (ncclCommGetAsyncError) within `timeout_s` (0: no deadline; set_timeout
-  // changes it later), so a peer that dies while NCCL connects (init, or the lazy connection of a
-  // collective's first use) ends in kUnavailable and an aborted communicator, not a hang.
+  // once and are polled (ncclCommGetAsyncError) within `timeout_s` (0: no deadline, except 60 s for
+  // init and close(), which wait for every peer; set_timeout changes it later), so a peer that dies
+  // while NCCL connects (init, or the lazy connection of a collective's first use) ends in kUnavailable
+  // and an aborted communicator, not a hang.
   static Status create(MPI_Comm comm, int cuda_device, cudaStream_t stream,
                        std::unique_ptr<NcclCommunicator>* out, bool async = false, double timeout_s = 0.0);
   // close() unless it ran; its error, if any, goes to stderr (call close() to get it as a Status).

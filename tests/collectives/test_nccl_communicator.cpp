@@ -210,6 +210,42 @@ TEST(NcclCommunicatorCreate, RejectsABadDeadlineBeforeAnyCollective) {
   EXPECT_EQ(c, nullptr);
 }
 
+// The rank every rank reports when NCCL init fails: the first to fail (a peer's failure makes the
+// others fail later, at their deadline or when they see it), the lowest on a tie.
+TEST(NcclCauseRank, TheFirstRankToFailIsTheCause) {
+  using O = StepOutcome;
+  const O ok{StatusCode::kOk, 0.5};
+  EXPECT_EQ(cause_rank({}), -1);
+  EXPECT_EQ(cause_rank({ok, ok, ok}), -1);
+  EXPECT_EQ(cause_rank({ok, O{StatusCode::kNcclError, 0.2}, ok}), 1);
+  // Rank 3 fails at once; ranks 0 and 1 time out waiting for it.
+  EXPECT_EQ(cause_rank({O{StatusCode::kUnavailable, 60.0}, O{StatusCode::kUnavailable, 60.1}, ok,
+                        O{StatusCode::kNcclError, 0.01}}),
+            3);
+  EXPECT_EQ(cause_rank({ok, O{StatusCode::kNcclError, 1.0}, O{StatusCode::kInvalidArgument, 1.0}}), 1);
+}
+
+// NCCL_COMM_BLOCKING=1 would make NCCL block where no deadline reaches: refused when a timeout is set.
+TEST(NcclNonBlockingEnv, ABlockingOverrideIsRefusedWhenATimeoutIsSet) {
+  const char* saved = std::getenv("NCCL_COMM_BLOCKING");
+  const std::string before = saved != nullptr ? saved : "";
+  ::unsetenv("NCCL_COMM_BLOCKING");
+  EXPECT_TRUE(check_nonblocking_env(30.0, "sat-3").is_ok());
+  ::setenv("NCCL_COMM_BLOCKING", "0", 1);
+  EXPECT_TRUE(check_nonblocking_env(30.0, "sat-3").is_ok());
+  ::setenv("NCCL_COMM_BLOCKING", "1", 1);
+  EXPECT_TRUE(check_nonblocking_env(0.0, "sat-3").is_ok());  // no deadline to lose
+  const Status s = check_nonblocking_env(30.0, "sat-3");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("NCCL_COMM_BLOCKING=1 on sat-3"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("30 s timeout"), std::string::npos) << s.message();
+  if (saved != nullptr) {
+    ::setenv("NCCL_COMM_BLOCKING", before.c_str(), 1);
+  } else {
+    ::unsetenv("NCCL_COMM_BLOCKING");
+  }
+}
+
 // ---- on GPUs
 
 using test::DeviceVector;
