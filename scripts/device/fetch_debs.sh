@@ -17,8 +17,8 @@ PKGS=(openmpi-bin openmpi-common libopenmpi3 libhwloc15 libevent-core-2.1-7 libe
       libmunge2 libnl-3-200 libnl-route-3-200 libfabric1 libucx0 libibverbs1 librdmacm1 libpsm2-2
       libpsm-infinipath1 libxnvctrl0 libhdf5-103-1 libsz2 libaec0 libopenblas0 libopenblas0-pthread
       libgfortran5 libgomp1 libtomlplusplus3
-      # Debian's HDF5 links libcurl (ROS3 driver) and, through it, these:
-      libcurl3-gnutls libnghttp2-14 librtmp1 libssh2-1 libpsl5 libldap-2.5-0 libgssapi-krb5-2 libkrb5-3
+      # Debian's HDF5 links libcurl.so.4 (ROS3 driver; package libcurl4) and, through it, these:
+      libcurl4 libnghttp2-14 librtmp1 libssh2-1 libpsl5 libldap-2.5-0 libgssapi-krb5-2 libkrb5-3
       libk5crypto3 libkrb5support0 libkeyutils1 libsasl2-2 libbrotli1 libgnutls30 libidn2-0 libunistring2
       libtasn1-6 libnettle8 libhogweed6 libp11-kit0 libffi8 libgmp10)
 for p in "${PKGS[@]}"; do

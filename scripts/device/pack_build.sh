@@ -15,6 +15,8 @@ BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
 
+# Never pack stale binaries: bring the build up to date first, and record the commit it is of.
+cmake --build "$BUILD" -j"$(nproc)"
 bash "$ROOT/scripts/device/fetch_debs.sh" > /dev/null
 mkdir -p "$ROOT/device/anchors"
 for a in "$ROOT/shared/anchors/torch_gpt2.py" "$ROOT/../shared/anchors/torch_gpt2.py"; do
@@ -26,6 +28,9 @@ done
    ! -path '*/CMakeFiles/*' ! -name '*.o' ! -name '*.a' ! -name 'Makefile' ! -name '*.ninja' \
    ! -name 'cmake_install.cmake' ! -path './Testing/*' ! -path './carry/*' -print0 |
    tar cf - --null -T -) | (mkdir -p "$STAGE/build" && tar xf - -C "$STAGE/build")
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)"
+[[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2> /dev/null)" ]] && COMMIT="$COMMIT + uncommitted changes"
+echo "$COMMIT, packed $(date -u +%FT%TZ)" > "$STAGE/build/.source_commit"
 find "$STAGE/build" -type f -perm -u+x -exec sh -c \
   'file -b "$1" | grep -q ELF && strip --strip-unneeded "$1"' _ {} \;
 rm -f "$ROOT/device/build.tgz"

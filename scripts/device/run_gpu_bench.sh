@@ -5,7 +5,10 @@
 # eager bf16, eager fp32, compile bf16), then bf16 GEMMs alone, without the weight cache, each bf16
 # option alone, bench_kernels, fp32, TF32, bf16 in 4 accumulated passes, by-shape; last
 # bench/gpu/summarize.py, which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s,
-# breakdown, kernels). Steps that would start after BUDGET_S (480) seconds are skipped.
+# breakdown, kernels) and prints the headline ratio as its last line. Steps that would start after
+# BUDGET_S (480) seconds are skipped. $OUT receives three files (the device tool brings back at
+# most 8): run_gpu_bench.log, gpu_bench.json and gpu_bench_raw.tgz (every step's JSON, nvidia-smi);
+# the steps write into RAW (a temporary folder) until then.
 #
 #   On the CPU machine (build and pack, about 10 MB):
 #     scripts/device/run_gpu_bench.sh --prepare
@@ -73,9 +76,11 @@ fi
 
 # ---------------------------------------------------------------- GPU machine: run
 mkdir -p "$OUT"
+RAW="${RAW:-$(mktemp -d "${TMPDIR:-/tmp}/perigee_gpu_bench.XXXXXX")}"
+mkdir -p "$RAW"
 LOG="$OUT/run_gpu_bench.log"
 exec > >(tee -a "$LOG") 2>&1
-echo "# run_gpu_bench.sh $(date -u +%FT%TZ) on $(hostname); results in $OUT"
+echo "# run_gpu_bench.sh $(date -u +%FT%TZ) on $(hostname); results in $OUT (raw files in $RAW)"
 
 BIN="$CARRY/bin"
 if [[ ! -x "$BIN/bench_train_step" ]]; then  # an unpacked build folder (this machine)
@@ -116,17 +121,17 @@ PY
 [[ -n "$NV_LIBS" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$NV_LIBS"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}"
 
-if ! command -v nvidia-smi > /dev/null || ! nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1; then
+if ! command -v nvidia-smi > /dev/null || ! nvidia-smi > "$RAW/nvidia-smi.txt" 2>&1; then
   echo "no NVIDIA GPU here (nvidia-smi missing or failing): GPU benchmarks skipped"
-  "$(bin bench_kernels)" --json "$OUT/bench_kernels.json" || true  # shows the probe's reason; exits 0
+  "$(bin bench_kernels)" --json "$RAW/bench_kernels.json" || true  # shows the probe's reason; exits 0
   echo '{"skipped": "no NVIDIA GPU (nvidia-smi)"}' > "$OUT/gpu_bench.json"
   (( REQUIRE_GPU )) && { echo "run_gpu_bench.sh: --require-gpu and no GPU" >&2; exit 2; }
   exit 0
 fi
-cat "$OUT/nvidia-smi.txt"
+cat "$RAW/nvidia-smi.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv \
-  | tee "$OUT/gpu.csv"
-echo "# LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  | tee "$RAW/gpu.csv"
+echo "# LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
 STATUS=0
 # The device tool stops a command after 600 s: steps that would start after BUDGET_S seconds are
@@ -151,12 +156,15 @@ step() {  # step NAME CMD...: run, log its exit status, keep going
 step profiling_test "$(bin kernels_test_profiling_backend)"
 step train_bf16_fused "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
-  --json "$OUT/train_step_bf16_fused.json"
+  --json "$RAW/train_step_bf16_fused.json"
 # The anchor right after the configuration it is compared with (one run, side by side).
 if (( ! SKIP_TORCH )); then
   if anchor=$(find_anchor); then
     ta="$ROOT/bench/gpu/torch_anchor.py"; [[ -f "$ta" ]] || ta="$CARRY/torch_anchor.py"
-    step torch_anchor python3 "$ta" --anchor "$anchor" --json "$OUT/torch_anchor.json"
+    # PyTorch with the machine's own libraries: run_on_device.sh saved LD_LIBRARY_PATH before it put
+    # the carried Debian ones first (torch.compile also runs the machine's compiler through it).
+    step torch_anchor env LD_LIBRARY_PATH="${PERIGEE_HOST_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}}" \
+      python3 "$ta" --anchor "$anchor" --json "$RAW/torch_anchor.json"
   else
     echo "no shared/anchors/torch_gpt2.py found (looked in ./shared, ../shared, $CARRY/anchors): torch skipped"
     STATUS=1
@@ -164,37 +172,43 @@ if (( ! SKIP_TORCH )); then
 fi
 
 step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --precision bf16 --json "$OUT/train_step_bf16.json"
+  --profile-steps 3 --precision bf16 --json "$RAW/train_step_bf16.json"
 step train_bf16_fused_nocache "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
   --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion --no-weight-cache \
-  --json "$OUT/train_step_bf16_fused_nocache.json"
+  --json "$RAW/train_step_bf16_fused_nocache.json"
 step train_bf16_act "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --precision bf16 --activations bf16 --json "$OUT/train_step_bf16_act.json"
+  --profile-steps 3 --precision bf16 --activations bf16 --json "$RAW/train_step_bf16_act.json"
 step train_bf16_act_gelu "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --precision bf16 --activations bf16 --gelu-fusion --json "$OUT/train_step_bf16_act_gelu.json"
+  --profile-steps 3 --precision bf16 --activations bf16 --gelu-fusion --json "$RAW/train_step_bf16_act_gelu.json"
 step train_bf16_act_logits "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
   --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 \
-  --json "$OUT/train_step_bf16_act_logits.json"
-step bench_kernels "$(bin bench_kernels)" --json "$OUT/bench_kernels.json"
+  --json "$RAW/train_step_bf16_act_logits.json"
+step bench_kernels "$(bin bench_kernels)" --json "$RAW/bench_kernels.json"
 step train_fp32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --json "$OUT/train_step_fp32.json"
+  --profile-steps 3 --json "$RAW/train_step_fp32.json"
 step train_tf32 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
-  --profile-steps 3 --tf32 --json "$OUT/train_step_tf32.json"
+  --profile-steps 3 --tf32 --json "$RAW/train_step_tf32.json"
 step train_bf16_micro4 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
-  --precision bf16 --micro-batches 4 --json "$OUT/train_step_bf16_micro4.json"
+  --precision bf16 --micro-batches 4 --json "$RAW/train_step_bf16_micro4.json"
 step train_bf16_by_shape "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 3 --profile \
-  --profile-steps 2 --profile-by-shape --precision bf16 --json "$OUT/train_step_bf16_by_shape.json"
+  --profile-steps 2 --profile-by-shape --precision bf16 --json "$RAW/train_step_bf16_by_shape.json"
 
 if (( NCU )) && command -v ncu > /dev/null; then
   # The kernels of one training step (after a warm-up step), inside cudaProfilerStart/Stop.
-  step ncu ncu --set basic --profile-from-start off --csv --page details --log-file "$OUT/ncu_step.csv" \
+  step ncu ncu --set basic --profile-from-start off --csv --page details --log-file "$RAW/ncu_step.csv" \
     "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --precision bf16 --cuda-profiler-range \
-    --json "$OUT/train_step_ncu.json"
+    --json "$RAW/train_step_ncu.json"
 fi
 
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
-BUDGET_S=$((1 << 30)) step summarize python3 "$su" --perigee "$OUT/train_step_fp32.json" "$OUT/train_step_tf32.json" "$OUT/train_step_bf16.json" \
-  "$OUT/train_step_bf16_act.json" "$OUT/train_step_bf16_act_gelu.json" "$OUT/train_step_bf16_act_logits.json" \
-  "$OUT/train_step_bf16_fused.json" "$OUT/train_step_bf16_fused_nocache.json" --torch "$OUT/torch_anchor.json" --kernels "$OUT/bench_kernels.json" --out "$OUT/gpu_bench.json"
-echo "# done, status $STATUS; $OUT/gpu_bench.json"
+BUDGET_S=$((1 << 30)) step summarize python3 "$su" --perigee "$RAW/train_step_fp32.json" "$RAW/train_step_tf32.json" "$RAW/train_step_bf16.json" \
+  "$RAW/train_step_bf16_act.json" "$RAW/train_step_bf16_act_gelu.json" "$RAW/train_step_bf16_act_logits.json" \
+  "$RAW/train_step_bf16_fused.json" "$RAW/train_step_bf16_fused_nocache.json" --torch "$RAW/torch_anchor.json" --kernels "$RAW/bench_kernels.json" --out "$OUT/gpu_bench.json"
+tar czf "$OUT/gpu_bench_raw.tgz" -C "$RAW" . || STATUS=1
+echo "# done, status $STATUS; $OUT/gpu_bench.json, raw files in $OUT/gpu_bench_raw.tgz"
+python3 - "$OUT/gpu_bench.json" <<'PY' || true  # the headline again, last, for a cut output tail
+import json, sys
+h = json.load(open(sys.argv[1])).get("headline")
+print(f"# headline: {h['perigee']} / {h['torch']} tokens/s = {h['ratio']:.3f}" if h else "# headline: none")
+PY
 exit $STATUS

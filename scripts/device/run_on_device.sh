@@ -28,8 +28,12 @@ PY
     echo "$SUM" > "$ROOT/build/.carried"
   fi
 fi
+[[ -f "$ROOT/build/.source_commit" ]] && echo "# carried build of $(cat "$ROOT/build/.source_commit")"
 DEV="$ROOT/device/root"
 mkdir -p "$DEV"
+# The machine's own library path, for programs that must not see the carried Debian libraries
+# (run_gpu_bench.sh runs PyTorch with it).
+export PERIGEE_HOST_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 for deb in "$ROOT"/device/debs/*.deb; do dpkg -x "$deb" "$DEV"; done
 export OPAL_PREFIX="$DEV/usr"
 export PATH="$DEV/usr/bin:$PATH"
@@ -51,12 +55,15 @@ export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_mtl='^ofi,psm,psm2'
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-# The build folder was configured on the CPU machine: rewrite its absolute paths to this copy.
+# The build folder was configured on the CPU machine: rewrite its absolute paths to this copy (the
+# CTest files and the gtest lists they include: *_include.cmake, *_tests.cmake). Tests that read the
+# source tree take it from PERIGEE_SOURCE_DIR.
 OLD_ROOT=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$ROOT/build/CMakeCache.txt")
 if [[ -n "$OLD_ROOT" && "$OLD_ROOT" != "$ROOT" ]]; then
-  { grep -rl --include=CTestTestfile.cmake "$OLD_ROOT" "$ROOT/build" || true; } | xargs -r sed -i "s#$OLD_ROOT#$ROOT#g"
+  { grep -rl --include='*.cmake' "$OLD_ROOT" "$ROOT/build" || true; } | xargs -r sed -i "s#$OLD_ROOT#$ROOT#g"
   sed -i "s#$OLD_ROOT#$ROOT#g" "$ROOT/build/CMakeCache.txt"
 fi
+export PERIGEE_SOURCE_DIR="$ROOT"
 # mpiexec in the tests points at /usr/bin/mpiexec on the CPU machine; use the unpacked one.
 { grep -rl --include=CTestTestfile.cmake '"/usr/bin/mpiexec"' "$ROOT/build" || true; } |
   xargs -r sed -i "s#\"/usr/bin/mpiexec\"#\"$DEV/usr/bin/mpiexec.openmpi\"#g"

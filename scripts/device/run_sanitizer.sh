@@ -2,19 +2,23 @@
 # On the GPU machine, inside run_on_device.sh's environment: compute-sanitizer over the CUDA kernel
 # tests of the carried build. memcheck over every listed binary (API errors not reported: a test
 # provokes an out-of-memory on purpose), racecheck and synccheck over the shared-memory kernels
-# (attention, LayerNorm, cross-entropy, reductions). One log per run under $OUT/sanitizer, one
-# summary line per run, exit 1 when any run reports an error or fails.
+# (attention, LayerNorm, cross-entropy, reductions). One summary line per run, exit 1 when any run
+# reports an error or fails; the runs' logs go into one file, $OUT/sanitizer_<tools>.tgz (the device
+# tool brings back at most 8 files).
 #   scripts/device/run_on_device.sh -- scripts/device/run_sanitizer.sh [binary...]
-# Each run is capped at PER_RUN_S seconds (default 100: the sanitizer slows kernels 10-100x), and
-# TOOLS picks the tools (default "memcheck racecheck synccheck"). One device call has 600 s: run
-# TOOLS=memcheck in one call and TOOLS="racecheck synccheck" in another.
+# Each run is capped at PER_RUN_S seconds (default 100: the sanitizer slows kernels 10-100x) and at
+# what is left of BUDGET_S (default 480: one device call has 600 s, unpacking included); a run that
+# would get under 20 s is skipped and said so. TOOLS picks the tools (default "memcheck racecheck
+# synccheck"): run TOOLS=memcheck in one call and TOOLS="racecheck synccheck" in another.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${BUILD:-$ROOT/build}"
-LOGS="${OUT:-$ROOT/out}/sanitizer"
+DEST="${OUT:-$ROOT/out}"
+LOGS="$(mktemp -d "${TMPDIR:-/tmp}/perigee_sanitizer.XXXXXX")"
 PER_RUN_S="${PER_RUN_S:-100}"
+BUDGET_S="${BUDGET_S:-480}"
 TOOLS="${TOOLS:-memcheck racecheck synccheck}"
-mkdir -p "$LOGS"
+mkdir -p "$DEST"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2> /dev/null | head -1)
 if [[ -z "$SAN" ]]; then
   echo "run_sanitizer.sh: no compute-sanitizer on this machine" >&2
@@ -44,8 +48,15 @@ run() {  # run TOOL BINARY FILTER EXTRA...
     STATUS=1
     return
   fi
+  local left=$((BUDGET_S - SECONDS))
+  if ((left < 20)); then
+    echo "sanitizer $tool $bin: skipped, ${SECONDS} s gone of a ${BUDGET_S} s budget (BUDGET_S)"
+    STATUS=1
+    return
+  fi
+  local cap=$((left < PER_RUN_S ? left : PER_RUN_S))
   local log="$LOGS/${tool}_${bin}.log" t0=$SECONDS
-  timeout "$PER_RUN_S" "$SAN" --tool "$tool" --error-exitcode 99 "$@" "$path" --gtest_filter="$filter" \
+  timeout "$cap" "$SAN" --tool "$tool" --error-exitcode 99 "$@" "$path" --gtest_filter="$filter" \
     > "$log" 2>&1
   local rc=$?
   local summary
@@ -63,5 +74,7 @@ for tool in $TOOLS; do
     fi
   done
 done
-echo "# sanitizer: status $STATUS; logs in $LOGS"
+ARCHIVE="$DEST/sanitizer_${TOOLS// /_}.tgz"
+tar czf "$ARCHIVE" -C "$LOGS" . || STATUS=1
+echo "# sanitizer: status $STATUS; logs in $ARCHIVE"
 exit $STATUS

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -14,7 +15,10 @@
 
 namespace perigee::runtime {
 
-inline const std::string kSourceDir = PERIGEE_SOURCE_DIR;
+// The source tree: the one the tests were built from, or PERIGEE_SOURCE_DIR when set (a build carried
+// to another machine, scripts/device/run_on_device.sh).
+inline const std::string kSourceDir =
+    std::getenv("PERIGEE_SOURCE_DIR") != nullptr ? std::getenv("PERIGEE_SOURCE_DIR") : PERIGEE_SOURCE_DIR;
 
 // Parses text as "configs/x.toml"; expects failure and returns the message.
 inline std::string parse_error(const std::string& text, const std::vector<std::string>& overrides = {},
