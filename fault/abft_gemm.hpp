@@ -43,9 +43,10 @@ inline constexpr double kFp32UnitRoundoff = 0x1p-24;
 // GEMMs that round fp32 operands before multiplying (the CUDA backend's precision = "tf32" and
 // "bf16") while the checksums see the fp32 operands: each product a*b is computed as
 // a(1 + da) * b(1 + db), off by at most (2 r + r^2) |a b| for operands off by at most r relative.
-// bf16 rounds to nearest (r = 2^-9); TF32 is taken as truncating to 10 fraction bits (r = 2^-10, the
-// worst case of the two conversions tensor cores may apply).
-inline constexpr double kBf16OperandRoundoff = 0x1p-8 + 0x1p-18;
+// bf16 rounds to nearest with 7 fraction bits (r = 2^-8, half a unit in the last place: 1 + 2^-8
+// rounds to 1); TF32 is taken as truncating to 10 fraction bits (r = 2^-10, the worst case of the two
+// conversions tensor cores may apply).
+inline constexpr double kBf16OperandRoundoff = 0x1p-7 + 0x1p-16;
 inline constexpr double kTf32OperandRoundoff = 0x1p-9 + 0x1p-20;
 // c in tau above. Calibration (tests/fault/test_abft_gemm.cpp, docs/faults.md): the largest residual /
 // tau over 4096 clean GEMMs of realistic and adversarial value ranges, fp32 and bf16-rounded inputs,

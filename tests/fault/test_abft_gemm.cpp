@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "fault/abft_gemm.hpp"
@@ -227,6 +228,46 @@ TEST(AbftGemm, RoundedOperandGemmsNeedTheOperandRoundoff) {
       checks, worst[0], worst[1], fp32_alarms);
   EXPECT_LT(std::max(worst[0], worst[1]), 1.0);
   EXPECT_GT(fp32_alarms, checks / 2) << "the test would not tell the two settings apart";
+}
+
+// The worst case the bf16 bound is for: every operand positive and just below a rounding tie, so that
+// each loses almost 2^-8 of itself (1 + 2^-8 rounds to 1) and every product almost 2^-7: the GEMM of
+// the rounded operands misses the checksums of the fp32 ones by nearly 2^-7 S, which a clean GEMM must
+// not be taken for a fault by (a bound of 2^-8 S would alarm and escalate). Each kind, at two shapes.
+TEST(AbftGemm, Bf16OperandRoundoffCoversOperandsAllRoundedTheSameWay) {
+  kernels::cpu::CpuBackend cpu(1);
+  HostChecksumKernels host(1);
+  FaultRng rng(91);
+  const float below_tie = 1.0f + 0x1p-8f - 0x1p-20f;  // rounds down to 1 in bf16
+  for (const auto& [N, C, OC] : {std::tuple{64, 256, 64}, std::tuple{128, 768, 192}}) {
+    GemmData d;
+    d.N = N, d.C = C, d.OC = OC;
+    auto fill = [&](std::vector<float>* v, size_t n) {
+      v->resize(n);
+      for (auto& x : *v) x = std::ldexp(below_tie, static_cast<int>(rng.below(5)) - 2);
+    };
+    fill(&d.inp, static_cast<size_t>(N) * C);
+    fill(&d.weight, static_cast<size_t>(OC) * C);
+    fill(&d.dout, static_cast<size_t>(N) * OC);
+    d.bias.assign(OC, 0.0f);
+    GemmData r = d;  // the operands as a bf16 GEMM multiplies them: each a power of two
+    for (auto* v : {&r.inp, &r.weight, &r.dout}) {
+      for (auto& x : *v) x = fault_test::bf16_round(x);
+    }
+    ASSERT_EQ(r.inp[0] * below_tie, d.inp[0]);
+    AbftOptions rounded;
+    rounded.operand_roundoff = kBf16OperandRoundoff;
+    for (GemmKind kind : {GemmKind::kForward, GemmKind::kBackwardInput, GemmKind::kBackwardWeight}) {
+      std::vector<float> out(fault_test::problem_of(kind, d).size(), 0.0f);
+      ASSERT_TRUE(fault_test::run_kind(cpu, kind, r, out.data()).is_ok());
+      AbftGemm gemm(&host, rounded);
+      ASSERT_TRUE(gemm.encode(fault_test::problem_of(kind, d), nullptr).is_ok());
+      AbftCheck check;
+      ASSERT_TRUE(gemm.check(out.data(), &check).is_ok());
+      EXPECT_EQ(check.outcome, AbftOutcome::kClean)
+          << gemm_kind_name(kind) << " N=" << N << " C=" << C << " OC=" << OC << " ratio " << check.max_ratio;
+    }
+  }
 }
 
 // Wide output (rows of 2048 elements, columns of 16): a flip above the column threshold but below the
