@@ -449,7 +449,10 @@ Status Trainer::eclipse_gate() {
     if (shadow) {
       const bool inside = t >= shadow->entry_s;
       const bool near = t >= shadow->entry_s - config_.orbit.margin_s;
-      if (near && shadow_checkpointed_ != shadow->entry_s && last_checkpoint_step_ != next_step_) {
+      // Never save suspect state (as for the periodic checkpoints): while steps are being skipped the
+      // shadow's checkpoint waits for a clean step, or the newest clean checkpoint stands.
+      if (near && shadow_checkpointed_ != shadow->entry_s && last_checkpoint_step_ != next_step_ &&
+          consecutive_skips_ == 0) {
         decision[0] = 1.0;
         shadow_checkpointed_ = shadow->entry_s;
       } else if (inside && config_.orbit.eclipse == "pause") {
