@@ -77,6 +77,14 @@ uint32_t manifest_crc32c(int32_t format_version, const SnapshotMeta& m,
     e.i64(value);
   }
   e.str(m.config_json);
+  if (format_version >= 2) {
+    e.u32(static_cast<uint32_t>(m.series.size()));
+    for (const auto& [name, values] : m.series) {
+      e.str(name);
+      e.u32(static_cast<uint32_t>(values.size()));
+      for (double v : values) e.f64(v);
+    }
+  }
   e.u32(static_cast<uint32_t>(buffers.size()));
   for (const BufferInfo& b : buffers) {
     e.str(b.name);

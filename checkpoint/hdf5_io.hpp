@@ -1,4 +1,4 @@
-// Snapshot <-> one HDF5 file (format "perigee-checkpoint", version 1; docs/checkpoint.md shows the
+// Snapshot <-> one HDF5 file (format "perigee-checkpoint", version 2; docs/checkpoint.md shows the
 // layout and what h5dump prints). Every tensor view is its own dataset under /buffers/<buffer>/,
 // chunked with the Fletcher32 filter and carrying a CRC32C attribute; metadata lives under /meta
 // and on the root; a root manifest CRC32C covers the format, all metadata, every view's name,
@@ -17,7 +17,10 @@
 namespace perigee::checkpoint {
 
 inline constexpr char kFormatName[] = "perigee-checkpoint";
-inline constexpr int32_t kFormatVersion = 1;
+// Written: kFormatVersion. Read: every version from kOldestFormatVersion on (version 1 has no
+// /meta/series; it reads as no series).
+inline constexpr int32_t kFormatVersion = 2;
+inline constexpr int32_t kOldestFormatVersion = 1;
 
 struct WriteOptions {
   uint64_t chunk_bytes = 4ull << 20;  // target chunk size of the tensor datasets (HDF5 max: 4 GiB)
@@ -52,8 +55,9 @@ struct CheckpointHeader {
 uint32_t view_crc32c(const Buffer& buffer, const View& view);
 
 // The manifest digest: CRC32C over a canonical little-endian encoding of the format name and
-// version, the metadata, and per buffer (in order) its name, size and per view (in order) name,
-// offset, shape and CRC32C. The byte layout is specified in docs/checkpoint.md.
+// version, the metadata (the series from version 2 on), and per buffer (in order) its name, size
+// and per view (in order) name, offset, shape and CRC32C. The byte layout is specified in
+// docs/checkpoint.md.
 uint32_t manifest_crc32c(int32_t format_version, const SnapshotMeta& meta,
                          const std::vector<BufferInfo>& buffers);
 

@@ -223,7 +223,7 @@ Hdf5Id make_read_dxpl() {
 
 // --- the two halves of the reader
 
-Status read_meta(const Loc& root, SnapshotMeta* meta) {
+Status read_meta(const Loc& root, int32_t format_version, SnapshotMeta* meta) {
   PERIGEE_CHECK(read_attr_i64(root, "step", &meta->step));
   PERIGEE_CHECK(read_attr_i32(root, "world_size", &meta->world_size));
   Hdf5Id meta_group;
@@ -291,6 +291,16 @@ Status read_meta(const Loc& root, SnapshotMeta* meta) {
     PERIGEE_CHECK(read_attr_i64(loc, "warmup_steps", &s.warmup_steps));
     PERIGEE_CHECK(read_attr_i64(loc, "total_steps", &s.total_steps));
     PERIGEE_CHECK(read_attr_f64(loc, "last_lr", &s.last_lr));
+  }
+  meta->series.clear();
+  if (format_version >= 2) {  // series: one float64 array attribute per name
+    Hdf5Id g;
+    PERIGEE_CHECK(open_member(mloc, "series", H5I_GROUP, &g));
+    const Loc loc{root.file, "/meta/series", g.get()};
+    std::vector<std::string> names;
+    PERIGEE_CHECK(list_attrs(loc, &names));
+    for (const std::string& name : names)
+      PERIGEE_CHECK(read_attr_values(loc, name.c_str(), H5T_FLOAT, H5T_NATIVE_DOUBLE, -1, &meta->series[name]));
   }
   return Status::ok();
 }
@@ -385,11 +395,11 @@ Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* sn
     return corrupt(path, "/", "not a Perigee checkpoint (attribute 'format' is '", format, "', want '",
                    kFormatName, "')");
   PERIGEE_CHECK(read_attr_i32(root, "format_version", &header->format_version));
-  if (header->format_version != kFormatVersion)
-    return corrupt(path, "/", "format version ", header->format_version,
-                   " is not supported (this build reads ", kFormatVersion, ")");
+  if (header->format_version < kOldestFormatVersion || header->format_version > kFormatVersion)
+    return corrupt(path, "/", "format version ", header->format_version, " is not supported (this build reads ",
+                   kOldestFormatVersion, " to ", kFormatVersion, ")");
   PERIGEE_CHECK(read_attr_u32(root, "manifest_crc32c", &header->manifest_crc32c));
-  PERIGEE_CHECK(read_meta(root, &header->meta));
+  PERIGEE_CHECK(read_meta(root, header->format_version, &header->meta));
   PERIGEE_CHECK(read_buffers(root, &header->buffers));
 
   const uint32_t manifest = manifest_crc32c(header->format_version, header->meta, header->buffers);

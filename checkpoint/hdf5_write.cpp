@@ -275,6 +275,14 @@ Status write_snapshot(const std::string& path, const Snapshot& snapshot, const W
     PERIGEE_CHECK(write_attr_i64(loc, "total_steps", s.total_steps));
     PERIGEE_CHECK(write_attr_f64(loc, "last_lr", s.last_lr));
   }
+  {
+    Hdf5Id g;
+    PERIGEE_CHECK(create_group(mloc, "series", &g));
+    const Loc loc{path, "/meta/series", g.get()};
+    for (const auto& [name, values] : m.series)
+      PERIGEE_CHECK(
+          write_attr(loc, name.c_str(), H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, values.data(), values.size()));
+  }
   PERIGEE_CHECK_HDF5(meta_group.reset(), "checkpoint '", path, "': closing /meta");
 
   Hdf5Id buffers_group;

@@ -108,6 +108,11 @@ Status validate_meta(const SnapshotMeta& m) {
                   "lr_schedule.kind holds a NUL byte");
   PERIGEE_REQUIRE(m.config_json.find('\0') == std::string::npos, StatusCode::kInvalidArgument,
                   "config_json holds a NUL byte");
+  for (const auto& [name, values] : m.series) {
+    PERIGEE_REQUIRE(!name.empty() && name.find('\0') == std::string::npos, StatusCode::kInvalidArgument,
+                    "series name is empty or holds a NUL byte");
+    PERIGEE_REQUIRE(!values.empty(), StatusCode::kInvalidArgument, "series '", name, "' is empty");
+  }
   return Status::ok();
 }
 

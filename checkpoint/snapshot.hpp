@@ -1,8 +1,8 @@
 // Snapshot: the in-memory content of one checkpoint, model-agnostic. Named flat fp32 buffers
 // ("params", "adam_m", "adam_v", ...), each with a table of views (name, offset, shape) that tile
 // it exactly, plus the state a bit-exact resume needs: step, world size, RNG states, per-rank data
-// cursors, the learning-rate schedule, the model shape as named integers and the resolved config
-// as JSON text. checkpoint/hdf5_io.hpp maps a Snapshot to one HDF5 file (docs/checkpoint.md).
+// cursors, the learning-rate schedule, the model shape as named integers, the resolved config as
+// JSON text and named float64 series (run state such as the fault ladder's window). checkpoint/hdf5_io.hpp maps a Snapshot to one HDF5 file (docs/checkpoint.md).
 #pragma once
 
 #include <cstdint>
@@ -56,6 +56,9 @@ struct SnapshotMeta {
   // Model shape as named integers ("n_layer", "n_embd", ...); checked on resume.
   std::map<std::string, int64_t> model_shape;
   std::string config_json;  // the resolved config (no NUL bytes)
+  // Named float64 series of run state a resume must carry on (format version 2; e.g. the fault
+  // ladder's window of accepted losses and gradient norms), each one or more values.
+  std::map<std::string, std::vector<double>> series;
 
   bool operator==(const SnapshotMeta&) const = default;
 };

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "checkpoint/hdf5_check.hpp"
@@ -147,6 +149,12 @@ TEST(Hdf5Io, ManifestCoversMetadataAndTensorCrcs) {
   m = s.meta;
   m.config_json += " ";
   EXPECT_NE(manifest_crc32c(kFormatVersion, m, infos), ref);
+  m = s.meta;
+  m.series["losses"][1] = std::nextafter(m.series["losses"][1], 0.0);  // one ulp of a float64
+  EXPECT_NE(manifest_crc32c(kFormatVersion, m, infos), ref);
+  m = s.meta;
+  m.series["extra"] = {0.0};
+  EXPECT_NE(manifest_crc32c(kFormatVersion, m, infos), ref);
   std::vector<BufferInfo> other = infos;
   other[2].crc32c[3] ^= 0x100;
   EXPECT_NE(manifest_crc32c(kFormatVersion, s.meta, other), ref);
@@ -174,6 +182,9 @@ TEST(Hdf5Io, WriteRejectsBadSnapshots) {
   s = make_snapshot(1, 1);
   s.buffers[0].data.push_back(1.0f);
   expect_error(write_snapshot(path, s), {"views cover", "buffer holds"});
+  s = make_snapshot(1, 1);
+  s.meta.series["losses"].clear();
+  expect_error(write_snapshot(path, s), {"series 'losses' is empty"});
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 
@@ -219,9 +230,42 @@ TEST(Hdf5Io, NewerFormatVersionIsRefused) {
   ScratchDir dir("io");
   const std::string path = dir.file("v.h5");
   PERIGEE_CHECK_OR_DIE(write_snapshot(path, make_snapshot(5, 2)));
-  set_attr<int32_t>(path, "/", "format_version", H5T_NATIVE_INT32, 2);
+  set_attr<int32_t>(path, "/", "format_version", H5T_NATIVE_INT32, kFormatVersion + 1);
   Snapshot out;
-  expect_error(read_snapshot(path, &out), {"v.h5", "format version 2 is not supported", "reads 1"});
+  expect_error(read_snapshot(path, &out), {"v.h5", "format version 3 is not supported", "reads 1 to 2"});
+  set_attr<int32_t>(path, "/", "format_version", H5T_NATIVE_INT32, 0);
+  expect_error(read_snapshot(path, &out), {"v.h5", "format version 0 is not supported"});
+}
+
+// A version 1 file, written by the build before the series existed (make_snapshot(5, 2, 1, 8, 2)
+// without them), still reads, bit-exact, as a snapshot with no series.
+TEST(Hdf5Io, FormatVersion1FileStillReads) {
+  const char* env = std::getenv("PERIGEE_SOURCE_DIR");
+  const std::string path =
+      std::string(env != nullptr ? env : PERIGEE_SOURCE_DIR) + "/tests/checkpoint/data/format_v1.h5";
+  Snapshot expected = make_snapshot(5, 2, 1, 8, 2);
+  expected.meta.series.clear();
+  Snapshot back;
+  CheckpointHeader header;
+  const Status s = read_snapshot(path, &back, &header);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  EXPECT_EQ(header.format_version, 1);
+  std::string why;
+  EXPECT_TRUE(bit_equal(expected, back, &why)) << why;
+  // Its manifest does not cover series: the version 2 encoding of the same metadata differs.
+  EXPECT_NE(manifest_crc32c(2, back.meta, header.buffers), header.manifest_crc32c);
+}
+
+TEST(Hdf5Io, Version2FileWithoutSeriesGroupIsRefusedByName) {
+  ScratchDir dir("io");
+  const std::string path = dir.file("s.h5");
+  PERIGEE_CHECK_OR_DIE(write_snapshot(path, make_snapshot(5, 2)));
+  {
+    Tamper t(path);
+    ASSERT_GE(H5Ldelete(t.file(), "/meta/series", H5P_DEFAULT), 0) << hdf5_error_text();
+  }
+  Snapshot out;
+  expect_error(read_snapshot(path, &out), {"s.h5", "/meta", "series"});
 }
 
 TEST(Hdf5Io, MissingRequiredFieldIsNamed) {
@@ -253,6 +297,10 @@ TEST(Hdf5Io, AlteredMetadataFailsTheManifest) {
 
   PERIGEE_CHECK_OR_DIE(write_snapshot(path, make_snapshot(5, 2)));
   set_attr<uint32_t>(path, "/buffers/params/wte.weight", "crc32c", H5T_NATIVE_UINT32, 12345);
+  expect_error(read_header(path, &h), {"manifest CRC32C mismatch"});
+
+  PERIGEE_CHECK_OR_DIE(write_snapshot(path, make_snapshot(5, 2)));
+  set_attr<double>(path, "/meta/series", "norms", H5T_NATIVE_DOUBLE, 1.5);
   expect_error(read_header(path, &h), {"manifest CRC32C mismatch"});
 }
 

@@ -43,7 +43,8 @@ TEST(Interop, H5dumpReadsTheLayout) {
                            "GROUP \"buffers\"", "GROUP \"adam_v\"", "DATASET \"h.1.mlp.c_proj.weight\"",
                            "H5T_IEEE_F32LE", "SIMPLE { ( 16, 64 ) / ( 16, 64 ) }", "CHECKSUM FLETCHER32",
                            "ATTRIBUTE \"crc32c\"", "GROUP \"meta\"", "DATASET \"data_cursors\"",
-                           "DATASET \"config_json\"", "GROUP \"lr_schedule\"", "GROUP \"rng_states\""})
+                           "DATASET \"config_json\"", "GROUP \"lr_schedule\"", "GROUP \"rng_states\"",
+                           "GROUP \"series\"", "H5T_IEEE_F64LE"})
     EXPECT_NE(dump.find(want), std::string::npos) << "h5dump output lacks " << want;
 }
 
@@ -79,6 +80,8 @@ TEST(Interop, H5pyReadsATensorAndTheMetadata) {
       "assert list(f['meta/data_cursors'][1]) == [42 * 16 + 1, 7]\n"
       "cfg = json.loads(f['meta/config_json'][()].decode())\n"
       "assert cfg['train']['lr'] == 0.0006\n"
+      "assert f['meta/series'].attrs['losses'][0] == 1.0 / 3.0\n"
+      "assert f['meta/series'].attrs['norms'].dtype == np.float64\n"
       "print('h5py ok')\n";
   const std::string script_path = dir.file("check.py");
   test_support::write_bytes(script_path, script);
