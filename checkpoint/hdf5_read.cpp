@@ -300,7 +300,8 @@ Status read_meta(const Loc& root, int32_t format_version, SnapshotMeta* meta) {
     std::vector<std::string> names;
     PERIGEE_CHECK(list_attrs(loc, &names));
     for (const std::string& name : names)
-      PERIGEE_CHECK(read_attr_values(loc, name.c_str(), H5T_FLOAT, H5T_NATIVE_DOUBLE, -1, &meta->series[name]));
+      PERIGEE_CHECK(
+          read_attr_values(loc, name.c_str(), H5T_FLOAT, H5T_NATIVE_DOUBLE, -1, &meta->series[name]));
   }
   return Status::ok();
 }
@@ -396,8 +397,8 @@ Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* sn
                    kFormatName, "')");
   PERIGEE_CHECK(read_attr_i32(root, "format_version", &header->format_version));
   if (header->format_version < kOldestFormatVersion || header->format_version > kFormatVersion)
-    return corrupt(path, "/", "format version ", header->format_version, " is not supported (this build reads ",
-                   kOldestFormatVersion, " to ", kFormatVersion, ")");
+    return corrupt(path, "/", "format version ", header->format_version,
+                   " is not supported (this build reads ", kOldestFormatVersion, " to ", kFormatVersion, ")");
   PERIGEE_CHECK(read_attr_u32(root, "manifest_crc32c", &header->manifest_crc32c));
   PERIGEE_CHECK(read_meta(root, header->format_version, &header->meta));
   PERIGEE_CHECK(read_buffers(root, &header->buffers));

@@ -2,7 +2,8 @@
 // ("params", "adam_m", "adam_v", ...), each with a table of views (name, offset, shape) that tile
 // it exactly, plus the state a bit-exact resume needs: step, world size, RNG states, per-rank data
 // cursors, the learning-rate schedule, the model shape as named integers, the resolved config as
-// JSON text and named float64 series (run state such as the fault ladder's window). checkpoint/hdf5_io.hpp maps a Snapshot to one HDF5 file (docs/checkpoint.md).
+// JSON text and named float64 series (run state such as the fault ladder's window). checkpoint/hdf5_io.hpp
+// maps a Snapshot to one HDF5 file (docs/checkpoint.md).
 #pragma once
 
 #include <cstdint>

@@ -39,6 +39,30 @@ void StepInvariants::accept(double loss, double grad_norm) {
   }
 }
 
+InvariantWindow StepInvariants::window() const {
+  return {std::vector<double>(losses_.begin(), losses_.end()),
+          std::vector<double>(norms_.begin(), norms_.end())};
+}
+
+Status check_invariant_window(const InvariantWindow& w) {
+  PERIGEE_REQUIRE(w.losses.size() == w.grad_norms.size(), StatusCode::kInvalidArgument,
+                  "invariant window: ", w.losses.size(), " losses but ", w.grad_norms.size(),
+                  " gradient norms");
+  for (size_t i = 0; i < w.losses.size(); ++i)
+    PERIGEE_REQUIRE(std::isfinite(w.losses[i]) && std::isfinite(w.grad_norms[i]),
+                    StatusCode::kInvalidArgument, "invariant window: step ", i, " of ", w.losses.size(),
+                    " is not finite (loss ", w.losses[i], ", gradient norm ", w.grad_norms[i], ")");
+  return Status::ok();
+}
+
+Status StepInvariants::restore(const InvariantWindow& w) {
+  PERIGEE_CHECK(check_invariant_window(w));
+  const size_t skip = w.losses.size() > window_ ? w.losses.size() - window_ : 0;
+  losses_.assign(w.losses.begin() + skip, w.losses.end());
+  norms_.assign(w.grad_norms.begin() + skip, w.grad_norms.end());
+  return Status::ok();
+}
+
 uint64_t buffer_digest(const void* data, size_t bytes, uint64_t seed) {
   const auto* p = static_cast<const unsigned char*>(data);
   uint64_t h = seed ^ (0x9E3779B97F4A7C15ull * (bytes + 1));

@@ -18,6 +18,15 @@
 
 namespace perigee::runtime {
 
+// The accepted steps a StepInvariants compares against, oldest first; checkpoints carry it so that
+// a resume or a rollback checks spikes as the uninterrupted run would.
+struct InvariantWindow {
+  std::vector<double> losses, grad_norms;
+};
+
+// Equal lengths and finite values (what StepInvariants::restore accepts).
+Status check_invariant_window(const InvariantWindow& w);
+
 struct InvariantVerdict {
   bool triggered = false;
   std::string reason;  // e.g. "loss 9.1 > 4 x window mean 2.2"
@@ -33,6 +42,11 @@ class StepInvariants {
   InvariantVerdict check(double loss, double grad_norm) const;
   // Adds an accepted step to the window.
   void accept(double loss, double grad_norm);
+
+  InvariantWindow window() const;
+  // Replaces the window (resume, rollback), keeping its newest `window` steps. Refuses two series
+  // of different lengths or a non-finite value (accept() never sees one), leaving the window as is.
+  Status restore(const InvariantWindow& w);
 
  private:
   double loss_spike_, grad_spike_;

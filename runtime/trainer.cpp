@@ -196,9 +196,9 @@ Status Trainer::setup_checkpoints() {
   if (comm_->rank() == 0 && checkpoint_enabled_) {
     writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
     // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
-    PERIGEE_CHECK(writer_->prepare(make_state_source(
-        model_,
-        make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_))));
+    PERIGEE_CHECK(writer_->prepare(
+        make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
+                                                       train_.cursor(), last_lr_, invariants_.window()))));
   }
   return Status::ok();
 }
@@ -240,14 +240,34 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   }
   if (outcome == 0) return Status::ok();
 
-  int64_t header[3] = {0, 0, 0};  // step, cursor, stored world size
+  // step, cursor, stored world size, invariant window length, restore failed on rank 0 (the other
+  // ranks must hear of it now, not at their next collective's timeout)
+  int64_t header[5] = {0, 0, 0, 0, 0};
   DataCursor cursor;
+  InvariantWindow window;
+  Status restored;
   if (comm_->rank() == 0) {
-    PERIGEE_CHECK(restore_checkpoint(*snapshot, model_, &header[0], &cursor));
+    restored = restore_checkpoint(*snapshot, model_, &header[0], &cursor, &window);
     header[1] = static_cast<int64_t>(cursor.position);
     header[2] = snapshot->meta.world_size;
+    header[3] = static_cast<int64_t>(window.losses.size());
+    header[4] = restored.is_ok() ? 0 : 1;
   }
-  PERIGEE_CHECK(comm_->broadcast(header, 3, DataType::kInt64, 0));
+  PERIGEE_CHECK(comm_->broadcast(header, 5, DataType::kInt64, 0));
+  if (header[4] != 0) {
+    if (comm_->rank() == 0)
+      return make_error(restored.code(), "cannot resume from ", checkpoint_dir_, ": ", restored.message());
+    return make_error(StatusCode::kUnavailable, "rank 0 could not restore its checkpoint from ",
+                      checkpoint_dir_);
+  }
+  if (comm_->size() > 1 && header[3] > 0) {
+    window.losses.resize(static_cast<size_t>(header[3]));
+    window.grad_norms.resize(static_cast<size_t>(header[3]));
+    PERIGEE_CHECK(comm_->broadcast(window.losses.data(), window.losses.size(), DataType::kFloat64, 0));
+    PERIGEE_CHECK(
+        comm_->broadcast(window.grad_norms.data(), window.grad_norms.size(), DataType::kFloat64, 0));
+  }
+  PERIGEE_CHECK(invariants_.restore(window));
   if (comm_->size() > 1) {
     std::vector<float> host(model_.num_parameters());
     for (float* live : {model_.params(), model_.adam_m(), model_.adam_v()}) {
@@ -280,7 +300,7 @@ Status Trainer::save_checkpoint() {
   checkpoint::StageStats st;
   PERIGEE_CHECK(writer_->stage(
       make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
-                                                     train_.cursor(), last_lr_)),
+                                                     train_.cursor(), last_lr_, invariants_.window())),
       &st));
   checkpoint::WriteRecord rec;
   if (!config_.checkpoint.async) PERIGEE_CHECK(writer_->wait(&rec));

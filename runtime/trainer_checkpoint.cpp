@@ -22,7 +22,8 @@ std::vector<checkpoint::View> views_of(const ParameterTable& table) {
 }  // namespace
 
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
-                                              int world_size, const DataCursor& cursor, double last_lr) {
+                                              int world_size, const DataCursor& cursor, double last_lr,
+                                              const InvariantWindow& window) {
   checkpoint::SnapshotMeta m;
   m.step = step;
   m.world_size = world_size;
@@ -37,6 +38,10 @@ checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptMod
   m.lr_schedule.last_lr = last_lr;
   m.model_shape = shape_map(model.shape());
   m.config_json = config_to_json(config);
+  if (!window.losses.empty()) {
+    m.series[kInvariantLossesSeries] = window.losses;
+    m.series[kInvariantNormsSeries] = window.grad_norms;
+  }
   return m;
 }
 
@@ -71,21 +76,35 @@ checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_
 }
 
 Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step,
-                          DataCursor* cursor) {
+                          DataCursor* cursor, InvariantWindow* window) {
   const size_t n = model.num_parameters();
-  for (auto [name, ptr] : {std::pair{kParamsBuffer, model.params()}, std::pair{kAdamMBuffer, model.adam_m()},
-                           std::pair{kAdamVBuffer, model.adam_v()}}) {
+  const auto& meta = snapshot.meta;
+  PERIGEE_REQUIRE(!meta.data_cursors.empty() && !meta.data_cursors[0].empty(), StatusCode::kInvalidArgument,
+                  "checkpoint has no data cursor");
+  InvariantWindow w;
+  const auto losses = meta.series.find(kInvariantLossesSeries);
+  const auto norms = meta.series.find(kInvariantNormsSeries);
+  PERIGEE_REQUIRE((losses == meta.series.end()) == (norms == meta.series.end()), StatusCode::kInvalidArgument,
+                  "checkpoint holds series '",
+                  losses == meta.series.end() ? kInvariantNormsSeries : kInvariantLossesSeries,
+                  "' without its partner '",
+                  losses == meta.series.end() ? kInvariantLossesSeries : kInvariantNormsSeries, "'");
+  if (losses != meta.series.end()) w = InvariantWindow{losses->second, norms->second};
+  if (Status s = check_invariant_window(w); !s) return make_error(s.code(), "checkpoint: ", s.message());
+  std::vector<const checkpoint::Buffer*> buffers;
+  for (const char* name : {kParamsBuffer, kAdamMBuffer, kAdamVBuffer}) {
     const checkpoint::Buffer* b = snapshot.find_buffer(name);
     PERIGEE_REQUIRE(
         b != nullptr && b->data.size() == n, StatusCode::kInvalidArgument, "checkpoint buffer ", name,
         b == nullptr ? " is missing" : str_cat(" has ", b->data.size(), " values, the model has ", n));
-    PERIGEE_CHECK(model.backend()->copy_to_device(ptr, b->data.data(), n * sizeof(float)));
+    buffers.push_back(b);
   }
-  const auto& meta = snapshot.meta;
-  PERIGEE_REQUIRE(!meta.data_cursors.empty() && !meta.data_cursors[0].empty(), StatusCode::kInvalidArgument,
-                  "checkpoint has no data cursor");
+  float* live[3] = {model.params(), model.adam_m(), model.adam_v()};
+  for (size_t i = 0; i < 3; ++i)
+    PERIGEE_CHECK(model.backend()->copy_to_device(live[i], buffers[i]->data.data(), n * sizeof(float)));
   *step = meta.step;
   cursor->position = meta.data_cursors[0][0];
+  *window = std::move(w);
   return Status::ok();
 }
 

@@ -13,6 +13,7 @@
 #include "core/status.hpp"
 #include "runtime/config.hpp"
 #include "runtime/data_loader.hpp"
+#include "runtime/fault_ladder.hpp"
 #include "runtime/gpt_model.hpp"
 
 namespace perigee::runtime {
@@ -20,10 +21,14 @@ namespace perigee::runtime {
 inline constexpr const char* kParamsBuffer = "params";
 inline constexpr const char* kAdamMBuffer = "adam_m";
 inline constexpr const char* kAdamVBuffer = "adam_v";
+// The fault ladder's window as two series (both absent while it is empty).
+inline constexpr const char* kInvariantLossesSeries = "invariant_losses";
+inline constexpr const char* kInvariantNormsSeries = "invariant_grad_norms";
 
 // Metadata of the state after `step` completed steps.
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
-                                              int world_size, const DataCursor& cursor, double last_lr);
+                                              int world_size, const DataCursor& cursor, double last_lr,
+                                              const InvariantWindow& window);
 
 // Live buffers of `model` (copied out through its backend when staged).
 checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotMeta meta);
@@ -31,8 +36,10 @@ checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotM
 // What a checkpoint must match to resume `model` (shape and buffer sizes; world size reported).
 checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size);
 
-// Writes a loaded snapshot into the model; returns the step to continue with and the data cursor.
+// Writes a loaded snapshot into the model; returns the step to continue with, the data cursor and
+// the invariant window (empty from a file without it, e.g. format version 1). Checks everything
+// before it writes anything.
 Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step,
-                          DataCursor* cursor);
+                          DataCursor* cursor, InvariantWindow* window);
 
 }  // namespace perigee::runtime

@@ -145,6 +145,11 @@ int info(const std::string& path) {
   }
   for (const auto& [name, state] : m.rng_states)
     std::printf("rng         %s (%zu word(s))\n", name.c_str(), state.size());
+  for (const auto& [name, values] : m.series) {
+    std::printf("series      %s (%zu value(s)", name.c_str(), values.size());
+    if (!values.empty()) std::printf(", newest %.9g", values.back());
+    std::printf(")\n");
+  }
   for (const ck::BufferInfo& b : h.buffers) {
     std::printf("buffer      %-8s %llu floats (%s) in %zu view(s)\n", b.name.c_str(),
                 static_cast<unsigned long long>(b.size), mib(b.size * sizeof(float)).c_str(), b.views.size());

@@ -39,12 +39,12 @@ TEST(Interop, H5dumpReadsTheLayout) {
   const std::string out = dir.file("dump.txt");
   ASSERT_EQ(run("h5dump -H -p '" + path + "' > '" + out + "' 2>&1"), 0) << test_support::read_bytes(out);
   const std::string dump = test_support::read_bytes(out);
-  for (const char* want : {"GROUP \"/\"", "ATTRIBUTE \"manifest_crc32c\"", "ATTRIBUTE \"format_version\"",
-                           "GROUP \"buffers\"", "GROUP \"adam_v\"", "DATASET \"h.1.mlp.c_proj.weight\"",
-                           "H5T_IEEE_F32LE", "SIMPLE { ( 16, 64 ) / ( 16, 64 ) }", "CHECKSUM FLETCHER32",
-                           "ATTRIBUTE \"crc32c\"", "GROUP \"meta\"", "DATASET \"data_cursors\"",
-                           "DATASET \"config_json\"", "GROUP \"lr_schedule\"", "GROUP \"rng_states\"",
-                           "GROUP \"series\"", "H5T_IEEE_F64LE"})
+  for (const char* want :
+       {"GROUP \"/\"", "ATTRIBUTE \"manifest_crc32c\"", "ATTRIBUTE \"format_version\"", "GROUP \"buffers\"",
+        "GROUP \"adam_v\"", "DATASET \"h.1.mlp.c_proj.weight\"", "H5T_IEEE_F32LE",
+        "SIMPLE { ( 16, 64 ) / ( 16, 64 ) }", "CHECKSUM FLETCHER32", "ATTRIBUTE \"crc32c\"", "GROUP \"meta\"",
+        "DATASET \"data_cursors\"", "DATASET \"config_json\"", "GROUP \"lr_schedule\"",
+        "GROUP \"rng_states\"", "GROUP \"series\"", "H5T_IEEE_F64LE"})
     EXPECT_NE(dump.find(want), std::string::npos) << "h5dump output lacks " << want;
 }
 

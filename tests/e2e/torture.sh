@@ -234,6 +234,10 @@ grep -q "max abs diff" "$WORK/diff2.log" || fail "diff did not print the max abs
   --train.steps=$((STEPS + 12)) > "$WORK/reshard.log" 2>&1 || { cat "$WORK/reshard.log"; fail "1-rank resume failed"; }
 grep -q "written by 2 rank(s), this launch has 1" "$WORK/reshard.log" || { cat "$WORK/reshard.log"; fail "supervisor did not note the world-size change"; }
 grep -q "re-sharded to 1" "$WORK/reshard.log" || { cat "$WORK/reshard.log"; fail "trainer did not re-shard"; }
-"$CKPT_BIN" info "$(printf "%s/ckpt-%08d.h5" "$CK" $((STEPS + 12)))" | grep -q "world size  1" || fail "1-rank checkpoint missing"
+"$CKPT_BIN" info "$(printf "%s/ckpt-%08d.h5" "$CK" $((STEPS + 12)))" > "$WORK/info.log" 2>&1 || { cat "$WORK/info.log"; fail "info failed"; }
+grep -q "world size  1" "$WORK/info.log" || { cat "$WORK/info.log"; fail "1-rank checkpoint missing"; }
+# The fault ladder's window travels with the checkpoint (format version 2).
+grep -q "format version 2" "$WORK/info.log" || { cat "$WORK/info.log"; fail "not a format version 2 file"; }
+grep -q "^series      invariant_grad_norms (" "$WORK/info.log" || { cat "$WORK/info.log"; fail "no invariant window in the checkpoint"; }
 
 echo "PASS in $(elapsed "$T_START") s"

@@ -191,5 +191,37 @@ TEST(FaultLadder, CorruptMomentOnEveryReplicaRollsBackPastTheCheckpointsThatHold
   EXPECT_TRUE(same_bits(o.params, clean.params));
 }
 
+TEST(FaultLadder, ResumedRunKeepsTheInvariantWindowAndCatchesAFaultAtOnce) {
+  // The checkpoint carries the window of accepted steps. A run cut at step 6 and resumed must check
+  // its first step (index 6) for spikes as the uninterrupted run does; with an empty window (no
+  // spike check until 2 steps are accepted) the flipped gradient would be applied.
+  const std::string dir =
+      shared_folder({{"plan.txt", "fault target=gradient_post_allreduce step=6 bit=30\n"}});
+  const Outcome clean = train(base_config(dir));
+  Config c = base_config(dir);
+  c.checkpoint.dir = dir + "/ckpt_window";
+  c.checkpoint.every_steps = 100;  // only the explicit checkpoint below
+  c.checkpoint.async = false;
+  {
+    std::unique_ptr<MpiCommunicator> comm;
+    PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm));
+    kernels::cpu::CpuBackend cpu(1);
+    TrainerOptions opt;
+    opt.write_run_dir = false;
+    opt.log_steps = false;
+    Trainer first(c, comm.get(), &cpu, opt);
+    PERIGEE_CHECK_OR_DIE(first.setup());
+    for (int i = 0; i < 6; ++i) PERIGEE_CHECK_OR_DIE(first.step(nullptr));
+    PERIGEE_CHECK_OR_DIE(first.save_checkpoint());
+    PERIGEE_CHECK_OR_DIE(first.finish_checkpoints());
+  }
+  c.fault.plan = dir + "/plan.txt";
+  const Outcome resumed = train(c);
+  EXPECT_EQ(resumed.counters.injected, 1u);
+  EXPECT_EQ(resumed.counters.triggers, 1u);   // caught on the first step after the resume
+  EXPECT_EQ(resumed.counters.transient, 1u);  // and gone on the re-run
+  EXPECT_TRUE(same_bits(resumed.params, clean.params));
+}
+
 }  // namespace
 }  // namespace perigee::runtime

@@ -15,11 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/hdf5_io.hpp"
 #include "collectives/mpi_communicator.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/random.hpp"
 #include "runtime/token_file.hpp"
 #include "runtime/trainer.hpp"
+#include "runtime/trainer_checkpoint.hpp"
 
 namespace perigee::runtime {
 namespace {
@@ -188,6 +190,36 @@ TEST_F(Resume, OnlyCheckpointCorruptRefusesWithTheFileNamed) {
     EXPECT_NE(s.message().find("ckpt-00000007.h5"), std::string::npos) << s.message();
     EXPECT_NE(s.message().find("resume = \"never\""), std::string::npos) << s.message();
   }
+}
+
+TEST_F(Resume, CheckpointThatRank0CannotRestoreFailsEveryRankAtOnce) {
+  // A file that verifies (valid manifest) but holds half of the invariant window: rank 0 refuses it
+  // while restoring, after the load; every other rank must hear of it, not wait on a collective.
+  const std::string ckpt = dir_ + "/ckpt_d";
+  const Config config = config_for(dir_, ckpt);
+  train(config, 4, true);
+  MPI_Barrier(MPI_COMM_WORLD);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) {
+    const std::string file = ckpt + "/ckpt-00000004.h5";
+    checkpoint::Snapshot s;
+    PERIGEE_CHECK_OR_DIE(checkpoint::read_snapshot(file, &s));
+    ASSERT_EQ(s.meta.series.at(kInvariantLossesSeries).size(), 4u) << "the window of the 4 accepted steps";
+    ASSERT_EQ(s.meta.series.erase(kInvariantNormsSeries), 1u);
+    PERIGEE_CHECK_OR_DIE(checkpoint::write_snapshot(file, s));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  kernels::cpu::CpuBackend cpu(1);
+  TrainerOptions opt;
+  opt.write_run_dir = false;
+  opt.log_steps = false;
+  Trainer t(config, comm_.get(), &cpu, opt);
+  const Status s = t.setup();
+  ASSERT_FALSE(s.is_ok());
+  const std::string want = rank == 0 ? "'invariant_losses' without its partner 'invariant_grad_norms'"
+                                     : "rank 0 could not restore its checkpoint";
+  EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
 }
 
 TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
