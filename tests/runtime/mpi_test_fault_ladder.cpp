@@ -79,7 +79,10 @@ struct Outcome {
   fault::AbftStats abft;
 };
 
-Outcome train(const Config& config) {
+// Calls body(trainer) on a fresh Trainer after its setup (own communicator, CPU backend, no run
+// folder, no step lines).
+template <typename Body>
+void with_trainer(const Config& config, Body body) {
   std::unique_ptr<MpiCommunicator> comm;
   PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm));
   kernels::cpu::CpuBackend cpu(1);
@@ -88,11 +91,17 @@ Outcome train(const Config& config) {
   opt.log_steps = false;
   Trainer t(config, comm.get(), &cpu, opt);
   PERIGEE_CHECK_OR_DIE(t.setup());
-  PERIGEE_CHECK_OR_DIE(t.run());
+  body(t);
+}
+
+Outcome train(const Config& config) {
   Outcome o;
-  PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
-  o.counters = t.fault_counters();
-  if (t.abft() != nullptr) o.abft = t.abft()->stats();
+  with_trainer(config, [&o](Trainer& t) {
+    PERIGEE_CHECK_OR_DIE(t.run());
+    PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
+    o.counters = t.fault_counters();
+    if (t.abft() != nullptr) o.abft = t.abft()->stats();
+  });
   return o;
 }
 
@@ -202,19 +211,11 @@ TEST(FaultLadder, ResumedRunKeepsTheInvariantWindowAndCatchesAFaultAtOnce) {
   c.checkpoint.dir = dir + "/ckpt_window";
   c.checkpoint.every_steps = 100;  // only the explicit checkpoint below
   c.checkpoint.async = false;
-  {
-    std::unique_ptr<MpiCommunicator> comm;
-    PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm));
-    kernels::cpu::CpuBackend cpu(1);
-    TrainerOptions opt;
-    opt.write_run_dir = false;
-    opt.log_steps = false;
-    Trainer first(c, comm.get(), &cpu, opt);
-    PERIGEE_CHECK_OR_DIE(first.setup());
+  with_trainer(c, [](Trainer& first) {  // cut after step 6
     for (int i = 0; i < 6; ++i) PERIGEE_CHECK_OR_DIE(first.step(nullptr));
     PERIGEE_CHECK_OR_DIE(first.save_checkpoint());
     PERIGEE_CHECK_OR_DIE(first.finish_checkpoints());
-  }
+  });
   c.fault.plan = dir + "/plan.txt";
   const Outcome resumed = train(c);
   EXPECT_EQ(resumed.counters.injected, 1u);

@@ -85,6 +85,13 @@ bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// Parameters and both AdamW moments, bit for bit.
+void expect_bit_identical(const State& got, const State& want) {
+  EXPECT_TRUE(bit_identical(got.params, want.params)) << "parameters differ";
+  EXPECT_TRUE(bit_identical(got.m, want.m)) << "adam_m differs";
+  EXPECT_TRUE(bit_identical(got.v, want.v)) << "adam_v differs";
+}
+
 class Resume : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -121,9 +128,7 @@ TEST_F(Resume, CutAndResumedRunIsBitIdentical) {
   int64_t resumed = -1;
   const State resumed_state = train(config, -1, false, &resumed);  // steps 5..10 from the file
   EXPECT_EQ(resumed, 4);
-  EXPECT_TRUE(bit_identical(resumed_state.params, reference.params));
-  EXPECT_TRUE(bit_identical(resumed_state.m, reference.m));
-  EXPECT_TRUE(bit_identical(resumed_state.v, reference.v));
+  expect_bit_identical(resumed_state, reference);
 }
 
 // [train] micro_batch: the passes' accumulation is part of the step, so a cut run resumes bit for bit
@@ -139,9 +144,7 @@ TEST_F(Resume, CutAndResumedRunInMicroBatchesIsBitIdentical) {
   int64_t resumed = -1;
   const State resumed_state = train(config, -1, false, &resumed);
   EXPECT_EQ(resumed, 4);
-  EXPECT_TRUE(bit_identical(resumed_state.params, reference.params));
-  EXPECT_TRUE(bit_identical(resumed_state.m, reference.m));
-  EXPECT_TRUE(bit_identical(resumed_state.v, reference.v));
+  expect_bit_identical(resumed_state, reference);
 
   const std::string ckpt2 = dir_ + "/ckpt_micro2";
   config = config_for(dir_, ckpt2);
@@ -233,9 +236,7 @@ TEST_F(Resume, CheckpointBeforeTheFirstStepHasNoWindowAndResumesBitIdentical) {
   int64_t resumed = -1;
   const State s = train(config, -1, false, &resumed);
   EXPECT_EQ(resumed, 0);
-  EXPECT_TRUE(bit_identical(s.params, reference.params));
-  EXPECT_TRUE(bit_identical(s.m, reference.m));
-  EXPECT_TRUE(bit_identical(s.v, reference.v));
+  expect_bit_identical(s, reference);
 }
 
 TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
