@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -41,6 +42,41 @@ constexpr const char* expected_phrase() {
   if constexpr (std::is_same_v<T, double>) return "a number";
   if constexpr (std::is_same_v<T, bool>) return "a boolean (true or false)";
   if constexpr (std::is_same_v<T, std::string>) return "a string";
+}
+
+// Offset of the first byte that breaks UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
+// or npos. TOML files are UTF-8 by definition; command-line values are raw bytes, and the resolved
+// config is written as JSON, which must be UTF-8.
+size_t invalid_utf8_at(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+      n = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      n = 2;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      n = 3;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + n >= s.size()) return i;  // truncated sequence
+    for (size_t k = 1; k <= n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) return i;
+    }
+    i += n + 1;
+  }
+  return std::string_view::npos;
 }
 
 std::string_view trim(std::string_view s) {
@@ -205,6 +241,13 @@ std::optional<std::string> set_from_text(FieldRef ref, std::string_view raw) {
       [&](auto* dst) -> std::optional<std::string> {
         using T = std::remove_pointer_t<decltype(dst)>;
         if constexpr (std::is_same_v<T, std::string>) {
+          if (const size_t at = invalid_utf8_at(raw); at != std::string_view::npos) {
+            char hex[8];
+            std::snprintf(hex, sizeof(hex), "0x%02X",
+                          static_cast<unsigned>(static_cast<unsigned char>(raw[at])));
+            return str_cat("not valid UTF-8 (byte ", hex, " at offset ", at,
+                           "); config strings are UTF-8, as in a TOML file");
+          }
           *dst = std::string(raw);
           return std::nullopt;
         } else {

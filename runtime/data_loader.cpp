@@ -79,6 +79,14 @@ Status DataLoader::open(const std::string& path, const DataLoaderOptions& option
   loader.options_ = options;
   TokenFileHeader header;
   PERIGEE_CHECK(read_token_file(path, &loader.tokens_, &header));
+  if (options.model_vocab > 0) {  // now, not when a batch first holds such a token (on one rank)
+    const auto bad = std::find_if(loader.tokens_.begin(), loader.tokens_.end(),
+                                  [&](int32_t t) { return t >= options.model_vocab; });
+    PERIGEE_REQUIRE(bad == loader.tokens_.end(), StatusCode::kInvalidArgument, "token file ", path,
+                    " holds token ", *bad, " at position ", bad - loader.tokens_.begin(),
+                    ", outside the model's vocabulary [0, ", options.model_vocab,
+                    ") ([model] vocab_size; the file's tokenizer has ", header.vocab_size, " tokens)");
+  }
   const uint64_t count = loader.tokens_.size();
   const uint64_t seq_len = static_cast<uint64_t>(options.seq_len);
   loader.num_samples_ = count > 0 ? (count - 1) / seq_len : 0;

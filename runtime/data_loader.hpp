@@ -30,12 +30,13 @@ struct DataLoaderOptions {
   int world_size = 1;
   uint64_t seed = 1337;
   bool shuffle = true;  // false: samples in file order (validation)
+  int model_vocab = 0;  // > 0: every token must be < this (the model's vocab_size), checked at open
 };
 
 class DataLoader {
  public:
   // Loads the token file. Errors: missing/corrupt file, too few tokens for one global batch,
-  // global_batch not divisible by world_size.
+  // global_batch not divisible by world_size, a token the model's vocabulary lacks.
   static Status open(const std::string& path, const DataLoaderOptions& options, DataLoader* out);
 
   int local_batch() const { return options_.global_batch / options_.world_size; }

@@ -70,6 +70,7 @@ Status Trainer::setup() {
   lo.rank = comm_->rank();
   lo.world_size = world;
   lo.seed = tc.seed;
+  lo.model_vocab = config_.model.vocab_size;
   PERIGEE_CHECK(DataLoader::open(config_.data.train_file, lo, &train_));
   if (tc.val_every > 0 || tc.val_batches > 0) {
     lo.shuffle = false;

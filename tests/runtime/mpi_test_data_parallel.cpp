@@ -302,6 +302,21 @@ TEST(DataParallel, ValidationInMicroBatchesIsTheWholeBatchLoss) {
   EXPECT_NEAR(loss[2], loss[0], 1e-6 * loss[0]) << "passes of 2";
 }
 
+// A byte-level file for a 128-token model: refused at setup on every rank (each loads the whole
+// file), not when one rank's batch first holds a byte >= 128 and its peers wait in the all-reduce.
+TEST(DataParallel, RejectsDataOutsideTheModelVocabularyAtSetup) {
+  std::unique_ptr<MpiCommunicator> world;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  Config config = tiny_config(shared_token_file(*world));
+  config.model.vocab_size = 128;
+  config.model.padded_vocab = 128;
+  const Status s = setup_status(config, world.get());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  for (const std::string& want :
+       {config.data.train_file, std::string("outside the model's vocabulary [0, 128)")})
+    EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
+}
+
 TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());

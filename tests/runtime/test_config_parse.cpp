@@ -262,6 +262,30 @@ TEST(ConfigOverride, TypeErrors) {
   }
 }
 
+// Command-line values are raw bytes; the resolved config is written as JSON (config.json, every
+// checkpoint), which must be UTF-8. A Latin-1 value is refused by name instead of crashing later.
+TEST(ConfigOverride, StringsMustBeUtf8) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"caf\xE9", "byte 0xE9 at offset 3"},           // Latin-1
+      {"ab\xC3", "byte 0xC3 at offset 2"},            // truncated sequence
+      {"\xC0\xAF", "byte 0xC0 at offset 0"},          // overlong
+      {"x\xED\xA0\x80", "byte 0xED at offset 1"},     // a UTF-16 surrogate
+      {"\xF4\x90\x80\x80", "byte 0xF4 at offset 0"},  // above U+10FFFF
+      {"\xFF", "byte 0xFF at offset 0"},
+  };
+  for (const auto& [value, where] : bad) {
+    const std::string message = parse_error("", {"train.sample_prompt=" + value});
+    EXPECT_CONTAINS(message, "command line: train.sample_prompt=");
+    EXPECT_CONTAINS(message, "not valid UTF-8 (" + where + ")");
+  }
+  Config c;
+  const std::string good = "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x9A\x80 \xED\x9F\xBF";  // é € 🚀 U+D7FF
+  ASSERT_TRUE(
+      parse_config("", "", {"train.sample_prompt=" + good, "run.name=\xE5\x8D\xAB\xE6\x98\x9F"}, &c).is_ok());
+  EXPECT_EQ(c.train.sample_prompt, good);
+  EXPECT_NO_THROW((void)config_to_json(c));
+}
+
 TEST(ConfigOverride, UnknownKeys) {
   EXPECT_CONTAINS(parse_error("", {"--train.lrr=1"}),
                   "command line: unknown key train.lrr (did you mean train.lr?)");

@@ -433,6 +433,21 @@ TEST_F(DataTest, LoaderOpenErrors) {
   EXPECT_NE(st.message().find("bad magic"), std::string::npos);
 }
 
+TEST_F(DataTest, LoaderRefusesTokensTheModelVocabularyLacks) {
+  std::vector<int32_t> tokens(100, 65);
+  tokens[77] = 200;  // a byte-level file (vocab 256) for a model of 128 tokens
+  const std::string p = path("bytes.bin");
+  ASSERT_TRUE(write_token_file(p, tokens, 256).is_ok());
+  DataLoader loader;
+  const Status st = DataLoader::open(p, {.global_batch = 2, .seq_len = 8, .model_vocab = 128}, &loader);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  for (const std::string& want :
+       std::vector<std::string>{p, "token 200 at position 77", "[0, 128)", "[model] vocab_size", "has 256 tokens"})
+    EXPECT_NE(st.message().find(want), std::string::npos) << want << " missing in: " << st.message();
+  EXPECT_TRUE(DataLoader::open(p, {.global_batch = 2, .seq_len = 8, .model_vocab = 201}, &loader).is_ok());
+  EXPECT_TRUE(DataLoader::open(p, {.global_batch = 2, .seq_len = 8}, &loader).is_ok());  // no model: no check
+}
+
 // ---- corpus (perigee-data) ----
 
 TEST(Corpus, SplitsFortunesAtPercentLines) {
