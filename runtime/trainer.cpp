@@ -172,6 +172,13 @@ Status Trainer::setup_checkpoints() {
     checkpoint::EclipseModel model;
     PERIGEE_CHECK(checkpoint::EclipseModel::from_beta(oc.altitude_km, oc.beta_deg, oc.phase_deg, &model));
     eclipse_ = model;
+    // The eclipse policy checkpoints before each shadow; an orbit without one would never checkpoint,
+    // and a relaunch after a power cut would start again from step 0.
+    PERIGEE_REQUIRE(
+        model.has_eclipse() || cc.every_steps > 0 || cc.every_seconds > 0.0, StatusCode::kInvalidArgument,
+        "[orbit] eclipse = \"", oc.eclipse, "\" at beta_deg ", oc.beta_deg, ": this orbit (", oc.altitude_km,
+        " km) is never in shadow (|beta| >= ", fixed(model.critical_beta_deg(), 1),
+        " deg), so no checkpoint would ever be taken; set [checkpoint] every_steps or every_seconds");
     mission_clock_.time_scale = oc.time_scale;
     log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ",
               fixed(model.period_s() / 60, 1), " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1),

@@ -317,6 +317,30 @@ TEST(DataParallel, RejectsDataOutsideTheModelVocabularyAtSetup) {
     EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
 }
 
+// [orbit] eclipse checkpoints before each shadow; on an orbit with none (|beta| above the critical
+// angle) it alone would never checkpoint, which setup refuses; with periodic checkpoints it is fine.
+TEST(DataParallel, EclipseCheckpointsOnAnOrbitWithoutShadowNeedAnotherSchedule) {
+  std::unique_ptr<MpiCommunicator> world;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  Config config = tiny_config(shared_token_file(*world));
+  const std::filesystem::path dir = std::filesystem::path(config.data.train_file).parent_path() / "noshadow";
+  config.checkpoint.dir = dir.string();
+  config.checkpoint.every_steps = 0;
+  config.orbit.eclipse = "checkpoint";
+  config.orbit.beta_deg = 80.0;
+  const Status s = setup_status(config, world.get());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("is never in shadow"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("[checkpoint] every_steps or every_seconds"), std::string::npos) << s.message();
+  config.checkpoint.every_steps = 5;
+  EXPECT_TRUE(setup_status(config, world.get()).is_ok());
+  config.checkpoint.every_steps = 0;
+  config.orbit.beta_deg = 20.0;  // a shadow every orbit
+  EXPECT_TRUE(setup_status(config, world.get()).is_ok());
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world->rank() == 0) std::filesystem::remove_all(dir);
+}
+
 TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
