@@ -70,6 +70,26 @@ Status fsync_dir(const std::string& dir) {
   return Status::ok();
 }
 
+Status create_dirs_durably(const std::string& dir, std::vector<std::string>* created) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec).lexically_normal();
+  if (ec) return make_error(StatusCode::kIoError, "folder '", dir, "': ", ec.message());
+  if (p.has_relative_path() && p.filename().empty()) p = p.parent_path();  // "a/b/" -> "a/b"
+  std::vector<fs::path> missing;                                           // innermost first
+  for (fs::path q = p; !q.empty() && !fs::exists(q, ec); q = q.parent_path()) {
+    missing.push_back(q);
+    if (q == q.root_path()) break;
+  }
+  fs::create_directories(p, ec);
+  if (ec) return make_error(StatusCode::kIoError, "creating folder '", dir, "': ", ec.message());
+  if (created != nullptr) created->clear();
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    PERIGEE_CHECK(fsync_dir(it->parent_path().string()));
+    if (created != nullptr) created->push_back(it->string());
+  }
+  return Status::ok();
+}
+
 Status write_file_atomic(const std::string& dir, const std::string& name, const std::string& content) {
   const std::string final_path = (fs::path(dir) / name).string();
   const std::string tmp = final_path + kTmpSuffix;
@@ -172,10 +192,8 @@ Status CheckpointStore::open(const std::string& dir, const StoreOptions& options
   std::error_code ec;
   const bool existed = fs::exists(dir, ec);
   if (!existed) {
-    fs::create_directories(dir, ec);
-    if (ec) return make_error(StatusCode::kIoError, "creating checkpoint folder '", dir, "': ", ec.message());
-    const fs::path parent = fs::absolute(dir, ec).parent_path();
-    if (!ec) PERIGEE_CHECK(fsync_dir(parent.string()));
+    if (Status s = create_dirs_durably(dir); !s)
+      return make_error(s.code(), "checkpoint folder: ", s.message());
   }
   PERIGEE_REQUIRE(fs::is_directory(dir, ec), StatusCode::kIoError, "checkpoint folder '", dir,
                   "' is not a folder");

@@ -136,5 +136,9 @@ class CheckpointStore {
 Status fsync_file(const std::string& path);
 Status fsync_dir(const std::string& dir);
 Status write_file_atomic(const std::string& dir, const std::string& name, const std::string& content);
+// Creates `dir` and its missing ancestors, then fsyncs the parent of each folder it created, so
+// that the new folders survive a power cut (a trailing '/' or '..' in dir changes nothing).
+// *created (if given) lists them, outermost first, as absolute normalised paths.
+Status create_dirs_durably(const std::string& dir, std::vector<std::string>* created = nullptr);
 
 }  // namespace perigee::checkpoint

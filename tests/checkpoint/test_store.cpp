@@ -74,6 +74,26 @@ class Store : public ::testing::Test {
   std::map<int64_t, Snapshot> snaps_;
 };
 
+// The folders a checkpoint store creates are made durable one by one: each new folder's parent is
+// fsynced. A trailing '/' used to make the store fsync the new folder itself instead of its parent.
+TEST(CreateDirsDurably, ListsEveryNewFolderWhateverTheSpelling) {
+  ScratchDir dir("mkdir");
+  const fs::path base = fs::absolute(dir.path()).lexically_normal();
+  std::vector<std::string> created;
+  ASSERT_TRUE(create_dirs_durably(dir.path() + "/a/b/c/", &created).is_ok());
+  EXPECT_EQ(created, (std::vector<std::string>{(base / "a").string(), (base / "a/b").string(),
+                                               (base / "a/b/c").string()}));
+  EXPECT_TRUE(fs::is_directory(base / "a/b/c"));
+  ASSERT_TRUE(create_dirs_durably(dir.path() + "/a/b/x/../d//", &created).is_ok());
+  EXPECT_EQ(created, (std::vector<std::string>{(base / "a/b/d").string()}));
+  ASSERT_TRUE(create_dirs_durably(dir.path() + "/a", &created).is_ok());
+  EXPECT_TRUE(created.empty()) << "nothing new";
+  test_support::write_bytes((base / "file").string(), "x");
+  const Status s = create_dirs_durably((base / "file/sub").string(), &created);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("file/sub"), std::string::npos) << s.message();
+}
+
 TEST_F(Store, CommitWritesFileAndPointerAndNoTmp) {
   const Snapshot s = make_snapshot(7, 1);
   CommitStats st;
