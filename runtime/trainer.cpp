@@ -631,7 +631,15 @@ Status Trainer::run() {
       }
     }
   }
-  if (checkpoint_enabled_ && last_checkpoint_step_ != next_step_) PERIGEE_CHECK(save_checkpoint());
+  if (checkpoint_enabled_ && last_checkpoint_step_ != next_step_) {
+    if (consecutive_skips_ == 0) {
+      PERIGEE_CHECK(save_checkpoint());
+    } else {  // as during the run: suspect state must not become the newest checkpoint
+      log::warn("the run ended after ", consecutive_skips_,
+                " skipped step(s) in a row (suspect state): no final checkpoint; the newest is step ",
+                last_checkpoint_step_);
+    }
+  }
   PERIGEE_CHECK(finish_checkpoints());
   if (abft_ || injector_ || counters_.triggers > 0 || counters_.replica_checks > 0) {
     const FaultCounters& c = counters_;

@@ -200,6 +200,23 @@ TEST(FaultLadder, CorruptMomentOnEveryReplicaRollsBackPastTheCheckpointsThatHold
   EXPECT_TRUE(same_bits(o.params, clean.params));
 }
 
+TEST(FaultLadder, RunEndingOnSkippedStepsWritesNoFinalCheckpoint) {
+  // The moment flip after step 7 turns step 8's update into NaN parameters; steps 9 and 10 fail
+  // reproducibly and are skipped (2 in a row: no rollback yet). The run ends there, and its state is
+  // suspect: the final checkpoint must not be written (it would become the newest).
+  const std::string dir = shared_folder({{"plan.txt", "fault target=adam_v step=7 bit=31 element=3108\n"}});
+  Config c = base_config(dir);
+  c.fault.plan = dir + "/plan.txt";
+  c.checkpoint.dir = dir + "/ckpt_final";
+  c.checkpoint.every_steps = 4;
+  c.checkpoint.async = false;
+  const Outcome o = train(c);
+  EXPECT_EQ(o.counters.skipped, 2u);
+  EXPECT_EQ(o.counters.rollbacks, 0u);
+  EXPECT_TRUE(fs::exists(c.checkpoint.dir + "/ckpt-00000004.h5"));
+  EXPECT_FALSE(fs::exists(c.checkpoint.dir + "/ckpt-00000010.h5")) << "suspect state was checkpointed";
+}
+
 TEST(FaultLadder, ResumedRunKeepsTheInvariantWindowAndCatchesAFaultAtOnce) {
   // The checkpoint carries the window of accepted steps. A run cut at step 6 and resumed must check
   // its first step (index 6) for spikes as the uninterrupted run does; with an empty window (no
