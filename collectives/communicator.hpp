@@ -35,7 +35,8 @@ class Communicator {
   // (floating types only).
   virtual Status all_reduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op) = 0;
   virtual Status broadcast(void* buffer, size_t count, DataType type, int root) = 0;
-  // recv holds size() * count elements, rank r's block at r * count.
+  // recv holds size() * count elements, rank r's block at r * count. In place when send is this
+  // rank's block of recv (send == recv + rank() * count elements).
   virtual Status all_gather(const void* send, void* recv, size_t count, DataType type) = 0;
   virtual Status barrier() = 0;
 

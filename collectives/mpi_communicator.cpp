@@ -307,6 +307,10 @@ Status MpiCommunicator::all_gather(const void* send, void* recv, size_t count, D
   PERIGEE_REQUIRE(count <= static_cast<size_t>(INT_MAX), StatusCode::kInvalidArgument, "all_gather: count ",
                   count, " exceeds INT_MAX per rank");
   const int n = static_cast<int>(count);
+  // MPI forbids send and recv to overlap: in place is spelled MPI_IN_PLACE (the block is already there).
+  const size_t block = count * data_type_size(type);
+  if (count > 0 && send == static_cast<const char*>(recv) + static_cast<size_t>(rank_) * block)
+    send = MPI_IN_PLACE;
   if (timeout_s_ <= 0.0) {
     PERIGEE_CHECK_MPI(MPI_Allgather(send, n, to_mpi(type), recv, n, to_mpi(type), comm_));
     return Status::ok();

@@ -80,16 +80,26 @@ TEST(MpiCommunicator, BroadcastFromEveryRoot) {
 }
 
 TEST(MpiCommunicator, AllGatherPlacesBlocksByRank) {
-  auto c = world();
-  const int p = c->size();
-  std::vector<float> mine = {static_cast<float>(c->rank()), static_cast<float>(c->rank()) + 0.5f};
-  std::vector<float> all(2 * p, -1.0f);
-  ASSERT_TRUE(c->all_gather(mine.data(), all.data(), 2, DataType::kFloat32).is_ok());
-  for (int r = 0; r < p; ++r) {
-    EXPECT_EQ(all[2 * r], static_cast<float>(r));
-    EXPECT_EQ(all[2 * r + 1], static_cast<float>(r) + 0.5f);
+  for (double timeout : {0.0, 30.0}) {  // blocking and nonblocking paths
+    std::unique_ptr<MpiCommunicator> c;
+    ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &c, timeout).is_ok());
+    const int p = c->size();
+    std::vector<float> mine = {static_cast<float>(c->rank()), static_cast<float>(c->rank()) + 0.5f};
+    std::vector<float> all(2 * p, -1.0f);
+    ASSERT_TRUE(c->all_gather(mine.data(), all.data(), 2, DataType::kFloat32).is_ok());
+    for (int r = 0; r < p; ++r) {
+      EXPECT_EQ(all[2 * r], static_cast<float>(r));
+      EXPECT_EQ(all[2 * r + 1], static_cast<float>(r) + 0.5f);
+    }
+    // In place: this rank's block already sits in recv (MPI_IN_PLACE underneath).
+    std::vector<float> in_place(2 * p, -1.0f);
+    in_place[2 * c->rank()] = static_cast<float>(c->rank());
+    in_place[2 * c->rank() + 1] = static_cast<float>(c->rank()) + 0.5f;
+    ASSERT_TRUE(
+        c->all_gather(in_place.data() + 2 * c->rank(), in_place.data(), 2, DataType::kFloat32).is_ok());
+    EXPECT_EQ(in_place, all) << "timeout " << timeout;
+    EXPECT_TRUE(c->barrier().is_ok());
   }
-  EXPECT_TRUE(c->barrier().is_ok());
 }
 
 // bf16 (MPI has no such type: user-defined ops over 16-bit words) through the blocking and the
