@@ -156,9 +156,23 @@ void EmulatedLinkCommunicator::sleep_until_emulated(double t_s) const {
   }
 }
 
+void EmulatedLinkCommunicator::abandon(std::vector<std::vector<char>>* buffers) {
+  if (abandoned_ == nullptr) abandoned_ = new std::vector<std::vector<char>>();  // never deleted
+  for (auto& b : *buffers) abandoned_->push_back(std::move(b));  // the heap blocks stay where they are
+  buffers->clear();
+}
+
 Status EmulatedLinkCommunicator::agree_start(double* t0_s) {
-  double mine = now_s();
-  PERIGEE_CHECK(mpi_->all_reduce(&mine, t0_s, 1, DataType::kFloat64, ReduceOp::kMax));
+  // On the heap, not the stack: a timed-out all-reduce leaves MPI holding these addresses.
+  std::vector<std::vector<char>> cells(1, std::vector<char>(2 * sizeof(double)));
+  double* mine = reinterpret_cast<double*>(cells[0].data());
+  mine[0] = now_s();
+  const Status s = mpi_->all_reduce(&mine[0], &mine[1], 1, DataType::kFloat64, ReduceOp::kMax);
+  if (!s.is_ok()) {
+    abandon(&cells);
+    return s;
+  }
+  *t0_s = mine[1];
   return Status::ok();
 }
 
@@ -229,7 +243,11 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
     for (const Transfer& t : transfers) {
       if (t.src == rank_ || t.dst == rank_) round_bytes += t.count * elem;
     }
-    PERIGEE_CHECK(mpi_->wait(&requests, what, round_bytes));
+    if (Status w = mpi_->wait(&requests, what, round_bytes); !w.is_ok()) {
+      abandon(&sends);
+      abandon(&recvs);
+      return w;
+    }
     // The data is here; it is due when the emulated links would have delivered it.
     double due = tl.start_s;
     for (size_t i : incoming) due = std::max(due, tl.rounds[k][i].arrive_s);

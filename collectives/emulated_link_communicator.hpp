@@ -128,6 +128,12 @@ class EmulatedLinkCommunicator final : public Communicator {
   Status run_collective(const algorithms::Schedule& s, char* buf, DataType type, ReduceOp op,
                         const char* what, double t0_s, double wall_start);
 
+  // Message buffers of collectives that failed in mpi_->wait (a timeout): their requests stay with
+  // MPI, which writes into them if the late peer shows up. They are never freed, not even by the
+  // destructor (MPI outlives this object), as HostStagingCommunicator leaves its pinned memory.
+  std::vector<std::vector<char>>* abandoned_ = nullptr;
+  void abandon(std::vector<std::vector<char>>* buffers);
+
   std::unique_ptr<MpiCommunicator> mpi_;
   int rank_ = 0;
   int size_ = 1;

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "collectives/emulated_link_communicator.hpp"
@@ -239,6 +241,32 @@ TEST(EmulatedLinkCommunicator, MissingRouteFailsEveryRankClearly) {
   int failed = 1, all_failed = 0;
   MPI_Allreduce(&failed, &all_failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   EXPECT_EQ(all_failed, p);
+}
+
+// A peer that comes late, after the others timed out: every rank fails with kUnavailable (the late
+// one in its first round, whose peers have left), and MPI stays usable. The late peer completes the
+// others' abandoned start-time all-reduce, so MPI writes into buffers the failed call left behind:
+// they are kept alive for it (under ASan/valgrind a freed buffer here is a use after free).
+TEST(EmulatedLinkCommunicator, LatePeerAfterATimeoutFailsEveryRankAndLeavesMpiUsable) {
+  const int p = world_size();
+  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  EmulationOptions opt;
+  opt.algorithm = Algorithm::kRing;
+  opt.timeout_s = 0.5;
+  std::unique_ptr<EmulatedLinkCommunicator> comm;
+  ASSERT_TRUE(EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1e-6, 1e12),
+                                               opt, &comm)
+                  .is_ok());
+  if (world_rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::vector<float> buf(64, 1.0f);
+  const Status st = comm->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum);
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.to_string();
+  int failed = st.is_ok() ? 0 : 1, all_failed = 0;
+  ASSERT_EQ(MPI_Allreduce(&failed, &all_failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD), MPI_SUCCESS);
+  EXPECT_EQ(all_failed, p);
+  std::vector<double> more(1000, 1.0), sum(1000);
+  ASSERT_EQ(MPI_Allreduce(more.data(), sum.data(), 1000, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), MPI_SUCCESS);
+  EXPECT_EQ(sum[999], static_cast<double>(p));
 }
 
 TEST(EmulatedLinkCommunicator, BadOptionsAreRefused) {
