@@ -46,7 +46,8 @@ const std::vector<Field>& schema() {
       // [model]
       PERIGEE_FIELD(model, n_layer, "transformer blocks").in(above(0)),
       PERIGEE_FIELD(model, n_head, "attention heads per block; must divide n_embd").in(above(0)),
-      PERIGEE_FIELD(model, n_embd, "channels C (embedding width); a multiple of n_head").in(above(0)),
+      PERIGEE_FIELD(model, n_embd, "channels C (embedding width); a multiple of n_head")
+          .in(closed(1, 1 << 20)),  // 4 C and the tensor extents stay far inside 32 bits
       PERIGEE_FIELD(model, context, "maximum sequence length (rows of the position embedding)").in(above(0)),
       PERIGEE_FIELD(model, vocab_size, "tokenizer vocabulary size (256 = bytes)").in(above(0)),
       PERIGEE_FIELD(
@@ -136,7 +137,7 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(comm, bucket_mb,
                     "MiB of gradients per all-reduce started during the backward pass (overlap with compute, "
                     "mpi and nccl); 0 = one all-reduce after the backward pass")
-          .in(at_least(0)),
+          .in(closed(0, 1 << 20)),  // 1 TiB; above, the byte count overflows its size_t conversion
       PERIGEE_FIELD(
           comm, grad_dtype,
           "gradients on the wire: fp32, or bf16 (rounded to bf16 for the all-reduce, half the bytes; "
@@ -299,6 +300,19 @@ Status validate_config(Config* config) {
   if (m.context > 0 && t.seq_len > m.context) {
     errors.push_back(str_cat("[train] seq_len: must be in [1, [model] context] = [1, ", m.context, "] (got ",
                              t.seq_len, ")"));
+  }
+  // The optimizer runs in fp32: a value the double range check passes may still round to 1 or 0.
+  for (auto [key, beta] : {std::pair{"beta1", t.beta1}, std::pair{"beta2", t.beta2}}) {
+    if (beta >= 0.0 && beta < 1.0 && static_cast<float>(beta) >= 1.0f) {
+      errors.push_back(str_cat("[train] ", key,
+                               ": rounds to 1 in fp32, the optimizer's precision; must be < ",
+                               "1 - 2^-25 (got ", beta, ")"));
+    }
+  }
+  if (t.eps > 0.0 && static_cast<float>(t.eps) < std::numeric_limits<float>::min()) {
+    errors.push_back(str_cat("[train] eps: below the smallest normal fp32 number (",
+                             std::numeric_limits<float>::min(), "), the optimizer's precision (got ", t.eps,
+                             ")"));
   }
   if (t.batch_size > 0 && t.micro_batch > t.batch_size) {
     errors.push_back(str_cat("[train] micro_batch: must be <= [train] batch_size = ", t.batch_size, " (got ",
