@@ -261,6 +261,7 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   }
   std::fflush(stdout);
   std::fflush(stderr);
+  const pid_t supervisor = getpid();
   const pid_t child = fork();
   if (child < 0) {
     say("error: fork: ", std::strerror(errno));
@@ -269,7 +270,9 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   }
   if (child == 0) {
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);  // the supervisor died: mpirun ends the job
+    prctl(PR_SET_PDEATHSIG, SIGTERM);                   // the supervisor died: mpirun ends the job
+    if (getppid() != supervisor) _exit(128 + SIGTERM);  // it died before the line above took effect
+    ::signal(SIGPIPE, SIG_DFL);                         // an ignored signal would stay ignored across exec
     sigprocmask(SIG_SETMASK, &original_mask, nullptr);
     relay.attach_child();
     std::vector<char*> args;

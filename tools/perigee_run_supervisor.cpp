@@ -177,6 +177,10 @@ int run(const Options& opt) {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
   sigprocmask(SIG_BLOCK, &handled, &original_mask);
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) say("warning: PR_SET_CHILD_SUBREAPER: ", std::strerror(errno));
+  // Whoever reads our output may go away (`| head`, a killed tee): a write then fails with EPIPE
+  // instead of killing the supervisor, whose death would end the job (PDEATHSIG). The launched job
+  // gets the default disposition back (launch()).
+  ::signal(SIGPIPE, SIG_IGN);
 
   say("run directory ", run_dir, ", checkpoints in ", checkpoint_dir, "; up to ", opt.max_restarts,
       " restart(s), back-off ", fixed(opt.backoff_s, 1), "..", fixed(opt.backoff_max_s, 1),

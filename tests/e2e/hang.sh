@@ -298,4 +298,14 @@ done
 grep -aq "announced an eclipse pause" "$WORK/eclipse.log" || { cat "$WORK/eclipse.log"; fail "no eclipse pause seen"; }
 grep -aq "stall watchdog: no progress" "$WORK/eclipse.log" && { cat "$WORK/eclipse.log"; fail "the watchdog killed an eclipse pause"; }
 echo "eclipse pause: $(grep -a "compute paused" "$WORK/eclipse.log" | sed 's/.*paused for //'), not a stall"
+
+# 6. A reader that goes away (`perigee-run ... | head`) must not kill the supervisor (SIGPIPE, exit
+#    141), which would end the job through PDEATHSIG: the run goes on to its last checkpoint.
+"$RUN_BIN" --np 2 --max-restarts 0 --mpirun "$MPIEXEC" --train-bin "$TRAIN_BIN" "$WORK/tiny.toml" \
+  --run.name=pipe --train.steps=40 --train.log_every=1 --checkpoint.every_steps=20 2>&1 | head -c 300 > /dev/null
+PIPE_RC=${PIPESTATUS[0]}
+[[ $PIPE_RC -eq 0 ]] || fail "perigee-run exited $PIPE_RC after its reader went away (141 = killed by SIGPIPE)"
+PIPE_FINAL=$(printf "%s/runs/pipe/checkpoints/ckpt-%08d.h5" "$WORK" 40)
+[[ -f $PIPE_FINAL ]] || fail "the run whose reader went away did not finish ($PIPE_FINAL missing)"
+echo "reader gone after 300 bytes: the job still finished"
 echo "PASS in $(diff_s "$T_START" "$(now)") s"
