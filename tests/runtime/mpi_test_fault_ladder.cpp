@@ -73,6 +73,13 @@ Config base_config(const std::string& dir) {
   return c;
 }
 
+// Synchronous checkpoints into `dir` every `every` steps (rollbacks need them written at once).
+void checkpoint_every(Config* c, const std::string& dir, int every) {
+  c->checkpoint.dir = dir;
+  c->checkpoint.every_steps = every;
+  c->checkpoint.async = false;
+}
+
 struct Outcome {
   std::vector<float> params;
   FaultCounters counters;
@@ -166,9 +173,7 @@ TEST(FaultLadder, TwoReplicasWithoutMajorityRollBackAndEndClean) {
   Config c = base_config(dir);
   c.fault.plan = dir + "/plan.txt";
   c.fault.digest_every = 2;
-  c.checkpoint.dir = dir + "/ckpt";
-  c.checkpoint.every_steps = 2;
-  c.checkpoint.async = false;
+  checkpoint_every(&c, dir + "/ckpt", 2);
   const Outcome o = train(c);
   EXPECT_EQ(o.counters.rollbacks, 1u);
   EXPECT_TRUE(replicas_identical(o.params));
@@ -191,9 +196,7 @@ TEST(FaultLadder, CorruptMomentOnEveryReplicaRollsBackPastTheCheckpointsThatHold
   const Outcome clean = train(base_config(dir));
   Config c = base_config(dir);
   c.fault.plan = dir + "/plan.txt";
-  c.checkpoint.dir = dir + "/ckpt";
-  c.checkpoint.every_steps = 2;
-  c.checkpoint.async = false;
+  checkpoint_every(&c, dir + "/ckpt", 2);
   const Outcome o = train(c);
   EXPECT_EQ(o.counters.rollbacks, 2u);
   EXPECT_GE(o.counters.reproducible, 6u);
@@ -207,9 +210,7 @@ TEST(FaultLadder, RunEndingOnSkippedStepsWritesNoFinalCheckpoint) {
   const std::string dir = shared_folder({{"plan.txt", "fault target=adam_v step=7 bit=31 element=3108\n"}});
   Config c = base_config(dir);
   c.fault.plan = dir + "/plan.txt";
-  c.checkpoint.dir = dir + "/ckpt_final";
-  c.checkpoint.every_steps = 4;
-  c.checkpoint.async = false;
+  checkpoint_every(&c, dir + "/ckpt_final", 4);
   const Outcome o = train(c);
   EXPECT_EQ(o.counters.skipped, 2u);
   EXPECT_EQ(o.counters.rollbacks, 0u);
@@ -225,10 +226,8 @@ TEST(FaultLadder, ResumedRunKeepsTheInvariantWindowAndCatchesAFaultAtOnce) {
       shared_folder({{"plan.txt", "fault target=gradient_post_allreduce step=6 bit=30\n"}});
   const Outcome clean = train(base_config(dir));
   Config c = base_config(dir);
-  c.checkpoint.dir = dir + "/ckpt_window";
-  c.checkpoint.every_steps = 100;  // only the explicit checkpoint below
-  c.checkpoint.async = false;
-  with_trainer(c, [](Trainer& first) {  // cut after step 6
+  checkpoint_every(&c, dir + "/ckpt_window", 100);  // only the explicit checkpoint below
+  with_trainer(c, [](Trainer& first) {              // cut after step 6
     for (int i = 0; i < 6; ++i) PERIGEE_CHECK_OR_DIE(first.step(nullptr));
     PERIGEE_CHECK_OR_DIE(first.save_checkpoint());
     PERIGEE_CHECK_OR_DIE(first.finish_checkpoints());
