@@ -126,7 +126,9 @@ Status LtGemm::plan_for(const Key& key, const Plan** out) {
                                                         sizeof(epilogue)));
   }
   if (bias) {
-    const cudaDataType_t bias_type = CUDA_R_32F;
+    // cuBLASLt adds a bias of D's type: no algorithm takes an fp32 bias with a bf16 D (seen on an H100,
+    // CUDA 13), so a bf16 D gets the bias rounded to bf16 (forward_gemm rounds it).
+    const cudaDataType_t bias_type = d_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                         &bias_type, sizeof(bias_type)));
   }
@@ -250,7 +252,7 @@ Status LtGemm::available(bool trans_a, bool trans_b, int m, int n, int k, int ld
 }
 
 Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
-                    const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
+                    const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const void* bias,
                     cudaStream_t stream, LtAux aux) {
   const bool d_bf16 = !D.is_f32();
   PERIGEE_REQUIRE(!d_bf16 || beta == 0.0f, StatusCode::kInvalidArgument,
@@ -273,7 +275,7 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
   const bool bias_apart = bias != nullptr && !d_bf16 && aux.kind == LtEpilogue::kNone;
   if (bias_apart && (plan == nullptr || !bias_epilogue_)) {
     PERIGEE_CHECK(gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, beta, D, ldd, nullptr, stream));
-    PERIGEE_CHECK(matmul_add_bias(D.f32(), bias, n, m, ldd, stream));
+    PERIGEE_CHECK(matmul_add_bias(D.f32(), static_cast<const float*>(bias), n, m, ldd, stream));
     ++counts_.bias_apart;
     return Status::ok();
   }
@@ -326,13 +328,15 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
                     cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers(op, {out.data, inp.data, weight}));
   PERIGEE_CHECK(check_dims(op, {N, C, OC}));
+  // A bf16 out takes a bf16 bias (cuBLASLt's bias has D's type): rounded into scratch here.
+  const bool round_bias = bias != nullptr && !out.is_f32();
   if (!out.is_f32() || aux.kind != LtEpilogue::kNone) {
     bool ok = false;
-    // A weight (A) and an fp32 inp (B) to round are copied into 256-byte aligned scratch; the rest
-    // (a cached weight too) is used in place.
+    // A weight (A), an fp32 inp (B) and a bias to round are copied into 256-byte aligned scratch; the
+    // rest (a cached weight too) is used in place.
     const LtAlign align{weight16 != nullptr ? LtAlign::of(weight16) : 256,
-                        inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data), LtAlign::of(bias),
-                        LtAlign::of(aux.data)};
+                        inp.is_f32() ? 256 : LtAlign::of(inp.data), LtAlign::of(out.data),
+                        round_bias ? 256 : LtAlign::of(bias), LtAlign::of(aux.data)};
     PERIGEE_CHECK(
         lt.available(true, false, OC, N, C, C, C, OC, out.dtype, bias != nullptr, aux.kind, align, &ok));
     PERIGEE_REQUIRE(ok && (aux.kind == LtEpilogue::kNone || aligned(aux.data, 16)), StatusCode::kUnavailable,
@@ -342,10 +346,18 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
   }
   const size_t n_w = weight16 == nullptr ? static_cast<size_t>(OC) * C : 0;  // a cached weight: no copy
   const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;        // a bf16 inp: no copy
+  const size_t n_bias = round_bias ? static_cast<size_t>(OC) : 0;
   void* base = nullptr;
-  PERIGEE_CHECK(
-      scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w), stream, &base));
+  PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w) +
+                                scratch_bytes<__nv_bfloat16>(n_bias),
+                            stream, &base));
   ScratchCarver carve(base);
+  const void* lt_bias = bias;
+  if (round_bias) {
+    __nv_bfloat16* copy = carve.take<__nv_bfloat16>(n_bias);
+    PERIGEE_CHECK(convert_to_bf16(copy, bias, n_bias, stream));
+    lt_bias = copy;
+  }
   const __nv_bfloat16* inp16 = as_bf16(inp);
   if (inp.is_f32()) {
     __nv_bfloat16* copy = carve.take<__nv_bfloat16>(n_inp);
@@ -359,7 +371,7 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
     w16 = copy;
   }
   // out^T [OC, N] = weight (stored col-major C x OC, transposed) . inp^T [C, N], + bias per row.
-  PERIGEE_CHECK(lt.gemm(true, false, OC, N, C, w16, C, inp16, C, 0.0f, out, OC, bias, stream, aux));
+  PERIGEE_CHECK(lt.gemm(true, false, OC, N, C, w16, C, inp16, C, 0.0f, out, OC, lt_bias, stream, aux));
   return Status::ok();
 }
 

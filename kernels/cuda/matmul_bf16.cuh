@@ -8,7 +8,8 @@
 // GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh,
 // computed in the same pass that rounds dout to bf16. Outputs (out, dinp) may be stored as bf16
 // (kernels/act.hpp): cuBLASLt then writes D as bf16, each element rounded once (to nearest even) from its
-// fp32 accumulator plus the fp32 bias. Where cuBLASLt has no algorithm for a bf16 D, the launchers return
+// fp32 accumulator plus the bias; cuBLASLt's bias has D's type, so for a bf16 D the bias is first
+// rounded to bf16 (as PyTorch's autocast does), then added in fp32. Where cuBLASLt has no algorithm for a bf16 D, the launchers return
 // kUnavailable before doing any work and the caller takes the fp32-then-round path (kernels/act_cast.hpp).
 // GELU epilogues (CudaBackend with gelu_fusion on): the MLP's c_fc GEMM can apply GELU in cuBLASLt's
 // epilogue (GELU_AUX_BIAS: D = gelu(acc + bias), aux = acc + bias, both of D's type, each rounded once
@@ -69,11 +70,12 @@ class LtGemm {
 
   // Column-major D[m, n] = op(A) op(B) + beta * D (+ bias[m] on every column when bias is set, then
   // the epilogue of `aux`), A and B bf16 (op = transpose when trans_*), D fp32 or bf16 (beta 0 only)
-  // with leading dimension ldd. kUnavailable when cuBLASLt has no algorithm for a bf16 D or for that
+  // with leading dimension ldd; bias has D's type (fp32 or bf16: cuBLASLt has no fp32 bias for a
+  // bf16 D). kUnavailable when cuBLASLt has no algorithm for a bf16 D or for that
   // epilogue at this shape, or the aux matrix is not 16-byte aligned (nothing is run then). An fp32 D
   // whose bias epilogue has no algorithm gets the bias added in a pass of its own (counts().bias_apart).
   Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
-              const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const float* bias,
+              const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const void* bias,
               cudaStream_t stream, LtAux aux = {});
   // What gemm() has launched so far (tests check that a fused op really ran fused).
   struct Counts {

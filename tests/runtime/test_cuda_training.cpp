@@ -127,6 +127,7 @@ std::vector<Batch> make_batches() {
 struct TrainResult {
   std::vector<double> losses;
   std::vector<float> params;
+  size_t weight_cache_bytes = 0;  // the CUDA backend's weight cache while the model lived (0: none)
 };
 
 TrainResult train(kernels::Backend& backend, const GptShape& shape, const std::vector<float>& init,
@@ -153,7 +154,9 @@ TrainResult train(kernels::Backend& backend, const GptShape& shape, const std::v
     r.losses.push_back(loss);
   }
   PERIGEE_CHECK_OR_DIE(model.get_parameters(&r.params));
-  return r;
+  kernels::cuda::WeightCacheStats cache;
+  if (kernels::cuda::weight_cache_stats(backend, &cache).is_ok()) r.weight_cache_bytes = cache.bytes;
+  return r;  // the model releases its weight cache here
 }
 
 // Counters of a CUDA backend that say which paths its ops took: cuBLASLt launches by kind, and Act op calls
@@ -602,13 +605,15 @@ TEST(CudaTraining, WeightCacheGivesTheBitsOfRoundingEachGemmWeight) {
     EXPECT_EQ(on.refreshes, static_cast<uint64_t>(kSteps)) << what;  // one per forward
     // Per step at least the 4 forward and 4 input-gradient GEMM weights of each block and the LM head's.
     EXPECT_GE(on.hits, static_cast<uint64_t>(kSteps) * (8 * kAlignedShape.n_layer + 2)) << what;
-    EXPECT_EQ(on.bytes, init.size() * 2) << what;
+    EXPECT_EQ(with.weight_cache_bytes, init.size() * 2) << what;
+    EXPECT_EQ(on.bytes, 0u) << what << ": released with the model";
+    EXPECT_EQ(without.weight_cache_bytes, 0u) << what;
     EXPECT_EQ(off.refreshes + off.hits + off.bytes, 0u) << what;
     std::printf(
         "weight cache (%s): %llu refreshes, %llu GEMM weights read from it, %zu bytes; 20 steps "
         "bit-identical to rounding each weight (last loss %.7f)\n",
         what.c_str(), static_cast<unsigned long long>(on.refreshes), static_cast<unsigned long long>(on.hits),
-        on.bytes, with.losses.back());
+        with.weight_cache_bytes, with.losses.back());
   }
 
   // Accumulated passes share one refresh and give the uncached bits.
