@@ -4,17 +4,17 @@
 // Precision: inp, weight and dout (fp32 in memory) are rounded to bf16 (round to nearest even) into
 // the backend's scratch buffer just before each GEMM, except a weight the caller passes already
 // rounded (CudaBackend's weight cache: the same values, read in place); the GEMMs take bf16 A and B,
-// accumulate in fp32 (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the fp32 bias in the
-// GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS); dbias is the fp32 deterministic column sum of matmul.cuh,
-// computed in the same pass that rounds dout to bf16. Outputs (out, dinp) may be stored as bf16
+// accumulate in fp32 (CUBLAS_COMPUTE_32F) and read and write fp32 C/D. The forward adds the bias in the
+// GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS; fp32 for an fp32 D); dbias is the fp32 deterministic column sum of
+// matmul.cuh, computed in the same pass that rounds dout to bf16. Outputs (out, dinp) may be stored as bf16
 // (kernels/act.hpp): cuBLASLt then writes D as bf16, each element rounded once (to nearest even) from its
 // fp32 accumulator plus the bias; cuBLASLt's bias has D's type, so for a bf16 D the bias is first
-// rounded to bf16 (as PyTorch's autocast does), then added in fp32. Where cuBLASLt has no algorithm for a bf16 D, the launchers return
-// kUnavailable before doing any work and the caller takes the fp32-then-round path (kernels/act_cast.hpp).
-// GELU epilogues (CudaBackend with gelu_fusion on): the MLP's c_fc GEMM can apply GELU in cuBLASLt's
-// epilogue (GELU_AUX_BIAS: D = gelu(acc + bias), aux = acc + bias, both of D's type, each rounded once
-// from fp32), and the c_proj backward's dinp GEMM can multiply by GELU's derivative at the saved
-// pre-GELU values (DGELU: D = gelu'(aux) * acc, rounded once). cuBLASLt evaluates the same tanh
+// rounded to bf16 (as PyTorch's autocast does), then added in fp32. Where cuBLASLt has no algorithm for a
+// bf16 D, the launchers return kUnavailable before doing any work and the caller takes the fp32-then-round
+// path (kernels/act_cast.hpp). GELU epilogues (CudaBackend with gelu_fusion on): the MLP's c_fc GEMM can
+// apply GELU in cuBLASLt's epilogue (GELU_AUX_BIAS: D = gelu(acc + bias), aux = acc + bias, both of D's type,
+// each rounded once from fp32), and the c_proj backward's dinp GEMM can multiply by GELU's derivative at the
+// saved pre-GELU values (DGELU: D = gelu'(aux) * acc, rounded once). cuBLASLt evaluates the same tanh
 // approximation with its own instructions, so results may differ from gelu.cuh's in the last bits;
 // where it has no such algorithm the launchers return kUnavailable before any work.
 // Determinism: one cuBLASLt algorithm is chosen per GEMM shape (and per operand alignment) on first use
