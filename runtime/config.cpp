@@ -196,13 +196,17 @@ std::string describe_node(const toml::node& n) {
 }
 
 // Sets the key from a TOML value; returns the reason on a type or range error.
-std::optional<std::string> set_from_toml(FieldRef ref, const toml::node& n) {
+std::optional<std::string> set_from_toml(const Field& field, FieldRef ref, const toml::node& n) {
   return std::visit(
       [&](auto* dst) -> std::optional<std::string> {
         using T = std::remove_pointer_t<decltype(dst)>;
         if constexpr (std::is_same_v<T, std::string>) {
           if (const auto* s = n.as_string()) {
             *dst = s->get();
+            return std::nullopt;
+          }
+          if (const auto* b = n.as_boolean(); b != nullptr && field.reads_bool) {
+            *dst = b->get() ? "on" : "off";
             return std::nullopt;
           }
         } else if constexpr (std::is_same_v<T, bool>) {
@@ -223,7 +227,10 @@ std::optional<std::string> set_from_toml(FieldRef ref, const toml::node& n) {
         } else {
           if (const auto* i = n.as_integer()) return store_integer(dst, i->get(), describe_node(n));
         }
-        return str_cat("expected ", expected_phrase<T>(), ", got ", describe_node(n));
+        const std::string expected = field.reads_bool
+                                         ? str_cat(describe_choices(field.choices), " or a boolean")
+                                         : expected_phrase<T>();
+        return str_cat("expected ", expected, ", got ", describe_node(n));
       },
       ref);
 }
@@ -236,11 +243,15 @@ bool parse_double(std::string_view text, double* out) {
 }
 
 // Sets the key from override text, parsed by the key's type; returns the reason on error.
-std::optional<std::string> set_from_text(FieldRef ref, std::string_view raw) {
+std::optional<std::string> set_from_text(const Field& field, FieldRef ref, std::string_view raw) {
   return std::visit(
       [&](auto* dst) -> std::optional<std::string> {
         using T = std::remove_pointer_t<decltype(dst)>;
         if constexpr (std::is_same_v<T, std::string>) {
+          if (field.reads_bool && (trim(raw) == "true" || trim(raw) == "false")) {
+            *dst = trim(raw) == "true" ? "on" : "off";
+            return std::nullopt;
+          }
           if (const size_t at = invalid_utf8_at(raw); at != std::string_view::npos) {
             char hex[8];
             std::snprintf(hex, sizeof(hex), "0x%02X",
@@ -351,7 +362,7 @@ Status read_toml(std::string_view text, const std::string& label, Config* config
         issues.push_back({key_line, str_cat("unknown key [", section, "] ", key, key_hint(section, key))});
         continue;
       }
-      if (auto reason = set_from_toml(field->get(*config), value)) {
+      if (auto reason = set_from_toml(*field, field->get(*config), value)) {
         issues.push_back({key_line, str_cat("[", section, "] ", key, ": ", *reason)});
       }
     }
@@ -422,7 +433,7 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
       errors.push_back(str_cat("command line: unknown key ", name.empty() ? "\"\"" : name, hint));
       continue;
     }
-    if (auto reason = set_from_text(field->get(*config), value)) {
+    if (auto reason = set_from_text(*field, field->get(*config), value)) {
       errors.push_back(str_cat("command line: ", name, "=", value, ": ", *reason));
     }
   }

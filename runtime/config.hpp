@@ -55,12 +55,14 @@ struct DataConfig {
 };
 
 struct DeviceConfig {
-  std::string device = "auto";       // "cpu" | "cuda" | "auto"
-  int threads = 0;                   // CPU threads per rank; 0 = hardware threads / ranks on this host
-  std::string precision = "fp32";    // CUDA GEMMs and attention: "fp32" | "tf32" | "bf16" (the CPU is fp32)
-  std::string activations = "fp32";  // storage of the GEMM-operand activations: "fp32" | "bf16"
-  std::string logits = "fp32";       // storage of the logits and their gradient: "fp32" | "bf16"
-  bool gelu_fusion = false;          // CUDA with precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues
+  std::string device = "auto";     // "cpu" | "cuda" | "auto"
+  int threads = 0;                 // CPU threads per rank; 0 = hardware threads / ranks on this host
+  std::string precision = "fp32";  // CUDA GEMMs and attention: "fp32" | "tf32" | "bf16" (the CPU is fp32)
+  // "auto" below: the fastest choice for the device, precision and [fault] abft (resolve_device_auto in
+  // runtime/device.hpp): bf16 storage and GELU epilogues on CUDA with precision bf16 and abft off.
+  std::string activations = "auto";  // storage of the GEMM-operand activations: "auto" | "fp32" | "bf16"
+  std::string logits = "auto";       // storage of the logits and their gradient: "auto" | "fp32" | "bf16"
+  std::string gelu_fusion = "auto";  // GELU in the MLP GEMMs' cuBLASLt epilogues: "auto" | "on" | "off"
   bool weight_cache = true;          // CUDA with precision bf16: GEMMs read a bf16 copy made once per pass
 
   bool operator==(const DeviceConfig&) const = default;

@@ -45,6 +45,7 @@ struct Field {
   Range range{};                            // numeric keys
   std::vector<std::string_view> choices{};  // string keys: the allowed values (empty = any)
   bool non_empty = false;                   // string keys: "" is not allowed
+  bool reads_bool = false;                  // string keys: true/false read as "on"/"off" (a switch)
 
   Field in(Range r) const {
     Field f = *this;
@@ -54,6 +55,14 @@ struct Field {
   Field one_of(std::initializer_list<std::string_view> values) const {
     Field f = *this;
     f.choices = values;
+    return f;
+  }
+  // A string switch ("auto" | "on" | "off"): TOML booleans and the override texts true/false are
+  // read as "on" and "off", so a key that was once a bool keeps reading its old values.
+  Field switch_of_bool() const {
+    Field f = *this;
+    f.choices = {"auto", "on", "off"};
+    f.reads_bool = true;
     return f;
   }
   Field required() const {

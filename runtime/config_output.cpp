@@ -95,6 +95,7 @@ std::string describe_choices(const std::vector<std::string_view>& choices) {
 
 // The per-key rule of one field ("" when none).
 std::string allowed_text(const Field& f) {
+  if (f.reads_bool) return describe_choices(f.choices) + " (true, false: on, off)";
   if (!f.choices.empty()) return describe_choices(f.choices);
   if (f.non_empty) return "non-empty";
   return describe_range(f.range);

@@ -103,19 +103,22 @@ const std::vector<Field>& schema() {
           .one_of({"fp32", "tf32", "bf16"}),
       PERIGEE_FIELD(device, activations,
                     "storage of the activations that feed GEMMs (LayerNorm, attention and GELU outputs, the "
-                    "attention and GELU input gradients): fp32, or bf16 (half the memory and traffic, values "
-                    "rounded once; fastest with precision = bf16 on CUDA)")
-          .one_of({"fp32", "bf16"}),
+                    "attention and GELU input gradients): fp32, bf16 (half the memory and traffic, values "
+                    "rounded once), or auto (bf16 on CUDA with precision = bf16 and abft off, else fp32)")
+          .one_of({"auto", "fp32", "bf16"}),
       PERIGEE_FIELD(device, logits,
-                    "storage of the logits [B*T, padded_vocab] (the LM head GEMM's output): fp32, or bf16 "
-                    "(needs activations = bf16; the cross-entropy widens them and writes their bf16 gradient "
-                    "in place: half the memory and traffic of the largest tensor)")
-          .one_of({"fp32", "bf16"}),
+                    "storage of the logits [B*T, padded_vocab] (the LM head GEMM's output): fp32, bf16 "
+                    "(needs bf16 activations; the cross-entropy widens them and writes their bf16 gradient "
+                    "in place: half the memory and traffic of the largest tensor), or auto (the "
+                    "activations' storage)")
+          .one_of({"auto", "fp32", "bf16"}),
       PERIGEE_FIELD(
           device, gelu_fusion,
           "CUDA with precision = bf16: the MLP's c_fc GEMM applies GELU in its cuBLASLt epilogue and "
           "the c_proj backward applies GELU's derivative in its dinp GEMM (one GEMM each, no GELU "
-          "kernels; unfused where cuBLASLt has no such algorithm); ignored on the CPU"),
+          "kernels; unfused where cuBLASLt has no such algorithm); on, off, or auto (on with precision "
+          "= bf16 and abft off); ignored on the CPU")
+          .switch_of_bool(),
       PERIGEE_FIELD(device, weight_cache,
                     "CUDA with precision = bf16: round the weights into a bf16 copy once per forward pass (2 "
                     "bytes per parameter) that the GEMMs read, instead of rounding each GEMM's weight in the "
@@ -327,27 +330,31 @@ Status validate_config(Config* config) {
   if (config->links.topology == "file" && config->links.file.empty()) {
     errors.push_back("[links] file: must name the graph file when [links] topology = \"file\"");
   }
-  if (config->device.activations == "bf16" && config->fault.abft) {
+  const DeviceConfig& dev = config->device;
+  if (dev.activations == "bf16" && config->fault.abft) {
     errors.push_back(
         "[device] activations: \"bf16\" cannot run with [fault] abft = true (the ABFT checksums read fp32 "
-        "GEMM "
-        "operands); use activations = \"fp32\" or turn abft off");
+        "GEMM operands); use activations = \"fp32\" or \"auto\", or turn abft off");
   }
-  if (config->device.logits == "bf16" && config->device.activations != "bf16") {
+  // "auto" activations are bf16 wherever bf16 logits are set, unless abft forbids them.
+  if (dev.logits == "bf16" &&
+      (dev.activations == "fp32" || (dev.activations == "auto" && config->fault.abft))) {
     errors.push_back(
-        "[device] logits: \"bf16\" needs [device] activations = \"bf16\" (the logits' gradient, of the "
-        "activations' type, overwrites them); set activations = \"bf16\" or logits = \"fp32\"");
+        str_cat("[device] logits: \"bf16\" needs bf16 activations (the logits' gradient, of the "
+                "activations' type, overwrites them), and [device] activations = \"",
+                dev.activations, "\"", config->fault.abft ? " with [fault] abft = true" : "",
+                " gives fp32 ones; set logits = \"fp32\" or \"auto\""));
   }
-  if (config->device.gelu_fusion && config->device.precision != "bf16") {
+  if (dev.gelu_fusion == "on" && dev.precision != "bf16") {
     errors.push_back(
-        str_cat("[device] gelu_fusion: needs [device] precision = \"bf16\" (the GELU epilogues are "
+        str_cat("[device] gelu_fusion: \"on\" needs [device] precision = \"bf16\" (the GELU epilogues are "
                 "bf16 tensor-core GEMMs; got precision = \"",
-                config->device.precision, "\")"));
+                dev.precision, "\"); use gelu_fusion = \"auto\" or \"off\""));
   }
-  if (config->device.gelu_fusion && config->fault.abft) {
+  if (dev.gelu_fusion == "on" && config->fault.abft) {
     errors.push_back(
         "[device] gelu_fusion: cannot run with [fault] abft = true (a GELU epilogue hides the GEMM output "
-        "the checksums verify); turn one of them off");
+        "the checksums verify); use gelu_fusion = \"auto\" or \"off\", or turn abft off");
   }
   if (t.val_every > 0 && t.val_batches < 1) {
     errors.push_back(str_cat("[train] val_batches: must be >= 1 when [train] val_every > 0 (got ",

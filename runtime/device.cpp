@@ -22,7 +22,17 @@ std::string describe(const std::vector<kernels::cuda::DeviceInfo>& devices) {
 
 }  // namespace
 
-Status select_device(const DeviceConfig& device, int local_rank, int local_ranks, DeviceSelection* out) {
+DeviceConfig resolve_device_auto(const DeviceConfig& device, bool abft, bool cuda) {
+  DeviceConfig r = device;
+  const bool fast = cuda && device.precision == "bf16" && !abft;
+  if (r.activations == "auto") r.activations = fast || (device.logits == "bf16" && !abft) ? "bf16" : "fp32";
+  if (r.logits == "auto") r.logits = r.activations;
+  if (r.gelu_fusion == "auto") r.gelu_fusion = fast ? "on" : "off";
+  return r;
+}
+
+Status select_device(const Config& config, int local_rank, int local_ranks, DeviceSelection* out) {
+  const DeviceConfig& device = config.device;
   PERIGEE_REQUIRE(device.device == "cpu" || device.device == "cuda" || device.device == "auto",
                   StatusCode::kInvalidArgument, "[device] device = \"", device.device,
                   "\": expected cpu, cuda or auto");
@@ -37,7 +47,8 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
     kernels::cuda::GpuPrecision precision{};
     PERIGEE_CHECK(kernels::cuda::parse_gpu_precision(device.precision, &precision));
     PERIGEE_CHECK(kernels::cuda::make_cuda_backend(index, &out->backend, precision));
-    PERIGEE_CHECK(kernels::cuda::set_gelu_fusion(*out->backend, device.gelu_fusion));
+    out->resolved = resolve_device_auto(device, config.fault.abft, /*cuda=*/true);
+    PERIGEE_CHECK(kernels::cuda::set_gelu_fusion(*out->backend, out->resolved.gelu_fusion == "on"));
     PERIGEE_CHECK(kernels::cuda::set_weight_cache(*out->backend, device.weight_cache));
     out->cuda_device = index;
     out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
@@ -51,6 +62,7 @@ Status select_device(const DeviceConfig& device, int local_rank, int local_ranks
     threads = std::max(1, hw / std::max(1, local_ranks));
   }
   out->backend = std::make_unique<kernels::cpu::CpuBackend>(threads);
+  out->resolved = resolve_device_auto(device, config.fault.abft, /*cuda=*/false);
   out->cuda_device = -1;
   out->description = str_cat("cpu (fp32, OpenBLAS + OpenMP, ", threads, " thread(s) per rank)");
   return Status::ok();

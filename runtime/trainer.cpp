@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "runtime/device.hpp"
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
@@ -82,6 +83,9 @@ Status Trainer::setup() {
 
   const ModelConfig& mc = config_.model;
   GptShape shape{mc.n_layer, mc.n_head, mc.n_embd, mc.context, mc.vocab_size, mc.padded_vocab};
+  // "auto" storage for this backend (perigee_train resolved it already; a caller may not have).
+  config_.device =
+      resolve_device_auto(config_.device, config_.fault.abft, backend_->kind() == kernels::DeviceKind::kCuda);
   const kernels::DType acts =
       config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   const kernels::DType logits =

@@ -82,8 +82,9 @@ int run_job(int argc, char** argv) {
   rt::DeviceSelection device;
   int local_rank = 0, local_size = 1;
   local_ranks(&local_rank, &local_size);
-  s = rt::select_device(config.device, local_rank, local_size, &device);
+  s = rt::select_device(config, local_rank, local_size, &device);
   if (agree_on_failure(s, "device setup") != 0) return 2;
+  config.device = device.resolved;  // "auto" storage and fusion as chosen for this device
   rt::CommSetup comm;
   s = rt::setup_communicators(config.comm, config.links, device, MPI_COMM_WORLD, &comm);
   if (agree_on_failure(s, "communicator setup") != 0) return 2;

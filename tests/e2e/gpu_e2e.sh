@@ -2,6 +2,8 @@
 # End-to-end on a GPU: perigee-train (Trainer, not only GptModel) with device = "cuda", 2 ranks on
 # the machine's GPU(s) under a real mpiexec, bf16 precision with bf16 activations and logits and the
 # GELU epilogues. Checks what only the whole trainer runs on a device:
+#   - precision = "bf16" alone turns on bf16 activations and logits and the GELU epilogues ("auto"),
+#     with the losses of setting the three explicitly, bit for bit;
 #   - gradient buckets (overlapped with the backward pass; a bucket size below one block's gradient,
 #     so that several all-reduces start during the backward pass) give the losses of one all-reduce
 #     after the backward pass, bit for bit (2 ranks: every sum has one order), also with gradient
@@ -9,7 +11,8 @@
 #   - the bf16 gradient wire trains (first loss identical, later ones within 2 %);
 #   - a run cut after 3 steps and resumed from its checkpoint ends with the uninterrupted run's
 #     losses, bit for bit;
-#   - [fault] abft = true with bf16 precision (fp32 activations) reports no ABFT event on clean GEMMs.
+#   - [fault] abft = true with bf16 precision ("auto": fp32 activations, no epilogues) reports no ABFT
+#     event on clean GEMMs.
 # Ranks sharing one GPU fall back from NCCL to MPI with host staging ([comm] backend = "auto").
 # Without a GPU (nvidia-smi missing or failing) it exits 77, which ctest reports as skipped.
 #   gpu_e2e.sh <perigee-data> <perigee-train> <mpiexec>
@@ -65,9 +68,6 @@ val_file = "$WORK/tok_val.bin"
 [device]
 device = "cuda"
 precision = "bf16"
-activations = "bf16"
-logits = "bf16"
-gelu_fusion = true
 
 [comm]
 backend = "auto"
@@ -93,6 +93,12 @@ train whole --comm.bucket_mb=0
 grep -q -i "cuda" "$WORK/whole.log" || { cat "$WORK/whole.log"; fail "the run does not say it used CUDA"; }
 [[ $(losses whole | wc -l) -eq 6 ]] || fail "expected 6 train records"
 echo "ok: 6 steps on CUDA, losses $(losses whole | tr '\n' ' ')"
+grep -q "GEMM operands bf16, logits bf16" "$WORK/whole.log" && grep -q "GELU in cuBLASLt epilogues" "$WORK/whole.log" \
+  || { cat "$WORK/whole.log"; fail "precision = bf16 did not turn on bf16 storage and the GELU epilogues"; }
+grep -q '"gelu_fusion": "on"' "$WORK/runs/whole/config.json" || fail "config.json lacks the resolved gelu_fusion"
+train explicit --comm.bucket_mb=0 --device.activations=bf16 --device.logits=bf16 --device.gelu_fusion=true
+[[ "$(losses explicit)" == "$(losses whole)" ]] || fail "explicit settings give other losses than auto"
+echo "ok: precision = bf16 resolves to bf16 activations and logits and GELU epilogues, as set explicitly"
 
 # Buckets only start during the backward pass when the communicator overlaps; otherwise the run is one
 # all-reduce after it and the comparison below would compare a run with itself.
@@ -142,8 +148,8 @@ grep -q "resumed from step 3" "$WORK/cut.log" || { cat "$WORK/cut.log"; fail "no
   || fail "resumed losses $(losses cut | tail -3 | tr '\n' ' ') differ from $(losses whole | tail -3 | tr '\n' ' ')"
 echo "ok: resumed after step 3, steps 4-6 bit-identical"
 
-train abft --device.activations=fp32 --device.logits=fp32 --device.gelu_fusion=false --fault.abft=true \
-  --train.steps=3
+train abft --fault.abft=true --train.steps=3
+grep -q "GEMM operands fp32, logits fp32" "$WORK/abft.log" || { cat "$WORK/abft.log"; fail "abft: not fp32 storage"; }
 ! grep -q "ABFT step" "$WORK/abft.log" || { grep "ABFT step" "$WORK/abft.log" | head; fail "ABFT events on clean GEMMs"; }
 echo "ok: ABFT over bf16 GEMMs, no event in 3 steps"
 echo PASS

@@ -48,6 +48,10 @@ TOML
 RUN="$WORK/runs/e2e"
 [[ -f "$RUN/config.json" ]] || fail "config.json missing"
 grep -q '"n_layer": 2' "$RUN/config.json" || fail "config.json lacks the resolved model"
+# precision fp32 (the default): "auto" storage is fp32, and config.json holds it resolved.
+grep -q '"activations": "fp32"' "$RUN/config.json" && grep -q '"gelu_fusion": "off"' "$RUN/config.json" \
+  || fail "config.json lacks the resolved [device] activations and gelu_fusion"
+grep -q "GEMM operands fp32, logits fp32" "$WORK/train.log" || { cat "$WORK/train.log"; fail "no fp32 storage line"; }
 [[ $(grep -c '"type":"train"' "$RUN/metrics.jsonl") -eq 6 ]] || fail "expected 6 train records in metrics.jsonl"
 grep -q '"type":"val"' "$RUN/metrics.jsonl" || fail "no validation record"
 [[ -f "$RUN/rank0.log" && -f "$RUN/rank1.log" ]] || fail "per-rank logs missing"
@@ -81,5 +85,6 @@ expect_error "batch not divisible" "divisible by the world size" "$WORK/tiny.tom
 expect_error "missing config file" "$WORK/none.toml" "$WORK/none.toml"
 expect_error "bf16 activations with abft" "cannot run with \\[fault\\] abft" "$WORK/tiny.toml" \
   --device.activations=bf16 --fault.abft=true
-expect_error "bf16 logits with fp32 activations" "needs \\[device\\] activations" "$WORK/tiny.toml" --device.logits=bf16
+expect_error "bf16 logits with fp32 activations" "needs bf16 activations" "$WORK/tiny.toml" \
+  --device.activations=fp32 --device.logits=bf16
 echo "PASS"

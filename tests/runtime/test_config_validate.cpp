@@ -101,7 +101,7 @@ TEST(ConfigValidate, EveryRuleFails) {
       {"grad_dtype", [](Config& c) { c.comm.grad_dtype = "fp16"; }, "[comm] grad_dtype",
        "must be one of fp32, bf16 (got \"fp16\")"},
       {"activations", [](Config& c) { c.device.activations = "fp16"; }, "[device] activations",
-       "must be one of fp32, bf16 (got \"fp16\")"},
+       "must be one of auto, fp32, bf16 (got \"fp16\")"},
       {"bf16 activations with abft",
        [](Config& c) {
          c.device.activations = "bf16";
@@ -109,17 +109,31 @@ TEST(ConfigValidate, EveryRuleFails) {
        },
        "[device] activations", "\"bf16\" cannot run with [fault] abft = true"},
       {"logits", [](Config& c) { c.device.logits = "fp16"; }, "[device] logits",
-       "must be one of fp32, bf16 (got \"fp16\")"},
-      {"bf16 logits without bf16 activations", [](Config& c) { c.device.logits = "bf16"; }, "[device] logits",
-       "\"bf16\" needs [device] activations = \"bf16\""},
-      {"gelu_fusion without bf16 precision", [](Config& c) { c.device.gelu_fusion = true; },
+       "must be one of auto, fp32, bf16 (got \"fp16\")"},
+      {"bf16 logits with fp32 activations",
+       [](Config& c) {
+         c.device.logits = "bf16";
+         c.device.activations = "fp32";
+       },
+       "[device] logits", "\"bf16\" needs bf16 activations"},
+      {"bf16 logits with auto activations and abft",
+       [](Config& c) {
+         c.device.logits = "bf16";
+         c.fault.abft = true;
+       },
+       "[device] logits",
+       "\"bf16\" needs bf16 activations (the logits' gradient, of the activations' type, overwrites "
+       "them), and [device] activations = \"auto\" with [fault] abft = true gives fp32 ones"},
+      {"gelu_fusion", [](Config& c) { c.device.gelu_fusion = "yes"; }, "[device] gelu_fusion",
+       "must be one of auto, on, off (got \"yes\")"},
+      {"gelu_fusion without bf16 precision", [](Config& c) { c.device.gelu_fusion = "on"; },
        "[device] gelu_fusion",
-       "needs [device] precision = \"bf16\" (the GELU epilogues are bf16 tensor-core "
+       "\"on\" needs [device] precision = \"bf16\" (the GELU epilogues are bf16 tensor-core "
        "GEMMs; got precision = \"fp32\")"},
       {"gelu_fusion with abft",
        [](Config& c) {
          c.device.precision = "bf16";
-         c.device.gelu_fusion = true;
+         c.device.gelu_fusion = "on";
          c.fault.abft = true;
        },
        "[device] gelu_fusion", "cannot run with [fault] abft = true"},

@@ -139,7 +139,9 @@ TEST(GptModel, AForwardFailingPartWayLeavesNothingForBackwardOrLogits) {
         // Before: a forward that left a gradient to take (with targets) or logits to read (without).
         timer->arm(-1);
         ASSERT_TRUE(m.forward(x.data(), before_targets ? y.data() : nullptr, 2, 8, nullptr).is_ok());
-        if (!before_targets) ASSERT_TRUE(m.copy_logits(0, 0, &logits).is_ok());
+        if (!before_targets) {
+          ASSERT_TRUE(m.copy_logits(0, 0, &logits).is_ok());
+        }
         timer->arm(k);
         const Status failed = m.forward(x.data(), t, 2, 8, nullptr);
         EXPECT_EQ(failed.code(), StatusCode::kUnavailable) << failed.message();
