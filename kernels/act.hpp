@@ -3,9 +3,10 @@
 // the memory and traffic of the activations that feed GEMMs ([device] activations = "bf16").
 // Act and ConstAct convert implicitly from float*/uint16_t* (and nullptr), so fp32 callers keep
 // passing plain pointers. Ops always compute in fp32: a bf16 input is widened exactly on load and a
-// bf16 output is rounded once on store. One exception: a bf16 output of the CUDA backend's cuBLASLt
-// GEMMs (precision bf16) adds the bias rounded to bf16, as cuBLASLt takes a bias of D's type (see
-// kernels/cuda/matmul_bf16.cuh); the CPU backend and the ActCast path add the fp32 bias.
+// bf16 output is rounded once on store. A GEMM with a bf16 output (matmul_forward, and the pre-GELU
+// output of matmul_gelu_forward) adds its bias rounded to bf16 first, on every backend and path:
+// cuBLASLt takes a bias of D's type (kernels/cuda/matmul_bf16.cuh), and PyTorch's autocast and llm.c
+// do the same; the CPU backend and the ActCast path round it too (ActCast::rounded_input).
 #pragma once
 
 #include <cstddef>

@@ -49,11 +49,19 @@ void ActCast::output(Act a, size_t n, float** slot) {
   args_.push_back(Arg{a.data, a.dtype, n, nullptr, slot});
 }
 
+void ActCast::rounded_input(const float* a, size_t n, const float** slot) {
+  args_.push_back(Arg{a, DType::kF32, n, slot, nullptr, /*rounded=*/true});
+}
+
+size_t ActCast::temp_floats(const Arg& a) {
+  if (a.data == nullptr) return 0;
+  if (a.rounded) return aligned_floats(a.n) + aligned_floats((a.n + 1) / 2);
+  return a.dtype == DType::kBF16 ? aligned_floats(a.n) : 0;
+}
+
 Status ActCast::run(const std::function<Status()>& op) {
   size_t floats = 0;
-  for (const Arg& a : args_) {
-    if (a.data != nullptr && a.dtype == DType::kBF16) floats += aligned_floats(a.n);
-  }
+  for (const Arg& a : args_) floats += temp_floats(a);
   float* temp = nullptr;
   if (floats > 0) {
     void* p = nullptr;
@@ -63,7 +71,13 @@ Status ActCast::run(const std::function<Status()>& op) {
   size_t used = 0;
   for (const Arg& a : args_) {
     float* fp32 = nullptr;
-    if (a.data == nullptr || a.dtype == DType::kF32) {
+    if (a.data != nullptr && a.rounded) {
+      fp32 = temp + used;
+      auto* bits = reinterpret_cast<uint16_t*>(temp + used + aligned_floats(a.n));
+      used += temp_floats(a);
+      PERIGEE_CHECK(backend_.to_bf16(bits, static_cast<const float*>(a.data), a.n));
+      PERIGEE_CHECK(backend_.from_bf16(fp32, bits, 1.0f, a.n));
+    } else if (a.data == nullptr || a.dtype == DType::kF32) {
       fp32 = static_cast<float*>(const_cast<void*>(a.data));
     } else {
       fp32 = temp + used;
@@ -78,11 +92,10 @@ Status ActCast::run(const std::function<Status()>& op) {
   PERIGEE_CHECK(op());
   used = 0;
   for (const Arg& a : args_) {
-    if (a.data == nullptr || a.dtype == DType::kF32) continue;
-    if (a.out_slot != nullptr) {
+    if (a.out_slot != nullptr && a.data != nullptr && a.dtype == DType::kBF16) {
       PERIGEE_CHECK(backend_.to_bf16(static_cast<uint16_t*>(const_cast<void*>(a.data)), temp + used, a.n));
     }
-    used += aligned_floats(a.n);
+    used += temp_floats(a);
   }
   return Status::ok();
 }

@@ -1,10 +1,10 @@
 // ActCast: the generic path of an op whose activation arguments are not all fp32. Each bf16 input is
 // widened (exactly) into an fp32 temporary, the op's fp32 implementation runs on fp32 pointers, and
 // each fp32 temporary of a bf16 output is rounded into it (core/bf16.hpp's rule) afterwards; fp32
-// arguments are passed straight through. Any Backend can use it: the temporaries come from a
-// grow-on-demand CastScratch in that backend's memory and the conversions are the backend's own
-// to_bf16/from_bf16 ops. It is the CPU backend's bf16 implementation (the reference) and the CUDA
-// backend's fallback for combinations without a native kernel. Outputs are written (=), never
+// arguments are passed straight through (except a rounded_input: see there). Any Backend can use it: the
+// temporaries come from a grow-on-demand CastScratch in that backend's memory and the conversions are the
+// backend's own to_bf16/from_bf16 ops. It is the CPU backend's bf16 implementation (the reference) and the
+// CUDA backend's fallback for combinations without a native kernel. Outputs are written (=), never
 // accumulated: a temporary starts undefined.
 #pragma once
 
@@ -46,6 +46,9 @@ class ActCast {
   // calls it (the tensor itself when it is fp32). A null tensor gives a null pointer.
   void input(ConstAct a, size_t n, const float** slot);
   void output(Act a, size_t n, float** slot);
+  // An fp32 input the op is to read rounded to bf16 values (a GEMM's bias when its output is bf16:
+  // kernels/act.hpp): *slot receives an fp32 temporary holding each element rounded once.
+  void rounded_input(const float* a, size_t n, const float** slot);
 
   // Widens the bf16 inputs, calls op, rounds into the bf16 outputs.
   Status run(const std::function<Status()>& op);
@@ -57,7 +60,10 @@ class ActCast {
     size_t n;
     const float** in_slot;
     float** out_slot;
+    bool rounded = false;  // an fp32 input read as its bf16 rounding
   };
+  // Temporary floats an argument takes: its fp32 form, and for a rounded input its bf16 bits too.
+  static size_t temp_floats(const Arg& a);
   Backend& backend_;
   CastScratch& scratch_;
   std::vector<Arg> args_;

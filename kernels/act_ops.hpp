@@ -25,10 +25,12 @@ Status cast_matmul_forward(Impl& be, CastScratch& s, Act out, ConstAct inp, cons
                            const float* bias, int N, int C, int OC) {
   float* o = nullptr;
   const float* i = nullptr;
+  const float* b = bias;
   ActCast cast(be, s);
   cast.input(inp, static_cast<size_t>(N) * C, &i);
   cast.output(out, static_cast<size_t>(N) * OC, &o);
-  return cast.run([&] { return be.matmul_forward_f32(o, i, weight, bias, N, C, OC); });
+  if (!out.is_f32()) cast.rounded_input(bias, static_cast<size_t>(OC), &b);  // a bf16 output's bias
+  return cast.run([&] { return be.matmul_forward_f32(o, i, weight, b, N, C, OC); });
 }
 
 template <class Impl>

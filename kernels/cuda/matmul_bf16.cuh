@@ -11,13 +11,13 @@
 // fp32 accumulator plus the bias; cuBLASLt's bias has D's type, so for a bf16 D the bias is first
 // rounded to bf16 (as PyTorch's autocast does), then added in fp32. Where cuBLASLt has no algorithm for a
 // bf16 D, the launchers return kUnavailable before doing any work and the caller takes the fp32-then-round
-// path (kernels/act_cast.hpp). GELU epilogues (CudaBackend with gelu_fusion on): the MLP's c_fc GEMM can
-// apply GELU in cuBLASLt's epilogue (GELU_AUX_BIAS: D = gelu(acc + bias), aux = acc + bias, both of D's type,
-// each rounded once from fp32), and the c_proj backward's dinp GEMM can multiply by GELU's derivative at the
-// saved pre-GELU values (DGELU: D = gelu'(aux) * acc, rounded once). cuBLASLt evaluates the same tanh
-// approximation with its own instructions, so results may differ from gelu.cuh's in the last bits;
-// where it has no such algorithm the launchers return kUnavailable before any work.
-// Determinism: one cuBLASLt algorithm is chosen per GEMM shape (and per operand alignment) on first use
+// path (kernels/act_cast.hpp), which rounds the bias the same way. GELU epilogues (CudaBackend with
+// gelu_fusion on): the MLP's c_fc GEMM can apply GELU in cuBLASLt's epilogue (GELU_AUX_BIAS: D = gelu(acc +
+// bias), aux = acc + bias, both of D's type, each rounded once from fp32), and the c_proj backward's dinp
+// GEMM can multiply by GELU's derivative at the saved pre-GELU values (DGELU: D = gelu'(aux) * acc, rounded
+// once). cuBLASLt evaluates the same tanh approximation with its own instructions, so results may differ from
+// gelu.cuh's in the last bits; where it has no such algorithm the launchers return kUnavailable before any
+// work. Determinism: one cuBLASLt algorithm is chosen per GEMM shape (and per operand alignment) on first use
 // and kept (the first of the heuristic's up to 8 answers for a 32 MiB workspace that is usable: for a
 // bf16 D or an epilogue, one that cublasLtMatmulAlgoCheck accepts), so repeated steps run the same
 // kernels in the same order. A bf16 D is

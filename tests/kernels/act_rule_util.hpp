@@ -1,7 +1,8 @@
 // The storage rule of the Act ops (kernels/act.hpp), checked on any backend: an op called with some of
 // its activation tensors stored as bf16 must give, bit for bit, what its all-fp32 form gives on the
 // widened bf16 inputs, with each bf16 output rounded once (core/bf16.hpp) from that fp32 result; the
-// fp32 side outputs (statistics, attention state, dweight, dbias) must be unchanged bit for bit.
+// fp32 side outputs (statistics, attention state, dweight, dbias) must be unchanged bit for bit. A GEMM
+// with a bf16 output adds its bias rounded to bf16: the reference gets that bias rounded too.
 // Every combination of fp32/bf16 over an op's activation tensors is run, so both a backend's native
 // bf16 kernels and its ActCast fallback are held to the rule. Shared by the CPU and CUDA tests.
 #pragma once
@@ -23,9 +24,10 @@ namespace perigee::kernels::testing {
 struct TensorSpec {
   std::string name;
   size_t n = 0;
-  bool output = false;  // written (or accumulated) by the op
-  bool act = false;     // an Act/ConstAct argument: runs as fp32 and as bf16
-  float scale = 1.0f;   // inputs and accumulated outputs start uniform in [-scale, scale]
+  bool output = false;                    // written (or accumulated) by the op
+  bool act = false;                       // an Act/ConstAct argument: runs as fp32 and as bf16
+  float scale = 1.0f;                     // inputs and accumulated outputs start uniform in [-scale, scale]
+  bool rounded_with_bf16_output = false;  // an fp32 input read rounded to bf16 when an output is bf16
 };
 
 // The op on backend memory: ptrs[i] and types[i] describe tensor i of OpSpec::tensors.
@@ -125,10 +127,15 @@ inline void expect_act_rule(Backend& be, const ActOpSpec& op, uint64_t seed = 7)
       types[acts[j]] = DType::kBF16;
       combo += (combo.empty() ? "" : ",") + op.tensors[acts[j]].name;
     }
-    // Reference: all fp32, the bf16 inputs replaced by their widened values.
+    // Reference: all fp32, the bf16 inputs replaced by their widened values (and a bf16 output's bias
+    // by its rounding).
+    bool bf16_output = false;
+    for (size_t i = 0; i < op.tensors.size(); ++i)
+      bf16_output |= types[i] == DType::kBF16 && op.tensors[i].output;
     std::vector<std::vector<float>> ref_host = host;
     for (size_t i = 0; i < op.tensors.size(); ++i) {
-      if (types[i] == DType::kBF16 && !op.tensors[i].output) {
+      const bool rounded = op.tensors[i].rounded_with_bf16_output && bf16_output;
+      if ((types[i] == DType::kBF16 && !op.tensors[i].output) || rounded) {
         for (float& x : ref_host[i]) x = bf16_to_float(float_to_bf16(x));
       }
     }
@@ -177,7 +184,10 @@ inline std::vector<ActOpSpec> act_op_specs(Backend& be) {
                  },
                  nullptr});
   ops.push_back({"matmul_forward",
-                 {{"out", N * OC, true, true}, {"inp", N * C, false, true}, {"weight", OC * C}, {"bias", OC}},
+                 {{"out", N * OC, true, true},
+                  {"inp", N * C, false, true},
+                  {"weight", OC * C},
+                  {"bias", OC, false, false, 1.0f, /*rounded_with_bf16_output=*/true}},
                  [=](Backend& k, const std::vector<void*>& p, const std::vector<DType>& t) {
                    return k.matmul_forward(act_of(p, t, 0), act_of(p, t, 1), f32_of(p, 2), f32_of(p, 3), N, C,
                                            OC);
