@@ -252,30 +252,33 @@ Status LtGemm::available(bool trans_a, bool trans_b, int m, int n, int k, int ld
 }
 
 Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
-                    const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const void* bias,
+                    const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, ConstAct bias,
                     cudaStream_t stream, LtAux aux) {
   const bool d_bf16 = !D.is_f32();
+  PERIGEE_REQUIRE(bias.data == nullptr || bias.dtype == D.dtype, StatusCode::kInvalidArgument,
+                  "LtGemm: the bias is ", dtype_name(bias.dtype), " but D is ", dtype_name(D.dtype),
+                  " (cuBLASLt takes a bias of D's type)");
   PERIGEE_REQUIRE(!d_bf16 || beta == 0.0f, StatusCode::kInvalidArgument,
                   "LtGemm: a bf16 D is written, not accumulated (beta must be 0)");
   PERIGEE_REQUIRE(aux.kind == LtEpilogue::kNone || (aux.data != nullptr && beta == 0.0f),
                   StatusCode::kInvalidArgument, "LtGemm: a GELU epilogue needs its aux matrix and beta 0");
-  PERIGEE_REQUIRE(aux.kind != LtEpilogue::kDGelu || bias == nullptr, StatusCode::kInvalidArgument,
+  PERIGEE_REQUIRE(aux.kind != LtEpilogue::kDGelu || bias.data == nullptr, StatusCode::kInvalidArgument,
                   "LtGemm: the DGELU epilogue takes no bias");
   PERIGEE_REQUIRE(aux.kind == LtEpilogue::kNone || aligned(aux.data, 16), StatusCode::kUnavailable,
                   "LtGemm: the aux matrix is not 16-byte aligned");
   const Plan* plan = nullptr;
-  const LtAlign align{LtAlign::of(A), LtAlign::of(B), LtAlign::of(D.data), LtAlign::of(bias),
+  const LtAlign align{LtAlign::of(A), LtAlign::of(B), LtAlign::of(D.data), LtAlign::of(bias.data),
                       LtAlign::of(aux.data)};
-  const Key key = key_of(trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, beta != 0.0f, d_bf16,
+  const Key key = key_of(trans_a, trans_b, m, n, k, lda, ldb, ldd, bias.data != nullptr, beta != 0.0f, d_bf16,
                          aux.kind, align);
   PERIGEE_CHECK(plan_for(key, &plan));
   // Where cuBLASLt has no fp32-D algorithm with the bias epilogue for these operands (a packed bias
   // below 16-byte alignment, say): the GEMM without it, then the bias in a pass of its own. With
   // beta 0 that is the same fp32 sum, acc + bias, rounded once.
-  const bool bias_apart = bias != nullptr && !d_bf16 && aux.kind == LtEpilogue::kNone;
+  const bool bias_apart = bias.data != nullptr && !d_bf16 && aux.kind == LtEpilogue::kNone;
   if (bias_apart && (plan == nullptr || !bias_epilogue_)) {
     PERIGEE_CHECK(gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, beta, D, ldd, nullptr, stream));
-    PERIGEE_CHECK(matmul_add_bias(D.f32(), static_cast<const float*>(bias), n, m, ldd, stream));
+    PERIGEE_CHECK(matmul_add_bias(D.f32(), bias.f32(), n, m, ldd, stream));
     ++counts_.bias_apart;
     return Status::ok();
   }
@@ -284,9 +287,10 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
                   " for m=", m, " n=", n, " k=", k);
   // The pointers are per call; the descriptor is this plan's own. Not thread-safe: one op at a time per
   // LtGemm (a backend's ops run from one thread), as the plan cache is also unguarded.
-  if (bias != nullptr) {
-    PERIGEE_CHECK_CUBLAS(
-        cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  if (bias.data != nullptr) {
+    const void* bias_ptr = bias.data;
+    PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &bias_ptr, sizeof(bias_ptr)));
   }
   if (aux.kind != LtEpilogue::kNone) {
     PERIGEE_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
@@ -352,11 +356,11 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
                                 scratch_bytes<__nv_bfloat16>(n_bias),
                             stream, &base));
   ScratchCarver carve(base);
-  const void* lt_bias = bias;
+  ConstAct lt_bias = bias;
   if (round_bias) {
     __nv_bfloat16* copy = carve.take<__nv_bfloat16>(n_bias);
     PERIGEE_CHECK(convert_to_bf16(copy, bias, n_bias, stream));
-    lt_bias = copy;
+    lt_bias = ConstAct(copy, DType::kBF16);
   }
   const __nv_bfloat16* inp16 = as_bf16(inp);
   if (inp.is_f32()) {

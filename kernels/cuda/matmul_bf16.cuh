@@ -70,13 +70,14 @@ class LtGemm {
 
   // Column-major D[m, n] = op(A) op(B) + beta * D (+ bias[m] on every column when bias is set, then
   // the epilogue of `aux`), A and B bf16 (op = transpose when trans_*), D fp32 or bf16 (beta 0 only)
-  // with leading dimension ldd; bias has D's type (fp32 or bf16: cuBLASLt has no fp32 bias for a
-  // bf16 D). kUnavailable when cuBLASLt has no algorithm for a bf16 D or for that
-  // epilogue at this shape, or the aux matrix is not 16-byte aligned (nothing is run then). An fp32 D
-  // whose bias epilogue has no algorithm gets the bias added in a pass of its own (counts().bias_apart).
+  // with leading dimension ldd; bias (or null) must have D's type (fp32 or bf16: cuBLASLt has no fp32
+  // bias for a bf16 D; kInvalidArgument otherwise). kUnavailable when cuBLASLt has no algorithm for a bf16 D
+  // or for that epilogue at this shape, or the aux matrix is not 16-byte aligned (nothing is run then). An
+  // fp32 D whose bias epilogue has no algorithm gets the bias added in a pass of its own
+  // (counts().bias_apart).
   Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16* A, int lda,
-              const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, const void* bias,
-              cudaStream_t stream, LtAux aux = {});
+              const __nv_bfloat16* B, int ldb, float beta, Act D, int ldd, ConstAct bias, cudaStream_t stream,
+              LtAux aux = {});
   // What gemm() has launched so far (tests check that a fused op really ran fused).
   struct Counts {
     uint64_t launches = 0;           // cublasLtMatmul calls that ran
