@@ -99,7 +99,7 @@ const std::vector<Field>& schema() {
           .in(at_least(0)),
       PERIGEE_FIELD(device, precision,
                     "CUDA GEMM and attention arithmetic: fp32, tf32 (TF32 GEMMs) or bf16 (bf16 tensor cores, "
-                    "fp32 accumulation and memory); the CPU computes in fp32")
+                    "fp32 accumulation; storage as activations and logits say); the CPU computes in fp32")
           .one_of({"fp32", "tf32", "bf16"}),
       PERIGEE_FIELD(device, activations,
                     "storage of the activations that feed GEMMs (LayerNorm, attention and GELU outputs, the "

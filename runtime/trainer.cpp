@@ -86,6 +86,7 @@ Status Trainer::setup() {
   // "auto" storage for this backend (perigee_train resolved it already; a caller may not have).
   config_.device =
       resolve_device_auto(config_.device, config_.fault.abft, backend_->kind() == kernels::DeviceKind::kCuda);
+  config_.device.gelu_fusion = backend_->fuses_gelu() ? "on" : "off";  // what runs, for config.json
   const kernels::DType acts =
       config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   const kernels::DType logits =

@@ -61,7 +61,10 @@ int run_job(int argc, char** argv) {
   std::string config_path;
   bool print_only = false;
   app.add_option("config", config_path, "TOML config file (see docs/config.md)")->required();
-  app.add_flag("--print-config", print_only, "print the resolved config as JSON and exit");
+  app.add_flag(
+      "--print-config", print_only,
+      "print the config as JSON (after overrides and derived values; [device] \"auto\" keys are resolved "
+      "once a device is chosen, as the log's resolved config shows) and exit");
   app.allow_extras();
   try {
     app.parse(argc, argv);

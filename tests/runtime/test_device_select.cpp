@@ -75,6 +75,30 @@ TEST(ResolveDeviceAuto, Bf16LogitsBringBf16Activations) {
   expect_resolved(device_with("fp32", "auto", "bf16"), false, true, {"bf16", "bf16", "off"});
 }
 
+// Sensible settings that validation must accept (each resolves as the table above says).
+TEST(ResolveDeviceAuto, SensibleSettingsPassValidation) {
+  const std::vector<DeviceConfig> sensible = {
+      device_with("fp32"),
+      device_with("bf16"),
+      device_with("tf32", "bf16"),
+      device_with("fp32", "auto", "bf16"),         // logits bf16 bring bf16 activations
+      device_with("bf16", "fp32", "fp32", "on"),   // GELU epilogues over fp32 storage
+      device_with("bf16", "bf16", "fp32", "off"),  // bf16 activations, fp32 logits
+      device_with("bf16", "auto", "auto", "on"),
+  };
+  for (const DeviceConfig& d : sensible) {
+    Config c;
+    c.device = d;
+    const Status s = validate_config(&c);
+    EXPECT_TRUE(s.is_ok()) << d.precision << " " << d.activations << " " << d.logits << " " << d.gelu_fusion
+                           << ": " << s.to_string();
+  }
+  Config abft;  // ABFT with every [device] default
+  abft.device.precision = "bf16";
+  abft.fault.abft = true;
+  EXPECT_TRUE(validate_config(&abft).is_ok());
+}
+
 TEST(ResolveDeviceAuto, EveryResolvedConfigPassesValidation) {
   for (const char* precision : {"fp32", "tf32", "bf16"}) {
     for (const char* acts : {"auto", "fp32", "bf16"}) {
