@@ -51,6 +51,7 @@ Status select_device(const Config& config, int local_rank, int local_ranks, Devi
     PERIGEE_CHECK(kernels::cuda::set_gelu_fusion(*out->backend, out->resolved.gelu_fusion == "on"));
     PERIGEE_CHECK(kernels::cuda::set_weight_cache(*out->backend, device.weight_cache));
     out->cuda_device = index;
+    out->kind = str_cat("cuda sm_", gpus[index].sm_major, gpus[index].sm_minor);
     out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
                                kernels::cuda::gpu_precision_description(precision),
                                out->backend->fuses_gelu() ? ", GELU in cuBLASLt epilogues" : "", ")");
@@ -64,6 +65,7 @@ Status select_device(const Config& config, int local_rank, int local_ranks, Devi
   out->backend = std::make_unique<kernels::cpu::CpuBackend>(threads);
   out->resolved = resolve_device_auto(device, config.fault.abft, /*cuda=*/false);
   out->cuda_device = -1;
+  out->kind = "cpu";
   out->description = str_cat("cpu (fp32, OpenBLAS + OpenMP, ", threads, " thread(s) per rank)");
   return Status::ok();
 }

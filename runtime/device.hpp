@@ -20,6 +20,7 @@ struct DeviceSelection {
   std::string description;  // one line for the log: backend, threads or device name
   std::string cuda_probe;   // what the CUDA probe found (device list or why none)
   int cuda_device = -1;     // the CUDA device the backend runs on; -1 = CPU backend
+  std::string kind;         // what the ranks must agree on: "cpu", or "cuda sm_XY" (the architecture)
   DeviceConfig resolved;    // the [device] settings with every "auto" replaced by its value here
 };
 

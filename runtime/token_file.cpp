@@ -113,6 +113,12 @@ class FdCloser {
     fd_ = -1;
     return ::close(fd) == 0;
   }
+  // Hands the descriptor to the caller, who then closes it.
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
 
  private:
   int fd_;
@@ -186,9 +192,11 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& tok
   return Status::ok();
 }
 
-Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header) {
-  PERIGEE_REQUIRE(tokens != nullptr, StatusCode::kInvalidArgument, "read_token_file(", path,
-                  "): tokens is null");
+namespace {
+
+// Opens `path` and reads and checks its header (magic, version, bytes per token, vocabulary, the file
+// size against the count). On success *fd_out is open at the first token (the caller closes it).
+Status open_token_file(const std::string& path, int* fd_out, TokenFileHeader* header) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
@@ -214,7 +222,6 @@ Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, To
   const uint32_t vocab_size = get_u32(h + 12);
   const uint64_t count = get_u64(h + 16);
   const uint32_t bytes_per_token = get_u32(h + 24);
-  const uint32_t stored_crc = get_u32(h + 28);
   PERIGEE_REQUIRE(version == kTokenFileVersion, StatusCode::kIoError, "token file ", path,
                   ": unsupported version ", version, " (this build reads version ", kTokenFileVersion,
                   "); rebuild it with perigee-data");
@@ -227,6 +234,34 @@ Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, To
                   StatusCode::kIoError, "token file ", path, ": size mismatch: the header says ", count,
                   " tokens but the file has ", body_bytes, " bytes after the header (expected ", count, " x ",
                   kBytesPerToken, "); the file is truncated or has trailing data");
+  header->version = version;
+  header->vocab_size = vocab_size;
+  header->count = count;
+  header->token_crc32 = get_u32(h + 28);
+  *fd_out = closer.release();
+  return Status::ok();
+}
+
+}  // namespace
+
+Status read_token_header(const std::string& path, TokenFileHeader* header) {
+  int fd = -1;
+  PERIGEE_CHECK(open_token_file(path, &fd, header));
+  FdCloser closer(fd);
+  return Status::ok();
+}
+
+Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header) {
+  PERIGEE_REQUIRE(tokens != nullptr, StatusCode::kInvalidArgument, "read_token_file(", path,
+                  "): tokens is null");
+  TokenFileHeader h;
+  int fd = -1;
+  PERIGEE_CHECK(open_token_file(path, &fd, &h));
+  FdCloser closer(fd);
+  const uint64_t count = h.count;
+  const uint32_t vocab_size = h.vocab_size;
+  const uint32_t stored_crc = h.token_crc32;
+  const uint64_t body_bytes = count * kBytesPerToken;
 
   std::vector<uint8_t> body(body_bytes);
   PERIGEE_REQUIRE(read_all(fd, body.data(), body.size()), StatusCode::kIoError, "token file ", path,
@@ -245,11 +280,7 @@ Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, To
     out[i] = static_cast<int32_t>(t);
   }
   *tokens = std::move(out);
-  if (header != nullptr) {
-    header->version = version;
-    header->vocab_size = vocab_size;
-    header->count = count;
-  }
+  if (header != nullptr) *header = h;
   return Status::ok();
 }
 

@@ -26,6 +26,7 @@ struct TokenFileHeader {
   uint32_t version = 1;
   uint32_t vocab_size = 256;
   uint64_t count = 0;
+  uint32_t token_crc32 = 0;  // of the token bytes, as stored in the header
 };
 
 Status write_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size);
@@ -33,6 +34,10 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& tok
 // Reads and verifies (magic, version, size, crc, every token < vocab_size). Errors name the path
 // and what is wrong; a missing file says how to build it (scripts/build_data.sh / perigee-data).
 Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header);
+
+// Reads and checks the header only (magic, version, vocab_size, and the file size against the
+// count); the tokens and their CRC are not read. Errors as read_token_file's.
+Status read_token_header(const std::string& path, TokenFileHeader* header);
 
 // CRC-32 (IEEE 802.3 / zlib: reflected polynomial 0xEDB88320). Pass the previous result as `crc`
 // to continue a running checksum; crc32("123456789") == 0xCBF43926.

@@ -18,6 +18,7 @@
 #include "runtime/config.hpp"
 #include "runtime/device.hpp"
 #include "runtime/log.hpp"
+#include "runtime/rank_agreement.hpp"
 #include "runtime/trainer.hpp"
 
 namespace {
@@ -88,6 +89,9 @@ int run_job(int argc, char** argv) {
   s = rt::select_device(config, local_rank, local_size, &device);
   if (agree_on_failure(s, "device setup") != 0) return 2;
   config.device = device.resolved;  // "auto" storage and fusion as chosen for this device
+  // Every rank must run the same job (its own config file and device may say otherwise).
+  s = rt::check_ranks_agree(rt::describe_job(config, device.kind), MPI_COMM_WORLD);
+  if (agree_on_failure(s, "rank agreement") != 0) return 2;
   rt::CommSetup comm;
   s = rt::setup_communicators(config.comm, config.links, device, MPI_COMM_WORLD, &comm);
   if (agree_on_failure(s, "communicator setup") != 0) return 2;

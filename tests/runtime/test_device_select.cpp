@@ -171,6 +171,7 @@ TEST(SelectDevice, TheCpuResolvesAutoToFp32) {
   const Status s = select_device(c, 0, 1, &sel);
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   EXPECT_EQ(sel.cuda_device, -1);
+  EXPECT_EQ(sel.kind, "cpu");  // what the ranks compare (rank_agreement.hpp)
   EXPECT_EQ(sel.resolved.activations, "fp32");
   EXPECT_EQ(sel.resolved.logits, "fp32");
   EXPECT_EQ(sel.resolved.gelu_fusion, "off");
@@ -190,6 +191,7 @@ TEST(SelectDevice, Bf16PrecisionOnAGpuTurnsTheFastestSettingsOn) {
     const Status s = select_device(c, 0, 1, &sel);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
     EXPECT_EQ(sel.cuda_device, 0);
+    EXPECT_EQ(sel.kind, perigee::str_cat("cuda sm_", gpus[0].sm_major, gpus[0].sm_minor));
     EXPECT_EQ(sel.resolved.activations, abft ? "fp32" : "bf16");
     EXPECT_EQ(sel.resolved.logits, abft ? "fp32" : "bf16");
     EXPECT_EQ(sel.resolved.gelu_fusion, abft ? "off" : "on");
