@@ -66,6 +66,15 @@ class Communicator {
   // follow. Calling it again does nothing. The default has nothing to end.
   virtual Status close() { return Status::ok(); }
 
+  // Deadline of each later collective in seconds, 0 = none. A communicator without deadlines reports
+  // 0 and accepts any value (ok). Callers that expect one slow collective (the ranks waiting for rank
+  // 0's checkpoint write) raise it around that call and restore it.
+  virtual double timeout_s() const { return 0.0; }
+  virtual Status set_timeout(double timeout_s) {
+    (void)timeout_s;
+    return Status::ok();
+  }
+
   // Emulated seconds all collectives so far took on a modelled network (the emulated laser links);
   // 0 for real networks. Callers take differences around a collective.
   virtual double modelled_seconds() const { return 0.0; }

@@ -65,8 +65,8 @@ class MpiCommunicator final : public Communicator {
   size_t pending() const { return started_.size(); }
 
   // Deadline of each later collective, in seconds from its start; 0 = blocking.
-  Status set_timeout(double timeout_s);
-  double timeout_s() const { return timeout_s_; }
+  Status set_timeout(double timeout_s) override;
+  double timeout_s() const override { return timeout_s_; }
   // Largest element count of one MPI call (>= 1); smaller than the default only to test chunking.
   Status set_chunk_elements(size_t elements);
   size_t chunk_elements() const { return chunk_elements_; }

@@ -116,8 +116,8 @@ class NcclCommunicator final : public Communicator {
   Status synchronize();
   // Deadline of every wait (synchronize, blocking calls, wait_all, barrier) in seconds; 0 (the
   // default) waits for ever. kInvalidArgument for a negative or non-finite value.
-  Status set_timeout(double timeout_s);
-  double timeout_s() const { return timeout_s_; }
+  Status set_timeout(double timeout_s) override;
+  double timeout_s() const override { return timeout_s_; }
   // ncclCommGetAsyncError as a Status (ok while operations are in progress).
   Status async_error();
   // ncclCommAbort: stops outstanding operations and frees the communicator without waiting for

@@ -173,15 +173,18 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     auto bad = [&](std::string_view what) {
       return make_error(StatusCode::kInvalidArgument, "fault plan line ", line_no, ": ", what);
     };
-    if (kind == "seed" || kind == "step_seconds") {
+    if (kind == "seed" || kind == "step_seconds" || kind == "checkpoint_delay") {
       if (tokens.size() != 2) return bad(str_cat("'", kind, "' takes one value"));
-      const bool ok =
-          kind == "seed" ? parse_int(tokens[1], &plan->seed) : parse_double(tokens[1], &plan->step_seconds);
+      const bool ok = kind == "seed"           ? parse_int(tokens[1], &plan->seed)
+                      : kind == "step_seconds" ? parse_double(tokens[1], &plan->step_seconds)
+                                               : parse_double(tokens[1], &plan->checkpoint_delay_s) &&
+                                                     plan->checkpoint_delay_s >= 0.0;
       if (!ok) return bad(str_cat("bad value '", tokens[1], "' for ", kind));
       continue;
     }
     if (kind != "fault" && kind != "rate" && kind != "death") {
-      return bad(str_cat("unknown entry '", kind, "' (seed, step_seconds, fault, rate, death)"));
+      return bad(
+          str_cat("unknown entry '", kind, "' (seed, step_seconds, checkpoint_delay, fault, rate, death)"));
     }
     FaultSpec spec;
     FaultRate rate;

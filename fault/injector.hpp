@@ -98,6 +98,7 @@ struct FaultPlan {
   std::vector<FaultSpec> faults;
   std::vector<FaultRate> rates;
   std::vector<RankDeath> deaths;
+  double checkpoint_delay_s = 0.0;  // each checkpoint commit on rank 0 takes this much longer (slow storage)
 };
 
 // One flipped element.
@@ -121,6 +122,7 @@ double expected_upsets(double per_bit_per_day, double bits, double seconds);
 //   fault target=gemm_output step=3 [occurrence=0] [rank=-1] [element=17] [bit=30] [bits=1] [mask=0x..]
 //   [burst=32] rate target=parameter per_bit_per_day=4.04e-7 [probability=0] [rank=-1] [bits=1] [burst=1]
 //   death rank=2 step=100
+//   checkpoint_delay 2.5
 Status parse_fault_plan(std::string_view text, FaultPlan* plan);
 
 class FaultInjector {

@@ -112,6 +112,7 @@ struct CheckpointConfig {
   double every_seconds = 0.0;   // checkpoint every T seconds of training; 0 = off
   int keep_last = 3;            // retention
   bool async = true;            // background writer thread (training continues during the write)
+  double timeout_s = 600.0;     // the other ranks' wait for rank 0's blocking checkpoint work; 0 = none
   std::string resume = "auto";  // "auto": continue from the newest good checkpoint in dir; "never"
 
   bool operator==(const CheckpointConfig&) const = default;

@@ -179,6 +179,10 @@ const std::vector<Field>& schema() {
           .in(at_least(0)),
       PERIGEE_FIELD(checkpoint, keep_last, "checkpoints kept (retention)").in(at_least(1)),
       PERIGEE_FIELD(checkpoint, async, "write in a background thread while training goes on"),
+      PERIGEE_FIELD(checkpoint, timeout_s,
+                    "seconds the other ranks wait for rank 0's blocking checkpoint work (eclipse, final or "
+                    "synchronous writes) instead of [comm] timeout_s; 0 = no limit")
+          .in(at_least(0)),
       PERIGEE_FIELD(checkpoint, resume,
                     "auto: continue from the newest good checkpoint in dir; never: start fresh")
           .one_of({"auto", "never"}),

@@ -6,8 +6,8 @@
 //
 // describe_job lists what decides the math and the data, as "key" -> "value":
 //   - every key of the resolved config (`section.key`, JSON values) except the node-local ones,
-//     kNodeLocalKeys: CPU threads, the progress bar, and the paths of the run folder and the token
-//     files (a node may mount them elsewhere);
+//     kNodeLocalKeys: the config file's path, CPU threads, the progress bar, and the paths of the
+//     run folder and the token files (a node may mount them elsewhere);
 //   - job.backend: "cpu", or "cuda sm_XY" (another GPU architecture runs other kernels);
 //   - job.train_data, job.val_data: each token file's count, vocabulary and CRC-32 from its header
 //     ("missing" or "unreadable" are values too; the trainer then reports the file itself).
@@ -31,8 +31,8 @@ namespace perigee::runtime {
 
 using JobDescription = std::map<std::string, std::string>;
 
-inline constexpr std::array<std::string_view, 5> kNodeLocalKeys = {
-    "device.threads", "run.progress", "run.dir", "data.train_file", "data.val_file"};
+inline constexpr std::array<std::string_view, 6> kNodeLocalKeys = {
+    "source", "device.threads", "run.progress", "run.dir", "data.train_file", "data.val_file"};
 
 // The job as this rank sees it. `backend`: DeviceSelection::kind ("cpu", "cuda sm_90").
 JobDescription describe_job(const Config& config, const std::string& backend);

@@ -207,7 +207,17 @@ Status Trainer::setup_checkpoints() {
     PERIGEE_CHECK(resume_from(&snapshot));
   }
   if (comm_->rank() == 0 && checkpoint_enabled_) {
-    writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
+    const double delay_s = injector_ ? injector_->plan().checkpoint_delay_s : 0.0;
+    if (delay_s > 0.0) {  // the fault plan's slow storage: every commit takes delay_s longer
+      checkpoint::CheckpointStore* store = store_.get();
+      writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(
+          [store, delay_s](const checkpoint::Snapshot& s, checkpoint::CommitStats* stats) {
+            std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));
+            return store->commit(s, stats);
+          });
+    } else {
+      writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
+    }
     // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
     PERIGEE_CHECK(writer_->prepare(
         make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
@@ -242,7 +252,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
     }
     outcome = load_status.is_ok() ? 1 : (load_status.code() == StatusCode::kNotFound ? 0 : 2);
   }
-  PERIGEE_CHECK(comm_->broadcast(&outcome, 1, DataType::kInt32, 0));
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(&outcome, 1, DataType::kInt32));
   if (outcome == 2) {
     if (comm_->rank() == 0) {
       return make_error(
@@ -266,7 +276,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
     header[3] = static_cast<int64_t>(window.losses.size());
     header[4] = restored.is_ok() ? 0 : 1;
   }
-  PERIGEE_CHECK(comm_->broadcast(header, 5, DataType::kInt64, 0));
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(header, 5, DataType::kInt64));
   if (header[4] != 0) {
     if (comm_->rank() == 0)
       return make_error(restored.code(), "cannot resume from ", checkpoint_dir_, ": ", restored.message());
@@ -325,6 +335,42 @@ Status Trainer::save_checkpoint() {
   return metrics_.write({metric_text("type", "checkpoint"), metric("step", static_cast<double>(next_step_)),
                          metric("stall_ms", st.stall_seconds * 1e3), metric("wait_ms", st.wait_seconds * 1e3),
                          metric("bytes", static_cast<double>(st.bytes))});
+}
+
+Status Trainer::broadcast_after_checkpoint_io(void* buffer, size_t count, DataType type) {
+  const double comm_timeout = comm_->timeout_s();
+  PERIGEE_CHECK(comm_->set_timeout(config_.checkpoint.timeout_s));
+  const Status s = comm_->broadcast(buffer, count, type, 0);
+  const Status restored = comm_->set_timeout(comm_timeout);
+  if (!s.is_ok()) {
+    return make_error(s.code(), "waiting for rank 0's checkpoint work ([checkpoint] timeout_s = ",
+                      config_.checkpoint.timeout_s, " s): ", s.message());
+  }
+  return restored;
+}
+
+Status Trainer::checkpoint_fence(const char* what, const Status& rank0_work) {
+  int32_t failed = comm_->rank() == 0 && !rank0_work.is_ok() ? 1 : 0;
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(&failed, 1, DataType::kInt32));
+  if (comm_->rank() == 0) return rank0_work;
+  PERIGEE_REQUIRE(failed == 0, StatusCode::kIoError, what, " failed on rank 0 (its log says why)");
+  return Status::ok();
+}
+
+Status Trainer::periodic_checkpoint_due(bool* due) {
+  const CheckpointConfig& cc = config_.checkpoint;
+  *due = false;
+  if (!checkpoint_enabled_ || next_step_ == config_.train.steps || consecutive_skips_ != 0) {
+    return Status::ok();  // never save suspect state; the end of the run has its own checkpoint
+  }
+  int32_t decision = cc.every_steps > 0 && next_step_ % cc.every_steps == 0;
+  if (cc.every_seconds > 0) {
+    const double since = std::chrono::duration<double>(Clock::now() - last_checkpoint_time_).count();
+    if (comm_->rank() == 0) decision = decision || since >= cc.every_seconds;
+    PERIGEE_CHECK(comm_->broadcast(&decision, 1, DataType::kInt32, 0));
+  }
+  *due = decision != 0;
+  return Status::ok();
 }
 
 Status Trainer::finish_checkpoints() {
@@ -498,8 +544,9 @@ Status Trainer::eclipse_gate() {
   if (decision[0] == 1.0) {
     log::info("orbit: shadow entry in ", fixed(config_.orbit.margin_s, 0),
               " s or less: checkpoint before the power drops");
-    PERIGEE_CHECK(save_checkpoint());
-    PERIGEE_CHECK(finish_checkpoints());  // durable before the shadow
+    Status written = save_checkpoint();
+    if (written.is_ok()) written = finish_checkpoints();  // durable before the shadow
+    PERIGEE_CHECK(checkpoint_fence("the eclipse checkpoint", written));
   } else if (decision[0] == 2.0) {
     log::info("orbit: in shadow, compute paused for ",
               fixed(decision[1] * mission_clock_.time_scale / 60.0, 1), " mission min (",
@@ -625,27 +672,23 @@ Status Trainer::run() {
     if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
       PERIGEE_CHECK(validate(next_step_));
     }
-    if (checkpoint_enabled_ && next_step_ != tc.steps &&
-        consecutive_skips_ == 0) {  // never save suspect state
-      const CheckpointConfig& cc = config_.checkpoint;
-      const double since = std::chrono::duration<double>(Clock::now() - last_checkpoint_time_).count();
-      // Time-based checkpoints are decided by rank 0 alone: only rank 0 writes.
-      if ((cc.every_steps > 0 && next_step_ % cc.every_steps == 0) ||
-          (cc.every_seconds > 0 && since >= cc.every_seconds)) {
-        PERIGEE_CHECK(save_checkpoint());
-      }
-    }
+    bool due = false;
+    PERIGEE_CHECK(periodic_checkpoint_due(&due));
+    // Rank 0 may block here: a synchronous write, or a wait for the previous background write.
+    if (due) PERIGEE_CHECK(checkpoint_fence("a periodic checkpoint", save_checkpoint()));
   }
-  if (checkpoint_enabled_ && last_checkpoint_step_ != next_step_) {
-    if (consecutive_skips_ == 0) {
-      PERIGEE_CHECK(save_checkpoint());
-    } else {  // as during the run: suspect state must not become the newest checkpoint
+  if (checkpoint_enabled_) {
+    Status written;
+    if (last_checkpoint_step_ != next_step_ && consecutive_skips_ == 0) {
+      written = save_checkpoint();
+    } else if (last_checkpoint_step_ != next_step_) {  // as during the run: suspect state is never saved
       log::warn("the run ended after ", consecutive_skips_,
                 " skipped step(s) in a row (suspect state): no final checkpoint; the newest is step ",
                 last_checkpoint_step_);
     }
+    if (written.is_ok()) written = finish_checkpoints();
+    PERIGEE_CHECK(checkpoint_fence("the final checkpoint", written));
   }
-  PERIGEE_CHECK(finish_checkpoints());
   if (abft_ || injector_ || counters_.triggers > 0 || counters_.replica_checks > 0) {
     const FaultCounters& c = counters_;
     std::vector<MetricField> fields = {metric_text("type", "fault_summary"),

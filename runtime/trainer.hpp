@@ -125,6 +125,16 @@ class Trainer {
   // [orbit] eclipse policy before each step: checkpoint ahead of the shadow, idle inside it
   // (rank 0 decides from the mission clock; every rank follows).
   Status eclipse_gate();
+  // Whether a periodic checkpoint is due after this step, the same answer on every rank: every_steps
+  // is known to all; the every_seconds clock is rank 0's, broadcast (only when every_seconds is set).
+  Status periodic_checkpoint_due(bool* due);
+  // A broadcast from rank 0 right after rank-0-only checkpoint work (a write, a wait for one, a load):
+  // the other ranks wait under [checkpoint] timeout_s instead of [comm] timeout_s, since slow storage
+  // is not a dead rank.
+  Status broadcast_after_checkpoint_io(void* buffer, size_t count, collectives::DataType type);
+  // Every rank calls it after rank 0's blocking checkpoint work, rank 0 passing that work's status:
+  // every rank then returns an error when it failed (rank 0 its own, the others one naming `what`).
+  Status checkpoint_fence(const char* what, const Status& rank0_work);
   size_t inject(fault::FaultTarget target, float* buffer, size_t n);
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).

@@ -110,7 +110,9 @@ Status Trainer::rollback(const std::string& why) {
   PERIGEE_REQUIRE(
       checkpoint_enabled_, StatusCode::kUnavailable, why,
       ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
-  if (writer_) PERIGEE_CHECK(writer_->wait());
+  // A write in flight ends first (all ranks wait for it, and all fail if it failed).
+  PERIGEE_CHECK(
+      checkpoint_fence("the checkpoint write before the rollback", writer_ ? writer_->wait() : Status::ok()));
   const int64_t before = next_step_;
   // The fault came back right after the previous rollback: that checkpoint already held it, so
   // go further back.

@@ -1,8 +1,8 @@
 // perigee-train: the data-parallel training job, one MPI rank per satellite node.
 //   mpirun -np 4 perigee-train configs/demo.toml [--train.lr=3e-4 ...]
-// Every setup error (config, data, device, world size) is reported once with its cause and all
-// ranks exit with status 2; an error during training aborts the whole job (no rank is left
-// waiting in a collective).
+// Every setup error (config, data, device, world size, ranks that would run different jobs) is reported once
+// with its cause and all ranks exit with status 2; an error during training aborts the whole job (no rank is
+// left waiting in a collective).
 #include <mpi.h>
 #include <unistd.h>
 

@@ -99,8 +99,20 @@ grep -q "train.lr: 0.001 on rank 0; 0.002 on rank 1" "$WORK/err.log" && grep -q 
   "$WORK/err.log" || { cat "$WORK/err.log"; fail "the rank agreement message lacks the differing keys"; }
 echo "ok: ranks with different configs -> $(grep -m1 "train.lr:" "$WORK/err.log")"
 cp "$WORK/tok_val.bin" "$WORK/tok_val_copy.bin"
-"${MPI[@]}" -np 1 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_local : -np 1 "$TRAIN_BIN" "$WORK/tiny.toml" \
+cp "$WORK/tiny.toml" "$WORK/tiny_node1.toml"
+"${MPI[@]}" -np 1 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_local : -np 1 "$TRAIN_BIN" "$WORK/tiny_node1.toml" \
   --run.name=e2e_local --device.threads=2 --data.val_file="$WORK/tok_val_copy.bin" > "$WORK/local.log" 2>&1 \
   || { cat "$WORK/local.log"; fail "ranks differing only in node-local keys did not train"; }
 echo "ok: node-local keys may differ between ranks"
+
+# Rank 0's storage takes 3 s more per checkpoint (fault plan) and the others wait for a synchronous
+# write under [checkpoint] timeout_s = 0.5: the job ends at once, rank 1 naming that deadline.
+echo "checkpoint_delay 3" > "$WORK/slow.txt"
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_slow --fault.plan="$WORK/slow.txt" \
+  --checkpoint.every_steps=2 --checkpoint.async=false --checkpoint.timeout_s=0.5 > "$WORK/slow.log" 2>&1
+rc=$?
+[[ $rc -ne 0 ]] || { cat "$WORK/slow.log"; fail "a checkpoint write past [checkpoint] timeout_s did not fail the job"; }
+grep -aq "waiting for rank 0's checkpoint work (\[checkpoint\] timeout_s = 0.5 s)" "$WORK/slow.log" \
+  || { cat "$WORK/slow.log"; fail "no message naming [checkpoint] timeout_s"; }
+echo "ok: a checkpoint write past [checkpoint] timeout_s -> exit $rc"
 echo "PASS"

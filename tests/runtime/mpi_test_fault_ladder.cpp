@@ -86,12 +86,12 @@ struct Outcome {
   fault::AbftStats abft;
 };
 
-// Calls body(trainer) on a fresh Trainer after its setup (own communicator, CPU backend, no run
-// folder, no step lines).
+// Calls body(trainer) on a fresh Trainer after its setup (own communicator with collectives that time
+// out after comm_timeout_s, 0 = never; CPU backend, no run folder, no step lines).
 template <typename Body>
-void with_trainer(const Config& config, Body body) {
+void with_trainer(const Config& config, Body body, double comm_timeout_s = 0.0) {
   std::unique_ptr<MpiCommunicator> comm;
-  PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm));
+  PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm, comm_timeout_s));
   kernels::cpu::CpuBackend cpu(1);
   TrainerOptions opt;
   opt.write_run_dir = false;
@@ -101,14 +101,17 @@ void with_trainer(const Config& config, Body body) {
   body(t);
 }
 
-Outcome train(const Config& config) {
+Outcome train(const Config& config, double comm_timeout_s = 0.0) {
   Outcome o;
-  with_trainer(config, [&o](Trainer& t) {
-    PERIGEE_CHECK_OR_DIE(t.run());
-    PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
-    o.counters = t.fault_counters();
-    if (t.abft() != nullptr) o.abft = t.abft()->stats();
-  });
+  with_trainer(
+      config,
+      [&o](Trainer& t) {
+        PERIGEE_CHECK_OR_DIE(t.run());
+        PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
+        o.counters = t.fault_counters();
+        if (t.abft() != nullptr) o.abft = t.abft()->stats();
+      },
+      comm_timeout_s);
   return o;
 }
 
@@ -238,6 +241,33 @@ TEST(FaultLadder, ResumedRunKeepsTheInvariantWindowAndCatchesAFaultAtOnce) {
   EXPECT_EQ(resumed.counters.triggers, 1u);   // caught on the first step after the resume
   EXPECT_EQ(resumed.counters.transient, 1u);  // and gone on the re-run
   EXPECT_TRUE(same_bits(resumed.params, clean.params));
+}
+
+TEST(FaultLadder, SlowCheckpointWritesOutlastTheCommTimeout) {
+  // Rank 0's storage takes 1 s more per checkpoint (the plan's checkpoint_delay) while a collective
+  // may take 0.25 s. The other ranks wait for rank 0's synchronous writes, for the background write a
+  // new checkpoint must wait for, for the eclipse checkpoint and for the final one under [checkpoint]
+  // timeout_s instead, and the run ends as the same run with fast storage and no deadline does.
+  const std::string dir = shared_folder({{"slow.txt", "checkpoint_delay 1.0\n"}});
+  const Outcome clean = train(base_config(dir));
+  for (const std::string schedule : {"sync", "async", "eclipse"}) {
+    Config c = base_config(dir);
+    c.fault.plan = dir + "/slow.txt";
+    checkpoint_every(&c, dir + "/ckpt_slow_" + schedule, schedule == "eclipse" ? 0 : 4);
+    c.checkpoint.async = schedule != "sync";
+    std::vector<std::string> files = {"/ckpt-00000004.h5", "/ckpt-00000008.h5", "/ckpt-00000010.h5"};
+    if (schedule == "eclipse") {  // a margin that reaches the first shadow entry at once: step 0 and the end
+      c.orbit.eclipse = "checkpoint";
+      c.orbit.margin_s = 5000.0;
+      files = {"/ckpt-00000000.h5", "/ckpt-00000010.h5"};
+    }
+    const Outcome o = train(c, /*comm_timeout_s=*/0.25);
+    EXPECT_TRUE(same_bits(o.params, clean.params)) << schedule;
+    if (world_rank() == 0) {
+      for (const auto& name : files)
+        EXPECT_TRUE(fs::exists(c.checkpoint.dir + name)) << name << " " << schedule;
+    }
+  }
 }
 
 }  // namespace

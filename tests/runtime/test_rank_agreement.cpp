@@ -66,6 +66,7 @@ TEST_F(RankAgreement, NodeLocalKeysAndTokenFilePathsDoNotMatterButTheirContentDo
   b.device.threads = 7;
   b.run.progress = "off";
   b.run.dir = "/elsewhere/runs";
+  b.source = "/node7/perigee.toml";
   EXPECT_EQ(describe_job(a, "cpu"), describe_job(b, "cpu"));
   const uint8_t bytes[8] = {1, 0, 2, 0, 3, 0, 4, 0};  // the four tokens as stored
   EXPECT_EQ(describe_job(a, "cpu").at("job.train_data"),
