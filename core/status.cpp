@@ -5,6 +5,12 @@
 
 namespace perigee {
 
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
 const char* status_code_name(StatusCode code) {
   switch (code) {
     case StatusCode::kOk:

@@ -37,6 +37,9 @@ std::string str_cat(Args&&... args) {
   return os.str();
 }
 
+// v with `digits` decimals, for messages and logs: fixed(1.2345, 2) == "1.23".
+std::string fixed(double v, int digits);
+
 class [[nodiscard]] Status {
  public:
   Status() = default;

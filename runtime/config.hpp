@@ -135,9 +135,10 @@ struct OrbitConfig {
       "off";  // "off" | "checkpoint" (right before each shadow) | "pause" (and no compute in shadow)
   double altitude_km = 550.0;  // circular orbit
   double beta_deg = 0.0;       // sun angle to the orbit plane (0 = longest shadow)
-  double phase_deg = 0.0;      // angle from orbit noon at the start of the run (180 = mid-shadow)
+  double phase_deg = 0.0;      // angle from orbit noon at epoch_unix (180 = mid-shadow)
   double time_scale = 1.0;     // mission seconds per wall second (60: one orbit in 96 s)
   double margin_s = 60.0;      // mission seconds before shadow entry at which to checkpoint
+  double epoch_unix = 0.0;     // Unix time at phase_deg; 0 = the run's first launch (kept in orbit.json)
 
   bool operator==(const OrbitConfig&) const = default;
 };

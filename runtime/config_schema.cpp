@@ -205,11 +205,15 @@ const std::vector<Field>& schema() {
           .one_of({"off", "checkpoint", "pause"}),
       PERIGEE_FIELD(orbit, altitude_km, "circular orbit altitude").in(above(0)),
       PERIGEE_FIELD(orbit, beta_deg, "sun angle to the orbit plane (0 = longest shadow)").in(closed(-90, 90)),
-      PERIGEE_FIELD(orbit, phase_deg, "angle from orbit noon when the run starts (180 = mid-shadow)")
+      PERIGEE_FIELD(orbit, phase_deg, "angle from orbit noon at epoch_unix (180 = mid-shadow)")
           .in(half_open(0, 360)),
       PERIGEE_FIELD(orbit, time_scale, "mission seconds per wall second (60: one orbit in about 96 s)")
           .in(above(0)),
       PERIGEE_FIELD(orbit, margin_s, "mission seconds before shadow entry at which to checkpoint")
+          .in(at_least(0)),
+      PERIGEE_FIELD(orbit, epoch_unix,
+                    "Unix time (s) at which the satellite is at phase_deg; 0 = the run's first launch, "
+                    "kept in <checkpoint dir>/orbit.json so that relaunches continue the orbit")
           .in(at_least(0)),
       // [run]
       PERIGEE_FIELD(run, dir, "root folder of run directories").required(),

@@ -11,6 +11,7 @@
 #include "runtime/device.hpp"
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
+#include "runtime/orbit_clock.hpp"
 #include "runtime/random.hpp"
 #include "runtime/tokenizer.hpp"
 #include "runtime/trainer_checkpoint.hpp"
@@ -31,12 +32,6 @@ std::string format_duration(double seconds) {
   if (s >= 3600) return str_cat(s / 3600, "h", (s % 3600) / 60, "m");
   if (s >= 60) return str_cat(s / 60, "m", s % 60, "s");
   return str_cat(s, "s");
-}
-
-std::string fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
-  return buf;
 }
 
 std::string sci(double v) {
@@ -184,7 +179,6 @@ Status Trainer::setup_checkpoints() {
         "[orbit] eclipse = \"", oc.eclipse, "\" at beta_deg ", oc.beta_deg, ": this orbit (", oc.altitude_km,
         " km) is never in shadow (|beta| >= ", fixed(model.critical_beta_deg(), 1),
         " deg), so no checkpoint would ever be taken; set [checkpoint] every_steps or every_seconds");
-    mission_clock_.time_scale = oc.time_scale;
     log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ",
               fixed(model.period_s() / 60, 1), " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1),
               " min per orbit; eclipse policy ", oc.eclipse, ", time scale ", oc.time_scale, "x");
@@ -196,12 +190,25 @@ Status Trainer::setup_checkpoints() {
   // Rank 0 decides (the folder may appear while other ranks look), every rank follows.
   int32_t try_resume = comm_->rank() == 0 && cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_);
   PERIGEE_CHECK(comm_->broadcast(&try_resume, 1, DataType::kInt32, 0));
-  if (comm_->rank() == 0 && (checkpoint_enabled_ || try_resume)) {
+  // Rank 0 opens the store and runs the orbit clock (a relaunch continues it); the others hear at once
+  // when that fails, instead of at their next collective's deadline.
+  auto open_store = [&]() -> Status {
     checkpoint::StoreOptions so;
     so.keep_last = cc.keep_last;
     store_ = std::make_unique<checkpoint::CheckpointStore>();
     PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
-  }
+    if (eclipse_) {
+      std::string how;
+      PERIGEE_CHECK(resolve_orbit_epoch(oc, checkpoint_dir_, cc.resume == "auto", unix_now(),
+                                        &orbit_epoch_unix_, &how));
+      log::info("orbit clock: ", how);
+    }
+    return Status::ok();
+  };
+  const bool opens = checkpoint_enabled_ || try_resume;  // the same on every rank
+  if (opens)
+    PERIGEE_CHECK(
+        checkpoint_fence("opening the checkpoint folder", comm_->rank() == 0 ? open_store() : Status::ok()));
   if (try_resume) {
     checkpoint::Snapshot snapshot;
     PERIGEE_CHECK(resume_from(&snapshot));
@@ -522,8 +529,8 @@ Status Trainer::eclipse_gate() {
   // decision[0]: 0 nothing, 1 checkpoint now, 2 idle; decision[1]: idle wall seconds.
   double decision[2] = {0.0, 0.0};
   if (comm_->rank() == 0) {
-    const double wall = std::chrono::duration<double>(Clock::now() - start_).count();
-    const double t = mission_clock_.mission(wall);
+    const double t =
+        (unix_now() - orbit_epoch_unix_) * config_.orbit.time_scale;  // mission s since phase_deg
     const auto shadow = eclipse_->next_shadow(t);
     if (shadow) {
       const bool inside = t >= shadow->entry_s;
@@ -536,7 +543,7 @@ Status Trainer::eclipse_gate() {
         shadow_checkpointed_ = shadow->entry_s;
       } else if (inside && config_.orbit.eclipse == "pause") {
         decision[0] = 2.0;
-        decision[1] = (shadow->exit_s - t) / mission_clock_.time_scale;
+        decision[1] = (shadow->exit_s - t) / config_.orbit.time_scale;
       }
     }
   }
@@ -549,7 +556,7 @@ Status Trainer::eclipse_gate() {
     PERIGEE_CHECK(checkpoint_fence("the eclipse checkpoint", written));
   } else if (decision[0] == 2.0) {
     log::info("orbit: in shadow, compute paused for ",
-              fixed(decision[1] * mission_clock_.time_scale / 60.0, 1), " mission min (",
+              fixed(decision[1] * config_.orbit.time_scale / 60.0, 1), " mission min (",
               fixed(decision[1], 1), " s wall)");
     PERIGEE_CHECK(
         metrics_.write({metric_text("type", "eclipse"), metric("step", static_cast<double>(next_step_)),

@@ -175,7 +175,7 @@ class Trainer {
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
 
   std::optional<checkpoint::EclipseModel> eclipse_;
-  checkpoint::ScheduleClock mission_clock_;
+  double orbit_epoch_unix_ = 0.0;      // rank 0: Unix time at [orbit] phase_deg (orbit_clock.hpp)
   double shadow_checkpointed_ = -1.0;  // entry time of the shadow already checkpointed for
 
   std::string checkpoint_dir_;

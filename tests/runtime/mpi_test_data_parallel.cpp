@@ -18,6 +18,7 @@
 
 #include "collectives/mpi_communicator.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/orbit_clock.hpp"
 #include "runtime/random.hpp"
 #include "runtime/token_file.hpp"
 #include "runtime/trainer.hpp"
@@ -339,6 +340,54 @@ TEST(DataParallel, EclipseCheckpointsOnAnOrbitWithoutShadowNeedAnotherSchedule) 
   EXPECT_TRUE(setup_status(config, world.get()).is_ok());
   MPI_Barrier(MPI_COMM_WORLD);
   if (world->rank() == 0) std::filesystem::remove_all(dir);
+}
+
+// The eclipse policy's orbit clock goes on across launches (orbit_clock.hpp): a relaunch whose run's
+// first launch was long enough ago to put the satellite 30 s before a shadow entry checkpoints at its
+// first gate; the same launch on a fresh clock, half an hour from the shadow, does not.
+TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
+  namespace fs = std::filesystem;
+  std::unique_ptr<MpiCommunicator> world;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  Config config = tiny_config(shared_token_file(*world));
+  config.train.steps = 2;
+  config.orbit.eclipse = "checkpoint";
+  config.orbit.margin_s = 60.0;
+  checkpoint::EclipseModel model;
+  ASSERT_TRUE(checkpoint::EclipseModel::from_beta(550.0, 0.0, 0.0, &model).is_ok());
+  const double entry = model.next_shadow(0.0)->entry_s;  // mission s from phase 0 to the first shadow
+  ASSERT_GT(entry, 600.0);
+  const fs::path base = fs::path(config.data.train_file).parent_path() / "orbit";
+  for (bool continued : {false, true}) {
+    const fs::path dir = base / (continued ? "continued" : "fresh");
+    config.checkpoint.dir = dir.string();
+    if (world->rank() == 0) {
+      fs::remove_all(dir);
+      fs::create_directories(dir);
+      if (continued)
+        ASSERT_TRUE(
+            write_orbit_epoch(dir.string(), {unix_now() - (entry - 30.0), 550.0, 0.0, 0.0, 1.0}).is_ok());
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    {
+      kernels::cpu::CpuBackend cpu(1);
+      TrainerOptions opt;
+      opt.write_run_dir = false;
+      opt.log_steps = false;
+      Trainer t(config, world.get(), &cpu, opt);
+      PERIGEE_CHECK_OR_DIE(t.setup());
+      PERIGEE_CHECK_OR_DIE(t.run());
+    }
+    if (world->rank() == 0) {
+      EXPECT_EQ(fs::exists(dir / "ckpt-00000000.h5"), continued) << (continued ? "continued" : "fresh");
+      EXPECT_TRUE(fs::exists(dir / "ckpt-00000002.h5"));  // the final one
+      OrbitEpoch kept;
+      ASSERT_TRUE(read_orbit_epoch(dir.string(), &kept).is_ok());
+      EXPECT_NEAR(kept.epoch_unix, continued ? unix_now() - (entry - 30.0) : unix_now(), 60.0);
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world->rank() == 0) fs::remove_all(base);
 }
 
 TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {

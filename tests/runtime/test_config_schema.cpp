@@ -68,8 +68,8 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 80u);  // 6 model + 20 train + 2 data + 7 device + 5 comm + 17 links + 7 checkpoint
-                                  // + 7 fault + 6 orbit + 3 run
+  ASSERT_EQ(schema.size(), 81u);  // 6 model + 20 train + 2 data + 7 device + 5 comm + 17 links + 7 checkpoint
+                                  // + 7 fault + 7 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
   EXPECT_EQ(schema.back().section, "run");
@@ -146,7 +146,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["links"].size(), 17u);
   EXPECT_EQ(j["checkpoint"].size(), 7u);
   EXPECT_EQ(j["fault"].size(), 7u);
-  EXPECT_EQ(j["orbit"].size(), 6u);
+  EXPECT_EQ(j["orbit"].size(), 7u);
   EXPECT_EQ(j["run"].size(), 3u);
   EXPECT_EQ(j["checkpoint"]["async"], true);  // bool keys are JSON booleans
   EXPECT_EQ(j["checkpoint"]["every_seconds"].get<double>(), 0.0);
@@ -201,7 +201,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 80u);
+    EXPECT_EQ(overrides.size(), 81u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();

@@ -1,0 +1,43 @@
+// The orbit clock of the eclipse policy ([orbit] eclipse): mission seconds since the satellite was at
+// [orbit] phase_deg, t = (unix_now - epoch) * time_scale.
+//
+// The epoch is [orbit] epoch_unix when set (the ephemeris). Otherwise it is the run's first launch,
+// which rank 0 keeps in <checkpoint dir>/orbit.json with the orbit keys it belongs to. A relaunch after
+// a power cut that resumes from that folder continues the clock: the satellite has moved on while the
+// power was off, and a clock restarted at phase_deg would place the next shadow wrongly (the eclipse
+// checkpoint late, or the next cut without one). The file is written atomically (temporary file,
+// fsync, rename) and is a few lines of JSON:
+//   {"epoch_unix": 1795000000.25, "altitude_km": 550.0, "beta_deg": 0.0, "phase_deg": 0.0,
+//    "time_scale": 1.0}
+#pragma once
+
+#include <string>
+
+#include "core/status.hpp"
+#include "runtime/config.hpp"
+
+namespace perigee::runtime {
+
+inline constexpr char kOrbitClockFile[] = "orbit.json";
+
+struct OrbitEpoch {
+  double epoch_unix = 0.0;
+  double altitude_km = 0.0, beta_deg = 0.0, phase_deg = 0.0, time_scale = 1.0;
+  // The orbit keys of `orbit` (epoch_unix is not compared).
+  bool same_orbit(const OrbitConfig& orbit) const;
+};
+
+// <dir>/orbit.json: kNotFound when absent; kIoError naming the file when unreadable or malformed.
+Status read_orbit_epoch(const std::string& dir, OrbitEpoch* out);
+Status write_orbit_epoch(const std::string& dir, const OrbitEpoch& epoch);
+
+// The epoch for this launch (rank 0): orbit.epoch_unix when > 0; else the one in <dir>/orbit.json when
+// `resume` and it belongs to the same orbit keys; else now_unix, then stored in <dir> (which exists).
+// *how says which, for the log. A malformed file is replaced, with a warning in *how.
+Status resolve_orbit_epoch(const OrbitConfig& orbit, const std::string& dir, bool resume, double now_unix,
+                           double* epoch_unix, std::string* how);
+
+// Seconds since the Unix epoch, from the system clock.
+double unix_now();
+
+}  // namespace perigee::runtime
