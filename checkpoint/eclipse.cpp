@@ -137,6 +137,11 @@ std::optional<double> EclipseModel::next_checkpoint_time(double t_s, double marg
   return std::max(t_s, s->entry_s - margin_s);
 }
 
+bool EclipseModel::checkpoint_due(double t_s, double margin_s, double step_s) const {
+  const std::optional<ShadowInterval> s = next_shadow(t_s);
+  return s.has_value() && t_s + std::max(0.0, step_s) >= s->entry_s - margin_s;
+}
+
 // ------------------------------------------------------------------ schedules
 
 bool StepSchedule::due(int64_t step, double) const {

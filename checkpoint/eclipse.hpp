@@ -71,6 +71,10 @@ class EclipseModel {
   // When to checkpoint ahead of the next power loss: next_shadow(t).entry - margin, but not
   // before t (t itself when already inside the margin or in shadow). nullopt without eclipses.
   std::optional<double> next_checkpoint_time(double t_s, double margin_s) const;
+  // Whether a checkpoint at t (a step boundary) is the one for the next shadow when the next boundary
+  // comes step_s later: t is past entry - margin, or the next boundary would be. Without the
+  // look-ahead a step longer than the margin carries the checkpoint into the shadow.
+  bool checkpoint_due(double t_s, double margin_s, double step_s) const;
 
  private:
   static constexpr double kPi = 3.14159265358979323846;

@@ -529,12 +529,15 @@ Status Trainer::eclipse_gate() {
   // decision[0]: 0 nothing, 1 checkpoint now, 2 idle; decision[1]: idle wall seconds.
   double decision[2] = {0.0, 0.0};
   if (comm_->rank() == 0) {
-    const double t =
-        (unix_now() - orbit_epoch_unix_) * config_.orbit.time_scale;  // mission s since phase_deg
+    const double now = unix_now();
+    const double t = (now - orbit_epoch_unix_) * config_.orbit.time_scale;  // mission s since phase_deg
+    // The next gate comes about one step later (the last gap between gates, in mission seconds).
+    const double step_s = last_gate_unix_ > 0.0 ? (now - last_gate_unix_) * config_.orbit.time_scale : 0.0;
+    last_gate_unix_ = now;
     const auto shadow = eclipse_->next_shadow(t);
     if (shadow) {
       const bool inside = t >= shadow->entry_s;
-      const bool near = t >= shadow->entry_s - config_.orbit.margin_s;
+      const bool near = eclipse_->checkpoint_due(t, config_.orbit.margin_s, step_s);
       // Never save suspect state (as for the periodic checkpoints): while steps are being skipped the
       // shadow's checkpoint waits for a clean step, or the newest clean checkpoint stands.
       if (near && shadow_checkpointed_ != shadow->entry_s && last_checkpoint_step_ != next_step_ &&
@@ -562,6 +565,7 @@ Status Trainer::eclipse_gate() {
         metrics_.write({metric_text("type", "eclipse"), metric("step", static_cast<double>(next_step_)),
                         metric("pause_s", decision[1])}));
     std::this_thread::sleep_for(std::chrono::duration<double>(decision[1]));
+    last_gate_unix_ = 0.0;  // the pause is no step: no look-ahead from it
     log::info("orbit: sunlight again, training resumes at step ", next_step_ + 1);
   }
   return Status::ok();

@@ -176,6 +176,7 @@ class Trainer {
 
   std::optional<checkpoint::EclipseModel> eclipse_;
   double orbit_epoch_unix_ = 0.0;      // rank 0: Unix time at [orbit] phase_deg (orbit_clock.hpp)
+  double last_gate_unix_ = 0.0;        // rank 0: when eclipse_gate last ran (0: not yet)
   double shadow_checkpointed_ = -1.0;  // entry time of the shadow already checkpointed for
 
   std::string checkpoint_dir_;

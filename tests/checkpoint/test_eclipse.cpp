@@ -126,6 +126,29 @@ TEST(Eclipse, NextCheckpointTimeIsBeforeEntry) {
   EXPECT_NEAR(*m.next_checkpoint_time(s.exit_s + 1.0, 120.0), s.entry_s + m.period_s() - 120.0, 1e-6);
 }
 
+// A step boundary is the shadow's checkpoint when it is within the margin of the entry, or when the
+// next boundary, one step later, would be: a step longer than the margin would otherwise carry the
+// checkpoint past the entry.
+TEST(Eclipse, CheckpointDueLooksOneStepAhead) {
+  const EclipseModel m = model(550.0, 0.0, 0.0);
+  const ShadowInterval s = *m.next_shadow(0.0);
+  EXPECT_FALSE(m.checkpoint_due(s.entry_s - 61.0, 60.0, 0.0));
+  EXPECT_TRUE(m.checkpoint_due(s.entry_s - 60.0, 60.0, 0.0));
+  EXPECT_TRUE(m.checkpoint_due(s.entry_s + 10.0, 60.0, 0.0));  // in shadow (late, but still taken)
+  // Steps of 100 s: at entry - 150 the next boundary (entry - 50) is already inside the margin.
+  EXPECT_TRUE(m.checkpoint_due(s.entry_s - 150.0, 60.0, 100.0));
+  EXPECT_FALSE(m.checkpoint_due(s.entry_s - 170.0, 60.0, 100.0));
+  // Boundaries every 100 s from 0 with a 60 s margin: the first one due is the last before entry - 60.
+  double first_due = -1.0;
+  for (double t = 0.0; t < s.entry_s && first_due < 0.0; t += 100.0)
+    if (m.checkpoint_due(t, 60.0, 100.0)) first_due = t;
+  EXPECT_GT(first_due, s.entry_s - 160.0);
+  EXPECT_LE(first_due, s.entry_s - 60.0);
+  EXPECT_FALSE(m.checkpoint_due(0.0, 60.0, -5.0));  // a negative step counts as none
+  const EclipseModel none = model(550.0, 80.0, 0.0);
+  EXPECT_FALSE(none.checkpoint_due(0.0, 60.0, 1e9));
+}
+
 TEST(Eclipse, BetaFromElementsAndDate) {
   // March equinox 2024-03-20 03:06 UTC: the sun is at the vernal point.
   const double equinox = 1710903960.0;

@@ -364,9 +364,10 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
     if (world->rank() == 0) {
       fs::remove_all(dir);
       fs::create_directories(dir);
-      if (continued)
-        ASSERT_TRUE(
-            write_orbit_epoch(dir.string(), {unix_now() - (entry - 30.0), 550.0, 0.0, 0.0, 1.0}).is_ok());
+      if (continued) {
+        const OrbitEpoch early{unix_now() - (entry - 30.0), 550.0, 0.0, 0.0, 1.0};
+        ASSERT_TRUE(write_orbit_epoch(dir.string(), early).is_ok());
+      }
     }
     MPI_Barrier(MPI_COMM_WORLD);
     {
