@@ -175,10 +175,11 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     };
     if (kind == "seed" || kind == "step_seconds" || kind == "checkpoint_delay") {
       if (tokens.size() != 2) return bad(str_cat("'", kind, "' takes one value"));
-      const bool ok = kind == "seed"           ? parse_int(tokens[1], &plan->seed)
-                      : kind == "step_seconds" ? parse_double(tokens[1], &plan->step_seconds)
-                                               : parse_double(tokens[1], &plan->checkpoint_delay_s) &&
-                                                     plan->checkpoint_delay_s >= 0.0;
+      const bool ok = kind == "seed" ? parse_int(tokens[1], &plan->seed)
+                      : kind == "step_seconds"
+                          ? parse_double(tokens[1], &plan->step_seconds)
+                          : parse_double(tokens[1], &plan->checkpoint_delay_s) &&
+                                std::isfinite(plan->checkpoint_delay_s) && plan->checkpoint_delay_s >= 0.0;
       if (!ok) return bad(str_cat("bad value '", tokens[1], "' for ", kind));
       continue;
     }

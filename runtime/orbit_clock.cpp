@@ -66,13 +66,18 @@ Status resolve_orbit_epoch(const OrbitConfig& orbit, const std::string& dir, boo
   if (resume) {
     OrbitEpoch stored;
     const Status s = read_orbit_epoch(dir, &stored);
-    if (s.is_ok() && stored.same_orbit(orbit)) {
+    const bool behind = s.is_ok() && now_unix < stored.epoch_unix;  // an unsynced clock after a cut
+    if (s.is_ok() && stored.same_orbit(orbit) && !behind) {
       *epoch_unix = stored.epoch_unix;
       *how = str_cat("continued from ", dir, "/", kOrbitClockFile, " (the first launch, ",
                      fixed(now_unix - stored.epoch_unix, 1), " s ago)");
       return Status::ok();
     }
-    if (s.is_ok()) {
+    if (behind) {
+      note = str_cat("; WARNING: the system clock is ", fixed(stored.epoch_unix - now_unix, 1),
+                     " s behind the epoch in ", kOrbitClockFile,
+                     " (not synchronised after the power cut?), so the orbit clock starts over");
+    } else if (s.is_ok()) {
       note = str_cat("; ", kOrbitClockFile,
                      " there was for another orbit (altitude, beta, phase or time scale)");
     } else if (s.code() != StatusCode::kNotFound) {

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "collectives/mpi_communicator.hpp"
@@ -26,6 +29,17 @@ std::string token_file_fingerprint(const std::string& path) {
   return str_cat(header.count, " tokens, vocabulary ", header.vocab_size, ", crc32 ", crc);
 }
 
+// What decides a small input file's effect (a fault plan, a topology graph): its bytes.
+std::string file_fingerprint(const std::string& path) {
+  if (path.empty()) return "none";
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) return std::filesystem::exists(path) ? "unreadable" : "missing";
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  char crc[16];
+  std::snprintf(crc, sizeof(crc), "%08x", crc32(bytes.data(), bytes.size()));
+  return str_cat(bytes.size(), " bytes, crc32 ", crc);
+}
+
 constexpr const char* kAbsent = "(absent)";
 
 }  // namespace
@@ -40,7 +54,11 @@ JobDescription describe_job(const Config& config, const std::string& backend) {
   }
   job["job.backend"] = backend;
   job["job.train_data"] = token_file_fingerprint(config.data.train_file);
-  job["job.val_data"] = token_file_fingerprint(config.data.val_file);
+  job["job.val_data"] = config.train.val_every > 0 ? token_file_fingerprint(config.data.val_file) : "unused";
+  job["job.fault_plan"] = file_fingerprint(config.fault.plan);
+  job["job.links_file"] = config.links.topology == "file" ? file_fingerprint(config.links.file) : "unused";
+  // Only rank 0 writes checkpoints; the others need to know whether a folder is set.
+  job["job.checkpoint_dir"] = config.checkpoint.dir.empty() ? "<run dir>/checkpoints" : "set";
   return job;
 }
 
@@ -98,18 +116,21 @@ Status check_ranks_agree(const JobDescription& mine, MPI_Comm comm) {
   PERIGEE_CHECK_MPI(MPI_Comm_size(comm, &world));
   const std::string text = nlohmann::json(mine).dump();
   const int length = static_cast<int>(text.size());
+  // Every rank learns the total first, so a gather too large for int offsets fails on all of them.
+  int64_t total = length, sum = 0;
+  PERIGEE_CHECK_MPI(MPI_Allreduce(&total, &sum, 1, MPI_INT64_T, MPI_SUM, comm));
+  PERIGEE_REQUIRE(sum <= INT32_MAX, StatusCode::kInternal, "job descriptions of ", world, " ranks take ", sum,
+                  " bytes, more than one MPI_Gatherv carries");
   std::vector<int> lengths(rank == 0 ? world : 0), offsets(rank == 0 ? world : 0);
   PERIGEE_CHECK_MPI(MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm));
   std::string all;
   if (rank == 0) {
-    int64_t total = 0;
+    int offset = 0;
     for (int r = 0; r < world; ++r) {
-      offsets[r] = static_cast<int>(total);
-      total += lengths[r];
+      offsets[r] = offset;
+      offset += lengths[r];
     }
-    PERIGEE_REQUIRE(total <= INT32_MAX, StatusCode::kInternal, "job descriptions of ", world, " ranks take ",
-                    total, " bytes, more than one MPI_Gatherv carries");
-    all.resize(static_cast<size_t>(total));
+    all.resize(static_cast<size_t>(sum));
   }
   PERIGEE_CHECK_MPI(MPI_Gatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(),
                                 MPI_CHAR, 0, comm));

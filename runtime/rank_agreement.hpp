@@ -6,11 +6,16 @@
 //
 // describe_job lists what decides the math and the data, as "key" -> "value":
 //   - every key of the resolved config (`section.key`, JSON values) except the node-local ones,
-//     kNodeLocalKeys: the config file's path, CPU threads, the progress bar, and the paths of the
-//     run folder and the token files (a node may mount them elsewhere);
+//     kNodeLocalKeys: the config file's path, CPU threads, the progress bar, the paths of the run
+//     folder, the checkpoint folder and the input files (a node may mount them elsewhere), and
+//     device.device (what it chose is job.backend);
 //   - job.backend: "cpu", or "cuda sm_XY" (another GPU architecture runs other kernels);
 //   - job.train_data, job.val_data: each token file's count, vocabulary and CRC-32 from its header
-//     ("missing" or "unreadable" are values too; the trainer then reports the file itself).
+//     ("missing" or "unreadable" are values too; the trainer then reports the file itself; the
+//     validation file is "unused" without validation);
+//   - job.fault_plan, job.links_file: the size and CRC-32 of the fault plan and of a topology file
+//     (a plan decides which collectives a rank runs);
+//   - job.checkpoint_dir: whether [checkpoint] dir is set (only rank 0 writes there).
 // check_ranks_agree gathers the descriptions on rank 0 and fails every rank when they differ; rank 0's
 // message names each differing key with its values and the ranks that hold them, e.g.
 //   train.lr: 0.001 on ranks 0, 2-3; 0.002 on rank 1
@@ -31,8 +36,9 @@ namespace perigee::runtime {
 
 using JobDescription = std::map<std::string, std::string>;
 
-inline constexpr std::array<std::string_view, 6> kNodeLocalKeys = {
-    "source", "device.threads", "run.progress", "run.dir", "data.train_file", "data.val_file"};
+inline constexpr std::array<std::string_view, 10> kNodeLocalKeys = {
+    "source",          "device.device", "device.threads", "run.progress", "run.dir",
+    "data.train_file", "data.val_file", "fault.plan",     "links.file",   "checkpoint.dir"};
 
 // The job as this rank sees it. `backend`: DeviceSelection::kind ("cpu", "cuda sm_90").
 JobDescription describe_job(const Config& config, const std::string& backend);

@@ -112,7 +112,8 @@ echo "checkpoint_delay 3" > "$WORK/slow.txt"
   --checkpoint.every_steps=2 --checkpoint.async=false --checkpoint.timeout_s=0.5 > "$WORK/slow.log" 2>&1
 rc=$?
 [[ $rc -ne 0 ]] || { cat "$WORK/slow.log"; fail "a checkpoint write past [checkpoint] timeout_s did not fail the job"; }
-grep -aq "waiting for rank 0's checkpoint work (\[checkpoint\] timeout_s = 0.5 s)" "$WORK/slow.log" \
+grep -a "training failed: " "$WORK/slow.log" \
+  | grep -q "waiting for rank 0's checkpoint work (\[checkpoint\] timeout_s = 0.5 s)" \
   || { cat "$WORK/slow.log"; fail "no message naming [checkpoint] timeout_s"; }
 echo "ok: a checkpoint write past [checkpoint] timeout_s -> exit $rc"
 echo "PASS"

@@ -288,10 +288,11 @@ TEST(FaultPlanText, ParsesEveryEntry) {
 }
 
 TEST(FaultPlanText, RejectsBadEntries) {
-  for (const char* bad : {"fault step=3", "fault target=gemm_output", "fault target=nowhere step=1",
-                          "fault target=activation step=1 bit=40", "rate target=parameter colour=blue",
-                          "death step=3", "seed x", "explode now", "checkpoint_delay -1", "checkpoint_delay",
-                          "checkpoint_delay 1 2", "fault target=activation step=1 burst"}) {
+  for (const char* bad :
+       {"fault step=3", "fault target=gemm_output", "fault target=nowhere step=1",
+        "fault target=activation step=1 bit=40", "rate target=parameter colour=blue", "death step=3",
+        "seed x", "explode now", "checkpoint_delay -1", "checkpoint_delay inf", "checkpoint_delay",
+        "checkpoint_delay 1 2", "fault target=activation step=1 burst"}) {
     FaultPlan plan;
     const Status s = parse_fault_plan(bad, &plan);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;

@@ -441,8 +441,8 @@ TEST_F(DataTest, LoaderRefusesTokensTheModelVocabularyLacks) {
   DataLoader loader;
   const Status st = DataLoader::open(p, {.global_batch = 2, .seq_len = 8, .model_vocab = 128}, &loader);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
-  for (const std::string& want :
-       std::vector<std::string>{p, "token 200 at position 77", "[0, 128)", "[model] vocab_size", "has 256 tokens"})
+  for (const std::string& want : std::vector<std::string>{p, "token 200 at position 77", "[0, 128)",
+                                                          "[model] vocab_size", "has 256 tokens"})
     EXPECT_NE(st.message().find(want), std::string::npos) << want << " missing in: " << st.message();
   EXPECT_TRUE(DataLoader::open(p, {.global_batch = 2, .seq_len = 8, .model_vocab = 201}, &loader).is_ok());
   EXPECT_TRUE(DataLoader::open(p, {.global_batch = 2, .seq_len = 8}, &loader).is_ok());  // no model: no check

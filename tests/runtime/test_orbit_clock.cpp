@@ -64,6 +64,13 @@ TEST_F(OrbitClock, TheFirstLaunchStartsItAndRelaunchesContinueIt) {
   }
 }
 
+TEST_F(OrbitClock, AClockBehindTheStoredEpochStartsOverWithAWarning) {
+  EXPECT_EQ(resolve(5000.0), 5000.0);
+  EXPECT_EQ(resolve(4000.0), 4000.0);  // a relaunch whose clock reads earlier than the first launch
+  EXPECT_CONTAINS(how_, "WARNING: the system clock is 1000.0 s behind the epoch");
+  EXPECT_EQ(resolve(4500.0), 4000.0);  // the new clock goes on
+}
+
 TEST_F(OrbitClock, TheConfigEpochWinsAndIsNotStored) {
   orbit_.epoch_unix = 500.0;
   EXPECT_EQ(resolve(800.0), 500.0);

@@ -53,7 +53,34 @@ TEST_F(RankAgreement, DescribesEveryKeyButTheNodeLocalOnes) {
   // Every other key of the config is there.
   EXPECT_EQ(job.count("comm.timeout_s"), 1u);
   EXPECT_EQ(job.count("orbit.margin_s"), 1u);
-  EXPECT_EQ(job.count("checkpoint.dir"), 1u);
+  EXPECT_EQ(job.at("job.checkpoint_dir"), "<run dir>/checkpoints");
+  EXPECT_EQ(job.at("job.fault_plan"), "none");
+  EXPECT_EQ(job.at("job.links_file"), "unused");
+}
+
+TEST_F(RankAgreement, InputFilesAreComparedByContentAndFoldersBySetting) {
+  Config a = validated_defaults();
+  a.fault.plan = (dir_ / "a" / "plan.txt").string();
+  std::ofstream(a.fault.plan) << "death rank=1 step=5\n";
+  Config b = a;
+  b.fault.plan = (dir_ / "b" / "plan.txt").string();
+  std::ofstream(b.fault.plan) << "death rank=1 step=5\n";
+  a.checkpoint.dir = "/node0/ckpt";
+  b.checkpoint.dir = "/mnt/ckpt";
+  b.device.device = "cuda";  // a = "auto": what each chose is job.backend
+  EXPECT_EQ(describe_job(a, "cpu"), describe_job(b, "cpu"));
+  EXPECT_EQ(
+      describe_job(a, "cpu").at("job.fault_plan"),
+      str_cat("20 bytes, crc32 ", crc_hex(reinterpret_cast<const uint8_t*>("death rank=1 step=5\n"), 20)));
+  std::ofstream(b.fault.plan) << "death rank=1 step=6\n";  // another plan: other collectives
+  EXPECT_NE(describe_job(a, "cpu").at("job.fault_plan"), describe_job(b, "cpu").at("job.fault_plan"));
+  b.checkpoint.dir = "";
+  EXPECT_NE(describe_job(a, "cpu").at("job.checkpoint_dir"), describe_job(b, "cpu").at("job.checkpoint_dir"));
+  b.fault.plan = (dir_ / "b" / "none.txt").string();
+  EXPECT_EQ(describe_job(b, "cpu").at("job.fault_plan"), "missing");
+  b.links.topology = "file";
+  b.links.file = a.fault.plan;
+  EXPECT_EQ(describe_job(b, "cpu").at("job.links_file"), describe_job(a, "cpu").at("job.fault_plan"));
 }
 
 TEST_F(RankAgreement, NodeLocalKeysAndTokenFilePathsDoNotMatterButTheirContentDoes) {
@@ -70,7 +97,7 @@ TEST_F(RankAgreement, NodeLocalKeysAndTokenFilePathsDoNotMatterButTheirContentDo
   EXPECT_EQ(describe_job(a, "cpu"), describe_job(b, "cpu"));
   const uint8_t bytes[8] = {1, 0, 2, 0, 3, 0, 4, 0};  // the four tokens as stored
   EXPECT_EQ(describe_job(a, "cpu").at("job.train_data"),
-            "4 tokens, vocabulary 256, crc32 " + crc_hex(bytes, 8));
+            str_cat("4 tokens, vocabulary 256, crc32 ", crc_hex(bytes, 8)));
 
   b.data.val_file = write_tokens("b/val.bin", {5, 7});  // one token differs
   EXPECT_NE(describe_job(a, "cpu").at("job.val_data"), describe_job(b, "cpu").at("job.val_data"));
@@ -83,13 +110,15 @@ TEST_F(RankAgreement, MissingOrCorruptTokenFilesAreValuesToo) {
   Config config = validated_defaults();
   config.data.train_file = (dir_ / "none.bin").string();
   config.data.val_file = (dir_ / "bad.bin").string();
-  std::ofstream((dir_ / "bad.bin").string())
-      << "not a token file, but longer than the 64-byte header ........";
+  std::ofstream((dir_ / "bad.bin").string()) << std::string(100, 'x');  // past the header: bad magic
   const JobDescription job = describe_job(config, "cpu");
   EXPECT_EQ(job.at("job.train_data"), "missing");
   EXPECT_EQ(job.at("job.val_data"), "unreadable");
   config.data.val_file = "";
   EXPECT_EQ(describe_job(config, "cpu").at("job.val_data"), "none");
+  config.train.val_every = 0;  // no validation: the file does not matter
+  config.data.val_file = (dir_ / "bad.bin").string();
+  EXPECT_EQ(describe_job(config, "cpu").at("job.val_data"), "unused");
 }
 
 TEST_F(RankAgreement, ReadTokenHeaderReadsWhatTheFileStores) {
@@ -143,8 +172,8 @@ TEST(DescribeDisagreement, NamesEachKeyWithItsValuesAndRanks) {
 TEST(DescribeDisagreement, ListsTheFirstKeysThenCountsTheRest) {
   JobDescription a, b;
   for (int i = 0; i < 12; ++i) {
-    a["k" + std::to_string(10 + i)] = "1";
-    b["k" + std::to_string(10 + i)] = "2";
+    a.emplace(str_cat("k", 10 + i), "1");
+    b.emplace(str_cat("k", 10 + i), "2");
   }
   const std::string message = describe_disagreement({a, b}, 3);
   EXPECT_CONTAINS(message, "12 key(s) differ");
