@@ -1,0 +1,299 @@
+// Trainer's checkpointing (trainer.hpp): the checkpoint folder and the orbit clock at setup, resume
+// and rollback loads, staging and waiting for writes, the periodic and eclipse decisions, and the
+// fences in which the other ranks wait for rank 0's blocking checkpoint work under [checkpoint]
+// timeout_s.
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "runtime/log.hpp"
+#include "runtime/optimizer.hpp"
+#include "runtime/orbit_clock.hpp"
+#include "runtime/trainer.hpp"
+#include "runtime/trainer_checkpoint.hpp"
+
+namespace perigee::runtime {
+namespace {
+
+using collectives::DataType;
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+Status Trainer::setup_checkpoints() {
+  const CheckpointConfig& cc = config_.checkpoint;
+  checkpoint_dir_ = !cc.dir.empty() ? cc.dir : (run_dir_.empty() ? "" : run_dir_ + "/checkpoints");
+  const OrbitConfig& oc = config_.orbit;
+  if (oc.eclipse != "off") {
+    PERIGEE_REQUIRE(!checkpoint_dir_.empty(), StatusCode::kInvalidArgument, "[orbit] eclipse = \"",
+                    oc.eclipse, "\" needs a checkpoint folder: set [checkpoint] dir");
+    checkpoint::EclipseModel model;
+    PERIGEE_CHECK(checkpoint::EclipseModel::from_beta(oc.altitude_km, oc.beta_deg, oc.phase_deg, &model));
+    eclipse_ = model;
+    // The eclipse policy checkpoints before each shadow; an orbit without one would never checkpoint,
+    // and a relaunch after a power cut would start again from step 0.
+    PERIGEE_REQUIRE(
+        model.has_eclipse() || cc.every_steps > 0 || cc.every_seconds > 0.0, StatusCode::kInvalidArgument,
+        "[orbit] eclipse = \"", oc.eclipse, "\" at beta_deg ", oc.beta_deg, ": this orbit (", oc.altitude_km,
+        " km) is never in shadow (|beta| >= ", fixed(model.critical_beta_deg(), 1),
+        " deg), so no checkpoint would ever be taken; set [checkpoint] every_steps or every_seconds");
+    log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ",
+              fixed(model.period_s() / 60, 1), " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1),
+              " min per orbit; eclipse policy ", oc.eclipse, ", time scale ", oc.time_scale, "x");
+  }
+  checkpoint_enabled_ =
+      !checkpoint_dir_.empty() && (cc.every_steps > 0 || cc.every_seconds > 0.0 || eclipse_.has_value());
+  last_checkpoint_time_ = Clock::now();
+  if (checkpoint_dir_.empty()) return Status::ok();
+  // Rank 0 decides (the folder may appear while other ranks look), every rank follows.
+  int32_t try_resume = comm_->rank() == 0 && cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_);
+  PERIGEE_CHECK(comm_->broadcast(&try_resume, 1, DataType::kInt32, 0));
+  // Rank 0 opens the store and runs the orbit clock (a relaunch continues it); the others hear at once
+  // when that fails, instead of at their next collective's deadline.
+  auto open_store = [&]() -> Status {
+    checkpoint::StoreOptions so;
+    so.keep_last = cc.keep_last;
+    store_ = std::make_unique<checkpoint::CheckpointStore>();
+    PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
+    if (eclipse_) {
+      std::string how;
+      PERIGEE_CHECK(resolve_orbit_epoch(oc, checkpoint_dir_, cc.resume == "auto", unix_now(),
+                                        &orbit_epoch_unix_, &how));
+      log::info("orbit clock: ", how);
+    }
+    return Status::ok();
+  };
+  const bool opens = checkpoint_enabled_ || try_resume;  // the same on every rank
+  if (opens)
+    PERIGEE_CHECK(
+        checkpoint_fence("opening the checkpoint folder", comm_->rank() == 0 ? open_store() : Status::ok()));
+  if (try_resume) {
+    checkpoint::Snapshot snapshot;
+    PERIGEE_CHECK(resume_from(&snapshot));
+  }
+  if (comm_->rank() == 0 && checkpoint_enabled_) {
+    const double delay_s = injector_ ? injector_->plan().checkpoint_delay_s : 0.0;
+    if (delay_s > 0.0) {  // the fault plan's slow storage: every commit takes delay_s longer
+      checkpoint::CheckpointStore* store = store_.get();
+      writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(
+          [store, delay_s](const checkpoint::Snapshot& s, checkpoint::CommitStats* stats) {
+            std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));
+            return store->commit(s, stats);
+          });
+    } else {
+      writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
+    }
+    // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
+    PERIGEE_CHECK(writer_->prepare(
+        make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
+                                                       train_.cursor(), last_lr_, invariants_.window()))));
+  }
+  return Status::ok();
+}
+
+// Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
+Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
+  int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
+  Status load_status;
+  if (comm_->rank() == 0) {
+    const auto expected = checkpoint_expectation(model_, comm_->size());
+    if (max_step == INT64_MAX) {
+      checkpoint::LoadReport report;
+      load_status = store_->load_latest(expected, snapshot, &report,
+                                        [](const std::string& line) { log::info("checkpoint: ", line); });
+    } else {
+      // Newest checkpoint of at most max_step that verifies.
+      std::vector<checkpoint::CheckpointEntry> entries;
+      load_status = store_->list(&entries);
+      Status found =
+          make_error(StatusCode::kNotFound, "no checkpoint of step <= ", max_step, " in ", checkpoint_dir_);
+      for (const auto& e : entries) {
+        if (!load_status.is_ok() || e.step > max_step) continue;
+        found = store_->load(e.path, expected, snapshot);
+        if (found.is_ok()) break;
+        log::warn("checkpoint: skipping ", e.path, ": ", found.message());
+      }
+      if (load_status.is_ok()) load_status = found;
+    }
+    outcome = load_status.is_ok() ? 1 : (load_status.code() == StatusCode::kNotFound ? 0 : 2);
+  }
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(&outcome, 1, DataType::kInt32));
+  if (outcome == 2) {
+    if (comm_->rank() == 0) {
+      return make_error(
+          load_status.code(), "cannot resume from ", checkpoint_dir_, ": ", load_status.message(),
+          "\n  (no checkpoint there verifies; set [checkpoint] resume = \"never\" to start fresh)");
+    }
+    return make_error(StatusCode::kUnavailable, "rank 0 could not resume from ", checkpoint_dir_);
+  }
+  if (outcome == 0) return Status::ok();
+
+  // step, cursor, stored world size, invariant window length, restore failed on rank 0 (the other
+  // ranks must hear of it now, not at their next collective's timeout)
+  int64_t header[5] = {0, 0, 0, 0, 0};
+  DataCursor cursor;
+  InvariantWindow window;
+  Status restored;
+  if (comm_->rank() == 0) {
+    restored = restore_checkpoint(*snapshot, model_, &header[0], &cursor, &window);
+    header[1] = static_cast<int64_t>(cursor.position);
+    header[2] = snapshot->meta.world_size;
+    header[3] = static_cast<int64_t>(window.losses.size());
+    header[4] = restored.is_ok() ? 0 : 1;
+  }
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(header, 5, DataType::kInt64));
+  if (header[4] != 0) {
+    if (comm_->rank() == 0)
+      return make_error(restored.code(), "cannot resume from ", checkpoint_dir_, ": ", restored.message());
+    return make_error(StatusCode::kUnavailable, "rank 0 could not restore its checkpoint from ",
+                      checkpoint_dir_);
+  }
+  if (comm_->size() > 1 && header[3] > 0) {
+    window.losses.resize(static_cast<size_t>(header[3]));
+    window.grad_norms.resize(static_cast<size_t>(header[3]));
+    PERIGEE_CHECK(comm_->broadcast(window.losses.data(), window.losses.size(), DataType::kFloat64, 0));
+    PERIGEE_CHECK(
+        comm_->broadcast(window.grad_norms.data(), window.grad_norms.size(), DataType::kFloat64, 0));
+  }
+  PERIGEE_CHECK(invariants_.restore(window));
+  if (comm_->size() > 1) {
+    std::vector<float> host(model_.num_parameters());
+    for (float* live : {model_.params(), model_.adam_m(), model_.adam_v()}) {
+      if (comm_->rank() == 0)
+        PERIGEE_CHECK(backend_->copy_to_host(host.data(), live, host.size() * sizeof(float)));
+      PERIGEE_CHECK(comm_->broadcast(host.data(), host.size(), DataType::kFloat32, 0));
+      if (comm_->rank() != 0)
+        PERIGEE_CHECK(backend_->copy_to_device(live, host.data(), host.size() * sizeof(float)));
+    }
+  }
+  next_step_ = header[0];
+  train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
+  resumed_from_step_ = next_step_;
+  last_checkpoint_step_ = next_step_;
+  if (next_step_ > 0) last_lr_ = learning_rate(config_.train, next_step_ - 1);
+  log::info("resumed from step ", next_step_, " (data position ", header[1], ")",
+            header[2] != comm_->size()
+                ? str_cat("; written by ", header[2], " ranks, re-sharded to ", comm_->size(),
+                          " (the data position is global, so the sample order is unchanged)")
+                : std::string());
+  return Status::ok();
+}
+
+Status Trainer::save_checkpoint() {
+  PERIGEE_REQUIRE(checkpoint_enabled_, StatusCode::kInvalidArgument,
+                  "checkpointing is off: set [checkpoint] every_steps or every_seconds");
+  last_checkpoint_step_ = next_step_;
+  last_checkpoint_time_ = Clock::now();
+  if (comm_->rank() != 0) return Status::ok();
+  checkpoint::StageStats st;
+  PERIGEE_CHECK(writer_->stage(
+      make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
+                                                     train_.cursor(), last_lr_, invariants_.window())),
+      &st));
+  checkpoint::WriteRecord rec;
+  if (!config_.checkpoint.async) PERIGEE_CHECK(writer_->wait(&rec));
+  log::info("checkpoint at step ", next_step_, ": ", st.bytes / (1 << 20), " MiB staged, training stalled ",
+            fixed(st.stall_seconds * 1e3, 1), " ms",
+            config_.checkpoint.async
+                ? " (written in the background)"
+                : str_cat(", written in ", fixed(rec.write_seconds, 2), " s -> ", rec.commit.path));
+  return metrics_.write({metric_text("type", "checkpoint"), metric("step", static_cast<double>(next_step_)),
+                         metric("stall_ms", st.stall_seconds * 1e3), metric("wait_ms", st.wait_seconds * 1e3),
+                         metric("bytes", static_cast<double>(st.bytes))});
+}
+
+Status Trainer::broadcast_after_checkpoint_io(void* buffer, size_t count, DataType type) {
+  const double comm_timeout = comm_->timeout_s();
+  PERIGEE_CHECK(comm_->set_timeout(config_.checkpoint.timeout_s));
+  const Status s = comm_->broadcast(buffer, count, type, 0);
+  const Status restored = comm_->set_timeout(comm_timeout);
+  if (!s.is_ok()) {
+    return make_error(s.code(), "waiting for rank 0's checkpoint work ([checkpoint] timeout_s = ",
+                      config_.checkpoint.timeout_s, " s): ", s.message());
+  }
+  return restored;
+}
+
+Status Trainer::checkpoint_fence(const char* what, const Status& rank0_work) {
+  int32_t failed = comm_->rank() == 0 && !rank0_work.is_ok() ? 1 : 0;
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(&failed, 1, DataType::kInt32));
+  if (comm_->rank() == 0) return rank0_work;
+  PERIGEE_REQUIRE(failed == 0, StatusCode::kIoError, what, " failed on rank 0 (its log says why)");
+  return Status::ok();
+}
+
+Status Trainer::periodic_checkpoint_due(bool* due) {
+  const CheckpointConfig& cc = config_.checkpoint;
+  *due = false;
+  if (!checkpoint_enabled_ || next_step_ == config_.train.steps || consecutive_skips_ != 0) {
+    return Status::ok();  // never save suspect state; the end of the run has its own checkpoint
+  }
+  int32_t decision = cc.every_steps > 0 && next_step_ % cc.every_steps == 0;
+  if (cc.every_seconds > 0) {
+    const double since = std::chrono::duration<double>(Clock::now() - last_checkpoint_time_).count();
+    if (comm_->rank() == 0) decision = decision || since >= cc.every_seconds;
+    PERIGEE_CHECK(comm_->broadcast(&decision, 1, DataType::kInt32, 0));
+  }
+  *due = decision != 0;
+  return Status::ok();
+}
+
+Status Trainer::finish_checkpoints() {
+  if (!writer_) return Status::ok();
+  checkpoint::WriteRecord rec;
+  PERIGEE_CHECK(writer_->wait(&rec));
+  if (writer_->writes_completed() > 0) {
+    log::info("last checkpoint: step ", rec.step, " written in ", fixed(rec.write_seconds, 2), " s -> ",
+              rec.commit.path);
+  }
+  return Status::ok();
+}
+
+Status Trainer::eclipse_gate() {
+  if (!eclipse_) return Status::ok();
+  // decision[0]: 0 nothing, 1 checkpoint now, 2 idle; decision[1]: idle wall seconds.
+  double decision[2] = {0.0, 0.0};
+  if (comm_->rank() == 0) {
+    const double now = unix_now();
+    const double t = (now - orbit_epoch_unix_) * config_.orbit.time_scale;  // mission s since phase_deg
+    // The next gate comes about one step later (the last gap between gates, in mission seconds).
+    const double step_s = last_gate_unix_ > 0.0 ? (now - last_gate_unix_) * config_.orbit.time_scale : 0.0;
+    last_gate_unix_ = now;
+    const auto shadow = eclipse_->next_shadow(t);
+    if (shadow) {
+      const bool inside = t >= shadow->entry_s;
+      const bool near = eclipse_->checkpoint_due(t, config_.orbit.margin_s, step_s);
+      // Never save suspect state (as for the periodic checkpoints): while steps are being skipped the
+      // shadow's checkpoint waits for a clean step, or the newest clean checkpoint stands.
+      if (near && shadow_checkpointed_ != shadow->entry_s && last_checkpoint_step_ != next_step_ &&
+          consecutive_skips_ == 0) {
+        decision[0] = 1.0;
+        shadow_checkpointed_ = shadow->entry_s;
+      } else if (inside && config_.orbit.eclipse == "pause") {
+        decision[0] = 2.0;
+        decision[1] = (shadow->exit_s - t) / config_.orbit.time_scale;
+      }
+    }
+  }
+  PERIGEE_CHECK(comm_->broadcast(decision, 2, DataType::kFloat64, 0));
+  if (decision[0] == 1.0) {
+    log::info("orbit: shadow entry in ", fixed(config_.orbit.margin_s, 0),
+              " s or less: checkpoint before the power drops");
+    Status written = save_checkpoint();
+    if (written.is_ok()) written = finish_checkpoints();  // durable before the shadow
+    PERIGEE_CHECK(checkpoint_fence("the eclipse checkpoint", written));
+  } else if (decision[0] == 2.0) {
+    log::info("orbit: in shadow, compute paused for ",
+              fixed(decision[1] * config_.orbit.time_scale / 60.0, 1), " mission min (",
+              fixed(decision[1], 1), " s wall)");
+    PERIGEE_CHECK(
+        metrics_.write({metric_text("type", "eclipse"), metric("step", static_cast<double>(next_step_)),
+                        metric("pause_s", decision[1])}));
+    std::this_thread::sleep_for(std::chrono::duration<double>(decision[1]));
+    last_gate_unix_ = 0.0;  // the pause is no step: no look-ahead from it
+    log::info("orbit: sunlight again, training resumes at step ", next_step_ + 1);
+  }
+  return Status::ok();
+}
+
+}  // namespace perigee::runtime
