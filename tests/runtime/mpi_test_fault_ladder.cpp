@@ -246,13 +246,13 @@ TEST(FaultLadder, ResumedRunKeepsTheInvariantWindowAndCatchesAFaultAtOnce) {
 }
 
 TEST(FaultLadder, SlowCheckpointWritesOutlastTheCommTimeout) {
-  // Rank 0's storage takes 2.5 s more per checkpoint (the plan's checkpoint_delay) while a collective
-  // may take 1 s. The other ranks wait for rank 0's synchronous writes, for the background write
+  // Rank 0's storage takes 4 s more per checkpoint (the plan's checkpoint_delay) while a collective
+  // may take 2.5 s. The other ranks wait for rank 0's synchronous writes, for the background write
   // the final checkpoint must wait for, for the eclipse checkpoint and for the final write under
   // [checkpoint] timeout_s instead, and the run ends as the same run with fast storage and no deadline
   // does. (The deadline leaves room for a loaded 2-core CI machine; the delay is well past it.)
   if (world_size() == 1) GTEST_SKIP() << "no other rank waits";
-  const std::string dir = shared_folder({{"slow.txt", "checkpoint_delay 2.5\n"}});
+  const std::string dir = shared_folder({{"slow.txt", "checkpoint_delay 4\n"}});
   const Outcome clean = train(base_config(dir));
   for (const std::string schedule : {"sync", "async", "eclipse"}) {
     Config c = base_config(dir);
@@ -265,7 +265,7 @@ TEST(FaultLadder, SlowCheckpointWritesOutlastTheCommTimeout) {
       c.orbit.margin_s = 5000.0;
       files = {"/ckpt-00000000.h5", "/ckpt-00000010.h5"};
     }
-    const Outcome o = train(c, /*comm_timeout_s=*/1.0);
+    const Outcome o = train(c, /*comm_timeout_s=*/2.5);
     EXPECT_TRUE(same_bits(o.params, clean.params)) << schedule;
     if (world_rank() == 0) {
       for (const auto& name : files)
