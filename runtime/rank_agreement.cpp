@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "collectives/mpi_communicator.hpp"
 #include "runtime/token_file.hpp"
@@ -17,6 +18,12 @@ bool node_local(const std::string& key) {
   return std::find(kNodeLocalKeys.begin(), kNodeLocalKeys.end(), key) != kNodeLocalKeys.end();
 }
 
+std::string hex32(uint32_t v) {
+  char text[16];
+  std::snprintf(text, sizeof(text), "%08x", v);
+  return text;
+}
+
 // What decides a token file's tokens: its header (the CRC covers every token).
 std::string token_file_fingerprint(const std::string& path) {
   if (path.empty()) return "none";
@@ -24,9 +31,8 @@ std::string token_file_fingerprint(const std::string& path) {
   const Status s = read_token_header(path, &header);
   if (s.code() == StatusCode::kNotFound) return "missing";
   if (!s.is_ok()) return "unreadable";
-  char crc[16];
-  std::snprintf(crc, sizeof(crc), "%08x", header.token_crc32);
-  return str_cat(header.count, " tokens, vocabulary ", header.vocab_size, ", crc32 ", crc);
+  return str_cat(header.count, " tokens, vocabulary ", header.vocab_size, ", crc32 ",
+                 hex32(header.token_crc32));
 }
 
 // What decides a small input file's effect (a fault plan, a topology graph): its bytes.
@@ -35,9 +41,7 @@ std::string file_fingerprint(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in.is_open()) return std::filesystem::exists(path) ? "unreadable" : "missing";
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  char crc[16];
-  std::snprintf(crc, sizeof(crc), "%08x", crc32(bytes.data(), bytes.size()));
-  return str_cat(bytes.size(), " bytes, crc32 ", crc);
+  return str_cat(bytes.size(), " bytes, crc32 ", hex32(crc32(bytes.data(), bytes.size())));
 }
 
 constexpr const char* kAbsent = "(absent)";
@@ -75,12 +79,12 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 std::string describe_disagreement(const std::vector<JobDescription>& ranks, size_t max_keys) {
-  std::map<std::string, bool> keys;  // every key any rank has
+  std::set<std::string> keys;  // every key any rank has
   for (const auto& job : ranks)
-    for (const auto& kv : job) keys[kv.first] = true;
+    for (const auto& kv : job) keys.insert(kv.first);
   std::vector<std::string> lines;
   size_t differing = 0;
-  for (const auto& [key, unused] : keys) {
+  for (const std::string& key : keys) {
     // value -> ranks holding it, in the order the values first appear
     std::vector<std::pair<std::string, std::vector<int>>> values;
     for (size_t r = 0; r < ranks.size(); ++r) {
