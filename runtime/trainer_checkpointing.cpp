@@ -72,17 +72,14 @@ Status Trainer::setup_checkpoints() {
     PERIGEE_CHECK(resume_from(&snapshot));
   }
   if (comm_->rank() == 0 && checkpoint_enabled_) {
+    // The fault plan's slow storage makes every commit delay_s longer.
     const double delay_s = injector_ ? injector_->plan().checkpoint_delay_s : 0.0;
-    if (delay_s > 0.0) {  // the fault plan's slow storage: every commit takes delay_s longer
-      checkpoint::CheckpointStore* store = store_.get();
-      writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(
-          [store, delay_s](const checkpoint::Snapshot& s, checkpoint::CommitStats* stats) {
-            std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));
-            return store->commit(s, stats);
-          });
-    } else {
-      writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(store_.get());
-    }
+    checkpoint::CheckpointStore* store = store_.get();
+    writer_ = std::make_unique<checkpoint::AsyncCheckpointWriter>(
+        [store, delay_s](const checkpoint::Snapshot& s, checkpoint::CommitStats* stats) {
+          if (delay_s > 0.0) std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));
+          return store->commit(s, stats);
+        });
     // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
     PERIGEE_CHECK(writer_->prepare(
         make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
