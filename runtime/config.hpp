@@ -184,6 +184,10 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
 // Checks ranges and cross-field rules; fills derived values (model.padded_vocab).
 Status validate_config(Config* config);
 
+// Settings that are valid but most likely not meant (a warmup that outlasts the run, ...), one line
+// each, for the log; empty when there is nothing to say. Reads a validated config.
+std::vector<std::string> config_warnings(const Config& config);
+
 // The resolved config as pretty JSON text (every key, including defaults and derived values).
 std::string config_to_json(const Config& config);
 

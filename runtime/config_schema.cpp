@@ -395,4 +395,18 @@ Status validate_config(Config* config) {
   return make_error(StatusCode::kInvalidArgument, join(errors, "\n"));
 }
 
+std::vector<std::string> config_warnings(const Config& config) {
+  std::vector<std::string> warnings;
+  const TrainConfig& t = config.train;
+  if (t.warmup_steps > 0 && t.warmup_steps >= t.steps) {
+    // learning_rate() peaks at the last step, lr * steps / warmup_steps, and never decays.
+    const double peak = t.lr * static_cast<double>(t.steps) / static_cast<double>(t.warmup_steps);
+    warnings.push_back(str_cat("[train] warmup_steps = ", t.warmup_steps, " >= [train] steps = ", t.steps,
+                               ": the learning rate only ramps up (to ", peak,
+                               " at the last step, against lr = ", t.lr,
+                               ") and never decays; lower warmup_steps below steps"));
+  }
+  return warnings;
+}
+
 }  // namespace perigee::runtime

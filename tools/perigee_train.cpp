@@ -124,6 +124,8 @@ int run_job(int argc, char** argv) {
                                        trainer.micro_batch(), " per rank)")
                     : std::string());
   rt::log::info("run directory: ", trainer.run_dir(), "\nresolved config:\n", rt::config_to_json(config));
+  if (rank == 0)
+    for (const std::string& w : rt::config_warnings(config)) rt::log::warn(config.source, ": ", w);
 
   s = trainer.run();
   if (s.is_ok()) s = comm.close();

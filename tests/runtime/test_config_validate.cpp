@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/config.hpp"
+#include "runtime/optimizer.hpp"
 #include "tests/runtime/config_test_util.hpp"
 
 namespace perigee::runtime {
@@ -241,6 +242,21 @@ TEST(ConfigLinks, AlgorithmNeedsTheLinksBackendAndFileNeedsAPath) {
   EXPECT_EQ(c.comm.algorithm, "torus2d");
   EXPECT_EQ(c.links.planes, 2);
   EXPECT_DOUBLE_EQ(c.links.time_scale, 0.01);
+}
+
+TEST(ConfigWarnings, WarmupThatOutlastsTheRun) {
+  Config c = parse_ok("", {"train.steps=100", "train.warmup_steps=30"});
+  EXPECT_TRUE(config_warnings(c).empty());
+  c = parse_ok("", {"train.steps=100", "train.warmup_steps=0"});
+  EXPECT_TRUE(config_warnings(c).empty());
+  c = parse_ok("", {"train.steps=10", "train.warmup_steps=40", "train.lr=0.002"});
+  std::vector<std::string> w = config_warnings(c);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_CONTAINS(w[0], "[train] warmup_steps = 40 >= [train] steps = 10");
+  EXPECT_CONTAINS(w[0], "to 0.0005 at the last step");  // lr * 10 / 40, learning_rate()'s last value
+  EXPECT_NEAR(learning_rate(c.train, 9), 0.0005, 1e-12);
+  c = parse_ok("", {"train.steps=10", "train.warmup_steps=10"});  // peaks at the last step, no decay
+  EXPECT_EQ(config_warnings(c).size(), 1u);
 }
 
 }  // namespace
