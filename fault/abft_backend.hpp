@@ -158,6 +158,10 @@ class AbftBackend final : public kernels::Backend {
                       const kernels::AdamWParams& hp) override {
     return inner_->adamw_update(params, grads, m, v, n, hp);
   }
+  Status adamw_update_runs(float* params, const float* grads, float* m, float* v,
+                           std::span<const kernels::AdamWRun> runs, const kernels::AdamWParams& hp) override {
+    return inner_->adamw_update_runs(params, grads, m, v, runs, hp);
+  }
   Status sum_squares(const float* x, size_t n, double* out) override {
     return inner_->sum_squares(x, n, out);
   }

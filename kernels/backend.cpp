@@ -28,4 +28,17 @@ Status Backend::residual_layernorm_forward(float* residual, Act out, float* mean
   return layernorm_forward(out, mean, rstd, residual, weight, bias, N, C);
 }
 
+Status Backend::adamw_update_runs(float* params, const float* grads, float* m, float* v,
+                                  std::span<const AdamWRun> runs, const AdamWParams& hp) {
+  PERIGEE_CHECK(check_adamw_runs("adamw_update_runs", runs));
+  AdamWParams run_hp = hp;
+  for (const AdamWRun& r : runs) {
+    if (r.count == 0) continue;
+    run_hp.weight_decay = r.decay ? hp.weight_decay : 0.0f;
+    PERIGEE_CHECK(
+        adamw_update(params + r.offset, grads + r.offset, m + r.offset, v + r.offset, r.count, run_hp));
+  }
+  return Status::ok();
+}
+
 }  // namespace perigee::kernels

@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "core/status.hpp"
 #include "kernels/act.hpp"
@@ -38,6 +39,13 @@ struct AdamWParams {
   float weight_decay = 0.0f;  // decoupled: p -= lr * weight_decay * p
   int64_t step = 1;           // 1-based, for bias correction
   float grad_scale = 1.0f;    // multiplies every gradient first (global-norm clipping)
+};
+
+// A run of consecutive elements of the flat optimizer buffers that share one weight-decay choice.
+struct AdamWRun {
+  size_t offset = 0;
+  size_t count = 0;
+  bool decay = false;  // AdamWParams::weight_decay applies; otherwise none
 };
 
 class Backend {
@@ -138,6 +146,11 @@ class Backend {
   // ---- optimizer and reductions over flat buffers
   virtual Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
                               const AdamWParams& hp) = 0;
+  // AdamW over runs of the same flat buffers (sorted by offset, disjoint), each run as adamw_update
+  // with hp.weight_decay or with none: the same bits as one adamw_update call per run. The default
+  // makes those calls; a backend may do every run in one pass.
+  virtual Status adamw_update_runs(float* params, const float* grads, float* m, float* v,
+                                   std::span<const AdamWRun> runs, const AdamWParams& hp);
   // *out = sum of x[i]^2 in double, with a fixed summation order (independent of thread count).
   virtual Status sum_squares(const float* x, size_t n, double* out) = 0;
   virtual Status scale(float* x, float s, size_t n) = 0;

@@ -4,9 +4,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 
 #include "core/status.hpp"
 #include "kernels/act.hpp"
+#include "kernels/backend.hpp"
 
 namespace perigee::kernels {
 
@@ -27,6 +29,18 @@ inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
     PERIGEE_REQUIRE(d > 0, StatusCode::kInvalidArgument, op, ": dimension argument ", index, " is ", d,
                     ", must be positive");
     ++index;
+  }
+  return Status::ok();
+}
+
+// kInvalidArgument naming `op` unless the runs are sorted by offset and disjoint (a one-pass AdamW
+// would update an element of two overlapping runs once, the per-run calls twice).
+inline Status check_adamw_runs(const char* op, std::span<const AdamWRun> runs) {
+  for (size_t i = 1; i < runs.size(); ++i) {
+    PERIGEE_REQUIRE(runs[i].offset >= runs[i - 1].offset + runs[i - 1].count, StatusCode::kInvalidArgument,
+                    op, ": run ", i, " at offset ", runs[i].offset, " starts inside run ", i - 1, " [",
+                    runs[i - 1].offset, ", ", runs[i - 1].offset + runs[i - 1].count,
+                    "); runs must be sorted and disjoint");
   }
   return Status::ok();
 }

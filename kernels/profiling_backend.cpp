@@ -298,6 +298,17 @@ Status ProfilingBackend::adamw_update(float* params, const float* grads, float* 
                [&] { return inner_->adamw_update(params, grads, m, v, n, hp); });
 }
 
+// Timed as one adamw_update over every run's elements (the per-kernel tables compare it with the
+// per-run calls it replaces).
+Status ProfilingBackend::adamw_update_runs(float* params, const float* grads, float* m, float* v,
+                                           std::span<const AdamWRun> runs, const AdamWParams& hp) {
+  size_t n = 0;
+  for (const AdamWRun& r : runs) n += r.count;
+  return timed(
+      slot("adamw_update", {{"n", static_cast<int64_t>(n)}, {"runs", static_cast<int64_t>(runs.size())}}),
+      [&] { return inner_->adamw_update_runs(params, grads, m, v, runs, hp); });
+}
+
 Status ProfilingBackend::sum_squares(const float* x, size_t n, double* out) {
   return timed(slot("sum_squares", {{"n", static_cast<int64_t>(n)}}),
                [&] { return inner_->sum_squares(x, n, out); });

@@ -135,6 +135,8 @@ class ProfilingBackend final : public Backend {
                                        float dloss, int N, int V, int Vp) override;
   Status adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
                       const AdamWParams& hp) override;
+  Status adamw_update_runs(float* params, const float* grads, float* m, float* v,
+                           std::span<const AdamWRun> runs, const AdamWParams& hp) override;
   Status sum_squares(const float* x, size_t n, double* out) override;
   Status scale(float* x, float s, size_t n) override;
   Status to_bf16(uint16_t* out, const float* in, size_t n) override;

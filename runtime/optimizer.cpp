@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace perigee::runtime {
 
@@ -45,19 +46,19 @@ Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, U
   hp.eps = static_cast<float>(train.eps);
   hp.step = step + 1;
   hp.grad_scale = static_cast<float>(s.clip_scale);
-  // One call per run of consecutive views with the same decay flag (a handful per model).
-  const auto& views = model.table().views();
-  size_t i = 0;
-  while (i < views.size()) {
-    size_t j = i;
-    size_t count = 0;
-    while (j < views.size() && views[j].decay == views[i].decay) count += views[j++].size;
-    hp.weight_decay = views[i].decay ? static_cast<float>(train.weight_decay) : 0.0f;
-    const size_t off = views[i].offset;
-    PERIGEE_CHECK(model.backend()->adamw_update(model.params() + off, model.grads() + off,
-                                                model.adam_m() + off, model.adam_v() + off, count, hp));
-    i = j;
+  hp.weight_decay = static_cast<float>(train.weight_decay);
+  // One run per stretch of consecutive views with the same decay flag (a handful per block), all in one
+  // backend call.
+  std::vector<kernels::AdamWRun> runs;
+  for (const auto& view : model.table().views()) {
+    if (!runs.empty() && runs.back().decay == view.decay &&
+        runs.back().offset + runs.back().count == view.offset)
+      runs.back().count += view.size;
+    else
+      runs.push_back({view.offset, view.size, view.decay});
   }
+  PERIGEE_CHECK(model.backend()->adamw_update_runs(model.params(), model.grads(), model.adam_m(),
+                                                   model.adam_v(), runs, hp));
   if (stats != nullptr) *stats = s;
   return Status::ok();
 }

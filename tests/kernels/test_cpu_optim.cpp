@@ -83,6 +83,66 @@ TEST(CpuOptim, AdamWRejectsBadHyperparameters) {
             StatusCode::kInvalidArgument);
 }
 
+// The runs form: the same bits as one adamw_update per run (weight decay only where a run asks for
+// it); elements outside every run keep their values.
+TEST(CpuOptim, AdamWRunsEqualOneCallPerRun) {
+  CpuBackend be(2);
+  const size_t n = 5000;
+  const std::vector<AdamWRun> runs = {
+      {0, 100, true}, {100, 7, false}, {200, 3000, true}, {3200, 1, false}, {4000, 1000, true}};
+  const std::vector<float> p0 = random_vector(n, 3, -2.0f, 2.0f), g0 = random_vector(n, 4, -3.0f, 3.0f),
+                           m0 = random_vector(n, 5, -0.1f, 0.1f), v0 = random_vector(n, 6, 0.0f, 0.01f);
+  AdamWParams hp;
+  hp.lr = 1e-2f;
+  hp.weight_decay = 0.1f;
+  hp.step = 4;
+  hp.grad_scale = 0.75f;
+  Buffer<float> p(be, p0), g(be, g0), m(be, m0), v(be, v0);
+  ASSERT_TRUE(be.adamw_update_runs(p.data(), g.data(), m.data(), v.data(), runs, hp).is_ok());
+  Buffer<float> rp(be, p0), rm(be, m0), rv(be, v0);
+  std::vector<bool> covered(n, false);
+  for (const AdamWRun& r : runs) {
+    AdamWParams run_hp = hp;
+    run_hp.weight_decay = r.decay ? hp.weight_decay : 0.0f;
+    ASSERT_TRUE(be.adamw_update(rp.data() + r.offset, g.data() + r.offset, rm.data() + r.offset,
+                                rv.data() + r.offset, r.count, run_hp)
+                    .is_ok());
+    for (size_t i = r.offset; i < r.offset + r.count; ++i) covered[i] = true;
+  }
+  size_t differing = 0, moved = 0;
+  for (size_t i = 0; i < n; ++i) {
+    differing += p[i] != rp[i] || m[i] != rm[i] || v[i] != rv[i];
+    if (!covered[i]) {
+      EXPECT_TRUE(p[i] == p0[i] && m[i] == m0[i] && v[i] == v0[i]) << "element " << i;
+    }
+    moved += p[i] != p0[i];
+  }
+  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(moved, 4108u);  // every element of a run
+  // The decay flag matters: without it the first run's parameters come out different.
+  Buffer<float> np(be, p0), nm(be, m0), nv(be, v0);
+  AdamWParams no_decay = hp;
+  no_decay.weight_decay = 0.0f;
+  ASSERT_TRUE(be.adamw_update(np.data(), g.data(), nm.data(), nv.data(), 100, no_decay).is_ok());
+  size_t decayed = 0;
+  for (size_t i = 0; i < 100; ++i) decayed += np[i] != p[i];
+  EXPECT_GT(decayed, 90u);
+}
+
+TEST(CpuOptim, AdamWRunsMustBeSortedAndDisjoint) {
+  CpuBackend be(1);
+  const std::vector<float> p0(16, 1.0f);
+  Buffer<float> p(be, p0), g(be, 16), m(be, 16), v(be, 16);
+  AdamWParams hp;
+  for (const std::vector<AdamWRun>& runs : {std::vector<AdamWRun>{{0, 8, true}, {7, 4, false}},
+                                            std::vector<AdamWRun>{{8, 8, true}, {0, 8, false}}}) {
+    const Status s = be.adamw_update_runs(p.data(), g.data(), m.data(), v.data(), runs, hp);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("runs must be sorted and disjoint"), std::string::npos) << s.message();
+  }
+  for (size_t i = 0; i < 16; ++i) EXPECT_EQ(p[i], 1.0f);  // refused before any update
+}
+
 TEST(CpuOptim, SumSquares) {
   CpuBackend be1(1), be2(2);
   for (size_t n : {size_t{1}, size_t{5}, size_t{4096}, size_t{3 * 4096 + 7}, size_t{1000003}}) {

@@ -489,6 +489,50 @@ TEST_F(CudaOps, AdamWMatchesCpu) {
             StatusCode::kInvalidArgument);
 }
 
+// GPT-2-like runs (large decayed weights between small undecayed biases, a gap, odd sizes): the runs
+// form gives the same bits as one adamw_update per run, on the GPU and against the CPU's runs form.
+TEST_F(CudaOps, AdamWRunsMatchPerRunCalls) {
+  const std::vector<AdamWRun> runs = {{0, 50304 * 8, true},
+                                      {50304 * 8, 3, false},
+                                      {50304 * 8 + 3, 70001, true},
+                                      {50304 * 8 + 70010, 768, false},
+                                      {50304 * 8 + 70778, 4096 * 3 + 1, true}};
+  const size_t n = runs.back().offset + runs.back().count;
+  AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.weight_decay = 0.1f;
+  hp.step = 5;
+  hp.grad_scale = 0.5f;
+  const auto p0 = random_vector(n, 84), g = random_vector(n, 85), m0 = random_vector(n, 86, -0.1f, 0.1f),
+             v0 = random_vector(n, 87, 0.0f, 0.01f);
+  auto run = [&](Backend& be, bool per_run) {
+    Array<float> p(be, p0), gr(be, g), m(be, m0), v(be, v0);
+    if (per_run) {
+      for (const AdamWRun& r : runs) {
+        AdamWParams run_hp = hp;
+        run_hp.weight_decay = r.decay ? hp.weight_decay : 0.0f;
+        PERIGEE_CHECK_OR_DIE(be.adamw_update(p.data() + r.offset, gr.data() + r.offset, m.data() + r.offset,
+                                             v.data() + r.offset, r.count, run_hp));
+      }
+    } else {
+      PERIGEE_CHECK_OR_DIE(be.adamw_update_runs(p.data(), gr.data(), m.data(), v.data(), runs, hp));
+    }
+    return std::vector<std::vector<float>>{p.download(), m.download(), v.download()};
+  };
+  const auto got = run(*gpu_, false);
+  const auto per_run = run(*gpu_, true);
+  for (int t = 0; t < 3; ++t) EXPECT_TRUE(bit_identical(got[t], per_run[t])) << "buffer " << t;
+  EXPECT_EQ(got[0][50304 * 8 + 3 + 70001], p0[50304 * 8 + 3 + 70001]);  // the gap is left alone
+  const auto ref = run(*cpu_, false);
+  expect_close("adamw runs params", got[0], ref[0], 1e-7, 1e-6);
+  expect_close("adamw runs m", got[1], ref[1], 1e-8, 1e-6);
+  expect_close("adamw runs v", got[2], ref[2], 1e-12, 1e-6);
+  Array<float> x(*gpu_, 8);
+  const std::vector<AdamWRun> overlapping = {{0, 5, true}, {4, 4, false}};
+  EXPECT_EQ(gpu_->adamw_update_runs(x.data(), x.data(), x.data(), x.data(), overlapping, hp).code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST_F(CudaOps, SumSquaresMatchesCpuAndIsDeterministic) {
   for (size_t n : {size_t{0}, size_t{1}, size_t{8191}, size_t{8192}, size_t{8193}, size_t{1000003}}) {
     const std::string tag = "n=" + std::to_string(n);
