@@ -173,19 +173,22 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     auto bad = [&](std::string_view what) {
       return make_error(StatusCode::kInvalidArgument, "fault plan line ", line_no, ": ", what);
     };
-    if (kind == "seed" || kind == "step_seconds" || kind == "checkpoint_delay") {
+    if (kind == "seed" || kind == "step_seconds" || kind == "checkpoint_delay" || kind == "load_delay") {
       if (tokens.size() != 2) return bad(str_cat("'", kind, "' takes one value"));
-      const bool ok = kind == "seed" ? parse_int(tokens[1], &plan->seed)
-                      : kind == "step_seconds"
-                          ? parse_double(tokens[1], &plan->step_seconds)
-                          : parse_double(tokens[1], &plan->checkpoint_delay_s) &&
-                                std::isfinite(plan->checkpoint_delay_s) && plan->checkpoint_delay_s >= 0.0;
+      // The storage delays: finite seconds >= 0.
+      auto delay = [&](double* out) {
+        return parse_double(tokens[1], out) && std::isfinite(*out) && *out >= 0.0;
+      };
+      const bool ok = kind == "seed"               ? parse_int(tokens[1], &plan->seed)
+                      : kind == "step_seconds"     ? parse_double(tokens[1], &plan->step_seconds)
+                      : kind == "checkpoint_delay" ? delay(&plan->checkpoint_delay_s)
+                                                   : delay(&plan->load_delay_s);
       if (!ok) return bad(str_cat("bad value '", tokens[1], "' for ", kind));
       continue;
     }
     if (kind != "fault" && kind != "rate" && kind != "death") {
-      return bad(
-          str_cat("unknown entry '", kind, "' (seed, step_seconds, checkpoint_delay, fault, rate, death)"));
+      return bad(str_cat("unknown entry '", kind,
+                         "' (seed, step_seconds, checkpoint_delay, load_delay, fault, rate, death)"));
     }
     FaultSpec spec;
     FaultRate rate;

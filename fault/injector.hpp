@@ -99,6 +99,7 @@ struct FaultPlan {
   std::vector<FaultRate> rates;
   std::vector<RankDeath> deaths;
   double checkpoint_delay_s = 0.0;  // each checkpoint commit on rank 0 takes this much longer (slow storage)
+  double load_delay_s = 0.0;  // each checkpoint load on rank 0 (resume, rollback) takes this much longer
 };
 
 // One flipped element.
@@ -123,6 +124,7 @@ double expected_upsets(double per_bit_per_day, double bits, double seconds);
 //   [burst=32] rate target=parameter per_bit_per_day=4.04e-7 [probability=0] [rank=-1] [bits=1] [burst=1]
 //   death rank=2 step=100
 //   checkpoint_delay 2.5
+//   load_delay 4
 Status parse_fault_plan(std::string_view text, FaultPlan* plan);
 
 class FaultInjector {

@@ -139,6 +139,8 @@ class Trainer {
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).
   Status setup_checkpoints();
+  // Rank 0: tells perigee-run's stall watchdog a load is coming (and applies the plan's load_delay).
+  Status announce_checkpoint_load();
   // max_step: only checkpoints of at most that step (a rollback that must go further back).
   Status resume_from(checkpoint::Snapshot* snapshot, int64_t max_step = INT64_MAX);
   void log_step(const StepResult& r) const;

@@ -89,10 +89,29 @@ Status Trainer::setup_checkpoints() {
 }
 
 // Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
+// Rank 0, before a load: a load writes nothing while it reads, so when there is a checkpoint to read,
+// a {"type":"checkpoint_load", "quiet_s":T} record tells perigee-run's stall watchdog to allow the
+// other ranks' deadline for it, T = [checkpoint] timeout_s (none when that is 0). The fault plan's slow
+// storage (load_delay) then makes the read that much longer.
+Status Trainer::announce_checkpoint_load() {
+  std::vector<checkpoint::CheckpointEntry> entries;
+  if (!store_->list(&entries).is_ok() || entries.empty()) return Status::ok();  // the load reports it
+  const double quiet_s = config_.checkpoint.timeout_s;
+  if (quiet_s > 0.0) {
+    PERIGEE_CHECK(
+        metrics_.write({metric_text("type", "checkpoint_load"),
+                        metric("step", static_cast<double>(next_step_)), metric("quiet_s", quiet_s)}));
+  }
+  const double delay_s = injector_ ? injector_->plan().load_delay_s : 0.0;
+  if (delay_s > 0.0) std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));
+  return Status::ok();
+}
+
 Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
   Status load_status;
   if (comm_->rank() == 0) {
+    PERIGEE_CHECK(announce_checkpoint_load());
     const auto expected = checkpoint_expectation(model_, comm_->size());
     if (max_step == INT64_MAX) {
       checkpoint::LoadReport report;

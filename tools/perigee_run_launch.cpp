@@ -132,12 +132,20 @@ Progress read_progress(const std::string& run_dir, const std::string& checkpoint
   return p;
 }
 
-// The pause an eclipse announces: when the newest metrics.jsonl record is {"type":"eclipse", ...,
-// "pause_s":P}, the trainer idles P seconds in the shadow (runtime/trainer.cpp, [orbit] eclipse =
-// "pause") and writes nothing meanwhile; the stall watchdog allows for it. 0 otherwise.
-double announced_pause_s(const std::string& metrics_path) {
+// A quiet phase the job announced in its newest metrics.jsonl record, in seconds (0: none), and what it
+// is. Two records announce one: {"type":"eclipse", ..., "pause_s":P}, the trainer idling P seconds in
+// the shadow ([orbit] eclipse = "pause"); and any record with "quiet_s":Q, such as rank 0's
+// {"type":"checkpoint_load", ..., "quiet_s":Q} before it reads a checkpoint (Q = [checkpoint]
+// timeout_s, the other ranks' deadline for it). The job writes nothing meanwhile; the stall watchdog
+// allows for it.
+struct QuietPhase {
+  double seconds = 0.0;
+  std::string what;
+};
+
+QuietPhase announced_quiet_phase(const std::string& metrics_path) {
   std::ifstream f(metrics_path, std::ios::binary | std::ios::ate);
-  if (!f) return 0.0;
+  if (!f) return {};
   const std::streamoff size = f.tellg();
   const std::streamoff from = std::max<std::streamoff>(0, size - 4096);
   std::string tail(static_cast<size_t>(size - from), '\0');
@@ -145,11 +153,17 @@ double announced_pause_s(const std::string& metrics_path) {
   f.read(tail.data(), static_cast<std::streamsize>(tail.size()));
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.pop_back();
   const std::string last = tail.substr(tail.rfind('\n') == std::string::npos ? 0 : tail.rfind('\n') + 1);
-  if (last.find("\"type\":\"eclipse\"") == std::string::npos) return 0.0;
-  const size_t at = last.find("\"pause_s\":");
-  if (at == std::string::npos) return 0.0;
-  const double pause = std::strtod(last.c_str() + at + 10, nullptr);
-  return std::isfinite(pause) && pause > 0.0 ? pause : 0.0;
+  auto number = [&](const char* key) {
+    const size_t at = last.find(key);
+    if (at == std::string::npos) return 0.0;
+    const double v = std::strtod(last.c_str() + at + std::strlen(key), nullptr);
+    return std::isfinite(v) && v > 0.0 ? v : 0.0;
+  };
+  if (last.find("\"type\":\"eclipse\"") != std::string::npos)
+    return {number("\"pause_s\":"), "an eclipse pause"};
+  if (last.find("\"type\":\"checkpoint_load\"") != std::string::npos)
+    return {number("\"quiet_s\":"), "a checkpoint load"};
+  return {number("\"quiet_s\":"), "a quiet phase"};
 }
 
 // ---- the job's output ------------------------------------------------------------------------------
@@ -305,7 +319,8 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   Progress progress = read_progress(run_dir, checkpoint_dir);
   auto last_progress = Clock::now();
   std::optional<Clock::time_point> last_step;
-  double pause_s = 0.0;       // an announced eclipse pause, added to the stall timeout
+  double pause_s =
+      0.0;  // an announced quiet phase (eclipse pause, checkpoint load), added to the stall timeout
   bool kill_pending = false;  // after a stop signal: SIGKILL at kill_at, when the grace ends
   Clock::time_point kill_at = Clock::now();
   const auto handle_signal = [&](int sig) {
@@ -346,9 +361,11 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
     const Progress now = read_progress(run_dir, checkpoint_dir);
     if (now.metrics_bytes != progress.metrics_bytes) {
       last_step = Clock::now();
-      pause_s = announced_pause_s(run_dir + "/metrics.jsonl");
+      const QuietPhase quiet = announced_quiet_phase(run_dir + "/metrics.jsonl");
+      pause_s = quiet.seconds;
       if (pause_s > 0)
-        say("the job announced an eclipse pause of ", fixed(pause_s, 1), " s: the stall watchdog waits");
+        say("the job announced ", quiet.what, " of up to ", fixed(pause_s, 1),
+            " s: the stall watchdog waits");
     }
     if (now.fingerprint != progress.fingerprint) {
       progress = now;

@@ -257,9 +257,11 @@ TEST(FaultPlanText, ParsesEveryEntry) {
       "rate target=parameter per_bit_per_day=4.04e-7\n"
       "rate target=message probability=0.01 rank=0\n"
       "death rank=3 step=250\n"
-      "checkpoint_delay 2.5\n";
+      "checkpoint_delay 2.5\n"
+      "load_delay 4\n";
   ASSERT_TRUE(parse_fault_plan(text, &plan).is_ok());
   EXPECT_EQ(plan.checkpoint_delay_s, 2.5);
+  EXPECT_EQ(plan.load_delay_s, 4.0);
   EXPECT_EQ(plan.seed, 42u);
   EXPECT_EQ(plan.step_seconds, 0.5);
   ASSERT_EQ(plan.faults.size(), 3u);
@@ -288,11 +290,11 @@ TEST(FaultPlanText, ParsesEveryEntry) {
 }
 
 TEST(FaultPlanText, RejectsBadEntries) {
-  for (const char* bad :
-       {"fault step=3", "fault target=gemm_output", "fault target=nowhere step=1",
-        "fault target=activation step=1 bit=40", "rate target=parameter colour=blue", "death step=3",
-        "seed x", "explode now", "checkpoint_delay -1", "checkpoint_delay inf", "checkpoint_delay",
-        "checkpoint_delay 1 2", "fault target=activation step=1 burst"}) {
+  for (const char* bad : {"fault step=3", "fault target=gemm_output", "fault target=nowhere step=1",
+                          "fault target=activation step=1 bit=40", "rate target=parameter colour=blue",
+                          "death step=3", "seed x", "explode now", "checkpoint_delay -1",
+                          "checkpoint_delay inf", "checkpoint_delay", "checkpoint_delay 1 2",
+                          "load_delay -0.5", "load_delay nan", "fault target=activation step=1 burst"}) {
     FaultPlan plan;
     const Status s = parse_fault_plan(bad, &plan);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
