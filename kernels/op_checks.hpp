@@ -45,15 +45,6 @@ inline Status check_adamw_runs(const char* op, std::span<const AdamWRun> runs) {
   return Status::ok();
 }
 
-// kInvalidArgument naming `op` when an output overlays an input of another storage type (an in-place
-// op rewrites each element in the type it read it in).
-inline Status check_alias_storage(const char* op, ConstAct out, ConstAct in) {
-  PERIGEE_REQUIRE(out.data != in.data || out.dtype == in.dtype, StatusCode::kInvalidArgument, op,
-                  ": the output aliases an input of another storage type (", dtype_name(out.dtype), " over ",
-                  dtype_name(in.dtype), ")");
-  return Status::ok();
-}
-
 // True when n elements of `out` and n elements of `in` share bytes and have different storage types:
 // an element-wise kernel that reads one type and writes the other in place would race (element i's
 // bytes in one type hold parts of other elements in the other).
@@ -62,6 +53,16 @@ inline bool overlaps_other_storage(ConstAct out, ConstAct in, size_t n) {
   const auto o = reinterpret_cast<uintptr_t>(out.data);
   const auto i = reinterpret_cast<uintptr_t>(in.data);
   return o < i + n * dtype_size(in.dtype) && i < o + n * dtype_size(out.dtype);
+}
+
+// kInvalidArgument naming `op` when n elements of an output share bytes with n elements of an input of
+// another storage type, whether they start at the same address or not (an in-place op rewrites each
+// element in the type it read it in; a shifted overlap would also race in a parallel kernel).
+inline Status check_alias_storage(const char* op, ConstAct out, ConstAct in, size_t n) {
+  PERIGEE_REQUIRE(!overlaps_other_storage(out, in, n), StatusCode::kInvalidArgument, op,
+                  ": the output aliases an input of another storage type (", dtype_name(out.dtype), " over ",
+                  dtype_name(in.dtype), ")");
+  return Status::ok();
 }
 
 // A tensor's bytes for the overlap checks; a null one overlaps nothing.

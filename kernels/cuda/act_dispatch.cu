@@ -126,7 +126,8 @@ Status CudaBackend::gelu_forward(Act out, ConstAct inp, size_t n) {
 
 Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, ConstAct logits,
                                                   const int32_t* targets, float dloss, int N, int V, int Vp) {
-  PERIGEE_CHECK(check_alias_storage("crossentropy_forward_backward", dlogits, logits));
+  PERIGEE_CHECK(check_alias_storage("crossentropy_forward_backward", dlogits, logits,
+                                    static_cast<size_t>(N) * static_cast<size_t>(Vp)));
   if (all_f32({dlogits, logits})) {
     return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits.f32(), targets, dloss, N, V, Vp);
   }
