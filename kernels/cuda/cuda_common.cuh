@@ -24,10 +24,13 @@ inline constexpr unsigned kMaxFlatBlocks = 32768;  // grid cap of grid-stride el
 
 // ---- host helpers
 
+// For a >= 0, b > 0; no intermediate exceeds a (a + b - 1 would overflow an int near INT_MAX).
 template <typename T>
 constexpr T ceil_div(T a, T b) {
-  return (a + b - 1) / b;
+  return a / b + (a % b != 0 ? 1 : 0);
 }
+static_assert(ceil_div(0, 4) == 0 && ceil_div(1, 4) == 1 && ceil_div(8, 4) == 2 && ceil_div(9, 4) == 3);
+static_assert(ceil_div(2147483647, 2) == 1073741824);
 
 // Blocks for a grid-stride loop over n elements with `block` threads per block.
 inline unsigned flat_grid(size_t n, int block) {
