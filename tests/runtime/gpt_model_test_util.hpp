@@ -1,5 +1,5 @@
-// Helpers of the GptModel tests on the CPU backend: random tokens, and one forward + backward pass
-// from a seeded initialisation (its mean loss and whole gradient).
+// Helpers of the GptModel tests on the CPU backend: random tokens, one forward + backward pass from a
+// seeded initialisation (its mean loss and whole gradient), and a small model overfitting one batch.
 #pragma once
 
 #include <cmath>
@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/gpt_model.hpp"
+#include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
 
 namespace perigee::runtime::testing {
@@ -93,6 +94,36 @@ inline size_t scratch_bytes_in_logits(kernels::Backend& backend, const GptShape&
   size_t growth = padded(shape.padded_vocab, logits) - padded(1, logits);
   if (acts != logits) growth += padded(shape.padded_vocab, acts) - padded(1, acts);
   return narrow_model.activation_bytes() + growth - wide_model.activation_bytes();
+}
+
+// A 2-layer model (4 heads, C 64, vocabulary 256, `acts` storage, parameters from seed 5) trained on
+// one batch of 4 x 16 random tokens (seeds 8 and 9) for `steps` AdamW steps: lr 3e-3 after
+// `warmup_steps` of warmup and constant after, no weight decay. The first step's loss and the last's.
+inline std::pair<double, double> overfit_one_batch(kernels::DType acts, int64_t steps, int64_t warmup_steps) {
+  kernels::cpu::CpuBackend cpu(2);
+  GptModel m;
+  const GptShape shape{2, 4, 64, 16, 256, 256};
+  const int B = 4, T = 16;
+  PERIGEE_CHECK_OR_DIE(m.init(shape, &cpu, B, T, acts));
+  PERIGEE_CHECK_OR_DIE(m.init_parameters(5));
+  auto x = random_tokens(B * T, 256, 8), y = random_tokens(B * T, 256, 9);
+  TrainConfig tc;
+  tc.steps = steps;
+  tc.lr = 3e-3;
+  tc.warmup_steps = warmup_steps;
+  tc.min_lr_ratio = 1.0;
+  tc.weight_decay = 0.0;
+  double first = 0.0, last = 0.0;
+  for (int64_t s = 0; s < tc.steps; ++s) {
+    double loss = 0.0;
+    PERIGEE_CHECK_OR_DIE(m.zero_grad());
+    PERIGEE_CHECK_OR_DIE(m.forward(x.data(), y.data(), B, T, &loss));
+    PERIGEE_CHECK_OR_DIE(m.backward());
+    PERIGEE_CHECK_OR_DIE(optimizer_step(m, tc, s, nullptr));
+    if (s == 0) first = loss;
+    last = loss;
+  }
+  return {first, last};
 }
 
 // sqrt(sum (a - b)^2 / sum b^2).

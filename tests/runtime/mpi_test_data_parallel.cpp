@@ -7,7 +7,6 @@
 // and at most 0.01 % of elements outside 1e-5 + 1e-4 |p|.
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -17,23 +16,24 @@
 #include <vector>
 
 #include "collectives/mpi_communicator.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/orbit_clock.hpp"
 #include "runtime/random.hpp"
 #include "runtime/token_file.hpp"
 #include "runtime/trainer.hpp"
+#include "tests/runtime/mpi_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
 
 using collectives::MpiCommunicator;
+using testing::CpuTrainer;
+using testing::max_abs_diff;
+using testing::replicas_identical;
 
-// Rank 0 writes a token file in a fresh folder; every rank gets its path.
-std::string shared_token_file(const MpiCommunicator& comm) {
-  char path[512] = {0};
-  if (comm.rank() == 0) {
-    const auto dir = std::filesystem::temp_directory_path() / ("perigee_dp_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
+// Rank 0 writes a token file in its scratch folder; every rank gets its path.
+std::string shared_token_file() {
+  return testing::rank0_string([] {
+    const std::filesystem::path dir = testing::scratch_folder("perigee_dp_", /*empty=*/false);
     std::vector<int32_t> tokens(20000);
     SplitMix64 rng(99);
     // Text-like stream: mostly a repeating phrase with noise, so losses move visibly.
@@ -45,25 +45,14 @@ std::string shared_token_file(const MpiCommunicator& comm) {
     }
     const std::string file = (dir / "train.bin").string();
     PERIGEE_CHECK_OR_DIE(write_token_file(file, tokens, 256));
-    std::snprintf(path, sizeof(path), "%s", file.c_str());
-  }
-  MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, MPI_COMM_WORLD);
-  return path;
+    return file;
+  });
 }
 
-Config tiny_config(const std::string& data) {
-  Config c;
-  c.model = ModelConfig{2, 2, 32, 16, 256, 256};
-  c.train.batch_size = 8;
-  c.train.seq_len = 16;
-  c.train.steps = 10;
-  c.train.lr = 3e-3;
-  c.train.warmup_steps = 2;
-  c.train.val_every = 0;
-  c.train.sample_tokens = 0;
+// The tiny run on a freshly written shared_token_file(): batch 8 (divisible by 1, 2 and 4 ranks).
+Config tiny_config() {
+  Config c = testing::tiny_config(shared_token_file(), 8);
   c.train.grad_clip = 1.0;
-  c.data.train_file = data;
-  c.data.val_file = "";
   return c;
 }
 
@@ -75,11 +64,8 @@ struct RunResult {
 };
 
 RunResult train(const Config& config, MpiCommunicator* comm) {
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  opt.log_steps = false;
-  Trainer t(config, comm, &cpu, opt);
+  CpuTrainer run(config, comm);
+  Trainer& t = run.trainer;
   PERIGEE_CHECK_OR_DIE(t.setup());
   RunResult r;
   for (int i = 0; i < config.train.steps; ++i) {
@@ -109,9 +95,7 @@ void expect_same_training(const RunResult& dp, const RunResult& ref, int ranks, 
     ref2 += static_cast<double>(ref.params[i]) * ref.params[i];
     outside += d > 1e-5 + 1e-4 * std::fabs(ref.params[i]);
   }
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == 0) {
+  if (testing::world_rank() == 0) {
     std::printf(
         "[ ranks %d, %s ] loss rel. diff at step %zu: %.2e; params: rel. L2 %.2e, worst %.2e, %zu of %zu "
         "outside 1e-5 + 1e-4|p|\n",
@@ -123,25 +107,18 @@ void expect_same_training(const RunResult& dp, const RunResult& ref, int ranks, 
   EXPECT_LE(outside, ref.params.size() / 10000) << what << ": worst |dp - ref| = " << worst;
 }
 
-// Every rank's parameter bytes equal rank 0's.
-void expect_identical_replicas(const std::vector<float>& params) {
-  std::vector<float> rank0 = params;
-  MPI_Bcast(rank0.data(), static_cast<int>(rank0.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(std::memcmp(rank0.data(), params.data(), rank0.size() * sizeof(float)), 0);
-}
-
 TEST(DataParallel, MatchesSingleRankWithTheFullBatch) {
   std::unique_ptr<MpiCommunicator> world, self;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_SELF, &self).is_ok());
-  const Config config = tiny_config(shared_token_file(*world));
+  const Config config = tiny_config();
 
   const RunResult dp = train(config, world.get());  // W ranks, batch 8 / W each
   const RunResult ref = train(config, self.get());  // this rank alone, batch 8
   EXPECT_LT(ref.losses.back(), ref.losses.front()) << "the model should learn in 10 steps";
   expect_same_training(dp, ref, world->size(), "W ranks vs 1");
 
-  expect_identical_replicas(dp.params);  // replicas must be bit-identical
+  EXPECT_TRUE(replicas_identical(dp.params));  // replicas must be bit-identical
 }
 
 // [train] micro_batch: each rank runs its batch in passes whose gradients accumulate before one
@@ -152,7 +129,7 @@ TEST(DataParallel, MicroBatchesMatchTheWholeBatchInOnePass) {
   std::unique_ptr<MpiCommunicator> world, self;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_SELF, &self).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.train.steps = 6;
   const RunResult ref = train(config, self.get());  // one rank, batch 8, one pass
   config.train.micro_batch = 1;                     // 8 / W passes of one sequence per rank
@@ -160,7 +137,7 @@ TEST(DataParallel, MicroBatchesMatchTheWholeBatchInOnePass) {
   const RunResult micro = train(config, world.get());
   EXPECT_EQ(micro.buckets, world->size() > 1 ? 3 : 0) << "buckets of the last pass only";
   expect_same_training(micro, ref, world->size(), "micro-batch 1, buckets, vs 1 rank");
-  expect_identical_replicas(micro.params);
+  EXPECT_TRUE(replicas_identical(micro.params));
   config.train.micro_batch = 2;
   config.comm.bucket_mb = 0.0;
   const RunResult twice = train(config, self.get());  // one rank, 4 passes of 2
@@ -173,7 +150,7 @@ TEST(DataParallel, MicroBatchesMatchTheWholeBatchInOnePass) {
 TEST(DataParallel, GradientBucketsMatchOneAllReduceAfterTheBackward) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.train.steps = 5;
   config.comm.bucket_mb = 0.0;
   const RunResult after = train(config, world.get());
@@ -198,13 +175,9 @@ TEST(DataParallel, GradientBucketsMatchOneAllReduceAfterTheBackward) {
     for (size_t i = 0; i < after.losses.size(); ++i) {
       EXPECT_NEAR(bucketed.losses[i], after.losses[i], 2e-5 * std::fabs(after.losses[i])) << "step " << i;
     }
-    double worst = 0.0;
-    for (size_t i = 0; i < after.params.size(); ++i) {
-      worst = std::max(worst, std::fabs(static_cast<double>(bucketed.params[i]) - after.params[i]));
-    }
-    EXPECT_LE(worst, 1e-4);
+    EXPECT_LE(max_abs_diff(bucketed.params, after.params), 1e-4);
   }
-  expect_identical_replicas(bucketed.params);
+  EXPECT_TRUE(replicas_identical(bucketed.params));
 }
 
 // [comm] grad_dtype = "bf16": the gradients are rounded to bf16 for the all-reduce. On one rank
@@ -215,7 +188,7 @@ TEST(DataParallel, GradientBucketsMatchOneAllReduceAfterTheBackward) {
 TEST(DataParallel, Bf16GradientAllReduce) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.train.steps = 6;
   config.comm.bucket_mb = 0.0;
   const RunResult fp32 = train(config, world.get());
@@ -232,10 +205,7 @@ TEST(DataParallel, Bf16GradientAllReduce) {
     EXPECT_EQ(fp32.losses, bf16.losses);
   } else {
     EXPECT_FALSE(same) << "bf16 gradients must change the parameters' bits";
-    double worst = 0.0;
-    for (size_t i = 0; i < fp32.params.size(); ++i) {
-      worst = std::max(worst, std::fabs(static_cast<double>(bf16.params[i]) - fp32.params[i]));
-    }
+    const double worst = max_abs_diff(bf16.params, fp32.params);
     // AdamW moves each parameter by at most ~lr per step; 6 steps of lr 3e-3.
     EXPECT_LE(worst, 6 * 3e-3 * 1.5);
     for (size_t i = 0; i < fp32.losses.size(); ++i) {
@@ -254,23 +224,20 @@ TEST(DataParallel, Bf16GradientAllReduce) {
           static_cast<int>(config.train.steps), bf16.losses.back(), fp32.losses.back(), worst);
     }
   }
-  expect_identical_replicas(bucketed.params);
+  EXPECT_TRUE(replicas_identical(bucketed.params));
 }
 
 // What Trainer::setup() says of `config` (CPU backend).
 Status setup_status(const Config& config, MpiCommunicator* comm) {
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  Trainer t(config, comm, &cpu, opt);
-  return t.setup();
+  CpuTrainer t(config, comm);
+  return t.trainer.setup();
 }
 
 TEST(DataParallel, RejectsBatchNotDivisibleByWorldSize) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
   if (world->size() == 1) GTEST_SKIP() << "needs 2+ ranks";  // same decision on every rank
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.train.batch_size = world->size() + 1;
   const Status s = setup_status(config, world.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
@@ -282,7 +249,7 @@ TEST(DataParallel, RejectsBatchNotDivisibleByWorldSize) {
 TEST(DataParallel, ValidationInMicroBatchesIsTheWholeBatchLoss) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.data.val_file = config.data.train_file;
   config.train.val_every = 1;
   config.train.val_batches = 3;
@@ -290,13 +257,9 @@ TEST(DataParallel, ValidationInMicroBatchesIsTheWholeBatchLoss) {
   const int micros[3] = {0, 1, 2};
   for (int i = 0; i < 3; ++i) {
     config.train.micro_batch = micros[i];
-    kernels::cpu::CpuBackend cpu(1);
-    TrainerOptions opt;
-    opt.write_run_dir = false;
-    opt.log_steps = false;
-    Trainer t(config, world.get(), &cpu, opt);
-    ASSERT_TRUE(t.setup().is_ok());
-    ASSERT_TRUE(t.evaluate(&loss[i]).is_ok());
+    CpuTrainer t(config, world.get());
+    ASSERT_TRUE(t.trainer.setup().is_ok());
+    ASSERT_TRUE(t.trainer.evaluate(&loss[i]).is_ok());
   }
   EXPECT_GT(loss[0], 1.0);  // an untrained model on 256 symbols
   EXPECT_NEAR(loss[1], loss[0], 1e-6 * loss[0]) << "passes of 1";
@@ -308,7 +271,7 @@ TEST(DataParallel, ValidationInMicroBatchesIsTheWholeBatchLoss) {
 TEST(DataParallel, RejectsDataOutsideTheModelVocabularyAtSetup) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.model.vocab_size = 128;
   config.model.padded_vocab = 128;
   const Status s = setup_status(config, world.get());
@@ -323,7 +286,7 @@ TEST(DataParallel, RejectsDataOutsideTheModelVocabularyAtSetup) {
 TEST(DataParallel, EclipseCheckpointsOnAnOrbitWithoutShadowNeedAnotherSchedule) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   const std::filesystem::path dir = std::filesystem::path(config.data.train_file).parent_path() / "noshadow";
   config.checkpoint.dir = dir.string();
   config.checkpoint.every_steps = 0;
@@ -349,7 +312,7 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
   namespace fs = std::filesystem;
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.train.steps = 2;
   config.orbit.eclipse = "checkpoint";
   config.orbit.margin_s = 60.0;
@@ -371,13 +334,9 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
     }
     MPI_Barrier(MPI_COMM_WORLD);
     {
-      kernels::cpu::CpuBackend cpu(1);
-      TrainerOptions opt;
-      opt.write_run_dir = false;
-      opt.log_steps = false;
-      Trainer t(config, world.get(), &cpu, opt);
-      PERIGEE_CHECK_OR_DIE(t.setup());
-      PERIGEE_CHECK_OR_DIE(t.run());
+      CpuTrainer t(config, world.get());
+      PERIGEE_CHECK_OR_DIE(t.trainer.setup());
+      PERIGEE_CHECK_OR_DIE(t.trainer.run());
     }
     if (world->rank() == 0) {
       EXPECT_EQ(fs::exists(dir / "ckpt-00000000.h5"), continued) << (continued ? "continued" : "fresh");
@@ -394,7 +353,7 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
 TEST(DataParallel, RejectsMicroBatchNotDividingTheRankBatch) {
   std::unique_ptr<MpiCommunicator> world;
   ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
-  Config config = tiny_config(shared_token_file(*world));
+  Config config = tiny_config();
   config.train.micro_batch = 3;  // per-rank batches of 8, 4 and 2 on 1, 2 and 4 ranks
   const Status s = setup_status(config, world.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);

@@ -7,68 +7,33 @@
 //   replayed steps are clean it still ends bit-identical to the clean run.
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "collectives/mpi_communicator.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
-#include "runtime/random.hpp"
-#include "runtime/token_file.hpp"
 #include "runtime/trainer.hpp"
+#include "tests/runtime/mpi_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
 
 using collectives::MpiCommunicator;
+using testing::CpuTrainer;
+using testing::replicas_identical;
+using testing::same_bits;
+using testing::world_rank;
+using testing::world_size;
 namespace fs = std::filesystem;
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
 
 // Rank 0 makes a folder with a token file and the given plan files; all ranks get the folder.
 std::string shared_folder(const std::vector<std::pair<std::string, std::string>>& files) {
-  char path[512] = {0};
-  if (world_rank() == 0) {
-    const fs::path dir = fs::temp_directory_path() / ("perigee_ladder_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    std::vector<int32_t> tokens(12000);
-    SplitMix64 rng(17);
-    for (auto& t : tokens) t = static_cast<int32_t>(97 + rng.next() % 26);
-    PERIGEE_CHECK_OR_DIE(write_token_file((dir / "train.bin").string(), tokens, 256));
-    for (const auto& [name, text] : files) std::ofstream(dir / name) << text;
-    std::snprintf(path, sizeof(path), "%s", dir.c_str());
-  }
-  MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, MPI_COMM_WORLD);
-  return path;
+  return testing::shared_token_folder("perigee_ladder_", 17, files);
 }
 
 Config base_config(const std::string& dir) {
-  Config c;
-  c.model = ModelConfig{2, 2, 32, 16, 256, 256};
-  c.train.batch_size = 6;  // divisible by 1, 2 and 3 ranks
-  c.train.seq_len = 16;
-  c.train.steps = 10;
-  c.train.lr = 3e-3;
-  c.train.warmup_steps = 2;
-  c.train.val_every = 0;
-  c.train.sample_tokens = 0;
-  c.data.train_file = dir + "/train.bin";
-  c.data.val_file = "";
+  Config c = testing::tiny_config(dir + "/train.bin", 6);  // batch divisible by 1, 2 and 3 ranks
   c.fault.window = 4;
   return c;
 }
@@ -92,13 +57,9 @@ template <typename Body>
 void with_trainer(const Config& config, Body body, double comm_timeout_s = 0.0) {
   std::unique_ptr<MpiCommunicator> comm;
   PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm, comm_timeout_s));
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  opt.log_steps = false;
-  Trainer t(config, comm.get(), &cpu, opt);
-  PERIGEE_CHECK_OR_DIE(t.setup());
-  body(t);
+  CpuTrainer t(config, comm.get());
+  PERIGEE_CHECK_OR_DIE(t.trainer.setup());
+  body(t.trainer);
   // A wait for rank 0's checkpoint work raises the deadline only for itself.
   EXPECT_EQ(comm->timeout_s(), comm_timeout_s);
 }
@@ -115,19 +76,6 @@ Outcome train(const Config& config, double comm_timeout_s = 0.0) {
       },
       comm_timeout_s);
   return o;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-// Every rank's parameters equal rank 0's, bit for bit.
-bool replicas_identical(const std::vector<float>& params) {
-  std::vector<float> root = params;
-  MPI_Bcast(root.data(), static_cast<int>(root.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
-  int same = same_bits(root, params) ? 1 : 0, all = 0;
-  MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all == 1;
 }
 
 TEST(FaultLadder, CorrectableFaultsLeaveTrainingBitIdentical) {

@@ -6,20 +6,13 @@
 #include <string>
 
 #include "runtime/rank_agreement.hpp"
+#include "tests/runtime/mpi_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
 
-int rank_of() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-int world_of() {
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  return world;
-}
+using testing::world_rank;
+using testing::world_size;
 
 JobDescription job() {
   return {{"train.lr", "0.001"}, {"model.n_layer", "2"}, {"job.backend", "cpu"}};
@@ -31,7 +24,7 @@ TEST(CheckRanksAgree, IdenticalJobsPass) {
 }
 
 TEST(CheckRanksAgree, ALastRankWithAnotherLearningRateFailsEveryRank) {
-  const int rank = rank_of(), world = world_of();
+  const int rank = world_rank(), world = world_size();
   JobDescription mine = job();
   if (world > 1 && rank == world - 1) mine["train.lr"] = "0.002";
   const Status s = check_ranks_agree(mine, MPI_COMM_WORLD);
@@ -54,11 +47,11 @@ TEST(CheckRanksAgree, ALastRankWithAnotherLearningRateFailsEveryRank) {
 
 TEST(CheckRanksAgree, LongDescriptionsOfDifferentLengthsArrive) {
   // Rank r carries r extra keys of growing size: the gather must place each text at its offset.
-  const int rank = rank_of();
+  const int rank = world_rank();
   JobDescription mine = job();
   for (int i = 0; i < rank; ++i) mine["extra." + std::to_string(i)] = std::string(1000 * (i + 1), 'x');
   const Status s = check_ranks_agree(mine, MPI_COMM_WORLD);
-  if (world_of() == 1) {
+  if (world_size() == 1) {
     EXPECT_TRUE(s.is_ok()) << s.to_string();
   } else if (rank == 0) {
     ASSERT_FALSE(s.is_ok());

@@ -4,11 +4,7 @@
 // good one, and with no good one the resume refuses, naming the file.
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,49 +13,22 @@
 
 #include "checkpoint/hdf5_io.hpp"
 #include "collectives/mpi_communicator.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
-#include "runtime/random.hpp"
-#include "runtime/token_file.hpp"
 #include "runtime/trainer.hpp"
 #include "runtime/trainer_checkpoint.hpp"
+#include "tests/runtime/mpi_test_util.hpp"
 
 namespace perigee::runtime {
 namespace {
 
 using collectives::MpiCommunicator;
+using testing::CpuTrainer;
+using testing::same_bits;
+using testing::world_rank;
 namespace fs = std::filesystem;
 
-// Rank 0 creates a scratch folder with a token file; every rank gets the folder.
-std::string shared_folder() {
-  char path[512] = {0};
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == 0) {
-    const fs::path dir = fs::temp_directory_path() / ("perigee_resume_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    std::vector<int32_t> tokens(12000);
-    SplitMix64 rng(5);
-    for (auto& t : tokens) t = static_cast<int32_t>(97 + rng.next() % 26);
-    PERIGEE_CHECK_OR_DIE(write_token_file((dir / "train.bin").string(), tokens, 256));
-    std::snprintf(path, sizeof(path), "%s", dir.c_str());
-  }
-  MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, MPI_COMM_WORLD);
-  return path;
-}
-
 Config config_for(const std::string& dir, const std::string& ckpt) {
-  Config c;
-  c.model = ModelConfig{2, 2, 32, 16, 256, 256};
-  c.train.batch_size = 4;
-  c.train.seq_len = 16;
-  c.train.steps = 10;
-  c.train.lr = 3e-3;
+  Config c = testing::tiny_config(dir + "/train.bin", 4);
   c.train.warmup_steps = 3;
-  c.train.val_every = 0;
-  c.train.sample_tokens = 0;
-  c.data.train_file = dir + "/train.bin";
-  c.data.val_file = "";
   c.checkpoint.dir = ckpt;
   c.checkpoint.every_steps = ckpt.empty() ? 0 : 3;
   return c;
@@ -81,30 +50,23 @@ State state_of(Trainer& t) {
   return s;
 }
 
-bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 // Parameters and both AdamW moments, bit for bit.
 void expect_bit_identical(const State& got, const State& want) {
-  EXPECT_TRUE(bit_identical(got.params, want.params)) << "parameters differ";
-  EXPECT_TRUE(bit_identical(got.m, want.m)) << "adam_m differs";
-  EXPECT_TRUE(bit_identical(got.v, want.v)) << "adam_v differs";
+  EXPECT_TRUE(same_bits(got.params, want.params)) << "parameters differ";
+  EXPECT_TRUE(same_bits(got.m, want.m)) << "adam_m differs";
+  EXPECT_TRUE(same_bits(got.v, want.v)) << "adam_v differs";
 }
 
 class Resume : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &comm_).is_ok());
-    dir_ = shared_folder();
+    dir_ = testing::shared_token_folder("perigee_resume_", 5);  // a token file for every rank
   }
   // Runs `steps` steps (or to the end with run()) in a fresh Trainer; returns its final state.
   State train(const Config& config, int steps, bool checkpoint_at_end, int64_t* resumed_from = nullptr) {
-    kernels::cpu::CpuBackend cpu(1);
-    TrainerOptions opt;
-    opt.write_run_dir = false;
-    opt.log_steps = false;
-    Trainer t(config, comm_.get(), &cpu, opt);
+    CpuTrainer run(config, comm_.get());
+    Trainer& t = run.trainer;
     PERIGEE_CHECK_OR_DIE(t.setup());
     if (resumed_from != nullptr) *resumed_from = t.resumed_from_step();
     if (steps < 0) {
@@ -153,11 +115,8 @@ TEST_F(Resume, CutAndResumedRunInMicroBatchesIsBitIdentical) {
   config.train.micro_batch = 0;  // the rest of the run in one pass per step
   const State switched = train(config, -1, false, &resumed);
   EXPECT_EQ(resumed, 4);
-  double worst = 0.0;
-  for (size_t i = 0; i < reference.params.size(); ++i) {
-    worst = std::max(worst, std::fabs(static_cast<double>(switched.params[i]) - reference.params[i]));
-  }
-  EXPECT_LE(worst, 1e-4) << "only the order of the gradient sums differs";
+  EXPECT_LE(testing::max_abs_diff(switched.params, reference.params), 1e-4)
+      << "only the order of the gradient sums differs";
 }
 
 TEST_F(Resume, OnlyCheckpointCorruptRefusesWithTheFileNamed) {
@@ -165,8 +124,7 @@ TEST_F(Resume, OnlyCheckpointCorruptRefusesWithTheFileNamed) {
   const Config config = config_for(dir_, ckpt);
   train(config, 7, true);  // step() loop: no scheduled checkpoints, one explicit at step 7
   MPI_Barrier(MPI_COMM_WORLD);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int rank = world_rank();
   if (rank == 0) {
     // Flip one byte in the middle of the newest file (tensor data).
     const std::string newest = ckpt + "/ckpt-00000007.h5";
@@ -182,12 +140,8 @@ TEST_F(Resume, OnlyCheckpointCorruptRefusesWithTheFileNamed) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   // Without a schedule-made checkpoint at 3 or 6 only step 7 exists: the resume must refuse.
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  opt.log_steps = false;
-  Trainer t(config, comm_.get(), &cpu, opt);
-  Status s = t.setup();
+  CpuTrainer t(config, comm_.get());
+  Status s = t.trainer.setup();
   ASSERT_FALSE(s.is_ok());
   if (rank == 0) {
     EXPECT_NE(s.message().find("ckpt-00000007.h5"), std::string::npos) << s.message();
@@ -202,8 +156,7 @@ TEST_F(Resume, CheckpointThatRank0CannotRestoreFailsEveryRankAtOnce) {
   const Config config = config_for(dir_, ckpt);
   train(config, 4, true);
   MPI_Barrier(MPI_COMM_WORLD);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int rank = world_rank();
   int window = -1;  // what rank 0 found in the file, for every rank (no ASSERT before the barrier)
   if (rank == 0) {
     const std::string file = ckpt + "/ckpt-00000004.h5";
@@ -216,12 +169,8 @@ TEST_F(Resume, CheckpointThatRank0CannotRestoreFailsEveryRankAtOnce) {
   }
   MPI_Bcast(&window, 1, MPI_INT, 0, MPI_COMM_WORLD);
   ASSERT_EQ(window, 4) << "the checkpoint should hold the window of the 4 accepted steps, both series";
-  kernels::cpu::CpuBackend cpu(1);
-  TrainerOptions opt;
-  opt.write_run_dir = false;
-  opt.log_steps = false;
-  Trainer t(config, comm_.get(), &cpu, opt);
-  const Status s = t.setup();
+  CpuTrainer t(config, comm_.get());
+  const Status s = t.trainer.setup();
   ASSERT_FALSE(s.is_ok());
   const std::string want = rank == 0 ? "'invariant_losses' without its partner 'invariant_grad_norms'"
                                      : "rank 0 could not restore its checkpoint";
@@ -249,8 +198,7 @@ TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
     train(config, -1, false);
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int rank = world_rank();
   if (rank == 0) {
     ASSERT_TRUE(fs::remove(ckpt + "/ckpt-00000010.h5"));
     fs::resize_file(ckpt + "/ckpt-00000009.h5", fs::file_size(ckpt + "/ckpt-00000009.h5") / 2);  // truncated
@@ -259,8 +207,8 @@ TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
   int64_t resumed = -1;
   const State s = train(config, -1, false, &resumed);
   EXPECT_EQ(resumed, 6);
-  EXPECT_TRUE(bit_identical(s.params, reference.params));
-  EXPECT_TRUE(bit_identical(s.v, reference.v));
+  EXPECT_TRUE(same_bits(s.params, reference.params));
+  EXPECT_TRUE(same_bits(s.v, reference.v));
 }
 
 }  // namespace

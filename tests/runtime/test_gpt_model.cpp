@@ -214,29 +214,7 @@ TEST(GptModel, GradientMatchesFiniteDifferencesForEveryTensor) {
 }
 
 TEST(GptModel, OverfitsASingleBatch) {
-  kernels::cpu::CpuBackend cpu(2);
-  GptModel m;
-  const GptShape shape{2, 4, 64, 16, 256, 256};
-  const int B = 4, T = 16;
-  ASSERT_TRUE(m.init(shape, &cpu, B, T).is_ok());
-  ASSERT_TRUE(m.init_parameters(5).is_ok());
-  auto x = random_tokens(B * T, 256, 8), y = random_tokens(B * T, 256, 9);
-  TrainConfig tc;
-  tc.steps = 200;
-  tc.lr = 3e-3;
-  tc.warmup_steps = 10;
-  tc.min_lr_ratio = 1.0;
-  tc.weight_decay = 0.0;
-  double first = 0.0, last = 0.0;
-  for (int64_t s = 0; s < tc.steps; ++s) {
-    double loss = 0.0;
-    ASSERT_TRUE(m.forward(x.data(), y.data(), B, T, &loss).is_ok());
-    ASSERT_TRUE(m.zero_grad().is_ok());
-    ASSERT_TRUE(m.backward().is_ok());
-    ASSERT_TRUE(optimizer_step(m, tc, s, nullptr).is_ok());
-    if (s == 0) first = loss;
-    last = loss;
-  }
+  const auto [first, last] = testing::overfit_one_batch(kernels::DType::kF32, 200, 10);
   EXPECT_GT(first, 5.0);
   EXPECT_LT(last, 0.1) << "a 2-layer model must memorise 64 random tokens";
 }
