@@ -139,8 +139,10 @@ class Trainer {
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).
   Status setup_checkpoints();
-  // Rank 0: tells perigee-run's stall watchdog a load is coming (and applies the plan's load_delay).
-  Status announce_checkpoint_load();
+  // Rank 0, around a load: tells perigee-run's stall watchdog a load is coming (and applies the plan's
+  // load_delay); true when it wrote the record, and then close_checkpoint_load says the load ended.
+  bool announce_checkpoint_load();
+  void close_checkpoint_load(double seconds, const char* outcome);  // "loaded", "none", "failed"
   // max_step: only checkpoints of at most that step (a rollback that must go further back).
   Status resume_from(checkpoint::Snapshot* snapshot, int64_t max_step = INT64_MAX);
   void log_step(const StepResult& r) const;

@@ -88,30 +88,45 @@ Status Trainer::setup_checkpoints() {
   return Status::ok();
 }
 
-// Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
-// Rank 0, before a load: a load writes nothing while it reads, so when there is a checkpoint to read,
-// a {"type":"checkpoint_load", "quiet_s":T} record tells perigee-run's stall watchdog to allow the
-// other ranks' deadline for it, T = [checkpoint] timeout_s (none when that is 0). The fault plan's slow
-// storage (load_delay) then makes the read that much longer.
-Status Trainer::announce_checkpoint_load() {
+// Rank 0, before a load: a load writes nothing perigee-run's stall watchdog watches while it reads, so
+// when there is a checkpoint to read, a {"type":"checkpoint_load", "quiet_s":T} record asks the watchdog
+// to allow the other ranks' deadline for it, T = [checkpoint] timeout_s (no record when that is 0); the
+// record written after the load (close_checkpoint_load) ends the allowance. Best effort: a metrics
+// write that fails is a warning, since the other ranks are already waiting for the load's outcome.
+// The fault plan's slow storage (load_delay) then makes the read that much longer.
+bool Trainer::announce_checkpoint_load() {
   std::vector<checkpoint::CheckpointEntry> entries;
-  if (!store_->list(&entries).is_ok() || entries.empty()) return Status::ok();  // the load reports it
+  if (!store_->list(&entries).is_ok() || entries.empty()) return false;  // the load reports it
+  bool announced = false;
   const double quiet_s = config_.checkpoint.timeout_s;
   if (quiet_s > 0.0) {
-    PERIGEE_CHECK(
+    const Status s =
         metrics_.write({metric_text("type", "checkpoint_load"),
-                        metric("step", static_cast<double>(next_step_)), metric("quiet_s", quiet_s)}));
+                        metric("step", static_cast<double>(next_step_)), metric("quiet_s", quiet_s)});
+    if (s.is_ok())
+      announced = true;
+    else
+      log::warn("cannot announce the checkpoint load in metrics.jsonl: ", s.to_string());
   }
   const double delay_s = injector_ ? injector_->plan().load_delay_s : 0.0;
   if (delay_s > 0.0) std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));
-  return Status::ok();
+  return announced;
 }
 
+void Trainer::close_checkpoint_load(double seconds, const char* outcome) {
+  const Status s = metrics_.write({metric_text("type", "checkpoint_loaded"),
+                                   metric("step", static_cast<double>(next_step_)), metric("load_s", seconds),
+                                   metric_text("outcome", outcome)});
+  if (!s.is_ok()) log::warn("cannot record the end of the checkpoint load in metrics.jsonl: ", s.to_string());
+}
+
+// Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
 Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
   Status load_status;
   if (comm_->rank() == 0) {
-    PERIGEE_CHECK(announce_checkpoint_load());
+    const auto load_start = Clock::now();
+    const bool announced = announce_checkpoint_load();
     const auto expected = checkpoint_expectation(model_, comm_->size());
     if (max_step == INT64_MAX) {
       checkpoint::LoadReport report;
@@ -132,6 +147,12 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
       if (load_status.is_ok()) load_status = found;
     }
     outcome = load_status.is_ok() ? 1 : (load_status.code() == StatusCode::kNotFound ? 0 : 2);
+    if (announced) {
+      close_checkpoint_load(std::chrono::duration<double>(Clock::now() - load_start).count(),
+                            outcome == 1   ? "loaded"
+                            : outcome == 0 ? "none"
+                                           : "failed");
+    }
   }
   PERIGEE_CHECK(broadcast_after_checkpoint_io(&outcome, 1, DataType::kInt32));
   if (outcome == 2) {

@@ -137,7 +137,7 @@ Progress read_progress(const std::string& run_dir, const std::string& checkpoint
 // the shadow ([orbit] eclipse = "pause"); and any record with "quiet_s":Q, such as rank 0's
 // {"type":"checkpoint_load", ..., "quiet_s":Q} before it reads a checkpoint (Q = [checkpoint]
 // timeout_s, the other ranks' deadline for it). The job writes nothing meanwhile; the stall watchdog
-// allows for it.
+// allows for it until the next record (after a load, rank 0's {"type":"checkpoint_loaded", ...}).
 struct QuietPhase {
   double seconds = 0.0;
   std::string what;
@@ -319,8 +319,9 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   Progress progress = read_progress(run_dir, checkpoint_dir);
   auto last_progress = Clock::now();
   std::optional<Clock::time_point> last_step;
-  double pause_s =
-      0.0;  // an announced quiet phase (eclipse pause, checkpoint load), added to the stall timeout
+  // A quiet phase the job announced (an eclipse pause, a checkpoint load), added to the stall timeout
+  // until the next metrics record.
+  double quiet_s = 0.0;
   bool kill_pending = false;  // after a stop signal: SIGKILL at kill_at, when the grace ends
   Clock::time_point kill_at = Clock::now();
   const auto handle_signal = [&](int sig) {
@@ -362,16 +363,16 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
     if (now.metrics_bytes != progress.metrics_bytes) {
       last_step = Clock::now();
       const QuietPhase quiet = announced_quiet_phase(run_dir + "/metrics.jsonl");
-      pause_s = quiet.seconds;
-      if (pause_s > 0)
-        say("the job announced ", quiet.what, " of up to ", fixed(pause_s, 1),
+      quiet_s = quiet.seconds;
+      if (quiet_s > 0)
+        say("the job announced ", quiet.what, " of up to ", fixed(quiet_s, 1),
             " s: the stall watchdog waits");
     }
     if (now.fingerprint != progress.fingerprint) {
       progress = now;
       last_progress = Clock::now();
     } else if (opt.stall_timeout_s > 0 && !result.stalled && result.stop_signal == 0 &&
-               seconds_since(last_progress) >= opt.stall_timeout_s + pause_s) {
+               seconds_since(last_progress) >= opt.stall_timeout_s + quiet_s) {
       result.stalled = true;
       say("stall watchdog: no progress for ", fixed(seconds_since(last_progress), 1),
           " s (no change in metrics.jsonl, the rank logs or the checkpoints; --stall-timeout ",

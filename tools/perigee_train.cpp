@@ -125,7 +125,8 @@ int run_job(int argc, char** argv) {
                     : std::string());
   rt::log::info("run directory: ", trainer.run_dir(), "\nresolved config:\n", rt::config_to_json(config));
   if (rank == 0)
-    for (const std::string& w : rt::config_warnings(config)) rt::log::warn(config.source, ": ", w);
+    for (const std::string& w : rt::config_warnings(config))
+      rt::log::warn(config.source.empty() ? "config" : config.source, ": ", w);
 
   s = trainer.run();
   if (s.is_ok()) s = comm.close();

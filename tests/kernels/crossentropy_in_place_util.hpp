@@ -68,9 +68,9 @@ inline void expect_crossentropy_in_place(Backend& be) {
     // ... and so is one that starts elsewhere inside them (a shifted overlap), before any write.
     std::vector<uint16_t> before(n), after(n);
     ASSERT_TRUE(be.copy_to_host(before.data(), logits, n * sizeof(uint16_t)).is_ok());
-    // Two rows: the fp32 gradient from the second bf16 row on covers bytes [2 Vp, 10 Vp) of the logits,
-    // which read [0, 4 Vp).
-    const Act shifted(static_cast<uint16_t*>(logits) + Vp, DType::kF32);
+    // Two rows: an fp32 gradient from about the second bf16 row on (an even element, so 4-byte aligned)
+    // covers bytes [2 Vp', 2 Vp' + 8 Vp) of the logits, which read [0, 4 Vp), Vp' = Vp rounded down to even.
+    const Act shifted(static_cast<uint16_t*>(logits) + (Vp & ~1), DType::kF32);
     const Status s2 = be.crossentropy_forward_backward(l, shifted, in, t, 1.0f, 2, V, Vp);
     EXPECT_EQ(s2.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s2.message().find("aliases"), std::string::npos) << s2.message();
