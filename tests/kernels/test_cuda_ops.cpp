@@ -489,44 +489,60 @@ TEST_F(CudaOps, AdamWMatchesCpu) {
             StatusCode::kInvalidArgument);
 }
 
-// GPT-2-like runs (large decayed weights between small undecayed biases, a gap, odd sizes): the runs
-// form gives the same bits as one adamw_update per run, on the GPU and against the CPU's runs form.
+// The runs form gives the same bits as one adamw_update per run, on the GPU, and matches the CPU's runs
+// form. Run sets in turn on one backend: GPT-2-like (large decayed weights between small undecayed
+// biases, a gap, odd sizes), the same again (a backend may keep them), others (multiples of 8192
+// elements, an empty run; a backend must notice the change), then the first again.
 TEST_F(CudaOps, AdamWRunsMatchPerRunCalls) {
-  const std::vector<AdamWRun> runs = {{0, 50304 * 8, true},
-                                      {50304 * 8, 3, false},
-                                      {50304 * 8 + 3, 70001, true},
-                                      {50304 * 8 + 70010, 768, false},
-                                      {50304 * 8 + 70778, 4096 * 3 + 1, true}};
-  const size_t n = runs.back().offset + runs.back().count;
+  const std::vector<AdamWRun> gpt2_like = {{0, 50304 * 8, true},
+                                           {50304 * 8, 3, false},
+                                           {50304 * 8 + 3, 70001, true},
+                                           {50304 * 8 + 70010, 768, false},
+                                           {50304 * 8 + 70778, 4096 * 3 + 1, true}};
+  const std::vector<AdamWRun> other = {{0, 8192, false},
+                                       {8192, 0, true},
+                                       {8192, 8192 * 3, true},
+                                       {8192 * 4 + 5, 1, true},
+                                       {8192 * 5, 8191, false}};
   AdamWParams hp;
   hp.lr = 1e-3f;
   hp.weight_decay = 0.1f;
   hp.step = 5;
   hp.grad_scale = 0.5f;
-  const auto p0 = random_vector(n, 84), g = random_vector(n, 85), m0 = random_vector(n, 86, -0.1f, 0.1f),
-             v0 = random_vector(n, 87, 0.0f, 0.01f);
-  auto run = [&](Backend& be, bool per_run) {
-    Array<float> p(be, p0), gr(be, g), m(be, m0), v(be, v0);
-    if (per_run) {
-      for (const AdamWRun& r : runs) {
-        AdamWParams run_hp = hp;
-        run_hp.weight_decay = r.decay ? hp.weight_decay : 0.0f;
-        PERIGEE_CHECK_OR_DIE(be.adamw_update(p.data() + r.offset, gr.data() + r.offset, m.data() + r.offset,
-                                             v.data() + r.offset, r.count, run_hp));
+  auto check = [&](const std::vector<AdamWRun>& runs, const std::string& tag) {
+    const size_t n = runs.back().offset + runs.back().count + 7;  // a tail outside every run
+    const auto p0 = random_vector(n, 84), g = random_vector(n, 85), m0 = random_vector(n, 86, -0.1f, 0.1f),
+               v0 = random_vector(n, 87, 0.0f, 0.01f);
+    auto run = [&](Backend& be, bool per_run) {
+      Array<float> p(be, p0), gr(be, g), m(be, m0), v(be, v0);
+      if (per_run) {
+        for (const AdamWRun& r : runs) {
+          AdamWParams run_hp = hp;
+          run_hp.weight_decay = r.decay ? hp.weight_decay : 0.0f;
+          PERIGEE_CHECK_OR_DIE(be.adamw_update(p.data() + r.offset, gr.data() + r.offset, m.data() + r.offset,
+                                               v.data() + r.offset, r.count, run_hp));
+        }
+      } else {
+        PERIGEE_CHECK_OR_DIE(be.adamw_update_runs(p.data(), gr.data(), m.data(), v.data(), runs, hp));
       }
-    } else {
-      PERIGEE_CHECK_OR_DIE(be.adamw_update_runs(p.data(), gr.data(), m.data(), v.data(), runs, hp));
-    }
-    return std::vector<std::vector<float>>{p.download(), m.download(), v.download()};
+      return std::vector<std::vector<float>>{p.download(), m.download(), v.download()};
+    };
+    const auto got = run(*gpu_, false);
+    const auto per_run = run(*gpu_, true);
+    for (int t = 0; t < 3; ++t) EXPECT_TRUE(bit_identical(got[t], per_run[t])) << tag << ": buffer " << t;
+    size_t moved = 0, covered = 0;
+    for (const AdamWRun& r : runs) covered += r.count;
+    for (size_t i = 0; i < n; ++i) moved += got[0][i] != p0[i];
+    EXPECT_EQ(moved, covered) << tag;  // every element of a run, none outside
+    const auto ref = run(*cpu_, false);
+    expect_close("adamw runs params " + tag, got[0], ref[0], 1e-7, 1e-6);
+    expect_close("adamw runs m " + tag, got[1], ref[1], 1e-8, 1e-6);
+    expect_close("adamw runs v " + tag, got[2], ref[2], 1e-12, 1e-6);
   };
-  const auto got = run(*gpu_, false);
-  const auto per_run = run(*gpu_, true);
-  for (int t = 0; t < 3; ++t) EXPECT_TRUE(bit_identical(got[t], per_run[t])) << "buffer " << t;
-  EXPECT_EQ(got[0][50304 * 8 + 3 + 70001], p0[50304 * 8 + 3 + 70001]);  // the gap is left alone
-  const auto ref = run(*cpu_, false);
-  expect_close("adamw runs params", got[0], ref[0], 1e-7, 1e-6);
-  expect_close("adamw runs m", got[1], ref[1], 1e-8, 1e-6);
-  expect_close("adamw runs v", got[2], ref[2], 1e-12, 1e-6);
+  check(gpt2_like, "gpt2-like");
+  check(gpt2_like, "gpt2-like again");
+  check(other, "other runs");
+  check(gpt2_like, "gpt2-like after the others");
   Array<float> x(*gpu_, 8);
   const std::vector<AdamWRun> overlapping = {{0, 5, true}, {4, 4, false}};
   EXPECT_EQ(gpu_->adamw_update_runs(x.data(), x.data(), x.data(), x.data(), overlapping, hp).code(),
