@@ -13,7 +13,9 @@
 #   On the CPU machine (build and pack, about 10 MB):
 #     scripts/device/run_gpu_bench.sh --prepare
 #   On the GPU machine (the device `run` tool, carry ["build-gpu/carry"]):
-#     scripts/device/run_gpu_bench.sh --require-gpu [--ncu] [--skip-torch]
+#     scripts/device/run_gpu_bench.sh --require-gpu [--ncu] [--ncu-hot] [--skip-torch]
+#   ONLY=regex runs only the steps whose names match (e.g. ONLY='ncu_hot' or ONLY='train_bf16_fused|torch');
+#   the summary always runs.
 #
 # --prepare configures build-gpu (Release, sm_90), builds only bench_train_step, bench_kernels and
 # kernels_test_profiling_backend, and copies them stripped, with the Debian runtime packages they
@@ -22,19 +24,24 @@
 # into /) and the CUDA libraries come from the machine's Python nvidia-* packages.
 # Without a GPU the run prints why and exits 0 (--require-gpu: exit 2).
 # --ncu adds `ncu --set basic` over the kernels of one training step (slow; optional).
+# --ncu-hot profiles the hand-written kernels of one bf16 training step (attention, cross-entropy,
+# LayerNorm, AdamW, GELU, residual: not the cuBLAS GEMMs) with the sections that say why a kernel is
+# slow (speed of light, occupancy, launch, warp stall reasons, memory and compute workload), prints
+# bench/gpu/ncu_summary.py's table of them into the log and keeps the CSV in the raw archive.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${BUILD:-$ROOT/build-gpu}"
 CARRY="$BUILD/carry"
 OUT="${OUT:-$ROOT/out/gpu_bench}"
-PREPARE=0 REQUIRE_GPU=0 NCU=0 SKIP_TORCH=0
+PREPARE=0 REQUIRE_GPU=0 NCU=0 NCU_HOT=0 SKIP_TORCH=0
 for arg in "$@"; do
   case "$arg" in
     --prepare) PREPARE=1 ;;
     --require-gpu) REQUIRE_GPU=1 ;;
     --ncu) NCU=1 ;;
+    --ncu-hot) NCU_HOT=1 ;;
     --skip-torch) SKIP_TORCH=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run_gpu_bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +75,7 @@ if (( PREPARE )); then
   done
   anchor=$(find_anchor) || { echo "run_gpu_bench.sh: no shared/anchors/torch_gpt2.py found" >&2; exit 1; }
   cp "$anchor" "$CARRY/anchors/"
-  cp "$ROOT/bench/gpu/torch_anchor.py" "$ROOT/bench/gpu/summarize.py" "$CARRY/"
+  cp "$ROOT/bench/gpu/torch_anchor.py" "$ROOT/bench/gpu/summarize.py" "$ROOT/bench/gpu/ncu_summary.py" "$CARRY/"
   du -sh "$CARRY"
   echo "ready: carry [\"build-gpu/carry\"], run: scripts/device/run_gpu_bench.sh --require-gpu"
   exit 0
@@ -137,8 +144,10 @@ STATUS=0
 # The device tool stops a command after 600 s: steps that would start after BUDGET_S seconds are
 # skipped (and said so), so that the summary still runs. The steps go most important first.
 BUDGET_S="${BUDGET_S:-480}"
+ONLY="${ONLY:-}"
 step() {  # step NAME CMD...: run, log its exit status, keep going
   local name=$1; shift
+  [[ -n "$ONLY" && "$name" != summarize && ! "$name" =~ $ONLY ]] && return 0
   if (( SECONDS > BUDGET_S )); then
     echo; echo "## $name: skipped, ${SECONDS} s gone of a ${BUDGET_S} s budget (BUDGET_S)"
     STATUS=1
@@ -198,6 +207,23 @@ if (( NCU )) && command -v ncu > /dev/null; then
   step ncu ncu --set basic --profile-from-start off --csv --page details --log-file "$RAW/ncu_step.csv" \
     "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --precision bf16 --cuda-profiler-range \
     --json "$RAW/train_step_ncu.json"
+fi
+
+if (( NCU_HOT )); then
+  if command -v ncu > /dev/null; then
+    # One bf16 training step with every bf16 option (the headline configuration) after a warm-up step.
+    step ncu_hot ncu --profile-from-start off --print-units base --csv --page raw \
+      -k 'regex:attention|crossentropy|layernorm|adamw|gelu|residual|encoder|sum_squares|bias_grad|convert' \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --log-file "$RAW/ncu_hot.csv" \
+      "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --precision bf16 \
+      --activations bf16 --logits bf16 --gelu-fusion --cuda-profiler-range --json "$RAW/train_step_ncu_hot.json"
+    ns="$ROOT/bench/gpu/ncu_summary.py"; [[ -f "$ns" ]] || ns="$CARRY/ncu_summary.py"
+    [[ -f "$RAW/ncu_hot.csv" ]] && step ncu_hot_summary python3 "$ns" "$RAW/ncu_hot.csv" --json "$RAW/ncu_hot.json"
+  else
+    echo "--ncu-hot: no ncu on this machine"
+    STATUS=1
+  fi
 fi
 
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
