@@ -31,6 +31,7 @@ Status Backend::residual_layernorm_forward(float* residual, Act out, float* mean
 Status Backend::adamw_update_runs(float* params, const float* grads, float* m, float* v,
                                   std::span<const AdamWRun> runs, const AdamWParams& hp) {
   PERIGEE_CHECK(check_adamw_runs("adamw_update_runs", runs));
+  PERIGEE_CHECK(check_adamw_params("adamw_update_runs", hp));  // also when every run is empty
   AdamWParams run_hp = hp;
   for (const AdamWRun& r : runs) {
     if (r.count == 0) continue;

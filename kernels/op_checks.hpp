@@ -35,6 +35,16 @@ inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
 
 // kInvalidArgument naming `op` unless the runs are sorted by offset and disjoint (a one-pass AdamW
 // would update an element of two overlapping runs once, the per-run calls twice).
+// kInvalidArgument naming `op` unless hp.step >= 1 and both betas lie in [0, 1) (the bias corrections
+// divide by 1 - beta^step).
+inline Status check_adamw_params(const char* op, const AdamWParams& hp) {
+  PERIGEE_REQUIRE(hp.step >= 1, StatusCode::kInvalidArgument, op, ": step = ", hp.step, ", must be >= 1");
+  PERIGEE_REQUIRE(hp.beta1 >= 0.0f && hp.beta1 < 1.0f && hp.beta2 >= 0.0f && hp.beta2 < 1.0f,
+                  StatusCode::kInvalidArgument, op, ": betas (", hp.beta1, ", ", hp.beta2,
+                  ") must lie in [0, 1)");
+  return Status::ok();
+}
+
 inline Status check_adamw_runs(const char* op, std::span<const AdamWRun> runs) {
   for (size_t i = 1; i < runs.size(); ++i) {
     PERIGEE_REQUIRE(runs[i].offset >= runs[i - 1].offset + runs[i - 1].count, StatusCode::kInvalidArgument,

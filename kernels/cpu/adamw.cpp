@@ -39,11 +39,7 @@ void adamw_chunk(float* p, const float* grad, float* m, float* v, int64_t n, con
 
 Status CpuBackend::adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
                                 const AdamWParams& hp) {
-  PERIGEE_REQUIRE(hp.step >= 1, StatusCode::kInvalidArgument, "adamw_update: step = ", hp.step,
-                  ", must be >= 1");
-  PERIGEE_REQUIRE(hp.beta1 >= 0.0f && hp.beta1 < 1.0f && hp.beta2 >= 0.0f && hp.beta2 < 1.0f,
-                  StatusCode::kInvalidArgument, "adamw_update: betas (", hp.beta1, ", ", hp.beta2,
-                  ") must lie in [0, 1)");
+  PERIGEE_CHECK(check_adamw_params("adamw_update", hp));
   if (n == 0) return Status::ok();
   PERIGEE_CHECK(check_pointers("adamw_update", {params, grads, m, v}));
   const double step = static_cast<double>(hp.step);

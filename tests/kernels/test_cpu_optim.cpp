@@ -143,6 +143,26 @@ TEST(CpuOptim, AdamWRunsMustBeSortedAndDisjoint) {
   for (size_t i = 0; i < 16; ++i) EXPECT_EQ(p[i], 1.0f);  // refused before any update
 }
 
+// Bad hyperparameters are refused whatever the runs, as adamw_update refuses them whatever n, so a
+// step with nothing to update (every run empty) does not hide a bad configuration.
+TEST(CpuOptim, AdamWRunsCheckHyperparametersEvenWhenEmpty) {
+  CpuBackend be(1);
+  Buffer<float> p(be, 8), g(be, 8), m(be, 8), v(be, 8);
+  AdamWParams zero_step, beta_one;
+  zero_step.step = 0;
+  beta_one.beta2 = 1.0f;
+  for (const std::vector<AdamWRun>& runs :
+       {std::vector<AdamWRun>{}, std::vector<AdamWRun>{{0, 0, true}, {4, 0, false}}}) {
+    const Status s1 = be.adamw_update_runs(p.data(), g.data(), m.data(), v.data(), runs, zero_step);
+    EXPECT_EQ(s1.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s1.message().find("adamw_update_runs: step = 0"), std::string::npos) << s1.message();
+    const Status s2 = be.adamw_update_runs(p.data(), g.data(), m.data(), v.data(), runs, beta_one);
+    EXPECT_EQ(s2.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s2.message().find("must lie in [0, 1)"), std::string::npos) << s2.message();
+    EXPECT_TRUE(be.adamw_update_runs(p.data(), g.data(), m.data(), v.data(), runs, AdamWParams{}).is_ok());
+  }
+}
+
 TEST(CpuOptim, SumSquares) {
   CpuBackend be1(1), be2(2);
   for (size_t n : {size_t{1}, size_t{5}, size_t{4096}, size_t{3 * 4096 + 7}, size_t{1000003}}) {
