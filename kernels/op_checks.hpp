@@ -33,8 +33,6 @@ inline Status check_dims(const char* op, std::initializer_list<int64_t> dims) {
   return Status::ok();
 }
 
-// kInvalidArgument naming `op` unless the runs are sorted by offset and disjoint (a one-pass AdamW
-// would update an element of two overlapping runs once, the per-run calls twice).
 // kInvalidArgument naming `op` unless hp.step >= 1 and both betas lie in [0, 1) (the bias corrections
 // divide by 1 - beta^step).
 inline Status check_adamw_params(const char* op, const AdamWParams& hp) {
@@ -45,6 +43,8 @@ inline Status check_adamw_params(const char* op, const AdamWParams& hp) {
   return Status::ok();
 }
 
+// kInvalidArgument naming `op` unless the runs are sorted by offset and disjoint (a one-pass AdamW
+// would update an element of two overlapping runs once, the per-run calls twice).
 inline Status check_adamw_runs(const char* op, std::span<const AdamWRun> runs) {
   for (size_t i = 1; i < runs.size(); ++i) {
     PERIGEE_REQUIRE(runs[i].offset >= runs[i - 1].offset + runs[i - 1].count, StatusCode::kInvalidArgument,

@@ -27,12 +27,15 @@ COLUMNS = [
     ("occ_pct", ["sm__warps_active.avg.pct_of_peak_sustained_active"], 1.0),
     ("occ_max_pct", ["sm__maximum_warps_per_active_cycle_pct"], 1.0),
     ("regs", ["launch__registers_per_thread"], 1.0),
-    ("smem_kib", ["launch__shared_mem_per_block_dynamic"], 1.0 / 1024),
+    ("smem_kib", ["launch__shared_mem_per_block"], 1.0 / 1024),  # static + dynamic (see summarise)
     ("issue_pct", ["smsp__issue_active.avg.pct_of_peak_sustained_active",
                    "sm__inst_issued.avg.pct_of_peak_sustained_active"], 1.0),
 ]
+# Warp stall reasons, one family per file (the first one present): cycles per issued instruction, or
+# the total warp latency. "selected" (a warp issuing, about 1 per issue) is not a stall.
 STALL = [re.compile(r"smsp__average_warps_issue_stalled_(\w+?)_per_issue_active\.ratio$"),
          re.compile(r"smsp__average_warp_latency_issue_stalled_(\w+?)\.ratio$")]
+NOT_STALLS = {"selected"}
 KERNEL = ["Kernel Name", "kernel_name", "Function Name"]
 
 
@@ -79,7 +82,7 @@ def read_rows(path):
     """(header, rows as dicts of floats or strings); values scaled to base units by the units row."""
     with open(path, newline="") as f:
         lines = [line for line in f if not line.startswith("==")]  # ncu's own log lines
-    rows = list(csv.reader(lines))
+    rows = [r for r in csv.reader(lines) if any(c.strip() for c in r)]  # no empty lines
     if not rows:
         raise ValueError("no CSV header")
     header, body = rows[0], rows[1:]
@@ -99,17 +102,21 @@ def read_rows(path):
     return header, out
 
 
+def mean(launches, col):
+    vals = [r.get(col) for r in launches if isinstance(r.get(col), float)]
+    return sum(vals) / len(vals) if vals else None
+
+
 def summarise(header, rows, top):
     kernel_col = next((k for k in KERNEL if k in header), None)
     if kernel_col is None:
         raise ValueError(f"no kernel name column (looked for {', '.join(KERNEL)})")
     stall_cols = []
-    for col in header:
-        for pat in STALL:
-            m = pat.search(col)
-            if m:
-                stall_cols.append((m.group(1), col))
-                break
+    for pat in STALL:
+        stall_cols = [(m.group(1), col) for col in header for m in [pat.search(col)]
+                      if m and m.group(1) not in NOT_STALLS]
+        if stall_cols:
+            break
     by_kernel = OrderedDict()
     for r in rows:
         by_kernel.setdefault(short_name(str(r[kernel_col])), []).append(r)
@@ -121,6 +128,10 @@ def summarise(header, rows, top):
             vals = [r.get(col) for r in launches] if col else []
             vals = [v for v in vals if isinstance(v, float)]
             entry[label] = sum(vals) / len(vals) * scale if vals else None
+        if entry["smem_kib"] is None:
+            parts = [mean(launches, f"launch__shared_mem_per_block_{k}") for k in ("static", "dynamic")]
+            if any(p is not None for p in parts):
+                entry["smem_kib"] = sum(p or 0.0 for p in parts) / 1024
         stalls = []
         for reason, col in stall_cols:
             vals = [r.get(col) for r in launches if isinstance(r.get(col), float)]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks ncu_summary.py on a raw CSV written here in ncu's layout (header row, units row, one row per
-launch, ncu's own "==PROF==" lines mixed in): kernels grouped by short name, units scaled to base
-units, the stall reasons ranked, a missing column printed as "-", and a file without launches refused.
+launch, ncu's own "==PROF==" lines and empty lines mixed in): kernels grouped by short name, units
+scaled to base units, static and dynamic shared memory added, the stall reasons of one family ranked
+without "selected", a missing column printed as "-", and a file without launches refused.
 Run by CTest (bench.ncu_summary)."""
 import csv
 import io
@@ -21,13 +22,16 @@ HEADER = ["ID", "Process ID", "Kernel Name", "gpu__time_duration.sum",
           "smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio",
           "smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio",
           "smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio",
-          "smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio"]
-UNITS = ["", "", "", "usecond", "%", "register/thread", "Kbyte", "ratio", "ratio", "ratio", "ratio"]
+          "smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio",
+          "smsp__average_warps_issue_stalled_selected_per_issue_active.ratio",
+          "smsp__average_warp_latency_issue_stalled_barrier.ratio", "launch__shared_mem_per_block_static"]
+UNITS = ["", "", "", "usecond", "%", "register/thread", "Kbyte", "ratio", "ratio", "ratio", "ratio", "ratio",
+         "ratio", "byte"]
 ROWS = [
-    ["0", "77", DKV, "300.5", "40.0", "236", "56.32", "1.5", "0.25", "2.0", "0.75"],
+    ["0", "77", DKV, "300.5", "40.0", "236", "56.32", "1.5", "0.25", "2.0", "0.75", "1.0", "1e6", "192"],
     ["1", "77", "crossentropy_forward_kernel<true, true, unsigned short, unsigned short>(float *, int)",
-     "2,120.0", "n/a", "32", "0", "0.1", "9.0", "0", "0"],
-    ["2", "77", DKV, "299.5", "42.0", "236", "56.32", "1.7", "0.35", "2.2", "0.65"],
+     "2,120.0", "n/a", "32", "0", "0.1", "9.0", "0", "0", "50", "2e6", "192"],
+    ["2", "77", DKV, "299.5", "42.0", "236", "56.32", "1.7", "0.35", "2.2", "0.65", "1.0", "1e6", "192"],
 ]
 
 
@@ -39,6 +43,7 @@ def write(path, rows, units=True):
         w.writerow(UNITS)
     for r in rows:
         w.writerow(r)
+        buf.write("\n")  # an empty line between launches is skipped
     with open(path, "w") as f:
         f.write("==PROF== Connected to process 77\n" + buf.getvalue() + "==PROF== Disconnected\n")
 
@@ -69,13 +74,16 @@ def main():
             check(dkv["launches"] == 2, f"launches {dkv['launches']}")
             check(abs(dkv["time_us"] - 300.0) < 1e-9, f"time_us {dkv['time_us']} (usecond -> us)")
             check(abs(dkv["sm_pct"] - 41.0) < 1e-9, f"sm_pct {dkv['sm_pct']}")
-            check(abs(dkv["smem_kib"] - 55.0) < 1e-9, f"smem_kib {dkv['smem_kib']} (56.32 Kbyte)")
+            check(abs(dkv["smem_kib"] - 56512 / 1024) < 1e-9,
+                  f"smem_kib {dkv['smem_kib']} (56.32 Kbyte dynamic + 192 byte static)")
             check([s["reason"] for s in dkv["stalls"]] == ["math_pipe_throttle", "barrier"],
                   f"stalls {dkv['stalls']}")
             ce = kernels[0]
             check(abs(ce["time_us"] - 2120.0) < 1e-9, f"time_us {ce['time_us']} (thousands separator)")
             check(ce["sm_pct"] is None and ce["mem_pct"] is None, "n/a and absent columns are None")
-            check(ce["stalls"][0]["reason"] == "long_scoreboard", f"stalls {ce['stalls']}")
+            # Not "selected" (no stall), and not the warp-latency family (another scale) beside the first.
+            check(ce["stalls"][0]["reason"] == "long_scoreboard" and len(ce["stalls"]) == 2,
+                  f"stalls {ce['stalls']}")
             check("| - |" in r.stdout, "a missing value prints as -")
         # Without the units row the values are taken as they are.
         write(path, ROWS[:1], units=False)

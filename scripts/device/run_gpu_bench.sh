@@ -27,7 +27,8 @@
 # --ncu-hot profiles the hand-written kernels of one bf16 training step (attention, cross-entropy,
 # LayerNorm, AdamW, GELU, residual: not the cuBLAS GEMMs) with the sections that say why a kernel is
 # slow (speed of light, occupancy, launch, warp stall reasons, memory and compute workload), prints
-# bench/gpu/ncu_summary.py's table of them into the log and keeps the CSV in the raw archive.
+# bench/gpu/ncu_summary.py's table of them into the log and keeps the CSV in the raw archive. ncu locks
+# the clocks at base (--clock-control base): its times are for comparing kernels, not with the step's.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${BUILD:-$ROOT/build-gpu}"
@@ -41,7 +42,7 @@ for arg in "$@"; do
     --ncu) NCU=1 ;;
     --ncu-hot) NCU_HOT=1 ;;
     --skip-torch) SKIP_TORCH=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "run_gpu_bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -213,7 +214,7 @@ if (( NCU_HOT )); then
   if command -v ncu > /dev/null; then
     # One bf16 training step with every bf16 option (the headline configuration) after a warm-up step.
     step ncu_hot ncu --profile-from-start off --print-units base --csv --page raw \
-      -k 'regex:attention|crossentropy|layernorm|adamw|gelu|residual|encoder|sum_squares|bias_grad|convert' \
+      -k 'regex:(attention|crossentropy|layernorm|adamw|gelu|residual|encoder|sum_squares|sum_partials|bias_grad|add_bias|convert|scale|to_bf16|from_bf16)\w*_kernel' \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --log-file "$RAW/ncu_hot.csv" \
       "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 1 --iters 1 --precision bf16 \

@@ -1,7 +1,8 @@
 // LtGemm (kernels/cuda/matmul_bf16.cuh) on its own: what cuBLASLt cannot do is refused before any launch,
 // with the reason, and leaves D as it was (a bias of another type than D, an accumulated bf16 D, a GELU
 // epilogue without its aux matrix, a DGELU epilogue with a bias); the calls it takes give D = A B + bias
-// (fp32 D with an fp32 bias, bf16 D with a bf16 bias) and count their launches. Skips without a device.
+// (fp32 D with an fp32 bias, by the epilogue or in a pass of its own, and bf16 D with a bf16 bias) and count
+// their launches. Skips without a device.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -122,6 +123,17 @@ TEST_F(LtGemmTest, BiasOfDsTypeIsAddedOnEveryColumn) {
   for (int n = 0; n < kN; ++n) {
     for (int i = 0; i < kM; ++i) ASSERT_EQ(got32[i + kM * n], expected(i, n, bias[i])) << i << ", " << n;
   }
+  // The bias in a pass of its own (as where cuBLASLt has no bias epilogue): the same values.
+  lt_->set_bias_epilogue(false);
+  Array<float> apart(*gpu_, std::vector<float>(kM * kN, 7.0f));
+  const uint64_t bias_apart = lt_->counts().bias_apart;
+  ASSERT_TRUE(lt_->gemm(false, false, kM, kN, kK, bf16_ptr(a), kM, bf16_ptr(b), kK, 0.0f,
+                        Act(apart.data(), DType::kF32), kM, ConstAct(bias32.data(), DType::kF32), nullptr)
+                  .is_ok());
+  lt_->set_bias_epilogue(true);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(lt_->counts().bias_apart, bias_apart + 1);
+  EXPECT_EQ(apart.download(), got32);
   // A bf16 D: kUnavailable only where cuBLASLt has no algorithm (nothing written), else exact.
   if (s16.code() == StatusCode::kUnavailable) {
     GTEST_SKIP() << "cuBLASLt writes no bf16 D with a bias here: " << s16.message();
