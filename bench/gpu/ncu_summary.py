@@ -103,6 +103,7 @@ def read_rows(path):
 
 
 def mean(launches, col):
+    """The mean of a column's numeric values over some launches, or None."""
     vals = [r.get(col) for r in launches if isinstance(r.get(col), float)]
     return sum(vals) / len(vals) if vals else None
 
@@ -125,19 +126,14 @@ def summarise(header, rows, top):
         entry = {"kernel": name, "launches": len(launches)}
         for label, names, scale in COLUMNS:
             col = next((c for c in names if c in header), None)
-            vals = [r.get(col) for r in launches] if col else []
-            vals = [v for v in vals if isinstance(v, float)]
-            entry[label] = sum(vals) / len(vals) * scale if vals else None
+            value = mean(launches, col) if col else None
+            entry[label] = None if value is None else value * scale
         if entry["smem_kib"] is None:
             parts = [mean(launches, f"launch__shared_mem_per_block_{k}") for k in ("static", "dynamic")]
             if any(p is not None for p in parts):
                 entry["smem_kib"] = sum(p or 0.0 for p in parts) / 1024
-        stalls = []
-        for reason, col in stall_cols:
-            vals = [r.get(col) for r in launches if isinstance(r.get(col), float)]
-            if vals:
-                stalls.append((reason, sum(vals) / len(vals)))
-        stalls.sort(key=lambda s: -s[1])
+        stalls = [(reason, mean(launches, col)) for reason, col in stall_cols]
+        stalls = sorted((s for s in stalls if s[1] is not None), key=lambda s: -s[1])
         entry["stalls"] = [{"reason": s, "cycles_per_issue": round(v, 3)} for s, v in stalls[:top]]
         out.append(entry)
     out.sort(key=lambda e: -(e["time_us"] or 0.0) * e["launches"])
