@@ -30,6 +30,13 @@ class LtGemmTest : public cuda_testing::OpsTest {
     cuda_testing::OpsTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     ASSERT_TRUE(cuda::LtGemm::create(&lt_).is_ok());
+    a_ = std::make_unique<Array<uint16_t>>(*gpu_, a_bits());
+    b_ = std::make_unique<Array<uint16_t>>(*gpu_, b_bits());
+  }
+  // D = A B (+ bias, then the epilogue of aux) + beta D on the legacy default stream.
+  Status gemm(float beta, Act d, ConstAct bias, cuda::LtAux aux = {}) {
+    auto bf16 = [](Array<uint16_t>& x) { return reinterpret_cast<const __nv_bfloat16*>(x.data()); };
+    return lt_->gemm(false, false, kM, kN, kK, bf16(*a_), kM, bf16(*b_), kK, beta, d, kM, bias, nullptr, aux);
   }
   // A: a[i + m k] = 1 + (i + k) % 3; B: b[k + K n] = 1 + (k + n) % 2; small integers, exact in bf16, and
   // every product sum (at most 32 x 3 x 2) exact in fp32 and in bf16 below 256.
@@ -56,14 +63,10 @@ class LtGemmTest : public cuda_testing::OpsTest {
   static float bias_of(int i) { return static_cast<float>(i % 5) - 2.0f; }
 
   std::unique_ptr<cuda::LtGemm> lt_;
+  std::unique_ptr<Array<uint16_t>> a_, b_;
 };
 
-const __nv_bfloat16* bf16_ptr(Array<uint16_t>& a) {
-  return reinterpret_cast<const __nv_bfloat16*>(a.data());
-}
-
 TEST_F(LtGemmTest, RefusesWhatCublasLtCannotDoBeforeAnyLaunch) {
-  Array<uint16_t> a(*gpu_, a_bits()), b(*gpu_, b_bits());
   Array<uint16_t> d16(*gpu_, std::vector<uint16_t>(kM * kN, float_to_bf16(7.0f)));
   Array<float> d32(*gpu_, std::vector<float>(kM * kN, 7.0f));
   Array<uint16_t> bias16(*gpu_, std::vector<uint16_t>(kM, float_to_bf16(1.0f)));
@@ -71,10 +74,6 @@ TEST_F(LtGemmTest, RefusesWhatCublasLtCannotDoBeforeAnyLaunch) {
   Array<uint16_t> aux(*gpu_, kM * kN);
   const Act D16(d16.data(), DType::kBF16), D32(d32.data(), DType::kF32);
   const ConstAct B16(bias16.data(), DType::kBF16), B32(bias32.data(), DType::kF32);
-  auto gemm = [&](float beta, Act d, ConstAct bias, cuda::LtAux x = {}) {
-    return lt_->gemm(false, false, kM, kN, kK, bf16_ptr(a), kM, bf16_ptr(b), kK, beta, d, kM, bias, nullptr,
-                     x);
-  };
   struct Case {
     const char* what;
     Status status;
@@ -100,7 +99,6 @@ TEST_F(LtGemmTest, RefusesWhatCublasLtCannotDoBeforeAnyLaunch) {
 }
 
 TEST_F(LtGemmTest, BiasOfDsTypeIsAddedOnEveryColumn) {
-  Array<uint16_t> a(*gpu_, a_bits()), b(*gpu_, b_bits());
   std::vector<float> bias(kM);
   std::vector<uint16_t> bias_bits(kM);
   for (int i = 0; i < kM; ++i) {
@@ -109,13 +107,9 @@ TEST_F(LtGemmTest, BiasOfDsTypeIsAddedOnEveryColumn) {
   }
   Array<float> bias32(*gpu_, bias), d32(*gpu_, std::vector<float>(kM * kN, 7.0f));
   Array<uint16_t> bias16(*gpu_, bias_bits), d16(*gpu_, kM * kN);
-  ASSERT_TRUE(lt_->gemm(false, false, kM, kN, kK, bf16_ptr(a), kM, bf16_ptr(b), kK, 0.0f,
-                        Act(d32.data(), DType::kF32), kM, ConstAct(bias32.data(), DType::kF32), nullptr)
-                  .is_ok());
+  ASSERT_TRUE(gemm(0.0f, Act(d32.data(), DType::kF32), ConstAct(bias32.data(), DType::kF32)).is_ok());
   const cuda::LtGemm::Counts after_fp32 = lt_->counts();
-  const Status s16 =
-      lt_->gemm(false, false, kM, kN, kK, bf16_ptr(a), kM, bf16_ptr(b), kK, 0.0f,
-                Act(d16.data(), DType::kBF16), kM, ConstAct(bias16.data(), DType::kBF16), nullptr);
+  const Status s16 = gemm(0.0f, Act(d16.data(), DType::kBF16), ConstAct(bias16.data(), DType::kBF16));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   // The fp32 D ran as one cuBLASLt launch with the bias epilogue, or as a GEMM and a bias pass.
   EXPECT_EQ(after_fp32.launches, 1u);
@@ -127,9 +121,7 @@ TEST_F(LtGemmTest, BiasOfDsTypeIsAddedOnEveryColumn) {
   lt_->set_bias_epilogue(false);
   Array<float> apart(*gpu_, std::vector<float>(kM * kN, 7.0f));
   const uint64_t bias_apart = lt_->counts().bias_apart;
-  ASSERT_TRUE(lt_->gemm(false, false, kM, kN, kK, bf16_ptr(a), kM, bf16_ptr(b), kK, 0.0f,
-                        Act(apart.data(), DType::kF32), kM, ConstAct(bias32.data(), DType::kF32), nullptr)
-                  .is_ok());
+  ASSERT_TRUE(gemm(0.0f, Act(apart.data(), DType::kF32), ConstAct(bias32.data(), DType::kF32)).is_ok());
   lt_->set_bias_epilogue(true);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_EQ(lt_->counts().bias_apart, bias_apart + 1);
