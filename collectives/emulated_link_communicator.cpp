@@ -156,6 +156,11 @@ void EmulatedLinkCommunicator::sleep_until_emulated(double t_s) const {
   }
 }
 
+double EmulatedLinkCommunicator::wall_seconds_until(double t_s) const {
+  const double target = wall_epoch_ + (t_s - opt_.t0_s) * opt_.time_scale;
+  return std::max(0.0, target - MPI_Wtime());
+}
+
 void EmulatedLinkCommunicator::abandon(std::vector<std::vector<char>>* buffers) {
   if (abandoned_ == nullptr) abandoned_ = new std::vector<std::vector<char>>();  // never deleted
   for (auto& b : *buffers) abandoned_->push_back(std::move(b));  // the heap blocks stay where they are
@@ -167,7 +172,12 @@ Status EmulatedLinkCommunicator::agree_start(double* t0_s) {
   std::vector<std::vector<char>> cells(1, std::vector<char>(2 * sizeof(double)));
   double* mine = reinterpret_cast<double*>(cells[0].data());
   mine[0] = now_s();
-  const Status s = mpi_->all_reduce(&mine[0], &mine[1], 1, DataType::kFloat64, ReduceOp::kMax);
+  // Ranks leave a collective when their own part is due (its timeline's rank_ready_s): the others
+  // may join this one up to the last collective's end later.
+  std::vector<MPI_Request> requests(1, MPI_REQUEST_NULL);
+  PERIGEE_CHECK_MPI(MPI_Iallreduce(&mine[0], &mine[1], 1, MPI_DOUBLE, MPI_MAX, mpi_->comm(), &requests[0]));
+  const Status s =
+      mpi_->wait(&requests, "links start-time all_reduce", sizeof(double), wall_seconds_until(settle_s_));
   if (!s.is_ok()) {
     abandon(&cells);
     return s;
@@ -198,6 +208,9 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
   std::vector<std::vector<char>> recvs;
   std::vector<size_t> incoming;  // transfer indices this rank receives, in schedule order
   std::vector<MPI_Request> requests;
+  // Every rank has posted round k by the latest arrival of the rounds before it (each sleeps until
+  // its own arrivals first): waiting up to then is the links' delay, not a lost peer.
+  double posted_by = tl.start_s;
   for (size_t k = 0; k < s.rounds.size(); ++k) {
     const auto& transfers = s.rounds[k].transfers;
     const int tag = static_cast<int>(k % kTagSpace);
@@ -243,7 +256,7 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
     for (const Transfer& t : transfers) {
       if (t.src == rank_ || t.dst == rank_) round_bytes += t.count * elem;
     }
-    if (Status w = mpi_->wait(&requests, what, round_bytes); !w.is_ok()) {
+    if (Status w = mpi_->wait(&requests, what, round_bytes, wall_seconds_until(posted_by)); !w.is_ok()) {
       abandon(&sends);
       abandon(&recvs);
       return w;
@@ -251,6 +264,7 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
     // The data is here; it is due when the emulated links would have delivered it.
     double due = tl.start_s;
     for (size_t i : incoming) due = std::max(due, tl.rounds[k][i].arrive_s);
+    for (const algorithms::TransferTime& t : tl.rounds[k]) posted_by = std::max(posted_by, t.arrive_s);
     sleep_until_emulated(due);
     for (size_t j = 0; j < incoming.size(); ++j) {
       const Transfer& t = transfers[incoming[j]];
@@ -275,6 +289,7 @@ Status EmulatedLinkCommunicator::run_collective(const Schedule& s, char* buf, Da
     return modelled.add_trace(__FILE__, __LINE__);
   }
   PERIGEE_CHECK(execute(s, tl, buf, type, op, what));
+  settle_s_ = tl.end_s;
   record(CollectiveStats{what, s.algorithm, s.count * data_type_size(type), tl.duration_s(),
                          MPI_Wtime() - wall_start});
   return Status::ok();
@@ -375,6 +390,7 @@ Status EmulatedLinkCommunicator::run_all_reduce(Algorithm a, const void* send, v
     PERIGEE_CHECK(algorithms::simulate_schedule(*ring, elem, routes_, t0, opt_.timing, &tl));
     PERIGEE_CHECK(mpi_->all_reduce(send, recv, count, type, op));
     sleep_until_emulated(tl.end_s);
+    settle_s_ = tl.end_s;
     record(CollectiveStats{"all_reduce", Algorithm::kNative, count * elem, tl.duration_s(),
                            MPI_Wtime() - wall_start});
     return Status::ok();

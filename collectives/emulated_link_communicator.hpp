@@ -13,7 +13,10 @@
 // Failure: a link that is down when a round starts is routed around when the graph allows; when no
 // route exists every rank returns the same kUnavailable error ("no route from rank 3 (sat 17) to
 // rank 4 (sat 18) at t=...: links ... down") at the same round, so nothing hangs. A peer that dies
-// is caught by the MPI deadline (timeout_s), as in MpiCommunicator.
+// is caught by the MPI deadline (timeout_s), as in MpiCommunicator. The deadline counts only waiting
+// beyond the emulated delays: a rank whose peer is still sleeping until a modelled arrival (a slow
+// link, a tree's idle rounds) gets that time on top of timeout_s, so a slow link does not time out
+// healthy peers.
 //
 // Overlap (the gradient buckets): start_all_reduce hands the all-reduce to a worker thread of this
 // communicator (BackgroundQueue: one at a time, in order) and returns, so the backward pass goes on
@@ -124,6 +127,9 @@ class EmulatedLinkCommunicator final : public Communicator {
                  ReduceOp op, const char* what);
   // Sleeps until the wall time of emulated time t_s.
   void sleep_until_emulated(double t_s) const;
+  // Wall seconds from now until emulated time t_s (0 when it has passed): the grace of an MPI wait
+  // on peers that sleep until t_s before they post their side.
+  double wall_seconds_until(double t_s) const;
   // Model + execute + stats for one scheduled collective.
   Status run_collective(const algorithms::Schedule& s, char* buf, DataType type, ReduceOp op,
                         const char* what, double t0_s, double wall_start);
@@ -139,7 +145,11 @@ class EmulatedLinkCommunicator final : public Communicator {
   int size_ = 1;
   algorithms::RouteFn routes_;
   EmulationOptions opt_;
-  double wall_epoch_ = 0.0;       // MPI_Wtime at creation
+  double wall_epoch_ = 0.0;  // MPI_Wtime at creation
+  // Emulated time by which every rank has left the last collective (its timeline's end): a rank that
+  // left earlier waits for the others in the next start-time all-reduce, and that wait is not theirs
+  // to be blamed for.
+  double settle_s_ = 0.0;
   bool thread_multiple_ = false;  // MPI_THREAD_MULTIPLE: start_all_reduce may use the worker
   mutable std::mutex stats_mu_;   // the worker records while the caller may read
   CollectiveStats last_;

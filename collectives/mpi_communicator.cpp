@@ -141,7 +141,8 @@ Status MpiCommunicator::usable() const {
   return Status::ok();
 }
 
-Status MpiCommunicator::wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes) {
+Status MpiCommunicator::wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes,
+                             double grace_s) {
   if (requests->empty()) return Status::ok();
   const int n = static_cast<int>(requests->size());
   if (timeout_s_ <= 0.0) {
@@ -149,13 +150,14 @@ Status MpiCommunicator::wait(std::vector<MPI_Request>* requests, const char* op,
     return Status::ok();
   }
   const auto start = Clock::now();
+  const double grace = std::isfinite(grace_s) && grace_s > 0.0 ? grace_s : 0.0;
   auto sleep = kMinSleep;
   while (true) {
     int done = 0;
     PERIGEE_CHECK(mpi_status(MPI_Testall(n, requests->data(), &done, MPI_STATUSES_IGNORE), op));
     if (done) return Status::ok();
     const double waited = seconds_since(start);
-    if (waited >= timeout_s_) break;
+    if (waited >= timeout_s_ + grace) break;
     if (waited < kSpinSeconds) continue;
     if (waited < kYieldSeconds) {
       sched_yield();
@@ -170,8 +172,10 @@ Status MpiCommunicator::wait(std::vector<MPI_Request>* requests, const char* op,
   }
   requests->clear();
   abandoned_what_ = str_cat(op, " of ", bytes, " bytes");
-  return make_error(StatusCode::kUnavailable, abandoned_what_, " did not complete within ", timeout_s_,
-                    " s: ", kPeerLostMessage, " (rank ", rank_, " of ", size_,
+  const std::string beyond =
+      grace > 0.0 ? str_cat(" beyond the ", grace, " s the peers were due to spend") : "";
+  return make_error(StatusCode::kUnavailable, abandoned_what_, " did not complete within ", timeout_s_, " s",
+                    beyond, ": ", kPeerLostMessage, " (rank ", rank_, " of ", size_,
                     "; MPI cannot cancel the collective, so the job must end)");
 }
 

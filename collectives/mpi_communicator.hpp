@@ -80,8 +80,10 @@ class MpiCommunicator final : public Communicator {
 
   // Waits for all `requests` on comm() (blocking, or polling against the deadline when a timeout is
   // set; on expiry they are abandoned as above). For layers that post their own point-to-point
-  // requests on comm() (the emulated-link communicator).
-  Status wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes);
+  // requests on comm() (the emulated-link communicator). grace_s (>= 0) extends the deadline by time
+  // the peers are known to spend on purpose before they post their side (the emulated links' delays),
+  // so only waiting beyond it counts against timeout_s.
+  Status wait(std::vector<MPI_Request>* requests, const char* op, size_t bytes, double grace_s = 0.0);
   // kUnavailable while an abandoned collective is pending.
   Status usable() const;
 

@@ -269,6 +269,30 @@ TEST(EmulatedLinkCommunicator, LatePeerAfterATimeoutFailsEveryRankAndLeavesMpiUs
   EXPECT_EQ(sum[999], static_cast<double>(p));
 }
 
+// Slow links do not time out healthy peers: with 1 s per hop and a 0.4 s deadline, a binomial
+// broadcast's rank 3 waits about 1 s for rank 1, which sleeps until rank 0's message is due, and
+// rank 0 (done after its sends) waits about 2 s for the others in the next collective's start-time
+// all-reduce. Only waiting beyond the modelled delays counts against timeout_s.
+TEST(EmulatedLinkCommunicator, SlowLinksDoNotTimeOutHealthyPeers) {
+  const int p = world_size();
+  if (p < 4) GTEST_SKIP() << "needs 4 ranks (a rank that waits on a sleeping one)";
+  EmulationOptions opt;
+  opt.algorithm = Algorithm::kRing;
+  opt.timeout_s = 0.4;
+  std::unique_ptr<EmulatedLinkCommunicator> comm;
+  ASSERT_TRUE(
+      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1.0, 1e12), opt, &comm)
+          .is_ok());
+  std::vector<int32_t> buf(16, world_rank() == 0 ? 7 : 0);
+  Status st = comm->broadcast(buf.data(), buf.size(), DataType::kInt32, 0);
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(buf[15], 7);
+  EXPECT_GE(comm->last().model_s, 1.9);  // at least two hops one after the other
+  st = comm->broadcast(buf.data(), 1, DataType::kInt32, 1);
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(buf[0], 7);
+}
+
 TEST(EmulatedLinkCommunicator, BadOptionsAreRefused) {
   EmulationOptions opt;
   opt.time_scale = 0.0;
