@@ -75,7 +75,9 @@ class MpiCommunicator final : public Communicator {
   bool broken() const { return !abandoned_.empty(); }
   // Polls the abandoned requests of a timed-out collective for up to `seconds`. When they all
   // complete (the late peers joined), every rank has finished the same collectives again and the
-  // communicator is usable; otherwise kUnavailable and it stays broken.
+  // communicator is usable; otherwise kUnavailable and it stays broken. The timed-out collective still
+  // counts as failed: its receive buffer holds whatever MPI wrote (a kAvg holds the sum, never divided),
+  // so the caller must not use it.
   Status wait_abandoned(double seconds);
 
   // Waits for all `requests` on comm() (blocking, or polling against the deadline when a timeout is
