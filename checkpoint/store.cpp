@@ -36,6 +36,7 @@ constexpr const char* kTmpSuffix = ".tmp";
 
 bool is_leftover_tmp(const std::string& name) {
   if (name == std::string(CheckpointStore::kLatestName) + kTmpSuffix) return true;
+  if (name == CheckpointStore::kProbeName) return true;
   const size_t n = name.size(), t = std::strlen(kTmpSuffix);
   int64_t step = 0;
   return n > t && name.compare(n - t, t, kTmpSuffix) == 0 &&
@@ -210,6 +211,26 @@ Status CheckpointStore::open(const std::string& dir, const StoreOptions& options
   if (ec) return make_error(StatusCode::kIoError, "listing checkpoint folder '", dir, "': ", ec.message());
   if (!store.cleaned_.empty()) PERIGEE_CHECK(fsync_dir(dir));
   *out = std::move(store);
+  return Status::ok();
+}
+
+Status CheckpointStore::check_writable() const {
+  const std::string probe = (fs::path(dir_) / kProbeName).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  PERIGEE_REQUIRE(fd >= 0, StatusCode::kIoError, "checkpoint folder '", dir_,
+                  "' is not writable: cannot create ", probe, ": ", errno_text());
+  const char byte = 0;
+  const bool wrote = ::write(fd, &byte, 1) == 1;
+  const std::string write_error = wrote ? "" : errno_text();
+  const bool closed = ::close(fd) == 0;
+  const std::string close_error = closed ? "" : errno_text();
+  const bool removed = ::unlink(probe.c_str()) == 0;
+  PERIGEE_REQUIRE(wrote, StatusCode::kIoError, "checkpoint folder '", dir_, "' is not writable: writing ",
+                  probe, ": ", write_error);
+  PERIGEE_REQUIRE(closed, StatusCode::kIoError, "checkpoint folder '", dir_, "' is not writable: closing ",
+                  probe, ": ", close_error);
+  PERIGEE_REQUIRE(removed, StatusCode::kIoError, "checkpoint folder '", dir_, "': cannot remove ", probe,
+                  ": ", errno_text());
   return Status::ok();
 }
 

@@ -112,6 +112,11 @@ class CheckpointStore {
 
   // Committed checkpoints (ckpt-<step>.h5, not verified), newest first.
   Status list(std::vector<CheckpointEntry>* out) const;
+  // Whether a checkpoint can be written here: creates, writes and removes kProbeName (a leftover of a
+  // cut probe is removed by the next open()). kIoError naming the folder and the reason (a read-only
+  // file system, no permission, a full disk) instead of a first background write that fails.
+  Status check_writable() const;
+  static constexpr const char* kProbeName = "write-probe.tmp";
   // The file name `latest` holds (kNotFound when there is none, kIoError when it is malformed).
   Status read_latest_pointer(std::string* name) const;
 

@@ -139,6 +139,8 @@ class Trainer {
   // Opens the checkpoint folder and, with resume = "auto", continues from its newest good
   // checkpoint (rank 0 loads and verifies, every rank receives the state).
   Status setup_checkpoints();
+  // Rank 0: with resume = "never", kInvalidArgument when the folder already holds checkpoints.
+  Status refuse_fresh_run_over_checkpoints() const;
   // Rank 0, around a load: tells perigee-run's stall watchdog a load is coming (and applies the plan's
   // load_delay); true when it wrote the record, and then close_checkpoint_load says the load ended.
   bool announce_checkpoint_load();

@@ -55,6 +55,10 @@ Status Trainer::setup_checkpoints() {
     so.keep_last = cc.keep_last;
     store_ = std::make_unique<checkpoint::CheckpointStore>();
     PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
+    if (checkpoint_enabled_) {
+      PERIGEE_CHECK(refuse_fresh_run_over_checkpoints());
+      PERIGEE_CHECK(store_->check_writable());  // now, not at the first background write
+    }
     if (eclipse_) {
       std::string how;
       PERIGEE_CHECK(resolve_orbit_epoch(oc, checkpoint_dir_, cc.resume == "auto", unix_now(),
@@ -85,6 +89,20 @@ Status Trainer::setup_checkpoints() {
         make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
                                                        train_.cursor(), last_lr_, invariants_.window()))));
   }
+  return Status::ok();
+}
+
+// Rank 0: a run that does not resume (resume = "never") would overwrite the folder's checkpoints of the
+// same steps and, at its first commit, delete every newer one as an abandoned timeline. It refuses.
+Status Trainer::refuse_fresh_run_over_checkpoints() const {
+  if (config_.checkpoint.resume != "never") return Status::ok();
+  std::vector<checkpoint::CheckpointEntry> entries;
+  PERIGEE_CHECK(store_->list(&entries));
+  PERIGEE_REQUIRE(entries.empty(), StatusCode::kInvalidArgument, "[checkpoint] resume = \"never\" but ",
+                  checkpoint_dir_, " already holds ", entries.size(), " checkpoint(s), the newest ",
+                  entries.empty() ? "" : entries.front().path,
+                  ": a fresh run would overwrite or delete them. Choose an empty [checkpoint] dir, move them "
+                  "away, or set resume = \"auto\" to continue from them");
   return Status::ok();
 }
 
@@ -159,7 +177,8 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
     if (comm_->rank() == 0) {
       return make_error(
           load_status.code(), "cannot resume from ", checkpoint_dir_, ": ", load_status.message(),
-          "\n  (no checkpoint there verifies; set [checkpoint] resume = \"never\" to start fresh)");
+          "\n  (no checkpoint there verifies; to start fresh, move them away or choose another [checkpoint] "
+          "dir)");
     }
     return make_error(StatusCode::kUnavailable, "rank 0 could not resume from ", checkpoint_dir_);
   }

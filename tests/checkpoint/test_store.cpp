@@ -269,6 +269,23 @@ TEST_F(Store, TmpLeftoverIsIgnoredThenCleaned) {
   EXPECT_FALSE(fs::exists(tmp));
 }
 
+// The writability probe leaves nothing behind; a probe that cannot be created is an error naming the
+// folder (its name taken by a folder fails even for root); a probe left by a cut is removed by open().
+TEST_F(Store, CheckWritableProbesAndLeavesNothing) {
+  EXPECT_TRUE(store_.check_writable().is_ok());
+  EXPECT_TRUE(folder_names(dir_.path()).empty());
+  const fs::path probe = fs::path(dir_.path()) / CheckpointStore::kProbeName;
+  fs::create_directory(probe);
+  const Status s = store_.check_writable();
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_NE(s.message().find("'" + dir_.path() + "' is not writable"), std::string::npos) << s.message();
+  fs::remove(probe);
+  std::ofstream(probe.string()) << "x";
+  CheckpointStore reopened;
+  ASSERT_TRUE(CheckpointStore::open(dir_.path(), options_, &reopened).is_ok());
+  EXPECT_TRUE(folder_names(dir_.path()).empty());
+}
+
 TEST_F(Store, OtherModelShapeIsSkipped) {
   commit_three();
   PERIGEE_CHECK_OR_DIE(store_.commit(make_snapshot(40, 40, /*n_layer=*/2, /*n_embd=*/8)));

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "checkpoint/hdf5_io.hpp"
+#include "checkpoint/store.hpp"
 #include "collectives/mpi_communicator.hpp"
 #include "runtime/trainer.hpp"
 #include "runtime/trainer_checkpoint.hpp"
@@ -145,8 +146,54 @@ TEST_F(Resume, OnlyCheckpointCorruptRefusesWithTheFileNamed) {
   ASSERT_FALSE(s.is_ok());
   if (rank == 0) {
     EXPECT_NE(s.message().find("ckpt-00000007.h5"), std::string::npos) << s.message();
-    EXPECT_NE(s.message().find("resume = \"never\""), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("to start fresh"), std::string::npos) << s.message();
   }
+}
+
+// resume = "never" over a folder with checkpoints refuses on every rank at setup, naming the newest, and
+// the file stays as it was (a fresh run's first commit, at step 3, would delete step 4 as abandoned).
+TEST_F(Resume, NeverOverAFolderWithCheckpointsRefusesAndKeepsThem) {
+  const std::string ckpt = dir_ + "/ckpt_never";
+  Config config = config_for(dir_, ckpt);
+  train(config, 4, true);  // step() loop: one checkpoint, at step 4
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string newest = ckpt + "/ckpt-00000004.h5";
+  const auto size_before = world_rank() == 0 ? fs::file_size(newest) : 0;
+  config.checkpoint.resume = "never";
+  CpuTrainer t(config, comm_.get());
+  const Status s = t.trainer.setup();
+  ASSERT_FALSE(s.is_ok());
+  if (world_rank() == 0) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_NE(s.message().find("resume = \"never\""), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(newest), std::string::npos) << s.message();
+    EXPECT_EQ(fs::file_size(newest), size_before);
+  } else {
+    EXPECT_NE(s.message().find("opening the checkpoint folder"), std::string::npos) << s.message();
+  }
+  // The same folder emptied: resume = "never" starts fresh there.
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    for (const auto& e : fs::directory_iterator(ckpt)) fs::remove(e.path());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  CpuTrainer fresh(config, comm_.get());
+  const Status ok = fresh.trainer.setup();
+  EXPECT_TRUE(ok.is_ok()) << ok.to_string();
+}
+
+// A checkpoint folder where nothing can be written is refused at setup on every rank (rank 0 naming
+// it), not at the first background write a whole checkpoint interval later. The probe's own name,
+// taken by a folder, makes the creation fail even for root.
+TEST_F(Resume, UnwritableCheckpointFolderIsRefusedAtSetup) {
+  const std::string ckpt = dir_ + "/ckpt_unwritable";
+  if (world_rank() == 0) fs::create_directories(ckpt + "/" + checkpoint::CheckpointStore::kProbeName);
+  MPI_Barrier(MPI_COMM_WORLD);
+  CpuTrainer t(config_for(dir_, ckpt), comm_.get());
+  const Status s = t.trainer.setup();
+  ASSERT_FALSE(s.is_ok());
+  const std::string want = world_rank() == 0 ? "is not writable" : "opening the checkpoint folder";
+  EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
 }
 
 TEST_F(Resume, CheckpointThatRank0CannotRestoreFailsEveryRankAtOnce) {
