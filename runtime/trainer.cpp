@@ -160,22 +160,23 @@ Status Trainer::setup_gradient_buckets() {
 }
 
 Status Trainer::make_run_dir() {
-  // Rank 0 picks the name (timestamp when unset) and every rank uses the same one.
+  // Rank 0 picks the name (timestamp when unset) and every rank uses the same one, however long.
   std::string name = config_.run.name;
-  char buf[256] = {0};
-  if (comm_->rank() == 0) {
-    if (name.empty()) {
-      const std::time_t t = std::time(nullptr);
-      std::tm tm{};
-      localtime_r(&t, &tm);
-      std::strftime(buf, sizeof(buf), "run-%Y%m%d-%H%M%S", &tm);
-    } else {
-      std::snprintf(buf, sizeof(buf), "%s", name.c_str());
-    }
+  if (comm_->rank() == 0 && name.empty()) {
+    char buf[64] = {0};
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    std::strftime(buf, sizeof(buf), "run-%Y%m%d-%H%M%S", &tm);
+    name = buf;
   }
-  PERIGEE_CHECK(comm_->broadcast(buf, sizeof(buf), DataType::kUInt8, 0));
-  run_dir_ = (std::filesystem::path(config_.run.dir) / buf).string();
-  if (comm_->rank() == 0) {
+  int64_t length = static_cast<int64_t>(name.size());
+  PERIGEE_CHECK(comm_->broadcast(&length, 1, DataType::kInt64, 0));
+  name.resize(static_cast<size_t>(length));
+  PERIGEE_CHECK(comm_->broadcast(name.data(), name.size(), DataType::kUInt8, 0));
+  run_dir_ = (std::filesystem::path(config_.run.dir) / name).string();
+  // Rank 0 creates it; the others hear at once when that fails, not at the barrier's deadline.
+  auto create = [&]() -> Status {
     std::error_code ec;
     std::filesystem::create_directories(run_dir_, ec);
     PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create run directory ", run_dir_, ": ", ec.message());
@@ -183,8 +184,14 @@ Status Trainer::make_run_dir() {
     f << config_to_json(config_) << "\n";
     PERIGEE_REQUIRE(f.good(), StatusCode::kIoError, "cannot write ", run_dir_, "/config.json");
     PERIGEE_CHECK(metrics_.open(run_dir_ + "/metrics.jsonl"));
-  }
-  PERIGEE_CHECK(comm_->barrier());
+    return Status::ok();
+  };
+  const Status created = comm_->rank() == 0 ? create() : Status::ok();
+  int32_t failed = created.is_ok() ? 0 : 1;
+  PERIGEE_CHECK(comm_->broadcast(&failed, 1, DataType::kInt32, 0));
+  if (comm_->rank() == 0) PERIGEE_CHECK(created);
+  PERIGEE_REQUIRE(failed == 0, StatusCode::kIoError, "rank 0 could not set up the run directory ", run_dir_,
+                  " (its log says why)");
   PERIGEE_CHECK(log::set_file(run_dir_));
   return Status::ok();
 }
