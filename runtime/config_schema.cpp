@@ -44,7 +44,7 @@ Range half_open(double lo, double hi) {
 const std::vector<Field>& schema() {
   static const std::vector<Field> fields = {
       // [model]
-      PERIGEE_FIELD(model, n_layer, "transformer blocks").in(above(0)),
+      PERIGEE_FIELD(model, n_layer, "transformer blocks").in(closed(1, 4096)),
       PERIGEE_FIELD(model, n_head, "attention heads per block; must divide n_embd").in(above(0)),
       PERIGEE_FIELD(model, n_embd, "channels C (embedding width); a multiple of n_head")
           .in(closed(1, 1 << 20)),  // 4 C and the tensor extents stay far inside 32 bits
@@ -96,7 +96,7 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(device, device, "where to compute: cpu, cuda, or auto (cuda when a GPU is present)")
           .one_of({"cpu", "cuda", "auto"}),
       PERIGEE_FIELD(device, threads, "CPU threads per rank; 0 = hardware threads / ranks on this host")
-          .in(at_least(0)),
+          .in(closed(0, 4096)),  // OpenMP fails or crashes far above any machine's cores
       PERIGEE_FIELD(device, precision,
                     "CUDA GEMM and attention arithmetic: fp32, tf32 (TF32 GEMMs) or bf16 (bf16 tensor cores, "
                     "fp32 accumulation; storage as activations and logits say); the CPU computes in fp32")
@@ -363,6 +363,20 @@ Status validate_config(Config* config) {
     errors.push_back(
         "[device] gelu_fusion: cannot run with [fault] abft = true (a GELU epilogue hides the GEMM output "
         "the checksums verify); use gelu_fusion = \"auto\" or \"off\", or turn abft off");
+  }
+  if (t.sample_tokens > 0) {
+    // The sample's context starts as the prompt's bytes (a newline when empty), each a token.
+    const std::string prompt = t.sample_prompt.empty() ? "\n" : t.sample_prompt;
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      const int token = static_cast<unsigned char>(prompt[i]);
+      if (token >= config->model.vocab_size) {
+        errors.push_back(str_cat("[train] sample_prompt: byte ", token, " at position ", i,
+                                 " is outside the vocabulary [0, ", config->model.vocab_size,
+                                 ") of [model] vocab_size; use a prompt of the training data's bytes, or set "
+                                 "sample_tokens = 0"));
+        break;
+      }
+    }
   }
   if (t.val_every > 0 && t.val_batches < 1) {
     errors.push_back(str_cat("[train] val_batches: must be >= 1 when [train] val_every > 0 (got ",

@@ -28,7 +28,25 @@ struct RuleCase {
 
 TEST(ConfigValidate, EveryRuleFails) {
   const std::vector<RuleCase> cases = {
-      {"n_layer", [](Config& c) { c.model.n_layer = 0; }, "[model] n_layer", "must be > 0 (got 0)"},
+      {"n_layer", [](Config& c) { c.model.n_layer = 0; }, "[model] n_layer", "must be in [1, 4096] (got 0)"},
+      {"n_layer high", [](Config& c) { c.model.n_layer = 1000000; }, "[model] n_layer",
+       "must be in [1, 4096] (got 1000000)"},
+      {"threads high", [](Config& c) { c.device.threads = 100000; }, "[device] threads",
+       "must be in [0, 4096] (got 100000)"},
+      {"sample_prompt outside the vocabulary",
+       [](Config& c) {
+         c.model.vocab_size = 91;
+         c.train.sample_tokens = 20;
+         c.train.sample_prompt = "Az";
+       },
+       "[train] sample_prompt", "byte 122 at position 1 is outside the vocabulary [0, 91)"},
+      {"empty sample_prompt (a newline) outside the vocabulary",
+       [](Config& c) {
+         c.model.vocab_size = 10;
+         c.train.sample_tokens = 1;
+         c.train.sample_prompt = "";
+       },
+       "[train] sample_prompt", "byte 10 at position 0 is outside the vocabulary [0, 10)"},
       {"n_head", [](Config& c) { c.model.n_head = -1; }, "[model] n_head", "must be > 0 (got -1)"},
       {"n_embd", [](Config& c) { c.model.n_embd = 0; }, "[model] n_embd", "must be in [1, 1048576] (got 0)"},
       {"context", [](Config& c) { c.model.context = 0; }, "[model] context", "must be > 0"},
@@ -84,7 +102,8 @@ TEST(ConfigValidate, EveryRuleFails) {
        "must not be empty when [train] val_every > 0"},
       {"device", [](Config& c) { c.device.device = "gpu"; }, "[device] device",
        "must be one of cpu, cuda, auto (got \"gpu\")"},
-      {"threads", [](Config& c) { c.device.threads = -1; }, "[device] threads", "must be >= 0 (got -1)"},
+      {"threads", [](Config& c) { c.device.threads = -1; }, "[device] threads",
+       "must be in [0, 4096] (got -1)"},
       {"backend", [](Config& c) { c.comm.backend = "gloo"; }, "[comm] backend",
        "must be one of mpi, nccl, links, auto (got \"gloo\")"},
       {"bucket_mb", [](Config& c) { c.comm.bucket_mb = -1; }, "[comm] bucket_mb",
@@ -179,6 +198,10 @@ TEST(ConfigValidate, BoundaryValuesPass) {
   c.train.seq_len = 1;
   c.train.batch_size = 1;
   c.train.steps = 1;
+  c.model.n_layer = 4096;
+  c.model.vocab_size = 123;  // 'z' (122) is the prompt's largest byte
+  c.train.sample_tokens = 1;
+  c.train.sample_prompt = "xyz";
   Status s = validate_config(&c);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   c.train.min_lr_ratio = 1;
@@ -211,6 +234,7 @@ TEST(ConfigValidate, NullIsAnError) {
 int derived_padded_vocab(int vocab_size) {
   Config c;
   c.model.vocab_size = vocab_size;
+  c.train.sample_tokens = 0;  // a sample starts from a newline, token 10, which tiny vocabularies lack
   Status s = validate_config(&c);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   return c.model.padded_vocab;
