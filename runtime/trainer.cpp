@@ -391,7 +391,18 @@ Status Trainer::run() {
     return metrics_.write(
         {metric_text("type", "val"), metric("step", static_cast<double>(step)), metric("val_loss", vl)});
   };
-  if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
+  const bool trains = next_step_ < tc.steps;
+  if (!trains) {
+    // A relaunch of a finished run resumes at its end: nothing to train (the final validation, the
+    // summary and the sample still run once).
+    if (next_step_ > tc.steps) {
+      log::warn("the resumed checkpoint is at step ", next_step_, ", past [train] steps = ", tc.steps,
+                ": nothing to train (raise [train] steps to go on)");
+    } else {
+      log::info("the resumed checkpoint is at the last step, ", next_step_, ": nothing to train");
+    }
+  }
+  if (tc.val_every > 0 && trains) PERIGEE_CHECK(validate(next_step_));
   while (next_step_ < tc.steps) {
     PERIGEE_CHECK(eclipse_gate());
     StepResult r;
@@ -460,8 +471,10 @@ Status Trainer::run() {
   }
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  log::info("trained steps ", first_step + 1, "..", tc.steps, " in ", format_duration(seconds), ": loss ",
-            fixed(first_loss, 4), " -> ", fixed(last_loss, 4));
+  if (trains) {
+    log::info("trained steps ", first_step + 1, "..", tc.steps, " in ", format_duration(seconds), ": loss ",
+              fixed(first_loss, 4), " -> ", fixed(last_loss, 4));
+  }
   if (comm_->rank() == 0 && tc.sample_tokens > 0) {
     std::string text;
     PERIGEE_CHECK(sample(tc.sample_tokens, &text));

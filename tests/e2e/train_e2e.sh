@@ -105,6 +105,21 @@ cp "$WORK/tiny.toml" "$WORK/tiny_node1.toml"
   || { cat "$WORK/local.log"; fail "ranks differing only in node-local keys did not train"; }
 echo "ok: node-local keys may differ between ranks"
 
+# A relaunch of a finished run resumes at its last step: nothing to train, one validation (not two),
+# no "trained steps 7..6" summary, exit 0; with fewer [train] steps than the checkpoint it says so.
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_done --checkpoint.every_steps=3 > "$WORK/done.log" 2>&1 \
+  || { cat "$WORK/done.log"; fail "the run to relaunch failed"; }
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_done --checkpoint.every_steps=3 > "$WORK/again.log" 2>&1 \
+  || { cat "$WORK/again.log"; fail "relaunching a finished run failed"; }
+grep -q "at the last step, 6: nothing to train" "$WORK/again.log" || { cat "$WORK/again.log"; fail "no 'nothing to train' line"; }
+[[ $(grep -c "validation at step 6" "$WORK/again.log") -eq 1 ]] || { cat "$WORK/again.log"; fail "the relaunch did not validate exactly once"; }
+grep -q "trained steps" "$WORK/again.log" && { cat "$WORK/again.log"; fail "a training summary for no steps"; }
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_done --checkpoint.every_steps=3 --train.steps=4 \
+  > "$WORK/fewer.log" 2>&1 || { cat "$WORK/fewer.log"; fail "relaunching with fewer steps failed"; }
+grep -q "at step 6, past \[train\] steps = 4: nothing to train" "$WORK/fewer.log" \
+  || { cat "$WORK/fewer.log"; fail "no warning for a checkpoint past [train] steps"; }
+echo "ok: a finished run relaunched trains nothing and says so"
+
 # Rank 0's storage takes 3 s more per checkpoint (fault plan) and the others wait for a synchronous
 # write under [checkpoint] timeout_s = 0.5: the job ends at once, rank 1 naming that deadline.
 echo "checkpoint_delay 3" > "$WORK/slow.txt"
