@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -96,6 +97,30 @@ std::string default_train_binary() {
   return "perigee-train";
 }
 
+// Whether `program` can be run: a path (with a '/') that is an executable regular file, or a name found
+// so in PATH. Else an error naming it: a missing binary must not pass for a job that died (relaunched
+// with back-off), which is what mpirun's exit status for it looks like.
+Status check_executable(const std::string& what, const std::string& program) {
+  auto runnable = [](const fs::path& p) {
+    std::error_code ec;
+    return fs::is_regular_file(p, ec) && access(p.c_str(), X_OK) == 0;
+  };
+  if (program.find('/') != std::string::npos) {
+    PERIGEE_REQUIRE(runnable(program), StatusCode::kNotFound, what, " '", program,
+                    "' is not an executable file");
+    return Status::ok();
+  }
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "";
+  for (size_t start = 0; start <= dirs.size();) {
+    const size_t end = std::min(dirs.find(':', start), dirs.size());
+    const std::string dir = dirs.substr(start, end - start);
+    if (runnable(fs::path(dir.empty() ? "." : dir) / program)) return Status::ok();
+    start = end + 1;
+  }
+  return make_error(StatusCode::kNotFound, what, " '", program, "' is not in PATH");
+}
+
 std::string join(const std::vector<std::string>& args) {
   std::string out;
   for (const std::string& a : args) out += (out.empty() ? "" : " ") + a;
@@ -157,6 +182,14 @@ int run(const Options& opt) {
     config.run.name = buf;
     overrides.push_back(str_cat("--run.name=", config.run.name));
   }
+  const std::string train_bin = opt.train.empty() ? default_train_binary() : opt.train;
+  for (const auto& [what, program] : {std::pair<const char*, std::string>{"--mpirun", opt.mpirun},
+                                      std::pair<const char*, std::string>{"--train-bin", train_bin}}) {
+    if (Status found = check_executable(what, program); !found.is_ok()) {
+      std::fprintf(stderr, "perigee-run: %s\n", found.message().c_str());
+      return kSetupErrorStatus;
+    }
+  }
   const std::string run_dir = (fs::path(config.run.dir) / config.run.name).string();
   const std::string checkpoint_dir = !cc.dir.empty() ? cc.dir : run_dir + "/checkpoints";
 
@@ -167,7 +200,7 @@ int run(const Options& opt) {
     if (geteuid() == 0) argv.push_back("--allow-run-as-root");
   }
   argv.insert(argv.end(), opt.mpirun_args.begin(), opt.mpirun_args.end());
-  argv.push_back(opt.train.empty() ? default_train_binary() : opt.train);
+  argv.push_back(train_bin);
   argv.push_back(opt.config);
   argv.insert(argv.end(), overrides.begin(), overrides.end());
 

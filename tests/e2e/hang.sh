@@ -150,6 +150,14 @@ policy silent 0 2 "stall watchdog: no progress" --stall-timeout 1
 rc=$?
 [[ $rc -eq 2 ]] && grep -q "a restart would start over" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "a config without checkpoints was not refused (exit $rc)"; }
 echo "policy no-checkpoint: refused with exit 2"
+for bad in "--train-bin $WORK/no-such-train" "--mpirun no-such-mpirun-in-path"; do
+  # shellcheck disable=SC2086  # two words on purpose
+  "$RUN_BIN" --np 2 $bad "$WORK/tiny.toml" > "$WORK/policy.log" 2>&1
+  rc=$?
+  [[ $rc -eq 2 ]] && grep -q "is not" "$WORK/policy.log" && ! grep -q "relaunch" "$WORK/policy.log" \
+    || { cat "$WORK/policy.log"; fail "perigee-run $bad: exit $rc, expected 2 and no launch"; }
+  echo "policy ${bad%% *}: $(head -1 "$WORK/policy.log")"
+done
 
 # ---- the real job -----------------------------------------------------------------------------------
 METRICS="$WORK/runs/hang/metrics.jsonl"
