@@ -191,6 +191,12 @@ std::vector<std::string> config_warnings(const Config& config);
 // The resolved config as pretty JSON text (every key, including defaults and derived values).
 std::string config_to_json(const Config& config);
 
+// The keys ("section.key") whose value in `config` differs from the one in `stored_json` (a
+// config_to_json text, e.g. a checkpoint's), one "train.seed: 1 -> 99" line each, in the order given.
+// Keys the stored text lacks (an older version's) and a text that does not parse give no line.
+std::vector<std::string> config_changes(const std::string& stored_json, const Config& config,
+                                        const std::vector<std::string>& keys);
+
 // One key of the schema, for key listings (--help) and documentation checks.
 struct ConfigKeyInfo {
   std::string section;        // "train"

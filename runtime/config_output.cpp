@@ -128,6 +128,27 @@ std::string config_to_json(const Config& config) {
   return root.dump(2);
 }
 
+std::vector<std::string> config_changes(const std::string& stored_json, const Config& config,
+                                        const std::vector<std::string>& keys) {
+  const nlohmann::json stored = nlohmann::json::parse(stored_json, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json now = nlohmann::json::parse(config_to_json(config));
+  std::vector<std::string> out;
+  if (!stored.is_object()) return out;
+  for (const std::string& key : keys) {
+    const size_t dot = key.find('.');
+    if (dot == std::string::npos) continue;
+    const std::string section = key.substr(0, dot), name = key.substr(dot + 1);
+    const auto s = stored.find(section);
+    const auto n = now.find(section);
+    if (s == stored.end() || !s->is_object() || n == now.end() || !s->contains(name) || !n->contains(name))
+      continue;
+    const nlohmann::json& before = (*s)[name];
+    const nlohmann::json& after = (*n)[name];
+    if (before != after) out.push_back(key + ": " + before.dump() + " -> " + after.dump());
+  }
+  return out;
+}
+
 std::vector<ConfigKeyInfo> config_schema() {
   const Config defaults;
   std::vector<ConfigKeyInfo> out;

@@ -18,6 +18,12 @@ namespace {
 using collectives::DataType;
 using Clock = std::chrono::steady_clock;
 
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const std::string& l : lines) out += (out.empty() ? "" : "; ") + l;
+  return out;
+}
+
 }  // namespace
 
 Status Trainer::setup_checkpoints() {
@@ -222,6 +228,23 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
         PERIGEE_CHECK(backend_->copy_to_device(live, host.data(), host.size() * sizeof(float)));
     }
   }
+  // Rank 0 says what the resumed run does differently from the one that wrote the checkpoint: other
+  // data settings mean other samples from here on; other optimizer settings are a user's choice.
+  bool same_data = true;
+  if (comm_->rank() == 0) {
+    const auto data = config_changes(snapshot->meta.config_json, config_,
+                                     {"data.train_file", "train.seed", "train.seq_len", "model.vocab_size"});
+    if (!data.empty()) {
+      same_data = false;
+      log::warn("resuming with other data settings than the run that wrote the checkpoint (", joined(data),
+                "): the samples from here on are not the ones that run would have seen");
+    }
+    const auto optimizer = config_changes(
+        snapshot->meta.config_json, config_,
+        {"train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.steps", "train.batch_size",
+         "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip"});
+    if (!optimizer.empty()) log::info("resuming with changed settings: ", joined(optimizer));
+  }
   next_step_ = header[0];
   train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
   resumed_from_step_ = next_step_;
@@ -230,7 +253,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   log::info("resumed from step ", next_step_, " (data position ", header[1], ")",
             header[2] != comm_->size()
                 ? str_cat("; written by ", header[2], " ranks, re-sharded to ", comm_->size(),
-                          " (the data position is global, so the sample order is unchanged)")
+                          same_data ? " (the data position is global, so the sample order is unchanged)" : "")
                 : std::string());
   return Status::ok();
 }

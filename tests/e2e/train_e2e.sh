@@ -115,9 +115,13 @@ grep -q "at the last step, 6: nothing to train" "$WORK/again.log" || { cat "$WOR
 [[ $(grep -c "validation at step 6" "$WORK/again.log") -eq 1 ]] || { cat "$WORK/again.log"; fail "the relaunch did not validate exactly once"; }
 grep -q "trained steps" "$WORK/again.log" && { cat "$WORK/again.log"; fail "a training summary for no steps"; }
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_done --checkpoint.every_steps=3 --train.steps=4 \
-  > "$WORK/fewer.log" 2>&1 || { cat "$WORK/fewer.log"; fail "relaunching with fewer steps failed"; }
+  --train.seed=99 > "$WORK/fewer.log" 2>&1 || { cat "$WORK/fewer.log"; fail "relaunching with fewer steps failed"; }
 grep -q "at step 6, past \[train\] steps = 4: nothing to train" "$WORK/fewer.log" \
   || { cat "$WORK/fewer.log"; fail "no warning for a checkpoint past [train] steps"; }
+grep -q "resuming with other data settings than the run that wrote the checkpoint (train.seed: [0-9]* -> 99)" \
+  "$WORK/fewer.log" || { cat "$WORK/fewer.log"; fail "no warning for a resume with another seed"; }
+grep -q "resuming with changed settings: train.steps: 6 -> 4" "$WORK/fewer.log" \
+  || { cat "$WORK/fewer.log"; fail "no line for a resume with other [train] steps"; }
 echo "ok: a finished run relaunched trains nothing and says so"
 
 # Rank 0's storage takes 3 s more per checkpoint (fault plan) and the others wait for a synchronous

@@ -283,5 +283,29 @@ TEST(ConfigWarnings, WarmupThatOutlastsTheRun) {
   EXPECT_EQ(config_warnings(c).size(), 1u);
 }
 
+// ----------------------------------------------------------------------------------------------
+// config_changes: what a resumed run does differently from the one that wrote the checkpoint.
+
+TEST(ConfigChanges, NamesEachChangedKeyWithBothValuesInTheOrderAsked) {
+  Config before;
+  before.data.train_file = "a.bin";
+  Config now = before;
+  now.train.seed = 99;
+  now.train.lr = 0.5;
+  now.data.train_file = "b.bin";
+  const std::string stored = config_to_json(before);
+  const auto lines =
+      config_changes(stored, now, {"data.train_file", "train.seed", "train.seq_len", "train.lr"});
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "data.train_file: \"a.bin\" -> \"b.bin\"");
+  EXPECT_EQ(lines[1], "train.seed: " + std::to_string(before.train.seed) + " -> 99");
+  EXPECT_EQ(lines[2].rfind("train.lr: ", 0), 0u) << lines[2];
+  EXPECT_TRUE(config_changes(stored, before, {"train.seed", "train.lr"}).empty());
+  // An older checkpoint's text without the key, a text that is not JSON, a key without a section.
+  EXPECT_TRUE(config_changes("{\"train\": {}}", now, {"train.seed"}).empty());
+  EXPECT_TRUE(config_changes("not json", now, {"train.seed"}).empty());
+  EXPECT_TRUE(config_changes(stored, now, {"seed"}).empty());
+}
+
 }  // namespace
 }  // namespace perigee::runtime
