@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace perigee {
 
@@ -35,6 +36,16 @@ std::string str_cat(Args&&... args) {
   std::ostringstream os;
   (os << ... << std::forward<Args>(args));
   return os.str();
+}
+
+// The items with `sep` between them: str_join({"a", "b"}, "; ") == "a; b".
+inline std::string str_join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += sep;
+    out += items[i];
+  }
+  return out;
 }
 
 // v with `digits` decimals, for messages and logs: fixed(1.2345, 2) == "1.23".

@@ -140,13 +140,13 @@ std::string key_hint(std::string_view section, std::string_view key) {
         return str_cat(" (did you mean [", f.section, "] ", f.key, "?)");
     }
   }
-  return str_cat(" (keys of [", section, "]: ", join(keys_of(section), ", "), ")");
+  return str_cat(" (keys of [", section, "]: ", str_join(keys_of(section), ", "), ")");
 }
 
 std::string sections_list() {
   std::vector<std::string> items;
   for (const std::string& s : section_names()) items.push_back("[" + s + "]");
-  return join(items, ", ");
+  return str_join(items, ", ");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,7 +376,7 @@ Status read_toml(std::string_view text, const std::string& label, Config* config
     lines.push_back(issue.line > 0 ? str_cat(label, ":", issue.line, ": ", issue.text)
                                    : str_cat(label, ": ", issue.text));
   }
-  return make_error(StatusCode::kInvalidArgument, join(lines, "\n"));
+  return make_error(StatusCode::kInvalidArgument, str_join(lines, "\n"));
 }
 
 }  // namespace
@@ -425,10 +425,10 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
       if (near) {
         hint = str_cat(" (did you mean ", *near, "?)");
       } else if (dot != std::string::npos && is_section(name.substr(0, dot))) {
-        hint =
-            str_cat(" (keys of [", name.substr(0, dot), "]: ", join(keys_of(name.substr(0, dot)), ", "), ")");
+        hint = str_cat(" (keys of [", name.substr(0, dot),
+                       "]: ", str_join(keys_of(name.substr(0, dot)), ", "), ")");
       } else {
-        hint = str_cat(" (sections: ", join(section_names(), ", "), ")");
+        hint = str_cat(" (sections: ", str_join(section_names(), ", "), ")");
       }
       errors.push_back(str_cat("command line: unknown key ", name.empty() ? "\"\"" : name, hint));
       continue;
@@ -437,7 +437,7 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
       errors.push_back(str_cat("command line: ", name, "=", value, ": ", *reason));
     }
   }
-  if (!errors.empty()) return make_error(StatusCode::kInvalidArgument, join(errors, "\n"));
+  if (!errors.empty()) return make_error(StatusCode::kInvalidArgument, str_join(errors, "\n"));
   return Status::ok();
 }
 

@@ -102,8 +102,6 @@ std::string toml_float(double v);
 // A quoted string with TOML/JSON-style escapes, for messages and TOML output.
 std::string quote(std::string_view s);
 
-std::string join(const std::vector<std::string>& items, std::string_view sep);
-
 std::string describe_range(const Range& r);
 
 std::string describe_choices(const std::vector<std::string_view>& choices);

@@ -68,15 +68,6 @@ std::string quote(std::string_view s) {
   return out + "\"";
 }
 
-std::string join(const std::vector<std::string>& items, std::string_view sep) {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i) out += sep;
-    out += items[i];
-  }
-  return out;
-}
-
 std::string describe_range(const Range& r) {
   const bool lo = std::isfinite(r.lo), hi = std::isfinite(r.hi);
   if (lo && hi) {
@@ -90,7 +81,7 @@ std::string describe_range(const Range& r) {
 
 std::string describe_choices(const std::vector<std::string_view>& choices) {
   std::vector<std::string> items(choices.begin(), choices.end());
-  return "one of " + join(items, ", ");
+  return "one of " + str_join(items, ", ");
 }
 
 // The per-key rule of one field ("" when none).

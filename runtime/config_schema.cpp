@@ -406,7 +406,7 @@ Status validate_config(Config* config) {
   if (errors.empty()) return Status::ok();
   const std::string label = config->source.empty() ? "config" : config->source;
   for (std::string& e : errors) e = str_cat(label, ": ", e);
-  return make_error(StatusCode::kInvalidArgument, join(errors, "\n"));
+  return make_error(StatusCode::kInvalidArgument, str_join(errors, "\n"));
 }
 
 std::vector<std::string> config_warnings(const Config& config) {

@@ -18,12 +18,6 @@ namespace {
 using collectives::DataType;
 using Clock = std::chrono::steady_clock;
 
-std::string joined(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const std::string& l : lines) out += (out.empty() ? "" : "; ") + l;
-  return out;
-}
-
 }  // namespace
 
 Status Trainer::setup_checkpoints() {
@@ -236,14 +230,15 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
                                      {"data.train_file", "train.seed", "train.seq_len", "model.vocab_size"});
     if (!data.empty()) {
       same_data = false;
-      log::warn("resuming with other data settings than the run that wrote the checkpoint (", joined(data),
+      log::warn("resuming with other data settings than the run that wrote the checkpoint (",
+                str_join(data, "; "),
                 "): the samples from here on are not the ones that run would have seen");
     }
     const auto optimizer = config_changes(
         snapshot->meta.config_json, config_,
         {"train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.steps", "train.batch_size",
          "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip"});
-    if (!optimizer.empty()) log::info("resuming with changed settings: ", joined(optimizer));
+    if (!optimizer.empty()) log::info("resuming with changed settings: ", str_join(optimizer, "; "));
   }
   next_step_ = header[0];
   train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
