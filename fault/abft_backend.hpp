@@ -88,6 +88,8 @@ class AbftBackend final : public kernels::Backend {
     return inner_->copy_to_host(host_dst, src, bytes);
   }
   Status synchronize() override { return inner_->synchronize(); }
+  Status memory_info(kernels::MemoryInfo* out) const override { return inner_->memory_info(out); }
+  uint64_t model_overhead_bytes(size_t n) const override { return inner_->model_overhead_bytes(n); }
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {

@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "core/status.hpp"
 #include "kernels/act.hpp"
@@ -48,6 +49,13 @@ struct AdamWRun {
   bool decay = false;  // AdamWParams::weight_decay applies; otherwise none
 };
 
+// The memory a backend allocates from, as it stands now.
+struct MemoryInfo {
+  uint64_t available = 0;  // bytes new allocations can still take
+  uint64_t total = 0;      // bytes
+  std::string where;       // "host RAM (MemAvailable)", "CUDA device 0 (NVIDIA H100 ...)"
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -62,6 +70,13 @@ class Backend {
   virtual Status copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual Status copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual Status synchronize() = 0;
+  // Before a large allocation: the CPU backend's host RAM (kernels/cpu/host_memory.hpp: MemAvailable
+  // within the memory cgroup's limits; Linux overcommits, so allocate() alone would not tell), the
+  // CUDA backend's device memory (cudaMemGetInfo).
+  virtual Status memory_info(MemoryInfo* out) const = 0;
+  // Bytes the backend allocates by itself for a model of n fp32 parameters (the CUDA backend's bf16
+  // weight cache); 0 by default.
+  virtual uint64_t model_overhead_bytes(size_t /*n_params*/) const { return 0; }
 
   // ---- forward / backward ops
   // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]

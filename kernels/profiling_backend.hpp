@@ -94,6 +94,8 @@ class ProfilingBackend final : public Backend {
   Status copy_to_device(void* dst, const void* host_src, size_t bytes) override;
   Status copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   Status synchronize() override { return collect(); }
+  Status memory_info(MemoryInfo* out) const override { return inner_->memory_info(out); }
+  uint64_t model_overhead_bytes(size_t n) const override { return inner_->model_overhead_bytes(n); }
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override;

@@ -64,6 +64,7 @@ struct DeviceConfig {
   std::string logits = "auto";       // storage of the logits and their gradient: "auto" | "fp32" | "bf16"
   std::string gelu_fusion = "auto";  // GELU in the MLP GEMMs' cuBLASLt epilogues: "auto" | "on" | "off"
   bool weight_cache = true;          // CUDA with precision bf16: GEMMs read a bf16 copy made once per pass
+  bool memory_check = true;          // refuse at setup a job that cannot fit in the free memory; false: warn
 
   bool operator==(const DeviceConfig&) const = default;
 };

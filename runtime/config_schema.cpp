@@ -123,6 +123,11 @@ const std::vector<Field>& schema() {
                     "CUDA with precision = bf16: round the weights into a bf16 copy once per forward pass (2 "
                     "bytes per parameter) that the GEMMs read, instead of rounding each GEMM's weight in the "
                     "forward and again in the backward; the same bits either way; ignored otherwise"),
+      PERIGEE_FIELD(
+          device, memory_check,
+          "before allocating, add up what the ranks on this host will hold in each memory (host RAM, "
+          "GPU) and refuse the job when it exceeds what is free there, listing the sizes; false: "
+          "a warning, and the job tries anyway"),
       // [comm]
       PERIGEE_FIELD(
           comm, backend,

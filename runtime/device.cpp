@@ -51,6 +51,9 @@ Status select_device(const Config& config, int local_rank, int local_ranks, Devi
     PERIGEE_CHECK(kernels::cuda::set_gelu_fusion(*out->backend, out->resolved.gelu_fusion == "on"));
     PERIGEE_CHECK(kernels::cuda::set_weight_cache(*out->backend, device.weight_cache));
     out->cuda_device = index;
+    const int gpu_count = static_cast<int>(gpus.size());
+    out->memory_ranks =
+        std::max(1, (local_ranks - 1 - index) / gpu_count + 1);  // r < local_ranks, r % gpus == index
     out->kind = str_cat("cuda sm_", gpus[index].sm_major, gpus[index].sm_minor);
     out->description = str_cat("cuda:", index, " (", gpus[index].name, ", ",
                                kernels::cuda::gpu_precision_description(precision),
@@ -65,6 +68,7 @@ Status select_device(const Config& config, int local_rank, int local_ranks, Devi
   out->backend = std::make_unique<kernels::cpu::CpuBackend>(threads);
   out->resolved = resolve_device_auto(device, config.fault.abft, /*cuda=*/false);
   out->cuda_device = -1;
+  out->memory_ranks = std::max(1, local_ranks);
   out->kind = "cpu";
   out->description = str_cat("cpu (fp32, OpenBLAS + OpenMP, ", threads, " thread(s) per rank)");
   return Status::ok();

@@ -22,6 +22,8 @@ struct DeviceSelection {
   int cuda_device = -1;     // the CUDA device the backend runs on; -1 = CPU backend
   std::string kind;         // what the ranks must agree on: "cpu", or "cuda sm_XY" (the architecture)
   DeviceConfig resolved;    // the [device] settings with every "auto" replaced by its value here
+  int memory_ranks = 1;     // the ranks on this host that allocate from this backend's memory (the
+                            // CPU: all of them; CUDA: those on the same GPU) for the memory check
 };
 
 // [device] with "auto" resolved for a CUDA (cuda = true) or CPU backend and [fault] abft:

@@ -159,6 +159,32 @@ GptModel::~GptModel() {
   }
 }
 
+std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kernels::Backend& backend,
+                                               int max_batch, int max_seq, kernels::DType activations,
+                                               kernels::DType logits, bool recompute) {
+  // An upper bound in double first: the exact layout below computes in size_t.
+  const double N = static_cast<double>(max_batch) * max_seq, C = shape.n_embd, L = shape.n_layer;
+  const double rough = 8.0 * N * (C * (16.0 * L + 8.0) + 2.0 * shape.padded_vocab) +
+                       4.0 * L * max_batch * shape.n_head * static_cast<double>(max_seq) * max_seq;
+  if (rough > 0x1p60) {
+    return {{str_cat("activations for ", max_batch, " x ", max_seq, " tokens (rough estimate)"),
+             rough >= 0x1p64 ? UINT64_MAX : static_cast<uint64_t>(rough)}};
+  }
+  const size_t n = ParameterTable::for_shape(shape).total();
+  const uint64_t ntok = static_cast<uint64_t>(max_batch) * max_seq * sizeof(int32_t);
+  const char* storage = activations == kernels::DType::kBF16 ? "bf16 GEMM operands" : "fp32";
+  std::vector<MemoryItem> items = {
+      {str_cat("parameters, gradients, AdamW m and v (4 x ", n, " fp32)"), 4 * n * sizeof(float)},
+      {str_cat("activations for ", max_batch, " x ", max_seq, " tokens (", storage,
+               recompute ? ", recompute" : "", ")"),
+       Acts(shape, backend, max_batch, max_seq, activations, logits, recompute).total},
+      {"input and target tokens", 2 * ntok}};
+  const uint64_t overhead = backend.model_overhead_bytes(n);
+  if (overhead > 0)
+    items.push_back({str_cat(backend.name(), " backend's own copies (bf16 weight cache)"), overhead});
+  return items;
+}
+
 Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
                       kernels::DType activations, kernels::DType logits, bool recompute) {
   PERIGEE_REQUIRE(backend_ == nullptr, StatusCode::kInternal, "GptModel::init called twice");

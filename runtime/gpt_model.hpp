@@ -16,6 +16,7 @@
 
 #include "core/status.hpp"
 #include "kernels/backend.hpp"
+#include "runtime/memory_budget.hpp"
 
 namespace perigee::runtime {
 
@@ -68,6 +69,13 @@ class GptModel {
   Status init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
               kernels::DType activations = kernels::DType::kF32, kernels::DType logits = kernels::DType::kF32,
               bool recompute = false);
+
+  // What init() with these arguments allocates on `backend`, item by item, without allocating (and
+  // what the backend adds for the model: model_overhead_bytes). For a shape whose tensors would not
+  // even be addressable (beyond 2^60 bytes) one item with a rough, saturated total.
+  static std::vector<MemoryItem> memory_items(const GptShape& shape, const kernels::Backend& backend,
+                                              int max_batch, int max_seq, kernels::DType activations,
+                                              kernels::DType logits, bool recompute);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }

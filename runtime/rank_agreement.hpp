@@ -6,8 +6,8 @@
 //
 // describe_job lists what decides the math and the data, as "key" -> "value":
 //   - every key of the resolved config (`section.key`, JSON values) except the node-local ones,
-//     kNodeLocalKeys: the config file's path, CPU threads, the progress bar, the paths of the run
-//     folder, the checkpoint folder and the input files (a node may mount them elsewhere), and
+//     kNodeLocalKeys: the config file's path, CPU threads, the memory check, the progress bar, the paths of
+//     the run folder, the checkpoint folder and the input files (a node may mount them elsewhere), and
 //     device.device (what it chose is job.backend);
 //   - job.backend: "cpu", or "cuda sm_XY" (another GPU architecture runs other kernels);
 //   - job.train_data, job.val_data: each token file's count, vocabulary and CRC-32 from its header
@@ -36,9 +36,9 @@ namespace perigee::runtime {
 
 using JobDescription = std::map<std::string, std::string>;
 
-inline constexpr std::array<std::string_view, 10> kNodeLocalKeys = {
-    "source",          "device.device", "device.threads", "run.progress", "run.dir",
-    "data.train_file", "data.val_file", "fault.plan",     "links.file",   "checkpoint.dir"};
+inline constexpr std::array<std::string_view, 11> kNodeLocalKeys = {
+    "source",          "device.device", "device.threads", "device.memory_check", "run.progress",  "run.dir",
+    "data.train_file", "data.val_file", "fault.plan",     "links.file",          "checkpoint.dir"};
 
 // The job as this rank sees it. `backend`: DeviceSelection::kind ("cpu", "cuda sm_90").
 JobDescription describe_job(const Config& config, const std::string& backend);

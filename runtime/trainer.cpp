@@ -83,6 +83,7 @@ Status Trainer::setup() {
       config_.device.activations == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   const kernels::DType logits =
       config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
+  PERIGEE_CHECK(check_memory(shape, acts, logits));
   // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
   PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits, tc.recompute));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));

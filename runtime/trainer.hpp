@@ -35,6 +35,13 @@ struct TrainerOptions {
   bool write_run_dir = true;  // run directory with config.json, metrics.jsonl, rank logs
   bool log_steps = true;      // per-step console lines (rank 0)
   bool progress_bar = false;  // draw a bar in the step lines (rank 0 on a terminal)
+  // The setup's memory check ([device] memory_check; runtime/memory_budget.hpp): the ranks on this
+  // host, those among them that allocate from this rank's backend memory (all of them on the CPU,
+  // those sharing its GPU with CUDA; perigee-train: DeviceSelection::memory_ranks), and whether rank
+  // 0, which alone stages checkpoints in host RAM, runs on this host.
+  int host_ranks = 1;
+  int memory_ranks = 1;
+  bool rank0_on_host = true;
 };
 
 // AbftOptions::operand_roundoff of the GEMMs a [device] runs (fault/abft_gemm.hpp): 0 on the CPU and
@@ -117,6 +124,9 @@ class Trainer {
   // Gradient buckets over grad_comm_ ([comm] bucket_mb, grad_dtype), hooked into the model's
   // backward pass.
   Status setup_gradient_buckets();
+  // Before the model allocates: the demands on the backend's memory and, for a GPU, rank 0's host RAM
+  // (collective: every rank measures before any allocates, and all fail together).
+  Status check_memory(const GptShape& shape, kernels::DType activations, kernels::DType logits);
   // forward, backward, gradient allreduce (with the injector's gradient faults), loss average, norm.
   Status compute_gradients(double* loss, double* grad_norm, double* comm_ms);
   // Post-update rungs: memory upsets (injection), rank death, replica digests.

@@ -26,12 +26,16 @@ namespace {
 using namespace perigee;
 namespace rt = perigee::runtime;
 
-// This rank's index among the ranks on its host, and their number.
-void local_ranks(int* local_rank, int* local_size) {
+// This rank's index among the ranks on its host, their number, and whether world rank 0 is one of them.
+void local_ranks(int* local_rank, int* local_size, bool* rank0_here) {
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, local_rank);
   MPI_Comm_size(local, local_size);
+  int world_rank = 0, lowest = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Allreduce(&world_rank, &lowest, 1, MPI_INT, MPI_MIN, local);
+  *rank0_here = lowest == 0;
   MPI_Comm_free(&local);
 }
 
@@ -85,7 +89,8 @@ int run_job(int argc, char** argv) {
 
   rt::DeviceSelection device;
   int local_rank = 0, local_size = 1;
-  local_ranks(&local_rank, &local_size);
+  bool rank0_here = true;
+  local_ranks(&local_rank, &local_size, &rank0_here);
   s = rt::select_device(config, local_rank, local_size, &device);
   if (agree_on_failure(s, "device setup") != 0) return 2;
   config.device = device.resolved;  // "auto" storage and fusion as chosen for this device
@@ -99,6 +104,9 @@ int run_job(int argc, char** argv) {
   rt::TrainerOptions options;
   const bool tty = isatty(STDOUT_FILENO) != 0;
   options.progress_bar = rank == 0 && (config.run.progress == "on" || (config.run.progress == "auto" && tty));
+  options.host_ranks = local_size;
+  options.memory_ranks = device.memory_ranks;
+  options.rank0_on_host = rank0_here;
   rt::Trainer trainer(config, comm.host.get(), device.backend.get(), options);
   trainer.set_gradient_communicator(&comm.gradient_comm());
   s = trainer.setup();

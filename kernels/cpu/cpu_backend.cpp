@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels/cpu/cpu_ops.hpp"
+#include "kernels/cpu/host_memory.hpp"
 
 namespace perigee::kernels::cpu {
 namespace {
@@ -91,6 +92,13 @@ Status CpuBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
 }
 
 Status CpuBackend::synchronize() {
+  return Status::ok();
+}
+
+Status CpuBackend::memory_info(MemoryInfo* out) const {
+  HostMemory host;
+  PERIGEE_CHECK(probe_host_memory(&host));
+  *out = MemoryInfo{host.available, host.total, str_cat("host RAM (", host.source, ")")};
   return Status::ok();
 }
 

@@ -15,7 +15,7 @@
 
 namespace perigee::kernels::cpu {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   // threads <= 0: the OpenMP default (OMP_NUM_THREADS when set, else every hardware thread).
   // Sets the calling thread's OpenMP thread count and OpenBLAS's to 1; every parallel region of this
@@ -34,6 +34,7 @@ class CpuBackend final : public Backend {
   Status copy_to_device(void* dst, const void* host_src, size_t bytes) override;
   Status copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   Status synchronize() override;
+  Status memory_info(MemoryInfo* out) const override;  // host RAM: probe_host_memory
 
   // ---- encoder.cpp
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,

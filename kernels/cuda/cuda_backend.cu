@@ -289,6 +289,20 @@ Status CudaBackend::allocate(void** ptr, size_t bytes) {
   return Status::ok();
 }
 
+Status CudaBackend::memory_info(MemoryInfo* out) const {
+  PERIGEE_CHECK_CUDA(cudaSetDevice(device_));
+  size_t free = 0, total = 0;
+  PERIGEE_CHECK_CUDA(cudaMemGetInfo(&free, &total));
+  cudaDeviceProp prop{};
+  PERIGEE_CHECK_CUDA(cudaGetDeviceProperties(&prop, device_));
+  *out = MemoryInfo{free, total, str_cat("CUDA device ", device_, " (", prop.name, ")")};
+  return Status::ok();
+}
+
+uint64_t CudaBackend::model_overhead_bytes(size_t n_params) const {
+  return weight_cache_on_ && precision_ == GpuPrecision::kBf16 ? n_params * sizeof(__nv_bfloat16) : 0;
+}
+
 void CudaBackend::release(void* ptr) {
   if (ptr == nullptr) return;
   cudaStreamSynchronize(stream_);

@@ -62,6 +62,9 @@ class CudaBackend final : public Backend {
   Status copy_to_device(void* dst, const void* host_src, size_t bytes) override;
   Status copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   Status synchronize() override;
+  Status memory_info(MemoryInfo* out) const override;  // cudaMemGetInfo on this backend's device
+  // The weight cache's bf16 copy when it is on (bf16 precision).
+  uint64_t model_overhead_bytes(size_t n_params) const override;
 
   // ---- forward / backward ops
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,

@@ -87,6 +87,9 @@ expect_error "bf16 activations with abft" "cannot run with \\[fault\\] abft" "$W
   --device.activations=bf16 --fault.abft=true
 expect_error "bf16 logits with fp32 activations" "needs bf16 activations" "$WORK/tiny.toml" \
   --device.activations=fp32 --device.logits=bf16
+# 1.3e13 parameters: refused at setup with the sizes, not OOM-killed while the pages fill.
+expect_error "a model larger than the host's memory" "the job does not fit in host RAM" "$WORK/tiny.toml" \
+  --model.n_layer=4096 --model.n_embd=16384
 
 # Each rank reads its own config (a file per node image): ranks that would run different jobs stop
 # before training, rank 0 naming the keys and the ranks; node-local keys (threads, token file paths

@@ -68,7 +68,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 81u);  // 6 model + 20 train + 2 data + 7 device + 5 comm + 17 links + 7 checkpoint
+  ASSERT_EQ(schema.size(), 82u);  // 6 model + 20 train + 2 data + 8 device + 5 comm + 17 links + 7 checkpoint
                                   // + 7 fault + 7 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
@@ -141,7 +141,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["model"].size(), 6u);
   EXPECT_EQ(j["train"].size(), 20u);
   EXPECT_EQ(j["data"].size(), 2u);
-  EXPECT_EQ(j["device"].size(), 7u);
+  EXPECT_EQ(j["device"].size(), 8u);
   EXPECT_EQ(j["comm"].size(), 5u);
   EXPECT_EQ(j["links"].size(), 17u);
   EXPECT_EQ(j["checkpoint"].size(), 7u);
@@ -201,7 +201,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 81u);
+    EXPECT_EQ(overrides.size(), 82u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
