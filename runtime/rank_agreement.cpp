@@ -24,13 +24,14 @@ std::string hex32(uint32_t v) {
   return text;
 }
 
-// What decides a token file's tokens: its header (the CRC covers every token).
+// What decides a token file's tokens: its header (the CRC covers every token). A file that cannot be
+// read is named with its path: the message then says which rank lacks what.
 std::string token_file_fingerprint(const std::string& path) {
   if (path.empty()) return "none";
   TokenFileHeader header;
   const Status s = read_token_header(path, &header);
-  if (s.code() == StatusCode::kNotFound) return "missing";
-  if (!s.is_ok()) return "unreadable";
+  if (s.code() == StatusCode::kNotFound) return str_cat("missing: ", path);
+  if (!s.is_ok()) return str_cat("unreadable: ", path);
   return str_cat(header.count, " tokens, vocabulary ", header.vocab_size, ", crc32 ",
                  hex32(header.token_crc32));
 }
@@ -39,7 +40,7 @@ std::string token_file_fingerprint(const std::string& path) {
 std::string file_fingerprint(const std::string& path) {
   if (path.empty()) return "none";
   std::ifstream in(path, std::ios::binary);
-  if (!in.is_open()) return std::filesystem::exists(path) ? "unreadable" : "missing";
+  if (!in.is_open()) return str_cat(std::filesystem::exists(path) ? "unreadable: " : "missing: ", path);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return str_cat(bytes.size(), " bytes, crc32 ", hex32(crc32(bytes.data(), bytes.size())));
 }

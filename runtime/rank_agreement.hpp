@@ -11,7 +11,8 @@
 //     device.device (what it chose is job.backend);
 //   - job.backend: "cpu", or "cuda sm_XY" (another GPU architecture runs other kernels);
 //   - job.train_data, job.val_data: each token file's count, vocabulary and CRC-32 from its header
-//     ("missing" or "unreadable" are values too; the trainer then reports the file itself; the
+//     ("missing: PATH" or "unreadable: PATH" are values too, so a rank that lacks its file is named
+//     with the path it looked at; where every rank lacks it alike the trainer reports the file; the
 //     validation file is "unused" without validation);
 //   - job.fault_plan, job.links_file: the size and CRC-32 of the fault plan and of a topology file
 //     (a plan decides which collectives a rank runs);

@@ -101,6 +101,13 @@ rc=$?
 grep -q "train.lr: 0.001 on rank 0; 0.002 on rank 1" "$WORK/err.log" && grep -q "model.n_layer: 2 on rank 0; 3 on rank 1" \
   "$WORK/err.log" || { cat "$WORK/err.log"; fail "the rank agreement message lacks the differing keys"; }
 echo "ok: ranks with different configs -> $(grep -m1 "train.lr:" "$WORK/err.log")"
+"${MPI[@]}" -np 1 "$TRAIN_BIN" "$WORK/tiny.toml" : -np 1 "$TRAIN_BIN" "$WORK/tiny.toml" \
+  --data.train_file="$WORK/not_on_this_node.bin" > "$WORK/err.log" 2>&1
+rc=$?
+[[ $rc -eq 2 ]] || { cat "$WORK/err.log"; fail "a rank without its token file: exit $rc, expected 2"; }
+grep -q "job.train_data: .* on rank 0; missing: $WORK/not_on_this_node.bin on rank 1" "$WORK/err.log" \
+  || { cat "$WORK/err.log"; fail "the rank agreement message does not name rank 1's missing file"; }
+echo "ok: a rank without its token file -> $(grep -m1 "job.train_data:" "$WORK/err.log" | cut -c1-160)"
 cp "$WORK/tok_val.bin" "$WORK/tok_val_copy.bin"
 cp "$WORK/tiny.toml" "$WORK/tiny_node1.toml"
 "${MPI[@]}" -np 1 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_local : -np 1 "$TRAIN_BIN" "$WORK/tiny_node1.toml" \

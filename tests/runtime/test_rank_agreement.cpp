@@ -77,7 +77,7 @@ TEST_F(RankAgreement, InputFilesAreComparedByContentAndFoldersBySetting) {
   b.checkpoint.dir = "";
   EXPECT_NE(describe_job(a, "cpu").at("job.checkpoint_dir"), describe_job(b, "cpu").at("job.checkpoint_dir"));
   b.fault.plan = (dir_ / "b" / "none.txt").string();
-  EXPECT_EQ(describe_job(b, "cpu").at("job.fault_plan"), "missing");
+  EXPECT_EQ(describe_job(b, "cpu").at("job.fault_plan"), "missing: " + b.fault.plan);
   b.links.topology = "file";
   b.links.file = a.fault.plan;
   EXPECT_EQ(describe_job(b, "cpu").at("job.links_file"), describe_job(a, "cpu").at("job.fault_plan"));
@@ -112,8 +112,8 @@ TEST_F(RankAgreement, MissingOrCorruptTokenFilesAreValuesToo) {
   config.data.val_file = (dir_ / "bad.bin").string();
   std::ofstream((dir_ / "bad.bin").string()) << std::string(100, 'x');  // past the header: bad magic
   const JobDescription job = describe_job(config, "cpu");
-  EXPECT_EQ(job.at("job.train_data"), "missing");
-  EXPECT_EQ(job.at("job.val_data"), "unreadable");
+  EXPECT_EQ(job.at("job.train_data"), "missing: " + config.data.train_file);
+  EXPECT_EQ(job.at("job.val_data"), "unreadable: " + config.data.val_file);
   config.data.val_file = "";
   EXPECT_EQ(describe_job(config, "cpu").at("job.val_data"), "none");
   config.train.val_every = 0;  // no validation: the file does not matter
