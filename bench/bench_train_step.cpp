@@ -277,8 +277,31 @@ int main(int argc, char** argv) {
   std::printf("# %-26s %6s %6s %6s %12s %10s %12s %9s %7s %10s\n", "model", "batch", "micro", "seq", "params",
               "ms/step", "tokens/s", "TFLOP/s", "MFU", on_cuda ? "peakGPU MiB" : "peakRSS MiB");
   nlohmann::ordered_json results = nlohmann::json::array();
+  nlohmann::ordered_json skipped = nlohmann::json::array();
+  auto dtype = [](const std::string& s) {
+    return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
+  };
   for (const auto& mc : cases) {
     for (const auto& [B, micro] : batch_cases(batches, micro_batches)) {
+      // A case that cannot fit in the free memory is skipped (the host would OOM-kill the sweep).
+      rt::MemoryDemand demand{"", 0,
+                              rt::GptModel::memory_items(mc.shape, *be, micro, mc.seq, dtype(activations),
+                                                         dtype(logits), recompute)};
+      kernels::MemoryInfo free_memory;
+      if (be->memory_info(&free_memory).is_ok() && demand.total() > free_memory.available) {
+        const std::string need = rt::format_bytes(demand.total()),
+                          have = rt::format_bytes(free_memory.available);
+        std::printf("  %-26s %6d %6d %6d skipped: needs %s, %s free in %s\n", mc.name.c_str(), B, micro,
+                    mc.seq, need.c_str(), have.c_str(), free_memory.where.c_str());
+        skipped.push_back({{"model", mc.name},
+                           {"batch", B},
+                           {"micro_batch", micro},
+                           {"seq", mc.seq},
+                           {"needs_bytes", demand.total()},
+                           {"free_bytes", free_memory.available},
+                           {"memory", free_memory.where}});
+        continue;
+      }
       reset_peak_rss();
       DeviceMemory mem;
       mem.cuda = on_cuda;
@@ -294,9 +317,6 @@ int main(int argc, char** argv) {
       std::string profile_table;
       {
         rt::GptModel model;
-        auto dtype = [](const std::string& s) {
-          return s == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
-        };
         PERIGEE_CHECK_OR_DIE(
             model.init(mc.shape, be, micro, mc.seq, dtype(activations), dtype(logits), recompute));
         PERIGEE_CHECK_OR_DIE(model.init_parameters(1));
@@ -419,8 +439,10 @@ int main(int argc, char** argv) {
                                 {"mfu_peak", peak_note},
                                 {"warmup", warmup},
                                 {"iters", iters},
-                                {"results", results}};
+                                {"results", results},
+                                {"skipped", skipped}};
   std::ofstream(json_path) << doc.dump(2) << "\n";
-  std::printf("# wrote %s (%zu cases)\n", json_path.c_str(), results.size());
+  std::printf("# wrote %s (%zu cases, %zu skipped for memory)\n", json_path.c_str(), results.size(),
+              skipped.size());
   return 0;
 }
