@@ -218,6 +218,8 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
       } else if (key == "burst" && kind != "death") {
         ok = parse_int(val, &spec.burst) && spec.burst >= 1;
         rate.burst = spec.burst;
+      } else if (kind == "death" && key == "launch") {
+        ok = parse_int(val, &death.launch) && death.launch >= 1;
       } else if (kind == "fault" && key == "occurrence") {
         ok = parse_int(val, &spec.occurrence) && spec.occurrence >= 0;
       } else if (kind == "fault" && key == "element") {
@@ -352,16 +354,16 @@ size_t FaultInjector::inject(FaultTarget target, int64_t step, float* buf, size_
   return upsets;
 }
 
-std::optional<int64_t> FaultInjector::death_step(int rank) const {
+std::optional<int64_t> FaultInjector::death_step(int rank, int launch) const {
   std::optional<int64_t> step;
   for (const auto& d : plan_.deaths) {
-    if (d.rank == rank && (!step || d.step < *step)) step = d.step;
+    if (d.rank == rank && d.launch == launch && (!step || d.step < *step)) step = d.step;
   }
   return step;
 }
 
-bool FaultInjector::rank_dead(int rank, int64_t step) const {
-  const auto d = death_step(rank);
+bool FaultInjector::rank_dead(int rank, int64_t step, int launch) const {
+  const auto d = death_step(rank, launch);
   return d && step >= *d;
 }
 

@@ -90,6 +90,7 @@ struct FaultRate {
 struct RankDeath {
   int rank = 0;
   int64_t step = 0;
+  int launch = 1;  // the launch (1 = the first; perigee-run numbers its relaunches 2, 3, ...) it happens in
 };
 
 struct FaultPlan {
@@ -122,7 +123,7 @@ double expected_upsets(double per_bit_per_day, double bits, double seconds);
 //   step_seconds 1.0
 //   fault target=gemm_output step=3 [occurrence=0] [rank=-1] [element=17] [bit=30] [bits=1] [mask=0x..]
 //   [burst=32] rate target=parameter per_bit_per_day=4.04e-7 [probability=0] [rank=-1] [bits=1] [burst=1]
-//   death rank=2 step=100
+//   death rank=2 step=100 [launch=1]
 //   checkpoint_delay 2.5
 //   load_delay 4
 Status parse_fault_plan(std::string_view text, FaultPlan* plan);
@@ -148,9 +149,10 @@ class FaultInjector {
   const std::vector<FaultRecord>& records() const { return records_; }
   void clear_records() { records_.clear(); }
 
-  // Rank deaths of the plan: the step at which `rank` dies, and whether it is dead at `step`.
-  std::optional<int64_t> death_step(int rank) const;
-  bool rank_dead(int rank, int64_t step) const;
+  // Rank deaths of the plan in launch `launch`: the step at which `rank` dies, and whether it is dead
+  // at `step`.
+  std::optional<int64_t> death_step(int rank, int launch = 1) const;
+  bool rank_dead(int rank, int64_t step, int launch = 1) const;
 
   // True when a scheduled fault or a rate of the plan can hit `target` on any rank (the same answer
   // on every rank, so ranks can agree on how to run a collective).

@@ -42,6 +42,10 @@ struct TrainerOptions {
   int host_ranks = 1;
   int memory_ranks = 1;
   bool rank0_on_host = true;
+  // Which launch of the job this is (1 = the first; perigee-run exports PERIGEE_LAUNCH), for the fault
+  // plan's `death ... launch=L`. 0 = not known: a fresh run counts as launch 1, and a resumed one, a
+  // relaunch of unknown number, meets no planned death.
+  int launch = 0;
 };
 
 // AbftOptions::operand_roundoff of the GEMMs a [device] runs (fault/abft_gemm.hpp): 0 on the CPU and

@@ -71,9 +71,10 @@ Status Trainer::after_update() {
   inject(fault::FaultTarget::kParameter, model_.params(), n);
   inject(fault::FaultTarget::kAdamM, model_.adam_m(), n);
   inject(fault::FaultTarget::kAdamV, model_.adam_v(), n);
-  // A planned rank death (first launch only, so that a relaunch past it does not die again).
-  if (injector_ && resumed_from_step_ < 0 && injector_->rank_dead(comm_->rank(), done)) {
-    log::warn("fault plan: rank ", comm_->rank(), " dies (SIGKILL) after step ", done);
+  // A planned rank death, in the launch the plan names (so that a relaunch past it does not die again).
+  const int launch = options_.launch > 0 ? options_.launch : (resumed_from_step_ < 0 ? 1 : 0);
+  if (injector_ && launch > 0 && injector_->rank_dead(comm_->rank(), done, launch)) {
+    log::warn("fault plan: rank ", comm_->rank(), " dies (SIGKILL) after step ", done, " in launch ", launch);
     std::fflush(nullptr);
     ::raise(SIGKILL);
   }

@@ -199,6 +199,9 @@ int run(const Options& opt) {
       argv.push_back(f);
     if (geteuid() == 0) argv.push_back("--allow-run-as-root");
   }
+  // Each launch's number reaches every rank (Open MPI forwards only the variables -x names to other
+  // hosts): a fault plan's `death ... launch=L` happens in that launch only.
+  argv.insert(argv.end(), {"-x", "PERIGEE_LAUNCH"});
   argv.insert(argv.end(), opt.mpirun_args.begin(), opt.mpirun_args.end());
   argv.push_back(train_bin);
   argv.push_back(opt.config);
@@ -228,6 +231,7 @@ int run(const Options& opt) {
     const NewestCheckpoint before = newest_checkpoint(checkpoint_dir, opt.np);
     say("launch ", restarts + 1, " of at most ", opt.max_restarts + 1, ": mpirun -np ", opt.np, "; ",
         before.note);
+    setenv("PERIGEE_LAUNCH", std::to_string(restarts + 1).c_str(), 1);  // inherited by mpirun
     const LaunchResult r = launch(argv, opt, handled, original_mask, run_dir, checkpoint_dir);
     if (r.exec_failed) return kSetupErrorStatus;
     if (r.stop_signal != 0) {

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,19 @@ void local_ranks(int* local_rank, int* local_size, bool* rank0_here) {
   MPI_Allreduce(&world_rank, &lowest, 1, MPI_INT, MPI_MIN, local);
   *rank0_here = lowest == 0;
   MPI_Comm_free(&local);
+}
+
+// PERIGEE_LAUNCH, which perigee-run sets to 1, 2, ... for each (re)launch; 0 when unset or malformed.
+int launch_index() {
+  const char* text = std::getenv("PERIGEE_LAUNCH");
+  if (text == nullptr) return 0;
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || v < 1 || v > 1000000) {
+    rt::log::warn("PERIGEE_LAUNCH=\"", text, "\" is not a launch number: ignored");
+    return 0;
+  }
+  return static_cast<int>(v);
 }
 
 // All ranks learn whether any rank failed. Returns 0 when none did; otherwise the lowest failing
@@ -107,6 +121,7 @@ int run_job(int argc, char** argv) {
   options.host_ranks = local_size;
   options.memory_ranks = device.memory_ranks;
   options.rank0_on_host = rank0_here;
+  options.launch = launch_index();
   rt::Trainer trainer(config, comm.host.get(), device.backend.get(), options);
   trainer.set_gradient_communicator(&comm.gradient_comm());
   s = trainer.setup();

@@ -226,6 +226,30 @@ TEST(FaultInjector, RankDeathsAreQueryable) {
   EXPECT_FALSE(inj.rank_dead(0, 1000));
 }
 
+TEST(FaultInjector, RankDeathsBelongToTheirLaunch) {
+  FaultPlan plan;
+  ASSERT_TRUE(parse_fault_plan(
+                  "death rank=1 step=3\ndeath rank=1 step=7 launch=2\ndeath rank=0 step=9 launch=3", &plan)
+                  .is_ok());
+  ASSERT_EQ(plan.deaths.size(), 3u);
+  EXPECT_EQ(plan.deaths[0].launch, 1);
+  EXPECT_EQ(plan.deaths[1].launch, 2);
+  FaultInjector inj(plan);
+  EXPECT_EQ(inj.death_step(1), 3);
+  EXPECT_EQ(inj.death_step(1, 2), 7);
+  EXPECT_FALSE(inj.death_step(1, 3).has_value());
+  EXPECT_FALSE(inj.death_step(0).has_value());
+  EXPECT_EQ(inj.death_step(0, 3), 9);
+  EXPECT_TRUE(inj.rank_dead(1, 3));
+  EXPECT_FALSE(inj.rank_dead(1, 6, 2)) << "launch 2 passes step 3 alive";
+  EXPECT_TRUE(inj.rank_dead(1, 7, 2));
+  for (const char* bad : {"death rank=1 step=3 launch=0", "death rank=1 step=3 launch=x",
+                          "fault target=activation step=1 launch=2"}) {
+    FaultPlan p;
+    EXPECT_EQ(parse_fault_plan(bad, &p).code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(FaultInjector, TargetsAnswersAlikeOnEveryRank) {
   FaultPlan plan;
   plan.faults.push_back(FaultSpec{FaultTarget::kGradientPreAllreduce, 3, 0, /*rank=*/1});
