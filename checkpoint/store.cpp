@@ -34,13 +34,44 @@ constexpr const char* kPrefix = "ckpt-";
 constexpr const char* kSuffix = ".h5";
 constexpr const char* kTmpSuffix = ".tmp";
 
-bool is_leftover_tmp(const std::string& name) {
+}  // namespace
+
+bool CheckpointStore::is_leftover(const std::string& name) {
   if (name == std::string(CheckpointStore::kLatestName) + kTmpSuffix) return true;
   if (name == CheckpointStore::kProbeName) return true;
   const size_t n = name.size(), t = std::strlen(kTmpSuffix);
   int64_t step = 0;
   return n > t && name.compare(n - t, t, kTmpSuffix) == 0 &&
          CheckpointStore::parse_file_name(name.substr(0, n - t), &step);
+}
+
+namespace {
+
+// A name the store writes to (ckpt-<step>.h5, `latest`, or their .tmp) that is not a file it can
+// rename over: a folder. rename(2) replaces a file or a link, never a folder.
+bool blocks_writes(const fs::directory_entry& entry, const std::string& name) {
+  std::error_code ec;
+  if (!entry.is_directory(ec) || entry.is_symlink(ec)) return false;
+  int64_t step = 0;
+  const size_t n = name.size(), t = std::strlen(kTmpSuffix);
+  const std::string stem = n > t && name.compare(n - t, t, kTmpSuffix) == 0 ? name.substr(0, n - t) : name;
+  return stem == CheckpointStore::kLatestName || CheckpointStore::parse_file_name(stem, &step);
+}
+
+// `s` for a message: at most `max` bytes, control and non-ASCII bytes as \xNN.
+std::string printable(const std::string& s, size_t max) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
 }
 
 Status remove_file(const std::string& path) {
@@ -203,7 +234,7 @@ Status CheckpointStore::open(const std::string& dir, const StoreOptions& options
   store.options_ = options;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && is_leftover_tmp(name)) {
+    if (entry.is_regular_file() && is_leftover(name)) {
       PERIGEE_CHECK(remove_file(entry.path().string()));
       store.cleaned_.push_back(entry.path().string());
     }
@@ -231,6 +262,16 @@ Status CheckpointStore::check_writable() const {
                   probe, ": ", close_error);
   PERIGEE_REQUIRE(removed, StatusCode::kIoError, "checkpoint folder '", dir_, "': cannot remove ", probe,
                   ": ", errno_text());
+  // A folder at a name a commit renames onto would fail that commit (and every relaunch's, at the same
+  // step): say so now.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    PERIGEE_REQUIRE(!blocks_writes(entry, name), StatusCode::kIoError, "checkpoint folder '", dir_, "': '",
+                    entry.path().string(), "' is a folder where a checkpoint file or the '", kLatestName,
+                    "' pointer is written; move it away");
+  }
+  if (ec) return make_error(StatusCode::kIoError, "listing checkpoint folder '", dir_, "': ", ec.message());
   return Status::ok();
 }
 
@@ -264,7 +305,7 @@ Status CheckpointStore::read_latest_pointer(std::string* name) const {
   int64_t step = 0;
   if (!parse_file_name(content, &step))
     return make_error(StatusCode::kIoError, "'", path, "' does not name a checkpoint file (content '",
-                      content.substr(0, 64), "')");
+                      printable(content, 64), "')");
   *name = content;
   return Status::ok();
 }
@@ -350,6 +391,12 @@ Status CheckpointStore::load(const std::string& path, const Expectation& expecte
                              Compatibility* compatibility) const {
   CheckpointHeader header;
   PERIGEE_CHECK(read_header(path, &header));
+  // The folder is ordered by the steps in the names: a file whose name says another step (copied or
+  // renamed by hand) would be taken for a newer checkpoint than it is.
+  int64_t named = 0;
+  PERIGEE_REQUIRE(!parse_file_name(fs::path(path).filename().string(), &named) || named == header.meta.step,
+                  StatusCode::kIoError, "checkpoint '", path, "': the file name says step ", named,
+                  " but the file holds step ", header.meta.step);
   PERIGEE_CHECK(check_compatible(path, header, expected, compatibility));
   PERIGEE_CHECK(read_snapshot(path, out, &header));
   return Status::ok();
@@ -370,8 +417,16 @@ Status CheckpointStore::load_latest(const Expectation& expected, Snapshot* out, 
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
-    if (is_leftover_tmp(name))
+    int64_t step = 0;
+    if (is_leftover(name)) {
       note(str_cat("ignoring '", entry.path().string(), "' (left by an interrupted write)"));
+    } else if (parse_file_name(name, &step) && !entry.is_regular_file(ec)) {
+      note(str_cat("ignoring '", entry.path().string(), "': ",
+                   entry.is_directory(ec) ? "a folder"
+                   : entry.is_symlink(ec) ? "a link to nothing readable"
+                                          : "not a regular file",
+                   ", not a checkpoint file"));
+    }
   }
 
   std::string latest;
@@ -386,7 +441,8 @@ Status CheckpointStore::load_latest(const Expectation& expected, Snapshot* out, 
     const bool exists = std::any_of(entries.begin(), entries.end(),
                                     [&](const CheckpointEntry& e) { return e.step == latest_step; });
     if (!exists)
-      note(str_cat("stale '", kLatestName, "' pointer: '", latest, "' does not exist in '", dir_, "'"));
+      note(str_cat("stale '", kLatestName, "' pointer: '", latest, "' is not a checkpoint file in '", dir_,
+                   "'"));
     else if (entries.front().step > latest_step)
       note(str_cat(
           "'", kLatestName, "' names '", latest, "' but '", file_name(entries.front().step),

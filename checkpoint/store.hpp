@@ -126,6 +126,8 @@ class CheckpointStore {
   // Leftover files open() removed.
   const std::vector<std::string>& cleaned_at_open() const { return cleaned_; }
 
+  // A leftover of a cut write that open() removes: ckpt-<step>.h5.tmp, latest.tmp, kProbeName.
+  static bool is_leftover(const std::string& name);
   // "ckpt-00000120.h5" for 120; parse accepts any number of digits.
   static std::string file_name(int64_t step);
   static bool parse_file_name(const std::string& name, int64_t* step);

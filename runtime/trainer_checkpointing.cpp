@@ -55,6 +55,8 @@ Status Trainer::setup_checkpoints() {
     so.keep_last = cc.keep_last;
     store_ = std::make_unique<checkpoint::CheckpointStore>();
     PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
+    for (const std::string& path : store_->cleaned_at_open())
+      log::info("checkpoint folder: removed '", path, "' (left by an interrupted write)");
     if (checkpoint_enabled_) {
       PERIGEE_CHECK(refuse_fresh_run_over_checkpoints());
       PERIGEE_CHECK(store_->check_writable());  // now, not at the first background write

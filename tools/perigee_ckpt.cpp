@@ -61,7 +61,7 @@ int verify(const std::string& target) {
       int64_t step = 0;
       if (ck::CheckpointStore::parse_file_name(name, &step)) {
         files.emplace_back(step, e.path().string());
-      } else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+      } else if (ck::CheckpointStore::is_leftover(name)) {
         std::printf(
             "note  %s: leftover of a cut write (loads ignore it; the store removes it when it opens)\n",
             name.c_str());

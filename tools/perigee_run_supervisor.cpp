@@ -78,6 +78,12 @@ NewestCheckpoint newest_checkpoint(const std::string& dir, int np) {
                        "); perigee-train falls back to the newest one that verifies");
     return out;
   }
+  if (header.meta.step != out.step) {
+    out.note =
+        str_cat("newest checkpoint ", out.path, " holds step ", header.meta.step,
+                ", not the step its name says; perigee-train skips it for the newest one that verifies");
+    return out;
+  }
   out.note =
       str_cat("resuming from ", fs::path(out.path).filename().string(), " (step ", header.meta.step, ")");
   if (header.meta.world_size != np) {

@@ -232,12 +232,72 @@ TEST_F(Store, StaleLatestIsReported) {
   test_support::write_bytes(dir_.file("latest"), "ckpt-00000040.h5\n");
   LoadReport rep = expect_load(30, 0);
   ASSERT_EQ(rep.notes.size(), 1u);
-  EXPECT_NE(rep.notes[0].find("stale 'latest' pointer: 'ckpt-00000040.h5' does not exist"), std::string::npos)
+  EXPECT_NE(rep.notes[0].find("stale 'latest' pointer: 'ckpt-00000040.h5' is not a checkpoint file"),
+            std::string::npos)
       << rep.notes[0];
   test_support::write_bytes(dir_.file("latest"), "../../etc/passwd\n");
   rep = expect_load(30, 0);
   ASSERT_EQ(rep.notes.size(), 1u);
   EXPECT_NE(rep.notes[0].find("does not name a checkpoint file"), std::string::npos) << rep.notes[0];
+  test_support::write_bytes(dir_.file("latest"), std::string("ck\x01\xff\tpt") + std::string(100, 'x'));
+  rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 1u);
+  EXPECT_NE(rep.notes[0].find("(content 'ck\\x01\\xff\\x09pt" + std::string(57, 'x') + "...')"),
+            std::string::npos)
+      << "bytes a terminal or grep would choke on are escaped, the rest cut: " << rep.notes[0];
+}
+
+// A copy or rename by hand that puts an old state under a newer step's name is not taken for the newest
+// checkpoint: the load checks the step inside against the name, skips it and takes the newest good one.
+TEST_F(Store, AFileWhoseNameSaysAnotherStepIsSkipped) {
+  commit_three();
+  fs::copy_file(store_.path_for_step(10), store_.path_for_step(40));
+  const LoadReport rep = expect_load(30, 1);
+  EXPECT_EQ(rep.skipped[0].path, store_.path_for_step(40));
+  EXPECT_NE(reason0(rep).find("ckpt-00000040.h5': the file name says step 40 but the file holds step 10"),
+            std::string::npos)
+      << reason0(rep);
+}
+
+// A folder where a commit renames a file (a checkpoint name, `latest`, or their .tmp) would fail that
+// commit and every relaunch's at the same step: the write probe refuses it at setup, naming it, and the
+// load notes it. A link in the way is fine: rename replaces a link.
+TEST_F(Store, AFolderInTheWayOfCommitsIsRefusedBeforeTheFirstWrite) {
+  commit_three();
+  for (const std::string name : {"latest", "ckpt-00000040.h5", "ckpt-00000050.h5.tmp", "latest.tmp"}) {
+    fs::remove(dir_.file(name));
+    fs::create_directory(dir_.file(name));
+    const Status s = store_.check_writable();
+    EXPECT_EQ(s.code(), StatusCode::kIoError) << name;
+    EXPECT_NE(s.message().find("'" + dir_.file(name) +
+                               "' is a folder where a checkpoint file or the 'latest' "
+                               "pointer is written; move it away"),
+              std::string::npos)
+        << s.message();
+    fs::remove(dir_.file(name));
+  }
+  test_support::write_bytes(dir_.file("latest"), "ckpt-00000030.h5\n");
+  fs::create_directory(dir_.file("ckpt-00000040.h5"));
+  fs::create_symlink("/nonexistent", dir_.file("ckpt-00000050.h5"));
+  fs::create_directory(dir_.file("notes"));  // not a name the store writes
+  EXPECT_FALSE(store_.check_writable().is_ok());
+  fs::remove(dir_.file("ckpt-00000040.h5"));
+  EXPECT_TRUE(store_.check_writable().is_ok()) << "a dangling link or another folder does not block commits";
+  fs::create_directory(dir_.file("ckpt-00000040.h5"));
+  const LoadReport rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 2u);
+  std::string notes = rep.notes[0] + "\n" + rep.notes[1];
+  EXPECT_NE(notes.find("ignoring '" + dir_.file("ckpt-00000040.h5") + "': a folder, not a checkpoint file"),
+            std::string::npos)
+      << notes;
+  EXPECT_NE(notes.find("ignoring '" + dir_.file("ckpt-00000050.h5") + "': a link to nothing readable"),
+            std::string::npos)
+      << notes;
+  // The commit over the link replaces it.
+  fs::remove(dir_.file("ckpt-00000040.h5"));
+  snaps_[50] = make_snapshot(50, 50);
+  PERIGEE_CHECK_OR_DIE(store_.commit(snaps_[50]));
+  expect_load(50, 0);
 }
 
 TEST_F(Store, LatestBehindTheNewestCompleteFile) {
