@@ -77,7 +77,7 @@ Status DataLoader::open(const std::string& path, const DataLoaderOptions& option
 
   DataLoader loader;
   loader.options_ = options;
-  TokenFileHeader header;
+  TokenFileHeader& header = loader.header_;
   PERIGEE_CHECK(read_token_file(path, &loader.tokens_, &header));
   if (options.model_vocab > 0) {  // now, not when a batch first holds such a token (on one rank)
     const auto bad = std::find_if(loader.tokens_.begin(), loader.tokens_.end(),

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/status.hpp"
+#include "runtime/token_file.hpp"
 
 namespace perigee::runtime {
 
@@ -43,6 +44,8 @@ class DataLoader {
   int seq_len() const { return options_.seq_len; }
   uint64_t num_samples() const { return num_samples_; }
   uint64_t num_tokens() const { return tokens_.size(); }
+  // The token file's header (count, vocabulary, CRC-32 of the tokens): what identifies the data.
+  const TokenFileHeader& file_header() const { return header_; }
 
   // Fills inputs/targets [local_batch * seq_len] for the next global batch and advances the cursor.
   void next_batch(int32_t* inputs, int32_t* targets);
@@ -63,6 +66,7 @@ class DataLoader {
 
   DataLoaderOptions options_;
   std::vector<int32_t> tokens_;
+  TokenFileHeader header_;
   uint64_t num_samples_ = 0;
   DataCursor cursor_;
   mutable std::vector<uint64_t> permutation_;  // for permutation_epoch_

@@ -1,5 +1,7 @@
 #include "runtime/trainer_checkpoint.hpp"
 
+#include <cstdio>
+
 #include "runtime/optimizer.hpp"
 
 namespace perigee::runtime {
@@ -23,7 +25,8 @@ std::vector<checkpoint::View> views_of(const ParameterTable& table) {
 
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
                                               int world_size, const DataCursor& cursor, double last_lr,
-                                              const InvariantWindow& window) {
+                                              const InvariantWindow& window,
+                                              const TokenFileHeader& train_data) {
   checkpoint::SnapshotMeta m;
   m.step = step;
   m.world_size = world_size;
@@ -42,7 +45,28 @@ checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptMod
     m.series[kInvariantLossesSeries] = window.losses;
     m.series[kInvariantNormsSeries] = window.grad_norms;
   }
+  m.series[kTrainDataSeries] = {static_cast<double>(train_data.count),
+                                static_cast<double>(train_data.vocab_size),
+                                static_cast<double>(train_data.token_crc32)};
   return m;
+}
+
+std::string train_data_change(const checkpoint::SnapshotMeta& meta, const TokenFileHeader& now,
+                              const std::string& path) {
+  const auto it = meta.series.find(kTrainDataSeries);
+  if (it == meta.series.end()) return "";
+  const std::vector<double> mine = {static_cast<double>(now.count), static_cast<double>(now.vocab_size),
+                                    static_cast<double>(now.token_crc32)};
+  if (it->second == mine) return "";
+  auto describe = [](const std::vector<double>& v) {
+    if (v.size() != 3) return str_cat(v.size(), " values");
+    char crc[16];
+    std::snprintf(crc, sizeof(crc), "%08llx", static_cast<unsigned long long>(v[2]));
+    return str_cat(static_cast<uint64_t>(v[0]), " tokens, vocabulary ", static_cast<uint64_t>(v[1]),
+                   ", crc32 ", crc);
+  };
+  return str_cat(path, " holds other tokens than the file the checkpoint was trained on (then ",
+                 describe(it->second), "; now ", describe(mine), ")");
 }
 
 checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotMeta meta) {

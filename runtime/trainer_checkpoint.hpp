@@ -24,11 +24,19 @@ inline constexpr const char* kAdamVBuffer = "adam_v";
 // The fault ladder's window as two series (both absent while it is empty).
 inline constexpr const char* kInvariantLossesSeries = "invariant_losses";
 inline constexpr const char* kInvariantNormsSeries = "invariant_grad_norms";
+// What identifies the training tokens: the token file's count, vocabulary and CRC-32 (exact in float64).
+inline constexpr const char* kTrainDataSeries = "train_data";
 
-// Metadata of the state after `step` completed steps.
+// Metadata of the state after `step` completed steps; `train_data`: the training token file's header.
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
                                               int world_size, const DataCursor& cursor, double last_lr,
-                                              const InvariantWindow& window);
+                                              const InvariantWindow& window,
+                                              const TokenFileHeader& train_data);
+
+// "" when the checkpoint's training tokens are those of `now` (or it does not record them: older
+// files); else "<path> holds other tokens than ...: then ..., now ..." for a warning.
+std::string train_data_change(const checkpoint::SnapshotMeta& meta, const TokenFileHeader& now,
+                              const std::string& path);
 
 // Live buffers of `model` (copied out through its backend when staged).
 checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotMeta meta);

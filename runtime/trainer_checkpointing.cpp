@@ -87,9 +87,9 @@ Status Trainer::setup_checkpoints() {
           return store->commit(s, stats);
         });
     // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
-    PERIGEE_CHECK(writer_->prepare(
-        make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
-                                                       train_.cursor(), last_lr_, invariants_.window()))));
+    PERIGEE_CHECK(writer_->prepare(make_state_source(
+        model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_,
+                                     invariants_.window(), train_.file_header()))));
   }
   return Status::ok();
 }
@@ -236,6 +236,13 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
                 str_join(data, "; "),
                 "): the samples from here on are not the ones that run would have seen");
     }
+    const std::string tokens =
+        train_data_change(snapshot->meta, train_.file_header(), config_.data.train_file);
+    if (!tokens.empty()) {
+      same_data = false;
+      log::warn("resuming on other data: ", tokens,
+                ": the samples from here on are not the ones that run would have seen");
+    }
     const auto optimizer = config_changes(
         snapshot->meta.config_json, config_,
         {"train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.steps", "train.batch_size",
@@ -263,8 +270,9 @@ Status Trainer::save_checkpoint() {
   if (comm_->rank() != 0) return Status::ok();
   checkpoint::StageStats st;
   PERIGEE_CHECK(writer_->stage(
-      make_state_source(model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(),
-                                                     train_.cursor(), last_lr_, invariants_.window())),
+      make_state_source(
+          model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_,
+                                       invariants_.window(), train_.file_header())),
       &st));
   checkpoint::WriteRecord rec;
   if (!config_.checkpoint.async) PERIGEE_CHECK(writer_->wait(&rec));

@@ -124,6 +124,7 @@ echo "ok: node-local keys may differ between ranks"
 grep -q "at the last step, 6: nothing to train" "$WORK/again.log" || { cat "$WORK/again.log"; fail "no 'nothing to train' line"; }
 [[ $(grep -c "validation at step 6" "$WORK/again.log") -eq 1 ]] || { cat "$WORK/again.log"; fail "the relaunch did not validate exactly once"; }
 grep -q "trained steps" "$WORK/again.log" && { cat "$WORK/again.log"; fail "a training summary for no steps"; }
+grep -q "resuming on other data" "$WORK/again.log" && { cat "$WORK/again.log"; fail "the same token file taken for other data"; }
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_done --checkpoint.every_steps=3 --train.steps=4 \
   --train.seed=99 > "$WORK/fewer.log" 2>&1 || { cat "$WORK/fewer.log"; fail "relaunching with fewer steps failed"; }
 grep -q "at step 6, past \[train\] steps = 4: nothing to train" "$WORK/fewer.log" \
@@ -133,6 +134,20 @@ grep -q "resuming with other data settings than the run that wrote the checkpoin
 grep -q "resuming with changed settings: train.steps: 6 -> 4" "$WORK/fewer.log" \
   || { cat "$WORK/fewer.log"; fail "no line for a resume with other [train] steps"; }
 echo "ok: a finished run relaunched trains nothing and says so"
+
+# Other tokens at the same path (the config is unchanged): the checkpoint records the token file's
+# count and CRC, and the resume warns with both.
+mkdir -p "$WORK/other"
+e2e_make_tokens "$DATA_BIN" "$WORK/other" "lost its sun sensor and rebooted twice before dawn."
+cp "$WORK/tok_train.bin" "$WORK/moving.bin"
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_moving --checkpoint.every_steps=3 --train.steps=3 \
+  --data.train_file="$WORK/moving.bin" > "$WORK/moving.log" 2>&1 || { cat "$WORK/moving.log"; fail "the run on moving.bin failed"; }
+cp "$WORK/other/tok_train.bin" "$WORK/moving.bin"
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_moving --checkpoint.every_steps=3 \
+  --data.train_file="$WORK/moving.bin" > "$WORK/moved.log" 2>&1 || { cat "$WORK/moved.log"; fail "the resume on other tokens failed"; }
+grep -q "resuming on other data: $WORK/moving.bin holds other tokens than the file the checkpoint was trained on (then [0-9]* tokens, vocabulary 256, crc32 [0-9a-f]*; now [0-9]* tokens" \
+  "$WORK/moved.log" || { cat "$WORK/moved.log"; fail "no warning for other tokens at the same path"; }
+echo "ok: other tokens at the same path -> $(grep -m1 -o "resuming on other data.*" "$WORK/moved.log" | cut -c1-150)"
 
 # Rank 0's storage takes 3 s more per checkpoint (fault plan) and the others wait for a synchronous
 # write under [checkpoint] timeout_s = 0.5: the job ends at once, rank 1 naming that deadline.
