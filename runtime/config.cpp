@@ -441,6 +441,22 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
   return Status::ok();
 }
 
+namespace {
+
+// The section.key names the overrides set (the unknown ones were refused by apply_overrides).
+std::set<std::string> override_keys(const std::vector<std::string>& overrides) {
+  std::set<std::string> keys;
+  for (const std::string& raw : overrides) {
+    std::string_view text = trim(raw);
+    if (text.starts_with("--")) text.remove_prefix(2);
+    const size_t eq = text.find('=');
+    if (eq != std::string_view::npos) keys.insert(std::string(trim(text.substr(0, eq))));
+  }
+  return keys;
+}
+
+}  // namespace
+
 Status parse_config(const std::string& toml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides, Config* out) {
   PERIGEE_REQUIRE(out != nullptr, StatusCode::kInvalidArgument, "parse_config: out is null");
@@ -448,7 +464,7 @@ Status parse_config(const std::string& toml_text, const std::string& source_name
   config.source = source_name;
   PERIGEE_CHECK(read_toml(toml_text, source_name.empty() ? std::string("<config>") : source_name, &config));
   PERIGEE_CHECK(apply_overrides(overrides, &config));
-  PERIGEE_CHECK(validate_config(&config));
+  PERIGEE_CHECK(validate_config(&config, override_keys(overrides)));
   *out = std::move(config);
   return Status::ok();
 }
@@ -458,7 +474,7 @@ Status load_config(const std::string& path, const std::vector<std::string>& over
   if (path.empty()) {
     Config config;
     PERIGEE_CHECK(apply_overrides(overrides, &config));
-    PERIGEE_CHECK(validate_config(&config));
+    PERIGEE_CHECK(validate_config(&config, override_keys(overrides)));
     *out = std::move(config);
     return Status::ok();
   }

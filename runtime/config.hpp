@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -184,6 +185,9 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
 
 // Checks ranges and cross-field rules; fills derived values (model.padded_vocab).
 Status validate_config(Config* config);
+// The same; an error about a key in `command_line_keys` ("section.key", given as an override) names
+// the command line instead of the config file as its source.
+Status validate_config(Config* config, const std::set<std::string>& command_line_keys);
 
 // Settings that are valid but most likely not meant (a warmup that outlasts the run, ...), one line
 // each, for the log; empty when there is nothing to say. Reads a validated config.

@@ -299,6 +299,10 @@ std::optional<std::string> check_field(const Field& f, const Config& config) {
 }  // namespace
 
 Status validate_config(Config* config) {
+  return validate_config(config, {});
+}
+
+Status validate_config(Config* config, const std::set<std::string>& command_line_keys) {
   PERIGEE_REQUIRE(config != nullptr, StatusCode::kInvalidArgument, "validate_config: config is null");
   std::vector<std::string> errors;
   for (const Field& f : schema()) {
@@ -410,7 +414,14 @@ Status validate_config(Config* config) {
 
   if (errors.empty()) return Status::ok();
   const std::string label = config->source.empty() ? "config" : config->source;
-  for (std::string& e : errors) e = str_cat(label, ": ", e);
+  for (std::string& e : errors) {
+    // "[section] key: ..." -> "section.key": an override's value is the command line's, not the file's.
+    const size_t close = e.find("] "), colon = e.find(':');
+    const bool overridden =
+        e.starts_with("[") && close != std::string::npos && colon != std::string::npos && colon > close &&
+        command_line_keys.count(str_cat(e.substr(1, close - 1), ".", e.substr(close + 2, colon - close - 2)));
+    e = str_cat(overridden ? std::string("command line") : label, ": ", e);
+  }
   return make_error(StatusCode::kInvalidArgument, str_join(errors, "\n"));
 }
 

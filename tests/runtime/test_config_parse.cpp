@@ -319,7 +319,7 @@ TEST(ConfigOverride, TakePrecedenceOverFileInOrder) {
 }
 
 TEST(ConfigOverride, ResultIsValidated) {
-  EXPECT_CONTAINS(parse_error("", {"train.lr=-1"}), "configs/x.toml: [train] lr: must be > 0 (got -1)");
+  EXPECT_CONTAINS(parse_error("", {"train.lr=-1"}), "command line: [train] lr: must be > 0 (got -1)");
   // An override can also repair a file value that alone would be invalid.
   Config c = parse_ok("[train]\nseq_len = 512\n", {"model.context=512"});
   EXPECT_EQ(c.train.seq_len, 512);

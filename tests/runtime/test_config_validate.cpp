@@ -224,6 +224,16 @@ TEST(ConfigValidate, ReportsEveryErrorAndNamesTheSource) {
   EXPECT_EQ(s.message().find("n_embd"), std::string::npos) << s.message();
 }
 
+// A value out of range that came from an override is the command line's, not the file's.
+TEST(ConfigValidate, AnOverriddenValueNamesTheCommandLine) {
+  const std::string msg =
+      parse_error("[train]\nlr = -1\n", {"--checkpoint.keep_last=0", "train.seq_len=99999", "train.steps=5"});
+  EXPECT_CONTAINS(msg, "configs/x.toml: [train] lr: must be > 0 (got -1)");
+  EXPECT_CONTAINS(msg, "command line: [checkpoint] keep_last: must be >= 1 (got 0)");
+  EXPECT_CONTAINS(msg, "command line: [train] seq_len: must be in [1, [model] context]");
+  EXPECT_EQ(msg.find("configs/x.toml: [checkpoint]"), std::string::npos) << msg;
+}
+
 TEST(ConfigValidate, NullIsAnError) {
   EXPECT_FALSE(validate_config(nullptr).is_ok());
 }
