@@ -276,7 +276,8 @@ int run(const Options& opt) {
     say("restart ", restarts, " of ", opt.max_restarts, " in ", fixed(delay, 1), " s",
         after.step > before.step
             ? str_cat(" (the launch advanced the newest checkpoint to step ", after.step, ")")
-            : std::string(" (no new checkpoint in that launch: back-off doubled)"));
+            : std::string(failures_in_a_row > 1 ? " (no new checkpoint in that launch: back-off doubled)"
+                                                : " (no new checkpoint in that launch)"));
     if (const int sig = interruptible_sleep(delay, handled); sig != 0) {
       say("received ", signal_text(sig), " during the back-off: not relaunching");
       return 128 + sig;
