@@ -34,15 +34,22 @@ constexpr const char* kPrefix = "ckpt-";
 constexpr const char* kSuffix = ".h5";
 constexpr const char* kTmpSuffix = ".tmp";
 
+// "x.tmp" -> "x"; "" for a name without the suffix.
+std::string tmp_stem(const std::string& name) {
+  const size_t n = name.size(), t = std::strlen(kTmpSuffix);
+  return n > t && name.compare(n - t, t, kTmpSuffix) == 0 ? name.substr(0, n - t) : std::string();
+}
+
+// A name a commit renames a finished file onto: ckpt-<step>.h5 or `latest`.
+bool is_commit_name(const std::string& name) {
+  int64_t step = 0;
+  return name == CheckpointStore::kLatestName || CheckpointStore::parse_file_name(name, &step);
+}
+
 }  // namespace
 
 bool CheckpointStore::is_leftover(const std::string& name) {
-  if (name == std::string(CheckpointStore::kLatestName) + kTmpSuffix) return true;
-  if (name == CheckpointStore::kProbeName) return true;
-  const size_t n = name.size(), t = std::strlen(kTmpSuffix);
-  int64_t step = 0;
-  return n > t && name.compare(n - t, t, kTmpSuffix) == 0 &&
-         CheckpointStore::parse_file_name(name.substr(0, n - t), &step);
+  return name == CheckpointStore::kProbeName || is_commit_name(tmp_stem(name));
 }
 
 namespace {
@@ -52,10 +59,7 @@ namespace {
 bool blocks_writes(const fs::directory_entry& entry, const std::string& name) {
   std::error_code ec;
   if (!entry.is_directory(ec) || entry.is_symlink(ec)) return false;
-  int64_t step = 0;
-  const size_t n = name.size(), t = std::strlen(kTmpSuffix);
-  const std::string stem = n > t && name.compare(n - t, t, kTmpSuffix) == 0 ? name.substr(0, n - t) : name;
-  return stem == CheckpointStore::kLatestName || CheckpointStore::parse_file_name(stem, &step);
+  return is_commit_name(name) || is_commit_name(tmp_stem(name));
 }
 
 // `s` for a message: at most `max` bytes, control and non-ASCII bytes as \xNN.

@@ -379,6 +379,23 @@ Status read_toml(std::string_view text, const std::string& label, Config* config
   return make_error(StatusCode::kInvalidArgument, str_join(lines, "\n"));
 }
 
+// "--section.key=value" or "section.key=value" -> the trimmed name and the value; nullopt without '='.
+std::optional<std::pair<std::string, std::string_view>> split_override(const std::string& raw) {
+  std::string_view text = trim(raw);
+  if (text.starts_with("--")) text.remove_prefix(2);
+  const size_t eq = text.find('=');
+  if (eq == std::string_view::npos) return std::nullopt;
+  return std::pair{std::string(trim(text.substr(0, eq))), text.substr(eq + 1)};
+}
+
+// The section.key names the overrides set (the unknown ones were refused by apply_overrides).
+std::set<std::string> override_keys(const std::vector<std::string>& overrides) {
+  std::set<std::string> keys;
+  for (const std::string& raw : overrides)
+    if (const auto split = split_override(raw)) keys.insert(split->first);
+  return keys;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -388,16 +405,13 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
   PERIGEE_REQUIRE(config != nullptr, StatusCode::kInvalidArgument, "apply_overrides: config is null");
   std::vector<std::string> errors;
   for (const std::string& raw : overrides) {
-    std::string_view text = trim(raw);
-    if (text.starts_with("--")) text.remove_prefix(2);
-    const size_t eq = text.find('=');
-    if (eq == std::string_view::npos) {
+    const auto split = split_override(raw);
+    if (!split) {
       errors.push_back(
           str_cat("command line: override ", quote(raw), " has no value; expected section.key=value"));
       continue;
     }
-    const std::string name(trim(text.substr(0, eq)));
-    const std::string_view value = text.substr(eq + 1);
+    const auto& [name, value] = *split;
     const size_t dot = name.find('.');
     const Field* field = dot == std::string::npos
                              ? nullptr
@@ -440,22 +454,6 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
   if (!errors.empty()) return make_error(StatusCode::kInvalidArgument, str_join(errors, "\n"));
   return Status::ok();
 }
-
-namespace {
-
-// The section.key names the overrides set (the unknown ones were refused by apply_overrides).
-std::set<std::string> override_keys(const std::vector<std::string>& overrides) {
-  std::set<std::string> keys;
-  for (const std::string& raw : overrides) {
-    std::string_view text = trim(raw);
-    if (text.starts_with("--")) text.remove_prefix(2);
-    const size_t eq = text.find('=');
-    if (eq != std::string_view::npos) keys.insert(std::string(trim(text.substr(0, eq))));
-  }
-  return keys;
-}
-
-}  // namespace
 
 Status parse_config(const std::string& toml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides, Config* out) {

@@ -27,6 +27,12 @@ inline constexpr const char* kInvariantNormsSeries = "invariant_grad_norms";
 // What identifies the training tokens: the token file's count, vocabulary and CRC-32 (exact in float64).
 inline constexpr const char* kTrainDataSeries = "train_data";
 
+// Whether the config writes checkpoints (given a folder): a step or time interval, or an eclipse policy.
+inline bool schedules_checkpoints(const Config& config) {
+  const CheckpointConfig& cc = config.checkpoint;
+  return cc.every_steps > 0 || cc.every_seconds > 0.0 || config.orbit.eclipse != "off";
+}
+
 // Metadata of the state after `step` completed steps; `train_data`: the training token file's header.
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
                                               int world_size, const DataCursor& cursor, double last_lr,

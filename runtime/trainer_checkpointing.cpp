@@ -41,8 +41,7 @@ Status Trainer::setup_checkpoints() {
               fixed(model.period_s() / 60, 1), " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1),
               " min per orbit; eclipse policy ", oc.eclipse, ", time scale ", oc.time_scale, "x");
   }
-  checkpoint_enabled_ =
-      !checkpoint_dir_.empty() && (cc.every_steps > 0 || cc.every_seconds > 0.0 || eclipse_.has_value());
+  checkpoint_enabled_ = !checkpoint_dir_.empty() && schedules_checkpoints(config_);
   last_checkpoint_time_ = Clock::now();
   if (checkpoint_dir_.empty()) return Status::ok();
   // Rank 0 decides (the folder may appear while other ranks look), every rank follows.

@@ -2,20 +2,20 @@
 #include "kernels/cpu/host_memory.hpp"
 #include "runtime/log.hpp"
 #include "runtime/trainer.hpp"
+#include "runtime/trainer_checkpoint.hpp"
 
 namespace perigee::runtime {
 
 Status Trainer::check_memory(const GptShape& shape, kernels::DType activations, kernels::DType logits) {
   const TrainConfig& tc = config_.train;
-  const CheckpointConfig& cc = config_.checkpoint;
   const uint64_t n = ParameterTable::for_shape(shape).total();
   const uint64_t fp32_copy = n * sizeof(float);
   const bool multi = comm_->size() > 1;
   const bool gpu = backend_->kind() == kernels::DeviceKind::kCuda;
   // Rank 0 keeps a host copy of parameters and both moments to write checkpoints in the background
   // (and reads as much on a resume).
-  const bool checkpoints = (cc.every_steps > 0 || cc.every_seconds > 0.0 || config_.orbit.eclipse != "off") &&
-                           (!cc.dir.empty() || options_.write_run_dir);
+  const bool checkpoints =
+      schedules_checkpoints(config_) && (!config_.checkpoint.dir.empty() || options_.write_run_dir);
   std::vector<MemoryItem> host_each;
   if (multi) host_each.push_back({"host copy of the parameters for broadcasts", fp32_copy});
   std::vector<MemoryItem> host_once;
