@@ -284,9 +284,9 @@ int main(int argc, char** argv) {
   for (const auto& mc : cases) {
     for (const auto& [B, micro] : batch_cases(batches, micro_batches)) {
       // A case that cannot fit in the free memory is skipped (the host would OOM-kill the sweep).
-      rt::MemoryDemand demand{"", 0,
-                              rt::GptModel::memory_items(mc.shape, *be, micro, mc.seq, dtype(activations),
-                                                         dtype(logits), recompute)};
+      rt::MemoryDemand demand;
+      demand.per_rank = rt::GptModel::memory_items(mc.shape, *be, micro, mc.seq, dtype(activations),
+                                                   dtype(logits), recompute);
       kernels::MemoryInfo free_memory;
       if (be->memory_info(&free_memory).is_ok() && demand.total() > free_memory.available) {
         const std::string need = rt::format_bytes(demand.total()),

@@ -39,6 +39,8 @@ const char* status_code_name(StatusCode code) {
       return "BLAS error";
     case StatusCode::kHdf5Error:
       return "HDF5 error";
+    case StatusCode::kFaultPersists:
+      return "persistent fault";
   }
   return "unknown";
 }

@@ -26,6 +26,7 @@ enum class StatusCode {
   kMpiError,
   kBlasError,
   kHdf5Error,
+  kFaultPersists,  // the fault ladder gave up: a fault came back through every rollback
 };
 
 const char* status_code_name(StatusCode code);

@@ -104,8 +104,10 @@ Status Trainer::after_update() {
 
 Status Trainer::rollback(const std::string& why) {
   constexpr uint64_t kMaxRollbacks = 8;  // a fault that keeps coming back must end the run, not loop
-  PERIGEE_REQUIRE(counters_.rollbacks < kMaxRollbacks, StatusCode::kInternal, why, ", after ", kMaxRollbacks,
-                  " rollbacks already: giving up (persistent fault?)");
+  // The two give-ups are kFaultPersists: perigee-train exits with its own status, which perigee-run
+  // relaunches once (a fresh process may clear what a rollback cannot) but not twice from one checkpoint.
+  PERIGEE_REQUIRE(counters_.rollbacks < kMaxRollbacks, StatusCode::kFaultPersists, why, ", after ",
+                  kMaxRollbacks, " rollbacks already: giving up (the fault keeps coming back)");
   log::warn(why, ": rolling back to the newest good checkpoint in ", checkpoint_dir_);
   // checkpoint_enabled_ comes from the config, so every rank takes the same branch.
   PERIGEE_REQUIRE(
@@ -122,6 +124,10 @@ Status Trainer::rollback(const std::string& why) {
   checkpoint::Snapshot snapshot;
   resumed_from_step_ = -1;
   PERIGEE_CHECK(resume_from(&snapshot, max_step));
+  // Going further back found nothing older: every checkpoint left holds the fault.
+  PERIGEE_REQUIRE(!again || resumed_from_step_ >= 0, StatusCode::kFaultPersists, why,
+                  " again right after the rollback to step ", last_rollback_to_, ", and ", checkpoint_dir_,
+                  " holds no older checkpoint: giving up (every checkpoint left holds the fault)");
   PERIGEE_REQUIRE(resumed_from_step_ >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
                   " holds no checkpoint to roll back to");
   ++counters_.rollbacks;

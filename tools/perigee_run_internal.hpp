@@ -1,6 +1,6 @@
-// perigee-run internals shared by its files: the options, the log line, the exit status of a setup
-// error and the two halves of the supervisor, one launch (perigee_run_launch.cpp) and the restart
-// loop around it (perigee_run_supervisor.cpp). main() and the command line are in perigee_run.cpp.
+// perigee-run internals shared by its files: the options, the log line and the two halves of the
+// supervisor, one launch (perigee_run_launch.cpp) and the restart loop around it
+// (perigee_run_supervisor.cpp). main() and the command line are in perigee_run.cpp.
 #pragma once
 
 #include <signal.h>
@@ -14,13 +14,11 @@
 #include <vector>
 
 #include "core/status.hpp"
+#include "tools/exit_status.hpp"
 
 namespace perigee::tools {
 
 using Clock = std::chrono::steady_clock;
-
-// Exit status of perigee-train (and so of mpirun) for a setup or config error on every rank.
-inline constexpr int kSetupErrorStatus = 2;
 
 struct Options {
   int np = 1;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,7 +35,10 @@ std::string describe_status(int status) {
   const int code = WEXITSTATUS(status);
   if (code == 0) return "exit status 0";
   if (code == kSetupErrorStatus) return "exit status 2 (setup or config error on every rank)";
-  if (code == 3) return "exit status 3 (a rank failed during training and aborted the job)";
+  if (code == kTrainingErrorStatus)
+    return "exit status 3 (a rank failed during training and aborted the job)";
+  if (code == kFaultPersistsStatus)
+    return "exit status 4 (the fault ladder gave up: a fault came back through every rollback)";
   if (code > 128 && code < 128 + 65)
     return str_cat("exit status ", code, " (a rank died of ", signal_text(code - 128), ")");
   return str_cat("exit status ", code);
@@ -233,6 +237,10 @@ int run(const Options& opt) {
   const auto start = Clock::now();
   int restarts = 0;
   int failures_in_a_row = 0;
+  // The newest checkpoint's step when a launch last ended with the fault ladder's give-up (exit 4);
+  // kNoGiveUp before any.
+  constexpr int64_t kNoGiveUp = INT64_MIN;
+  int64_t gave_up_at = kNoGiveUp;
   while (true) {
     const NewestCheckpoint before = newest_checkpoint(checkpoint_dir, opt.np);
     say("launch ", restarts + 1, " of at most ", opt.max_restarts + 1, ": mpirun -np ", opt.np, "; ",
@@ -265,11 +273,25 @@ int run(const Options& opt) {
       say("the setup error is a collective that timed out (a peer rank died or stopped responding during "
           "setup), not a config error: relaunching");
     }
+    const NewestCheckpoint after = newest_checkpoint(checkpoint_dir, opt.np);
+    if (!r.stalled && WIFEXITED(r.status) && WEXITSTATUS(r.status) == kFaultPersistsStatus) {
+      // A relaunch is a fresh process (and device context): it may clear what a rollback inside the
+      // job cannot. Twice from the same checkpoint, the fault is in the data or the hardware.
+      const std::string from =
+          after.step >= 0 ? str_cat("checkpoint step ", after.step) : std::string("step 0 (no checkpoint)");
+      if (gave_up_at == after.step) {
+        say("not relaunching: the fault ladder gave up twice with the newest checkpoint at ", from,
+            " (a relaunch did not clear the fault; check the node, or the checkpoints with perigee-ckpt)");
+        return kFaultPersistsStatus;
+      }
+      say("the fault ladder gave up with the newest checkpoint at ", from,
+          ": relaunching once from there (a second give-up from it ends the job)");
+      gave_up_at = after.step;
+    }
     if (restarts >= opt.max_restarts) {
       say("giving up: ", opt.max_restarts, " restart(s) spent");
       return status_code(r.status) != 0 ? status_code(r.status) : 1;
     }
-    const NewestCheckpoint after = newest_checkpoint(checkpoint_dir, opt.np);
     failures_in_a_row = after.step > before.step ? 1 : failures_in_a_row + 1;
     const double delay = std::min(opt.backoff_max_s, opt.backoff_s * std::pow(2.0, failures_in_a_row - 1));
     ++restarts;

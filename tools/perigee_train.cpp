@@ -2,7 +2,7 @@
 //   mpirun -np 4 perigee-train configs/demo.toml [--train.lr=3e-4 ...]
 // Every setup error (config, data, device, world size, ranks that would run different jobs) is reported once
 // with its cause and all ranks exit with status 2; an error during training aborts the whole job (no rank is
-// left waiting in a collective).
+// left waiting in a collective) with status 3, or 4 when the fault ladder gave up (tools/exit_status.hpp).
 #include <mpi.h>
 #include <unistd.h>
 
@@ -21,6 +21,7 @@
 #include "runtime/log.hpp"
 #include "runtime/rank_agreement.hpp"
 #include "runtime/trainer.hpp"
+#include "tools/exit_status.hpp"
 
 namespace {
 
@@ -89,13 +90,13 @@ int run_job(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = rank == 0 ? app.exit(e) : e.get_exit_code();
-    return code == 0 ? 0 : 2;
+    return code == 0 ? 0 : tools::kSetupErrorStatus;
   }
   const std::vector<std::string> overrides = app.remaining();
 
   rt::Config config;
   Status s = rt::load_config(config_path, overrides, &config);
-  if (agree_on_failure(s, "config") != 0) return 2;
+  if (agree_on_failure(s, "config") != 0) return tools::kSetupErrorStatus;
   if (print_only) {
     if (rank == 0) std::printf("%s\n", rt::config_to_json(config).c_str());
     return 0;
@@ -106,14 +107,14 @@ int run_job(int argc, char** argv) {
   bool rank0_here = true;
   local_ranks(&local_rank, &local_size, &rank0_here);
   s = rt::select_device(config, local_rank, local_size, &device);
-  if (agree_on_failure(s, "device setup") != 0) return 2;
+  if (agree_on_failure(s, "device setup") != 0) return tools::kSetupErrorStatus;
   config.device = device.resolved;  // "auto" storage and fusion as chosen for this device
   // Every rank must run the same job (its own config file and device may say otherwise).
   s = rt::check_ranks_agree(rt::describe_job(config, device.kind), MPI_COMM_WORLD);
-  if (agree_on_failure(s, "rank agreement") != 0) return 2;
+  if (agree_on_failure(s, "rank agreement") != 0) return tools::kSetupErrorStatus;
   rt::CommSetup comm;
   s = rt::setup_communicators(config.comm, config.links, device, MPI_COMM_WORLD, &comm);
-  if (agree_on_failure(s, "communicator setup") != 0) return 2;
+  if (agree_on_failure(s, "communicator setup") != 0) return tools::kSetupErrorStatus;
 
   rt::TrainerOptions options;
   const bool tty = isatty(STDOUT_FILENO) != 0;
@@ -125,7 +126,7 @@ int run_job(int argc, char** argv) {
   rt::Trainer trainer(config, comm.host.get(), device.backend.get(), options);
   trainer.set_gradient_communicator(&comm.gradient_comm());
   s = trainer.setup();
-  if (agree_on_failure(s, "setup") != 0) return 2;
+  if (agree_on_failure(s, "setup") != 0) return tools::kSetupErrorStatus;
 
   rt::log::info("perigee-train: ", world, " rank(s), device ", device.description, ", gradients over ",
                 comm.description);
@@ -155,8 +156,9 @@ int run_job(int argc, char** argv) {
   if (s.is_ok()) s = comm.close();
   if (!s.is_ok()) {
     rt::log::error("training failed: ", s.to_string());
-    MPI_Abort(MPI_COMM_WORLD, 3);
-    return 3;
+    const int code = tools::training_exit_status(s);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    return code;
   }
   return 0;
 }

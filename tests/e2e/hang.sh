@@ -102,6 +102,10 @@ case $FAKE_MODE in
     (( n == 1 )) && { echo "error: setup failed: broadcast of 4 bytes did not complete within 5 s: a peer rank died or stopped responding (rank 1 of 2)" >&2; exit 2; }
     exit 0 ;;
   abort) exit 3 ;;
+  fault-persists)  # the fault ladder's give-up; launch 2 wrote a checkpoint first, launch 3 is a power cut
+    (( n == 2 )) && { mkdir -p "$FAKE_DIR/runs/policy/checkpoints"; : > "$FAKE_DIR/runs/policy/checkpoints/ckpt-8.h5"; }
+    (( n == 3 )) && exit 137
+    exit 4 ;;
   term) trap 'echo "fake got SIGTERM"; exit 143' TERM; sleep 30 & wait; exit 0 ;;
   orphan)
     if (( n == 1 )); then
@@ -143,6 +147,12 @@ policy config 2 1 "not relaunching: a setup or config error does not heal"
 policy setup-timeout 0 2 "not a config error: relaunching"
 policy abort 3 3 "giving up: 2 restart(s) spent" --max-restarts 2
 grep -q "restart 2 of 2 in 0.2 s" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "back-off did not double"; }
+# Exit 4 is relaunched once per newest checkpoint: launch 1 gives up at step 0, launch 2 after writing
+# step 8, launch 3 dies (137), launch 4 gives up at step 8 again: the end, though restarts are left.
+rm -rf "$WORK/runs/policy"
+policy fault-persists 4 4 "not relaunching: the fault ladder gave up twice with the newest checkpoint at checkpoint step 8" --max-restarts 9
+grep -q "exit status 4 (the fault ladder gave up" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "exit 4 not described"; }
+rm -rf "$WORK/runs/policy"
 policy term 143 1 "fake got SIGTERM"
 policy orphan 0 2 "killed 1 leftover process"
 policy silent 0 2 "stall watchdog: no progress" --stall-timeout 1

@@ -156,6 +156,23 @@ TEST(FaultLadder, CorruptMomentOnEveryReplicaRollsBackPastTheCheckpointsThatHold
   EXPECT_TRUE(same_bits(o.params, clean.params));
 }
 
+TEST(FaultLadder, FaultInEveryCheckpointEndsTheRunAsPersistent) {
+  // The same moment flip, but before the first checkpoint: checkpoint 4 holds the NaN parameters,
+  // the rollback to it fails again at once and there is nothing older. The run gives up with
+  // kFaultPersists (perigee-train's exit status 4).
+  const std::string dir = shared_folder({{"plan.txt", "fault target=adam_v step=3 bit=31 element=3108\n"}});
+  Config c = base_config(dir);
+  c.fault.plan = dir + "/plan.txt";
+  checkpoint_every(&c, dir + "/ckpt_persist", 4);
+  with_trainer(c, [](Trainer& t) {
+    const Status s = t.run();
+    EXPECT_EQ(s.code(), StatusCode::kFaultPersists) << s.to_string();
+    EXPECT_NE(s.message().find("right after the rollback to step 4"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("holds no older checkpoint"), std::string::npos) << s.message();
+    EXPECT_EQ(t.fault_counters().rollbacks, 1u);
+  });
+}
+
 TEST(FaultLadder, RunEndingOnSkippedStepsWritesNoFinalCheckpoint) {
   // The moment flip after step 7 turns step 8's update into NaN parameters; steps 9 and 10 fail
   // reproducibly and are skipped (2 in a row: no rollback yet). The run ends there, and its state is
