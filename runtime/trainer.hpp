@@ -106,6 +106,8 @@ class Trainer {
   bool checkpointing() const { return !checkpoint_dir_.empty() && checkpoint_enabled_; }
   const std::string& checkpoint_dir() const { return checkpoint_dir_; }
   int64_t resumed_from_step() const { return resumed_from_step_; }
+  // save_checkpoint() calls so far (every rank counts them; rank 0 writes).
+  uint64_t checkpoints_saved() const { return checkpoints_saved_; }
   // Sequences per forward/backward pass on this rank, and passes per step (gradient accumulation).
   int micro_batch() const { return micro_batch_; }
   int passes_per_step() const { return train_.local_batch() / micro_batch_; }
@@ -203,6 +205,7 @@ class Trainer {
   bool checkpoint_enabled_ = false;
   int64_t resumed_from_step_ = -1;  // -1: fresh start
   int64_t last_checkpoint_step_ = -1;
+  uint64_t checkpoints_saved_ = 0;
   double last_lr_ = 0.0;
   std::chrono::steady_clock::time_point last_checkpoint_time_;
   std::unique_ptr<checkpoint::CheckpointStore> store_;         // rank 0

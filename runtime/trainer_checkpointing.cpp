@@ -266,6 +266,7 @@ Status Trainer::save_checkpoint() {
                   "checkpointing is off: set [checkpoint] every_steps or every_seconds");
   last_checkpoint_step_ = next_step_;
   last_checkpoint_time_ = Clock::now();
+  ++checkpoints_saved_;
   if (comm_->rank() != 0) return Status::ok();
   checkpoint::StageStats st;
   PERIGEE_CHECK(writer_->stage(
@@ -308,8 +309,11 @@ Status Trainer::checkpoint_fence(const char* what, const Status& rank0_work) {
 Status Trainer::periodic_checkpoint_due(bool* due) {
   const CheckpointConfig& cc = config_.checkpoint;
   *due = false;
-  if (!checkpoint_enabled_ || next_step_ == config_.train.steps || consecutive_skips_ != 0) {
-    return Status::ok();  // never save suspect state; the end of the run has its own checkpoint
+  // Never save suspect state; the end of the run has its own checkpoint; a rollback or resume just
+  // loaded this step's checkpoint (a rewrite would add nothing but the I/O).
+  if (!checkpoint_enabled_ || next_step_ == config_.train.steps || consecutive_skips_ != 0 ||
+      last_checkpoint_step_ == next_step_) {
+    return Status::ok();
   }
   int32_t decision = cc.every_steps > 0 && next_step_ % cc.every_steps == 0;
   if (cc.every_seconds > 0) {

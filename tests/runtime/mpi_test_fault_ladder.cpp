@@ -49,6 +49,7 @@ struct Outcome {
   std::vector<float> params;
   FaultCounters counters;
   fault::AbftStats abft;
+  uint64_t checkpoints = 0;  // saved
 };
 
 // Calls body(trainer) on a fresh Trainer after its setup (own communicator with collectives that time
@@ -72,6 +73,7 @@ Outcome train(const Config& config, double comm_timeout_s = 0.0) {
         PERIGEE_CHECK_OR_DIE(t.run());
         PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
         o.counters = t.fault_counters();
+        o.checkpoints = t.checkpoints_saved();
         if (t.abft() != nullptr) o.abft = t.abft()->stats();
       },
       comm_timeout_s);
@@ -154,6 +156,9 @@ TEST(FaultLadder, CorruptMomentOnEveryReplicaRollsBackPastTheCheckpointsThatHold
   EXPECT_EQ(o.counters.rollbacks, 2u);
   EXPECT_GE(o.counters.reproducible, 6u);
   EXPECT_TRUE(same_bits(o.params, clean.params));
+  // 2 and 4, then after the rollbacks 4 (the bad one replaced), 6, 8 and the final 10; the loaded
+  // checkpoints are not written again.
+  EXPECT_EQ(o.checkpoints, 6u);
 }
 
 TEST(FaultLadder, FaultInEveryCheckpointEndsTheRunAsPersistent) {
