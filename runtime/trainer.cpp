@@ -227,6 +227,9 @@ Status Trainer::step(StepResult* result) {
   // Rungs 2 and 3: invariants, then a re-run from the unchanged state (parameters and moments are
   // only written by the update below). loss and norm are global, so every rank decides alike.
   bool apply = true;
+  bool repaired = false;         // rung 4 mended a replica: the batch is skipped, the count starts anew
+  std::string rollback_why;      // rung 5 follows
+  const char* action = nullptr;  // the metrics line's, when not rerun_kept or skipped
   const FaultConfig& fc = config_.fault;
   const InvariantVerdict verdict = invariants_.check(loss, norm);
   if (verdict.triggered) {
@@ -252,32 +255,64 @@ Status Trainer::step(StepResult* result) {
         loss = loss2, norm = norm2, apply = true;
       }
     }
+    // One bad batch is data; several in a row mean a corrupt state (e.g. a flipped moment) or a
+    // training whose own level moved (an instability, or thresholds below the run's level).
+    constexpr int kSkipsBeforeEscalation = 3;
+    if (!apply && consecutive_skips_ + 1 >= kSkipsBeforeEscalation) {
+      const std::string why =
+          str_cat(kSkipsBeforeEscalation,
+                  " steps in a row failed their invariants reproducibly (last: ", verdict.reason, ")");
+      // A NaN or Inf does not come from a sound state: rung 5. A finite level is first checked
+      // against the other replicas (rung 4): an upset hits one replica, while a level that the data
+      // or the optimizer moved is the same on all (and one replica has nothing to compare with).
+      bool consistent = true;
+      if (!std::isfinite(loss) || !std::isfinite(norm)) {
+        rollback_why = why;
+      } else if (comm_->size() > 1) {
+        ReplicaCheck rc;
+        std::string no_majority;
+        PERIGEE_CHECK(check_replicas(next_step_, &rc, &no_majority));
+        consistent = rc.consistent;
+        if (rc.needs_rollback) rollback_why = str_cat(why, "; ", no_majority);
+      }
+      if (rollback_why.empty() && consistent) {
+        ++counters_.instabilities;
+        log::warn("step ", next_step_ + 1, ": ", why, ", but the state is sound (",
+                  comm_->size() > 1 ? "every replica agrees" : "one replica, nothing to compare with",
+                  "): the training's own level moved, so this update is applied",
+                  config_.train.grad_clip > 0 ? " (clipped)" : "", " and enters the window");
+        apply = true;
+        action = "applied";
+      }
+      repaired = rollback_why.empty() && !consistent;
+      if (!rollback_why.empty()) action = "rollback";
+    }
     PERIGEE_CHECK(
         metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(next_step_ + 1)),
                         metric_text("rung", "invariants"), metric_text("reason", verdict.reason),
-                        metric_text("action", apply ? "rerun_kept" : "skipped")}));
+                        metric_text("action", action != nullptr ? action
+                                              : apply           ? "rerun_kept"
+                                                                : "skipped")}));
   }
   UpdateStats us;
   us.lr = learning_rate(config_.train, next_step_);
   us.grad_norm = norm;
+  if (!rollback_why.empty()) {
+    ++counters_.skipped;
+    consecutive_skips_ = 0;
+    ++next_step_;  // as after an update: the rollback replays through this step
+    PERIGEE_CHECK(rollback(rollback_why));
+    if (result != nullptr)
+      *result = StepResult{next_step_ - 1, loss, us.lr, norm, ms_since(t0), comm_ms, 0.0, false};
+    return Status::ok();
+  }
   if (apply) {
     PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us, &norm));
     invariants_.accept(loss, norm);
     consecutive_skips_ = 0;
   } else {
     ++counters_.skipped;
-    // One bad batch is data; several in a row mean corrupt state (e.g. a flipped moment): rung 5.
-    constexpr int kSkipsBeforeRollback = 3;
-    if (++consecutive_skips_ >= kSkipsBeforeRollback) {
-      consecutive_skips_ = 0;
-      ++next_step_;
-      PERIGEE_CHECK(rollback(
-          str_cat(kSkipsBeforeRollback,
-                  " steps in a row failed their invariants reproducibly (last: ", verdict.reason, ")")));
-      if (result != nullptr)
-        *result = StepResult{next_step_ - 1, loss, us.lr, norm, ms_since(t0), comm_ms, 0.0, false};
-      return Status::ok();
-    }
+    consecutive_skips_ = repaired ? 0 : consecutive_skips_ + 1;  // a repaired state starts a new count
   }
   PERIGEE_CHECK(backend_->synchronize());
 
@@ -450,7 +485,8 @@ Status Trainer::run() {
                                        metric("skipped", c.skipped),
                                        metric("replica_checks", c.replica_checks),
                                        metric("replica_repairs", c.replica_repairs),
-                                       metric("rollbacks", c.rollbacks)};
+                                       metric("rollbacks", c.rollbacks),
+                                       metric("instabilities", c.instabilities)};
     std::string abft_line;
     if (abft_) {
       const fault::AbftStats& a = abft_->stats();
@@ -465,9 +501,9 @@ Status Trainer::run() {
       }
     }
     log::info("faults (rank 0): ", c.injected, " injected, ", c.triggers, " invariant triggers (",
-              c.transient, " transient, ", c.reproducible, " reproducible, ", c.skipped,
-              " updates skipped), ", c.replica_checks, " replica checks, ", c.replica_repairs, " repairs, ",
-              c.rollbacks, " rollbacks", abft_line);
+              c.transient, " transient, ", c.reproducible, " reproducible, ", c.skipped, " updates skipped, ",
+              c.instabilities, " applied as instabilities), ", c.replica_checks, " replica checks, ",
+              c.replica_repairs, " repairs, ", c.rollbacks, " rollbacks", abft_line);
     PERIGEE_CHECK(metrics_.write(fields));
   }
   if (tc.val_every > 0) PERIGEE_CHECK(validate(next_step_));

@@ -63,6 +63,7 @@ struct FaultCounters {
   uint64_t replica_checks = 0;
   uint64_t replica_repairs = 0;  // minority replicas repaired from the majority
   uint64_t rollbacks = 0;        // returns to the newest good checkpoint
+  uint64_t instabilities = 0;    // reproducible finite triggers on a sound state: applied (level moved)
 };
 
 struct StepResult {
@@ -137,6 +138,9 @@ class Trainer {
   Status compute_gradients(double* loss, double* grad_norm, double* comm_ms);
   // Post-update rungs: memory upsets (injection), rank death, replica digests.
   Status after_update();
+  // Rung 4 on the state after `done` steps: digests every replica, repairs a minority from the
+  // majority (logged, counted); without a majority *no_majority says so and the caller rolls back.
+  Status check_replicas(int64_t done, ReplicaCheck* rc, std::string* no_majority);
   Status rollback(const std::string& why);
   // [orbit] eclipse policy before each step: checkpoint ahead of the shadow, idle inside it
   // (rank 0 decides from the mission clock; every rank follows).

@@ -80,26 +80,30 @@ Status Trainer::after_update() {
   }
   const int64_t k = config_.fault.digest_every;
   if (k > 0 && done % k == 0) {
-    ++counters_.replica_checks;
     ReplicaCheck rc;
-    PERIGEE_CHECK(check_and_repair_replicas(*comm_, model_, &rc));
-    if (!rc.consistent) {
-      std::string ranks;
-      for (int r : rc.minority) ranks += str_cat(ranks.empty() ? "" : ",", r);
-      if (rc.needs_rollback) {
-        PERIGEE_CHECK(rollback(
-            str_cat("replicas disagree after step ", done, " with no majority (ranks ", ranks, ")")));
-      } else {
-        ++counters_.replica_repairs;
-        log::warn("replica digest after step ", done, ": rank(s) ", ranks, " differed; repaired from rank ",
-                  rc.source);
-        PERIGEE_CHECK(metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(done)),
-                                      metric_text("rung", "replica_digest"), metric_text("ranks", ranks),
-                                      metric_text("action", "repaired")}));
-      }
-    }
+    std::string no_majority;
+    PERIGEE_CHECK(check_replicas(done, &rc, &no_majority));
+    if (rc.needs_rollback) PERIGEE_CHECK(rollback(no_majority));
   }
   return Status::ok();
+}
+
+Status Trainer::check_replicas(int64_t done, ReplicaCheck* rc, std::string* no_majority) {
+  ++counters_.replica_checks;
+  PERIGEE_CHECK(check_and_repair_replicas(*comm_, model_, rc));
+  if (rc->consistent) return Status::ok();
+  std::string ranks;
+  for (int r : rc->minority) ranks += str_cat(ranks.empty() ? "" : ",", r);
+  if (rc->needs_rollback) {
+    *no_majority = str_cat("replicas disagree after step ", done, " with no majority (ranks ", ranks, ")");
+    return Status::ok();
+  }
+  ++counters_.replica_repairs;
+  log::warn("replica digest after step ", done, ": rank(s) ", ranks, " differed; repaired from rank ",
+            rc->source);
+  return metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(done)),
+                         metric_text("rung", "replica_digest"), metric_text("ranks", ranks),
+                         metric_text("action", "repaired")});
 }
 
 Status Trainer::rollback(const std::string& why) {
