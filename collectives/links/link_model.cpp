@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace perigee::collectives::links {
 
@@ -29,6 +30,7 @@ Status LinkModelTopology::set_rules(double setup_delay_s, const std::vector<Outa
                   "links: setup_delay_s must be >= 0 (got ", setup_delay_s, ")");
   setup_delay_s_ = setup_delay_s;
   for (auto& o : outages_) o.clear();
+  rule_changes_.clear();
   for (size_t k = 0; k < outages.size(); ++k) {
     const Outage& o = outages[k];
     PERIGEE_REQUIRE(o.end_s >= o.start_s, StatusCode::kInvalidArgument, "links: outage ", k, " (", o.a, "-",
@@ -37,8 +39,16 @@ Status LinkModelTopology::set_rules(double setup_delay_s, const std::vector<Outa
     PERIGEE_REQUIRE(i >= 0, StatusCode::kInvalidArgument, "links: outage ", k, " names satellites ", o.a,
                     " and ", o.b, ", which no link joins in ", name());
     outages_[i].push_back(o);
+    rule_changes_.push_back(o.start_s);
+    rule_changes_.push_back(o.end_s + setup_delay_s_);
   }
+  std::sort(rule_changes_.begin(), rule_changes_.end());
   return Status::ok();
+}
+
+double LinkModelTopology::last_rule_change_s(double t_s) const {
+  const auto it = std::upper_bound(rule_changes_.begin(), rule_changes_.end(), t_s);
+  return it == rule_changes_.begin() ? -std::numeric_limits<double>::infinity() : *std::prev(it);
 }
 
 // True when an outage of link i covers some instant of [from_s, to_s].

@@ -32,6 +32,7 @@ class LinkModelTopology : public Topology {
 
   // Installs the outage windows and set-up delay; errors name the outage without a link.
   Status set_rules(double setup_delay_s, const std::vector<Outage>& outages);
+  double last_rule_change_s(double t_s) const final;
 
  protected:
   // Geometry and physical possibility of link i at t (ignoring outages and the set-up delay).
@@ -50,6 +51,7 @@ class LinkModelTopology : public Topology {
   std::vector<std::pair<int, int>> ends_;
   std::vector<std::vector<Outage>> outages_;  // per link
   double setup_delay_s_ = 0.0;
+  std::vector<double> rule_changes_;  // sorted: every outage's start and end + setup_delay_s_
 };
 
 }  // namespace perigee::collectives::links

@@ -1,8 +1,11 @@
 // make_route_fn: rank-to-rank routes over a topology, cached per time bucket (see rank_map.hpp).
 // A bucket's snapshot is taken at the bucket's start, floor(t / cache_s) * cache_s, so every caller
-// asking about any time in the bucket gets the same answer (cache_s <= 0: at t itself). The last
-// few snapshots are kept. Ranks on one satellite use its intra-satellite switch: the hop leaves
-// through the sending rank's own port, directed id 2 * num_links + src rank.
+// asking about any time in the bucket gets the same answer (cache_s <= 0: at t itself); an outage
+// rule that changes a link inside the bucket (an outage's start, its end plus the set-up delay)
+// starts a new bucket there, so outages apply at their exact times. The last few snapshots are kept. Ranks on
+// one satellite use its intra-satellite switch: the hop leaves through the sending rank's own port, directed
+// id 2 * num_links + src rank.
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -47,7 +50,9 @@ class RouteCache {
 
  private:
   RouteSnapshot& snapshot(double t_s) {
-    const double at = cache_s_ > 0.0 ? std::floor(t_s / cache_s_) * cache_s_ : t_s;
+    const double at = cache_s_ > 0.0
+                          ? std::max(std::floor(t_s / cache_s_) * cache_s_, topo_->last_rule_change_s(t_s))
+                          : t_s;
     if (auto it = snaps_.find(at); it != snaps_.end()) return *it->second;
     if (snaps_.size() >= kMaxSnapshots) {
       // Evict the snapshot farthest in time from the one asked for.

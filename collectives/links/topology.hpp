@@ -17,6 +17,7 @@
 // setup_delay_s. Outage windows take a link down for [start, end).
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,6 +74,12 @@ class Topology {
   virtual LinkState link(int i, double t_s) const = 0;
   virtual GridShape grid() const = 0;
   virtual double period_s() const = 0;  // orbital period (0 when static)
+  // The latest time <= t_s at which an availability rule changes some link (an outage starts, or
+  // ends plus the set-up delay); -infinity when none. A route snapshot taken before it is stale.
+  virtual double last_rule_change_s(double t_s) const {
+    (void)t_s;
+    return -std::numeric_limits<double>::infinity();
+  }
 };
 
 // Builds the topology a spec describes. Errors name the key and the reason (bad planes, file line).

@@ -5,6 +5,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "collectives/links/link_model.hpp"
 #include "collectives/links/rank_map.hpp"
@@ -260,6 +262,30 @@ TEST(LinksRoutes, LatencyFollowsTheOrbitAndTheCacheBucket) {
   EXPECT_NEAR(latency(a), t->link(a.hops[0].link / 2, 600.0).latency_s, 1e-15);
   ASSERT_TRUE(routes(0, 1, 610.0, &b).is_ok());
   EXPECT_NE(latency(a), latency(b));
+}
+
+TEST(LinksRoutes, OutagesApplyAtTheirExactTimesInsideACacheBucket) {
+  // Outages of a fraction of the 1 s cache bucket: down from 100.005, up again at 100.9 + 0.05 set-up
+  // (was: the snapshot at the bucket's start, 100.0, answered for all of it).
+  TopologySpec spec = kind("starlink_plane");
+  spec.setup_delay_s = 0.05;
+  spec.outages = {Outage{0, 1, 100.005, 100.9}};
+  auto t = build(spec);
+  auto routes = make_route_fn(t, map_of(*t, 22, RankMapSpec{}));
+  algorithms::Route r;
+  for (const auto& [at, hops] : std::vector<std::pair<double, size_t>>{
+           {100.0, 1}, {100.004, 1}, {100.005, 21}, {100.5, 21}, {100.949, 21}, {100.95, 1}, {100.99, 1}}) {
+    ASSERT_TRUE(routes(0, 1, at, &r).is_ok()) << at;
+    EXPECT_EQ(r.hops.size(), hops) << "t = " << at;
+  }
+  // A cut whose end falls inside a bucket: routed again from that instant on.
+  spec.setup_delay_s = 0.0;
+  spec.outages = {Outage{0, 1, 99.0, 100.001}, Outage{1, 2, 99.0, 100.001}};
+  t = build(spec);
+  routes = make_route_fn(t, map_of(*t, 22, RankMapSpec{}));
+  EXPECT_EQ(routes(0, 1, 100.0, &r).code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(routes(0, 1, 100.022, &r).is_ok());
+  EXPECT_EQ(r.hops.size(), 1u);
 }
 
 TEST(LinksRoutes, ClusterRoutesAreSubMicrosecondPerHop) {
