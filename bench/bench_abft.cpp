@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/json_output.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
@@ -87,13 +88,14 @@ int main(int argc, char** argv) {
   int N = 1024, iters = 5, warmup = 1, threads = 0;
   std::vector<std::string> shapes = {"attn", "proj", "fc", "fcproj", "head"};
   std::string json_path = "bench_abft.json";
-  app.add_option("--n", N, "tokens per GEMM (B*T)");
+  app.add_option("--n", N, "tokens per GEMM (B*T)")->check(CLI::PositiveNumber);
   app.add_option("--shapes", shapes, "attn, proj, fc, fcproj, head")->delimiter(',');
-  app.add_option("--iters", iters, "timed runs per case");
-  app.add_option("--warmup", warmup, "untimed runs first");
-  app.add_option("--threads", threads, "CPU threads (0 = all)");
+  app.add_option("--iters", iters, "timed runs per case")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
+  if (!perigee::bench::check_json_path("bench_abft", json_path)) return 2;
 
   kernels::cpu::CpuBackend cpu(threads);
   fault::AbftOptions options;
@@ -209,7 +211,7 @@ int main(int argc, char** argv) {
                                 {"total_cpu_overhead_pct", total_cpu},
                                 {"faults_detected", abft.stats().faults_detected},
                                 {"results", results}};
-  std::ofstream(json_path) << doc.dump(2) << "\n";
+  if (!perigee::bench::write_json_text("bench_abft", json_path, doc.dump(2))) return 1;
   std::printf("# wrote %s (%zu cases)\n", json_path.c_str(), results.size());
   return 0;
 }

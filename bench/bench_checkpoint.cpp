@@ -9,10 +9,12 @@
 //                    [--checkpoints 3] [--json f]
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -20,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/json_output.hpp"
 #include "checkpoint/async_writer.hpp"
 #include "checkpoint/crc32c.hpp"
 #include "checkpoint/hdf5_io.hpp"
@@ -99,11 +102,18 @@ Snapshot make_state(double scale, int64_t step) {
   return s;
 }
 
+// `text` as one single-quoted shell word.
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 // Sequential write of `mib` MiB with dd, fsync included; seconds (negative if dd failed).
 double dd_seconds(const std::string& dir, uint64_t mib) {
   const std::string file = (std::filesystem::path(dir) / "dd.tmp").string();
-  const std::string cmd =
-      "dd if=/dev/zero of='" + file + "' bs=1M count=" + std::to_string(mib) + " conv=fsync status=none";
+  const std::string cmd = "dd if=/dev/zero of=" + shell_quote(file) + " bs=1M count=" + std::to_string(mib) +
+                          " conv=fsync status=none";
   (void)std::system("sync");
   const auto t0 = Clock::now();
   const int rc = std::system(cmd.c_str());
@@ -177,12 +187,14 @@ double mean(const std::vector<double>& v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"bench_checkpoint: checkpoint throughput vs dd, and training stall with async on/off"};
-  std::string dir = (std::filesystem::temp_directory_path() / "perigee-bench-checkpoint").string();
+  std::string parent = std::filesystem::temp_directory_path().string();
   double scale = 1.0, step_ms = 100.0, interval_s = 60.0;
   int reps = 3, checkpoints = 3;
   std::string json_path;
-  app.add_option("--dir", dir, "folder to write to (created; emptied first)");
-  app.add_option("--scale", scale, "fraction of the GPT-2 124M state (1 = 1.49 GB)")
+  app.add_option("--dir", parent,
+                 "the bench writes in a new folder perigee-bench-checkpoint.XXXXXX here, removed at the end");
+  app.add_option("--scale", scale,
+                 "fraction of the GPT-2 124M state (1 = 1.49 GB; at least one layer, about 85 MB)")
       ->check(CLI::Range(1e-4, 4.0));
   app.add_option("--reps", reps, "synchronous commits timed for throughput")->check(CLI::PositiveNumber);
   app.add_option("--step-ms", step_ms, "simulated training step time")->check(CLI::PositiveNumber);
@@ -192,8 +204,15 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "write the results as JSON to this file");
   CLI11_PARSE(app, argc, argv);
-
-  std::filesystem::remove_all(dir);
+  if (!json_path.empty() && !perigee::bench::check_json_path("bench_checkpoint", json_path)) return 2;
+  // Its own fresh folder: the bench never empties one it did not make.
+  std::string pattern = (std::filesystem::path(parent) / "perigee-bench-checkpoint.XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    std::fprintf(stderr, "bench_checkpoint: --dir: cannot make a folder in %s: %s\n", parent.c_str(),
+                 std::strerror(errno));
+    return 2;
+  }
+  const std::string dir = pattern;
   CheckpointStore store;
   StoreOptions options;
   options.keep_last = 2;
@@ -305,10 +324,7 @@ int main(int argc, char** argv) {
 
   std::filesystem::remove_all(dir);
   const std::string text = out.dump(2);
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    f << text << "\n";
-  }
   std::printf("\n%s\n", text.c_str());
+  if (!json_path.empty() && !perigee::bench::write_json_text("bench_checkpoint", json_path, text)) return 1;
   return 0;
 }

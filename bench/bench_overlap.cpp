@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/json_output.hpp"
 #include "collectives/emulated_link_communicator.hpp"
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/mpi_communicator.hpp"
@@ -105,7 +106,7 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--iters", iters, "timed steps per bucket size")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "CPU threads per rank");
+  app.add_option("--threads", threads, "CPU threads per rank")->check(CLI::NonNegativeNumber);
   app.add_option("--timeout", timeout_s,
                  "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
       ->check(CLI::NonNegativeNumber);
@@ -130,6 +131,16 @@ int main(int argc, char** argv) {
     const int code = rank == 0 ? app.exit(e) : 0;
     MPI_Finalize();
     return code == 0 ? 0 : 2;
+  }
+  {  // every rank learns whether rank 0 can write the JSON file, and all exit together if not
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int json_ok = rank == 0 ? perigee::bench::check_json_path("bench_overlap", json_path) : 1;
+    MPI_Bcast(&json_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!json_ok) {
+      MPI_Finalize();
+      return 2;
+    }
   }
   std::erase_if(bucket_mibs, [](double b) { return !(b > 0.0); });
   bucket_mibs.insert(bucket_mibs.begin(), 0.0);
@@ -316,8 +327,9 @@ int main(int argc, char** argv) {
                            {"wrong", r.wrong}});
     }
     j["best"] = {{"grad_dtype", best->dtype}, {"bucket_mib", best->bucket_mib}, {"speedup", best->speedup}};
-    std::ofstream(json_path) << j.dump(2) << "\n";
+    if (!perigee::bench::write_json_text("bench_overlap", json_path, j.dump(2))) total_wrong = -1;
   }
+  MPI_Bcast(&total_wrong, 1, MPI_LONG, 0, MPI_COMM_WORLD);  // a failed write fails every rank
   MPI_Finalize();
   return total_wrong == 0 ? 0 : 1;
 }

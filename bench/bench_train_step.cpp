@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -31,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/json_output.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
                  "gpt2-124m: model gpt2, batch 16, seq 1024 (overrides --models/--batches)")
       ->check(CLI::IsMember({"gpt2-124m"}));
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
-  app.add_option("--batches", batches, "batch sizes")->delimiter(',');
+  app.add_option("--batches", batches, "batch sizes")->delimiter(',')->check(CLI::PositiveNumber);
   app.add_flag("--recompute", recompute,
                "the backward re-runs each block's forward instead of keeping its activations ([train] "
                "recompute)");
@@ -139,10 +141,11 @@ int main(int argc, char** argv) {
                  "pass); cases whose value does not divide the batch are skipped")
       ->delimiter(',')
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--seq", seq, "sequence length (0 = the model's default: small 256, gpt2 1024)");
+  app.add_option("--seq", seq, "sequence length (0 = the model's default: small 256, gpt2 1024)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--iters", iters, "timed steps per case")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "CPU threads (0 = all)");
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
   app.add_option("--precision", precision_arg, "CUDA GEMM and attention arithmetic: fp32, tf32 or bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_flag("--tf32", tf32, "CUDA: --precision tf32 (the fp32 GEMMs on TF32 tensor cores)");
@@ -173,6 +176,11 @@ int main(int argc, char** argv) {
       "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
   CLI11_PARSE(app, argc, argv);
+  if (!perigee::bench::check_json_path("bench_train_step", json_path)) return 2;
+  if (!std::isfinite(peak_tflops) || peak_tflops < 0) {
+    std::fprintf(stderr, "bench_train_step: --peak-tflops: %g is not a number >= 0\n", peak_tflops);
+    return 2;
+  }
   if (logits == "bf16" && activations != "bf16") {
     std::fprintf(stderr, "--logits bf16 needs --activations bf16\n");
     return 2;
@@ -441,7 +449,7 @@ int main(int argc, char** argv) {
                                 {"iters", iters},
                                 {"results", results},
                                 {"skipped", skipped}};
-  std::ofstream(json_path) << doc.dump(2) << "\n";
+  if (!perigee::bench::write_json_text("bench_train_step", json_path, doc.dump(2))) return 1;
   std::printf("# wrote %s (%zu cases, %zu skipped for memory)\n", json_path.c_str(), results.size(),
               skipped.size());
   return 0;
