@@ -90,6 +90,13 @@ Status make_links_communicator(const CommConfig& comm, const LinksConfig& links,
   PERIGEE_CHECK(collectives::links::make_rank_map(*topo, ranks, map_spec, &map));
   collectives::EmulationOptions opt;
   PERIGEE_CHECK(collectives::algorithms::parse_algorithm(comm.algorithm, &opt.algorithm));
+  PERIGEE_REQUIRE(
+      opt.algorithm != collectives::algorithms::Algorithm::kTorus2d || map.grid_x > 0,
+      StatusCode::kInvalidArgument, "[comm] algorithm = \"torus2d\" needs the ", ranks,
+      " ranks laid out as a block of a +Grid, which [links] mapping = \"", links.mapping, "\" on ",
+      topo->name(),
+      " does not give: use mapping = \"grid\" on a +Grid topology (walker_*, starlink_shell1, grid), or "
+      "\"linear\" filling part of one plane or whole planes");
   opt.shape.grid_x = map.grid_x;
   opt.shape.grid_y = map.grid_y;
   opt.shape.ranks_per_node = map.ranks_per_satellite;

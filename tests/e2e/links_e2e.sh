@@ -116,6 +116,12 @@ PY
 rc=$?
 [[ $rc -ne 0 ]] || { cat "$WORK/cut.log"; fail "the cut constellation trained anyway"; }
 grep -qi "no route" "$WORK/cut.log" || { cat "$WORK/cut.log"; fail "the error does not name the missing route"; }
+# torus2d on ranks that form no grid block: a setup error (exit 2) that says which mapping would.
+"${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=torus_spread --comm.backend=links \
+  --comm.algorithm=torus2d --links.mapping=spread > "$WORK/torus_spread.log" 2>&1
+rc=$?
+[[ $rc -eq 2 ]] && grep -q 'algorithm = "torus2d" needs the 2 ranks laid out as a block of a +Grid' "$WORK/torus_spread.log" \
+  || { cat "$WORK/torus_spread.log"; fail "torus2d with mapping spread: exit $rc without the grid advice"; }
 # A peer that stops responding while gradient buckets are in flight on the links' worker thread:
 # the worker's deadline ([comm] timeout_s 3) must end the job with the peer-lost error, not hang.
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=stall --comm.backend=links --comm.algorithm=ring \
