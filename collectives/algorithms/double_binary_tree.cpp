@@ -68,8 +68,11 @@ TreeSlice double_binary_tree_slice(size_t count, int tree) {
 }
 
 int double_binary_tree_chunks(const ScheduleParams& params) {
-  if (params.pipeline_chunks > 0) return params.pipeline_chunks;
   const size_t larger = double_binary_tree_slice(params.count, 1).count;
+  // More chunks than elements would be empty rounds (the schedule drops them, the model would not).
+  if (params.pipeline_chunks > 0)
+    return static_cast<int>(
+        std::min<size_t>(static_cast<size_t>(params.pipeline_chunks), std::max<size_t>(larger, 1)));
   const size_t chunks = (larger + 16383) / 16384;
   return static_cast<int>(std::clamp<size_t>(chunks, 1, 64));
 }

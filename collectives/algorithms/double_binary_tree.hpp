@@ -35,8 +35,8 @@ struct TreeSlice {
 };
 TreeSlice double_binary_tree_slice(size_t count, int tree);
 
-// Chunks each tree's slice is pipelined in: params.pipeline_chunks when > 0, otherwise one chunk
-// per 16384 elements of a tree's slice, between 1 and 64.
+// Chunks each tree's slice is pipelined in: params.pipeline_chunks when > 0 (at most the larger
+// slice's element count), otherwise one chunk per 16384 elements of a tree's slice, between 1 and 64.
 int double_binary_tree_chunks(const ScheduleParams& params);
 
 // Pipelining (round k, chunk c of a tree of height H): a non-root rank v adds its partial of chunk

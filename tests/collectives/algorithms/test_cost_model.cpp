@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "collectives/algorithms/cost_model.hpp"
+#include "collectives/algorithms/double_binary_tree.hpp"
 #include "collectives/algorithms/timing.hpp"
 #include "tests/collectives/algorithms/test_routes.hpp"
 
@@ -157,6 +158,17 @@ TEST(AlgoCostModel, PredictionTracksSimulationForLargeMessages) {
     EXPECT_NEAR(predicted_s(a, params_of(7, count), ring7, 0.0), sim, 0.10 * sim)
         << algorithm_name(a) << " on ring of 7";
   }
+}
+
+// More pipeline chunks than elements (37 elements, 100 chunks): the empty chunks are neither
+// scheduled nor predicted (the prediction counted their rounds: 5x the simulated time).
+TEST(AlgoCostModel, TreeChunksBeyondTheElementCountAreNotPredicted) {
+  ScheduleParams params = params_of(8, 37);
+  params.pipeline_chunks = 100;
+  const RouteFn mesh = uniform_route_fn(8, 1e-5, 1e9);
+  const double sim = simulated_s(Algorithm::kDoubleBinaryTree, params, mesh, 1e-6);
+  EXPECT_NEAR(predicted_s(Algorithm::kDoubleBinaryTree, params, mesh, 1e-6), sim, 0.10 * sim);
+  EXPECT_EQ(double_binary_tree_chunks(params), 19);  // the larger tree's slice: 37 - 37 / 2
 }
 
 TEST(AlgoCostModel, RingOnARingIsPredictedWithinTwoPercent) {
