@@ -13,6 +13,7 @@
 
 #include "runtime/config.hpp"
 #include "runtime/config_internal.hpp"
+#include "runtime/links_setup.hpp"
 
 namespace perigee::runtime {
 namespace detail {
@@ -346,6 +347,16 @@ Status validate_config(Config* config, const std::set<std::string>& command_line
   }
   if (config->links.topology == "file" && config->links.file.empty()) {
     errors.push_back("[links] file: must name the graph file when [links] topology = \"file\"");
+  }
+  // Found here, not only when the links communicator is set up (perigee-run checks configs up front).
+  std::vector<collectives::links::Outage> outages;
+  if (const Status o = parse_outages(config->links.outages, &outages); !o.is_ok())
+    errors.push_back(o.message());
+  const LinksConfig& lc = config->links;
+  if ((lc.topology == "walker_delta" || lc.topology == "walker_star") && lc.planes > 1 &&
+      lc.phasing >= lc.planes) {
+    errors.push_back(str_cat("[links] phasing: Walker F must be < [links] planes = ", lc.planes, " (got ",
+                             lc.phasing, ")"));
   }
   const DeviceConfig& dev = config->device;
   if (dev.activations == "bf16" && config->fault.abft) {

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -148,6 +149,9 @@ Status parse_graph_text(const std::string& text, const std::string& source, doub
 Status make_file_topology(const TopologySpec& spec, std::unique_ptr<LinkModelTopology>* out) {
   PERIGEE_REQUIRE(!spec.file.empty(), StatusCode::kInvalidArgument,
                   "links.file must name a graph file for kind file");
+  std::error_code ec;
+  PERIGEE_REQUIRE(!std::filesystem::is_directory(spec.file, ec), StatusCode::kInvalidArgument,
+                  "links.file: '", spec.file, "' is a folder, not a graph file");
   std::ifstream f(spec.file);
   PERIGEE_REQUIRE(f.good(), StatusCode::kNotFound, "links.file: cannot open '", spec.file, "'");
   std::ostringstream text;

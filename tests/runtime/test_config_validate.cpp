@@ -271,6 +271,12 @@ TEST(ConfigLinks, AlgorithmNeedsTheLinksBackendAndFileNeedsAPath) {
   EXPECT_CONTAINS(parse_error("", {"comm.backend=links", "links.topology=file"}),
                   "[links] file: must name the graph file");
   EXPECT_CONTAINS(parse_error("", {"links.mapping=diagonal"}), "[links] mapping");
+  // Checked with the config (perigee-run, --print-config), not first when the links are set up.
+  EXPECT_CONTAINS(parse_error("", {"links.outages=garbage"}),
+                  "[links] outages: entry \"garbage\": not of the form a-b@start:end");
+  EXPECT_CONTAINS(parse_error("", {"links.topology=walker_delta", "links.planes=4", "links.phasing=4"}),
+                  "[links] phasing: Walker F must be < [links] planes = 4 (got 4)");
+  parse_ok("", {"links.topology=walker_delta", "links.planes=4", "links.phasing=3", "links.outages=0-1@5:6"});
   Config c = parse_ok("", {"comm.backend=links", "comm.algorithm=torus2d", "links.topology=grid",
                            "links.planes=2", "links.sats_per_plane=4", "links.time_scale=0.01"});
   EXPECT_EQ(c.comm.algorithm, "torus2d");

@@ -364,6 +364,10 @@ TEST(LinksGraphFile, ReadsFilesAndAppliesOutages) {
   const Status st = make_topology(spec, &none);
   EXPECT_EQ(st.code(), StatusCode::kNotFound);
   EXPECT_NE(st.message().find(".missing"), std::string::npos) << st.message();
+  spec.file = ::testing::TempDir();  // a folder opens as a stream on Linux and read as no nodes
+  const Status folder = make_topology(spec, &none);
+  EXPECT_EQ(folder.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(folder.message().find("is a folder, not a graph file"), std::string::npos) << folder.message();
 }
 
 }  // namespace
