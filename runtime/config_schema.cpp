@@ -84,7 +84,7 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(train, val_batches,
                     "global batches of validation data per evaluation; >= 1 when val_every > 0")
           .in(at_least(0)),
-      PERIGEE_FIELD(train, log_every, "log a training line every K steps (and the last); 0 = none")
+      PERIGEE_FIELD(train, log_every, "log a training line at step 1, every K steps and the last; 0 = none")
           .in(at_least(0)),
       PERIGEE_FIELD(train, sample_tokens, "tokens rank 0 samples at the end of training; 0 disables")
           .in(at_least(0)),
