@@ -2,6 +2,7 @@
 #include "checkpoint/store.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -279,6 +280,38 @@ Status CheckpointStore::check_writable() const {
   return Status::ok();
 }
 
+bool CheckpointStore::free_bytes(uint64_t* bytes) const {
+  struct statvfs v {};
+  if (::statvfs(dir_.c_str(), &v) != 0) return false;
+  *bytes = static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+  return true;
+}
+
+Status CheckpointStore::check_space(uint64_t file_bytes, std::string* warning) const {
+  warning->clear();
+  uint64_t free = 0;
+  if (!free_bytes(&free)) return Status::ok();  // nothing to say: the write will tell
+  std::vector<CheckpointEntry> entries;
+  PERIGEE_CHECK(list(&entries));
+  // The next write always needs a file's room; keep_last + 1 files at the peak, less those already there.
+  const uint64_t peak = static_cast<uint64_t>(options_.keep_last) + 1;
+  const uint64_t there = std::min<uint64_t>(entries.size(), peak);
+  const uint64_t needed = (peak - there) * file_bytes;
+  auto mib = [](uint64_t b) { return fixed(static_cast<double>(b) / (1024.0 * 1024.0), 1) + " MiB"; };
+  PERIGEE_REQUIRE(free >= file_bytes, StatusCode::kIoError, "checkpoint folder '", dir_, "': ", mib(free),
+                  " free, and a checkpoint of this run takes about ", mib(file_bytes),
+                  ": free space there or choose another [checkpoint] dir");
+  if (free < needed) {
+    *warning =
+        str_cat("checkpoint folder '", dir_, "': ", mib(free), " free holds ", free / file_bytes,
+                " more checkpoint(s) of about ", mib(file_bytes),
+                ", but [checkpoint] keep_last = ", options_.keep_last, " needs room for ", peak - there,
+                " more (the newest is written before the oldest is removed); the first write that "
+                "does not fit fails the run");
+  }
+  return Status::ok();
+}
+
 Status CheckpointStore::list(std::vector<CheckpointEntry>* out) const {
   out->clear();
   std::error_code ec;
@@ -346,6 +379,10 @@ Status CheckpointStore::commit(const Snapshot& snapshot, CommitStats* stats) {
   }
   if (!s) {
     (void)remove_file(tmp);
+    uint64_t free = 0;  // a full disk shows as an HDF5 or fsync error: say how full
+    if (free_bytes(&free))
+      s = make_error(s.code(), s.message(), " (", fixed(static_cast<double>(free) / (1024.0 * 1024.0), 1),
+                     " MiB free in '", dir_, "' after removing the partial file)");
     return std::move(s.add_trace(__FILE__, __LINE__));
   }
   std::error_code ec;

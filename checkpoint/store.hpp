@@ -116,6 +116,13 @@ class CheckpointStore {
   // cut probe is removed by the next open()). kIoError naming the folder and the reason (a read-only
   // file system, no permission, a full disk) instead of a first background write that fails.
   Status check_writable() const;
+  // Whether the folder's file system has room for checkpoints of about `file_bytes` each: kIoError
+  // when not even the next one fits (a full disk would fail every write at the same step, in every
+  // relaunch); *warning (else empty) when the next fits but the peak of keep_last + 1 files (the new
+  // one is written before the oldest is removed), less the files already there, would not.
+  Status check_space(uint64_t file_bytes, std::string* warning) const;
+  // Bytes available to this process on the folder's file system; false when statvfs fails.
+  bool free_bytes(uint64_t* bytes) const;
   static constexpr const char* kProbeName = "write-probe.tmp";
   // The file name `latest` holds (kNotFound when there is none, kIoError when it is malformed).
   Status read_latest_pointer(std::string* name) const;

@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -344,6 +347,46 @@ TEST_F(Store, CheckWritableProbesAndLeavesNothing) {
   CheckpointStore reopened;
   ASSERT_TRUE(CheckpointStore::open(dir_.path(), options_, &reopened).is_ok());
   EXPECT_TRUE(folder_names(dir_.path()).empty());
+}
+
+TEST_F(Store, CheckSpaceRefusesACheckpointThatCannotFitAndWarnsBeforeKeepLastFills) {
+  uint64_t free = 0;
+  ASSERT_TRUE(store_.free_bytes(&free));
+  std::string warning;
+  const Status full = store_.check_space(free + (1 << 20), &warning);
+  EXPECT_EQ(full.code(), StatusCode::kIoError);
+  EXPECT_NE(full.message().find("free, and a checkpoint of this run takes about"), std::string::npos)
+      << full.message();
+  // keep_last 3: the peak is 4 files; a quarter of the free space each does not leave room for 4
+  // (the free space moves a little under other writers, so not exactly a quarter).
+  PERIGEE_CHECK_OR_DIE(store_.check_space(free / 3, &warning));
+  EXPECT_NE(warning.find("keep_last = 3 needs room for 4 more"), std::string::npos) << warning;
+  PERIGEE_CHECK_OR_DIE(store_.check_space(1 << 20, &warning));
+  EXPECT_EQ(warning, "");
+  commit_three();  // the peak adds one file to those there: a third of the free space now fits
+  PERIGEE_CHECK_OR_DIE(store_.check_space(free / 3, &warning));
+  EXPECT_EQ(warning, "");
+}
+
+// A full disk in the middle of a write (a 1 MiB tmpfs; needs root and mount, else skipped): the write
+// fails, leaves no partial file, keeps the previous checkpoint, and says how much room is left.
+TEST(StoreFullDisk, AFailedWriteSaysHowMuchRoomIsLeft) {
+  ScratchDir scratch("full");
+  const std::string mount_point = scratch.path();
+  if (::getuid() != 0 ||
+      std::system(("mount -t tmpfs -o size=1m tmpfs " + mount_point + " 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs here";
+  CheckpointStore store;
+  PERIGEE_CHECK_OR_DIE(CheckpointStore::open(mount_point, StoreOptions{}, &store));
+  PERIGEE_CHECK_OR_DIE(store.commit(make_snapshot(1, 1)));
+  const Status s = store.commit(make_snapshot(2, 2, /*n_layer=*/2, /*n_embd=*/256));  // several MB
+  const std::vector<std::string> names = folder_names(mount_point);
+  (void)std::system(("umount " + mount_point).c_str());
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find(" MiB free in '" + mount_point + "' after removing the partial file"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(names, (std::vector<std::string>{"ckpt-00000001.h5", "latest"}));
 }
 
 TEST_F(Store, OtherModelShapeIsSkipped) {
