@@ -5,13 +5,20 @@
 //   mpirun -np 8 --oversubscribe perigee-bench [--suite issue7] [-b 8 -e 64M -f 2] [-w 1 -n 5]
 //   mpirun -np 4 perigee-bench --topology starlink_plane --mapping spread --algorithms ring,rabenseifner
 #include <mpi.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "bench/json_output.hpp"
 #include "bench/topology/bench_json.hpp"
 #include "bench/topology/sizes.hpp"
 #include "bench/topology/suite.hpp"
@@ -30,11 +37,84 @@ using namespace perigee;
 using namespace perigee::bench::topology;
 namespace alg = perigee::collectives::algorithms;
 
+constexpr const char* kProgram = "perigee-bench";
+
 [[noreturn]] void fail(const Status& s) {
   std::fprintf(stderr, "perigee-bench: %s\n", s.to_string().c_str());
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 2);
   std::abort();
+}
+
+// An input error's message without its "at file:line" trace: one line for the user.
+std::string first_line(const std::string& message) {
+  return message.substr(0, message.find('\n'));
+}
+
+// True when the whole of `text` is a finite number ("1abc", "nan", "inf", "1e999" are not).
+bool parse_finite(const std::string& text, double* out) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0]))) return false;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+// CLI11 check of a floating-point option: the whole text is a finite number for which `ok` holds.
+// (CLI::NonNegativeNumber and CLI::PositiveNumber let nan through.) CLI11 prefixes the option name.
+CLI::Validator finite_number(const std::string& expected, std::function<bool(double)> ok) {
+  return CLI::Validator(
+      [expected, ok](std::string& text) -> std::string {
+        double v = 0.0;
+        if (parse_finite(text, &v) && ok(v)) return std::string();
+        return "expected " + expected + ", got '" + text + "'";
+      },
+      expected);
+}
+
+// CLI11 check of an int option: the whole text is an integer in [lowest, INT_MAX].
+CLI::Validator integer_at_least(int lowest) {
+  const std::string expected = "an integer >= " + std::to_string(lowest);
+  return CLI::Validator(
+      [expected, lowest](std::string& text) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = text.empty() ? 0 : std::strtoll(text.c_str(), &end, 10);
+        const bool whole = !text.empty() && !std::isspace(static_cast<unsigned char>(text[0])) &&
+                           end == text.c_str() + text.size() && errno == 0;
+        if (whole && v >= lowest && v <= INT_MAX) return std::string();
+        return "expected " + expected + ", got '" + text + "'";
+      },
+      expected);
+}
+
+// The runner holds two buffers of the largest size per rank (topology_runner.cpp). A sweep whose
+// buffers, over the ranks that share a machine, exceed its physical memory is refused up front
+// instead of being killed by the OOM killer partway through. Collective over MPI_COMM_WORLD.
+Status check_buffer_memory(size_t largest) {
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int local_ranks = 1;
+  MPI_Comm_size(node, &local_ranks);
+  MPI_Comm_free(&node);
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_bytes = ::sysconf(_SC_PAGE_SIZE);
+  const double memory = pages > 0 && page_bytes > 0 ? static_cast<double>(pages) * page_bytes : 0.0;
+  const double need = 2.0 * static_cast<double>(largest) * local_ranks;
+  int short_here = memory > 0.0 && need > memory ? 1 : 0;
+  int short_any = 0;
+  MPI_Allreduce(&short_here, &short_any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (short_any == 0) return Status::ok();
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  if (short_here == 0) {
+    return make_error(StatusCode::kInvalidArgument, "--maxbytes: 2 buffers of ", largest,
+                      " bytes per rank do not fit in the memory of another machine of this run");
+  }
+  return make_error(StatusCode::kInvalidArgument, "--maxbytes: the largest size needs 2 buffers of ",
+                    fixed(static_cast<double>(largest) / kGiB, 1), " GiB per rank, ", fixed(need / kGiB, 1),
+                    " GiB for the ", local_ranks, " rank(s) on this machine, more than its ",
+                    fixed(memory / kGiB, 1), " GiB of memory");
 }
 
 Status parse_algorithms(const std::vector<std::string>& names, std::vector<alg::Algorithm>* out) {
@@ -70,6 +150,18 @@ int main(int argc, char** argv) {
   RunnerOptions ro;
   TopologyCase single;
   single.map.mapping = "linear";
+  double latency_ms = single.spec.fixed_latency_s * 1e3;
+  const CLI::Validator finite = finite_number("a finite number", [](double) { return true; });
+  const CLI::Validator non_negative =
+      finite_number("a finite number >= 0", [](double v) { return v >= 0.0; });
+  const CLI::Validator positive = finite_number("a finite number > 0", [](double v) { return v > 0.0; });
+  const CLI::Validator auto_or_positive(
+      [](std::string& text) -> std::string {
+        double v = 0.0;
+        if (text == "auto" || (parse_finite(text, &v) && v > 0.0)) return std::string();
+        return "expected auto or a finite number > 0, got '" + text + "'";
+      },
+      "auto or a finite number > 0");
 
   app.add_option("--suite", suite, "topology preset list (" + suite_names() + "); ignored with --topology");
   app.add_option(
@@ -81,15 +173,11 @@ int main(int argc, char** argv) {
   app.add_option("--inclination-deg", single.spec.inclination_deg, "orbit inclination");
   app.add_option("--altitude-km", single.spec.altitude_km, "orbit altitude");
   app.add_option("--phasing", single.spec.phasing, "Walker phasing F");
-  app.add_option("--bandwidth-gbps", single.spec.bandwidth_gbps, "per link and direction (Gb/s)");
-  app.add_option(
-      "--latency-ms",
-      [&](const std::vector<std::string>& v) {
-        single.spec.fixed_latency_s = std::stod(v.at(0)) * 1e-3;
-        return true;
-      },
-      "grid: per-hop latency (ms)");
-  app.add_option("--setup-delay-s", single.spec.setup_delay_s, "link (re)acquisition time");
+  app.add_option("--bandwidth-gbps", single.spec.bandwidth_gbps, "per link and direction (Gb/s)")
+      ->check(positive);
+  app.add_option("--latency-ms", latency_ms, "grid: per-hop latency (ms)")->check(non_negative);
+  app.add_option("--setup-delay-s", single.spec.setup_delay_s, "link (re)acquisition time")
+      ->check(non_negative);
   app.add_option("--graph-file", graph_file, "file topology: the graph (suite and --topology file)");
   app.add_option("--mapping", single.map.mapping, "rank map: linear, spread, grid, list");
   app.add_option("--ranks-per-satellite", single.map.ranks_per_satellite, "ranks (GPUs) per satellite");
@@ -103,54 +191,78 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("-b,--minbytes", min_text, "smallest size (K/M/G suffixes)");
   app.add_option("-e,--maxbytes", max_text, "largest size");
-  app.add_option("-f,--stepfactor", factor, "multiplicative step");
+  app.add_option("-f,--stepfactor", factor, "multiplicative step")->check(finite);
   app.add_option("-i,--stepbytes", step_text, "additive step (bytes; overrides -f when > 0)");
-  app.add_option("-w,--warmup_iters", ro.warmup, "warm-up iterations per size");
-  app.add_option("-n,--iters", ro.iters, "timed iterations per size");
-  app.add_option(
-      "--time-scale", time_scale_text,
-      "wall seconds per emulated second, or auto (per topology and algorithm; see time_scale.hpp)");
+  app.add_option("-w,--warmup_iters", ro.warmup, "warm-up iterations per size")->check(integer_at_least(0));
+  app.add_option("-n,--iters", ro.iters, "timed iterations per size")->check(integer_at_least(1));
+  app.add_option("--time-scale", time_scale_text,
+                 "wall seconds per emulated second, or auto (per topology and algorithm; see time_scale.hpp)")
+      ->check(auto_or_positive);
   app.add_option("--target-wall-s", ro.policy.target_wall_s,
-                 "auto: wall time of the largest size's predicted time");
+                 "auto: wall time of the largest size's predicted time")
+      ->check(positive);
   app.add_option("--real-margin", ro.policy.real_margin,
-                 "auto: emulated wall >= this x the real zero-delay wall of the largest size");
-  app.add_option("--t0-s", ro.t0_s, "emulated start time (seconds since the constellation epoch)");
-  app.add_option("--overhead-us", overhead_us, "software overhead per message in the model (us)");
-  app.add_option("--timeout-s", ro.timeout_s, "wall deadline of each MPI wait");
+                 "auto: emulated wall >= this x the real zero-delay wall of the largest size (0: no floor)")
+      ->check(non_negative);
+  app.add_option("--t0-s", ro.t0_s, "emulated start time (seconds since the constellation epoch)")
+      ->check(finite);
+  app.add_option("--overhead-us", overhead_us, "software overhead per message in the model (us)")
+      ->check(non_negative);
+  app.add_option("--timeout-s", ro.timeout_s, "wall deadline of each MPI wait (0: none)")
+      ->check(non_negative);
   app.add_option("--json", json_path, "write every row to this JSON file");
   app.add_option("-d,--datatype", datatype,
                  "element type: float, or bfloat16 (what [comm] grad_dtype = \"bf16\" sends)")
       ->check(CLI::IsMember({"float", "bfloat16"}));
   app.add_option("--astra-sim", astra_dir, "write ASTRA-sim network/system files per topology here");
+  // One line per error, as the other errors below: "perigee-bench: --opt: what is wrong".
+  app.failure_message(
+      [](const CLI::App*, const CLI::Error& e) { return std::string(kProgram) + ": " + e.what() + "\n"; });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 2);
+    if (rank == 0) app.exit(e);  // prints the help, or the error
     MPI_Finalize();
-    return code;
+    return e.get_exit_code() == 0 ? 0 : 2;
   }
 
+  // A sweep must not be lost at its end for a typo in the JSON path: rank 0 checks it now and
+  // every rank learns the verdict.
+  if (!json_path.empty()) {
+    int json_ok = rank == 0 ? (bench::check_json_path(kProgram, json_path) ? 1 : 0) : 0;
+    MPI_Bcast(&json_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (json_ok == 0) {
+      MPI_Finalize();
+      return 2;
+    }
+  }
+
+  single.spec.fixed_latency_s = latency_ms * 1e-3;
   ro.overhead_s = overhead_us * 1e-6;
   ro.astra_sim_dir = astra_dir;
   size_t min_bytes = 0, max_bytes = 0, step_bytes = 0;
   Status st = parse_bytes(min_text, &min_bytes);
-  if (st.is_ok()) st = parse_bytes(max_text, &max_bytes);
-  if (st.is_ok()) st = parse_bytes(step_text, &step_bytes);
+  if (!st.is_ok()) st = make_error(st.code(), "--minbytes: ", st.message());
+  if (st.is_ok()) {
+    st = parse_bytes(max_text, &max_bytes);
+    if (!st.is_ok()) st = make_error(st.code(), "--maxbytes: ", st.message());
+  }
+  if (st.is_ok()) {
+    st = parse_bytes(step_text, &step_bytes);
+    if (!st.is_ok()) st = make_error(st.code(), "--stepbytes: ", st.message());
+  }
   ro.type = datatype == "bfloat16" ? collectives::DataType::kBFloat16 : collectives::DataType::kFloat32;
   if (st.is_ok()) {
     st =
         make_sizes(min_bytes, max_bytes, factor, step_bytes, collectives::data_type_size(ro.type), &ro.sizes);
   }
+  if (st.is_ok()) st = check_buffer_memory(ro.sizes.back());  // collective; st is alike on every rank
   if (st.is_ok()) st = parse_algorithms(algorithm_names, &ro.algorithms);
   if (st.is_ok() && time_scale_text != "auto") {
-    try {
-      ro.fixed_time_scale = std::stod(time_scale_text);
-    } catch (...) {
-      ro.fixed_time_scale = -1.0;
-    }
-    if (!(ro.fixed_time_scale > 0.0)) {
-      st = make_error(StatusCode::kInvalidArgument, "--time-scale must be auto or a number > 0, got '",
-                      time_scale_text, "'");
+    // auto_or_positive has checked the text; this converts it (and would still catch a bad one).
+    if (!parse_finite(time_scale_text, &ro.fixed_time_scale) || !(ro.fixed_time_scale > 0.0)) {
+      st = make_error(StatusCode::kInvalidArgument,
+                      "--time-scale: expected auto or a finite number > 0, got '", time_scale_text, "'");
     }
   }
   std::vector<TopologyCase> cases;
@@ -171,7 +283,7 @@ int main(int argc, char** argv) {
     if (!st.is_ok()) st = make_error(st.code(), "topology ", c.label, ": ", st.message());
   }
   if (!st.is_ok()) {
-    if (rank == 0) std::fprintf(stderr, "perigee-bench: %s\n", st.message().c_str());
+    if (rank == 0) std::fprintf(stderr, "%s: %s\n", kProgram, first_line(st.message()).c_str());
     MPI_Finalize();
     return 2;
   }
@@ -198,21 +310,29 @@ int main(int argc, char** argv) {
     results.push_back(std::move(r));
   }
   long long wrong = 0;
+  int ran_here = 0;
   for (const auto& t : results) {
-    for (const auto& a : t.algorithms) wrong += a.wrong_total();
+    for (const auto& a : t.algorithms) {
+      wrong += a.wrong_total();
+      if (!a.skipped) ++ran_here;
+    }
   }
+  int ran = 0;  // the runner skips alike on every rank; the reduction makes the exit code agree anyway
+  MPI_Allreduce(&ran_here, &ran, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  int json_written = 1;
   if (printer) {
     printer->summary(results);
     if (!json_path.empty()) {
-      std::ofstream f(json_path);
-      f << run_to_json(info, results).dump(2) << "\n";
-      if (!f) {
-        std::fprintf(stderr, "perigee-bench: cannot write %s\n", json_path.c_str());
-        MPI_Abort(MPI_COMM_WORLD, 2);
-      }
-      printer->note("wrote " + json_path);
+      json_written = bench::write_json_text(kProgram, json_path, run_to_json(info, results).dump(2)) ? 1 : 0;
+      if (json_written != 0) printer->note("wrote " + json_path);
     }
   }
+  if (!json_path.empty()) MPI_Bcast(&json_written, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (ran == 0 && rank == 0) {
+    std::fprintf(stderr, "%s: no algorithm ran: every one was skipped on every topology (reasons above)\n",
+                 kProgram);
+  }
   MPI_Finalize();
-  return wrong == 0 ? 0 : 1;
+  if (json_written == 0) return 2;
+  return wrong == 0 && ran > 0 ? 0 : 1;
 }

@@ -2,16 +2,20 @@
 #include "bench/topology/sizes.hpp"
 
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 
 namespace perigee::bench::topology {
 
 Status parse_bytes(const std::string& text, size_t* out) {
   PERIGEE_REQUIRE(!text.empty(), StatusCode::kInvalidArgument, "empty size");
+  // strtoull would skip blanks and take a sign ("-8" wraps to 2^64 - 8): only digits may lead.
+  PERIGEE_REQUIRE(std::isdigit(static_cast<unsigned char>(text[0])), StatusCode::kInvalidArgument,
+                  "bad size '", text, "' (expected a non-negative number with an optional K, M or G suffix)");
   char* end = nullptr;
+  errno = 0;
   const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
-  PERIGEE_REQUIRE(end != text.c_str(), StatusCode::kInvalidArgument, "bad size '", text,
-                  "' (expected a number with an optional K, M or G suffix)");
+  const bool out_of_range = errno == ERANGE;
   std::string suffix(end);
   size_t mult = 1;
   if (suffix.empty() || suffix == "B" || suffix == "b") {
@@ -30,6 +34,9 @@ Status parse_bytes(const std::string& text, size_t* out) {
     else
       return make_error(StatusCode::kInvalidArgument, "bad size '", text, "' (suffix must be K, M or G)");
   }
+  // Compared before multiplying, so that no product wraps around.
+  PERIGEE_REQUIRE(!out_of_range && value <= kMaxBytes / mult, StatusCode::kInvalidArgument, "size '", text,
+                  "' too large (at most 1024G = 2^40 bytes)");
   *out = static_cast<size_t>(value) * mult;
   return Status::ok();
 }

@@ -10,7 +10,12 @@
 
 namespace perigee::bench::topology {
 
-// "8", "4K", "64M", "1G" (K = 1024). Errors name the text.
+// Largest size parse_bytes accepts: 1 TiB. The runner holds two buffers of the largest size per
+// rank, so anything above this cannot be allocated on any machine the bench runs on.
+inline constexpr size_t kMaxBytes = size_t{1} << 40;
+
+// "8", "4K", "64M", "1G" (K = 1024): digits only (no sign, no blank), an optional K, M or G (with
+// an optional B or iB) or B; at most kMaxBytes. Errors name the text.
 Status parse_bytes(const std::string& text, size_t* out);
 
 // min, min*factor, ... up to max inclusive (factor > 1), or min, min+step, ... when step > 0.
