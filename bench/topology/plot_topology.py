@@ -78,7 +78,9 @@ def plot_ratios(doc, path):
                     xs.append(i - 0.4 + (k + 0.5) * width)
                     ys.append(a["rows"][-1]["meas_over_pred"])
         ax.bar(xs, ys, width, label=name)
+        # A 1-rank run moves nothing: its timing model is 0 us (no point rather than a division by 0).
         fidelity = [a["rows"][-1]["out_of_place"]["time"] / a["rows"][-1]["out_of_place"]["model_us"]
+                    if a["rows"][-1]["out_of_place"]["model_us"] else float("nan")
                     for t in topologies for a in ran(t) if a["algorithm"] == name]
         ax.plot(xs, fidelity, "kx", markersize=6, label="measured / timing model" if k == 0 else None)
     ax.axhspan(0.85, 1.15, color="green", alpha=0.12, label="within 15%")
