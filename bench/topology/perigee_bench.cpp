@@ -5,7 +5,6 @@
 //   mpirun -np 8 --oversubscribe perigee-bench [--suite issue7] [-b 8 -e 64M -f 2] [-w 1 -n 5]
 //   mpirun -np 4 perigee-bench --topology starlink_plane --mapping spread --algorithms ring,rabenseifner
 #include <mpi.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cctype>
@@ -26,6 +25,7 @@
 #include "bench/topology/topology_runner.hpp"
 #include "collectives/algorithms/schedule.hpp"
 #include "collectives/mpi_init.hpp"
+#include "kernels/cpu/host_memory.hpp"
 
 #ifndef PERIGEE_BENCH_TOPOLOGY_DIR
 #define PERIGEE_BENCH_TOPOLOGY_DIR "bench/topology"
@@ -98,9 +98,10 @@ Status check_buffer_memory(size_t largest) {
   int local_ranks = 1;
   MPI_Comm_size(node, &local_ranks);
   MPI_Comm_free(&node);
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page_bytes = ::sysconf(_SC_PAGE_SIZE);
-  const double memory = pages > 0 && page_bytes > 0 ? static_cast<double>(pages) * page_bytes : 0.0;
+  // The machine's memory, or the tightest cgroup limit when lower (0 when it cannot be read).
+  kernels::cpu::HostMemory host;
+  const double memory =
+      kernels::cpu::probe_host_memory(&host).is_ok() ? static_cast<double>(host.total) : 0.0;
   const double need = 2.0 * static_cast<double>(largest) * local_ranks;
   int short_here = memory > 0.0 && need > memory ? 1 : 0;
   int short_any = 0;
