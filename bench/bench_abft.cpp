@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
@@ -88,13 +89,13 @@ int main(int argc, char** argv) {
   int N = 1024, iters = 5, warmup = 1, threads = 0;
   std::vector<std::string> shapes = {"attn", "proj", "fc", "fcproj", "head"};
   std::string json_path = "bench_abft.json";
-  app.add_option("--n", N, "tokens per GEMM (B*T)")->check(CLI::PositiveNumber);
+  app.add_option("--n", N, "tokens per GEMM (B*T)")->check(perigee::bench::integer_at_least(1));
   app.add_option("--shapes", shapes, "attn, proj, fc, fcproj, head")->delimiter(',');
-  app.add_option("--iters", iters, "timed runs per case")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--iters", iters, "timed runs per case")->check(perigee::bench::integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed runs first")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
   app.add_option("--json", json_path, "JSON output file");
-  CLI11_PARSE(app, argc, argv);
+  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_abft"); rc >= 0) return rc;
   if (!perigee::bench::check_json_path("bench_abft", json_path)) return 2;
 
   kernels::cpu::CpuBackend cpu(threads);

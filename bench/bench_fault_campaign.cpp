@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
@@ -279,25 +280,23 @@ int main(int argc, char** argv) {
   int points = 4, warm = 12, threads = 0, iters = 7;
   bool overhead = false, digest = false, campaign = true;
   std::string json_path;
-  app.add_option("--flips", flips, "injected single-bit flips")->check(CLI::NonNegativeNumber);
+  app.add_option("--flips", flips, "injected single-bit flips")->check(perigee::bench::integer_at_least(0));
   app.add_option("--seed", seed, "campaign seed");
   app.add_option("--bound", bound, "harm bound: relative loss change at s+1 or relative parameter distance")
-      ->check(CLI::PositiveNumber);
+      ->check(perigee::bench::finite_above_zero());
   app.add_option("--points", points, "snapshot steps on the reference trajectory")
-      ->check(CLI::PositiveNumber);
+      ->check(perigee::bench::integer_at_least(1));
   app.add_option("--warm", warm, "clean steps before the first snapshot (fills the invariant window)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
-  app.add_option("--iters", iters, "timed steps per overhead case (median)")->check(CLI::PositiveNumber);
+      ->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--iters", iters, "timed steps per overhead case (median)")
+      ->check(perigee::bench::integer_at_least(1));
   app.add_flag("--overhead", overhead, "also measure the ABFT overhead per training step");
   app.add_flag("!--no-campaign", campaign, "skip the campaign (overhead only)");
   app.add_flag("--digest", digest, "emulate a 3-replica digest after step s (memory flips repaired)");
   app.add_option("--json", json_path, "JSON output file");
-  CLI11_PARSE(app, argc, argv);
-  if (!std::isfinite(bound)) {  // CLI11's range checks let NaN through
-    std::fprintf(stderr, "bench_fault_campaign: --bound: %g is not a finite number\n", bound);
-    return 2;
-  }
+  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_fault_campaign"); rc >= 0)
+    return rc;
   if (!json_path.empty() && !perigee::bench::check_json_path("bench_fault_campaign", json_path)) return 2;
 
   nlohmann::ordered_json doc = {{"benchmark", "fault_campaign"},

@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "collectives/emulated_link_communicator.hpp"
 #include "collectives/gradient_buckets.hpp"
@@ -96,30 +97,33 @@ int main(int argc, char** argv) {
   std::vector<std::string> dtypes = {"fp32"};
   std::string backend = "mpi", algorithm = "auto";
   double link_latency_ms = 5.0, link_gbps = 100.0, time_scale = 1.0;
-  app.add_option("--layers", layers)->check(CLI::PositiveNumber);
-  app.add_option("--channels", channels)->check(CLI::PositiveNumber);
-  app.add_option("--heads", heads)->check(CLI::PositiveNumber);
-  app.add_option("--seq", seq, "sequence length (also the context)")->check(CLI::PositiveNumber);
-  app.add_option("--batch", batch, "sequences per rank")->check(CLI::PositiveNumber);
-  app.add_option("--vocab", vocab, "vocabulary (padded to a multiple of 128)")->check(CLI::PositiveNumber);
+  app.add_option("--layers", layers)->check(perigee::bench::integer_at_least(1));
+  app.add_option("--channels", channels)->check(perigee::bench::integer_at_least(1));
+  app.add_option("--heads", heads)->check(perigee::bench::integer_at_least(1));
+  app.add_option("--seq", seq, "sequence length (also the context)")
+      ->check(perigee::bench::integer_at_least(1));
+  app.add_option("--batch", batch, "sequences per rank")->check(perigee::bench::integer_at_least(1));
+  app.add_option("--vocab", vocab, "vocabulary (padded to a multiple of 128)")
+      ->check(perigee::bench::integer_at_least(1));
   app.add_option("--buckets", bucket_mibs, "bucket sizes in MiB; 0 (the anchor) is always run first")
-      ->delimiter(',');
-  app.add_option("--iters", iters, "timed steps per bucket size")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "CPU threads per rank")->check(CLI::NonNegativeNumber);
+      ->delimiter(',')
+      ->check(perigee::bench::finite_at_least_zero());
+  app.add_option("--iters", iters, "timed steps per bucket size")->check(perigee::bench::integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed steps first")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads per rank")->check(perigee::bench::integer_at_least(0));
   app.add_option("--timeout", timeout_s,
                  "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(perigee::bench::finite_at_least_zero());
   app.add_option("--json", json_path, "JSON output (rank 0)");
   app.add_option("--comm", backend, "gradient communicator: mpi, or links (emulated laser links)")
       ->check(CLI::IsMember({"mpi", "links"}));
   app.add_option("--link-latency-ms", link_latency_ms, "links: propagation delay of every hop")
-      ->check(CLI::NonNegativeNumber);
+      ->check(perigee::bench::finite_at_least_zero());
   app.add_option("--link-gbps", link_gbps, "links: bandwidth of every link, Gb/s")
-      ->check(CLI::PositiveNumber);
+      ->check(perigee::bench::finite_above_zero());
   app.add_option("--algorithm", algorithm, "links: all-reduce algorithm (ring, rabenseifner, ..., auto)");
   app.add_option("--time-scale", time_scale, "links: wall seconds per emulated second")
-      ->check(CLI::PositiveNumber);
+      ->check(perigee::bench::finite_above_zero());
   app.add_option("--grad-dtype", dtypes, "gradient types on the wire, in order: fp32 (the anchor's), bf16")
       ->delimiter(',')
       ->check(CLI::IsMember({"fp32", "bf16"}));

@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend.cuh"
@@ -132,7 +133,9 @@ int main(int argc, char** argv) {
                  "gpt2-124m: model gpt2, batch 16, seq 1024 (overrides --models/--batches)")
       ->check(CLI::IsMember({"gpt2-124m"}));
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
-  app.add_option("--batches", batches, "batch sizes")->delimiter(',')->check(CLI::PositiveNumber);
+  app.add_option("--batches", batches, "batch sizes")
+      ->delimiter(',')
+      ->check(perigee::bench::integer_at_least(1));
   app.add_flag("--recompute", recompute,
                "the backward re-runs each block's forward instead of keeping its activations ([train] "
                "recompute)");
@@ -140,12 +143,12 @@ int main(int argc, char** argv) {
                  "sequences per forward/backward pass, gradients accumulated (0 = the whole batch in one "
                  "pass); cases whose value does not divide the batch are skipped")
       ->delimiter(',')
-      ->check(CLI::NonNegativeNumber);
+      ->check(perigee::bench::integer_at_least(0));
   app.add_option("--seq", seq, "sequence length (0 = the model's default: small 256, gpt2 1024)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--iters", iters, "timed steps per case")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
+      ->check(perigee::bench::integer_at_least(0));
+  app.add_option("--iters", iters, "timed steps per case")->check(perigee::bench::integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed steps first")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
   app.add_option("--precision", precision_arg, "CUDA GEMM and attention arithmetic: fp32, tf32 or bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_flag("--tf32", tf32, "CUDA: --precision tf32 (the fp32 GEMMs on TF32 tensor cores)");
@@ -164,10 +167,11 @@ int main(int argc, char** argv) {
                "per pass ([device] weight_cache = false)");
   app.add_option("--peak-tflops", peak_tflops,
                  "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
-                 "--precision; CPU: none)");
+                 "--precision; CPU: none)")
+      ->check(perigee::bench::finite_at_least_zero());
   app.add_flag("--profile", profile, "per-op time breakdown over extra profiled steps");
   app.add_option("--profile-steps", profile_steps, "profiled steps after the timed ones")
-      ->check(CLI::PositiveNumber);
+      ->check(perigee::bench::integer_at_least(1));
   app.add_flag("--profile-by-shape", by_shape, "one profile row per op and shape (splits the GEMMs)");
   app.add_option("--timer", timer, "profile timer: auto (cudaEvent on CUDA), events or sync")
       ->check(CLI::IsMember({"auto", "events", "sync"}));
@@ -175,12 +179,9 @@ int main(int argc, char** argv) {
       "--cuda-profiler-range", profiler_range,
       "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
-  CLI11_PARSE(app, argc, argv);
+  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_train_step"); rc >= 0)
+    return rc;
   if (!perigee::bench::check_json_path("bench_train_step", json_path)) return 2;
-  if (!std::isfinite(peak_tflops) || peak_tflops < 0) {
-    std::fprintf(stderr, "bench_train_step: --peak-tflops: %g is not a number >= 0\n", peak_tflops);
-    return 2;
-  }
   if (logits == "bf16" && activations != "bf16") {
     std::fprintf(stderr, "--logits bf16 needs --activations bf16\n");
     return 2;

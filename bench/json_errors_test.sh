@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmarks refuse a --json path they cannot write before running (exit 2, naming the path),
+# The benchmarks refuse a --json path they cannot write before running (exit 2, naming the path)
+# and a number that is not one (nan, inf, out of range; exit 2 naming the option),
 # and a bench_checkpoint --dir is never emptied: the bench works in a folder of its own.
 #   json_errors_test.sh <bench_abft> <bench_train_step> <bench_fault_campaign> <bench_checkpoint>
 set -uo pipefail
@@ -21,7 +22,10 @@ mkdir "$WORK/ro" && chmod a-w "$WORK/ro"
 if [[ $(id -u) -ne 0 ]]; then  # root writes anywhere
   expect "folder $WORK/ro is not writable" "$CAMPAIGN" --flips 1 --json "$WORK/ro/x.json"
 fi
-expect "--bound: nan is not a finite number" "$CAMPAIGN" --bound nan
+expect "bench_fault_campaign: --bound: expected a finite number > 0, got 'nan'" "$CAMPAIGN" --bound nan
+expect "bench_checkpoint: --scale: expected a number in \[1e-4, 4\], got 'nan'" "$CKPT" --scale nan
+expect "bench_abft: --iters: expected an integer >= 1, got '0'" "$ABFT" --iters 0
+expect "bench_train_step: --peak-tflops: expected a finite number >= 0, got 'inf'" "$STEP" --peak-tflops inf
 touch "$WORK/keep.txt"
 "$CKPT" --dir "$WORK" --scale 1e-4 --reps 1 --checkpoints 0 --json "$WORK/ckpt.json" > /dev/null \
   || fail "bench_checkpoint failed"

@@ -33,6 +33,15 @@ inline bool schedules_checkpoints(const Config& config) {
   return cc.every_steps > 0 || cc.every_seconds > 0.0 || config.orbit.eclipse != "off";
 }
 
+// The fp32 state a checkpoint holds for `parameters` parameters: the parameters, AdamW m and v.
+inline constexpr uint64_t checkpoint_state_bytes(uint64_t parameters) {
+  return 3 * sizeof(float) * parameters;
+}
+// A checkpoint file's size: the state plus the header and the HDF5 structure (under 64 KiB).
+inline constexpr uint64_t checkpoint_file_bytes(uint64_t parameters) {
+  return checkpoint_state_bytes(parameters) + (64 << 10);
+}
+
 // Metadata of the state after `step` completed steps; `train_data`: the training token file's header.
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
                                               int world_size, const DataCursor& cursor, double last_lr,

@@ -59,10 +59,8 @@ Status Trainer::setup_checkpoints() {
     if (checkpoint_enabled_) {
       PERIGEE_CHECK(refuse_fresh_run_over_checkpoints());
       PERIGEE_CHECK(store_->check_writable());  // now, not at the first background write
-      // Parameters, AdamW m and v in fp32, plus the header and the HDF5 structure (under 64 KiB).
       std::string warning;
-      PERIGEE_CHECK(
-          store_->check_space(3 * 4 * static_cast<uint64_t>(model_.num_parameters()) + (64 << 10), &warning));
+      PERIGEE_CHECK(store_->check_space(checkpoint_file_bytes(model_.num_parameters()), &warning));
       if (!warning.empty()) log::warn(warning);
     }
     if (eclipse_) {

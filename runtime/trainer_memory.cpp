@@ -20,7 +20,8 @@ Status Trainer::check_memory(const GptShape& shape, kernels::DType activations, 
   if (multi) host_each.push_back({"host copy of the parameters for broadcasts", fp32_copy});
   std::vector<MemoryItem> host_once;
   if (checkpoints && options_.rank0_on_host)
-    host_once.push_back({"rank 0's checkpoint staging copy (parameters, AdamW m and v)", 3 * fp32_copy});
+    host_once.push_back(
+        {"rank 0's checkpoint staging copy (parameters, AdamW m and v)", checkpoint_state_bytes(n)});
 
   std::vector<MemoryDemand> demands(1);
   MemoryDemand& device = demands[0];

@@ -7,16 +7,12 @@
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
-#include <cctype>
-#include <cerrno>
-#include <climits>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/topology/bench_json.hpp"
 #include "bench/topology/sizes.hpp"
@@ -36,6 +32,8 @@ namespace {
 using namespace perigee;
 using namespace perigee::bench::topology;
 namespace alg = perigee::collectives::algorithms;
+using perigee::bench::integer_at_least;
+using perigee::bench::parse_finite;
 
 constexpr const char* kProgram = "perigee-bench";
 
@@ -49,44 +47,6 @@ constexpr const char* kProgram = "perigee-bench";
 // An input error's message without its "at file:line" trace: one line for the user.
 std::string first_line(const std::string& message) {
   return message.substr(0, message.find('\n'));
-}
-
-// True when the whole of `text` is a finite number ("1abc", "nan", "inf", "1e999" are not).
-bool parse_finite(const std::string& text, double* out) {
-  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0]))) return false;
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (end != text.c_str() + text.size() || !std::isfinite(v)) return false;
-  *out = v;
-  return true;
-}
-
-// CLI11 check of a floating-point option: the whole text is a finite number for which `ok` holds.
-// (CLI::NonNegativeNumber and CLI::PositiveNumber let nan through.) CLI11 prefixes the option name.
-CLI::Validator finite_number(const std::string& expected, std::function<bool(double)> ok) {
-  return CLI::Validator(
-      [expected, ok](std::string& text) -> std::string {
-        double v = 0.0;
-        if (parse_finite(text, &v) && ok(v)) return std::string();
-        return "expected " + expected + ", got '" + text + "'";
-      },
-      expected);
-}
-
-// CLI11 check of an int option: the whole text is an integer in [lowest, INT_MAX].
-CLI::Validator integer_at_least(int lowest) {
-  const std::string expected = "an integer >= " + std::to_string(lowest);
-  return CLI::Validator(
-      [expected, lowest](std::string& text) -> std::string {
-        char* end = nullptr;
-        errno = 0;
-        const long long v = text.empty() ? 0 : std::strtoll(text.c_str(), &end, 10);
-        const bool whole = !text.empty() && !std::isspace(static_cast<unsigned char>(text[0])) &&
-                           end == text.c_str() + text.size() && errno == 0;
-        if (whole && v >= lowest && v <= INT_MAX) return std::string();
-        return "expected " + expected + ", got '" + text + "'";
-      },
-      expected);
 }
 
 // The runner holds two buffers of the largest size per rank (topology_runner.cpp). A sweep whose
@@ -152,10 +112,9 @@ int main(int argc, char** argv) {
   TopologyCase single;
   single.map.mapping = "linear";
   double latency_ms = single.spec.fixed_latency_s * 1e3;
-  const CLI::Validator finite = finite_number("a finite number", [](double) { return true; });
-  const CLI::Validator non_negative =
-      finite_number("a finite number >= 0", [](double v) { return v >= 0.0; });
-  const CLI::Validator positive = finite_number("a finite number > 0", [](double v) { return v > 0.0; });
+  const CLI::Validator finite = bench::any_finite();
+  const CLI::Validator non_negative = bench::finite_at_least_zero();
+  const CLI::Validator positive = bench::finite_above_zero();
   const CLI::Validator auto_or_positive(
       [](std::string& text) -> std::string {
         double v = 0.0;
