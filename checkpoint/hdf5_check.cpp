@@ -32,6 +32,27 @@ herr_t collect_frame(unsigned /*n*/, const H5E_error2_t* err, void* client) {
   return 0;
 }
 
+// One line of a frame's description. HDF5's file drivers write "file write failed: time = <ctime>\n,
+// filename = '...', file descriptor = 3, errno = 28, error message = 'No space left on device', buf =
+// ..." (several hundred characters); that becomes "file write failed: No space left on device (errno
+// 28)", the file being named by the caller.
+std::string short_desc(const std::string& desc) {
+  const std::string message_key = "error message = '";
+  const size_t message = desc.find(message_key);
+  const size_t time = desc.find(": time = ");
+  if (message != std::string::npos && time != std::string::npos) {
+    const size_t from = message + message_key.size();
+    std::string text = desc.substr(0, time) + ": " + desc.substr(from, desc.find('\'', from) - from);
+    const size_t errno_at = desc.find("errno = ");
+    if (errno_at != std::string::npos) {
+      const size_t digits = errno_at + 8;
+      text += " (errno " + desc.substr(digits, desc.find_first_not_of("0123456789", digits) - digits) + ")";
+    }
+    return text;
+  }
+  return desc.substr(0, desc.find('\n'));
+}
+
 }  // namespace
 
 std::string hdf5_error_text() {
@@ -39,14 +60,14 @@ std::string hdf5_error_text() {
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_frame, &frames);
   H5Eclear2(H5E_DEFAULT);
   if (frames.empty()) return "(HDF5 error stack empty)";
-  // The innermost frame is the cause ("data error detected by Fletcher32 checksum"); the whole
-  // stack follows for the record.
-  std::string text = frames.back().desc + " [HDF5: ";
-  for (size_t i = 0; i < frames.size(); ++i) {
-    if (i) text += " <- ";
-    text += frames[i].func + ": " + frames[i].desc;
-    if (!frames[i].minor.empty()) text += " (" + frames[i].minor + ")";
-  }
+  // The innermost frame is the cause ("data error detected by Fletcher32 checksum"); the calls that
+  // led there follow for the record, each in one line, the innermost by its function name only.
+  const Frame& cause = frames.back();
+  std::string text = short_desc(cause.desc) + " [HDF5: ";
+  for (size_t i = 0; i + 1 < frames.size(); ++i)
+    text += frames[i].func + ": " + short_desc(frames[i].desc) + " <- ";
+  text += cause.func;
+  if (!cause.minor.empty()) text += " (" + cause.minor + ")";
   return text + "]";
 }
 

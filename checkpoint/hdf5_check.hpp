@@ -20,9 +20,10 @@ std::recursive_mutex& hdf5_mutex();
 void hdf5_silence_errors();
 
 // The current HDF5 error stack as one line, then clears it: the innermost cause first, then the
-// whole stack outermost call first ("data error detected by Fletcher32 checksum [HDF5: H5Dread:
-// can't read data (Read failed) <- ... <- H5Z__filter_fletcher32: data error detected by
-// Fletcher32 checksum (Read failed)]"). "(HDF5 error stack empty)" when nothing was recorded.
+// calls outermost first, one line each ("data error detected by Fletcher32 checksum [HDF5: H5Dread:
+// can't read data <- ... <- H5Z__filter_fletcher32 (Read failed)]"); a file driver's long report
+// becomes "file write failed: No space left on device (errno 28)". "(HDF5 error stack empty)" when
+// nothing was recorded.
 std::string hdf5_error_text();
 
 // Owns one HDF5 identifier and closes it with the matching H5?close (any kind, via H5Iget_type).

@@ -386,6 +386,12 @@ TEST(StoreFullDisk, AFailedWriteSaysHowMuchRoomIsLeft) {
   EXPECT_NE(s.message().find(" MiB free in '" + mount_point + "' after removing the partial file"),
             std::string::npos)
       << s.message();
+  // The file driver's report is cut to its cause, not its several hundred characters, once.
+  EXPECT_NE(s.message().find("file write failed: No space left on device (errno 28)"), std::string::npos)
+      << s.message();
+  EXPECT_EQ(s.message().find("bytes actually written"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("No space left", s.message().find("No space left") + 1), std::string::npos)
+      << s.message();
   EXPECT_EQ(names, (std::vector<std::string>{"ckpt-00000001.h5", "latest"}));
 }
 
