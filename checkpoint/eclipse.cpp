@@ -118,7 +118,7 @@ std::optional<ShadowInterval> EclipseModel::next_shadow(double t_s) const {
     k += 1.0;
     exit += period_s_;
   }
-  return ShadowInterval{exit - 2.0 * half, exit};
+  return ShadowInterval{exit - 2.0 * half, exit, static_cast<int64_t>(k)};
 }
 
 std::vector<ShadowInterval> EclipseModel::shadows(double t0_s, double t1_s) const {
@@ -126,7 +126,7 @@ std::vector<ShadowInterval> EclipseModel::shadows(double t0_s, double t1_s) cons
   std::optional<ShadowInterval> s = next_shadow(t0_s);
   while (s && s->entry_s < t1_s) {
     out.push_back(*s);
-    s = ShadowInterval{s->entry_s + period_s_, s->exit_s + period_s_};
+    s = ShadowInterval{s->entry_s + period_s_, s->exit_s + period_s_, s->orbit + 1};
   }
   return out;
 }
@@ -180,15 +180,14 @@ EclipseSchedule::EclipseSchedule(EclipseModel model, double margin_s, ScheduleCl
                                  double fallback_interval_s)
     : model_(model), margin_s_(margin_s), clock_(clock), fallback_s_(fallback_interval_s) {
   // The target must fall in the sunlit arc before the shadow it protects.
-  const double sunlit = model_.period_s() - model_.eclipse_duration_s();
-  margin_s_ = std::clamp(margin_s_, 0.0, std::max(0.0, 0.999 * sunlit));
+  margin_s_ = std::clamp(margin_s_, 0.0, std::max(0.0, 0.999 * model_.sunlit_s()));
 }
 
 std::optional<double> EclipseSchedule::pending_target(double t) const {
   std::optional<ShadowInterval> s = model_.next_shadow(t);
   if (!s) return std::nullopt;
   if (s->entry_s - margin_s_ <= last_mission_s_) {  // this shadow is covered: the next one
-    s = ShadowInterval{s->entry_s + model_.period_s(), s->exit_s + model_.period_s()};
+    s = ShadowInterval{s->entry_s + model_.period_s(), s->exit_s + model_.period_s(), s->orbit + 1};
   }
   return s->entry_s - margin_s_;
 }

@@ -36,6 +36,9 @@ double beta_angle_deg(double inclination_deg, double raan_deg, double unix_time_
 struct ShadowInterval {
   double entry_s = 0.0;  // seconds since the model's epoch
   double exit_s = 0.0;
+  // Which shadow: the k-th after the one centred nearest before the epoch (integral, so the same
+  // shadow seen from two times compares equal, where its float entry time may differ in the last bit).
+  int64_t orbit = 0;
   double duration_s() const { return exit_s - entry_s; }
 };
 
@@ -58,6 +61,7 @@ class EclipseModel {
   // Earth's angular radius from the orbit: no shadow when |beta| >= this.
   double critical_beta_deg() const;
   bool has_eclipse() const { return half_angle_rad_ > 0.0; }
+  double sunlit_s() const { return period_s_ - eclipse_duration_s(); }
   double eclipse_duration_s() const { return period_s_ * half_angle_rad_ / kPi; }
   double eclipse_fraction() const { return half_angle_rad_ / kPi; }
 

@@ -31,6 +31,9 @@ Range closed(double lo, double hi) {
 Range half_open(double lo, double hi) {
   return Range{lo, false, hi, true};
 }
+Range open_closed(double lo, double hi) {
+  return Range{lo, true, hi, false};
+}
 
 }  // namespace
 
@@ -209,12 +212,14 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(orbit, eclipse,
                     "off, checkpoint (right before each shadow entry) or pause (also no compute in shadow)")
           .one_of({"off", "checkpoint", "pause"}),
-      PERIGEE_FIELD(orbit, altitude_km, "circular orbit altitude").in(above(0)),
+      PERIGEE_FIELD(orbit, altitude_km, "circular orbit altitude (100 km, the edge of space, to 100,000 km)")
+          .in(closed(100, 100000)),
       PERIGEE_FIELD(orbit, beta_deg, "sun angle to the orbit plane (0 = longest shadow)").in(closed(-90, 90)),
       PERIGEE_FIELD(orbit, phase_deg, "angle from orbit noon at epoch_unix (180 = mid-shadow)")
           .in(half_open(0, 360)),
-      PERIGEE_FIELD(orbit, time_scale, "mission seconds per wall second (60: one orbit in about 96 s)")
-          .in(above(0)),
+      PERIGEE_FIELD(orbit, time_scale,
+                    "mission seconds per wall second (60: one orbit in about 96 s; at most 10,000)")
+          .in(open_closed(0, 10000)),
       PERIGEE_FIELD(orbit, margin_s, "mission seconds before shadow entry at which to checkpoint")
           .in(at_least(0)),
       PERIGEE_FIELD(orbit, epoch_unix,

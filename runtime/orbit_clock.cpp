@@ -55,7 +55,8 @@ Status write_orbit_epoch(const std::string& dir, const OrbitEpoch& e) {
 }
 
 Status resolve_orbit_epoch(const OrbitConfig& orbit, const std::string& dir, bool resume, double now_unix,
-                           double* epoch_unix, std::string* how) {
+                           double* epoch_unix, std::string* how, std::string* warning) {
+  warning->clear();
   if (orbit.epoch_unix > 0.0) {
     *epoch_unix = orbit.epoch_unix;
     *how = str_cat("epoch_unix ", fixed(orbit.epoch_unix, 1), " from the config (",
@@ -66,22 +67,31 @@ Status resolve_orbit_epoch(const OrbitConfig& orbit, const std::string& dir, boo
   if (resume) {
     OrbitEpoch stored;
     const Status s = read_orbit_epoch(dir, &stored);
-    const bool behind = s.is_ok() && now_unix < stored.epoch_unix;  // an unsynced clock after a cut
-    if (s.is_ok() && stored.same_orbit(orbit) && !behind) {
-      *epoch_unix = stored.epoch_unix;
-      *how = str_cat("continued from ", dir, "/", kOrbitClockFile, " (the first launch, ",
-                     fixed(now_unix - stored.epoch_unix, 1), " s ago)");
+    if (s.is_ok() && stored.same_orbit(orbit)) {
+      if (now_unix >= stored.epoch_unix) {
+        *epoch_unix = stored.epoch_unix;
+        *how = str_cat("continued from ", dir, "/", kOrbitClockFile, " (the first launch, ",
+                       fixed(now_unix - stored.epoch_unix, 1), " s ago)");
+        return Status::ok();
+      }
+      // The system clock reads earlier than the first launch: not yet synchronised after the power cut.
+      // The stored epoch was taken on a good clock; it stays for the launches that follow the sync, and
+      // this launch runs on a clock of its own.
+      *epoch_unix = now_unix;
+      *how = str_cat("started now at phase ", orbit.phase_deg, " deg for this launch only");
+      *warning =
+          str_cat("orbit clock: the system clock is ", fixed(stored.epoch_unix - now_unix, 1),
+                  " s behind the first launch's epoch in ", dir, "/", kOrbitClockFile,
+                  " (not synchronised after the power cut?): this launch places the shadows from "
+                  "phase ",
+                  orbit.phase_deg, " deg now; the file is kept for the launches after the clock is set");
       return Status::ok();
     }
-    if (behind) {
-      note = str_cat("; WARNING: the system clock is ", fixed(stored.epoch_unix - now_unix, 1),
-                     " s behind the epoch in ", kOrbitClockFile,
-                     " (not synchronised after the power cut?), so the orbit clock starts over");
-    } else if (s.is_ok()) {
+    if (s.is_ok()) {
       note = str_cat("; ", kOrbitClockFile,
                      " there was for another orbit (altitude, beta, phase or time scale)");
     } else if (s.code() != StatusCode::kNotFound) {
-      note = str_cat("; replacing it: ", s.message());
+      *warning = str_cat("orbit clock: replacing ", s.message());
     }
   }
   OrbitEpoch e{now_unix, orbit.altitude_km, orbit.beta_deg, orbit.phase_deg, orbit.time_scale};

@@ -33,10 +33,12 @@ Status write_orbit_epoch(const std::string& dir, const OrbitEpoch& epoch);
 
 // The epoch for this launch (rank 0): orbit.epoch_unix when > 0; else the one in <dir>/orbit.json when
 // `resume` and it belongs to the same orbit keys; else now_unix, then stored in <dir> (which exists).
-// *how says which, for the log. A malformed file, or a stored epoch later than now_unix (a system
-// clock not yet synchronised), is replaced, with a warning in *how.
+// *how says which, for the log; *warning is "" or a warning to log:
+// - a malformed file is replaced;
+// - a stored epoch later than now_unix (a system clock not yet synchronised after a cut) is kept for
+//   the launches after the sync, and this launch alone starts at now_unix.
 Status resolve_orbit_epoch(const OrbitConfig& orbit, const std::string& dir, bool resume, double now_unix,
-                           double* epoch_unix, std::string* how);
+                           double* epoch_unix, std::string* how, std::string* warning);
 
 // Seconds since the Unix epoch, from the system clock.
 double unix_now();

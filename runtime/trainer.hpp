@@ -145,6 +145,15 @@ class Trainer {
   // [orbit] eclipse policy before each step: checkpoint ahead of the shadow, idle inside it
   // (rank 0 decides from the mission clock; every rank follows).
   Status eclipse_gate();
+  // Rank 0, eclipse policy: mission seconds since [orbit] phase_deg at a Unix time.
+  double mission_time(double unix_s) const;
+  // How long before a shadow entry its checkpoint starts: [orbit] margin_s, or 1.5 times the longest
+  // eclipse checkpoint so far when that is more, within the sunlit arc.
+  double eclipse_margin_s() const;
+  // After an eclipse checkpoint that began at gate_unix for the shadow entering at entry_s (mission s):
+  // records its duration when it `wrote`, warns when it was durable only inside the shadow or when the
+  // margin grows.
+  void note_eclipse_write(double gate_unix, double entry_s, bool wrote);
   // Whether a periodic checkpoint is due after this step, the same answer on every rank: every_steps
   // is known to all; the every_seconds clock is rank 0's, broadcast (only when every_seconds is set).
   Status periodic_checkpoint_due(bool* due);
@@ -201,9 +210,13 @@ class Trainer {
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
 
   std::optional<checkpoint::EclipseModel> eclipse_;
-  double orbit_epoch_unix_ = 0.0;      // rank 0: Unix time at [orbit] phase_deg (orbit_clock.hpp)
-  double last_gate_unix_ = 0.0;        // rank 0: when eclipse_gate last ran (0: not yet)
-  double shadow_checkpointed_ = -1.0;  // entry time of the shadow already checkpointed for
+  double orbit_epoch_unix_ = 0.0;               // rank 0: Unix time at [orbit] phase_deg (orbit_clock.hpp)
+  double last_gate_unix_ = 0.0;                 // rank 0: when eclipse_gate last ran (0: not yet)
+  std::optional<int64_t> shadow_checkpointed_;  // rank 0: the shadow (ShadowInterval::orbit) saved for
+  // rank 0: the longest eclipse checkpoint so far, gate to durable, in mission seconds; the gate
+  // checkpoints at least 1.5 times that before a shadow entry when it exceeds [orbit] margin_s.
+  double eclipse_write_mission_s_ = 0.0;
+  bool orbit_drift_warned_ = false;  // rank 0: the one-day warning of the orbit model was logged
 
   std::string checkpoint_dir_;
   bool checkpoint_enabled_ = false;

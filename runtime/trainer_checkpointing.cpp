@@ -37,6 +37,12 @@ Status Trainer::setup_checkpoints() {
         "[orbit] eclipse = \"", oc.eclipse, "\" at beta_deg ", oc.beta_deg, ": this orbit (", oc.altitude_km,
         " km) is never in shadow (|beta| >= ", fixed(model.critical_beta_deg(), 1),
         " deg), so no checkpoint would ever be taken; set [checkpoint] every_steps or every_seconds");
+    // The checkpoint for a shadow must fall in the sunlit arc after the previous one.
+    PERIGEE_REQUIRE(!model.has_eclipse() || oc.margin_s < model.sunlit_s(), StatusCode::kInvalidArgument,
+                    "[orbit] margin_s = ", oc.margin_s,
+                    " s is not shorter than the sunlit part of the orbit (", fixed(model.sunlit_s(), 0),
+                    " s at ", oc.altitude_km, " km, beta ", oc.beta_deg,
+                    " deg): the checkpoint for a shadow would fall in the one before; lower it");
     log::info("orbit: ", oc.altitude_km, " km, beta ", oc.beta_deg, " deg: period ",
               fixed(model.period_s() / 60, 1), " min, shadow ", fixed(model.eclipse_duration_s() / 60, 1),
               " min per orbit; eclipse policy ", oc.eclipse, ", time scale ", oc.time_scale, "x");
@@ -64,10 +70,11 @@ Status Trainer::setup_checkpoints() {
       if (!warning.empty()) log::warn(warning);
     }
     if (eclipse_) {
-      std::string how;
+      std::string how, warning;
       PERIGEE_CHECK(resolve_orbit_epoch(oc, checkpoint_dir_, cc.resume == "auto", unix_now(),
-                                        &orbit_epoch_unix_, &how));
+                                        &orbit_epoch_unix_, &how, &warning));
       log::info("orbit clock: ", how);
+      if (!warning.empty()) log::warn(warning);
     }
     return Status::ok();
   };
@@ -339,26 +346,68 @@ Status Trainer::finish_checkpoints() {
   return Status::ok();
 }
 
+double Trainer::mission_time(double unix_s) const {
+  return (unix_s - orbit_epoch_unix_) * config_.orbit.time_scale;
+}
+
+double Trainer::eclipse_margin_s() const {
+  const double margin = std::max(config_.orbit.margin_s, 1.5 * eclipse_write_mission_s_);
+  return std::min(margin, 0.999 * eclipse_->sunlit_s());
+}
+
+void Trainer::note_eclipse_write(double gate_unix, double entry_s, bool wrote) {
+  const OrbitConfig& oc = config_.orbit;
+  const double now = unix_now();
+  const double took = (now - gate_unix) * oc.time_scale;  // mission s, gate to durable
+  const double late = mission_time(now) - entry_s;
+  const double margin_before = eclipse_margin_s();
+  if (wrote) eclipse_write_mission_s_ = std::max(eclipse_write_mission_s_, took);
+  const double margin = eclipse_margin_s();
+  if (late > 0.0 && mission_time(gate_unix) < entry_s) {
+    log::warn("orbit: the eclipse checkpoint was durable ", fixed(late, 1),
+              " mission s after the shadow entry (", fixed(took, 1), " s from the gate, ",
+              fixed(took / oc.time_scale, 2), " s wall at time scale ", oc.time_scale,
+              "); raise [orbit] margin_s (", oc.margin_s, " s) above it");
+  }
+  if (margin > margin_before) {
+    log::warn("orbit: the eclipse checkpoint took ", fixed(took, 1),
+              " mission s, more than 2/3 of [orbit] margin_s = ", oc.margin_s, " s: the next ones start ",
+              fixed(margin, 1), " s before the shadow entry");
+  }
+}
+
 Status Trainer::eclipse_gate() {
   if (!eclipse_) return Status::ok();
-  // decision[0]: 0 nothing, 1 checkpoint now, 2 idle; decision[1]: idle wall seconds.
+  // decision[0]: 0 nothing, 1 checkpoint now, 2 idle, 3 this step's state is saved already (a resume,
+  // a rollback, a periodic checkpoint): make sure it is durable; decision[1]: idle wall seconds (2),
+  // mission seconds left to the shadow entry (1 and 3; <= 0 in shadow already).
   double decision[2] = {0.0, 0.0};
+  double gate_unix = 0.0, entry_s = 0.0;  // rank 0
   if (comm_->rank() == 0) {
-    const double now = unix_now();
-    const double t = (now - orbit_epoch_unix_) * config_.orbit.time_scale;  // mission s since phase_deg
+    gate_unix = unix_now();
+    const double t = mission_time(gate_unix);
+    if (t > 86400.0 && !orbit_drift_warned_) {
+      orbit_drift_warned_ = true;
+      log::warn("orbit: the clock is ", fixed(t / 86400.0, 1),
+                " mission days from its epoch; the model (circular two-body orbit, fixed beta) drifts from "
+                "the real one by a minute or more a day: set [orbit] epoch_unix, phase_deg and beta_deg from "
+                "a recent ephemeris before the drift passes [orbit] margin_s");
+    }
     // The next gate comes about one step later (the last gap between gates, in mission seconds).
-    const double step_s = last_gate_unix_ > 0.0 ? (now - last_gate_unix_) * config_.orbit.time_scale : 0.0;
-    last_gate_unix_ = now;
+    const double step_s =
+        last_gate_unix_ > 0.0 ? mission_time(gate_unix) - mission_time(last_gate_unix_) : 0.0;
+    last_gate_unix_ = gate_unix;
     const auto shadow = eclipse_->next_shadow(t);
     if (shadow) {
       const bool inside = t >= shadow->entry_s;
-      const bool near = eclipse_->checkpoint_due(t, config_.orbit.margin_s, step_s);
+      const bool near = eclipse_->checkpoint_due(t, eclipse_margin_s(), step_s);
       // Never save suspect state (as for the periodic checkpoints): while steps are being skipped the
       // shadow's checkpoint waits for a clean step, or the newest clean checkpoint stands.
-      if (near && shadow_checkpointed_ != shadow->entry_s && last_checkpoint_step_ != next_step_ &&
-          consecutive_skips_ == 0) {
-        decision[0] = 1.0;
-        shadow_checkpointed_ = shadow->entry_s;
+      if (near && shadow_checkpointed_ != shadow->orbit && consecutive_skips_ == 0) {
+        decision[0] = last_checkpoint_step_ == next_step_ ? 3.0 : 1.0;
+        decision[1] = shadow->entry_s - t;
+        shadow_checkpointed_ = shadow->orbit;
+        entry_s = shadow->entry_s;
       } else if (inside && config_.orbit.eclipse == "pause") {
         decision[0] = 2.0;
         decision[1] = (shadow->exit_s - t) / config_.orbit.time_scale;
@@ -366,12 +415,20 @@ Status Trainer::eclipse_gate() {
     }
   }
   PERIGEE_CHECK(comm_->broadcast(decision, 2, DataType::kFloat64, 0));
-  if (decision[0] == 1.0) {
-    log::info("orbit: shadow entry in ", fixed(config_.orbit.margin_s, 0),
-              " s or less: checkpoint before the power drops");
-    Status written = save_checkpoint();
+  if (decision[0] == 1.0 || decision[0] == 3.0) {
+    const bool write = decision[0] == 1.0;
+    const std::string when = decision[1] > 0.0
+                                 ? str_cat("shadow entry in ", fixed(decision[1], 0), " mission s")
+                                 : std::string("in shadow already");
+    if (write) {
+      log::info("orbit: ", when, ": checkpoint before the power drops");
+    } else {
+      log::info("orbit: ", when, ": the state of step ", next_step_, " is saved already");
+    }
+    Status written = write ? save_checkpoint() : Status::ok();
     if (written.is_ok()) written = finish_checkpoints();  // durable before the shadow
     PERIGEE_CHECK(checkpoint_fence("the eclipse checkpoint", written));
+    if (comm_->rank() == 0) note_eclipse_write(gate_unix, entry_s, write);
   } else if (decision[0] == 2.0) {
     log::info("orbit: in shadow, compute paused for ",
               fixed(decision[1] * config_.orbit.time_scale / 60.0, 1), " mission min (",

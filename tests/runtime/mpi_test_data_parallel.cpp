@@ -301,13 +301,26 @@ TEST(DataParallel, EclipseCheckpointsOnAnOrbitWithoutShadowNeedAnotherSchedule) 
   config.checkpoint.every_steps = 0;
   config.orbit.beta_deg = 20.0;  // a shadow every orbit
   EXPECT_TRUE(setup_status(config, world.get()).is_ok());
+  // A margin as long as the sunlit arc would put a shadow's checkpoint inside the shadow before.
+  config.orbit.beta_deg = 0.0;
+  config.orbit.margin_s = 3610.0;  // the sunlit arc at 550 km and beta 0 is 3602 s
+  const Status margin = setup_status(config, world.get());
+  EXPECT_EQ(margin.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(
+      margin.message().find("[orbit] margin_s = 3610 s is not shorter than the sunlit part of the orbit "
+                            "(3602 s at 550 km, beta 0 deg)"),
+      std::string::npos)
+      << margin.message();
+  config.orbit.margin_s = 3600.0;
+  EXPECT_TRUE(setup_status(config, world.get()).is_ok());
   MPI_Barrier(MPI_COMM_WORLD);
   if (world->rank() == 0) std::filesystem::remove_all(dir);
 }
 
 // The eclipse policy's orbit clock goes on across launches (orbit_clock.hpp): a relaunch whose run's
 // first launch was long enough ago to put the satellite 30 s before a shadow entry checkpoints at its
-// first gate; the same launch on a fresh clock, half an hour from the shadow, does not.
+// first gate; the same launch on a fresh clock, half an hour from the shadow, does not. A further
+// relaunch before the same shadow resumes from a checkpoint that already covers it: no new one.
 TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
   namespace fs = std::filesystem;
   std::unique_ptr<MpiCommunicator> world;
@@ -344,6 +357,18 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
       OrbitEpoch kept;
       PERIGEE_CHECK_OR_DIE(read_orbit_epoch(dir.string(), &kept));
       EXPECT_NEAR(kept.epoch_unix, continued ? unix_now() - (entry - 30.0) : unix_now(), 60.0);
+    }
+  }
+  {  // the continued run relaunched for 2 more steps, still before the shadow
+    config.checkpoint.dir = (base / "continued").string();
+    config.train.steps = 4;
+    CpuTrainer t(config, world.get());
+    PERIGEE_CHECK_OR_DIE(t.trainer.setup());
+    PERIGEE_CHECK_OR_DIE(t.trainer.run());
+    EXPECT_EQ(t.trainer.checkpoints_saved(), 1u);  // the final one
+    if (world->rank() == 0) {
+      EXPECT_FALSE(fs::exists(base / "continued" / "ckpt-00000003.h5"));
+      EXPECT_TRUE(fs::exists(base / "continued" / "ckpt-00000004.h5"));
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);

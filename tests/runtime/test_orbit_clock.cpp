@@ -30,11 +30,11 @@ class OrbitClock : public ::testing::Test {
   double resolve(double now, bool resume = true) {
     double epoch = -1.0;
     how_.clear();
-    const Status s = resolve_orbit_epoch(orbit_, dir_, resume, now, &epoch, &how_);
+    const Status s = resolve_orbit_epoch(orbit_, dir_, resume, now, &epoch, &how_, &warning_);
     EXPECT_TRUE(s.is_ok()) << s.to_string();
     return epoch;
   }
-  std::string dir_, how_;
+  std::string dir_, how_, warning_;
   OrbitConfig orbit_;
 };
 
@@ -64,11 +64,20 @@ TEST_F(OrbitClock, TheFirstLaunchStartsItAndRelaunchesContinueIt) {
   }
 }
 
-TEST_F(OrbitClock, AClockBehindTheStoredEpochStartsOverWithAWarning) {
+// The stored epoch was taken on a good clock: an unsynchronised one runs this launch alone and the file
+// stays for the launches after the sync.
+TEST_F(OrbitClock, AClockBehindTheStoredEpochRunsThisLaunchAloneAndKeepsTheFile) {
   EXPECT_EQ(resolve(5000.0), 5000.0);
+  EXPECT_TRUE(warning_.empty()) << warning_;
   EXPECT_EQ(resolve(4000.0), 4000.0);  // a relaunch whose clock reads earlier than the first launch
-  EXPECT_CONTAINS(how_, "WARNING: the system clock is 1000.0 s behind the epoch");
-  EXPECT_EQ(resolve(4500.0), 4000.0);  // the new clock goes on
+  EXPECT_CONTAINS(warning_, "the system clock is 1000.0 s behind the first launch's epoch");
+  EXPECT_CONTAINS(how_, "for this launch only");
+  OrbitEpoch kept;
+  ASSERT_TRUE(read_orbit_epoch(dir_, &kept).is_ok());
+  EXPECT_EQ(kept.epoch_unix, 5000.0);
+  EXPECT_EQ(resolve(4500.0), 4500.0);  // still behind: again a clock of its own
+  EXPECT_EQ(resolve(9000.0), 5000.0);  // set again: the first launch's clock
+  EXPECT_TRUE(warning_.empty()) << warning_;
 }
 
 TEST_F(OrbitClock, TheConfigEpochWinsAndIsNotStored) {
@@ -86,7 +95,7 @@ TEST_F(OrbitClock, AMalformedFileIsReplacedWithAWarning) {
   EXPECT_EQ(s.code(), StatusCode::kIoError);
   EXPECT_CONTAINS(s.message(), "orbit.json: not an orbit clock file (no number \"epoch_unix\")");
   EXPECT_EQ(resolve(1234.5), 1234.5);
-  EXPECT_CONTAINS(how_, "replacing it");
+  EXPECT_CONTAINS(warning_, "replacing " + dir_ + "/orbit.json: not an orbit clock file");
   ASSERT_TRUE(read_orbit_epoch(dir_, &kept).is_ok());
   EXPECT_EQ(kept.epoch_unix, 1234.5);
   std::ofstream(dir_ + "/orbit.json") << "not json";
@@ -95,8 +104,8 @@ TEST_F(OrbitClock, AMalformedFileIsReplacedWithAWarning) {
 
 TEST_F(OrbitClock, AnUnwritableFolderIsAnError) {
   double epoch = 0.0;
-  std::string how;
-  const Status s = resolve_orbit_epoch(orbit_, dir_ + "/missing/folder", true, 1.0, &epoch, &how);
+  std::string how, warning;
+  const Status s = resolve_orbit_epoch(orbit_, dir_ + "/missing/folder", true, 1.0, &epoch, &how, &warning);
   EXPECT_EQ(s.code(), StatusCode::kIoError);
   EXPECT_CONTAINS(s.message(), "orbit.json");
 }
