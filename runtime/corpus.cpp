@@ -78,7 +78,7 @@ uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-Status write_split(const std::string& path, const std::vector<std::string>& documents,
+Status stage_split(const std::string& path, const std::vector<std::string>& documents,
                    SplitSummary* summary) {
   summary->path = path;
   summary->documents = documents.size();
@@ -86,7 +86,20 @@ Status write_split(const std::string& path, const std::vector<std::string>& docu
   for (const std::string& d : documents) summary->text_bytes += d.size();
   const std::vector<int32_t> tokens = encode_bytes(join_documents(documents));
   summary->tokens = tokens.size();
-  PERIGEE_CHECK(write_token_file(path, tokens, kByteVocabSize));
+  return stage_token_file(path, tokens, kByteVocabSize);
+}
+
+// An output path the tool would write over: a folder, or one of the inputs (a token file passed as
+// text by mistake would be replaced by tokens of itself).
+Status check_output_path(const std::string& out, const std::vector<std::string>& inputs) {
+  std::error_code ec;
+  PERIGEE_REQUIRE(!fs::is_directory(out, ec), StatusCode::kInvalidArgument, "output ", out,
+                  " is a folder; choose another --out prefix");
+  for (const std::string& in : inputs) {
+    PERIGEE_REQUIRE(!fs::equivalent(in, out, ec), StatusCode::kInvalidArgument, "input ", in,
+                    " is also the output ", out,
+                    ": writing it would destroy the input; choose another --out");
+  }
   return Status::ok();
 }
 
@@ -139,6 +152,9 @@ Status read_text_file(const std::string& path, std::string* text) {
   const int err = errno;
   std::fclose(f);
   PERIGEE_REQUIRE(!failed, StatusCode::kIoError, "cannot read input file ", path, ": ", std::strerror(err));
+  PERIGEE_REQUIRE(!text->starts_with(std::string_view(kTokenFileMagic, sizeof(kTokenFileMagic))),
+                  StatusCode::kInvalidArgument, "input ", path,
+                  " is a Perigee token file (perigee-data output), not text");
   return Status::ok();
 }
 
@@ -187,6 +203,11 @@ Status build_corpus(const CorpusOptions& options, CorpusSummary* summary) {
   }
   for (const std::string& f : options.inputs) sources.push_back({f, false});
 
+  std::vector<std::string> input_paths;
+  for (const Source& source : sources) input_paths.push_back(source.path);
+  PERIGEE_CHECK(check_output_path(options.out_prefix + "_train.bin", input_paths));
+  PERIGEE_CHECK(check_output_path(options.out_prefix + "_val.bin", input_paths));
+
   std::vector<std::string> train;
   std::vector<std::string> val;
   std::string text;
@@ -210,9 +231,21 @@ Status build_corpus(const CorpusOptions& options, CorpusSummary* summary) {
     PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create output folder ", parent.string(), ": ",
                     ec.message());
   }
-  PERIGEE_CHECK(write_split(options.out_prefix + "_train.bin", train, &summary->train));
-  PERIGEE_CHECK(write_split(options.out_prefix + "_val.bin", val, &summary->val));
-  return Status::ok();
+  // Both splits are written in full before either replaces a file, so a failure leaves the old pair.
+  const std::string train_path = options.out_prefix + "_train.bin",
+                    val_path = options.out_prefix + "_val.bin";
+  PERIGEE_CHECK(stage_split(train_path, train, &summary->train));
+  const Status staged = stage_split(val_path, val, &summary->val);
+  if (!staged.is_ok()) {
+    discard_staged_token_file(train_path);
+    return staged;
+  }
+  const Status committed = commit_token_file(val_path);
+  if (!committed.is_ok()) {
+    discard_staged_token_file(train_path);
+    return committed;
+  }
+  return commit_token_file(train_path);
 }
 
 }  // namespace perigee::runtime

@@ -133,7 +133,7 @@ uint32_t crc32(const void* data, size_t size, uint32_t crc) {
   return ~c;
 }
 
-Status write_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size) {
+Status stage_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size) {
   PERIGEE_REQUIRE(!path.empty(), StatusCode::kInvalidArgument, "token file path is empty");
   PERIGEE_REQUIRE(vocab_size > 0 && vocab_size <= kMaxVocab, StatusCode::kInvalidArgument, "token file ",
                   path, ": vocab_size ", vocab_size, " is outside [1, ", kMaxVocab, "] (tokens are uint16)");
@@ -175,14 +175,19 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& tok
     return make_error(StatusCode::kIoError, "token file ", path, ": writing ", tmp,
                       " failed: ", errno_text(err));
   }
+  return Status::ok();
+}
+
+Status commit_token_file(const std::string& path) {
+  const std::string tmp = path + ".tmp";
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
+    const int err = errno;
     ::unlink(tmp.c_str());
     return make_error(StatusCode::kIoError, "token file ", path, ": cannot rename ", tmp,
                       " to it: ", errno_text(err));
   }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
   int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   PERIGEE_REQUIRE(dir_fd >= 0, StatusCode::kIoError, "token file ", path, ": cannot open folder ", dir,
                   " to fsync it: ", errno_text(errno));
@@ -190,6 +195,15 @@ Status write_token_file(const std::string& path, const std::vector<int32_t>& tok
   PERIGEE_REQUIRE(::fsync(dir_fd) == 0, StatusCode::kIoError, "token file ", path, ": fsync of folder ", dir,
                   " failed: ", errno_text(errno));
   return Status::ok();
+}
+
+void discard_staged_token_file(const std::string& path) {
+  ::unlink((path + ".tmp").c_str());
+}
+
+Status write_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size) {
+  PERIGEE_CHECK(stage_token_file(path, tokens, vocab_size));
+  return commit_token_file(path);
 }
 
 namespace {

@@ -29,7 +29,14 @@ struct TokenFileHeader {
   uint32_t token_crc32 = 0;  // of the token bytes, as stored in the header
 };
 
+// Writes `path` atomically: stage_token_file, then commit_token_file.
 Status write_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size);
+// The two halves, for files that must change together (a train and a val split): the whole file is
+// written and fsynced as <path>.tmp (removed again on failure), then renamed over `path` and the
+// folder fsynced. discard_staged_token_file removes a staged <path>.tmp that will not be committed.
+Status stage_token_file(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size);
+Status commit_token_file(const std::string& path);
+void discard_staged_token_file(const std::string& path);
 
 // Reads and verifies (magic, version, size, crc, every token < vocab_size). Errors name the path
 // and what is wrong; a missing file says how to build it (scripts/build_data.sh / perigee-data).

@@ -1,7 +1,10 @@
 // perigee-data: builds byte-level token files <out>_train.bin / <out>_val.bin from text (the
 // fortunes package and/or plain text files). Thin CLI over runtime/corpus.hpp; see docs/data.md.
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -31,9 +34,33 @@ int main(int argc, char** argv) {
       ->default_val(std::string(perigee::runtime::kDefaultFortunesDir));
   app.add_option("--input", options.inputs, "plain text file(s), split into blank-line separated paragraphs");
   app.add_option("--val-fraction", options.val_fraction, "probability that a document goes to val, in [0, 1)")
-      ->default_val(0.05);
-  app.add_option("--seed", options.seed, "seed of the train/val assignment")->default_val(1);
-  CLI11_PARSE(app, argc, argv);
+      ->default_val(0.05)
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            double v = 0.0;
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+            if (!text.empty() && ec == std::errc() && end == text.data() + text.size() && v >= 0.0 && v < 1.0)
+              return std::string();  // (nan fails both comparisons)
+            return "expected a number in [0, 1), got '" + text + "'";
+          },
+          "a number in [0, 1)"));
+  app.add_option("--seed", options.seed, "seed of the train/val assignment, in [0, 2^64)")
+      ->default_val(1)
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            uint64_t v = 0;  // CLI11 alone reads -1 as 2^64 - 1 and clamps an overflow
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+            if (!text.empty() && ec == std::errc() && end == text.data() + text.size()) return std::string();
+            return "expected an integer in [0, 2^64), got '" + text + "'";
+          },
+          "an integer in [0, 2^64)"));
+  app.failure_message(
+      [](const CLI::App*, const CLI::Error& e) { return std::string("perigee-data: ") + e.what() + "\n"; });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // 2: a bad command line, as the other tools
+  }
 
   perigee::runtime::CorpusSummary summary;
   const perigee::Status status = perigee::runtime::build_corpus(options, &summary);

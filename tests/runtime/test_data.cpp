@@ -626,5 +626,59 @@ TEST_F(DataTest, BuildCorpusErrors) {
   EXPECT_FALSE(fs::exists(path("c_train.bin")));
 }
 
+// perigee-data loses nothing: an input that is also an output or a token file is refused, and a pair
+// that cannot be written whole leaves the previous pair as it was.
+TEST_F(DataTest, BuildCorpusNeverDestroysAnInputOrHalfAPair) {
+  CorpusSummary summary;
+  CorpusOptions o;
+  write_text(path("t.txt"), "first paragraph\n\nsecond paragraph\n\nthird one\n");
+  o.inputs = {path("t.txt")};
+  o.val_fraction = 0.0;
+  o.out_prefix = path("pair");
+  ASSERT_TRUE(build_corpus(o, &summary).is_ok());
+  const std::vector<uint8_t> train = read_bytes(path("pair_train.bin"));
+  const std::vector<uint8_t> val = read_bytes(path("pair_val.bin"));
+
+  // A token file given as text (e.g. --input data/x_train.bin --out data/x).
+  o.inputs = {path("pair_train.bin")};
+  o.out_prefix = path("other");
+  Status st = build_corpus(o, &summary);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find(path("pair_train.bin") + " is a Perigee token file"), std::string::npos)
+      << st.message();
+  // A text input that is one of the outputs.
+  write_text(path("same_val.bin"), "some text\n");
+  o.inputs = {path("same_val.bin")};
+  o.out_prefix = path("same");
+  st = build_corpus(o, &summary);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("is also the output " + path("same_val.bin")), std::string::npos)
+      << st.message();
+  EXPECT_FALSE(fs::exists(path("same_train.bin")));
+  // A val split that cannot be written (its name is a folder): the train file is not replaced either.
+  write_text(path("t.txt"), "other text\n\nentirely\n");
+  o.inputs = {path("t.txt")};
+  o.out_prefix = path("pair");
+  fs::remove(path("pair_val.bin"));
+  fs::create_directory(path("pair_val.bin"));
+  st = build_corpus(o, &summary);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("output " + path("pair_val.bin") + " is a folder"), std::string::npos)
+      << st.message();
+  EXPECT_EQ(read_bytes(path("pair_train.bin")), train);
+  fs::remove(path("pair_val.bin"));
+  // Staging fails for val (an unwritable .tmp name): nothing replaced, no .tmp left behind.
+  write_bytes(path("pair_val.bin"), val);
+  fs::create_directory(path("pair_val.bin.tmp"));
+  st = build_corpus(o, &summary);
+  EXPECT_EQ(st.code(), StatusCode::kIoError) << st.to_string();
+  EXPECT_EQ(read_bytes(path("pair_train.bin")), train);
+  EXPECT_EQ(read_bytes(path("pair_val.bin")), val);
+  EXPECT_FALSE(fs::exists(path("pair_train.bin.tmp")));
+  fs::remove(path("pair_val.bin.tmp"));
+  ASSERT_TRUE(build_corpus(o, &summary).is_ok());
+  EXPECT_NE(read_bytes(path("pair_train.bin")), train);
+}
+
 }  // namespace
 }  // namespace perigee::runtime
