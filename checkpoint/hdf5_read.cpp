@@ -412,13 +412,15 @@ Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* sn
     return corrupt(path, "/meta", "invalid metadata: ", s.message());
   uint64_t total_bytes = 0;
   for (const BufferInfo& b : header->buffers) {
+    // Before the view table: a size past the file (e.g. 2^62 floats) is corrupt, and its bytes would wrap.
+    if (b.size > (header->file_bytes - total_bytes) / sizeof(float))
+      return corrupt(path, child("/buffers", b.name), "the buffers claim more than the file's ",
+                     header->file_bytes, " bytes (this one ", b.size, " floats, after ", total_bytes,
+                     " bytes of the others)");
     if (Status s = validate_buffer_layout(b.name, b.views, b.size); !s)
       return corrupt(path, child("/buffers", b.name), "invalid view table: ", s.message());
     total_bytes += b.size * sizeof(float);
   }
-  if (total_bytes > header->file_bytes)
-    return corrupt(path, "/buffers", "buffers claim ", total_bytes, " bytes but the file holds only ",
-                   header->file_bytes);
   if (!snapshot) return Status::ok();
 
   // Tensor data: HDF5 verifies each chunk's Fletcher32 while reading; then the CRC32C per view.

@@ -63,9 +63,14 @@ Status validate_buffer_layout(const std::string& name, const std::vector<View>& 
                     "' has two views named '", v.name, "'");
     PERIGEE_REQUIRE(!v.shape.empty(), StatusCode::kInvalidArgument, "view '", name, "/", v.name,
                     "' has rank 0 (a scalar view needs shape {1})");
-    for (int64_t d : v.shape)
+    uint64_t elements = 1;  // checked against the buffer as it grows, so it cannot wrap
+    for (int64_t d : v.shape) {
       PERIGEE_REQUIRE(d >= 1, StatusCode::kInvalidArgument, "view '", name, "/", v.name,
                       "' has an extent < 1 (", d, ")");
+      PERIGEE_REQUIRE(static_cast<uint64_t>(d) <= size / elements, StatusCode::kInvalidArgument, "view '",
+                      name, "/", v.name, "' has more elements than the buffer holds (", size, ")");
+      elements *= static_cast<uint64_t>(d);
+    }
     by_offset.push_back(&v);
   }
   std::sort(by_offset.begin(), by_offset.end(),
@@ -75,6 +80,8 @@ Status validate_buffer_layout(const std::string& name, const std::vector<View>& 
     PERIGEE_REQUIRE(v->offset == next, StatusCode::kInvalidArgument, "buffer '", name, "': view '", v->name,
                     "' starts at element ", v->offset, " but the views before it end at ", next,
                     v->offset > next ? " (gap)" : " (overlap)");
+    PERIGEE_REQUIRE(v->size() <= size - next, StatusCode::kInvalidArgument, "buffer '", name, "': view '",
+                    v->name, "' at element ", next, " ends past the buffer's ", size, " elements");
     next += v->size();
   }
   PERIGEE_REQUIRE(next == size, StatusCode::kInvalidArgument, "buffer '", name, "': views cover ", next,

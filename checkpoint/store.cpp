@@ -347,6 +347,33 @@ Status CheckpointStore::read_latest_pointer(std::string* name) const {
   return Status::ok();
 }
 
+std::string CheckpointStore::latest_pointer_note(const std::vector<CheckpointEntry>& entries) const {
+  std::string latest;
+  if (Status s = read_latest_pointer(&latest); !s) {
+    if (s.code() == StatusCode::kNotFound)
+      return str_cat("no '", kLatestName, "' pointer in '", dir_, "': choosing from the folder");
+    return str_cat("ignoring the '", kLatestName, "' pointer: ", first_line(s.message()));
+  }
+  int64_t latest_step = 0;
+  parse_file_name(latest, &latest_step);
+  const bool exists = std::any_of(entries.begin(), entries.end(),
+                                  [&](const CheckpointEntry& e) { return e.step == latest_step; });
+  if (!exists)
+    return str_cat("stale '", kLatestName, "' pointer: '", latest, "' is not a checkpoint file in '", dir_,
+                   "'");
+  if (entries.front().step > latest_step)
+    return str_cat(
+        "'", kLatestName, "' names '", latest, "' but '", file_name(entries.front().step),
+        "' is newer and complete (cut between its rename and the pointer update): trying it first");
+  return "";
+}
+
+CheckpointStore CheckpointStore::inspect(const std::string& dir) {
+  CheckpointStore store;
+  store.dir_ = dir;
+  return store;
+}
+
 Status CheckpointStore::commit(const Snapshot& snapshot, CommitStats* stats) {
   CommitStats local;
   CommitStats& st = stats ? *stats : local;
@@ -470,25 +497,7 @@ Status CheckpointStore::load_latest(const Expectation& expected, Snapshot* out, 
     }
   }
 
-  std::string latest;
-  if (Status s = read_latest_pointer(&latest); !s) {
-    if (s.code() == StatusCode::kNotFound)
-      note(str_cat("no '", kLatestName, "' pointer in '", dir_, "': choosing from the folder"));
-    else
-      note(str_cat("ignoring the '", kLatestName, "' pointer: ", first_line(s.message())));
-  } else {
-    int64_t latest_step = 0;
-    parse_file_name(latest, &latest_step);
-    const bool exists = std::any_of(entries.begin(), entries.end(),
-                                    [&](const CheckpointEntry& e) { return e.step == latest_step; });
-    if (!exists)
-      note(str_cat("stale '", kLatestName, "' pointer: '", latest, "' is not a checkpoint file in '", dir_,
-                   "'"));
-    else if (entries.front().step > latest_step)
-      note(str_cat(
-          "'", kLatestName, "' names '", latest, "' but '", file_name(entries.front().step),
-          "' is newer and complete (cut between its rename and the pointer update): trying it first"));
-  }
+  if (std::string pointer = latest_pointer_note(entries); !pointer.empty()) note(std::move(pointer));
 
   if (entries.empty()) return make_error(StatusCode::kNotFound, "no checkpoint in '", dir_, "'");
 

@@ -96,6 +96,8 @@ class CheckpointStore {
 
   // Opens (creating it if needed) the folder `dir` and removes leftover .tmp files of cut writes.
   static Status open(const std::string& dir, const StoreOptions& options, CheckpointStore* out);
+  // A store over `dir` for reading only, as it is: nothing is created or removed (perigee-ckpt verify).
+  static CheckpointStore inspect(const std::string& dir);
 
   // Writes and commits `snapshot` as ckpt-<step>.h5 (protocol above).
   Status commit(const Snapshot& snapshot, CommitStats* stats = nullptr);
@@ -126,6 +128,9 @@ class CheckpointStore {
   static constexpr const char* kProbeName = "write-probe.tmp";
   // The file name `latest` holds (kNotFound when there is none, kIoError when it is malformed).
   Status read_latest_pointer(std::string* name) const;
+  // What is wrong with `latest` given the committed checkpoints `entries` (newest first, from list()):
+  // "" when it names the newest, else a note (missing, malformed, stale, behind a newer file).
+  std::string latest_pointer_note(const std::vector<CheckpointEntry>& entries) const;
 
   std::string path_for_step(int64_t step) const;
   const std::string& dir() const { return dir_; }

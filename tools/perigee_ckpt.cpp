@@ -41,11 +41,24 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return out + "]";
 }
 
+// A status message without its "    at file:line" trace lines: one FAIL line per file for scripts.
+std::string without_trace(const std::string& message) {
+  std::string out;
+  size_t from = 0;
+  while (from <= message.size()) {
+    const size_t end = std::min(message.find('\n', from), message.size());
+    const std::string line = message.substr(from, end - from);
+    if (!line.starts_with("    at ")) out += (out.empty() ? "" : " ") + line;
+    from = end + 1;
+  }
+  return out;
+}
+
 // Reads and verifies one checkpoint; "" when good, else why not.
 std::string verify_file(const std::string& path, int64_t name_step, ck::CheckpointHeader* header) {
   ck::Snapshot snapshot;
   Status s = ck::read_snapshot(path, &snapshot, header);
-  if (!s.is_ok()) return s.message();
+  if (!s.is_ok()) return without_trace(s.message());
   if (name_step >= 0 && snapshot.meta.step != name_step) {
     return str_cat("the file name says step ", name_step, " but the file holds step ", snapshot.meta.step);
   }
@@ -72,22 +85,12 @@ int verify(const std::string& target) {
       return kUsage;
     }
     std::sort(files.begin(), files.end());
-    std::string latest;
-    // The store's own reader of `latest`, without open() (which would remove leftovers).
-    const fs::path latest_path = fs::path(target) / ck::CheckpointStore::kLatestName;
-    if (fs::exists(latest_path, ec)) {
-      std::FILE* f = std::fopen(latest_path.c_str(), "r");
-      char buf[256] = {0};
-      if (f != nullptr) {
-        if (std::fgets(buf, sizeof(buf), f) == nullptr) buf[0] = '\0';
-        std::fclose(f);
-      }
-      latest = buf;
-      while (!latest.empty() && (latest.back() == '\n' || latest.back() == '\r')) latest.pop_back();
-      if (!fs::exists(fs::path(target) / latest, ec)) {
-        std::printf("note  latest names '%s', which is not there (loads use the newest good checkpoint)\n",
-                    latest.c_str());
-      }
+    // The store's own judgement of `latest`, on a store that only reads (open() would remove leftovers).
+    const ck::CheckpointStore store = ck::CheckpointStore::inspect(target);
+    std::vector<ck::CheckpointEntry> entries;
+    if (store.list(&entries).is_ok() && !entries.empty()) {
+      const std::string pointer = store.latest_pointer_note(entries);
+      if (!pointer.empty()) std::printf("note  %s\n", pointer.c_str());
     }
   } else if (fs::is_regular_file(target, ec)) {
     int64_t step = -1;
@@ -185,13 +188,20 @@ int diff(const std::string& a_path, const std::string& b_path, std::vector<std::
   std::printf("A: %s (step %lld, %d rank(s))\nB: %s (step %lld, %d rank(s))\n", a_path.c_str(),
               static_cast<long long>(a.meta.step), a.meta.world_size, b_path.c_str(),
               static_cast<long long>(b.meta.step), b.meta.world_size);
-  if (names.empty()) {
-    std::set<std::string> all;
-    for (const auto* s : {&a, &b}) {
-      for (const ck::Buffer& buf : s->buffers) all.insert(buf.name);
-    }
-    names.assign(all.begin(), all.end());
+  std::set<std::string> all;
+  for (const auto* s : {&a, &b}) {
+    for (const ck::Buffer& buf : s->buffers) all.insert(buf.name);
   }
+  for (const std::string& name : names) {
+    if (all.count(name) == 0) {  // a typo, not a difference
+      std::string have;
+      for (const std::string& n : all) have += (have.empty() ? "" : ", ") + n;
+      std::fprintf(stderr, "perigee-ckpt: --buffer %s: neither file has it (they have: %s)\n", name.c_str(),
+                   have.c_str());
+      return kUsage;
+    }
+  }
+  if (names.empty()) names.assign(all.begin(), all.end());
   int differing = 0;
   for (const std::string& name : names) {
     const ck::Buffer* x = a.find_buffer(name);
@@ -253,7 +263,12 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : kUsage;
   }
-  if (v->parsed()) return verify(target);
-  if (i->parsed()) return info(file);
-  return diff(a, b, buffers);
+  try {
+    if (v->parsed()) return verify(target);
+    if (i->parsed()) return info(file);
+    return diff(a, b, buffers);
+  } catch (const std::exception& e) {  // e.g. an allocation for a header that slipped past the checks
+    std::fprintf(stderr, "perigee-ckpt: %s\n", e.what());
+    return kUsage;
+  }
 }

@@ -188,6 +188,39 @@ TEST(Hdf5Io, WriteRejectsBadSnapshots) {
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 
+// View tables whose element counts would wrap 64 bits: [2^32, 2^32] has 2^64 elements (0 when
+// multiplied out), and a view that ends past a buffer near 2^64 elements.
+TEST(Hdf5Io, ViewTablesThatWouldWrapAreRejected) {
+  const int64_t big = int64_t{1} << 32;
+  Status s = validate_buffer_layout("params", {View{"w", 0, {4}}, View{"huge", 4, {big, big}}}, 4);
+  EXPECT_NE(s.message().find("view 'params/huge' has more elements than the buffer holds (4)"),
+            std::string::npos)
+      << s.message();
+  const uint64_t size = ~uint64_t{0} - 1;
+  s = validate_buffer_layout(
+      "params", {View{"a", 0, {big, big / 2}}, View{"b", uint64_t{1} << 63, {big, big / 2}}}, size);
+  EXPECT_NE(s.message().find("view 'b' at element 9223372036854775808 ends past the buffer's"),
+            std::string::npos)
+      << s.message();
+}
+
+// A buffer size past the file (2^62 floats in a few MB), even with the manifest recomputed to match:
+// refused before its bytes are multiplied out or allocated.
+TEST(Hdf5Io, ABufferLargerThanTheFileIsCorruptEvenWithAMatchingManifest) {
+  ScratchDir dir("io");
+  const std::string path = dir.file("m.h5");
+  PERIGEE_CHECK_OR_DIE(write_snapshot(path, make_snapshot(5, 2)));
+  CheckpointHeader h;
+  PERIGEE_CHECK_OR_DIE(read_header(path, &h));
+  h.buffers[0].size = uint64_t{1} << 62;
+  set_attr<uint64_t>(path, "/buffers/" + h.buffers[0].name, "size", H5T_NATIVE_UINT64, h.buffers[0].size);
+  set_attr<uint32_t>(path, "/", "manifest_crc32c", H5T_NATIVE_UINT32,
+                     manifest_crc32c(kFormatVersion, h.meta, h.buffers));
+  expect_error(read_header(path, &h), {"m.h5", "the buffers claim more than the file's"});
+  Snapshot out;
+  expect_error(read_snapshot(path, &out), {"the buffers claim more than the file's"});
+}
+
 TEST(Hdf5Io, MissingEmptyAndForeignFiles) {
   ScratchDir dir("io");
   Snapshot out;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# perigee-ckpt and perigee-data as scripts use them: exit statuses, one line per verdict, and bad
+# input named. A real 1-process training run writes the checkpoints.
+#   tools_cli_test.sh <perigee-data> <perigee-train> <perigee-ckpt>
+set -uo pipefail
+DATA_BIN=$1 TRAIN_BIN=$2 CKPT_BIN=$3
+WORK=$(mktemp -d /tmp/perigee_tools.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
+expect() {  # expect <exit status> <pattern> <command...>: that status and the pattern in the output
+  local want=$1 pattern=$2 out rc
+  shift 2
+  out=$("$@" 2>&1)
+  rc=$?
+  [[ $rc -eq $want ]] && grep -q -- "$pattern" <<< "$out" || fail "$(basename "$1") ${*:2} -> exit $rc (want $want): $out"
+  echo "ok: $(basename "$1") ${*:2}: $(grep -m1 -- "$pattern" <<< "$out" | cut -c1-140)"
+}
+
+# perigee-data: a bad command line exits 2 naming the option.
+printf 'one paragraph\n\nanother\n' > "$WORK/t.txt"
+expect 2 "perigee-data: --seed: expected an integer in \[0, 2^64), got '-1'" "$DATA_BIN" --input "$WORK/t.txt" --out "$WORK/q" --seed -1
+expect 2 "perigee-data: --val-fraction: expected a number in \[0, 1), got 'nan'" "$DATA_BIN" --input "$WORK/t.txt" --out "$WORK/q" --val-fraction nan
+expect 2 "perigee-data: --out is required" "$DATA_BIN" --input "$WORK/t.txt"
+[[ ! -e $WORK/q_train.bin ]] || fail "perigee-data wrote output after a bad command line"
+
+e2e_make_tokens "$DATA_BIN" "$WORK"
+cat > "$WORK/tiny.toml" <<TOML
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+context = 16
+[train]
+batch_size = 2
+seq_len = 16
+steps = 6
+[data]
+train_file = "$WORK/tok_train.bin"
+val_file = "$WORK/tok_val.bin"
+[device]
+device = "cpu"
+threads = 1
+[checkpoint]
+dir = "$WORK/ck"
+every_steps = 2
+keep_last = 3
+[run]
+dir = "$WORK/runs"
+name = "tools"
+TOML
+"$TRAIN_BIN" "$WORK/tiny.toml" > "$WORK/train.log" 2>&1 || { cat "$WORK/train.log"; fail "training failed"; }
+CK=$WORK/ck
+[[ -f $CK/ckpt-00000006.h5 && -f $CK/ckpt-00000004.h5 ]] || fail "checkpoints missing: $(ls "$CK")"
+
+# verify: all good -> 0 and no note.
+expect 0 "OK: 3 checkpoint(s), 0 failed" "$CKPT_BIN" verify "$CK"
+"$CKPT_BIN" verify "$CK" | grep -q "^note" && fail "a note on a good folder"
+# The latest pointer as the store judges it: behind the newest, malformed, empty, stale.
+cp "$CK/latest" "$WORK/latest.good"
+echo "ckpt-00000004.h5" > "$CK/latest"
+expect 0 "note  'latest' names 'ckpt-00000004.h5' but 'ckpt-00000006.h5' is newer" "$CKPT_BIN" verify "$CK"
+printf '../ck/ckpt-00000006.h5\n' > "$CK/latest"
+expect 0 "note  ignoring the 'latest' pointer: .* does not name a checkpoint file" "$CKPT_BIN" verify "$CK"
+: > "$CK/latest"
+expect 0 "note  ignoring the 'latest' pointer" "$CKPT_BIN" verify "$CK"
+echo "ckpt-00000009.h5" > "$CK/latest"
+expect 0 "note  stale 'latest' pointer: 'ckpt-00000009.h5' is not a checkpoint file" "$CKPT_BIN" verify "$CK"
+cp "$WORK/latest.good" "$CK/latest"
+
+# A corrupt file: FAIL on one line (no trace lines), exit 1.
+cp "$CK/ckpt-00000004.h5" "$WORK/keep4.h5"
+truncate -s 3000 "$CK/ckpt-00000004.h5"
+out=$("$CKPT_BIN" verify "$CK")
+[[ $? -eq 1 ]] || fail "verify of a truncated file did not exit 1: $out"
+grep -q "^FAIL  ckpt-00000004.h5: checkpoint .*ckpt-00000004.h5': cannot open as HDF5" <<< "$out" || fail "no FAIL line: $out"
+grep -q "^    at " <<< "$out" && fail "trace lines in verify's output: $out"
+echo "ok: verify: $(grep -m1 '^FAIL  ckpt' <<< "$out" | cut -c1-140)"
+cp "$WORK/keep4.h5" "$CK/ckpt-00000004.h5"
+
+# diff: identical 0, different 1, a buffer neither file has 2 (a typo is no difference).
+expect 0 "IDENTICAL" "$CKPT_BIN" diff "$CK/ckpt-00000006.h5" "$CK/ckpt-00000006.h5"
+expect 1 "DIFFERENT" "$CKPT_BIN" diff "$CK/ckpt-00000004.h5" "$CK/ckpt-00000006.h5" --buffer params
+expect 2 "perigee-ckpt: --buffer nope: neither file has it (they have: adam_m, adam_v, params)" \
+  "$CKPT_BIN" diff "$CK/ckpt-00000006.h5" "$CK/ckpt-00000006.h5" --buffer nope
+# info: the header; a missing file exits 2 naming it.
+expect 0 "step        6" "$CKPT_BIN" info "$CK/ckpt-00000006.h5"
+expect 2 "$WORK/none.h5" "$CKPT_BIN" info "$WORK/none.h5"
