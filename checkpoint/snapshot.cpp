@@ -2,6 +2,7 @@
 #include "checkpoint/snapshot.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -113,6 +114,10 @@ Status validate_meta(const SnapshotMeta& m) {
   }
   PERIGEE_REQUIRE(m.lr_schedule.kind.find('\0') == std::string::npos, StatusCode::kInvalidArgument,
                   "lr_schedule.kind holds a NUL byte");
+  const LrScheduleState& lr = m.lr_schedule;
+  PERIGEE_REQUIRE(std::isfinite(lr.base_lr) && std::isfinite(lr.min_lr_ratio) && std::isfinite(lr.last_lr),
+                  StatusCode::kInvalidArgument, "lr_schedule holds a value that is not finite (base_lr ",
+                  lr.base_lr, ", min_lr_ratio ", lr.min_lr_ratio, ", last_lr ", lr.last_lr, ")");
   PERIGEE_REQUIRE(m.config_json.find('\0') == std::string::npos, StatusCode::kInvalidArgument,
                   "config_json holds a NUL byte");
   for (const auto& [name, values] : m.series) {

@@ -185,6 +185,9 @@ Status build_corpus(const CorpusOptions& options, CorpusSummary* summary) {
   PERIGEE_REQUIRE(summary != nullptr, StatusCode::kInvalidArgument, "build_corpus: summary is null");
   PERIGEE_REQUIRE(!options.out_prefix.empty(), StatusCode::kInvalidArgument,
                   "no output prefix: pass --out PREFIX (writes PREFIX_train.bin and PREFIX_val.bin)");
+  PERIGEE_REQUIRE(options.out_prefix.back() != '/', StatusCode::kInvalidArgument, "output prefix ",
+                  options.out_prefix, " ends in '/' (it would write ", options.out_prefix,
+                  "_train.bin): pass a folder and a name, e.g. ", options.out_prefix, "corpus");
   PERIGEE_REQUIRE(options.fortunes || !options.inputs.empty(), StatusCode::kInvalidArgument,
                   "no inputs: pass --fortunes and/or --input FILE");
   PERIGEE_REQUIRE(options.val_fraction >= 0.0 && options.val_fraction < 1.0, StatusCode::kInvalidArgument,

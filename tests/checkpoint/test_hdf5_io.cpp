@@ -185,6 +185,9 @@ TEST(Hdf5Io, WriteRejectsBadSnapshots) {
   s = make_snapshot(1, 1);
   s.meta.series["losses"].clear();
   expect_error(write_snapshot(path, s), {"series 'losses' is empty"});
+  s = make_snapshot(1, 1);
+  s.meta.lr_schedule.last_lr = std::nan("");
+  expect_error(write_snapshot(path, s), {"lr_schedule holds a value that is not finite"});
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 

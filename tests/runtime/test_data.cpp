@@ -596,6 +596,14 @@ TEST_F(DataTest, BuildCorpusErrors) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("no inputs"), std::string::npos) << st.message();
 
+  write_text(path("t.txt"), "hello\n");
+  o.inputs = {path("t.txt")};
+  o.out_prefix = path("sub/");  // would write sub/_train.bin
+  st = build_corpus(o, &summary);
+  EXPECT_NE(st.message().find("ends in '/'"), std::string::npos) << st.message();
+  o.out_prefix = path("c");
+  o.inputs.clear();
+
   o.inputs = {path("missing.txt")};
   st = build_corpus(o, &summary);
   EXPECT_EQ(st.code(), StatusCode::kNotFound);
