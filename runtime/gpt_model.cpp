@@ -168,7 +168,7 @@ std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kern
                        4.0 * L * max_batch * shape.n_head * static_cast<double>(max_seq) * max_seq;
   if (rough > 0x1p60) {
     return {{str_cat("activations for ", max_batch, " x ", max_seq, " tokens (rough estimate)"),
-             rough >= 0x1p64 ? UINT64_MAX : static_cast<uint64_t>(rough)}};
+             rough >= 0x1p64 ? UINT64_MAX : static_cast<uint64_t>(rough), true}};
   }
   const size_t n = ParameterTable::for_shape(shape).total();
   const uint64_t ntok = static_cast<uint64_t>(max_batch) * max_seq * sizeof(int32_t);
@@ -177,7 +177,7 @@ std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kern
       {str_cat("parameters, gradients, AdamW m and v (4 x ", n, " fp32)"), 4 * n * sizeof(float)},
       {str_cat("activations for ", max_batch, " x ", max_seq, " tokens (", storage,
                recompute ? ", recompute" : "", ")"),
-       Acts(shape, backend, max_batch, max_seq, activations, logits, recompute).total},
+       Acts(shape, backend, max_batch, max_seq, activations, logits, recompute).total, true},
       {"input and target tokens", 2 * ntok}};
   const uint64_t overhead = backend.model_overhead_bytes(n);
   if (overhead > 0)

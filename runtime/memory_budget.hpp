@@ -18,6 +18,7 @@ namespace perigee::runtime {
 struct MemoryItem {
   std::string what;
   uint64_t bytes = 0;
+  bool activations = false;  // grows with the tokens per pass (the advice names micro_batch first)
 };
 
 // One memory and what the ranks of this host will take from it.

@@ -31,7 +31,7 @@ Status Trainer::check_memory(const GptShape& shape, kernels::DType activations, 
   // The advice starts with what takes the most: the state that grows with the model, or the activations.
   uint64_t activation_bytes = 0;
   for (const MemoryItem& item : device.per_rank)
-    if (item.what.starts_with("activations")) activation_bytes = item.bytes;
+    if (item.activations) activation_bytes += item.bytes;
   const char* activation_remedies =
       "[train] micro_batch (activations grow with it; gradients accumulate over passes) or seq_len, set "
       "[train] recompute = true, store [device] activations and logits as bf16";

@@ -95,20 +95,21 @@ nlohmann::ordered_json run_to_json(const RunInfo& info, const std::vector<Topolo
     const std::string w = t.winner();
     winners[t.label] = w.empty() ? ordered_json(nullptr) : ordered_json(w);
   }
-  return {{"benchmark", "perigee-bench"},
-          {"collective", "all_reduce"},
-          {"time_unit", "emulated us (wall / time_scale)"},
-          {"ranks", info.ranks},
-          {"min_bytes", info.min_bytes},
-          {"max_bytes", info.max_bytes},
-          {"step_factor", info.factor},
-          {"step_bytes", info.step_bytes},
-          {"warmup_iters", info.warmup},
-          {"iters", info.iters},
-          {"suite", info.suite},
-          {"time_scale", info.time_scale},
-          {"topologies", tops},
-          {"winners", winners}};
+  return {
+      {"benchmark", "perigee-bench"},
+      {"collective", "all_reduce"},
+      {"time_unit", "emulated us (wall / time_scale)"},
+      {"ranks", info.ranks},
+      {"min_bytes", info.min_bytes},
+      {"max_bytes", info.max_bytes},
+      {"step_factor", info.factor},
+      {"step_bytes", info.step_bytes},
+      {"warmup_iters", info.warmup},
+      {"iters", info.iters},
+      {"suite", info.suite},
+      {"time_scale_option", info.time_scale},  // "auto" or the --time-scale text; the number is per algorithm
+      {"topologies", tops},
+      {"winners", winners}};
 }
 
 }  // namespace perigee::bench::topology

@@ -7,6 +7,7 @@
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -128,13 +129,24 @@ int main(int argc, char** argv) {
       "--topology", topology_kind,
       "one topology kind instead of a suite: walker_delta, walker_star, starlink_shell1, starlink_plane, "
       "grid, cluster, file");
-  app.add_option("--planes", single.spec.planes, "planes (walker_*, grid)");
-  app.add_option("--sats-per-plane", single.spec.sats_per_plane, "satellites per plane (walker_*, grid)");
-  app.add_option("--inclination-deg", single.spec.inclination_deg, "orbit inclination");
-  app.add_option("--altitude-km", single.spec.altitude_km, "orbit altitude");
-  app.add_option("--phasing", single.spec.phasing, "Walker phasing F");
-  app.add_option("--bandwidth-gbps", single.spec.bandwidth_gbps, "per link and direction (Gb/s)")
-      ->check(positive);
+  // The shape options and the topologies that take them (the presets fix their own); an option given
+  // where it would be ignored is refused.
+  const std::vector<std::pair<CLI::Option*, std::vector<std::string>>> shape = {
+      {app.add_option("--planes", single.spec.planes, "planes (walker_*, grid)"),
+       {"walker_delta", "walker_star", "grid"}},
+      {app.add_option("--sats-per-plane", single.spec.sats_per_plane,
+                      "satellites per plane (walker_*, grid)"),
+       {"walker_delta", "walker_star", "grid"}},
+      {app.add_option("--inclination-deg", single.spec.inclination_deg, "orbit inclination (walker_*)"),
+       {"walker_delta", "walker_star"}},
+      {app.add_option("--altitude-km", single.spec.altitude_km, "orbit altitude (walker_*)"),
+       {"walker_delta", "walker_star"}},
+      {app.add_option("--phasing", single.spec.phasing, "Walker phasing F (walker_*)"),
+       {"walker_delta", "walker_star"}},
+      {app.add_option("--bandwidth-gbps", single.spec.bandwidth_gbps,
+                      "per link and direction (Gb/s; all but cluster, 1.6 Tb/s)")
+           ->check(positive),
+       {"walker_delta", "walker_star", "starlink_shell1", "starlink_plane", "grid", "file"}}};
   app.add_option("--latency-ms", latency_ms, "grid: per-hop latency (ms)")->check(non_negative);
   app.add_option("--setup-delay-s", single.spec.setup_delay_s, "link (re)acquisition time")
       ->check(non_negative);
@@ -223,6 +235,16 @@ int main(int argc, char** argv) {
     if (!parse_finite(time_scale_text, &ro.fixed_time_scale) || !(ro.fixed_time_scale > 0.0)) {
       st = make_error(StatusCode::kInvalidArgument,
                       "--time-scale: expected auto or a finite number > 0, got '", time_scale_text, "'");
+    }
+  }
+  for (const auto& [option, kinds] : shape) {
+    if (!st.is_ok() || option->count() == 0) continue;
+    if (topology_kind.empty()) {
+      st = make_error(StatusCode::kInvalidArgument, option->get_name(),
+                      ": applies to --topology only (the suite's topologies are fixed)");
+    } else if (std::find(kinds.begin(), kinds.end(), topology_kind) == kinds.end()) {
+      st = make_error(StatusCode::kInvalidArgument, option->get_name(), ": --topology ", topology_kind,
+                      " fixes it (it applies to ", str_join(kinds, ", "), ")");
     }
   }
   std::vector<TopologyCase> cases;

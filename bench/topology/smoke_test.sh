@@ -50,6 +50,8 @@ expect_fail 2 "--overhead-us: expected a finite number >= 0" -b 8 -e 64 --overhe
 expect_fail 2 "--real-margin: expected a finite number >= 0" -b 8 -e 64 --real-margin -3
 expect_fail 2 "--bandwidth-gbps: expected a finite number > 0, got '0'" -b 8 -e 64 --bandwidth-gbps 0
 expect_fail 2 "--time-scale: expected auto or a finite number > 0, got '1abc'" -b 8 -e 64 --time-scale 1abc
+expect_fail 2 "--planes: --topology starlink_plane fixes it (it applies to walker_delta, walker_star, grid)" \
+  -b 8 -e 64 --planes 3
 # Through the launcher on 2 ranks: rank 0's verdict reaches the other rank, and both exit.
 NP=2 expect_fail 2 "--json: folder /nonexistent-perigee/dir does not exist" -b 8 -e 64 \
   --json /nonexistent-perigee/dir/x.json

@@ -11,7 +11,8 @@ namespace perigee::collectives::links {
 
 namespace {
 
-// Starlink shell 1 (Hypatia main_starlink_550.py): 72 x 22, 53 deg, 550 km, F = 0, 100 Gb/s.
+// Starlink shell 1 (Hypatia main_starlink_550.py): 72 x 22, 53 deg, 550 km, F = 0. The geometry is
+// the preset's; the link bandwidth (a property of the terminals, 100 Gb/s by default) is the spec's.
 TopologySpec starlink_shell1(const TopologySpec& spec, int planes) {
   TopologySpec s = spec;
   s.planes = planes;
@@ -19,7 +20,6 @@ TopologySpec starlink_shell1(const TopologySpec& spec, int planes) {
   s.inclination_deg = 53.0;
   s.altitude_km = 550.0;
   s.phasing = 0;
-  s.bandwidth_gbps = 100.0;
   return s;
 }
 

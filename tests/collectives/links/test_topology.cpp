@@ -92,6 +92,20 @@ TEST(LinksTopology, StarlinkPlaneIsARingOf22) {
   EXPECT_EQ(t->grid().per_plane, 22);
 }
 
+// The presets fix the geometry; the link bandwidth is the terminals', so it follows the spec.
+TEST(LinksTopology, StarlinkPresetsTakeTheSpecsBandwidthAndKeepTheirShape) {
+  TopologySpec spec;
+  spec.kind = "starlink_plane";
+  spec.bandwidth_gbps = 200.0;
+  spec.sats_per_plane = 5;
+  spec.altitude_km = 1200.0;
+  auto t = build(spec);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->num_nodes(), 22);
+  EXPECT_NEAR(t->period_s() / 60.0, 95.6, 95.6 * 0.005);
+  for (int i = 0; i < t->num_links(); ++i) EXPECT_DOUBLE_EQ(t->link(i, 0.0).bandwidth_Bps, 25e9) << i;
+}
+
 TEST(LinksTopology, WalkerStarLeavesTheSeamOpen) {
   TopologySpec spec;
   spec.kind = "walker_star";
