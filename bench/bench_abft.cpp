@@ -5,7 +5,8 @@
 // non-zero gradients, as with gradient accumulation, which adds the snapshot copies) times the plain
 // CpuBackend op and the same op through AbftBackend: best of --iters runs after --warmup (the median
 // is in the JSON too), by wall clock and by process CPU time (the work done, which other jobs on a
-// shared machine disturb less). Prints a table and writes JSON.
+// shared machine disturb less). Prints a table and writes JSON. It runs with OPENBLAS_NUM_THREADS=1
+// (re-executing itself when unset) so that idle OpenBLAS workers add no CPU time.
 //   bench_abft [--n 1024] [--shapes attn,proj,fc,fcproj,head] [--iters 5] [--warmup 1] [--threads 0]
 //              [--json bench_abft.json]
 #include <time.h>
@@ -96,6 +97,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
   app.add_option("--json", json_path, "JSON output file");
   if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_abft"); rc >= 0) return rc;
+  perigee::bench::reexec_without_blas_workers(argv);  // process CPU time is reported
   if (!perigee::bench::check_json_path("bench_abft", json_path)) return 2;
 
   kernels::cpu::CpuBackend cpu(threads);
