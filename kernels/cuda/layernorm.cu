@@ -1,6 +1,8 @@
 // LayerNorm, fp32 storage with double reductions, the forward output fp32 or bf16 (see layernorm.cuh).
 #include "kernels/cuda/layernorm.cuh"
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdint>
 
@@ -16,7 +18,8 @@ constexpr int kColumnTile = 32;  // columns per block in the dweight/dbias stage
 constexpr int kRowThreads = 8;   // threads along the rows in stage 1
 constexpr int kFinishBlock = 128;
 // Largest dynamic shared memory of the fused backward (2 * 8 * C doubles: C <= 1600); wider rows
-// take the two-kernel path. Hopper allows 227 KB per block.
+// take the two-kernel path. Hopper allows 227 KB per block; smaller devices (A100 163 KB, sm_86/89
+// 99 KB) lower the limit to their own (fused_shared_limit).
 constexpr size_t kFusedSharedLimit = 200 * 1024;
 constexpr int kMaxVec = 8;  // float4 per lane of the vectorised backward: C <= 4 * 32 * 8 = 1024
 
@@ -329,6 +332,16 @@ Status launch_backward_vec(int vec, float* dinp, double* partial_dw, double* par
   return Status::ok();
 }
 
+// The fused kernels' shared-memory ceiling on the current device: kFusedSharedLimit, or less where
+// the device's opt-in limit per block is smaller.
+Status fused_shared_limit(size_t* limit) {
+  int device = 0, optin = 0;
+  PERIGEE_CHECK_CUDA(cudaGetDevice(&device));
+  PERIGEE_CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  *limit = std::min(kFusedSharedLimit, static_cast<size_t>(optin));
+  return Status::ok();
+}
+
 // The float4 kernel for C % 4 == 0, C <= 1024 and 16-byte aligned operands; *done false otherwise.
 Status try_backward_vec(float* dinp, double* partial_dw, double* partial_db, const float* dout,
                         const float* inp, const float* weight, const float* mean, const float* rstd, int N,
@@ -404,12 +417,16 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
   double* partial_db = carve.take<double>(static_cast<size_t>(P) * C);
 
   const size_t fused_shared = 2 * kRowsPerBlock * static_cast<size_t>(C) * sizeof(double);
+  size_t limit = 0;
+  PERIGEE_CHECK(fused_shared_limit(&limit));
   bool vec = false;
-  PERIGEE_CHECK(try_backward_vec(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
-                                 fused_shared, stream, &vec));
+  if (fused_shared <= limit) {
+    PERIGEE_CHECK(try_backward_vec(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C, P,
+                                   fused_shared, stream, &vec));
+  }
   if (vec) {
     // done: the float4 kernel
-  } else if (fused_shared <= kFusedSharedLimit) {
+  } else if (fused_shared <= limit) {
     // Per call (a few microseconds of host time): the attribute belongs to the current device.
     PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_fused_kernel,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -418,11 +435,11 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
         dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C);
     PERIGEE_CHECK_CUDA(cudaGetLastError());
   } else {
+    PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
+                    "layernorm_backward: C = ", C, " is too large");  // before anything is written
     layernorm_backward_dinp_kernel<<<ceil_div(N, kRowsPerBlock), kRowBlock, 0, stream>>>(
         dinp, dout, inp, weight, mean, rstd, N, C);
     PERIGEE_CHECK_CUDA(cudaGetLastError());
-    PERIGEE_REQUIRE(ceil_div(C, kColumnTile) <= 65535, StatusCode::kInvalidArgument,
-                    "layernorm_backward: C = ", C, " is too large");
     const dim3 grid(P, ceil_div(C, kColumnTile));
     layernorm_backward_partial_kernel<<<grid, dim3(kColumnTile, kRowThreads), 0, stream>>>(
         partial_dw, partial_db, dout, inp, mean, rstd, N, C);

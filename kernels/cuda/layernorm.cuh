@@ -5,11 +5,14 @@
 // Backward, accumulating (+=): dinp one warp per row; dweight/dbias as a deterministic two-stage
 // reduction: stage 1 gives each block a fixed range of kLayerNormRowsPerPartial rows and writes
 // per-range partial sums (double) to scratch; stage 2 adds the partials of each column in range order
-// and adds the total to dweight/dbias. The order depends on the shape only. For C <= 1600 stage 1 and
-// dinp are one kernel (8 warps, rows w, w + 8, ... per warp, per-warp column sums in shared memory,
-// added in warp order); wider rows run dinp and stage 1 as two kernels with the same sums in the
-// same order. C % 4 == 0 with C <= 1024 and 16-byte aligned operands takes a float4 version of the
-// fused kernel that reads each row once into registers and keeps each lane's column sums in registers.
+// and adds the total to dweight/dbias. For C <= 1600 (and 2 x 8 x C doubles within the device's
+// shared memory per block) stage 1 and dinp are one kernel (8 warps, rows w, w + 8, ... per warp,
+// per-warp column sums in shared memory, added in warp order); wider rows run dinp and stage 1 as two
+// kernels with the same sums in the same order. C % 4 == 0 with C <= 1024 and 16-byte aligned
+// operands takes a float4 version of the fused kernel that reads each row once into registers and
+// keeps each lane's column sums in registers; its lanes split a row's mean terms differently, so
+// dinp may differ in the last bit from an unaligned call of the same shape. The order depends on the
+// shape, the operands' alignment and the device's shared memory only: a re-run is bit-identical.
 #pragma once
 
 #include <cuda_runtime.h>
