@@ -13,31 +13,14 @@ fail() { echo "FAIL: $*"; exit 1; }
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 e2e_make_tokens "$DATA_BIN" "$WORK"
-cat > "$WORK/tiny.toml" <<TOML
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-context = 16
-[train]
-batch_size = 2
-seq_len = 16
-steps = 4
-[data]
-train_file = "$WORK/tok_train.bin"
-val_file = "$WORK/tok_val.bin"
-[device]
-device = "cpu"
-threads = 1
+e2e_micro_toml "$WORK" 4 eclipse
+cat >> "$WORK/tiny.toml" <<TOML
 [checkpoint]
 dir = "$WORK/ck"
 [orbit]
 eclipse = "checkpoint"
 time_scale = 100.0
 margin_s = 400.0
-[run]
-dir = "$WORK/runs"
-name = "eclipse"
 TOML
 echo "checkpoint_delay 5" > "$WORK/slow.plan"
 mkdir "$WORK/ck"

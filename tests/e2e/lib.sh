@@ -21,3 +21,30 @@ e2e_make_tokens() {
     || { cat "$dir/data.log"; fail "perigee-data failed"; }
   [[ -s "$dir/tok_train.bin" && -s "$dir/tok_val.bin" ]] || fail "token files missing"
 }
+
+# e2e_micro_toml <folder> <steps> <run name>: the smallest model (1 layer, 16 channels, 16 tokens) on
+# <folder>/tok_{train,val}.bin, one CPU thread, run directory <folder>/runs/<run name>, written to
+# <folder>/tiny.toml; callers append their own sections ([checkpoint], [orbit], ...).
+e2e_micro_toml() {
+  local dir=$1 steps=$2 name=$3
+  cat > "$dir/tiny.toml" <<TOML
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+context = 16
+[train]
+batch_size = 2
+seq_len = 16
+steps = $steps
+[data]
+train_file = "$dir/tok_train.bin"
+val_file = "$dir/tok_val.bin"
+[device]
+device = "cpu"
+threads = 1
+[run]
+dir = "$dir/runs"
+name = "$name"
+TOML
+}

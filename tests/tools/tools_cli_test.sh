@@ -25,29 +25,12 @@ expect 2 "perigee-data: --out is required" "$DATA_BIN" --input "$WORK/t.txt"
 [[ ! -e $WORK/q_train.bin ]] || fail "perigee-data wrote output after a bad command line"
 
 e2e_make_tokens "$DATA_BIN" "$WORK"
-cat > "$WORK/tiny.toml" <<TOML
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-context = 16
-[train]
-batch_size = 2
-seq_len = 16
-steps = 6
-[data]
-train_file = "$WORK/tok_train.bin"
-val_file = "$WORK/tok_val.bin"
-[device]
-device = "cpu"
-threads = 1
+e2e_micro_toml "$WORK" 6 tools
+cat >> "$WORK/tiny.toml" <<TOML
 [checkpoint]
 dir = "$WORK/ck"
 every_steps = 2
 keep_last = 3
-[run]
-dir = "$WORK/runs"
-name = "tools"
 TOML
 "$TRAIN_BIN" "$WORK/tiny.toml" > "$WORK/train.log" 2>&1 || { cat "$WORK/train.log"; fail "training failed"; }
 CK=$WORK/ck
