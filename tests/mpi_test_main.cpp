@@ -1,9 +1,33 @@
-// GoogleTest main for tests that run under mpiexec: MPI is initialised once, only rank 0 prints,
-// and the exit code is the same on every rank (failed anywhere = failed everywhere).
+// GoogleTest main for tests that run under mpiexec: MPI is initialised once, rank 0 prints the usual
+// report and the other ranks their failures only, and the exit code is the same on every rank (failed
+// anywhere = failed everywhere).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdio>
+
 #include "collectives/mpi_init.hpp"
+
+namespace {
+
+// The other ranks print only their failures, each with its rank and test, so a failure that happens
+// on rank 1 alone says what it was.
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& result) override {
+    if (!result.failed()) return;
+    const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::fprintf(stderr, "[rank %d] %s.%s: %s:%d: failure\n%s\n", rank_, test ? test->test_suite_name() : "?",
+                 test ? test->name() : "?", result.file_name() ? result.file_name() : "?",
+                 result.line_number(), result.message());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   perigee::collectives::init_mpi(&argc, &argv);
@@ -13,6 +37,7 @@ int main(int argc, char** argv) {
   if (rank != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new FailurePrinter(rank));
   }
   int local_failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
   int any_failed = 0;
