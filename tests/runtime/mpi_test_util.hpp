@@ -61,6 +61,9 @@ inline std::filesystem::path scratch_folder(const std::string& prefix, bool empt
 // `seed`, vocabulary 256) and `files` (name, text); every rank gets the folder.
 inline std::string shared_token_folder(const std::string& prefix, uint64_t seed,
                                        const std::vector<std::pair<std::string, std::string>>& files = {}) {
+  // Every rank has finished the test before: rank 0 empties the folder that test's checks may still
+  // read on another rank (a checkpoint file seen missing on rank 2 failed the fault-ladder test).
+  MPI_Barrier(MPI_COMM_WORLD);
   return rank0_string([&] {
     const std::filesystem::path dir = scratch_folder(prefix, /*empty=*/true);
     std::vector<int32_t> tokens(12000);
