@@ -3,8 +3,6 @@
 // the option's name to the message.
 #pragma once
 
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <cerrno>
@@ -74,17 +72,6 @@ inline int parse_command_line(CLI::App& app, int argc, char** argv, const std::s
     return app.exit(e) == 0 ? 0 : 2;
   }
   return -1;
-}
-
-// Perigee calls OpenBLAS serially (kernels/cpu/cpu_ops.hpp), but the pthreads build of OpenBLAS
-// starts its worker threads when the library loads, before main, and they spin for about 0.1 s
-// before they sleep: a bench that reports process CPU time saw its first case at twice its wall
-// time. Unless OPENBLAS_NUM_THREADS is set, this re-executes the program with it set to 1 (no
-// workers); it returns only when that is not possible.
-inline void reexec_without_blas_workers(char** argv) {
-  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
-  if (::setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
-  ::execv("/proc/self/exe", argv);
 }
 
 }  // namespace perigee::bench

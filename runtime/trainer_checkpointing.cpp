@@ -371,8 +371,8 @@ void Trainer::note_eclipse_write(double gate_unix, double entry_s, bool wrote) {
   }
   if (margin > margin_before) {
     log::warn("orbit: the eclipse checkpoint took ", fixed(took, 1),
-              " mission s, more than 2/3 of [orbit] margin_s = ", oc.margin_s, " s: the next ones start ",
-              fixed(margin, 1), " s before the shadow entry");
+              " mission s, more than 2/3 of the margin ([orbit] margin_s = ", oc.margin_s,
+              " s): the next ones start ", fixed(margin, 1), " s before the shadow entry");
   }
 }
 
