@@ -3,10 +3,13 @@
 // out/dout [B, T, C]; dqkv [B, T, 3C] written (each element by one thread). Scores are scaled by 1/sqrt(hs).
 // State saved for the backward: lse [B, NH, T], the log-sum-exp of each row's scaled scores, so
 // P[i, j] = exp(s[i, j] - lse[i]) can be recomputed exactly as the forward saw it.
-// Tiles of 64 query rows x 64 key rows live in shared memory (rows padded by 4 floats so float4 reads of
-// rows and columns are bank-conflict free); a block of 256 threads gives each thread a 4 x 4 piece of a
-// score tile (rows 4*ty.., columns tx + 16*j) and 4 rows x hs/16 columns of an output tile. The head size
-// is padded with zeros to the kernel's compiled width (32, 64 or 128).
+// Tiles of R = 64 query rows x 64 key rows live in shared memory (rows padded by 4 floats so float4 reads
+// of rows and columns are bank-conflict free); a block of 4R threads gives each thread a 4 x R/16 piece of
+// a score tile (rows 4*ty.., columns tx + 16*j) and 4 rows x hs/16 columns of an output tile. The head size
+// is padded with zeros to the kernel's compiled width (32, 64 or 128). A pass whose 64-row kernels need
+// more shared memory than the device allows per block (sm_86/89, and sm_80 for the backward at width 128)
+// runs with R = 32 instead (attention_tiles.hpp): the same sums over another tiling, so the bits differ
+// from the 64-row kernels' but are reproducible on that device.
 //   forward, one block per (b, h, query tile): online softmax over the key tiles up to the diagonal;
 //   backward, no atomics, each output element owned by one thread:
 //     1. one block per (b, h, query tile): first D_i = sum_j P_ij dP_ij (dP = dO V^T, double

@@ -54,6 +54,14 @@ Status smoke_test_device(int index) {
   return Status::ok();
 }
 
+Status current_device_shared_memory_optin(size_t* bytes) {
+  int device = 0, optin = 0;
+  PERIGEE_CHECK_CUDA(cudaGetDevice(&device));
+  PERIGEE_CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  *bytes = static_cast<size_t>(optin);
+  return Status::ok();
+}
+
 std::string compiled_runtime_version() {
   return str_cat(CUDART_VERSION / 1000, ".", (CUDART_VERSION % 1000) / 10);
 }

@@ -26,6 +26,11 @@ Status probe_devices(std::vector<DeviceInfo>* devices);
 // run code (wrong architecture in this build, broken driver) is reported here.
 Status smoke_test_device(int index);
 
+// The current device's opt-in limit of dynamic shared memory per block
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89), the most
+// a kernel may ask for.
+Status current_device_shared_memory_optin(size_t* bytes);
+
 // The CUDA runtime version this build was compiled against, e.g. "13.0".
 std::string compiled_runtime_version();
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/act_io.cuh"
+#include "kernels/cuda/device_probe.cuh"
 
 namespace perigee::kernels::cuda {
 namespace {
@@ -335,10 +336,9 @@ Status launch_backward_vec(int vec, float* dinp, double* partial_dw, double* par
 // The fused kernels' shared-memory ceiling on the current device: kFusedSharedLimit, or less where
 // the device's opt-in limit per block is smaller.
 Status fused_shared_limit(size_t* limit) {
-  int device = 0, optin = 0;
-  PERIGEE_CHECK_CUDA(cudaGetDevice(&device));
-  PERIGEE_CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  *limit = std::min(kFusedSharedLimit, static_cast<size_t>(optin));
+  size_t optin = 0;
+  PERIGEE_CHECK(current_device_shared_memory_optin(&optin));
+  *limit = std::min(kFusedSharedLimit, optin);
   return Status::ok();
 }
 
