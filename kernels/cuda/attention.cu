@@ -479,8 +479,7 @@ Status choose_rows(const char* op, AttentionPass pass, int hs, int* rows) {
   *rows = attention_fp32_rows(pass, hs, optin);
   PERIGEE_REQUIRE(*rows != 0, StatusCode::kUnavailable, op, ": the fp32 kernels for head size ", hs, " need ",
                   attention_fp32_pass_bytes(pass, attention_fp32_width(hs), 32),
-                  " bytes of shared memory per block even with 32-row tiles; this device allows ", optin,
-                  " (precision = \"bf16\" runs head sizes <= 128 in less)");
+                  " bytes of shared memory per block even with 32-row tiles; this device allows ", optin);
   return Status::ok();
 }
 

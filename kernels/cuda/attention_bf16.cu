@@ -29,11 +29,13 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/attention_bf16_tiles.cuh"
+#include "kernels/cuda/attention_tiles.hpp"
 
 namespace perigee::kernels::cuda {
 namespace {
@@ -435,9 +437,29 @@ Status allow_shared_memory(Kernel kernel, size_t bytes) {
   return Status::ok();
 }
 
+// Dynamic shared memory of the kernels: the block's rows (twice, Q and dO, in the backward), two stages
+// of K and V tiles, and in the dK/dV pass the lse and D rows of two query tiles.
+template <int D, int kWarps>
+constexpr size_t forward_shared_bytes() {
+  return tile_bytes<D>(kWarps * kRows + 4 * kTile);
+}
+template <int D, int kWarps>
+constexpr size_t dq_shared_bytes() {
+  return tile_bytes<D>(2 * kWarps * kRows + 4 * kTile);
+}
+template <int D, int kWarps>
+constexpr size_t dkv_shared_bytes() {
+  return dq_shared_bytes<D, kWarps>() + 4 * kTile * sizeof(float);
+}
+template <int D>
+constexpr size_t most_shared_bytes() {
+  return std::max({forward_shared_bytes<D, kFwdWarps>(), dq_shared_bytes<D, kBwdWarps>(),
+                   dkv_shared_bytes<D, kBwdWarps>()});
+}
+
 template <int D, int kWarps, typename Out, typename Q>
 Status launch_forward(Out* out, float* lse, const Q* qkv, const Problem& p, cudaStream_t stream) {
-  const size_t smem = tile_bytes<D>(kWarps * kRows + 4 * kTile);
+  constexpr size_t smem = forward_shared_bytes<D, kWarps>();
   PERIGEE_CHECK(allow_shared_memory(attention_forward_bf16_kernel<D, kWarps, Out, Q>, smem));
   attention_forward_bf16_kernel<D, kWarps, Out, Q><<<grid_of(p, kWarps * kRows), kWarps * 32, smem, stream>>>(
       out, lse, qkv, p.T, p.C, p.NH, p.scale, quad_aligned(qkv));
@@ -448,13 +470,13 @@ Status launch_forward(Out* out, float* lse, const Q* qkv, const Problem& p, cuda
 template <int D, int kWarps, typename Out>
 Status launch_backward(Out* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
                        cudaStream_t stream) {
-  const size_t smem = tile_bytes<D>(2 * kWarps * kRows + 4 * kTile);
+  constexpr size_t smem = dq_shared_bytes<D, kWarps>();
   const dim3 grid = grid_of(p, kWarps * kRows);
   PERIGEE_CHECK(allow_shared_memory(attention_backward_dq_bf16_kernel<D, kWarps, Out>, smem));
   attention_backward_dq_bf16_kernel<D, kWarps, Out>
       <<<grid, kWarps * 32, smem, stream>>>(dqkv, dsum, planes, lse, p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  const size_t smem_kv = smem + 4 * kTile * sizeof(float);
+  constexpr size_t smem_kv = dkv_shared_bytes<D, kWarps>();
   PERIGEE_CHECK(allow_shared_memory(attention_backward_dkv_bf16_kernel<D, kWarps, Out>, smem_kv));
   attention_backward_dkv_bf16_kernel<D, kWarps, Out>
       <<<grid, kWarps * 32, smem_kv, stream>>>(dqkv, planes, lse, dsum, p.T, p.C, p.NH, p.scale);
@@ -505,6 +527,12 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
 }  // namespace
 
 // ---- kernel launchers
+
+size_t attention_bf16_shared_bytes(int head_size) {
+  if (head_size <= 32) return most_shared_bytes<32>();
+  if (head_size <= 64) return most_shared_bytes<64>();
+  return most_shared_bytes<128>();
+}
 
 bool attention_bf16_supports(int C, int NH) {
   if (C <= 0 || NH <= 0 || C % NH != 0) return false;

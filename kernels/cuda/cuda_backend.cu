@@ -7,10 +7,12 @@
 #include "kernels/cuda/adamw.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention_bf16.cuh"
+#include "kernels/cuda/attention_tiles.hpp"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/crossentropy.cuh"
 #include "kernels/cuda/cublas_check.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
+#include "kernels/cuda/device_probe.cuh"
 #include "kernels/cuda/encoder.cuh"
 #include "kernels/cuda/gelu.cuh"
 #include "kernels/cuda/layernorm.cuh"
@@ -47,6 +49,7 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
   std::unique_ptr<CudaBackend> be(new CudaBackend());
   be->device_ = device;
   PERIGEE_CHECK_CUDA(cudaSetDevice(device));
+  PERIGEE_CHECK(current_device_shared_memory_optin(&be->shared_optin_));
   PERIGEE_CHECK_CUDA(cudaStreamCreateWithFlags(&be->stream_, cudaStreamNonBlocking));
   PERIGEE_CHECK_CUBLAS(cublasCreate(&be->cublas_));
   PERIGEE_CHECK_CUBLAS(cublasSetStream(be->cublas_, be->stream_));  // resets the workspace: set it after
@@ -395,9 +398,14 @@ size_t CudaBackend::attention_state_size(int B, int T, int /*C*/, int NH) const 
   return attention_state_floats(B, T, NH);
 }
 
+bool CudaBackend::bf16_attention(int C, int NH) const {
+  return precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) &&
+         attention_bf16_shared_bytes(C / NH) <= shared_optin_;
+}
+
 Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
                                           int NH) {
-  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
+  if (bf16_attention(C, NH)) {
     PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_));
     return Status::ok();
   }
@@ -407,7 +415,7 @@ Status CudaBackend::attention_forward_f32(float* out, float* att, const float* q
 
 Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
                                            const float* att, int B, int T, int C, int NH) {
-  if (precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH)) {
+  if (bf16_attention(C, NH)) {
     PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_));
     return Status::ok();
   }

@@ -142,12 +142,16 @@ class CudaBackend final : public Backend {
   // The cached bf16 copy of weight [0, n) when the cache holds it, else null.
   const __nv_bfloat16* cached_weight(const float* weight, size_t n);
   void free_weight_cache();
+  // Attention by the bf16 tensor-core kernels: bf16 precision, a head size they take, and their shared
+  // memory within the device's limit per block (else the fp32 kernels run).
+  bool bf16_attention(int C, int NH) const;
   CastScratch& cast_fallback() {  // the ActCast path's temporaries, counting the call
     ++cast_fallbacks_;
     return cast_scratch_;
   }
 
   int device_ = 0;
+  size_t shared_optin_ = 0;  // the device's opt-in shared memory per block
   GpuPrecision precision_ = GpuPrecision::kFp32;
   bool gelu_fusion_ = false;
   bool weight_cache_on_ = true;

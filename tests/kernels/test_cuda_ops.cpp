@@ -317,7 +317,7 @@ TEST_F(CudaOps, AttentionRejectsHeadsOver128) {
 
 // The tile choice is host arithmetic: checked here with or without a device, for the opt-in shared
 // memory per block of sm_90 (227 KiB), sm_80 (163 KiB), sm_86/89 (99 KiB) and sm_75 (64 KiB).
-TEST(AttentionFp32Tiles, SixtyFourRowsWhereTheyFitElseThirtyTwo) {
+TEST(AttentionTiles, EachKernelFitsTheDeviceSharedMemory) {
   using cuda::attention_fp32_rows;
   using cuda::AttentionPass;
   constexpr size_t kSm90 = 232448, kSm80 = 166912, kSm86 = 101376, kSm75 = 65536;
@@ -342,6 +342,15 @@ TEST(AttentionFp32Tiles, SixtyFourRowsWhereTheyFitElseThirtyTwo) {
   EXPECT_EQ(attention_fp32_rows(AttentionPass::kForward, 64, cuda::attention_fp32_forward_bytes(64, 64)), 64);
   EXPECT_EQ(attention_fp32_rows(AttentionPass::kForward, 64, cuda::attention_fp32_forward_bytes(64, 64) - 1),
             32);
+  // The bf16 tensor-core kernels: head width 32 and 64 fit every device from sm_75 on, 128 needs sm_80
+  // or sm_90 (elsewhere the bf16 precision runs the fp32 kernels for attention).
+  EXPECT_EQ(cuda::attention_bf16_shared_bytes(16), 31744u);
+  EXPECT_EQ(cuda::attention_bf16_shared_bytes(64), 56320u);
+  EXPECT_EQ(cuda::attention_bf16_shared_bytes(96), 105472u);
+  EXPECT_EQ(cuda::attention_bf16_shared_bytes(128), 105472u);
+  EXPECT_LE(cuda::attention_bf16_shared_bytes(64), kSm75);
+  EXPECT_LE(cuda::attention_bf16_shared_bytes(128), kSm80);
+  EXPECT_GT(cuda::attention_bf16_shared_bytes(128), kSm86);
   // Forcing accepts 0, 32 and 64 only and returns the previous setting.
   EXPECT_EQ(cuda::force_attention_fp32_rows(32), 0);
   EXPECT_EQ(cuda::force_attention_fp32_rows(48), 32);
