@@ -6,17 +6,13 @@
 // acos(cos(rho) / cos(beta)) centred on orbit midnight, none when |beta| >= rho. Period
 // T = 2 pi sqrt(a^3 / mu). At 550 km and beta = 0: T = 95.6 min, shadow 35.6 min (37 %).
 // beta comes either directly or from inclination, RAAN and a date with a low-precision sun model.
-//
-// CheckpointSchedule: one small interface for the three policies (every N steps, every T
-// seconds, right before each shadow entry) with a ScheduleClock that maps wall time to mission
-// time (time_scale 60 runs one 96-minute orbit in 96 s of demo time).
+// The trainer's eclipse gate (runtime/trainer_checkpointing.cpp) uses checkpoint_due and next_shadow
+// on its orbit clock (runtime/orbit_clock.hpp).
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <limits>
 #include <optional>
-#include <string>
 #include <vector>
 
 #include "core/status.hpp"
@@ -87,81 +83,6 @@ class EclipseModel {
   double phase0_rad_ = 0.0;
   double period_s_ = 0.0;
   double half_angle_rad_ = 0.0;  // 0: no shadow
-};
-
-// Mission time = mission_epoch_s + wall time * time_scale (wall time: seconds since the run began).
-struct ScheduleClock {
-  double time_scale = 1.0;
-  double mission_epoch_s = 0.0;
-  double mission(double wall_s) const { return mission_epoch_s + wall_s * time_scale; }
-  double wall(double mission_s) const { return (mission_s - mission_epoch_s) / time_scale; }
-};
-
-class CheckpointSchedule {
- public:
-  virtual ~CheckpointSchedule() = default;
-  // Whether to checkpoint now that `step` steps are complete, `wall_s` seconds into the run.
-  virtual bool due(int64_t step, double wall_s) const = 0;
-  // Records that the checkpoint of `step` was taken at `wall_s`.
-  virtual void mark_taken(int64_t step, double wall_s) = 0;
-  // Wall time of the next planned checkpoint (<= wall_s: now); nullopt when not time-based or
-  // none is planned.
-  virtual std::optional<double> next_time(double wall_s) const = 0;
-  virtual std::string describe() const = 0;
-};
-
-// Every N steps: due at steps N, 2N, ... (the same steps after a resume).
-class StepSchedule : public CheckpointSchedule {
- public:
-  explicit StepSchedule(int64_t every_steps) : every_(every_steps) {}
-  bool due(int64_t step, double wall_s) const override;
-  void mark_taken(int64_t step, double wall_s) override;
-  std::optional<double> next_time(double) const override { return std::nullopt; }
-  std::string describe() const override;
-
- private:
-  int64_t every_;
-  int64_t last_step_ = -1;
-};
-
-// Every T mission seconds since the run began (or since the last checkpoint).
-class IntervalSchedule : public CheckpointSchedule {
- public:
-  IntervalSchedule(double interval_s, ScheduleClock clock = {});
-  bool due(int64_t step, double wall_s) const override;
-  void mark_taken(int64_t step, double wall_s) override;
-  std::optional<double> next_time(double wall_s) const override;
-  std::string describe() const override;
-
- private:
-  double interval_s_;
-  ScheduleClock clock_;
-  double last_mission_s_;
-};
-
-// Once per shadow, from `margin_s` mission seconds before its entry until its exit (power may
-// hold out a while on battery). The margin must cover the checkpoint's own duration (in mission
-// time: wall seconds x time_scale) plus a safety allowance. Without eclipses (high beta) it
-// falls back to every `fallback_interval_s` mission seconds (0: never).
-class EclipseSchedule : public CheckpointSchedule {
- public:
-  EclipseSchedule(EclipseModel model, double margin_s, ScheduleClock clock = {},
-                  double fallback_interval_s = 0.0);
-  bool due(int64_t step, double wall_s) const override;
-  void mark_taken(int64_t step, double wall_s) override;
-  std::optional<double> next_time(double wall_s) const override;
-  std::string describe() const override;
-  const EclipseModel& model() const { return model_; }
-
- private:
-  // Mission time of the first checkpoint target (entry - margin) not yet covered, seen from t.
-  std::optional<double> pending_target(double t) const;
-
-  EclipseModel model_;
-  double margin_s_;
-  ScheduleClock clock_;
-  double fallback_s_;
-  double last_mission_s_ = -std::numeric_limits<double>::infinity();
 };
 
 }  // namespace perigee::checkpoint

@@ -1,7 +1,7 @@
-// Eclipse model and schedules: period and shadow length against the reference table (550 km,
-// beta 0: 95.6 min and 35.6 min), no shadow at high beta, entry/exit times consistent with the
-// period and with an independent 3-D shadow test, beta from elements and a date, and the three
-// CheckpointSchedule policies under a compressed clock.
+// Eclipse model: period and shadow length against the reference table (550 km, beta 0: 95.6 min
+// and 35.6 min), no shadow at high beta, entry/exit times consistent with the period and with an
+// independent 3-D shadow test, the checkpoint time and look-ahead before an entry, and beta from
+// elements and a date. The trainer's use of it: DataParallel eclipse tests and e2e.eclipse.
 #include "checkpoint/eclipse.hpp"
 
 #include <gtest/gtest.h>
@@ -180,81 +180,6 @@ TEST(Eclipse, InvalidArguments) {
   EXPECT_EQ(EclipseModel::from_beta(550.0, NAN, 0.0, &m).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(EclipseModel::from_elements(550.0, 200.0, 0.0, 0.0, 0.0, &m).code(),
             StatusCode::kInvalidArgument);
-}
-
-// ------------------------------------------------------------------ schedules
-
-TEST(Schedule, EveryNSteps) {
-  StepSchedule s(100);
-  EXPECT_FALSE(s.due(0, 0.0));
-  EXPECT_FALSE(s.due(99, 0.0));
-  EXPECT_TRUE(s.due(100, 0.0));
-  s.mark_taken(100, 0.0);
-  EXPECT_FALSE(s.due(100, 0.0));
-  EXPECT_TRUE(s.due(200, 0.0));
-  EXPECT_FALSE(s.next_time(0.0).has_value());
-  EXPECT_FALSE(StepSchedule(0).due(100, 0.0));
-}
-
-TEST(Schedule, EveryTSecondsOfCompressedTime) {
-  IntervalSchedule s(60.0, ScheduleClock{60.0});  // one mission minute = one wall second
-  EXPECT_FALSE(s.due(1, 0.5));
-  EXPECT_TRUE(s.due(1, 1.0));
-  EXPECT_NEAR(*s.next_time(0.0), 1.0, 1e-12);
-  s.mark_taken(1, 1.2);
-  EXPECT_FALSE(s.due(2, 2.0));
-  EXPECT_TRUE(s.due(2, 2.2));
-  EXPECT_NEAR(*s.next_time(1.5), 2.2, 1e-12);
-}
-
-// Simulates a run with steps of 0.05 wall s at time scale 60 over three orbits: exactly one
-// checkpoint per shadow, each inside [entry - margin, entry - margin + one step).
-TEST(Schedule, EclipseCheckpointsOncePerShadowBeforeEntry) {
-  const EclipseModel m = model(550.0, 10.0, 0.0);
-  const double scale = 60.0, margin = 180.0, step_wall = 0.05;
-  EclipseSchedule s(m, margin, ScheduleClock{scale});
-  std::vector<double> taken;  // mission times
-  const double end_wall = 3.0 * m.period_s() / scale;
-  for (int64_t step = 1; step * step_wall <= end_wall; ++step) {
-    const double wall = step * step_wall;
-    if (s.due(step, wall)) {
-      s.mark_taken(step, wall);
-      taken.push_back(wall * scale);
-    }
-  }
-  const std::vector<ShadowInterval> shadows = m.shadows(0.0, 3.0 * m.period_s());
-  ASSERT_EQ(taken.size(), shadows.size());
-  for (size_t k = 0; k < taken.size(); ++k) {
-    EXPECT_GE(taken[k], shadows[k].entry_s - margin);
-    EXPECT_LT(taken[k], shadows[k].entry_s - margin + step_wall * scale + 1e-9);
-  }
-  // next_time points at the next target; after taking it, at the following orbit's.
-  EclipseSchedule fresh(m, margin, ScheduleClock{scale});
-  EXPECT_NEAR(*fresh.next_time(0.0) * scale, shadows[0].entry_s - margin, 1e-6);
-  fresh.mark_taken(0, (shadows[0].entry_s - margin) / scale);
-  EXPECT_NEAR(*fresh.next_time((shadows[0].entry_s - margin) / scale) * scale,
-              shadows[0].entry_s + m.period_s() - margin, 1e-6);
-  EXPECT_NE(fresh.describe().find("before each shadow entry"), std::string::npos);
-}
-
-TEST(Schedule, EclipseStartingInShadowCheckpointsAtOnce) {
-  const EclipseModel m = model(550.0, 0.0, 180.0);  // orbit midnight
-  EclipseSchedule s(m, 120.0);
-  EXPECT_TRUE(s.due(1, 0.0));
-  s.mark_taken(1, 0.0);
-  EXPECT_FALSE(s.due(2, 60.0));
-}
-
-TEST(Schedule, EclipseWithoutShadowsFallsBack) {
-  const EclipseModel m = model(550.0, 75.0);
-  EclipseSchedule none(m, 120.0);
-  EXPECT_FALSE(none.due(1, 1e6));
-  EXPECT_FALSE(none.next_time(0.0).has_value());
-  EclipseSchedule fallback(m, 120.0, ScheduleClock{}, m.period_s());
-  EXPECT_FALSE(fallback.due(1, 0.5 * m.period_s()));
-  EXPECT_TRUE(fallback.due(1, m.period_s()));
-  fallback.mark_taken(1, m.period_s());
-  EXPECT_NEAR(*fallback.next_time(m.period_s()), 2.0 * m.period_s(), 1e-9);
 }
 
 }  // namespace
