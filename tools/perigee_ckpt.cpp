@@ -257,6 +257,13 @@ int main(int argc, char** argv) {
   d->add_option("a", a, "first checkpoint file")->required();
   d->add_option("b", b, "second checkpoint file")->required();
   d->add_option("--buffer", buffers, "buffer to compare (repeatable; default: every buffer)");
+  const std::string command = argc > 1 ? argv[1] : "";
+  if (!command.empty() && command[0] != '-' && command != "verify" && command != "info" &&
+      command != "diff") {
+    std::fprintf(stderr, "perigee-ckpt: unknown command '%s' (verify, info or diff; --help lists them)\n",
+                 argv[1]);
+    return kUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -66,6 +66,9 @@ expect 0 "IDENTICAL" "$CKPT_BIN" diff "$CK/ckpt-00000006.h5" "$CK/ckpt-00000006.
 expect 1 "DIFFERENT" "$CKPT_BIN" diff "$CK/ckpt-00000004.h5" "$CK/ckpt-00000006.h5" --buffer params
 expect 2 "perigee-ckpt: --buffer nope: neither file has it (they have: adam_m, adam_v, params)" \
   "$CKPT_BIN" diff "$CK/ckpt-00000006.h5" "$CK/ckpt-00000006.h5" --buffer nope
+# An unknown command exits 2 naming it and the commands.
+expect 2 "perigee-ckpt: unknown command 'frob' (verify, info or diff" "$CKPT_BIN" frob "$CK"
+
 # info: the header; a missing file exits 2 naming it.
 expect 0 "step        6" "$CKPT_BIN" info "$CK/ckpt-00000006.h5"
 expect 2 "$WORK/none.h5" "$CKPT_BIN" info "$WORK/none.h5"
