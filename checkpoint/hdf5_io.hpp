@@ -47,6 +47,9 @@ struct CheckpointHeader {
   std::vector<BufferInfo> buffers;
   uint32_t manifest_crc32c = 0;
   uint64_t file_bytes = 0;
+  // HDF5's end of allocated space (0: unknown). A file longer than this has bytes after the HDF5 data
+  // that no read looks at (appended to after it was written, or a copy that ran on).
+  uint64_t data_bytes = 0;
 
   const BufferInfo* find_buffer(const std::string& name) const;
 };

@@ -389,6 +389,8 @@ Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* sn
   PERIGEE_CHECK_HDF5(file.get(), "checkpoint '", path,
                      "': cannot open as HDF5 (truncated, not an HDF5 file, or corrupt file metadata)");
   const Loc root{path, "/", file.get()};
+  haddr_t eoa = 0;
+  header->data_bytes = H5Fget_eoa(file.get(), &eoa) >= 0 ? static_cast<uint64_t>(eoa) : 0;
 
   std::string format;
   PERIGEE_CHECK(read_attr_string(root, "format", &format));

@@ -113,6 +113,12 @@ int verify(const std::string& target) {
       std::printf("OK    %s: step %lld, %d rank(s), %zu buffer(s), %s\n", name.c_str(),
                   static_cast<long long>(header.meta.step), header.meta.world_size, header.buffers.size(),
                   mib(header.file_bytes).c_str());
+      if (header.data_bytes > 0 && header.file_bytes > header.data_bytes) {
+        std::printf(
+            "note  %s: %llu byte(s) after the HDF5 data, which no read uses (appended to after it was "
+            "written?)\n",
+            name.c_str(), static_cast<unsigned long long>(header.file_bytes - header.data_bytes));
+      }
     } else {
       ++failed;
       std::printf("FAIL  %s: %s\n", name.c_str(), why.c_str());

@@ -51,6 +51,13 @@ echo "ckpt-00000009.h5" > "$CK/latest"
 expect 0 "note  stale 'latest' pointer: 'ckpt-00000009.h5' is not a checkpoint file" "$CKPT_BIN" verify "$CK"
 cp "$WORK/latest.good" "$CK/latest"
 
+# Bytes appended after the HDF5 data: the checkpoint still verifies, with a note saying how many.
+cp "$CK/ckpt-00000006.h5" "$WORK/appended.h5"
+printf 'trailing garbage' >> "$WORK/appended.h5"
+expect 0 "note  appended.h5: 16 byte(s) after the HDF5 data" "$CKPT_BIN" verify "$WORK/appended.h5"
+out=$("$CKPT_BIN" verify "$CK/ckpt-00000006.h5") || fail "verify of an intact file failed: $out"
+grep -q "after the HDF5 data" <<< "$out" && fail "an intact file got the appended-bytes note: $out"
+
 # A corrupt file: FAIL on one line (no trace lines), exit 1.
 cp "$CK/ckpt-00000004.h5" "$WORK/keep4.h5"
 truncate -s 3000 "$CK/ckpt-00000004.h5"
