@@ -4,13 +4,11 @@
 #include <cmath>
 
 #include "kernels/cuda/attention_tiles.hpp"
-#include "kernels/cuda/device_probe.cuh"
 
 namespace perigee::kernels::cuda {
 namespace {
 
 constexpr int kLanes = kAttentionFp32Lanes;  // threads sharing one row group (the tx of a ty)
-int g_forced_rows = 0;                       // force_attention_fp32_rows
 
 // Shared-memory geometry for a compiled head width D (hs <= D, padded with zeros) and R query rows and
 // key rows per tile. A block has 4 R threads: ty = threadIdx.x / 16 owns rows 4 ty .. 4 ty + 3.
@@ -289,7 +287,7 @@ __global__ void __launch_bounds__(4 * R)
     row_lse[a] = row < T ? lse[static_cast<int64_t>(bh) * T + row] : 0.0f;
   }
 
-  // D_i: each thread sums its 4 columns of every key tile in double, then the 16 lanes of a row combine.
+  // D_i: each thread sums its R/16 columns of every key tile in double, then the 16 lanes of a row combine.
   double d_acc[4] = {0.0, 0.0, 0.0, 0.0};
   for (int kt = 0; kt <= q_tile; ++kt) {
     const int k0 = kt * R;
@@ -468,22 +466,18 @@ struct Problem {
   dim3 grid;
 };
 
-// Rows per tile of `pass` for head size hs on the current device (or as forced by a test).
-Status choose_rows(const char* op, AttentionPass pass, int hs, int* rows) {
-  if (g_forced_rows != 0) {
-    *rows = g_forced_rows;
-    return Status::ok();
-  }
-  size_t optin = 0;
-  PERIGEE_CHECK(current_device_shared_memory_optin(&optin));
-  *rows = attention_fp32_rows(pass, hs, optin);
+// Rows per tile of `pass` for head size hs where a block may have `shared_limit` bytes.
+Status choose_rows(const char* op, AttentionPass pass, int hs, size_t shared_limit, int* rows) {
+  *rows = attention_fp32_rows(pass, hs, shared_limit);
   PERIGEE_REQUIRE(*rows != 0, StatusCode::kUnavailable, op, ": the fp32 kernels for head size ", hs, " need ",
                   attention_fp32_pass_bytes(pass, attention_fp32_width(hs), 32),
-                  " bytes of shared memory per block even with 32-row tiles; this device allows ", optin);
+                  " bytes of shared memory per block even with 32-row tiles, and a block may have ",
+                  shared_limit, " on this device");
   return Status::ok();
 }
 
-Status make_problem(const char* op, AttentionPass pass, int B, int T, int C, int NH, Problem* p) {
+Status make_problem(const char* op, AttentionPass pass, int B, int T, int C, int NH, size_t shared_limit,
+                    Problem* p) {
   PERIGEE_CHECK(check_dims(op, {B, T, C, NH}));
   PERIGEE_REQUIRE(C % NH == 0, StatusCode::kInvalidArgument, op, ": C = ", C,
                   " is not a multiple of NH = ", NH);
@@ -493,7 +487,7 @@ Status make_problem(const char* op, AttentionPass pass, int B, int T, int C, int
   PERIGEE_REQUIRE(static_cast<int64_t>(B) * NH <= INT32_MAX, StatusCode::kInvalidArgument, op,
                   ": B*NH = ", static_cast<int64_t>(B) * NH, " is too large");
   int rows = 0;
-  PERIGEE_CHECK(choose_rows(op, pass, hs, &rows));
+  PERIGEE_CHECK(choose_rows(op, pass, hs, shared_limit, &rows));
   const int tiles = ceil_div(T, rows);
   PERIGEE_REQUIRE(tiles <= 65535, StatusCode::kInvalidArgument, op, ": T = ", T, " is too long");
   *p = Problem{B,
@@ -565,26 +559,20 @@ Status backward_with_rows(float* dqkv, float* dsum, const float* dout, const flo
 
 // ---- kernel launchers
 
-int force_attention_fp32_rows(int rows) {
-  const int previous = g_forced_rows;
-  if (rows == 0 || rows == 32 || rows == 64) g_forced_rows = rows;
-  return previous;
-}
-
 Status attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                         cudaStream_t stream) {
+                         size_t shared_limit, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_forward", {out, lse, qkv}));
   Problem p{};
-  PERIGEE_CHECK(make_problem("attention_forward", AttentionPass::kForward, B, T, C, NH, &p));
+  PERIGEE_CHECK(make_problem("attention_forward", AttentionPass::kForward, B, T, C, NH, shared_limit, &p));
   if (p.rows == 64) return forward_with_rows<64>(out, lse, qkv, p, stream);
   return forward_with_rows<32>(out, lse, qkv, p, stream);
 }
 
 Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T,
-                          int C, int NH, DeviceScratch& scratch, cudaStream_t stream) {
+                          int C, int NH, size_t shared_limit, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, lse}));
   Problem p{};
-  PERIGEE_CHECK(make_problem("attention_backward", AttentionPass::kBackward, B, T, C, NH, &p));
+  PERIGEE_CHECK(make_problem("attention_backward", AttentionPass::kBackward, B, T, C, NH, shared_limit, &p));
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<float>(attention_state_floats(B, T, NH)), stream, &base));
   float* dsum = static_cast<float*>(base);

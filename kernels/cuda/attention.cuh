@@ -35,11 +35,13 @@ inline size_t attention_state_floats(int B, int T, int NH) {
   return static_cast<size_t>(B) * NH * T;
 }
 
+// `shared_limit`: the bytes of shared memory a block may have on the device (its opt-in limit), which
+// picks the rows per tile (attention_fp32_rows).
 Status attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                         cudaStream_t stream);
+                         size_t shared_limit, cudaStream_t stream);
 
 // Uses `scratch` for D (B*NH*T floats).
 Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T,
-                          int C, int NH, DeviceScratch& scratch, cudaStream_t stream);
+                          int C, int NH, size_t shared_limit, DeviceScratch& scratch, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

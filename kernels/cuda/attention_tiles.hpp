@@ -2,8 +2,8 @@
 // shared memory each kernel asks for; and what the bf16 kernels ask for. Host-only arithmetic, so tests check
 // the choice without a device. The 64-row tiles of a head width of 64 or 128 need more shared memory per
 // block than sm_86/89 (99 KiB) or, for the backward at 128, sm_80 (163 KiB) allow; those passes then run with
-// 32-row tiles (half the shared memory of the P tiles, a quarter of the score tiles), which every device from
-// sm_80 on can hold.
+// 32-row tiles (half the shared memory of the [R][D] operand tiles, a quarter of the [R][R] score tiles),
+// which every device from sm_80 on can hold.
 #pragma once
 
 #include <algorithm>
@@ -63,9 +63,5 @@ constexpr int attention_fp32_rows(AttentionPass pass, int head_size, size_t shar
 // (<= 128): the most any of its kernels asks for. Where the device allows less, the bf16 precision runs the
 // fp32 kernels above for attention (sm_86/89 at head sizes above 64).
 size_t attention_bf16_shared_bytes(int head_size);
-
-// For tests: every later fp32 attention launch uses `rows` (64 or 32) rows per tile instead of the
-// device-based choice; 0 restores the choice. Returns the previous setting. Not thread-safe.
-int force_attention_fp32_rows(int rows);
 
 }  // namespace perigee::kernels::cuda

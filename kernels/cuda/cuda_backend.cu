@@ -50,6 +50,7 @@ Status CudaBackend::create(int device, std::unique_ptr<CudaBackend>* out) {
   be->device_ = device;
   PERIGEE_CHECK_CUDA(cudaSetDevice(device));
   PERIGEE_CHECK(current_device_shared_memory_optin(&be->shared_optin_));
+  be->shared_limit_ = be->shared_optin_;
   PERIGEE_CHECK_CUDA(cudaStreamCreateWithFlags(&be->stream_, cudaStreamNonBlocking));
   PERIGEE_CHECK_CUBLAS(cublasCreate(&be->cublas_));
   PERIGEE_CHECK_CUBLAS(cublasSetStream(be->cublas_, be->stream_));  // resets the workspace: set it after
@@ -190,6 +191,12 @@ Status act_cast_fallbacks(Backend& backend, uint64_t* out) {
   PERIGEE_CHECK(as_cuda(backend, "act_cast_fallbacks", &cuda));
   *out = cuda->act_cast_fallbacks();
   return Status::ok();
+}
+
+Status set_shared_memory_limit(Backend& backend, size_t bytes) {
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "set_shared_memory_limit", &cuda));
+  return cuda->set_shared_memory_limit(bytes);
 }
 
 Status weight_cache_stats(Backend& backend, WeightCacheStats* out) {
@@ -400,7 +407,7 @@ size_t CudaBackend::attention_state_size(int B, int T, int /*C*/, int NH) const 
 
 bool CudaBackend::bf16_attention(int C, int NH) const {
   return precision_ == GpuPrecision::kBf16 && attention_bf16_supports(C, NH) &&
-         attention_bf16_shared_bytes(C / NH) <= shared_optin_;
+         attention_bf16_shared_bytes(C / NH) <= shared_limit_;
 }
 
 Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
@@ -409,7 +416,7 @@ Status CudaBackend::attention_forward_f32(float* out, float* att, const float* q
     PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_));
     return Status::ok();
   }
-  PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, stream_));
+  PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, shared_limit_, stream_));
   return Status::ok();
 }
 
@@ -419,7 +426,8 @@ Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const
     PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_));
     return Status::ok();
   }
-  PERIGEE_CHECK(cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, scratch_, stream_));
+  PERIGEE_CHECK(
+      cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, shared_limit_, scratch_, stream_));
   return Status::ok();
 }
 

@@ -51,6 +51,15 @@ class CudaBackend final : public Backend {
   // Act op calls that took the ActCast path (widen, fp32 op, round) instead of a native kernel for
   // their storage: tests check that the native bf16 paths really ran.
   uint64_t act_cast_fallbacks() const { return cast_fallbacks_; }
+  // The shared memory per block the kernel choices assume: the device's opt-in limit, or less in tests
+  // (an H100 told 99 KiB chooses as sm_86/89 do).
+  // 0 restores the device's limit; more than it is kInvalidArgument.
+  Status set_shared_memory_limit(size_t bytes) {
+    PERIGEE_REQUIRE(bytes <= shared_optin_, StatusCode::kInvalidArgument, "set_shared_memory_limit: ", bytes,
+                    " bytes is above the device's opt-in limit of ", shared_optin_);
+    shared_limit_ = bytes == 0 ? shared_optin_ : bytes;
+    return Status::ok();
+  }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   const char* name() const override { return "cuda"; }
@@ -152,6 +161,7 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   size_t shared_optin_ = 0;  // the device's opt-in shared memory per block
+  size_t shared_limit_ = 0;  // what the attention kernels choose by (shared_optin_ but in tests)
   GpuPrecision precision_ = GpuPrecision::kFp32;
   bool gelu_fusion_ = false;
   bool weight_cache_on_ = true;

@@ -70,6 +70,12 @@ Status weight_cache_stats(Backend& backend, WeightCacheStats* out);
 // native kernel for their storage types. Tests compare it around an op to see which path ran.
 Status act_cast_fallbacks(Backend& backend, uint64_t* out);
 
+// The shared memory per block that `backend` (a CudaBackend; kInvalidArgument otherwise) lets its
+// attention kernels choose by, for tests: at most the device's opt-in limit; 0 restores that limit. At
+// 101376 (99 KiB) an H100 takes the sm_86/89 paths: 32-row fp32 tiles where 64 do not fit, and the fp32
+// kernels for bf16 attention at head sizes above 64.
+Status set_shared_memory_limit(Backend& backend, size_t bytes);
+
 // Launches of `backend`'s cuBLASLt GEMMs (a CudaBackend; kInvalidArgument otherwise): all, those
 // writing a bf16 D, those with the GELU_AUX_BIAS or DGELU epilogue, launches cuBLASLt refused, and
 // fp32-D calls whose bias was added in a pass of its own (no bias epilogue for their operands).

@@ -156,4 +156,19 @@ inline std::vector<float> twice(const std::vector<float>& v) {
   return r;
 }
 
+// Lowers the shared memory per block that a CudaBackend's attention kernels choose by, for the guard's
+// lifetime (a failing ASSERT cannot leave it lowered): an H100 then takes the paths of smaller devices.
+class ScopedSharedMemoryLimit {
+ public:
+  ScopedSharedMemoryLimit(Backend& backend, size_t bytes) : backend_(backend) {
+    PERIGEE_CHECK_OR_DIE(cuda::set_shared_memory_limit(backend_, bytes));
+  }
+  ~ScopedSharedMemoryLimit() { PERIGEE_CHECK_OR_DIE(cuda::set_shared_memory_limit(backend_, 0)); }
+  ScopedSharedMemoryLimit(const ScopedSharedMemoryLimit&) = delete;
+  ScopedSharedMemoryLimit& operator=(const ScopedSharedMemoryLimit&) = delete;
+
+ private:
+  Backend& backend_;
+};
+
 }  // namespace perigee::kernels::cuda_testing

@@ -4,13 +4,14 @@
 // five 64-row tiles, partial last tiles), the saved log-sum-exp rows against a double-precision host
 // computation, determinism (two runs bit-identical), the written (not accumulated) dqkv of the backward,
 // operands that are not 16-byte aligned (the kernels' scalar load path), and the fallback to the fp32
-// kernel for a head size the bf16 kernels do not take. bf16 storage (qkv, out, dqkv as bf16): the bits of
-// the fp32-storage kernels rounded once, with bf16 qkv aligned or 1 or 2 elements off (the element-wise
-// bf16 loads) and with fp32 qkv, and which storage combinations run native kernels rather than the
-// ActCast fallback (the backend's fallback counter: both give the same bits). Outputs start as NaN
-// sentinels, so an element a kernel does not store shows.
-// Compiled by the C++ compiler: only the Backend interface, the factory and the device probe are used.
-// Without a usable CUDA device every test is skipped with the probe's message.
+// kernel for a head size the bf16 kernels do not take, or on a device whose shared memory per block is too
+// small for them (sm_86/89 at head sizes above 64, chosen on the test device by lowering the backend's
+// limit). bf16 storage (qkv, out, dqkv as bf16): the bits of the fp32-storage kernels rounded once, with bf16
+// qkv aligned or 1 or 2 elements off (the element-wise bf16 loads) and with fp32 qkv, and which storage
+// combinations run native kernels rather than the ActCast fallback (the backend's fallback counter: both give
+// the same bits). Outputs start as NaN sentinels, so an element a kernel does not store shows. Compiled by
+// the C++ compiler: only the Backend interface, the factory and the device probe are used. Without a usable
+// CUDA device every test is skipped with the probe's message.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 
 #include "core/bf16.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/attention_tiles.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
 #include "tests/kernels/cuda_test_util.hpp"
@@ -441,6 +443,41 @@ TEST_F(CudaAttentionBf16, UnsupportedHeadSizeFallsBackToFp32) {
   const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
   expect_close("attention out hs=8", got.out, ref.out, 1e-5, 1e-4);
   expect_close("attention dqkv hs=8", got.dqkv, ref.dqkv, 2e-5, 2e-4);
+}
+
+// Where the bf16 kernels' shared memory does not fit (an H100 told it has sm_86/89's 99 KiB per block),
+// head sizes above 64 run the fp32 kernels: fp32 storage then agrees with the CPU to fp32 tolerances (the
+// bf16 kernels could not: their operands are rounded to bf16), and bf16 storage takes the ActCast path
+// (forward and backward); head size 64 still runs the native bf16 kernels.
+TEST_F(CudaAttentionBf16, TooLittleSharedMemoryRunsTheFp32Kernels) {
+  constexpr size_t kSm86 = 101376;
+  ASSERT_GT(cuda::attention_bf16_shared_bytes(128), kSm86);
+  ScopedSharedMemoryLimit limit(*gpu_, kSm86);
+  for (int hs : {96, 128}) {
+    const int B = 2, T = 100, NH = 2, C = hs * NH;
+    const std::string tag = "hs=" + std::to_string(hs);
+    const size_t n = static_cast<size_t>(B) * T * C;
+    const auto qkv = random_vector(3 * n, 90 + hs, -1.5f, 1.5f);
+    const auto dout = random_vector(n, 91);
+    const auto dqkv0 = random_vector(3 * n, 92);
+    const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    const AttentionResult got = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+    expect_close("attention out " + tag, got.out, ref.out, 1e-5, 1e-4);
+    expect_close("attention dqkv " + tag, got.dqkv, ref.dqkv, 2e-5, 2e-4);
+    Array<float> x(*gpu_, qkv), d(*gpu_, dout);
+    Array<uint16_t> out(*gpu_, n), dqkv(*gpu_, 3 * n);
+    Array<float> att(*gpu_, gpu_->attention_state_size(B, T, C, NH));
+    const uint64_t before = cast_fallbacks(*gpu_);
+    ASSERT_TRUE(gpu_->attention_forward(out.data(), att.data(), x.data(), B, T, C, NH).is_ok()) << tag;
+    ASSERT_TRUE(gpu_->attention_backward(dqkv.data(), d.data(), x.data(), out.data(), att.data(), B, T, C, NH)
+                    .is_ok())
+        << tag;
+    EXPECT_EQ(cast_fallbacks(*gpu_), before + 2) << tag;
+  }
+  const int B = 1, T = 70, C = 128, NH = 2;
+  const size_t n = static_cast<size_t>(B) * T * C;
+  Array<float> x(*gpu_, random_vector(3 * n, 93)), d(*gpu_, random_vector(n, 94));
+  run_bf16_storage(*gpu_, "hs=64 at 99 KiB", B, T, C, NH, x.data(), d.data());  // expects no ActCast
 }
 
 TEST_F(CudaAttentionBf16, RejectsBadArguments) {

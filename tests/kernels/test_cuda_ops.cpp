@@ -270,35 +270,51 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
                                "device tiles");
 }
 
-// The 32-row kernels that devices with less shared memory per block than sm_90 run (sm_80, sm_86/89),
-// forced here: the same checks, T = 32, 33 and 100 adding one-tile, tile-plus-one and four-tile cases.
+// The 32-row kernels that devices with less shared memory per block than sm_90 run (sm_80, sm_86/89), chosen
+// here by lowering the backend's limit: to 44,288 bytes (every head width <= 64 passes with 32 rows) and to
+// 77,056 (widths 96 and 128); the same checks, T = 32, 33 and 100 adding one-tile, tile-plus-one and
+// four-tile cases. A limit fitting no tiles is a clear kUnavailable.
 TEST_F(CudaOps, AttentionWithThirtyTwoRowTilesMatchesCpu) {
-  const int previous = cuda::force_attention_fp32_rows(32);
-  expect_attention_matches_cpu(*cpu_, *gpu_,
-                               {{2, 1, 32, 2},
-                                {2, 7, 64, 4},
-                                {1, 32, 128, 2},
-                                {2, 33, 128, 1},
-                                {2, 100, 128, 2},
-                                {1, 100, 256, 2},
-                                {1, 70, 36, 6},
-                                {1, 130, 96, 1},
-                                {2, 130, 64, 4}},
-                               "32-row tiles");
+  {
+    ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(64, 32));
+    expect_attention_matches_cpu(*cpu_, *gpu_,
+                                 {{2, 1, 32, 2},
+                                  {2, 7, 64, 4},
+                                  {1, 32, 64, 1},
+                                  {2, 33, 64, 1},
+                                  {2, 100, 128, 2},
+                                  {1, 70, 36, 6},
+                                  {2, 130, 64, 4}},
+                                 "32-row tiles");
+  }
+  {
+    ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(128, 32));
+    expect_attention_matches_cpu(
+        *cpu_, *gpu_, {{1, 32, 128, 1}, {2, 33, 128, 1}, {1, 100, 256, 2}, {1, 130, 96, 1}}, "32-row tiles");
+  }
   // Each pass chooses its rows alone: a 64-row forward's log-sum-exp feeds a 32-row backward.
-  cuda::force_attention_fp32_rows(64);
-  const int B = 2, T = 100, C = 128, NH = 2;
+  const int B = 2, T = 100, C = 256, NH = 2;
   const size_t n = static_cast<size_t>(B) * T * C;
   const auto qkv = random_vector(3 * n, 60, -1.5f, 1.5f), dout = random_vector(n, 61);
   const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, std::vector<float>(3 * n), 1);
   Array<float> x(*gpu_, qkv), d(*gpu_, dout), dx(*gpu_, 3 * n), out(*gpu_, n);
   Array<float> att(*gpu_, gpu_->attention_state_size(B, T, C, NH));
   ASSERT_TRUE(gpu_->attention_forward(out.data(), att.data(), x.data(), B, T, C, NH).is_ok());
-  cuda::force_attention_fp32_rows(32);
-  ASSERT_TRUE(
-      gpu_->attention_backward(dx.data(), d.data(), x.data(), out.data(), att.data(), B, T, C, NH).is_ok());
+  {
+    ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(128, 32));
+    ASSERT_TRUE(
+        gpu_->attention_backward(dx.data(), d.data(), x.data(), out.data(), att.data(), B, T, C, NH).is_ok());
+  }
   expect_close("attention dqkv, 64-row forward, 32-row backward", dx.download(), ref.dqkv, 2e-5, 2e-4);
-  EXPECT_EQ(cuda::force_attention_fp32_rows(previous), 32);
+  // Head size 128 where a block may have 30,000 bytes: no tiling fits.
+  ScopedSharedMemoryLimit limit(*gpu_, 30000);
+  const Status s = gpu_->attention_forward(out.data(), att.data(), x.data(), B, T, C, NH);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.to_string();
+  EXPECT_NE(
+      s.message().find("need 55296 bytes of shared memory per block even with 32-row tiles, and a block may "
+                       "have 30000 on this device"),
+      std::string::npos)
+      << s.message();
 }
 
 TEST_F(CudaOps, AttentionStateIsTheLogSumExpRows) {
@@ -342,8 +358,8 @@ TEST(AttentionTiles, EachKernelFitsTheDeviceSharedMemory) {
   EXPECT_EQ(attention_fp32_rows(AttentionPass::kForward, 64, cuda::attention_fp32_forward_bytes(64, 64)), 64);
   EXPECT_EQ(attention_fp32_rows(AttentionPass::kForward, 64, cuda::attention_fp32_forward_bytes(64, 64) - 1),
             32);
-  // The bf16 tensor-core kernels: head width 32 and 64 fit every device from sm_75 on, 128 needs sm_80
-  // or sm_90 (elsewhere the bf16 precision runs the fp32 kernels for attention).
+  // The bf16 tensor-core kernels (mma.sync and cp.async: sm_80 on): head widths 32 and 64 fit even 64 KiB,
+  // 128 fits sm_80 and sm_90 but not sm_86/89 (there the bf16 precision runs the fp32 kernels).
   EXPECT_EQ(cuda::attention_bf16_shared_bytes(16), 31744u);
   EXPECT_EQ(cuda::attention_bf16_shared_bytes(64), 56320u);
   EXPECT_EQ(cuda::attention_bf16_shared_bytes(96), 105472u);
@@ -351,10 +367,6 @@ TEST(AttentionTiles, EachKernelFitsTheDeviceSharedMemory) {
   EXPECT_LE(cuda::attention_bf16_shared_bytes(64), kSm75);
   EXPECT_LE(cuda::attention_bf16_shared_bytes(128), kSm80);
   EXPECT_GT(cuda::attention_bf16_shared_bytes(128), kSm86);
-  // Forcing accepts 0, 32 and 64 only and returns the previous setting.
-  EXPECT_EQ(cuda::force_attention_fp32_rows(32), 0);
-  EXPECT_EQ(cuda::force_attention_fp32_rows(48), 32);
-  EXPECT_EQ(cuda::force_attention_fp32_rows(0), 32);
 }
 
 // ---- gelu, residual
