@@ -26,12 +26,13 @@ if [[ -z "$SAN" ]]; then
 fi
 BINS=("$@")
 if ((${#BINS[@]} == 0)); then
-  BINS=(kernels_test_cuda_ops kernels_test_cuda_matmul kernels_test_cuda_act_bf16 kernels_test_cuda_gelu_fusion
-        kernels_test_cuda_attention_bf16 kernels_test_cuda_convert)
+  BINS=(kernels_test_cuda_ops kernels_test_cuda_attention kernels_test_cuda_matmul kernels_test_cuda_act_bf16
+        kernels_test_cuda_gelu_fusion kernels_test_cuda_attention_bf16 kernels_test_cuda_convert)
 fi
 # Shared-memory kernels: the tests racecheck and synccheck look at (gtest filter per binary).
 declare -A SHARED_FILTER=(
-  [kernels_test_cuda_ops]='*Attention*:*LayerNorm*:*Layernorm*:*CrossEntropy*:*Crossentropy*:*Reduce*:*Sum*'
+  [kernels_test_cuda_ops]='*LayerNorm*:*Layernorm*:*CrossEntropy*:*Crossentropy*:*Reduce*:*Sum*'
+  [kernels_test_cuda_attention]='*'
   [kernels_test_cuda_matmul]='*'
   [kernels_test_cuda_attention_bf16]='*'
   [kernels_test_cuda_act_bf16]='*'
