@@ -18,6 +18,7 @@
 #include "checkpoint/hdf5_io.hpp"
 #include "checkpoint/snapshot.hpp"
 #include "checkpoint/store.hpp"
+#include "core/version.hpp"
 
 namespace {
 
@@ -252,6 +253,7 @@ int diff(const std::string& a_path, const std::string& b_path, std::vector<std::
 int main(int argc, char** argv) {
   CLI::App app{"perigee-ckpt: verify, inspect and compare Perigee checkpoints (docs/supervisor.md)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", perigee::version_text("perigee-ckpt"));
   std::string target, file, a, b;
   std::vector<std::string> buffers;
   CLI::App* v =

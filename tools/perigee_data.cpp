@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/version.hpp"
 #include "runtime/corpus.hpp"
 
 namespace {
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
       "perigee-data: text -> byte-level token files <out>_train.bin and <out>_val.bin.\n"
       "Fortune files are split at lines holding only '%', other inputs at blank lines; each document\n"
       "goes to val with probability --val-fraction (seeded hash of its text). See docs/data.md."};
+  app.set_version_flag("--version", perigee::version_text("perigee-data"));
   app.add_option("--out", options.out_prefix, "output prefix: writes <out>_train.bin and <out>_val.bin")
       ->required();
   app.add_flag("--fortunes", options.fortunes, "include the fortunes package's English fortune files");

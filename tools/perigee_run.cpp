@@ -10,6 +10,7 @@
 // perigee_run_launch.cpp (one launch), sharing tools/perigee_run_internal.hpp.
 #include <CLI/CLI.hpp>
 
+#include "core/version.hpp"
 #include "tools/perigee_run_internal.hpp"
 
 using perigee::tools::kSetupErrorStatus;
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-no-checkpoint", opt.allow_no_checkpoint,
                "supervise a config without checkpoints (every restart starts over)");
   app.add_option("config", opt.config, "TOML config file (see docs/config.md)")->required();
+  app.set_version_flag("--version", perigee::version_text("perigee-run"));
   app.allow_extras();
   // A repeated option takes its last value (scripts append to a base command line).
   for (CLI::Option* o : app.get_options()) {

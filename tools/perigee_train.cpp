@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "collectives/mpi_init.hpp"
+#include "core/version.hpp"
 #include "kernels/cuda/device_probe.cuh"
 #include "runtime/comm_setup.hpp"
 #include "runtime/config.hpp"
@@ -85,6 +86,7 @@ int run_job(int argc, char** argv) {
       "--print-config", print_only,
       "print the config as JSON (after overrides and derived values; [device] \"auto\" keys are resolved "
       "once a device is chosen, as the log's resolved config shows) and exit");
+  app.set_version_flag("--version", perigee::version_text("perigee-train"));
   app.allow_extras();
   try {
     app.parse(argc, argv);

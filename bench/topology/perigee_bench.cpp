@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -22,10 +23,14 @@
 #include "bench/topology/topology_runner.hpp"
 #include "collectives/algorithms/schedule.hpp"
 #include "collectives/mpi_init.hpp"
+#include "core/version.hpp"
 #include "kernels/cpu/host_memory.hpp"
 
 #ifndef PERIGEE_BENCH_TOPOLOGY_DIR
 #define PERIGEE_BENCH_TOPOLOGY_DIR "bench/topology"
+#endif
+#ifndef PERIGEE_BENCH_INSTALLED_TOPOLOGY_DIR
+#define PERIGEE_BENCH_INSTALLED_TOPOLOGY_DIR "../share/perigee/topology"
 #endif
 
 namespace {
@@ -37,6 +42,20 @@ using perigee::bench::integer_at_least;
 using perigee::bench::parse_finite;
 
 constexpr const char* kProgram = "perigee-bench";
+
+// The example graph of the "file" topology: installed beside the program
+// (PERIGEE_BENCH_INSTALLED_TOPOLOGY_DIR, relative to the binary's folder), else in the source tree the
+// build came from.
+std::string default_graph_file() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path installed =
+        self.parent_path() / PERIGEE_BENCH_INSTALLED_TOPOLOGY_DIR / "example_graph.txt";
+    if (std::filesystem::is_regular_file(installed, ec)) return installed.lexically_normal().string();
+  }
+  return std::string(PERIGEE_BENCH_TOPOLOGY_DIR) + "/example_graph.txt";
+}
 
 [[noreturn]] void fail(const Status& s) {
   std::fprintf(stderr, "perigee-bench: %s\n", s.to_string().c_str());
@@ -106,7 +125,7 @@ int main(int argc, char** argv) {
   CLI::App app{"perigee-bench: all-reduce over emulated laser-link topologies (nccl-tests layout)"};
   std::string suite = "issue7", topology_kind, time_scale_text = "auto", json_path, astra_dir;
   std::string min_text = "8", max_text = "64M", step_text = "0", datatype = "float";
-  std::string graph_file = std::string(PERIGEE_BENCH_TOPOLOGY_DIR) + "/example_graph.txt";
+  std::string graph_file = default_graph_file();
   std::vector<std::string> algorithm_names = {"all"};
   double factor = 2.0, overhead_us = 0.0;
   RunnerOptions ro;
@@ -187,6 +206,7 @@ int main(int argc, char** argv) {
                  "element type: float, or bfloat16 (what [comm] grad_dtype = \"bf16\" sends)")
       ->check(CLI::IsMember({"float", "bfloat16"}));
   app.add_option("--astra-sim", astra_dir, "write ASTRA-sim network/system files per topology here");
+  app.set_version_flag("--version", perigee::version_text(kProgram));
   // One line per error, as the other errors below: "perigee-bench: --opt: what is wrong".
   app.failure_message(
       [](const CLI::App*, const CLI::Error& e) { return std::string(kProgram) + ": " + e.what() + "\n"; });
