@@ -100,7 +100,7 @@ class Trainer {
   // The whole run: steps, periodic validation and checkpoints, final validation, checkpoint and sample.
   Status run();
   // Rank 0 stages a checkpoint of the current state (async: written in the background); other
-  // ranks do nothing. Needs [checkpoint] every_steps or every_seconds (a checkpoint folder).
+  // ranks do nothing. Needs checkpointing on: [checkpoint] every_steps or every_seconds, or [orbit] eclipse.
   Status save_checkpoint();
   // Waits for a checkpoint write in flight (rank 0) and returns its error, if any.
   Status finish_checkpoints();

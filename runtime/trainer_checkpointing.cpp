@@ -273,7 +273,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
 
 Status Trainer::save_checkpoint() {
   PERIGEE_REQUIRE(checkpoint_enabled_, StatusCode::kInvalidArgument,
-                  "checkpointing is off: set [checkpoint] every_steps or every_seconds");
+                  "checkpointing is off: set [checkpoint] every_steps or every_seconds, or [orbit] eclipse");
   last_checkpoint_step_ = next_step_;
   last_checkpoint_time_ = Clock::now();
   ++checkpoints_saved_;

@@ -116,7 +116,8 @@ Status Trainer::rollback(const std::string& why) {
   // checkpoint_enabled_ comes from the config, so every rank takes the same branch.
   PERIGEE_REQUIRE(
       checkpoint_enabled_, StatusCode::kUnavailable, why,
-      ", and checkpointing is off ([checkpoint] every_steps / every_seconds): nothing to roll back to");
+      ", and checkpointing is off ([checkpoint] every_steps / every_seconds, or [orbit] eclipse): nothing to "
+      "roll back to");
   // A write in flight ends first (all ranks wait for it, and all fail if it failed).
   PERIGEE_CHECK(
       checkpoint_fence("the checkpoint write before the rollback", writer_ ? writer_->wait() : Status::ok()));
