@@ -4,7 +4,7 @@
 # libraries; xz: about 15 MB where gzip took 40 MB), device/anchors/torch_gpt2.py (the PyTorch
 # anchor) and the Debian runtime packages (fetch_debs.sh, about 20 MB) into device/, which is
 # git-ignored: carry ["device"]. Fails when device/ would not fit the carry limit.
-#   scripts/build.sh && scripts/device/pack_build.sh [BUILD_DIR]
+#   scripts/device/pack_build.sh [BUILD_DIR]     # builds BUILD_DIR (default build/) first
 # On the GPU machine (run_on_device.sh unpacks device/build.txz into build/ first):
 #   scripts/device/run_on_device.sh                                        # whole ctest suite
 #   scripts/device/run_on_device.sh -- \
