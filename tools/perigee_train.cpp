@@ -130,8 +130,8 @@ int run_job(int argc, char** argv) {
   s = trainer.setup();
   if (agree_on_failure(s, "setup") != 0) return tools::kSetupErrorStatus;
 
-  rt::log::info("perigee-train: ", world, " rank(s), device ", device.description, ", gradients over ",
-                comm.description);
+  rt::log::info("perigee-train ", kVersion, ": ", world, " rank(s), device ", device.description,
+                ", gradients over ", comm.description);
   rt::log::info("cuda probe (built with CUDA ", kernels::cuda::compiled_runtime_version(),
                 "): ", device.cuda_probe);
   const auto& m = trainer.model();

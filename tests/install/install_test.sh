@@ -75,7 +75,7 @@ cmake --install "$BUILD" --prefix "$WORK/prefix" > "$WORK/install.log" 2>&1 \
 check_tree "$WORK/prefix" libexec/perigee
 e2e_make_tokens "$WORK/prefix/bin/perigee-data" "$WORK/job"
 train_with "$WORK/prefix/bin" installed "$WORK/prefix/share/perigee/configs/demo.toml"
-grep -q "perigee-train: 2 rank(s)" "$WORK/installed.log" || fail "no perigee-train start line in the supervised log"
+grep -q "perigee-train $VERSION: 2 rank(s)" "$WORK/installed.log" || fail "no perigee-train start line in the supervised log"
 bench_graph "$WORK/prefix"
 mv "$WORK/prefix" "$WORK/moved"  # nothing in the tree names its own folder
 bench_graph "$WORK/moved"
