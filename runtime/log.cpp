@@ -84,8 +84,9 @@ void write(Level level, const std::string& message) {
   std::lock_guard<std::mutex> lock(s.mu);
   const std::string line = str_cat("[perigee r", s.rank, " ", timestamp(), "] ", level_tag(level), message);
   if (s.file.is_open()) {
+    // Every line reaches the file at once: the lines before a rank is killed are the ones needed.
     s.file << line << '\n';
-    if (level >= Level::kWarn) s.file.flush();
+    s.file.flush();
   } else if (s.pending.size() < 10000) {
     s.pending.push_back(line);
   }

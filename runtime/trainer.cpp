@@ -11,6 +11,7 @@
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
+#include "runtime/run_name.hpp"
 #include "runtime/tokenizer.hpp"
 
 namespace perigee::runtime {
@@ -161,16 +162,12 @@ Status Trainer::setup_gradient_buckets() {
 }
 
 Status Trainer::make_run_dir() {
-  // Rank 0 picks the name (timestamp when unset) and every rank uses the same one, however long.
+  // Rank 0 picks the name (when unset, a timestamp whose folder it creates: run_name.hpp) and every
+  // rank uses the same one, however long.
   std::string name = config_.run.name;
-  if (comm_->rank() == 0 && name.empty()) {
-    char buf[64] = {0};
-    const std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&t, &tm);
-    std::strftime(buf, sizeof(buf), "run-%Y%m%d-%H%M%S", &tm);
-    name = buf;
-  }
+  Status named = Status::ok();
+  if (comm_->rank() == 0 && name.empty())
+    named = claim_timestamped_run_dir(config_.run.dir, static_cast<long long>(std::time(nullptr)), &name);
   int64_t length = static_cast<int64_t>(name.size());
   PERIGEE_CHECK(comm_->broadcast(&length, 1, DataType::kInt64, 0));
   name.resize(static_cast<size_t>(length));
@@ -178,6 +175,7 @@ Status Trainer::make_run_dir() {
   run_dir_ = (std::filesystem::path(config_.run.dir) / name).string();
   // Rank 0 creates it; the others hear at once when that fails, not at the barrier's deadline.
   auto create = [&]() -> Status {
+    PERIGEE_CHECK(named);
     std::error_code ec;
     std::filesystem::create_directories(run_dir_, ec);
     PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create run directory ", run_dir_, ": ", ec.message());

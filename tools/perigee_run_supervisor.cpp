@@ -21,6 +21,7 @@
 #include "checkpoint/hdf5_io.hpp"
 #include "checkpoint/store.hpp"
 #include "runtime/config.hpp"
+#include "runtime/run_name.hpp"
 #include "tools/perigee_run_internal.hpp"
 
 namespace perigee::tools {
@@ -182,14 +183,15 @@ int run(const Options& opt) {
                  config.train.micro_batch, config.train.batch_size / opt.np, config.train.batch_size, opt.np);
     return kSetupErrorStatus;
   }
-  // One run directory for every launch: name the run once.
+  // One run directory for every launch: name the run once (its folder created now, so that no other
+  // job started in the same second takes the same name).
   if (config.run.name.empty()) {
-    const std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&t, &tm);
-    char buf[64];
-    std::strftime(buf, sizeof(buf), "run-%Y%m%d-%H%M%S", &tm);
-    config.run.name = buf;
+    const Status named = rt::claim_timestamped_run_dir(
+        config.run.dir, static_cast<long long>(std::time(nullptr)), &config.run.name);
+    if (!named.is_ok()) {
+      std::fprintf(stderr, "perigee-run: %s\n", named.message().c_str());
+      return kSetupErrorStatus;
+    }
     overrides.push_back(str_cat("--run.name=", config.run.name));
   }
   const std::string train_bin = opt.train.empty() ? default_train_binary() : opt.train;

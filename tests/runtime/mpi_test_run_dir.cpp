@@ -11,6 +11,7 @@
 
 #include "collectives/mpi_communicator.hpp"
 #include "runtime/log.hpp"
+#include "runtime/run_name.hpp"
 #include "runtime/trainer.hpp"
 #include "tests/runtime/mpi_test_util.hpp"
 
@@ -73,6 +74,40 @@ TEST_F(RunDir, ALongRunNameIsUsedWhole) {
   EXPECT_TRUE(fs::is_directory(t.trainer.run_dir()));
   if (world_rank() == 0) {
     EXPECT_TRUE(fs::exists(t.trainer.run_dir() + "/config.json"));
+  }
+}
+
+// Unnamed runs started in the same second get folders of their own, not one shared folder (whose
+// checkpoints and metrics the second run would take as its own).
+TEST_F(RunDir, UnnamedRunsInTheSameSecondGetTheirOwnFolders) {
+  const std::string root = dir_ + "/claims" + std::to_string(world_rank());
+  const long long stamp = 1795000000;  // one fixed second for every claim
+  std::string a, b, c;
+  ASSERT_TRUE(claim_timestamped_run_dir(root, stamp, &a).is_ok());
+  ASSERT_TRUE(claim_timestamped_run_dir(root, stamp, &b).is_ok());
+  ASSERT_TRUE(claim_timestamped_run_dir(root, stamp, &c).is_ok());
+  EXPECT_EQ(a.rfind("run-", 0), 0u) << a;
+  EXPECT_EQ(b, a + "-2");
+  EXPECT_EQ(c, a + "-3");
+  for (const auto& n : {a, b, c}) EXPECT_TRUE(fs::is_directory(root + "/" + n)) << n;
+  std::ofstream(root + "/a_file") << "x";
+  std::string none;
+  const Status s = claim_timestamped_run_dir(root + "/a_file/runs", stamp, &none);
+  EXPECT_EQ(s.code(), StatusCode::kIoError) << s.to_string();
+  EXPECT_NE(s.message().find(root + "/a_file/runs"), std::string::npos) << s.message();
+
+  // Two trainers without a name, one after the other: two run folders, each with its own config.
+  Config config = testing::tiny_config(dir_ + "/train.bin", 2 * testing::world_size());
+  config.run.dir = dir_ + "/unnamed";
+  RunDirTrainer first(config, comm_.get());
+  ASSERT_TRUE(first.trainer.setup().is_ok());
+  log::close_file();
+  RunDirTrainer second(config, comm_.get());
+  ASSERT_TRUE(second.trainer.setup().is_ok());
+  EXPECT_NE(first.trainer.run_dir(), second.trainer.run_dir());
+  if (world_rank() == 0) {
+    EXPECT_TRUE(fs::exists(first.trainer.run_dir() + "/config.json"));
+    EXPECT_TRUE(fs::exists(second.trainer.run_dir() + "/config.json"));
   }
 }
 
