@@ -24,6 +24,7 @@
 
 #include <toml++/toml.h>
 
+#include "core/read_file.hpp"
 #include "runtime/config_internal.hpp"
 
 namespace perigee::runtime {
@@ -476,19 +477,9 @@ Status load_config(const std::string& path, const std::vector<std::string>& over
     *out = std::move(config);
     return Status::ok();
   }
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  PERIGEE_REQUIRE(fs::exists(st), StatusCode::kNotFound, "config file not found: ", path);
-  PERIGEE_REQUIRE(!fs::is_directory(st), StatusCode::kInvalidArgument, "config path is a directory: ", path);
-  std::ifstream in(path, std::ios::binary);
-  PERIGEE_REQUIRE(in.is_open(), StatusCode::kIoError, "cannot open config file ", path, ": ",
-                  std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  PERIGEE_REQUIRE(!in.bad(), StatusCode::kIoError, "cannot read config file ", path, ": ",
-                  std::strerror(errno));
-  PERIGEE_CHECK(parse_config(text.str(), path, overrides, out));
+  std::string text;
+  PERIGEE_CHECK(read_small_file(path, "config file", &text));
+  PERIGEE_CHECK(parse_config(text, path, overrides, out));
   return Status::ok();
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "collectives/mpi_communicator.hpp"
+#include "core/read_file.hpp"
 #include "runtime/token_file.hpp"
 
 namespace perigee::runtime {
@@ -39,9 +40,10 @@ std::string token_file_fingerprint(const std::string& path) {
 // What decides a small input file's effect (a fault plan, a topology graph): its bytes.
 std::string file_fingerprint(const std::string& path) {
   if (path.empty()) return "none";
-  std::ifstream in(path, std::ios::binary);
-  if (!in.is_open()) return str_cat(std::filesystem::exists(path) ? "unreadable: " : "missing: ", path);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes;
+  const Status read = read_small_file(path, "file", &bytes);
+  if (read.code() == StatusCode::kNotFound) return str_cat("missing: ", path);
+  if (!read.is_ok()) return str_cat("unreadable: ", path);  // setup's own read says why
   return str_cat(bytes.size(), " bytes, crc32 ", hex32(crc32(bytes.data(), bytes.size())));
 }
 

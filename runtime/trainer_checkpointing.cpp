@@ -50,12 +50,18 @@ Status Trainer::setup_checkpoints() {
   checkpoint_enabled_ = !checkpoint_dir_.empty() && schedules_checkpoints(config_);
   last_checkpoint_time_ = Clock::now();
   if (checkpoint_dir_.empty()) return Status::ok();
-  // Rank 0 decides (the folder may appear while other ranks look), every rank follows.
-  int32_t try_resume = comm_->rank() == 0 && cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_);
+  // Rank 0 decides (the folder may appear while other ranks look), every rank follows. A path it cannot
+  // look at (a link loop, a name too long) opens the store below, which then fails naming it.
+  std::error_code unreadable;
+  int32_t try_resume =
+      comm_->rank() == 0 && cc.resume == "auto" && std::filesystem::exists(checkpoint_dir_, unreadable);
+  if (unreadable) try_resume = 1;
   PERIGEE_CHECK(comm_->broadcast(&try_resume, 1, DataType::kInt32, 0));
   // Rank 0 opens the store and runs the orbit clock (a relaunch continues it); the others hear at once
   // when that fails, instead of at their next collective's deadline.
   auto open_store = [&]() -> Status {
+    PERIGEE_REQUIRE(!unreadable, StatusCode::kIoError, "checkpoint folder ", checkpoint_dir_, ": ",
+                    unreadable.message());
     checkpoint::StoreOptions so;
     so.keep_last = cc.keep_last;
     store_ = std::make_unique<checkpoint::CheckpointStore>();
@@ -84,7 +90,14 @@ Status Trainer::setup_checkpoints() {
         checkpoint_fence("opening the checkpoint folder", comm_->rank() == 0 ? open_store() : Status::ok()));
   if (try_resume) {
     checkpoint::Snapshot snapshot;
+    const int64_t before = next_step_;
     PERIGEE_CHECK(resume_from(&snapshot));
+    if (next_step_ != before && !checkpoint_enabled_ && comm_->rank() == 0) {
+      log::warn("resumed from ", checkpoint_dir_, " at step ", next_step_,
+                ", but checkpointing is off ([checkpoint] every_steps and every_seconds are 0 and [orbit] "
+                "eclipse is \"off\"): this run writes no checkpoint, so a relaunch starts again from step ",
+                next_step_);
+    }
   }
   if (comm_->rank() == 0 && checkpoint_enabled_) {
     // The fault plan's slow storage makes every commit delay_s longer.
@@ -153,6 +166,7 @@ void Trainer::close_checkpoint_load(double seconds, const char* outcome) {
 Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
   Status load_status;
+  bool newer_refused = false;  // a newer checkpoint of another job is in the folder
   if (comm_->rank() == 0) {
     const auto load_start = Clock::now();
     const bool announced = announce_checkpoint_load();
@@ -161,6 +175,18 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
       checkpoint::LoadReport report;
       load_status = store_->load_latest(expected, snapshot, &report,
                                         [](const std::string& line) { log::info("checkpoint: ", line); });
+      // A newer checkpoint that was skipped only for being another model's or job's (the store's
+      // kInvalidArgument) would be deleted as an abandoned timeline at this run's next commit: refuse.
+      for (const checkpoint::SkippedCheckpoint& k : report.skipped) {
+        if (!load_status.is_ok() || k.step <= report.step || k.reason.code() != StatusCode::kInvalidArgument)
+          continue;
+        newer_refused = true;
+        load_status = make_error(
+            StatusCode::kInvalidArgument, "newer checkpoint ", k.path, " (step ", k.step,
+            ") does not match this job: ", k.reason.message(), "\n  resuming from step ", report.step,
+            " instead would delete it at the next commit; run with the config it was written with, or give "
+            "this job its own [checkpoint] dir or [run] name");
+      }
     } else {
       // Newest checkpoint of at most max_step that verifies.
       std::vector<checkpoint::CheckpointEntry> entries;
@@ -188,8 +214,9 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
     if (comm_->rank() == 0) {
       return make_error(
           load_status.code(), "cannot resume from ", checkpoint_dir_, ": ", load_status.message(),
-          "\n  (no checkpoint there verifies; to start fresh, move them away or choose another [checkpoint] "
-          "dir)");
+          newer_refused ? ""
+                        : "\n  (no checkpoint there verifies; to start fresh, move them away or "
+                          "choose another [checkpoint] dir)");
     }
     return make_error(StatusCode::kUnavailable, "rank 0 could not resume from ", checkpoint_dir_);
   }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/read_file.hpp"
 #include "fault/cuda/abft_checksums_factory.hpp"
 #include "runtime/log.hpp"
 #include "runtime/trainer.hpp"
@@ -19,9 +20,8 @@ Status Trainer::setup_faults() {
   if (!fc.plan.empty()) {
     PERIGEE_REQUIRE(backend_->kind() == kernels::DeviceKind::kCpu, StatusCode::kUnavailable,
                     "[fault] plan: fault injection reaches host memory only; use device = \"cpu\"");
-    std::ifstream f(fc.plan);
-    PERIGEE_REQUIRE(f.good(), StatusCode::kNotFound, "[fault] plan: cannot read ", fc.plan);
-    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::string text;
+    PERIGEE_CHECK(read_small_file(fc.plan, "[fault] plan", &text));
     fault::FaultPlan plan;
     Status s = fault::parse_fault_plan(text, &plan);
     PERIGEE_REQUIRE(s.is_ok(), s.code(), "[fault] plan ", fc.plan, ": ", s.message());

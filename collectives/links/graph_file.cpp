@@ -13,6 +13,7 @@
 
 #include "collectives/links/geometry.hpp"
 #include "collectives/links/static_graph.hpp"
+#include "core/read_file.hpp"
 
 namespace perigee::collectives::links {
 
@@ -149,16 +150,10 @@ Status parse_graph_text(const std::string& text, const std::string& source, doub
 Status make_file_topology(const TopologySpec& spec, std::unique_ptr<LinkModelTopology>* out) {
   PERIGEE_REQUIRE(!spec.file.empty(), StatusCode::kInvalidArgument,
                   "links.file must name a graph file for kind file");
-  std::error_code ec;
-  PERIGEE_REQUIRE(!std::filesystem::is_directory(spec.file, ec), StatusCode::kInvalidArgument,
-                  "links.file: '", spec.file, "' is a folder, not a graph file");
-  std::ifstream f(spec.file);
-  PERIGEE_REQUIRE(f.good(), StatusCode::kNotFound, "links.file: cannot open '", spec.file, "'");
-  std::ostringstream text;
-  text << f.rdbuf();
-  PERIGEE_REQUIRE(!f.bad(), StatusCode::kIoError, "links.file: read error in '", spec.file, "'");
+  std::string text;
+  PERIGEE_CHECK(read_small_file(spec.file, "links.file", &text));
   std::unique_ptr<LinkModelTopology> topo;
-  PERIGEE_CHECK(parse_graph_text(text.str(), spec.file, spec.bandwidth_gbps, &topo));
+  PERIGEE_CHECK(parse_graph_text(text, spec.file, spec.bandwidth_gbps, &topo));
   PERIGEE_CHECK(topo->set_rules(spec.setup_delay_s, spec.outages));
   *out = std::move(topo);
   return Status::ok();

@@ -79,3 +79,28 @@ expect 2 "perigee-ckpt: unknown command 'frob' (verify, info or diff" "$CKPT_BIN
 # info: the header; a missing file exits 2 naming it.
 expect 0 "step        6" "$CKPT_BIN" info "$CK/ckpt-00000006.h5"
 expect 2 "$WORK/none.h5" "$CKPT_BIN" info "$WORK/none.h5"
+
+# perigee-train: paths that are no input file are setup errors (exit 2) naming the path, never an
+# abort (which perigee-run would relaunch as a dead rank) nor a hang on a FIFO without a writer.
+mkfifo "$WORK/fifo"
+ln -s "$WORK/loop" "$WORK/loop"
+expect 2 "\[fault\] plan $WORK is a folder, not a file" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK" --run.name=p1
+expect 2 "\[fault\] plan $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/fifo" --run.name=p2
+expect 2 "\[fault\] plan $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/loop" --run.name=p3
+expect 2 "links.file $WORK is a folder, not a file" "$TRAIN_BIN" "$WORK/tiny.toml" --comm.backend=links --links.topology=file --links.file="$WORK" --run.name=p4
+expect 2 "config file $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BIN" "$WORK/fifo"
+expect 2 "checkpoint folder $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --checkpoint.dir="$WORK/loop" --run.name=p5
+
+# A newer checkpoint of another model in the folder: the run refuses to resume from an older one (its
+# first commit would delete the newer file), and the file is still there.
+"$TRAIN_BIN" "$WORK/tiny.toml" --model.n_embd=32 --train.steps=8 --checkpoint.dir="$WORK/ck32" \
+  --run.name=other > "$WORK/other.log" 2>&1 || { cat "$WORK/other.log"; fail "the 32-channel run failed"; }
+cp "$WORK/ck32/ckpt-00000008.h5" "$CK/" || fail "no step-8 checkpoint of the 32-channel run"
+expect 2 "newer checkpoint .*ckpt-00000008.h5 (step 8) does not match this job: .*n_embd is 32 in the checkpoint, 16 expected" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=9 --checkpoint.dir="$WORK/ck" --run.name=mix
+[[ -f $CK/ckpt-00000008.h5 ]] || fail "the newer checkpoint was deleted"
+
+# Resuming with checkpointing off warns that the run writes no checkpoint of its own.
+mkdir "$WORK/ck16" && cp "$CK/ckpt-00000006.h5" "$WORK/ck16/"
+expect 0 "resumed from $WORK/ck16 at step 6, but checkpointing is off" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=7 --checkpoint.dir="$WORK/ck16" --checkpoint.every_steps=0 --run.name=off

@@ -381,7 +381,7 @@ TEST(LinksGraphFile, ReadsFilesAndAppliesOutages) {
   spec.file = ::testing::TempDir();  // a folder opens as a stream on Linux and read as no nodes
   const Status folder = make_topology(spec, &none);
   EXPECT_EQ(folder.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(folder.message().find("is a folder, not a graph file"), std::string::npos) << folder.message();
+  EXPECT_NE(folder.message().find("is a folder, not a file"), std::string::npos) << folder.message();
 }
 
 }  // namespace
