@@ -211,7 +211,9 @@ namespace {
 // Opens `path` and reads and checks its header (magic, version, bytes per token, vocabulary, the file
 // size against the count). On success *fd_out is open at the first token (the caller closes it).
 Status open_token_file(const std::string& path, int* fd_out, TokenFileHeader* header) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO opens at once (and is refused below as no regular file) instead of waiting for a
+  // writer; regular files ignore it.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
     if (err == ENOENT) return not_found_error(path);

@@ -89,6 +89,7 @@ expect 2 "\[fault\] plan $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BI
 expect 2 "\[fault\] plan $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/loop" --run.name=p3
 expect 2 "links.file $WORK is a folder, not a file" "$TRAIN_BIN" "$WORK/tiny.toml" --comm.backend=links --links.topology=file --links.file="$WORK" --run.name=p4
 expect 2 "config file $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BIN" "$WORK/fifo"
+expect 2 "token file $WORK/fifo: not a regular file" timeout 20 "$TRAIN_BIN" "$WORK/tiny.toml" --data.train_file="$WORK/fifo" --run.name=p6
 expect 2 "checkpoint folder $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --checkpoint.dir="$WORK/loop" --run.name=p5
 
 # A newer checkpoint of another model in the folder: the run refuses to resume from an older one (its
