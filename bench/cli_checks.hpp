@@ -1,4 +1,4 @@
-// The benchmarks' CLI11 option checks. CLI::PositiveNumber and CLI::NonNegativeNumber let "nan"
+// The benchmarks' CLI11 option checks (perigee-run uses them too). CLI::PositiveNumber and CLI::NonNegativeNumber let "nan"
 // through and accept "1abc"-style text for some types; these check the whole text. CLI11 prefixes
 // the option's name to the message.
 #pragma once

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # perigee-ckpt and perigee-data as scripts use them: exit statuses, one line per verdict, and bad
 # input named. A real 1-process training run writes the checkpoints.
-#   tools_cli_test.sh <perigee-data> <perigee-train> <perigee-ckpt>
+#   tools_cli_test.sh <perigee-data> <perigee-train> <perigee-ckpt> <perigee-run>
 set -uo pipefail
-DATA_BIN=$1 TRAIN_BIN=$2 CKPT_BIN=$3
+DATA_BIN=$1 TRAIN_BIN=$2 CKPT_BIN=$3 RUN_BIN=$4
 WORK=$(mktemp -d /tmp/perigee_tools.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -105,3 +105,11 @@ expect 2 "newer checkpoint .*ckpt-00000008.h5 (step 8) does not match this job: 
 mkdir "$WORK/ck16" && cp "$CK/ckpt-00000006.h5" "$WORK/ck16/"
 expect 0 "resumed from $WORK/ck16 at step 6, but checkpointing is off" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=7 --checkpoint.dir="$WORK/ck16" --checkpoint.every_steps=0 --run.name=off
+
+# perigee-run: numbers are whole finite texts in range (CLI11's own checks let nan through, and printed
+# their range with 300 digits), and a stall timeout under a second is refused.
+expect 2 "--np: expected an integer >= 1, got '0'" "$RUN_BIN" --np 0 "$WORK/tiny.toml"
+expect 2 "--backoff-max: expected a finite number >= 0, got 'nan'" "$RUN_BIN" --backoff-max nan "$WORK/tiny.toml"
+expect 2 "--grace: expected a finite number >= 0, got 'nan'" "$RUN_BIN" --grace nan "$WORK/tiny.toml"
+expect 2 "--stall-timeout: expected 0 (off) or a finite number >= 1, got '0.01'" "$RUN_BIN" --stall-timeout 0.01 "$WORK/tiny.toml"
+expect 2 "--max-restarts: expected an integer >= 0, got '-1'" "$RUN_BIN" --max-restarts -1 "$WORK/tiny.toml"
