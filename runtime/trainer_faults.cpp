@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 
 #include "core/read_file.hpp"
 #include "fault/cuda/abft_checksums_factory.hpp"
