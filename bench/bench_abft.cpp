@@ -28,6 +28,7 @@
 
 #include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
+#include "bench/memory_fit.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
@@ -108,9 +109,24 @@ int main(int argc, char** argv) {
   app.add_option("--shapes", shapes, "attn, proj, fc, fcproj, head")->delimiter(',');
   app.add_option("--iters", iters, "timed runs per case")->check(perigee::bench::integer_at_least(1));
   app.add_option("--warmup", warmup, "untimed runs first")->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::thread_count());
   app.add_option("--json", json_path, "JSON output file");
   if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_abft"); rc >= 0) return rc;
+  for (const auto& key : shapes) {  // every shape is known and fits, before any runs
+    const auto* sc = std::find_if(std::begin(kShapes), std::end(kShapes),
+                                  [&](const ShapeCase& s) { return s.key == key; });
+    if (sc == std::end(kShapes)) {
+      std::fprintf(stderr, "bench_abft: --shapes: unknown shape '%s' (attn, proj, fc, fcproj, head)\n",
+                   key.c_str());
+      return 2;
+    }
+    // inp, dinp, out, dout, weight, dweight and the ABFT backend's checksum rows (under one more inp)
+    const double bytes = 4.0 * (3.0 * N * sc->C + 2.0 * N * sc->OC + 2.0 * sc->C * sc->OC);
+    if (!perigee::bench::check_fits_in_memory(
+            "bench_abft", "--n " + std::to_string(N) + " with shape " + key + " (" + sc->name + ")", bytes))
+      return 2;
+  }
+  perigee::bench::exit_when_out_of_memory("bench_abft");
   reexec_without_blas_workers(argv);  // process CPU time is reported
   if (!perigee::bench::check_json_path("bench_abft", json_path)) return 2;
 
@@ -127,10 +143,6 @@ int main(int argc, char** argv) {
   for (const auto& key : shapes) {
     const auto* sc = std::find_if(std::begin(kShapes), std::end(kShapes),
                                   [&](const ShapeCase& s) { return s.key == key; });
-    if (sc == std::end(kShapes)) {
-      std::fprintf(stderr, "unknown shape '%s' (attn, proj, fc, fcproj, head)\n", key.c_str());
-      return 2;
-    }
     const int C = sc->C, OC = sc->OC;
     const size_t nc = static_cast<size_t>(N) * C, noc = static_cast<size_t>(N) * OC,
                  occ = static_cast<size_t>(OC) * C;

@@ -24,6 +24,7 @@
 
 #include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
+#include "bench/memory_fit.hpp"
 #include "checkpoint/async_writer.hpp"
 #include "checkpoint/crc32c.hpp"
 #include "checkpoint/hdf5_io.hpp"
@@ -210,6 +211,7 @@ int main(int argc, char** argv) {
   if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_checkpoint"); rc >= 0)
     return rc;
   if (!json_path.empty() && !perigee::bench::check_json_path("bench_checkpoint", json_path)) return 2;
+  perigee::bench::exit_when_out_of_memory("bench_checkpoint");
   // Its own fresh folder: the bench never empties one it did not make.
   std::string pattern = (std::filesystem::path(parent) / "perigee-bench-checkpoint.XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) {

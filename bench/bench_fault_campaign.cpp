@@ -30,6 +30,7 @@
 
 #include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
+#include "bench/memory_fit.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
@@ -65,6 +66,9 @@ struct Cell {
   uint64_t by_abft = 0;        // detections where ABFT fired
   uint64_t by_invariants = 0;  // detections where an invariant fired
 };
+
+// The campaign's model: small enough to keep a state per reference step.
+const rt::GptShape kCampaignShape{2, 2, 64, 32, 256, 256};
 
 struct State {
   std::vector<float> p, m, v;
@@ -288,7 +292,7 @@ int main(int argc, char** argv) {
       ->check(perigee::bench::integer_at_least(1));
   app.add_option("--warm", warm, "clean steps before the first snapshot (fills the invariant window)")
       ->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::thread_count());
   app.add_option("--iters", iters, "timed steps per overhead case (median)")
       ->check(perigee::bench::integer_at_least(1));
   app.add_flag("--overhead", overhead, "also measure the ABFT overhead per training step");
@@ -298,6 +302,17 @@ int main(int argc, char** argv) {
   if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_fault_campaign"); rc >= 0)
     return rc;
   if (!json_path.empty() && !perigee::bench::check_json_path("bench_fault_campaign", json_path)) return 2;
+  if (campaign) {  // the reference trajectory keeps parameters and both moments at every step
+    const double states = static_cast<double>(warm) + 2.0 * points + 3.0;
+    const double bytes = states * 3.0 * sizeof(float) * rt::ParameterTable::for_shape(kCampaignShape).total();
+    if (!perigee::bench::check_fits_in_memory(
+            "bench_fault_campaign",
+            "--points " + std::to_string(points) + " with --warm " + std::to_string(warm) + " (" +
+                std::to_string(static_cast<long long>(states)) + " saved model states)",
+            bytes))
+      return 2;
+  }
+  perigee::bench::exit_when_out_of_memory("bench_fault_campaign");
 
   nlohmann::ordered_json doc = {{"benchmark", "fault_campaign"},
                                 {"backend", "cpu"},
@@ -307,9 +322,8 @@ int main(int argc, char** argv) {
   const auto t_start = Clock::now();
 
   if (campaign) {
-    const rt::GptShape shape{2, 2, 64, 32, 256, 256};
     const int B = 4, T = 32;
-    Harness h(shape, B, T, threads, true);
+    Harness h(kCampaignShape, B, T, threads, true);
     const size_t n = h.model().num_parameters();
 
     // Reference trajectory: states at the start of every step, losses, invariant windows.

@@ -32,7 +32,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -41,6 +40,7 @@
 
 #include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
+#include "bench/memory_fit.hpp"
 #include "collectives/emulated_link_communicator.hpp"
 #include "collectives/gradient_buckets.hpp"
 #include "collectives/mpi_communicator.hpp"
@@ -97,20 +97,21 @@ int main(int argc, char** argv) {
   std::vector<std::string> dtypes = {"fp32"};
   std::string backend = "mpi", algorithm = "auto";
   double link_latency_ms = 5.0, link_gbps = 100.0, time_scale = 1.0;
-  app.add_option("--layers", layers)->check(perigee::bench::integer_at_least(1));
-  app.add_option("--channels", channels)->check(perigee::bench::integer_at_least(1));
+  app.add_option("--layers", layers)->check(perigee::bench::integer_in(1, 4096));
+  app.add_option("--channels", channels, "a multiple of --heads")
+      ->check(perigee::bench::integer_in(1, 1 << 20));
   app.add_option("--heads", heads)->check(perigee::bench::integer_at_least(1));
   app.add_option("--seq", seq, "sequence length (also the context)")
       ->check(perigee::bench::integer_at_least(1));
   app.add_option("--batch", batch, "sequences per rank")->check(perigee::bench::integer_at_least(1));
   app.add_option("--vocab", vocab, "vocabulary (padded to a multiple of 128)")
-      ->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::bench::integer_in(1, INT_MAX / 128 * 128));  // the padded vocab fits in an int
   app.add_option("--buckets", bucket_mibs, "bucket sizes in MiB; 0 (the anchor) is always run first")
       ->delimiter(',')
       ->check(perigee::bench::finite_at_least_zero());
   app.add_option("--iters", iters, "timed steps per bucket size")->check(perigee::bench::integer_at_least(1));
   app.add_option("--warmup", warmup, "untimed steps first")->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads per rank")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads per rank")->check(perigee::bench::thread_count());
   app.add_option("--timeout", timeout_s,
                  "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
       ->check(perigee::bench::finite_at_least_zero());
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
   app.add_option("--grad-dtype", dtypes, "gradient types on the wire, in order: fp32 (the anchor's), bf16")
       ->delimiter(',')
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  perigee::bench::name_program_in_errors(app, "bench_overlap");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -136,16 +138,30 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return code == 0 ? 0 : 2;
   }
-  {  // every rank learns whether rank 0 can write the JSON file, and all exit together if not
+  {  // every rank learns whether the shape is one and rank 0 can write the JSON file; all exit if not
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int json_ok = rank == 0 ? perigee::bench::check_json_path("bench_overlap", json_path) : 1;
+    std::string bad;
+    collectives::algorithms::Algorithm parsed_algorithm{};
+    if (channels % heads != 0) {
+      bad =
+          "--channels " + std::to_string(channels) + " is not a multiple of --heads " + std::to_string(heads);
+    } else if (Status st = collectives::algorithms::parse_algorithm(algorithm, &parsed_algorithm);
+               !st.is_ok()) {
+      bad = "--algorithm: " + st.message();
+    } else if (backend == "mpi" && algorithm != "auto") {
+      bad = "--algorithm " + algorithm + " needs --comm links (MPI picks its own all-reduce)";
+    }
+    if (!bad.empty() && rank == 0) std::fprintf(stderr, "bench_overlap: %s\n", bad.c_str());
+    int json_ok =
+        bad.empty() && (rank == 0 ? perigee::bench::check_json_path("bench_overlap", json_path) : 1);
     MPI_Bcast(&json_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (!json_ok) {
       MPI_Finalize();
       return 2;
     }
   }
+  perigee::bench::exit_when_out_of_memory("bench_overlap");
   std::erase_if(bucket_mibs, [](double b) { return !(b > 0.0); });
   bucket_mibs.insert(bucket_mibs.begin(), 0.0);
   std::erase(dtypes, "fp32");
@@ -160,12 +176,8 @@ int main(int argc, char** argv) {
     collectives::EmulationOptions opt;
     opt.time_scale = time_scale;
     opt.timeout_s = timeout_s;
-    Status parsed = collectives::algorithms::parse_algorithm(algorithm, &opt.algorithm);
-    if (!parsed.is_ok()) {
-      if (rank == 0) std::fprintf(stderr, "bench_overlap: --algorithm: %s\n", parsed.message().c_str());
-      MPI_Finalize();
-      return 2;
-    }
+    PERIGEE_CHECK_OR_DIE(
+        collectives::algorithms::parse_algorithm(algorithm, &opt.algorithm));  // checked above
     std::unique_ptr<collectives::EmulatedLinkCommunicator> links;
     PERIGEE_CHECK_OR_DIE(collectives::EmulatedLinkCommunicator::create(
         MPI_COMM_WORLD,

@@ -34,6 +34,7 @@
 
 #include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
+#include "bench/memory_fit.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
@@ -148,7 +149,7 @@ int main(int argc, char** argv) {
       ->check(perigee::bench::integer_at_least(0));
   app.add_option("--iters", iters, "timed steps per case")->check(perigee::bench::integer_at_least(1));
   app.add_option("--warmup", warmup, "untimed steps first")->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::thread_count());
   app.add_option("--precision", precision_arg, "CUDA GEMM and attention arithmetic: fp32, tf32 or bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_flag("--tf32", tf32, "CUDA: --precision tf32 (the fp32 GEMMs on TF32 tensor cores)");
@@ -182,6 +183,7 @@ int main(int argc, char** argv) {
   if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_train_step"); rc >= 0)
     return rc;
   if (!perigee::bench::check_json_path("bench_train_step", json_path)) return 2;
+  perigee::bench::exit_when_out_of_memory("bench_train_step");
   if (logits == "bf16" && activations != "bf16") {
     std::fprintf(stderr, "--logits bf16 needs --activations bf16\n");
     return 2;

@@ -1,6 +1,6 @@
-// The benchmarks' CLI11 option checks (perigee-run uses them too). CLI::PositiveNumber and CLI::NonNegativeNumber let "nan"
-// through and accept "1abc"-style text for some types; these check the whole text. CLI11 prefixes
-// the option's name to the message.
+// The benchmarks' CLI11 option checks (perigee-run uses them too). CLI::PositiveNumber and
+// CLI::NonNegativeNumber let "nan" through and accept "1abc"-style text for some types; these check the whole
+// text. CLI11 prefixes the option's name to the message.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+
+#include "kernels/cpu/cpu_backend.hpp"
 
 namespace perigee::bench {
 
@@ -45,27 +47,42 @@ inline CLI::Validator finite_above_zero() {
   return finite_number("a finite number > 0", [](double v) { return v > 0.0; });
 }
 
-// An int option: the whole text is an integer in [lowest, INT_MAX].
-inline CLI::Validator integer_at_least(int lowest) {
-  const std::string expected = "an integer >= " + std::to_string(lowest);
+// An int option: the whole text is an integer in [lowest, highest].
+inline CLI::Validator integer_in(int lowest, int highest) {
+  const std::string expected =
+      highest == INT_MAX ? "an integer >= " + std::to_string(lowest)
+                         : "an integer in [" + std::to_string(lowest) + ", " + std::to_string(highest) + "]";
   return CLI::Validator(
-      [expected, lowest](std::string& text) -> std::string {
+      [expected, lowest, highest](std::string& text) -> std::string {
         char* end = nullptr;
         errno = 0;
         const long long v = text.empty() ? 0 : std::strtoll(text.c_str(), &end, 10);
         const bool whole = !text.empty() && !std::isspace(static_cast<unsigned char>(text[0])) &&
                            end == text.c_str() + text.size() && errno == 0;
-        if (whole && v >= lowest && v <= INT_MAX) return std::string();
+        if (whole && v >= lowest && v <= highest) return std::string();
         return "expected " + expected + ", got '" + text + "'";
       },
       expected);
+}
+inline CLI::Validator integer_at_least(int lowest) {
+  return integer_in(lowest, INT_MAX);
+}
+
+// --threads of the CPU benches: 0 (all cores) up to the limit [device] threads has too.
+inline CLI::Validator thread_count() {
+  return integer_in(0, kernels::cpu::CpuBackend::kMaxThreads);
+}
+
+// CLI11's messages start "<program>: ", as the tools' errors do.
+inline void name_program_in_errors(CLI::App& app, const std::string& program) {
+  app.failure_message(
+      [program](const CLI::App*, const CLI::Error& e) { return program + ": " + e.what() + "\n"; });
 }
 
 // Parses the command line of a one-process bench. Returns -1 to go on, else the exit status: 0 after
 // --help, 2 after a bad command line ("<program>: <what>" on stderr), as the tools do.
 inline int parse_command_line(CLI::App& app, int argc, char** argv, const std::string& program) {
-  app.failure_message(
-      [program](const CLI::App*, const CLI::Error& e) { return program + ": " + e.what() + "\n"; });
+  name_program_in_errors(app, program);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

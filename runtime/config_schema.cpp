@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/config.hpp"
 #include "runtime/config_internal.hpp"
 #include "runtime/links_setup.hpp"
@@ -100,7 +101,7 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(device, device, "where to compute: cpu, cuda, or auto (cuda when a GPU is present)")
           .one_of({"cpu", "cuda", "auto"}),
       PERIGEE_FIELD(device, threads, "CPU threads per rank; 0 = hardware threads / ranks on this host")
-          .in(closed(0, 4096)),  // OpenMP fails or crashes far above any machine's cores
+          .in(closed(0, kernels::cpu::CpuBackend::kMaxThreads)),
       PERIGEE_FIELD(device, precision,
                     "CUDA GEMM and attention arithmetic: fp32, tf32 (TF32 GEMMs) or bf16 (bf16 tensor cores, "
                     "fp32 accumulation; storage as activations and logits say); the CPU computes in fp32")

@@ -188,11 +188,17 @@ std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kern
 Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
                       kernels::DType activations, kernels::DType logits, bool recompute) {
   PERIGEE_REQUIRE(backend_ == nullptr, StatusCode::kInternal, "GptModel::init called twice");
-  PERIGEE_REQUIRE(shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd % shape.n_head == 0 &&
-                      shape.padded_vocab >= shape.vocab && shape.vocab > 0,
-                  StatusCode::kInvalidArgument, "bad model shape: layers ", shape.n_layer, ", heads ",
-                  shape.n_head, ", channels ", shape.n_embd, ", vocab ", shape.vocab, "/",
-                  shape.padded_vocab);
+  PERIGEE_REQUIRE(
+      shape.n_layer > 0 && shape.n_head > 0 && shape.n_embd > 0 && shape.context > 0 && shape.vocab > 0,
+      StatusCode::kInvalidArgument, "bad model shape: layers ", shape.n_layer, ", heads ", shape.n_head,
+      ", channels ", shape.n_embd, ", context ", shape.context, ", vocab ", shape.vocab,
+      " (each must be at least 1)");
+  PERIGEE_REQUIRE(shape.n_embd % shape.n_head == 0, StatusCode::kInvalidArgument,
+                  "bad model shape: ", shape.n_embd, " channels do not split into ", shape.n_head,
+                  " heads (the channels must be a multiple of the heads)");
+  PERIGEE_REQUIRE(shape.padded_vocab >= shape.vocab, StatusCode::kInvalidArgument,
+                  "bad model shape: padded vocab ", shape.padded_vocab, " is smaller than the vocab ",
+                  shape.vocab);
   PERIGEE_REQUIRE(max_batch > 0 && max_seq > 0 && max_seq <= shape.context, StatusCode::kInvalidArgument,
                   "bad activation size: batch ", max_batch, ", seq ", max_seq, " (context ", shape.context,
                   ")");

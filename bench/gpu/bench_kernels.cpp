@@ -19,13 +19,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "bench/cli_checks.hpp"
+#include "bench/json_output.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
@@ -478,22 +479,32 @@ int main(int argc, char** argv) {
   Dims d{16, 1024, 768, 12, 50257, 50304, 124475904};
   std::vector<std::string> only;
   std::string json_path = "bench_kernels.json";
-  app.add_option("--reps", reps, "timed calls per case")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "untimed calls first")->check(CLI::NonNegativeNumber);
-  app.add_option("--peak-gbps", peak_gbps, "memory peak, GB/s (H100 measured D2D copy about 3000)");
-  app.add_option("--peak-fp32-tflops", peak_fp32, "fp32 CUDA-core peak (H100 SXM 66.9 dense)");
-  app.add_option("--peak-tf32-tflops", peak_tf32, "TF32 tensor-core peak (H100 SXM 494.7 dense)");
+  using perigee::bench::finite_above_zero;
+  using perigee::bench::integer_at_least;
+  app.add_option("--reps", reps, "timed calls per case")->check(integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed calls first")->check(integer_at_least(0));
+  app.add_option("--peak-gbps", peak_gbps, "memory peak, GB/s (H100 measured D2D copy about 3000)")
+      ->check(finite_above_zero());
+  app.add_option("--peak-fp32-tflops", peak_fp32, "fp32 CUDA-core peak (H100 SXM 66.9 dense)")
+      ->check(finite_above_zero());
+  app.add_option("--peak-tf32-tflops", peak_tf32, "TF32 tensor-core peak (H100 SXM 494.7 dense)")
+      ->check(finite_above_zero());
   app.add_option("--peak-bf16-tflops", peak_bf16,
-                 "bf16 tensor-core peak (H100 measured: an 8192^3 bf16 GEMM at about 790; datasheet 989.4)");
-  app.add_option("--copy-gib", copy_gib, "size of the device copy, GiB");
-  app.add_option("--batch", d.B, "B");
-  app.add_option("--seq", d.T, "T");
-  app.add_option("--channels", d.C, "C");
-  app.add_option("--heads", d.NH, "NH");
-  app.add_option("--params", d.params, "AdamW length (GPT-2 124M with the padded vocab: 124475904)");
+                 "bf16 tensor-core peak (H100 measured: an 8192^3 bf16 GEMM at about 790; datasheet 989.4)")
+      ->check(finite_above_zero());
+  app.add_option("--copy-gib", copy_gib, "size of the device copy, GiB")
+      ->check(perigee::bench::finite_number("a number in (0, 64]",
+                                            [](double v) { return v > 0.0 && v <= 64.0; }));
+  app.add_option("--batch", d.B, "B")->check(integer_at_least(1));
+  app.add_option("--seq", d.T, "T")->check(integer_at_least(1));
+  app.add_option("--channels", d.C, "C")->check(integer_at_least(1));
+  app.add_option("--heads", d.NH, "NH")->check(integer_at_least(1));
+  app.add_option("--params", d.params, "AdamW length (GPT-2 124M with the padded vocab: 124475904)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 36));
   app.add_option("--only", only, "run only the cases whose names start with one of these")->delimiter(',');
   app.add_option("--json", json_path, "JSON output file");
-  CLI11_PARSE(app, argc, argv);
+  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_kernels"); rc >= 0) return rc;
+  if (!perigee::bench::check_json_path("bench_kernels", json_path)) return 2;
   if (d.C % d.NH != 0) {
     std::fprintf(stderr, "bench_kernels: --channels %d not divisible by --heads %d\n", d.C, d.NH);
     return 2;
@@ -504,8 +515,7 @@ int main(int argc, char** argv) {
   if (!probe.is_ok()) {
     std::printf("no CUDA device: skipped (%s)\n", probe.message().c_str());
     nlohmann::ordered_json doc = {{"benchmark", "kernels"}, {"skipped", probe.message()}};
-    std::ofstream(json_path) << doc.dump(2) << "\n";
-    return 0;
+    return perigee::bench::write_json_text("bench_kernels", json_path, doc.dump(2)) ? 0 : 1;
   }
   std::unique_ptr<Backend> made;
   PERIGEE_CHECK_OR_DIE(kernels::cuda::make_cuda_backend(0, &made));
@@ -623,7 +633,7 @@ int main(int argc, char** argv) {
                                 {"reps", reps},
                                 {"all_checks_ok", all_ok},
                                 {"results", results}};
-  std::ofstream(json_path) << doc.dump(2) << "\n";
+  if (!perigee::bench::write_json_text("bench_kernels", json_path, doc.dump(2))) return 1;
   std::printf("# wrote %s; checks %s\n", json_path.c_str(), all_ok ? "all ok" : "FAILED");
   return all_ok ? 0 : 1;
 }

@@ -21,6 +21,9 @@ class CpuBackend : public Backend {
   // Sets the calling thread's OpenMP thread count and OpenBLAS's to 1; every parallel region of this
   // backend uses threads().
   explicit CpuBackend(int threads = 0);
+  // The most threads a caller should ask for: OpenMP fails or crashes far above any machine's cores
+  // (65536 segfaults in libgomp). The config and the benches' --threads refuse more.
+  static constexpr int kMaxThreads = 4096;
 
   int threads() const { return threads_; }
 
