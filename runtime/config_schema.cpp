@@ -140,8 +140,9 @@ const std::vector<Field>& schema() {
           "(nccl on GPUs when it can run, else mpi)")
           .one_of({"mpi", "nccl", "links", "auto"}),
       PERIGEE_FIELD(comm, timeout_s,
-                    "seconds a collective may take before the job is declared hung (dead or stopped rank)")
-          .in(above(0)),
+                    "seconds a collective may take before the job is declared hung (dead or stopped rank); "
+                    "at least 1, since a shorter deadline fails healthy collectives as dead ranks")
+          .in(at_least(1)),
       PERIGEE_FIELD(comm, algorithm,
                     "all-reduce algorithm over links: ring, rabenseifner, torus2d, hierarchical, "
                     "double_binary_tree, native or auto (cheapest predicted for the topology and size)")

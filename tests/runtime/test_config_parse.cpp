@@ -320,6 +320,8 @@ TEST(ConfigOverride, TakePrecedenceOverFileInOrder) {
 
 TEST(ConfigOverride, ResultIsValidated) {
   EXPECT_CONTAINS(parse_error("", {"train.lr=-1"}), "command line: [train] lr: must be > 0 (got -1)");
+  EXPECT_CONTAINS(parse_error("", {"comm.timeout_s=1e-300"}),
+                  "command line: [comm] timeout_s: must be >= 1 (got 1e-300)");
   // An override can also repair a file value that alone would be invalid.
   Config c = parse_ok("[train]\nseq_len = 512\n", {"model.context=512"});
   EXPECT_EQ(c.train.seq_len, 512);
