@@ -239,6 +239,13 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
       if (!known) return bad(str_cat("unknown key '", key, "' for ", kind));
       if (!ok) return bad(str_cat("bad value '", val, "' for ", key));
     }
+    if (spec.rank < -1)
+      return bad(str_cat("bad value '", spec.rank, "' for rank (-1 = every rank, else >= 0)"));
+    if (has_step && spec.step < 0)
+      return bad(str_cat("bad value '", spec.step, "' for step (steps count from 0)"));
+    if (spec.element < -1)
+      return bad(str_cat("bad value '", spec.element, "' for element (-1 = random, else >= 0)"));
+    spec.line = rate.line = death.line = line_no;
     if (kind == "fault") {
       if (!has_target || !has_step) return bad("fault needs target= and step=");
       plan->faults.push_back(spec);
@@ -248,6 +255,54 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     } else {
       if (!has_rank || !has_step || death.rank < 0) return bad("death needs rank= (>= 0) and step=");
       plan->deaths.push_back(death);
+    }
+  }
+  return Status::ok();
+}
+
+namespace {
+
+// The state after an update is hit once the step counter has moved on (1 .. steps).
+bool hits_state_after_update(FaultTarget t) {
+  return t == FaultTarget::kParameter || t == FaultTarget::kAdamM || t == FaultTarget::kAdamV;
+}
+
+bool parameter_sized(FaultTarget t) {
+  return hits_state_after_update(t) || t == FaultTarget::kGradientPreAllreduce ||
+         t == FaultTarget::kGradientPostAllreduce;
+}
+
+}  // namespace
+
+Status check_plan_scope(const FaultPlan& plan, const PlanScope& scope, std::vector<std::string>* never) {
+  auto bad = [](int line, const auto&... what) {
+    return make_error(StatusCode::kInvalidArgument, "fault plan line ", line, ": ", what...);
+  };
+  auto check_rank = [&](int line, int rank) -> Status {
+    if (rank < scope.world_size) return Status::ok();
+    return bad(line, "rank ", rank, ", but the job has ", scope.world_size, " rank(s), 0 to ",
+               scope.world_size - 1);
+  };
+  for (const FaultSpec& f : plan.faults) {
+    PERIGEE_CHECK(check_rank(f.line, f.rank));
+    if (parameter_sized(f.target) && f.element >= 0 && static_cast<size_t>(f.element) >= scope.parameters) {
+      return bad(f.line, "element ", f.element, " is past the ", scope.parameters, " elements of the ",
+                 fault_target_name(f.target), " buffer (the model's parameters)");
+    }
+    const int64_t first = hits_state_after_update(f.target) ? 1 : 0;
+    const int64_t last = hits_state_after_update(f.target) ? scope.steps : scope.steps - 1;
+    if (never && (f.step < first || f.step > last)) {
+      never->push_back(str_cat("fault plan line ", f.line, ": the ", fault_target_name(f.target),
+                               " fault at step ", f.step, " never fires (this target is hit at steps ", first,
+                               " to ", last, " of [train] steps = ", scope.steps, ")"));
+    }
+  }
+  for (const FaultRate& r : plan.rates) PERIGEE_CHECK(check_rank(r.line, r.rank));
+  for (const RankDeath& d : plan.deaths) {
+    PERIGEE_CHECK(check_rank(d.line, d.rank));
+    if (never && d.step > scope.steps) {
+      never->push_back(str_cat("fault plan line ", d.line, ": the death of rank ", d.rank, " after step ",
+                               d.step, " never happens ([train] steps = ", scope.steps, ")"));
     }
   }
   return Status::ok();

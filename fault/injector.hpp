@@ -75,6 +75,7 @@ struct FaultSpec {
   int bits = 1;          // distinct bits flipped per element (bit, when given, is one of them)
   uint32_t mask = 0;     // explicit bit mask; overrides bit and bits when non-zero
   int burst = 1;         // consecutive elements hit with the same mask (a warp-like run: 32)
+  int line = 0;          // the plan line it came from (0: made in code)
 };
 
 // Random upsets at a rate, drawn at every inject() call for the target.
@@ -85,12 +86,14 @@ struct FaultRate {
   int rank = -1;
   int bits = 1;
   int burst = 1;
+  int line = 0;
 };
 
 struct RankDeath {
   int rank = 0;
   int64_t step = 0;
   int launch = 1;  // the launch (1 = the first; perigee-run numbers its relaunches 2, 3, ...) it happens in
+  int line = 0;
 };
 
 struct FaultPlan {
@@ -127,6 +130,20 @@ double expected_upsets(double per_bit_per_day, double bits, double seconds);
 //   checkpoint_delay 2.5
 //   load_delay 4
 Status parse_fault_plan(std::string_view text, FaultPlan* plan);
+
+// What a job offers a plan to hit.
+struct PlanScope {
+  int world_size = 1;
+  size_t parameters = 0;  // the length of the parameter, gradient and moment buffers
+  int64_t steps = 0;      // [train] steps
+};
+
+// An error naming the plan line of the first entry aimed at something the job does not have: a rank
+// past the world, an element past the parameters in a parameter-sized buffer. `never` gets a line for
+// each entry whose step the job never reaches (a plan kept for longer runs is not wrong, but it should
+// not go quiet): in-step targets fire at steps 0 .. steps-1, the state after an update (parameter,
+// adam_m, adam_v) at 1 .. steps, a death after a step <= steps.
+Status check_plan_scope(const FaultPlan& plan, const PlanScope& scope, std::vector<std::string>* never);
 
 class FaultInjector {
  public:

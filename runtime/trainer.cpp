@@ -88,6 +88,7 @@ Status Trainer::setup() {
   // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
   PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits, tc.recompute));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));
+  PERIGEE_CHECK(check_fault_plan_scope());
   // Replicas start identical: rank 0's parameters go to every rank.
   if (world > 1) {
     std::vector<float> host;

@@ -128,6 +128,8 @@ class Trainer {
  private:
   Status make_run_dir();
   Status setup_faults();
+  // After the model is built: the fault plan's entries against the world, the parameters and the steps.
+  Status check_fault_plan_scope();
   // Gradient buckets over grad_comm_ ([comm] bucket_mb, grad_dtype), hooked into the model's
   // backward pass.
   Status setup_gradient_buckets();

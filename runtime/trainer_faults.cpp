@@ -47,6 +47,18 @@ Status Trainer::setup_faults() {
   return Status::ok();
 }
 
+Status Trainer::check_fault_plan_scope() {
+  if (!injector_) return Status::ok();
+  const fault::PlanScope scope{comm_->size(), model_.num_parameters(), config_.train.steps};
+  std::vector<std::string> never;
+  const Status s = fault::check_plan_scope(injector_->plan(), scope, &never);
+  PERIGEE_REQUIRE(s.is_ok(), s.code(), "[fault] plan ", config_.fault.plan, ": ", s.message());
+  if (comm_->rank() == 0) {
+    for (const auto& line : never) log::warn("[fault] plan ", config_.fault.plan, ": ", line);
+  }
+  return Status::ok();
+}
+
 double abft_operand_roundoff(kernels::DeviceKind kind, const std::string& precision) {
   if (kind != kernels::DeviceKind::kCuda) return 0.0;  // the CPU multiplies the fp32 operands
   if (precision == "bf16") return fault::kBf16OperandRoundoff;

@@ -314,16 +314,87 @@ TEST(FaultPlanText, ParsesEveryEntry) {
 }
 
 TEST(FaultPlanText, RejectsBadEntries) {
-  for (const char* bad : {"fault step=3", "fault target=gemm_output", "fault target=nowhere step=1",
-                          "fault target=activation step=1 bit=40", "rate target=parameter colour=blue",
-                          "death step=3", "seed x", "explode now", "checkpoint_delay -1",
-                          "checkpoint_delay inf", "checkpoint_delay", "checkpoint_delay 1 2",
-                          "load_delay -0.5", "load_delay nan", "fault target=activation step=1 burst"}) {
+  for (const char* bad : {"fault step=3",
+                          "fault target=gemm_output",
+                          "fault target=nowhere step=1",
+                          "fault target=activation step=1 bit=40",
+                          "rate target=parameter colour=blue",
+                          "death step=3",
+                          "seed x",
+                          "explode now",
+                          "checkpoint_delay -1",
+                          "checkpoint_delay inf",
+                          "checkpoint_delay",
+                          "checkpoint_delay 1 2",
+                          "load_delay -0.5",
+                          "load_delay nan",
+                          "fault target=activation step=1 burst",
+                          "death rank=1 step=-5",
+                          "fault target=parameter step=-1",
+                          "fault target=parameter step=2 rank=-2",
+                          "rate target=adam_m probability=0.1 rank=-3",
+                          "fault target=parameter step=2 element=-4"}) {
     FaultPlan plan;
     const Status s = parse_fault_plan(bad, &plan);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("line 1"), std::string::npos) << s.message();
   }
+}
+
+// Entries aimed past the job are errors naming their line; steps the run never reaches are listed.
+TEST(FaultPlanText, ScopeChecksRanksElementsAndSteps) {
+  const PlanScope scope{/*world_size=*/2, /*parameters=*/1000, /*steps=*/20};
+  auto check = [&](const std::string& text, std::vector<std::string>* never) {
+    FaultPlan plan;
+    EXPECT_TRUE(parse_fault_plan(text, &plan).is_ok()) << text;
+    return check_plan_scope(plan, scope, never);
+  };
+  std::vector<std::string> never;
+  // Everything inside the job: no error, nothing listed. The edges: in-step targets 0 .. 19, the state
+  // after an update 1 .. 20, a death after step 20.
+  ASSERT_TRUE(
+      check("fault target=gemm_output step=0 rank=1\n"
+            "fault target=gradient_post_allreduce step=19 element=999\n"
+            "fault target=parameter step=20 element=0\n"
+            "fault target=adam_v step=1\n"
+            "fault target=activation step=5 element=123456789\n"  // activations are not parameter-sized
+            "rate target=parameter probability=0.5 rank=0\n"
+            "death rank=1 step=20\n",
+            &never)
+          .is_ok());
+  EXPECT_TRUE(never.empty()) << never.front();
+
+  const Status rank = check("seed 1\n# rank 7 of 2\nfault target=parameter step=3 rank=7\n", &never);
+  EXPECT_EQ(rank.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(rank.message().rfind("fault plan line 3: rank 7, but the job has 2 rank(s), 0 to 1", 0), 0u)
+      << rank.message();
+  EXPECT_NE(check("rate target=parameter probability=0.1 rank=2\n", &never).message().find("line 1: rank 2,"),
+            std::string::npos);
+  EXPECT_NE(check("\ndeath rank=2 step=3\n", &never).message().find("line 2: rank 2,"), std::string::npos);
+  const Status element = check("fault target=adam_m step=3 element=1000\n", &never);
+  EXPECT_EQ(element.message().rfind("fault plan line 1: element 1000 is past the 1000 elements of the adam_m "
+                                    "buffer (the model's parameters)",
+                                    0),
+            0u)
+      << element.message();
+  EXPECT_FALSE(check("fault target=gradient_pre_allreduce step=3 element=5000\n", &never).is_ok());
+
+  ASSERT_TRUE(check("fault target=gemm_output step=20\nfault target=parameter step=0\n"
+                    "fault target=adam_v step=21\ndeath rank=0 step=21 launch=2\n",
+                    &never)
+                  .is_ok());
+  ASSERT_EQ(never.size(), 4u);
+  EXPECT_EQ(
+      never[0],
+      "fault plan line 1: the gemm_output fault at step 20 never fires (this target is hit at steps 0 to 19 "
+      "of [train] steps = 20)");
+  EXPECT_NE(
+      never[1].find("line 2: the parameter fault at step 0 never fires (this target is hit at steps 1 to 20"),
+      std::string::npos)
+      << never[1];
+  EXPECT_NE(never[2].find("line 3: the adam_v fault at step 21"), std::string::npos) << never[2];
+  EXPECT_EQ(never[3],
+            "fault plan line 4: the death of rank 0 after step 21 never happens ([train] steps = 20)");
 }
 
 }  // namespace

@@ -91,6 +91,14 @@ expect 2 "links.file $WORK is a folder, not a file" "$TRAIN_BIN" "$WORK/tiny.tom
 expect 2 "config file $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BIN" "$WORK/fifo"
 expect 2 "token file $WORK/fifo: not a regular file" timeout 20 "$TRAIN_BIN" "$WORK/tiny.toml" --data.train_file="$WORK/fifo" --run.name=p6
 expect 2 "checkpoint folder $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --checkpoint.dir="$WORK/loop" --run.name=p5
+# A fault plan aimed past the job is refused naming its line; an entry the run never reaches is a warning.
+printf 'seed 3\nfault target=parameter step=2 rank=7\n' > "$WORK/plan_rank.txt"
+expect 2 "fault plan line 2: rank 7, but the job has 1 rank(s), 0 to 0" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_rank.txt" --run.name=p7
+printf 'death rank=0 step=-5\n' > "$WORK/plan_step.txt"
+expect 2 "fault plan line 1: bad value '-5' for step (steps count from 0)" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_step.txt" --run.name=p8
+printf 'fault target=gemm_output step=50 element=3\n' > "$WORK/plan_late.txt"
+expect 0 "fault plan line 1: the gemm_output fault at step 50 never fires (this target is hit at steps 0 to 1 of \[train\] steps = 2)" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_late.txt" --train.steps=2 --checkpoint.dir="$WORK/ck_late" --run.name=p9
 
 # A newer checkpoint of another model in the folder: the run refuses to resume from an older one (its
 # first commit would delete the newer file), and the file is still there.
