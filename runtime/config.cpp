@@ -403,8 +403,14 @@ Status apply_overrides(const std::vector<std::string>& overrides, Config* config
   for (const std::string& raw : overrides) {
     const auto split = split_override(raw);
     if (!split) {
-      errors.push_back(
-          str_cat("command line: override ", quote(raw), " has no value; expected section.key=value"));
+      const std::string_view text = trim(raw);
+      if (text.starts_with("-") && text.find('.') == std::string_view::npos) {
+        errors.push_back(str_cat("command line: unknown option ", quote(raw),
+                                 " (an override is --section.key=value; --help lists the options)"));
+      } else {
+        errors.push_back(
+            str_cat("command line: override ", quote(raw), " has no value; expected section.key=value"));
+      }
       continue;
     }
     const auto& [name, value] = *split;

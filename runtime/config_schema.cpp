@@ -432,13 +432,33 @@ Status validate_config(Config* config, const std::set<std::string>& command_line
 
   if (errors.empty()) return Status::ok();
   const std::string label = config->source.empty() ? "config" : config->source;
+  // Each "[section] key" a message names, in order: the first is the key the rule is about, the others
+  // are the keys a cross-field rule compares it with.
+  const auto named_keys = [](const std::string& e) {
+    std::vector<std::string> keys;
+    for (size_t open = e.find('['); open != std::string::npos; open = e.find('[', open + 1)) {
+      const size_t close = e.find("] ", open);
+      if (close == std::string::npos) break;
+      const size_t end = e.find_first_not_of("abcdefghijklmnopqrstuvwxyz_0123456789", close + 2);
+      const std::string section = e.substr(open + 1, close - open - 1);
+      if (section.find_first_of(" [") != std::string::npos || end == close + 2) continue;
+      keys.push_back(
+          str_cat(section, ".", e.substr(close + 2, end == std::string::npos ? end : end - close - 2)));
+    }
+    return keys;
+  };
   for (std::string& e : errors) {
-    // "[section] key: ..." -> "section.key": an override's value is the command line's, not the file's.
-    const size_t close = e.find("] "), colon = e.find(':');
-    const bool overridden =
-        e.starts_with("[") && close != std::string::npos && colon != std::string::npos && colon > close &&
-        command_line_keys.count(str_cat(e.substr(1, close - 1), ".", e.substr(close + 2, colon - close - 2)));
-    e = str_cat(overridden ? std::string("command line") : label, ": ", e);
+    // An override's value is the command line's, not the file's; a cross-field rule broken by an
+    // override of the other key is the file's and the command line's together.
+    const std::vector<std::string> keys = named_keys(e);
+    const bool first_overridden = !keys.empty() && command_line_keys.count(keys.front()) > 0;
+    const bool other_overridden =
+        std::any_of(keys.begin() + (keys.empty() ? 0 : 1), keys.end(),
+                    [&](const std::string& k) { return command_line_keys.count(k) > 0; });
+    const std::string where = first_overridden   ? std::string("command line")
+                              : other_overridden ? str_cat(label, " with the command line")
+                                                 : label;
+    e = str_cat(where, ": ", e);
   }
   return make_error(StatusCode::kInvalidArgument, str_join(errors, "\n"));
 }

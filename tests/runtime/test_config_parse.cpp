@@ -255,6 +255,8 @@ TEST(ConfigOverride, TypeErrors) {
       {"train.seed=99999999999999999999", "is out of range for an unsigned 64-bit integer"},
       {"train.seed=-1", "train.seed=-1: expected a non-negative integer, got \"-1\""},
       {"--train.lr", "command line: override \"--train.lr\" has no value; expected section.key=value"},
+      {"--foo", "command line: unknown option \"--foo\" (an override is --section.key=value; --help lists"},
+      {"-x", "command line: unknown option \"-x\""},
   };
   for (const Case& c : cases) {
     const std::string message = parse_error("", {c.override_text});
@@ -322,6 +324,15 @@ TEST(ConfigOverride, ResultIsValidated) {
   EXPECT_CONTAINS(parse_error("", {"train.lr=-1"}), "command line: [train] lr: must be > 0 (got -1)");
   EXPECT_CONTAINS(parse_error("", {"comm.timeout_s=1e-300"}),
                   "command line: [comm] timeout_s: must be >= 1 (got 1e-300)");
+  // A cross-field rule broken by an override of the other key names the file with the command line.
+  EXPECT_CONTAINS(
+      parse_error("[model]\nn_embd = 128\nn_head = 4\n", {"model.n_head=5"}),
+      "configs/x.toml with the command line: [model] n_embd: must be a multiple of [model] n_head "
+      "= 5 (got 128)");
+  EXPECT_CONTAINS(parse_error("[model]\nn_embd = 128\nn_head = 5\n"),
+                  "configs/x.toml: [model] n_embd: must be a multiple of [model] n_head = 5");
+  EXPECT_CONTAINS(parse_error("[model]\nn_embd = 128\n", {"model.n_head=5", "model.n_embd=129"}),
+                  "command line: [model] n_embd: must be a multiple");
   // An override can also repair a file value that alone would be invalid.
   Config c = parse_ok("[train]\nseq_len = 512\n", {"model.context=512"});
   EXPECT_EQ(c.train.seq_len, 512);
