@@ -117,6 +117,9 @@ Status list_fortune_files(const std::string& dir, std::vector<std::string>* file
   files->clear();
   std::error_code ec;
   const bool is_dir = fs::is_directory(dir, ec);
+  // A path that is there but no folder is a wrong --fortunes-dir, not a missing package.
+  PERIGEE_REQUIRE(is_dir || !fs::exists(fs::symlink_status(dir, ec)), StatusCode::kInvalidArgument,
+                  "fortune folder ", dir, " is not a folder");
   PERIGEE_REQUIRE(is_dir, StatusCode::kNotFound, "fortunes package not installed: folder ", dir,
                   " not found; install it with: apt-get install fortunes");
   fs::directory_iterator it(dir, ec);

@@ -76,6 +76,10 @@ int main(int argc, char** argv) {
   print_split("val", summary.val);
   if (summary.val.documents == 0 && options.val_fraction > 0) {
     std::fprintf(stderr, "perigee-data: warning: the validation split is empty (too little text?)\n");
+  } else if (summary.val.documents == 0) {
+    std::fprintf(stderr,
+                 "perigee-data: warning: --val-fraction 0: the validation split is empty; a run with "
+                 "[train] val_every > 0 cannot use it\n");
   }
   return 0;
 }

@@ -509,6 +509,11 @@ TEST_F(DataTest, ListsOnlyPlainFortuneFiles) {
   st = list_fortune_files(path("nope"), &files);
   EXPECT_EQ(st.code(), StatusCode::kNotFound);
   EXPECT_NE(st.message().find("apt-get install fortunes"), std::string::npos) << st.message();
+  st = list_fortune_files((f / "zeta").string(), &files);  // a file given as the folder
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("fortune folder " + (f / "zeta").string() + " is not a folder"),
+            std::string::npos)
+      << st.message();
   fs::create_directories(dir_ / "empty");
   st = list_fortune_files(path("empty"), &files);
   EXPECT_EQ(st.code(), StatusCode::kNotFound);

@@ -23,6 +23,8 @@ expect 2 "perigee-data: --seed: expected an integer in \[0, 2^64), got '-1'" "$D
 expect 2 "perigee-data: --val-fraction: expected a number in \[0, 1), got 'nan'" "$DATA_BIN" --input "$WORK/t.txt" --out "$WORK/q" --val-fraction nan
 expect 2 "perigee-data: --out is required" "$DATA_BIN" --input "$WORK/t.txt"
 [[ ! -e $WORK/q_train.bin ]] || fail "perigee-data wrote output after a bad command line"
+expect 1 "fortune folder $WORK/t.txt is not a folder" "$DATA_BIN" --fortunes --fortunes-dir "$WORK/t.txt" --out "$WORK/q"
+expect 0 "warning: --val-fraction 0: the validation split is empty" "$DATA_BIN" --input "$WORK/t.txt" --out "$WORK/q0" --val-fraction 0
 
 e2e_make_tokens "$DATA_BIN" "$WORK"
 e2e_micro_toml "$WORK" 6 tools
