@@ -372,8 +372,12 @@ Status read_buffers(const Loc& root, std::vector<BufferInfo>* buffers) {
 Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* snapshot) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status))
+  if (ec && ec != std::errc::no_such_file_or_directory)  // a link loop, a name too long, no permission
+    return make_error(StatusCode::kIoError, "checkpoint '", path, "': ", ec.message());
+  if (!std::filesystem::exists(status))
     return make_error(StatusCode::kNotFound, "checkpoint '", path, "': file not found");
+  if (std::filesystem::is_directory(status))
+    return make_error(StatusCode::kIoError, "checkpoint '", path, "': a folder, not a checkpoint file");
   if (!std::filesystem::is_regular_file(status))
     return make_error(StatusCode::kIoError, "checkpoint '", path, "': not a regular file");
   header->file_bytes = std::filesystem::file_size(path, ec);

@@ -98,7 +98,9 @@ int verify(const std::string& target) {
     if (!ck::CheckpointStore::parse_file_name(fs::path(target).filename().string(), &step)) step = -1;
     files.emplace_back(step, target);
   } else {
-    std::fprintf(stderr, "perigee-ckpt: %s is neither a checkpoint folder nor a file\n", target.c_str());
+    [[maybe_unused]] const auto st = fs::status(target, ec);  // why not: nothing there, a loop, ...
+    std::fprintf(stderr, "perigee-ckpt: %s is neither a checkpoint folder nor a file (%s)\n", target.c_str(),
+                 ec ? ec.message().c_str() : "a special file");
     return kUsage;
   }
   if (files.empty()) {

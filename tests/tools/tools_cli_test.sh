@@ -81,6 +81,11 @@ expect 2 "perigee-ckpt: unknown command 'frob' (verify, info or diff" "$CKPT_BIN
 # info: the header; a missing file exits 2 naming it.
 expect 0 "step        6" "$CKPT_BIN" info "$CK/ckpt-00000006.h5"
 expect 2 "$WORK/none.h5" "$CKPT_BIN" info "$WORK/none.h5"
+# A link loop or a folder is called what it is, not "file not found".
+ln -s "$WORK/ckloop" "$WORK/ckloop"
+expect 2 "checkpoint '$WORK/ckloop': Too many levels of symbolic links" "$CKPT_BIN" info "$WORK/ckloop"
+expect 2 "$WORK/ckloop is neither a checkpoint folder nor a file (Too many levels of symbolic links)" "$CKPT_BIN" verify "$WORK/ckloop"
+expect 2 "checkpoint '$CK': a folder, not a checkpoint file" "$CKPT_BIN" info "$CK"
 
 # perigee-train: paths that are no input file are setup errors (exit 2) naming the path, never an
 # abort (which perigee-run would relaunch as a dead rank) nor a hang on a FIFO without a writer.
