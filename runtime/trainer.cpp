@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/read_file.hpp"
 #include "runtime/device.hpp"
 #include "runtime/log.hpp"
 #include "runtime/optimizer.hpp"
@@ -162,6 +163,24 @@ Status Trainer::setup_gradient_buckets() {
   return Status::ok();
 }
 
+Status Trainer::refuse_another_models_run_dir() const {
+  const std::string path = run_dir_ + "/config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return Status::ok();
+  std::string stored;
+  PERIGEE_CHECK(read_small_file(path, "the run folder's config", &stored));
+  const std::vector<std::string> changes =
+      config_changes(stored, config_,
+                     {"model.n_layer", "model.n_head", "model.n_embd", "model.context", "model.vocab_size",
+                      "model.padded_vocab"});
+  PERIGEE_REQUIRE(
+      changes.empty(), StatusCode::kInvalidArgument, "run folder ", run_dir_,
+      " holds a run of another model (", str_join(changes, "; "),
+      "): its config.json, metrics and log would be mixed with this job's; pick another [run] name "
+      "or move that folder away");
+  return Status::ok();
+}
+
 Status Trainer::make_run_dir() {
   // Rank 0 picks the name (when unset, a timestamp whose folder it creates: run_name.hpp) and every
   // rank uses the same one, however long.
@@ -180,6 +199,7 @@ Status Trainer::make_run_dir() {
     std::error_code ec;
     std::filesystem::create_directories(run_dir_, ec);
     PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create run directory ", run_dir_, ": ", ec.message());
+    PERIGEE_CHECK(refuse_another_models_run_dir());
     std::ofstream f(run_dir_ + "/config.json");
     f << config_to_json(config_) << "\n";
     PERIGEE_REQUIRE(f.good(), StatusCode::kIoError, "cannot write ", run_dir_, "/config.json");

@@ -128,6 +128,9 @@ class Trainer {
  private:
   Status make_run_dir();
   Status setup_faults();
+  // Rank 0, before writing config.json: a run folder whose config.json is another model's is refused
+  // (a reused [run] name would mix two jobs' configs, metrics and logs).
+  Status refuse_another_models_run_dir() const;
   // After the model is built: the fault plan's entries against the world, the parameters and the steps.
   Status check_fault_plan_scope();
   // Gradient buckets over grad_comm_ ([comm] bucket_mb, grad_dtype), hooked into the model's

@@ -98,6 +98,10 @@ expect 2 "links.file $WORK is a folder, not a file" "$TRAIN_BIN" "$WORK/tiny.tom
 expect 2 "config file $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BIN" "$WORK/fifo"
 expect 2 "token file $WORK/fifo: not a regular file" timeout 20 "$TRAIN_BIN" "$WORK/tiny.toml" --data.train_file="$WORK/fifo" --run.name=p6
 expect 2 "checkpoint folder $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --checkpoint.dir="$WORK/loop" --run.name=p5
+# Reusing a run name for another model is refused before its config.json is replaced.
+cp "$WORK/runs/tools/config.json" "$WORK/config.before"
+expect 2 "run folder $WORK/runs/tools holds a run of another model (model.n_embd: 16 -> 32)" "$TRAIN_BIN" "$WORK/tiny.toml" --model.n_embd=32 --checkpoint.dir="$WORK/ck_other"
+cmp -s "$WORK/runs/tools/config.json" "$WORK/config.before" || fail "the refused run replaced config.json"
 # A fault plan aimed past the job is refused naming its line; an entry the run never reaches is a warning.
 printf 'seed 3\nfault target=parameter step=2 rank=7\n' > "$WORK/plan_rank.txt"
 expect 2 "fault plan line 2: rank 7, but the job has 1 rank(s), 0 to 0" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_rank.txt" --run.name=p7
