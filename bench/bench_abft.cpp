@@ -26,12 +26,12 @@
 #include <thread>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/memory_fit.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/cli_checks.hpp"
 
 namespace {
 
@@ -105,13 +105,14 @@ int main(int argc, char** argv) {
   int N = 1024, iters = 5, warmup = 1, threads = 0;
   std::vector<std::string> shapes = {"attn", "proj", "fc", "fcproj", "head"};
   std::string json_path = "bench_abft.json";
-  app.add_option("--n", N, "tokens per GEMM (B*T)")->check(perigee::bench::integer_at_least(1));
+  app.add_option("--n", N, "tokens per GEMM (B*T)")->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--shapes", shapes, "attn, proj, fc, fcproj, head")->delimiter(',');
-  app.add_option("--iters", iters, "timed runs per case")->check(perigee::bench::integer_at_least(1));
-  app.add_option("--warmup", warmup, "untimed runs first")->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::thread_count());
+  app.add_option("--iters", iters, "timed runs per case")->check(perigee::runtime::cli::integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed runs first")->check(perigee::runtime::cli::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::runtime::cli::thread_count());
   app.add_option("--json", json_path, "JSON output file");
-  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_abft"); rc >= 0) return rc;
+  if (const int rc = perigee::runtime::cli::parse_command_line(app, argc, argv, "bench_abft"); rc >= 0)
+    return rc;
   for (const auto& key : shapes) {  // every shape is known and fits, before any runs
     const auto* sc = std::find_if(std::begin(kShapes), std::end(kShapes),
                                   [&](const ShapeCase& s) { return s.key == key; });

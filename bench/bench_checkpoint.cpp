@@ -22,13 +22,13 @@
 #include <thread>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/memory_fit.hpp"
 #include "checkpoint/async_writer.hpp"
 #include "checkpoint/crc32c.hpp"
 #include "checkpoint/hdf5_io.hpp"
 #include "checkpoint/store.hpp"
+#include "runtime/cli_checks.hpp"
 
 namespace {
 
@@ -197,18 +197,18 @@ int main(int argc, char** argv) {
                  "the bench writes in a new folder perigee-bench-checkpoint.XXXXXX here, removed at the end");
   app.add_option("--scale", scale,
                  "fraction of the GPT-2 124M state (1 = 1.49 GB; at least one layer, about 85 MB)")
-      ->check(perigee::bench::finite_number("a number in [1e-4, 4]",
-                                            [](double v) { return v >= 1e-4 && v <= 4.0; }));
+      ->check(perigee::runtime::cli::finite_number("a number in [1e-4, 4]",
+                                                   [](double v) { return v >= 1e-4 && v <= 4.0; }));
   app.add_option("--reps", reps, "synchronous commits timed for throughput")
-      ->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--step-ms", step_ms, "simulated training step time")
-      ->check(perigee::bench::finite_above_zero());
+      ->check(perigee::runtime::cli::finite_above_zero());
   app.add_option("--interval-s", interval_s, "checkpoint interval of the stall loop (s)")
-      ->check(perigee::bench::finite_above_zero());
+      ->check(perigee::runtime::cli::finite_above_zero());
   app.add_option("--checkpoints", checkpoints, "checkpoints per stall loop (0 skips the loops)")
-      ->check(perigee::bench::integer_at_least(0));
+      ->check(perigee::runtime::cli::integer_at_least(0));
   app.add_option("--json", json_path, "write the results as JSON to this file");
-  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_checkpoint"); rc >= 0)
+  if (const int rc = perigee::runtime::cli::parse_command_line(app, argc, argv, "bench_checkpoint"); rc >= 0)
     return rc;
   if (!json_path.empty() && !perigee::bench::check_json_path("bench_checkpoint", json_path)) return 2;
   perigee::bench::exit_when_out_of_memory("bench_checkpoint");

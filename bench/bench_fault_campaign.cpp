@@ -28,12 +28,12 @@
 #include <string>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/memory_fit.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/cli_checks.hpp"
 #include "runtime/fault_ladder.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
@@ -284,22 +284,24 @@ int main(int argc, char** argv) {
   int points = 4, warm = 12, threads = 0, iters = 7;
   bool overhead = false, digest = false, campaign = true;
   std::string json_path;
-  app.add_option("--flips", flips, "injected single-bit flips")->check(perigee::bench::integer_at_least(0));
+  app.add_option("--flips", flips, "injected single-bit flips")
+      ->check(perigee::runtime::cli::integer_at_least(0));
   app.add_option("--seed", seed, "campaign seed");
   app.add_option("--bound", bound, "harm bound: relative loss change at s+1 or relative parameter distance")
-      ->check(perigee::bench::finite_above_zero());
+      ->check(perigee::runtime::cli::finite_above_zero());
   app.add_option("--points", points, "snapshot steps on the reference trajectory")
-      ->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--warm", warm, "clean steps before the first snapshot (fills the invariant window)")
-      ->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::thread_count());
+      ->check(perigee::runtime::cli::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::runtime::cli::thread_count());
   app.add_option("--iters", iters, "timed steps per overhead case (median)")
-      ->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_flag("--overhead", overhead, "also measure the ABFT overhead per training step");
   app.add_flag("!--no-campaign", campaign, "skip the campaign (overhead only)");
   app.add_flag("--digest", digest, "emulate a 3-replica digest after step s (memory flips repaired)");
   app.add_option("--json", json_path, "JSON output file");
-  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_fault_campaign"); rc >= 0)
+  if (const int rc = perigee::runtime::cli::parse_command_line(app, argc, argv, "bench_fault_campaign");
+      rc >= 0)
     return rc;
   if (!json_path.empty() && !perigee::bench::check_json_path("bench_fault_campaign", json_path)) return 2;
   if (campaign) {  // the reference trajectory keeps parameters and both moments at every step

@@ -38,7 +38,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/memory_fit.hpp"
 #include "collectives/emulated_link_communicator.hpp"
@@ -46,6 +45,7 @@
 #include "collectives/mpi_communicator.hpp"
 #include "collectives/mpi_init.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/cli_checks.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/random.hpp"
 
@@ -97,38 +97,40 @@ int main(int argc, char** argv) {
   std::vector<std::string> dtypes = {"fp32"};
   std::string backend = "mpi", algorithm = "auto";
   double link_latency_ms = 5.0, link_gbps = 100.0, time_scale = 1.0;
-  app.add_option("--layers", layers)->check(perigee::bench::integer_in(1, 4096));
+  app.add_option("--layers", layers)->check(perigee::runtime::cli::integer_in(1, 4096));
   app.add_option("--channels", channels, "a multiple of --heads")
-      ->check(perigee::bench::integer_in(1, 1 << 20));
-  app.add_option("--heads", heads)->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_in(1, 1 << 20));
+  app.add_option("--heads", heads)->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--seq", seq, "sequence length (also the context)")
-      ->check(perigee::bench::integer_at_least(1));
-  app.add_option("--batch", batch, "sequences per rank")->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_at_least(1));
+  app.add_option("--batch", batch, "sequences per rank")->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--vocab", vocab, "vocabulary (padded to a multiple of 128)")
-      ->check(perigee::bench::integer_in(1, INT_MAX / 128 * 128));  // the padded vocab fits in an int
+      ->check(perigee::runtime::cli::integer_in(1, INT_MAX / 128 * 128));  // the padded vocab fits in an int
   app.add_option("--buckets", bucket_mibs, "bucket sizes in MiB; 0 (the anchor) is always run first")
       ->delimiter(',')
-      ->check(perigee::bench::finite_at_least_zero());
-  app.add_option("--iters", iters, "timed steps per bucket size")->check(perigee::bench::integer_at_least(1));
-  app.add_option("--warmup", warmup, "untimed steps first")->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads per rank")->check(perigee::bench::thread_count());
+      ->check(perigee::runtime::cli::finite_at_least_zero());
+  app.add_option("--iters", iters, "timed steps per bucket size")
+      ->check(perigee::runtime::cli::integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed steps first")
+      ->check(perigee::runtime::cli::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads per rank")->check(perigee::runtime::cli::thread_count());
   app.add_option("--timeout", timeout_s,
                  "collective deadline in seconds, as [comm] timeout_s (0 = blocking MPI)")
-      ->check(perigee::bench::finite_at_least_zero());
+      ->check(perigee::runtime::cli::finite_at_least_zero());
   app.add_option("--json", json_path, "JSON output (rank 0)");
   app.add_option("--comm", backend, "gradient communicator: mpi, or links (emulated laser links)")
       ->check(CLI::IsMember({"mpi", "links"}));
   app.add_option("--link-latency-ms", link_latency_ms, "links: propagation delay of every hop")
-      ->check(perigee::bench::finite_at_least_zero());
+      ->check(perigee::runtime::cli::finite_at_least_zero());
   app.add_option("--link-gbps", link_gbps, "links: bandwidth of every link, Gb/s")
-      ->check(perigee::bench::finite_above_zero());
+      ->check(perigee::runtime::cli::finite_above_zero());
   app.add_option("--algorithm", algorithm, "links: all-reduce algorithm (ring, rabenseifner, ..., auto)");
   app.add_option("--time-scale", time_scale, "links: wall seconds per emulated second")
-      ->check(perigee::bench::finite_above_zero());
+      ->check(perigee::runtime::cli::finite_above_zero());
   app.add_option("--grad-dtype", dtypes, "gradient types on the wire, in order: fp32 (the anchor's), bf16")
       ->delimiter(',')
       ->check(CLI::IsMember({"fp32", "bf16"}));
-  perigee::bench::name_program_in_errors(app, "bench_overlap");
+  perigee::runtime::cli::name_program_in_errors(app, "bench_overlap");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -32,7 +32,6 @@
 #include <utility>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/memory_fit.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
@@ -41,6 +40,7 @@
 #include "kernels/cuda/device_probe.cuh"
 #include "kernels/cuda/event_timer.cuh"
 #include "kernels/profiling_backend.hpp"
+#include "runtime/cli_checks.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/optimizer.hpp"
 #include "runtime/random.hpp"
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   app.add_option("--models", models, "small, gpt2")->delimiter(',');
   app.add_option("--batches", batches, "batch sizes")
       ->delimiter(',')
-      ->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_flag("--recompute", recompute,
                "the backward re-runs each block's forward instead of keeping its activations ([train] "
                "recompute)");
@@ -144,12 +144,13 @@ int main(int argc, char** argv) {
                  "sequences per forward/backward pass, gradients accumulated (0 = the whole batch in one "
                  "pass); cases whose value does not divide the batch are skipped")
       ->delimiter(',')
-      ->check(perigee::bench::integer_at_least(0));
+      ->check(perigee::runtime::cli::integer_at_least(0));
   app.add_option("--seq", seq, "sequence length (0 = the model's default: small 256, gpt2 1024)")
-      ->check(perigee::bench::integer_at_least(0));
-  app.add_option("--iters", iters, "timed steps per case")->check(perigee::bench::integer_at_least(1));
-  app.add_option("--warmup", warmup, "untimed steps first")->check(perigee::bench::integer_at_least(0));
-  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::bench::thread_count());
+      ->check(perigee::runtime::cli::integer_at_least(0));
+  app.add_option("--iters", iters, "timed steps per case")->check(perigee::runtime::cli::integer_at_least(1));
+  app.add_option("--warmup", warmup, "untimed steps first")
+      ->check(perigee::runtime::cli::integer_at_least(0));
+  app.add_option("--threads", threads, "CPU threads (0 = all)")->check(perigee::runtime::cli::thread_count());
   app.add_option("--precision", precision_arg, "CUDA GEMM and attention arithmetic: fp32, tf32 or bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_flag("--tf32", tf32, "CUDA: --precision tf32 (the fp32 GEMMs on TF32 tensor cores)");
@@ -169,10 +170,10 @@ int main(int argc, char** argv) {
   app.add_option("--peak-tflops", peak_tflops,
                  "peak for MFU in TFLOP/s (0 = CUDA: H100 dense fp32 66.9, TF32 494.7 or bf16 989.4 by "
                  "--precision; CPU: none)")
-      ->check(perigee::bench::finite_at_least_zero());
+      ->check(perigee::runtime::cli::finite_at_least_zero());
   app.add_flag("--profile", profile, "per-op time breakdown over extra profiled steps");
   app.add_option("--profile-steps", profile_steps, "profiled steps after the timed ones")
-      ->check(perigee::bench::integer_at_least(1));
+      ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_flag("--profile-by-shape", by_shape, "one profile row per op and shape (splits the GEMMs)");
   app.add_option("--timer", timer, "profile timer: auto (cudaEvent on CUDA), events or sync")
       ->check(CLI::IsMember({"auto", "events", "sync"}));
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
       "--cuda-profiler-range", profiler_range,
       "CUDA: cudaProfilerStart/Stop around the first timed step (ncu/nsys --profile-from-start off)");
   app.add_option("--json", json_path, "JSON output file");
-  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_train_step"); rc >= 0)
+  if (const int rc = perigee::runtime::cli::parse_command_line(app, argc, argv, "bench_train_step"); rc >= 0)
     return rc;
   if (!perigee::bench::check_json_path("bench_train_step", json_path)) return 2;
   perigee::bench::exit_when_out_of_memory("bench_train_step");

@@ -46,8 +46,10 @@ expect "bench_abft: --iters: expected an integer >= 1, got '0'" "$ABFT" --iters 
 expect "bench_train_step: --peak-tflops: expected a finite number >= 0, got 'inf'" "$STEP" --peak-tflops inf
 touch "$WORK/keep.txt"
 echo "old results" > "$WORK/ckpt.json"
-"$CKPT" --dir "$WORK" --scale 1e-4 --reps 1 --checkpoints 0 --json "$WORK/ckpt.json" > /dev/null \
+ln -s ckpt.json "$WORK/link.json"  # a link's target is replaced, the link stays
+"$CKPT" --dir "$WORK" --scale 1e-4 --reps 1 --checkpoints 0 --json "$WORK/link.json" > /dev/null \
   || fail "bench_checkpoint failed"
+[[ -L $WORK/link.json ]] || fail "the --json link was replaced by a file"
 [[ -z $(find "$WORK" -maxdepth 1 -name 'ckpt.json.*' -o -maxdepth 1 -name '.ckpt.json.*') ]] \
   || fail "a temporary JSON file was left: $(ls -a "$WORK")"
 [[ -f $WORK/keep.txt ]] || fail "bench_checkpoint emptied its --dir"

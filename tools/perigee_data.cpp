@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/version.hpp"
+#include "runtime/cli_checks.hpp"
 #include "runtime/corpus.hpp"
 
 namespace {
@@ -37,15 +38,8 @@ int main(int argc, char** argv) {
   app.add_option("--input", options.inputs, "plain text file(s), split into blank-line separated paragraphs");
   app.add_option("--val-fraction", options.val_fraction, "probability that a document goes to val, in [0, 1)")
       ->default_val(0.05)
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            double v = 0.0;
-            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-            if (!text.empty() && ec == std::errc() && end == text.data() + text.size() && v >= 0.0 && v < 1.0)
-              return std::string();  // (nan fails both comparisons)
-            return "expected a number in [0, 1), got '" + text + "'";
-          },
-          "a number in [0, 1)"));
+      ->check(perigee::runtime::cli::finite_number("a number in [0, 1)",
+                                                   [](double v) { return v >= 0.0 && v < 1.0; }));
   app.add_option("--seed", options.seed, "seed of the train/val assignment, in [0, 2^64)")
       ->default_val(1)
       ->check(CLI::Validator(
@@ -56,13 +50,8 @@ int main(int argc, char** argv) {
             return "expected an integer in [0, 2^64), got '" + text + "'";
           },
           "an integer in [0, 2^64)"));
-  app.failure_message(
-      [](const CLI::App*, const CLI::Error& e) { return std::string("perigee-data: ") + e.what() + "\n"; });
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // 2: a bad command line, as the other tools
-  }
+  if (const int rc = perigee::runtime::cli::parse_command_line(app, argc, argv, "perigee-data"); rc >= 0)
+    return rc;
 
   perigee::runtime::CorpusSummary summary;
   const perigee::Status status = perigee::runtime::build_corpus(options, &summary);

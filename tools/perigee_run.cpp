@@ -10,8 +10,8 @@
 // perigee_run_launch.cpp (one launch), sharing tools/perigee_run_internal.hpp.
 #include <CLI/CLI.hpp>
 
-#include "bench/cli_checks.hpp"
 #include "core/version.hpp"
+#include "runtime/cli_checks.hpp"
 #include "tools/perigee_run_internal.hpp"
 
 using perigee::tools::kSetupErrorStatus;
@@ -25,11 +25,12 @@ int main(int argc, char** argv) {
       "a rank fails or the job stops making progress.\n"
       "  perigee-run [options] CONFIG [--section.key=value ...]   (overrides go to perigee-train)"};
   Options opt;
-  // Whole-text checks (bench/cli_checks.hpp): CLI11's own number checks let "nan" through.
-  const CLI::Validator seconds = perigee::bench::finite_at_least_zero();
-  app.add_option("--np", opt.np, "number of ranks (mpirun -np)")->check(perigee::bench::integer_at_least(1));
+  // Whole-text checks (runtime/cli_checks.hpp): CLI11's own number checks let "nan" through.
+  const CLI::Validator seconds = perigee::runtime::cli::finite_at_least_zero();
+  app.add_option("--np", opt.np, "number of ranks (mpirun -np)")
+      ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--max-restarts", opt.max_restarts, "relaunches after failures before giving up")
-      ->check(perigee::bench::integer_at_least(0));
+      ->check(perigee::runtime::cli::integer_at_least(0));
   app.add_option("--backoff", opt.backoff_s,
                  "seconds before the first relaunch; doubles per failure in a row")
       ->check(seconds);
@@ -38,8 +39,8 @@ int main(int argc, char** argv) {
   // every launch before its first step.
   app.add_option("--stall-timeout", opt.stall_timeout_s,
                  "kill and relaunch a job that shows no progress for this many seconds (0 = off)")
-      ->check(perigee::bench::finite_number("0 (off) or a finite number >= 1",
-                                            [](double v) { return v == 0.0 || v >= 1.0; }));
+      ->check(perigee::runtime::cli::finite_number("0 (off) or a finite number >= 1",
+                                                   [](double v) { return v == 0.0 || v >= 1.0; }));
   app.add_option("--grace", opt.grace_s, "seconds a forwarded SIGINT/SIGTERM gets before SIGKILL")
       ->check(seconds);
   app.add_option("--mpirun", opt.mpirun, "the mpirun to run");

@@ -25,12 +25,12 @@
 #include <string>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/cuda_backend.cuh"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
+#include "runtime/cli_checks.hpp"
 
 namespace {
 
@@ -479,8 +479,8 @@ int main(int argc, char** argv) {
   Dims d{16, 1024, 768, 12, 50257, 50304, 124475904};
   std::vector<std::string> only;
   std::string json_path = "bench_kernels.json";
-  using perigee::bench::finite_above_zero;
-  using perigee::bench::integer_at_least;
+  using perigee::runtime::cli::finite_above_zero;
+  using perigee::runtime::cli::integer_at_least;
   app.add_option("--reps", reps, "timed calls per case")->check(integer_at_least(1));
   app.add_option("--warmup", warmup, "untimed calls first")->check(integer_at_least(0));
   app.add_option("--peak-gbps", peak_gbps, "memory peak, GB/s (H100 measured D2D copy about 3000)")
@@ -493,8 +493,8 @@ int main(int argc, char** argv) {
                  "bf16 tensor-core peak (H100 measured: an 8192^3 bf16 GEMM at about 790; datasheet 989.4)")
       ->check(finite_above_zero());
   app.add_option("--copy-gib", copy_gib, "size of the device copy, GiB")
-      ->check(perigee::bench::finite_number("a number in (0, 64]",
-                                            [](double v) { return v > 0.0 && v <= 64.0; }));
+      ->check(perigee::runtime::cli::finite_number("a number in (0, 64]",
+                                                   [](double v) { return v > 0.0 && v <= 64.0; }));
   app.add_option("--batch", d.B, "B")->check(integer_at_least(1));
   app.add_option("--seq", d.T, "T")->check(integer_at_least(1));
   app.add_option("--channels", d.C, "C")->check(integer_at_least(1));
@@ -503,7 +503,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 36));
   app.add_option("--only", only, "run only the cases whose names start with one of these")->delimiter(',');
   app.add_option("--json", json_path, "JSON output file");
-  if (const int rc = perigee::bench::parse_command_line(app, argc, argv, "bench_kernels"); rc >= 0) return rc;
+  if (const int rc = perigee::runtime::cli::parse_command_line(app, argc, argv, "bench_kernels"); rc >= 0)
+    return rc;
   if (!perigee::bench::check_json_path("bench_kernels", json_path)) return 2;
   if (d.C % d.NH != 0) {
     std::fprintf(stderr, "bench_kernels: --channels %d not divisible by --heads %d\n", d.C, d.NH);

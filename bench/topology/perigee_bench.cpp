@@ -14,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/cli_checks.hpp"
 #include "bench/json_output.hpp"
 #include "bench/topology/bench_json.hpp"
 #include "bench/topology/sizes.hpp"
@@ -25,6 +24,7 @@
 #include "collectives/mpi_init.hpp"
 #include "core/version.hpp"
 #include "kernels/cpu/host_memory.hpp"
+#include "runtime/cli_checks.hpp"
 
 #ifndef PERIGEE_BENCH_TOPOLOGY_DIR
 #define PERIGEE_BENCH_TOPOLOGY_DIR "bench/topology"
@@ -38,8 +38,8 @@ namespace {
 using namespace perigee;
 using namespace perigee::bench::topology;
 namespace alg = perigee::collectives::algorithms;
-using perigee::bench::integer_at_least;
-using perigee::bench::parse_finite;
+using perigee::runtime::cli::integer_at_least;
+using perigee::runtime::cli::parse_finite;
 
 constexpr const char* kProgram = "perigee-bench";
 
@@ -132,9 +132,9 @@ int main(int argc, char** argv) {
   TopologyCase single;
   single.map.mapping = "linear";
   double latency_ms = single.spec.fixed_latency_s * 1e3;
-  const CLI::Validator finite = bench::any_finite();
-  const CLI::Validator non_negative = bench::finite_at_least_zero();
-  const CLI::Validator positive = bench::finite_above_zero();
+  const CLI::Validator finite = runtime::cli::any_finite();
+  const CLI::Validator non_negative = runtime::cli::finite_at_least_zero();
+  const CLI::Validator positive = runtime::cli::finite_above_zero();
   const CLI::Validator auto_or_positive(
       [](std::string& text) -> std::string {
         double v = 0.0;

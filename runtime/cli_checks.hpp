@@ -1,6 +1,6 @@
-// The benchmarks' CLI11 option checks (perigee-run uses them too). CLI::PositiveNumber and
-// CLI::NonNegativeNumber let "nan" through and accept "1abc"-style text for some types; these check the whole
-// text. CLI11 prefixes the option's name to the message.
+// Command-line option checks for CLI11, shared by the tools and the benches. CLI::PositiveNumber and
+// CLI::NonNegativeNumber let "nan" through and accept "1abc"-style text for some types; these check
+// the whole text. CLI11 prefixes the option's name to the message.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -14,7 +14,7 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 
-namespace perigee::bench {
+namespace perigee::runtime::cli {
 
 // True when the whole of `text` is a finite number ("1abc", "nan", "inf", "1e999" are not).
 inline bool parse_finite(const std::string& text, double* out) {
@@ -79,7 +79,7 @@ inline void name_program_in_errors(CLI::App& app, const std::string& program) {
       [program](const CLI::App*, const CLI::Error& e) { return program + ": " + e.what() + "\n"; });
 }
 
-// Parses the command line of a one-process bench. Returns -1 to go on, else the exit status: 0 after
+// Parses the command line of a one-process program. Returns -1 to go on, else the exit status: 0 after
 // --help, 2 after a bad command line ("<program>: <what>" on stderr), as the tools do.
 inline int parse_command_line(CLI::App& app, int argc, char** argv, const std::string& program) {
   name_program_in_errors(app, program);
@@ -91,4 +91,4 @@ inline int parse_command_line(CLI::App& app, int argc, char** argv, const std::s
   return -1;
 }
 
-}  // namespace perigee::bench
+}  // namespace perigee::runtime::cli
