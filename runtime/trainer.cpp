@@ -169,10 +169,10 @@ Status Trainer::refuse_another_models_run_dir() const {
   if (!std::filesystem::exists(path, ec)) return Status::ok();
   std::string stored;
   PERIGEE_CHECK(read_small_file(path, "the run folder's config", &stored));
-  const std::vector<std::string> changes =
-      config_changes(stored, config_,
-                     {"model.n_layer", "model.n_head", "model.n_embd", "model.context", "model.vocab_size",
-                      "model.padded_vocab"});
+  std::vector<std::string> model_keys;  // every [model] key: the shape the run folder's job trained
+  for (const ConfigKeyInfo& info : config_schema())
+    if (info.section == "model") model_keys.push_back("model." + info.key);
+  const std::vector<std::string> changes = config_changes(stored, config_, model_keys);
   PERIGEE_REQUIRE(
       changes.empty(), StatusCode::kInvalidArgument, "run folder ", run_dir_,
       " holds a run of another model (", str_join(changes, "; "),
