@@ -1,32 +1,29 @@
-// The benchmarks' memory guards: sizes from the command line are checked against the machine's memory
-// before the run (exit 2, saying which option asks for how much), and an allocation that fails anyway
-// ends the program with a message instead of an uncaught std::bad_alloc (abort, exit 134).
+// The benchmarks' memory guards: sizes from the command line are checked against the memory this
+// process can use before the run (exit 2, saying which option asks for how much), and an allocation that
+// fails anyway ends the program with a message instead of an uncaught std::bad_alloc (abort, exit 134).
 #pragma once
-
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <string>
 
+#include "kernels/cpu/host_memory.hpp"
+
 namespace perigee::bench {
 
-// Physical memory of this machine in bytes (0 when unknown).
-inline double physical_memory_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
-}
-
-// "" when `bytes` fit in this machine's memory, else "<what> needs X GB, more than this machine's
-// Y GB of memory".
+// "" when `bytes` fit in the memory this process can still use (kernels/cpu/host_memory.hpp:
+// MemAvailable under any cgroup limit), else "<what> needs X GB, more than the Y GB available here
+// (<source>)". Unknown memory is no problem.
 inline std::string memory_problem(const std::string& what, double bytes) {
-  const double have = physical_memory_bytes();
-  if (have <= 0.0 || bytes <= have) return "";
+  kernels::cpu::HostMemory memory;
+  if (!kernels::cpu::probe_host_memory(&memory).is_ok() || memory.available == 0) return "";
+  const double have = static_cast<double>(memory.available);
+  if (bytes <= have) return "";
   char text[160];
-  std::snprintf(text, sizeof text, " needs %.3g GB, more than this machine's %.3g GB of memory", bytes / 1e9,
+  std::snprintf(text, sizeof text, " needs %.3g GB, more than the %.3g GB available here", bytes / 1e9,
                 have / 1e9);
-  return what + text;
+  return what + text + " (" + memory.source + ")";
 }
 
 // Prints "<program>: <problem>" and returns false when `bytes` do not fit.
