@@ -2,12 +2,15 @@
 // training shapes (B 16, T 1024, C 768, 12 heads, vocab 50257 padded to 50304): device copy, layernorm
 // (alone and with the residual add fused in front), GELU, residual, cross-entropy and AdamW as achieved
 // GB/s, attention and the matmul GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved
-// TFLOP/s, each against a stated peak. Every case is first checked against the CPU backend on a small
-// shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the backend's stream with cudaEvents
-// (warm-up, then the mean of --reps calls). Bytes are the algorithmic minimum (each operand read once,
-// each output written once; an accumulated output counts as read + written); attention FLOPs are
-// 4 * B * NH * T^2 * hs / 2 forward (causal) and 2.5x that backward. Without a CUDA device it prints
-// "no CUDA device: skipped" and exits 0. Exit 1 when a correctness check fails, 2 on bad arguments.
+// TFLOP/s, each against a stated peak. The bf16 attention also runs with bf16 storage ("bf16 act": qkv,
+// out and dqkv bf16, as [device] activations = "bf16" runs it), once per AttentionBf16Variant
+// (kernels/cuda/attention_tiles.hpp) beside the default kernels. Every case is first checked against
+// the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the backend's
+// stream with cudaEvents (warm-up, then the mean of --reps calls). Bytes are the algorithmic minimum
+// (each operand read once, each output written once; an accumulated output counts as read + written);
+// attention FLOPs are 4 * B * NH * T^2 * hs / 2 forward (causal) and 2.5x that backward. Without a
+// CUDA device it prints "no CUDA device: skipped" and exits 0. Exit 1 when a correctness check fails,
+// 2 on bad arguments.
 //   bench_kernels [--reps 20] [--warmup 3] [--peak-gbps 3000] [--peak-fp32-tflops 66.9]
 //                 [--peak-tf32-tflops 494.7] [--peak-bf16-tflops 790] [--only name,...]
 //                 [--json bench_kernels.json]
@@ -23,6 +26,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/json_output.hpp"
@@ -73,6 +77,7 @@ struct Case {
   std::vector<int> outputs;                   // buffers compared with the CPU
   double atol = 0.0, rtol = 0.0;
   GpuPrecision precision = GpuPrecision::kFp32;  // the GPU's arithmetic (peak and tolerance)
+  OpFn finish{};  // untimed, after the op and before the check (widens bf16 outputs; may be empty)
 };
 
 // Deterministic fill without a slow generator (these buffers reach 3 GB).
@@ -230,6 +235,76 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
                    5e-2,
                    5e-2,
                    GpuPrecision::kBf16});
+
+  // bf16 storage, as the model runs with [device] activations = "bf16": qkv, out and dqkv bf16, dout
+  // fp32. Bufs out, state, qkv, dqkv, dout as above (out and dqkv hold bf16), then the bf16 qkv and the
+  // widened out and dqkv that the check compares. Each AttentionBf16Variant runs beside the default.
+  const auto half = [=](size_t n) { return zero((n + 1) / 2); };  // n bf16 in 4-byte slots
+  const auto act_bufs = [=](Backend* be, const Dims& d) {
+    return std::vector<BufSpec>{half(d.nc()),   zero(be->attention_state_size(d.B, d.T, d.C, d.NH)),
+                                fp(3 * d.nc()), half(3 * d.nc()),
+                                fp(d.nc()),     half(3 * d.nc()),
+                                zero(d.nc()),   zero(3 * d.nc())};
+  };
+  const auto u16 = [](float* p) { return reinterpret_cast<uint16_t*>(p); };
+  const OpFn act_fwd = [=](Backend* be, const Bufs& b, const Dims& d) {
+    return be->attention_forward(u16(b[0]), b[1], u16(b[5]), d.B, d.T, d.C, d.NH);
+  };
+  const OpFn act_prepare = [=](Backend* be, const Bufs& b, const Dims& d) {
+    if (be == gpu) gpu->set_precision(GpuPrecision::kBf16);
+    return be->to_bf16(u16(b[5]), b[2], 3 * d.nc());
+  };
+  const OpFn act_prepare_bwd = [=](Backend* be, const Bufs& b, const Dims& d) {
+    PERIGEE_CHECK(act_prepare(be, b, d));
+    return act_fwd(be, b, d);
+  };
+  const OpFn widen_out = [=](Backend* be, const Bufs& b, const Dims& d) {
+    return be->from_bf16(b[6], u16(b[0]), 1.0f, d.nc());
+  };
+  const OpFn widen_dqkv = [=](Backend* be, const Bufs& b, const Dims& d) {
+    return be->from_bf16(b[7], u16(b[3]), 1.0f, 3 * d.nc());
+  };
+  const std::vector<std::pair<std::string, kernels::cuda::AttentionBf16Variant>> variants = {
+      {"", {}},
+      {" in-place", {.in_place_backward = true}},
+      {" wide", {.wide_forward = true}},
+  };
+  for (const auto& [suffix, variant] : variants) {
+    const auto with_variant = [=, v = variant](OpFn op) -> OpFn {
+      return [=](Backend* be, const Bufs& b, const Dims& d) {
+        if (be == gpu) gpu->set_attention_variant(v);
+        return op(be, b, d);
+      };
+    };
+    if (!variant.in_place_backward) {  // the default forward and the forward's variants
+      cases.push_back({"attention_forward bf16 act" + suffix,
+                       "TFLOP/s",
+                       act_bufs,
+                       act_prepare,
+                       with_variant(act_fwd),
+                       att_flops,
+                       {6},
+                       2e-2,
+                       2e-2,
+                       GpuPrecision::kBf16,
+                       widen_out});
+    }
+    if (variant.wide_forward) continue;  // the default backward and the backward's variants
+    cases.push_back({"attention_backward bf16 act" + suffix,
+                     "TFLOP/s",
+                     act_bufs,
+                     act_prepare_bwd,
+                     with_variant([=](Backend* be, const Bufs& b, const Dims& d) {
+                       return be->attention_backward(u16(b[3]), b[4], u16(b[5]), u16(b[0]), b[1], d.B, d.T,
+                                                     d.C, d.NH);
+                     }),
+                     [=](const Dims& d) { return 2.5 * att_flops(d); },
+                     {7},
+                     5e-2,
+                     5e-2,
+                     GpuPrecision::kBf16,
+                     widen_dqkv});
+  }
 
   // ---- GELU and residual on the MLP activation [N, 4C]: bufs out, inp, dinp, dout
   const auto gelu_bufs = [=](Backend*, const Dims& d) {
@@ -429,6 +504,7 @@ CheckResult check_case(const Case& c, Backend* cpu, Backend* gpu, const Dims& sm
   for (auto [be, arena] : {std::pair{cpu, &a}, std::pair{gpu, &b}}) {
     if (c.prepare) PERIGEE_CHECK_OR_DIE(c.prepare(be, arena->bufs(), small));
     PERIGEE_CHECK_OR_DIE(c.op(be, arena->bufs(), small));
+    if (c.finish) PERIGEE_CHECK_OR_DIE(c.finish(be, arena->bufs(), small));
     PERIGEE_CHECK_OR_DIE(be->synchronize());
   }
   for (int i : c.outputs) {
@@ -466,6 +542,7 @@ double time_case(const Case& c, kernels::cuda::CudaBackend* gpu, const Dims& d, 
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   gpu->set_precision(GpuPrecision::kFp32);
+  gpu->set_attention_variant({});
   return ms / reps;
 }
 
@@ -583,6 +660,7 @@ int main(int argc, char** argv) {
     if (!selected(c.name)) continue;
     const CheckResult chk = check_case(c, &cpu, gpu, small);
     gpu->set_precision(GpuPrecision::kFp32);
+    gpu->set_attention_variant({});
     all_ok = all_ok && chk.ok;
     const double ms = time_case(c, gpu, d, warmup, reps);
     const double amount = c.amount(d);

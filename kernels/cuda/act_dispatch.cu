@@ -91,9 +91,10 @@ Status CudaBackend::matmul_backward_gelu(Act dpre, float* dweight, float* dbias,
 Status CudaBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) {
   if (all_f32({out, qkv})) return attention_forward_f32(out.f32(), att, qkv.f32(), B, T, C, NH);
   if (bf16_attention(C, NH) && !out.is_f32()) {
-    PERIGEE_CHECK(qkv.is_f32()
-                      ? cuda::attention_forward_bf16(out.bf16(), att, qkv.f32(), B, T, C, NH, stream_)
-                      : cuda::attention_forward_bf16(out.bf16(), att, qkv.bf16(), B, T, C, NH, stream_));
+    PERIGEE_CHECK(qkv.is_f32() ? cuda::attention_forward_bf16(out.bf16(), att, qkv.f32(), B, T, C, NH,
+                                                              stream_, attention_variant_)
+                               : cuda::attention_forward_bf16(out.bf16(), att, qkv.bf16(), B, T, C, NH,
+                                                              stream_, attention_variant_));
     return Status::ok();
   }
   return cast_attention_forward(*this, cast_fallback(), out, att, qkv, B, T, C, NH);
@@ -107,9 +108,9 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
   if (bf16_attention(C, NH) && dout.is_f32() && !dqkv.is_f32() && !out.is_f32()) {
     PERIGEE_CHECK(qkv.is_f32()
                       ? cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B,
-                                                      T, C, NH, scratch_, stream_)
+                                                      T, C, NH, scratch_, stream_, attention_variant_)
                       : cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.bf16(), out.bf16(), att, B,
-                                                      T, C, NH, scratch_, stream_));
+                                                      T, C, NH, scratch_, stream_, attention_variant_));
     return Status::ok();
   }
   return cast_attention_backward(*this, cast_fallback(), dqkv, dout, qkv, out, att, B, T, C, NH);

@@ -21,7 +21,9 @@
 //   backward pass 1, one block per (b*NH + h, query block): dQ;
 //   backward pass 2, one block per (b*NH + h, key block), query tiles from the diagonal on: dK and dV.
 // The backward first converts qkv and dout into head-major bf16 planes in scratch, so that both passes
-// stream their tiles with cp.async, double-buffered.
+// stream their tiles with cp.async, double-buffered. With AttentionBf16Variant::in_place_backward a
+// 16-byte-aligned bf16 qkv is not copied: the tiles of q, k and v stream from its rows (HeadRows says
+// where a head's rows lie either way), and dout alone is converted.
 // H100, B=16 T=1024 C=768 NH=12 (per layer): forward 0.197 ms, backward 1.080 ms (the wmma version
 // before: 0.566 and 1.734 ms; fp32 kernel: 1.21 and 4.90 ms).
 // Every loop runs in a fixed order and no atomics are used, so results are bit-reproducible.
@@ -32,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/attention_bf16_tiles.cuh"
@@ -173,19 +176,155 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
   store_rows<D, false>(out + static_cast<int64_t>(b) * T * C + h * hs, C, w0, T, hs, o, lane);
 }
 
+// The wide forward (AttentionBf16Variant::wide_forward), for a bf16 qkv on a 16-byte boundary: blocks of
+// kWarps warps, each warp owning kM groups of 16 query rows whose Q fragments stay in registers, so that
+// each K or V fragment read from shared memory feeds kM mma; the K and V tiles stream from qkv's rows with
+// cp.async into two stages (no register staging). Per group the arithmetic is that of
+// attention_forward_bf16_kernel: a group takes the key tiles its rows see (k0 <= its last row), in the
+// same order, with the same operations, so out and lse get the same bits.
+template <int D, int kWarps, int kM, typename Out>
+__global__ void __launch_bounds__(kWarps * 32, D <= 32 ? 3 : 2)
+    attention_forward_wide_kernel(Out* out, float* lse, const bf16* qkv, int T, int C, int NH, float scale) {
+  constexpr int kThreads = kWarps * 32;
+  constexpr int ld = ld_of<D>();
+  constexpr int kTileElems = kTile * ld;
+  constexpr int kWarpRows = kM * kRows;
+  constexpr int kBlockRows = kWarps * kWarpRows;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* q_s = reinterpret_cast<bf16*>(smem);  // [kBlockRows][ld]
+  bf16* kv_s = q_s + kBlockRows * ld;         // K stage 0, 1, V stage 0, 1: [64][ld] each
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int bh = blockIdx.x;
+  const int b = bh / NH;
+  const int h = bh % NH;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockRows;  // the longest rows start first
+  const int w0 = q0 + warp * kWarpRows;                      // the warp's first query row
+  const int hs = C / NH;
+  const int64_t ld3 = 3 * static_cast<int64_t>(C);
+  const bf16* q_g = qkv + static_cast<int64_t>(b) * T * ld3 + h * hs;
+  const bf16* k_g = q_g + C;
+  const bf16* v_g = q_g + 2 * C;
+  const float scale2 = scale * kLog2e;
+  const int tiles = (min(q0 + kBlockRows, T) - 1) / kTile + 1;
+  auto prefetch = [&](int kt) {
+    load_tile_async<D, kThreads>(kv_s + (kt % 2) * kTileElems, k_g, ld3, kTile, kt * kTile, T, hs);
+    load_tile_async<D, kThreads>(kv_s + (2 + kt % 2) * kTileElems, v_g, ld3, kTile, kt * kTile, T, hs);
+    async_commit();
+  };
+
+  load_tile_async<D, kThreads>(q_s, q_g, ld3, kBlockRows, q0, T, hs);
+  prefetch(0);
+  async_wait_all();
+  __syncthreads();
+  uint32_t qa[kM][D / 16][4];
+  load_row_frags<D, kM>(qa, q_s + warp * kWarpRows * ld, lane);
+  float o[kM][D / 8][4];
+  float m[kM][2];  // per group, rows g0 + g and g0 + g + 8 (g = lane / 4): running max (log2 units)
+  float l[kM][2];  // and this lane's partial sum
+#pragma unroll
+  for (int g = 0; g < kM; ++g) {
+#pragma unroll
+    for (int t = 0; t < D / 8; ++t) o[g][t][0] = o[g][t][1] = o[g][t][2] = o[g][t][3] = 0.0f;
+    m[g][0] = m[g][1] = -INFINITY;
+    l[g][0] = l[g][1] = 0.0f;
+  }
+
+  for (int kt = 0; kt < tiles; ++kt) {
+    const int k0 = kt * kTile;
+    const bf16* k_s = kv_s + (kt % 2) * kTileElems;
+    const bf16* v_s = kv_s + (2 + kt % 2) * kTileElems;
+    async_wait_all();
+    __syncthreads();  // tile kt landed; every warp is done with tile kt - 1 (the other stage)
+    if (kt + 1 < tiles) prefetch(kt + 1);
+    bool active[kM];
+#pragma unroll
+    for (int g = 0; g < kM; ++g) active[g] = k0 <= w0 + kRows * g + kRows - 1;
+    if (!active[kM - 1]) continue;  // the last group holds the warp's latest rows
+    float s[kM][kNT][4];
+    product_nt_groups<D, kM>(s, qa, k_s, active, lane);
+#pragma unroll
+    for (int g = 0; g < kM; ++g) {
+      if (!active[g]) continue;
+      const int g0 = w0 + kRows * g;
+      // As attention_forward_bf16_kernel: m is finite from the first tile on (key 0 is visible to every
+      // row), so exp2(-inf) = 0 gives alpha = 0 on the first tile and p = 0 for masked scores.
+      const bool diagonal = k0 + kTile - 1 > g0;
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float x = s[g][t][i] * scale2;
+          if (diagonal && k0 + 8 * t + (lane % 4) * 2 + (i % 2) > g0 + lane / 4 + 8 * (i / 2)) x = -INFINITY;
+          s[g][t][i] = x;
+          mx[i / 2] = fmaxf(mx[i / 2], x);
+        }
+      }
+      float alpha[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 2));
+        const float m_new = fmaxf(m[g][r], mx[r]);
+        alpha[r] = exp2f(m[g][r] - m_new);
+        m[g][r] = m_new;
+        l[g][r] *= alpha[r];
+      }
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          s[g][t][i] = exp2f(s[g][t][i] - m[g][i / 2]);
+          l[g][i / 2] += s[g][t][i];
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < D / 8; ++t) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[g][t][i] *= alpha[i / 2];
+      }
+    }
+    product_pv_groups<D, kM>(o, s, v_s, active, lane);
+  }
+
+#pragma unroll
+  for (int g = 0; g < kM; ++g) {
+    const int g0 = w0 + kRows * g;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[g][r] += __shfl_xor_sync(kFullMask, l[g][r], 1);
+      l[g][r] += __shfl_xor_sync(kFullMask, l[g][r], 2);
+      const int row = g0 + lane / 4 + 8 * r;
+      if (lane % 4 == 0 && row < T) {
+        lse[static_cast<int64_t>(bh) * T + row] = (m[g][r] + log2f(l[g][r])) * kLn2;
+      }
+      l[g][r] = 1.0f / l[g][r];
+    }
+#pragma unroll
+    for (int t = 0; t < D / 8; ++t) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[g][t][i] *= l[g][i / 2];
+    }
+    store_rows<D, false>(out + static_cast<int64_t>(b) * T * C + h * hs, C, g0, T, hs, o[g], lane);
+  }
+}
+
 // The backward reads bf16 copies of qkv and dout made once per call, head-major [which][B*NH][T][hs]
 // (which: q, k, v, then dout), so that tiles stream into shared memory with cp.async (16 bytes a copy,
-// zero-filled past T and past hs) while the previous tile is being used.
+// zero-filled past T and past hs) while the previous tile is being used. `first` = 3 converts dout alone
+// (into one plane at dst), for a bf16 qkv whose tiles are read in place.
 template <typename Q>
 __global__ void convert_bf16_kernel(bf16* dst, const Q* qkv, const float* dout, int B, int T, int C, int NH,
-                                    bool vec) {
+                                    int first, bool vec) {
   const int hs = C / NH;
-  const int64_t quads = static_cast<int64_t>(B) * T * (4 * C) / 4;  // 3C of qkv and C of dout per row
-  const int64_t plane = static_cast<int64_t>(B) * T * C;            // elements per `which`
+  const int row_quads = (4 - first) * C / 4;  // of 3C qkv and C dout elements per row, from `first` on
+  const int64_t quads = static_cast<int64_t>(B) * T * row_quads;
+  const int64_t plane = static_cast<int64_t>(B) * T * C;  // elements per `which`
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < quads;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t bt = idx / C;  // (4C / 4) quads per row
-    const int col = static_cast<int>(idx % C) * 4;
+    const int64_t bt = idx / row_quads;
+    const int col = first * C + static_cast<int>(idx % row_quads) * 4;
     const int which = col / C;
     const int h = (col % C) / hs;
     const int d = col % hs;
@@ -193,7 +332,7 @@ __global__ void convert_bf16_kernel(bf16* dst, const Q* qkv, const float* dout, 
                                    : load_quad_bf16(dout + bt * C + (col - 3 * C), vec);
     const int64_t b = bt / T;
     const int64_t t = bt % T;
-    *reinterpret_cast<uint2*>(dst + which * plane + ((b * NH + h) * T + t) * hs + d) = packed;
+    *reinterpret_cast<uint2*>(dst + (which - first) * plane + ((b * NH + h) * T + t) * hs + d) = packed;
   }
 }
 
@@ -220,13 +359,19 @@ __global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* o
   }
 }
 
+// The backward's bf16 operands: head-major planes made by convert_bf16_kernel, or for a bf16 qkv its own
+// rows (q, k, v in place; dout still a plane).
+struct BackwardRows {
+  HeadRows q, k, v, dout;
+};
+
 // Backward pass 1, one block per (b*NH + h, query block of 16 kWarps rows):
 // dQ_i = scale * sum_j P_ij (dP_ij - D_i) K_j in one walk over the key tiles, each tile prefetched
 // (double-buffered) during the step before. P, dP and dS stay in registers.
 template <int D, int kWarps, typename Out>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_backward_dq_bf16_kernel(Out* dqkv, const float* dsum, const bf16* planes, const float* lse,
-                                      int T, int C, int NH, float scale) {
+    attention_backward_dq_bf16_kernel(Out* dqkv, const float* dsum, BackwardRows src, const float* lse, int T,
+                                      int C, int NH, float scale) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
   constexpr int kTileElems = kTile * ld;
@@ -238,22 +383,24 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int bh = blockIdx.x;
+  const int b = bh / NH;
+  const int h = bh % NH;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockRows;
   const int w0 = q0 + warp * kRows;
   const int hs = C / NH;
-  const int64_t plane = static_cast<int64_t>(gridDim.x) * T * hs;
-  const bf16* q_g = planes + static_cast<int64_t>(bh) * T * hs;
+  const bf16* k_g = src.k.head(b, h);
+  const bf16* v_g = src.v.head(b, h);
   const float scale2 = scale * kLog2e;
   const int tiles = (min(q0 + kBlockRows, T) - 1) / kTile + 1;
   auto prefetch = [&](int step) {
     const int k0 = step * kTile;
-    load_tile_async<D, kThreads>(kv_s + (step % 2) * kTileElems, q_g + plane, kTile, k0, T, hs);
-    load_tile_async<D, kThreads>(kv_s + (2 + step % 2) * kTileElems, q_g + 2 * plane, kTile, k0, T, hs);
+    load_tile_async<D, kThreads>(kv_s + (step % 2) * kTileElems, k_g, src.k.ld, kTile, k0, T, hs);
+    load_tile_async<D, kThreads>(kv_s + (2 + step % 2) * kTileElems, v_g, src.v.ld, kTile, k0, T, hs);
     async_commit();
   };
 
-  load_tile_async<D, kThreads>(q_s, q_g, kBlockRows, q0, T, hs);
-  load_tile_async<D, kThreads>(do_s, q_g + 3 * plane, kBlockRows, q0, T, hs);
+  load_tile_async<D, kThreads>(q_s, src.q.head(b, h), src.q.ld, kBlockRows, q0, T, hs);
+  load_tile_async<D, kThreads>(do_s, src.dout.head(b, h), src.dout.ld, kBlockRows, q0, T, hs);
   prefetch(0);
   float row_lse[2];  // rows w0 + g and w0 + g + 8 (g = lane / 4), log2 units
   float row_d[2];
@@ -293,8 +440,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     product_pv<D>(dq, s, k_s, lane);
   }
-  store_rows<D, false>(dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs, 3 * C, w0, T, hs,
-                       dq, lane);
+  store_rows<D, false>(dqkv + static_cast<int64_t>(b) * T * 3 * C + h * hs, 3 * C, w0, T, hs, dq, lane);
 }
 
 // Backward pass 2, one block per (b*NH + h, key block of 16 kWarps keys): over query tiles from the
@@ -303,7 +449,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 // keys, columns queries), re-packed in registers as the A operands of the two products.
 template <int D, int kWarps, typename Out>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_backward_dkv_bf16_kernel(Out* dqkv, const bf16* planes, const float* lse, const float* dsum,
+    attention_backward_dkv_bf16_kernel(Out* dqkv, BackwardRows src, const float* lse, const float* dsum,
                                        int T, int C, int NH, float scale) {
   constexpr int kThreads = kWarps * 32;
   constexpr int ld = ld_of<D>();
@@ -317,11 +463,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int bh = blockIdx.x;
+  const int b = bh / NH;
+  const int h = bh % NH;
   const int k0 = blockIdx.y * kBlockRows;  // the first key blocks see the most queries and start first
   const int w0 = k0 + warp * kRows;        // the warp's first key
   const int hs = C / NH;
-  const int64_t plane = static_cast<int64_t>(gridDim.x) * T * hs;
-  const bf16* q_g = planes + static_cast<int64_t>(bh) * T * hs;
+  const bf16* q_g = src.q.head(b, h);
+  const bf16* do_g = src.dout.head(b, h);
   const float* lse_g = lse + static_cast<int64_t>(bh) * T;
   const float* d_g = dsum + static_cast<int64_t>(bh) * T;
   const float scale2 = scale * kLog2e;
@@ -330,8 +478,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   auto prefetch = [&](int qt) {
     const int q0 = qt * kTile;
     const int stage = (qt - qt0) % 2;
-    load_tile_async<D, kThreads>(qd_s + stage * kTileElems, q_g, kTile, q0, T, hs);
-    load_tile_async<D, kThreads>(qd_s + (2 + stage) * kTileElems, q_g + 3 * plane, kTile, q0, T, hs);
+    load_tile_async<D, kThreads>(qd_s + stage * kTileElems, q_g, src.q.ld, kTile, q0, T, hs);
+    load_tile_async<D, kThreads>(qd_s + (2 + stage) * kTileElems, do_g, src.dout.ld, kTile, q0, T, hs);
     if (threadIdx.x < kTile) {
       const int i = q0 + threadIdx.x;
       copy_async<4>(stat_s + stage * kTile + threadIdx.x, i < T ? lse_g + i : lse_g, i < T ? 4 : 0);
@@ -340,8 +488,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     async_commit();
   };
 
-  load_tile_async<D, kThreads>(k_s, q_g + plane, kBlockRows, k0, T, hs);
-  load_tile_async<D, kThreads>(v_s, q_g + 2 * plane, kBlockRows, k0, T, hs);
+  load_tile_async<D, kThreads>(k_s, src.k.head(b, h), src.k.ld, kBlockRows, k0, T, hs);
+  load_tile_async<D, kThreads>(v_s, src.v.head(b, h), src.v.ld, kBlockRows, k0, T, hs);
   prefetch(qt0);
   const bf16* k_w = k_s + warp * kRows * ld;
   const bf16* v_w = v_s + warp * kRows * ld;
@@ -384,7 +532,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     product_pv<D>(dk, dp, q_s, lane);
   }
 
-  Out* base = dqkv + static_cast<int64_t>(bh / NH) * T * 3 * C + (bh % NH) * hs;
+  Out* base = dqkv + static_cast<int64_t>(b) * T * 3 * C + h * hs;
   store_rows<D, false>(base + C, 3 * C, w0, T, hs, dk, lane);
   store_rows<D, false>(base + 2 * C, 3 * C, w0, T, hs, dv, lane);
 }
@@ -453,8 +601,8 @@ constexpr size_t dkv_shared_bytes() {
 }
 template <int D>
 constexpr size_t most_shared_bytes() {
-  return std::max({forward_shared_bytes<D, kFwdWarps>(), dq_shared_bytes<D, kBwdWarps>(),
-                   dkv_shared_bytes<D, kBwdWarps>()});
+  return std::max({forward_shared_bytes<D, kFwdWarps>(), forward_shared_bytes<D, kWideWarps * kWideGroups>(),
+                   dq_shared_bytes<D, kBwdWarps>(), dkv_shared_bytes<D, kBwdWarps>()});
 }
 
 template <int D, int kWarps, typename Out, typename Q>
@@ -467,28 +615,48 @@ Status launch_forward(Out* out, float* lse, const Q* qkv, const Problem& p, cuda
   return Status::ok();
 }
 
+template <int D, typename Out>
+Status launch_forward_wide(Out* out, float* lse, const uint16_t* qkv, const Problem& p, cudaStream_t stream) {
+  constexpr size_t smem = forward_shared_bytes<D, kWideWarps * kWideGroups>();
+  const auto kernel = attention_forward_wide_kernel<D, kWideWarps, kWideGroups, Out>;
+  PERIGEE_CHECK(allow_shared_memory(kernel, smem));
+  kernel<<<grid_of(p, kWideWarps * kWideGroups * kRows), kWideWarps * 32, smem, stream>>>(
+      out, lse, reinterpret_cast<const bf16*>(qkv), p.T, p.C, p.NH, p.scale);
+  PERIGEE_CHECK_CUDA(cudaGetLastError());
+  return Status::ok();
+}
+
 template <int D, int kWarps, typename Out>
-Status launch_backward(Out* dqkv, const float* dsum, const bf16* planes, const float* lse, const Problem& p,
-                       cudaStream_t stream) {
+Status launch_backward(Out* dqkv, const float* dsum, const BackwardRows& src, const float* lse,
+                       const Problem& p, cudaStream_t stream) {
   constexpr size_t smem = dq_shared_bytes<D, kWarps>();
   const dim3 grid = grid_of(p, kWarps * kRows);
   PERIGEE_CHECK(allow_shared_memory(attention_backward_dq_bf16_kernel<D, kWarps, Out>, smem));
   attention_backward_dq_bf16_kernel<D, kWarps, Out>
-      <<<grid, kWarps * 32, smem, stream>>>(dqkv, dsum, planes, lse, p.T, p.C, p.NH, p.scale);
+      <<<grid, kWarps * 32, smem, stream>>>(dqkv, dsum, src, lse, p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   constexpr size_t smem_kv = dkv_shared_bytes<D, kWarps>();
   PERIGEE_CHECK(allow_shared_memory(attention_backward_dkv_bf16_kernel<D, kWarps, Out>, smem_kv));
   attention_backward_dkv_bf16_kernel<D, kWarps, Out>
-      <<<grid, kWarps * 32, smem_kv, stream>>>(dqkv, planes, lse, dsum, p.T, p.C, p.NH, p.scale);
+      <<<grid, kWarps * 32, smem_kv, stream>>>(dqkv, src, lse, dsum, p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
 
 template <typename Out, typename Q>
-Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
+Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int NH, cudaStream_t stream,
+                    const AttentionBf16Variant& variant) {
   PERIGEE_CHECK(check_pointers("attention_forward_bf16", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward_bf16", B, T, C, NH, &p));
+  if constexpr (std::is_same_v<Q, uint16_t>) {
+    // The wide kernel streams its tiles with cp.async from a 16-byte-aligned bf16 qkv; its registers
+    // (two groups of accumulators and Q fragments) leave no room for D = 128.
+    if (variant.wide_forward && aligned16(qkv) && p.hs <= 64) {
+      if (p.hs <= 32) return launch_forward_wide<32>(out, lse, qkv, p, stream);
+      return launch_forward_wide<64>(out, lse, qkv, p, stream);
+    }
+  }
   if (p.hs <= 32) return launch_forward<32, kFwdWarps>(out, lse, qkv, p, stream);
   if (p.hs <= 64) return launch_forward<64, kFwdWarps>(out, lse, qkv, p, stream);
   return launch_forward<128, kFwdWarps>(out, lse, qkv, p, stream);
@@ -496,21 +664,37 @@ Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int
 
 template <typename Out, typename Q>
 Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out, const float* lse, int B,
-                     int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream) {
+                     int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream,
+                     const AttentionBf16Variant& variant) {
   PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, out, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward_bf16", B, T, C, NH, &p));
-  // Scratch: D [B, NH, T] fp32, then the bf16 planes of q, k, v and dout.
+  // A bf16 qkv on a 16-byte boundary can be read in place: every row and head of it starts on one too
+  // (C and hs are multiples of 16 elements).
+  const bool in_place = variant.in_place_backward && std::is_same_v<Q, uint16_t> && aligned16(qkv);
+  const int first = in_place ? 3 : 0;  // the planes made: q, k, v and dout, or dout alone
+  const size_t n_planes = static_cast<size_t>(4 - first);
+  // Scratch: D [B, NH, T] fp32, then the bf16 planes.
   const size_t rows = static_cast<size_t>(B) * NH * T;
   const size_t elems = static_cast<size_t>(B) * T * C;
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(scratch_bytes<float>(rows) + scratch_bytes<bf16>(4 * elems), stream, &base));
+  PERIGEE_CHECK(
+      scratch.get(scratch_bytes<float>(rows) + scratch_bytes<bf16>(n_planes * elems), stream, &base));
   ScratchCarver carver(base);
   float* dsum = carver.take<float>(rows);
-  bf16* planes = carver.take<bf16>(4 * elems);
-  convert_bf16_kernel<<<flat_grid(elems, 256), 256, 0, stream>>>(planes, qkv, dout, B, T, C, NH,
-                                                                 quad_aligned(qkv) && aligned16(dout));
+  bf16* planes = carver.take<bf16>(n_planes * elems);
+  convert_bf16_kernel<<<flat_grid(n_planes * elems / 4, 256), 256, 0, stream>>>(
+      planes, qkv, dout, B, T, C, NH, first, quad_aligned(qkv) && aligned16(dout));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
+  const int64_t hs = p.hs;
+  const auto plane_rows = [&](size_t k) { return HeadRows{planes + k * elems, NH * T * hs, T * hs, hs}; };
+  const auto qkv_rows = [&](int which) {  // in place: the q, k or v third of each row of qkv
+    return HeadRows{reinterpret_cast<const bf16*>(qkv) + static_cast<int64_t>(which) * C,
+                    3 * static_cast<int64_t>(T) * C, hs, 3 * static_cast<int64_t>(C)};
+  };
+  const BackwardRows src = in_place
+                               ? BackwardRows{qkv_rows(0), qkv_rows(1), qkv_rows(2), plane_rows(0)}
+                               : BackwardRows{plane_rows(0), plane_rows(1), plane_rows(2), plane_rows(3)};
   constexpr int kDsumWarps = 8;
   const int64_t BT = static_cast<int64_t>(B) * T;  // rows: B*T may pass INT32_MAX
   const int64_t dsum_blocks = ceil_div(BT, int64_t{kDsumWarps});
@@ -519,9 +703,9 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
   attention_dsum_kernel<<<static_cast<unsigned>(dsum_blocks), kDsumWarps * 32, 0, stream>>>(dsum, dout, out,
                                                                                             BT, T, C, NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
-  if (p.hs <= 32) return launch_backward<32, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
-  if (p.hs <= 64) return launch_backward<64, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
-  return launch_backward<128, kBwdWarps>(dqkv, dsum, planes, lse, p, stream);
+  if (p.hs <= 32) return launch_backward<32, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
+  if (p.hs <= 64) return launch_backward<64, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
+  return launch_backward<128, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
 }
 
 }  // namespace
@@ -541,36 +725,36 @@ bool attention_bf16_supports(int C, int NH) {
 }
 
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream) {
-  return forward_impl(out, lse, qkv, B, T, C, NH, stream);
+                              cudaStream_t stream, const AttentionBf16Variant& variant) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
 }
 
 Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream) {
-  return forward_impl(out, lse, qkv, B, T, C, NH, stream);
+                              cudaStream_t stream, const AttentionBf16Variant& variant) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
 }
 
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream) {
-  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);
+                               cudaStream_t stream, const AttentionBf16Variant& variant) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream) {
-  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);
+                               cudaStream_t stream, const AttentionBf16Variant& variant) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
 }
 
 Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream) {
-  return forward_impl(out, lse, qkv, B, T, C, NH, stream);
+                              cudaStream_t stream, const AttentionBf16Variant& variant) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream) {
-  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream);
+                               cudaStream_t stream, const AttentionBf16Variant& variant) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
 }
 
 }  // namespace perigee::kernels::cuda

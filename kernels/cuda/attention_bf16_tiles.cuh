@@ -27,6 +27,10 @@ constexpr float kLn2 = 0.6931471805599453f;
 // 15%, the backward kernels needing about 170-200 registers a thread).
 constexpr int kFwdWarps = 8;
 constexpr int kBwdWarps = 4;
+// The wide forward (AttentionBf16Variant::wide_forward): 4 warps of 2 groups of 16 rows, 128 rows a block
+// as the default forward's 8 warps (not yet timed on a GPU).
+constexpr int kWideWarps = 4;
+constexpr int kWideGroups = 2;
 
 template <int D>
 __host__ __device__ constexpr int ld_of() {
@@ -99,6 +103,81 @@ __device__ __forceinline__ void product_pv(float (&acc)[D / 8][4], const float (
       ldsm_x4_trans(b, x_row + kk * 16 * ld + dp * 16);
       mma16816(acc[2 * dp], a, b[0], b[1]);
       mma16816(acc[2 * dp + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// kM groups of 16 rows per warp (the wide forward): the A operands of a product held in registers, so
+// that each B fragment read from shared memory feeds kM mma instead of one. `active[m]`: whether group m
+// takes part (warp-uniform); an inactive group's accumulators are left as they were. Per group, the
+// products, their order and their accumulation are those of product_nt and product_pv (the same bits).
+
+// The A fragments of rows A[16 m + r][0, D) of a shared tile, for every k chunk.
+template <int D, int kM>
+__device__ __forceinline__ void load_row_frags(uint32_t (&a)[kM][D / 16][4], const bf16* A, int lane) {
+  constexpr int ld = ld_of<D>();
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    const bf16* a_row = A + (16 * m + lane % 16) * ld + (lane / 16) * 8;
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) ldsm_x4(a[m][kc], a_row + kc * 16);
+  }
+}
+
+// acc[m][16][64] = rows(m)[16][D] * B[64][D]^T for each active group m (zeroed first).
+template <int D, int kM>
+__device__ __forceinline__ void product_nt_groups(float (&acc)[kM][kNT][4],
+                                                  const uint32_t (&a)[kM][D / 16][4], const bf16* B,
+                                                  const bool (&active)[kM], int lane) {
+  constexpr int ld = ld_of<D>();
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+#pragma unroll
+    for (int t = 0; t < kNT; ++t) acc[m][t][0] = acc[m][t][1] = acc[m][t][2] = acc[m][t][3] = 0.0f;
+  }
+  const bf16* b_row = B + ((lane % 8) + (lane / 16) * 8) * ld + ((lane / 8) % 2) * 8;
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+    for (int j = 0; j < kTile / 16; ++j) {
+      uint32_t b[4];
+      ldsm_x4(b, b_row + j * 16 * ld + kc * 16);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        if (!active[m]) continue;
+        mma16816(acc[m][2 * j], a[m][kc], b[0], b[1]);
+        mma16816(acc[m][2 * j + 1], a[m][kc], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// acc[m][16][D] += P[m][16][64] * X[64][D] for each active group m.
+template <int D, int kM>
+__device__ __forceinline__ void product_pv_groups(float (&acc)[kM][D / 8][4], const float (&p)[kM][kNT][4],
+                                                  const bf16* X, const bool (&active)[kM], int lane) {
+  constexpr int ld = ld_of<D>();
+  const bf16* x_row = X + ((lane % 8) + ((lane / 8) % 2) * 8) * ld + (lane / 16) * 8;
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; ++m) {
+      a[m][0] = pack_bf16(p[m][2 * kk][0], p[m][2 * kk][1]);
+      a[m][1] = pack_bf16(p[m][2 * kk][2], p[m][2 * kk][3]);
+      a[m][2] = pack_bf16(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
+      a[m][3] = pack_bf16(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t b[4];
+      ldsm_x4_trans(b, x_row + kk * 16 * ld + dp * 16);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        if (!active[m]) continue;
+        mma16816(acc[m][2 * dp], a[m], b[0], b[1]);
+        mma16816(acc[m][2 * dp + 1], a[m], b[2], b[3]);
+      }
     }
   }
 }
@@ -198,16 +277,29 @@ __device__ __forceinline__ void async_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
-// tile[r][d] = src[(row0 + r) * hs + d] for r < rows (a head-major bf16 plane), zero past T and past hs.
+// Where the rows of one bf16 operand (q, k, v or dout) lie for every (batch b, head h): row t of head h
+// of batch b starts at base + b * batch_stride + h * head_stride + t * ld. A head-major plane
+// [B][NH][T][hs] has (NH*T*hs, T*hs, hs); a bf16 qkv [B, T, 3C] read in place has (3*T*C, hs, 3C), its
+// base at the q, k or v third. Every row start is 16-byte aligned (the cp.async copies need it).
+struct HeadRows {
+  const bf16* base;
+  int64_t batch_stride, head_stride, ld;
+  __device__ __forceinline__ const bf16* head(int b, int h) const {
+    return base + b * batch_stride + h * head_stride;
+  }
+};
+
+// tile[r][d] = src[(row0 + r) * ld + d] for r < rows (src: row 0 of a head, rows `ld` elements apart),
+// zero past T and past hs.
 template <int D, int kThreads>
-__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* src, int rows, int row0, int T,
-                                                int hs) {
+__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* src, int64_t ld, int rows, int row0,
+                                                int T, int hs) {
   constexpr int kChunks = D / 8;  // 16-byte pieces of a row
   for (int idx = threadIdx.x; idx < rows * kChunks; idx += kThreads) {
     const int r = idx / kChunks;
     const int c = (idx % kChunks) * 8;
     const bool in = row0 + r < T && c < hs;
-    copy_async<16>(tile + r * ld_of<D>() + c, in ? src + static_cast<int64_t>(row0 + r) * hs + c : src,
+    copy_async<16>(tile + r * ld_of<D>() + c, in ? src + static_cast<int64_t>(row0 + r) * ld + c : src,
                    in ? 16 : 0);
   }
 }

@@ -179,6 +179,13 @@ Status set_gelu_fusion(Backend& backend, bool on) {
   return Status::ok();
 }
 
+Status set_attention_variant(Backend& backend, const AttentionBf16Variant& variant) {
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "set_attention_variant", &cuda));
+  cuda->set_attention_variant(variant);
+  return Status::ok();
+}
+
 Status set_weight_cache(Backend& backend, bool on) {
   CudaBackend* cuda = nullptr;
   PERIGEE_CHECK(as_cuda(backend, "set_weight_cache", &cuda));
@@ -413,7 +420,7 @@ bool CudaBackend::bf16_attention(int C, int NH) const {
 Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
                                           int NH) {
   if (bf16_attention(C, NH)) {
-    PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_));
+    PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_, attention_variant_));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, shared_limit_, stream_));
@@ -423,7 +430,8 @@ Status CudaBackend::attention_forward_f32(float* out, float* att, const float* q
 Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
                                            const float* att, int B, int T, int C, int NH) {
   if (bf16_attention(C, NH)) {
-    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_));
+    PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_,
+                                                attention_variant_));
     return Status::ok();
   }
   PERIGEE_CHECK(

@@ -181,6 +181,10 @@ if (( ! SKIP_TORCH )); then
   fi
 fi
 
+# The attention variants not yet measured (kernels/cuda/attention_tiles.hpp), on the fastest configuration.
+step train_bf16_fused_variants "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
+  --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
+  --attention-variant in-place,wide --json "$RAW/train_step_bf16_fused_variants.json"
 step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --json "$RAW/train_step_bf16.json"
 step train_bf16_fused_nocache "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
@@ -230,7 +234,7 @@ fi
 su="$ROOT/bench/gpu/summarize.py"; [[ -f "$su" ]] || su="$CARRY/summarize.py"
 BUDGET_S=$((1 << 30)) step summarize python3 "$su" --perigee "$RAW/train_step_fp32.json" "$RAW/train_step_tf32.json" "$RAW/train_step_bf16.json" \
   "$RAW/train_step_bf16_act.json" "$RAW/train_step_bf16_act_gelu.json" "$RAW/train_step_bf16_act_logits.json" \
-  "$RAW/train_step_bf16_fused.json" "$RAW/train_step_bf16_fused_nocache.json" --torch "$RAW/torch_anchor.json" --kernels "$RAW/bench_kernels.json" --out "$OUT/gpu_bench.json"
+  "$RAW/train_step_bf16_fused.json" "$RAW/train_step_bf16_fused_variants.json" "$RAW/train_step_bf16_fused_nocache.json" --torch "$RAW/torch_anchor.json" --kernels "$RAW/bench_kernels.json" --out "$OUT/gpu_bench.json"
 tar czf "$OUT/gpu_bench_raw.tgz" -C "$RAW" . || STATUS=1
 echo "# done, status $STATUS; $OUT/gpu_bench.json, raw files in $OUT/gpu_bench_raw.tgz"
 python3 - "$OUT/gpu_bench.json" <<'PY' || true  # the headline again, last, for a cut output tail

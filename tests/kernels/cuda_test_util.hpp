@@ -171,4 +171,18 @@ class ScopedSharedMemoryLimit {
   Backend& backend_;
 };
 
+// Runs the bf16 attention variants `variant` on `backend` (a CudaBackend) while in scope, then none.
+class ScopedAttentionVariant {
+ public:
+  ScopedAttentionVariant(Backend& backend, const cuda::AttentionBf16Variant& variant) : backend_(backend) {
+    PERIGEE_CHECK_OR_DIE(cuda::set_attention_variant(backend_, variant));
+  }
+  ~ScopedAttentionVariant() { PERIGEE_CHECK_OR_DIE(cuda::set_attention_variant(backend_, {})); }
+  ScopedAttentionVariant(const ScopedAttentionVariant&) = delete;
+  ScopedAttentionVariant& operator=(const ScopedAttentionVariant&) = delete;
+
+ private:
+  Backend& backend_;
+};
+
 }  // namespace perigee::kernels::cuda_testing

@@ -9,9 +9,10 @@
 // limit). bf16 storage (qkv, out, dqkv as bf16): the bits of the fp32-storage kernels rounded once, with bf16
 // qkv aligned or 1 or 2 elements off (the element-wise bf16 loads) and with fp32 qkv, and which storage
 // combinations run native kernels rather than the ActCast fallback (the backend's fallback counter: both give
-// the same bits). Outputs start as NaN sentinels, so an element a kernel does not store shows. Compiled by
-// the C++ compiler: only the Backend interface, the factory and the device probe are used. Without a usable
-// CUDA device every test is skipped with the probe's message.
+// the same bits); each AttentionBf16Variant gives the default kernels' bits. Outputs start as NaN sentinels,
+// so an element a kernel does not store shows. Compiled by the C++ compiler: only the Backend interface, the
+// factory and the device probe are used. Without a usable CUDA device every test is skipped with the probe's
+// message.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/bf16.hpp"
@@ -311,6 +313,52 @@ TEST_F(CudaAttentionBf16, Bf16StorageIsTheFp32StorageRoundedAtEveryShape) {
       expect_same_bits("out " + ftag, f.out, got.out);
       expect_same_bits("dqkv " + ftag, f.dqkv, got.dqkv);
       EXPECT_TRUE(bit_identical(f.state, got.state)) << ftag;
+    }
+  }
+}
+
+// Each variant of the bf16 attention (AttentionBf16Variant, attention_tiles.hpp) gives the default kernels'
+// bits: bf16 storage at the shapes above with qkv aligned (the in-place backward reads it) and 1 element
+// off (the backward copies it into planes again), fp32 storage with bf16 precision, and a second run on
+// the scratch the first one sized.
+TEST_F(CudaAttentionBf16, VariantsGiveTheDefaultBits) {
+  const std::vector<std::pair<std::string, cuda::AttentionBf16Variant>> variants = {
+      {"in-place backward", {.in_place_backward = true}},
+      {"wide forward", {.wide_forward = true}},
+      {"both", {.in_place_backward = true, .wide_forward = true}},
+  };
+  for (int hs : {16, 48, 64, 96, 128}) {
+    for (int T : {7, 64, 130, 257}) {
+      const int B = 2, NH = 2, C = hs * NH;
+      const std::string shape = "T=" + std::to_string(T) + " hs=" + std::to_string(hs);
+      const size_t n = static_cast<size_t>(B) * T * C;
+      const std::vector<float> qkv = bf16_values(random_vector(3 * n, 110 + T + hs, -1.5f, 1.5f));
+      const std::vector<uint16_t> qkv16 = to_bf16_bits(qkv);
+      const auto dout = random_vector(n, 111 + hs);
+      const auto dqkv0 = random_vector(3 * n, 112);
+      Array<float> d(*gpu_, dout);
+      Array<uint16_t> x16(*gpu_, qkv16), x16u(*gpu_, shifted(qkv16, 1));
+      const Bf16Result want = run_bf16_storage(*gpu_, shape, B, T, C, NH, x16.data(), d.data());
+      const AttentionResult want32 = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+      for (const auto& [name, variant] : variants) {
+        ScopedAttentionVariant scoped(*gpu_, variant);
+        for (int run = 0; run < 2; ++run) {
+          const std::string tag = name + " " + shape + " run " + std::to_string(run);
+          const Bf16Result got = run_bf16_storage(*gpu_, tag, B, T, C, NH, x16.data(), d.data());
+          expect_same_bits("out " + tag, got.out, want.out);
+          expect_same_bits("dqkv " + tag, got.dqkv, want.dqkv);
+          EXPECT_TRUE(bit_identical(got.state, want.state)) << tag;
+        }
+        const std::string utag = name + " " + shape + " qkv offset 1";
+        const Bf16Result u = run_bf16_storage(*gpu_, utag, B, T, C, NH, x16u.data() + 1, d.data());
+        expect_same_bits("out " + utag, u.out, want.out);
+        expect_same_bits("dqkv " + utag, u.dqkv, want.dqkv);
+        const AttentionResult got32 = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
+        const std::string ftag = name + " " + shape + " fp32 storage";
+        EXPECT_TRUE(bit_identical(got32.out, want32.out)) << ftag;
+        EXPECT_TRUE(bit_identical(got32.dqkv, want32.dqkv)) << ftag;
+        EXPECT_TRUE(bit_identical(got32.state, want32.state)) << ftag;
+      }
     }
   }
 }
