@@ -687,7 +687,9 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
       planes, qkv, dout, B, T, C, NH, first, quad_aligned(qkv) && aligned16(dout));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   const int64_t hs = p.hs;
-  const auto plane_rows = [&](size_t k) { return HeadRows{planes + k * elems, NH * T * hs, T * hs, hs}; };
+  const auto plane_rows = [&](size_t k) {
+    return HeadRows{planes + k * elems, static_cast<int64_t>(NH) * T * hs, T * hs, hs};
+  };
   const auto qkv_rows = [&](int which) {  // in place: the q, k or v third of each row of qkv
     return HeadRows{reinterpret_cast<const bf16*>(qkv) + static_cast<int64_t>(which) * C,
                     3 * static_cast<int64_t>(T) * C, hs, 3 * static_cast<int64_t>(C)};
