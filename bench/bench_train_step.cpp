@@ -163,12 +163,12 @@ int main(int argc, char** argv) {
   bool gelu_fusion = false;
   app.add_flag("--gelu-fusion", gelu_fusion,
                "CUDA, --precision bf16: GELU in the MLP GEMMs' cuBLASLt epilogues ([device] gelu_fusion)");
-  std::vector<std::string> attention_variant;
-  app.add_option("--attention-variant", attention_variant,
-                 "CUDA, --precision bf16: variants of the bf16 attention awaiting a GPU measurement, "
-                 "in-place and/or wide (kernels/cuda/attention_tiles.hpp)")
+  std::vector<std::string> kernel_variants;
+  app.add_option("--kernel-variant", kernel_variants,
+                 "CUDA: kernel variants awaiting a GPU measurement (kernels/cuda/kernel_variants.hpp): "
+                 "attention-in-place, attention-wide (both with --precision bf16), crossentropy-staged")
       ->delimiter(',')
-      ->check(CLI::IsMember({"in-place", "wide"}));
+      ->check(CLI::IsMember({"attention-in-place", "attention-wide", "crossentropy-staged"}));
   bool no_weight_cache = false;
   app.add_flag("--no-weight-cache", no_weight_cache,
                "CUDA, --precision bf16: round each GEMM's weight instead of reading a bf16 copy made once "
@@ -222,12 +222,14 @@ int main(int argc, char** argv) {
     }
     PERIGEE_CHECK_OR_DIE(kernels::cuda::set_gelu_fusion(*backend, gelu_fusion));
     PERIGEE_CHECK_OR_DIE(kernels::cuda::set_weight_cache(*backend, !no_weight_cache));
-    kernels::cuda::AttentionBf16Variant variant;
-    for (const std::string& v : attention_variant) {
-      variant.in_place_backward = variant.in_place_backward || v == "in-place";
-      variant.wide_forward = variant.wide_forward || v == "wide";
+    kernels::cuda::KernelVariants variants;
+    for (const std::string& v : kernel_variants) {
+      variants.attention_in_place_backward =
+          variants.attention_in_place_backward || v == "attention-in-place";
+      variants.attention_wide_forward = variants.attention_wide_forward || v == "attention-wide";
+      variants.crossentropy_staged = variants.crossentropy_staged || v == "crossentropy-staged";
     }
-    PERIGEE_CHECK_OR_DIE(kernels::cuda::set_attention_variant(*backend, variant));
+    PERIGEE_CHECK_OR_DIE(kernels::cuda::set_kernel_variants(*backend, variants));
     device_name = gpus[cuda_device].name;
     device = "cuda";
   } else {
@@ -447,26 +449,25 @@ int main(int argc, char** argv) {
       results.push_back(r);
     }
   }
-  nlohmann::ordered_json doc = {
-      {"benchmark", "train_step"},
-      {"backend", device},
-      {"device_name", device_name},
-      {"precision", precision},
-      {"precision_mode", precision_arg},
-      {"tf32", tf32},
-      {"activations", activations},
-      {"logits", logits},
-      {"gelu_fusion", backend->fuses_gelu()},
-      {"weight_cache", on_cuda && bf16 && !no_weight_cache},
-      {"attention_variant", on_cuda && bf16 ? attention_variant : std::vector<std::string>{}},
-      {"recompute", recompute},
-      {"threads", cpu_threads},
-      {"hardware_threads", std::thread::hardware_concurrency()},
-      {"mfu_peak", peak_note},
-      {"warmup", warmup},
-      {"iters", iters},
-      {"results", results},
-      {"skipped", skipped}};
+  nlohmann::ordered_json doc = {{"benchmark", "train_step"},
+                                {"backend", device},
+                                {"device_name", device_name},
+                                {"precision", precision},
+                                {"precision_mode", precision_arg},
+                                {"tf32", tf32},
+                                {"activations", activations},
+                                {"logits", logits},
+                                {"gelu_fusion", backend->fuses_gelu()},
+                                {"weight_cache", on_cuda && bf16 && !no_weight_cache},
+                                {"kernel_variants", on_cuda ? kernel_variants : std::vector<std::string>{}},
+                                {"recompute", recompute},
+                                {"threads", cpu_threads},
+                                {"hardware_threads", std::thread::hardware_concurrency()},
+                                {"mfu_peak", peak_note},
+                                {"warmup", warmup},
+                                {"iters", iters},
+                                {"results", results},
+                                {"skipped", skipped}};
   if (!perigee::bench::write_json_text("bench_train_step", json_path, doc.dump(2))) return 1;
   std::printf("# wrote %s (%zu cases, %zu skipped for memory)\n", json_path.c_str(), results.size(),
               skipped.size());

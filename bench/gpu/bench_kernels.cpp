@@ -3,9 +3,9 @@
 // (alone and with the residual add fused in front), GELU, residual, cross-entropy and AdamW as achieved
 // GB/s, attention and the matmul GEMMs (fp32, TF32 and bf16; attention fp32 and bf16) as achieved
 // TFLOP/s, each against a stated peak. The bf16 attention also runs with bf16 storage ("bf16 act": qkv,
-// out and dqkv bf16, as [device] activations = "bf16" runs it), once per AttentionBf16Variant
-// (kernels/cuda/attention_tiles.hpp) beside the default kernels. Every case is first checked against
-// the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the backend's
+// out and dqkv bf16, as [device] activations = "bf16" runs it), once per attention variant of
+// KernelVariants (kernels/cuda/kernel_variants.hpp) beside the default kernels. Every case is first checked
+// against the CPU backend on a small shape (|gpu - cpu| <= atol + rtol * |cpu|), then timed on the backend's
 // stream with cudaEvents (warm-up, then the mean of --reps calls). Bytes are the algorithmic minimum
 // (each operand read once, each output written once; an accumulated output counts as read + written);
 // attention FLOPs are 4 * B * NH * T^2 * hs / 2 forward (causal) and 2.5x that backward. Without a
@@ -238,7 +238,7 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
 
   // bf16 storage, as the model runs with [device] activations = "bf16": qkv, out and dqkv bf16, dout
   // fp32. Bufs out, state, qkv, dqkv, dout as above (out and dqkv hold bf16), then the bf16 qkv and the
-  // widened out and dqkv that the check compares. Each AttentionBf16Variant runs beside the default.
+  // widened out and dqkv that the check compares. Each attention variant runs beside the default.
   const auto half = [=](size_t n) { return zero((n + 1) / 2); };  // n bf16 in 4-byte slots
   const auto act_bufs = [=](Backend* be, const Dims& d) {
     return std::vector<BufSpec>{half(d.nc()),   zero(be->attention_state_size(d.B, d.T, d.C, d.NH)),
@@ -264,19 +264,19 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
   const OpFn widen_dqkv = [=](Backend* be, const Bufs& b, const Dims& d) {
     return be->from_bf16(b[7], u16(b[3]), 1.0f, 3 * d.nc());
   };
-  const std::vector<std::pair<std::string, kernels::cuda::AttentionBf16Variant>> variants = {
+  const std::vector<std::pair<std::string, kernels::cuda::KernelVariants>> variants = {
       {"", {}},
-      {" in-place", {.in_place_backward = true}},
-      {" wide", {.wide_forward = true}},
+      {" in-place", {.attention_in_place_backward = true}},
+      {" wide", {.attention_wide_forward = true}},
   };
   for (const auto& [suffix, variant] : variants) {
     const auto with_variant = [=, v = variant](OpFn op) -> OpFn {
       return [=](Backend* be, const Bufs& b, const Dims& d) {
-        if (be == gpu) gpu->set_attention_variant(v);
+        if (be == gpu) gpu->set_kernel_variants(v);
         return op(be, b, d);
       };
     };
-    if (!variant.in_place_backward) {  // the default forward and the forward's variants
+    if (!variant.attention_in_place_backward) {  // the default forward and the forward's variants
       cases.push_back({"attention_forward bf16 act" + suffix,
                        "TFLOP/s",
                        act_bufs,
@@ -289,7 +289,7 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
                        GpuPrecision::kBf16,
                        widen_out});
     }
-    if (variant.wide_forward) continue;  // the default backward and the backward's variants
+    if (variant.attention_wide_forward) continue;  // the default backward and the backward's variants
     cases.push_back({"attention_backward bf16 act" + suffix,
                      "TFLOP/s",
                      act_bufs,
@@ -390,6 +390,39 @@ std::vector<Case> make_cases(kernels::cuda::CudaBackend* gpu) {
        {0, 4},
        1e-6,
        4e-6});
+
+  // The same with bf16 logits and the bf16 gradient written over them, as a step with [device] logits =
+  // "bf16" runs it, with and without KernelVariants::crossentropy_staged. Bufs as above, then the bf16
+  // logits and the gradient widened for the check; bytes: the logits read once, the gradient written.
+  const auto ce16_bufs = [=](Backend* be, const Dims& d) {
+    std::vector<BufSpec> b = ce_bufs(be, d);
+    const size_t nv = static_cast<size_t>(d.N()) * d.Vp;
+    b.push_back(half(nv));
+    b.push_back(zero(nv));
+    return b;
+  };
+  for (const bool staged : {false, true}) {
+    cases.push_back(
+        {std::string("crossentropy_forward_backward bf16 in place") + (staged ? " staged" : ""),
+         "GB/s",
+         ce16_bufs,
+         [=](Backend* be, const Bufs& b, const Dims& d) {
+           return be->to_bf16(u16(b[5]), b[2], static_cast<size_t>(d.N()) * d.Vp);
+         },
+         [=](Backend* be, const Bufs& b, const Dims& d) {
+           if (be == gpu) gpu->set_kernel_variants({.crossentropy_staged = staged});
+           return be->crossentropy_forward_backward(b[0], u16(b[5]), u16(b[5]), tok(b[3]), 1.0f / d.N(),
+                                                    d.N(), d.V, d.Vp);
+         },
+         [](const Dims& d) { return 2.0 * (2.0 * d.N() * static_cast<double>(d.Vp)) + 4.0 * 2.0 * d.N(); },
+         {0, 6},
+         1e-9,
+         8e-3,
+         GpuPrecision::kFp32,
+         [=](Backend* be, const Bufs& b, const Dims& d) {
+           return be->from_bf16(b[6], u16(b[5]), 1.0f, static_cast<size_t>(d.N()) * d.Vp);
+         }});
+  }
 
   // ---- AdamW over the whole parameter buffer: params, grads, m, v
   cases.push_back({"adamw_update",
@@ -542,7 +575,7 @@ double time_case(const Case& c, kernels::cuda::CudaBackend* gpu, const Dims& d, 
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   gpu->set_precision(GpuPrecision::kFp32);
-  gpu->set_attention_variant({});
+  gpu->set_kernel_variants({});
   return ms / reps;
 }
 
@@ -660,7 +693,7 @@ int main(int argc, char** argv) {
     if (!selected(c.name)) continue;
     const CheckResult chk = check_case(c, &cpu, gpu, small);
     gpu->set_precision(GpuPrecision::kFp32);
-    gpu->set_attention_variant({});
+    gpu->set_kernel_variants({});
     all_ok = all_ok && chk.ok;
     const double ms = time_case(c, gpu, d, warmup, reps);
     const double amount = c.amount(d);

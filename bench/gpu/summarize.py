@@ -53,8 +53,8 @@ def main():
                          + (", bf16 activations" if doc.get("activations") == "bf16" else "")
                          + (", bf16 logits" if doc.get("logits") == "bf16" else "")
                          + (", GELU epilogues" if doc.get("gelu_fusion") else "")
-                         + (", attention " + "+".join(doc["attention_variant"])
-                            if doc.get("attention_variant") else "")
+                         + (", variants " + "+".join(doc["kernel_variants"])
+                            if doc.get("kernel_variants") else "")
                          + (", no weight cache" if doc.get("precision_mode") == "bf16"
                             and doc.get("weight_cache") is False else ""),
                 "file": os.path.basename(p),

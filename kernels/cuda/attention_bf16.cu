@@ -21,7 +21,7 @@
 //   backward pass 1, one block per (b*NH + h, query block): dQ;
 //   backward pass 2, one block per (b*NH + h, key block), query tiles from the diagonal on: dK and dV.
 // The backward first converts qkv and dout into head-major bf16 planes in scratch, so that both passes
-// stream their tiles with cp.async, double-buffered. With AttentionBf16Variant::in_place_backward a
+// stream their tiles with cp.async, double-buffered. With KernelVariants::attention_in_place_backward a
 // 16-byte-aligned bf16 qkv is not copied: the tiles of q, k and v stream from its rows (HeadRows says
 // where a head's rows lie either way), and dout alone is converted.
 // H100, B=16 T=1024 C=768 NH=12 (per layer): forward 0.197 ms, backward 1.080 ms (the wmma version
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
   store_rows<D, false>(out + static_cast<int64_t>(b) * T * C + h * hs, C, w0, T, hs, o, lane);
 }
 
-// The wide forward (AttentionBf16Variant::wide_forward), for a bf16 qkv on a 16-byte boundary: blocks of
+// The wide forward (KernelVariants::attention_wide_forward), for a bf16 qkv on a 16-byte boundary: blocks of
 // kWarps warps, each warp owning kM groups of 16 query rows whose Q fragments stay in registers, so that
 // each K or V fragment read from shared memory feeds kM mma; the K and V tiles stream from qkv's rows with
 // cp.async into two stages (no register staging). Per group the arithmetic is that of
@@ -645,14 +645,14 @@ Status launch_backward(Out* dqkv, const float* dsum, const BackwardRows& src, co
 
 template <typename Out, typename Q>
 Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int NH, cudaStream_t stream,
-                    const AttentionBf16Variant& variant) {
+                    const KernelVariants& variant) {
   PERIGEE_CHECK(check_pointers("attention_forward_bf16", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward_bf16", B, T, C, NH, &p));
   if constexpr (std::is_same_v<Q, uint16_t>) {
     // The wide kernel streams its tiles with cp.async from a 16-byte-aligned bf16 qkv; its registers
     // (two groups of accumulators and Q fragments) leave no room for D = 128.
-    if (variant.wide_forward && aligned16(qkv) && p.hs <= 64) {
+    if (variant.attention_wide_forward && aligned16(qkv) && p.hs <= 64) {
       if (p.hs <= 32) return launch_forward_wide<32>(out, lse, qkv, p, stream);
       return launch_forward_wide<64>(out, lse, qkv, p, stream);
     }
@@ -665,13 +665,13 @@ Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int
 template <typename Out, typename Q>
 Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out, const float* lse, int B,
                      int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream,
-                     const AttentionBf16Variant& variant) {
+                     const KernelVariants& variant) {
   PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, out, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward_bf16", B, T, C, NH, &p));
   // A bf16 qkv on a 16-byte boundary can be read in place: every row and head of it starts on one too
   // (C and hs are multiples of 16 elements).
-  const bool in_place = variant.in_place_backward && std::is_same_v<Q, uint16_t> && aligned16(qkv);
+  const bool in_place = variant.attention_in_place_backward && std::is_same_v<Q, uint16_t> && aligned16(qkv);
   const int first = in_place ? 3 : 0;  // the planes made: q, k, v and dout, or dout alone
   const size_t n_planes = static_cast<size_t>(4 - first);
   // Scratch: D [B, NH, T] fp32, then the bf16 planes.
@@ -727,35 +727,35 @@ bool attention_bf16_supports(int C, int NH) {
 }
 
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const AttentionBf16Variant& variant) {
+                              cudaStream_t stream, const KernelVariants& variant) {
   return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
 }
 
 Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const AttentionBf16Variant& variant) {
+                              cudaStream_t stream, const KernelVariants& variant) {
   return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
 }
 
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const AttentionBf16Variant& variant) {
+                               cudaStream_t stream, const KernelVariants& variant) {
   return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const AttentionBf16Variant& variant) {
+                               cudaStream_t stream, const KernelVariants& variant) {
   return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
 }
 
 Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const AttentionBf16Variant& variant) {
+                              cudaStream_t stream, const KernelVariants& variant) {
   return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const AttentionBf16Variant& variant) {
+                               cudaStream_t stream, const KernelVariants& variant) {
   return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
 }
 

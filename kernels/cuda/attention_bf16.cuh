@@ -25,8 +25,8 @@
 #include <cstdint>
 
 #include "core/status.hpp"
-#include "kernels/cuda/attention_tiles.hpp"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/kernel_variants.hpp"
 
 namespace perigee::kernels::cuda {
 
@@ -35,26 +35,26 @@ bool attention_bf16_supports(int C, int NH);
 
 // lse [B, NH, T] as in attention.cuh.
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const AttentionBf16Variant& variant = {});
+                              cudaStream_t stream, const KernelVariants& variant = {});
 
 // `out` is the forward's output (D_i = dO_i . O_i, fp32). Uses `scratch` for D and the bf16 copies of
 // qkv and dout (of dout alone where `variant` reads a bf16 qkv in place); dqkv is written.
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const AttentionBf16Variant& variant = {});
+                               cudaStream_t stream, const KernelVariants& variant = {});
 
 // The same with bf16 storage (kernels/act.hpp) for the output `out` of the forward and, in the backward,
 // for dqkv (written) and the forward's `out` (read); qkv fp32 or bf16 (its bits are the tiles' operands
 // as they are); dout and lse stay fp32.
 Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const AttentionBf16Variant& variant = {});
+                              cudaStream_t stream, const KernelVariants& variant = {});
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const AttentionBf16Variant& variant = {});
+                               cudaStream_t stream, const KernelVariants& variant = {});
 Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const AttentionBf16Variant& variant = {});
+                              cudaStream_t stream, const KernelVariants& variant = {});
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const AttentionBf16Variant& variant = {});
+                               cudaStream_t stream, const KernelVariants& variant = {});
 
 }  // namespace perigee::kernels::cuda

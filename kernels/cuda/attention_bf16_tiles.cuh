@@ -27,7 +27,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 // 15%, the backward kernels needing about 170-200 registers a thread).
 constexpr int kFwdWarps = 8;
 constexpr int kBwdWarps = 4;
-// The wide forward (AttentionBf16Variant::wide_forward): 4 warps of 2 groups of 16 rows, 128 rows a block
+// The wide forward (KernelVariants::attention_wide_forward): 4 warps of 2 groups of 16 rows, 128 rows a block
 // as the default forward's 8 warps (not yet timed on a GPU).
 constexpr int kWideWarps = 4;
 constexpr int kWideGroups = 2;

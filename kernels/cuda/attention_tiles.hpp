@@ -59,20 +59,6 @@ constexpr int attention_fp32_rows(AttentionPass pass, int head_size, size_t shar
   return 0;
 }
 
-// Variants of the bf16 tensor-core attention (attention_bf16.cu) written after the last GPU measurement:
-// each gives the default kernels' bits (tests compare them bit for bit on a device), and each becomes the
-// default once it has passed there and been timed faster (bench_kernels --attention-variant).
-struct AttentionBf16Variant {
-  // The backward reads the tiles of a bf16 qkv (16-byte aligned) where they lie, instead of first copying
-  // q, k and v into head-major planes (dout is still converted): 12 of its 18 bytes per element of that
-  // pass, and three quarters of its scratch, saved.
-  bool in_place_backward = false;
-  // The forward of a bf16 qkv (16-byte aligned) at head sizes up to 64 with two groups of 16 query rows
-  // per warp and their Q fragments in registers: each K and V fragment read from shared memory feeds two
-  // mma instead of one, and the tiles stream from qkv with cp.async instead of through registers.
-  bool wide_forward = false;
-};
-
 // Dynamic shared memory per block of the bf16 tensor-core attention (attention_bf16.cu) for a head size
 // (<= 128): the most any of its kernels asks for. Where the device allows less, the bf16 precision runs the
 // fp32 kernels above for attention (sm_86/89 at head sizes above 64).

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/cuda_common.cuh"
@@ -44,16 +45,35 @@ __device__ __forceinline__ float softmax_out(float x, float max_logit, float inv
   return p;
 }
 
+// Four consecutive logits as stored (16 bytes of fp32 or 8 of bf16 bits), and widened to fp32 exactly as
+// load_act4 widens them.
+template <typename In>
+using Raw4 = std::conditional_t<std::is_same_v<In, float>, float4, uint2>;
+__device__ __forceinline__ float4 widen4(float4 r) {
+  return r;
+}
+__device__ __forceinline__ float4 widen4(uint2 r) {
+  auto w = [](uint32_t bits) { return __uint_as_float(bits); };  // bf16 in the high half: exact
+  return make_float4(w(r.x << 16), w(r.x & 0xFFFF0000u), w(r.y << 16), w(r.y & 0xFFFF0000u));
+}
+
 // One block per row, two passes over it: (1) per-thread online max and sum, combined in a fixed order
 // (block max, then each thread's sum rescaled to it, block sum); (2) probs = exp(x - max) / sum, or with
 // kGrad dlogits = dloss * (probs - onehot) (into `probs`, stored as Out: fp32, or bf16 rounded once).
 // The logits are In: fp32, or bf16 widened exactly on load. kVec: columns in quadruples (Vp % 4 == 0,
 // logits and outputs aligned to 4 elements); thread t owns columns (or column quadruples)
 // t + k * kForwardBlock in both passes, so `probs` may alias `logits` when Out is In.
-template <bool kVec, bool kGrad, typename Out, typename In>
+// kStaged (with kVec; KernelVariants::crossentropy_staged): pass 1 also copies each quadruple it reads,
+// as stored, into dynamic shared memory (Vp * sizeof(In) bytes), and pass 2 reads it back from there:
+// one read of the logits from global memory instead of two, the same values in the same order, so the
+// same bits.
+template <bool kVec, bool kGrad, typename Out, typename In, bool kStaged = false>
 __global__ void __launch_bounds__(kForwardBlock)
     crossentropy_forward_kernel(float* losses, Out* probs, const In* logits, const int32_t* targets, int V,
                                 int Vp, float dloss) {
+  static_assert(kVec || !kStaged, "the staged kernel copies quadruples");
+  extern __shared__ __align__(16) unsigned char staged_row[];  // [Vp] In, kStaged only
+  In* row_s = reinterpret_cast<In*>(staged_row);
   __shared__ float shared_max[kForwardBlock / kWarpSize];
   __shared__ double shared_sum[kForwardBlock / kWarpSize];
   const int64_t row = blockIdx.x;
@@ -68,7 +88,14 @@ __global__ void __launch_bounds__(kForwardBlock)
   if constexpr (kVec) {
     for (int q = threadIdx.x; 4 * q < V; q += kForwardBlock) {
       const int j = 4 * q;
-      const float4 v = load_act4(x, j);
+      float4 v;
+      if constexpr (kStaged) {
+        const Raw4<In> r = *reinterpret_cast<const Raw4<In>*>(x + j);
+        *reinterpret_cast<Raw4<In>*>(row_s + j) = r;
+        v = widen4(r);
+      } else {
+        v = load_act4(x, j);
+      }
       acc.add(v.x);
       if (j + 1 < V) acc.add(v.y);
       if (j + 2 < V) acc.add(v.z);
@@ -85,7 +112,9 @@ __global__ void __launch_bounds__(kForwardBlock)
   if constexpr (kVec) {
     for (int q = threadIdx.x; 4 * q < Vp; q += kForwardBlock) {
       const int j = 4 * q;
-      const float4 v = load_act4(x, j);
+      // Staged: the quadruples pass 1 copied (those with j < V; past V only zeros are stored).
+      const float4 v = kStaged ? (j < V ? widen4(*reinterpret_cast<const Raw4<In>*>(row_s + j)) : float4{})
+                               : load_act4(x, j);
       float4 out;
       out.x = j < V ? softmax_out<kGrad>(v.x, max_logit, inv_sum, j, target, dloss) : 0.0f;
       out.y = j + 1 < V ? softmax_out<kGrad>(v.y, max_logit, inv_sum, j + 1, target, dloss) : 0.0f;
@@ -123,10 +152,17 @@ Status check_shape(const char* op, int N, int V, int Vp) {
 
 template <bool kGrad, typename Out, typename In>
 Status launch_forward(float* losses, Out* out, const In* logits, const int32_t* targets, float dloss, int N,
-                      int V, int Vp, cudaStream_t stream) {
+                      int V, int Vp, cudaStream_t stream, size_t staged_shared_bytes = 0) {
   const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % (4 * sizeof(In)) == 0 &&
                    reinterpret_cast<uintptr_t>(out) % (4 * sizeof(Out)) == 0;
-  if (vec) {
+  const size_t row_bytes = static_cast<size_t>(Vp) * sizeof(In);
+  constexpr size_t kStaticBytes = kForwardBlock / kWarpSize * (sizeof(float) + sizeof(double));
+  if (vec && row_bytes + kStaticBytes <= staged_shared_bytes) {
+    const auto kernel = crossentropy_forward_kernel<true, kGrad, Out, In, true>;
+    PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(row_bytes)));
+    kernel<<<N, kForwardBlock, row_bytes, stream>>>(losses, out, logits, targets, V, Vp, dloss);
+  } else if (vec) {
     crossentropy_forward_kernel<true, kGrad, Out, In>
         <<<N, kForwardBlock, 0, stream>>>(losses, out, logits, targets, V, Vp, dloss);
   } else {
@@ -139,10 +175,10 @@ Status launch_forward(float* losses, Out* out, const In* logits, const int32_t* 
 
 template <typename Out, typename In>
 Status forward_backward(float* losses, Out* dlogits, const In* logits, const int32_t* targets, float dloss,
-                        int N, int V, int Vp, cudaStream_t stream) {
+                        int N, int V, int Vp, cudaStream_t stream, size_t staged_shared_bytes) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
-  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
 }
 
 }  // namespace
@@ -158,26 +194,26 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
 
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
 }
 
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
 }
 
 Status crossentropy_forward_backward(float* losses, float* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
 }
 
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
 }
 
 Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,

@@ -11,6 +11,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/status.hpp"
@@ -25,20 +26,23 @@ Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* 
 
 // Forward and backward in one pass (the forward kernel storing dloss * (probs - onehot) instead of
 // probs): the same losses and the same dlogits bits as the two calls; dlogits may alias logits.
+// staged_shared_bytes > 0 (KernelVariants::crossentropy_staged): where a row of logits (Vp * their
+// element size) fits in that much shared memory and the columns go in quadruples, the first pass keeps
+// the row there and the second reads it back instead of reading the logits again; the same bits.
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
 // The same with dlogits and/or logits stored as bf16 bits (kernels/act.hpp): bf16 logits are widened
 // exactly on load, a bf16 dlogits holds each fp32 value above rounded once. dlogits may alias logits only
 // when both have the same type (every element is read and rewritten by one thread).
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
 Status crossentropy_forward_backward(float* losses, float* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
 
 }  // namespace perigee::kernels::cuda

@@ -179,10 +179,10 @@ Status set_gelu_fusion(Backend& backend, bool on) {
   return Status::ok();
 }
 
-Status set_attention_variant(Backend& backend, const AttentionBf16Variant& variant) {
+Status set_kernel_variants(Backend& backend, const KernelVariants& variant) {
   CudaBackend* cuda = nullptr;
-  PERIGEE_CHECK(as_cuda(backend, "set_attention_variant", &cuda));
-  cuda->set_attention_variant(variant);
+  PERIGEE_CHECK(as_cuda(backend, "set_kernel_variants", &cuda));
+  cuda->set_kernel_variants(variant);
   return Status::ok();
 }
 
@@ -420,7 +420,7 @@ bool CudaBackend::bf16_attention(int C, int NH) const {
 Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
                                           int NH) {
   if (bf16_attention(C, NH)) {
-    PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_, attention_variant_));
+    PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_, kernel_variants_));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, shared_limit_, stream_));
@@ -431,7 +431,7 @@ Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const
                                            const float* att, int B, int T, int C, int NH) {
   if (bf16_attention(C, NH)) {
     PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_,
-                                                attention_variant_));
+                                                kernel_variants_));
     return Status::ok();
   }
   PERIGEE_CHECK(
@@ -469,8 +469,8 @@ Status CudaBackend::crossentropy_backward(float* dlogits, const float* probs, co
 Status CudaBackend::crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
                                                       const int32_t* targets, float dloss, int N, int V,
                                                       int Vp) {
-  PERIGEE_CHECK(
-      cuda::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream_));
+  PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp,
+                                                    stream_, crossentropy_staged_bytes()));
   return Status::ok();
 }
 

@@ -43,8 +43,8 @@ class CudaBackend final : public Backend {
   LtGemm& lt() { return *lt_; }  // the bf16 GEMMs' cuBLASLt handle and plans
   // GELU in the MLP GEMMs' cuBLASLt epilogues (matmul_bf16.cuh), with bf16 precision only; off by default.
   void set_gelu_fusion(bool on) { gelu_fusion_ = on; }
-  // Which variants the bf16 attention runs (attention_tiles.hpp; none by default).
-  void set_attention_variant(const AttentionBf16Variant& v) { attention_variant_ = v; }
+  // The kernel variants awaiting a GPU measurement that run (kernel_variants.hpp; none by default).
+  void set_kernel_variants(const KernelVariants& v) { kernel_variants_ = v; }
   // The bf16 weight cache (refresh_weight_cache below), with bf16 precision only; on by default. Off
   // frees it.
   void set_weight_cache(bool on);
@@ -166,7 +166,11 @@ class CudaBackend final : public Backend {
   size_t shared_limit_ = 0;  // what the attention kernels choose by (shared_optin_ but in tests)
   GpuPrecision precision_ = GpuPrecision::kFp32;
   bool gelu_fusion_ = false;
-  AttentionBf16Variant attention_variant_;
+  KernelVariants kernel_variants_;
+  // The shared memory the staged cross-entropy may use: shared_limit_ with that variant on, else 0.
+  size_t crossentropy_staged_bytes() const {
+    return kernel_variants_.crossentropy_staged ? shared_limit_ : 0;
+  }
   bool weight_cache_on_ = true;
   const float* cache_src_ = nullptr;  // the range the cache holds (null: none)
   size_t cache_n_ = 0;

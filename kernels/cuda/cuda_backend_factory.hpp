@@ -8,7 +8,7 @@
 
 #include "core/status.hpp"
 #include "kernels/backend.hpp"
-#include "kernels/cuda/attention_tiles.hpp"
+#include "kernels/cuda/kernel_variants.hpp"
 
 namespace perigee::kernels::cuda {
 
@@ -54,9 +54,9 @@ Status set_gelu_fusion(Backend& backend, bool on);
 Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool* forward, bool* backward);
 
 // Which variants of the bf16 attention `backend` (a CudaBackend; kInvalidArgument otherwise) runs from its
-// next attention op (AttentionBf16Variant, attention_tiles.hpp: none by default). Tests and bench_kernels
+// next op (KernelVariants, kernel_variants.hpp: none by default). Tests and bench_kernels
 // run each beside the default kernels.
-Status set_attention_variant(Backend& backend, const AttentionBf16Variant& variant);
+Status set_kernel_variants(Backend& backend, const KernelVariants& variant);
 
 // Turns the bf16 weight cache on (the default) or off for `backend` (a CudaBackend; kInvalidArgument
 // otherwise; [device] weight_cache): with bf16 precision, refresh_weight_cache() then rounds the

@@ -181,10 +181,10 @@ if (( ! SKIP_TORCH )); then
   fi
 fi
 
-# The attention variants not yet measured (kernels/cuda/attention_tiles.hpp), on the fastest configuration.
+# The kernel variants not yet measured (kernels/cuda/kernel_variants.hpp), on the fastest configuration.
 step train_bf16_fused_variants "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \
   --profile --profile-steps 3 --precision bf16 --activations bf16 --logits bf16 --gelu-fusion \
-  --attention-variant in-place,wide --json "$RAW/train_step_bf16_fused_variants.json"
+  --kernel-variant attention-in-place,attention-wide,crossentropy-staged --json "$RAW/train_step_bf16_fused_variants.json"
 step train_bf16 "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 --profile \
   --profile-steps 3 --precision bf16 --json "$RAW/train_step_bf16.json"
 step train_bf16_fused_nocache "$(bin bench_train_step)" --device cuda --preset gpt2-124m --warmup 2 --iters 10 \

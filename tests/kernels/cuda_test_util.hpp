@@ -172,14 +172,14 @@ class ScopedSharedMemoryLimit {
 };
 
 // Runs the bf16 attention variants `variant` on `backend` (a CudaBackend) while in scope, then none.
-class ScopedAttentionVariant {
+class ScopedKernelVariants {
  public:
-  ScopedAttentionVariant(Backend& backend, const cuda::AttentionBf16Variant& variant) : backend_(backend) {
-    PERIGEE_CHECK_OR_DIE(cuda::set_attention_variant(backend_, variant));
+  ScopedKernelVariants(Backend& backend, const cuda::KernelVariants& variant) : backend_(backend) {
+    PERIGEE_CHECK_OR_DIE(cuda::set_kernel_variants(backend_, variant));
   }
-  ~ScopedAttentionVariant() { PERIGEE_CHECK_OR_DIE(cuda::set_attention_variant(backend_, {})); }
-  ScopedAttentionVariant(const ScopedAttentionVariant&) = delete;
-  ScopedAttentionVariant& operator=(const ScopedAttentionVariant&) = delete;
+  ~ScopedKernelVariants() { PERIGEE_CHECK_OR_DIE(cuda::set_kernel_variants(backend_, {})); }
+  ScopedKernelVariants(const ScopedKernelVariants&) = delete;
+  ScopedKernelVariants& operator=(const ScopedKernelVariants&) = delete;
 
  private:
   Backend& backend_;

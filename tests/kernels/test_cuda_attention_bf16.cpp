@@ -9,10 +9,10 @@
 // limit). bf16 storage (qkv, out, dqkv as bf16): the bits of the fp32-storage kernels rounded once, with bf16
 // qkv aligned or 1 or 2 elements off (the element-wise bf16 loads) and with fp32 qkv, and which storage
 // combinations run native kernels rather than the ActCast fallback (the backend's fallback counter: both give
-// the same bits); each AttentionBf16Variant gives the default kernels' bits. Outputs start as NaN sentinels,
-// so an element a kernel does not store shows. Compiled by the C++ compiler: only the Backend interface, the
-// factory and the device probe are used. Without a usable CUDA device every test is skipped with the probe's
-// message.
+// the same bits); each attention variant of KernelVariants gives the default kernels' bits. Outputs start as
+// NaN sentinels, so an element a kernel does not store shows. Compiled by the C++ compiler: only the Backend
+// interface, the factory and the device probe are used. Without a usable CUDA device every test is skipped
+// with the probe's message.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -317,15 +317,15 @@ TEST_F(CudaAttentionBf16, Bf16StorageIsTheFp32StorageRoundedAtEveryShape) {
   }
 }
 
-// Each variant of the bf16 attention (AttentionBf16Variant, attention_tiles.hpp) gives the default kernels'
+// Each variant of the bf16 attention (KernelVariants, kernel_variants.hpp) gives the default kernels'
 // bits: bf16 storage at the shapes above with qkv aligned (the in-place backward reads it) and 1 element
 // off (the backward copies it into planes again), fp32 storage with bf16 precision, and a second run on
 // the scratch the first one sized.
 TEST_F(CudaAttentionBf16, VariantsGiveTheDefaultBits) {
-  const std::vector<std::pair<std::string, cuda::AttentionBf16Variant>> variants = {
-      {"in-place backward", {.in_place_backward = true}},
-      {"wide forward", {.wide_forward = true}},
-      {"both", {.in_place_backward = true, .wide_forward = true}},
+  const std::vector<std::pair<std::string, cuda::KernelVariants>> variants = {
+      {"in-place backward", {.attention_in_place_backward = true}},
+      {"wide forward", {.attention_wide_forward = true}},
+      {"both", {.attention_in_place_backward = true, .attention_wide_forward = true}},
   };
   for (int hs : {16, 48, 64, 96, 128}) {
     for (int T : {7, 64, 130, 257}) {
@@ -341,7 +341,7 @@ TEST_F(CudaAttentionBf16, VariantsGiveTheDefaultBits) {
       const Bf16Result want = run_bf16_storage(*gpu_, shape, B, T, C, NH, x16.data(), d.data());
       const AttentionResult want32 = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
       for (const auto& [name, variant] : variants) {
-        ScopedAttentionVariant scoped(*gpu_, variant);
+        ScopedKernelVariants scoped(*gpu_, variant);
         for (int run = 0; run < 2; ++run) {
           const std::string tag = name + " " + shape + " run " + std::to_string(run);
           const Bf16Result got = run_bf16_storage(*gpu_, tag, B, T, C, NH, x16.data(), d.data());

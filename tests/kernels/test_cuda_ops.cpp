@@ -374,6 +374,64 @@ TEST_F(CudaOps, CrossEntropyForwardBackwardIsBothCallsInOne) {
   }
 }
 
+// KernelVariants::crossentropy_staged gives the default kernel's losses and dlogits bit for bit, for
+// every storage pair of logits and dlogits (fp32, bf16), apart and in place: where a row is staged in
+// shared memory (Vp 1024 and 50304 in either type, 60000 in bf16) and where the default kernel runs
+// instead (Vp 1001, not in column quadruples; 60000 fp32 logits, 240,000 bytes a row; and the rows of
+// Vp 50304 and 60000 with the backend's shared-memory limit lowered to 48 KiB).
+TEST_F(CudaOps, CrossEntropyStagedGivesTheDefaultBits) {
+  constexpr int N = 5;
+  for (const int Vp : {1001, 1024, 50304, 60000}) {
+    const int V = Vp == 50304 ? 50257 : Vp - 3;
+    const size_t n = static_cast<size_t>(N) * Vp;
+    const std::vector<float> logits = random_vector(n, 70, -6.0f, 6.0f);
+    const std::vector<int32_t> targets = random_tokens(N, V, 71);
+    struct Result {
+      std::vector<float> losses;
+      std::vector<uint8_t> dlogits;
+    };
+    const auto run = [&](bool in_bf16, bool out_bf16, bool in_place, const cuda::KernelVariants& variants) {
+      ScopedKernelVariants scoped(*gpu_, variants);
+      const DType in_type = in_bf16 ? DType::kBF16 : DType::kF32;
+      const DType out_type = out_bf16 ? DType::kBF16 : DType::kF32;
+      std::vector<uint8_t> host(n * dtype_size(in_type));
+      for (size_t i = 0; i < n; ++i) {
+        if (in_bf16) {
+          const uint16_t b = float_to_bf16(logits[i]);
+          std::memcpy(host.data() + 2 * i, &b, 2);
+        } else {
+          std::memcpy(host.data() + 4 * i, &logits[i], 4);
+        }
+      }
+      Array<uint8_t> x(*gpu_, host), d(*gpu_, n * dtype_size(out_type));
+      Array<float> losses(*gpu_, N);
+      Array<int32_t> t(*gpu_, targets);
+      const Act out = in_place ? Act(x.data(), in_type) : Act(d.data(), out_type);
+      const Status s = gpu_->crossentropy_forward_backward(losses.data(), out, ConstAct(x.data(), in_type),
+                                                           t.data(), 1.0f / N, N, V, Vp);
+      EXPECT_TRUE(s.is_ok()) << s.to_string();
+      return Result{losses.download(), in_place ? x.download() : d.download()};
+    };
+    for (const bool in_bf16 : {false, true}) {
+      for (const bool out_bf16 : {false, true}) {
+        for (const bool in_place : {false, true}) {
+          if (in_place && in_bf16 != out_bf16) continue;
+          const std::string tag = "Vp " + std::to_string(Vp) + (in_bf16 ? " bf16" : " fp32") + " logits, " +
+                                  (out_bf16 ? "bf16" : "fp32") + " dlogits" + (in_place ? " in place" : "");
+          const Result want = run(in_bf16, out_bf16, in_place, {});
+          const Result got = run(in_bf16, out_bf16, in_place, {.crossentropy_staged = true});
+          EXPECT_TRUE(bit_identical(got.losses, want.losses)) << tag;
+          EXPECT_TRUE(got.dlogits == want.dlogits) << tag;
+          ScopedSharedMemoryLimit limit(*gpu_, 48 * 1024);
+          const Result low = run(in_bf16, out_bf16, in_place, {.crossentropy_staged = true});
+          EXPECT_TRUE(bit_identical(low.losses, want.losses)) << tag << ", 48 KiB";
+          EXPECT_TRUE(low.dlogits == want.dlogits) << tag << ", 48 KiB";
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CudaOps, CrossEntropyRejectsBadShapes) {
   Array<float> x(*gpu_, 8), l(*gpu_, 1);
   Array<int32_t> t(*gpu_, 1);

@@ -1,0 +1,26 @@
+// Kernel variants written while no GPU was available: each gives the bits of the default kernel it
+// replaces (tests compare them bit for bit on a device) and stays off until it has passed there and been
+// timed faster (bench_kernels runs each beside the default; bench_train_step --kernel-variant and
+// scripts/device/run_gpu_bench.sh time a whole step with them). Then it becomes the default and its flag
+// goes. Plain C++, so host code and tests compiled by the C++ compiler can set them.
+#pragma once
+
+namespace perigee::kernels::cuda {
+
+struct KernelVariants {
+  // bf16 attention backward (attention_bf16.cu): the tiles of a bf16 qkv (16-byte aligned) are read where
+  // they lie, instead of first copying q, k and v into head-major planes (dout is still converted): 12 of
+  // the 18 bytes per element of that copy pass, and three quarters of its scratch, saved.
+  bool attention_in_place_backward = false;
+  // bf16 attention forward of a bf16 qkv (16-byte aligned) at head sizes up to 64: two groups of 16 query
+  // rows per warp with their Q fragments in registers, so each K and V fragment read from shared memory
+  // feeds two mma instead of one, and the tiles stream from qkv with cp.async instead of through registers.
+  bool attention_wide_forward = false;
+  // Fused softmax + cross-entropy forward/backward (crossentropy.cu): the first pass keeps a row of
+  // logits in shared memory (where Vp * their element size fits: 98 KiB of bf16 logits at GPT-2's
+  // vocabulary, 196 KiB of fp32) and the second reads it from there: one read of the logits instead of
+  // two (about 1.65 of 4.95 GB per step at GPT-2 B 16 with bf16 logits written in place).
+  bool crossentropy_staged = false;
+};
+
+}  // namespace perigee::kernels::cuda
