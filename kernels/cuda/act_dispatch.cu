@@ -92,9 +92,9 @@ Status CudaBackend::attention_forward(Act out, float* att, ConstAct qkv, int B, 
   if (all_f32({out, qkv})) return attention_forward_f32(out.f32(), att, qkv.f32(), B, T, C, NH);
   if (bf16_attention(C, NH) && !out.is_f32()) {
     PERIGEE_CHECK(qkv.is_f32() ? cuda::attention_forward_bf16(out.bf16(), att, qkv.f32(), B, T, C, NH,
-                                                              stream_, kernel_variants_)
+                                                              stream_, kernel_variants_, &variant_runs_)
                                : cuda::attention_forward_bf16(out.bf16(), att, qkv.bf16(), B, T, C, NH,
-                                                              stream_, kernel_variants_));
+                                                              stream_, kernel_variants_, &variant_runs_));
     return Status::ok();
   }
   return cast_attention_forward(*this, cast_fallback(), out, att, qkv, B, T, C, NH);
@@ -106,11 +106,12 @@ Status CudaBackend::attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, Co
     return attention_backward_f32(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), att, B, T, C, NH);
   }
   if (bf16_attention(C, NH) && dout.is_f32() && !dqkv.is_f32() && !out.is_f32()) {
-    PERIGEE_CHECK(qkv.is_f32()
-                      ? cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B,
-                                                      T, C, NH, scratch_, stream_, kernel_variants_)
-                      : cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.bf16(), out.bf16(), att, B,
-                                                      T, C, NH, scratch_, stream_, kernel_variants_));
+    PERIGEE_CHECK(
+        qkv.is_f32()
+            ? cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.f32(), out.bf16(), att, B, T, C, NH,
+                                            scratch_, stream_, kernel_variants_, &variant_runs_)
+            : cuda::attention_backward_bf16(dqkv.bf16(), dout.f32(), qkv.bf16(), out.bf16(), att, B, T, C, NH,
+                                            scratch_, stream_, kernel_variants_, &variant_runs_));
     return Status::ok();
   }
   return cast_attention_backward(*this, cast_fallback(), dqkv, dout, qkv, out, att, B, T, C, NH);
@@ -135,13 +136,13 @@ Status CudaBackend::crossentropy_forward_backward(float* losses, Act dlogits, Co
   const size_t staged = crossentropy_staged_bytes();
   if (logits.is_f32()) {
     PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits.bf16(), logits.f32(), targets, dloss, N,
-                                                      V, Vp, stream_, staged));
+                                                      V, Vp, stream_, staged, &variant_runs_));
   } else if (dlogits.is_f32()) {
     PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits.f32(), logits.bf16(), targets, dloss, N,
-                                                      V, Vp, stream_, staged));
+                                                      V, Vp, stream_, staged, &variant_runs_));
   } else {
     PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits.bf16(), logits.bf16(), targets, dloss,
-                                                      N, V, Vp, stream_, staged));
+                                                      N, V, Vp, stream_, staged, &variant_runs_));
   }
   return Status::ok();
 }

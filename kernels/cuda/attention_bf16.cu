@@ -571,6 +571,11 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
+bool bytes_overlap(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + b_bytes && y < x + a_bytes;
+}
+
 // Rows of qkv can be read four elements at a time (C is a multiple of 16: every row and head is too).
 template <typename Q>
 bool quad_aligned(const Q* qkv) {
@@ -645,7 +650,7 @@ Status launch_backward(Out* dqkv, const float* dsum, const BackwardRows& src, co
 
 template <typename Out, typename Q>
 Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int NH, cudaStream_t stream,
-                    const KernelVariants& variant) {
+                    const KernelVariants& variant, KernelVariantRuns* runs) {
   PERIGEE_CHECK(check_pointers("attention_forward_bf16", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward_bf16", B, T, C, NH, &p));
@@ -653,6 +658,7 @@ Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int
     // The wide kernel streams its tiles with cp.async from a 16-byte-aligned bf16 qkv; its registers
     // (two groups of accumulators and Q fragments) leave no room for D = 128.
     if (variant.attention_wide_forward && aligned16(qkv) && p.hs <= 64) {
+      if (runs != nullptr) ++runs->attention_wide_forward;
       if (p.hs <= 32) return launch_forward_wide<32>(out, lse, qkv, p, stream);
       return launch_forward_wide<64>(out, lse, qkv, p, stream);
     }
@@ -665,13 +671,17 @@ Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int
 template <typename Out, typename Q>
 Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out, const float* lse, int B,
                      int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream,
-                     const KernelVariants& variant) {
+                     const KernelVariants& variant, KernelVariantRuns* runs) {
   PERIGEE_CHECK(check_pointers("attention_backward_bf16", {dqkv, dout, qkv, out, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward_bf16", B, T, C, NH, &p));
-  // A bf16 qkv on a 16-byte boundary can be read in place: every row and head of it starts on one too
-  // (C and hs are multiples of 16 elements).
-  const bool in_place = variant.attention_in_place_backward && std::is_same_v<Q, uint16_t> && aligned16(qkv);
+  // A bf16 qkv on a 16-byte boundary can be read in place (every row and head of it starts on one too: C
+  // and hs are multiples of 16 elements), unless dqkv overlaps it: the dK/dV pass reads q after the dQ
+  // pass has written dq.
+  const size_t n3 = 3 * static_cast<size_t>(B) * T * C;
+  const bool in_place = variant.attention_in_place_backward && std::is_same_v<Q, uint16_t> &&
+                        aligned16(qkv) && !bytes_overlap(dqkv, n3 * sizeof(Out), qkv, n3 * sizeof(Q));
+  if (in_place && runs != nullptr) ++runs->attention_in_place_backward;
   const int first = in_place ? 3 : 0;  // the planes made: q, k, v and dout, or dout alone
   const size_t n_planes = static_cast<size_t>(4 - first);
   // Scratch: D [B, NH, T] fp32, then the bf16 planes.
@@ -727,36 +737,36 @@ bool attention_bf16_supports(int C, int NH) {
 }
 
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const KernelVariants& variant) {
-  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
+                              cudaStream_t stream, const KernelVariants& variant, KernelVariantRuns* runs) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant, runs);
 }
 
 Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const KernelVariants& variant) {
-  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
+                              cudaStream_t stream, const KernelVariants& variant, KernelVariantRuns* runs) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant, runs);
 }
 
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const KernelVariants& variant) {
-  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
+                               cudaStream_t stream, const KernelVariants& variant, KernelVariantRuns* runs) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant, runs);
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const KernelVariants& variant) {
-  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
+                               cudaStream_t stream, const KernelVariants& variant, KernelVariantRuns* runs) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant, runs);
 }
 
 Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const KernelVariants& variant) {
-  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant);
+                              cudaStream_t stream, const KernelVariants& variant, KernelVariantRuns* runs) {
+  return forward_impl(out, lse, qkv, B, T, C, NH, stream, variant, runs);
 }
 
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const KernelVariants& variant) {
-  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant);
+                               cudaStream_t stream, const KernelVariants& variant, KernelVariantRuns* runs) {
+  return backward_impl(dqkv, dout, qkv, out, lse, B, T, C, NH, scratch, stream, variant, runs);
 }
 
 }  // namespace perigee::kernels::cuda

@@ -17,7 +17,9 @@
 // hides; the head is padded with zeros to 32, 64 or 128 columns. Scores, P and dS stay in registers. The
 // forward reads the K/V tiles of qkv (fp32 or bf16) into registers one tile ahead and needs no scratch;
 // the backward converts qkv and dout once into bf16 copies in scratch (B*T*4C bf16 plus D, B*NH*T fp32)
-// and streams tiles from them with cp.async, double-buffered.
+// and streams tiles from them with cp.async, double-buffered. Variants awaiting a GPU run
+// (kernel_variants.hpp): a backward converting dout alone and reading a bf16 qkv in place, and a wide
+// forward (two groups of 16 rows per warp); the same bits.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -35,26 +37,33 @@ bool attention_bf16_supports(int C, int NH);
 
 // lse [B, NH, T] as in attention.cuh.
 Status attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const KernelVariants& variant = {});
+                              cudaStream_t stream, const KernelVariants& variant = {},
+                              KernelVariantRuns* runs = nullptr);
 
 // `out` is the forward's output (D_i = dO_i . O_i, fp32). Uses `scratch` for D and the bf16 copies of
-// qkv and dout (of dout alone where `variant` reads a bf16 qkv in place); dqkv is written.
+// qkv and dout (of dout alone where `variant` reads a bf16 qkv in place: not when dqkv overlaps qkv);
+// dqkv is written. `runs`, when given, counts the launches that took a variant's path.
 Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const KernelVariants& variant = {});
+                               cudaStream_t stream, const KernelVariants& variant = {},
+                               KernelVariantRuns* runs = nullptr);
 
 // The same with bf16 storage (kernels/act.hpp) for the output `out` of the forward and, in the backward,
 // for dqkv (written) and the forward's `out` (read); qkv fp32 or bf16 (its bits are the tiles' operands
 // as they are); dout and lse stay fp32.
 Status attention_forward_bf16(uint16_t* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const KernelVariants& variant = {});
+                              cudaStream_t stream, const KernelVariants& variant = {},
+                              KernelVariantRuns* runs = nullptr);
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const float* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const KernelVariants& variant = {});
+                               cudaStream_t stream, const KernelVariants& variant = {},
+                               KernelVariantRuns* runs = nullptr);
 Status attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH,
-                              cudaStream_t stream, const KernelVariants& variant = {});
+                              cudaStream_t stream, const KernelVariants& variant = {},
+                              KernelVariantRuns* runs = nullptr);
 Status attention_backward_bf16(uint16_t* dqkv, const float* dout, const uint16_t* qkv, const uint16_t* out,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
-                               cudaStream_t stream, const KernelVariants& variant = {});
+                               cudaStream_t stream, const KernelVariants& variant = {},
+                               KernelVariantRuns* runs = nullptr);
 
 }  // namespace perigee::kernels::cuda

@@ -152,12 +152,16 @@ Status check_shape(const char* op, int N, int V, int Vp) {
 
 template <bool kGrad, typename Out, typename In>
 Status launch_forward(float* losses, Out* out, const In* logits, const int32_t* targets, float dloss, int N,
-                      int V, int Vp, cudaStream_t stream, size_t staged_shared_bytes = 0) {
+                      int V, int Vp, cudaStream_t stream, size_t staged_shared_bytes = 0,
+                      KernelVariantRuns* runs = nullptr) {
   const bool vec = Vp % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % (4 * sizeof(In)) == 0 &&
                    reinterpret_cast<uintptr_t>(out) % (4 * sizeof(Out)) == 0;
   const size_t row_bytes = static_cast<size_t>(Vp) * sizeof(In);
+  // Staged where two blocks fit in the shared memory a block may have (about what an SM has): one block of
+  // 512 threads per SM is too few to keep the memory busy. 1 KiB: what the runtime keeps per block.
   constexpr size_t kStaticBytes = kForwardBlock / kWarpSize * (sizeof(float) + sizeof(double));
-  if (vec && row_bytes + kStaticBytes <= staged_shared_bytes) {
+  if (vec && 2 * (row_bytes + kStaticBytes + 1024) <= staged_shared_bytes) {
+    if (runs != nullptr) ++runs->crossentropy_staged;
     const auto kernel = crossentropy_forward_kernel<true, kGrad, Out, In, true>;
     PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(row_bytes)));
@@ -175,10 +179,12 @@ Status launch_forward(float* losses, Out* out, const In* logits, const int32_t* 
 
 template <typename Out, typename In>
 Status forward_backward(float* losses, Out* dlogits, const In* logits, const int32_t* targets, float dloss,
-                        int N, int V, int Vp, cudaStream_t stream, size_t staged_shared_bytes) {
+                        int N, int V, int Vp, cudaStream_t stream, size_t staged_shared_bytes,
+                        KernelVariantRuns* runs) {
   PERIGEE_CHECK(check_pointers("crossentropy_forward_backward", {losses, dlogits, logits, targets}));
   PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
-  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
+  return launch_forward<true>(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes,
+                              runs);
 }
 
 }  // namespace
@@ -194,26 +200,34 @@ Status crossentropy_forward(float* losses, float* probs, const float* logits, co
 
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
+                                     cudaStream_t stream, size_t staged_shared_bytes,
+                                     KernelVariantRuns* runs) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes,
+                          runs);
 }
 
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
+                                     cudaStream_t stream, size_t staged_shared_bytes,
+                                     KernelVariantRuns* runs) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes,
+                          runs);
 }
 
 Status crossentropy_forward_backward(float* losses, float* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
+                                     cudaStream_t stream, size_t staged_shared_bytes,
+                                     KernelVariantRuns* runs) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes,
+                          runs);
 }
 
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes) {
-  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes);
+                                     cudaStream_t stream, size_t staged_shared_bytes,
+                                     KernelVariantRuns* runs) {
+  return forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp, stream, staged_shared_bytes,
+                          runs);
 }
 
 Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N,

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "core/status.hpp"
+#include "kernels/cuda/kernel_variants.hpp"
 
 namespace perigee::kernels::cuda {
 
@@ -26,23 +27,28 @@ Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* 
 
 // Forward and backward in one pass (the forward kernel storing dloss * (probs - onehot) instead of
 // probs): the same losses and the same dlogits bits as the two calls; dlogits may alias logits.
-// staged_shared_bytes > 0 (KernelVariants::crossentropy_staged): where a row of logits (Vp * their
-// element size) fits in that much shared memory and the columns go in quadruples, the first pass keeps
-// the row there and the second reads it back instead of reading the logits again; the same bits.
+// staged_shared_bytes > 0 (KernelVariants::crossentropy_staged): where two rows of logits (Vp * their
+// element size, two blocks per SM) fit in that much shared memory and the columns go in quadruples, the
+// first pass keeps the row there and the second reads it back instead of reading the logits again; the
+// same bits. `runs`, when given, counts the launches that did.
 Status crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0,
+                                     KernelVariantRuns* runs = nullptr);
 // The same with dlogits and/or logits stored as bf16 bits (kernels/act.hpp): bf16 logits are widened
 // exactly on load, a bf16 dlogits holds each fp32 value above rounded once. dlogits may alias logits only
 // when both have the same type (every element is read and rewritten by one thread).
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const float* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0,
+                                     KernelVariantRuns* runs = nullptr);
 Status crossentropy_forward_backward(float* losses, float* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0,
+                                     KernelVariantRuns* runs = nullptr);
 Status crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits,
                                      const int32_t* targets, float dloss, int N, int V, int Vp,
-                                     cudaStream_t stream, size_t staged_shared_bytes = 0);
+                                     cudaStream_t stream, size_t staged_shared_bytes = 0,
+                                     KernelVariantRuns* runs = nullptr);
 
 }  // namespace perigee::kernels::cuda

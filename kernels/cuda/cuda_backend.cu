@@ -186,6 +186,13 @@ Status set_kernel_variants(Backend& backend, const KernelVariants& variant) {
   return Status::ok();
 }
 
+Status kernel_variant_runs(Backend& backend, KernelVariantRuns* out) {
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "kernel_variant_runs", &cuda));
+  *out = cuda->kernel_variant_runs();
+  return Status::ok();
+}
+
 Status set_weight_cache(Backend& backend, bool on) {
   CudaBackend* cuda = nullptr;
   PERIGEE_CHECK(as_cuda(backend, "set_weight_cache", &cuda));
@@ -420,7 +427,8 @@ bool CudaBackend::bf16_attention(int C, int NH) const {
 Status CudaBackend::attention_forward_f32(float* out, float* att, const float* qkv, int B, int T, int C,
                                           int NH) {
   if (bf16_attention(C, NH)) {
-    PERIGEE_CHECK(cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_, kernel_variants_));
+    PERIGEE_CHECK(
+        cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_, kernel_variants_, &variant_runs_));
     return Status::ok();
   }
   PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, shared_limit_, stream_));
@@ -431,7 +439,7 @@ Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const
                                            const float* att, int B, int T, int C, int NH) {
   if (bf16_attention(C, NH)) {
     PERIGEE_CHECK(cuda::attention_backward_bf16(dqkv, dout, qkv, out, att, B, T, C, NH, scratch_, stream_,
-                                                kernel_variants_));
+                                                kernel_variants_, &variant_runs_));
     return Status::ok();
   }
   PERIGEE_CHECK(
@@ -470,7 +478,7 @@ Status CudaBackend::crossentropy_forward_backward_f32(float* losses, float* dlog
                                                       const int32_t* targets, float dloss, int N, int V,
                                                       int Vp) {
   PERIGEE_CHECK(cuda::crossentropy_forward_backward(losses, dlogits, logits, targets, dloss, N, V, Vp,
-                                                    stream_, crossentropy_staged_bytes()));
+                                                    stream_, crossentropy_staged_bytes(), &variant_runs_));
   return Status::ok();
 }
 

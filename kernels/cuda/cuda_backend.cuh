@@ -45,6 +45,7 @@ class CudaBackend final : public Backend {
   void set_gelu_fusion(bool on) { gelu_fusion_ = on; }
   // The kernel variants awaiting a GPU measurement that run (kernel_variants.hpp; none by default).
   void set_kernel_variants(const KernelVariants& v) { kernel_variants_ = v; }
+  const KernelVariantRuns& kernel_variant_runs() const { return variant_runs_; }
   // The bf16 weight cache (refresh_weight_cache below), with bf16 precision only; on by default. Off
   // frees it.
   void set_weight_cache(bool on);
@@ -167,6 +168,7 @@ class CudaBackend final : public Backend {
   GpuPrecision precision_ = GpuPrecision::kFp32;
   bool gelu_fusion_ = false;
   KernelVariants kernel_variants_;
+  KernelVariantRuns variant_runs_;
   // The shared memory the staged cross-entropy may use: shared_limit_ with that variant on, else 0.
   size_t crossentropy_staged_bytes() const {
     return kernel_variants_.crossentropy_staged ? shared_limit_ : 0;

@@ -57,6 +57,9 @@ Status fuses_gelu_gemms(Backend& backend, int N, int C, int OC, DType type, bool
 // next op (KernelVariants, kernel_variants.hpp: none by default). Tests and bench_kernels
 // run each beside the default kernels.
 Status set_kernel_variants(Backend& backend, const KernelVariants& variant);
+// The launches of `backend` (a CudaBackend; kInvalidArgument otherwise) that took each variant's path so
+// far: tests compare it around an op to see that the variant they check really ran.
+Status kernel_variant_runs(Backend& backend, KernelVariantRuns* out);
 
 // Turns the bf16 weight cache on (the default) or off for `backend` (a CudaBackend; kInvalidArgument
 // otherwise; [device] weight_cache): with bf16 precision, refresh_weight_cache() then rounds the

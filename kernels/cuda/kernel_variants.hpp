@@ -5,6 +5,8 @@
 // goes. Plain C++, so host code and tests compiled by the C++ compiler can set them.
 #pragma once
 
+#include <cstdint>
+
 namespace perigee::kernels::cuda {
 
 struct KernelVariants {
@@ -17,10 +19,15 @@ struct KernelVariants {
   // feeds two mma instead of one, and the tiles stream from qkv with cp.async instead of through registers.
   bool attention_wide_forward = false;
   // Fused softmax + cross-entropy forward/backward (crossentropy.cu): the first pass keeps a row of
-  // logits in shared memory (where Vp * their element size fits: 98 KiB of bf16 logits at GPT-2's
-  // vocabulary, 196 KiB of fp32) and the second reads it from there: one read of the logits instead of
-  // two (about 1.65 of 4.95 GB per step at GPT-2 B 16 with bf16 logits written in place).
+  // logits in shared memory (where two rows fit, so that two blocks share an SM: 98 KiB of bf16 logits
+  // at GPT-2's vocabulary on an H100, not fp32) and the second reads it from there: one read of the
+  // logits instead of two (about 1.65 of 4.95 GB per step at GPT-2 B 16 with bf16 logits in place).
   bool crossentropy_staged = false;
+};
+
+// Launches that took each variant's path (tests check that a variant they compare really ran).
+struct KernelVariantRuns {
+  uint64_t attention_in_place_backward = 0, attention_wide_forward = 0, crossentropy_staged = 0;
 };
 
 }  // namespace perigee::kernels::cuda

@@ -23,7 +23,6 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "core/bf16.hpp"
@@ -317,17 +316,26 @@ TEST_F(CudaAttentionBf16, Bf16StorageIsTheFp32StorageRoundedAtEveryShape) {
   }
 }
 
-// Each variant of the bf16 attention (KernelVariants, kernel_variants.hpp) gives the default kernels'
-// bits: bf16 storage at the shapes above with qkv aligned (the in-place backward reads it) and 1 element
-// off (the backward copies it into planes again), fp32 storage with bf16 precision, and a second run on
-// the scratch the first one sized.
+// Each attention variant of KernelVariants (kernel_variants.hpp) gives the default kernels' bits: bf16
+// storage at the shapes above plus hs = 32 with qkv aligned (the variants run: the backend's count of
+// variant launches says so), 1 element off and 4 elements off (8-byte but not 16-byte aligned: the
+// default kernels run, counted as such), and fp32 storage with bf16 precision (default kernels).
 TEST_F(CudaAttentionBf16, VariantsGiveTheDefaultBits) {
-  const std::vector<std::pair<std::string, cuda::KernelVariants>> variants = {
+  struct Variant {
+    std::string name;
+    cuda::KernelVariants on;
+  };
+  const std::vector<Variant> variants = {
       {"in-place backward", {.attention_in_place_backward = true}},
       {"wide forward", {.attention_wide_forward = true}},
       {"both", {.attention_in_place_backward = true, .attention_wide_forward = true}},
   };
-  for (int hs : {16, 48, 64, 96, 128}) {
+  const auto runs = [&] {
+    cuda::KernelVariantRuns r;
+    PERIGEE_CHECK_OR_DIE(cuda::kernel_variant_runs(*gpu_, &r));
+    return r;
+  };
+  for (int hs : {16, 32, 48, 64, 96, 128}) {
     for (int T : {7, 64, 130, 257}) {
       const int B = 2, NH = 2, C = hs * NH;
       const std::string shape = "T=" + std::to_string(T) + " hs=" + std::to_string(hs);
@@ -337,24 +345,38 @@ TEST_F(CudaAttentionBf16, VariantsGiveTheDefaultBits) {
       const auto dout = random_vector(n, 111 + hs);
       const auto dqkv0 = random_vector(3 * n, 112);
       Array<float> d(*gpu_, dout);
-      Array<uint16_t> x16(*gpu_, qkv16), x16u(*gpu_, shifted(qkv16, 1));
+      Array<uint16_t> x16(*gpu_, qkv16), x16_1(*gpu_, shifted(qkv16, 1)), x16_4(*gpu_, shifted(qkv16, 4));
       const Bf16Result want = run_bf16_storage(*gpu_, shape, B, T, C, NH, x16.data(), d.data());
       const AttentionResult want32 = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
-      for (const auto& [name, variant] : variants) {
-        ScopedKernelVariants scoped(*gpu_, variant);
-        for (int run = 0; run < 2; ++run) {
-          const std::string tag = name + " " + shape + " run " + std::to_string(run);
-          const Bf16Result got = run_bf16_storage(*gpu_, tag, B, T, C, NH, x16.data(), d.data());
-          expect_same_bits("out " + tag, got.out, want.out);
-          expect_same_bits("dqkv " + tag, got.dqkv, want.dqkv);
-          EXPECT_TRUE(bit_identical(got.state, want.state)) << tag;
+      for (const Variant& v : variants) {
+        ScopedKernelVariants scoped(*gpu_, v.on);
+        const std::string tag = v.name + " " + shape;
+        const cuda::KernelVariantRuns before = runs();
+        const Bf16Result got = run_bf16_storage(*gpu_, tag, B, T, C, NH, x16.data(), d.data());
+        const cuda::KernelVariantRuns after = runs();
+        EXPECT_EQ(after.attention_in_place_backward - before.attention_in_place_backward,
+                  v.on.attention_in_place_backward ? 1u : 0u)
+            << tag;
+        EXPECT_EQ(after.attention_wide_forward - before.attention_wide_forward,
+                  v.on.attention_wide_forward && hs <= 64 ? 1u : 0u)
+            << tag;
+        expect_same_bits("out " + tag, got.out, want.out);
+        expect_same_bits("dqkv " + tag, got.dqkv, want.dqkv);
+        EXPECT_TRUE(bit_identical(got.state, want.state)) << tag;
+        for (int offset : {1, 4}) {
+          const std::string utag = tag + " qkv offset " + std::to_string(offset);
+          const uint16_t* x = (offset == 1 ? x16_1.data() : x16_4.data()) + offset;
+          const cuda::KernelVariantRuns u0 = runs();
+          const Bf16Result u = run_bf16_storage(*gpu_, utag, B, T, C, NH, x, d.data());
+          const cuda::KernelVariantRuns u1 = runs();
+          EXPECT_EQ(u1.attention_in_place_backward, u0.attention_in_place_backward) << utag;
+          EXPECT_EQ(u1.attention_wide_forward, u0.attention_wide_forward) << utag;
+          expect_same_bits("out " + utag, u.out, want.out);
+          expect_same_bits("dqkv " + utag, u.dqkv, want.dqkv);
+          EXPECT_TRUE(bit_identical(u.state, want.state)) << utag;
         }
-        const std::string utag = name + " " + shape + " qkv offset 1";
-        const Bf16Result u = run_bf16_storage(*gpu_, utag, B, T, C, NH, x16u.data() + 1, d.data());
-        expect_same_bits("out " + utag, u.out, want.out);
-        expect_same_bits("dqkv " + utag, u.dqkv, want.dqkv);
+        const std::string ftag = tag + " fp32 storage";
         const AttentionResult got32 = run_attention(*gpu_, B, T, C, NH, qkv, dout, dqkv0, 1);
-        const std::string ftag = name + " " + shape + " fp32 storage";
         EXPECT_TRUE(bit_identical(got32.out, want32.out)) << ftag;
         EXPECT_TRUE(bit_identical(got32.dqkv, want32.dqkv)) << ftag;
         EXPECT_TRUE(bit_identical(got32.state, want32.state)) << ftag;

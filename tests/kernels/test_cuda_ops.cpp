@@ -375,12 +375,20 @@ TEST_F(CudaOps, CrossEntropyForwardBackwardIsBothCallsInOne) {
 }
 
 // KernelVariants::crossentropy_staged gives the default kernel's losses and dlogits bit for bit, for
-// every storage pair of logits and dlogits (fp32, bf16), apart and in place: where a row is staged in
-// shared memory (Vp 1024 and 50304 in either type, 60000 in bf16) and where the default kernel runs
-// instead (Vp 1001, not in column quadruples; 60000 fp32 logits, 240,000 bytes a row; and the rows of
-// Vp 50304 and 60000 with the backend's shared-memory limit lowered to 48 KiB).
+// every storage pair of logits and dlogits (fp32, bf16), apart and in place, where rows are staged in
+// shared memory and where the default kernel runs instead; the backend's count of staged launches says
+// which ran. Staged where two rows fit in the shared memory a block may have: Vp 1024 on any device,
+// 50304 in bf16 on an H100 or H200 (device-dependent, so not counted); not Vp 1001 (columns not in
+// quadruples) nor 60000 (240,000 or 120,000 bytes a row); with the backend's limit lowered to sm_86's
+// 99 KiB, only Vp 1024.
 TEST_F(CudaOps, CrossEntropyStagedGivesTheDefaultBits) {
   constexpr int N = 5;
+  constexpr size_t kSm86 = 101376;
+  const auto staged_runs = [&] {
+    cuda::KernelVariantRuns r;
+    PERIGEE_CHECK_OR_DIE(cuda::kernel_variant_runs(*gpu_, &r));
+    return r.crossentropy_staged;
+  };
   for (const int Vp : {1001, 1024, 50304, 60000}) {
     const int V = Vp == 50304 ? 50257 : Vp - 3;
     const size_t n = static_cast<size_t>(N) * Vp;
@@ -389,6 +397,7 @@ TEST_F(CudaOps, CrossEntropyStagedGivesTheDefaultBits) {
     struct Result {
       std::vector<float> losses;
       std::vector<uint8_t> dlogits;
+      uint64_t staged = 0;  // launches that took the staged path
     };
     const auto run = [&](bool in_bf16, bool out_bf16, bool in_place, const cuda::KernelVariants& variants) {
       ScopedKernelVariants scoped(*gpu_, variants);
@@ -407,10 +416,11 @@ TEST_F(CudaOps, CrossEntropyStagedGivesTheDefaultBits) {
       Array<float> losses(*gpu_, N);
       Array<int32_t> t(*gpu_, targets);
       const Act out = in_place ? Act(x.data(), in_type) : Act(d.data(), out_type);
+      const uint64_t before = staged_runs();
       const Status s = gpu_->crossentropy_forward_backward(losses.data(), out, ConstAct(x.data(), in_type),
                                                            t.data(), 1.0f / N, N, V, Vp);
       EXPECT_TRUE(s.is_ok()) << s.to_string();
-      return Result{losses.download(), in_place ? x.download() : d.download()};
+      return Result{losses.download(), in_place ? x.download() : d.download(), staged_runs() - before};
     };
     for (const bool in_bf16 : {false, true}) {
       for (const bool out_bf16 : {false, true}) {
@@ -419,13 +429,18 @@ TEST_F(CudaOps, CrossEntropyStagedGivesTheDefaultBits) {
           const std::string tag = "Vp " + std::to_string(Vp) + (in_bf16 ? " bf16" : " fp32") + " logits, " +
                                   (out_bf16 ? "bf16" : "fp32") + " dlogits" + (in_place ? " in place" : "");
           const Result want = run(in_bf16, out_bf16, in_place, {});
+          EXPECT_EQ(want.staged, 0u) << tag;
           const Result got = run(in_bf16, out_bf16, in_place, {.crossentropy_staged = true});
           EXPECT_TRUE(bit_identical(got.losses, want.losses)) << tag;
           EXPECT_TRUE(got.dlogits == want.dlogits) << tag;
-          ScopedSharedMemoryLimit limit(*gpu_, 48 * 1024);
+          if (Vp != 50304) {
+            EXPECT_EQ(got.staged, Vp == 1024 ? 1u : 0u) << tag;
+          }
+          ScopedSharedMemoryLimit limit(*gpu_, kSm86);
           const Result low = run(in_bf16, out_bf16, in_place, {.crossentropy_staged = true});
-          EXPECT_TRUE(bit_identical(low.losses, want.losses)) << tag << ", 48 KiB";
-          EXPECT_TRUE(low.dlogits == want.dlogits) << tag << ", 48 KiB";
+          EXPECT_TRUE(bit_identical(low.losses, want.losses)) << tag << ", 99 KiB";
+          EXPECT_TRUE(low.dlogits == want.dlogits) << tag << ", 99 KiB";
+          EXPECT_EQ(low.staged, Vp == 1024 ? 1u : 0u) << tag << ", 99 KiB";
         }
       }
     }
