@@ -501,14 +501,6 @@ Status make_problem(const char* op, AttentionPass pass, int B, int T, int C, int
   return Status::ok();
 }
 
-// Raises the dynamic shared-memory limit of `kernel` to `bytes` (above the default 48 KiB).
-template <typename Kernel>
-Status allow_shared_memory(Kernel kernel, size_t bytes) {
-  PERIGEE_CHECK_CUDA(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  return Status::ok();
-}
-
 template <int D, int R>
 Status launch_forward(float* out, float* lse, const float* qkv, const Problem& p, cudaStream_t stream) {
   using G = Geometry<D, R>;

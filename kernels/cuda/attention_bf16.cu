@@ -38,6 +38,7 @@
 
 #include "kernels/cuda/act_io.cuh"
 #include "kernels/cuda/attention_bf16_tiles.cuh"
+#include "kernels/cuda/attention_bf16_wide.cuh"
 #include "kernels/cuda/attention_tiles.hpp"
 
 namespace perigee::kernels::cuda {
@@ -174,140 +175,6 @@ __global__ void __launch_bounds__(kWarps * 32, (D <= 64 ? 16 : 8) / kWarps)
     for (int i = 0; i < 4; ++i) o[t][i] *= l[i / 2];
   }
   store_rows<D, false>(out + static_cast<int64_t>(b) * T * C + h * hs, C, w0, T, hs, o, lane);
-}
-
-// The wide forward (KernelVariants::attention_wide_forward), for a bf16 qkv on a 16-byte boundary: blocks of
-// kWarps warps, each warp owning kM groups of 16 query rows whose Q fragments stay in registers, so that
-// each K or V fragment read from shared memory feeds kM mma; the K and V tiles stream from qkv's rows with
-// cp.async into two stages (no register staging). Per group the arithmetic is that of
-// attention_forward_bf16_kernel: a group takes the key tiles its rows see (k0 <= its last row), in the
-// same order, with the same operations, so out and lse get the same bits.
-template <int D, int kWarps, int kM, typename Out>
-__global__ void __launch_bounds__(kWarps * 32, D <= 32 ? 3 : 2)
-    attention_forward_wide_kernel(Out* out, float* lse, const bf16* qkv, int T, int C, int NH, float scale) {
-  constexpr int kThreads = kWarps * 32;
-  constexpr int ld = ld_of<D>();
-  constexpr int kTileElems = kTile * ld;
-  constexpr int kWarpRows = kM * kRows;
-  constexpr int kBlockRows = kWarps * kWarpRows;
-  extern __shared__ __align__(128) unsigned char smem[];
-  bf16* q_s = reinterpret_cast<bf16*>(smem);  // [kBlockRows][ld]
-  bf16* kv_s = q_s + kBlockRows * ld;         // K stage 0, 1, V stage 0, 1: [64][ld] each
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int bh = blockIdx.x;
-  const int b = bh / NH;
-  const int h = bh % NH;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockRows;  // the longest rows start first
-  const int w0 = q0 + warp * kWarpRows;                      // the warp's first query row
-  const int hs = C / NH;
-  const int64_t ld3 = 3 * static_cast<int64_t>(C);
-  const bf16* q_g = qkv + static_cast<int64_t>(b) * T * ld3 + h * hs;
-  const bf16* k_g = q_g + C;
-  const bf16* v_g = q_g + 2 * C;
-  const float scale2 = scale * kLog2e;
-  const int tiles = (min(q0 + kBlockRows, T) - 1) / kTile + 1;
-  auto prefetch = [&](int kt) {
-    load_tile_async<D, kThreads>(kv_s + (kt % 2) * kTileElems, k_g, ld3, kTile, kt * kTile, T, hs);
-    load_tile_async<D, kThreads>(kv_s + (2 + kt % 2) * kTileElems, v_g, ld3, kTile, kt * kTile, T, hs);
-    async_commit();
-  };
-
-  load_tile_async<D, kThreads>(q_s, q_g, ld3, kBlockRows, q0, T, hs);
-  prefetch(0);
-  async_wait_all();
-  __syncthreads();
-  uint32_t qa[kM][D / 16][4];
-  load_row_frags<D, kM>(qa, q_s + warp * kWarpRows * ld, lane);
-  float o[kM][D / 8][4];
-  float m[kM][2];  // per group, rows g0 + g and g0 + g + 8 (g = lane / 4): running max (log2 units)
-  float l[kM][2];  // and this lane's partial sum
-#pragma unroll
-  for (int g = 0; g < kM; ++g) {
-#pragma unroll
-    for (int t = 0; t < D / 8; ++t) o[g][t][0] = o[g][t][1] = o[g][t][2] = o[g][t][3] = 0.0f;
-    m[g][0] = m[g][1] = -INFINITY;
-    l[g][0] = l[g][1] = 0.0f;
-  }
-
-  for (int kt = 0; kt < tiles; ++kt) {
-    const int k0 = kt * kTile;
-    const bf16* k_s = kv_s + (kt % 2) * kTileElems;
-    const bf16* v_s = kv_s + (2 + kt % 2) * kTileElems;
-    async_wait_all();
-    __syncthreads();  // tile kt landed; every warp is done with tile kt - 1 (the other stage)
-    if (kt + 1 < tiles) prefetch(kt + 1);
-    bool active[kM];
-#pragma unroll
-    for (int g = 0; g < kM; ++g) active[g] = k0 <= w0 + kRows * g + kRows - 1;
-    if (!active[kM - 1]) continue;  // the last group holds the warp's latest rows
-    float s[kM][kNT][4];
-    product_nt_groups<D, kM>(s, qa, k_s, active, lane);
-#pragma unroll
-    for (int g = 0; g < kM; ++g) {
-      if (!active[g]) continue;
-      const int g0 = w0 + kRows * g;
-      // As attention_forward_bf16_kernel: m is finite from the first tile on (key 0 is visible to every
-      // row), so exp2(-inf) = 0 gives alpha = 0 on the first tile and p = 0 for masked scores.
-      const bool diagonal = k0 + kTile - 1 > g0;
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int t = 0; t < kNT; ++t) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float x = s[g][t][i] * scale2;
-          if (diagonal && k0 + 8 * t + (lane % 4) * 2 + (i % 2) > g0 + lane / 4 + 8 * (i / 2)) x = -INFINITY;
-          s[g][t][i] = x;
-          mx[i / 2] = fmaxf(mx[i / 2], x);
-        }
-      }
-      float alpha[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 2));
-        const float m_new = fmaxf(m[g][r], mx[r]);
-        alpha[r] = exp2f(m[g][r] - m_new);
-        m[g][r] = m_new;
-        l[g][r] *= alpha[r];
-      }
-#pragma unroll
-      for (int t = 0; t < kNT; ++t) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          s[g][t][i] = exp2f(s[g][t][i] - m[g][i / 2]);
-          l[g][i / 2] += s[g][t][i];
-        }
-      }
-#pragma unroll
-      for (int t = 0; t < D / 8; ++t) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) o[g][t][i] *= alpha[i / 2];
-      }
-    }
-    product_pv_groups<D, kM>(o, s, v_s, active, lane);
-  }
-
-#pragma unroll
-  for (int g = 0; g < kM; ++g) {
-    const int g0 = w0 + kRows * g;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[g][r] += __shfl_xor_sync(kFullMask, l[g][r], 1);
-      l[g][r] += __shfl_xor_sync(kFullMask, l[g][r], 2);
-      const int row = g0 + lane / 4 + 8 * r;
-      if (lane % 4 == 0 && row < T) {
-        lse[static_cast<int64_t>(bh) * T + row] = (m[g][r] + log2f(l[g][r])) * kLn2;
-      }
-      l[g][r] = 1.0f / l[g][r];
-    }
-#pragma unroll
-    for (int t = 0; t < D / 8; ++t) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) o[g][t][i] *= l[g][i / 2];
-    }
-    store_rows<D, false>(out + static_cast<int64_t>(b) * T * C + h * hs, C, g0, T, hs, o[g], lane);
-  }
 }
 
 // The backward reads bf16 copies of qkv and dout made once per call, head-major [which][B*NH][T][hs]
@@ -582,14 +449,6 @@ bool quad_aligned(const Q* qkv) {
   return reinterpret_cast<uintptr_t>(qkv) % (4 * sizeof(Q)) == 0;
 }
 
-// Raises the dynamic shared-memory limit of `kernel` to `bytes` (above the default 48 KiB).
-template <typename Kernel>
-Status allow_shared_memory(Kernel kernel, size_t bytes) {
-  PERIGEE_CHECK_CUDA(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  return Status::ok();
-}
-
 // Dynamic shared memory of the kernels: the block's rows (twice, Q and dO, in the backward), two stages
 // of K and V tiles, and in the dK/dV pass the lse and D rows of two query tiles.
 template <int D, int kWarps>
@@ -606,8 +465,8 @@ constexpr size_t dkv_shared_bytes() {
 }
 template <int D>
 constexpr size_t most_shared_bytes() {
-  return std::max({forward_shared_bytes<D, kFwdWarps>(), forward_shared_bytes<D, kWideWarps * kWideGroups>(),
-                   dq_shared_bytes<D, kBwdWarps>(), dkv_shared_bytes<D, kBwdWarps>()});
+  return std::max({forward_shared_bytes<D, kFwdWarps>(), dq_shared_bytes<D, kBwdWarps>(),
+                   dkv_shared_bytes<D, kBwdWarps>()});
 }
 
 template <int D, int kWarps, typename Out, typename Q>
@@ -616,17 +475,6 @@ Status launch_forward(Out* out, float* lse, const Q* qkv, const Problem& p, cuda
   PERIGEE_CHECK(allow_shared_memory(attention_forward_bf16_kernel<D, kWarps, Out, Q>, smem));
   attention_forward_bf16_kernel<D, kWarps, Out, Q><<<grid_of(p, kWarps * kRows), kWarps * 32, smem, stream>>>(
       out, lse, qkv, p.T, p.C, p.NH, p.scale, quad_aligned(qkv));
-  PERIGEE_CHECK_CUDA(cudaGetLastError());
-  return Status::ok();
-}
-
-template <int D, typename Out>
-Status launch_forward_wide(Out* out, float* lse, const uint16_t* qkv, const Problem& p, cudaStream_t stream) {
-  constexpr size_t smem = forward_shared_bytes<D, kWideWarps * kWideGroups>();
-  const auto kernel = attention_forward_wide_kernel<D, kWideWarps, kWideGroups, Out>;
-  PERIGEE_CHECK(allow_shared_memory(kernel, smem));
-  kernel<<<grid_of(p, kWideWarps * kWideGroups * kRows), kWideWarps * 32, smem, stream>>>(
-      out, lse, reinterpret_cast<const bf16*>(qkv), p.T, p.C, p.NH, p.scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
@@ -657,10 +505,9 @@ Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int
   if constexpr (std::is_same_v<Q, uint16_t>) {
     // The wide kernel streams its tiles with cp.async from a 16-byte-aligned bf16 qkv; its registers
     // (two groups of accumulators and Q fragments) leave no room for D = 128.
-    if (variant.attention_wide_forward && aligned16(qkv) && p.hs <= 64) {
+    if (variant.attention_wide_forward && aligned16(qkv) && p.hs <= kWideMaxHeadSize) {
       if (runs != nullptr) ++runs->attention_wide_forward;
-      if (p.hs <= 32) return launch_forward_wide<32>(out, lse, qkv, p, stream);
-      return launch_forward_wide<64>(out, lse, qkv, p, stream);
+      return attention_forward_wide_bf16(out, lse, qkv, B, T, C, NH, p.scale, stream);
     }
   }
   if (p.hs <= 32) return launch_forward<32, kFwdWarps>(out, lse, qkv, p, stream);
@@ -725,8 +572,9 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
 // ---- kernel launchers
 
 size_t attention_bf16_shared_bytes(int head_size) {
-  if (head_size <= 32) return most_shared_bytes<32>();
-  if (head_size <= 64) return most_shared_bytes<64>();
+  const size_t wide = attention_wide_shared_bytes(head_size);
+  if (head_size <= 32) return std::max(most_shared_bytes<32>(), wide);
+  if (head_size <= 64) return std::max(most_shared_bytes<64>(), wide);
   return most_shared_bytes<128>();
 }
 

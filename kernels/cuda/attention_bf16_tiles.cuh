@@ -1,4 +1,4 @@
-// Device building blocks of the bf16 flash attention (attention_bf16.cu, its only user): tile
+// Device building blocks of the bf16 flash attention (attention_bf16.cu and attention_bf16_wide.cu): tile
 // constants, ldmatrix/mma.sync m16n8k16 wrappers, the 16x64 products on shared tiles, row stores,
 // tile loads from fp32 or bf16 qkv into registers, and cp.async tile copies. Layouts and precision
 // as the top of attention_bf16.cu says.
@@ -27,10 +27,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 // 15%, the backward kernels needing about 170-200 registers a thread).
 constexpr int kFwdWarps = 8;
 constexpr int kBwdWarps = 4;
-// The wide forward (KernelVariants::attention_wide_forward): 4 warps of 2 groups of 16 rows, 128 rows a block
-// as the default forward's 8 warps (not yet timed on a GPU).
-constexpr int kWideWarps = 4;
-constexpr int kWideGroups = 2;
 
 template <int D>
 __host__ __device__ constexpr int ld_of() {

@@ -163,8 +163,7 @@ Status launch_forward(float* losses, Out* out, const In* logits, const int32_t* 
   if (vec && 2 * (row_bytes + kStaticBytes + 1024) <= staged_shared_bytes) {
     if (runs != nullptr) ++runs->crossentropy_staged;
     const auto kernel = crossentropy_forward_kernel<true, kGrad, Out, In, true>;
-    PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(row_bytes)));
+    PERIGEE_CHECK(allow_shared_memory(kernel, row_bytes));
     kernel<<<N, kForwardBlock, row_bytes, stream>>>(losses, out, logits, targets, V, Vp, dloss);
   } else if (vec) {
     crossentropy_forward_kernel<true, kGrad, Out, In>

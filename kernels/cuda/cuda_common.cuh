@@ -41,6 +41,15 @@ inline unsigned flat_grid(size_t n, int block) {
 using kernels::check_dims;  // kernels/op_checks.hpp
 using kernels::check_pointers;
 
+// Raises the dynamic shared-memory limit of `kernel` to `bytes` (above the default 48 KiB). Per launch
+// (a few microseconds of host time): the attribute belongs to the current device.
+template <typename Kernel>
+Status allow_shared_memory(Kernel kernel, size_t bytes) {
+  PERIGEE_CHECK_CUDA(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  return Status::ok();
+}
+
 // Bytes of `count` values of T rounded up to the scratch alignment.
 template <typename T>
 constexpr size_t scratch_bytes(size_t count) {

@@ -324,9 +324,7 @@ Status launch_backward_vec(int vec, float* dinp, double* partial_dw, double* par
       return launch_backward_vec<kVec + 1>(vec, dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd,
                                            N, C, P, shared, stream);
   }
-  PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_vec_kernel<kVec>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(shared)));
+  PERIGEE_CHECK(allow_shared_memory(layernorm_backward_vec_kernel<kVec>, shared));
   layernorm_backward_vec_kernel<kVec>
       <<<P, kRowBlock, shared, stream>>>(dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
@@ -427,10 +425,7 @@ Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float
   if (vec) {
     // done: the float4 kernel
   } else if (fused_shared <= limit) {
-    // Per call (a few microseconds of host time): the attribute belongs to the current device.
-    PERIGEE_CHECK_CUDA(cudaFuncSetAttribute(layernorm_backward_fused_kernel,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(fused_shared)));
+    PERIGEE_CHECK(allow_shared_memory(layernorm_backward_fused_kernel, fused_shared));
     layernorm_backward_fused_kernel<<<P, kRowBlock, fused_shared, stream>>>(
         dinp, partial_dw, partial_db, dout, inp, weight, mean, rstd, N, C);
     PERIGEE_CHECK_CUDA(cudaGetLastError());
