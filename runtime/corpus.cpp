@@ -138,6 +138,8 @@ Status list_fortune_files(const std::string& dir, std::vector<std::string>* file
   return Status::ok();
 }
 
+// Not core/read_file.hpp's read_small_file: that refuses FIFOs, and a text input may be a pipe
+// (--input <(zcat corpus.gz)).
 Status read_text_file(const std::string& path, std::string* text) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);

@@ -547,24 +547,33 @@ Status backward_with_rows(float* dqkv, float* dsum, const float* dout, const flo
   return launch_backward<128, R>(dqkv, dsum, dout, qkv, lse, p, stream);
 }
 
+void count_pass(const Problem& p, KernelVariantRuns* runs) {
+  if (runs == nullptr) return;
+  ++runs->attention_fp32_passes;
+  if (p.rows == 32) ++runs->attention_fp32_32_row_passes;
+}
+
 }  // namespace
 
 // ---- kernel launchers
 
 Status attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                         size_t shared_limit, cudaStream_t stream) {
+                         size_t shared_limit, cudaStream_t stream, KernelVariantRuns* runs) {
   PERIGEE_CHECK(check_pointers("attention_forward", {out, lse, qkv}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_forward", AttentionPass::kForward, B, T, C, NH, shared_limit, &p));
+  count_pass(p, runs);
   if (p.rows == 64) return forward_with_rows<64>(out, lse, qkv, p, stream);
   return forward_with_rows<32>(out, lse, qkv, p, stream);
 }
 
 Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T,
-                          int C, int NH, size_t shared_limit, DeviceScratch& scratch, cudaStream_t stream) {
+                          int C, int NH, size_t shared_limit, DeviceScratch& scratch, cudaStream_t stream,
+                          KernelVariantRuns* runs) {
   PERIGEE_CHECK(check_pointers("attention_backward", {dqkv, dout, qkv, lse}));
   Problem p{};
   PERIGEE_CHECK(make_problem("attention_backward", AttentionPass::kBackward, B, T, C, NH, shared_limit, &p));
+  count_pass(p, runs);
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(scratch_bytes<float>(attention_state_floats(B, T, NH)), stream, &base));
   float* dsum = static_cast<float*>(base);

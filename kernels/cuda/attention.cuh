@@ -25,6 +25,7 @@
 
 #include "core/status.hpp"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/kernel_variants.hpp"
 
 namespace perigee::kernels::cuda {
 
@@ -36,12 +37,14 @@ inline size_t attention_state_floats(int B, int T, int NH) {
 }
 
 // `shared_limit`: the bytes of shared memory a block may have on the device (its opt-in limit), which
-// picks the rows per tile (attention_fp32_rows).
+// picks the rows per tile (attention_fp32_rows). `runs`, when given, counts the pass and whether it ran
+// 32-row tiles.
 Status attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                         size_t shared_limit, cudaStream_t stream);
+                         size_t shared_limit, cudaStream_t stream, KernelVariantRuns* runs = nullptr);
 
 // Uses `scratch` for D (B*NH*T floats).
 Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* lse, int B, int T,
-                          int C, int NH, size_t shared_limit, DeviceScratch& scratch, cudaStream_t stream);
+                          int C, int NH, size_t shared_limit, DeviceScratch& scratch, cudaStream_t stream,
+                          KernelVariantRuns* runs = nullptr);
 
 }  // namespace perigee::kernels::cuda

@@ -431,7 +431,7 @@ Status CudaBackend::attention_forward_f32(float* out, float* att, const float* q
         cuda::attention_forward_bf16(out, att, qkv, B, T, C, NH, stream_, kernel_variants_, &variant_runs_));
     return Status::ok();
   }
-  PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, shared_limit_, stream_));
+  PERIGEE_CHECK(cuda::attention_forward(out, att, qkv, B, T, C, NH, shared_limit_, stream_, &variant_runs_));
   return Status::ok();
 }
 
@@ -442,8 +442,8 @@ Status CudaBackend::attention_backward_f32(float* dqkv, const float* dout, const
                                                 kernel_variants_, &variant_runs_));
     return Status::ok();
   }
-  PERIGEE_CHECK(
-      cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, shared_limit_, scratch_, stream_));
+  PERIGEE_CHECK(cuda::attention_backward(dqkv, dout, qkv, att, B, T, C, NH, shared_limit_, scratch_, stream_,
+                                         &variant_runs_));
   return Status::ok();
 }
 

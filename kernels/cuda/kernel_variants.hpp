@@ -25,9 +25,13 @@ struct KernelVariants {
   bool crossentropy_staged = false;
 };
 
-// Launches that took each variant's path (tests check that a variant they compare really ran).
+// Launches that took each variant's path (tests check that a variant they compare really ran), and the
+// fp32 attention passes (forward or backward, attention.cu) launched, with those among them that ran 32-row
+// tiles because the shared memory a block may have is too small for 64 (not a variant: the path of sm_80
+// and sm_86/89 at the larger head sizes, which tests reach on an H100 by lowering the backend's limit).
 struct KernelVariantRuns {
   uint64_t attention_in_place_backward = 0, attention_wide_forward = 0, crossentropy_staged = 0;
+  uint64_t attention_fp32_passes = 0, attention_fp32_32_row_passes = 0;
 };
 
 }  // namespace perigee::kernels::cuda

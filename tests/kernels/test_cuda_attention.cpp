@@ -1,13 +1,17 @@
 // The fp32 CUDA attention (kernels/cuda/attention.cu) against the CPU reference backend: out and dqkv for
 // head sizes 6 to 128 (padded to the compiled widths 32, 64, 128) and T = 1 to 130 (partial last tiles),
 // determinism and the written (not accumulated) dqkv; the 32-row kernels that GPUs with less shared memory
-// per block than sm_90 run, chosen on the test device by lowering the backend's limit; the tile choice and
+// per block than sm_90 run, chosen on the test device by lowering the backend's limit (the backend's launch
+// counters say which tiles each pass ran); the tile choice and
 // byte counts for the sm_90/80/86/75 limits (host arithmetic: runs without a device); bad arguments. The
 // bf16 tensor-core attention: test_cuda_attention_bf16.cpp. Compiled by the C++ compiler: only the Backend
-// interface, the factory and the device probe are used. Without a usable CUDA device the GPU tests skip.
+// interface, the factory, the device probe and one cudaDeviceGetAttribute are used. Without a usable CUDA device the GPU tests skip.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -21,7 +25,33 @@ namespace {
 
 using namespace cuda_testing;
 
-class CudaAttention : public OpsTest {};
+class CudaAttention : public OpsTest {
+ protected:
+  // The fp32 attention passes launched so far, and those that ran 32-row tiles.
+  std::pair<uint64_t, uint64_t> passes() {
+    cuda::KernelVariantRuns r;
+    PERIGEE_CHECK_OR_DIE(cuda::kernel_variant_runs(*gpu_, &r));
+    return {r.attention_fp32_passes, r.attention_fp32_32_row_passes};
+  }
+  // Whether every pass at every width runs 64-row tiles here (a block may have as much shared memory as on
+  // sm_90; attention_fp32_rows).
+  static bool rows64_everywhere() {
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) != cudaSuccess)
+      return false;
+    return cuda::attention_fp32_rows(cuda::AttentionPass::kBackward, 128, static_cast<size_t>(optin)) == 64;
+  }
+  // Runs `body` and expects it to launch fp32 attention passes: with 32-row tiles all of them (`rows` 32)
+  // or none (64).
+  template <typename Body>
+  void expect_rows(int rows, const std::string& tag, Body body) {
+    const auto [passes0, rows0] = passes();
+    body();
+    const auto [passes1, rows1] = passes();
+    EXPECT_GT(passes1, passes0) << tag << ": no fp32 attention pass launched";
+    EXPECT_EQ(rows1 - rows0, rows == 32 ? passes1 - passes0 : 0) << tag << ": passes with 32-row tiles";
+  }
+};
 
 struct AttentionResult {
   std::vector<float> out, dqkv;
@@ -75,16 +105,23 @@ void expect_attention_matches_cpu(Backend& cpu, Backend& gpu, const std::vector<
 TEST_F(CudaAttention, MatchesCpu) {
   // Head sizes 16, 64, 128 and the odd ones 6 and 96 (padded to the compiled widths); T = 1, 7, 64, 100
   // and 130 (one, two and three 64-row tiles, partial last tiles).
-  expect_attention_matches_cpu(*cpu_, *gpu_,
-                               {{2, 1, 32, 2},
-                                {2, 7, 64, 4},
-                                {1, 64, 128, 2},
-                                {2, 100, 128, 2},
-                                {1, 100, 256, 2},
-                                {1, 70, 36, 6},
-                                {1, 130, 96, 1},
-                                {2, 130, 64, 4}},
-                               "device tiles");
+  const auto run = [&] {
+    expect_attention_matches_cpu(*cpu_, *gpu_,
+                                 {{2, 1, 32, 2},
+                                  {2, 7, 64, 4},
+                                  {1, 64, 128, 2},
+                                  {2, 100, 128, 2},
+                                  {1, 100, 256, 2},
+                                  {1, 70, 36, 6},
+                                  {1, 130, 96, 1},
+                                  {2, 130, 64, 4}},
+                                 "device tiles");
+  };
+  if (rows64_everywhere()) {
+    expect_rows(64, "device tiles", run);
+  } else {
+    run();
+  }
 }
 
 // The 32-row kernels that devices with less shared memory per block than sm_90 run (sm_80, sm_86/89), chosen
@@ -94,20 +131,25 @@ TEST_F(CudaAttention, MatchesCpu) {
 TEST_F(CudaAttention, WithThirtyTwoRowTilesMatchesCpu) {
   {
     ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(64, 32));
-    expect_attention_matches_cpu(*cpu_, *gpu_,
-                                 {{2, 1, 32, 2},
-                                  {2, 7, 64, 4},
-                                  {1, 32, 64, 1},
-                                  {2, 33, 64, 1},
-                                  {2, 100, 128, 2},
-                                  {1, 70, 36, 6},
-                                  {2, 130, 64, 4}},
-                                 "32-row tiles");
+    expect_rows(32, "head widths <= 64", [&] {
+      expect_attention_matches_cpu(*cpu_, *gpu_,
+                                   {{2, 1, 32, 2},
+                                    {2, 7, 64, 4},
+                                    {1, 32, 64, 1},
+                                    {2, 33, 64, 1},
+                                    {2, 100, 128, 2},
+                                    {1, 70, 36, 6},
+                                    {2, 130, 64, 4}},
+                                   "32-row tiles");
+    });
   }
   {
     ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(128, 32));
-    expect_attention_matches_cpu(
-        *cpu_, *gpu_, {{1, 32, 128, 1}, {2, 33, 128, 1}, {1, 100, 256, 2}, {1, 130, 96, 1}}, "32-row tiles");
+    expect_rows(32, "head widths 96 and 128", [&] {
+      expect_attention_matches_cpu(*cpu_, *gpu_,
+                                   {{1, 32, 128, 1}, {2, 33, 128, 1}, {1, 100, 256, 2}, {1, 130, 96, 1}},
+                                   "32-row tiles");
+    });
   }
   // Each pass chooses its rows alone: a 64-row forward's log-sum-exp feeds a 32-row backward.
   const int B = 2, T = 100, C = 256, NH = 2;
@@ -116,11 +158,20 @@ TEST_F(CudaAttention, WithThirtyTwoRowTilesMatchesCpu) {
   const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, std::vector<float>(3 * n), 1);
   Array<float> x(*gpu_, qkv), d(*gpu_, dout), dx(*gpu_, 3 * n), out(*gpu_, n);
   Array<float> att(*gpu_, gpu_->attention_state_size(B, T, C, NH));
-  ASSERT_TRUE(gpu_->attention_forward(out.data(), att.data(), x.data(), B, T, C, NH).is_ok());
+  const auto forward = [&] {
+    ASSERT_TRUE(gpu_->attention_forward(out.data(), att.data(), x.data(), B, T, C, NH).is_ok());
+  };
+  if (rows64_everywhere()) {
+    expect_rows(64, "the forward at the device's limit", forward);
+  } else {
+    forward();
+  }
   {
     ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(128, 32));
-    ASSERT_TRUE(
-        gpu_->attention_backward(dx.data(), d.data(), x.data(), out.data(), att.data(), B, T, C, NH).is_ok());
+    expect_rows(32, "the backward under the lowered limit", [&] {
+      ASSERT_TRUE(gpu_->attention_backward(dx.data(), d.data(), x.data(), out.data(), att.data(), B, T, C, NH)
+                      .is_ok());
+    });
   }
   expect_close("attention dqkv, 64-row forward, 32-row backward", dx.download(), ref.dqkv, 2e-5, 2e-4);
   // Head size 128 where a block may have 30,000 bytes: no tiling fits.

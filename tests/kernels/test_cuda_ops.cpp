@@ -537,10 +537,25 @@ TEST_F(CudaOps, AdamWRunsMatchPerRunCalls) {
     const auto got = run(*gpu_, false);
     const auto per_run = run(*gpu_, true);
     for (int t = 0; t < 3; ++t) EXPECT_TRUE(bit_identical(got[t], per_run[t])) << tag << ": buffer " << t;
+    // None outside the runs changes; inside them a parameter may stay put where the decay and the Adam
+    // step cancel to under half a unit in the last place (6 of 485,493 with these seeds): the CPU
+    // comparison below catches a run left out, each parameter moving by about lr.
+    std::vector<char> inside(n, 0);
     size_t moved = 0, covered = 0;
-    for (const AdamWRun& r : runs) covered += r.count;
-    for (size_t i = 0; i < n; ++i) moved += got[0][i] != p0[i];
-    EXPECT_EQ(moved, covered) << tag;  // every element of a run, none outside
+    for (const AdamWRun& r : runs) {
+      covered += r.count;
+      std::fill(inside.begin() + r.offset, inside.begin() + r.offset + r.count, 1);
+    }
+    size_t changed_outside = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (inside[i]) {
+        moved += got[0][i] != p0[i];
+      } else {
+        changed_outside += got[0][i] != p0[i] || got[1][i] != m0[i] || got[2][i] != v0[i];
+      }
+    }
+    EXPECT_EQ(changed_outside, 0u) << tag;
+    EXPECT_GE(moved + covered / 10000, covered) << tag;
     const auto ref = run(*cpu_, false);
     expect_close("adamw runs params " + tag, got[0], ref[0], 1e-7, 1e-6);
     expect_close("adamw runs m " + tag, got[1], ref[1], 1e-8, 1e-6);
