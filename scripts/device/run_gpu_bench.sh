@@ -6,8 +6,9 @@
 # option alone, bench_kernels, fp32, TF32, bf16 in 4 accumulated passes, by-shape; last
 # bench/gpu/summarize.py, which writes $OUT/gpu_bench.json (Perigee / torch.compile tokens/s,
 # breakdown, kernels) and prints the headline ratio as its last line. Steps that would start after
-# BUDGET_S (480) seconds are skipped. $OUT receives three files (the device tool brings back at
-# most 8): run_gpu_bench.log, gpu_bench.json and gpu_bench_raw.tgz (every step's JSON, nvidia-smi);
+# BUDGET_S (480) seconds are skipped, and a step still running after STEP_TIMEOUT_S (240) is stopped.
+# $OUT receives three files (the device tool brings back at most 8): run_gpu_bench.log,
+# gpu_bench.json and gpu_bench_raw.tgz (every step's JSON, nvidia-smi);
 # the steps write into RAW (a temporary folder) until then.
 #
 #   On the CPU machine (build and pack, about 10 MB):
@@ -42,7 +43,7 @@ for arg in "$@"; do
     --ncu) NCU=1 ;;
     --ncu-hot) NCU_HOT=1 ;;
     --skip-torch) SKIP_TORCH=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "run_gpu_bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -145,6 +146,9 @@ STATUS=0
 # The device tool stops a command after 600 s: steps that would start after BUDGET_S seconds are
 # skipped (and said so), so that the summary still runs. The steps go most important first.
 BUDGET_S="${BUDGET_S:-480}"
+# A step that hangs (a kernel never run on a GPU before, e.g. a kernel variant) is stopped after
+# STEP_TIMEOUT_S seconds, so that the steps after it and the summary still run.
+STEP_TIMEOUT_S="${STEP_TIMEOUT_S:-240}"
 ONLY="${ONLY:-}"
 step() {  # step NAME CMD...: run, log its exit status, keep going
   local name=$1; shift
@@ -156,8 +160,9 @@ step() {  # step NAME CMD...: run, log its exit status, keep going
   fi
   echo; echo "## $name: $*"
   local t0=$SECONDS
-  "$@"
+  timeout --kill-after=10 "$STEP_TIMEOUT_S" "$@"
   local rc=$?
+  (( rc == 124 || rc == 137 )) && echo "## $name: stopped after ${STEP_TIMEOUT_S} s (STEP_TIMEOUT_S)"
   echo "## $name: exit $rc, $((SECONDS - t0)) s"
   (( rc != 0 )) && STATUS=1
   return 0

@@ -90,7 +90,7 @@ train() {  # train <name> <overrides...>: 2 ranks, log in $WORK/<name>.log
 losses() { grep '"type":"train"' "$WORK/runs/$1/metrics.jsonl" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/'; }
 
 train whole --comm.bucket_mb=0
-grep -q -i "cuda" "$WORK/whole.log" || { cat "$WORK/whole.log"; fail "the run does not say it used CUDA"; }
+grep -q "device cuda:0 (" "$WORK/whole.log" || { cat "$WORK/whole.log"; fail "the run does not say it used CUDA"; }
 [[ $(losses whole | wc -l) -eq 6 ]] || fail "expected 6 train records"
 echo "ok: 6 steps on CUDA, losses $(losses whole | tr '\n' ' ')"
 grep -q "GEMM operands bf16, logits bf16" "$WORK/whole.log" && grep -q "GELU in cuBLASLt epilogues" "$WORK/whole.log" \
@@ -151,5 +151,7 @@ echo "ok: resumed after step 3, steps 4-6 bit-identical"
 train abft --fault.abft=true --train.steps=3
 grep -q "GEMM operands fp32, logits fp32" "$WORK/abft.log" || { cat "$WORK/abft.log"; fail "abft: not fp32 storage"; }
 ! grep -q "ABFT step" "$WORK/abft.log" || { grep "ABFT step" "$WORK/abft.log" | head; fail "ABFT events on clean GEMMs"; }
-echo "ok: ABFT over bf16 GEMMs, no event in 3 steps"
+grep -Eq "ABFT: [1-9][0-9]* GEMM outputs checked, 0 detected" "$WORK/abft.log" \
+  || { cat "$WORK/abft.log"; fail "abft: no GEMM output checked, or a detection on clean GEMMs"; }
+echo "ok: ABFT over bf16 GEMMs, $(grep -Eo "[0-9]+ GEMM outputs checked" "$WORK/abft.log" | head -1), no event in 3 steps"
 echo PASS
