@@ -5,7 +5,8 @@
 // counters say which tiles each pass ran); the tile choice and
 // byte counts for the sm_90/80/86/75 limits (host arithmetic: runs without a device); bad arguments. The
 // bf16 tensor-core attention: test_cuda_attention_bf16.cpp. Compiled by the C++ compiler: only the Backend
-// interface, the factory, the device probe and one cudaDeviceGetAttribute are used. Without a usable CUDA device the GPU tests skip.
+// interface, the factory, the device probe and one cudaDeviceGetAttribute are used. Without a usable CUDA
+// device the GPU tests skip.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -41,15 +42,18 @@ class CudaAttention : public OpsTest {
       return false;
     return cuda::attention_fp32_rows(cuda::AttentionPass::kBackward, 128, static_cast<size_t>(optin)) == 64;
   }
-  // Runs `body` and expects it to launch fp32 attention passes: with 32-row tiles all of them (`rows` 32)
-  // or none (64).
+  // Runs `body` and expects it to launch fp32 attention passes: with 32-row tiles all of them (`rows` 32),
+  // none (64), or at the device's own limit (0) none where it allows 64-row tiles at every width and any
+  // mix elsewhere.
   template <typename Body>
   void expect_rows(int rows, const std::string& tag, Body body) {
+    if (rows == 0 && rows64_everywhere()) rows = 64;
     const auto [passes0, rows0] = passes();
     body();
     const auto [passes1, rows1] = passes();
     EXPECT_GT(passes1, passes0) << tag << ": no fp32 attention pass launched";
-    EXPECT_EQ(rows1 - rows0, rows == 32 ? passes1 - passes0 : 0) << tag << ": passes with 32-row tiles";
+    if (rows != 0)
+      EXPECT_EQ(rows1 - rows0, rows == 32 ? passes1 - passes0 : 0) << tag << ": passes with 32-row tiles";
   }
 };
 
@@ -105,7 +109,7 @@ void expect_attention_matches_cpu(Backend& cpu, Backend& gpu, const std::vector<
 TEST_F(CudaAttention, MatchesCpu) {
   // Head sizes 16, 64, 128 and the odd ones 6 and 96 (padded to the compiled widths); T = 1, 7, 64, 100
   // and 130 (one, two and three 64-row tiles, partial last tiles).
-  const auto run = [&] {
+  expect_rows(0, "device tiles", [&] {
     expect_attention_matches_cpu(*cpu_, *gpu_,
                                  {{2, 1, 32, 2},
                                   {2, 7, 64, 4},
@@ -116,12 +120,7 @@ TEST_F(CudaAttention, MatchesCpu) {
                                   {1, 130, 96, 1},
                                   {2, 130, 64, 4}},
                                  "device tiles");
-  };
-  if (rows64_everywhere()) {
-    expect_rows(64, "device tiles", run);
-  } else {
-    run();
-  }
+  });
 }
 
 // The 32-row kernels that devices with less shared memory per block than sm_90 run (sm_80, sm_86/89), chosen
@@ -158,14 +157,9 @@ TEST_F(CudaAttention, WithThirtyTwoRowTilesMatchesCpu) {
   const AttentionResult ref = run_attention(*cpu_, B, T, C, NH, qkv, dout, std::vector<float>(3 * n), 1);
   Array<float> x(*gpu_, qkv), d(*gpu_, dout), dx(*gpu_, 3 * n), out(*gpu_, n);
   Array<float> att(*gpu_, gpu_->attention_state_size(B, T, C, NH));
-  const auto forward = [&] {
+  expect_rows(0, "the forward at the device's limit", [&] {
     ASSERT_TRUE(gpu_->attention_forward(out.data(), att.data(), x.data(), B, T, C, NH).is_ok());
-  };
-  if (rows64_everywhere()) {
-    expect_rows(64, "the forward at the device's limit", forward);
-  } else {
-    forward();
-  }
+  });
   {
     ScopedSharedMemoryLimit limit(*gpu_, cuda::attention_fp32_dkv_bytes(128, 32));
     expect_rows(32, "the backward under the lowered limit", [&] {
