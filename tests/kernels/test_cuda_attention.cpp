@@ -52,8 +52,9 @@ class CudaAttention : public OpsTest {
     body();
     const auto [passes1, rows1] = passes();
     EXPECT_GT(passes1, passes0) << tag << ": no fp32 attention pass launched";
-    if (rows != 0)
+    if (rows != 0) {
       EXPECT_EQ(rows1 - rows0, rows == 32 ? passes1 - passes0 : 0) << tag << ": passes with 32-row tiles";
+    }
   }
 };
 
