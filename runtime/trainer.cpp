@@ -232,7 +232,18 @@ Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_
   *comm_ms = ms_since(tc0);
   link_ms_ += (grad_comm_->modelled_seconds() - modelled0) * 1e3;
   inject(fault::FaultTarget::kGradientPostAllreduce, model_.grads(), n);
-  return gradient_norm(model_, grad_norm);
+  PERIGEE_CHECK(gradient_norm(model_, grad_norm));
+  if (comm_->size() > 1) {
+    // After the all-reduce every replica holds the same gradients, so the same norm, unless an upset hit
+    // one replica's copy since. The ladder's decisions and the clip scale follow the norm: every rank
+    // takes the largest (a NaN as +inf; MAX is exact, so a clean step keeps its bits), so all take the
+    // same branch instead of one re-running or skipping alone (its collectives then pair with the
+    // others' next ones).
+    double norm = std::isnan(*grad_norm) ? INFINITY : *grad_norm;
+    PERIGEE_CHECK(comm_->all_reduce(&norm, &norm, 1, DataType::kFloat64, ReduceOp::kMax));
+    *grad_norm = norm;
+  }
+  return Status::ok();
 }
 
 Status Trainer::step(StepResult* result) {
@@ -244,7 +255,8 @@ Status Trainer::step(StepResult* result) {
   PERIGEE_CHECK(compute_gradients(&loss, &norm, &comm_ms));
 
   // Rungs 2 and 3: invariants, then a re-run from the unchanged state (parameters and moments are
-  // only written by the update below). loss and norm are global, so every rank decides alike.
+  // only written by the update below). loss (averaged) and norm (the largest) are global, so every rank
+  // decides alike.
   bool apply = true;
   bool repaired = false;         // rung 4 mended a replica: the batch is skipped, the count starts anew
   std::string rollback_why;      // rung 5 follows

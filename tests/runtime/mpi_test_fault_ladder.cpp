@@ -109,6 +109,26 @@ TEST(FaultLadder, CorrectableFaultsLeaveTrainingBitIdentical) {
   EXPECT_EQ(clean.counters.triggers, 0u);  // no false alarm in the clean run
 }
 
+// An upset in one replica's gradients after the all-reduce: that rank's norm explodes, the others' does
+// not. Every rank takes the largest norm, so all fire, all re-run together and keep the clean re-run:
+// the run ends bit-identical to the clean one (before, the hit rank re-ran alone and its collectives
+// paired with the others' next ones).
+TEST(FaultLadder, GradientUpsetOnOneReplicaIsCaughtByEveryRank) {
+  if (world_size() < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  const std::string dir =
+      shared_folder({{"plan.txt", "fault target=gradient_post_allreduce step=5 bit=30 rank=1\n"}});
+  const Outcome clean = train(base_config(dir));
+  Config c = base_config(dir);
+  c.fault.plan = dir + "/plan.txt";
+  const Outcome o = train(c);
+  EXPECT_EQ(o.counters.injected, world_rank() == 1 ? 1u : 0u);
+  EXPECT_EQ(o.counters.triggers, 1u) << "rank " << world_rank();
+  EXPECT_EQ(o.counters.transient, 1u) << "rank " << world_rank();
+  EXPECT_EQ(o.counters.skipped, 0u);
+  EXPECT_TRUE(replicas_identical(o.params));
+  EXPECT_TRUE(same_bits(o.params, clean.params)) << "the re-run is clean on every rank";
+}
+
 TEST(FaultLadder, FlippedParameterOnOneOfThreeReplicasIsRepairedWithinK) {
   if (world_size() != 3) GTEST_SKIP() << "needs exactly 3 ranks";  // same decision on every rank
   const std::string dir = shared_folder({{"plan.txt", "fault target=parameter step=3 rank=1 bit=30\n"}});
