@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 
 #include "core/read_file.hpp"
 #include "runtime/device.hpp"
@@ -103,6 +102,9 @@ Status Trainer::setup() {
   targets_.resize(ntok);
   if (options_.write_run_dir) PERIGEE_CHECK(make_run_dir());
   PERIGEE_CHECK(setup_checkpoints());
+  // The run folder's config.json becomes this job's only once every check has passed: a launch refused
+  // above (a checkpoint folder it may not use, a resume that fails) leaves the earlier run's record.
+  if (options_.write_run_dir) PERIGEE_CHECK(write_run_config());
   return Status::ok();
 }
 
@@ -200,19 +202,26 @@ Status Trainer::make_run_dir() {
     std::filesystem::create_directories(run_dir_, ec);
     PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create run directory ", run_dir_, ": ", ec.message());
     PERIGEE_CHECK(refuse_another_models_run_dir());
-    std::ofstream f(run_dir_ + "/config.json");
-    f << config_to_json(config_) << "\n";
-    PERIGEE_REQUIRE(f.good(), StatusCode::kIoError, "cannot write ", run_dir_, "/config.json");
-    PERIGEE_CHECK(metrics_.open(run_dir_ + "/metrics.jsonl"));
+    PERIGEE_CHECK(metrics_.open(run_dir_ + "/metrics.jsonl"));  // appends: a refused launch loses nothing
     return Status::ok();
   };
-  const Status created = comm_->rank() == 0 ? create() : Status::ok();
-  int32_t failed = created.is_ok() ? 0 : 1;
-  PERIGEE_CHECK(comm_->broadcast(&failed, 1, DataType::kInt32, 0));
-  if (comm_->rank() == 0) PERIGEE_CHECK(created);
-  PERIGEE_REQUIRE(failed == 0, StatusCode::kIoError, "rank 0 could not set up the run directory ", run_dir_,
-                  " (its log says why)");
+  PERIGEE_CHECK(on_rank0_then_agree(create, str_cat("set up the run directory ", run_dir_)));
   PERIGEE_CHECK(log::set_file(run_dir_));
+  return Status::ok();
+}
+
+Status Trainer::write_run_config() {
+  return on_rank0_then_agree(
+      [&] { return checkpoint::write_file_atomic(run_dir_, "config.json", config_to_json(config_) + "\n"); },
+      str_cat("write ", run_dir_, "/config.json"));
+}
+
+Status Trainer::on_rank0_then_agree(const std::function<Status()>& work, const std::string& what) {
+  const Status done = comm_->rank() == 0 ? work() : Status::ok();
+  int32_t failed = done.is_ok() ? 0 : 1;
+  PERIGEE_CHECK(comm_->broadcast(&failed, 1, DataType::kInt32, 0));
+  if (comm_->rank() == 0) PERIGEE_CHECK(done);
+  PERIGEE_REQUIRE(failed == 0, StatusCode::kIoError, "rank 0 could not ", what, " (its log says why)");
   return Status::ok();
 }
 

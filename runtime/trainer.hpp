@@ -127,6 +127,11 @@ class Trainer {
 
  private:
   Status make_run_dir();
+  // Rank 0 writes config.json into the run folder (atomically: name.tmp, fsync, rename), at the end of
+  // setup.
+  Status write_run_config();
+  // Rank 0 runs `work`; every rank returns an error when it failed ("rank 0 could not <what>").
+  Status on_rank0_then_agree(const std::function<Status()>& work, const std::string& what);
   Status setup_faults();
   // Rank 0, before writing config.json: a run folder whose config.json is another model's is refused
   // (a reused [run] name would mix two jobs' configs, metrics and logs).

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "collectives/mpi_communicator.hpp"
+#include "core/read_file.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run_name.hpp"
 #include "runtime/trainer.hpp"
@@ -74,6 +75,43 @@ TEST_F(RunDir, ALongRunNameIsUsedWhole) {
   EXPECT_TRUE(fs::is_directory(t.trainer.run_dir()));
   if (world_rank() == 0) {
     EXPECT_TRUE(fs::exists(t.trainer.run_dir() + "/config.json"));
+  }
+}
+
+// A launch refused at setup (here resume = "never" over the run's own checkpoints, with another learning
+// rate) leaves the run folder's config.json as the run that wrote it left it: it is written only once
+// every check has passed.
+TEST_F(RunDir, ARefusedLaunchKeepsTheRunsConfig) {
+  Config config = testing::tiny_config(dir_ + "/train.bin", 2 * testing::world_size());
+  config.run.dir = dir_ + "/runs";
+  config.run.name = "kept";
+  config.train.steps = 2;
+  config.checkpoint.every_steps = 1;
+  config.checkpoint.async = false;
+  {
+    RunDirTrainer t(config, comm_.get());
+    ASSERT_TRUE(t.trainer.setup().is_ok());
+    ASSERT_TRUE(t.trainer.run().is_ok());
+  }
+  log::close_file();
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string path = config.run.dir + "/kept/config.json";
+  std::string before;
+  if (world_rank() == 0) {
+    ASSERT_TRUE(read_small_file(path, "config.json", &before).is_ok());
+  }
+  Config again = config;
+  again.train.lr = 2 * config.train.lr;
+  again.checkpoint.resume = "never";
+  RunDirTrainer t(again, comm_.get());
+  const Status s = t.trainer.setup();
+  ASSERT_FALSE(s.is_ok());
+  if (world_rank() == 0) {
+    EXPECT_NE(s.message().find("resume = \"never\""), std::string::npos) << s.message();
+    std::string after;
+    ASSERT_TRUE(read_small_file(path, "config.json", &after).is_ok());
+    EXPECT_EQ(after, before) << "the refused launch rewrote " << path;
+    EXPECT_FALSE(fs::exists(path + ".tmp"));
   }
 }
 
