@@ -339,11 +339,18 @@ Status Trainer::step(StepResult* result) {
   us.grad_norm = norm;
   if (!rollback_why.empty()) {
     ++counters_.skipped;
-    consecutive_skips_ = 0;
+    const int64_t ran = next_step_;
     ++next_step_;  // as after an update: the rollback replays through this step
     PERIGEE_CHECK(rollback(rollback_why));
-    if (result != nullptr)
-      *result = StepResult{next_step_ - 1, loss, us.lr, norm, ms_since(t0), comm_ms, 0.0, false};
+    if (result != nullptr) {
+      *result = StepResult{.step = ran,
+                           .loss = loss,
+                           .lr = us.lr,
+                           .grad_norm = norm,
+                           .ms = ms_since(t0),
+                           .comm_ms = comm_ms,
+                           .applied = false};
+    }
     return Status::ok();
   }
   if (apply) {

@@ -146,6 +146,7 @@ Status Trainer::rollback(const std::string& why) {
   PERIGEE_REQUIRE(resumed_from_step_ >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
                   " holds no checkpoint to roll back to");
   ++counters_.rollbacks;
+  consecutive_skips_ = 0;  // the restored state was saved after an applied update, whatever the trigger
   replay_through_ = std::max(replay_through_, before);
   last_rollback_from_ = before;
   last_rollback_to_ = next_step_;
