@@ -192,7 +192,7 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(checkpoint, async, "write in a background thread while training goes on"),
       PERIGEE_FIELD(checkpoint, timeout_s,
                     "seconds the other ranks wait for rank 0's blocking checkpoint work (eclipse, final or "
-                    "synchronous writes) instead of [comm] timeout_s; 0 = no limit")
+                    "synchronous writes) instead of [comm] timeout_s; 0 = no limit, else at least 1")
           .in(at_least(0)),
       PERIGEE_FIELD(checkpoint, resume,
                     "auto: continue from the newest good checkpoint in dir; never: start fresh")
@@ -341,6 +341,18 @@ Status validate_config(Config* config, const std::set<std::string>& command_line
     errors.push_back(str_cat("[train] eps: below the smallest normal fp32 number (",
                              std::numeric_limits<float>::min(), "), the optimizer's precision (got ", t.eps,
                              ")"));
+  }
+  for (auto [key, value] : {std::pair{"lr", t.lr}, std::pair{"weight_decay", t.weight_decay}}) {
+    if (std::isfinite(value) && !std::isfinite(static_cast<float>(value))) {
+      errors.push_back(
+          str_cat("[train] ", key, ": overflows fp32, the optimizer's precision (got ", value, ")"));
+    }
+  }
+  if (const double ct = config->checkpoint.timeout_s; ct > 0.0 && ct < 1.0) {
+    errors.push_back(
+        str_cat("[checkpoint] timeout_s: must be 0 (no limit) or at least 1, since a shorter "
+                "deadline fails a healthy rank 0's checkpoint I/O as a dead rank (got ",
+                ct, ")"));
   }
   if (t.batch_size > 0 && t.micro_batch > t.batch_size) {
     errors.push_back(str_cat("[train] micro_batch: must be <= [train] batch_size = ", t.batch_size, " (got ",

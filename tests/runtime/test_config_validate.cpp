@@ -118,6 +118,11 @@ TEST(ConfigValidate, EveryRuleFails) {
        "rounds to 1 in fp32"},
       {"eps rounds to 0", [](Config& c) { c.train.eps = 1e-46; }, "[train] eps",
        "below the smallest normal fp32 number"},
+      {"lr overflows fp32", [](Config& c) { c.train.lr = 1e39; }, "[train] lr", "overflows fp32"},
+      {"weight_decay overflows fp32", [](Config& c) { c.train.weight_decay = 1e39; }, "[train] weight_decay",
+       "overflows fp32"},
+      {"checkpoint timeout under 1 s", [](Config& c) { c.checkpoint.timeout_s = 0.2; },
+       "[checkpoint] timeout_s", "must be 0 (no limit) or at least 1"},
       {"grad_dtype", [](Config& c) { c.comm.grad_dtype = "fp16"; }, "[comm] grad_dtype",
        "must be one of fp32, bf16 (got \"fp16\")"},
       {"activations", [](Config& c) { c.device.activations = "fp16"; }, "[device] activations",
@@ -202,6 +207,7 @@ TEST(ConfigValidate, BoundaryValuesPass) {
   c.model.vocab_size = 123;  // 'z' (122) is the prompt's largest byte
   c.train.sample_tokens = 1;
   c.train.sample_prompt = "xyz";
+  c.checkpoint.timeout_s = 1;
   Status s = validate_config(&c);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   c.train.min_lr_ratio = 1;
