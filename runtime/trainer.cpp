@@ -516,8 +516,9 @@ Status Trainer::run() {
       written = save_checkpoint();
     } else if (last_checkpoint_step_ != next_step_) {  // as during the run: suspect state is never saved
       log::warn("the run ended after ", consecutive_skips_,
-                " skipped step(s) in a row (suspect state): no final checkpoint; the newest is step ",
-                last_checkpoint_step_);
+                " skipped step(s) in a row (suspect state): no final checkpoint; ",
+                last_checkpoint_step_ >= 0 ? str_cat("the newest is step ", last_checkpoint_step_)
+                                           : std::string("none was written"));
     }
     if (written.is_ok()) written = finish_checkpoints();
     PERIGEE_CHECK(checkpoint_fence("the final checkpoint", written));
