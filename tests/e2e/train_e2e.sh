@@ -150,14 +150,14 @@ grep -q "resuming on other data: $WORK/moving.bin holds other tokens than the fi
 echo "ok: other tokens at the same path -> $(grep -m1 -o "resuming on other data.*" "$WORK/moved.log" | cut -c1-150)"
 
 # Rank 0's storage takes 3 s more per checkpoint (fault plan) and the others wait for a synchronous
-# write under [checkpoint] timeout_s = 0.5: the job ends at once, rank 1 naming that deadline.
+# write under [checkpoint] timeout_s = 1: the job ends at once, rank 1 naming that deadline.
 echo "checkpoint_delay 3" > "$WORK/slow.txt"
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/tiny.toml" --run.name=e2e_slow --fault.plan="$WORK/slow.txt" \
-  --checkpoint.every_steps=2 --checkpoint.async=false --checkpoint.timeout_s=0.5 > "$WORK/slow.log" 2>&1
+  --checkpoint.every_steps=2 --checkpoint.async=false --checkpoint.timeout_s=1 > "$WORK/slow.log" 2>&1
 rc=$?
 [[ $rc -ne 0 ]] || { cat "$WORK/slow.log"; fail "a checkpoint write past [checkpoint] timeout_s did not fail the job"; }
 grep -a "training failed: " "$WORK/slow.log" \
-  | grep -q "waiting for rank 0's checkpoint work (\[checkpoint\] timeout_s = 0.5 s)" \
+  | grep -q "waiting for rank 0's checkpoint work (\[checkpoint\] timeout_s = 1 s)" \
   || { cat "$WORK/slow.log"; fail "no message naming [checkpoint] timeout_s"; }
 echo "ok: a checkpoint write past [checkpoint] timeout_s -> exit $rc"
 echo "PASS"
