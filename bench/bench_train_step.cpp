@@ -166,9 +166,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> kernel_variants;
   app.add_option("--kernel-variant", kernel_variants,
                  "CUDA: kernel variants awaiting a GPU measurement (kernels/cuda/kernel_variants.hpp): "
-                 "attention-in-place, attention-wide (both with --precision bf16), crossentropy-staged")
+                 "attention-in-place, attention-wide, attention-one-pass (with --precision bf16), "
+                 "crossentropy-staged")
       ->delimiter(',')
-      ->check(CLI::IsMember({"attention-in-place", "attention-wide", "crossentropy-staged"}));
+      ->check(CLI::IsMember(
+          {"attention-in-place", "attention-wide", "attention-one-pass", "crossentropy-staged"}));
   bool no_weight_cache = false;
   app.add_flag("--no-weight-cache", no_weight_cache,
                "CUDA, --precision bf16: round each GEMM's weight instead of reading a bf16 copy made once "
@@ -227,6 +229,8 @@ int main(int argc, char** argv) {
       variants.attention_in_place_backward =
           variants.attention_in_place_backward || v == "attention-in-place";
       variants.attention_wide_forward = variants.attention_wide_forward || v == "attention-wide";
+      variants.attention_one_pass_backward =
+          variants.attention_one_pass_backward || v == "attention-one-pass";
       variants.crossentropy_staged = variants.crossentropy_staged || v == "crossentropy-staged";
     }
     PERIGEE_CHECK_OR_DIE(kernels::cuda::set_kernel_variants(*backend, variants));

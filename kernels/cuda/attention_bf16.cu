@@ -23,7 +23,9 @@
 // The backward first converts qkv and dout into head-major bf16 planes in scratch, so that both passes
 // stream their tiles with cp.async, double-buffered. With KernelVariants::attention_in_place_backward a
 // 16-byte-aligned bf16 qkv is not copied: the tiles of q, k and v stream from its rows (HeadRows says
-// where a head's rows lie either way), and dout alone is converted.
+// where a head's rows lie either way), and dout alone is converted. With
+// KernelVariants::attention_one_pass_backward (head sizes up to 64) one kernel replaces the two passes
+// (attention_bf16_one_pass.cu).
 // H100, B=16 T=1024 C=768 NH=12 (per layer): forward 0.197 ms, backward 1.080 ms (the wmma version
 // before: 0.566 and 1.734 ms; fp32 kernel: 1.21 and 4.90 ms).
 // Every loop runs in a fixed order and no atomics are used, so results are bit-reproducible.
@@ -37,6 +39,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/act_io.cuh"
+#include "kernels/cuda/attention_bf16_one_pass.cuh"
 #include "kernels/cuda/attention_bf16_tiles.cuh"
 #include "kernels/cuda/attention_bf16_wide.cuh"
 #include "kernels/cuda/attention_tiles.hpp"
@@ -225,12 +228,6 @@ __global__ void attention_dsum_kernel(float* dsum, const float* dout, const O* o
     if (lane == 0) dsum[(b * NH + h) * T + t] = acc;
   }
 }
-
-// The backward's bf16 operands: head-major planes made by convert_bf16_kernel, or for a bf16 qkv its own
-// rows (q, k, v in place; dout still a plane).
-struct BackwardRows {
-  HeadRows q, k, v, dout;
-};
 
 // Backward pass 1, one block per (b*NH + h, query block of 16 kWarps rows):
 // dQ_i = scale * sum_j P_ij (dP_ij - D_i) K_j in one walk over the key tiles, each tile prefetched
@@ -531,12 +528,15 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
   if (in_place && runs != nullptr) ++runs->attention_in_place_backward;
   const int first = in_place ? 3 : 0;  // the planes made: q, k, v and dout, or dout alone
   const size_t n_planes = static_cast<size_t>(4 - first);
-  // Scratch: D [B, NH, T] fp32, then the bf16 planes.
+  const bool one_pass = variant.attention_one_pass_backward && attention_one_pass_supports(B, NH, p.hs);
+  if (one_pass && runs != nullptr) ++runs->attention_one_pass_backward;
+  // Scratch: D [B, NH, T] fp32, the bf16 planes, then the one-pass kernel's accumulator and counters.
   const size_t rows = static_cast<size_t>(B) * NH * T;
   const size_t elems = static_cast<size_t>(B) * T * C;
+  const size_t own_bytes = scratch_bytes<float>(rows) + scratch_bytes<bf16>(n_planes * elems);
   void* base = nullptr;
   PERIGEE_CHECK(
-      scratch.get(scratch_bytes<float>(rows) + scratch_bytes<bf16>(n_planes * elems), stream, &base));
+      scratch.get(own_bytes + (one_pass ? attention_one_pass_scratch_bytes(B, T, C, NH) : 0), stream, &base));
   ScratchCarver carver(base);
   float* dsum = carver.take<float>(rows);
   bf16* planes = carver.take<bf16>(n_planes * elems);
@@ -562,6 +562,10 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
   attention_dsum_kernel<<<static_cast<unsigned>(dsum_blocks), kDsumWarps * 32, 0, stream>>>(dsum, dout, out,
                                                                                             BT, T, C, NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
+  if (one_pass) {
+    return attention_backward_one_pass_bf16(dqkv, dsum, src, lse, B, T, C, NH, p.scale,
+                                            static_cast<char*>(base) + own_bytes, stream);
+  }
   if (p.hs <= 32) return launch_backward<32, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
   if (p.hs <= 64) return launch_backward<64, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
   return launch_backward<128, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
@@ -572,7 +576,8 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
 // ---- kernel launchers
 
 size_t attention_bf16_shared_bytes(int head_size) {
-  const size_t wide = attention_wide_shared_bytes(head_size);
+  const size_t wide =
+      std::max(attention_wide_shared_bytes(head_size), attention_one_pass_shared_bytes(head_size));
   if (head_size <= 32) return std::max(most_shared_bytes<32>(), wide);
   if (head_size <= 64) return std::max(most_shared_bytes<64>(), wide);
   return most_shared_bytes<128>();

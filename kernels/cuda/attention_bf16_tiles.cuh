@@ -285,6 +285,12 @@ struct HeadRows {
   }
 };
 
+// The backward's bf16 operands: head-major planes made by the backward's conversion kernel, or for a bf16
+// qkv its own rows (q, k, v in place; dout still a plane).
+struct BackwardRows {
+  HeadRows q, k, v, dout;
+};
+
 // tile[r][d] = src[(row0 + r) * ld + d] for r < rows (src: row 0 of a head, rows `ld` elements apart),
 // zero past T and past hs.
 template <int D, int kThreads>

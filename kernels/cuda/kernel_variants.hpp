@@ -1,8 +1,9 @@
 // Kernel variants written while no GPU was available: each gives the bits of the default kernel it
-// replaces (tests compare them bit for bit on a device) and stays off until it has passed there and been
-// timed faster (bench_kernels runs each beside the default; bench_train_step --kernel-variant and
-// scripts/device/run_gpu_bench.sh time a whole step with them). Then it becomes the default and its flag
-// goes. Plain C++, so host code and tests compiled by the C++ compiler can set them.
+// replaces (tests compare them bit for bit on a device; the one-pass backward's dQ within tolerance) and
+// stays off until it has passed there and been timed faster (bench_kernels runs each beside the default;
+// bench_train_step --kernel-variant and scripts/device/run_gpu_bench.sh time a whole step with them).
+// Then it becomes the default and its flag goes. Plain C++, so host code and tests compiled by the C++
+// compiler can set them.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,12 @@ struct KernelVariants {
   // rows per warp with their Q fragments in registers, so each K and V fragment read from shared memory
   // feeds two mma instead of one, and the tiles stream from qkv with cp.async instead of through registers.
   bool attention_wide_forward = false;
+  // bf16 attention backward at head sizes up to 64 (attention_bf16_one_pass.cu): one kernel per key block
+  // adds dK, dV and, in a fixed order through per-tile counters, each query tile's dQ partial: 5 tensor-core
+  // products per pair of tiles instead of the two passes' 7. dK and dV keep the default's bits; dQ is
+  // summed in another order (within tolerance of it, and the same bits from run to run). Composes with
+  // attention_in_place_backward.
+  bool attention_one_pass_backward = false;
   // Fused softmax + cross-entropy forward/backward (crossentropy.cu): the first pass keeps a row of
   // logits in shared memory (where two rows fit, so that two blocks share an SM: 98 KiB of bf16 logits
   // at GPT-2's vocabulary on an H100, not fp32) and the second reads it from there: one read of the
@@ -31,6 +38,7 @@ struct KernelVariants {
 // and sm_86/89 at the larger head sizes, which tests reach on an H100 by lowering the backend's limit).
 struct KernelVariantRuns {
   uint64_t attention_in_place_backward = 0, attention_wide_forward = 0, crossentropy_staged = 0;
+  uint64_t attention_one_pass_backward = 0;
   uint64_t attention_fp32_passes = 0, attention_fp32_32_row_passes = 0;
 };
 

@@ -27,7 +27,8 @@ fi
 BINS=("$@")
 if ((${#BINS[@]} == 0)); then
   BINS=(kernels_test_cuda_ops kernels_test_cuda_attention kernels_test_cuda_matmul kernels_test_cuda_act_bf16
-        kernels_test_cuda_gelu_fusion kernels_test_cuda_attention_bf16 kernels_test_cuda_convert)
+        kernels_test_cuda_gelu_fusion kernels_test_cuda_attention_bf16 kernels_test_cuda_attention_one_pass
+        kernels_test_cuda_convert)
 fi
 # Shared-memory kernels: the tests racecheck and synccheck look at (gtest filter per binary).
 declare -A SHARED_FILTER=(
@@ -35,6 +36,7 @@ declare -A SHARED_FILTER=(
   [kernels_test_cuda_attention]='*'
   [kernels_test_cuda_matmul]='*'
   [kernels_test_cuda_attention_bf16]='*'
+  [kernels_test_cuda_attention_one_pass]='*MatchesTheTwoPasses*'
   [kernels_test_cuda_act_bf16]='*'
 )
 
