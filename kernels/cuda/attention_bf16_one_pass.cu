@@ -46,7 +46,7 @@ __device__ __forceinline__ uint64_t global_ns() {
 }
 
 // Spins (one thread) until *flag == want. A wait past kWaitLimitNs means the ordering broke (a block
-// dispatched out of order, or a bug): it traps, which the host sees as a CUDA error, instead of hanging.
+// a bug): it traps, which the host sees as a CUDA error, instead of hanging.
 __device__ void wait_for(const int* flag, int want, int key_block, int query_tile, int bh) {
   if (load_acquire(flag) == want) return;
   const uint64_t start = global_ns();
@@ -142,12 +142,16 @@ __device__ __forceinline__ void store_partial(float* dst, int row0, int T, int h
 
 // ---- the kernel
 
-// One block per (key block n = gridDim.x - 1 - blockIdx.x, b*NH + h = blockIdx.y). `ready` [B*NH][query
-// tiles] counts the partials added to each tile's accumulator (zero at launch).
+// One block per (key block, b*NH + h = blockIdx.y). A block takes a ticket of its head when it starts
+// (`tickets` [B*NH]) and ticket t is key block n = gridDim.x - 1 - t: the blocks of a head start last key
+// block first, whatever order the GPU dispatches them in, so a block only ever waits on one already
+// running or done (no deadlock without relying on in-order dispatch). `ready` [B*NH][query tiles] counts
+// the partials added to each tile's accumulator. Both start at zero.
 template <int D, typename Out>
 __global__ void __launch_bounds__(kOnePassWarps * 32)
     attention_backward_one_pass_kernel(Out* dqkv, BackwardRows src, const float* lse, const float* dsum,
-                                       float* dq_acc, int* ready, int T, int C, int NH, float scale) {
+                                       float* dq_acc, int* ready, int* tickets, int T, int C, int NH,
+                                       float scale) {
   static_assert(kOnePassWarps * kRows == kTile, "a block's keys are one tile");
   constexpr int kThreads = kOnePassWarps * 32;
   constexpr int ld = ld_of<D>();
@@ -160,8 +164,11 @@ __global__ void __launch_bounds__(kOnePassWarps * 32)
   float* stat_s = reinterpret_cast<float*>(ds_s + kTile * kDsLd);  // lse stage 0, 1, D stage 0, 1
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int n = gridDim.x - 1 - blockIdx.x;  // the last key block first: a block waits only on earlier ones
   const int bh = blockIdx.y;
+  int* ticket_s = reinterpret_cast<int*>(ds_s);  // dS^T is first written after the loop's first barrier
+  if (threadIdx.x == 0) *ticket_s = atomicAdd(tickets + bh, 1);
+  __syncthreads();
+  const int n = gridDim.x - 1 - *ticket_s;  // the key block; a block waits only on those with earlier tickets
   const int b = bh / NH;
   const int h = bh % NH;
   const int k0 = n * kTile;
@@ -263,12 +270,14 @@ constexpr size_t one_pass_shared_bytes() {
          4 * kTile * sizeof(float);
 }
 
+// The accumulator (floats), then the counters: per (head, query tile), and one ticket per head.
 struct OnePassScratch {
   size_t acc_floats, counters;
 };
 
 OnePassScratch one_pass_scratch(int B, int T, int C, int NH) {
-  return {static_cast<size_t>(B) * T * C, static_cast<size_t>(B) * NH * ceil_div(T, kTile)};
+  const size_t heads = static_cast<size_t>(B) * NH;
+  return {static_cast<size_t>(B) * T * C, heads * ceil_div(T, kTile) + heads};
 }
 
 template <int D, typename Out>
@@ -278,12 +287,13 @@ Status launch_one_pass(Out* dqkv, const float* dsum, const BackwardRows& src, co
   ScratchCarver carver(scratch);
   float* acc = carver.take<float>(sizes.acc_floats);
   int* ready = carver.take<int>(sizes.counters);
+  int* tickets = ready + (sizes.counters - static_cast<size_t>(B) * NH);
   PERIGEE_CHECK_CUDA(cudaMemsetAsync(ready, 0, sizes.counters * sizeof(int), stream));
   constexpr size_t smem = one_pass_shared_bytes<D>();
   PERIGEE_CHECK(allow_shared_memory(attention_backward_one_pass_kernel<D, Out>, smem));
   const dim3 grid(static_cast<unsigned>(ceil_div(T, kTile)), static_cast<unsigned>(B * NH));
-  attention_backward_one_pass_kernel<D, Out>
-      <<<grid, kOnePassWarps * 32, smem, stream>>>(dqkv, src, lse, dsum, acc, ready, T, C, NH, scale);
+  attention_backward_one_pass_kernel<D, Out><<<grid, kOnePassWarps * 32, smem, stream>>>(
+      dqkv, src, lse, dsum, acc, ready, tickets, T, C, NH, scale);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }

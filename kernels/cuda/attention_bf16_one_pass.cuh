@@ -5,8 +5,9 @@
 // tile's dQ partial dS K (5 products per pair of tiles instead of the two passes' 7).
 // Deterministic: the partials of a query tile are added in a fixed order (key block m, m-1, ..., 0) into an
 // fp32 accumulator in scratch, each block waiting on a per-tile counter for the block before it; key block
-// 0 adds the last partial and writes dqkv's q third. Key blocks are launched last first, so a block only
-// ever waits on one dispatched before it; a wait longer than 10 s traps (a CUDA error, never a hang).
+// 0 adds the last partial and writes dqkv's q third. The blocks of a head take their key block from a
+// ticket in the order they start, last first, so a block only ever waits on one already running; a wait
+// longer than 10 s traps (a CUDA error, never a hang).
 // dQ differs from the default's in the rounding of its sum (per-tile fp32 partials against one running
 // accumulator), so it is compared within tolerance; the order is fixed, so reruns give the same bits.
 #pragma once
@@ -30,8 +31,8 @@ size_t attention_one_pass_shared_bytes(int head_size);
 // Whether it takes this problem: hs <= kOnePassMaxHeadSize and B*NH within a grid's y limit.
 bool attention_one_pass_supports(int B, int NH, int hs);
 
-// Scratch it needs beside the backward's own: the fp32 dQ accumulator (B*T*C floats) and one counter per
-// (b*NH + h, query tile of 64), each piece rounded up to the scratch alignment.
+// Scratch it needs beside the backward's own: the fp32 dQ accumulator (B*T*C floats), one counter per
+// (b*NH + h, query tile of 64) and one ticket per head, each piece rounded up to the scratch alignment.
 size_t attention_one_pass_scratch_bytes(int B, int T, int C, int NH);
 
 // dqkv written whole (dq, dk, dv); dsum = D [B, NH, T] and lse as the backward computed them; `scratch` of
