@@ -336,20 +336,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bf16* do_g = src.dout.head(b, h);
   const float* lse_g = lse + static_cast<int64_t>(bh) * T;
   const float* d_g = dsum + static_cast<int64_t>(bh) * T;
-  const float scale2 = scale * kLog2e;
   const int qt0 = k0 / kTile;
   const int qtiles = (T - 1) / kTile + 1;
   auto prefetch = [&](int qt) {
-    const int q0 = qt * kTile;
-    const int stage = (qt - qt0) % 2;
-    load_tile_async<D, kThreads>(qd_s + stage * kTileElems, q_g, src.q.ld, kTile, q0, T, hs);
-    load_tile_async<D, kThreads>(qd_s + (2 + stage) * kTileElems, do_g, src.dout.ld, kTile, q0, T, hs);
-    if (threadIdx.x < kTile) {
-      const int i = q0 + threadIdx.x;
-      copy_async<4>(stat_s + stage * kTile + threadIdx.x, i < T ? lse_g + i : lse_g, i < T ? 4 : 0);
-      copy_async<4>(stat_s + (2 + stage) * kTile + threadIdx.x, i < T ? d_g + i : d_g, i < T ? 4 : 0);
-    }
-    async_commit();
+    prefetch_query_tile<D, kThreads>(qd_s, stat_s, (qt - qt0) % 2, src, q_g, do_g, lse_g, d_g, qt * kTile, T,
+                                     hs);
   };
 
   load_tile_async<D, kThreads>(k_s, src.k.head(b, h), src.k.ld, kBlockRows, k0, T, hs);
@@ -376,24 +367,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     __syncthreads();  // this tile landed; every warp is done with the other stage
     if (qt + 1 < qtiles) prefetch(qt + 1);
     if (q0 + kTile - 1 < w0) continue;  // every query of the tile is before every key of the warp
-    float s[kNT][4];                    // S^T: key rows, query columns
-    float dp[kNT][4];                   // dP^T
-    product_nt<D>(s, k_w, q_s, lane);
-    product_nt<D>(dp, v_w, do_s, lane);
-#pragma unroll
-    for (int t = 0; t < kNT; ++t) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int il = 8 * t + (lane % 4) * 2 + (i % 2);
-        const int q = q0 + il;
-        const float p =
-            (q < T && w0 + lane / 4 + 8 * (i / 2) <= q) ? exp2f(s[t][i] * scale2 - lse_s[il] * kLog2e) : 0.0f;
-        s[t][i] = p;
-        dp[t][i] = p * (dp[t][i] - d_s[il]) * scale;  // dS^T
-      }
-    }
-    product_pv<D>(dv, s, do_s, lane);
-    product_pv<D>(dk, dp, q_s, lane);
+    float ds[kNT][4];
+    dkv_tile_step<D>(dk, dv, ds, k_w, v_w, q_s, do_s, lse_s, d_s, q0, w0, T, scale, lane);
   }
 
   Out* base = dqkv + static_cast<int64_t>(b) * T * 3 * C + h * hs;

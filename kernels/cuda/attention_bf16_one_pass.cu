@@ -182,18 +182,9 @@ __global__ void __launch_bounds__(kOnePassWarps * 32)
   float* acc_g = dq_acc + static_cast<int64_t>(bh) * T * hs;  // [T][hs]
   int* ready_g = ready + static_cast<int64_t>(bh) * qtiles;
   Out* dqkv_g = dqkv + static_cast<int64_t>(b) * T * 3 * C + h * hs;
-  const float scale2 = scale * kLog2e;
   auto prefetch = [&](int qt) {
-    const int q0 = qt * kTile;
-    const int stage = (qt - n) % 2;
-    load_tile_async<D, kThreads>(qd_s + stage * kTileElems, q_g, src.q.ld, kTile, q0, T, hs);
-    load_tile_async<D, kThreads>(qd_s + (2 + stage) * kTileElems, do_g, src.dout.ld, kTile, q0, T, hs);
-    if (threadIdx.x < kTile) {
-      const int i = q0 + threadIdx.x;
-      copy_async<4>(stat_s + stage * kTile + threadIdx.x, i < T ? lse_g + i : lse_g, i < T ? 4 : 0);
-      copy_async<4>(stat_s + (2 + stage) * kTile + threadIdx.x, i < T ? d_g + i : d_g, i < T ? 4 : 0);
-    }
-    async_commit();
+    prefetch_query_tile<D, kThreads>(qd_s, stat_s, (qt - n) % 2, src, q_g, do_g, lse_g, d_g, qt * kTile, T,
+                                     hs);
   };
 
   load_tile_async<D, kThreads>(k_s, src.k.head(b, h), src.k.ld, kTile, k0, T, hs);
@@ -220,26 +211,9 @@ __global__ void __launch_bounds__(kOnePassWarps * 32)
     __syncthreads();  // this tile landed; every warp is done with the other stage and with dS^T
     if (qt + 1 < qtiles) prefetch(qt + 1);
     {
-      float s[kNT][4];   // S^T: key rows, query columns
-      float dp[kNT][4];  // dP^T
-      product_nt<D>(s, k_w, q_s, lane);
-      product_nt<D>(dp, v_w, do_s, lane);
-#pragma unroll
-      for (int t = 0; t < kNT; ++t) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int il = 8 * t + (lane % 4) * 2 + (i % 2);
-          const int q = q0 + il;
-          const float p = (q < T && w0 + lane / 4 + 8 * (i / 2) <= q)
-                              ? exp2f(s[t][i] * scale2 - lse_s[il] * kLog2e)
-                              : 0.0f;
-          s[t][i] = p;
-          dp[t][i] = p * (dp[t][i] - d_s[il]) * scale;  // dS^T
-        }
-      }
-      product_pv<D>(dv, s, do_s, lane);
-      product_pv<D>(dk, dp, q_s, lane);
-      store_ds_rows(ds_s + warp * kRows * kDsLd, dp, lane);
+      float ds[kNT][4];
+      dkv_tile_step<D>(dk, dv, ds, k_w, v_w, q_s, do_s, lse_s, d_s, q0, w0, T, scale, lane);
+      store_ds_rows(ds_s + warp * kRows * kDsLd, ds, lane);
     }
     __syncthreads();     // dS^T whole
     float dq[D / 8][4];  // the partial of query rows q0 + 16 warp on

@@ -1,7 +1,7 @@
 // Device building blocks of the bf16 flash attention (attention_bf16.cu and attention_bf16_wide.cu): tile
 // constants, ldmatrix/mma.sync m16n8k16 wrappers, the 16x64 products on shared tiles, row stores,
-// tile loads from fp32 or bf16 qkv into registers, and cp.async tile copies. Layouts and precision
-// as the top of attention_bf16.cu says.
+// tile loads from fp32 or bf16 qkv into registers, cp.async tile copies, and the dK/dV walk's steps. Layouts
+// and precision as the top of attention_bf16.cu says.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -304,6 +304,58 @@ __device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* src, int
     copy_async<16>(tile + r * ld_of<D>() + c, in ? src + static_cast<int64_t>(row0 + r) * ld + c : src,
                    in ? 16 : 0);
   }
+}
+
+// ---- the dK/dV walk (attention_backward_dkv_bf16_kernel and the one-pass kernel): one code, so the two
+// give dK and dV the same bits
+
+// Query tile q0 into stage `stage` of the walk's buffers, asynchronously: the Q and dO tiles (qd_s holds
+// [Q 0, Q 1, dO 0, dO 1], [64][ld] each) and the tile's lse and D rows (stat_s holds [lse 0, lse 1, D 0,
+// D 1], 64 floats each; zero past T). Commits the copies as one group.
+template <int D, int kThreads>
+__device__ __forceinline__ void prefetch_query_tile(bf16* qd_s, float* stat_s, int stage,
+                                                    const BackwardRows& src, const bf16* q_g,
+                                                    const bf16* do_g, const float* lse_g, const float* d_g,
+                                                    int q0, int T, int hs) {
+  constexpr int kTileElems = kTile * ld_of<D>();
+  load_tile_async<D, kThreads>(qd_s + stage * kTileElems, q_g, src.q.ld, kTile, q0, T, hs);
+  load_tile_async<D, kThreads>(qd_s + (2 + stage) * kTileElems, do_g, src.dout.ld, kTile, q0, T, hs);
+  if (threadIdx.x < kTile) {
+    const int i = q0 + threadIdx.x;
+    copy_async<4>(stat_s + stage * kTile + threadIdx.x, i < T ? lse_g + i : lse_g, i < T ? 4 : 0);
+    copy_async<4>(stat_s + (2 + stage) * kTile + threadIdx.x, i < T ? d_g + i : d_g, i < T ? 4 : 0);
+  }
+  async_commit();
+}
+
+// One query tile (rows q0 on, shared tiles q_s and do_s, lse and D rows lse_s and d_s) for the warp's 16
+// keys from w0 (shared rows k_w and v_w): S^T and dP^T, then P (masked: query >= T or key > query) and
+// dS^T = P (dP - D) scale in their place, dV += P^T dO and dK += dS^T Q. `ds` is left holding dS^T (key
+// rows, query columns) in fp32.
+template <int D>
+__device__ __forceinline__ void dkv_tile_step(float (&dk)[D / 8][4], float (&dv)[D / 8][4],
+                                              float (&ds)[kNT][4], const bf16* k_w, const bf16* v_w,
+                                              const bf16* q_s, const bf16* do_s, const float* lse_s,
+                                              const float* d_s, int q0, int w0, int T, float scale,
+                                              int lane) {
+  const float scale2 = scale * kLog2e;
+  float s[kNT][4];  // S^T: key rows, query columns
+  product_nt<D>(s, k_w, q_s, lane);
+  product_nt<D>(ds, v_w, do_s, lane);  // dP^T, until it becomes dS^T below
+#pragma unroll
+  for (int t = 0; t < kNT; ++t) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int il = 8 * t + (lane % 4) * 2 + (i % 2);
+      const int q = q0 + il;
+      const float p =
+          (q < T && w0 + lane / 4 + 8 * (i / 2) <= q) ? exp2f(s[t][i] * scale2 - lse_s[il] * kLog2e) : 0.0f;
+      s[t][i] = p;
+      ds[t][i] = p * (ds[t][i] - d_s[il]) * scale;
+    }
+  }
+  product_pv<D>(dv, s, do_s, lane);
+  product_pv<D>(dk, ds, q_s, lane);
 }
 
 }  // namespace perigee::kernels::cuda::attention_bf16_tiles
