@@ -3,7 +3,8 @@
 // the same bits, dQ (the partials of each query tile summed in another order) within a tolerance a few
 // roundings wide, every element written (outputs start as NaN sentinels), the same bits from run to run,
 // with a bf16 qkv read in place too, for bf16 and fp32 storage of dqkv, head sizes 16 to 64 (above: the
-// default passes run, counted as such) and T from 1 to five 64-row tiles; and at GPT-2's shape, where 1,536
+// default passes run, counted as such) and T from 1 to five 64-row tiles; the two passes again past 65,535
+// heads (the grid's y); and at GPT-2's shape, where 1,536
 // blocks order their dQ partials through the per-tile counters across every SM. Without a usable CUDA
 // device every test is skipped with the probe's message.
 #include <gtest/gtest.h>
@@ -159,6 +160,25 @@ TEST_F(CudaAttentionOnePass, MatchesTheTwoPasses) {
       }
     }
   }
+}
+
+// More heads (B*NH) than a grid's y dimension takes: the two passes run, and give their own bits.
+TEST_F(CudaAttentionOnePass, TooManyHeadsTakeTheTwoPasses) {
+  const Shape s{32768, 2, 32, 2};  // 65,536 heads of size 16
+  std::vector<float> qkv = random_vector(3 * s.n(), 220, -1.5f, 1.5f);
+  for (float& x : qkv) x = bf16_to_float(float_to_bf16(x));
+  const auto dout = random_vector(s.n(), 221);
+  const Grads want = run(*gpu_, s, qkv, dout, true, {});
+  const Grads got = run(*gpu_, s, qkv, dout, true, {.attention_one_pass_backward = true});
+  EXPECT_EQ(got.one_pass_runs, 0u);
+  EXPECT_TRUE(bit_identical(got.dqkv, want.dqkv));
+  const Shape fits{32767, 2, 32, 2};  // 65,534: the one-pass kernel
+  const std::vector<float> qkv2(qkv.begin(), qkv.begin() + 3 * fits.n());
+  const std::vector<float> dout2(dout.begin(), dout.begin() + fits.n());
+  const Grads want2 = run(*gpu_, fits, qkv2, dout2, true, {});
+  const Grads got2 = run(*gpu_, fits, qkv2, dout2, true, {.attention_one_pass_backward = true});
+  EXPECT_EQ(got2.one_pass_runs, 1u);
+  expect_matches_default("65,534 heads", got2, want2, fits, true);
 }
 
 // GPT-2 124M's attention shape at batch 8: 96 heads of 16 key blocks, more blocks than the device holds at
