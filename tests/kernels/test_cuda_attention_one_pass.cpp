@@ -4,9 +4,9 @@
 // roundings wide, every element written (outputs start as NaN sentinels), the same bits from run to run,
 // with a bf16 qkv read in place too, for bf16 and fp32 storage of dqkv, head sizes 16 to 64 (above: the
 // default passes run, counted as such) and T from 1 to five 64-row tiles; the two passes again past 65,535
-// heads (the grid's y); and at GPT-2's shape, where 1,536
-// blocks order their dQ partials through the per-tile counters across every SM. Without a usable CUDA
-// device every test is skipped with the probe's message.
+// heads (the grid's y); and at GPT-2's shape, where 1,536 blocks order their dQ partials through the
+// per-tile counters across every SM. Without a usable CUDA device every test is skipped with the probe's
+// message.
 #include <gtest/gtest.h>
 
 #include <algorithm>
