@@ -54,6 +54,18 @@ Status write_orbit_epoch(const std::string& dir, const OrbitEpoch& e) {
   return checkpoint::write_file_atomic(dir, kOrbitClockFile, j.dump(2) + "\n");
 }
 
+Status remove_orbit_clock_leftover(const std::string& dir, std::string* removed) {
+  removed->clear();
+  const std::filesystem::path path = std::filesystem::path(dir) / (std::string(kOrbitClockFile) + ".tmp");
+  std::error_code ec;
+  // As the store's own cleanup: a file (a link to one is removed, not its target); absent is nothing to do.
+  if (!std::filesystem::is_regular_file(path, ec)) return Status::ok();
+  std::filesystem::remove(path, ec);
+  PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "removing '", path.string(), "': ", ec.message());
+  *removed = path.string();
+  return checkpoint::fsync_dir(dir);  // the removal holds across a cut, as the store's cleanup does
+}
+
 Status resolve_orbit_epoch(const OrbitConfig& orbit, const std::string& dir, bool resume, double now_unix,
                            double* epoch_unix, std::string* how, std::string* warning) {
   warning->clear();

@@ -6,7 +6,8 @@
 // a power cut that resumes from that folder continues the clock: the satellite has moved on while the
 // power was off, and a clock restarted at phase_deg would place the next shadow wrongly (the eclipse
 // checkpoint late, or the next cut without one). The file is written atomically (temporary file,
-// fsync, rename) and is a few lines of JSON:
+// fsync, rename; rank 0 removes a temporary file left by a cut when it opens the folder) and is a few
+// lines of JSON:
 //   {"epoch_unix": 1795000000.25, "altitude_km": 550.0, "beta_deg": 0.0, "phase_deg": 0.0,
 //    "time_scale": 1.0}
 #pragma once
@@ -30,6 +31,11 @@ struct OrbitEpoch {
 // <dir>/orbit.json: kNotFound when absent; kIoError naming the file when unreadable or malformed.
 Status read_orbit_epoch(const std::string& dir, OrbitEpoch* out);
 Status write_orbit_epoch(const std::string& dir, const OrbitEpoch& epoch);
+// The process that owns <dir> (rank 0), when it opens the folder: removes <dir>/orbit.json.tmp, what a
+// write_orbit_epoch cut before its rename leaves (never read, and only truncated by the next write).
+// *removed is its path, or "" when there was none; orbit.json itself is never touched. A folder of that
+// name stays (a write fails on it, naming it).
+Status remove_orbit_clock_leftover(const std::string& dir, std::string* removed);
 
 // The epoch for this launch (rank 0): orbit.epoch_unix when > 0; else the one in <dir>/orbit.json when
 // `resume` and it belongs to the same orbit keys; else now_unix, then stored in <dir> (which exists).

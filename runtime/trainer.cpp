@@ -102,6 +102,9 @@ Status Trainer::setup() {
   targets_.resize(ntok);
   if (options_.write_run_dir) PERIGEE_CHECK(make_run_dir());
   PERIGEE_CHECK(setup_checkpoints());
+  // Without PERIGEE_LAUNCH, a run that starts fresh is launch 1 and one that resumed is of unknown
+  // number. Decided here, once: a rollback later resumes from a checkpoint within this same launch.
+  death_launch_ = options_.launch > 0 ? options_.launch : (resumed_from_step_ < 0 ? 1 : 0);
   // The run folder's config.json becomes this job's only once every check has passed: a launch refused
   // above (a checkpoint folder it may not use, a resume that fails) leaves the earlier run's record.
   if (options_.write_run_dir) PERIGEE_CHECK(write_run_config());

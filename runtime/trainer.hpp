@@ -46,6 +46,9 @@ struct TrainerOptions {
   // plan's `death ... launch=L`. 0 = not known: a fresh run counts as launch 1, and a resumed one, a
   // relaunch of unknown number, meets no planned death.
   int launch = 0;
+  // How a planned death is carried out: empty = SIGKILL to this process, as a power cut would. Tests
+  // that run the Trainer in-process record the step instead; training then goes on.
+  std::function<void(int64_t step)> planned_death = {};
 };
 
 // AbftOptions::operand_roundoff of the GEMMs a [device] runs (fault/abft_gemm.hpp): 0 on the CPU and
@@ -218,6 +221,9 @@ class Trainer {
   int consecutive_skips_ = 0;    // reproducible anomalies in a row: the state itself is suspect
   double link_ms_ = 0.0;         // emulated link time of this step's gradient all-reduces
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
+  // The launch the fault plan's deaths are matched against (0: none), fixed at setup: a rollback loads a
+  // checkpoint too, but the process is still the launch it started as.
+  int death_launch_ = 0;
 
   std::optional<checkpoint::EclipseModel> eclipse_;
   double orbit_epoch_unix_ = 0.0;               // rank 0: Unix time at [orbit] phase_deg (orbit_clock.hpp)

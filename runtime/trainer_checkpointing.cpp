@@ -68,6 +68,11 @@ Status Trainer::setup_checkpoints() {
     PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
     for (const std::string& path : store_->cleaned_at_open())
       log::info("checkpoint folder: removed '", path, "' (left by an interrupted write)");
+    // The orbit clock's file is written beside the checkpoints, whatever [orbit] says now.
+    std::string orbit_leftover;
+    PERIGEE_CHECK(remove_orbit_clock_leftover(checkpoint_dir_, &orbit_leftover));
+    if (!orbit_leftover.empty())
+      log::info("checkpoint folder: removed '", orbit_leftover, "' (left by an interrupted write)");
     if (checkpoint_enabled_) {
       PERIGEE_CHECK(refuse_fresh_run_over_checkpoints());
       PERIGEE_CHECK(store_->check_writable());  // now, not at the first background write

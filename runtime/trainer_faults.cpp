@@ -82,11 +82,15 @@ Status Trainer::after_update() {
   inject(fault::FaultTarget::kAdamM, model_.adam_m(), n);
   inject(fault::FaultTarget::kAdamV, model_.adam_v(), n);
   // A planned rank death, in the launch the plan names (so that a relaunch past it does not die again).
-  const int launch = options_.launch > 0 ? options_.launch : (resumed_from_step_ < 0 ? 1 : 0);
-  if (injector_ && launch > 0 && injector_->rank_dead(comm_->rank(), done, launch)) {
-    log::warn("fault plan: rank ", comm_->rank(), " dies (SIGKILL) after step ", done, " in launch ", launch);
+  if (injector_ && death_launch_ > 0 && injector_->rank_dead(comm_->rank(), done, death_launch_)) {
+    log::warn("fault plan: rank ", comm_->rank(), options_.planned_death ? " dies" : " dies (SIGKILL)",
+              " after step ", done, " in launch ", death_launch_);
     std::fflush(nullptr);
-    ::raise(SIGKILL);
+    if (options_.planned_death) {
+      options_.planned_death(done);
+    } else {
+      ::raise(SIGKILL);
+    }
   }
   const int64_t k = config_.fault.digest_every;
   if (k > 0 && done % k == 0) {

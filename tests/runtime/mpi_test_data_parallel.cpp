@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -320,7 +321,8 @@ TEST(DataParallel, EclipseCheckpointsOnAnOrbitWithoutShadowNeedAnotherSchedule) 
 // The eclipse policy's orbit clock goes on across launches (orbit_clock.hpp): a relaunch whose run's
 // first launch was long enough ago to put the satellite 30 s before a shadow entry checkpoints at its
 // first gate; the same launch on a fresh clock, half an hour from the shadow, does not. A further
-// relaunch before the same shadow resumes from a checkpoint that already covers it: no new one.
+// relaunch before the same shadow resumes from a checkpoint that already covers it: no new one. The
+// continued clock's folder also holds the orbit.json.tmp of a cut write, which rank 0 removes at setup.
 TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
   namespace fs = std::filesystem;
   std::unique_ptr<MpiCommunicator> world;
@@ -342,7 +344,8 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
       fs::create_directories(dir);
       if (continued) {
         const OrbitEpoch early{unix_now() - (entry - 30.0), 550.0, 0.0, 0.0, 1.0};
-        PERIGEE_CHECK_OR_DIE(write_orbit_epoch(dir.string(), early));  // no rank may leave the test alone
+        PERIGEE_CHECK_OR_DIE(write_orbit_epoch(dir.string(), early));   // no rank may leave the test alone
+        std::ofstream(dir / "orbit.json.tmp") << "{\"epoch_unix\": 1";  // a later write, cut
       }
     }
     MPI_Barrier(MPI_COMM_WORLD);
@@ -357,6 +360,7 @@ TEST(DataParallel, EclipseClockContinuesFromTheFirstLaunch) {
       OrbitEpoch kept;
       PERIGEE_CHECK_OR_DIE(read_orbit_epoch(dir.string(), &kept));
       EXPECT_NEAR(kept.epoch_unix, continued ? unix_now() - (entry - 30.0) : unix_now(), 60.0);
+      EXPECT_FALSE(fs::exists(dir / "orbit.json.tmp")) << "a cut write's leftover stayed";
     }
   }
   {  // the continued run relaunched for 2 more steps, still before the shadow

@@ -4,7 +4,8 @@
 // - a flipped parameter on one of 3 replicas is found by the replica digest and repaired within K
 //   steps (replicas bit-identical again);
 // - with 2 replicas there is no majority: the run rolls back to the last checkpoint, and since the
-//   replayed steps are clean it still ends bit-identical to the clean run.
+//   replayed steps are clean it still ends bit-identical to the clean run;
+// - a planned rank death fires in its launch also when the replay after a rollback reaches its step.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -179,6 +180,38 @@ TEST(FaultLadder, CorruptMomentOnEveryReplicaRollsBackPastTheCheckpointsThatHold
   // 2 and 4, then after the rollbacks 4 (the bad one replaced), 6, 8 and the final 10; the loaded
   // checkpoints are not written again.
   EXPECT_EQ(o.checkpoints, 6u);
+}
+
+TEST(FaultLadder, PlannedDeathFiresWhenTheReplayAfterARollbackReachesIt) {
+  // The moment flip above, with a planned death of rank 0 at step 7, and the Trainer run in-process
+  // without PERIGEE_LAUNCH: a fresh run is launch 1. The run rolls back to 4, then to 2, before it ever
+  // completes step 7; the rollbacks load checkpoints, but the process is still launch 1, so rank 0 dies
+  // when the replay completes step 7 (before, the rollback made it a resumed run, which meets no
+  // planned death). The death in launch 2 is not this run's.
+  const std::string dir = shared_folder({{"plan.txt",
+                                          "fault target=adam_v step=3 bit=31 element=3108\n"
+                                          "death rank=0 step=7\n"
+                                          "death rank=0 step=2 launch=2\n"}});
+  Config c = base_config(dir);
+  c.fault.plan = dir + "/plan.txt";
+  checkpoint_every(&c, dir + "/ckpt_death", 2);
+  std::unique_ptr<MpiCommunicator> comm;
+  PERIGEE_CHECK_OR_DIE(MpiCommunicator::create(MPI_COMM_WORLD, &comm));
+  std::vector<int64_t> deaths;      // steps after which this rank would have been killed
+  kernels::cpu::CpuBackend cpu{1};  // declared first: the trainer uses it until it is gone
+  Trainer t(c, comm.get(), &cpu,
+            TrainerOptions{.write_run_dir = false,
+                           .log_steps = false,
+                           .planned_death = [&deaths](int64_t step) { deaths.push_back(step); }});
+  PERIGEE_CHECK_OR_DIE(t.setup());
+  PERIGEE_CHECK_OR_DIE(t.run());
+  EXPECT_EQ(t.fault_counters().rollbacks, 2u);
+  if (world_rank() == 0) {
+    ASSERT_FALSE(deaths.empty()) << "the planned death of rank 0 at step 7 never fired";
+    EXPECT_EQ(deaths.front(), 7);
+  } else {
+    EXPECT_TRUE(deaths.empty()) << "rank " << world_rank();
+  }
 }
 
 TEST(FaultLadder, FaultInEveryCheckpointEndsTheRunAsPersistent) {

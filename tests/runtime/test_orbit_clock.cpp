@@ -110,6 +110,29 @@ TEST_F(OrbitClock, AnUnwritableFolderIsAnError) {
   EXPECT_CONTAINS(s.message(), "orbit.json");
 }
 
+// A write cut between creating orbit.json.tmp and its rename leaves the .tmp: the owner's cleanup
+// removes it and keeps the committed orbit.json as it was; nothing left is nothing removed.
+TEST_F(OrbitClock, ALeftoverOfACutWriteIsRemovedAndTheClockKept) {
+  EXPECT_EQ(resolve(1000.0), 1000.0);
+  std::ofstream(dir_ + "/orbit.json.tmp") << "{\"epoch_unix\": 2";  // cut mid-write
+  std::string removed = "?";
+  ASSERT_TRUE(remove_orbit_clock_leftover(dir_, &removed).is_ok());
+  EXPECT_EQ(removed, dir_ + "/orbit.json.tmp");
+  EXPECT_FALSE(fs::exists(dir_ + "/orbit.json.tmp"));
+  OrbitEpoch kept;
+  ASSERT_TRUE(read_orbit_epoch(dir_, &kept).is_ok());
+  EXPECT_EQ(kept.epoch_unix, 1000.0);
+  EXPECT_EQ(resolve(8200.0), 1000.0);  // the relaunch continues the clock
+  ASSERT_TRUE(remove_orbit_clock_leftover(dir_, &removed).is_ok());
+  EXPECT_EQ(removed, "");
+  EXPECT_TRUE(fs::exists(dir_ + "/orbit.json"));
+  // A folder of that name is no leftover of a write: it stays.
+  fs::create_directories(dir_ + "/orbit.json.tmp");
+  ASSERT_TRUE(remove_orbit_clock_leftover(dir_, &removed).is_ok());
+  EXPECT_EQ(removed, "");
+  EXPECT_TRUE(fs::is_directory(dir_ + "/orbit.json.tmp"));
+}
+
 TEST(UnixNow, IsTheSystemClock) {
   const double now = unix_now();
   EXPECT_GT(now, 1.7e9);  // after 2023
