@@ -9,7 +9,8 @@
 // One step's gradient is compared with the CPU's tensor by tensor in every precision, and every GPU
 // run counts its cuBLASLt launches (bf16 D, GELU epilogues) and ActCast fallbacks exactly. A shape with
 // the backward scratch inside the dead logits (kSharedShape) runs through the same checks; that it
-// shares is checked on the CPU too. Skipped without a CUDA device (but for that layout check).
+// shares is checked on the CPU too, and so does every bf16 option with all the kernel variants awaiting a
+// GPU measurement on (each counted as run). Skipped without a CUDA device (but for that layout check).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -255,7 +256,8 @@ void expect_pass_launches(kernels::Backend& gpu, kernels::cuda::GpuPrecision pre
 
 void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
                        kernels::DType activations = kernels::DType::kF32, bool gelu_fusion = false,
-                       kernels::DType logits = kernels::DType::kF32, const GptShape& shape = kShape) {
+                       kernels::DType logits = kernels::DType::kF32, const GptShape& shape = kShape,
+                       const kernels::cuda::KernelVariants& variants = {}) {
   std::vector<kernels::cuda::DeviceInfo> devices;
   const Status probe = kernels::cuda::probe_devices(&devices);
   if (!probe.is_ok()) GTEST_SKIP() << probe.message();
@@ -264,6 +266,7 @@ void check_against_cpu(kernels::cuda::GpuPrecision precision, double rtol,
   ASSERT_TRUE(made.is_ok()) << made.to_string();
   ASSERT_TRUE(kernels::cuda::set_gelu_fusion(*gpu, gelu_fusion).is_ok());
   EXPECT_EQ(gpu->fuses_gelu(), gelu_fusion);
+  ASSERT_TRUE(kernels::cuda::set_kernel_variants(*gpu, variants).is_ok());
   kernels::cpu::CpuBackend cpu(2);
   const char* name = kernels::cuda::gpu_precision_name(precision);
 
@@ -355,6 +358,40 @@ TEST(CudaTraining, Bf16EverythingOnAnOddShapeMatchesTheCpuAndRepeatsBitForBit) {
                     kernels::DType::kBF16, kOddShape);
   check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kF32, false,
                     kernels::DType::kF32, kOddShape);
+}
+
+// Every kernel variant awaiting a GPU measurement (kernels/cuda/kernel_variants.hpp) on, with every bf16
+// option: the losses follow the CPU's, reruns give the same bits, and each variant really ran (the
+// backend's counts of launches down each variant's path).
+TEST(CudaTraining, KernelVariantsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
+  const kernels::cuda::KernelVariants all{.attention_in_place_backward = true,
+                                          .attention_wide_forward = true,
+                                          .attention_one_pass_backward = true,
+                                          .crossentropy_staged = true};
+  check_against_cpu(kernels::cuda::GpuPrecision::kBf16, 2e-2, kernels::DType::kBF16, true,
+                    kernels::DType::kBF16, kShape, all);
+  if (HasFatalFailure() || IsSkipped()) return;
+  // A backend of its own ran the checks above; one more step here, to read the counts.
+  std::unique_ptr<kernels::Backend> gpu;
+  ASSERT_TRUE(kernels::cuda::make_cuda_backend(0, &gpu, kernels::cuda::GpuPrecision::kBf16).is_ok());
+  ASSERT_TRUE(kernels::cuda::set_kernel_variants(*gpu, all).is_ok());
+  GptModel model;
+  ASSERT_TRUE(
+      model.init(kShape, gpu.get(), kBatch, kSeq, kernels::DType::kBF16, kernels::DType::kBF16).is_ok());
+  ASSERT_TRUE(model.init_parameters(7).is_ok());
+  const std::vector<Batch> batches = make_batches();
+  double loss = 0.0;
+  ASSERT_TRUE(model.zero_grad().is_ok());
+  ASSERT_TRUE(
+      model.forward(batches[0].inputs.data(), batches[0].targets.data(), kBatch, kSeq, &loss).is_ok());
+  ASSERT_TRUE(model.backward().is_ok());
+  kernels::cuda::KernelVariantRuns runs;
+  ASSERT_TRUE(kernels::cuda::kernel_variant_runs(*gpu, &runs).is_ok());
+  const uint64_t layers = static_cast<uint64_t>(kShape.n_layer);
+  EXPECT_EQ(runs.attention_wide_forward, layers);
+  EXPECT_EQ(runs.attention_in_place_backward, layers);
+  EXPECT_EQ(runs.attention_one_pass_backward, layers);
+  EXPECT_EQ(runs.crossentropy_staged, 1u);
 }
 
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
