@@ -49,12 +49,13 @@ struct Shape {
 struct Grads {
   std::vector<float> dqkv;
   uint64_t one_pass_runs = 0;  // launches that took the one-pass path
+  uint64_t in_place_runs = 0;  // and those that read a bf16 qkv in place
 };
 
-uint64_t one_pass_runs(Backend& be) {
+cuda::KernelVariantRuns variant_runs(Backend& be) {
   cuda::KernelVariantRuns r;
   PERIGEE_CHECK_OR_DIE(cuda::kernel_variant_runs(be, &r));
-  return r.attention_one_pass_backward;
+  return r;
 }
 
 std::vector<uint16_t> bf16_bits(const std::vector<float>& v) {
@@ -72,25 +73,28 @@ Grads run(Backend& be, const Shape& s, const std::vector<float>& qkv, const std:
   Array<float> x32(be, qkv), d(be, dout);
   Array<float> att(be, std::vector<float>(be.attention_state_size(s.B, s.T, s.C, s.NH), NAN));
   Grads g;
+  cuda::KernelVariantRuns before, after;
   if (bf16_storage) {
     Array<uint16_t> out(be, n), dqkv(be, std::vector<uint16_t>(3 * n, 0xffff));  // a bf16 NaN
     PERIGEE_CHECK_OR_DIE(be.attention_forward(out.data(), att.data(), x16.data(), s.B, s.T, s.C, s.NH));
     ScopedKernelVariants scoped(be, variant);
-    const uint64_t before = one_pass_runs(be);
+    before = variant_runs(be);
     PERIGEE_CHECK_OR_DIE(be.attention_backward(dqkv.data(), d.data(), x16.data(), out.data(), att.data(), s.B,
                                                s.T, s.C, s.NH));
-    g.one_pass_runs = one_pass_runs(be) - before;
+    after = variant_runs(be);
     for (uint16_t h : dqkv.download()) g.dqkv.push_back(bf16_to_float(h));
   } else {
     Array<float> out(be, n), dqkv(be, std::vector<float>(3 * n, NAN));
     PERIGEE_CHECK_OR_DIE(be.attention_forward(out.data(), att.data(), x32.data(), s.B, s.T, s.C, s.NH));
     ScopedKernelVariants scoped(be, variant);
-    const uint64_t before = one_pass_runs(be);
+    before = variant_runs(be);
     PERIGEE_CHECK_OR_DIE(be.attention_backward(dqkv.data(), d.data(), x32.data(), out.data(), att.data(), s.B,
                                                s.T, s.C, s.NH));
-    g.one_pass_runs = one_pass_runs(be) - before;
+    after = variant_runs(be);
     g.dqkv = dqkv.download();
   }
+  g.one_pass_runs = after.attention_one_pass_backward - before.attention_one_pass_backward;
+  g.in_place_runs = after.attention_in_place_backward - before.attention_in_place_backward;
   return g;
 }
 
@@ -155,6 +159,7 @@ TEST_F(CudaAttentionOnePass, MatchesTheTwoPasses) {
         if (bf16_storage) {  // q, k and v tiles read from the bf16 qkv in place: the same operand bits
           const Grads in_place = run(*gpu_, s, qkv, dout, true, both);
           EXPECT_EQ(in_place.one_pass_runs, taken ? 1u : 0u) << tag;
+          EXPECT_EQ(in_place.in_place_runs, 1u) << tag << ": the in-place variant did not run";
           EXPECT_TRUE(bit_identical(in_place.dqkv, got.dqkv)) << tag << ": with the in-place variant";
         }
       }

@@ -362,7 +362,9 @@ TEST(CudaTraining, Bf16EverythingOnAnOddShapeMatchesTheCpuAndRepeatsBitForBit) {
 
 // Every kernel variant awaiting a GPU measurement (kernels/cuda/kernel_variants.hpp) on, with every bf16
 // option: the losses follow the CPU's, reruns give the same bits, and each variant really ran (the
-// backend's counts of launches down each variant's path).
+// backend's counts of launches down each variant's path). At T = 60 a head is one 64-row tile, so the
+// one-pass backward's ordering of dQ partials between key blocks does not come into play here:
+// CudaAttentionOnePass (kernels_test_cuda_attention_one_pass) covers it, up to 16 tiles a head.
 TEST(CudaTraining, KernelVariantsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
   const kernels::cuda::KernelVariants all{.attention_in_place_backward = true,
                                           .attention_wide_forward = true,
