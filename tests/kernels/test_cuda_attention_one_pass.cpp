@@ -24,18 +24,8 @@ namespace {
 
 using namespace cuda_testing;
 
-class CudaAttentionOnePass : public ::testing::Test {
- protected:
-  void SetUp() override {
-    Backends& b = backends();
-    if (!b.skip_reason.empty()) GTEST_SKIP() << b.skip_reason;
-    ASSERT_TRUE(b.error.is_ok()) << b.error.to_string();
-    ASSERT_NE(b.gpu_bf16, nullptr);
-    gpu_ = b.gpu_bf16.get();
-  }
-
-  Backend* gpu_ = nullptr;
-};
+// OpsTest (cuda_test_util.hpp): skips without a device; gpu_bf16_ is the bf16-precision backend.
+class CudaAttentionOnePass : public OpsTest {};
 
 struct Shape {
   int B, T, C, NH;
@@ -145,8 +135,8 @@ TEST_F(CudaAttentionOnePass, MatchesTheTwoPasses) {
       const bool taken = hs <= 64;
       for (bool bf16_storage : {true, false}) {
         const std::string tag = s.tag() + (bf16_storage ? " bf16 dqkv" : " fp32 dqkv");
-        const Grads want = run(*gpu_, s, qkv, dout, bf16_storage, {});
-        const Grads got = run(*gpu_, s, qkv, dout, bf16_storage, one_pass);
+        const Grads want = run(*gpu_bf16_, s, qkv, dout, bf16_storage, {});
+        const Grads got = run(*gpu_bf16_, s, qkv, dout, bf16_storage, one_pass);
         EXPECT_EQ(want.one_pass_runs, 0u) << tag;
         EXPECT_EQ(got.one_pass_runs, taken ? 1u : 0u) << tag;
         if (taken) {
@@ -154,10 +144,10 @@ TEST_F(CudaAttentionOnePass, MatchesTheTwoPasses) {
         } else {
           EXPECT_TRUE(bit_identical(got.dqkv, want.dqkv)) << tag << ": the default passes ran";
         }
-        const Grads again = run(*gpu_, s, qkv, dout, bf16_storage, one_pass);
+        const Grads again = run(*gpu_bf16_, s, qkv, dout, bf16_storage, one_pass);
         EXPECT_TRUE(bit_identical(again.dqkv, got.dqkv)) << tag << ": a rerun changed bits";
         if (bf16_storage) {  // q, k and v tiles read from the bf16 qkv in place: the same operand bits
-          const Grads in_place = run(*gpu_, s, qkv, dout, true, both);
+          const Grads in_place = run(*gpu_bf16_, s, qkv, dout, true, both);
           EXPECT_EQ(in_place.one_pass_runs, taken ? 1u : 0u) << tag;
           EXPECT_EQ(in_place.in_place_runs, 1u) << tag << ": the in-place variant did not run";
           EXPECT_TRUE(bit_identical(in_place.dqkv, got.dqkv)) << tag << ": with the in-place variant";
@@ -173,15 +163,15 @@ TEST_F(CudaAttentionOnePass, TooManyHeadsTakeTheTwoPasses) {
   std::vector<float> qkv = random_vector(3 * s.n(), 220, -1.5f, 1.5f);
   for (float& x : qkv) x = bf16_to_float(float_to_bf16(x));
   const auto dout = random_vector(s.n(), 221);
-  const Grads want = run(*gpu_, s, qkv, dout, true, {});
-  const Grads got = run(*gpu_, s, qkv, dout, true, {.attention_one_pass_backward = true});
+  const Grads want = run(*gpu_bf16_, s, qkv, dout, true, {});
+  const Grads got = run(*gpu_bf16_, s, qkv, dout, true, {.attention_one_pass_backward = true});
   EXPECT_EQ(got.one_pass_runs, 0u);
   EXPECT_TRUE(bit_identical(got.dqkv, want.dqkv));
   const Shape fits{32767, 2, 32, 2};  // 65,534: the one-pass kernel
   const std::vector<float> qkv2(qkv.begin(), qkv.begin() + 3 * fits.n());
   const std::vector<float> dout2(dout.begin(), dout.begin() + fits.n());
-  const Grads want2 = run(*gpu_, fits, qkv2, dout2, true, {});
-  const Grads got2 = run(*gpu_, fits, qkv2, dout2, true, {.attention_one_pass_backward = true});
+  const Grads want2 = run(*gpu_bf16_, fits, qkv2, dout2, true, {});
+  const Grads got2 = run(*gpu_bf16_, fits, qkv2, dout2, true, {.attention_one_pass_backward = true});
   EXPECT_EQ(got2.one_pass_runs, 1u);
   expect_matches_default("65,534 heads", got2, want2, fits, true);
 }
@@ -195,12 +185,12 @@ TEST_F(CudaAttentionOnePass, GptShapeInOrderAcrossTheDevice) {
   std::vector<float> qkv = random_vector(3 * s.n(), 210, -1.5f, 1.5f);
   for (float& x : qkv) x = bf16_to_float(float_to_bf16(x));
   const auto dout = random_vector(s.n(), 211);
-  const Grads want = run(*gpu_, s, qkv, dout, true, {});
-  const Grads got = run(*gpu_, s, qkv, dout, true, {.attention_one_pass_backward = true});
+  const Grads want = run(*gpu_bf16_, s, qkv, dout, true, {});
+  const Grads got = run(*gpu_bf16_, s, qkv, dout, true, {.attention_one_pass_backward = true});
   EXPECT_EQ(got.one_pass_runs, 1u);
   expect_matches_default("GPT-2 shape", got, want, s, true);
   for (int i = 0; i < 3; ++i) {
-    const Grads again = run(*gpu_, s, qkv, dout, true, {.attention_one_pass_backward = true});
+    const Grads again = run(*gpu_bf16_, s, qkv, dout, true, {.attention_one_pass_backward = true});
     EXPECT_TRUE(bit_identical(again.dqkv, got.dqkv)) << "rerun " << i;
   }
 }
