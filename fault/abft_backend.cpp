@@ -46,6 +46,31 @@ Status AbftBackend::reserve_scratch(size_t floats) {
   return Status::ok();
 }
 
+namespace {
+
+size_t snapshot_floats(std::span<const kernels::OpCall> calls) {
+  size_t most = 0;
+  for (const kernels::OpCall& c : calls) {
+    if (c.op != kernels::OpCall::Op::kMatmulBackward) continue;
+    const size_t dweight = c.dweight ? static_cast<size_t>(c.OC) * static_cast<size_t>(c.C) : 0;
+    most = std::max(most, dweight + (c.bias ? static_cast<size_t>(c.OC) : 0));
+  }
+  return most;
+}
+
+}  // namespace
+
+Status AbftBackend::working_memory_bytes(std::span<const kernels::OpCall> calls, uint64_t* bytes) const {
+  PERIGEE_CHECK(inner_->working_memory_bytes(calls, bytes));
+  *bytes += snapshot_floats(calls) * sizeof(float);  // both far below 2^64: int dimensions
+  return Status::ok();
+}
+
+Status AbftBackend::reserve_working_memory(std::span<const kernels::OpCall> calls) {
+  PERIGEE_CHECK(inner_->reserve_working_memory(calls));
+  return reserve_scratch(snapshot_floats(calls));
+}
+
 void AbftBackend::emit(const AbftGemm& gemm, const AbftCheck& check, AbftOutcome outcome) {
   if (!on_event_) return;
   const GemmProblem& p = gemm.problem();

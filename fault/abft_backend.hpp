@@ -90,6 +90,10 @@ class AbftBackend final : public kernels::Backend {
   Status synchronize() override { return inner_->synchronize(); }
   Status memory_info(kernels::MemoryInfo* out) const override { return inner_->memory_info(out); }
   uint64_t model_overhead_bytes(size_t n) const override { return inner_->model_overhead_bytes(n); }
+  // The inner backend's, plus the snapshots of accumulated GEMM outputs (the largest dweight and dbias
+  // of the matmul_backward calls, counted as if they were not all zero before: gradient accumulation).
+  Status working_memory_bytes(std::span<const kernels::OpCall> calls, uint64_t* bytes) const override;
+  Status reserve_working_memory(std::span<const kernels::OpCall> calls) override;
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {

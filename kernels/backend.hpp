@@ -27,6 +27,7 @@
 
 #include "core/status.hpp"
 #include "kernels/act.hpp"
+#include "kernels/working_memory.hpp"
 
 namespace perigee::kernels {
 
@@ -77,6 +78,14 @@ class Backend {
   // Bytes the backend allocates by itself for a model of n fp32 parameters (the CUDA backend's bf16
   // weight cache); 0 by default.
   virtual uint64_t model_overhead_bytes(size_t /*n_params*/) const { return 0; }
+  // Working memory (kernels/working_memory.hpp): *bytes = what the most demanding of `calls` takes
+  // from the backend's own temporaries, and reserving that much up front so that those calls never
+  // allocate. Defaults: none (the CPU backend's ops need no temporaries of their own that size).
+  virtual Status working_memory_bytes(std::span<const OpCall> /*calls*/, uint64_t* bytes) const {
+    *bytes = 0;
+    return Status::ok();
+  }
+  virtual Status reserve_working_memory(std::span<const OpCall> /*calls*/) { return Status::ok(); }
 
   // ---- forward / backward ops
   // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]

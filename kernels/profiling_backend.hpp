@@ -96,6 +96,12 @@ class ProfilingBackend final : public Backend {
   Status synchronize() override { return collect(); }
   Status memory_info(MemoryInfo* out) const override { return inner_->memory_info(out); }
   uint64_t model_overhead_bytes(size_t n) const override { return inner_->model_overhead_bytes(n); }
+  Status working_memory_bytes(std::span<const OpCall> calls, uint64_t* bytes) const override {
+    return inner_->working_memory_bytes(calls, bytes);
+  }
+  Status reserve_working_memory(std::span<const OpCall> calls) override {
+    return inner_->reserve_working_memory(calls);
+  }
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override;

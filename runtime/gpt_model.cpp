@@ -182,7 +182,40 @@ std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kern
   const uint64_t overhead = backend.model_overhead_bytes(n);
   if (overhead > 0)
     items.push_back({str_cat(backend.name(), " backend's own copies (bf16 weight cache)"), overhead});
+  // A backend that cannot size its working memory (a CUDA error) fails the same way in init().
+  uint64_t working = 0;
+  const auto calls = working_calls(shape, max_batch, max_seq, activations, logits);
+  if (backend.working_memory_bytes(calls, &working).is_ok() && working > 0)
+    items.push_back(
+        {str_cat(backend.name(), " backend's working memory (its largest op's temporaries)"), working, true});
   return items;
+}
+
+std::vector<kernels::OpCall> GptModel::working_calls(const GptShape& shape, int batch, int seq,
+                                                     kernels::DType activations, kernels::DType logits) {
+  using kernels::OpCall;
+  constexpr kernels::DType f32 = kernels::DType::kF32;
+  const kernels::DType op = activations;  // the GEMM operands, d_qkv, d_fch and the logits' gradient
+  const int N = batch * seq, C = shape.n_embd, Vp = shape.padded_vocab;
+  return {
+      // forward: c_attn, attention's c_proj (into fp32 tmp), c_fc (+ GELU), the MLP's c_proj, LM head
+      OpCall::matmul_forward(N, C, 3 * C, op, op, true),
+      OpCall::matmul_forward(N, C, C, op, f32, true),
+      OpCall::matmul_forward(N, C, 4 * C, op, op, true),
+      OpCall::matmul_forward(N, 4 * C, C, op, f32, true),
+      OpCall::matmul_forward(N, C, Vp, op, logits, false),
+      // backward, in its order
+      OpCall::matmul_backward(N, C, Vp, f32, op, op, true, true, false),
+      OpCall::layernorm_backward(N, C),
+      OpCall::matmul_backward(N, 4 * C, C, op, f32, op, true, true, true),
+      OpCall::matmul_backward(N, C, 4 * C, f32, op, op, true, true, true),
+      OpCall::matmul_backward(N, C, C, f32, f32, op, true, true, true),
+      OpCall::attention_backward(batch, seq, C, shape.n_head, op, f32, op),
+      OpCall::matmul_backward(N, C, 3 * C, f32, op, op, true, true, true),
+      OpCall::encoder_backward(batch, seq, C),
+      // the optimizer's gradient norm
+      OpCall::sum_squares(ParameterTable::for_shape(shape).total()),
+  };
 }
 
 Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_batch, int max_seq,
@@ -224,6 +257,8 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
   const size_t ntok = static_cast<size_t>(max_batch) * max_seq * sizeof(int32_t);
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&tokens_), ntok));
   PERIGEE_CHECK(backend_->allocate(reinterpret_cast<void**>(&targets_), ntok));
+  PERIGEE_CHECK(
+      backend_->reserve_working_memory(working_calls(shape_, max_batch, max_seq, act_dtype_, logits_dtype_)));
   return Status::ok();
 }
 

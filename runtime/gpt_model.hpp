@@ -76,6 +76,12 @@ class GptModel {
   static std::vector<MemoryItem> memory_items(const GptShape& shape, const kernels::Backend& backend,
                                               int max_batch, int max_seq, kernels::DType activations,
                                               kernels::DType logits, bool recompute);
+  // The op calls of a training step at (batch, seq) that take working memory
+  // (kernels/working_memory.hpp): forward, backward and the gradient norm's sum_squares. init()
+  // reserves what the backend says the largest of them takes at (max_batch, max_seq), and
+  // memory_items counts it.
+  static std::vector<kernels::OpCall> working_calls(const GptShape& shape, int batch, int seq,
+                                                    kernels::DType activations, kernels::DType logits);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }

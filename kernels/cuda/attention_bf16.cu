@@ -487,6 +487,22 @@ Status forward_impl(Out* out, float* lse, const Q* qkv, int B, int T, int C, int
   return launch_forward<128, kFwdWarps>(out, lse, qkv, p, stream);
 }
 
+}  // namespace
+
+// Scratch: D [B, NH, T] fp32, the bf16 planes (q, k, v and dout, or dout alone in place), then the
+// one-pass kernel's accumulator and counters.
+size_t attention_backward_bf16_scratch_bytes(int B, int T, int C, int NH, bool in_place,
+                                             const KernelVariants& variant) {
+  const size_t rows = static_cast<size_t>(B) * NH * T;
+  const size_t elems = static_cast<size_t>(B) * T * C;
+  const size_t bytes = scratch_bytes<float>(rows) + scratch_bytes<bf16>((in_place ? 1 : 4) * elems);
+  const bool one_pass =
+      variant.attention_one_pass_backward && NH > 0 && attention_one_pass_supports(B, NH, C / NH);
+  return bytes + (one_pass ? attention_one_pass_scratch_bytes(B, T, C, NH) : 0);
+}
+
+namespace {
+
 template <typename Out, typename Q>
 Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out, const float* lse, int B,
                      int T, int C, int NH, DeviceScratch& scratch, cudaStream_t stream,
@@ -505,16 +521,15 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
   const size_t n_planes = static_cast<size_t>(4 - first);
   const bool one_pass = variant.attention_one_pass_backward && attention_one_pass_supports(B, NH, p.hs);
   if (one_pass && runs != nullptr) ++runs->attention_one_pass_backward;
-  // Scratch: D [B, NH, T] fp32, the bf16 planes, then the one-pass kernel's accumulator and counters.
   const size_t rows = static_cast<size_t>(B) * NH * T;
   const size_t elems = static_cast<size_t>(B) * T * C;
-  const size_t own_bytes = scratch_bytes<float>(rows) + scratch_bytes<bf16>(n_planes * elems);
   void* base = nullptr;
   PERIGEE_CHECK(
-      scratch.get(own_bytes + (one_pass ? attention_one_pass_scratch_bytes(B, T, C, NH) : 0), stream, &base));
+      scratch.get(attention_backward_bf16_scratch_bytes(B, T, C, NH, in_place, variant), stream, &base));
   ScratchCarver carver(base);
   float* dsum = carver.take<float>(rows);
   bf16* planes = carver.take<bf16>(n_planes * elems);
+  char* rest = carver.take<char>(0);  // the one-pass kernel's part
   convert_bf16_kernel<<<flat_grid(n_planes * elems / 4, 256), 256, 0, stream>>>(
       planes, qkv, dout, B, T, C, NH, first, quad_aligned(qkv) && aligned16(dout));
   PERIGEE_CHECK_CUDA(cudaGetLastError());
@@ -538,8 +553,7 @@ Status backward_impl(Out* dqkv, const float* dout, const Q* qkv, const Out* out,
                                                                                             BT, T, C, NH);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   if (one_pass) {
-    return attention_backward_one_pass_bf16(dqkv, dsum, src, lse, B, T, C, NH, p.scale,
-                                            static_cast<char*>(base) + own_bytes, stream);
+    return attention_backward_one_pass_bf16(dqkv, dsum, src, lse, B, T, C, NH, p.scale, rest, stream);
   }
   if (p.hs <= 32) return launch_backward<32, kBwdWarps>(dqkv, dsum, src, lse, p, stream);
   if (p.hs <= 64) return launch_backward<64, kBwdWarps>(dqkv, dsum, src, lse, p, stream);

@@ -47,6 +47,10 @@ Status attention_backward_bf16(float* dqkv, const float* dout, const float* qkv,
                                const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
                                cudaStream_t stream, const KernelVariants& variant = {},
                                KernelVariantRuns* runs = nullptr);
+// The scratch bytes it takes: with in_place, the bf16 qkv is read as it is (its copy not made); the
+// one-pass variant's accumulator where `variant` turns it on and the shape takes it.
+size_t attention_backward_bf16_scratch_bytes(int B, int T, int C, int NH, bool in_place,
+                                             const KernelVariants& variant);
 
 // The same with bf16 storage (kernels/act.hpp) for the output `out` of the forward and, in the backward,
 // for dqkv (written) and the forward's `out` (read); qkv fp32 or bf16 (its bits are the tiles' operands

@@ -193,6 +193,13 @@ Status kernel_variant_runs(Backend& backend, KernelVariantRuns* out) {
   return Status::ok();
 }
 
+Status scratch_use(Backend& backend, ScratchUse* out) {
+  CudaBackend* cuda = nullptr;
+  PERIGEE_CHECK(as_cuda(backend, "scratch_use", &cuda));
+  *out = ScratchUse{cuda->scratch().capacity(), cuda->scratch().largest_request()};
+  return Status::ok();
+}
+
 Status set_weight_cache(Backend& backend, bool on) {
   CudaBackend* cuda = nullptr;
   PERIGEE_CHECK(as_cuda(backend, "set_weight_cache", &cuda));

@@ -6,7 +6,8 @@
 // kernel, kTf32 cuBLAS on TF32 tensor cores, kBf16 cuBLASLt on bf16 tensor cores (matmul_bf16.cuh)
 // and the bf16 tensor-core attention (attention_bf16.cuh); every other op is fp32. All
 // reductions run in a fixed order without atomics, so every op is bit-reproducible on one device.
-// Temporary device memory comes from one grow-on-demand scratch buffer. One backend runs one op at a
+// Temporary device memory comes from one scratch buffer, reserved up front for a model's ops
+// (reserve_working_memory) and grown on demand beyond that. One backend runs one op at a
 // time; callers use it from threads whose current device is device() (create() sets it).
 #pragma once
 
@@ -77,6 +78,11 @@ class CudaBackend final : public Backend {
   Status memory_info(MemoryInfo* out) const override;  // cudaMemGetInfo on this backend's device
   // The weight cache's bf16 copy when it is on (bf16 precision).
   uint64_t model_overhead_bytes(size_t n_params) const override;
+  // The scratch the calls take (working_memory.cu: the most any one takes), and growing the scratch to
+  // it now.
+  Status working_memory_bytes(std::span<const OpCall> calls, uint64_t* bytes) const override;
+  Status reserve_working_memory(std::span<const OpCall> calls) override;
+  const DeviceScratch& scratch() const { return scratch_; }  // its capacity and largest request
 
   // ---- forward / backward ops
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
@@ -157,6 +163,7 @@ class CudaBackend final : public Backend {
   // Attention by the bf16 tensor-core kernels: bf16 precision, a head size they take, and their shared
   // memory within the device's limit per block (else the fp32 kernels run).
   bool bf16_attention(int C, int NH) const;
+  Status op_scratch_bytes(const OpCall& call, size_t* bytes) const;
   CastScratch& cast_fallback() {  // the ActCast path's temporaries, counting the call
     ++cast_fallbacks_;
     return cast_scratch_;

@@ -85,6 +85,14 @@ Status act_cast_fallbacks(Backend& backend, uint64_t* out);
 // kernels for bf16 attention at head sizes above 64.
 Status set_shared_memory_limit(Backend& backend, size_t bytes);
 
+// The scratch buffer of `backend` (a CudaBackend; kInvalidArgument otherwise): its size now and the most
+// any op has asked of it. Tests check that a model's reservation (Backend::reserve_working_memory)
+// covers every request, so that no step grows it.
+struct ScratchUse {
+  size_t capacity = 0, largest_request = 0;
+};
+Status scratch_use(Backend& backend, ScratchUse* out);
+
 // Launches of `backend`'s cuBLASLt GEMMs (a CudaBackend; kInvalidArgument otherwise): all, those
 // writing a bf16 D, those with the GELU_AUX_BIAS or DGELU epilogue, launches cuBLASLt refused, and
 // fp32-D calls whose bias was added in a pass of its own (no bias epilogue for their operands).

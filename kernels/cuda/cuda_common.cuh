@@ -84,29 +84,41 @@ class DeviceScratch {
 
   // *out = a buffer of at least `bytes` bytes (valid until the next call).
   Status get(size_t bytes, cudaStream_t stream, void** out) {
-    if (bytes > size_) {
-      const size_t grown = std::max(bytes, size_ * 2);
-      PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream));
-      if (data_ != nullptr) PERIGEE_CHECK_CUDA(cudaFree(data_));
-      data_ = nullptr;
-      size_ = 0;
-      const cudaError_t err = cudaMalloc(&data_, grown);
-      if (err == cudaErrorMemoryAllocation) {
-        (void)cudaGetLastError();
-        data_ = nullptr;
-        return make_error(StatusCode::kOutOfMemory, "scratch: cannot allocate ", grown,
-                          " bytes of device memory");
-      }
-      PERIGEE_CHECK_CUDA(err);
-      size_ = grown;
-    }
+    largest_request_ = std::max(largest_request_, bytes);
+    if (bytes > size_) PERIGEE_CHECK(grow_to(std::max(bytes, size_ * 2), stream));
     *out = data_;
     return Status::ok();
   }
+  // Grows to exactly `bytes` now, so that requests up to it never allocate (a reservation is not
+  // counted as a request).
+  Status reserve(size_t bytes, cudaStream_t stream) {
+    if (bytes > size_) PERIGEE_CHECK(grow_to(bytes, stream));
+    return Status::ok();
+  }
+  size_t capacity() const { return size_; }
+  size_t largest_request() const { return largest_request_; }
 
  private:
+  Status grow_to(size_t bytes, cudaStream_t stream) {
+    PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream));
+    if (data_ != nullptr) PERIGEE_CHECK_CUDA(cudaFree(data_));
+    data_ = nullptr;
+    size_ = 0;
+    const cudaError_t err = cudaMalloc(&data_, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      data_ = nullptr;
+      return make_error(StatusCode::kOutOfMemory, "scratch: cannot allocate ", bytes,
+                        " bytes of device memory");
+    }
+    PERIGEE_CHECK_CUDA(err);
+    size_ = bytes;
+    return Status::ok();
+  }
+
   void* data_ = nullptr;
   size_t size_ = 0;
+  size_t largest_request_ = 0;  // the most any op has asked for
 };
 
 // ---- device helpers (fixed-order reductions)

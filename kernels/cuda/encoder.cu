@@ -81,6 +81,31 @@ Status encoder_forward(float* out, const int32_t* tokens, const float* wte, cons
   return Status::ok();
 }
 
+namespace {
+
+// CUB's temporary storage for a radix sort of n (token, position) pairs.
+Status sort_temp_bytes(int n, size_t* bytes) {
+  *bytes = 0;
+  PERIGEE_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(
+      nullptr, *bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n, 0, 32));
+  return Status::ok();
+}
+
+}  // namespace
+
+Status encoder_backward_scratch_bytes(int B, int T, size_t* bytes) {
+  *bytes = 0;
+  PERIGEE_CHECK(check_dims("encoder_backward", {B, T}));
+  const int64_t rows64 = static_cast<int64_t>(B) * T;
+  PERIGEE_REQUIRE(rows64 <= INT32_MAX / 2, StatusCode::kInvalidArgument, "encoder_backward: B*T = ", rows64,
+                  " is too large");
+  size_t sort_bytes = 0;
+  PERIGEE_CHECK(sort_temp_bytes(static_cast<int>(rows64), &sort_bytes));
+  *bytes = 3 * scratch_bytes<int32_t>(static_cast<size_t>(rows64)) + scratch_bytes<char>(sort_bytes);
+  return Status::ok();
+}
+
 Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                         int C, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("encoder_backward", {dwte, dwpe, dout, tokens}));
@@ -95,13 +120,11 @@ Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32
   PERIGEE_CHECK_CUDA(cudaGetLastError());
 
   // Stable sort of (token, position) pairs by token.
-  size_t sort_bytes = 0;
-  PERIGEE_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(
-      nullptr, sort_bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
-      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n, 0, 32, stream));
-  const size_t ints = scratch_bytes<int32_t>(n);
+  size_t sort_bytes = 0, bytes = 0;
+  PERIGEE_CHECK(sort_temp_bytes(n, &sort_bytes));
+  PERIGEE_CHECK(encoder_backward_scratch_bytes(B, T, &bytes));
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(3 * ints + scratch_bytes<char>(sort_bytes), stream, &base));
+  PERIGEE_CHECK(scratch.get(bytes, stream, &base));
   ScratchCarver carve(base);
   int32_t* positions = carve.take<int32_t>(n);
   int32_t* sorted_tokens = carve.take<int32_t>(n);

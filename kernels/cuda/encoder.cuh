@@ -20,7 +20,9 @@ namespace perigee::kernels::cuda {
 Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                        int C, cudaStream_t stream);
 
-// Uses `scratch` for the sort (about 3 B*T ints plus CUB's temporary storage).
+// Uses `scratch` for the sort: encoder_backward_scratch_bytes (about 3 B*T ints plus CUB's temporary
+// storage, which CUB sizes for the current device).
+Status encoder_backward_scratch_bytes(int B, int T, size_t* bytes);
 Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                         int C, DeviceScratch& scratch, cudaStream_t stream);
 

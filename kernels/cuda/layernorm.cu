@@ -401,15 +401,18 @@ Status residual_layernorm_forward(float* residual, uint16_t* out, float* mean, f
   return launch_residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias, N, C, stream);
 }
 
+size_t layernorm_backward_scratch_bytes(int N, int C) {
+  return 2 * scratch_bytes<double>(static_cast<size_t>(ceil_div(N, kLayerNormRowsPerPartial)) * C);
+}
+
 Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const float* mean, const float* rstd, int N, int C,
                           DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("layernorm_backward", {dinp, dweight, dbias, dout, inp, weight, mean, rstd}));
   PERIGEE_CHECK(check_dims("layernorm_backward", {N, C}));
   const int P = ceil_div(N, kLayerNormRowsPerPartial);
-  const size_t part = scratch_bytes<double>(static_cast<size_t>(P) * C);
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(2 * part, stream, &base));
+  PERIGEE_CHECK(scratch.get(layernorm_backward_scratch_bytes(N, C), stream, &base));
   ScratchCarver carve(base);
   double* partial_dw = carve.take<double>(static_cast<size_t>(P) * C);
   double* partial_db = carve.take<double>(static_cast<size_t>(P) * C);

@@ -42,8 +42,10 @@ Status residual_layernorm_forward(float* residual, uint16_t* out, float* mean, f
                                   const float* b, const float* weight, const float* bias, int N, int C,
                                   cudaStream_t stream);
 
+// Takes layernorm_backward_scratch_bytes(N, C) of `scratch` (the dweight and dbias partials).
 Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const float* mean, const float* rstd, int N, int C,
                           DeviceScratch& scratch, cudaStream_t stream);
+size_t layernorm_backward_scratch_bytes(int N, int C);
 
 }  // namespace perigee::kernels::cuda

@@ -324,6 +324,36 @@ Status LtGemm::gemm(bool trans_a, bool trans_b, int m, int n, int k, const __nv_
 
 namespace {
 
+// The scratch a forward GEMM takes, in elements: bf16 copies of an fp32 inp, of the weight (unless
+// cached) and of a bias added to a bf16 out (cuBLASLt's bias has D's type).
+struct ForwardCopies {
+  size_t inp = 0, weight = 0, bias = 0;
+  ForwardCopies(int N, int C, int OC, DType inp_type, DType out_type, bool has_bias, bool weight_cached)
+      : inp(inp_type == DType::kF32 ? static_cast<size_t>(N) * C : 0),
+        weight(weight_cached ? 0 : static_cast<size_t>(OC) * C),
+        bias(has_bias && out_type != DType::kF32 ? static_cast<size_t>(OC) : 0) {}
+  size_t bytes() const {
+    return scratch_bytes<__nv_bfloat16>(inp) + scratch_bytes<__nv_bfloat16>(weight) +
+           scratch_bytes<__nv_bfloat16>(bias);
+  }
+};
+
+// The backward GEMMs' scratch: only fp32 operands are copied (a bf16 dout or inp is used in place),
+// the weight for dinp unless cached, and the bias gradient's double partials.
+struct BackwardCopies {
+  size_t dout = 0, weight = 0, inp = 0, partials = 0;
+  BackwardCopies(int N, int C, int OC, DType dout_type, DType inp_type, bool dinp, bool dweight, bool dbias,
+                 bool weight_cached)
+      : dout((dinp || dweight) && dout_type == DType::kF32 ? static_cast<size_t>(N) * OC : 0),
+        weight(dinp && !weight_cached ? static_cast<size_t>(OC) * C : 0),
+        inp(dweight && inp_type == DType::kF32 ? static_cast<size_t>(N) * C : 0),
+        partials(dbias ? matmul_bias_grad_partials(N, OC) : 0) {}
+  size_t bytes() const {
+    return scratch_bytes<__nv_bfloat16>(dout) + scratch_bytes<__nv_bfloat16>(weight) +
+           scratch_bytes<__nv_bfloat16>(inp) + scratch_bytes<double>(partials);
+  }
+};
+
 // The forward GEMM out^T [OC, N] = weight . inp^T + bias, with `aux`'s epilogue (a GELU one writes
 // aux, of out's type). kUnavailable before any work when cuBLASLt cannot write it. weight16: weight
 // already rounded (a weight cache), or null to round it into scratch here.
@@ -348,13 +378,10 @@ Status forward_gemm(const char* op, Act out, ConstAct inp, const float* weight, 
                     aux.kind == LtEpilogue::kNone ? "" : " with the GELU epilogue", " for N=", N, " C=", C,
                     " OC=", OC);
   }
-  const size_t n_w = weight16 == nullptr ? static_cast<size_t>(OC) * C : 0;  // a cached weight: no copy
-  const size_t n_inp = inp.is_f32() ? static_cast<size_t>(N) * C : 0;        // a bf16 inp: no copy
-  const size_t n_bias = round_bias ? static_cast<size_t>(OC) : 0;
+  const ForwardCopies copies(N, C, OC, inp.dtype, out.dtype, bias != nullptr, weight16 != nullptr);
+  const size_t n_w = copies.weight, n_inp = copies.inp, n_bias = copies.bias;
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<__nv_bfloat16>(n_w) +
-                                scratch_bytes<__nv_bfloat16>(n_bias),
-                            stream, &base));
+  PERIGEE_CHECK(scratch.get(copies.bytes(), stream, &base));
   ScratchCarver carve(base);
   ConstAct lt_bias = bias;
   if (round_bias) {
@@ -399,17 +426,13 @@ Status backward_gemms(const char* op, Act dinp, float* dweight, float* dbias, Co
   if (dinp.data != nullptr) PERIGEE_CHECK(check_pointers(op, {weight}));
   if (dweight != nullptr) PERIGEE_CHECK(check_pointers(op, {inp.data}));
   const bool gemms = dinp.data != nullptr || dweight != nullptr;
-  const size_t n_partial = dbias != nullptr ? matmul_bias_grad_partials(N, OC) : 0;
   if (!gemms && dbias == nullptr) return Status::ok();
   if (!gemms && dout.is_f32()) return matmul_bias_grad(dbias, dout.f32(), N, OC, scratch, stream);
-  // Only fp32 operands are copied: a bf16 dout or inp is used in place.
-  const size_t n_dout = gemms && dout.is_f32() ? static_cast<size_t>(N) * OC : 0;
-  const size_t n_w = dinp.data != nullptr && weight16 == nullptr ? static_cast<size_t>(OC) * C : 0;
-  const size_t n_inp = dweight != nullptr && inp.is_f32() ? static_cast<size_t>(N) * C : 0;
+  const BackwardCopies copies(N, C, OC, dout.dtype, inp.dtype, dinp.data != nullptr, dweight != nullptr,
+                              dbias != nullptr, weight16 != nullptr);
+  const size_t n_dout = copies.dout, n_w = copies.weight, n_inp = copies.inp, n_partial = copies.partials;
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(scratch_bytes<__nv_bfloat16>(n_dout) + scratch_bytes<__nv_bfloat16>(n_w) +
-                                scratch_bytes<__nv_bfloat16>(n_inp) + scratch_bytes<double>(n_partial),
-                            stream, &base));
+  PERIGEE_CHECK(scratch.get(copies.bytes(), stream, &base));
   ScratchCarver carve(base);
   __nv_bfloat16* dout_copy = carve.take<__nv_bfloat16>(n_dout);
   __nv_bfloat16* w_copy = carve.take<__nv_bfloat16>(n_w);
@@ -482,6 +505,18 @@ Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAc
                   "matmul_backward_gelu: the DGELU epilogue reads pre in dpre's type");
   return backward_gemms("matmul_backward_gelu", dpre, dweight, dbias, dout, inp, weight, weight16, N, C, OC,
                         LtAux{LtEpilogue::kDGelu, pre.data}, lt, scratch, stream);
+}
+
+size_t matmul_forward_bf16_scratch_bytes(int N, int C, int OC, DType inp, DType out, bool bias,
+                                         bool weight_cached) {
+  return ForwardCopies(N, C, OC, inp, out, bias, weight_cached).bytes();
+}
+
+size_t matmul_backward_bf16_scratch_bytes(int N, int C, int OC, DType dout, DType inp, bool dinp,
+                                          bool dweight, bool dbias, bool weight_cached) {
+  // Only the bias gradient, from an fp32 dout: matmul_bias_grad's partials.
+  if (!dinp && !dweight) return dbias ? scratch_bytes<double>(matmul_bias_grad_partials(N, OC)) : 0;
+  return BackwardCopies(N, C, OC, dout, inp, dinp, dweight, dbias, weight_cached).bytes();
 }
 
 Status gelu_forward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool bias, bool* yes) {

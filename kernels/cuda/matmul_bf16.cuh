@@ -143,6 +143,14 @@ Status matmul_backward_gelu_bf16(Act dpre, float* dweight, float* dbias, ConstAc
                                  DeviceScratch& scratch, cudaStream_t stream,
                                  const __nv_bfloat16* weight16 = nullptr);
 
+// The scratch bytes the launchers above take: bf16 copies of the fp32 operands, of the weight when
+// not cached (weight16 null), of a bias added to a bf16 output, and the bias gradient's partials.
+// The GELU forms take what the plain ones do.
+size_t matmul_forward_bf16_scratch_bytes(int N, int C, int OC, DType inp, DType out, bool bias,
+                                         bool weight_cached);
+size_t matmul_backward_bf16_scratch_bytes(int N, int C, int OC, DType dout, DType inp, bool dinp,
+                                          bool dweight, bool dbias, bool weight_cached);
+
 // Whether the two launchers above run fused for these shapes and storage (plans on first use).
 Status gelu_forward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool bias, bool* yes);
 Status gelu_backward_fusable(LtGemm& lt, int N, int C, int OC, DType type, bool* yes);

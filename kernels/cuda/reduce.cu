@@ -45,6 +45,10 @@ __global__ void scale_kernel(float* x, float s, size_t n) {
 
 // ---- kernel launchers
 
+size_t sum_squares_scratch_bytes(size_t n) {
+  return scratch_bytes<double>(ceil_div(n, kSumSquaresChunk));
+}
+
 Status sum_squares(const float* x, size_t n, double* result, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("sum_squares", {result}));
   if (n == 0) {
@@ -56,7 +60,7 @@ Status sum_squares(const float* x, size_t n, double* result, DeviceScratch& scra
   PERIGEE_REQUIRE(chunks <= 0x7fffffffu, StatusCode::kInvalidArgument, "sum_squares: n = ", n,
                   " is too large");
   void* base = nullptr;
-  PERIGEE_CHECK(scratch.get(scratch_bytes<double>(chunks), stream, &base));
+  PERIGEE_CHECK(scratch.get(sum_squares_scratch_bytes(n), stream, &base));
   double* partial = static_cast<double*>(base);
   sum_squares_partial_kernel<<<static_cast<unsigned>(chunks), kSumSquaresBlock, 0, stream>>>(partial, x, n);
   PERIGEE_CHECK_CUDA(cudaGetLastError());

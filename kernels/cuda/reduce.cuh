@@ -18,8 +18,10 @@ namespace perigee::kernels::cuda {
 inline constexpr size_t kSumSquaresChunk = 8192;
 inline constexpr int kSumSquaresBlock = 256;
 
-// *result (device memory) = sum of x[i]^2; n may be 0 (result 0).
+// *result (device memory) = sum of x[i]^2; n may be 0 (result 0). Takes sum_squares_scratch_bytes(n)
+// of `scratch` (the partial sums).
 Status sum_squares(const float* x, size_t n, double* result, DeviceScratch& scratch, cudaStream_t stream);
+size_t sum_squares_scratch_bytes(size_t n);
 
 Status scale(float* x, float s, size_t n, cudaStream_t stream);
 

@@ -396,6 +396,75 @@ TEST(CudaTraining, KernelVariantsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
   EXPECT_EQ(runs.crossentropy_staged, 1u);
 }
 
+// GptModel::init reserves the scratch its ops take (Backend::reserve_working_memory: what the memory
+// check counts), and two training steps (forward, backward, gradient norm) then ask no more of it, so
+// it never grows mid-step, in each precision and storage, with the weight cache off (every bf16 GEMM
+// rounds its weight into scratch) and with every kernel variant on. The bound is an upper one (a weight
+// the cache holds, or a qkv read in place, asks less) but not a loose one.
+TEST(CudaTraining, WorkingMemoryIsReservedAtInitAndCoversEveryStep) {
+  using kernels::DType;
+  using kernels::cuda::GpuPrecision;
+  struct Case {
+    const char* what;
+    GpuPrecision precision;
+    DType acts, logits;
+    bool weight_cache;
+    kernels::cuda::KernelVariants variants;
+    const GptShape* shape;
+  };
+  const kernels::cuda::KernelVariants all{.attention_in_place_backward = true,
+                                          .attention_wide_forward = true,
+                                          .attention_one_pass_backward = true,
+                                          .crossentropy_staged = true};
+  const Case cases[] = {
+      {"fp32", GpuPrecision::kFp32, DType::kF32, DType::kF32, true, {}, &kShape},
+      {"bf16 GEMMs on fp32 activations, no weight cache",
+       GpuPrecision::kBf16,
+       DType::kF32,
+       DType::kF32,
+       false,
+       {},
+       &kShape},
+      {"bf16 activations, odd shape", GpuPrecision::kBf16, DType::kBF16, DType::kF32, true, {}, &kOddShape},
+      {"bf16 everything, every variant", GpuPrecision::kBf16, DType::kBF16, DType::kBF16, true, all, &kShape},
+  };
+  std::vector<kernels::cuda::DeviceInfo> devices;
+  const Status probe = kernels::cuda::probe_devices(&devices);
+  if (!probe.is_ok()) GTEST_SKIP() << probe.message();
+  const std::vector<Batch> batches = make_batches();
+  for (const Case& c : cases) {
+    std::unique_ptr<kernels::Backend> gpu;
+    const Status made = kernels::cuda::make_cuda_backend(0, &gpu, c.precision);
+    ASSERT_TRUE(made.is_ok()) << made.to_string();
+    ASSERT_TRUE(kernels::cuda::set_weight_cache(*gpu, c.weight_cache).is_ok());
+    ASSERT_TRUE(kernels::cuda::set_kernel_variants(*gpu, c.variants).is_ok());
+    uint64_t bound = 0;
+    ASSERT_TRUE(
+        gpu->working_memory_bytes(GptModel::working_calls(*c.shape, kBatch, kSeq, c.acts, c.logits), &bound)
+            .is_ok());
+    GptModel model;
+    ASSERT_TRUE(model.init(*c.shape, gpu.get(), kBatch, kSeq, c.acts, c.logits).is_ok()) << c.what;
+    kernels::cuda::ScratchUse use;
+    ASSERT_TRUE(kernels::cuda::scratch_use(*gpu, &use).is_ok());
+    EXPECT_EQ(use.capacity, bound) << c.what << ": init reserves the bound";
+    EXPECT_EQ(use.largest_request, 0u) << c.what;
+    ASSERT_TRUE(model.init_parameters(7).is_ok());
+    for (int step = 0; step < 2; ++step) {
+      double loss = 0.0, norm = 0.0;
+      const Batch& b = batches[step];
+      ASSERT_TRUE(model.zero_grad().is_ok());
+      ASSERT_TRUE(model.forward(b.inputs.data(), b.targets.data(), kBatch, kSeq, &loss).is_ok()) << c.what;
+      ASSERT_TRUE(model.backward().is_ok()) << c.what;
+      ASSERT_TRUE(gradient_norm(model, &norm).is_ok()) << c.what;
+    }
+    ASSERT_TRUE(kernels::cuda::scratch_use(*gpu, &use).is_ok());
+    EXPECT_EQ(use.capacity, bound) << c.what << ": a step grew the scratch";
+    EXPECT_GT(use.largest_request, 0u) << c.what;
+    EXPECT_LE(use.largest_request, bound) << c.what;
+    EXPECT_GE(3 * use.largest_request, bound) << c.what << ": the bound is far above what the ops ask";
+  }
+}
+
 TEST(CudaTraining, Fp32WithBf16ActivationsTwentyStepsMatchTheCpu) {
   check_against_cpu(kernels::cuda::GpuPrecision::kFp32, 5e-3, kernels::DType::kBF16);
 }

@@ -1,10 +1,12 @@
 // The memory budget (runtime/memory_budget.hpp): byte formatting, the fit check and its message, and
-// GptModel::memory_items against what GptModel::init really allocates.
+// GptModel::memory_items against what GptModel::init really allocates, and GptModel::working_calls
+// against the calls a training step makes.
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/memory_budget.hpp"
+#include "runtime/optimizer.hpp"
 
 namespace perigee::runtime {
 namespace {
@@ -68,6 +70,105 @@ TEST(MemoryBudget, ModelItemsAreWhatInitAllocates) {
     EXPECT_EQ(item_bytes(items, "activations"), m.activation_bytes()) << what;
     EXPECT_EQ(item_bytes(items, "input and target tokens"), 2u * 3 * 32 * 4) << what;
     EXPECT_EQ(items.size(), 3u) << what;
+  }
+}
+
+// The CPU backend noting the op calls that take working memory on some backend, in the form of
+// kernels::OpCall, and answering a made-up working memory size so that the model's plumbing shows.
+class RecordingCpuBackend : public kernels::cpu::CpuBackend {
+ public:
+  using OpCall = kernels::OpCall;
+  using Act = kernels::Act;
+  using ConstAct = kernels::ConstAct;
+  RecordingCpuBackend() : CpuBackend(1) {}
+
+  std::vector<OpCall> seen, reserved;
+  static constexpr uint64_t kWorkingBytes = 123457;
+
+  Status working_memory_bytes(std::span<const OpCall> calls, uint64_t* bytes) const override {
+    *bytes = calls.empty() ? 0 : kWorkingBytes;
+    return Status::ok();
+  }
+  Status reserve_working_memory(std::span<const OpCall> calls) override {
+    reserved.assign(calls.begin(), calls.end());
+    return Status::ok();
+  }
+  Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                          int C) override {
+    seen.push_back(OpCall::encoder_backward(B, T, C));
+    return CpuBackend::encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
+  }
+  Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, const float* mean, const float* rstd, int N,
+                            int C) override {
+    seen.push_back(OpCall::layernorm_backward(N, C));
+    return CpuBackend::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+  }
+  Status matmul_forward(Act out, ConstAct inp, const float* weight, const float* bias, int N, int C,
+                        int OC) override {
+    seen.push_back(OpCall::matmul_forward(N, C, OC, inp.dtype, out.dtype, bias != nullptr));
+    return CpuBackend::matmul_forward(out, inp, weight, bias, N, C, OC);
+  }
+  Status matmul_backward(Act dinp, float* dweight, float* dbias, ConstAct dout, ConstAct inp,
+                         const float* weight, int N, int C, int OC) override {
+    seen.push_back(OpCall::matmul_backward(N, C, OC, dinp.dtype, dout.dtype, inp.dtype, dinp.data != nullptr,
+                                           dweight != nullptr, dbias != nullptr));
+    return CpuBackend::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+  }
+  Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att, int B,
+                            int T, int C, int NH) override {
+    seen.push_back(OpCall::attention_backward(B, T, C, NH, dqkv.dtype, dout.dtype, qkv.dtype));
+    return CpuBackend::attention_backward(dqkv, dout, qkv, out, att, B, T, C, NH);
+  }
+  Status sum_squares(const float* x, size_t n, double* out) override {
+    seen.push_back(OpCall::sum_squares(n));
+    return CpuBackend::sum_squares(x, n, out);
+  }
+};
+
+// GptModel::working_calls lists every call of a training step that takes working memory, with the
+// sizes and storage types the step really passes (the CPU backend's fused GELU forms are the plain
+// calls, as on every backend that does not fuse them), for every storage choice and with
+// recomputation; init() reserves exactly that list and memory_items counts the backend's answer.
+TEST(MemoryBudget, WorkingCallsAreTheCallsATrainingStepMakes) {
+  using kernels::DType;
+  const GptShape shape{2, 4, 64, 32, 200, 256};
+  const int B = 3, T = 32;
+  std::vector<int32_t> tokens(B * T);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37) % shape.vocab);
+  struct Case {
+    DType acts, logits;
+    bool recompute;
+  };
+  for (const Case c : {Case{DType::kF32, DType::kF32, false}, Case{DType::kBF16, DType::kF32, false},
+                       Case{DType::kBF16, DType::kBF16, true}}) {
+    const std::string what = std::string(kernels::dtype_name(c.acts)) + "/" + kernels::dtype_name(c.logits) +
+                             (c.recompute ? " recompute" : "");
+    const auto listed = GptModel::working_calls(shape, B, T, c.acts, c.logits);
+    RecordingCpuBackend be;
+    const auto items = GptModel::memory_items(shape, be, B, T, c.acts, c.logits, c.recompute);
+    EXPECT_EQ(item_bytes(items, "cpu backend's working memory"), RecordingCpuBackend::kWorkingBytes) << what;
+    GptModel m;
+    ASSERT_TRUE(m.init(shape, &be, B, T, c.acts, c.logits, c.recompute).is_ok()) << what;
+    EXPECT_TRUE(be.reserved == listed) << what;
+    ASSERT_TRUE(m.init_parameters(7).is_ok());
+    double loss = 0.0, norm = 0.0;
+    ASSERT_TRUE(m.zero_grad().is_ok());
+    ASSERT_TRUE(m.forward(tokens.data(), tokens.data(), B, T, &loss).is_ok()) << what;
+    ASSERT_TRUE(m.backward().is_ok()) << what;
+    ASSERT_TRUE(gradient_norm(m, &norm).is_ok()) << what;
+    // Every kind of call was seen (the list is no larger than the step), and each is listed.
+    std::vector<bool> matched(listed.size(), false);
+    for (const kernels::OpCall& call : be.seen) {
+      size_t i = 0;
+      while (i < listed.size() && !(listed[i] == call)) ++i;
+      EXPECT_LT(i, listed.size()) << what << ": an op call of kind " << static_cast<int>(call.op)
+                                  << " with N " << call.N << ", C " << call.C << ", OC " << call.OC
+                                  << " is not listed";
+      if (i < listed.size()) matched[i] = true;
+    }
+    for (size_t i = 0; i < listed.size(); ++i)
+      EXPECT_TRUE(matched[i]) << what << ": listed call " << i << " never ran";
   }
 }
 

@@ -1,0 +1,74 @@
+// Working memory: the temporaries a backend's ops take from memory of its own (the CUDA backend's
+// grow-on-demand DeviceScratch, ABFT's snapshots), sized per call. A caller that knows its ops in
+// advance (GptModel) lists them as OpCall records; Backend::working_memory_bytes says how much the
+// largest needs, so a memory check can count it before the run, and Backend::reserve_working_memory
+// allocates it up front, so a step never grows it (nor fails to) half-way.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/act.hpp"
+
+namespace perigee::kernels {
+
+// One op call, with the sizes and storage types its working memory depends on. Ops not listed take
+// no working memory on any backend (forward attention, GELU, residual, cross-entropy, AdamW).
+struct OpCall {
+  enum class Op {
+    kEncoderBackward,
+    kLayerNormBackward,
+    kMatmulForward,
+    kMatmulBackward,
+    kAttentionBackward,
+    kSumSquares
+  };
+  Op op = Op::kSumSquares;
+  // matmul: out [N, OC] = inp [N, C] . weight^T; layernorm: N rows of C; encoder and attention: B, T,
+  // C (and NH heads); sum_squares: n elements.
+  int N = 0, C = 0, OC = 0, B = 0, T = 0, NH = 0;
+  size_t n = 0;
+  // matmul_forward: inp, out. matmul_backward: dinp (out), dout, inp. attention_backward: dqkv (out),
+  // dout, qkv (inp).
+  DType inp = DType::kF32, out = DType::kF32, dout = DType::kF32;
+  // matmul_forward: a bias. matmul_backward: which gradients it computes.
+  bool bias = false, dinp = false, dweight = false;
+
+  bool operator==(const OpCall&) const = default;
+
+  static OpCall encoder_backward(int B, int T, int C) {
+    OpCall c;
+    c.op = Op::kEncoderBackward, c.B = B, c.T = T, c.C = C, c.N = B * T;
+    return c;
+  }
+  static OpCall layernorm_backward(int N, int C) {
+    OpCall c;
+    c.op = Op::kLayerNormBackward, c.N = N, c.C = C;
+    return c;
+  }
+  static OpCall matmul_forward(int N, int C, int OC, DType inp, DType out, bool bias) {
+    OpCall c;
+    c.op = Op::kMatmulForward, c.N = N, c.C = C, c.OC = OC, c.inp = inp, c.out = out, c.bias = bias;
+    return c;
+  }
+  // dinp of type `out` (or none: dinp false), dweight, dbias (bias).
+  static OpCall matmul_backward(int N, int C, int OC, DType dinp_type, DType dout, DType inp, bool dinp,
+                                bool dweight, bool dbias) {
+    OpCall c;
+    c.op = Op::kMatmulBackward, c.N = N, c.C = C, c.OC = OC, c.out = dinp_type, c.dout = dout, c.inp = inp;
+    c.dinp = dinp, c.dweight = dweight, c.bias = dbias;
+    return c;
+  }
+  static OpCall attention_backward(int B, int T, int C, int NH, DType dqkv, DType dout, DType qkv) {
+    OpCall c;
+    c.op = Op::kAttentionBackward, c.B = B, c.T = T, c.C = C, c.NH = NH, c.N = B * T;
+    c.out = dqkv, c.dout = dout, c.inp = qkv;
+    return c;
+  }
+  static OpCall sum_squares(size_t n) {
+    OpCall c;
+    c.op = Op::kSumSquares, c.n = n;
+    return c;
+  }
+};
+
+}  // namespace perigee::kernels
