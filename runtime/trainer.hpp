@@ -47,7 +47,7 @@ struct TrainerOptions {
   // relaunch of unknown number, meets no planned death.
   int launch = 0;
   // How a planned death is carried out: empty = SIGKILL to this process, as a power cut would. Tests
-  // that run the Trainer in-process record the step instead; training then goes on.
+  // that run the Trainer in-process record the step instead (called once); training then goes on.
   std::function<void(int64_t step)> planned_death = {};
 };
 
@@ -109,6 +109,8 @@ class Trainer {
   Status finish_checkpoints();
   bool checkpointing() const { return !checkpoint_dir_.empty() && checkpoint_enabled_; }
   const std::string& checkpoint_dir() const { return checkpoint_dir_; }
+  // The checkpoint step this launch resumed from at setup (-1: a fresh start); a rollback since does
+  // not change it.
   int64_t resumed_from_step() const { return resumed_from_step_; }
   // save_checkpoint() calls so far (every rank counts them; rank 0 writes).
   uint64_t checkpoints_saved() const { return checkpoints_saved_; }
@@ -188,7 +190,8 @@ class Trainer {
   bool announce_checkpoint_load();
   void close_checkpoint_load(double seconds, const char* outcome);  // "loaded", "none", "failed"
   // max_step: only checkpoints of at most that step (a rollback that must go further back).
-  Status resume_from(checkpoint::Snapshot* snapshot, int64_t max_step = INT64_MAX);
+  // *loaded_step: the step of the checkpoint loaded, or -1 when there was none to load.
+  Status resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step, int64_t max_step = INT64_MAX);
   void log_step(const StepResult& r) const;
 
   Config config_;
@@ -224,6 +227,7 @@ class Trainer {
   // The launch the fault plan's deaths are matched against (0: none), fixed at setup: a rollback loads a
   // checkpoint too, but the process is still the launch it started as.
   int death_launch_ = 0;
+  bool planned_death_done_ = false;  // TrainerOptions::planned_death has been called
 
   std::optional<checkpoint::EclipseModel> eclipse_;
   double orbit_epoch_unix_ = 0.0;               // rank 0: Unix time at [orbit] phase_deg (orbit_clock.hpp)

@@ -96,7 +96,7 @@ Status Trainer::setup_checkpoints() {
   if (try_resume) {
     checkpoint::Snapshot snapshot;
     const int64_t before = next_step_;
-    PERIGEE_CHECK(resume_from(&snapshot));
+    PERIGEE_CHECK(resume_from(&snapshot, &resumed_from_step_));
     if (next_step_ != before && !checkpoint_enabled_ && comm_->rank() == 0) {
       log::warn("resumed from ", checkpoint_dir_, " at step ", next_step_,
                 ", but checkpointing is off ([checkpoint] every_steps and every_seconds are 0 and [orbit] "
@@ -168,7 +168,8 @@ void Trainer::close_checkpoint_load(double seconds, const char* outcome) {
 }
 
 // Rank 0 loads; a status code, then the state, go to every rank, so all ranks leave together.
-Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
+Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step, int64_t max_step) {
+  *loaded_step = -1;
   int32_t outcome = 0;  // 0: nothing to resume, 1: loaded, 2: failed on rank 0
   Status load_status;
   bool newer_refused = false;  // a newer checkpoint of another job is in the folder
@@ -292,7 +293,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t max_step) {
   }
   next_step_ = header[0];
   train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
-  resumed_from_step_ = next_step_;
+  *loaded_step = next_step_;
   last_checkpoint_step_ = next_step_;
   if (next_step_ > 0) last_lr_ = learning_rate(config_.train, next_step_ - 1);
   log::info("resumed from step ", next_step_, " (data position ", header[1], ")",

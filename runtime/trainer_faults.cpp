@@ -82,7 +82,9 @@ Status Trainer::after_update() {
   inject(fault::FaultTarget::kAdamM, model_.adam_m(), n);
   inject(fault::FaultTarget::kAdamV, model_.adam_v(), n);
   // A planned rank death, in the launch the plan names (so that a relaunch past it does not die again).
-  if (injector_ && death_launch_ > 0 && injector_->rank_dead(comm_->rank(), done, death_launch_)) {
+  if (injector_ && death_launch_ > 0 && !planned_death_done_ &&
+      injector_->rank_dead(comm_->rank(), done, death_launch_)) {
+    planned_death_done_ = true;
     log::warn("fault plan: rank ", comm_->rank(), options_.planned_death ? " dies" : " dies (SIGKILL)",
               " after step ", done, " in launch ", death_launch_);
     std::fflush(nullptr);
@@ -141,13 +143,13 @@ Status Trainer::rollback(const std::string& why) {
   const bool again = last_rollback_to_ >= 0 && before <= last_rollback_from_ + 3;
   const int64_t max_step = again ? last_rollback_to_ - 1 : INT64_MAX;
   checkpoint::Snapshot snapshot;
-  resumed_from_step_ = -1;
-  PERIGEE_CHECK(resume_from(&snapshot, max_step));
+  int64_t restored = -1;
+  PERIGEE_CHECK(resume_from(&snapshot, &restored, max_step));
   // Going further back found nothing older: every checkpoint left holds the fault.
-  PERIGEE_REQUIRE(!again || resumed_from_step_ >= 0, StatusCode::kFaultPersists, why,
+  PERIGEE_REQUIRE(!again || restored >= 0, StatusCode::kFaultPersists, why,
                   " again right after the rollback to step ", last_rollback_to_, ", and ", checkpoint_dir_,
                   " holds no older checkpoint: giving up (every checkpoint left holds the fault)");
-  PERIGEE_REQUIRE(resumed_from_step_ >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
+  PERIGEE_REQUIRE(restored >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
                   " holds no checkpoint to roll back to");
   ++counters_.rollbacks;
   consecutive_skips_ = 0;  // the restored state was saved after an applied update, whatever the trigger

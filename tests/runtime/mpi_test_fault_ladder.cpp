@@ -206,9 +206,11 @@ TEST(FaultLadder, PlannedDeathFiresWhenTheReplayAfterARollbackReachesIt) {
   PERIGEE_CHECK_OR_DIE(t.setup());
   PERIGEE_CHECK_OR_DIE(t.run());
   EXPECT_EQ(t.fault_counters().rollbacks, 2u);
+  EXPECT_EQ(t.resumed_from_step(), -1) << "the rollbacks made the fresh launch look resumed";
   if (world_rank() == 0) {
     ASSERT_FALSE(deaths.empty()) << "the planned death of rank 0 at step 7 never fired";
     EXPECT_EQ(deaths.front(), 7);
+    EXPECT_EQ(deaths.size(), 1u) << "a rank dies once";
   } else {
     EXPECT_TRUE(deaths.empty()) << "rank " << world_rank();
   }
