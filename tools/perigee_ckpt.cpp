@@ -19,6 +19,7 @@
 #include "checkpoint/snapshot.hpp"
 #include "checkpoint/store.hpp"
 #include "core/version.hpp"
+#include "runtime/orbit_clock.hpp"  // the orbit clock's file name (header only)
 
 namespace {
 
@@ -79,6 +80,11 @@ int verify(const std::string& target) {
         std::printf(
             "note  %s: leftover of a cut write (loads ignore it; the store removes it when it opens)\n",
             name.c_str());
+      } else if (name == std::string(perigee::runtime::kOrbitClockFile) + ".tmp") {
+        std::printf(
+            "note  %s: leftover of a cut write of the orbit clock (%s is kept; rank 0 removes it when it "
+            "opens the folder)\n",
+            name.c_str(), perigee::runtime::kOrbitClockFile);
       }
     }
     if (ec) {

@@ -41,6 +41,10 @@ CK=$WORK/ck
 # verify: all good -> 0 and no note.
 expect 0 "OK: 3 checkpoint(s), 0 failed" "$CKPT_BIN" verify "$CK"
 "$CKPT_BIN" verify "$CK" | grep -q "^note" && fail "a note on a good folder"
+# A cut write of the orbit clock is named, and the checkpoints still verify.
+echo '{"epoch_unix":' > "$CK/orbit.json.tmp"
+expect 0 "note  orbit.json.tmp: leftover of a cut write of the orbit clock (orbit.json is kept" "$CKPT_BIN" verify "$CK"
+rm "$CK/orbit.json.tmp"
 # The latest pointer as the store judges it: behind the newest, malformed, empty, stale.
 cp "$CK/latest" "$WORK/latest.good"
 echo "ckpt-00000004.h5" > "$CK/latest"
