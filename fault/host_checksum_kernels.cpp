@@ -225,6 +225,76 @@ void resize_lines(LineSums* s, int64_t M, int64_t Nn, bool weighted) {
   }
 }
 
+// A GEMM operand as stored: X [R, Cc] row-major, with the inner dimension K along its columns
+// (k_on_cols) or its rows. Its K-vector (alpha = e^T A or beta = B e, with multipliers u) reduces the
+// other index away; its lines (A's rows or B's columns of the output, weighted by the other operand's
+// K-vector) reduce K away.
+struct Operand {
+  const float* X;
+  int64_t R, Cc;
+  bool k_on_cols;
+};
+
+// Plain and magnitude vectors of one prediction line set or K-vector (abs null: plain only).
+struct Sums {
+  double* plain;
+  double* abs = nullptr;
+};
+
+void add_k_vector(Pass* pass, const Operand& o, const double* u, const double* uabs, Sums out) {
+  if (o.k_on_cols) {
+    pass->col_u = u, pass->col_uabs = uabs, pass->col_out = out.plain, pass->col_abs = out.abs;
+  } else {
+    pass->row_v = u, pass->row_vabs = uabs, pass->row_out = out.plain, pass->row_abs = out.abs;
+  }
+}
+
+void add_lines(Pass* pass, const Operand& o, Sums v, Sums out) {
+  if (o.k_on_cols) {
+    pass->row_v = v.plain, pass->row_vabs = v.abs, pass->row_out = out.plain, pass->row_abs = out.abs;
+  } else {
+    pass->col_u = v.plain, pass->col_uabs = v.abs, pass->col_out = out.plain, pass->col_abs = out.abs;
+  }
+}
+
+// The three passes of a prediction: the operand read first gives its K-vector (multipliers u, and
+// uabs for the magnitudes), the second gives its K-vector and its lines weighted by the first's in
+// one pass, the first is read again for its lines weighted by the second's K-vector. `unit`: u (and
+// uabs) are all ones, so the first pass takes plain sums.
+struct Side {
+  Operand operand;
+  Sums k_vector, lines;
+};
+void three_passes(const Side& first, const Side& second, const double* u, const double* uabs, bool unit,
+                  int threads, std::vector<double>* scratch) {
+  Pass p1{.unit = unit};
+  add_k_vector(&p1, first.operand, u, uabs, first.k_vector);
+  run_pass(first.operand.X, first.operand.R, first.operand.Cc, p1, threads, scratch);
+  Pass p2;
+  add_k_vector(&p2, second.operand, u, uabs, second.k_vector);
+  add_lines(&p2, second.operand, first.k_vector, second.lines);
+  run_pass(second.operand.X, second.operand.R, second.operand.Cc, p2, threads, scratch);
+  Pass p3;
+  add_lines(&p3, first.operand, second.k_vector, first.lines);
+  run_pass(first.operand.X, first.operand.R, first.operand.Cc, p3, threads, scratch);
+}
+
+// The stored operands A [M, K] and B [K, Nn] of a GEMM problem (not the bias gradient's).
+void operands(const GemmProblem& p, Operand* a, Operand* b) {
+  const int64_t N = p.N, C = p.C, OC = p.OC;
+  switch (p.kind) {
+    case GemmKind::kForward:  // A = inp [N, C], B = weight^T (weight [OC, C]); K = C
+      *a = {p.inp, N, C, true}, *b = {p.weight, OC, C, true};
+      return;
+    case GemmKind::kBackwardInput:  // A = dout [N, OC], B = weight [OC, C]; K = OC
+      *a = {p.dout, N, OC, true}, *b = {p.weight, OC, C, false};
+      return;
+    default:  // kBackwardWeight: A = dout^T (dout [N, OC]), B = inp [N, C]; K = N
+      *a = {p.dout, N, OC, false}, *b = {p.inp, N, C, false};
+      return;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- host checksum kernels
@@ -264,126 +334,39 @@ Status HostChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
   double *srow = out->row_abs.data(), *scol = out->col_abs.data();
   const int t = threads_;
   std::vector<double>* sc = &scratch_;
-  switch (p.kind) {
-    case GemmKind::kForward:  // A = inp [N, C], B = weight^T; alpha, beta over C
-      if (N <= OC) {
-        run_pass(p.inp, N, C, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1, .unit = true}, t,
-                 sc);
-        run_pass(p.weight, OC, C,
-                 {.row_v = a0,
-                  .row_vabs = a1,
-                  .col_u = one,
-                  .col_uabs = one,
-                  .row_out = ecol,
-                  .row_abs = scol,
-                  .col_out = b0,
-                  .col_abs = b1},
-                 t, sc);
-        run_pass(p.inp, N, C, {.row_v = b0, .row_vabs = b1, .row_out = erow, .row_abs = srow}, t, sc);
-      } else {
-        run_pass(p.weight, OC, C, {.col_u = one, .col_uabs = one, .col_out = b0, .col_abs = b1, .unit = true},
-                 t, sc);
-        run_pass(p.inp, N, C,
-                 {.row_v = b0,
-                  .row_vabs = b1,
-                  .col_u = one,
-                  .col_uabs = one,
-                  .row_out = erow,
-                  .row_abs = srow,
-                  .col_out = a0,
-                  .col_abs = a1},
-                 t, sc);
-        run_pass(p.weight, OC, C, {.row_v = a0, .row_vabs = a1, .row_out = ecol, .row_abs = scol}, t, sc);
-      }
-      if (p.bias != nullptr) {
-        const double n = static_cast<double>(N);
-        double sb = 0.0, sba = 0.0;
-        for (int64_t j = 0; j < OC; ++j) {
-          const double b = p.bias[j];
-          ecol[j] += n * b;
-          scol[j] += n * std::fabs(b);
-          sb += b;
-          sba += std::fabs(b);
-        }
-        for (int64_t i = 0; i < N; ++i) {
-          erow[i] += sb;
-          srow[i] += sba;
-        }
-      }
-      break;
-    case GemmKind::kBackwardInput:  // A = dout [N, OC], B = weight [OC, C]; alpha, beta over OC
-      if (N <= C) {
-        run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = a0, .col_abs = a1, .unit = true},
-                 t, sc);
-        run_pass(p.weight, OC, C,
-                 {.row_v = one,
-                  .row_vabs = one,
-                  .col_u = a0,
-                  .col_uabs = a1,
-                  .row_out = b0,
-                  .row_abs = b1,
-                  .col_out = ecol,
-                  .col_abs = scol},
-                 t, sc);
-        run_pass(p.dout, N, OC, {.row_v = b0, .row_vabs = b1, .row_out = erow, .row_abs = srow}, t, sc);
-      } else {
-        run_pass(p.weight, OC, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1, .unit = true},
-                 t, sc);
-        run_pass(p.dout, N, OC,
-                 {.row_v = b0,
-                  .row_vabs = b1,
-                  .col_u = one,
-                  .col_uabs = one,
-                  .row_out = erow,
-                  .row_abs = srow,
-                  .col_out = a0,
-                  .col_abs = a1},
-                 t, sc);
-        run_pass(p.weight, OC, C, {.col_u = a0, .col_uabs = a1, .col_out = ecol, .col_abs = scol}, t, sc);
-      }
-      break;
-    case GemmKind::kBackwardWeight:  // A = dout^T [OC, N], B = inp [N, C]; alpha, beta over N
-      if (OC <= C) {
-        run_pass(p.dout, N, OC, {.row_v = one, .row_vabs = one, .row_out = a0, .row_abs = a1, .unit = true},
-                 t, sc);
-        run_pass(p.inp, N, C,
-                 {.row_v = one,
-                  .row_vabs = one,
-                  .col_u = a0,
-                  .col_uabs = a1,
-                  .row_out = b0,
-                  .row_abs = b1,
-                  .col_out = ecol,
-                  .col_abs = scol},
-                 t, sc);
-        run_pass(p.dout, N, OC, {.col_u = b0, .col_uabs = b1, .col_out = erow, .col_abs = srow}, t, sc);
-      } else {
-        run_pass(p.inp, N, C, {.row_v = one, .row_vabs = one, .row_out = b0, .row_abs = b1, .unit = true}, t,
-                 sc);
-        run_pass(p.dout, N, OC,
-                 {.row_v = one,
-                  .row_vabs = one,
-                  .col_u = b0,
-                  .col_uabs = b1,
-                  .row_out = a0,
-                  .row_abs = a1,
-                  .col_out = erow,
-                  .col_abs = srow},
-                 t, sc);
-        run_pass(p.inp, N, C, {.col_u = a0, .col_uabs = a1, .col_out = ecol, .col_abs = scol}, t, sc);
-      }
-      break;
-    case GemmKind::kBackwardBias: {  // A = e^T [1, N], B = dout [N, OC]: one element per column
-      run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = ecol, .col_abs = scol, .unit = true},
-               t, sc);
-      double sum = 0.0, sum_abs = 0.0;
-      for (int64_t j = 0; j < OC; ++j) {
-        sum += ecol[j];
-        sum_abs += scol[j];
-      }
-      erow[0] = sum;
-      srow[0] = sum_abs;
-      break;
+  if (p.kind == GemmKind::kBackwardBias) {  // A = e^T [1, N], B = dout [N, OC]: one element per column
+    run_pass(p.dout, N, OC, {.col_u = one, .col_uabs = one, .col_out = ecol, .col_abs = scol, .unit = true},
+             t, sc);
+    double sum = 0.0, sum_abs = 0.0;
+    for (int64_t j = 0; j < OC; ++j) {
+      sum += ecol[j];
+      sum_abs += scol[j];
+    }
+    erow[0] = sum;
+    srow[0] = sum_abs;
+  } else {
+    Operand a{}, b{};
+    operands(p, &a, &b);
+    const Side sa{a, {a0, a1}, {erow, srow}}, sb{b, {b0, b1}, {ecol, scol}};
+    if (M <= Nn) {
+      three_passes(sa, sb, one, one, true, t, sc);
+    } else {
+      three_passes(sb, sa, one, one, true, t, sc);
+    }
+  }
+  if (p.kind == GemmKind::kForward && p.bias != nullptr) {  // N terms of every column, one of every row
+    const double n = static_cast<double>(N);
+    double sb = 0.0, sba = 0.0;
+    for (int64_t j = 0; j < OC; ++j) {
+      const double b = p.bias[j];
+      ecol[j] += n * b;
+      scol[j] += n * std::fabs(b);
+      sb += b;
+      sba += std::fabs(b);
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      erow[i] += sb;
+      srow[i] += sba;
     }
   }
   if (before != nullptr && p.accumulates()) {
@@ -426,38 +409,24 @@ Status HostChecksumKernels::encode_weighted(const GemmProblem& p, const float* b
   std::vector<double> aw(K), bw(K);
   const int t = threads_;
   std::vector<double>* sc = &scratch_;
-  switch (p.kind) {
-    case GemmKind::kForward:
-      run_pass(p.inp, N, C, {.col_u = w, .col_out = aw.data()}, t, sc);
-      run_pass(p.weight, OC, C, {.row_v = aw.data(), .col_u = w, .row_out = cw, .col_out = bw.data()}, t, sc);
-      run_pass(p.inp, N, C, {.row_v = bw.data(), .row_out = rw}, t, sc);
-      if (p.bias != nullptr) {
-        const double n = static_cast<double>(N), nw = n * (n + 1.0) / 2.0;
-        double sbw = 0.0;
-        for (int64_t j = 0; j < OC; ++j) {
-          cw[j] += nw * p.bias[j];
-          sbw += static_cast<double>(j + 1) * p.bias[j];
-        }
-        for (int64_t i = 0; i < N; ++i) rw[i] += sbw;
-      }
-      break;
-    case GemmKind::kBackwardInput:
-      run_pass(p.dout, N, OC, {.col_u = w, .col_out = aw.data()}, t, sc);
-      run_pass(p.weight, OC, C, {.row_v = w, .col_u = aw.data(), .row_out = bw.data(), .col_out = cw}, t, sc);
-      run_pass(p.dout, N, OC, {.row_v = bw.data(), .row_out = rw}, t, sc);
-      break;
-    case GemmKind::kBackwardWeight:
-      run_pass(p.dout, N, OC, {.row_v = w, .row_out = aw.data()}, t, sc);
-      run_pass(p.inp, N, C, {.row_v = w, .col_u = aw.data(), .row_out = bw.data(), .col_out = cw}, t, sc);
-      run_pass(p.dout, N, OC, {.col_u = bw.data(), .col_out = rw}, t, sc);
-      break;
-    case GemmKind::kBackwardBias: {
-      run_pass(p.dout, N, OC, {.col_u = one, .col_out = cw, .unit = true}, t, sc);  // one row, weight 1
-      double sum = 0.0;
-      for (int64_t j = 0; j < OC; ++j) sum += static_cast<double>(j + 1) * cw[j];
-      rw[0] = sum;
-      break;
+  if (p.kind == GemmKind::kBackwardBias) {
+    run_pass(p.dout, N, OC, {.col_u = one, .col_out = cw, .unit = true}, t, sc);  // one row, weight 1
+    double sum = 0.0;
+    for (int64_t j = 0; j < OC; ++j) sum += static_cast<double>(j + 1) * cw[j];
+    rw[0] = sum;
+  } else {
+    Operand a{}, b{};
+    operands(p, &a, &b);
+    three_passes({a, {aw.data()}, {rw}}, {b, {bw.data()}, {cw}}, w, nullptr, false, t, sc);
+  }
+  if (p.kind == GemmKind::kForward && p.bias != nullptr) {
+    const double n = static_cast<double>(N), nw = n * (n + 1.0) / 2.0;
+    double sbw = 0.0;
+    for (int64_t j = 0; j < OC; ++j) {
+      cw[j] += nw * p.bias[j];
+      sbw += static_cast<double>(j + 1) * p.bias[j];
     }
+    for (int64_t i = 0; i < N; ++i) rw[i] += sbw;
   }
   if (before != nullptr && p.accumulates()) {
     std::vector<double> r(M), c(Nn);
