@@ -51,7 +51,7 @@ namespace {
 size_t snapshot_floats(std::span<const kernels::OpCall> calls) {
   size_t most = 0;
   for (const kernels::OpCall& c : calls) {
-    if (c.op != kernels::OpCall::Op::kMatmulBackward) continue;
+    if (c.op != kernels::OpCall::Op::kMatmulBackward || !c.accumulate) continue;
     const size_t dweight = c.dweight ? static_cast<size_t>(c.OC) * static_cast<size_t>(c.C) : 0;
     most = std::max(most, dweight + (c.bias ? static_cast<size_t>(c.OC) : 0));
   }
@@ -67,8 +67,7 @@ Status AbftBackend::working_memory_bytes(std::span<const kernels::OpCall> calls,
 }
 
 Status AbftBackend::reserve_working_memory(std::span<const kernels::OpCall> calls) {
-  PERIGEE_CHECK(inner_->reserve_working_memory(calls));
-  return reserve_scratch(snapshot_floats(calls));
+  return inner_->reserve_working_memory(calls);
 }
 
 void AbftBackend::emit(const AbftGemm& gemm, const AbftCheck& check, AbftOutcome outcome) {

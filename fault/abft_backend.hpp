@@ -90,8 +90,9 @@ class AbftBackend final : public kernels::Backend {
   Status synchronize() override { return inner_->synchronize(); }
   Status memory_info(kernels::MemoryInfo* out) const override { return inner_->memory_info(out); }
   uint64_t model_overhead_bytes(size_t n) const override { return inner_->model_overhead_bytes(n); }
-  // The inner backend's, plus the snapshots of accumulated GEMM outputs (the largest dweight and dbias
-  // of the matmul_backward calls, counted as if they were not all zero before: gradient accumulation).
+  // The inner backend's, plus the snapshot of the outputs a GEMM adds to when they already hold a sum
+  // (the largest dweight and dbias of the matmul_backward calls that accumulate). The snapshot memory
+  // grows when first needed; only the inner backend reserves.
   Status working_memory_bytes(std::span<const kernels::OpCall> calls, uint64_t* bytes) const override;
   Status reserve_working_memory(std::span<const kernels::OpCall> calls) override;
 

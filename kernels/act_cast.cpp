@@ -53,10 +53,9 @@ void ActCast::rounded_input(const float* a, size_t n, const float** slot) {
   args_.push_back(Arg{a, DType::kF32, n, slot, nullptr, /*rounded=*/true});
 }
 
-size_t ActCast::temp_floats(const Arg& a) {
-  if (a.data == nullptr) return 0;
-  if (a.rounded) return aligned_floats(a.n) + aligned_floats((a.n + 1) / 2);
-  return a.dtype == DType::kBF16 ? aligned_floats(a.n) : 0;
+size_t ActCast::temp_floats(DType dtype, size_t n, bool rounded) {
+  if (rounded) return aligned_floats(n) + aligned_floats((n + 1) / 2);
+  return dtype == DType::kBF16 ? aligned_floats(n) : 0;
 }
 
 Status ActCast::run(const std::function<Status()>& op) {

@@ -31,6 +31,7 @@ class CastScratch {
   Status reserve(Backend& backend, size_t bytes, void** out);
   // Gives the memory back now (a backend's destructor calls it while the backend still works).
   void clear();
+  size_t bytes() const { return bytes_; }
 
  private:
   Backend* backend_ = nullptr;
@@ -53,6 +54,11 @@ class ActCast {
   // Widens the bf16 inputs, calls op, rounds into the bf16 outputs.
   Status run(const std::function<Status()>& op);
 
+  // The temporary floats run() takes for an argument of n elements of `dtype` (rounded: a
+  // rounded_input): its fp32 form, and for a rounded input its bf16 bits too. A caller adds them up
+  // over an op's arguments to size the CastScratch in advance.
+  static size_t temp_floats(DType dtype, size_t n, bool rounded = false);
+
  private:
   struct Arg {
     const void* data;
@@ -62,8 +68,9 @@ class ActCast {
     float** out_slot;
     bool rounded = false;  // an fp32 input read as its bf16 rounding
   };
-  // Temporary floats an argument takes: its fp32 form, and for a rounded input its bf16 bits too.
-  static size_t temp_floats(const Arg& a);
+  static size_t temp_floats(const Arg& a) {
+    return a.data == nullptr ? 0 : temp_floats(a.dtype, a.n, a.rounded);
+  }
   Backend& backend_;
   CastScratch& scratch_;
   std::vector<Arg> args_;

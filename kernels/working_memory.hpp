@@ -12,13 +12,14 @@
 namespace perigee::kernels {
 
 // One op call, with the sizes and storage types its working memory depends on. Ops not listed take
-// no working memory on any backend (forward attention, GELU, residual, cross-entropy, AdamW).
+// none on any backend (LayerNorm forward, GELU, residual, cross-entropy, AdamW).
 struct OpCall {
   enum class Op {
     kEncoderBackward,
     kLayerNormBackward,
     kMatmulForward,
     kMatmulBackward,
+    kAttentionForward,
     kAttentionBackward,
     kSumSquares
   };
@@ -27,11 +28,13 @@ struct OpCall {
   // C (and NH heads); sum_squares: n elements.
   int N = 0, C = 0, OC = 0, B = 0, T = 0, NH = 0;
   size_t n = 0;
-  // matmul_forward: inp, out. matmul_backward: dinp (out), dout, inp. attention_backward: dqkv (out),
-  // dout, qkv (inp).
+  // matmul_forward: inp, out. matmul_backward: dinp (out), dout, inp. attention_forward: out, qkv
+  // (inp). attention_backward: dqkv (out), dout, qkv (inp; the forward's output, which the backward
+  // reads too, has qkv's type).
   DType inp = DType::kF32, out = DType::kF32, dout = DType::kF32;
-  // matmul_forward: a bias. matmul_backward: which gradients it computes.
-  bool bias = false, dinp = false, dweight = false;
+  // matmul_forward: a bias. matmul_backward: which gradients it computes, and whether dweight and
+  // dbias may already hold a sum it adds to (gradient accumulation: every pass after the first).
+  bool bias = false, dinp = false, dweight = false, accumulate = false;
 
   bool operator==(const OpCall&) const = default;
 
@@ -52,10 +55,17 @@ struct OpCall {
   }
   // dinp of type `out` (or none: dinp false), dweight, dbias (bias).
   static OpCall matmul_backward(int N, int C, int OC, DType dinp_type, DType dout, DType inp, bool dinp,
-                                bool dweight, bool dbias) {
+                                bool dweight, bool dbias, bool accumulate = false) {
     OpCall c;
+    c.accumulate = accumulate;
     c.op = Op::kMatmulBackward, c.N = N, c.C = C, c.OC = OC, c.out = dinp_type, c.dout = dout, c.inp = inp;
     c.dinp = dinp, c.dweight = dweight, c.bias = dbias;
+    return c;
+  }
+  static OpCall attention_forward(int B, int T, int C, int NH, DType out, DType qkv) {
+    OpCall c;
+    c.op = Op::kAttentionForward, c.B = B, c.T = T, c.C = C, c.NH = NH, c.N = B * T;
+    c.out = out, c.inp = qkv;
     return c;
   }
   static OpCall attention_backward(int B, int T, int C, int NH, DType dqkv, DType dout, DType qkv) {

@@ -161,7 +161,7 @@ GptModel::~GptModel() {
 
 std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kernels::Backend& backend,
                                                int max_batch, int max_seq, kernels::DType activations,
-                                               kernels::DType logits, bool recompute) {
+                                               kernels::DType logits, bool recompute, bool accumulates) {
   // An upper bound in double first: the exact layout below computes in size_t.
   const double N = static_cast<double>(max_batch) * max_seq, C = shape.n_embd, L = shape.n_layer;
   const double rough = 8.0 * N * (C * (16.0 * L + 8.0) + 2.0 * shape.padded_vocab) +
@@ -184,7 +184,7 @@ std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kern
     items.push_back({str_cat(backend.name(), " backend's own copies (bf16 weight cache)"), overhead});
   // A backend that cannot size its working memory (a CUDA error) fails the same way in init().
   uint64_t working = 0;
-  const auto calls = working_calls(shape, max_batch, max_seq, activations, logits);
+  const auto calls = working_calls(shape, max_batch, max_seq, activations, logits, accumulates);
   if (backend.working_memory_bytes(calls, &working).is_ok() && working > 0)
     items.push_back(
         {str_cat(backend.name(), " backend's working memory (its largest op's temporaries)"), working, true});
@@ -192,26 +192,29 @@ std::vector<MemoryItem> GptModel::memory_items(const GptShape& shape, const kern
 }
 
 std::vector<kernels::OpCall> GptModel::working_calls(const GptShape& shape, int batch, int seq,
-                                                     kernels::DType activations, kernels::DType logits) {
+                                                     kernels::DType activations, kernels::DType logits,
+                                                     bool accumulates) {
   using kernels::OpCall;
   constexpr kernels::DType f32 = kernels::DType::kF32;
   const kernels::DType op = activations;  // the GEMM operands, d_qkv, d_fch and the logits' gradient
   const int N = batch * seq, C = shape.n_embd, Vp = shape.padded_vocab;
+  const bool acc = accumulates;
   return {
-      // forward: c_attn, attention's c_proj (into fp32 tmp), c_fc (+ GELU), the MLP's c_proj, LM head
+      // forward: c_attn, attention, its c_proj (into fp32 tmp), c_fc (+ GELU), the MLP's c_proj, LM head
       OpCall::matmul_forward(N, C, 3 * C, op, op, true),
+      OpCall::attention_forward(batch, seq, C, shape.n_head, op, op),
       OpCall::matmul_forward(N, C, C, op, f32, true),
       OpCall::matmul_forward(N, C, 4 * C, op, op, true),
       OpCall::matmul_forward(N, 4 * C, C, op, f32, true),
       OpCall::matmul_forward(N, C, Vp, op, logits, false),
       // backward, in its order
-      OpCall::matmul_backward(N, C, Vp, f32, op, op, true, true, false),
+      OpCall::matmul_backward(N, C, Vp, f32, op, op, true, true, false, acc),
       OpCall::layernorm_backward(N, C),
-      OpCall::matmul_backward(N, 4 * C, C, op, f32, op, true, true, true),
-      OpCall::matmul_backward(N, C, 4 * C, f32, op, op, true, true, true),
-      OpCall::matmul_backward(N, C, C, f32, f32, op, true, true, true),
+      OpCall::matmul_backward(N, 4 * C, C, op, f32, op, true, true, true, acc),
+      OpCall::matmul_backward(N, C, 4 * C, f32, op, op, true, true, true, acc),
+      OpCall::matmul_backward(N, C, C, f32, f32, op, true, true, true, acc),
       OpCall::attention_backward(batch, seq, C, shape.n_head, op, f32, op),
-      OpCall::matmul_backward(N, C, 3 * C, f32, op, op, true, true, true),
+      OpCall::matmul_backward(N, C, 3 * C, f32, op, op, true, true, true, acc),
       OpCall::encoder_backward(batch, seq, C),
       // the optimizer's gradient norm
       OpCall::sum_squares(ParameterTable::for_shape(shape).total()),

@@ -73,15 +73,19 @@ class GptModel {
   // What init() with these arguments allocates on `backend`, item by item, without allocating (and
   // what the backend adds for the model: model_overhead_bytes). For a shape whose tensors would not
   // even be addressable (beyond 2^60 bytes) one item with a rough, saturated total.
+  // `accumulates`: steps of more than one pass (gradient accumulation), for the backend's working
+  // memory (ABFT keeps a copy of a gradient it adds to).
   static std::vector<MemoryItem> memory_items(const GptShape& shape, const kernels::Backend& backend,
                                               int max_batch, int max_seq, kernels::DType activations,
-                                              kernels::DType logits, bool recompute);
-  // The op calls of a training step at (batch, seq) that take working memory
-  // (kernels/working_memory.hpp): forward, backward and the gradient norm's sum_squares. init()
-  // reserves what the backend says the largest of them takes at (max_batch, max_seq), and
-  // memory_items counts it.
+                                              kernels::DType logits, bool recompute,
+                                              bool accumulates = false);
+  // The op calls of a training pass at (batch, seq) that take working memory on some backend
+  // (kernels/working_memory.hpp): forward, backward and the gradient norm's sum_squares; with
+  // `accumulates`, the backward GEMMs add to gradients that already hold a sum. init() reserves what
+  // the backend says they take at (max_batch, max_seq), and memory_items counts it.
   static std::vector<kernels::OpCall> working_calls(const GptShape& shape, int batch, int seq,
-                                                    kernels::DType activations, kernels::DType logits);
+                                                    kernels::DType activations, kernels::DType logits,
+                                                    bool accumulates = false);
 
   const GptShape& shape() const { return shape_; }
   const ParameterTable& table() const { return table_; }

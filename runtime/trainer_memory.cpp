@@ -26,8 +26,8 @@ Status Trainer::check_memory(const GptShape& shape, kernels::DType activations, 
   std::vector<MemoryDemand> demands(1);
   MemoryDemand& device = demands[0];
   device.ranks = options_.memory_ranks;
-  device.per_rank =
-      GptModel::memory_items(shape, *backend_, micro_batch_, tc.seq_len, activations, logits, tc.recompute);
+  device.per_rank = GptModel::memory_items(shape, *backend_, micro_batch_, tc.seq_len, activations, logits,
+                                           tc.recompute, passes_per_step() > 1);
   // The advice starts with what takes the most: the state that grows with the model, or the activations.
   uint64_t activation_bytes = 0;
   for (const MemoryItem& item : device.per_rank)

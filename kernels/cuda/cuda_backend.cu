@@ -196,7 +196,8 @@ Status kernel_variant_runs(Backend& backend, KernelVariantRuns* out) {
 Status scratch_use(Backend& backend, ScratchUse* out) {
   CudaBackend* cuda = nullptr;
   PERIGEE_CHECK(as_cuda(backend, "scratch_use", &cuda));
-  *out = ScratchUse{cuda->scratch().capacity(), cuda->scratch().largest_request()};
+  *out =
+      ScratchUse{cuda->scratch().capacity(), cuda->scratch().largest_request(), cuda->cast_scratch_bytes()};
   return Status::ok();
 }
 

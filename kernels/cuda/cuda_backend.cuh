@@ -78,11 +78,12 @@ class CudaBackend final : public Backend {
   Status memory_info(MemoryInfo* out) const override;  // cudaMemGetInfo on this backend's device
   // The weight cache's bf16 copy when it is on (bf16 precision).
   uint64_t model_overhead_bytes(size_t n_params) const override;
-  // The scratch the calls take (working_memory.cu: the most any one takes), and growing the scratch to
-  // it now.
+  // What the calls take from the scratch and the ActCast path's temporaries (the most any one takes
+  // from each, added: working_memory.cu), and growing both to it now.
   Status working_memory_bytes(std::span<const OpCall> calls, uint64_t* bytes) const override;
   Status reserve_working_memory(std::span<const OpCall> calls) override;
   const DeviceScratch& scratch() const { return scratch_; }  // its capacity and largest request
+  size_t cast_scratch_bytes() const { return cast_scratch_.bytes(); }
 
   // ---- forward / backward ops
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
@@ -163,7 +164,10 @@ class CudaBackend final : public Backend {
   // Attention by the bf16 tensor-core kernels: bf16 precision, a head size they take, and their shared
   // memory within the device's limit per block (else the fp32 kernels run).
   bool bf16_attention(int C, int NH) const;
-  Status op_scratch_bytes(const OpCall& call, size_t* bytes) const;
+  // The bytes a call takes from the device scratch and from the ActCast path's CastScratch, and the
+  // most any of `calls` takes from each (working_memory.cu).
+  Status op_working_memory(const OpCall& call, size_t* scratch, size_t* cast) const;
+  Status working_memory(std::span<const OpCall> calls, size_t* scratch, size_t* cast) const;
   CastScratch& cast_fallback() {  // the ActCast path's temporaries, counting the call
     ++cast_fallbacks_;
     return cast_scratch_;

@@ -86,10 +86,10 @@ Status act_cast_fallbacks(Backend& backend, uint64_t* out);
 Status set_shared_memory_limit(Backend& backend, size_t bytes);
 
 // The scratch buffer of `backend` (a CudaBackend; kInvalidArgument otherwise): its size now and the most
-// any op has asked of it. Tests check that a model's reservation (Backend::reserve_working_memory)
-// covers every request, so that no step grows it.
+// any op has asked of it, and the size of the ActCast path's temporaries. Tests check that a model's
+// reservation (Backend::reserve_working_memory) covers every request, so that no step grows either.
 struct ScratchUse {
-  size_t capacity = 0, largest_request = 0;
+  size_t capacity = 0, largest_request = 0, cast_capacity = 0;
 };
 Status scratch_use(Backend& backend, ScratchUse* out);
 

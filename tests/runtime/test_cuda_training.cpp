@@ -399,8 +399,9 @@ TEST(CudaTraining, KernelVariantsTwentyStepsMatchTheCpuAndRepeatBitForBit) {
 // GptModel::init reserves the scratch its ops take (Backend::reserve_working_memory: what the memory
 // check counts), and two training steps (forward, backward, gradient norm) then ask no more of it, so
 // it never grows mid-step, in each precision and storage, with the weight cache off (every bf16 GEMM
-// rounds its weight into scratch) and with every kernel variant on. The bound is an upper one (a weight
-// the cache holds, or a qkv read in place, asks less) but not a loose one.
+// rounds its weight into scratch), with every kernel variant on, and on the ActCast path (fp32 GEMMs on
+// bf16 activations), whose temporaries are reserved too. The bound is an upper one (a weight the cache
+// holds, or a qkv read in place, asks less) but not a loose one.
 TEST(CudaTraining, WorkingMemoryIsReservedAtInitAndCoversEveryStep) {
   using kernels::DType;
   using kernels::cuda::GpuPrecision;
@@ -427,6 +428,13 @@ TEST(CudaTraining, WorkingMemoryIsReservedAtInitAndCoversEveryStep) {
        &kShape},
       {"bf16 activations, odd shape", GpuPrecision::kBf16, DType::kBF16, DType::kF32, true, {}, &kOddShape},
       {"bf16 everything, every variant", GpuPrecision::kBf16, DType::kBF16, DType::kBF16, true, all, &kShape},
+      {"fp32 GEMMs on bf16 activations (ActCast)",
+       GpuPrecision::kFp32,
+       DType::kBF16,
+       DType::kF32,
+       true,
+       {},
+       &kShape},
   };
   std::vector<kernels::cuda::DeviceInfo> devices;
   const Status probe = kernels::cuda::probe_devices(&devices);
@@ -446,8 +454,10 @@ TEST(CudaTraining, WorkingMemoryIsReservedAtInitAndCoversEveryStep) {
     ASSERT_TRUE(model.init(*c.shape, gpu.get(), kBatch, kSeq, c.acts, c.logits).is_ok()) << c.what;
     kernels::cuda::ScratchUse use;
     ASSERT_TRUE(kernels::cuda::scratch_use(*gpu, &use).is_ok());
-    EXPECT_EQ(use.capacity, bound) << c.what << ": init reserves the bound";
+    EXPECT_EQ(use.capacity + use.cast_capacity, bound) << c.what << ": init reserves the bound";
+    EXPECT_EQ(use.cast_capacity > 0, c.precision == GpuPrecision::kFp32 && c.acts == DType::kBF16) << c.what;
     EXPECT_EQ(use.largest_request, 0u) << c.what;
+    const kernels::cuda::ScratchUse reserved = use;
     ASSERT_TRUE(model.init_parameters(7).is_ok());
     for (int step = 0; step < 2; ++step) {
       double loss = 0.0, norm = 0.0;
@@ -458,10 +468,11 @@ TEST(CudaTraining, WorkingMemoryIsReservedAtInitAndCoversEveryStep) {
       ASSERT_TRUE(gradient_norm(model, &norm).is_ok()) << c.what;
     }
     ASSERT_TRUE(kernels::cuda::scratch_use(*gpu, &use).is_ok());
-    EXPECT_EQ(use.capacity, bound) << c.what << ": a step grew the scratch";
+    EXPECT_EQ(use.capacity, reserved.capacity) << c.what << ": a step grew the scratch";
+    EXPECT_EQ(use.cast_capacity, reserved.cast_capacity) << c.what << ": a step grew the ActCast temporaries";
     EXPECT_GT(use.largest_request, 0u) << c.what;
-    EXPECT_LE(use.largest_request, bound) << c.what;
-    EXPECT_GE(3 * use.largest_request, bound) << c.what << ": the bound is far above what the ops ask";
+    EXPECT_LE(use.largest_request, use.capacity) << c.what;
+    EXPECT_GE(3 * use.largest_request, use.capacity) << c.what << ": the bound is far above what the ops ask";
   }
 }
 

@@ -3,6 +3,7 @@
 // against the calls a training step makes.
 #include <gtest/gtest.h>
 
+#include "fault/abft_backend.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/memory_budget.hpp"
@@ -115,8 +116,13 @@ class RecordingCpuBackend : public kernels::cpu::CpuBackend {
                                            dweight != nullptr, dbias != nullptr));
     return CpuBackend::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
   }
+  Status attention_forward(Act out, float* att, ConstAct qkv, int B, int T, int C, int NH) override {
+    seen.push_back(OpCall::attention_forward(B, T, C, NH, out.dtype, qkv.dtype));
+    return CpuBackend::attention_forward(out, att, qkv, B, T, C, NH);
+  }
   Status attention_backward(Act dqkv, ConstAct dout, ConstAct qkv, ConstAct out, const float* att, int B,
                             int T, int C, int NH) override {
+    EXPECT_EQ(out.dtype, qkv.dtype) << "OpCall takes the forward's output to have qkv's type";
     seen.push_back(OpCall::attention_backward(B, T, C, NH, dqkv.dtype, dout.dtype, qkv.dtype));
     return CpuBackend::attention_backward(dqkv, dout, qkv, out, att, B, T, C, NH);
   }
@@ -170,6 +176,27 @@ TEST(MemoryBudget, WorkingCallsAreTheCallsATrainingStepMakes) {
     for (size_t i = 0; i < listed.size(); ++i)
       EXPECT_TRUE(matched[i]) << what << ": listed call " << i << " never ran";
   }
+}
+
+// ABFT counts the copy of a gradient it adds to only when the step accumulates (more than one pass):
+// the largest dweight and dbias of one GEMM.
+TEST(MemoryBudget, AbftCountsGradientSnapshotsOnlyWhenAccumulating) {
+  using kernels::DType;
+  const GptShape shape{2, 4, 64, 32, 200, 256};
+  kernels::cpu::CpuBackend cpu(1);
+  fault::AbftBackend abft(&cpu);
+  uint64_t single = 1, accumulating = 0;
+  ASSERT_TRUE(
+      abft.working_memory_bytes(GptModel::working_calls(shape, 3, 32, DType::kF32, DType::kF32), &single)
+          .is_ok());
+  ASSERT_TRUE(abft.working_memory_bytes(GptModel::working_calls(shape, 3, 32, DType::kF32, DType::kF32, true),
+                                        &accumulating)
+                  .is_ok());
+  EXPECT_EQ(single, 0u);
+  // c_fc's dweight and dbias (4C x C + 4C) beat the LM head's dweight (padded vocab 256 x C, no bias).
+  EXPECT_EQ(accumulating, (uint64_t{256} * 64 + 256) * sizeof(float));
+  const auto items = GptModel::memory_items(shape, abft, 3, 32, DType::kF32, DType::kF32, false, true);
+  EXPECT_EQ(item_bytes(items, "abft:cpu backend's working memory"), accumulating);
 }
 
 TEST(MemoryBudget, AnUnaddressableShapeGetsOneRoughItem) {
