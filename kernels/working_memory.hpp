@@ -11,8 +11,10 @@
 
 namespace perigee::kernels {
 
-// One op call, with the sizes and storage types its working memory depends on. Ops not listed take
-// none on any backend (LayerNorm forward, GELU, residual, cross-entropy, AdamW).
+// One op call, with the sizes and storage types its working memory depends on. The ops not listed
+// (LayerNorm forward, GELU, residual, cross-entropy, AdamW) take none on the CUDA backend for the
+// storage GptModel gives them. The CPU backend counts none: its temporaries (ActCast's fp32 copies of
+// bf16 tensors) are host memory that grows on demand.
 struct OpCall {
   enum class Op {
     kEncoderBackward,

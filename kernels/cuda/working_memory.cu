@@ -26,14 +26,19 @@ size_t cast_bytes(std::initializer_list<size_t> floats) {
 }  // namespace
 
 // Upper bounds for one call as this backend would run it now (precision, kernel variants, shared
-// memory limit, cuBLASLt's algorithms for 256-byte aligned operands). Two choices made per call are
-// taken at their most: the weight cache may not hold a weight (it is rounded into scratch then), and a
-// bf16 qkv may not be readable in place (misaligned, or overlapping dqkv).
+// memory limit, cuBLASLt's algorithms). Two choices made per call are taken at their most: the weight
+// cache may not hold a weight (it is rounded into scratch then), and a bf16 qkv may not be readable in
+// place (misaligned, or overlapping dqkv). Not covered: a launch cuBLASLt refuses although its plan
+// was found (counted as refused_at_launch; the call then takes the ActCast path on demand).
 Status CudaBackend::op_working_memory(const OpCall& c, size_t* scratch, size_t* cast) const {
   using Op = OpCall::Op;
   const bool lt = precision_ == GpuPrecision::kBf16;
   const size_t N = c.N, C = c.C, OC = c.OC, n = N * C;
   auto temp = [](DType t, size_t count) { return ActCast::temp_floats(t, count); };
+  // The GEMMs' weights come from the bf16 cache at any 16-byte boundary (cached_weight), else from
+  // 256-byte aligned scratch; the model's activations and a rounded bias are 256-byte aligned. An
+  // algorithm for 16-byte aligned weights serves every better aligned one.
+  const LtAlign weights{.a = weight_cache_on_ ? 16 : 256};
   *scratch = 0;
   *cast = 0;
   switch (c.op) {
@@ -52,7 +57,7 @@ Status CudaBackend::op_working_memory(const OpCall& c, size_t* scratch, size_t* 
       bool native = lt;
       if (native && c.out == kBF16) {
         PERIGEE_CHECK(lt_->available(true, false, c.OC, c.N, c.C, c.C, c.C, c.OC, kBF16, c.bias,
-                                     LtEpilogue::kNone, LtAlign{}, &native));
+                                     LtEpilogue::kNone, weights, &native));
       }
       if (native) {
         *scratch = matmul_forward_bf16_scratch_bytes(c.N, c.C, c.OC, c.inp, c.out, c.bias, false);
@@ -71,7 +76,7 @@ Status CudaBackend::op_working_memory(const OpCall& c, size_t* scratch, size_t* 
       bool native = lt;
       if (native && c.dinp && c.out == kBF16) {
         PERIGEE_CHECK(lt_->available(false, false, c.C, c.N, c.OC, c.C, c.OC, c.C, kBF16, false,
-                                     LtEpilogue::kNone, LtAlign{}, &native));
+                                     LtEpilogue::kNone, weights, &native));
       }
       if (native) {
         *scratch = matmul_backward_bf16_scratch_bytes(c.N, c.C, c.OC, c.dout, c.inp, c.dinp, c.dweight,
