@@ -83,12 +83,14 @@ Status encoder_forward(float* out, const int32_t* tokens, const float* wte, cons
 
 namespace {
 
-// CUB's temporary storage for a radix sort of n (token, position) pairs.
-Status sort_temp_bytes(int n, size_t* bytes) {
-  *bytes = 0;
+// The backward's scratch for n rows: three int arrays, then CUB's temporary storage for a radix
+// sort of n (token, position) pairs (*sort_bytes of it).
+Status backward_scratch(int n, size_t* sort_bytes, size_t* total) {
+  *sort_bytes = 0;
   PERIGEE_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(
-      nullptr, *bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+      nullptr, *sort_bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
       static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n, 0, 32));
+  *total = 3 * scratch_bytes<int32_t>(static_cast<size_t>(n)) + scratch_bytes<char>(*sort_bytes);
   return Status::ok();
 }
 
@@ -101,9 +103,7 @@ Status encoder_backward_scratch_bytes(int B, int T, size_t* bytes) {
   PERIGEE_REQUIRE(rows64 <= INT32_MAX / 2, StatusCode::kInvalidArgument, "encoder_backward: B*T = ", rows64,
                   " is too large");
   size_t sort_bytes = 0;
-  PERIGEE_CHECK(sort_temp_bytes(static_cast<int>(rows64), &sort_bytes));
-  *bytes = 3 * scratch_bytes<int32_t>(static_cast<size_t>(rows64)) + scratch_bytes<char>(sort_bytes);
-  return Status::ok();
+  return backward_scratch(static_cast<int>(rows64), &sort_bytes, bytes);
 }
 
 Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
@@ -121,8 +121,7 @@ Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32
 
   // Stable sort of (token, position) pairs by token.
   size_t sort_bytes = 0, bytes = 0;
-  PERIGEE_CHECK(sort_temp_bytes(n, &sort_bytes));
-  PERIGEE_CHECK(encoder_backward_scratch_bytes(B, T, &bytes));
+  PERIGEE_CHECK(backward_scratch(n, &sort_bytes, &bytes));
   void* base = nullptr;
   PERIGEE_CHECK(scratch.get(bytes, stream, &base));
   ScratchCarver carve(base);
