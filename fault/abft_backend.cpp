@@ -58,16 +58,39 @@ size_t snapshot_floats(std::span<const kernels::OpCall> calls) {
   return most;
 }
 
+// The GEMMs the checksum kernels check for `calls` (sizes and kinds; no operands).
+std::vector<GemmProblem> gemm_problems(std::span<const kernels::OpCall> calls) {
+  std::vector<GemmProblem> out;
+  for (const kernels::OpCall& c : calls) {
+    if (c.op == kernels::OpCall::Op::kMatmulForward) {
+      out.push_back(GemmProblem::forward(nullptr, nullptr, nullptr, c.N, c.C, c.OC));
+    } else if (c.op == kernels::OpCall::Op::kMatmulBackward) {
+      if (c.dinp) out.push_back(GemmProblem::backward_input(nullptr, nullptr, c.N, c.C, c.OC));
+      if (c.dweight) out.push_back(GemmProblem::backward_weight(nullptr, nullptr, c.N, c.C, c.OC));
+      if (c.bias) out.push_back(GemmProblem::backward_bias(nullptr, c.N, c.OC));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Status AbftBackend::working_memory_bytes(std::span<const kernels::OpCall> calls, uint64_t* bytes) const {
   PERIGEE_CHECK(inner_->working_memory_bytes(calls, bytes));
-  *bytes += snapshot_floats(calls) * sizeof(float);  // both far below 2^64: int dimensions
+  uint64_t checksums = 0;
+  PERIGEE_CHECK(kernels_->working_bytes(gemm_problems(calls), &checksums));
+  *bytes += snapshot_floats(calls) * sizeof(float) + checksums;  // far below 2^64: int dimensions
   return Status::ok();
 }
 
 Status AbftBackend::reserve_working_memory(std::span<const kernels::OpCall> calls) {
-  return inner_->reserve_working_memory(calls);
+  PERIGEE_CHECK(inner_->reserve_working_memory(calls));
+  PERIGEE_CHECK(reserve_scratch(snapshot_floats(calls)));
+  return kernels_->reserve_working(gemm_problems(calls));
+}
+
+uint64_t AbftBackend::held_working_bytes() const {
+  return scratch_floats_ * sizeof(float) + kernels_->held_bytes();
 }
 
 void AbftBackend::emit(const AbftGemm& gemm, const AbftCheck& check, AbftOutcome outcome) {

@@ -91,10 +91,13 @@ class AbftBackend final : public kernels::Backend {
   Status memory_info(kernels::MemoryInfo* out) const override { return inner_->memory_info(out); }
   uint64_t model_overhead_bytes(size_t n) const override { return inner_->model_overhead_bytes(n); }
   // The inner backend's, plus the snapshot of the outputs a GEMM adds to when they already hold a sum
-  // (the largest dweight and dbias of the matmul_backward calls that accumulate). The snapshot memory
-  // grows when first needed; only the inner backend reserves.
+  // (the largest dweight and dbias of the matmul_backward calls that accumulate), plus what the
+  // checksum kernels take to check the largest GEMM (device workspace; 0 for the host kernels).
+  // Reserving allocates all three; a snapshot or workspace larger than reserved still grows on demand.
   Status working_memory_bytes(std::span<const kernels::OpCall> calls, uint64_t* bytes) const override;
   Status reserve_working_memory(std::span<const kernels::OpCall> calls) override;
+  // The snapshot and checksum memory allocated now (the inner backend's not included).
+  uint64_t held_working_bytes() const;
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {

@@ -144,9 +144,14 @@ int64_t GemmProblem::inner() const {
   return 0;
 }
 
-Status GemmProblem::validate() const {
+Status GemmProblem::validate_sizes() const {
   PERIGEE_REQUIRE(N > 0 && C > 0 && OC > 0, StatusCode::kInvalidArgument, "abft ", gemm_kind_name(kind),
                   ": dimensions N=", N, " C=", C, " OC=", OC, " must be positive");
+  return Status::ok();
+}
+
+Status GemmProblem::validate() const {
+  PERIGEE_CHECK(validate_sizes());
   const bool need_inp = kind == GemmKind::kForward || kind == GemmKind::kBackwardWeight;
   const bool need_weight = kind == GemmKind::kForward || kind == GemmKind::kBackwardInput;
   const bool need_dout = kind != GemmKind::kForward;

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,8 @@ struct GemmProblem {
   bool accumulates() const { return kind == GemmKind::kBackwardWeight || kind == GemmKind::kBackwardBias; }
   // kInvalidArgument unless the dimensions are positive and the operands this kind reads are set.
   Status validate() const;
+  // The dimensions only (a problem built to size working memory has no operands).
+  Status validate_sizes() const;
 };
 
 // Row sums, column-index-weighted row sums (weights 1..Nn), column sums and row-index-weighted
@@ -128,6 +131,21 @@ class ChecksumKernels {
   virtual Status copy(float* dst, const float* src, size_t n) = 0;
   // *zero = every one of the n floats has all bits zero (+0.0).
   virtual Status all_zero(const float* x, size_t n, bool* zero) = 0;
+
+  // Working memory of the inner backend's kind (device memory for device kernels) that checking the
+  // GEMMs `problems` (sizes and kinds only; operand pointers unused) takes at most: *bytes is set.
+  // reserve_working allocates that much up front, so no check grows it half-way through a step, and
+  // held_bytes says what is allocated now. The host kernels take host memory only and count 0.
+  virtual Status working_bytes(std::span<const GemmProblem> problems, uint64_t* bytes) const {
+    (void)problems;
+    *bytes = 0;
+    return Status::ok();
+  }
+  virtual Status reserve_working(std::span<const GemmProblem> problems) {
+    (void)problems;
+    return Status::ok();
+  }
+  virtual uint64_t held_bytes() const { return 0; }
 };
 
 enum class AbftOutcome : uint8_t {

@@ -154,6 +154,35 @@ size_t pass_scratch_doubles(int64_t R, int64_t Cc) {
   return static_cast<size_t>(2 * ceil_div<int64_t>(R, kColChunkRows) * Cc);
 }
 
+namespace {
+
+// Line vectors plus the largest pass's partials of encode, encode_weighted and measure.
+size_t encode_partials(const GemmProblem& p) {
+  return std::max({pass_scratch_doubles(p.N, p.C), pass_scratch_doubles(p.OC, p.C),
+                   pass_scratch_doubles(p.N, p.OC), pass_scratch_doubles(p.rows(), p.cols())});
+}
+size_t encode_doubles(const GemmProblem& p) {
+  return static_cast<size_t>(4 * p.inner() + 2 * p.rows() + 2 * p.cols()) + encode_partials(p);
+}
+size_t encode_weighted_doubles(const GemmProblem& p) {
+  return static_cast<size_t>(2 * p.inner() + 2 * p.rows() + 2 * p.cols()) + encode_partials(p);
+}
+size_t measure_doubles(const GemmProblem& p) {
+  return static_cast<size_t>(2 * p.rows() + 2 * p.cols()) + pass_scratch_doubles(p.rows(), p.cols());
+}
+constexpr int64_t kSmallDoubles = 4;  // reference value and abs, then the all_zero flag
+
+}  // namespace
+
+size_t workspace_doubles(const GemmProblem& p) {
+  return std::max({encode_doubles(p), encode_weighted_doubles(p), measure_doubles(p)});
+}
+
+int64_t weights_needed(const GemmProblem& p) {
+  return std::max(
+      {static_cast<int64_t>(p.N), static_cast<int64_t>(p.C), static_cast<int64_t>(p.OC), p.rows(), p.cols()});
+}
+
 Status launch_pass(const float* X, int64_t R, int64_t Cc, const DevicePass& pass, double* partials,
                    cudaStream_t stream) {
   PERIGEE_REQUIRE(X != nullptr && R > 0 && Cc > 0, StatusCode::kInvalidArgument, "abft pass: empty matrix");
@@ -245,9 +274,50 @@ CudaChecksumKernels::~CudaChecksumKernels() {
   if (small_ != nullptr) cudaFree(small_);
 }
 
-Status CudaChecksumKernels::reserve(size_t doubles) {
+namespace {
+
+// The most workspace and weights any of `problems` takes.
+Status largest_need(std::span<const GemmProblem> problems, size_t* work, int64_t* n) {
+  *work = 0;
+  *n = 0;
+  for (const GemmProblem& p : problems) {
+    PERIGEE_CHECK(p.validate_sizes());
+    *work = std::max(*work, workspace_doubles(p));
+    *n = std::max(*n, weights_needed(p));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status CudaChecksumKernels::working_bytes(std::span<const GemmProblem> problems, uint64_t* bytes) const {
+  size_t work = 0;
+  int64_t n = 0;
+  PERIGEE_CHECK(largest_need(problems, &work, &n));
+  *bytes = problems.empty() ? 0 : (work + static_cast<uint64_t>(n) + kSmallDoubles) * sizeof(double);
+  return Status::ok();
+}
+
+Status CudaChecksumKernels::reserve_working(std::span<const GemmProblem> problems) {
+  size_t work = 0;
+  int64_t n = 0;
+  PERIGEE_CHECK(largest_need(problems, &work, &n));
+  if (problems.empty()) return Status::ok();
+  PERIGEE_CHECK(reserve(work, /*exact=*/true));
+  const double* w = nullptr;
+  PERIGEE_CHECK(weights(n, &w));
+  double* one = nullptr;
+  return small(&one);
+}
+
+uint64_t CudaChecksumKernels::held_bytes() const {
+  return (work_doubles_ + static_cast<uint64_t>(weights_n_) + (small_ != nullptr ? kSmallDoubles : 0)) *
+         sizeof(double);
+}
+
+Status CudaChecksumKernels::reserve(size_t doubles, bool exact) {
   if (doubles <= work_doubles_) return Status::ok();
-  const size_t grown = std::max(doubles, 2 * work_doubles_);
+  const size_t grown = exact ? doubles : std::max(doubles, 2 * work_doubles_);
   PERIGEE_CHECK_CUDA(cudaStreamSynchronize(stream_));
   if (work_ != nullptr) PERIGEE_CHECK_CUDA(cudaFree(work_));
   work_ = nullptr;
@@ -279,7 +349,7 @@ Status CudaChecksumKernels::weights(int64_t n, const double** out) {
 }
 
 Status CudaChecksumKernels::small(double** out) {
-  if (small_ == nullptr) PERIGEE_CHECK_CUDA(cudaMalloc(&small_, 4 * sizeof(double)));
+  if (small_ == nullptr) PERIGEE_CHECK_CUDA(cudaMalloc(&small_, kSmallDoubles * sizeof(double)));
   *out = small_;
   return Status::ok();
 }
@@ -339,9 +409,7 @@ Status CudaChecksumKernels::encode(const GemmProblem& p, const float* before, Ge
   PERIGEE_CHECK(p.validate());
   const int64_t N = p.N, C = p.C, OC = p.OC;
   const int64_t M = p.rows(), Nn = p.cols(), K = p.inner();
-  const size_t partials = std::max({pass_scratch_doubles(N, C), pass_scratch_doubles(OC, C),
-                                    pass_scratch_doubles(N, OC), pass_scratch_doubles(M, Nn)});
-  PERIGEE_CHECK(reserve(static_cast<size_t>(4 * K + 2 * M + 2 * Nn) + partials));
+  PERIGEE_CHECK(reserve(encode_doubles(p)));
   double* a0 = work_;
   double* a1 = a0 + K;
   double* b0 = a1 + K;
@@ -423,9 +491,7 @@ Status CudaChecksumKernels::encode_weighted(const GemmProblem& p, const float* b
   const int64_t M = p.rows(), Nn = p.cols(), K = p.inner();
   const double* w = nullptr;
   PERIGEE_CHECK(weights(std::max({N, C, OC}), &w));
-  const size_t partials = std::max({pass_scratch_doubles(N, C), pass_scratch_doubles(OC, C),
-                                    pass_scratch_doubles(N, OC), pass_scratch_doubles(M, Nn)});
-  PERIGEE_CHECK(reserve(static_cast<size_t>(2 * K + 2 * M + 2 * Nn) + partials));
+  PERIGEE_CHECK(reserve(encode_weighted_doubles(p)));
   double* aw = work_;
   double* bw = aw + K;
   double* rw = bw + K;
@@ -481,7 +547,7 @@ Status CudaChecksumKernels::encode_weighted(const GemmProblem& p, const float* b
 Status CudaChecksumKernels::measure(const GemmProblem& p, const float* c, bool weighted, LineSums* out) {
   PERIGEE_REQUIRE(c != nullptr, StatusCode::kInvalidArgument, "abft measure: null output");
   const int64_t M = p.rows(), Nn = p.cols();
-  PERIGEE_CHECK(reserve(static_cast<size_t>(2 * M + 2 * Nn) + pass_scratch_doubles(M, Nn)));
+  PERIGEE_CHECK(reserve(measure_doubles(p)));
   double* r = work_;
   double* cl = r + M;
   double* rw = cl + Nn;

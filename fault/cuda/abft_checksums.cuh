@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "fault/abft_gemm.hpp"
@@ -55,6 +56,10 @@ size_t pass_scratch_doubles(int64_t R, int64_t Cc);
 // Runs `pass` over X[R, Cc]; partials: device scratch of pass_scratch_doubles(R, Cc) doubles.
 Status launch_pass(const float* X, int64_t R, int64_t Cc, const DevicePass& pass, double* partials,
                    cudaStream_t stream);
+// Doubles of workspace the checks of p take (the most of encode, encode_weighted and measure: line
+// vectors plus pass partials), and the index weights they read (1..n).
+size_t workspace_doubles(const GemmProblem& p);
+int64_t weights_needed(const GemmProblem& p);
 // out[i] = i + 1 for i < n (the index weights).
 Status launch_fill_weights(double* out, int64_t n, cudaStream_t stream);
 // out[0] = value, out[1] = abs of element (row, col) of p's output (see ChecksumKernels::reference).
@@ -82,10 +87,15 @@ class CudaChecksumKernels final : public ChecksumKernels {
   Status write(float* c, size_t index, float value) override;
   Status copy(float* dst, const float* src, size_t n) override;
   Status all_zero(const float* x, size_t n, bool* zero) override;
+  // The workspace, weights and single-value buffer the checks of `problems` take (device memory).
+  Status working_bytes(std::span<const GemmProblem> problems, uint64_t* bytes) const override;
+  Status reserve_working(std::span<const GemmProblem> problems) override;
+  uint64_t held_bytes() const override;
 
  private:
-  // Grows the device workspace to `doubles` doubles (waits for the stream first).
-  Status reserve(size_t doubles);
+  // Grows the device workspace to at least `doubles` doubles (waits for the stream first): to exactly
+  // that many when `exact`, else to at least twice what it had, so on-demand growth is rare.
+  Status reserve(size_t doubles, bool exact = false);
   // Device weights 1..n (kept, grown on demand).
   Status weights(int64_t n, const double** out);
   Status small(double** out);

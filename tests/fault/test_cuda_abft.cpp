@@ -1,9 +1,10 @@
 // AbftBackend over a CudaBackend with the CUDA ChecksumKernels (fault/cuda): clean GEMMs give the
 // CudaBackend's own outputs bit for bit; a flipped bit in one element of each output (forward, dinp,
 // dweight, dbias) is corrected back to the clean bits; several wrong elements are recomputed to the
-// clean result; and the thresholds of the device checksums match the host ChecksumKernels on the same
-// data within 1e-6 relative. Compiled by the C++ compiler (factories and the probe only). Without a
-// usable CUDA device every test is skipped with the probe's message.
+// clean result; the thresholds of the device checksums match the host ChecksumKernels on the same
+// data within 1e-6 relative; and the working memory counted is what is reserved and covers a step.
+// Compiled by the C++ compiler (factories and the probe only). Without a usable CUDA device every
+// test is skipped with the probe's message.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include "fault/host_checksum_kernels.hpp"
 #include "kernels/cuda/cuda_backend_factory.hpp"
 #include "kernels/cuda/device_probe.cuh"
+#include "kernels/working_memory.hpp"
 
 namespace perigee::fault {
 namespace {
@@ -241,6 +243,55 @@ TEST_F(CudaAbft, RecomputesSeveralWrongElements) {
     EXPECT_EQ(abft_->stats().escalated, 0u);
   }
   abft_->set_output_fault_hook(nullptr);
+}
+
+// The working memory an AbftBackend over the CudaBackend counts for one layer's GEMMs (beyond the
+// CudaBackend's own) is what it reserves, and a forward plus an accumulating backward (non-zero prior
+// gradients: the snapshot is taken) grow none of it. Without the reservation the same calls grow it
+// on demand to at least that much (the workspace grows by doubling).
+TEST_F(CudaAbft, ReservesTheWorkingMemoryItCounts) {
+  using kernels::DType;
+  using kernels::OpCall;
+  constexpr int N = 1100, C = 72, OC = 40;  // N over one column-pass chunk: partials of two chunks
+  const std::vector<OpCall> calls = {
+      OpCall::matmul_forward(N, C, OC, DType::kF32, DType::kF32, true),
+      OpCall::matmul_backward(N, C, OC, DType::kF32, DType::kF32, DType::kF32, true, true, true, true)};
+  // By hand (abft_checksums.cu): the dweight GEMM's encode takes the most workspace, 4K + 2M + 2Nn
+  // line doubles (K = 1100, M = 40, Nn = 72) plus the largest pass's partials, 2 * 2 chunks * 72;
+  // then weights 1..1100 and 4 single values; then the fp32 snapshot of dweight and dbias.
+  constexpr uint64_t kChecksums = (4 * 1100 + 2 * 40 + 2 * 72 + 2 * 2 * 72 + 1100 + 4) * sizeof(double);
+  constexpr uint64_t kSnapshot = (uint64_t{OC} * C + OC) * sizeof(float);
+  uint64_t inner = 0;
+  ASSERT_TRUE(gpu_->working_memory_bytes(calls, &inner).is_ok());
+
+  const auto inp_h = random_vector(size_t{N} * C, 21), weight_h = random_vector(size_t{OC} * C, 22);
+  const auto bias_h = random_vector(OC, 23), dout_h = random_vector(size_t{N} * OC, 24, -0.1f, 0.1f);
+  Buffer inp(*gpu_, inp_h), weight(*gpu_, weight_h), bias(*gpu_, bias_h), dout(*gpu_, dout_h);
+  Buffer out(*gpu_, std::vector<float>(size_t{N} * OC)), dinp(*gpu_, std::vector<float>(size_t{N} * C));
+  Buffer dweight(*gpu_, random_vector(size_t{OC} * C, 25)), dbias(*gpu_, random_vector(OC, 26));
+  for (const bool reserve : {true, false}) {
+    SCOPED_TRACE(reserve ? "reserved" : "on demand");
+    std::unique_ptr<ChecksumKernels> kernels;
+    ASSERT_TRUE(cuda::make_cuda_checksum_kernels(gpu_, &kernels).is_ok());
+    AbftBackend abft(gpu_, AbftOptions{}, std::move(kernels));
+    uint64_t counted = 0;
+    ASSERT_TRUE(abft.working_memory_bytes(calls, &counted).is_ok());
+    EXPECT_EQ(counted, inner + kChecksums + kSnapshot);
+    if (reserve) {
+      ASSERT_TRUE(abft.reserve_working_memory(calls).is_ok());
+    }
+    EXPECT_EQ(abft.held_working_bytes(), reserve ? kChecksums + kSnapshot : 0u);
+    ASSERT_TRUE(abft.matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), N, C, OC).is_ok());
+    ASSERT_TRUE(abft.matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
+                                     weight.data(), N, C, OC)
+                    .is_ok());
+    EXPECT_EQ(abft.stats().gemms_checked, 4u);
+    if (reserve) {
+      EXPECT_EQ(abft.held_working_bytes(), kChecksums + kSnapshot);
+    } else {
+      EXPECT_GE(abft.held_working_bytes(), kChecksums + kSnapshot);
+    }
+  }
 }
 
 // Relative difference with a floor for exact zeros.

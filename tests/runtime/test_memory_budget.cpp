@@ -178,8 +178,8 @@ TEST(MemoryBudget, WorkingCallsAreTheCallsATrainingStepMakes) {
   }
 }
 
-// ABFT counts the copy of a gradient it adds to only when the step accumulates (more than one pass):
-// the largest dweight and dbias of one GEMM.
+// ABFT counts (and reserves) the copy of a gradient it adds to only when the step accumulates (more
+// than one pass): the largest dweight and dbias of one GEMM.
 TEST(MemoryBudget, AbftCountsGradientSnapshotsOnlyWhenAccumulating) {
   using kernels::DType;
   const GptShape shape{2, 4, 64, 32, 200, 256};
@@ -197,6 +197,15 @@ TEST(MemoryBudget, AbftCountsGradientSnapshotsOnlyWhenAccumulating) {
   EXPECT_EQ(accumulating, (uint64_t{256} * 64 + 256) * sizeof(float));
   const auto items = GptModel::memory_items(shape, abft, 3, 32, DType::kF32, DType::kF32, false, true);
   EXPECT_EQ(item_bytes(items, "abft:cpu backend's working memory"), accumulating);
+  // Reserving allocates the snapshot (the host checksum kernels take no backend memory).
+  EXPECT_EQ(abft.held_working_bytes(), 0u);
+  ASSERT_TRUE(
+      abft.reserve_working_memory(GptModel::working_calls(shape, 3, 32, DType::kF32, DType::kF32)).is_ok());
+  EXPECT_EQ(abft.held_working_bytes(), 0u);
+  ASSERT_TRUE(
+      abft.reserve_working_memory(GptModel::working_calls(shape, 3, 32, DType::kF32, DType::kF32, true))
+          .is_ok());
+  EXPECT_EQ(abft.held_working_bytes(), accumulating);
 }
 
 TEST(MemoryBudget, AnUnaddressableShapeGetsOneRoughItem) {
