@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <exception>
 
 namespace perigee::checkpoint {
 
@@ -49,9 +50,15 @@ void AsyncCheckpointWriter::run() {
       WriteRecord record;
       record.step = staging_.meta.step;
       const auto t0 = Clock::now();
-      Status s =
-          commit_ ? commit_(staging_, &record.commit)
-                  : make_error(StatusCode::kInvalidArgument, "AsyncCheckpointWriter has no commit function");
+      Status s;
+      // An exception must not end the process from this thread: it becomes the write's error.
+      try {
+        s = commit_
+                ? commit_(staging_, &record.commit)
+                : make_error(StatusCode::kInvalidArgument, "AsyncCheckpointWriter has no commit function");
+      } catch (const std::exception& e) {
+        s = make_error(StatusCode::kIoError, e.what());
+      }
       record.write_seconds = seconds_since(t0);
       lock.lock();
       if (s) {

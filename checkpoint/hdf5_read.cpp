@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <iomanip>
 #include <mutex>
@@ -38,6 +39,22 @@ Status require_attr(const Loc& loc, const char* name, Hdf5Id* attr) {
   if (exists == 0) return corrupt(loc.file, loc.path, "required attribute '", name, "' is missing");
   *attr = Hdf5Id(H5Aopen(loc.id, name, H5P_DEFAULT));
   PERIGEE_CHECK_HDF5(attr->get(), where(loc), ": opening attribute '", name, "'");
+  return Status::ok();
+}
+
+// A corrupt header may claim any size: nothing is read into memory that claims more bytes than the
+// file holds (which would end in bad_alloc, or wrap a size product, instead of this error).
+Status require_within_file(const Loc& loc, const std::string& what, uint64_t elements,
+                           uint64_t element_bytes) {
+  hsize_t file_bytes = 0;
+  {
+    Hdf5Id file(H5Iget_file_id(loc.id));
+    PERIGEE_CHECK_HDF5(file.get(), where(loc), ": finding the file of ", what);
+    PERIGEE_CHECK_HDF5(H5Fget_filesize(file.get(), &file_bytes), where(loc), ": reading the file size");
+  }
+  if (element_bytes > 0 && elements > file_bytes / element_bytes)
+    return corrupt(loc.file, loc.path, what, " claims ", elements, " elements of ", element_bytes,
+                   " bytes, more than the file's ", file_bytes, " bytes");
   return Status::ok();
 }
 
@@ -80,6 +97,7 @@ Status read_attr_values(const Loc& loc, const char* name, H5T_class_t cls, hid_t
     return corrupt(loc.file, loc.path, what, " must be a 1-D array", count > 0 ? str_cat(" of ", count) : "",
                    " (has rank ", rank, ", ", n, " elements)");
   }
+  PERIGEE_CHECK(require_within_file(loc, what, static_cast<uint64_t>(n), sizeof(T)));
   out->resize(static_cast<size_t>(n));
   PERIGEE_CHECK_HDF5(H5Aread(attr.get(), mem_type, out->data()), where(loc), ": reading ", what);
   return Status::ok();
@@ -119,6 +137,9 @@ Status read_fixed_string(const Loc& loc, const std::string& what, hid_t type, Re
   if (cls != H5T_STRING || variable)
     return corrupt(loc.file, loc.path, what, " must be a fixed-length string");
   const size_t size = H5Tget_size(type);
+  PERIGEE_REQUIRE(size > 0, StatusCode::kHdf5Error, where(loc), ": reading the size of ", what, ": ",
+                  hdf5_error_text());
+  PERIGEE_CHECK(require_within_file(loc, what, size, 1));
   std::string buffer(size, '\0');
   PERIGEE_CHECK_HDF5(read(buffer.data()), where(loc), ": reading ", what);
   buffer.resize(strnlen(buffer.data(), size));
@@ -193,7 +214,11 @@ Status dataset_shape(const Loc& loc, hid_t dataset, H5T_class_t cls, size_t size
   dims->assign(static_cast<size_t>(rank), 0);
   PERIGEE_CHECK_HDF5(H5Sget_simple_extent_dims(space.get(), dims->data(), nullptr), where(loc),
                      ": reading the extents");
-  return Status::ok();
+  // The element count, saturating: a product past 2^64 is no smaller than the file either.
+  uint64_t elements = 1;
+  for (hsize_t d : *dims)
+    elements = d != 0 && elements > UINT64_MAX / d ? UINT64_MAX : elements * static_cast<uint64_t>(d);
+  return require_within_file(loc, "the dataset", elements, size);
 }
 
 // The dataset must be chunked with the Fletcher32 filter.
@@ -456,16 +481,25 @@ Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* sn
   return Status::ok();
 }
 
+// read_impl, with any exception (bad_alloc from a size no check foresaw) as the file's error.
+Status read_guarded(const std::string& path, CheckpointHeader* header, Snapshot* snapshot) {
+  try {
+    return read_impl(path, header, snapshot);
+  } catch (const std::exception& e) {
+    return make_error(StatusCode::kIoError, "checkpoint '", path, "': reading failed: ", e.what());
+  }
+}
+
 }  // namespace
 
 Status read_header(const std::string& path, CheckpointHeader* out) {
-  PERIGEE_CHECK(read_impl(path, out, nullptr));
+  PERIGEE_CHECK(read_guarded(path, out, nullptr));
   return Status::ok();
 }
 
 Status read_snapshot(const std::string& path, Snapshot* out, CheckpointHeader* header) {
   CheckpointHeader local;
-  PERIGEE_CHECK(read_impl(path, header ? header : &local, out));
+  PERIGEE_CHECK(read_guarded(path, header ? header : &local, out));
   return Status::ok();
 }
 

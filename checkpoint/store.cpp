@@ -2,6 +2,7 @@
 #include "checkpoint/store.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -239,7 +240,8 @@ Status CheckpointStore::open(const std::string& dir, const StoreOptions& options
   store.options_ = options;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && is_leftover(name)) {
+    std::error_code stat_ec;  // an entry that cannot be stat'ed (a link loop) is not ours to remove
+    if (is_leftover(name) && entry.is_regular_file(stat_ec)) {
       PERIGEE_CHECK(remove_file(entry.path().string()));
       store.cleaned_.push_back(entry.path().string());
     }
@@ -317,7 +319,8 @@ Status CheckpointStore::list(std::vector<CheckpointEntry>* out) const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     int64_t step = 0;
-    if (entry.is_regular_file() && parse_file_name(entry.path().filename().string(), &step))
+    std::error_code stat_ec;  // an entry that cannot be stat'ed (a link loop) is no checkpoint file
+    if (parse_file_name(entry.path().filename().string(), &step) && entry.is_regular_file(stat_ec))
       out->push_back(CheckpointEntry{step, entry.path().string()});
   }
   if (ec) return make_error(StatusCode::kIoError, "listing checkpoint folder '", dir_, "': ", ec.message());
@@ -328,10 +331,18 @@ Status CheckpointStore::list(std::vector<CheckpointEntry>* out) const {
 
 Status CheckpointStore::read_latest_pointer(std::string* name) const {
   const std::string path = (fs::path(dir_) / kLatestName).string();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return make_error(StatusCode::kNotFound, "'", path, "' does not exist");
     return make_error(StatusCode::kIoError, "opening '", path, "': ", errno_text());
+  }
+  struct stat st {};
+  const bool stated = ::fstat(fd, &st) == 0;
+  if (!stated || !S_ISREG(st.st_mode)) {
+    const std::string why = stated ? "not a regular file" : "cannot stat it: " + errno_text();
+    ::close(fd);
+    return make_error(StatusCode::kIoError, "'", path, "': ", why);
   }
   char buf[256];
   const ssize_t n = ::read(fd, buf, sizeof(buf));
@@ -488,11 +499,11 @@ Status CheckpointStore::load_latest(const Expectation& expected, Snapshot* out, 
     int64_t step = 0;
     if (is_leftover(name)) {
       note(str_cat("ignoring '", entry.path().string(), "' (left by an interrupted write)"));
-    } else if (parse_file_name(name, &step) && !entry.is_regular_file(ec)) {
+    } else if (std::error_code stat_ec; parse_file_name(name, &step) && !entry.is_regular_file(stat_ec)) {
       note(str_cat("ignoring '", entry.path().string(), "': ",
-                   entry.is_directory(ec) ? "a folder"
-                   : entry.is_symlink(ec) ? "a link to nothing readable"
-                                          : "not a regular file",
+                   entry.is_directory(stat_ec) ? "a folder"
+                   : entry.is_symlink(stat_ec) ? "a link to nothing readable"
+                                               : "not a regular file",
                    ", not a checkpoint file"));
     }
   }

@@ -224,6 +224,36 @@ TEST(Hdf5Io, ABufferLargerThanTheFileIsCorruptEvenWithAMatchingManifest) {
   expect_error(read_snapshot(path, &out), {"the buffers claim more than the file's"});
 }
 
+// A dataset whose shape claims more bytes than the file holds (a chunked dataset never written takes
+// no room, so a few KB can claim any shape) is corrupt, named, and never allocated: here the data
+// cursors, read before the manifest is checked, at 2^41 rows and at a shape whose product wraps to 0.
+TEST(Hdf5Io, ADatasetClaimingMoreThanTheFileIsCorrupt) {
+  ScratchDir dir("io");
+  const std::string path = dir.file("c.h5");
+  const hsize_t shapes[][2] = {{hsize_t{1} << 41, 2}, {hsize_t{1} << 32, hsize_t{1} << 32}};
+  for (const auto& shape : shapes) {
+    PERIGEE_CHECK_OR_DIE(write_snapshot(path, make_snapshot(5, 2)));
+    {
+      Tamper t(path);
+      ASSERT_GE(H5Ldelete(t.file(), "/meta/data_cursors", H5P_DEFAULT), 0) << hdf5_error_text();
+      const hsize_t chunk[2] = {1024, 1};
+      Hdf5Id space(H5Screate_simple(2, shape, nullptr));
+      ASSERT_TRUE(space.valid()) << hdf5_error_text();
+      Hdf5Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
+      ASSERT_GE(H5Pset_chunk(dcpl.get(), 2, chunk), 0);
+      ASSERT_GE(H5Pset_fletcher32(dcpl.get()), 0);
+      Hdf5Id d(H5Dcreate2(t.file(), "/meta/data_cursors", H5T_STD_U64LE, space.get(), H5P_DEFAULT, dcpl.get(),
+                          H5P_DEFAULT));
+      ASSERT_TRUE(d.valid()) << hdf5_error_text();
+    }
+    ASSERT_LT(std::filesystem::file_size(path), uint64_t{1} << 20);
+    CheckpointHeader h;
+    const Status s = read_header(path, &h);
+    EXPECT_EQ(s.code(), StatusCode::kIoError);
+    expect_error(s, {"c.h5", "/meta/data_cursors", "the dataset claims", "more than the file's"});
+  }
+}
+
 TEST(Hdf5Io, MissingEmptyAndForeignFiles) {
   ScratchDir dir("io");
   Snapshot out;

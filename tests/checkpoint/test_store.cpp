@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -301,6 +302,40 @@ TEST_F(Store, AFolderInTheWayOfCommitsIsRefusedBeforeTheFirstWrite) {
   snaps_[50] = make_snapshot(50, 50);
   PERIGEE_CHECK_OR_DIE(store_.commit(snaps_[50]));
   expect_load(50, 0);
+}
+
+// An entry that cannot be stat'ed (a link loop), under any name, is skipped by every listing: opening
+// the store, loading, committing (which lists to prune) and the write probe neither throw nor stop.
+// A FIFO named 'latest' is refused as no pointer at once instead of blocking the load on a writer.
+TEST_F(Store, LinkLoopsAndAFifoPointerAreSkipped) {
+  commit_three();
+  for (const std::string name : {"README", "ckpt-00000060.h5", "ckpt-00000070.h5.tmp"})
+    fs::create_symlink(name, dir_.file(name));  // a link to itself: ELOOP
+  CheckpointStore reopened;
+  ASSERT_TRUE(CheckpointStore::open(dir_.path(), options_, &reopened).is_ok());
+  EXPECT_TRUE(reopened.check_writable().is_ok());
+  LoadReport rep = expect_load(30, 0);
+  ASSERT_EQ(rep.notes.size(), 2u);  // in the folder's order
+  const std::string notes = rep.notes[0] + "\n" + rep.notes[1];
+  EXPECT_NE(notes.find("ignoring '" + dir_.file("ckpt-00000060.h5") + "': a link to nothing readable"),
+            std::string::npos)
+      << notes;
+  EXPECT_NE(notes.find("ignoring '" + dir_.file("ckpt-00000070.h5.tmp") + "' (left by an interrupted write)"),
+            std::string::npos)
+      << notes;
+
+  fs::remove(dir_.file("latest"));
+  ASSERT_EQ(::mkfifo(dir_.file("latest").c_str(), 0644), 0);
+  rep = expect_load(30, 0);
+  ASSERT_FALSE(rep.notes.empty());
+  EXPECT_NE(rep.notes.back().find("ignoring the 'latest' pointer: '" + dir_.file("latest") +
+                                  "': not a regular file"),
+            std::string::npos)
+      << rep.notes.back();
+  fs::remove(dir_.file("latest"));
+  snaps_[40] = make_snapshot(40, 40);
+  PERIGEE_CHECK_OR_DIE(reopened.commit(snaps_[40]));
+  expect_load(40, 0);
 }
 
 TEST_F(Store, LatestBehindTheNewestCompleteFile) {
