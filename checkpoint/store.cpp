@@ -515,6 +515,14 @@ Status CheckpointStore::load_latest(const Expectation& expected, Snapshot* out, 
   for (const CheckpointEntry& e : entries) {
     Compatibility compat;
     Status s = load(e.path, expected, out, &compat);
+    // A read error may be transient (EIO at power-on, a storage-path upset), and a newer checkpoint
+    // skipped here is removed as an abandoned timeline by the next commit: read it once more first.
+    // A mismatch with this job (kInvalidArgument) is no read error.
+    if (s.code() == StatusCode::kIoError || s.code() == StatusCode::kHdf5Error) {
+      if (log)
+        log(str_cat("reading '", e.path, "' failed (", first_line(s.message()), "): reading it again"));
+      s = load(e.path, expected, out, &compat);
+    }
     if (s) {
       rep.path = e.path;
       rep.step = e.step;

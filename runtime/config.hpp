@@ -116,6 +116,8 @@ struct CheckpointConfig {
   bool async = true;            // background writer thread (training continues during the write)
   double timeout_s = 600.0;     // the other ranks' wait for rank 0's blocking checkpoint work; 0 = none
   std::string resume = "auto";  // "auto": continue from the newest good checkpoint in dir; "never"
+  std::string verify =
+      "auto";  // read each new file back before publishing it: auto (keep_last 1), always, never
 
   bool operator==(const CheckpointConfig&) const = default;
 };

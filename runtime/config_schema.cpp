@@ -197,6 +197,10 @@ const std::vector<Field>& schema() {
       PERIGEE_FIELD(checkpoint, resume,
                     "auto: continue from the newest good checkpoint in dir; never: start fresh")
           .one_of({"auto", "never"}),
+      PERIGEE_FIELD(checkpoint, verify,
+                    "read each new file back and verify it before it replaces older ones: auto (when "
+                    "keep_last = 1, the only copy), always, never")
+          .one_of({"auto", "always", "never"}),
       // [fault]
       PERIGEE_FIELD(fault, abft,
                     "checksum-verify every training GEMM (ABFT: detect, locate, correct, recompute)"),

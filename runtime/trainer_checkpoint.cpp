@@ -90,6 +90,14 @@ checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotM
   return src;
 }
 
+checkpoint::StoreOptions store_options(const CheckpointConfig& config) {
+  checkpoint::StoreOptions options;
+  options.keep_last = config.keep_last;
+  options.verify_after_commit =
+      config.verify == "always" || (config.verify == "auto" && config.keep_last == 1);
+  return options;
+}
+
 checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size) {
   checkpoint::Expectation e;
   e.model_shape = shape_map(model.shape());

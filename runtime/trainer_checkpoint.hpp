@@ -56,6 +56,10 @@ std::string train_data_change(const checkpoint::SnapshotMeta& meta, const TokenF
 // Live buffers of `model` (copied out through its backend when staged).
 checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotMeta meta);
 
+// The store's options for [checkpoint]: retention, and the read-back verification of each new file
+// (`verify`: "auto" verifies when keep_last is 1, since retention then removes the only other copy).
+checkpoint::StoreOptions store_options(const CheckpointConfig& config);
+
 // What a checkpoint must match to resume `model` (shape and buffer sizes; world size reported).
 checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size);
 

@@ -62,10 +62,8 @@ Status Trainer::setup_checkpoints() {
   auto open_store = [&]() -> Status {
     PERIGEE_REQUIRE(!unreadable, StatusCode::kIoError, "checkpoint folder ", checkpoint_dir_, ": ",
                     unreadable.message());
-    checkpoint::StoreOptions so;
-    so.keep_last = cc.keep_last;
     store_ = std::make_unique<checkpoint::CheckpointStore>();
-    PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, so, store_.get()));
+    PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, store_options(cc), store_.get()));
     for (const std::string& path : store_->cleaned_at_open())
       log::info("checkpoint folder: removed '", path, "' (left by an interrupted write)");
     // The orbit clock's file is written beside the checkpoints, whatever [orbit] says now.
@@ -323,7 +321,9 @@ Status Trainer::save_checkpoint() {
             fixed(st.stall_seconds * 1e3, 1), " ms",
             config_.checkpoint.async
                 ? " (written in the background)"
-                : str_cat(", written in ", fixed(rec.write_seconds, 2), " s -> ", rec.commit.path));
+                : str_cat(", written in ", fixed(rec.write_seconds, 2), " s",
+                          rec.commit.verify_seconds > 0 ? " (read back and verified)" : "", " -> ",
+                          rec.commit.path));
   return metrics_.write({metric_text("type", "checkpoint"), metric("step", static_cast<double>(next_step_)),
                          metric("stall_ms", st.stall_seconds * 1e3), metric("wait_ms", st.wait_seconds * 1e3),
                          metric("bytes", static_cast<double>(st.bytes))});
@@ -373,8 +373,8 @@ Status Trainer::finish_checkpoints() {
   checkpoint::WriteRecord rec;
   PERIGEE_CHECK(writer_->wait(&rec));
   if (writer_->writes_completed() > 0) {
-    log::info("last checkpoint: step ", rec.step, " written in ", fixed(rec.write_seconds, 2), " s -> ",
-              rec.commit.path);
+    log::info("last checkpoint: step ", rec.step, " written in ", fixed(rec.write_seconds, 2), " s",
+              rec.commit.verify_seconds > 0 ? " (read back and verified)" : "", " -> ", rec.commit.path);
   }
   return Status::ok();
 }

@@ -198,6 +198,31 @@ TEST_F(Store, TruncatedNewestFallsBack) {
   EXPECT_NE(reason0(rep).find("truncated"), std::string::npos) << reason0(rep);
 }
 
+// A read error is retried once before the file is skipped (and later removed as an abandoned timeline
+// by the next commit): a file that reads on the second try is loaded. The test repairs the file when
+// the store says it reads it again, as a transient fault would clear.
+TEST_F(Store, AReadErrorIsRetriedOnceBeforeTheFileIsSkipped) {
+  commit_three();
+  const std::string good = test_support::read_bytes(store_.path_for_step(30));
+  test_support::write_bytes(store_.path_for_step(30), good.substr(0, good.size() / 2));
+  Snapshot out;
+  LoadReport rep;
+  int retries = 0;
+  const Status s = store_.load_latest(expectation_for(snaps_[30]), &out, &rep, [&](const std::string& line) {
+    if (line.find("reading '" + store_.path_for_step(30) + "' failed") != std::string::npos &&
+        line.find("reading it again") != std::string::npos) {
+      ++retries;
+      test_support::write_bytes(store_.path_for_step(30), good);
+    }
+  });
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  EXPECT_EQ(retries, 1);
+  EXPECT_EQ(rep.step, 30);
+  EXPECT_TRUE(rep.skipped.empty());
+  std::string why;
+  EXPECT_TRUE(bit_equal(out, snaps_[30], &why)) << why;
+}
+
 TEST_F(Store, FlippedDataByteFallsBack) {
   commit_three();
   const Buffer& v = snaps_[30].buffers[2];

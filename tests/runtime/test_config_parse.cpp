@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/config.hpp"
+#include "runtime/trainer_checkpoint.hpp"
 #include "tests/runtime/config_test_util.hpp"
 
 namespace perigee::runtime {
@@ -354,6 +355,28 @@ TEST(ConfigBool, FileAndOverrideValuesAndErrors) {
   EXPECT_CONTAINS(parse_error("", {"checkpoint.async=maybe"}), "checkpoint.async=maybe");
   EXPECT_CONTAINS(parse_error("", {"checkpoint.resume=always"}), "[checkpoint] resume");
   EXPECT_CONTAINS(parse_error("", {"checkpoint.keep_last=0"}), "[checkpoint] keep_last");
+}
+
+// [checkpoint] verify: "auto" reads each new file back only when keep_last = 1 (retention then removes
+// the only other copy right after the new one is published).
+TEST(CheckpointVerify, AutoVerifiesWhenTheNewFileIsTheOnlyCopy) {
+  struct Case {
+    std::vector<std::string> overrides;
+    int keep_last;
+    bool verify;
+  };
+  const Case cases[] = {
+      {{}, 3, false},
+      {{"checkpoint.keep_last=1"}, 1, true},
+      {{"checkpoint.keep_last=1", "checkpoint.verify=never"}, 1, false},
+      {{"checkpoint.verify=always"}, 3, true},
+  };
+  for (const Case& c : cases) {
+    const checkpoint::StoreOptions o = store_options(parse_ok("", c.overrides).checkpoint);
+    EXPECT_EQ(o.keep_last, c.keep_last);
+    EXPECT_EQ(o.verify_after_commit, c.verify) << (c.overrides.empty() ? "defaults" : c.overrides.back());
+  }
+  EXPECT_CONTAINS(parse_error("", {"checkpoint.verify=sometimes"}), "[checkpoint] verify");
 }
 
 }  // namespace

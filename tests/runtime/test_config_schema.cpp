@@ -68,7 +68,7 @@ TEST(ConfigDefaults, DefaultTomlListsEveryKey) {
 
 TEST(ConfigSchema, ListsEveryKey) {
   const std::vector<ConfigKeyInfo> schema = config_schema();
-  ASSERT_EQ(schema.size(), 82u);  // 6 model + 20 train + 2 data + 8 device + 5 comm + 17 links + 7 checkpoint
+  ASSERT_EQ(schema.size(), 83u);  // 6 model + 20 train + 2 data + 8 device + 5 comm + 17 links + 8 checkpoint
                                   // + 7 fault + 7 orbit + 3 run
   EXPECT_EQ(schema.front().section, "model");
   EXPECT_EQ(schema.front().key, "n_layer");
@@ -144,7 +144,7 @@ TEST(ConfigJson, EveryKeyWithItsValue) {
   EXPECT_EQ(j["device"].size(), 8u);
   EXPECT_EQ(j["comm"].size(), 5u);
   EXPECT_EQ(j["links"].size(), 17u);
-  EXPECT_EQ(j["checkpoint"].size(), 7u);
+  EXPECT_EQ(j["checkpoint"].size(), 8u);
   EXPECT_EQ(j["fault"].size(), 7u);
   EXPECT_EQ(j["orbit"].size(), 7u);
   EXPECT_EQ(j["run"].size(), 3u);
@@ -201,7 +201,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
                             (value.is_string() ? value.get<std::string>() : value.dump()));
       }
     }
-    EXPECT_EQ(overrides.size(), 82u);
+    EXPECT_EQ(overrides.size(), 83u);
     Config back;
     Status s = load_config("", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
