@@ -32,8 +32,9 @@ double beta_angle_deg(double inclination_deg, double raan_deg, double unix_time_
 struct ShadowInterval {
   double entry_s = 0.0;  // seconds since the model's epoch
   double exit_s = 0.0;
-  // Which shadow: the k-th after the one centred nearest before the epoch (integral, so the same
-  // shadow seen from two times compares equal, where its float entry time may differ in the last bit).
+  // Which shadow: the k-th after shadow 0, whose centre lies within half an orbit of the epoch (after
+  // it when the epoch's phase is below 180 degrees). Integral, so the same shadow seen from two times
+  // compares equal, where its float entry time may differ in the last bit.
   int64_t orbit = 0;
   double duration_s() const { return exit_s - entry_s; }
 };
