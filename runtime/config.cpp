@@ -471,13 +471,10 @@ Status parse_config(const std::string& toml_text, const std::string& source_name
 
 Status load_config(const std::string& path, const std::vector<std::string>& overrides, Config* out) {
   PERIGEE_REQUIRE(out != nullptr, StatusCode::kInvalidArgument, "load_config: out is null");
-  if (path.empty()) {
-    Config config;
-    PERIGEE_CHECK(apply_overrides(overrides, &config));
-    PERIGEE_CHECK(validate_config(&config, override_keys(overrides)));
-    *out = std::move(config);
-    return Status::ok();
-  }
+  // `perigee-train "$CFG"` with CFG unset must not start a job on the defaults.
+  PERIGEE_REQUIRE(!path.empty(), StatusCode::kInvalidArgument,
+                  "the config file path is empty (an unset variable?): give a TOML file, e.g. "
+                  "configs/default.toml");
   std::string text;
   PERIGEE_CHECK(read_small_file(path, "config file", &text));
   PERIGEE_CHECK(parse_config(text, path, overrides, out));

@@ -174,7 +174,8 @@ struct Config {
 
 // Reads path (TOML), applies overrides ("section.key=value" strings, a leading "--" allowed),
 // fills derived values and validates. On error the Status names the file, the key and why.
-// An empty path reads no file (defaults, then overrides); a missing file is kNotFound.
+// An empty path is refused (kInvalidArgument); a missing file is kNotFound. Defaults plus overrides
+// alone: parse_config with empty text.
 Status load_config(const std::string& path, const std::vector<std::string>& overrides, Config* out);
 
 // Parses TOML text (source_name is used in messages) then the same as load_config.

@@ -116,7 +116,9 @@ std::string config_to_json(const Config& config) {
   for (const Field& f : schema()) {
     std::visit([&](const auto* v) { root[std::string(f.section)][std::string(f.key)] = *v; }, f.get(config));
   }
-  return root.dump(2);
+  // The source path comes from the command line and may hold bytes that are not UTF-8 (every value
+  // was checked): those become U+FFFD here instead of an exception.
+  return root.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::vector<std::string> config_changes(const std::string& stored_json, const Config& config,

@@ -29,7 +29,8 @@ Status MetricsWriter::write(const std::vector<MetricField>& fields) {
       j[f.key] = std::isnan(f.number) ? "nan" : (f.number > 0 ? "inf" : "-inf");
     }
   }
-  const std::string line = j.dump() + "\n";
+  // Text from outside (a path with bytes that are not UTF-8) is written with U+FFFD, not thrown on.
+  const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   PERIGEE_REQUIRE(std::fwrite(line.data(), 1, line.size(), file_) == line.size() && std::fflush(file_) == 0,
                   StatusCode::kIoError, "cannot write metrics file ", path_);
   return Status::ok();

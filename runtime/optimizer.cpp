@@ -12,7 +12,9 @@ double learning_rate(const TrainConfig& train, int64_t step) {
   if (step < train.warmup_steps)
     return peak * static_cast<double>(step + 1) / static_cast<double>(train.warmup_steps);
   const int64_t decay_steps = train.steps - train.warmup_steps;
-  if (decay_steps <= 1) return peak;
+  // One step after the warmup is the decay's last: the floor (the warmup's last step took the peak).
+  // A one-step run without warmup has no schedule: lr.
+  if (decay_steps <= 1) return decay_steps == 1 && train.warmup_steps > 0 ? floor : peak;
   const double progress = std::clamp(
       static_cast<double>(step - train.warmup_steps) / static_cast<double>(decay_steps - 1), 0.0, 1.0);
   return floor + 0.5 * (peak - floor) * (1.0 + std::cos(M_PI * progress));

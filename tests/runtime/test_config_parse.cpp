@@ -202,14 +202,28 @@ TEST(ConfigLoad, EveryRepoConfigLoads) {
   EXPECT_GE(count, 1);
 }
 
-TEST(ConfigLoad, EmptyPathMeansDefaultsAndOverrides) {
+// An empty path (an unset shell variable) is refused, not read as "the defaults"; empty text is.
+TEST(ConfigLoad, EmptyPathIsRefusedAndEmptyTextMeansDefaultsAndOverrides) {
   Config config;
   Status s = load_config("", {"model.n_layer=2"}, &config);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_CONTAINS(s.message(), "the config file path is empty");
+  s = parse_config("", "", {"model.n_layer=2"}, &config);
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   Config expected = validated_defaults();
   expected.model.n_layer = 2;
   EXPECT_EQ(config, expected);
   EXPECT_EQ(config.source, "");
+}
+
+// A path that is not UTF-8 is still a path: the config's JSON (--print-config, the run log, the
+// ranks' agreement) writes its bytes as U+FFFD instead of throwing.
+TEST(ConfigJson, ASourcePathThatIsNotUtf8IsReplacedNotThrown) {
+  Config config = validated_defaults();
+  config.source = "configs/bad\xff.toml";
+  std::string json;
+  EXPECT_NO_THROW(json = config_to_json(config));
+  EXPECT_CONTAINS(json, "configs/bad\xef\xbf\xbd.toml");
 }
 
 TEST(ConfigParse, EmptySourceNameStillNamesSomething) {

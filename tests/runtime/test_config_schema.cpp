@@ -203,7 +203,7 @@ TEST(ConfigJson, RoundTripsThroughOverrides) {
     }
     EXPECT_EQ(overrides.size(), 83u);
     Config back;
-    Status s = load_config("", overrides, &back);
+    Status s = parse_config("", "", overrides, &back);
     ASSERT_TRUE(s.is_ok()) << s.to_string();
     back.source = original.source;
     EXPECT_EQ(back, original) << config_to_json(back) << "\nvs\n" << config_to_json(original);

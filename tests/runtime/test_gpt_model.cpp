@@ -233,5 +233,24 @@ TEST(LearningRate, WarmupThenCosineToFloor) {
   for (int64_t s = 11; s < 110; ++s) EXPECT_LE(learning_rate(tc, s), learning_rate(tc, s - 1));
 }
 
+// One step after the warmup: the peak at the warmup's last step, the floor at the run's last, as with a
+// longer decay. A single step without warmup trains at lr.
+TEST(LearningRate, OneDecayStepEndsAtTheFloor) {
+  TrainConfig tc;
+  tc.lr = 1.0;
+  tc.min_lr_ratio = 0.1;
+  tc.warmup_steps = 2;
+  tc.steps = 3;
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 0), 0.5);
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 1), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 2), 0.1);
+  tc.steps = 4;  // two decay steps: the same end
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 2), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 3), 0.1);
+  tc.warmup_steps = 0;
+  tc.steps = 1;
+  EXPECT_DOUBLE_EQ(learning_rate(tc, 0), 1.0);
+}
+
 }  // namespace
 }  // namespace perigee::runtime

@@ -100,6 +100,12 @@ expect 2 "\[fault\] plan $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BI
 expect 2 "\[fault\] plan $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/loop" --run.name=p3
 expect 2 "links.file $WORK is a folder, not a file" "$TRAIN_BIN" "$WORK/tiny.toml" --comm.backend=links --links.topology=file --links.file="$WORK" --run.name=p4
 expect 2 "config file $WORK/fifo is a FIFO, not a file" timeout 20 "$TRAIN_BIN" "$WORK/fifo"
+expect 2 "the config file path is empty" "$TRAIN_BIN" ""
+expect 2 "the config file path is empty" "$RUN_BIN" ""
+cp "$WORK/tiny.toml" "$WORK/bad"$'\xff'".toml"
+"$TRAIN_BIN" "$WORK/bad"$'\xff'".toml" --print-config > "$WORK/print.json" 2>&1 \
+  || { cat "$WORK/print.json"; fail "--print-config of a config path that is not UTF-8 failed"; }
+grep -q '"source": ".*bad'$'\xef\xbf\xbd''.toml"' "$WORK/print.json" || { cat "$WORK/print.json"; fail "no U+FFFD in the source"; }
 expect 2 "token file $WORK/fifo: not a regular file" timeout 20 "$TRAIN_BIN" "$WORK/tiny.toml" --data.train_file="$WORK/fifo" --run.name=p6
 expect 2 "checkpoint folder $WORK/loop: Too many levels of symbolic links" "$TRAIN_BIN" "$WORK/tiny.toml" --checkpoint.dir="$WORK/loop" --run.name=p5
 # Reusing a run name for another model is refused before its config.json is replaced.
