@@ -199,6 +199,12 @@ std::vector<std::string> config_warnings(const Config& config);
 // The resolved config as pretty JSON text (every key, including defaults and derived values).
 std::string config_to_json(const Config& config);
 
+// Whether the run whose config is `stored_json` (a checkpoint's) recorded a validation at `step` before
+// writing its checkpoint there: at a multiple of its val_every short of its last step (the loop
+// validates, then checkpoints), or at its last step (the final validation follows the final
+// checkpoint, so a cut between the two counts as recorded). A resume there does not validate again.
+bool validation_recorded_at(const std::string& stored_json, int64_t step);
+
 // The keys ("section.key") whose value in `config` differs from the one in `stored_json` (a
 // config_to_json text, e.g. a checkpoint's), one "train.seed: 1 -> 99" line each, in the order given.
 // Keys the stored text lacks (an older version's) and a text that does not parse give no line.

@@ -121,6 +121,17 @@ std::string config_to_json(const Config& config) {
   return root.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+bool validation_recorded_at(const std::string& stored_json, int64_t step) {
+  const nlohmann::json j = nlohmann::json::parse(stored_json, nullptr, /*allow_exceptions=*/false);
+  if (step <= 0 || !j.is_object() || !j.contains("train") || !j["train"].is_object()) return false;
+  const nlohmann::json& train = j["train"];
+  if (!train.contains("val_every") || !train.contains("steps") || !train["val_every"].is_number_integer() ||
+      !train["steps"].is_number_integer())
+    return false;
+  const int64_t val_every = train["val_every"].get<int64_t>(), steps = train["steps"].get<int64_t>();
+  return val_every > 0 && (step == steps || (step < steps && step % val_every == 0));
+}
+
 std::vector<std::string> config_changes(const std::string& stored_json, const Config& config,
                                         const std::vector<std::string>& keys) {
   const nlohmann::json stored = nlohmann::json::parse(stored_json, nullptr, /*allow_exceptions=*/false);

@@ -488,7 +488,13 @@ Status Trainer::run() {
       log::info("the resumed checkpoint is at the last step, ", next_step_, ": nothing to train");
     }
   }
-  if (tc.val_every > 0 && trains) PERIGEE_CHECK(validate(next_step_));
+  if (tc.val_every > 0 && trains) {
+    if (validated_at_resume_ && next_step_ == resumed_from_step_) {
+      log::info("validation at step ", next_step_, ": recorded by the run that wrote the checkpoint");
+    } else {
+      PERIGEE_CHECK(validate(next_step_));
+    }
+  }
   while (next_step_ < tc.steps) {
     PERIGEE_CHECK(eclipse_gate());
     StepResult r;

@@ -188,7 +188,8 @@ class Trainer {
   // Rank 0, around a load: tells perigee-run's stall watchdog a load is coming (and applies the plan's
   // load_delay); true when it wrote the record, and then close_checkpoint_load says the load ended.
   bool announce_checkpoint_load();
-  void close_checkpoint_load(double seconds, const char* outcome);  // "loaded", "none", "failed"
+  // outcome: "loaded", "none", "failed"; step: the checkpoint's when loaded, else the step the run is at.
+  void close_checkpoint_load(double seconds, const char* outcome, int64_t step);
   // max_step: only checkpoints of at most that step (a rollback that must go further back).
   // *loaded_step: the step of the checkpoint loaded, or -1 when there was none to load.
   Status resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step, int64_t max_step = INT64_MAX);
@@ -240,7 +241,8 @@ class Trainer {
 
   std::string checkpoint_dir_;
   bool checkpoint_enabled_ = false;
-  int64_t resumed_from_step_ = -1;  // -1: fresh start
+  int64_t resumed_from_step_ = -1;    // -1: fresh start
+  bool validated_at_resume_ = false;  // the loaded checkpoint's run recorded a validation at its step
   int64_t last_checkpoint_step_ = -1;
   uint64_t checkpoints_saved_ = 0;
   double last_lr_ = 0.0;

@@ -158,10 +158,10 @@ bool Trainer::announce_checkpoint_load() {
   return announced;
 }
 
-void Trainer::close_checkpoint_load(double seconds, const char* outcome) {
-  const Status s = metrics_.write({metric_text("type", "checkpoint_loaded"),
-                                   metric("step", static_cast<double>(next_step_)), metric("load_s", seconds),
-                                   metric_text("outcome", outcome)});
+void Trainer::close_checkpoint_load(double seconds, const char* outcome, int64_t step) {
+  const Status s =
+      metrics_.write({metric_text("type", "checkpoint_loaded"), metric("step", static_cast<double>(step)),
+                      metric("load_s", seconds), metric_text("outcome", outcome)});
   if (!s.is_ok()) log::warn("cannot record the end of the checkpoint load in metrics.jsonl: ", s.to_string());
 }
 
@@ -210,7 +210,8 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
       close_checkpoint_load(std::chrono::duration<double>(Clock::now() - load_start).count(),
                             outcome == 1   ? "loaded"
                             : outcome == 0 ? "none"
-                                           : "failed");
+                                           : "failed",
+                            outcome == 1 ? snapshot->meta.step : next_step_);
     }
   }
   PERIGEE_CHECK(broadcast_after_checkpoint_io(&outcome, 1, DataType::kInt32));
@@ -227,8 +228,9 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
   if (outcome == 0) return Status::ok();
 
   // step, cursor, stored world size, invariant window length, restore failed on rank 0 (the other
-  // ranks must hear of it now, not at their next collective's timeout)
-  int64_t header[5] = {0, 0, 0, 0, 0};
+  // ranks must hear of it now, not at their next collective's timeout), and whether the run that wrote
+  // the checkpoint recorded a validation at its step
+  int64_t header[6] = {0, 0, 0, 0, 0, 0};
   DataCursor cursor;
   InvariantWindow window;
   Status restored;
@@ -238,8 +240,9 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
     header[2] = snapshot->meta.world_size;
     header[3] = static_cast<int64_t>(window.losses.size());
     header[4] = restored.is_ok() ? 0 : 1;
+    header[5] = validation_recorded_at(snapshot->meta.config_json, header[0]) ? 1 : 0;
   }
-  PERIGEE_CHECK(broadcast_after_checkpoint_io(header, 5, DataType::kInt64));
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(header, 6, DataType::kInt64));
   if (header[4] != 0) {
     if (comm_->rank() == 0)
       return make_error(restored.code(), "cannot resume from ", checkpoint_dir_, ": ", restored.message());
@@ -293,6 +296,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
   train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
   *loaded_step = next_step_;
   last_checkpoint_step_ = next_step_;
+  validated_at_resume_ = header[5] != 0;
   if (next_step_ > 0) last_lr_ = learning_rate(config_.train, next_step_ - 1);
   log::info("resumed from step ", next_step_, " (data position ", header[1], ")",
             header[2] != comm_->size()

@@ -340,7 +340,7 @@ echo "load_delay 8" > "$WORK/slowload.txt"
   || { cat "$WORK/slowload.log"; fail "the watchdog or a timeout ended a slow resume load"; }
 grep -aq "announced a checkpoint load of up to 600.0 s" "$WORK/slowload.log" || { cat "$WORK/slowload.log"; fail "no checkpoint load announced"; }
 grep -aq "stall watchdog: no progress" "$WORK/slowload.log" && { cat "$WORK/slowload.log"; fail "the watchdog killed a slow checkpoint load"; }
-grep -aq '"type":"checkpoint_loaded".*"outcome":"loaded"' "$WORK/runs/slowload/metrics.jsonl" || fail "no record after the load"
+grep -aq '"type":"checkpoint_loaded","step":[1-9][0-9]*\.0,.*"outcome":"loaded"' "$WORK/runs/slowload/metrics.jsonl" || fail "no record after the load"
 grep -aq "resumed from step 12" "$WORK/slowload.log" || { cat "$WORK/slowload.log"; fail "the relaunch did not resume"; }
 [[ -f $(printf "%s/runs/slowload/checkpoints/ckpt-%08d.h5" "$WORK" 16) ]] || fail "the slow-load run did not finish"
 echo "slow resume load (8 s against a 4 s stall timeout): announced, not a stall"

@@ -202,6 +202,22 @@ TEST(ConfigLoad, EveryRepoConfigLoads) {
   EXPECT_GE(count, 1);
 }
 
+// A resume does not validate again at a step whose validation the run that wrote the checkpoint
+// recorded: a multiple of its val_every short of its end, or its last step.
+TEST(ConfigJson, ValidationRecordedAtTheStepsThatRunValidated) {
+  const std::string j = config_to_json(parse_ok("", {"train.steps=10", "train.val_every=4"}));
+  EXPECT_FALSE(validation_recorded_at(j, 0));
+  EXPECT_FALSE(validation_recorded_at(j, 3));
+  EXPECT_TRUE(validation_recorded_at(j, 4));
+  EXPECT_TRUE(validation_recorded_at(j, 8));
+  EXPECT_TRUE(validation_recorded_at(j, 10));   // the final validation
+  EXPECT_FALSE(validation_recorded_at(j, 12));  // past its end: never reached
+  const std::string off = config_to_json(parse_ok("", {"train.steps=10", "train.val_every=0"}));
+  EXPECT_FALSE(validation_recorded_at(off, 10));
+  EXPECT_FALSE(validation_recorded_at("not json", 4));
+  EXPECT_FALSE(validation_recorded_at("{\"train\": {\"steps\": 10}}", 4));  // an older writer's keys
+}
+
 // An empty path (an unset shell variable) is refused, not read as "the defaults"; empty text is.
 TEST(ConfigLoad, EmptyPathIsRefusedAndEmptyTextMeansDefaultsAndOverrides) {
   Config config;

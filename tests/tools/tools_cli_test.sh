@@ -135,6 +135,14 @@ mkdir "$WORK/ck16" && cp "$CK/ckpt-00000006.h5" "$WORK/ck16/"
 expect 0 "resumed from $WORK/ck16 at step 6, but checkpointing is off" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=7 --checkpoint.dir="$WORK/ck16" --checkpoint.every_steps=0 --run.name=off
 
+# A resume at a step whose validation the first run recorded (its last step) does not validate it again:
+# one val record per step in the run's metrics.jsonl (0, 2 and 4 from the first run, 6 from the second).
+VAL=(--train.val_every=2 --train.val_batches=1 --checkpoint.dir="$WORK/ck_val" --run.name=val)
+"$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=4 "${VAL[@]}" > "$WORK/val1.log" 2>&1 || { cat "$WORK/val1.log"; fail "val run 1 failed"; }
+expect 0 "validation at step 4: recorded by the run that wrote the checkpoint" "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=6 "${VAL[@]}"
+VALS=$(grep -a '"type":"val"' "$WORK/runs/val/metrics.jsonl" | grep -ao '"step":[0-9.]*' | tr '\n' ' ')
+[[ $VALS == '"step":0.0 "step":2.0 "step":4.0 "step":6.0 ' ]] || fail "val records at: $VALS"
+
 # perigee-run: numbers are whole finite texts in range (CLI11's own checks let nan through, and printed
 # their range with 300 digits), and a stall timeout under a second is refused.
 expect 2 "--np: expected an integer >= 1, got '0'" "$RUN_BIN" --np 0 "$WORK/tiny.toml"
