@@ -81,7 +81,7 @@ Status DataLoader::open(const std::string& path, const DataLoaderOptions& option
   PERIGEE_CHECK(read_token_file(path, &loader.tokens_, &header));
   if (options.model_vocab > 0) {  // now, not when a batch first holds such a token (on one rank)
     const auto bad = std::find_if(loader.tokens_.begin(), loader.tokens_.end(),
-                                  [&](int32_t t) { return t >= options.model_vocab; });
+                                  [&](uint16_t t) { return t >= options.model_vocab; });
     PERIGEE_REQUIRE(bad == loader.tokens_.end(), StatusCode::kInvalidArgument, "token file ", path,
                     " holds token ", *bad, " at position ", bad - loader.tokens_.begin(),
                     ", outside the model's vocabulary [0, ", options.model_vocab,
@@ -98,6 +98,11 @@ Status DataLoader::open(const std::string& path, const DataLoaderOptions& option
                   " tokens");
   *out = std::move(loader);
   return Status::ok();
+}
+
+uint64_t DataLoader::memory_bytes(uint64_t count, int seq_len, bool shuffle) {
+  const uint64_t samples = count > 0 && seq_len > 0 ? (count - 1) / static_cast<uint64_t>(seq_len) : 0;
+  return count * sizeof(uint16_t) + (shuffle ? samples * sizeof(uint64_t) : 0);
 }
 
 uint64_t DataLoader::sample_index(uint64_t global_position) const {
@@ -118,7 +123,7 @@ uint64_t DataLoader::sample_index(uint64_t global_position) const {
 }
 
 void DataLoader::fill_sample(uint64_t sample, int32_t* inputs, int32_t* targets) const {
-  const int32_t* src = tokens_.data() + sample * static_cast<uint64_t>(options_.seq_len);
+  const uint16_t* src = tokens_.data() + sample * static_cast<uint64_t>(options_.seq_len);
   std::copy(src, src + options_.seq_len, inputs);
   std::copy(src + 1, src + 1 + options_.seq_len, targets);
 }

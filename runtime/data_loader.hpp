@@ -39,6 +39,9 @@ class DataLoader {
   // Loads the token file. Errors: missing/corrupt file, too few tokens for one global batch,
   // global_batch not divisible by world_size, a token the model's vocabulary lacks.
   static Status open(const std::string& path, const DataLoaderOptions& options, DataLoader* out);
+  // Host memory a loader of `count` tokens holds: the tokens as stored (2 bytes each) and, when it
+  // shuffles, one epoch's sample permutation (8 bytes per sample of seq_len + 1 tokens).
+  static uint64_t memory_bytes(uint64_t count, int seq_len, bool shuffle);
 
   int local_batch() const { return options_.global_batch / options_.world_size; }
   int seq_len() const { return options_.seq_len; }
@@ -65,7 +68,7 @@ class DataLoader {
   void fill_from(uint64_t first_position, int32_t* inputs, int32_t* targets) const;
 
   DataLoaderOptions options_;
-  std::vector<int32_t> tokens_;
+  std::vector<uint16_t> tokens_;  // as stored: 2 bytes a token (vocabularies up to 65,536)
   TokenFileHeader header_;
   uint64_t num_samples_ = 0;
   DataCursor cursor_;

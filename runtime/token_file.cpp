@@ -3,6 +3,7 @@
 #include "runtime/token_file.hpp"
 
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -267,7 +268,7 @@ Status read_token_header(const std::string& path, TokenFileHeader* header) {
   return Status::ok();
 }
 
-Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header) {
+Status read_token_file(const std::string& path, std::vector<uint16_t>* tokens, TokenFileHeader* header) {
   PERIGEE_REQUIRE(tokens != nullptr, StatusCode::kInvalidArgument, "read_token_file(", path,
                   "): tokens is null");
   TokenFileHeader h;
@@ -277,26 +278,35 @@ Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, To
   const uint64_t count = h.count;
   const uint32_t vocab_size = h.vocab_size;
   const uint32_t stored_crc = h.token_crc32;
-  const uint64_t body_bytes = count * kBytesPerToken;
 
-  std::vector<uint8_t> body(body_bytes);
-  PERIGEE_REQUIRE(read_all(fd, body.data(), body.size()), StatusCode::kIoError, "token file ", path,
-                  ": reading ", count, " tokens failed: ", errno_text(errno));
-  const uint32_t crc = crc32(body.data(), body.size());
+  // The little-endian body read straight into the tokens (swapped on a big-endian host after the CRC).
+  std::vector<uint16_t> out(count);
+  PERIGEE_REQUIRE(read_all(fd, reinterpret_cast<uint8_t*>(out.data()), count * kBytesPerToken),
+                  StatusCode::kIoError, "token file ", path, ": reading ", count,
+                  " tokens failed: ", errno_text(errno));
+  const uint32_t crc = crc32(out.data(), count * kBytesPerToken);
   if (crc != stored_crc) {
     return make_error(StatusCode::kIoError, "token file ", path, ": CRC mismatch (header 0x", std::hex,
                       stored_crc, ", data 0x", crc, std::dec, "); the token data is corrupt");
   }
-
-  std::vector<int32_t> out(count);
+  if constexpr (std::endian::native == std::endian::big) {
+    for (uint16_t& t : out) t = static_cast<uint16_t>((t >> 8) | (t << 8));
+  }
   for (uint64_t i = 0; i < count; ++i) {
-    const uint32_t t = static_cast<uint32_t>(body[2 * i]) | (static_cast<uint32_t>(body[2 * i + 1]) << 8);
-    PERIGEE_REQUIRE(t < vocab_size, StatusCode::kIoError, "token file ", path, ": token ", t, " at index ", i,
-                    " is >= vocab_size ", vocab_size);
-    out[i] = static_cast<int32_t>(t);
+    PERIGEE_REQUIRE(out[i] < vocab_size, StatusCode::kIoError, "token file ", path, ": token ", out[i],
+                    " at index ", i, " is >= vocab_size ", vocab_size);
   }
   *tokens = std::move(out);
   if (header != nullptr) *header = h;
+  return Status::ok();
+}
+
+Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header) {
+  PERIGEE_REQUIRE(tokens != nullptr, StatusCode::kInvalidArgument, "read_token_file(", path,
+                  "): tokens is null");
+  std::vector<uint16_t> stored;
+  PERIGEE_CHECK(read_token_file(path, &stored, header));
+  tokens->assign(stored.begin(), stored.end());
   return Status::ok();
 }
 

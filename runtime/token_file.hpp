@@ -40,6 +40,8 @@ void discard_staged_token_file(const std::string& path);
 
 // Reads and verifies (magic, version, size, crc, every token < vocab_size). Errors name the path
 // and what is wrong; a missing file says how to build it (scripts/build_data.sh / perigee-data).
+// The uint16 form holds the tokens as stored (2 bytes each, the file's size in memory).
+Status read_token_file(const std::string& path, std::vector<uint16_t>* tokens, TokenFileHeader* header);
 Status read_token_file(const std::string& path, std::vector<int32_t>* tokens, TokenFileHeader* header);
 
 // Reads and checks the header only (magic, version, vocab_size, and the file size against the

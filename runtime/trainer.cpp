@@ -65,14 +65,21 @@ Status Trainer::setup() {
   lo.world_size = world;
   lo.seed = tc.seed;
   lo.model_vocab = config_.model.vocab_size;
-  PERIGEE_CHECK(DataLoader::open(config_.data.train_file, lo, &train_));
+  // The token files' headers now (a missing or malformed file fails here, at once); their tokens are
+  // read after the memory check, which counts them.
+  TokenFileHeader train_header, val_header;
+  PERIGEE_CHECK(read_token_header(config_.data.train_file, &train_header));
+  bool load_val = false;
+  // Without validation steps (val_every 0) the val file is optional: evaluate() uses it when it loads.
+  const char* val_hint =
+      "\n  (validation needs [data] val_file; set [train] val_every = 0 to train without it)";
   if (tc.val_every > 0 || tc.val_batches > 0) {
-    lo.shuffle = false;
-    Status s = DataLoader::open(config_.data.val_file, lo, &val_);
-    PERIGEE_REQUIRE(s.is_ok() || tc.val_every == 0, s.code(), s.message(),
-                    "\n  (validation needs [data] val_file; set [train] val_every = 0 to train without it)");
-    has_val_ = s.is_ok();
+    Status s = read_token_header(config_.data.val_file, &val_header);
+    PERIGEE_REQUIRE(s.is_ok() || tc.val_every == 0, s.code(), s.message(), val_hint);
+    load_val = s.is_ok();
   }
+  token_bytes_ = DataLoader::memory_bytes(train_header.count, tc.seq_len, true) +
+                 (load_val ? DataLoader::memory_bytes(val_header.count, tc.seq_len, false) : 0);
 
   const ModelConfig& mc = config_.model;
   GptShape shape{mc.n_layer, mc.n_head, mc.n_embd, mc.context, mc.vocab_size, mc.padded_vocab};
@@ -85,6 +92,13 @@ Status Trainer::setup() {
   const kernels::DType logits =
       config_.device.logits == "bf16" ? kernels::DType::kBF16 : kernels::DType::kF32;
   PERIGEE_CHECK(check_memory(shape, acts, logits));
+  PERIGEE_CHECK(DataLoader::open(config_.data.train_file, lo, &train_));
+  if (load_val) {
+    lo.shuffle = false;
+    Status s = DataLoader::open(config_.data.val_file, lo, &val_);
+    PERIGEE_REQUIRE(s.is_ok() || tc.val_every == 0, s.code(), s.message(), val_hint);
+    has_val_ = s.is_ok();
+  }
   // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
   PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits, tc.recompute));
   PERIGEE_CHECK(model_.init_parameters(tc.seed));

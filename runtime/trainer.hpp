@@ -212,6 +212,7 @@ class Trainer {
   DataLoader val_;
   int micro_batch_ = 1;  // sequences per forward/backward pass ([train] micro_batch, 0 = the local batch)
   bool has_val_ = false;
+  uint64_t token_bytes_ = 0;  // host memory the train and val loaders take (DataLoader::memory_bytes)
   int64_t next_step_ = 0;
   std::string run_dir_;
   MetricsWriter metrics_;

@@ -17,6 +17,8 @@ Status Trainer::check_memory(const GptShape& shape, kernels::DType activations, 
   const bool checkpoints =
       schedules_checkpoints(config_) && (!config_.checkpoint.dir.empty() || options_.write_run_dir);
   std::vector<MemoryItem> host_each;
+  host_each.push_back(
+      {"token data (the train and val files, 2 bytes a token, and the sample order)", token_bytes_});
   if (multi) host_each.push_back({"host copy of the parameters for broadcasts", fp32_copy});
   std::vector<MemoryItem> host_once;
   if (checkpoints && options_.rank0_on_host)
@@ -48,7 +50,7 @@ Status Trainer::check_memory(const GptShape& shape, kernels::DType activations, 
   if (!gpu) {  // one memory: the host's
     device.per_rank.insert(device.per_rank.end(), host_each.begin(), host_each.end());
     device.once = host_once;
-  } else if (!host_each.empty() || !host_once.empty()) {
+  } else {
     demands.push_back(MemoryDemand{"", 0, host_each, options_.host_ranks, host_once});
   }
   Status status = Status::ok();

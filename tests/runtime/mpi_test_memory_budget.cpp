@@ -63,6 +63,9 @@ TEST_F(MemoryBudget, AModelTooLargeForAnyHostIsRefusedOnEveryRankBeforeAllocatin
   EXPECT_TRUE(contains(s, "TiB  parameters, gradients, AdamW m and v (4 x 13195016437760 fp32)"))
       << s.message();
   EXPECT_TRUE(contains(s, "Train a smaller [model]")) << s.message();  // the parameters dominate
+  // The token file is counted too, before it is read: 12,000 tokens at 2 bytes and the order of its 749
+  // samples of 16 + 1 tokens at 8 bytes, 29,992 bytes.
+  EXPECT_TRUE(contains(s, format_bytes(29992) + "  token data (the train and val files")) << s.message();
   EXPECT_EQ(t.trainer.model().num_parameters(), 0u) << "the model was allocated";
   EXPECT_LT(took, 10.0);
 }

@@ -124,6 +124,9 @@ TEST_F(DataTest, TokenFileRoundTripAndLayout) {
   ASSERT_TRUE(read_token_file(p, &back, &header).is_ok());
   EXPECT_EQ(back, wide);
   EXPECT_EQ(header.vocab_size, 65536u);
+  std::vector<uint16_t> stored;  // the loader's form: the same tokens, 2 bytes each
+  ASSERT_TRUE(read_token_file(p, &stored, nullptr).is_ok());
+  EXPECT_EQ(stored, std::vector<uint16_t>(wide.begin(), wide.end()));
   ASSERT_TRUE(write_token_file(p, {}, 256).is_ok());
   ASSERT_TRUE(read_token_file(p, &back, nullptr).is_ok());
   EXPECT_TRUE(back.empty());
@@ -404,6 +407,13 @@ TEST_F(DataTest, LoaderWithoutShuffleReadsFileOrder) {
     std::vector<int64_t> ids = samples_of(next(loader), T);
     EXPECT_EQ(ids, (std::vector<int64_t>{(s * B) % N, (s * B + 1) % N})) << "step " << s;
   }
+}
+
+// What the memory check counts for a loader: 2 bytes a token, plus 8 per sample when it shuffles.
+TEST(DataLoaderMemory, TokensAsStoredPlusThePermutation) {
+  EXPECT_EQ(DataLoader::memory_bytes(0, 16, true), 0u);
+  EXPECT_EQ(DataLoader::memory_bytes(1001, 10, false), 2002u);
+  EXPECT_EQ(DataLoader::memory_bytes(1001, 10, true), 2002u + 100 * 8);  // (1001 - 1) / 10 samples
 }
 
 TEST_F(DataTest, LoaderOpenErrors) {
