@@ -69,14 +69,13 @@ Status Trainer::setup() {
   // read after the memory check, which counts them.
   TokenFileHeader train_header, val_header;
   PERIGEE_CHECK(read_token_header(config_.data.train_file, &train_header));
-  bool load_val = false;
-  // Without validation steps (val_every 0) the val file is optional: evaluate() uses it when it loads.
+  // val_every = 0 disables validation: the val file is then neither needed nor read.
+  const bool load_val = tc.val_every > 0;
   const char* val_hint =
       "\n  (validation needs [data] val_file; set [train] val_every = 0 to train without it)";
-  if (tc.val_every > 0 || tc.val_batches > 0) {
+  if (load_val) {
     Status s = read_token_header(config_.data.val_file, &val_header);
-    PERIGEE_REQUIRE(s.is_ok() || tc.val_every == 0, s.code(), s.message(), val_hint);
-    load_val = s.is_ok();
+    PERIGEE_REQUIRE(s.is_ok(), s.code(), s.message(), val_hint);
   }
   token_bytes_ = DataLoader::memory_bytes(train_header.count, tc.seq_len, true) +
                  (load_val ? DataLoader::memory_bytes(val_header.count, tc.seq_len, false) : 0);
@@ -96,8 +95,8 @@ Status Trainer::setup() {
   if (load_val) {
     lo.shuffle = false;
     Status s = DataLoader::open(config_.data.val_file, lo, &val_);
-    PERIGEE_REQUIRE(s.is_ok() || tc.val_every == 0, s.code(), s.message(), val_hint);
-    has_val_ = s.is_ok();
+    PERIGEE_REQUIRE(s.is_ok(), s.code(), s.message(), val_hint);
+    has_val_ = true;
   }
   // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
   PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits, tc.recompute));
@@ -400,7 +399,8 @@ Status Trainer::step(StepResult* result) {
 }
 
 Status Trainer::evaluate(double* val_loss) {
-  PERIGEE_REQUIRE(has_val_, StatusCode::kInvalidArgument, "no validation data ([data] val_file)");
+  PERIGEE_REQUIRE(has_val_, StatusCode::kInvalidArgument,
+                  "no validation data ([data] val_file is read only when [train] val_every > 0)");
   val_.reset();
   const int B = val_.local_batch(), T = config_.train.seq_len;
   // Cap at the batches the split holds, so a small val file is evaluated once, not repeated.
