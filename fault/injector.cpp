@@ -57,6 +57,13 @@ bool parse_double(std::string_view v, double* out) {
   return r.ec == std::errc() && r.ptr == v.data() + v.size();
 }
 
+// Two plan entries that make the same flips (the line they came from aside).
+bool same_fault(const FaultSpec& a, const FaultSpec& b) {
+  return a.target == b.target && a.step == b.step && a.occurrence == b.occurrence && a.rank == b.rank &&
+         a.element == b.element && a.bit == b.bit && a.bits == b.bits && a.mask == b.mask &&
+         a.burst == b.burst;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- FaultRng
@@ -175,12 +182,12 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     };
     if (kind == "seed" || kind == "step_seconds" || kind == "checkpoint_delay" || kind == "load_delay") {
       if (tokens.size() != 2) return bad(str_cat("'", kind, "' takes one value"));
-      // The storage delays: finite seconds >= 0.
+      // The step's exposure and the storage delays: finite seconds >= 0.
       auto delay = [&](double* out) {
         return parse_double(tokens[1], out) && std::isfinite(*out) && *out >= 0.0;
       };
       const bool ok = kind == "seed"               ? parse_int(tokens[1], &plan->seed)
-                      : kind == "step_seconds"     ? parse_double(tokens[1], &plan->step_seconds)
+                      : kind == "step_seconds"     ? delay(&plan->step_seconds)
                       : kind == "checkpoint_delay" ? delay(&plan->checkpoint_delay_s)
                                                    : delay(&plan->load_delay_s);
       if (!ok) return bad(str_cat("bad value '", tokens[1], "' for ", kind));
@@ -194,12 +201,16 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     FaultRate rate;
     RankDeath death;
     bool has_target = false, has_step = false, has_rank = false;
+    std::vector<std::string_view> keys;
     for (size_t t = 1; t < tokens.size(); ++t) {
       const auto eq = tokens[t].find('=');
       if (eq == std::string_view::npos) return bad(str_cat("expected key=value, got '", tokens[t], "'"));
       const std::string_view key = tokens[t].substr(0, eq), val = tokens[t].substr(eq + 1);
+      if (std::find(keys.begin(), keys.end(), key) != keys.end())
+        return bad(str_cat("'", key, "' is given twice"));
+      keys.push_back(key);
       bool ok = true, known = true;
-      if (key == "target") {
+      if (key == "target" && kind != "death") {
         FaultTarget target = FaultTarget::kGemmOutput;
         ok = parse_fault_target(val, &target);
         spec.target = rate.target = target;
@@ -229,7 +240,8 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
       } else if (kind == "fault" && key == "mask") {
         ok = parse_int(val, &spec.mask);
       } else if (kind == "rate" && key == "per_bit_per_day") {
-        ok = parse_double(val, &rate.per_bit_per_day) && rate.per_bit_per_day >= 0.0;
+        ok = parse_double(val, &rate.per_bit_per_day) && std::isfinite(rate.per_bit_per_day) &&
+             rate.per_bit_per_day >= 0.0;
       } else if (kind == "rate" && key == "probability") {
         ok = parse_double(val, &rate.probability_per_call) && rate.probability_per_call >= 0.0 &&
              rate.probability_per_call <= 1.0;
@@ -248,6 +260,10 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     spec.line = rate.line = death.line = line_no;
     if (kind == "fault") {
       if (!has_target || !has_step) return bad("fault needs target= and step=");
+      for (const FaultSpec& f : plan->faults) {
+        if (same_fault(f, spec))
+          return bad(str_cat("repeats line ", f.line, " (the same flips twice cancel each other)"));
+      }
       plan->faults.push_back(spec);
     } else if (kind == "rate") {
       if (!has_target) return bad("rate needs target=");
@@ -255,6 +271,17 @@ Status parse_fault_plan(std::string_view text, FaultPlan* plan) {
     } else {
       if (!has_rank || !has_step || death.rank < 0) return bad("death needs rank= (>= 0) and step=");
       plan->deaths.push_back(death);
+    }
+  }
+  // A rate is a radiation rate, not a flood: at most kMaxUpsetsPerElementCall expected upsets per
+  // element per call (the Poisson draw and the flips grow with it).
+  for (const FaultRate& r : plan->rates) {
+    const double per_element = expected_upsets(r.per_bit_per_day, 32.0, plan->step_seconds);
+    if (per_element > kMaxUpsetsPerElementCall) {
+      return make_error(StatusCode::kInvalidArgument, "fault plan line ", r.line, ": per_bit_per_day ",
+                        r.per_bit_per_day, " over step_seconds ", plan->step_seconds, " expects ",
+                        per_element, " upsets per element per step, more than ", kMaxUpsetsPerElementCall,
+                        " (the LEO reference is 1.5e-10 per element-second); lower the rate or step_seconds");
     }
   }
   return Status::ok();
@@ -283,7 +310,13 @@ Status check_plan_scope(const FaultPlan& plan, const PlanScope& scope, std::vect
     return bad(line, "rank ", rank, ", but the job has ", scope.world_size, " rank(s), 0 to ",
                scope.world_size - 1);
   };
+  auto check_target = [&](int line, FaultTarget target) -> Status {
+    if ((scope.targets >> static_cast<int>(target)) & 1u) return Status::ok();
+    return bad(line, "target ", fault_target_name(target), " is never hit in this job",
+               scope.untargeted_hint.empty() ? "" : ": ", scope.untargeted_hint);
+  };
   for (const FaultSpec& f : plan.faults) {
+    PERIGEE_CHECK(check_target(f.line, f.target));
     PERIGEE_CHECK(check_rank(f.line, f.rank));
     if (parameter_sized(f.target) && f.element >= 0 && static_cast<size_t>(f.element) >= scope.parameters) {
       return bad(f.line, "element ", f.element, " is past the ", scope.parameters, " elements of the ",
@@ -297,7 +330,10 @@ Status check_plan_scope(const FaultPlan& plan, const PlanScope& scope, std::vect
                                " to ", last, " of [train] steps = ", scope.steps, ")"));
     }
   }
-  for (const FaultRate& r : plan.rates) PERIGEE_CHECK(check_rank(r.line, r.rank));
+  for (const FaultRate& r : plan.rates) {
+    PERIGEE_CHECK(check_target(r.line, r.target));
+    PERIGEE_CHECK(check_rank(r.line, r.rank));
+  }
   for (const RankDeath& d : plan.deaths) {
     PERIGEE_CHECK(check_rank(d.line, d.rank));
     if (never && d.step > scope.steps) {

@@ -121,6 +121,10 @@ struct FaultRecord {
 // Expected upsets in `bits` bits exposed for `seconds` at `per_bit_per_day`.
 double expected_upsets(double per_bit_per_day, double bits, double seconds);
 
+// The most expected upsets per element per call a plan's rate may give (at its step_seconds): about
+// 6.7 million times the LEO reference at one step a second, and far from a flood.
+inline constexpr double kMaxUpsetsPerElementCall = 1e-3;
+
 // Plan text, one entry per line ('#' starts a comment), key=value fields in any order:
 //   seed 42
 //   step_seconds 1.0
@@ -136,10 +140,15 @@ struct PlanScope {
   int world_size = 1;
   size_t parameters = 0;  // the length of the parameter, gradient and moment buffers
   int64_t steps = 0;      // [train] steps
+  // The targets the job calls inject() for (bit t: FaultTarget t); an entry for another is an error,
+  // with `untargeted_hint` saying why (and how to hit it, where there is a way).
+  uint32_t targets = (1u << kFaultTargetCount) - 1;
+  std::string untargeted_hint;
 };
 
-// An error naming the plan line of the first entry aimed at something the job does not have: a rank
-// past the world, an element past the parameters in a parameter-sized buffer. `never` gets a line for
+// An error naming the plan line of the first entry aimed at something the job does not have: a target
+// it never injects into, a rank past the world, an element past the parameters in a parameter-sized
+// buffer. `never` gets a line for
 // each entry whose step the job never reaches (a plan kept for longer runs is not wrong, but it should
 // not go quiet): in-step targets fire at steps 0 .. steps-1, the state after an update (parameter,
 // adam_m, adam_v) at 1 .. steps, a death after a step <= steps.

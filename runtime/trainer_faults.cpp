@@ -49,7 +49,21 @@ Status Trainer::setup_faults() {
 
 Status Trainer::check_fault_plan_scope() {
   if (!injector_) return Status::ok();
-  const fault::PlanScope scope{comm_->size(), model_.num_parameters(), config_.train.steps};
+  fault::PlanScope scope;
+  scope.world_size = comm_->size();
+  scope.parameters = model_.num_parameters();
+  scope.steps = config_.train.steps;
+  // The targets the training step injects into (inject() calls): GEMM outputs only through ABFT's hook.
+  using fault::FaultTarget;
+  scope.targets = 0;
+  for (FaultTarget t : {FaultTarget::kParameter, FaultTarget::kAdamM, FaultTarget::kAdamV,
+                        FaultTarget::kGradientPreAllreduce, FaultTarget::kGradientPostAllreduce})
+    scope.targets |= 1u << static_cast<int>(t);
+  if (abft_) scope.targets |= 1u << static_cast<int>(FaultTarget::kGemmOutput);
+  scope.untargeted_hint =
+      "the training step injects into parameter, adam_m, adam_v, gradient_pre_allreduce, "
+      "gradient_post_allreduce and, with [fault] abft = true, gemm_output (activation and message are "
+      "for the injector's own users)";
   std::vector<std::string> never;
   const Status s = fault::check_plan_scope(injector_->plan(), scope, &never);
   PERIGEE_REQUIRE(s.is_ok(), s.code(), "[fault] plan ", config_.fault.plan, ": ", s.message());

@@ -333,7 +333,13 @@ TEST(FaultPlanText, RejectsBadEntries) {
                           "fault target=parameter step=-1",
                           "fault target=parameter step=2 rank=-2",
                           "rate target=adam_m probability=0.1 rank=-3",
-                          "fault target=parameter step=2 element=-4"}) {
+                          "fault target=parameter step=2 element=-4",
+                          "step_seconds nan",
+                          "step_seconds -5",
+                          "rate target=parameter per_bit_per_day=inf",
+                          "rate target=parameter per_bit_per_day=-1",
+                          "fault target=parameter step=2 bit=3 bit=4",
+                          "death rank=0 step=1 target=adam_m"}) {
     FaultPlan plan;
     const Status s = parse_fault_plan(bad, &plan);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
@@ -341,9 +347,53 @@ TEST(FaultPlanText, RejectsBadEntries) {
   }
 }
 
+// A plan must not cancel itself or flood: two entries making the same flips are refused (a random
+// element or bit draws the same), and so is a rate expecting more than kMaxUpsetsPerElementCall upsets
+// per element per step, named by its line whatever comes after it.
+TEST(FaultPlanText, RejectsRepeatsAndFloods) {
+  FaultPlan repeated, other_bits, fits, floods;
+  Status s =
+      parse_fault_plan("fault target=adam_m step=2 bit=5\n\nfault bit=5 step=2 target=adam_m\n", &repeated);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("line 3: repeats line 1"), std::string::npos) << s.message();
+  EXPECT_TRUE(
+      parse_fault_plan("fault target=adam_m step=2 bit=5\nfault target=adam_m step=2 bit=6\n", &other_bits)
+          .is_ok());
+
+  // 1e-3 upsets per element per step is 2.7 per bit per day at one step a second.
+  EXPECT_TRUE(parse_fault_plan("rate target=parameter per_bit_per_day=2.7\n", &fits).is_ok());
+  s = parse_fault_plan("rate target=parameter per_bit_per_day=2.7\nstep_seconds 2\n", &floods);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("fault plan line 1: per_bit_per_day 2.7 over step_seconds 2 expects"),
+            std::string::npos)
+      << s.message();
+}
+
+// A target the job never injects into is an error (an entry that silently does nothing would make a
+// campaign report upsets it never had), with the job's reason.
+TEST(FaultPlanText, ScopeRefusesTargetsTheJobNeverHits) {
+  PlanScope scope;
+  scope.parameters = 1000;
+  scope.steps = 20;
+  scope.targets = 1u << static_cast<int>(FaultTarget::kParameter);
+  scope.untargeted_hint = "only parameters here";
+  FaultPlan plan;
+  ASSERT_TRUE(
+      parse_fault_plan("fault target=parameter step=2\nrate target=message probability=1\n", &plan).is_ok());
+  const Status s = check_plan_scope(plan, scope, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message().rfind(
+                "fault plan line 2: target message is never hit in this job: only parameters here", 0),
+            0u)
+      << s.message();
+}
+
 // Entries aimed past the job are errors naming their line; steps the run never reaches are listed.
 TEST(FaultPlanText, ScopeChecksRanksElementsAndSteps) {
-  const PlanScope scope{/*world_size=*/2, /*parameters=*/1000, /*steps=*/20};
+  PlanScope scope;
+  scope.world_size = 2;
+  scope.parameters = 1000;
+  scope.steps = 20;
   auto check = [&](const std::string& text, std::vector<std::string>* never) {
     FaultPlan plan;
     EXPECT_TRUE(parse_fault_plan(text, &plan).is_ok()) << text;

@@ -117,9 +117,19 @@ printf 'seed 3\nfault target=parameter step=2 rank=7\n' > "$WORK/plan_rank.txt"
 expect 2 "fault plan line 2: rank 7, but the job has 1 rank(s), 0 to 0" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_rank.txt" --run.name=p7
 printf 'death rank=0 step=-5\n' > "$WORK/plan_step.txt"
 expect 2 "fault plan line 1: bad value '-5' for step (steps count from 0)" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_step.txt" --run.name=p8
-printf 'fault target=gemm_output step=50 element=3\n' > "$WORK/plan_late.txt"
-expect 0 "fault plan line 1: the gemm_output fault at step 50 never fires (this target is hit at steps 0 to 1 of \[train\] steps = 2)" \
+printf 'fault target=gradient_post_allreduce step=50 element=3\n' > "$WORK/plan_late.txt"
+expect 0 "fault plan line 1: the gradient_post_allreduce fault at step 50 never fires (this target is hit at steps 0 to 1 of \[train\] steps = 2)" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_late.txt" --train.steps=2 --checkpoint.dir="$WORK/ck_late" --run.name=p9
+# Plans that would do nothing, or hang: refused at setup, naming the line.
+printf 'fault target=gemm_output step=1\n' > "$WORK/plan_gemm.txt"
+expect 2 "fault plan line 1: target gemm_output is never hit in this job: .*with \[fault\] abft = true, gemm_output" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_gemm.txt" --run.name=p10
+printf 'rate target=message probability=1\n' > "$WORK/plan_msg.txt"
+expect 2 "fault plan line 1: target message is never hit in this job" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_msg.txt" --run.name=p11
+printf 'rate target=parameter per_bit_per_day=inf\n' > "$WORK/plan_inf.txt"
+expect 2 "fault plan line 1: bad value 'inf' for per_bit_per_day" timeout 20 "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_inf.txt" --run.name=p12
+printf 'fault target=parameter step=1 element=0 bit=30\nfault target=parameter step=1 element=0 bit=30\n' > "$WORK/plan_twice.txt"
+expect 2 "fault plan line 2: repeats line 1 (the same flips twice cancel each other)" "$TRAIN_BIN" "$WORK/tiny.toml" --fault.plan="$WORK/plan_twice.txt" --run.name=p13
 
 # A newer checkpoint of another model in the folder: the run refuses to resume from an older one (its
 # first commit would delete the newer file), and the file is still there.
