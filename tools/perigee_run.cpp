@@ -26,11 +26,15 @@ int main(int argc, char** argv) {
       "  perigee-run [options] CONFIG [--section.key=value ...]   (overrides go to perigee-train)"};
   Options opt;
   // Whole-text checks (runtime/cli_checks.hpp): CLI11's own number checks let "nan" through.
-  const CLI::Validator seconds = perigee::runtime::cli::finite_at_least_zero();
+  // At most about three years: the supervisor adds these to clock time points, whose nanosecond count
+  // a larger value overflows (a 1e10 s grace or back-off came out as a time in the past).
+  constexpr double kMaxSeconds = 1e8;
+  const CLI::Validator seconds = perigee::runtime::cli::finite_number(
+      "a finite number of seconds in [0, 1e8]", [](double v) { return v >= 0.0 && v <= kMaxSeconds; });
   app.add_option("--np", opt.np, "number of ranks (mpirun -np)")
       ->check(perigee::runtime::cli::integer_at_least(1));
   app.add_option("--max-restarts", opt.max_restarts, "relaunches after failures before giving up")
-      ->check(perigee::runtime::cli::integer_at_least(0));
+      ->check(perigee::runtime::cli::integer_in(0, 1000000));
   app.add_option("--backoff", opt.backoff_s,
                  "seconds before the first relaunch; doubles per failure in a row")
       ->check(seconds);
@@ -39,8 +43,9 @@ int main(int argc, char** argv) {
   // every launch before its first step.
   app.add_option("--stall-timeout", opt.stall_timeout_s,
                  "kill and relaunch a job that shows no progress for this many seconds (0 = off)")
-      ->check(perigee::runtime::cli::finite_number("0 (off) or a finite number >= 1",
-                                                   [](double v) { return v == 0.0 || v >= 1.0; }));
+      ->check(perigee::runtime::cli::finite_number("0 (off) or a finite number in [1, 1e8]", [](double v) {
+        return v == 0.0 || (v >= 1.0 && v <= kMaxSeconds);
+      }));
   app.add_option("--grace", opt.grace_s, "seconds a forwarded SIGINT/SIGTERM gets before SIGKILL")
       ->check(seconds);
   app.add_option("--mpirun", opt.mpirun, "the mpirun to run");

@@ -3,8 +3,13 @@
 // (perigee_run_supervisor.cpp). main() and the command line are in perigee_run.cpp.
 #pragma once
 
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -36,7 +41,27 @@ struct Options {
   std::vector<std::string> overrides;
 };
 
-// "[perigee-run 12:00:01.234] " + text, one write per line (the child shares the terminal).
+// Writes to `fd` (our stdout or stderr) without blocking for long: a reader that stops (a paused pager,
+// a full pipe) must not freeze the supervisor's signal handling and watchdog. Waits up to wait_ms for
+// room for each piece of at most PIPE_BUF bytes (which a pipe with room takes whole), then gives up;
+// returns the bytes written.
+inline size_t write_bounded(int fd, const char* data, size_t size, int wait_ms) {
+  size_t done = 0;
+  while (done < size) {
+    pollfd p{fd, POLLOUT, 0};
+    const int ready = poll(&p, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0 || !(p.revents & POLLOUT)) break;
+    const ssize_t w = write(fd, data + done, std::min<size_t>(size - done, PIPE_BUF));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    done += static_cast<size_t>(w);
+  }
+  return done;
+}
+
+// "[perigee-run 12:00:01.234] " + text, one write per line (the child shares the terminal), dropped
+// when stdout takes nothing for 200 ms.
 template <typename... Args>
 void say(Args&&... args) {
   const auto now = std::chrono::system_clock::now();
@@ -49,8 +74,8 @@ void say(Args&&... args) {
   std::strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
   const std::string line = str_cat("[perigee-run ", stamp, ".", ms / 100, (ms / 10) % 10, ms % 10, "] ",
                                    std::forward<Args>(args)..., "\n");
-  std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
+  write_bounded(STDOUT_FILENO, line.data(), line.size(), 200);
 }
 
 inline double seconds_since(Clock::time_point t0) {

@@ -211,28 +211,30 @@ class OutputRelay {
       return;
     }
     if (poll(fds, static_cast<nfds_t>(n), timeout_ms) <= 0) return;
-    for (int i = 0; i < 2; ++i) copy(i);
+    for (int i = 0; i < 2; ++i) copy(i, kReadsPerPump);
   }
   // Copies everything left (the writers are gone).
   void drain() {
-    for (int i = 0; i < 2; ++i) copy(i);
+    for (int i = 0; i < 2; ++i) copy(i, SIZE_MAX);
   }
   bool saw_peer_timeout() const { return peer_timeout_; }
+  // Bytes of the job's output dropped because our own stdout or stderr took none for a while.
+  uint64_t dropped_bytes() const { return dropped_; }
 
  private:
-  void copy(int i) {
+  // A pump copies at most this many reads per stream, so a job that writes faster than we copy cannot
+  // keep the supervisor from its signals and its watchdog.
+  static constexpr size_t kReadsPerPump = 16;
+
+  void copy(int i, size_t max_reads) {
     const int fd = pipes_[i][0];
     if (fd < 0) return;
     char buf[65536];
-    while (true) {
+    for (size_t reads = 0; reads < max_reads; ++reads) {
       const ssize_t got = read(fd, buf, sizeof(buf));
       if (got > 0) {
-        const int out = i == 0 ? STDOUT_FILENO : STDERR_FILENO;
-        for (ssize_t done = 0; done < got;) {
-          const ssize_t w = write(out, buf + done, static_cast<size_t>(got - done));
-          if (w <= 0) break;
-          done += w;
-        }
+        const size_t size = static_cast<size_t>(got);
+        dropped_ += size - write_bounded(i == 0 ? STDOUT_FILENO : STDERR_FILENO, buf, size, 50);
         // Keep a tail, so that a message split across reads is still found.
         tail_[i].append(buf, static_cast<size_t>(got));
         if (tail_[i].find(perigee::collectives::kPeerLostMessage) != std::string::npos) peer_timeout_ = true;
@@ -250,6 +252,7 @@ class OutputRelay {
   int pipes_[2][2] = {{-1, -1}, {-1, -1}};  // [stdout, stderr][read end, write end]
   std::string tail_[2];
   bool peer_timeout_ = false;
+  uint64_t dropped_ = 0;
 };
 
 }  // namespace
@@ -378,6 +381,11 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
           " s (no change in metrics.jsonl, the rank logs or the checkpoints; --stall-timeout ",
           fixed(opt.stall_timeout_s, 1), " s): killing the job (SIGKILL to mpirun and every rank)");
       kill_all_descendants(child, &child_status);
+      // mpirun may have exited on its own just before the kill: a job that ended by itself did not stall.
+      if (child_status && WIFEXITED(*child_status)) {
+        result.stalled = false;
+        say("the job had already ended (exit ", WEXITSTATUS(*child_status), "): not a stall");
+      }
     }
   }
   result.since_progress = seconds_since(last_progress);
@@ -389,6 +397,10 @@ LaunchResult launch(const std::vector<std::string>& argv, const Options& opt, co
   if (leftovers > 0) say("killed ", leftovers, " leftover process(es) of the ended job");
   relay.drain();
   result.peer_timeout = relay.saw_peer_timeout();
+  if (relay.dropped_bytes() > 0)
+    say("dropped ", relay.dropped_bytes(),
+        " bytes of the job's output: perigee-run's own output took none for a while "
+        "(a stopped reader); the ranks' logs in the run folder have everything");
   return result;
 }
 

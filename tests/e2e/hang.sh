@@ -117,6 +117,7 @@ case $FAKE_MODE in
     kill -0 "$(cat "$FAKE_DIR/orphan.pid")" 2>/dev/null && { echo "orphan of launch 1 still alive"; exit 5; }
     exit 0 ;;
   silent) (( n == 1 )) && { sleep 30; exit 0; }; exit 0 ;;
+  flood) trap 'exit 143' TERM; head -c 400000 /dev/zero | tr '\0' 'x'; echo; sleep 30 & wait; exit 0 ;;
 esac
 FAKE
 chmod +x "$WORK/fake-mpirun"
@@ -156,6 +157,24 @@ rm -rf "$WORK/runs/policy"
 policy term 143 1 "fake got SIGTERM"
 policy orphan 0 2 "killed 1 leftover process"
 policy silent 0 2 "stall watchdog: no progress" --stall-timeout 1
+# A reader that stops reading (a paused pager) must not freeze the supervisor: with its stdout a full
+# pipe nobody drains, a SIGTERM still reaches the job, and perigee-run ends within the grace.
+rm -f "$WORK/fake.n"
+FAKE_MODE=flood "$RUN_BIN" --np 2 --mpirun "$WORK/fake-mpirun" --grace 1 --stall-timeout 0 "$WORK/tiny.toml" \
+  --run.name=policy 2> "$WORK/flood.err" | { nap 20; cat > /dev/null; } &
+FLOOD_PID=$(jobs -p | tail -1)
+until [[ -s $WORK/fake.n ]]; do nap 0.05; done
+nap 1
+T_TERM=$(now)
+pkill -TERM -f -- "--mpirun $WORK/fake-mpirun --grace 1" || fail "no perigee-run to stop"
+while pgrep -f -- "--mpirun $WORK/fake-mpirun --grace 1" > /dev/null; do
+  awk -v d="$(diff_s "$T_TERM" "$(now)")" 'BEGIN { exit !(d > 10) }' &&
+    fail "perigee-run still running 10 s after SIGTERM with a stopped reader"
+  nap 0.1
+done
+echo "policy flood: perigee-run ended $(diff_s "$T_TERM" "$(now)") s after SIGTERM with nobody reading its output"
+kill "$FLOOD_PID" 2> /dev/null
+wait "$FLOOD_PID" 2> /dev/null
 "$RUN_BIN" --np 2 --mpirun "$WORK/fake-mpirun" "$WORK/tiny.toml" --checkpoint.every_steps=0 > "$WORK/policy.log" 2>&1
 rc=$?
 [[ $rc -eq 2 ]] && grep -q "a restart would start over" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "a config without checkpoints was not refused (exit $rc)"; }

@@ -154,9 +154,13 @@ VALS=$(grep -a '"type":"val"' "$WORK/runs/val/metrics.jsonl" | grep -ao '"step":
 [[ $VALS == '"step":0.0 "step":2.0 "step":4.0 "step":6.0 ' ]] || fail "val records at: $VALS"
 
 # perigee-run: numbers are whole finite texts in range (CLI11's own checks let nan through, and printed
-# their range with 300 digits), and a stall timeout under a second is refused.
+# their range with 300 digits), a stall timeout under a second is refused, and so are times past 1e8 s
+# (added to clock time points, a 1e10 s grace overflowed into the past and killed at once).
 expect 2 "--np: expected an integer >= 1, got '0'" "$RUN_BIN" --np 0 "$WORK/tiny.toml"
-expect 2 "--backoff-max: expected a finite number >= 0, got 'nan'" "$RUN_BIN" --backoff-max nan "$WORK/tiny.toml"
-expect 2 "--grace: expected a finite number >= 0, got 'nan'" "$RUN_BIN" --grace nan "$WORK/tiny.toml"
-expect 2 "--stall-timeout: expected 0 (off) or a finite number >= 1, got '0.01'" "$RUN_BIN" --stall-timeout 0.01 "$WORK/tiny.toml"
-expect 2 "--max-restarts: expected an integer >= 0, got '-1'" "$RUN_BIN" --max-restarts -1 "$WORK/tiny.toml"
+expect 2 "--backoff-max: expected a finite number of seconds in \[0, 1e8\], got 'nan'" "$RUN_BIN" --backoff-max nan "$WORK/tiny.toml"
+expect 2 "--grace: expected a finite number of seconds in \[0, 1e8\], got 'nan'" "$RUN_BIN" --grace nan "$WORK/tiny.toml"
+expect 2 "--grace: expected a finite number of seconds in \[0, 1e8\], got '1e10'" "$RUN_BIN" --grace 1e10 "$WORK/tiny.toml"
+expect 2 "--backoff: expected a finite number of seconds in \[0, 1e8\], got '1e10'" "$RUN_BIN" --backoff 1e10 "$WORK/tiny.toml"
+expect 2 "--stall-timeout: expected 0 (off) or a finite number in \[1, 1e8\], got '0.01'" "$RUN_BIN" --stall-timeout 0.01 "$WORK/tiny.toml"
+expect 2 "--max-restarts: expected an integer in \[0, 1000000\], got '-1'" "$RUN_BIN" --max-restarts -1 "$WORK/tiny.toml"
+expect 2 "--max-restarts: expected an integer in \[0, 1000000\], got '2147483647'" "$RUN_BIN" --max-restarts 2147483647 "$WORK/tiny.toml"
