@@ -409,13 +409,6 @@ TEST_F(DataTest, LoaderWithoutShuffleReadsFileOrder) {
   }
 }
 
-// What the memory check counts for a loader: 2 bytes a token, plus 8 per sample when it shuffles.
-TEST(DataLoaderMemory, TokensAsStoredPlusThePermutation) {
-  EXPECT_EQ(DataLoader::memory_bytes(0, 16, true), 0u);
-  EXPECT_EQ(DataLoader::memory_bytes(1001, 10, false), 2002u);
-  EXPECT_EQ(DataLoader::memory_bytes(1001, 10, true), 2002u + 100 * 8);  // (1001 - 1) / 10 samples
-}
-
 TEST_F(DataTest, LoaderOpenErrors) {
   const std::string p = make_index_file("d.bin", 100);
   DataLoader loader;

@@ -5,6 +5,7 @@
 
 #include "fault/abft_backend.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
+#include "runtime/data_loader.hpp"
 #include "runtime/gpt_model.hpp"
 #include "runtime/memory_budget.hpp"
 #include "runtime/optimizer.hpp"
@@ -206,6 +207,13 @@ TEST(MemoryBudget, AbftCountsGradientSnapshotsOnlyWhenAccumulating) {
       abft.reserve_working_memory(GptModel::working_calls(shape, 3, 32, DType::kF32, DType::kF32, true))
           .is_ok());
   EXPECT_EQ(abft.held_working_bytes(), accumulating);
+}
+
+// What the memory check counts for a loader: 2 bytes a token, plus 8 per sample when it shuffles.
+TEST(MemoryBudget, ALoaderHoldsTheTokensAsStoredPlusThePermutation) {
+  EXPECT_EQ(DataLoader::memory_bytes(0, 16, true), 0u);
+  EXPECT_EQ(DataLoader::memory_bytes(1001, 10, false), 2002u);
+  EXPECT_EQ(DataLoader::memory_bytes(1001, 10, true), 2002u + 100 * 8);  // (1001 - 1) / 10 samples
 }
 
 TEST(MemoryBudget, AnUnaddressableShapeGetsOneRoughItem) {
