@@ -375,8 +375,17 @@ FaultRecord FaultInjector::flip(FaultTarget target, int64_t step, float* buf, si
   r.old_value = buf[index];
   buf[index] = std::bit_cast<float>(std::bit_cast<uint32_t>(buf[index]) ^ mask);
   r.new_value = buf[index];
-  records_.push_back(r);
+  if (record_limit_ > 0) {
+    if (records_.size() >= record_limit_) records_.pop_front();
+    records_.push_back(r);
+  }
+  ++records_total_;
   return r;
+}
+
+void FaultInjector::set_record_limit(size_t limit) {
+  record_limit_ = limit;
+  while (records_.size() > record_limit_) records_.pop_front();
 }
 
 size_t FaultInjector::flip_run(FaultTarget target, int64_t step, int occurrence, float* buf, size_t n,

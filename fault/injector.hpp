@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -172,8 +173,17 @@ class FaultInjector {
   // Flips `mask` in buf[index] and records it.
   FaultRecord flip(FaultTarget target, int64_t step, float* buf, size_t index, uint32_t mask);
 
-  const std::vector<FaultRecord>& records() const { return records_; }
-  void clear_records() { records_.clear(); }
+  // The newest flips, at most record_limit() of them (older ones are dropped, so a long rate-driven
+  // campaign keeps bounded memory); records_total() counts every flip since the last clear.
+  static constexpr size_t kDefaultRecordLimit = size_t{1} << 16;
+  const std::deque<FaultRecord>& records() const { return records_; }
+  uint64_t records_total() const { return records_total_; }
+  size_t record_limit() const { return record_limit_; }
+  void set_record_limit(size_t limit);
+  void clear_records() {
+    records_.clear();
+    records_total_ = 0;
+  }
 
   // Rank deaths of the plan in launch `launch`: the step at which `rank` dies, and whether it is dead
   // at `step`.
@@ -197,7 +207,9 @@ class FaultInjector {
   int64_t calls_step_[kFaultTargetCount];
   int calls_[kFaultTargetCount];
   int current_occurrence_ = 0;
-  std::vector<FaultRecord> records_;
+  std::deque<FaultRecord> records_;
+  uint64_t records_total_ = 0;
+  size_t record_limit_ = kDefaultRecordLimit;
 };
 
 }  // namespace perigee::fault

@@ -152,6 +152,48 @@ TEST(FaultInjector, BurstHitsConsecutiveElementsWithOneMask) {
   EXPECT_EQ(inj.apply(spec, 0, small.data(), small.size()), 10u);
 }
 
+TEST(FaultInjector, KeepsABoundedWindowOfTheNewestRecords) {
+  // A long rate-driven campaign must not grow the record list without bound: the injector keeps the
+  // newest record_limit() flips and counts all of them.
+  FaultPlan plan;
+  plan.seed = 5;
+  plan.rates.push_back({FaultTarget::kParameter, 0.0, 0.5, -1, 1, 1});
+  FaultInjector inj(plan), all(plan);
+  EXPECT_EQ(inj.record_limit(), FaultInjector::kDefaultRecordLimit);
+  inj.set_record_limit(16);
+  auto buf = ramp(64), same = ramp(64);
+  size_t upsets = 0;
+  for (int64_t s = 0; s < 200; ++s) {
+    upsets += inj.inject(FaultTarget::kParameter, s, buf.data(), buf.size());
+    all.inject(FaultTarget::kParameter, s, same.data(), same.size());
+  }
+  ASSERT_GT(upsets, 32u);
+  EXPECT_EQ(buf, same);  // the window changes what is kept, not what is flipped
+  EXPECT_EQ(inj.records_total(), upsets);
+  ASSERT_EQ(all.records().size(), upsets);
+  ASSERT_EQ(inj.records().size(), 16u);
+  for (size_t k = 0; k < 16; ++k) {
+    const FaultRecord& a = inj.records()[k];
+    const FaultRecord& b = all.records()[upsets - 16 + k];
+    EXPECT_EQ(a.step, b.step);
+    EXPECT_EQ(a.index, b.index);
+    EXPECT_EQ(a.mask, b.mask);
+  }
+  // Lowering the limit keeps the newest; zero keeps none but still counts.
+  const FaultRecord newest = inj.records().back();
+  inj.set_record_limit(4);
+  ASSERT_EQ(inj.records().size(), 4u);
+  EXPECT_EQ(inj.records().back().index, newest.index);
+  EXPECT_EQ(inj.records().back().step, newest.step);
+  inj.set_record_limit(0);
+  EXPECT_TRUE(inj.records().empty());
+  inj.flip(FaultTarget::kParameter, 300, buf.data(), 3, 1u);
+  EXPECT_TRUE(inj.records().empty());
+  EXPECT_EQ(inj.records_total(), upsets + 1);
+  inj.clear_records();
+  EXPECT_EQ(inj.records_total(), 0u);
+}
+
 TEST(FaultInjector, OccurrenceAndRankSelectTheCall) {
   FaultPlan plan;
   plan.faults.push_back({FaultTarget::kGemmOutput, 0, 2, 1, 0, 3});
