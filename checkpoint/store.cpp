@@ -219,6 +219,24 @@ bool CheckpointStore::parse_file_name(const std::string& name, int64_t* step) {
   return true;
 }
 
+bool CheckpointStore::parse_set_aside_name(const std::string& name, int64_t* step) {
+  const size_t n = name.size(), t = std::strlen(kSetAsideSuffix);
+  return n > t && name.compare(n - t, t, kSetAsideSuffix) == 0 &&
+         parse_file_name(name.substr(0, n - t), step);
+}
+
+Status CheckpointStore::set_aside(const std::string& path, std::string* moved_to) const {
+  int64_t step = 0;
+  PERIGEE_REQUIRE(parse_file_name(fs::path(path).filename().string(), &step), StatusCode::kInvalidArgument,
+                  "cannot set aside '", path, "': not a checkpoint file name");
+  const std::string to = path + kSetAsideSuffix;
+  if (::rename(path.c_str(), to.c_str()) != 0)
+    return make_error(StatusCode::kIoError, "setting aside '", path, "' as '", to, "': ", errno_text());
+  PERIGEE_CHECK(fsync_dir(dir_));
+  if (moved_to) *moved_to = to;
+  return Status::ok();
+}
+
 std::string CheckpointStore::path_for_step(int64_t step) const {
   return (fs::path(dir_) / file_name(step)).string();
 }
@@ -437,6 +455,21 @@ Status CheckpointStore::commit(const Snapshot& snapshot, CommitStats* stats) {
       st.removed.push_back(e.path);
       removed_newer = true;
     }
+  }
+  // Files set aside as unreadable hold nothing this run lacks once it commits their step.
+  std::vector<std::string> caught_up;
+  std::error_code list_ec;
+  for (const auto& entry : fs::directory_iterator(dir_, list_ec)) {
+    int64_t aside = 0;
+    std::error_code stat_ec;
+    if (parse_set_aside_name(entry.path().filename().string(), &aside) && aside <= step &&
+        entry.is_regular_file(stat_ec))
+      caught_up.push_back(entry.path().string());
+  }
+  for (const std::string& path : caught_up) {
+    PERIGEE_CHECK(remove_file(path));
+    st.removed.push_back(path);
+    removed_newer = true;
   }
   if (removed_newer) PERIGEE_CHECK(fsync_dir(dir_));
 

@@ -4,8 +4,8 @@
 // Commit of step s (every step is durable before the next one starts):
 //   1. write ckpt-<s>.h5.tmp in the folder (checkpoint/hdf5_io.hpp), fsync it, close it;
 //      optionally read it back and verify it (StoreOptions::verify_after_commit);
-//   2. remove checkpoints with a step > s (an abandoned timeline, e.g. after a rollback), fsync
-//      the folder;
+//   2. remove checkpoints with a step > s (an abandoned timeline, e.g. after a rollback), and
+//      files set aside (set_aside) with a step <= s, fsync the folder;
 //   3. rename ckpt-<s>.h5.tmp -> ckpt-<s>.h5, fsync the folder: this rename is the commit point;
 //   4. write latest.tmp ("ckpt-<s>.h5\n"), fsync, rename to `latest`, fsync the folder;
 //   5. retention: remove all but the newest keep_last checkpoints, fsync the folder.
@@ -44,7 +44,7 @@ struct CommitStats {
   double verify_seconds = 0.0;   // read-back verification (0 when off)
   double publish_seconds = 0.0;  // renames, folder fsyncs, `latest`, retention
   double total_seconds = 0.0;
-  std::vector<std::string> removed;  // files removed (superseded and by retention)
+  std::vector<std::string> removed;  // files removed (superseded, set aside and caught up, retention)
 };
 
 // What the resuming run needs. Empty maps / 0 are not checked.
@@ -111,6 +111,15 @@ class CheckpointStore {
   // Loads and verifies one file, then checks compatibility.
   Status load(const std::string& path, const Expectation& expected, Snapshot* out,
               Compatibility* compatibility = nullptr) const;
+
+  // Renames a checkpoint file the run could not read (twice) to <name>.unreadable, out of list() and
+  // out of the abandoned-timeline removal, so a newer checkpoint that failed to read for a transient
+  // reason is not deleted by this run's next commit; *moved_to gets the new path. The file stays
+  // until a commit reaches its step (the run has caught up) or someone renames it back to retry it.
+  Status set_aside(const std::string& path, std::string* moved_to) const;
+  static constexpr const char* kSetAsideSuffix = ".unreadable";
+  // The step of a set-aside name (ckpt-<step>.h5.unreadable).
+  static bool parse_set_aside_name(const std::string& name, int64_t* step);
 
   // Committed checkpoints (ckpt-<step>.h5, not verified), newest first.
   Status list(std::vector<CheckpointEntry>* out) const;

@@ -191,6 +191,22 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
             " instead would delete it at the next commit; run with the config it was written with, or give "
             "this job its own [checkpoint] dir or [run] name");
       }
+      // A newer checkpoint that failed to read twice may have failed for a transient reason: set it
+      // aside so this run's next commit does not delete it as an abandoned timeline.
+      for (const checkpoint::SkippedCheckpoint& k : report.skipped) {
+        const StatusCode code = k.reason.code();
+        if (!load_status.is_ok() || k.step <= report.step ||
+            (code != StatusCode::kIoError && code != StatusCode::kHdf5Error))
+          continue;
+        std::string moved_to;
+        if (const Status s = store_->set_aside(k.path, &moved_to); s.is_ok()) {
+          log::warn("checkpoint: ", k.path, " (step ", k.step, ") could not be read twice; set aside as ",
+                    moved_to, " (rename it back to try it again; it is removed when this run commits step ",
+                    k.step, ")");
+        } else {
+          log::warn("checkpoint: ", s.message(), "; this run's next commit removes ", k.path);
+        }
+      }
     } else {
       // Newest checkpoint of at most max_step that verifies.
       std::vector<checkpoint::CheckpointEntry> entries;

@@ -223,6 +223,38 @@ TEST_F(Store, AReadErrorIsRetriedOnceBeforeTheFileIsSkipped) {
   EXPECT_TRUE(bit_equal(out, snaps_[30], &why)) << why;
 }
 
+// A newer file the run could not read is set aside (out of list() and of the abandoned-timeline
+// removal) until a commit reaches its step; open() leaves it alone.
+TEST_F(Store, ASetAsideFileStaysUntilACommitReachesItsStep) {
+  commit_three();
+  const std::string newest = store_.path_for_step(30);
+  const std::string bytes = test_support::read_bytes(newest);
+  test_support::write_bytes(newest, bytes.substr(0, bytes.size() / 2));
+  const LoadReport rep = expect_load(20, 1);
+  std::string moved;
+  ASSERT_TRUE(store_.set_aside(rep.skipped[0].path, &moved).is_ok());
+  EXPECT_EQ(moved, newest + CheckpointStore::kSetAsideSuffix);
+  int64_t step = 0;
+  EXPECT_TRUE(CheckpointStore::parse_set_aside_name(fs::path(moved).filename().string(), &step));
+  EXPECT_EQ(step, 30);
+  EXPECT_FALSE(CheckpointStore::parse_set_aside_name("ckpt-00000030.h5", &step));
+  EXPECT_FALSE(CheckpointStore::is_leftover(fs::path(moved).filename().string()));
+  expect_load(20, 0);  // no longer a candidate
+
+  ASSERT_TRUE(CheckpointStore::open(dir_.path(), options_, &store_).is_ok());
+  EXPECT_TRUE(store_.cleaned_at_open().empty());
+  CommitStats st;
+  ASSERT_TRUE(store_.commit(make_snapshot(25, 25), &st).is_ok());
+  EXPECT_TRUE(fs::exists(moved));
+  EXPECT_EQ(test_support::read_bytes(moved), bytes.substr(0, bytes.size() / 2));
+  ASSERT_TRUE(store_.commit(make_snapshot(30, 31), &st).is_ok());
+  EXPECT_FALSE(fs::exists(moved));
+  EXPECT_NE(std::find(st.removed.begin(), st.removed.end(), moved), st.removed.end());
+
+  EXPECT_EQ(store_.set_aside(dir_.path() + "/latest", &moved).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_.set_aside(store_.path_for_step(99), &moved).code(), StatusCode::kIoError);
+}
+
 TEST_F(Store, FlippedDataByteFallsBack) {
   commit_three();
   const Buffer& v = snaps_[30].buffers[2];

@@ -251,11 +251,25 @@ TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
     fs::resize_file(ckpt + "/ckpt-00000009.h5", fs::file_size(ckpt + "/ckpt-00000009.h5") / 2);  // truncated
   }
   MPI_Barrier(MPI_COMM_WORLD);
+  // The unreadable 9 is set aside, not deleted by the commit at 7 (it may have failed for a transient
+  // reason); the commit that reaches step 9 removes it.
+  const std::string aside = ckpt + "/ckpt-00000009.h5.unreadable";
   int64_t resumed = -1;
-  const State s = train(config, -1, false, &resumed);
+  train(config, 1, true, &resumed);  // step 7, checkpoint at 7
   EXPECT_EQ(resumed, 6);
+  if (rank == 0) {
+    EXPECT_TRUE(fs::exists(aside));
+    EXPECT_FALSE(fs::exists(ckpt + "/ckpt-00000009.h5"));
+    EXPECT_TRUE(fs::exists(ckpt + "/ckpt-00000007.h5"));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const State s = train(config, -1, false, &resumed);
+  EXPECT_EQ(resumed, 7);
   EXPECT_TRUE(same_bits(s.params, reference.params));
   EXPECT_TRUE(same_bits(s.v, reference.v));
+  if (rank == 0) {
+    EXPECT_FALSE(fs::exists(aside));
+  }
 }
 
 }  // namespace
