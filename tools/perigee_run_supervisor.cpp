@@ -243,6 +243,11 @@ int run(const Options& opt) {
   // kNoGiveUp before any.
   constexpr int64_t kNoGiveUp = INT64_MIN;
   int64_t gave_up_at = kNoGiveUp;
+  // Launches in a row whose setup ended in a timed-out collective: a peer lost during setup heals with
+  // a relaunch, a deterministic cause (a data load or device start slower than [comm] timeout_s) does
+  // not, so kSetupTimeoutLaunches of them in a row end the job.
+  constexpr int kSetupTimeoutLaunches = 3;
+  int setup_timeouts_in_a_row = 0;
   while (true) {
     const NewestCheckpoint before = newest_checkpoint(checkpoint_dir, opt.np);
     say("launch ", restarts + 1, " of at most ", opt.max_restarts + 1, ": mpirun -np ", opt.np, "; ",
@@ -267,13 +272,25 @@ int run(const Options& opt) {
         r.since_step >= 0 ? str_cat(fixed(r.since_step, 1), " s after its last training step")
                           : std::string("before its first training step"),
         " (", fixed(r.since_progress, 1), " s after its last output)");
-    if (!r.stalled && WIFEXITED(r.status) && WEXITSTATUS(r.status) == kSetupErrorStatus) {
+    const bool setup_error = !r.stalled && WIFEXITED(r.status) && WEXITSTATUS(r.status) == kSetupErrorStatus;
+    setup_timeouts_in_a_row = setup_error && r.peer_timeout ? setup_timeouts_in_a_row + 1 : 0;
+    if (setup_error) {
       if (!r.peer_timeout) {
         say("not relaunching: a setup or config error does not heal (see the message above)");
         return kSetupErrorStatus;
       }
+      if (setup_timeouts_in_a_row >= kSetupTimeoutLaunches) {
+        say("not relaunching: the setup timed out in ", setup_timeouts_in_a_row,
+            " launches in a row; a cause that repeats, such as loading the data or starting a device "
+            "slower than [comm] timeout_s (",
+            fixed(config.comm.timeout_s, 1),
+            " s), or a rank that cannot start, does not heal: raise [comm] "
+            "timeout_s or check the nodes (see the messages above)");
+        return kSetupErrorStatus;
+      }
       say("the setup error is a collective that timed out (a peer rank died or stopped responding during "
-          "setup), not a config error: relaunching");
+          "setup), not a config error: relaunching (",
+          kSetupTimeoutLaunches, " such launches in a row end the job)");
     }
     const NewestCheckpoint after = newest_checkpoint(checkpoint_dir, opt.np);
     if (!r.stalled && WIFEXITED(r.status) && WEXITSTATUS(r.status) == kFaultPersistsStatus) {

@@ -101,6 +101,10 @@ case $FAKE_MODE in
   setup-timeout)
     (( n == 1 )) && { echo "error: setup failed: broadcast of 4 bytes did not complete within 5 s: a peer rank died or stopped responding (rank 1 of 2)" >&2; exit 2; }
     exit 0 ;;
+  setup-timeouts)  # launches 1, 3, 4, 5 time out in setup, launch 2 is a power cut
+    (( n == 2 )) && exit 137
+    echo "error: setup failed: broadcast of 4 bytes did not complete within 5 s: a peer rank died or stopped responding (rank 1 of 2)" >&2
+    exit 2 ;;
   abort) exit 3 ;;
   fault-persists)  # the fault ladder's give-up; launch 2 wrote a checkpoint first, launch 3 is a power cut
     (( n == 2 )) && { mkdir -p "$FAKE_DIR/runs/policy/checkpoints"; : > "$FAKE_DIR/runs/policy/checkpoints/ckpt-8.h5"; }
@@ -146,6 +150,9 @@ policy() {  # policy <mode> <expected rc> <expected launches> <pattern> [perigee
 }
 policy config 2 1 "not relaunching: a setup or config error does not heal"
 policy setup-timeout 0 2 "not a config error: relaunching"
+# A setup that times out again and again has a cause that repeats: three such launches in a row (a
+# launch ending otherwise between them restarts the count) end the job with exit 2.
+policy setup-timeouts 2 5 "not relaunching: the setup timed out in 3 launches in a row" --max-restarts 9
 policy abort 3 3 "giving up: 2 restart(s) spent" --max-restarts 2
 grep -q "restart 2 of 2 in 0.2 s" "$WORK/policy.log" || { cat "$WORK/policy.log"; fail "back-off did not double"; }
 # Exit 4 is relaunched once per newest checkpoint: launch 1 gives up at step 0, launch 2 after writing
