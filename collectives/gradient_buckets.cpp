@@ -11,6 +11,10 @@ GradientBuckets::GradientBuckets(Communicator* comm, size_t bucket_bytes) : comm
   }
 }
 
+GradientBuckets::~GradientBuckets() {
+  if (in_pass_ && buckets_ > 0 && comm_ != nullptr) (void)comm_->wait_all();
+}
+
 Status GradientBuckets::set_bf16_wire(Bf16WireCodec codec) {
   PERIGEE_REQUIRE(!in_pass_, StatusCode::kInternal, "GradientBuckets::set_bf16_wire during a pass");
   PERIGEE_REQUIRE(

@@ -44,6 +44,12 @@ class GradientBuckets {
  public:
   // comm is not owned and must outlive this object.
   GradientBuckets(Communicator* comm, size_t bucket_bytes);
+  // A pass given up before finish() (the backward pass failed) still has buckets in flight that write
+  // into the buffer: they are waited for (under the communicator's timeout) before the owner of the
+  // buffer can free it.
+  ~GradientBuckets();
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
 
   // True when buckets go out during the backward pass (bucket_bytes > 0 and comm overlaps).
   bool overlapping() const { return bucket_elements_ > 0; }

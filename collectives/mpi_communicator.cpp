@@ -115,9 +115,14 @@ Status MpiCommunicator::create(MPI_Comm base, std::unique_ptr<MpiCommunicator>* 
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
+  if (finalized) return;
+  // Overlapped all-reduces still pending (a caller that gave up between start_all_reduce and wait_all)
+  // write into their buffers until they complete, and the caller frees those next: finish them now,
+  // under the timeout. Those that time out are abandoned like any other.
+  if (!started_.empty() && abandoned_.empty()) (void)wait_all();
   // A communicator with abandoned collectives is left alone: MPI may still progress them, and the
   // job is ending anyway.
-  if (comm_ != MPI_COMM_NULL && !finalized && abandoned_.empty()) MPI_Comm_free(&comm_);
+  if (comm_ != MPI_COMM_NULL && abandoned_.empty()) MPI_Comm_free(&comm_);
 }
 
 Status MpiCommunicator::set_timeout(double timeout_s) {

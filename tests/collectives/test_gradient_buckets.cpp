@@ -125,6 +125,27 @@ TEST(GradientBuckets, BucketsFollowTheReadyPointsAndAverageExactly) {
   }
 }
 
+// A pass given up before finish() (the backward pass failed) leaves buckets in flight: destroying the
+// GradientBuckets waits for them, so the buffer's owner may free it and the communicator serves the
+// next collective.
+TEST(GradientBuckets, DestroyedMidPassWaitsForItsBuckets) {
+  auto c = world(30.0);
+  const int p = c->size();
+  std::vector<float> g = rank_values(c->rank(), 1000);
+  {
+    GradientBuckets buckets(c.get(), 256 * sizeof(float));
+    ASSERT_TRUE(buckets.begin(g.data(), g.size()).is_ok());
+    ASSERT_TRUE(buckets.ready_from(700).is_ok());  // [700, 1000) goes out
+    EXPECT_EQ(buckets.buckets(), p > 1 ? 1 : 0);
+  }
+  EXPECT_EQ(c->pending(), 0u);
+  for (size_t i = 700; i < 1000; ++i)
+    ASSERT_EQ(g[i], p > 1 ? sum_over_ranks(p, i) * (1.0f / static_cast<float>(p)) : value(0, i)) << i;
+  int32_t one = 1;
+  ASSERT_TRUE(c->all_reduce(&one, &one, 1, DataType::kInt32, ReduceOp::kSum).is_ok());
+  EXPECT_EQ(one, p);
+}
+
 TEST(GradientBuckets, ZeroBucketBytesIsOneAllReduceAfterTheBackward) {
   auto c = world();
   const int p = c->size();

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "collectives/mpi_communicator.hpp"
@@ -212,6 +213,35 @@ TEST(MpiTimeout, WaitAbandonedGivesUpWhileThePeerStaysAway) {
     EXPECT_TRUE(c->wait_abandoned(30.0).is_ok());
   }
   EXPECT_EQ(v, p);
+}
+
+// A communicator destroyed with overlapped all-reduces it never waited for (its user gave up between
+// start_all_reduce and wait_all) finishes them first: MPI would otherwise write into buffers the
+// caller frees next, and MPI_Finalize crashed progressing them on the freed communicator.
+TEST(MpiTimeout, DestroyedWithPendingAllReducesFinishesThem) {
+  const int p = world(0.0)->size();
+  for (double timeout : {0.0, 30.0}) {
+    std::vector<float> v(size_t{1} << 20);
+    int r = 0;
+    {
+      auto c = world(timeout);
+      r = c->rank();
+      for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((r + 1) * static_cast<int>(i % 7));
+      if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      ASSERT_TRUE(
+          c->start_all_reduce(v.data(), v.data(), v.size(), DataType::kFloat32, ReduceOp::kSum).is_ok());
+      if (r != 0) {
+        ASSERT_TRUE(c->wait_all().is_ok());
+      } else {
+        EXPECT_EQ(c->pending(), 1u);
+      }
+    }
+    int wrong = 0;
+    for (size_t i = 0; i < v.size(); ++i)
+      wrong += v[i] != static_cast<float>(p * (p + 1) / 2 * static_cast<int>(i % 7));
+    EXPECT_EQ(wrong, 0) << "rank " << r << ", timeout " << timeout;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 }  // namespace
