@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "collectives/host_reduce.hpp"
 #include "core/bf16.hpp"
 
 namespace perigee::collectives {
@@ -12,15 +13,13 @@ void bf16_combine(uint16_t* dst, const uint16_t* src, size_t n, ReduceOp op) {
     case ReduceOp::kAvg:
       for (size_t i = 0; i < n; ++i) dst[i] = float_to_bf16(bf16_to_float(dst[i]) + bf16_to_float(src[i]));
       break;
-    case ReduceOp::kMax:
-      for (size_t i = 0; i < n; ++i) {
-        if (bf16_to_float(dst[i]) < bf16_to_float(src[i])) dst[i] = src[i];
-      }
+    case ReduceOp::kMax:  // host_reduce.hpp's rule; the result is one of the two values (exact)
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = float_to_bf16(host_max(bf16_to_float(dst[i]), bf16_to_float(src[i])));
       break;
     case ReduceOp::kMin:
-      for (size_t i = 0; i < n; ++i) {
-        if (bf16_to_float(src[i]) < bf16_to_float(dst[i])) dst[i] = src[i];
-      }
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = float_to_bf16(host_min(bf16_to_float(dst[i]), bf16_to_float(src[i])));
       break;
   }
 }

@@ -8,6 +8,7 @@
 
 #include "collectives/algorithms/cost_model.hpp"
 #include "collectives/bf16_reduce.hpp"
+#include "collectives/host_reduce.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -21,35 +22,19 @@ using algorithms::Transfer;
 constexpr size_t kMaxMessageBytes = size_t{1} << 30;
 constexpr int kTagSpace = 32768;  // MPI guarantees tags up to 32767
 
-template <typename T>
-void combine(T* dst, const T* src, size_t n, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-    case ReduceOp::kAvg:
-      for (size_t i = 0; i < n; ++i) dst[i] += src[i];
-      break;
-    case ReduceOp::kMax:
-      for (size_t i = 0; i < n; ++i) dst[i] = std::max(dst[i], src[i]);
-      break;
-    case ReduceOp::kMin:
-      for (size_t i = 0; i < n; ++i) dst[i] = std::min(dst[i], src[i]);
-      break;
-  }
-}
-
 Status combine_bytes(char* dst, const char* src, size_t n, DataType type, ReduceOp op) {
   switch (type) {
     case DataType::kFloat32:
-      combine(reinterpret_cast<float*>(dst), reinterpret_cast<const float*>(src), n, op);
+      host_combine(reinterpret_cast<float*>(dst), reinterpret_cast<const float*>(src), n, op);
       return Status::ok();
     case DataType::kFloat64:
-      combine(reinterpret_cast<double*>(dst), reinterpret_cast<const double*>(src), n, op);
+      host_combine(reinterpret_cast<double*>(dst), reinterpret_cast<const double*>(src), n, op);
       return Status::ok();
     case DataType::kInt32:
-      combine(reinterpret_cast<int32_t*>(dst), reinterpret_cast<const int32_t*>(src), n, op);
+      host_combine(reinterpret_cast<int32_t*>(dst), reinterpret_cast<const int32_t*>(src), n, op);
       return Status::ok();
     case DataType::kInt64:
-      combine(reinterpret_cast<int64_t*>(dst), reinterpret_cast<const int64_t*>(src), n, op);
+      host_combine(reinterpret_cast<int64_t*>(dst), reinterpret_cast<const int64_t*>(src), n, op);
       return Status::ok();
     case DataType::kBFloat16:
       bf16_combine(reinterpret_cast<uint16_t*>(dst), reinterpret_cast<const uint16_t*>(src), n, op);
@@ -77,7 +62,7 @@ Schedule broadcast_schedule(int p, size_t count, int root) {
   s.algorithm = Algorithm::kRing;  // not an all-reduce; the field is informative only
   s.ranks = p;
   s.count = count;
-  for (int span = 1; span < p; span *= 2) {
+  for (int span = 1; span < p && count > 0; span *= 2) {  // nothing to send: no rounds, no link time
     algorithms::Round r;
     for (int v = 0; v < span && v + span < p; ++v) {
       r.transfers.push_back(Transfer{(v + root) % p, (v + span + root) % p, 0, count, false});
@@ -94,7 +79,7 @@ Schedule all_gather_schedule(int p, size_t block) {
   s.algorithm = Algorithm::kRing;
   s.ranks = p;
   s.count = block * static_cast<size_t>(p);
-  for (int k = 0; k + 1 < p; ++k) {
+  for (int k = 0; k + 1 < p && block > 0; ++k) {
     algorithms::Round r;
     for (int src = 0; src < p; ++src) {
       const size_t b = static_cast<size_t>(((src - k) % p + p) % p);
@@ -208,6 +193,12 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
   std::vector<std::vector<char>> recvs;
   std::vector<size_t> incoming;  // transfer indices this rank receives, in schedule order
   std::vector<MPI_Request> requests;
+  // A failed post leaves the earlier ones of its round with MPI: their buffers must outlive them.
+  auto give_up = [&](Status e) {
+    abandon(&sends);
+    abandon(&recvs);
+    return std::move(e.add_trace(__FILE__, __LINE__));
+  };
   // Every rank has posted round k by the latest arrival of the rounds before it (each sleeps until
   // its own arrivals first): waiting up to then is the links' delay, not a lost peer.
   double posted_by = tl.start_s;
@@ -234,7 +225,10 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
         for (size_t off = 0; off < bytes; off += kMaxMessageBytes) {
           const int n = static_cast<int>(std::min(kMaxMessageBytes, bytes - off));
           requests.push_back(MPI_REQUEST_NULL);
-          PERIGEE_CHECK_MPI(MPI_Isend(data + off, n, MPI_BYTE, t.dst, tag, comm, &requests.back()));
+          if (Status e = mpi_status(MPI_Isend(data + off, n, MPI_BYTE, t.dst, tag, comm, &requests.back()),
+                                    "MPI_Isend");
+              !e.is_ok())
+            return give_up(std::move(e));
         }
       }
       if (t.dst == rank_) {
@@ -248,7 +242,10 @@ Status EmulatedLinkCommunicator::execute(const Schedule& s, const Timeline& tl, 
         for (size_t off = 0; off < bytes; off += kMaxMessageBytes) {
           const int n = static_cast<int>(std::min(kMaxMessageBytes, bytes - off));
           requests.push_back(MPI_REQUEST_NULL);
-          PERIGEE_CHECK_MPI(MPI_Irecv(into + off, n, MPI_BYTE, t.src, tag, comm, &requests.back()));
+          if (Status e = mpi_status(MPI_Irecv(into + off, n, MPI_BYTE, t.src, tag, comm, &requests.back()),
+                                    "MPI_Irecv");
+              !e.is_ok())
+            return give_up(std::move(e));
         }
       }
     }
@@ -454,7 +451,11 @@ Status EmulatedLinkCommunicator::all_gather(const void* send, void* recv, size_t
 
 Status EmulatedLinkCommunicator::barrier() {
   PERIGEE_CHECK(idle("barrier"));
-  PERIGEE_CHECK(mpi_->barrier());
+  PERIGEE_CHECK(mpi_->usable());
+  // Not a plain MPI barrier: ranks leave the last collective when their own part is due, so a peer may
+  // still be in its modelled delay. agree_start waits for everyone with that grace.
+  double unused = 0.0;
+  PERIGEE_CHECK(agree_start(&unused));
   return Status::ok();
 }
 

@@ -104,6 +104,10 @@ class EmulatedLinkCommunicator final : public Communicator {
   CollectiveStats last() const;
   double total_model_s() const;
   double modelled_seconds() const override { return total_model_s(); }
+  // The deadline of the MPI messages underneath (EmulationOptions::timeout_s at creation); the links'
+  // modelled delays are granted on top of it.
+  double timeout_s() const override { return mpi_->timeout_s(); }
+  Status set_timeout(double timeout_s) override { return mpi_->set_timeout(timeout_s); }
   double total_wall_s() const;
   const EmulationOptions& options() const { return opt_; }
   const algorithms::RouteFn& routes() const { return routes_; }

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "collectives/bf16_reduce.hpp"
+#include "collectives/host_reduce.hpp"
 
 namespace perigee::collectives {
 namespace {
@@ -55,6 +56,31 @@ Status bf16_mpi_op(ReduceOp op, MPI_Op* out) {
   static const Ops ops;
   PERIGEE_CHECK_MPI(ops.err);
   *out = op == ReduceOp::kMax ? ops.max : op == ReduceOp::kMin ? ops.min : ops.sum;
+  return Status::ok();
+}
+
+// MPI_MAX and MPI_MIN leave NaN to the implementation (Open MPI keeps or drops it by position): fp32
+// and fp64 max/min take collectives/host_reduce.hpp's rule instead, as every other backend does.
+template <typename T, ReduceOp kOp>
+void float_user_op(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
+  host_combine(static_cast<T*>(inout), static_cast<const T*>(in), static_cast<size_t>(*len), kOp);
+}
+
+Status float_mpi_op(DataType type, ReduceOp op, MPI_Op* out) {
+  struct Ops {
+    MPI_Op f32_max = MPI_OP_NULL, f32_min = MPI_OP_NULL, f64_max = MPI_OP_NULL, f64_min = MPI_OP_NULL;
+    int err = MPI_SUCCESS;
+    Ops() {
+      err = MPI_Op_create(&float_user_op<float, ReduceOp::kMax>, 1, &f32_max);
+      if (err == MPI_SUCCESS) err = MPI_Op_create(&float_user_op<float, ReduceOp::kMin>, 1, &f32_min);
+      if (err == MPI_SUCCESS) err = MPI_Op_create(&float_user_op<double, ReduceOp::kMax>, 1, &f64_max);
+      if (err == MPI_SUCCESS) err = MPI_Op_create(&float_user_op<double, ReduceOp::kMin>, 1, &f64_min);
+    }
+  };
+  static const Ops ops;
+  PERIGEE_CHECK_MPI(ops.err);
+  const bool f32 = type == DataType::kFloat32;
+  *out = op == ReduceOp::kMax ? (f32 ? ops.f32_max : ops.f64_max) : (f32 ? ops.f32_min : ops.f64_min);
   return Status::ok();
 }
 
@@ -217,6 +243,9 @@ Status MpiCommunicator::post_all_reduce(const void* send, void* recv, size_t cou
   if (op == ReduceOp::kMax) mpi_op = MPI_MAX;
   if (op == ReduceOp::kMin) mpi_op = MPI_MIN;
   if (type == DataType::kBFloat16) PERIGEE_CHECK(bf16_mpi_op(op, &mpi_op));
+  if ((type == DataType::kFloat32 || type == DataType::kFloat64) &&
+      (op == ReduceOp::kMax || op == ReduceOp::kMin))
+    PERIGEE_CHECK(float_mpi_op(type, op, &mpi_op));
   const size_t elem = data_type_size(type);
   const bool in_place = send == recv;
   for (size_t off = 0; off < count; off += chunk_elements_) {

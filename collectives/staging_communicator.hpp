@@ -70,6 +70,8 @@ class HostStagingCommunicator final : public Communicator {
   Status all_gather(const void* send, void* recv, size_t count, DataType type) override;
   Status barrier() override;
   double modelled_seconds() const override { return host_->modelled_seconds(); }
+  double timeout_s() const override { return host_->timeout_s(); }
+  Status set_timeout(double timeout_s) override { return host_->set_timeout(timeout_s); }
 
   // Overlapped all-reduce through pinned blocks (see the top of this file). A failing copy at start
   // returns its error after the chunks before it were started: wait_all() still waits for those.

@@ -8,11 +8,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "collectives/emulated_link_communicator.hpp"
+#include "core/bf16.hpp"
 #include "tests/collectives/bf16_test_util.hpp"
 #include "tests/collectives/links_test_util.hpp"
 
@@ -132,6 +134,30 @@ TEST(EmulatedLinkCommunicator, MaxMinAndAverage) {
   for (double x : d) EXPECT_DOUBLE_EQ(x, static_cast<double>(p - 1));
   EXPECT_EQ(comm->all_reduce(v.data(), out.data(), v.size(), DataType::kInt32, ReduceOp::kAvg).code(),
             StatusCode::kInvalidArgument);
+}
+
+// A NaN on one rank makes max and min NaN on every rank, in every position, whichever rank's chunk the
+// position falls in (std::max kept it only where it was already in the destination); +0 and -0 give
+// max +0 and min -0 on every rank, whatever the order a schedule pairs them in. fp32, fp64 and bf16.
+TEST(EmulatedLinkCommunicator, MaxAndMinPropagateNaNAndAgreeOnSignedZeros) {
+  const int p = world_size();
+  const int me = world_rank();
+  for (const Case& c : cases_for(p)) {
+    auto comm = make_comm(c.algorithm, c.grid_x, c.grid_y, c.ranks_per_node);
+    const size_t n = 3 * static_cast<size_t>(p) + 2;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (ReduceOp op : {ReduceOp::kMax, ReduceOp::kMin}) {
+      std::vector<float> f(n, me == p - 1 ? nan : 1.0f);
+      ASSERT_TRUE(comm->all_reduce(f.data(), f.data(), n, DataType::kFloat32, op).is_ok()) << case_name(c);
+      for (float x : f) EXPECT_TRUE(std::isnan(x)) << case_name(c);
+      std::vector<double> d(n, me == 0 ? -0.0 : 0.0);
+      ASSERT_TRUE(comm->all_reduce(d.data(), d.data(), n, DataType::kFloat64, op).is_ok()) << case_name(c);
+      for (double x : d) EXPECT_EQ(std::signbit(x), p > 1 ? op == ReduceOp::kMin : true) << case_name(c);
+      std::vector<uint16_t> b(n, me == p - 1 ? uint16_t{0x7FC1} : float_to_bf16(2.0f));
+      ASSERT_TRUE(comm->all_reduce(b.data(), b.data(), n, DataType::kBFloat16, op).is_ok()) << case_name(c);
+      for (uint16_t x : b) EXPECT_EQ(x, p > 1 ? 0x7FC0 : 0x7FC1) << case_name(c);  // the canonical quiet NaN
+    }
+  }
 }
 
 // bf16 (raw bits, each partial sum rounded to bf16): exact small-integer sums for every algorithm,
@@ -291,6 +317,53 @@ TEST(EmulatedLinkCommunicator, SlowLinksDoNotTimeOutHealthyPeers) {
   st = comm->broadcast(buf.data(), 1, DataType::kInt32, 1);
   ASSERT_TRUE(st.is_ok()) << st.to_string();
   EXPECT_EQ(buf[0], 7);
+}
+
+// A barrier after a collective on slow links waits for the peers still in their modelled delay (a
+// broadcast's root leaves at once, its leaves 1 s later): a plain MPI barrier timed out on the root
+// alone, which then refused every later call while the others went on.
+TEST(EmulatedLinkCommunicator, ABarrierGrantsThePeersTheirModelledDelay) {
+  const int p = world_size();
+  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  EmulationOptions opt;
+  opt.algorithm = Algorithm::kRing;
+  opt.timeout_s = 0.3;
+  opt.time_scale = 0.5;  // 1 s links, 0.5 s of wall time each
+  std::unique_ptr<EmulatedLinkCommunicator> comm;
+  ASSERT_TRUE(
+      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1.0, 1e12), opt, &comm)
+          .is_ok());
+  std::vector<int32_t> buf(4, world_rank() == 0 ? 5 : 0);
+  ASSERT_TRUE(comm->broadcast(buf.data(), buf.size(), DataType::kInt32, 0).is_ok());
+  const Status st = comm->barrier();
+  EXPECT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(buf[3], 5);
+  EXPECT_TRUE(comm->broadcast(buf.data(), 1, DataType::kInt32, p - 1).is_ok());
+}
+
+// Count 0 moves nothing: no route is asked for (a cut link does not fail it) and no link time passes.
+TEST(EmulatedLinkCommunicator, CountZeroBroadcastAndAllGatherAreFree) {
+  const int p = world_size();
+  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  EmulationOptions opt;
+  opt.algorithm = Algorithm::kRing;
+  opt.timeout_s = 30.0;
+  std::unique_ptr<EmulatedLinkCommunicator> comm;
+  ASSERT_TRUE(
+      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, route_fn_without_link_0_1(p), opt, &comm).is_ok());
+  float unused = 0.0f;
+  Status st = comm->broadcast(&unused, 0, DataType::kFloat32, 0);
+  EXPECT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(comm->last().model_s, 0.0);
+  st = comm->all_gather(&unused, &unused, 0, DataType::kFloat32);
+  EXPECT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(comm->last().model_s, 0.0);
+  EXPECT_EQ(comm->modelled_seconds(), 0.0);
+  // The deadline is the MPI layer's, and set_timeout changes it (it was ignored: 0 reported).
+  EXPECT_EQ(comm->timeout_s(), 30.0);
+  ASSERT_TRUE(comm->set_timeout(12.5).is_ok());
+  EXPECT_EQ(comm->timeout_s(), 12.5);
+  EXPECT_EQ(comm->set_timeout(-1.0).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(EmulatedLinkCommunicator, BadOptionsAreRefused) {

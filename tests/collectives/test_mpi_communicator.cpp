@@ -56,6 +56,25 @@ TEST(MpiCommunicator, AllReduceMaxMinInt) {
   EXPECT_EQ(mn, (std::vector<int32_t>{0, -(p - 1), 0}));
 }
 
+// fp32 and fp64 max and min are NaN when any rank holds a NaN (MPI_MAX left that to Open MPI, which
+// dropped it), and +0/-0 give max +0 and min -0 on every rank; the same rule as the links and bf16.
+TEST(MpiCommunicator, FloatMaxMinPropagateNaNAndAgreeOnSignedZeros) {
+  auto c = world();
+  const int p = c->size(), r = c->rank();
+  for (ReduceOp op : {ReduceOp::kMax, ReduceOp::kMin}) {
+    std::vector<float> f(5, r == p - 1 ? std::nanf("") : 1.0f);
+    f[0] = r == 0 ? -1.0f : std::nanf("");  // a NaN in the position too, when p > 1
+    ASSERT_TRUE(c->all_reduce(f.data(), f.data(), f.size(), DataType::kFloat32, op).is_ok());
+    for (size_t i = p > 1 ? 0 : 1; i < f.size(); ++i) EXPECT_TRUE(std::isnan(f[i])) << "p " << p;
+    std::vector<double> d = {r == 0 ? -0.0 : 0.0, r == p - 1 ? -0.0 : 0.0, static_cast<double>(r)};
+    ASSERT_TRUE(c->all_reduce(d.data(), d.data(), d.size(), DataType::kFloat64, op).is_ok());
+    const bool want_negative_zero = op == ReduceOp::kMin || p == 1;
+    EXPECT_EQ(std::signbit(d[0]), want_negative_zero);
+    EXPECT_EQ(std::signbit(d[1]), want_negative_zero);
+    EXPECT_EQ(d[2], op == ReduceOp::kMax ? p - 1 : 0);
+  }
+}
+
 TEST(MpiCommunicator, AllReduceAvgDoubleAndRejectsIntAvg) {
   auto c = world();
   const int p = c->size();
