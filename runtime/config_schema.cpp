@@ -358,6 +358,13 @@ Status validate_config(Config* config, const std::set<std::string>& command_line
                 "deadline fails a healthy rank 0's checkpoint I/O as a dead rank (got ",
                 ct, ")"));
   }
+  if (t.batch_size > 0 && t.seq_len > 0 &&
+      static_cast<int64_t>(t.batch_size) * t.seq_len > std::numeric_limits<int32_t>::max()) {
+    errors.push_back(
+        str_cat("[train] batch_size: batch_size x seq_len = ", static_cast<int64_t>(t.batch_size) * t.seq_len,
+                " tokens per step exceeds 2^31 - 1, the kernels' token index range (got ", t.batch_size,
+                " x ", t.seq_len, ")"));
+  }
   if (t.batch_size > 0 && t.micro_batch > t.batch_size) {
     errors.push_back(str_cat("[train] micro_batch: must be <= [train] batch_size = ", t.batch_size, " (got ",
                              t.micro_batch, "; it is per rank, and must divide batch_size / world size)"));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/bf16.hpp"
 #include "runtime/random.hpp"
@@ -235,9 +236,10 @@ Status GptModel::init(const GptShape& shape, kernels::Backend* backend, int max_
   PERIGEE_REQUIRE(shape.padded_vocab >= shape.vocab, StatusCode::kInvalidArgument,
                   "bad model shape: padded vocab ", shape.padded_vocab, " is smaller than the vocab ",
                   shape.vocab);
-  PERIGEE_REQUIRE(max_batch > 0 && max_seq > 0 && max_seq <= shape.context, StatusCode::kInvalidArgument,
-                  "bad activation size: batch ", max_batch, ", seq ", max_seq, " (context ", shape.context,
-                  ")");
+  PERIGEE_REQUIRE(max_batch > 0 && max_seq > 0 && max_seq <= shape.context &&
+                      static_cast<int64_t>(max_batch) * max_seq <= std::numeric_limits<int32_t>::max(),
+                  StatusCode::kInvalidArgument, "bad activation size: batch ", max_batch, ", seq ", max_seq,
+                  " (context ", shape.context, "; batch x seq must be at most 2^31 - 1 tokens)");
   PERIGEE_REQUIRE(logits == kernels::DType::kF32 || activations == kernels::DType::kBF16,
                   StatusCode::kInvalidArgument,
                   "bf16 logits need bf16 activations (the logits' gradient, of the "

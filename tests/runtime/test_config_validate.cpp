@@ -61,6 +61,15 @@ TEST(ConfigValidate, EveryRuleFails) {
        "must be in [1, [model] context] = [1, 128] (got 129)"},
       {"seq_len >= 1", [](Config& c) { c.train.seq_len = 0; }, "[train] seq_len", "must be >= 1 (got 0)"},
       {"batch_size", [](Config& c) { c.train.batch_size = 0; }, "[train] batch_size", "must be >= 1 (got 0)"},
+      {"tokens per step beyond int",
+       [](Config& c) {
+         c.model.context = 1024;
+         c.train.seq_len = 1024;
+         c.train.batch_size = 1 << 21;
+       },
+       "[train] batch_size",
+       "batch_size x seq_len = 2147483648 tokens per step exceeds 2^31 - 1, the kernels' token index range "
+       "(got 2097152 x 1024)"},
       {"micro_batch >= 0", [](Config& c) { c.train.micro_batch = -1; }, "[train] micro_batch",
        "must be >= 0 (got -1)"},
       {"micro_batch <= batch_size", [](Config& c) { c.train.micro_batch = 17; }, "[train] micro_batch",

@@ -63,6 +63,15 @@ TEST(GptModel, RejectsTokensOutsideVocabulary) {
   EXPECT_EQ(m.forward(x.data(), y.data(), 2, 8, nullptr).code(), StatusCode::kInvalidArgument);  // B > max
 }
 
+// A pass of more tokens than an int indexes is refused before anything is allocated.
+TEST(GptModel, RefusesMoreTokensPerPassThanAnIntIndexes) {
+  kernels::cpu::CpuBackend cpu(1);
+  GptModel m;
+  const Status s = m.init(GptShape{1, 2, 16, 1024, 256, 256}, &cpu, 1 << 21, 1024);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("2^31 - 1 tokens"), std::string::npos) << s.to_string();
+}
+
 // evaluate() is forward()'s loss, bit for bit, and leaves no gradient to take: backward() after it, or
 // a second backward() of one forward(), is refused and adds nothing to the gradient.
 TEST(GptModel, EvaluateGivesTheForwardLossAndLeavesNothingForBackward) {
