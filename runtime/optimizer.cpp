@@ -28,7 +28,7 @@ Status gradient_norm(GptModel& model, double* norm) {
 }
 
 Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats,
-                      const double* grad_norm) {
+                      const double* grad_norm, int64_t updates_before) {
   UpdateStats s;
   s.lr = learning_rate(train, step);
   if (grad_norm != nullptr) {
@@ -46,7 +46,7 @@ Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, U
   hp.beta1 = static_cast<float>(train.beta1);
   hp.beta2 = static_cast<float>(train.beta2);
   hp.eps = static_cast<float>(train.eps);
-  hp.step = step + 1;
+  hp.step = (updates_before >= 0 ? updates_before : step) + 1;
   hp.grad_scale = static_cast<float>(s.clip_scale);
   hp.weight_decay = static_cast<float>(train.weight_decay);
   // One run per stretch of consecutive views with the same decay flag (a handful per block), all in one

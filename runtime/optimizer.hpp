@@ -24,9 +24,11 @@ struct UpdateStats {
 // L2 norm of the whole gradient buffer (double accumulation, deterministic).
 Status gradient_norm(GptModel& model, double* norm);
 
-// One AdamW update for 0-based step `step` (bias correction uses step + 1). `grad_norm`: the
-// gradient norm when the caller already has it (else it is computed here).
+// One AdamW update at 0-based step `step` (its learning rate). The bias correction counts updates:
+// `updates_before` (those already applied; a caller whose fault ladder skipped steps passes fewer than
+// `step`) + 1, or step + 1 when it is negative. `grad_norm`: the gradient norm when the caller already
+// has it (else it is computed here).
 Status optimizer_step(GptModel& model, const TrainConfig& train, int64_t step, UpdateStats* stats,
-                      const double* grad_norm = nullptr);
+                      const double* grad_norm = nullptr, int64_t updates_before = -1);
 
 }  // namespace perigee::runtime

@@ -370,7 +370,8 @@ Status Trainer::step(StepResult* result) {
     return Status::ok();
   }
   if (apply) {
-    PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us, &norm));
+    PERIGEE_CHECK(optimizer_step(model_, config_.train, next_step_, &us, &norm, adam_updates_));
+    ++adam_updates_;
     invariants_.accept(loss, norm);
     consecutive_skips_ = 0;
   } else {

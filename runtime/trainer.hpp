@@ -124,6 +124,8 @@ class Trainer {
   const std::string& run_dir() const { return run_dir_; }
   const DataLoader& train_loader() const { return train_; }
   const FaultCounters& fault_counters() const { return counters_; }
+  // AdamW updates applied so far, over resumes (the bias correction's count).
+  int64_t adam_updates() const { return adam_updates_; }
   // ABFT statistics (null when [fault] abft is off).
   const fault::AbftBackend* abft() const { return abft_.get(); }
   const fault::FaultInjector* injector() const { return injector_.get(); }
@@ -214,6 +216,7 @@ class Trainer {
   bool has_val_ = false;
   uint64_t token_bytes_ = 0;  // host memory the train and val loaders take (DataLoader::memory_bytes)
   int64_t next_step_ = 0;
+  int64_t adam_updates_ = 0;  // AdamW updates applied (steps the fault ladder skipped are not)
   std::string run_dir_;
   MetricsWriter metrics_;
   std::vector<int32_t> inputs_, targets_;

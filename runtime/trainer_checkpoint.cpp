@@ -1,5 +1,6 @@
 #include "runtime/trainer_checkpoint.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 #include "runtime/optimizer.hpp"
@@ -26,7 +27,7 @@ std::vector<checkpoint::View> views_of(const ParameterTable& table) {
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
                                               int world_size, const DataCursor& cursor, double last_lr,
                                               const InvariantWindow& window,
-                                              const TokenFileHeader& train_data) {
+                                              const TokenFileHeader& train_data, int64_t adam_updates) {
   checkpoint::SnapshotMeta m;
   m.step = step;
   m.world_size = world_size;
@@ -48,6 +49,7 @@ checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptMod
   m.series[kTrainDataSeries] = {static_cast<double>(train_data.count),
                                 static_cast<double>(train_data.vocab_size),
                                 static_cast<double>(train_data.token_crc32)};
+  m.series[kAdamUpdatesSeries] = {static_cast<double>(adam_updates)};  // exact below 2^53
   return m;
 }
 
@@ -108,7 +110,7 @@ checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_
 }
 
 Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step,
-                          DataCursor* cursor, InvariantWindow* window) {
+                          DataCursor* cursor, InvariantWindow* window, int64_t* adam_updates) {
   const size_t n = model.num_parameters();
   const auto& meta = snapshot.meta;
   PERIGEE_REQUIRE(!meta.data_cursors.empty() && !meta.data_cursors[0].empty(), StatusCode::kInvalidArgument,
@@ -123,6 +125,16 @@ Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model,
                   losses == meta.series.end() ? kInvariantLossesSeries : kInvariantNormsSeries, "'");
   if (losses != meta.series.end()) w = InvariantWindow{losses->second, norms->second};
   if (Status s = check_invariant_window(w); !s) return make_error(s.code(), "checkpoint: ", s.message());
+  int64_t updates = meta.step;
+  if (const auto it = meta.series.find(kAdamUpdatesSeries); it != meta.series.end()) {
+    const std::vector<double>& u = it->second;
+    PERIGEE_REQUIRE(
+        u.size() == 1 && u[0] >= 0.0 && u[0] <= static_cast<double>(meta.step) && u[0] == std::floor(u[0]),
+        StatusCode::kInvalidArgument, "checkpoint series '", kAdamUpdatesSeries,
+        "' must be one whole number in [0, step ", meta.step, "] (", u.size(), " values, first ",
+        u.empty() ? 0.0 : u[0], ")");
+    updates = static_cast<int64_t>(u[0]);
+  }
   std::vector<const checkpoint::Buffer*> buffers;
   for (const char* name : {kParamsBuffer, kAdamMBuffer, kAdamVBuffer}) {
     const checkpoint::Buffer* b = snapshot.find_buffer(name);
@@ -137,6 +149,7 @@ Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model,
   *step = meta.step;
   cursor->position = meta.data_cursors[0][0];
   *window = std::move(w);
+  *adam_updates = updates;
   return Status::ok();
 }
 

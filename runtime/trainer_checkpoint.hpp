@@ -26,6 +26,9 @@ inline constexpr const char* kInvariantLossesSeries = "invariant_losses";
 inline constexpr const char* kInvariantNormsSeries = "invariant_grad_norms";
 // What identifies the training tokens: the token file's count, vocabulary and CRC-32 (exact in float64).
 inline constexpr const char* kTrainDataSeries = "train_data";
+// AdamW updates applied so far (its bias correction's count): fewer than the steps when the fault
+// ladder skipped some. A file without it (older runs) counts every step.
+inline constexpr const char* kAdamUpdatesSeries = "adam_updates";
 
 // Whether the config writes checkpoints (given a folder): a step or time interval, or an eclipse policy.
 inline bool schedules_checkpoints(const Config& config) {
@@ -46,7 +49,7 @@ inline constexpr uint64_t checkpoint_file_bytes(uint64_t parameters) {
 checkpoint::SnapshotMeta make_checkpoint_meta(const Config& config, const GptModel& model, int64_t step,
                                               int world_size, const DataCursor& cursor, double last_lr,
                                               const InvariantWindow& window,
-                                              const TokenFileHeader& train_data);
+                                              const TokenFileHeader& train_data, int64_t adam_updates);
 
 // "" when the checkpoint's training tokens are those of `now` (or it does not record them: older
 // files); else "<path> holds other tokens than ...: then ..., now ..." for a warning.
@@ -63,10 +66,10 @@ checkpoint::StoreOptions store_options(const CheckpointConfig& config);
 // What a checkpoint must match to resume `model` (shape and buffer sizes; world size reported).
 checkpoint::Expectation checkpoint_expectation(const GptModel& model, int world_size);
 
-// Writes a loaded snapshot into the model; returns the step to continue with, the data cursor and
-// the invariant window (empty from a file without it, e.g. format version 1). Checks everything
-// before it writes anything.
+// Writes a loaded snapshot into the model; returns the step to continue with, the data cursor, the
+// invariant window (empty from a file without it, e.g. format version 1) and the AdamW updates applied
+// (the step from a file without them). Checks everything before it writes anything.
 Status restore_checkpoint(const checkpoint::Snapshot& snapshot, GptModel& model, int64_t* step,
-                          DataCursor* cursor, InvariantWindow* window);
+                          DataCursor* cursor, InvariantWindow* window, int64_t* adam_updates);
 
 }  // namespace perigee::runtime

@@ -114,7 +114,7 @@ Status Trainer::setup_checkpoints() {
     // Allocate the staging copy now, so the first checkpoint's stall is only the copy.
     PERIGEE_CHECK(writer_->prepare(make_state_source(
         model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_,
-                                     invariants_.window(), train_.file_header()))));
+                                     invariants_.window(), train_.file_header(), adam_updates_))));
   }
   return Status::ok();
 }
@@ -245,20 +245,20 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
 
   // step, cursor, stored world size, invariant window length, restore failed on rank 0 (the other
   // ranks must hear of it now, not at their next collective's timeout), and whether the run that wrote
-  // the checkpoint recorded a validation at its step
-  int64_t header[6] = {0, 0, 0, 0, 0, 0};
+  // the checkpoint recorded a validation at its step, AdamW updates applied
+  int64_t header[7] = {0, 0, 0, 0, 0, 0, 0};
   DataCursor cursor;
   InvariantWindow window;
   Status restored;
   if (comm_->rank() == 0) {
-    restored = restore_checkpoint(*snapshot, model_, &header[0], &cursor, &window);
+    restored = restore_checkpoint(*snapshot, model_, &header[0], &cursor, &window, &header[6]);
     header[1] = static_cast<int64_t>(cursor.position);
     header[2] = snapshot->meta.world_size;
     header[3] = static_cast<int64_t>(window.losses.size());
     header[4] = restored.is_ok() ? 0 : 1;
     header[5] = validation_recorded_at(snapshot->meta.config_json, header[0]) ? 1 : 0;
   }
-  PERIGEE_CHECK(broadcast_after_checkpoint_io(header, 6, DataType::kInt64));
+  PERIGEE_CHECK(broadcast_after_checkpoint_io(header, 7, DataType::kInt64));
   if (header[4] != 0) {
     if (comm_->rank() == 0)
       return make_error(restored.code(), "cannot resume from ", checkpoint_dir_, ": ", restored.message());
@@ -309,6 +309,7 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
     if (!optimizer.empty()) log::info("resuming with changed settings: ", str_join(optimizer, "; "));
   }
   next_step_ = header[0];
+  adam_updates_ = header[6];
   train_.set_cursor(DataCursor{static_cast<uint64_t>(header[1])});
   *loaded_step = next_step_;
   last_checkpoint_step_ = next_step_;
@@ -333,7 +334,7 @@ Status Trainer::save_checkpoint() {
   PERIGEE_CHECK(writer_->stage(
       make_state_source(
           model_, make_checkpoint_meta(config_, model_, next_step_, comm_->size(), train_.cursor(), last_lr_,
-                                       invariants_.window(), train_.file_header())),
+                                       invariants_.window(), train_.file_header(), adam_updates_)),
       &st));
   checkpoint::WriteRecord rec;
   if (!config_.checkpoint.async) PERIGEE_CHECK(writer_->wait(&rec));

@@ -51,6 +51,7 @@ struct Outcome {
   FaultCounters counters;
   fault::AbftStats abft;
   uint64_t checkpoints = 0;  // saved
+  int64_t adam_updates = 0;
 };
 
 // Calls body(trainer) on a fresh Trainer after its setup (own communicator with collectives that time
@@ -75,6 +76,7 @@ Outcome train(const Config& config, double comm_timeout_s = 0.0) {
         PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&o.params));
         o.counters = t.fault_counters();
         o.checkpoints = t.checkpoints_saved();
+        o.adam_updates = t.adam_updates();
         if (t.abft() != nullptr) o.abft = t.abft()->stats();
       },
       comm_timeout_s);
@@ -251,7 +253,29 @@ TEST(FaultLadder, LevelAboveTheThresholdIsAppliedAfterTwoSkipsNotRolledBack) {
   EXPECT_EQ(o.counters.rollbacks, 0u);
   EXPECT_EQ(o.counters.replica_checks, world_size() > 1 ? 2u : 0u);
   EXPECT_EQ(o.counters.replica_repairs, 0u);
+  EXPECT_EQ(o.adam_updates, 4);  // AdamW's bias correction counts the 4 applied updates, not 10 steps
   EXPECT_TRUE(replicas_identical(o.params));
+}
+
+// The checkpoint carries the count of applied AdamW updates: a run cut after step 5 (steps 1, 2 and 5
+// applied, 3 and 4 skipped, as above) and resumed ends bit-identical to the uninterrupted one. A resume
+// that counted its steps instead would give steps 6-10 another bias correction.
+TEST(FaultLadder, ResumeAfterSkippedStepsKeepsTheUpdateCount) {
+  const std::string dir = shared_folder({});
+  Config c = base_config(dir);
+  c.fault.loss_spike = 0.5;
+  const Outcome whole = train(c);
+  checkpoint_every(&c, dir + "/ckpt_updates", 100);  // only the explicit checkpoint below
+  with_trainer(c, [](Trainer& first) {
+    for (int i = 0; i < 5; ++i) PERIGEE_CHECK_OR_DIE(first.step(nullptr));
+    EXPECT_EQ(first.adam_updates(), 3);
+    PERIGEE_CHECK_OR_DIE(first.save_checkpoint());
+    PERIGEE_CHECK_OR_DIE(first.finish_checkpoints());
+  });
+  const Outcome resumed = train(c);
+  EXPECT_EQ(resumed.counters.skipped, 4u);  // steps 6, 7, 9, 10
+  EXPECT_EQ(resumed.adam_updates, 4);
+  EXPECT_TRUE(same_bits(resumed.params, whole.params));
 }
 
 TEST(FaultLadder, EscalationRepairsAFlippedReplicaInsteadOfApplying) {

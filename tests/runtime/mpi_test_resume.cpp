@@ -224,6 +224,49 @@ TEST_F(Resume, CheckpointThatRank0CannotRestoreFailsEveryRankAtOnce) {
   EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
 }
 
+// The count of applied AdamW updates (the bias correction's) travels in the checkpoint: a count past
+// the step is refused while restoring, and a file without it (an older run) counts every step, which
+// for a run that skipped nothing resumes bit for bit.
+TEST_F(Resume, AdamUpdateCountIsCheckedAndOlderFilesCountTheSteps) {
+  const State reference = train(config_for(dir_, ""), -1, false);
+  const std::string ckpt = dir_ + "/ckpt_u";
+  const Config config = config_for(dir_, ckpt);
+  train(config, 4, true);
+  const std::string file = ckpt + "/ckpt-00000004.h5";
+  const int rank = world_rank();
+  auto rewrite = [&](auto change) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 0) {
+      checkpoint::Snapshot s;
+      PERIGEE_CHECK_OR_DIE(checkpoint::read_snapshot(file, &s));
+      change(&s.meta.series);
+      PERIGEE_CHECK_OR_DIE(checkpoint::write_snapshot(file, s));
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  };
+  double stored = -1.0;
+  rewrite([&](auto* series) {
+    stored = series->at(kAdamUpdatesSeries).at(0);
+    (*series)[kAdamUpdatesSeries] = {5.0};
+  });
+  MPI_Bcast(&stored, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  EXPECT_EQ(stored, 4.0);
+  {
+    CpuTrainer t(config, comm_.get());
+    const Status s = t.trainer.setup();
+    ASSERT_FALSE(s.is_ok());
+    EXPECT_NE(s.message().find(rank == 0 ? "'adam_updates' must be one whole number in [0, step 4]"
+                                         : "rank 0 could not restore its checkpoint"),
+              std::string::npos)
+        << s.message();
+  }
+  rewrite([](auto* series) { series->erase(kAdamUpdatesSeries); });
+  int64_t resumed = -1;
+  const State s = train(config, -1, false, &resumed);
+  EXPECT_EQ(resumed, 4);
+  expect_bit_identical(s, reference);
+}
+
 TEST_F(Resume, CheckpointBeforeTheFirstStepHasNoWindowAndResumesBitIdentical) {
   const State reference = train(config_for(dir_, ""), -1, false);
   const std::string ckpt = dir_ + "/ckpt_e";
