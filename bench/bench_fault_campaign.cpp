@@ -72,6 +72,7 @@ const rt::GptShape kCampaignShape{2, 2, 64, 32, 256, 256};
 
 struct State {
   std::vector<float> p, m, v;
+  int64_t updates = 0;  // AdamW updates applied (the trainer's bias-correction count)
 };
 
 struct StepReport {
@@ -166,8 +167,11 @@ class Harness {
     }
     if (s.is_ok() && apply) {
       rt::UpdateStats us;
-      s = rt::optimizer_step(model_, tc_, step, &us, &norm);
-      if (s.is_ok()) invariants_.accept(loss, norm);
+      s = rt::optimizer_step(model_, tc_, step, &us, &norm, updates_);
+      if (s.is_ok()) {
+        ++updates_;
+        invariants_.accept(loss, norm);
+      }
     }
     r.error = !s.is_ok();
     r.abft = abft_ && abft_->stats().faults_detected > abft0;
@@ -180,17 +184,19 @@ class Harness {
     st->p.assign(model_.params(), model_.params() + n);
     st->m.assign(model_.adam_m(), model_.adam_m() + n);
     st->v.assign(model_.adam_v(), model_.adam_v() + n);
+    st->updates = updates_;
   }
   void restore(const State& st) {
     std::memcpy(model_.params(), st.p.data(), st.p.size() * sizeof(float));
     std::memcpy(model_.adam_m(), st.m.data(), st.m.size() * sizeof(float));
     std::memcpy(model_.adam_v(), st.v.data(), st.v.size() * sizeof(float));
+    updates_ = st.updates;
   }
   bool equals(const State& st) {
     const size_t bytes = st.p.size() * sizeof(float);
     return std::memcmp(model_.params(), st.p.data(), bytes) == 0 &&
            std::memcmp(model_.adam_m(), st.m.data(), bytes) == 0 &&
-           std::memcmp(model_.adam_v(), st.v.data(), bytes) == 0;
+           std::memcmp(model_.adam_v(), st.v.data(), bytes) == 0 && updates_ == st.updates;
   }
   fault::FaultInjector& injector() { return injector_; }
 
@@ -209,6 +215,7 @@ class Harness {
   rt::GptModel model_;
   rt::TrainConfig tc_;
   rt::StepInvariants invariants_{4.0, 20.0, 20};  // [fault] defaults
+  int64_t updates_ = 0;
   fault::FaultInjector injector_;
   int B_, T_, vocab_ = 256;
   std::vector<int32_t> x_, y_;
