@@ -96,17 +96,4 @@ Status cast_gelu_backward(Impl& be, CastScratch& s, Act dinp, ConstAct inp, Cons
   return cast.run([&] { return be.gelu_backward_f32(di, i, d, n); });
 }
 
-template <class Impl>
-Status cast_crossentropy_forward_backward(Impl& be, CastScratch& s, float* losses, Act dlogits,
-                                          ConstAct logits, const int32_t* targets, float dloss, int N, int V,
-                                          int Vp) {
-  float* d = nullptr;
-  const float* x = nullptr;
-  ActCast cast(be, s);
-  cast.input(logits, static_cast<size_t>(N) * Vp, &x);  // widened before any output is rounded: may alias
-  cast.output(dlogits, static_cast<size_t>(N) * Vp, &d);
-  return cast.run(
-      [&] { return be.crossentropy_forward_backward_f32(losses, d, x, targets, dloss, N, V, Vp); });
-}
-
 }  // namespace perigee::kernels

@@ -80,8 +80,7 @@ class Backend {
   virtual uint64_t model_overhead_bytes(size_t /*n_params*/) const { return 0; }
   // Working memory (kernels/working_memory.hpp): *bytes = what the most demanding of `calls` takes
   // from the backend's own temporaries, and reserving that much up front so that those calls never
-  // allocate. Defaults: none counted (the CPU backend's temporaries, ActCast's fp32 copies of bf16
-  // tensors, are host memory grown on demand).
+  // allocate. Defaults: none counted (a backend without temporaries of its own).
   virtual Status working_memory_bytes(std::span<const OpCall> /*calls*/, uint64_t* bytes) const {
     *bytes = 0;
     return Status::ok();

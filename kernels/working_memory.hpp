@@ -1,5 +1,6 @@
 // Working memory: the temporaries a backend's ops take from memory of its own (the CUDA backend's
-// grow-on-demand DeviceScratch, ABFT's snapshots), sized per call. A caller that knows its ops in
+// grow-on-demand DeviceScratch, ActCast's fp32 copies of bf16 tensors on either backend, ABFT's
+// snapshots), sized per call. A caller that knows its ops in
 // advance (GptModel) lists them as OpCall records; Backend::working_memory_bytes says how much the
 // largest needs, so a memory check can count it before the run, and Backend::reserve_working_memory
 // allocates it up front, so a step never grows it (nor fails to) half-way.
@@ -12,9 +13,9 @@
 namespace perigee::kernels {
 
 // One op call, with the sizes and storage types its working memory depends on. The ops not listed
-// (LayerNorm forward, GELU, residual, cross-entropy, AdamW) take none on the CUDA backend for the
-// storage GptModel gives them. The CPU backend counts none: its temporaries (ActCast's fp32 copies of
-// bf16 tensors) are host memory that grows on demand.
+// (residual, cross-entropy, AdamW) take none on either backend for the storage GptModel gives them;
+// LayerNorm forward takes none on CUDA and, on the CPU, one [N, C] copy for a bf16 output, less than
+// any attention call of the same pass; GELU takes none on CUDA.
 struct OpCall {
   enum class Op {
     kEncoderBackward,
@@ -23,6 +24,8 @@ struct OpCall {
     kMatmulBackward,
     kAttentionForward,
     kAttentionBackward,
+    kGeluForward,
+    kGeluBackward,
     kSumSquares
   };
   Op op = Op::kSumSquares;
@@ -32,7 +35,7 @@ struct OpCall {
   size_t n = 0;
   // matmul_forward: inp, out. matmul_backward: dinp (out), dout, inp. attention_forward: out, qkv
   // (inp). attention_backward: dqkv (out), dout, qkv (inp; the forward's output, which the backward
-  // reads too, has qkv's type).
+  // reads too, has qkv's type). gelu_forward: out, inp. gelu_backward: dinp (out), inp, dout.
   DType inp = DType::kF32, out = DType::kF32, dout = DType::kF32;
   // matmul_forward: a bias. matmul_backward: which gradients it computes, and whether dweight and
   // dbias may already hold a sum it adds to (gradient accumulation: every pass after the first).
@@ -74,6 +77,16 @@ struct OpCall {
     OpCall c;
     c.op = Op::kAttentionBackward, c.B = B, c.T = T, c.C = C, c.NH = NH, c.N = B * T;
     c.out = dqkv, c.dout = dout, c.inp = qkv;
+    return c;
+  }
+  static OpCall gelu_forward(size_t n, DType out, DType inp) {
+    OpCall c;
+    c.op = Op::kGeluForward, c.n = n, c.out = out, c.inp = inp;
+    return c;
+  }
+  static OpCall gelu_backward(size_t n, DType dinp, DType inp, DType dout) {
+    OpCall c;
+    c.op = Op::kGeluBackward, c.n = n, c.out = dinp, c.inp = inp, c.dout = dout;
     return c;
   }
   static OpCall sum_squares(size_t n) {

@@ -206,12 +206,14 @@ std::vector<kernels::OpCall> GptModel::working_calls(const GptShape& shape, int 
       OpCall::attention_forward(batch, seq, C, shape.n_head, op, op),
       OpCall::matmul_forward(N, C, C, op, f32, true),
       OpCall::matmul_forward(N, C, 4 * C, op, op, true),
+      OpCall::gelu_forward(static_cast<size_t>(N) * 4 * C, op, op),
       OpCall::matmul_forward(N, 4 * C, C, op, f32, true),
       OpCall::matmul_forward(N, C, Vp, op, logits, false),
       // backward, in its order
       OpCall::matmul_backward(N, C, Vp, f32, op, op, true, true, false, acc),
       OpCall::layernorm_backward(N, C),
       OpCall::matmul_backward(N, 4 * C, C, op, f32, op, true, true, true, acc),
+      OpCall::gelu_backward(static_cast<size_t>(N) * 4 * C, op, op, op),  // in place over d_fch
       OpCall::matmul_backward(N, C, 4 * C, f32, op, op, true, true, true, acc),
       OpCall::matmul_backward(N, C, C, f32, f32, op, true, true, true, acc),
       OpCall::attention_backward(batch, seq, C, shape.n_head, op, f32, op),

@@ -1,5 +1,8 @@
 // CpuBackend's Act ops: fp32 tensors go straight to the fp32 implementations; any bf16 tensor takes
-// the ActCast path (kernels/act_ops.hpp), which widens, computes in fp32 and rounds once.
+// the ActCast path (kernels/act_ops.hpp), which widens, computes in fp32 and rounds once (the
+// cross-entropy a row at a time instead). The working memory below counts those temporaries per call.
+#include <algorithm>
+
 #include "kernels/act_ops.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/op_checks.hpp"
@@ -60,8 +63,66 @@ Status CpuBackend::crossentropy_forward_backward(float* losses, Act dlogits, Con
   if (all_f32({dlogits, logits})) {
     return crossentropy_forward_backward_f32(losses, dlogits.f32(), logits.f32(), targets, dloss, N, V, Vp);
   }
-  return cast_crossentropy_forward_backward(*this, cast_scratch_, losses, dlogits, logits, targets, dloss, N,
-                                            V, Vp);
+  return crossentropy_forward_backward_rows(losses, dlogits, logits, targets, dloss, N, V, Vp);
+}
+
+namespace {
+
+// ActCast temporaries of one call, as the dispatch above runs it.
+size_t cast_bytes(const OpCall& c) {
+  using Op = OpCall::Op;
+  constexpr DType kF32 = DType::kF32;
+  auto temp = [](DType t, size_t count) { return ActCast::temp_floats(t, count); };
+  const size_t N = static_cast<size_t>(c.N), C = static_cast<size_t>(c.C), OC = static_cast<size_t>(c.OC);
+  const size_t n = N * C;
+  size_t floats = 0;
+  switch (c.op) {
+    case Op::kMatmulForward:
+      if (c.inp != kF32 || c.out != kF32)
+        floats = temp(c.inp, n) + temp(c.out, N * OC) +
+                 (c.out != kF32 && c.bias ? ActCast::temp_floats(kF32, OC, true) : 0);
+      break;
+    case Op::kMatmulBackward:
+      if (c.out != kF32 || c.dout != kF32 || c.inp != kF32)
+        floats = temp(c.dout, N * OC) + (c.dweight ? temp(c.inp, n) : 0) + (c.dinp ? temp(c.out, n) : 0);
+      break;
+    case Op::kAttentionForward:
+      if (c.inp != kF32 || c.out != kF32) floats = temp(c.inp, 3 * n) + temp(c.out, n);
+      break;
+    case Op::kAttentionBackward:  // the saved probabilities stand in for the forward's out
+      if (c.out != kF32 || c.dout != kF32 || c.inp != kF32)
+        floats = temp(c.dout, n) + temp(c.inp, 3 * n) + temp(c.out, 3 * n);
+      break;
+    case Op::kGeluForward:
+      if (c.inp != kF32 || c.out != kF32) floats = temp(c.inp, c.n) + temp(c.out, c.n);
+      break;
+    case Op::kGeluBackward:
+      if (c.out != kF32 || c.inp != kF32 || c.dout != kF32)
+        floats = temp(c.inp, c.n) + temp(c.dout, c.n) + temp(c.out, c.n);
+      break;
+    case Op::kEncoderBackward:
+    case Op::kLayerNormBackward:
+    case Op::kSumSquares:
+      break;
+  }
+  return floats * sizeof(float);
+}
+
+}  // namespace
+
+Status CpuBackend::working_memory_bytes(std::span<const OpCall> calls, uint64_t* bytes) const {
+  size_t most = 0;
+  for (const OpCall& c : calls) most = std::max(most, cast_bytes(c));
+  *bytes = most;
+  return Status::ok();
+}
+
+Status CpuBackend::reserve_working_memory(std::span<const OpCall> calls) {
+  uint64_t bytes = 0;
+  PERIGEE_CHECK(working_memory_bytes(calls, &bytes));
+  if (bytes == 0) return Status::ok();
+  void* unused = nullptr;
+  return cast_scratch_.reserve(*this, static_cast<size_t>(bytes), &unused);
 }
 
 }  // namespace perigee::kernels::cpu

@@ -9,9 +9,6 @@
 #include "kernels/cpu/cpu_ops.hpp"
 
 namespace perigee::kernels::cpu {
-namespace {
-
-constexpr int64_t kConvertChunk = int64_t{1} << 16;  // elements per parallel task
 
 PERIGEE_CPU_CLONES
 void to_bf16_chunk(uint16_t* out, const float* in, int64_t n) {
@@ -27,6 +24,10 @@ void from_bf16_chunk(float* out, const uint16_t* in, float s, int64_t n) {
     out[i] = f32_bits_is_nan(u) ? std::bit_cast<float>(quiet_nan_bits(u)) : std::bit_cast<float>(u) * s;
   }
 }
+
+namespace {
+
+constexpr int64_t kConvertChunk = int64_t{1} << 16;  // elements per parallel task
 
 // Runs body(begin, count) over [0, n) in chunks, in parallel when there are several.
 template <typename Body>

@@ -38,6 +38,11 @@ class CpuBackend : public Backend {
   Status copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   Status synchronize() override;
   Status memory_info(MemoryInfo* out) const override;  // host RAM: probe_host_memory
+  // ActCast's fp32 temporaries for the calls with bf16 tensors (act_dispatch.cpp), largest call's.
+  Status working_memory_bytes(std::span<const OpCall> calls, uint64_t* bytes) const override;
+  Status reserve_working_memory(std::span<const OpCall> calls) override;
+  // Bytes the ActCast temporaries hold now.
+  size_t held_working_bytes() const { return cast_scratch_.bytes(); }
 
   // ---- encoder.cpp
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
@@ -107,6 +112,9 @@ class CpuBackend : public Backend {
   Status gelu_backward_f32(float* dinp, const float* inp, const float* dout, size_t n);
   Status crossentropy_forward_backward_f32(float* losses, float* dlogits, const float* logits,
                                            const int32_t* targets, float dloss, int N, int V, int Vp);
+  // The same with bf16 logits or dlogits, a row at a time (no [N, Vp] temporaries).
+  Status crossentropy_forward_backward_rows(float* losses, Act dlogits, ConstAct logits,
+                                            const int32_t* targets, float dloss, int N, int V, int Vp);
 
  private:
   int threads_;

@@ -36,6 +36,11 @@ inline void serial_blas() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
+// One thread's bf16 conversions (convert.cpp; the backend's to_bf16 / from_bf16 run them in parallel
+// chunks): core/bf16.hpp's rounding; widening times s, a NaN quieted with its sign and payload.
+void to_bf16_chunk(uint16_t* out, const float* in, int64_t n);
+void from_bf16_chunk(float* out, const uint16_t* in, float s, int64_t n);
+
 using kernels::check_dims;  // kernels/op_checks.hpp
 using kernels::check_pointers;
 

@@ -4,10 +4,14 @@
 // losses[i] = log(sum(e)) - (x_target - m) (= -log probs[target], without rounding the probability).
 // probs may alias logits. Backward writes dlogits = dloss * (probs - onehot(target)); may alias probs.
 // forward_backward runs both per row (probabilities written to dlogits, then turned into the gradient).
+// With bf16 logits or dlogits it widens one row at a time into a per-thread fp32 row and rounds the
+// gradient row from there: the bits of the generic ActCast path (widen all, fp32 op, round all) without
+// its two [N, Vp] fp32 temporaries (6.6 GB for GPT-2 124M at B 16, T 1024).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
@@ -97,6 +101,32 @@ Status CpuBackend::crossentropy_forward_backward_f32(float* losses, float* dlogi
     float* d = dlogits + i * Vp;
     losses[i] = softmax_row(d, logits + i * Vp, targets[i], V, Vp);
     softmax_grad_row(d, d, targets[i], dloss, V, Vp);
+  }
+  return Status::ok();
+}
+
+Status CpuBackend::crossentropy_forward_backward_rows(float* losses, Act dlogits, ConstAct logits,
+                                                      const int32_t* targets, float dloss, int N, int V,
+                                                      int Vp) {
+  PERIGEE_CHECK(
+      check_pointers("crossentropy_forward_backward", {losses, dlogits.data, logits.data, targets}));
+  PERIGEE_CHECK(check_shape("crossentropy_forward_backward", N, V, Vp));
+  PERIGEE_CHECK(check_targets("crossentropy_forward_backward", targets, N, V));
+  const bool parallel = int64_t{N} * Vp >= kParallelMin;
+#pragma omp parallel num_threads(threads_) if (parallel)
+  {
+    std::vector<float> row(static_cast<size_t>(Vp));  // this thread's fp32 row
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t at = i * Vp;
+      const float* x = logits.is_f32() ? static_cast<const float*>(logits.data) + at : row.data();
+      if (!logits.is_f32())
+        from_bf16_chunk(row.data(), static_cast<const uint16_t*>(logits.data) + at, 1.0f, Vp);
+      float* d = dlogits.is_f32() ? dlogits.f32() + at : row.data();  // x's row was read into row first
+      losses[i] = softmax_row(d, x, targets[i], V, Vp);
+      softmax_grad_row(d, d, targets[i], dloss, V, Vp);
+      if (!dlogits.is_f32()) to_bf16_chunk(dlogits.bf16() + at, row.data(), Vp);
+    }
   }
   return Status::ok();
 }

@@ -50,6 +50,9 @@ Status CudaBackend::op_working_memory(const OpCall& c, size_t* scratch, size_t* 
     case Op::kSumSquares:
       *scratch = sum_squares_scratch_bytes(c.n);
       return Status::ok();
+    case Op::kGeluForward:  // native bf16 kernels: no temporaries
+    case Op::kGeluBackward:
+      return Status::ok();
     case Op::kMatmulForward: {
       // The fp32 form: cuBLASLt takes bf16 copies of the fp32 operands; cuBLAS reads them in place.
       *scratch = lt ? matmul_forward_bf16_scratch_bytes(c.N, c.C, c.OC, kF32, kF32, c.bias, false) : 0;
