@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "collectives/emulated_link_communicator.hpp"
@@ -49,6 +50,18 @@ std::unique_ptr<EmulatedLinkCommunicator> make_comm(Algorithm a, int grid_x = 0,
   std::unique_ptr<EmulatedLinkCommunicator> c;
   PERIGEE_CHECK_OR_DIE(EmulatedLinkCommunicator::create(
       MPI_COMM_WORLD, algorithms::uniform_route_fn(world_size(), latency_s, 1e12), opt, &c));
+  return c;
+}
+
+// A ring communicator over `routes` with a deadline (the timing and failure tests).
+std::unique_ptr<EmulatedLinkCommunicator> ring_comm(algorithms::RouteFn routes, double timeout_s,
+                                                    double time_scale = 1.0) {
+  EmulationOptions opt;
+  opt.algorithm = Algorithm::kRing;
+  opt.timeout_s = timeout_s;
+  opt.time_scale = time_scale;
+  std::unique_ptr<EmulatedLinkCommunicator> c;
+  PERIGEE_CHECK_OR_DIE(EmulatedLinkCommunicator::create(MPI_COMM_WORLD, std::move(routes), opt, &c));
   return c;
 }
 
@@ -188,13 +201,7 @@ TEST(EmulatedLinkCommunicator, EveryAlgorithmSumsBf16) {
 TEST(EmulatedLinkCommunicator, Bf16HalvesTheModelledTransferTime) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
-  EmulationOptions opt;
-  opt.algorithm = Algorithm::kRing;
-  opt.timeout_s = 30.0;
-  std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(
-      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1e-6, 1e9), opt, &comm)
-          .is_ok());
+  auto comm = ring_comm(algorithms::uniform_route_fn(p, 1e-6, 1e9), 30.0);
   const size_t count = 1 << 20;
   std::vector<float> f(count, 1.0f);
   std::vector<uint16_t> h(count, float_to_bf16(1.0f));
@@ -254,11 +261,7 @@ TEST(EmulatedLinkCommunicator, MissingRouteFailsEveryRankClearly) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
   algorithms::RouteFn cut = route_fn_without_link_0_1(p);
-  EmulationOptions opt;
-  opt.algorithm = Algorithm::kRing;
-  opt.timeout_s = 30.0;
-  std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(EmulatedLinkCommunicator::create(MPI_COMM_WORLD, cut, opt, &comm).is_ok());
+  auto comm = ring_comm(cut, 30.0);
   std::vector<float> buf(100, 1.0f);
   Status st = comm->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum);
   ASSERT_EQ(st.code(), StatusCode::kUnavailable);
@@ -276,13 +279,7 @@ TEST(EmulatedLinkCommunicator, MissingRouteFailsEveryRankClearly) {
 TEST(EmulatedLinkCommunicator, LatePeerAfterATimeoutFailsEveryRankAndLeavesMpiUsable) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
-  EmulationOptions opt;
-  opt.algorithm = Algorithm::kRing;
-  opt.timeout_s = 0.5;
-  std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1e-6, 1e12),
-                                               opt, &comm)
-                  .is_ok());
+  auto comm = ring_comm(algorithms::uniform_route_fn(p, 1e-6, 1e12), 0.5);
   if (world_rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   std::vector<float> buf(64, 1.0f);
   const Status st = comm->all_reduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kSum);
@@ -302,13 +299,7 @@ TEST(EmulatedLinkCommunicator, LatePeerAfterATimeoutFailsEveryRankAndLeavesMpiUs
 TEST(EmulatedLinkCommunicator, SlowLinksDoNotTimeOutHealthyPeers) {
   const int p = world_size();
   if (p < 4) GTEST_SKIP() << "needs 4 ranks (a rank that waits on a sleeping one)";
-  EmulationOptions opt;
-  opt.algorithm = Algorithm::kRing;
-  opt.timeout_s = 0.4;
-  std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(
-      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1.0, 1e12), opt, &comm)
-          .is_ok());
+  auto comm = ring_comm(algorithms::uniform_route_fn(p, 1.0, 1e12), 0.4);
   std::vector<int32_t> buf(16, world_rank() == 0 ? 7 : 0);
   Status st = comm->broadcast(buf.data(), buf.size(), DataType::kInt32, 0);
   ASSERT_TRUE(st.is_ok()) << st.to_string();
@@ -325,14 +316,7 @@ TEST(EmulatedLinkCommunicator, SlowLinksDoNotTimeOutHealthyPeers) {
 TEST(EmulatedLinkCommunicator, ABarrierGrantsThePeersTheirModelledDelay) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
-  EmulationOptions opt;
-  opt.algorithm = Algorithm::kRing;
-  opt.timeout_s = 0.3;
-  opt.time_scale = 0.5;  // 1 s links, 0.5 s of wall time each
-  std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(
-      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, algorithms::uniform_route_fn(p, 1.0, 1e12), opt, &comm)
-          .is_ok());
+  auto comm = ring_comm(algorithms::uniform_route_fn(p, 1.0, 1e12), 0.3, 0.5);  // 1 s links, 0.5 s wall
   std::vector<int32_t> buf(4, world_rank() == 0 ? 5 : 0);
   ASSERT_TRUE(comm->broadcast(buf.data(), buf.size(), DataType::kInt32, 0).is_ok());
   const Status st = comm->barrier();
@@ -345,12 +329,7 @@ TEST(EmulatedLinkCommunicator, ABarrierGrantsThePeersTheirModelledDelay) {
 TEST(EmulatedLinkCommunicator, CountZeroBroadcastAndAllGatherAreFree) {
   const int p = world_size();
   if (p < 2) GTEST_SKIP() << "needs 2 ranks";
-  EmulationOptions opt;
-  opt.algorithm = Algorithm::kRing;
-  opt.timeout_s = 30.0;
-  std::unique_ptr<EmulatedLinkCommunicator> comm;
-  ASSERT_TRUE(
-      EmulatedLinkCommunicator::create(MPI_COMM_WORLD, route_fn_without_link_0_1(p), opt, &comm).is_ok());
+  auto comm = ring_comm(route_fn_without_link_0_1(p), 30.0);
   float unused = 0.0f;
   Status st = comm->broadcast(&unused, 0, DataType::kFloat32, 0);
   EXPECT_TRUE(st.is_ok()) << st.to_string();
