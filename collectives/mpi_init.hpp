@@ -6,7 +6,9 @@
 
 namespace perigee::collectives {
 
-// Initialises MPI; returns the thread level MPI provided (MPI_THREAD_SINGLE ... MULTIPLE).
+// Initialises MPI; returns the thread level MPI provided (MPI_THREAD_SINGLE ... MULTIPLE), and says
+// so on rank 0's stderr when it is less than MULTIPLE. A failed MPI_Init_thread exits the program
+// with status 1 and a message: nothing can run without MPI.
 int init_mpi(int* argc, char*** argv);
 
 }  // namespace perigee::collectives

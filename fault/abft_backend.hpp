@@ -100,12 +100,12 @@ class AbftBackend final : public kernels::Backend {
   uint64_t held_working_bytes() const;
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
-                         int C) override {
-    return inner_->encoder_forward(out, tokens, wte, wpe, B, T, C);
+                         int C, int V) override {
+    return inner_->encoder_forward(out, tokens, wte, wpe, B, T, C, V);
   }
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                          int C) override {
-    return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
+                          int C, int V) override {
+    return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C, V);
   }
   Status layernorm_forward(kernels::Act out, float* mean, float* rstd, const float* inp, const float* weight,
                            const float* bias, int N, int C) override {

@@ -88,11 +88,13 @@ class Backend {
   virtual Status reserve_working_memory(std::span<const OpCall> /*calls*/) { return Status::ok(); }
 
   // ---- forward / backward ops
-  // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
+  // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:] with wte [V, C]. Every token must lie in [0, V): the
+  // CPU refuses others; the CUDA kernels, which cannot read tokens without a sync, write NaN rows for
+  // them (the loss then fails the step's checks) and leave their gradient rows alone.
   virtual Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
-                                 int T, int C) = 0;
+                                 int T, int C, int V) = 0;
   virtual Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
-                                  int T, int C) = 0;
+                                  int T, int C, int V) = 0;
 
   // out = (inp - mean) * rstd * weight + bias per row, eps = 1e-5; saves mean[N], rstd[N].
   virtual Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,

@@ -180,15 +180,15 @@ Status ProfilingBackend::copy_to_host(void* host_dst, const void* src, size_t by
 // ---- ops
 
 Status ProfilingBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte,
-                                         const float* wpe, int B, int T, int C) {
+                                         const float* wpe, int B, int T, int C, int V) {
   return timed(slot("encoder_forward", {{"B", B}, {"T", T}, {"C", C}}),
-               [&] { return inner_->encoder_forward(out, tokens, wte, wpe, B, T, C); });
+               [&] { return inner_->encoder_forward(out, tokens, wte, wpe, B, T, C, V); });
 }
 
 Status ProfilingBackend::encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                                          int B, int T, int C) {
+                                          int B, int T, int C, int V) {
   return timed(slot("encoder_backward", {{"B", B}, {"T", T}, {"C", C}}),
-               [&] { return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C); });
+               [&] { return inner_->encoder_backward(dwte, dwpe, dout, tokens, B, T, C, V); });
 }
 
 Status ProfilingBackend::layernorm_forward(Act out, float* mean, float* rstd, const float* inp,

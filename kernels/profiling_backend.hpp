@@ -104,9 +104,9 @@ class ProfilingBackend final : public Backend {
   }
 
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
-                         int C) override;
+                         int C, int V) override;
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                          int C) override;
+                          int C, int V) override;
   Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,
                            const float* bias, int N, int C) override;
   Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

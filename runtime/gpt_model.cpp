@@ -352,7 +352,8 @@ Status GptModel::forward_pass(const int32_t* inputs, const int32_t* targets, int
   if (targets != nullptr) PERIGEE_CHECK(k.copy_to_device(targets_, targets, ntok));
 
   auto P = [this](const std::string& name) { return params_ + table_.find(name)->offset; };
-  PERIGEE_CHECK(k.encoder_forward(f32(a.encoded), tokens_, P("wte.weight"), P("wpe.weight"), B, T, C));
+  PERIGEE_CHECK(
+      k.encoder_forward(f32(a.encoded), tokens_, P("wte.weight"), P("wpe.weight"), B, T, C, shape_.vocab));
   // Each residual add is fused with the LayerNorm that reads its sum (ln_2 of the layer, then ln_1 of the
   // next layer or ln_f): Backend::residual_layernorm_forward, the same bits as the two ops.
   const float* residual = f32(a.encoded);
@@ -508,7 +509,8 @@ Status GptModel::backward() {
                                        P(p + "ln_1.weight"), f32(a.ln1_mean, l), f32(a.ln1_rstd, l), N, C));
     PERIGEE_CHECK(final_from(p + "ln_1.weight"));
   }
-  PERIGEE_CHECK(k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C));
+  PERIGEE_CHECK(
+      k.encoder_backward(G("wte.weight"), G("wpe.weight"), d_residual, tokens_, B, T, C, shape_.vocab));
   PERIGEE_CHECK(final_from("wte.weight"));
   last_has_targets_ = false;  // one backward per forward (the gradient buffers accumulate)
   return Status::ok();

@@ -46,9 +46,9 @@ class CpuBackend : public Backend {
 
   // ---- encoder.cpp
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
-                         int C) override;
+                         int C, int V) override;
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                          int C) override;
+                          int C, int V) override;
 
   // ---- layernorm.cpp (the forward's Act form: act_dispatch.cpp, as for every Act op below)
   Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,

@@ -372,14 +372,14 @@ Status CudaBackend::synchronize() {
 // ---- forward / backward ops
 
 Status CudaBackend::encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                                    int B, int T, int C) {
-  PERIGEE_CHECK(cuda::encoder_forward(out, tokens, wte, wpe, B, T, C, stream_));
+                                    int B, int T, int C, int V) {
+  PERIGEE_CHECK(cuda::encoder_forward(out, tokens, wte, wpe, B, T, C, V, stream_));
   return Status::ok();
 }
 
 Status CudaBackend::encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                                     int B, int T, int C) {
-  PERIGEE_CHECK(cuda::encoder_backward(dwte, dwpe, dout, tokens, B, T, C, scratch_, stream_));
+                                     int B, int T, int C, int V) {
+  PERIGEE_CHECK(cuda::encoder_backward(dwte, dwpe, dout, tokens, B, T, C, V, scratch_, stream_));
   return Status::ok();
 }
 

@@ -87,9 +87,9 @@ class CudaBackend final : public Backend {
 
   // ---- forward / backward ops
   Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
-                         int C) override;
+                         int C, int V) override;
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                          int C) override;
+                          int C, int V) override;
   // The Act ops (act_dispatch.cu) run native kernels for the bf16 storage the model uses and ActCast
   // (kernels/act_ops.hpp) for any other combination.
   Status layernorm_forward(Act out, float* mean, float* rstd, const float* inp, const float* weight,

@@ -14,14 +14,14 @@ constexpr int kChannelBlock = 128;  // channels per block of the dwte kernel
 // ---- CUDA kernels
 
 __global__ void encoder_forward_kernel(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                                       int T, int C) {
+                                       int T, int C, int V) {
   const int64_t row = blockIdx.x;  // b * T + t
   const int t = static_cast<int>(row % T);
   const int32_t token = tokens[row];
   const float* w = wte + static_cast<int64_t>(token) * C;
   const float* p = wpe + static_cast<int64_t>(t) * C;
   float* o = out + row * C;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = token >= 0 ? w[c] + p[c] : NAN;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = token >= 0 && token < V ? w[c] + p[c] : NAN;
 }
 
 // dwpe[t, c] += dout[b, t, c] for b = 0 .. B-1 in order.
@@ -43,10 +43,10 @@ __global__ void iota_kernel(int32_t* out, int n) {
 // finds the run's end, then each thread adds the run's dout rows (ascending positions, as the sort is
 // stable) for its channels. blockIdx.y picks a range of kChannelBlock channels.
 __global__ void encoder_backward_wte_kernel(float* dwte, const float* dout, const int32_t* sorted_tokens,
-                                            const int32_t* sorted_rows, int n, int C) {
+                                            const int32_t* sorted_rows, int n, int C, int V) {
   const int start = blockIdx.x;
   const int32_t token = sorted_tokens[start];
-  if (token < 0 || (start > 0 && sorted_tokens[start - 1] == token)) return;  // whole block leaves together
+  if (token < 0 || token >= V || (start > 0 && sorted_tokens[start - 1] == token)) return;  // whole block
   int end = start;
   for (;;) {
     const int j = end + static_cast<int>(threadIdx.x);
@@ -68,15 +68,15 @@ __global__ void encoder_backward_wte_kernel(float* dwte, const float* dout, cons
 // ---- kernel launchers
 
 Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
-                       int C, cudaStream_t stream) {
+                       int C, int V, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("encoder_forward", {out, tokens, wte, wpe}));
-  PERIGEE_CHECK(check_dims("encoder_forward", {B, T, C}));
+  PERIGEE_CHECK(check_dims("encoder_forward", {B, T, C, V}));
   const int64_t rows64 = static_cast<int64_t>(B) * T;
   PERIGEE_REQUIRE(rows64 <= INT32_MAX, StatusCode::kInvalidArgument, "encoder_forward: B*T = ", rows64,
                   " rows exceed the grid (at most ", INT32_MAX, ")");
   const unsigned rows = static_cast<unsigned>(rows64);
   const int block = std::min(kBlock, ceil_div(C, kWarpSize) * kWarpSize);
-  encoder_forward_kernel<<<rows, block, 0, stream>>>(out, tokens, wte, wpe, T, C);
+  encoder_forward_kernel<<<rows, block, 0, stream>>>(out, tokens, wte, wpe, T, C, V);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }
@@ -107,9 +107,9 @@ Status encoder_backward_scratch_bytes(int B, int T, size_t* bytes) {
 }
 
 Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                        int C, DeviceScratch& scratch, cudaStream_t stream) {
+                        int C, int V, DeviceScratch& scratch, cudaStream_t stream) {
   PERIGEE_CHECK(check_pointers("encoder_backward", {dwte, dwpe, dout, tokens}));
-  PERIGEE_CHECK(check_dims("encoder_backward", {B, T, C}));
+  PERIGEE_CHECK(check_dims("encoder_backward", {B, T, C, V}));
   const int64_t rows64 = static_cast<int64_t>(B) * T;
   PERIGEE_REQUIRE(rows64 <= INT32_MAX / 2, StatusCode::kInvalidArgument, "encoder_backward: B*T = ", rows64,
                   " is too large");
@@ -136,7 +136,7 @@ Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32
                                                      sorted_rows, n, 0, 32, stream));
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(ceil_div(C, kChannelBlock)));
   encoder_backward_wte_kernel<<<grid, kChannelBlock, 0, stream>>>(dwte, dout, sorted_tokens, sorted_rows, n,
-                                                                  C);
+                                                                  C, V);
   PERIGEE_CHECK_CUDA(cudaGetLastError());
   return Status::ok();
 }

@@ -17,13 +17,14 @@
 
 namespace perigee::kernels::cuda {
 
+// A token outside [0, V) gives a NaN row (read nowhere) and no gradient.
 Status encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
-                       int C, cudaStream_t stream);
+                       int C, int V, cudaStream_t stream);
 
 // Uses `scratch` for the sort: encoder_backward_scratch_bytes (about 3 B*T ints plus CUB's temporary
 // storage, which CUB sizes for the current device).
 Status encoder_backward_scratch_bytes(int B, int T, size_t* bytes);
 Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                        int C, DeviceScratch& scratch, cudaStream_t stream);
+                        int C, int V, DeviceScratch& scratch, cudaStream_t stream);
 
 }  // namespace perigee::kernels::cuda

@@ -72,9 +72,19 @@ TEST(CpuBackend, RejectsBadArguments) {
   Buffer<float> a(be, 4096), b(be, 4096), c(be, 4096), d(be, 4096);
   Buffer<int32_t> tok(be, std::vector<int32_t>{0, 1, -1, 2});
   const auto kBad = StatusCode::kInvalidArgument;
-  EXPECT_EQ(be.encoder_forward(a.data(), tok.data(), b.data(), c.data(), 1, 4, 2).code(), kBad);  // token -1
-  EXPECT_EQ(be.encoder_forward(a.data(), tok.data(), b.data(), c.data(), 1, 2, 0).code(), kBad);  // C = 0
-  EXPECT_EQ(be.encoder_backward(a.data(), nullptr, c.data(), tok.data(), 1, 2, 2).code(), kBad);
+  EXPECT_EQ(be.encoder_forward(a.data(), tok.data(), b.data(), c.data(), 1, 4, 2, 3).code(),
+            kBad);  // token -1
+  EXPECT_EQ(be.encoder_forward(a.data(), tok.data(), b.data(), c.data(), 1, 2, 0, 3).code(), kBad);  // C = 0
+  EXPECT_EQ(be.encoder_forward(a.data(), tok.data(), b.data(), c.data(), 1, 2, 2, 0).code(), kBad);  // V = 0
+  // Token 1 with V = 1: past the vocabulary, refused by name and position, forward and backward.
+  const Status past = be.encoder_forward(a.data(), tok.data(), b.data(), c.data(), 1, 2, 2, 1);
+  EXPECT_EQ(past.code(), kBad);
+  EXPECT_NE(past.to_string().find("token 1 at position 1 is outside the vocabulary [0, 1)"),
+            std::string::npos)
+      << past.to_string();
+  EXPECT_EQ(be.encoder_backward(a.data(), b.data(), c.data(), tok.data(), 1, 2, 2, 1).code(), kBad);
+  EXPECT_TRUE(be.encoder_backward(a.data(), b.data(), c.data(), tok.data(), 1, 2, 2, 2).is_ok());
+  EXPECT_EQ(be.encoder_backward(a.data(), nullptr, c.data(), tok.data(), 1, 2, 2, 3).code(), kBad);
   EXPECT_EQ(be.layernorm_forward(a.data(), b.data(), nullptr, c.data(), d.data(), d.data(), 2, 2).code(),
             kBad);
   EXPECT_EQ(be.matmul_forward(a.data(), b.data(), c.data(), nullptr, -1, 2, 2).code(), kBad);

@@ -49,15 +49,15 @@ TEST(CpuDeterminism, AllOps) {
   const std::vector<float> zeros_nc(NC, 0.0f);
 
   expect_deterministic("encoder_forward", zeros_nc, [&](Backend& be, float* out) {
-    return be.encoder_forward(out, tokens.data(), wte.data(), wpe.data(), B, T, C);
+    return be.encoder_forward(out, tokens.data(), wte.data(), wpe.data(), B, T, C, V);
   });
   expect_deterministic("encoder_backward dwte", random_vector(size_t(V) * C, 20), [&](Backend& be, float* g) {
     std::vector<float> dwpe(size_t(T) * C, 0.0f);
-    return be.encoder_backward(g, dwpe.data(), y.data(), tokens.data(), B, T, C);
+    return be.encoder_backward(g, dwpe.data(), y.data(), tokens.data(), B, T, C, V);
   });
   expect_deterministic("encoder_backward dwpe", random_vector(size_t(T) * C, 21), [&](Backend& be, float* g) {
     std::vector<float> dwte(size_t(V) * C, 0.0f);
-    return be.encoder_backward(dwte.data(), g, y.data(), tokens.data(), B, T, C);
+    return be.encoder_backward(dwte.data(), g, y.data(), tokens.data(), B, T, C, V);
   });
   expect_deterministic("layernorm_forward", zeros_nc, [&](Backend& be, float* out) {
     std::vector<float> mu(N), rs(N);

@@ -46,16 +46,16 @@ TEST(CpuGrad, Encoder) {
   const std::vector<float> R = random_vector(size_t(B) * T * C, 3);
   Buffer<float> out(be, R.size()), dout(be, R);
   auto loss = [&] {
-    PERIGEE_CHECK_OR_DIE(be.encoder_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C));
+    PERIGEE_CHECK_OR_DIE(be.encoder_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C, V));
     return weighted_sum(out.data(), R);
   };
   Buffer<float> dwte(be, wte.size()), dwpe(be, wpe.size());
-  ASSERT_TRUE(be.encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C).is_ok());
+  ASSERT_TRUE(be.encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, V).is_ok());
   check_gradient("encoder dwte", wte.data(), dwte.data(), wte.size(), loss, kLinearTol);
   check_gradient("encoder dwpe", wpe.data(), dwpe.data(), wpe.size(), loss, kLinearTol);
   for (int c = 0; c < C; ++c) EXPECT_EQ(dwte[2 * C + c], 0.0f);  // token 2 never occurs
   const std::vector<float> g_wte = dwte.to_vector(), g_wpe = dwpe.to_vector();
-  ASSERT_TRUE(be.encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C).is_ok());
+  ASSERT_TRUE(be.encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, V).is_ok());
   expect_doubled("encoder dwte", dwte.data(), g_wte);
   expect_doubled("encoder dwpe", dwpe.data(), g_wpe);
 }

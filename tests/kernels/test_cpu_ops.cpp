@@ -24,7 +24,7 @@ TEST(CpuOpsForward, Encoder) {
   Buffer<float> wpe(be, random_vector(size_t{maxT} * C, 2));
   Buffer<int32_t> tokens(be, random_tokens(size_t{B} * T, V, 3));
   Buffer<float> out(be, size_t{B} * T * C);
-  ASSERT_TRUE(be.encoder_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C).is_ok());
+  ASSERT_TRUE(be.encoder_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C, V).is_ok());
   std::vector<double> ref(out.size());
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t)

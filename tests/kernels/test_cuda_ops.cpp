@@ -79,16 +79,16 @@ struct EncoderResult {
   std::vector<float> out, dwte, dwpe;
 };
 
-EncoderResult run_encoder(Backend& be, int B, int T, int C, const std::vector<int32_t>& tokens,
+EncoderResult run_encoder(Backend& be, int B, int T, int C, int V, const std::vector<int32_t>& tokens,
                           const std::vector<float>& wte, const std::vector<float>& wpe,
                           const std::vector<float>& dout, const std::vector<float>& dwte0,
                           const std::vector<float>& dwpe0, int backward_calls) {
   Array<int32_t> tok(be, tokens);
   Array<float> w(be, wte), p(be, wpe), d(be, dout), gw(be, dwte0), gp(be, dwpe0);
   Array<float> out(be, static_cast<size_t>(B) * T * C);
-  PERIGEE_CHECK_OR_DIE(be.encoder_forward(out.data(), tok.data(), w.data(), p.data(), B, T, C));
+  PERIGEE_CHECK_OR_DIE(be.encoder_forward(out.data(), tok.data(), w.data(), p.data(), B, T, C, V));
   for (int i = 0; i < backward_calls; ++i) {
-    PERIGEE_CHECK_OR_DIE(be.encoder_backward(gw.data(), gp.data(), d.data(), tok.data(), B, T, C));
+    PERIGEE_CHECK_OR_DIE(be.encoder_backward(gw.data(), gp.data(), d.data(), tok.data(), B, T, C, V));
   }
   return {out.download(), gw.download(), gp.download()};
 }
@@ -109,24 +109,59 @@ TEST_F(CudaOps, EncoderMatchesCpuBitForBit) {
     const auto dout = random_vector(n, 4);
     const auto dwte0 = random_vector(wte.size(), 5);  // backward accumulates into these
     const auto dwpe0 = random_vector(wpe.size(), 6);
-    const EncoderResult ref = run_encoder(*cpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
-    const EncoderResult got = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
+    const EncoderResult ref = run_encoder(*cpu_, s.B, s.T, s.C, s.V, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
+    const EncoderResult got = run_encoder(*gpu_, s.B, s.T, s.C, s.V, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
     // One fp32 add per element forward; backward adds the same fp32 terms in the same (position) order.
     expect_close("encoder out " + tag, got.out, ref.out, 0.0, 0.0);
     expect_close("encoder dwte " + tag, got.dwte, ref.dwte, 0.0, 0.0);
     expect_close("encoder dwpe " + tag, got.dwpe, ref.dwpe, 0.0, 0.0);
-    const EncoderResult again = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
+    const EncoderResult again =
+        run_encoder(*gpu_, s.B, s.T, s.C, s.V, tokens, wte, wpe, dout, dwte0, dwpe0, 1);
     EXPECT_TRUE(bit_identical(got.out, again.out) && bit_identical(got.dwte, again.dwte) &&
                 bit_identical(got.dwpe, again.dwpe))
         << tag;
     // Accumulation: two backward calls from zero add the gradient twice. The second call keeps adding
     // to a running fp32 sum (up to ~150 terms of |x| <= 1 per element here): 1e-4 absolute.
     const std::vector<float> zte(wte.size(), 0.0f), zpe(wpe.size(), 0.0f);
-    const EncoderResult one = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, zte, zpe, 1);
-    const EncoderResult two = run_encoder(*gpu_, s.B, s.T, s.C, tokens, wte, wpe, dout, zte, zpe, 2);
+    const EncoderResult one = run_encoder(*gpu_, s.B, s.T, s.C, s.V, tokens, wte, wpe, dout, zte, zpe, 1);
+    const EncoderResult two = run_encoder(*gpu_, s.B, s.T, s.C, s.V, tokens, wte, wpe, dout, zte, zpe, 2);
     expect_close("encoder dwte x2 " + tag, two.dwte, twice(one.dwte), 1e-4, 1e-5);
     expect_close("encoder dwpe x2 " + tag, two.dwpe, twice(one.dwpe), 1e-4, 1e-5);
   }
+}
+
+// Tokens outside [0, V) (the kernels cannot refuse them without a sync): their rows come out NaN, so the
+// loss fails the step's checks, and they add no gradient; the other rows match the CPU.
+TEST_F(CudaOps, EncoderTokensOutsideTheVocabularyGiveNaNRowsAndNoGradient) {
+  const int B = 2, T = 6, C = 40, V = 5;
+  const std::vector<int32_t> tokens = {0, 5, 2, -1, 4, 2, 1, 1, 70000, 3, 0, 2};
+  std::vector<int32_t> valid = tokens;  // the same rows with in-range tokens, for the CPU reference
+  for (int32_t& t : valid) t = (t < 0 || t >= V) ? 0 : t;
+  const auto wte = random_vector(static_cast<size_t>(V) * C, 2);
+  const auto wpe = random_vector(static_cast<size_t>(T) * C, 3);
+  auto dout = random_vector(static_cast<size_t>(B) * T * C, 4);
+  const std::vector<float> zte(wte.size(), 0.0f), zpe(wpe.size(), 0.0f);
+  const EncoderResult got = run_encoder(*gpu_, B, T, C, V, tokens, wte, wpe, dout, zte, zpe, 1);
+  // The reference gets no dwte from the bad rows: their dout rows are zero for its dwte. Its dwpe
+  // takes every row's dout, as the GPU's does.
+  const EncoderResult ref = run_encoder(*cpu_, B, T, C, V, valid, wte, wpe, dout, zte, zpe, 1);
+  std::vector<float> dout_good = dout;
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    if (tokens[r] != valid[r]) std::fill_n(dout_good.begin() + r * C, C, 0.0f);
+  }
+  const EncoderResult ref_wte = run_encoder(*cpu_, B, T, C, V, valid, wte, wpe, dout_good, zte, zpe, 1);
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    for (int c = 0; c < C; ++c) {
+      const float g = got.out[r * C + c], want = ref.out[r * C + c];
+      if (tokens[r] != valid[r]) {
+        ASSERT_TRUE(std::isnan(g)) << "row " << r << " token " << tokens[r];
+      } else {
+        ASSERT_EQ(g, want) << "row " << r;
+      }
+    }
+  }
+  expect_close("dwte without the bad rows", got.dwte, ref_wte.dwte, 0.0, 0.0);
+  expect_close("dwpe of every row", got.dwpe, ref.dwpe, 0.0, 0.0);
 }
 
 // ---- layernorm

@@ -112,7 +112,7 @@ MiniStep run_mini_step(Backend* be) {
   float* m = a.zeros(size_t{kVp} * kC);
   float* v = a.zeros(size_t{kVp} * kC);
 
-  PERIGEE_CHECK_OR_DIE(be->encoder_forward(x, tokens, wte, wpe, kB, kT, kC));
+  PERIGEE_CHECK_OR_DIE(be->encoder_forward(x, tokens, wte, wpe, kB, kT, kC, kV));
   PERIGEE_CHECK_OR_DIE(be->layernorm_forward(ln, mean, rstd, x, lnw, lnb, kN, kC));
   PERIGEE_CHECK_OR_DIE(be->matmul_forward(qkv, ln, wqkv, bqkv, kN, kC, 3 * kC));
   PERIGEE_CHECK_OR_DIE(be->attention_forward(att, att_state, qkv, kB, kT, kC, kNH));
@@ -129,7 +129,7 @@ MiniStep run_mini_step(Backend* be) {
   PERIGEE_CHECK_OR_DIE(be->matmul_backward(dln, dwqkv, dbqkv, dqkv, ln, wqkv, kN, kC, 3 * kC));
   PERIGEE_CHECK_OR_DIE(be->layernorm_backward(dx, dlnw, dlnb, dln, x, lnw, mean, rstd, kN, kC));
   PERIGEE_CHECK_OR_DIE(be->residual_forward(dx, dx, dres, nc));
-  PERIGEE_CHECK_OR_DIE(be->encoder_backward(dwte, dwpe, dx, tokens, kB, kT, kC));
+  PERIGEE_CHECK_OR_DIE(be->encoder_backward(dwte, dwpe, dx, tokens, kB, kT, kC, kV));
   PERIGEE_CHECK_OR_DIE(be->sum_squares(dwte, size_t{kVp} * kC, &r.sum_squares));
   PERIGEE_CHECK_OR_DIE(be->scale(dwte, 0.5f, size_t{kVp} * kC));
   AdamWParams hp;

@@ -133,9 +133,9 @@ class RecordingCpuBackend : public kernels::cpu::CpuBackend {
     return Status::ok();
   }
   Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
-                          int C) override {
+                          int C, int V) override {
     seen.push_back(OpCall::encoder_backward(B, T, C));
-    return CpuBackend::encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
+    return CpuBackend::encoder_backward(dwte, dwpe, dout, tokens, B, T, C, V);
   }
   Status layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                             const float* weight, const float* mean, const float* rstd, int N,
