@@ -22,6 +22,32 @@ e2e_make_tokens() {
   [[ -s "$dir/tok_train.bin" && -s "$dir/tok_val.bin" ]] || fail "token files missing"
 }
 
+# e2e_small_toml <file> <folder> <train keys>: 2 layers, 2 heads, 32 channels, context and seq_len 32
+# on <folder>/tok_{train,val}.bin, one CPU thread, written to <file>; <train keys> (`key = value`
+# lines) complete [train]; callers append their own sections ([checkpoint], [run], ...).
+e2e_small_toml() {
+  local file=$1 dir=$2 train_keys=$3
+  cat > "$file" <<TOML
+[model]
+n_layer = 2
+n_head = 2
+n_embd = 32
+context = 32
+
+[train]
+seq_len = 32
+$train_keys
+
+[data]
+train_file = "$dir/tok_train.bin"
+val_file = "$dir/tok_val.bin"
+
+[device]
+device = "cpu"
+threads = 1
+TOML
+}
+
 # e2e_micro_toml <folder> <steps> <run name>: the smallest model (1 layer, 16 channels, 16 tokens) on
 # <folder>/tok_{train,val}.bin, one CPU thread, run directory <folder>/runs/<run name>, written to
 # <folder>/tiny.toml; callers append their own sections ([checkpoint], [orbit], ...).

@@ -17,27 +17,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 e2e_mpi_flags "$MPIEXEC"
 e2e_make_tokens "$DATA_BIN" "$WORK"
 
-cat > "$WORK/base.toml" <<TOML
-[model]
-n_layer = 2
-n_head = 2
-n_embd = 32
-context = 32
-
-[train]
-batch_size = 8
-seq_len = 32
+e2e_small_toml "$WORK/base.toml" "$WORK" "batch_size = 8
 steps = 5
 warmup_steps = 1
 val_every = 0
-sample_tokens = 0
-
-[data]
-train_file = "$WORK/tok_train.bin"
-
-[device]
-device = "cpu"
-threads = 1
+sample_tokens = 0"
+cat >> "$WORK/base.toml" <<TOML
 
 [run]
 dir = "$WORK/runs"

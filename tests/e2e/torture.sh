@@ -42,30 +42,14 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 e2e_make_tokens "$DATA_BIN" "$WORK"
 
 STEPS=300
-cat > "$WORK/tiny.toml" <<TOML
-[model]
-n_layer = 2
-n_head = 2
-n_embd = 32
-context = 32
-
-[train]
-batch_size = 4
-seq_len = 32
+e2e_small_toml "$WORK/tiny.toml" "$WORK" "batch_size = 4
 steps = $STEPS
 warmup_steps = 10
 val_every = 0
 val_batches = 0
 log_every = 50
-sample_tokens = 0
-
-[data]
-train_file = "$WORK/tok_train.bin"
-val_file = "$WORK/tok_val.bin"
-
-[device]
-device = "cpu"
-threads = 1
+sample_tokens = 0"
+cat >> "$WORK/tiny.toml" <<TOML
 
 [checkpoint]
 every_steps = 3

@@ -14,29 +14,13 @@ e2e_mpi_flags "$MPIEXEC"
 
 e2e_make_tokens "$DATA_BIN" "$WORK"
 
-cat > "$WORK/tiny.toml" <<TOML
-[model]
-n_layer = 2
-n_head = 2
-n_embd = 32
-context = 32
-
-[train]
-batch_size = 4
-seq_len = 32
+e2e_small_toml "$WORK/tiny.toml" "$WORK" "batch_size = 4
 steps = 6
 warmup_steps = 2
 val_every = 3
 val_batches = 1
-sample_tokens = 16
-
-[data]
-train_file = "$WORK/tok_train.bin"
-val_file = "$WORK/tok_val.bin"
-
-[device]
-device = "cpu"
-threads = 1
+sample_tokens = 16"
+cat >> "$WORK/tiny.toml" <<TOML
 
 [run]
 dir = "$WORK/runs"
