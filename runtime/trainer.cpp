@@ -263,10 +263,12 @@ Status Trainer::compute_gradients(double* loss, double* grad_norm, double* comm_
     // one replica's copy since. The ladder's decisions and the clip scale follow the norm: every rank
     // takes the largest (a NaN as +inf; MAX is exact, so a clean step keeps its bits), so all take the
     // same branch instead of one re-running or skipping alone (its collectives then pair with the
-    // others' next ones).
-    double norm = std::isnan(*grad_norm) ? INFINITY : *grad_norm;
-    PERIGEE_CHECK(comm_->all_reduce(&norm, &norm, 1, DataType::kFloat64, ReduceOp::kMax));
-    *grad_norm = norm;
+    // others' next ones). The averaged loss joins it: MPI does not promise every rank the same bits of
+    // an average (the summation order may differ by rank), and the ladder compares the loss too.
+    double both[2] = {std::isnan(*grad_norm) ? INFINITY : *grad_norm, *loss};
+    PERIGEE_CHECK(comm_->all_reduce(both, both, 2, DataType::kFloat64, ReduceOp::kMax));
+    *grad_norm = both[0];
+    *loss = both[1];
   }
   return Status::ok();
 }
@@ -287,7 +289,7 @@ Status Trainer::step(StepResult* result) {
   std::string rollback_why;      // rung 5 follows
   const char* action = nullptr;  // the metrics line's, when not rerun_kept or skipped
   const FaultConfig& fc = config_.fault;
-  const InvariantVerdict verdict = invariants_.check(loss, norm);
+  InvariantVerdict verdict = invariants_.check(loss, norm);
   if (verdict.triggered) {
     ++counters_.triggers;
     log::warn("step ", next_step_ + 1, ": invariant fired: ", verdict.reason);
@@ -296,20 +298,25 @@ Status Trainer::step(StepResult* result) {
       double loss2 = 0.0, norm2 = 0.0, comm2 = 0.0;
       PERIGEE_CHECK(compute_gradients(&loss2, &norm2, &comm2));
       comm_ms += comm2;
+      // The gradients are the re-run's now: its loss, norm and verdict decide from here on (the clip
+      // scale, the escalation's finiteness test and the window all follow them).
+      const InvariantVerdict verdict2 = invariants_.check(loss2, norm2);
       if (loss2 == loss && norm2 == norm) {
         ++counters_.reproducible;
         log::warn("step ", next_step_ + 1, ": the re-run reproduces it (loss ", loss2,
                   "): numerical or data anomaly, this batch is skipped");
-      } else if (invariants_.check(loss2, norm2).triggered) {
+      } else if (verdict2.triggered) {
         ++counters_.reproducible;
         log::warn("step ", next_step_ + 1, ": the re-run differs but still fires (loss ", loss2, ", norm ",
-                  norm2, "): batch skipped");
+                  norm2, "; was ", loss, ", ", norm, "): ", verdict2.reason, "; batch skipped");
+        verdict = verdict2;
       } else {
         ++counters_.transient;
         log::warn("step ", next_step_ + 1, ": transient fault: the re-run gives loss ", loss2, ", norm ",
                   norm2, " (was ", loss, ", ", norm, "); the re-run is kept");
-        loss = loss2, norm = norm2, apply = true;
+        apply = true;
       }
+      loss = loss2, norm = norm2;
     }
     // One bad batch is data; several in a row mean a corrupt state (e.g. a flipped moment) or a
     // training whose own level moved (an instability, or thresholds below the run's level).
@@ -357,7 +364,7 @@ Status Trainer::step(StepResult* result) {
     ++counters_.skipped;
     const int64_t ran = next_step_;
     ++next_step_;  // as after an update: the rollback replays through this step
-    PERIGEE_CHECK(rollback(rollback_why));
+    PERIGEE_CHECK(rollback(rollback_why, /*after_update_ran=*/false));
     if (result != nullptr) {
       *result = StepResult{.step = ran,
                            .loss = loss,
@@ -510,29 +517,39 @@ Status Trainer::run() {
       PERIGEE_CHECK(validate(next_step_));
     }
   }
-  while (next_step_ < tc.steps) {
-    PERIGEE_CHECK(eclipse_gate());
-    StepResult r;
-    PERIGEE_CHECK(step(&r));
-    if (r.step == first_step) first_loss = r.loss;
-    last_loss = r.loss;
-    const bool log_this =
-        tc.log_every > 0 && (next_step_ == 1 || next_step_ == tc.steps || next_step_ % tc.log_every == 0);
-    if (options_.log_steps && log_this) {
-      log_step(r);
+  for (;;) {
+    while (next_step_ < tc.steps) {
+      PERIGEE_CHECK(eclipse_gate());
+      StepResult r;
+      PERIGEE_CHECK(step(&r));
+      if (r.step == first_step) first_loss = r.loss;
+      last_loss = r.loss;
+      const bool log_this =
+          tc.log_every > 0 && (next_step_ == 1 || next_step_ == tc.steps || next_step_ % tc.log_every == 0);
+      if (options_.log_steps && log_this) {
+        log_step(r);
+      }
+      PERIGEE_CHECK(metrics_.write(
+          {metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
+           metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm), metric("ms", r.ms),
+           metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms), metric("tokens_per_s", r.tokens_per_s),
+           metric("buckets", r.buckets), metric("buckets_overlapped", r.buckets_overlapped)}));
+      if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
+        PERIGEE_CHECK(validate(next_step_));
+      }
+      bool due = false;
+      PERIGEE_CHECK(periodic_checkpoint_due(&due));
+      bool rolled_back = false;
+      if (due) PERIGEE_CHECK(check_replicas_before_checkpoint(&rolled_back));
+      // Rank 0 may block here: a synchronous write, or a wait for the previous background write.
+      if (due && !rolled_back) PERIGEE_CHECK(checkpoint_fence("a periodic checkpoint", save_checkpoint()));
     }
-    PERIGEE_CHECK(metrics_.write(
-        {metric_text("type", "train"), metric("step", static_cast<double>(r.step + 1)),
-         metric("loss", r.loss), metric("lr", r.lr), metric("grad_norm", r.grad_norm), metric("ms", r.ms),
-         metric("comm_ms", r.comm_ms), metric("link_ms", r.link_ms), metric("tokens_per_s", r.tokens_per_s),
-         metric("buckets", r.buckets), metric("buckets_overlapped", r.buckets_overlapped)}));
-    if (tc.val_every > 0 && next_step_ % tc.val_every == 0 && next_step_ != tc.steps) {
-      PERIGEE_CHECK(validate(next_step_));
+    // The final checkpoint's replica check may roll back: the steps since are trained again.
+    bool rolled_back = false;
+    if (checkpoint_enabled_ && last_checkpoint_step_ != next_step_ && consecutive_skips_ == 0) {
+      PERIGEE_CHECK(check_replicas_before_checkpoint(&rolled_back));
     }
-    bool due = false;
-    PERIGEE_CHECK(periodic_checkpoint_due(&due));
-    // Rank 0 may block here: a synchronous write, or a wait for the previous background write.
-    if (due) PERIGEE_CHECK(checkpoint_fence("a periodic checkpoint", save_checkpoint()));
+    if (!rolled_back) break;
   }
   if (checkpoint_enabled_) {
     Status written;

@@ -158,7 +158,14 @@ class Trainer {
   // Rung 4 on the state after `done` steps: digests every replica, repairs a minority from the
   // majority (logged, counted); without a majority *no_majority says so and the caller rolls back.
   Status check_replicas(int64_t done, ReplicaCheck* rc, std::string* no_majority);
-  Status rollback(const std::string& why);
+  // Rung 4 before a checkpoint (with [fault] digest_every on and more than one replica): the file holds
+  // rank 0's state, so an upset since the last digest would be saved, and a later rollback or resume
+  // would spread it to every replica. A minority is repaired first; without a majority the run rolls
+  // back instead (*rolled_back) and nothing is written.
+  Status check_replicas_before_checkpoint(bool* rolled_back);
+  // Rung 5: restores the newest good checkpoint. after_update_ran: the state after step next_step_ has
+  // had its after-update upsets (a digest's rollback), which the replay must not meet again.
+  Status rollback(const std::string& why, bool after_update_ran);
   // [orbit] eclipse policy before each step: checkpoint ahead of the shadow, idle inside it
   // (rank 0 decides from the mission clock; every rank follows).
   Status eclipse_gate();
@@ -225,10 +232,14 @@ class Trainer {
 
   StepInvariants invariants_{0.0, 0.0, 1};
   FaultCounters counters_;
-  int64_t replay_through_ = -1;  // after a rollback, steps <= this are replays: no new upsets
-  int consecutive_skips_ = 0;    // reproducible anomalies in a row: the state itself is suspect
-  double link_ms_ = 0.0;         // emulated link time of this step's gradient all-reduces
+  // After a rollback, the upsets that already ran are not met again in the replay: in-step ones (gradients,
+  // GEMM outputs) of steps below replay_in_step_below_, after-update ones (parameters, moments) tagged
+  // below replay_after_update_below_.
+  int64_t replay_in_step_below_ = 0, replay_after_update_below_ = 0;
+  int consecutive_skips_ = 0;  // reproducible anomalies in a row: the state itself is suspect
+  double link_ms_ = 0.0;       // emulated link time of this step's gradient all-reduces
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
+  int64_t digested_at_ = -1;  // the step whose state the replica digests last compared (-1: none since)
   // The launch the fault plan's deaths are matched against (0: none), fixed at setup: a rollback loads a
   // checkpoint too, but the process is still the launch it started as.
   int death_launch_ = 0;

@@ -479,7 +479,9 @@ Status Trainer::eclipse_gate() {
     } else {
       log::info("orbit: ", when, ": the state of step ", next_step_, " is saved already");
     }
-    Status written = write ? save_checkpoint() : Status::ok();
+    bool rolled_back = false;  // then the restored step's checkpoint stands (it is durable)
+    if (write) PERIGEE_CHECK(check_replicas_before_checkpoint(&rolled_back));
+    Status written = write && !rolled_back ? save_checkpoint() : Status::ok();
     if (written.is_ok()) written = finish_checkpoints();  // durable before the shadow
     PERIGEE_CHECK(checkpoint_fence("the eclipse checkpoint", written));
     if (comm_->rank() == 0) note_eclipse_write(gate_unix, entry_s, write);

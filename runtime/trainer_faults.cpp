@@ -81,8 +81,13 @@ double abft_operand_roundoff(kernels::DeviceKind kind, const std::string& precis
 }
 
 size_t Trainer::inject(fault::FaultTarget target, float* buffer, size_t n) {
-  // A replayed step after a rollback does not meet the same upset again.
-  if (!injector_ || next_step_ <= replay_through_) return 0;
+  // A replayed step after a rollback does not meet the same upset again; one that never ran before the
+  // rollback does (rollback() sets the bounds).
+  using fault::FaultTarget;
+  const bool after_update =
+      target == FaultTarget::kParameter || target == FaultTarget::kAdamM || target == FaultTarget::kAdamV;
+  if (!injector_ || next_step_ < (after_update ? replay_after_update_below_ : replay_in_step_below_))
+    return 0;
   const size_t hits = injector_->inject(target, next_step_, buffer, n);
   counters_.injected += hits;
   return hits;
@@ -113,9 +118,23 @@ Status Trainer::after_update() {
     ReplicaCheck rc;
     std::string no_majority;
     PERIGEE_CHECK(check_replicas(done, &rc, &no_majority));
-    if (rc.needs_rollback) PERIGEE_CHECK(rollback(no_majority));
+    digested_at_ = done;
+    if (rc.needs_rollback) PERIGEE_CHECK(rollback(no_majority, /*after_update_ran=*/true));
   }
   return Status::ok();
+}
+
+Status Trainer::check_replicas_before_checkpoint(bool* rolled_back) {
+  *rolled_back = false;
+  if (config_.fault.digest_every <= 0 || comm_->size() == 1 || digested_at_ == next_step_)
+    return Status::ok();
+  ReplicaCheck rc;
+  std::string no_majority;
+  PERIGEE_CHECK(check_replicas(next_step_, &rc, &no_majority));
+  digested_at_ = next_step_;
+  if (!rc.needs_rollback) return Status::ok();
+  *rolled_back = true;
+  return rollback(str_cat(no_majority, ", before its checkpoint"), /*after_update_ran=*/true);
 }
 
 Status Trainer::check_replicas(int64_t done, ReplicaCheck* rc, std::string* no_majority) {
@@ -136,7 +155,7 @@ Status Trainer::check_replicas(int64_t done, ReplicaCheck* rc, std::string* no_m
                          metric_text("action", "repaired")});
 }
 
-Status Trainer::rollback(const std::string& why) {
+Status Trainer::rollback(const std::string& why, bool after_update_ran) {
   constexpr uint64_t kMaxRollbacks = 8;  // a fault that keeps coming back must end the run, not loop
   // The two give-ups are kFaultPersists: perigee-train exits with its own status, which perigee-run
   // relaunches once (a fresh process may clear what a rollback cannot) but not twice from one checkpoint.
@@ -167,8 +186,12 @@ Status Trainer::rollback(const std::string& why) {
                   " holds no checkpoint to roll back to");
   ++counters_.rollbacks;
   consecutive_skips_ = 0;  // the restored state was saved after an applied update, whatever the trigger
-  replay_through_ = std::max(replay_through_, before);
+  // The faults that ran before the rollback: those inside steps 0 .. before - 1, and those after the
+  // updates that ended, which includes the one after step `before` when it ran (a digest's rollback).
+  replay_in_step_below_ = std::max(replay_in_step_below_, before);
+  replay_after_update_below_ = std::max(replay_after_update_below_, before + (after_update_ran ? 1 : 0));
   last_rollback_from_ = before;
+  digested_at_ = -1;
   last_rollback_to_ = next_step_;
   return metrics_.write({metric_text("type", "fault"), metric("step", static_cast<double>(before)),
                          metric_text("rung", "rollback"), metric_text("reason", why),
