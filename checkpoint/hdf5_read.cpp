@@ -427,9 +427,13 @@ Status read_impl(const std::string& path, CheckpointHeader* header, Snapshot* sn
     return corrupt(path, "/", "not a Perigee checkpoint (attribute 'format' is '", format, "', want '",
                    kFormatName, "')");
   PERIGEE_CHECK(read_attr_i32(root, "format_version", &header->format_version));
-  if (header->format_version < kOldestFormatVersion || header->format_version > kFormatVersion)
-    return corrupt(path, "/", "format version ", header->format_version,
-                   " is not supported (this build reads ", kOldestFormatVersion, " to ", kFormatVersion, ")");
+  // Another build's file, not a damaged one (kInvalidArgument, as a mismatch with the job): a resume
+  // refuses a newer one rather than pass it over, which would delete it at the next commit.
+  PERIGEE_REQUIRE(header->format_version >= kOldestFormatVersion && header->format_version <= kFormatVersion,
+                  StatusCode::kInvalidArgument, "checkpoint '", path, "': format version ",
+                  header->format_version, " is not supported (this build reads ", kOldestFormatVersion,
+                  " to ", kFormatVersion,
+                  header->format_version > kFormatVersion ? "; a newer Perigee wrote it" : "", ")");
   PERIGEE_CHECK(read_attr_u32(root, "manifest_crc32c", &header->manifest_crc32c));
   PERIGEE_CHECK(read_meta(root, header->format_version, &header->meta));
   PERIGEE_CHECK(read_buffers(root, &header->buffers));

@@ -28,10 +28,6 @@ std::string errno_text() {
   return std::strerror(errno);
 }
 
-std::string first_line(const std::string& s) {
-  return s.substr(0, s.find('\n'));
-}
-
 constexpr const char* kPrefix = "ckpt-";
 constexpr const char* kSuffix = ".h5";
 constexpr const char* kTmpSuffix = ".tmp";

@@ -49,6 +49,11 @@ inline std::string str_join(const std::vector<std::string>& items, std::string_v
   return out;
 }
 
+// The first line of a message (a status's, without its "at file:line" trace), for one-line logs.
+inline std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
+
 // v with `digits` decimals, for messages and logs: fixed(1.2345, 2) == "1.23".
 std::string fixed(double v, int digits);
 

@@ -188,8 +188,8 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
         load_status = make_error(
             StatusCode::kInvalidArgument, "newer checkpoint ", k.path, " (step ", k.step,
             ") does not match this job: ", k.reason.message(), "\n  resuming from step ", report.step,
-            " instead would delete it at the next commit; run with the config it was written with, or give "
-            "this job its own [checkpoint] dir or [run] name");
+            " instead would delete it at the next commit; run with the build and config it was written with, "
+            "or give this job its own [checkpoint] dir or [run] name");
       }
       // A newer checkpoint that failed to read twice may have failed for a transient reason: set it
       // aside so this run's next commit does not delete it as an abandoned timeline.
@@ -200,9 +200,10 @@ Status Trainer::resume_from(checkpoint::Snapshot* snapshot, int64_t* loaded_step
           continue;
         std::string moved_to;
         if (const Status s = store_->set_aside(k.path, &moved_to); s.is_ok()) {
-          log::warn("checkpoint: ", k.path, " (step ", k.step, ") could not be read twice; set aside as ",
-                    moved_to, " (rename it back to try it again; it is removed when this run commits step ",
-                    k.step, ")");
+          log::warn("checkpoint: ", k.path, " (step ", k.step, ") was passed over (",
+                    first_line(k.reason.message()), "); set aside as ", moved_to,
+                    " (rename it back to try it again; it is removed when this run commits step ", k.step,
+                    ")");
         } else {
           log::warn("checkpoint: ", s.message(), "; this run's next commit removes ", k.path);
         }

@@ -64,11 +64,6 @@ std::string default_graph_file() {
   std::abort();
 }
 
-// An input error's message without its "at file:line" trace: one line for the user.
-std::string first_line(const std::string& message) {
-  return message.substr(0, message.find('\n'));
-}
-
 // The runner holds two buffers of the largest size per rank (topology_runner.cpp). A sweep whose
 // buffers, over the ranks that share a machine, exceed its physical memory is refused up front
 // instead of being killed by the OOM killer partway through. Collective over MPI_COMM_WORLD.

@@ -139,6 +139,18 @@ cp "$WORK/ck32/ckpt-00000008.h5" "$CK/" || fail "no step-8 checkpoint of the 32-
 expect 2 "newer checkpoint .*ckpt-00000008.h5 (step 8) does not match this job: .*n_embd is 32 in the checkpoint, 16 expected" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=9 --checkpoint.dir="$WORK/ck" --run.name=mix
 [[ -f $CK/ckpt-00000008.h5 ]] || fail "the newer checkpoint was deleted"
+# So does a newer checkpoint written by a newer build (a format version this one cannot read): it is
+# another build's file, not a damaged one, and is neither set aside nor deleted.
+# (h5py is Debian's python3-h5py, from scripts/install_deps.sh, in /usr/bin/python3.)
+PY=""
+for p in python3 /usr/bin/python3; do "$p" -c 'import h5py' > /dev/null 2>&1 && { PY=$p; break; }; done
+[[ -n $PY ]] || fail "no python3 with h5py (apt-get install python3-h5py)"
+mkdir "$WORK/ck_ver" && cp "$CK/ckpt-00000004.h5" "$CK/ckpt-00000006.h5" "$WORK/ck_ver/"
+"$PY" -c 'import h5py, sys; f = h5py.File(sys.argv[1], "r+"); f.attrs.modify("format_version", 3)' \
+  "$WORK/ck_ver/ckpt-00000006.h5" || fail "h5py could not set the format version"
+expect 2 "newer checkpoint .*ckpt-00000006.h5 (step 6) does not match this job: .*format version 3 is not supported (this build reads 1 to 2; a newer Perigee wrote it)" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=9 --checkpoint.dir="$WORK/ck_ver" --run.name=ver
+[[ -f $WORK/ck_ver/ckpt-00000006.h5 ]] || fail "the newer build's checkpoint was moved or deleted: $(ls "$WORK/ck_ver")"
 
 # Resuming with checkpointing off warns that the run writes no checkpoint of its own.
 mkdir "$WORK/ck16" && cp "$CK/ckpt-00000006.h5" "$WORK/ck16/"
