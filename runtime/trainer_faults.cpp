@@ -162,9 +162,11 @@ Status Trainer::rollback(const std::string& why, bool after_update_ran) {
   PERIGEE_REQUIRE(counters_.rollbacks < kMaxRollbacks, StatusCode::kFaultPersists, why, ", after ",
                   kMaxRollbacks, " rollbacks already: giving up (the fault keeps coming back)");
   log::warn(why, ": rolling back to the newest good checkpoint in ", checkpoint_dir_);
-  // checkpoint_enabled_ comes from the config, so every rank takes the same branch.
+  // checkpoint_enabled_ comes from the config, so every rank takes the same branch. With nothing to roll
+  // back to the ladder has given up as well (kFaultPersists: perigee-run relaunches once, not again and
+  // again into the same divergence).
   PERIGEE_REQUIRE(
-      checkpoint_enabled_, StatusCode::kUnavailable, why,
+      checkpoint_enabled_, StatusCode::kFaultPersists, why,
       ", and checkpointing is off ([checkpoint] every_steps / every_seconds, or [orbit] eclipse): nothing to "
       "roll back to");
   // A write in flight ends first (all ranks wait for it, and all fail if it failed).
@@ -182,7 +184,7 @@ Status Trainer::rollback(const std::string& why, bool after_update_ran) {
   PERIGEE_REQUIRE(!again || restored >= 0, StatusCode::kFaultPersists, why,
                   " again right after the rollback to step ", last_rollback_to_, ", and ", checkpoint_dir_,
                   " holds no older checkpoint: giving up (every checkpoint left holds the fault)");
-  PERIGEE_REQUIRE(restored >= 0, StatusCode::kUnavailable, why, ", and ", checkpoint_dir_,
+  PERIGEE_REQUIRE(restored >= 0, StatusCode::kFaultPersists, why, ", and ", checkpoint_dir_,
                   " holds no checkpoint to roll back to");
   ++counters_.rollbacks;
   consecutive_skips_ = 0;  // the restored state was saved after an applied update, whatever the trigger

@@ -314,6 +314,23 @@ TEST(FaultLadder, FaultInEveryCheckpointEndsTheRunAsPersistent) {
   });
 }
 
+// The same flip with nothing to roll back to (checkpointing off, or none written yet): the ladder has
+// given up too, kFaultPersists, which perigee-run relaunches once, not until its restarts run out.
+TEST(FaultLadder, NothingToRollBackToEndsTheRunAsPersistent) {
+  const std::string dir = shared_folder({{"plan.txt", "fault target=adam_v step=3 bit=31 element=3108\n"}});
+  for (const bool checkpoints : {false, true}) {
+    Config c = base_config(dir);
+    c.fault.plan = dir + "/plan.txt";
+    if (checkpoints) checkpoint_every(&c, dir + "/ckpt_none_yet", 100);  // none by the rollback
+    with_trainer(c, [&](Trainer& t) {
+      const Status s = t.run();
+      EXPECT_EQ(s.code(), StatusCode::kFaultPersists) << s.to_string();
+      const std::string want = checkpoints ? "holds no checkpoint to roll back to" : "checkpointing is off";
+      EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
+    });
+  }
+}
+
 TEST(FaultLadder, LevelAboveTheThresholdIsAppliedAfterTwoSkipsNotRolledBack) {
   // A loss threshold below the training's own level (loss > 0.5 x window mean: every step once the
   // window is warm) fires reproducibly on a sound state, as a real instability does (a gradient norm
