@@ -252,6 +252,8 @@ Status CheckpointStore::open(const std::string& dir, const StoreOptions& options
   CheckpointStore store;
   store.dir_ = dir;
   store.options_ = options;
+  if (options.exclusive)
+    PERIGEE_CHECK(FolderLock::acquire(dir, "checkpoint folder", &store.lock_, options.lock_wait_s));
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     std::error_code stat_ec;  // an entry that cannot be stat'ed (a link loop) is not ours to remove

@@ -24,6 +24,7 @@
 
 #include "checkpoint/hdf5_io.hpp"
 #include "checkpoint/snapshot.hpp"
+#include "core/folder_lock.hpp"
 #include "core/status.hpp"
 
 namespace perigee::checkpoint {
@@ -31,6 +32,10 @@ namespace perigee::checkpoint {
 struct StoreOptions {
   int keep_last = 3;                 // retention: checkpoints kept after a commit (>= 1)
   bool verify_after_commit = false;  // read the .tmp back and verify it before the rename
+  // Lock the folder for this store's life (core/folder_lock.hpp), before open() removes leftovers that
+  // may be another job's writes in flight: a second job's open fails naming the holder. A job's store.
+  bool exclusive = false;
+  double lock_wait_s = FolderLock::kDefaultWaitS;  // for a holder that is exiting
   WriteOptions write;
 };
 
@@ -157,6 +162,7 @@ class CheckpointStore {
   std::string dir_;
   StoreOptions options_;
   std::vector<std::string> cleaned_;
+  FolderLock lock_;  // held with options_.exclusive
 };
 
 // Durability helpers (POSIX): fsync a file or a folder; write a small file atomically and durably

@@ -19,6 +19,7 @@
 #include "checkpoint/store.hpp"
 #include "collectives/communicator.hpp"
 #include "collectives/gradient_buckets.hpp"
+#include "core/folder_lock.hpp"
 #include "core/status.hpp"
 #include "fault/abft_backend.hpp"
 #include "fault/injector.hpp"
@@ -225,6 +226,7 @@ class Trainer {
   int64_t next_step_ = 0;
   int64_t adam_updates_ = 0;  // AdamW updates applied (steps the fault ladder skipped are not)
   std::string run_dir_;
+  FolderLock run_dir_lock_;  // rank 0, for the run's life
   MetricsWriter metrics_;
   std::vector<int32_t> inputs_, targets_;
   std::chrono::steady_clock::time_point start_;

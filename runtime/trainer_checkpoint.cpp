@@ -95,6 +95,7 @@ checkpoint::StateSource make_state_source(GptModel& model, checkpoint::SnapshotM
 checkpoint::StoreOptions store_options(const CheckpointConfig& config) {
   checkpoint::StoreOptions options;
   options.keep_last = config.keep_last;
+  options.exclusive = true;  // one job per checkpoint folder
   options.verify_after_commit =
       config.verify == "always" || (config.verify == "auto" && config.keep_last == 1);
   return options;

@@ -152,6 +152,24 @@ expect 2 "newer checkpoint .*ckpt-00000006.h5 (step 6) does not match this job: 
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=9 --checkpoint.dir="$WORK/ck_ver" --run.name=ver
 [[ -f $WORK/ck_ver/ckpt-00000006.h5 ]] || fail "the newer build's checkpoint was moved or deleted: $(ls "$WORK/ck_ver")"
 
+# One job per folder: a second job on a live job's run folder, or on its checkpoint folder, is refused
+# naming the first one's pid (two jobs in one folder delete each other's checkpoints); after a kill -9
+# of the first the folder is free at once.
+"$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=100000000 --checkpoint.dir="$WORK/ck_busy" --checkpoint.every_steps=50 \
+  --run.name=busy > "$WORK/busy.log" 2>&1 &
+BUSY=$!
+for _ in $(seq 1 400); do grep -q "pid $BUSY " "$WORK/ck_busy/.perigee.lock" 2>/dev/null && break; sleep 0.05; done
+grep -q "pid $BUSY " "$WORK/ck_busy/.perigee.lock" 2>/dev/null || { cat "$WORK/busy.log"; fail "the long job never locked its folder"; }
+expect 2 "run folder $WORK/runs/busy is in use by another job (pid $BUSY on host" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_other" --run.name=busy
+expect 2 "checkpoint folder $WORK/ck_busy is in use by another job (pid $BUSY on host" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_busy" --run.name=busy2
+kill -0 "$BUSY" 2>/dev/null || { cat "$WORK/busy.log"; fail "the long job ended early"; }
+kill -9 "$BUSY"
+wait "$BUSY" 2>/dev/null
+expect 0 "nothing to train\|trained steps" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_busy" --run.name=busy
+
 # Resuming with checkpointing off warns that the run writes no checkpoint of its own.
 mkdir "$WORK/ck16" && cp "$CK/ckpt-00000006.h5" "$WORK/ck16/"
 expect 0 "resumed from $WORK/ck16 at step 6, but checkpointing is off" \
