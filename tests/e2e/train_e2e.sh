@@ -40,7 +40,10 @@ grep -q "GEMM operands fp32, logits fp32" "$WORK/train.log" || { cat "$WORK/trai
 grep -q '"type":"val"' "$RUN/metrics.jsonl" || fail "no validation record"
 [[ -f "$RUN/rank0.log" && -f "$RUN/rank1.log" ]] || fail "per-rank logs missing"
 grep -q "step 6/6" "$WORK/train.log" || { cat "$WORK/train.log"; fail "step lines missing"; }
-grep -q "sample" "$WORK/train.log" || fail "no text sample"
+# The sample: its line, then the prompt and the 16 sampled bytes between two ---- lines.
+grep -q "sample (16 bytes, temperature" "$WORK/train.log" || { cat "$WORK/train.log"; fail "no text sample"; }
+SAMPLE_BYTES=$(awk '/^----$/ { inside = !inside; next } inside' "$WORK/train.log" | wc -c)
+(( SAMPLE_BYTES >= 16 )) || { cat "$WORK/train.log"; fail "the sample holds $SAMPLE_BYTES bytes, not 16 or more"; }
 
 # bf16 activation storage: the same job with the GEMM operands and the logits stored as bf16 trains
 # too, says so in its log, and its first loss is the fp32 run's within 1 %.

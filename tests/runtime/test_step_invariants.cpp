@@ -23,6 +23,21 @@ TEST(StepInvariants, SpikeChecksWaitForHalfTheWindow) {
   EXPECT_FALSE(inv.check(1.9, 2.9).triggered);
 }
 
+// The thresholds scale the window's mean, not its newest, oldest, largest or smallest entry: a window
+// of 1, 2, 3, 6 (mean 3) puts each probe between the mean's threshold and the others'.
+TEST(StepInvariants, ThresholdsScaleTheWindowMean) {
+  StepInvariants inv(2.0, 3.0, 4);
+  for (double x : {1.0, 2.0, 3.0, 6.0}) inv.accept(x, 2.0 * x);  // loss mean 3, norm mean 6
+  EXPECT_TRUE(inv.check(6.5, 1.0).triggered);                    // > 2 x 3, < 2 x 6 (newest, largest)
+  EXPECT_FALSE(inv.check(5.9, 1.0).triggered);   // < 2 x 3, > 2 x 1 and 2 x 2 (oldest, smallest)
+  EXPECT_TRUE(inv.check(1.0, 18.5).triggered);   // > 3 x 6, < 3 x 12
+  EXPECT_FALSE(inv.check(1.0, 17.5).triggered);  // < 3 x 6, > 3 x 2 and 3 x 4
+  // The window keeps the newest 4: one more entry drops the 1 (mean (2+3+6+9)/4 = 5).
+  inv.accept(9.0, 18.0);
+  EXPECT_FALSE(inv.check(9.9, 1.0).triggered);
+  EXPECT_TRUE(inv.check(10.1, 1.0).triggered);
+}
+
 TEST(StepInvariants, WindowKeepsTheNewestStepsOldestFirst) {
   StepInvariants inv(2.0, 2.0, 3);
   for (int i = 1; i <= 5; ++i) inv.accept(i, 10.0 * i);
