@@ -59,6 +59,7 @@ Config tiny_config() {
 
 struct RunResult {
   std::vector<double> losses;
+  std::vector<double> grad_norms;  // of the averaged gradients, before clipping (what metrics report)
   std::vector<float> params;
   int buckets = 0;  // gradient all-reduces of the last step
   StepResult last;  // the last step's report (its bucket counts)
@@ -73,6 +74,7 @@ RunResult train(const Config& config, MpiCommunicator* comm) {
     StepResult s;
     PERIGEE_CHECK_OR_DIE(t.step(&s));
     r.losses.push_back(s.loss);
+    r.grad_norms.push_back(s.grad_norm);
     r.last = s;
   }
   PERIGEE_CHECK_OR_DIE(t.model().get_parameters(&r.params));
@@ -85,6 +87,8 @@ void expect_same_training(const RunResult& dp, const RunResult& ref, int ranks, 
   ASSERT_EQ(dp.losses.size(), ref.losses.size());
   for (size_t i = 0; i < ref.losses.size(); ++i) {
     EXPECT_NEAR(dp.losses[i], ref.losses[i], 2e-5 * std::fabs(ref.losses[i])) << what << ", step " << i;
+    // The gradients themselves, not only what AdamW makes of them (it cancels a uniform scale).
+    EXPECT_NEAR(dp.grad_norms[i], ref.grad_norms[i], 1e-4 * ref.grad_norms[i]) << what << ", step " << i;
   }
   ASSERT_EQ(dp.params.size(), ref.params.size());
   size_t outside = 0;
@@ -211,6 +215,9 @@ TEST(DataParallel, Bf16GradientAllReduce) {
     EXPECT_LE(worst, 6 * 3e-3 * 1.5);
     for (size_t i = 0; i < fp32.losses.size(); ++i) {
       EXPECT_NEAR(bf16.losses[i], fp32.losses[i], 1e-2 * std::fabs(fp32.losses[i])) << "step " << i;
+      // The decoded average: a lost 1/p (gradients p times too large) would pass every check above, as
+      // AdamW and clipping cancel a uniform scale. bf16 rounds each element by at most 2^-9.
+      EXPECT_NEAR(bf16.grad_norms[i], fp32.grad_norms[i], 1e-2 * fp32.grad_norms[i]) << "step " << i;
     }
     EXPECT_LT(bf16.losses.back(), bf16.losses.front());
     EXPECT_EQ(bucketed.buckets, 3);
@@ -265,6 +272,52 @@ TEST(DataParallel, ValidationInMicroBatchesIsTheWholeBatchLoss) {
   EXPECT_GT(loss[0], 1.0);  // an untrained model on 256 symbols
   EXPECT_NEAR(loss[1], loss[0], 1e-6 * loss[0]) << "passes of 1";
   EXPECT_NEAR(loss[2], loss[0], 1e-6 * loss[0]) << "passes of 2";
+}
+
+// The validation loss is the mean loss of the first val_batches global batches of the val file, in file
+// order (samples of seq_len + 1 tokens at stride seq_len), on every rank count: computed here sample by
+// sample with the trainer's own model from a val file unlike the training file (a validation that read
+// the training data, summed its batches or skipped the reset between calls would differ).
+TEST(DataParallel, ValidationLossIsTheMeanOverTheValFilesFirstBatches) {
+  std::unique_ptr<MpiCommunicator> world;
+  ASSERT_TRUE(MpiCommunicator::create(MPI_COMM_WORLD, &world).is_ok());
+  Config config = tiny_config();
+  config.data.val_file = testing::rank0_string([] {
+    const std::filesystem::path dir = testing::scratch_folder("perigee_dp_val_", /*empty=*/false);
+    std::vector<int32_t> tokens(3000);
+    SplitMix64 rng(7);
+    for (int32_t& t : tokens) t = static_cast<int32_t>(rng.next() % 256);  // unlike the training text
+    const std::string file = (dir / "val.bin").string();
+    PERIGEE_CHECK_OR_DIE(write_token_file(file, tokens, 256));
+    return file;
+  });
+  config.train.val_every = 1;
+  config.train.val_batches = 3;
+  CpuTrainer t(config, world.get());
+  ASSERT_TRUE(t.trainer.setup().is_ok());
+  PERIGEE_CHECK_OR_DIE(t.trainer.step(nullptr));  // parameters that are no longer the seed's
+  double got = 0.0, again = 0.0;
+  ASSERT_TRUE(t.trainer.evaluate(&got).is_ok());
+  ASSERT_TRUE(t.trainer.evaluate(&again).is_ok());
+  EXPECT_EQ(got, again) << "each validation starts at the file's first batch";
+
+  std::vector<int32_t> tokens;
+  TokenFileHeader header;
+  PERIGEE_CHECK_OR_DIE(read_token_file(config.data.val_file, &tokens, &header));
+  const int T = config.train.seq_len;
+  const int samples = config.train.val_batches * config.train.batch_size;
+  ASSERT_LE(static_cast<size_t>(samples) * T + 1, tokens.size());
+  double sum = 0.0;
+  for (int j = 0; j < samples; ++j) {
+    const int32_t* s = tokens.data() + static_cast<size_t>(j) * T;
+    std::vector<int32_t> x(s, s + T), y(s + 1, s + T + 1);
+    double loss = 0.0;
+    PERIGEE_CHECK_OR_DIE(t.trainer.model().evaluate(x.data(), y.data(), 1, T, &loss));
+    sum += loss;
+  }
+  const double want = sum / samples;
+  EXPECT_NEAR(got, want, 1e-6 * want);
+  EXPECT_GT(want, 4.0);  // random bytes: near ln 256 = 5.5, far from the training text's loss
 }
 
 // A byte-level file for a 128-token model: refused at setup on every rank (each loads the whole
