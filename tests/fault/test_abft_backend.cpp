@@ -125,6 +125,7 @@ TEST(AbftBackend, EveryBitFlipIsCorrectedExactlyOrBelowThreshold) {
     });
     AbftEvent last;
     abft.set_event_callback([&](const AbftEvent& e) { last = e; });
+    uint64_t recomputed = 0;
 
     std::printf("%-16s [%lld x %lld]  detected bits per element (31 sign, 30-23 exponent, 22-0 mantissa):\n",
                 gemm_kind_name(kind), static_cast<long long>(f.rows), static_cast<long long>(f.cols));
@@ -147,12 +148,19 @@ TEST(AbftBackend, EveryBitFlipIsCorrectedExactlyOrBelowThreshold) {
         const double delta = std::fabs(static_cast<double>(bad) - f.clean[target]);
         if (detected) {
           lowest_detected = bit;
-          EXPECT_EQ(abft.stats().corrected, before.corrected + 1) << "bit " << bit << ": " << last.detail;
-          EXPECT_EQ(last.outcome, AbftOutcome::kCorrected);
-          EXPECT_EQ(last.correction.row, i);
-          EXPECT_EQ(last.correction.col, j);
-          EXPECT_EQ(last.correction.flip_mask, mask);
           EXPECT_TRUE(fault_test::same_bits(out, f.clean)) << gemm_kind_name(kind) << " bit " << bit;
+          if (last.outcome == AbftOutcome::kRecomputed) {
+            // Over tau but within the element's own rounding bound: not provably this element, so not
+            // corrected in place; the recompute gives the exact bits. Only a low mantissa bit can be.
+            ++recomputed;
+            EXPECT_LT(bit, 20) << gemm_kind_name(kind) << ": " << last.detail;
+          } else {
+            EXPECT_EQ(abft.stats().corrected, before.corrected + 1) << "bit " << bit << ": " << last.detail;
+            EXPECT_EQ(last.outcome, AbftOutcome::kCorrected);
+            EXPECT_EQ(last.correction.row, i);
+            EXPECT_EQ(last.correction.col, j);
+            EXPECT_EQ(last.correction.flip_mask, mask);
+          }
         } else {
           // Undetected: the output holds the flipped element, whose change is below the threshold
           // (the clean residual is below tau too, so the flip's share is at most 2 tau).
@@ -166,13 +174,13 @@ TEST(AbftBackend, EveryBitFlipIsCorrectedExactlyOrBelowThreshold) {
         if (e < 2 && bit >= 22) {
           EXPECT_TRUE(detected) << gemm_kind_name(kind) << " bit " << bit;
         }
-        map += detected ? 'D' : '.';
+        map += !detected ? '.' : last.outcome == AbftOutcome::kRecomputed ? 'R' : 'D';
       }
       std::printf("  (%4lld, %4lld) value %+.4e  tau/|value| %.2e  %s  lowest detected bit %d\n",
                   static_cast<long long>(i), static_cast<long long>(j), f.clean[target],
                   tau / std::fabs(f.clean[target]), map.c_str(), lowest_detected);
     }
-    EXPECT_EQ(abft.stats().recomputed, 0u);
+    EXPECT_EQ(abft.stats().recomputed, recomputed);
     EXPECT_EQ(abft.stats().escalated, 0u);
   }
 }

@@ -365,6 +365,37 @@ TEST(AbftGemm, TwoBitFlipsAndArbitraryValuesAreCorrected) {
   }
 }
 
+// Rounding that beats the threshold (same-sign products of one size add their rounding errors up: a row
+// of ones against a row of one constant) flags a clean output's row and column. The element at their
+// crossing is within its own rounding bound, so it is not changed, even where one of its bit flips
+// lands closer to the exact value (before, that flip was written: clean bits changed, and a run with
+// ABFT differed from one without); the caller recomputes.
+TEST(AbftGemm, ACleanElementWithinItsRoundingBoundIsNeverRewritten) {
+  kernels::cpu::CpuBackend cpu(1);
+  HostChecksumKernels host(1);
+  const fault_test::NormalPool pool(3);
+  FaultRng rng(5);
+  const int N = 64, K = 256, OC = 64;
+  int flagged = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    GemmData d = fault_test::make_data(N, K, OC, pool, rng);
+    const float x = static_cast<float>(1.0 + rng.uniform());
+    for (int k = 0; k < K; ++k) d.inp[k] = 1.0f, d.weight[k] = x;  // out[0][0] = K x, rounded K times
+    const GemmProblem p = fault_test::problem_of(GemmKind::kForward, d);
+    std::vector<float> clean(p.size(), 0.0f);
+    ASSERT_TRUE(fault_test::run_kind(cpu, GemmKind::kForward, d, clean.data()).is_ok());
+    AbftGemm gemm(&host);
+    ASSERT_TRUE(gemm.encode(p, nullptr).is_ok());
+    std::vector<float> out = clean;
+    AbftCheck check;
+    ASSERT_TRUE(gemm.check(out.data(), &check).is_ok());
+    flagged += check.outcome != AbftOutcome::kClean;
+    EXPECT_NE(check.outcome, AbftOutcome::kCorrected) << "trial " << trial << ", x = " << x;
+    ASSERT_TRUE(fault_test::same_bits(out, clean)) << "trial " << trial << ": clean bits changed";
+  }
+  EXPECT_GT(flagged, 0) << "the case no longer reaches the threshold: it tests nothing";
+}
+
 TEST(AbftGemm, NonFiniteOperandsAreUnverifiable) {
   const fault_test::NormalPool pool(8);
   FaultRng rng(14);
