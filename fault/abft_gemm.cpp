@@ -8,7 +8,9 @@
 #include <bit>
 #include <cfloat>
 #include <cmath>
+#include <iomanip>
 #include <limits>
+#include <sstream>
 
 namespace perigee::fault {
 namespace {
@@ -406,6 +408,20 @@ Status AbftGemm::check(float* c, AbftCheck* result, bool allow_correction) {
       result->outcome = AbftOutcome::kCorrected;
       result->corrected = true;
       result->correction = corr;
+      // Where and what, for the log: the element, its old and new value and the flipped bits.
+      std::ostringstream what;
+      what << "element (" << corr.row << ", " << corr.col << ") " << std::setprecision(9) << corr.old_value
+           << " -> " << corr.new_value;
+      if (corr.flip_mask != 0) {
+        what << ", bit" << (std::popcount(corr.flip_mask) > 1 ? "s" : "");
+        for (int b = 31; b >= 0; --b) {
+          if (corr.flip_mask >> b & 1u) what << " " << b;
+        }
+        what << " flipped back";
+      } else {
+        what << " (the rounded exact value: no 1- or 2-bit flip explains it)";
+      }
+      result->detail = what.str();
       return Status::ok();
     }
     PERIGEE_CHECK(kernels_->write(c, static_cast<size_t>(ei * problem_.cols() + ej), corr.old_value));

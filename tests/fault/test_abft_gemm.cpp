@@ -341,11 +341,17 @@ TEST(AbftGemm, TwoBitFlipsAndArbitraryValuesAreCorrected) {
     EXPECT_EQ(check.outcome, AbftOutcome::kCorrected) << gemm_kind_name(kind) << ": " << check.detail;
     EXPECT_EQ(check.correction.flip_mask, mask);
     EXPECT_TRUE(fault_test::same_bits(out, clean)) << gemm_kind_name(kind);
+    // The log line says where and what: the element, old -> new, the bits.
+    const std::string where = "element (" + std::to_string(e / static_cast<size_t>(p.cols())) + ", " +
+                              std::to_string(e % static_cast<size_t>(p.cols())) + ") ";
+    EXPECT_EQ(check.detail.rfind(where, 0), 0u) << check.detail;
+    EXPECT_NE(check.detail.find(", bits 26 21 flipped back"), std::string::npos) << check.detail;
     // A value that is no bit flip of the clean one: the rounded exact value, within rounding.
     out[e] = clean[e] + 0.731f;
     ASSERT_TRUE(gemm.check(out.data(), &check).is_ok());
     EXPECT_EQ(check.outcome, AbftOutcome::kCorrected) << gemm_kind_name(kind) << ": " << check.detail;
     EXPECT_NEAR(out[e], clean[e], 1e-5 * (1.0 + std::fabs(clean[e])));
+    EXPECT_NE(check.detail.find("the rounded exact value"), std::string::npos) << check.detail;
     for (size_t k = 0; k < out.size(); ++k) {
       if (k != e) {
         ASSERT_EQ(std::bit_cast<uint32_t>(out[k]), std::bit_cast<uint32_t>(clean[k]));
