@@ -97,6 +97,12 @@ Status Trainer::setup() {
     Status s = DataLoader::open(config_.data.val_file, lo, &val_);
     PERIGEE_REQUIRE(s.is_ok(), s.code(), s.message(), val_hint);
     has_val_ = true;
+    const uint64_t holds = std::max<uint64_t>(1, val_.num_samples() / tc.batch_size);
+    if (static_cast<uint64_t>(tc.val_batches) > holds && comm_->rank() == 0) {
+      log::warn("[train] val_batches = ", tc.val_batches, ", but ", config_.data.val_file, " holds ", holds,
+                " batch(es) of ", tc.batch_size, " x ", tc.seq_len, " tokens: each validation evaluates ",
+                holds == 1 ? "that one" : str_cat("those ", holds), " once");
+    }
   }
   // Activations for one pass (micro_batch_ sequences); inputs_/targets_ hold the rank's whole batch.
   PERIGEE_CHECK(model_.init(shape, backend_, micro_batch_, tc.seq_len, acts, logits, tc.recompute));
