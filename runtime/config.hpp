@@ -207,9 +207,10 @@ bool validation_recorded_at(const std::string& stored_json, int64_t step);
 
 // The keys ("section.key") whose value in `config` differs from the one in `stored_json` (a
 // config_to_json text, e.g. a checkpoint's), one "train.seed: 1 -> 99" line each, in the order given.
-// Keys the stored text lacks (an older version's) and a text that does not parse give no line.
+// Keys the stored text lacks (an older version's) and a text that does not parse give no line;
+// *readable (when given) says whether the text was a JSON object at all.
 std::vector<std::string> config_changes(const std::string& stored_json, const Config& config,
-                                        const std::vector<std::string>& keys);
+                                        const std::vector<std::string>& keys, bool* readable = nullptr);
 
 // One key of the schema, for key listings (--help) and documentation checks.
 struct ConfigKeyInfo {

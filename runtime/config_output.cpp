@@ -133,10 +133,11 @@ bool validation_recorded_at(const std::string& stored_json, int64_t step) {
 }
 
 std::vector<std::string> config_changes(const std::string& stored_json, const Config& config,
-                                        const std::vector<std::string>& keys) {
+                                        const std::vector<std::string>& keys, bool* readable) {
   const nlohmann::json stored = nlohmann::json::parse(stored_json, nullptr, /*allow_exceptions=*/false);
   const nlohmann::json now = nlohmann::json::parse(config_to_json(config));
   std::vector<std::string> out;
+  if (readable != nullptr) *readable = stored.is_object();
   if (!stored.is_object()) return out;
   for (const std::string& key : keys) {
     const size_t dot = key.find('.');

@@ -196,7 +196,14 @@ Status Trainer::refuse_another_models_run_dir() const {
   std::vector<std::string> model_keys;  // every [model] key: the shape the run folder's job trained
   for (const ConfigKeyInfo& info : config_schema())
     if (info.section == "model") model_keys.push_back("model." + info.key);
-  const std::vector<std::string> changes = config_changes(stored, config_, model_keys);
+  bool readable = true;
+  const std::vector<std::string> changes = config_changes(stored, config_, model_keys, &readable);
+  if (!readable) {
+    log::warn("run folder ", run_dir_,
+              ": its config.json is no JSON object (damaged?), so which model the "
+              "folder ran is unknown; this job's config replaces it (a checkpoint of another model is still "
+              "refused by its shape)");
+  }
   PERIGEE_REQUIRE(
       changes.empty(), StatusCode::kInvalidArgument, "run folder ", run_dir_,
       " holds a run of another model (", str_join(changes, "; "),

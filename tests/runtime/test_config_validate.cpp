@@ -334,7 +334,10 @@ TEST(ConfigChanges, NamesEachChangedKeyWithBothValuesInTheOrderAsked) {
   EXPECT_TRUE(config_changes(stored, before, {"train.seed", "train.lr"}).empty());
   // An older checkpoint's text without the key, a text that is not JSON, a key without a section.
   EXPECT_TRUE(config_changes("{\"train\": {}}", now, {"train.seed"}).empty());
-  EXPECT_TRUE(config_changes("not json", now, {"train.seed"}).empty());
+  bool readable = true;
+  EXPECT_TRUE(config_changes("not json", now, {"train.seed"}, &readable).empty());
+  EXPECT_FALSE(readable);
+  EXPECT_TRUE(config_changes(stored, now, {"train.seed"}, &readable).size() == 1 && readable);
   EXPECT_TRUE(config_changes(stored, now, {"seed"}).empty());
 }
 

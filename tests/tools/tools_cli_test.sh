@@ -182,6 +182,12 @@ VAL=(--train.val_every=2 --train.val_batches=1 --checkpoint.dir="$WORK/ck_val" -
 expect 0 "validation at step 4: recorded by the run that wrote the checkpoint" "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=6 "${VAL[@]}"
 VALS=$(grep -a '"type":"val"' "$WORK/runs/val/metrics.jsonl" | grep -ao '"step":[0-9.]*' | tr '\n' ' ')
 [[ $VALS == '"step":0.0 "step":2.0 "step":4.0 "step":6.0 ' ]] || fail "val records at: $VALS"
+# A damaged config.json in the run folder: which model it ran is unknown, and the job says so.
+"$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=1 --run.name=cj --checkpoint.dir="$WORK/ck_cj" > "$WORK/cj.log" 2>&1 \
+  || { cat "$WORK/cj.log"; fail "the cj run failed"; }
+printf '{"model": {"n_emb' > "$WORK/runs/cj/config.json"
+expect 0 "run folder $WORK/runs/cj: its config.json is no JSON object (damaged?)" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=2 --run.name=cj --checkpoint.dir="$WORK/ck_cj"
 # More val batches than the val file holds: said once at setup (each validation evaluates them once).
 expect 0 "\[train\] val_batches = 1000, but $WORK/tok_val.bin holds [0-9]* batch(es) of 2 x 16 tokens" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=2 --train.val_every=2 --train.val_batches=1000 --run.name=valcap --checkpoint.dir="$WORK/ck_valcap"
