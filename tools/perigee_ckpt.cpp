@@ -76,6 +76,15 @@ int verify(const std::string& target) {
       int64_t step = 0;
       if (ck::CheckpointStore::parse_file_name(name, &step)) {
         files.emplace_back(step, e.path().string());
+      } else if (ck::CheckpointStore::parse_set_aside_name(name, &step)) {
+        // Not a checkpoint of the folder any more (loads pass it over), but it may hold one: say what.
+        ck::CheckpointHeader header;
+        const std::string why = verify_file(e.path().string(), step, &header);
+        std::printf(
+            "note  %s: set aside by a resume that could not use it (removed when the run commits step %lld); "
+            "%s\n",
+            name.c_str(), static_cast<long long>(step),
+            why.empty() ? "it verifies now: rename it back to use it" : ("it still fails: " + why).c_str());
       } else if (ck::CheckpointStore::is_leftover(name)) {
         std::printf(
             "note  %s: leftover of a cut write (loads ignore it; the store removes it when it opens)\n",

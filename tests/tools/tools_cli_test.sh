@@ -41,6 +41,15 @@ CK=$WORK/ck
 # verify: all good -> 0 and no note.
 expect 0 "OK: 3 checkpoint(s), 0 failed" "$CKPT_BIN" verify "$CK"
 "$CKPT_BIN" verify "$CK" | grep -q "^note" && fail "a note on a good folder"
+# A checkpoint a resume set aside (ckpt-<step>.h5.unreadable) is named with what it holds now.
+mkdir "$WORK/ck_aside" && cp "$CK/ckpt-00000004.h5" "$WORK/ck_aside/"
+cp "$CK/ckpt-00000006.h5" "$WORK/ck_aside/ckpt-00000006.h5.unreadable"
+cp "$CK/ckpt-00000004.h5" "$WORK/ck_aside/ckpt-00000009.h5.unreadable"
+expect 0 "note  ckpt-00000006.h5.unreadable: set aside by a resume that could not use it (removed when the run commits step 6); it verifies now" \
+  "$CKPT_BIN" verify "$WORK/ck_aside"
+expect 0 "note  ckpt-00000009.h5.unreadable: .*it still fails: the file name says step 9 but the file holds step 4" \
+  "$CKPT_BIN" verify "$WORK/ck_aside"
+
 # A cut write of the orbit clock is named, and the checkpoints still verify.
 echo '{"epoch_unix":' > "$CK/orbit.json.tmp"
 expect 0 "note  orbit.json.tmp: leftover of a cut write of the orbit clock (orbit.json is kept" "$CKPT_BIN" verify "$CK"
