@@ -137,11 +137,14 @@ CUT_ARGS=(--comm.backend=links --comm.algorithm=ring --links.topology=grid --lin
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=power "${CUT_ARGS[@]}" > "$WORK/power1.log" 2>&1 &
 JOB=$!
 for _ in $(seq 1 300); do [[ -e "$WORK/runs/power/checkpoints/ckpt-00000020.h5" ]] && break; sleep 0.05; done
-pkill -9 -f "$(basename "$TRAIN_BIN").*run.name=power"
+pkill -9 -f "$(basename "$TRAIN_BIN").*run.name=power" || { cat "$WORK/power1.log"; fail "no rank to cut (the run ended first?)"; }
 wait $JOB 2>/dev/null
 "${MPI[@]}" -np 2 "$TRAIN_BIN" "$WORK/base.toml" --run.name=power "${CUT_ARGS[@]}" > "$WORK/power2.log" 2>&1 \
   || { cat "$WORK/power2.log"; fail "the restart after the power cut failed"; }
-grep -q "resumed from step" "$WORK/power2.log" || { cat "$WORK/power2.log"; fail "the restart did not resume"; }
+# A real cut: the restart resumes mid-run (a run that had finished would resume at step 200).
+RESUMED=$(grep -o 'resumed from step [0-9]*' "$WORK/power2.log" | grep -o '[0-9]*$')
+[[ -n $RESUMED ]] && ((RESUMED >= 20 && RESUMED < 200)) \
+  || { cat "$WORK/power2.log"; fail "the restart resumed from step '${RESUMED}', not mid-run (20 to 190)"; }
 w=$(final_loss "$WORK/runs/whole/metrics.jsonl") r=$(final_loss "$WORK/runs/power/metrics.jsonl")
 [[ "$w" == "$r" ]] || fail "after the power cut the final loss is $r, the uninterrupted run's $w"
 echo "power cut over the links: $(grep -o 'resumed from step [0-9]*' "$WORK/power2.log"), final loss $r (uninterrupted $w)"

@@ -308,8 +308,7 @@ TEST_F(Resume, ScheduledCheckpointsAndFallbackStillBitIdentical) {
   MPI_Barrier(MPI_COMM_WORLD);
   const State s = train(config, -1, false, &resumed);
   EXPECT_EQ(resumed, 7);
-  EXPECT_TRUE(same_bits(s.params, reference.params));
-  EXPECT_TRUE(same_bits(s.v, reference.v));
+  expect_bit_identical(s, reference);
   if (rank == 0) {
     EXPECT_FALSE(fs::exists(aside));
   }
