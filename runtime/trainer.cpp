@@ -424,6 +424,11 @@ Status Trainer::evaluate(double* val_loss) {
   PERIGEE_REQUIRE(has_val_, StatusCode::kInvalidArgument,
                   "no validation data ([data] val_file is read only when [train] val_every > 0)");
   val_.reset();
+  validating_ = true;
+  struct Done {
+    bool* flag;
+    ~Done() { *flag = false; }
+  } done{&validating_};
   const int B = val_.local_batch(), T = config_.train.seq_len;
   // Cap at the batches the split holds, so a small val file is evaluated once, not repeated.
   const uint64_t available = std::max<uint64_t>(1, val_.num_samples() / config_.train.batch_size);

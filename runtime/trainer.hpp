@@ -241,7 +241,9 @@ class Trainer {
   int consecutive_skips_ = 0;  // reproducible anomalies in a row: the state itself is suspect
   double link_ms_ = 0.0;       // emulated link time of this step's gradient all-reduces
   int64_t last_rollback_from_ = -1, last_rollback_to_ = -1;
-  int64_t digested_at_ = -1;  // the step whose state the replica digests last compared (-1: none since)
+  int64_t digested_at_ = -1;
+  bool validating_ = false;  // evaluate() runs: no planned upsets; ABFT events say "validation"  // the step
+                             // whose state the replica digests last compared (-1: none since)
   // The launch the fault plan's deaths are matched against (0: none), fixed at setup: a rollback loads a
   // checkpoint too, but the process is still the launch it started as.
   int death_launch_ = 0;

@@ -34,9 +34,10 @@ Status Trainer::setup_faults() {
     options.operand_roundoff = abft_operand_roundoff(backend_->kind(), config_.device.precision);
     abft_ = std::make_unique<fault::AbftBackend>(backend_, options, std::move(device_checksums));
     abft_->set_event_callback([this](const fault::AbftEvent& e) {
-      log::warn("ABFT step ", next_step_ + 1, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C,
-                "x", e.OC, ": ", fault::abft_outcome_name(e.outcome),
-                e.detail.empty() ? "" : " (" + e.detail + ")");
+      const std::string when =
+          validating_ ? str_cat("validation after step ", next_step_) : str_cat("step ", next_step_ + 1);
+      log::warn("ABFT ", when, ": ", fault::gemm_kind_name(e.kind), " GEMM ", e.N, "x", e.C, "x", e.OC, ": ",
+                fault::abft_outcome_name(e.outcome), e.detail.empty() ? "" : " (" + e.detail + ")");
     });
     if (injector_) {
       abft_->set_output_fault_hook(
@@ -88,6 +89,9 @@ size_t Trainer::inject(fault::FaultTarget target, float* buffer, size_t n) {
       target == FaultTarget::kParameter || target == FaultTarget::kAdamM || target == FaultTarget::kAdamV;
   if (!injector_ || next_step_ < (after_update ? replay_after_update_below_ : replay_in_step_below_))
     return 0;
+  // A plan's faults are the training steps': validation's GEMMs neither meet them nor shift their
+  // occurrence counts (rate faults included: its forwards change no state).
+  if (validating_) return 0;
   const size_t hits = injector_->inject(target, next_step_, buffer, n);
   counters_.injected += hits;
   return hits;

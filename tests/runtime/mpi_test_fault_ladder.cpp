@@ -181,6 +181,40 @@ TEST(FaultLadder, TheReplayAfterADigestRollbackMeetsTheUpsetsThatNeverRan) {
   EXPECT_TRUE(same_bits(o.params, clean.params));
 }
 
+// A plan's faults are the training steps': validation between steps (its forward GEMMs run with the
+// next step's index) neither meets them nor shifts their occurrence counts. The same plan hits the same
+// GEMM output element, with the same value, with validation every step as without it (before, the
+// validation's 9 forward GEMMs took occurrences 0-8 of the next step).
+TEST(FaultLadder, ValidationNeitherMeetsNorShiftsThePlannedFaults) {
+  const std::string dir = shared_folder({{"plan.txt",
+                                          "fault target=gemm_output step=2 occurrence=5 bit=30\n"
+                                          "fault target=gemm_output step=4 occurrence=12 bit=29\n"}});
+  auto records = [&](int val_every) {
+    Config c = base_config(dir);
+    c.fault.abft = true;
+    c.fault.plan = dir + "/plan.txt";
+    c.data.val_file = c.data.train_file;
+    c.train.val_every = val_every;
+    c.train.val_batches = 1;
+    std::vector<fault::FaultRecord> out;
+    with_trainer(c, [&](Trainer& t) {
+      PERIGEE_CHECK_OR_DIE(t.run());
+      out.assign(t.injector()->records().begin(), t.injector()->records().end());
+      EXPECT_EQ(t.abft()->stats().faults_detected, 2u) << "val_every " << val_every;
+    });
+    return out;
+  };
+  const auto plain = records(0), validated = records(1);
+  ASSERT_EQ(plain.size(), 2u);
+  ASSERT_EQ(validated.size(), plain.size());
+  for (size_t k = 0; k < plain.size(); ++k) {
+    EXPECT_EQ(validated[k].step, plain[k].step);
+    EXPECT_EQ(validated[k].occurrence, plain[k].occurrence);
+    EXPECT_EQ(validated[k].index, plain[k].index);
+    EXPECT_EQ(validated[k].old_value, plain[k].old_value) << "fault " << k << " hit another GEMM";
+  }
+}
+
 // A checkpoint holds rank 0's state. An upset in it between two digests (a parameter of rank 0 after
 // step 3; digests every 4 steps, checkpoints every step) must not reach checkpoint 3, from where the
 // rollback after the next digest, or a resume, would copy it to every replica: the replicas are compared
