@@ -22,20 +22,20 @@ e2e_make_tokens() {
   [[ -s "$dir/tok_train.bin" && -s "$dir/tok_val.bin" ]] || fail "token files missing"
 }
 
-# e2e_small_toml <file> <folder> <train keys>: 2 layers, 2 heads, 32 channels, context and seq_len 32
-# on <folder>/tok_{train,val}.bin, one CPU thread, written to <file>; <train keys> (`key = value`
-# lines) complete [train]; callers append their own sections ([checkpoint], [run], ...).
-e2e_small_toml() {
-  local file=$1 dir=$2 train_keys=$3
+# e2e_toml <file> <folder> <layers> <channels> <context> <train keys>: a 2-head model of that size, seq_len
+# = context, on <folder>/tok_{train,val}.bin, one CPU thread, written to <file>; <train keys>
+# (`key = value` lines) complete [train]; callers append their own sections ([checkpoint], [run], ...).
+e2e_toml() {
+  local file=$1 dir=$2 layers=$3 channels=$4 context=$5 train_keys=$6
   cat > "$file" <<TOML
 [model]
-n_layer = 2
+n_layer = $layers
 n_head = 2
-n_embd = 32
-context = 32
+n_embd = $channels
+context = $context
 
 [train]
-seq_len = 32
+seq_len = $context
 $train_keys
 
 [data]
@@ -48,27 +48,18 @@ threads = 1
 TOML
 }
 
-# e2e_micro_toml <folder> <steps> <run name>: the smallest model (1 layer, 16 channels, 16 tokens) on
-# <folder>/tok_{train,val}.bin, one CPU thread, run directory <folder>/runs/<run name>, written to
-# <folder>/tiny.toml; callers append their own sections ([checkpoint], [orbit], ...).
+# e2e_small_toml <file> <folder> <train keys>: 2 layers, 32 channels, context 32 (e2e_toml).
+e2e_small_toml() { e2e_toml "$1" "$2" 2 32 32 "$3"; }
+
+# e2e_micro_toml <folder> <steps> <run name>: the smallest model (1 layer, 16 channels, 16 tokens, batch 2)
+# in <folder>/tiny.toml, run directory <folder>/runs/<run name>; callers append their own sections
+# ([checkpoint], [orbit], ...).
 e2e_micro_toml() {
   local dir=$1 steps=$2 name=$3
-  cat > "$dir/tiny.toml" <<TOML
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-context = 16
-[train]
-batch_size = 2
-seq_len = 16
-steps = $steps
-[data]
-train_file = "$dir/tok_train.bin"
-val_file = "$dir/tok_val.bin"
-[device]
-device = "cpu"
-threads = 1
+  e2e_toml "$dir/tiny.toml" "$dir" 1 16 16 "batch_size = 2
+steps = $steps"
+  cat >> "$dir/tiny.toml" <<TOML
+
 [run]
 dir = "$dir/runs"
 name = "$name"
