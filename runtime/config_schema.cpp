@@ -338,18 +338,18 @@ Status validate_config(Config* config, const std::set<std::string>& command_line
     if (beta >= 0.0 && beta < 1.0 && static_cast<float>(beta) >= 1.0f) {
       errors.push_back(str_cat("[train] ", key,
                                ": rounds to 1 in fp32, the optimizer's precision; must be < ",
-                               "1 - 2^-25 (got ", beta, ")"));
+                               "1 - 2^-25 (got ", show_value(beta), ")"));
     }
   }
   if (t.eps > 0.0 && static_cast<float>(t.eps) < std::numeric_limits<float>::min()) {
     errors.push_back(str_cat("[train] eps: below the smallest normal fp32 number (",
-                             std::numeric_limits<float>::min(), "), the optimizer's precision (got ", t.eps,
-                             ")"));
+                             std::numeric_limits<float>::min(), "), the optimizer's precision (got ",
+                             show_value(t.eps), ")"));
   }
   for (auto [key, value] : {std::pair{"lr", t.lr}, std::pair{"weight_decay", t.weight_decay}}) {
     if (std::isfinite(value) && !std::isfinite(static_cast<float>(value))) {
-      errors.push_back(
-          str_cat("[train] ", key, ": overflows fp32, the optimizer's precision (got ", value, ")"));
+      errors.push_back(str_cat("[train] ", key, ": overflows fp32, the optimizer's precision (got ",
+                               show_value(value), ")"));
     }
   }
   if (const double ct = config->checkpoint.timeout_s; ct > 0.0 && ct < 1.0) {

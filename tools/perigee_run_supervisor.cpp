@@ -194,6 +194,9 @@ int run(const Options& opt) {
     }
     overrides.push_back(str_cat("--run.name=", config.run.name));
   }
+  // Open MPI gives every rank a terminal for its output, whatever mpirun's own is: "auto" would draw the
+  // progress bar into a log file. It follows perigee-run's output instead.
+  if (config.run.progress == "auto" && isatty(STDOUT_FILENO) == 0) overrides.push_back("--run.progress=off");
   const std::string train_bin = opt.train.empty() ? default_train_binary() : opt.train;
   for (const auto& [what, program] : {std::pair<const char*, std::string>{"--mpirun", opt.mpirun},
                                       std::pair<const char*, std::string>{"--train-bin", train_bin}}) {

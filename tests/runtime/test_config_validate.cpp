@@ -122,7 +122,7 @@ TEST(ConfigValidate, EveryRuleFails) {
       {"n_embd huge", [](Config& c) { c.model.n_embd = 1 << 30; }, "[model] n_embd",
        "must be in [1, 1048576]"},
       {"beta1 rounds to 1", [](Config& c) { c.train.beta1 = 0.99999999; }, "[train] beta1",
-       "rounds to 1 in fp32"},
+       "rounds to 1 in fp32, the optimizer's precision; must be < 1 - 2^-25 (got 0.99999999)"},
       {"beta2 rounds to 1", [](Config& c) { c.train.beta2 = 1.0 - 1e-8; }, "[train] beta2",
        "rounds to 1 in fp32"},
       {"eps rounds to 0", [](Config& c) { c.train.eps = 1e-46; }, "[train] eps",

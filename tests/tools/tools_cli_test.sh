@@ -201,6 +201,13 @@ expect 0 "run folder $WORK/runs/cj: its config.json is no JSON object (damaged?)
 expect 0 "\[train\] val_batches = 1000, but $WORK/tok_val.bin holds [0-9]* batch(es) of 2 x 16 tokens" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=2 --train.val_every=2 --train.val_batches=1000 --run.name=valcap --checkpoint.dir="$WORK/ck_valcap"
 
+# perigee-run with its output in a file (here a pipe): progress = "auto" draws no bar into it (Open MPI
+# gives the ranks a terminal whatever mpirun's output is, so perigee-run passes --run.progress=off).
+expect 0 "command: .*--run.progress=off" "$RUN_BIN" --np 1 "$WORK/tiny.toml" --train.steps=2 \
+  --checkpoint.dir="$WORK/ck_sup" --run.name=sup
+SUP_OUT=$("$RUN_BIN" --np 1 "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_sup" --run.name=sup 2>&1)
+grep -q '\[#' <<< "$SUP_OUT" && fail "a progress bar in perigee-run's piped output: $SUP_OUT"
+
 # perigee-run: numbers are whole finite texts in range (CLI11's own checks let nan through, and printed
 # their range with 300 digits), a stall timeout under a second is refused, and so are times past 1e8 s
 # (added to clock time points, a 1e10 s grace overflowed into the past and killed at once).
