@@ -11,9 +11,18 @@ MetricsWriter::~MetricsWriter() {
 }
 
 Status MetricsWriter::open(const std::string& path) {
+  // A launch cut mid-record (a full disk, a kill) left a line without its newline: end it, so this
+  // launch's first record starts a line of its own instead of making the torn one longer.
+  bool torn = false;
+  if (std::FILE* in = std::fopen(path.c_str(), "rb")) {
+    torn = std::fseek(in, -1, SEEK_END) == 0 && std::fgetc(in) != '\n';
+    std::fclose(in);
+  }
   file_ = std::fopen(path.c_str(), "a");
   PERIGEE_REQUIRE(file_ != nullptr, StatusCode::kIoError, "cannot open metrics file ", path);
   path_ = path;
+  PERIGEE_REQUIRE(!torn || (std::fputc('\n', file_) == '\n' && std::fflush(file_) == 0), StatusCode::kIoError,
+                  "cannot write metrics file ", path_);
   return Status::ok();
 }
 
