@@ -230,7 +230,8 @@ Status Trainer::make_run_dir() {
     std::error_code ec;
     std::filesystem::create_directories(run_dir_, ec);
     PERIGEE_REQUIRE(!ec, StatusCode::kIoError, "cannot create run directory ", run_dir_, ": ", ec.message());
-    PERIGEE_CHECK(FolderLock::acquire(run_dir_, "run folder", &run_dir_lock_));  // one job per run folder
+    // One job per run folder.
+    PERIGEE_CHECK(FolderLock::acquire(run_dir_, "run folder", &run_dir_lock_, folder_lock_wait_s()));
     PERIGEE_CHECK(refuse_another_models_run_dir());
     PERIGEE_CHECK(metrics_.open(run_dir_ + "/metrics.jsonl"));  // appends: a refused launch loses nothing
     return Status::ok();

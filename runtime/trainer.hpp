@@ -5,6 +5,7 @@
 // applies the same AdamW update.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdint>
@@ -164,6 +165,13 @@ class Trainer {
   // would spread it to every replica. A minority is repaired first; without a majority the run rolls
   // back instead (*rolled_back) and nothing is written.
   Status check_replicas_before_checkpoint(bool* rolled_back);
+  // How long rank 0 waits for another process's folder lock to go (an exiting job's): half the comm
+  // deadline at most, so that the other ranks, waiting in a broadcast meanwhile, hear rank 0's refusal
+  // instead of timing out (which perigee-run would take for a setup timeout and relaunch).
+  double folder_lock_wait_s() const {
+    return config_.comm.timeout_s > 0.0 ? std::min(FolderLock::kDefaultWaitS, 0.5 * config_.comm.timeout_s)
+                                        : FolderLock::kDefaultWaitS;
+  }
   // Rung 5: restores the newest good checkpoint. after_update_ran: the state after step next_step_ has
   // had its after-update upsets (a digest's rollback), which the replay must not meet again.
   Status rollback(const std::string& why, bool after_update_ran);

@@ -63,7 +63,9 @@ Status Trainer::setup_checkpoints() {
     PERIGEE_REQUIRE(!unreadable, StatusCode::kIoError, "checkpoint folder ", checkpoint_dir_, ": ",
                     unreadable.message());
     store_ = std::make_unique<checkpoint::CheckpointStore>();
-    PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, store_options(cc), store_.get()));
+    checkpoint::StoreOptions options = store_options(cc);
+    options.lock_wait_s = folder_lock_wait_s();
+    PERIGEE_CHECK(checkpoint::CheckpointStore::open(checkpoint_dir_, options, store_.get()));
     for (const std::string& path : store_->cleaned_at_open())
       log::info("checkpoint folder: removed '", path, "' (left by an interrupted write)");
     // The orbit clock's file is written beside the checkpoints, whatever [orbit] says now.

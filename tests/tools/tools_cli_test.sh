@@ -173,6 +173,14 @@ expect 2 "run folder $WORK/runs/busy is in use by another job (pid $BUSY on host
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_other" --run.name=busy
 expect 2 "checkpoint folder $WORK/ck_busy is in use by another job (pid $BUSY on host" \
   "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_busy" --run.name=busy2
+# Under perigee-run on 2 ranks with a short comm deadline: rank 0's refusal reaches rank 1 before its
+# broadcast times out (the lock wait is at most half the deadline), so nothing is relaunched.
+SUP_BUSY=$("$RUN_BIN" --np 2 "$WORK/tiny.toml" --run.name=busy --comm.timeout_s=2 --checkpoint.dir="$WORK/ck_other" 2>&1)
+SUP_RC=$?
+[[ $SUP_RC -eq 2 ]] && grep -q "run folder $WORK/runs/busy is in use by another job (pid $BUSY" <<< "$SUP_BUSY" \
+  && ! grep -q "launch 2 of" <<< "$SUP_BUSY" \
+  || fail "perigee-run on a busy run folder: exit $SUP_RC (want 2, no relaunch): $SUP_BUSY"
+echo "ok: perigee-run on a busy run folder with timeout_s = 2: exit 2, no relaunch"
 kill -0 "$BUSY" 2>/dev/null || { cat "$WORK/busy.log"; fail "the long job ended early"; }
 kill -9 "$BUSY"
 wait "$BUSY" 2>/dev/null
