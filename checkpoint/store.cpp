@@ -268,6 +268,11 @@ Status CheckpointStore::open(const std::string& dir, const StoreOptions& options
   return Status::ok();
 }
 
+Status CheckpointStore::verify_lock(bool* retaken) {
+  *retaken = false;
+  return options_.exclusive ? lock_.verify(dir_, "checkpoint folder", retaken) : Status::ok();
+}
+
 Status CheckpointStore::check_writable() const {
   const std::string probe = (fs::path(dir_) / kProbeName).string();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -132,6 +132,9 @@ class CheckpointStore {
   // cut probe is removed by the next open()). kIoError naming the folder and the reason (a read-only
   // file system, no permission, a full disk) instead of a first background write that fails.
   Status check_writable() const;
+  // An exclusive store: FolderLock::verify on its folder (removed while the job ran: locked again, the
+  // folder made anew, *retaken; taken by another job meanwhile: kUnavailable). Others: nothing to do.
+  Status verify_lock(bool* retaken);
   // Whether the folder's file system has room for checkpoints of about `file_bytes` each: kIoError
   // when not even the next one fits (a full disk would fail every write at the same step, in every
   // relaunch); *warning (else empty) when the next fits but the peak of keep_last + 1 files (the new

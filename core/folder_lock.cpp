@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 #include <utility>
 
@@ -29,6 +31,26 @@ FolderLock::~FolderLock() {
 void FolderLock::release() {
   if (fd_ >= 0) ::close(fd_);  // closing the descriptor drops the flock
   fd_ = -1;
+}
+
+Status FolderLock::verify(const std::string& folder, const std::string& what, bool* retaken) {
+  *retaken = false;
+  if (fd_ < 0) return Status::ok();
+  const std::string path = folder + "/" + kFileName;
+  struct stat held {
+  }, there{};
+  if (::fstat(fd_, &held) == 0 && held.st_nlink > 0 && ::stat(path.c_str(), &there) == 0 &&
+      held.st_dev == there.st_dev && held.st_ino == there.st_ino) {
+    return Status::ok();
+  }
+  release();
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  PERIGEE_REQUIRE(!ec, StatusCode::kIoError, what, " ", folder,
+                  " was removed while this job ran, and cannot be ", "created again: ", ec.message());
+  PERIGEE_CHECK(acquire(folder, what, this, 0.0));
+  *retaken = true;
+  return Status::ok();
 }
 
 Status FolderLock::acquire(const std::string& folder, const std::string& what, FolderLock* out,

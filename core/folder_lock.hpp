@@ -34,6 +34,12 @@ class FolderLock {
   bool held() const { return fd_ >= 0; }
   void release();
 
+  // While held: checks that the lock file in `folder` is still the one this lock holds. A folder removed
+  // (or its lock file) while the job ran would let a second job in: the lock is then taken again on a
+  // new lock file, the folder created again if need be (*retaken = true), or, when another job took the
+  // folder meanwhile, kUnavailable naming it.
+  Status verify(const std::string& folder, const std::string& what, bool* retaken);
+
  private:
   int fd_ = -1;
 };

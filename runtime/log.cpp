@@ -65,6 +65,8 @@ Status set_file(const std::string& dir) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   const std::string path = str_cat(dir, "/rank", s.rank, ".log");
+  if (s.file.is_open()) s.file.close();  // again: a run folder made anew
+  s.file.clear();
   s.file.open(path, std::ios::app);
   PERIGEE_REQUIRE(s.file.good(), StatusCode::kIoError, "cannot open log file ", path);
   for (const auto& line : s.pending) s.file << line << '\n';

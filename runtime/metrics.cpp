@@ -18,6 +18,7 @@ Status MetricsWriter::open(const std::string& path) {
     torn = std::fseek(in, -1, SEEK_END) == 0 && std::fgetc(in) != '\n';
     std::fclose(in);
   }
+  if (file_ != nullptr) std::fclose(file_);  // again: a run folder made anew
   file_ = std::fopen(path.c_str(), "a");
   PERIGEE_REQUIRE(file_ != nullptr, StatusCode::kIoError, "cannot open metrics file ", path);
   path_ = path;

@@ -168,6 +168,9 @@ class Trainer {
   // How long rank 0 waits for another process's folder lock to go (an exiting job's): half the comm
   // deadline at most, so that the other ranks, waiting in a broadcast meanwhile, hear rank 0's refusal
   // instead of timing out (which perigee-run would take for a setup timeout and relaunch).
+  // Rank 0, before each checkpoint: the run and checkpoint folders' locks are still this job's (a folder
+  // removed meanwhile is made anew and locked again; one another job took is an error).
+  Status verify_folder_locks();
   double folder_lock_wait_s() const {
     return config_.comm.timeout_s > 0.0 ? std::min(FolderLock::kDefaultWaitS, 0.5 * config_.comm.timeout_s)
                                         : FolderLock::kDefaultWaitS;

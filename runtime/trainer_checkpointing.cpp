@@ -333,6 +333,7 @@ Status Trainer::save_checkpoint() {
   last_checkpoint_time_ = Clock::now();
   ++checkpoints_saved_;
   if (comm_->rank() != 0) return Status::ok();
+  PERIGEE_CHECK(verify_folder_locks());
   checkpoint::StageStats st;
   PERIGEE_CHECK(writer_->stage(
       make_state_source(
@@ -351,6 +352,28 @@ Status Trainer::save_checkpoint() {
   return metrics_.write({metric_text("type", "checkpoint"), metric("step", static_cast<double>(next_step_)),
                          metric("stall_ms", st.stall_seconds * 1e3), metric("wait_ms", st.wait_seconds * 1e3),
                          metric("bytes", static_cast<double>(st.bytes))});
+}
+
+Status Trainer::verify_folder_locks() {
+  bool retaken = false;
+  PERIGEE_CHECK(store_->verify_lock(&retaken));
+  if (retaken) {
+    log::warn(
+        "checkpoint folder ", checkpoint_dir_, " (or its lock file) was removed while the job ran: ",
+        "locked again, so that no second job can take it; the checkpoints it held are gone, the next is ",
+        "step ", next_step_, "'s");
+  }
+  if (!run_dir_lock_.held()) return Status::ok();
+  PERIGEE_CHECK(run_dir_lock_.verify(run_dir_, "run folder", &retaken));
+  if (!retaken) return Status::ok();
+  // Made anew: this rank's log and metrics go there again, with the run's config.
+  PERIGEE_CHECK(log::set_file(run_dir_));
+  PERIGEE_CHECK(metrics_.open(run_dir_ + "/metrics.jsonl"));
+  PERIGEE_CHECK(checkpoint::write_file_atomic(run_dir_, "config.json", config_to_json(config_) + "\n"));
+  log::warn("run folder ", run_dir_,
+            " (or its lock file) was removed while the job ran: locked again and made ",
+            "anew with rank 0's log, config.json and the metrics from step ", next_step_, " on");
+  return Status::ok();
 }
 
 Status Trainer::broadcast_after_checkpoint_io(void* buffer, size_t count, DataType type) {

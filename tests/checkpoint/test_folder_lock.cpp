@@ -87,6 +87,35 @@ TEST(FolderLock, AKilledHolderFreesTheFolderAtOnce) {
   EXPECT_TRUE(s.is_ok()) << s.to_string();
 }
 
+// A folder removed under a running job (rm -rf of its run or checkpoint folder) would let a second job in
+// on a new lock file: verify() finds the lock file gone, makes the folder anew and locks it again; where
+// another job got there first, it says so.
+TEST(FolderLock, VerifyTakesARemovedFolderBackOrNamesTheJobThatTookIt) {
+  ScratchDir dir("lock");
+  const std::string folder = dir.path() + "/run";
+  std::filesystem::create_directories(folder);
+  FolderLock mine, other;
+  PERIGEE_CHECK_OR_DIE(FolderLock::acquire(folder, "run folder", &mine, 0.0));
+  bool retaken = true;
+  PERIGEE_CHECK_OR_DIE(mine.verify(folder, "run folder", &retaken));
+  EXPECT_FALSE(retaken) << "nothing happened to the folder";
+  std::filesystem::remove_all(folder);
+  PERIGEE_CHECK_OR_DIE(mine.verify(folder, "run folder", &retaken));
+  EXPECT_TRUE(retaken);
+  EXPECT_TRUE(std::filesystem::exists(folder + "/" + FolderLock::kFileName));
+  EXPECT_EQ(FolderLock::acquire(folder, "run folder", &other, 0.0).code(), StatusCode::kUnavailable)
+      << "the lock was taken again: a second job is refused";
+  // The lock file alone removed, and another job locks a new one before we look.
+  std::filesystem::remove(folder + "/" + FolderLock::kFileName);
+  PERIGEE_CHECK_OR_DIE(FolderLock::acquire(folder, "run folder", &other, 0.0));
+  const Status s = mine.verify(folder, "run folder", &retaken);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.to_string();
+  EXPECT_NE(s.message().find("is in use by another job (pid " + std::to_string(::getpid())),
+            std::string::npos)
+      << s.message();
+  EXPECT_FALSE(mine.held());
+}
+
 TEST(FolderLock, AnExclusiveStoreRefusesASecondOne) {
   ScratchDir dir("lock");
   StoreOptions options;

@@ -181,6 +181,15 @@ SUP_RC=$?
   && ! grep -q "launch 2 of" <<< "$SUP_BUSY" \
   || fail "perigee-run on a busy run folder: exit $SUP_RC (want 2, no relaunch): $SUP_BUSY"
 echo "ok: perigee-run on a busy run folder with timeout_s = 2: exit 2, no relaunch"
+# Its checkpoint folder removed under it: the next checkpoint makes it anew and locks it again, so a
+# second job is still refused (before, the second job found no lock and the two deleted each other's
+# files).
+rm -rf "$WORK/ck_busy"
+for _ in $(seq 1 400); do grep -q "pid $BUSY " "$WORK/ck_busy/.perigee.lock" 2>/dev/null && break; sleep 0.05; done
+grep -q "checkpoint folder $WORK/ck_busy (or its lock file) was removed while the job ran: locked again" "$WORK/busy.log" \
+  || { tail -5 "$WORK/busy.log"; fail "the long job did not take its removed checkpoint folder back"; }
+expect 2 "checkpoint folder $WORK/ck_busy is in use by another job (pid $BUSY on host" \
+  "$TRAIN_BIN" "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_busy" --run.name=busy3
 kill -0 "$BUSY" 2>/dev/null || { cat "$WORK/busy.log"; fail "the long job ended early"; }
 kill -9 "$BUSY"
 wait "$BUSY" 2>/dev/null
