@@ -186,6 +186,12 @@ int run(const Options& opt) {
   // One run directory for every launch: name the run once (its folder created now, so that no other
   // job started in the same second takes the same name).
   if (config.run.name.empty()) {
+    if (cc.dir.empty()) {
+      say("warning: [run] name is empty, so this run's folder is named now (run-<time>); after a power cut "
+          "of "
+          "this node the same command would make a new folder and start at step 0: give --run.name=NAME (or "
+          "[checkpoint] dir) to resume across reruns");
+    }
     const Status named = rt::claim_timestamped_run_dir(
         config.run.dir, static_cast<long long>(std::time(nullptr)), &config.run.name);
     if (!named.is_ok()) {

@@ -225,6 +225,11 @@ expect 0 "command: .*--run.progress=off" "$RUN_BIN" --np 1 "$WORK/tiny.toml" --t
 SUP_OUT=$("$RUN_BIN" --np 1 "$WORK/tiny.toml" --train.steps=3 --checkpoint.dir="$WORK/ck_sup" --run.name=sup 2>&1)
 grep -q '\[#' <<< "$SUP_OUT" && fail "a progress bar in perigee-run's piped output: $SUP_OUT"
 
+# perigee-run without a run name or checkpoint folder: warned that a rerun after a power cut of the
+# node would start over in a new folder.
+grep -v -e '^name = ' -e "^dir = \"$WORK/ck\"" "$WORK/tiny.toml" > "$WORK/noname.toml"
+expect 0 "warning: \[run\] name is empty, so this run's folder is named now" "$RUN_BIN" --np 1 "$WORK/noname.toml" --train.steps=1
+
 # perigee-run: numbers are whole finite texts in range (CLI11's own checks let nan through, and printed
 # their range with 300 digits), a stall timeout under a second is refused, and so are times past 1e8 s
 # (added to clock time points, a 1e10 s grace overflowed into the past and killed at once).
